@@ -1,0 +1,114 @@
+//! The admin listener (loopback by default).
+//!
+//! Endpoints:
+//! - `GET /healthz`: liveness, no token.
+//! - `GET /metrics`: Prometheus text, no token.
+//! - `GET /v1/upstreams`, `GET /v1/upstreams/{u}`: the pool, admin token.
+//!
+//! Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
+//! `proxy`.
+
+pub mod token;
+pub mod view;
+
+use crate::pool::PoolHandle;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use token::Token;
+
+/// Shared state of the admin handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    pub pool: PoolHandle,
+    pub admin_token: Token,
+    pub register_token: Token,
+}
+
+/// An API error: a status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Register,
+}
+
+fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Role, ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    if state.admin_token.matches(given) {
+        Ok(Role::Admin)
+    } else if state.register_token.matches(given) {
+        Ok(Role::Register)
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "invalid token".into()))
+    }
+}
+
+fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match caller(state, headers)? {
+        Role::Admin => Ok(()),
+        Role::Register => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the register token may not do this".into(),
+        )),
+    }
+}
+
+/// The admin API router.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/v1/upstreams", get(list))
+        .route("/v1/upstreams/{u}", get(show))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .with_state(Arc::new(state))
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    let text = view::prometheus_text(&s.pool.snapshot());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn list(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_admin(&s, &headers)?;
+    let snap = s.pool.snapshot();
+    let ups: Vec<view::UpstreamView<'_>> = snap
+        .upstreams
+        .values()
+        .map(|u| view::UpstreamView::from(&**u))
+        .collect();
+    Ok(Json(serde_json::json!({ "version": snap.version, "upstreams": ups })).into_response())
+}
+
+async fn show(
+    State(s): State<Arc<AdminState>>,
+    Path(u): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers)?;
+    let snap = s.pool.snapshot();
+    let up = snap
+        .upstream(&u)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))?;
+    Ok(Json(view::UpstreamView::from(&**up)).into_response())
+}

@@ -1,0 +1,114 @@
+//! JSON and Prometheus views of a snapshot.
+
+use crate::pool::{Backend, Snapshot, Upstream};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, TextEncoder};
+use serde::Serialize;
+
+/// A backend as the API shows it.
+#[derive(Serialize)]
+pub struct BackendView<'a> {
+    pub id: &'a str,
+    pub addr: String,
+    pub weight: u32,
+    pub state: crate::pool::State,
+    pub healthy: bool,
+    pub active_connections: u64,
+    pub source: crate::pool::Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
+impl<'a> From<&'a Backend> for BackendView<'a> {
+    fn from(b: &'a Backend) -> Self {
+        BackendView {
+            id: &b.id,
+            addr: b.addr.to_string(),
+            weight: b.weight,
+            state: b.state,
+            healthy: b.healthy,
+            active_connections: b.live.active(),
+            source: b.source,
+            expires_in_ms: b.live.expires_in_ms(),
+        }
+    }
+}
+
+/// An upstream as the API shows it.
+#[derive(Serialize)]
+pub struct UpstreamView<'a> {
+    pub name: &'a str,
+    pub balance: String,
+    pub hash_key: String,
+    pub backends: Vec<BackendView<'a>>,
+}
+
+impl<'a> From<&'a Upstream> for UpstreamView<'a> {
+    fn from(u: &'a Upstream) -> Self {
+        UpstreamView {
+            name: &u.name,
+            balance: u.policy.balance.to_string(),
+            hash_key: u.policy.hash_key.to_string(),
+            backends: u.backends.iter().map(BackendView::from).collect(),
+        }
+    }
+}
+
+/// Prometheus text for the pool plus the process registry.
+pub fn prometheus_text(snap: &Snapshot) -> String {
+    let labels = &["upstream", "backend"];
+    let gauge = |name: &str, help: &str| {
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+    };
+    let counter = |name: &str, help: &str| {
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+    };
+    let active = gauge(
+        "tideway_backend_active_connections",
+        "Requests in flight and open tunnels per backend",
+    );
+    let up = gauge(
+        "tideway_backend_up",
+        "1 if the backend takes new traffic (active and healthy)",
+    );
+    let weight = gauge("tideway_backend_weight", "Configured weight");
+    let requests = counter(
+        "tideway_backend_requests_total",
+        "Requests and tunnels started per backend",
+    );
+    let failures = counter(
+        "tideway_backend_failures_total",
+        "Failed connects and failed requests per backend",
+    );
+    let eligible = IntGaugeVec::new(
+        Opts::new(
+            "tideway_upstream_available_backends",
+            "Backends taking new traffic",
+        ),
+        &["upstream"],
+    )
+    .expect("valid metric");
+    for (name, u) in &snap.upstreams {
+        eligible
+            .with_label_values(&[name])
+            .set(u.selector.eligible_count() as i64);
+        for b in &u.backends {
+            let l = [name.as_str(), &*b.id];
+            active.with_label_values(&l).set(b.live.active() as i64);
+            up.with_label_values(&l).set(i64::from(b.eligible()));
+            weight.with_label_values(&l).set(i64::from(b.weight));
+            requests.with_label_values(&l).inc_by(b.live.requests());
+            failures.with_label_values(&l).inc_by(b.live.failures());
+        }
+    }
+    let mut families = Vec::new();
+    for c in [&active, &up, &weight, &eligible] {
+        families.extend(prometheus::core::Collector::collect(c));
+    }
+    for c in [&requests, &failures] {
+        families.extend(prometheus::core::Collector::collect(c));
+    }
+    families.extend(crate::metrics::global().registry.gather());
+    let mut out = Vec::new();
+    let _ = TextEncoder::new().encode(&families, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}

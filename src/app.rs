@@ -1,0 +1,142 @@
+//! Wiring: config -> controller -> pingora server with one gateway service per listener, plus a
+//! background service running the controller task and the admin API.
+//!
+//! Shutdown: pingora's shutdown signal cancels the process-wide close token, which every
+//! tunnel's close signal descends from, so each WebSocket gets its 1001 close before pingora's
+//! grace period ends and the process exits.
+
+use crate::admin::{self, token, AdminState};
+use crate::config::{Config, Protocol};
+use crate::pool::{Controller, ControllerTask};
+use crate::proxy::{http::Router, Gateway, Route};
+use async_trait::async_trait;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Why tideway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("token: {0}")]
+    Token(#[from] token::TokenError),
+    #[error("admin listener {addr}: {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the controller and the admin API on pingora's background runtime.
+struct ControlPlane {
+    controller: Mutex<Option<ControllerTask>>,
+    admin: Mutex<Option<(std::net::TcpListener, AdminState)>>,
+    close_all: CancellationToken,
+}
+
+#[async_trait]
+impl BackgroundService for ControlPlane {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Some(task) = self.controller.lock().expect("not poisoned").take() {
+            tokio::spawn(task.run());
+        }
+        if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, admin::router(state)).await {
+                            tracing::error!(error = %e, "admin listener stopped");
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+            }
+        }
+        let _ = shutdown.changed().await;
+        tracing::info!("shutting down: closing tunnels with 1001");
+        self.close_all.cancel();
+    }
+}
+
+/// Build the pingora server for `config`. Call `run_forever()` on the result.
+pub fn build(config: &Config) -> Result<Server, StartError> {
+    let close_all = CancellationToken::new();
+    let controller = Controller::new(&config.upstreams, close_all.clone());
+    let (pool, task) = controller.into_task();
+
+    let data_dir = &config.store.data_dir;
+    let admin_token = token::load(
+        token::ADMIN_TOKEN_ENV,
+        config.admin.token_file.as_deref(),
+        data_dir,
+        "admin.token",
+    )?;
+    let register_token = token::load(
+        token::REGISTER_TOKEN_ENV,
+        config.admin.register_token_file.as_deref(),
+        data_dir,
+        "register.token",
+    )?;
+    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|source| StartError::AdminBind {
+            addr: config.admin.listen,
+            source,
+        })?;
+    tracing::info!(addr = %config.admin.listen, "admin API listening");
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let conf = server.configuration.clone();
+
+    for l in &config.listeners {
+        match l.protocol {
+            Protocol::Http => {
+                let route = Route {
+                    pool: pool.clone(),
+                    upstream: l.upstream.as_str().into(),
+                    proto: "http",
+                };
+                let http = pingora::proxy::http_proxy(
+                    &conf,
+                    Router {
+                        route: route.clone(),
+                    },
+                );
+                let mut svc = Service::new(format!("http {}", l.listen), Gateway::new(http, route));
+                svc.add_listener(
+                    ListenerConfig::tcp(l.listen.to_string())
+                        .l4_buffer(L4BufferSettings::unbuffered()),
+                );
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, "http listener");
+            }
+            Protocol::Tcp => unreachable!("rejected by config validation"),
+        }
+    }
+
+    let control = ControlPlane {
+        controller: Mutex::new(Some(task)),
+        admin: Mutex::new(Some((
+            admin_listener,
+            AdminState {
+                pool: pool.clone(),
+                admin_token,
+                register_token,
+            },
+        ))),
+        close_all,
+    };
+    server.add_service(background_service("control plane", control));
+    Ok(server)
+}

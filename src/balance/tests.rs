@@ -1,0 +1,111 @@
+use super::*;
+use crate::config::{Balance, UpstreamPolicy};
+use crate::pool::backend::{Backend, Live, Source, State};
+use std::sync::Arc;
+
+fn backends(weights: &[u32]) -> Vec<Backend> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| Backend {
+            id: format!("b{i}").into(),
+            addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
+            weight: w,
+            state: State::Active,
+            healthy: true,
+            source: Source::Static,
+            live: Arc::new(Live::default()),
+            close: Default::default(),
+        })
+        .collect()
+}
+
+fn policy(balance: Balance) -> UpstreamPolicy {
+    UpstreamPolicy {
+        balance,
+        ..UpstreamPolicy::default()
+    }
+}
+
+#[test]
+fn round_robin_follows_weights_exactly_per_period() {
+    let bs = backends(&[1, 2, 3]);
+    let s = Selector::build(&policy(Balance::RoundRobin), &bs);
+    let mut counts = [0; 3];
+    for _ in 0..600 {
+        counts[s.pick(&bs, 0, |_| false).unwrap()] += 1;
+    }
+    assert_eq!(counts, [100, 200, 300]);
+}
+
+#[test]
+fn ineligible_backends_are_never_picked() {
+    let mut bs = backends(&[1, 1, 1, 1]);
+    bs[0].state = State::Draining;
+    bs[1].state = State::Disabled;
+    bs[2].healthy = false;
+    for balance in [
+        Balance::RoundRobin,
+        Balance::LeastConn,
+        Balance::P2c,
+        Balance::Hash,
+    ] {
+        let s = Selector::build(&policy(balance), &bs);
+        for k in 0..200u32 {
+            assert_eq!(
+                s.pick(&bs, k.wrapping_mul(2_654_435_761), |_| false),
+                Some(3),
+                "{balance}"
+            );
+        }
+    }
+}
+
+#[test]
+fn exclude_skips_tried_backends_and_runs_out() {
+    let bs = backends(&[1, 1]);
+    for balance in [
+        Balance::RoundRobin,
+        Balance::LeastConn,
+        Balance::P2c,
+        Balance::Hash,
+    ] {
+        let s = Selector::build(&policy(balance), &bs);
+        assert_eq!(s.pick(&bs, 7, |b| &*b.id == "b0"), Some(1), "{balance}");
+        assert_eq!(s.pick(&bs, 7, |_| true), None, "{balance}");
+    }
+}
+
+#[test]
+fn least_conn_prefers_the_least_loaded_per_weight() {
+    let bs = backends(&[1, 1, 2]);
+    let _g: Vec<_> = (0..3).map(|_| bs[0].live.begin()).collect();
+    let _h: Vec<_> = (0..2).map(|_| bs[2].live.begin()).collect();
+    let s = Selector::build(&policy(Balance::LeastConn), &bs);
+    assert_eq!(s.pick(&bs, 0, |_| false), Some(1));
+}
+
+#[test]
+fn p2c_never_picks_the_busiest_of_two() {
+    let bs = backends(&[1, 1]);
+    let _g: Vec<_> = (0..5).map(|_| bs[0].live.begin()).collect();
+    let s = Selector::build(&policy(Balance::P2c), &bs);
+    for _ in 0..100 {
+        assert_eq!(s.pick(&bs, 0, |_| false), Some(1));
+    }
+}
+
+#[test]
+fn bounded_load_moves_keys_off_an_overloaded_owner() {
+    let bs = backends(&[1, 1, 1]);
+    let mut p = policy(Balance::Hash);
+    let s0 = Selector::build(&p, &bs);
+    let key = key_hash(b"sticky-user");
+    let owner = s0.pick(&bs, key, |_| false).unwrap();
+    let _g: Vec<_> = (0..10).map(|_| bs[owner].live.begin()).collect();
+    // Without a bound the owner keeps the key; with 150% it must move.
+    assert_eq!(s0.pick(&bs, key, |_| false), Some(owner));
+    p.hash_balance_factor = 150;
+    let s = Selector::build(&p, &bs);
+    assert_ne!(s.pick(&bs, key, |_| false), Some(owner));
+}

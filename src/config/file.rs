@@ -1,0 +1,356 @@
+//! The config file as written: serde structs with `deny_unknown_fields`, and the validation
+//! that turns them into [`super::Config`]. Values that need checking keep their span, so an
+//! error points at the exact line and column.
+
+use super::duration::Dur;
+use super::error::{line_col, ConfigError};
+use super::types::*;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    admin: AdminSection,
+    #[serde(default)]
+    store: StoreSection,
+    #[serde(default)]
+    listener: Vec<ListenerSection>,
+    #[serde(default)]
+    upstream: BTreeMap<String, Spanned<UpstreamSection>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    threads: Option<Spanned<usize>>,
+    shutdown_grace: Option<Dur>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    listen: Option<Spanned<String>>,
+    token_file: Option<PathBuf>,
+    register_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    data_dir: Option<PathBuf>,
+    etcd: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerSection {
+    listen: Spanned<String>,
+    protocol: Option<Spanned<String>>,
+    upstream: Spanned<String>,
+    tls: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamSection {
+    balance: Option<Spanned<String>>,
+    hash_key: Option<Spanned<String>>,
+    hash_balance_factor: Option<Spanned<u32>>,
+    drain_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
+    connect_timeout: Option<Dur>,
+    retries: Option<u32>,
+    #[serde(default)]
+    backends: Vec<Spanned<BackendSection>>,
+    health: Option<Spanned<HealthSection>>,
+    scale: Option<Spanned<ScaleSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendSection {
+    addr: Spanned<String>,
+    weight: Option<Spanned<u32>>,
+    id: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthSection {
+    kind: Spanned<String>,
+    path: Option<String>,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleSection {
+    target_per_backend: u32,
+    min: Option<u32>,
+    max: Option<u32>,
+}
+
+/// Turns spans into located errors.
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
+        let (line, col) = line_col(self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            col,
+            msg: msg.into(),
+        }
+    }
+
+    fn parse<T: FromStr<Err = String>>(&self, v: &Spanned<String>) -> Result<T, ConfigError> {
+        v.get_ref().parse::<T>().map_err(|m| self.err(v.span(), m))
+    }
+
+    fn addr(&self, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        resolve_addr(v.get_ref()).map_err(|m| self.err(v.span(), m))
+    }
+}
+
+/// Resolve `host:port` once, at load time (like nginx does for `server` lines).
+pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let expected = || format!("invalid address {s:?}; expected host:port, e.g. \"127.0.0.1:8080\"");
+    let mut addrs = s.to_socket_addrs().map_err(|_| expected())?;
+    addrs.next().ok_or_else(expected)
+}
+
+impl FileConfig {
+    pub(super) fn validate(self, text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { text, path };
+        let whole = 0..0;
+
+        let threads = match &self.server.threads {
+            Some(t) if *t.get_ref() == 0 || *t.get_ref() > 256 => {
+                return Err(cx.err(t.span(), "threads must be between 1 and 256"))
+            }
+            Some(t) => *t.get_ref(),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let server = ServerSettings {
+            threads,
+            shutdown_grace: self
+                .server
+                .shutdown_grace
+                .map_or(Duration::from_secs(5), |d| d.0),
+        };
+
+        let admin = AdminSettings {
+            listen: match &self.admin.listen {
+                Some(l) => cx.addr(l)?,
+                None => DEFAULT_ADMIN_LISTEN.parse().expect("valid default"),
+            },
+            token_file: self.admin.token_file.clone(),
+            register_token_file: self.admin.register_token_file.clone(),
+        };
+
+        if let Some(etcd) = &self.store.etcd {
+            return Err(cx.err(
+                etcd.span(),
+                "store.etcd is not supported by this build yet; remove it to use the embedded store",
+            ));
+        }
+        let store = StoreSettings {
+            data_dir: self
+                .store
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        };
+
+        let mut upstreams = Vec::new();
+        for (name, up) in &self.upstream {
+            upstreams.push(validate_upstream(&cx, name, up)?);
+        }
+
+        let mut listeners = Vec::new();
+        let mut seen = HashSet::new();
+        for l in &self.listener {
+            let listen = cx.addr(&l.listen)?;
+            if !seen.insert(listen) {
+                return Err(cx.err(l.listen.span(), format!("{listen} is listed twice")));
+            }
+            let protocol = match &l.protocol {
+                Some(p) => cx.parse::<Protocol>(p)?,
+                None => Protocol::Http,
+            };
+            if protocol == Protocol::Tcp {
+                let span = l.protocol.as_ref().map_or(whole.clone(), |p| p.span());
+                return Err(cx.err(
+                    span,
+                    "protocol \"tcp\" is not supported by this build yet; expected \"http\"",
+                ));
+            }
+            if let Some(tls) = &l.tls {
+                return Err(cx.err(
+                    tls.span(),
+                    "tls on listeners is not supported by this build yet",
+                ));
+            }
+            let upstream = l.upstream.get_ref().clone();
+            if !self.upstream.contains_key(&upstream) {
+                let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
+                return Err(cx.err(
+                    l.upstream.span(),
+                    format!(
+                        "unknown upstream {upstream:?}; defined upstreams: [{}]",
+                        known.join(", ")
+                    ),
+                ));
+            }
+            listeners.push(Listener {
+                listen,
+                protocol,
+                upstream,
+            });
+        }
+
+        Ok(Config {
+            server,
+            admin,
+            store,
+            listeners,
+            upstreams,
+        })
+    }
+}
+
+fn validate_upstream(
+    cx: &Ctx<'_>,
+    name: &str,
+    up: &Spanned<UpstreamSection>,
+) -> Result<UpstreamConfig, ConfigError> {
+    let span = up.span();
+    let up = up.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(cx.err(
+            span,
+            format!("invalid upstream name {name:?}; expected letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let mut policy = UpstreamPolicy::default();
+    if let Some(b) = &up.balance {
+        policy.balance = cx.parse(b)?;
+    }
+    if let Some(k) = &up.hash_key {
+        policy.hash_key = cx.parse(k)?;
+        if policy.balance != Balance::Hash {
+            return Err(cx.err(k.span(), "hash_key needs balance = \"hash\""));
+        }
+    }
+    if let Some(f) = &up.hash_balance_factor {
+        let f2 = *f.get_ref();
+        if f2 != 0 && f2 < 100 {
+            return Err(cx.err(f.span(), "hash_balance_factor is a percentage of the average load and must be 0 (off) or at least 100"));
+        }
+        policy.hash_balance_factor = f2;
+    }
+    if let Some(d) = up.drain_timeout {
+        policy.drain_timeout = d.0;
+    }
+    if let Some(d) = up.idle_timeout {
+        policy.idle_timeout = d.0;
+    }
+    if let Some(d) = up.connect_timeout {
+        policy.connect_timeout = d.0;
+    }
+    if let Some(r) = up.retries {
+        policy.retries = r;
+    }
+    if let Some(h) = &up.health {
+        let hs = h.get_ref();
+        let kind: HealthKind = cx.parse(&hs.kind)?;
+        let rise = hs.rise.unwrap_or(2);
+        let fall = hs.fall.unwrap_or(3);
+        if rise == 0 || fall == 0 {
+            return Err(cx.err(h.span(), "health rise and fall must be at least 1"));
+        }
+        policy.health = Some(HealthConfig {
+            kind,
+            path: hs.path.clone().unwrap_or_else(|| "/".into()),
+            interval: hs.interval.map_or(Duration::from_secs(2), |d| d.0),
+            timeout: hs.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            rise,
+            fall,
+        });
+    }
+    if let Some(s) = &up.scale {
+        let ss = s.get_ref();
+        let min = ss.min.unwrap_or(1);
+        let max = ss.max.unwrap_or(u32::MAX);
+        if ss.target_per_backend == 0 || min > max {
+            return Err(cx.err(
+                s.span(),
+                "scale needs target_per_backend > 0 and min <= max",
+            ));
+        }
+        policy.scale = Some(ScaleConfig {
+            target_per_backend: ss.target_per_backend,
+            min,
+            max,
+        });
+    }
+
+    let mut backends = Vec::new();
+    let mut ids = HashSet::new();
+    for b in &up.backends {
+        let bs = b.get_ref();
+        let addr = cx.addr(&bs.addr)?;
+        let weight = match &bs.weight {
+            Some(w) if *w.get_ref() == 0 || *w.get_ref() > MAX_WEIGHT => {
+                return Err(cx.err(
+                    w.span(),
+                    format!("weight must be between 1 and {MAX_WEIGHT}"),
+                ))
+            }
+            Some(w) => *w.get_ref(),
+            None => DEFAULT_WEIGHT,
+        };
+        let id = match &bs.id {
+            Some(id) => {
+                crate::config::validate_id(id.get_ref()).map_err(|m| cx.err(id.span(), m))?;
+                id.get_ref().clone()
+            }
+            None => bs.addr.get_ref().clone(),
+        };
+        if !ids.insert(id.clone()) {
+            return Err(cx.err(
+                b.span(),
+                format!("backend id {id:?} is listed twice in upstream {name:?}"),
+            ));
+        }
+        backends.push(StaticBackend { id, addr, weight });
+    }
+    Ok(UpstreamConfig {
+        name: name.to_string(),
+        policy,
+        backends,
+    })
+}

@@ -1,0 +1,64 @@
+//! Configuration: the TOML file as written by the operator, validated into the internal types
+//! the rest of tideway uses.
+//!
+//! Pipeline: read file -> deserialize into `file::*` (serde, `deny_unknown_fields`) -> validate
+//! and resolve -> [`Config`]. The internal types have no serde derives for reading, so nothing
+//! downstream can see an unvalidated value. Every error names the file, the line and the column,
+//! and what was expected.
+//!
+//! Imports: nothing else in tideway (config sits at the bottom of the module graph).
+
+mod duration;
+mod error;
+mod file;
+mod types;
+
+pub use duration::parse_duration;
+pub use error::ConfigError;
+pub use types::*;
+
+use std::path::Path;
+
+/// Read and validate a TOML config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Validate TOML text; `path` is used for error messages and to resolve relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: file::FileConfig = toml::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .span()
+            .map(|s| error::line_col(text, s.start))
+            .unwrap_or((0, 0));
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            col,
+            msg: e.message().trim().to_string(),
+        }
+    })?;
+    raw.validate(text, path)
+}
+
+/// Check a backend id: 1-128 characters of letters, digits and `-_.:@`.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid backend id {id:?}; expected 1-128 letters, digits or - _ . : @"
+        ))
+    }
+}
+
+pub use file::resolve_addr;

@@ -1,0 +1,279 @@
+//! The validated, internal configuration. Nothing here is read by serde directly; the file
+//! layer (`file.rs`) builds these after checking every value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default idle timeout of a WebSocket or TCP tunnel: one hour, like a patient HAProxy
+/// `timeout tunnel`, not pingora's 60 s read timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default time a draining backend's tunnels are left open before they get a 1001 close.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default timeout for connecting to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default admin listener: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Default data directory for the embedded store.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default number of retries on another backend when connecting fails.
+pub const DEFAULT_CONNECT_RETRIES: u32 = 1;
+/// Default weight of a backend.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest weight accepted (keeps the precomputed selection tables small).
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    pub store: StoreSettings,
+    pub listeners: Vec<Listener>,
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[server]`
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Data-plane worker threads.
+    pub threads: usize,
+    /// How long a graceful shutdown waits for tunnels to close after sending them 1001.
+    pub shutdown_grace: Duration,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    pub register_token_file: Option<PathBuf>,
+}
+
+/// `[store]`
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+}
+
+/// `[[listener]]`
+#[derive(Clone, Debug)]
+pub struct Listener {
+    pub listen: SocketAddr,
+    pub protocol: Protocol,
+    pub upstream: String,
+}
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 and WebSocket.
+    Http,
+    /// Raw TCP.
+    Tcp,
+}
+
+/// `[upstream.NAME]`
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub policy: UpstreamPolicy,
+    pub backends: Vec<StaticBackend>,
+}
+
+/// How an upstream picks and treats its backends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamPolicy {
+    pub balance: Balance,
+    pub hash_key: HashKey,
+    /// Bounded-load factor for `hash`, in percent (HAProxy's `hash-balance-factor`); 0 = off.
+    pub hash_balance_factor: u32,
+    pub drain_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retries: u32,
+    pub health: Option<HealthConfig>,
+    pub scale: Option<ScaleConfig>,
+}
+
+impl Default for UpstreamPolicy {
+    fn default() -> Self {
+        Self {
+            balance: Balance::RoundRobin,
+            hash_key: HashKey::Ip,
+            hash_balance_factor: 0,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            retries: DEFAULT_CONNECT_RETRIES,
+            health: None,
+            scale: None,
+        }
+    }
+}
+
+/// A backend given in the config file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StaticBackend {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Active health check settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthConfig {
+    pub kind: HealthKind,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// Kind of active health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthKind {
+    None,
+    Tcp,
+    Http,
+    Websocket,
+}
+
+/// Autoscaling hints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleConfig {
+    pub target_per_backend: u32,
+    pub min: u32,
+    pub max: u32,
+}
+
+/// Selection algorithm of an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    RoundRobin,
+    /// Fewest active connections relative to weight.
+    LeastConn,
+    /// Power of two random choices, the less loaded one wins.
+    P2c,
+    /// Consistent hashing (ketama) on [`HashKey`].
+    Hash,
+}
+
+/// What `hash` hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    Ip,
+    Header(String),
+    Cookie(String),
+    Query(String),
+}
+
+macro_rules! string_enum {
+    ($ty:ty, $what:literal, { $($s:literal => $v:expr),+ $(,)? }) => {
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($v),)+
+                    other => Err(format!(
+                        concat!("unknown ", $what, " {:?}; expected one of: {}"),
+                        other,
+                        [$($s),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(Balance, "balance", {
+    "round_robin" => Balance::RoundRobin,
+    "least_conn" => Balance::LeastConn,
+    "p2c" => Balance::P2c,
+    "hash" => Balance::Hash,
+});
+string_enum!(Protocol, "protocol", { "http" => Protocol::Http, "tcp" => Protocol::Tcp });
+string_enum!(HealthKind, "health kind", {
+    "none" => HealthKind::None,
+    "tcp" => HealthKind::Tcp,
+    "http" => HealthKind::Http,
+    "websocket" => HealthKind::Websocket,
+});
+
+impl FromStr for HashKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let named = |prefix: &str| {
+            s.strip_prefix(prefix)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+        };
+        if s == "ip" {
+            Ok(HashKey::Ip)
+        } else if let Some(n) = named("header:") {
+            Ok(HashKey::Header(n.to_ascii_lowercase()))
+        } else if let Some(n) = named("cookie:") {
+            Ok(HashKey::Cookie(n))
+        } else if let Some(n) = named("query:") {
+            Ok(HashKey::Query(n))
+        } else {
+            Err(format!(
+                "unknown hash_key {s:?}; expected ip, header:NAME, cookie:NAME or query:NAME"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for HashKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HashKey::Ip => f.write_str("ip"),
+            HashKey::Header(n) => write!(f, "header:{n}"),
+            HashKey::Cookie(n) => write!(f, "cookie:{n}"),
+            HashKey::Query(n) => write!(f, "query:{n}"),
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConn => "least_conn",
+            Balance::P2c => "p2c",
+            Balance::Hash => "hash",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_keys_parse() {
+        assert_eq!("ip".parse::<HashKey>(), Ok(HashKey::Ip));
+        assert_eq!(
+            "header:X-User".parse::<HashKey>(),
+            Ok(HashKey::Header("x-user".into()))
+        );
+        assert_eq!(
+            "query:uid".parse::<HashKey>(),
+            Ok(HashKey::Query("uid".into()))
+        );
+        assert!("query:".parse::<HashKey>().is_err());
+        assert!("uid".parse::<HashKey>().is_err());
+    }
+
+    #[test]
+    fn balance_names_round_trip() {
+        for b in ["round_robin", "least_conn", "p2c", "hash"] {
+            assert_eq!(b.parse::<Balance>().unwrap().to_string(), b);
+        }
+        assert!("random".parse::<Balance>().is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! A backend as the pool sees it: identity, address, weight, operator state, health, and
+//! where it came from. Plus its live counters, which outlive any one snapshot.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A backend's stable identity: given at registration, the etcd key's last segment, or
+/// `host:port` for static backends. The hash ring is built from ids.
+pub type BackendId = Arc<str>;
+
+/// Operator state of a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Takes new connections (when healthy).
+    Active,
+    /// Takes no new connections; existing ones are left alone.
+    Disabled,
+    /// Takes no new connections; tunnels get a 1001 close after the drain timeout.
+    Draining,
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "active" => Ok(State::Active),
+            "disabled" => Ok(State::Disabled),
+            "draining" => Ok(State::Draining),
+            _ => Err(format!(
+                "unknown state {s:?}; expected active, disabled or draining"
+            )),
+        }
+    }
+}
+
+/// Where a backend came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Static,
+    Http,
+    Etcd,
+}
+
+/// What a source says about a backend: the part of a backend a diff can carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendSpec {
+    pub id: BackendId,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub source: Source,
+}
+
+/// A backend inside a snapshot.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub id: BackendId,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub state: State,
+    pub healthy: bool,
+    pub source: Source,
+    /// Shared with every connection to this backend; survives snapshot swaps.
+    pub live: Arc<Live>,
+    /// Cancelled to close the tunnels opened under this state of the backend (drain deadline,
+    /// shutdown). Replaced by a fresh token when a drained backend becomes active again.
+    pub close: CancellationToken,
+}
+
+impl Backend {
+    /// May this backend get a new connection or request?
+    pub fn eligible(&self) -> bool {
+        self.state == State::Active && self.healthy && self.weight > 0
+    }
+}
+
+/// Per-backend live counters and the close signal for its tunnels.
+#[derive(Debug, Default)]
+pub struct Live {
+    active: AtomicU64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Milliseconds since [`epoch`] after which a registration lapses; 0 = never.
+    expires_at_ms: AtomicU64,
+}
+
+/// The process-wide reference point for expiry times.
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl Live {
+    /// Push the expiry to `ttl` from now (`None` = never expires).
+    pub fn set_ttl(&self, ttl: Option<Duration>) {
+        let at = ttl
+            .map_or(0, |t| now_ms() + t.as_millis() as u64)
+            .max(u64::from(ttl.is_some()));
+        self.expires_at_ms.store(at, Ordering::Relaxed);
+    }
+
+    /// Milliseconds until the registration lapses; `None` if it never does. 0 once lapsed.
+    pub fn expires_in_ms(&self) -> Option<u64> {
+        match self.expires_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at.saturating_sub(now_ms())),
+        }
+    }
+
+    /// Connections (HTTP requests in flight and open tunnels) right now.
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Requests and tunnels ever started.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failed connection attempts and failed requests ever seen.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Count a failure.
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Start a connection; it ends when the guard drops.
+    pub fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+}
+
+/// Holds one unit of a backend's active count.
+#[derive(Debug)]
+pub struct ActiveGuard(Arc<Live>);
+
+impl ActiveGuard {
+    /// The counters this guard belongs to.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.0
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

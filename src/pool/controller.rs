@@ -1,0 +1,436 @@
+//! The one writer. The controller owns the pool state, applies [`Diff`]s in arrival order,
+//! and publishes a fresh [`Snapshot`] with `ArcSwap::store` when, and only when, something
+//! changed. Everything else holds a [`PoolHandle`]: readers `load()`, writers `send()`.
+//!
+//! Invariants:
+//! - Only this module calls `store()`.
+//! - A refused or no-op diff publishes nothing, and a refused diff changes nothing.
+//! - Live counters are keyed by (upstream, id) and reused across versions, so they survive
+//!   swaps; a removed backend's counters live on in its open connections.
+
+use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State};
+use super::diff::{Diff, PoolError};
+use super::snapshot::{Snapshot, Upstream};
+use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
+use arc_swap::{ArcSwap, Guard};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Depth of the diff queue; senders wait when it is full.
+pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+
+/// Something the controller wants done outside the (synchronous) apply step.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// After `after`, close the tunnels of a backend that is still in the same drain.
+    DrainDeadline {
+        upstream: String,
+        id: BackendId,
+        after: Duration,
+        epoch: u64,
+    },
+}
+
+enum Command {
+    Apply {
+        diff: Diff,
+        reply: Option<oneshot::Sender<Result<bool, PoolError>>>,
+    },
+    DrainDeadline {
+        upstream: String,
+        id: BackendId,
+        epoch: u64,
+    },
+}
+
+struct Entry {
+    backend: Backend,
+    /// Which drain this backend is in (0 = none); a deadline for an older drain is ignored.
+    drain_epoch: u64,
+}
+
+struct UpstreamState {
+    policy: Arc<UpstreamPolicy>,
+    backends: BTreeMap<BackendId, Entry>,
+}
+
+/// The pool's single writer.
+pub struct Controller {
+    current: Arc<ArcSwap<Snapshot>>,
+    upstreams: BTreeMap<String, UpstreamState>,
+    shutdown: CancellationToken,
+    version: u64,
+    next_epoch: u64,
+    effects: Vec<Effect>,
+}
+
+/// A cheap, cloneable handle on the pool: read the snapshot, send diffs.
+#[derive(Clone)]
+pub struct PoolHandle {
+    current: Arc<ArcSwap<Snapshot>>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl PoolHandle {
+    /// The current snapshot (cheap; do not hold it across long waits).
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Apply a diff and wait until it is published. `Ok(true)` means a new snapshot is live,
+    /// `Ok(false)` that nothing changed.
+    pub async fn apply(&self, diff: Diff) -> Result<bool, PoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Apply {
+                diff,
+                reply: Some(reply),
+            })
+            .await
+            .map_err(|_| PoolError::Stopped)?;
+        rx.await.map_err(|_| PoolError::Stopped)?
+    }
+}
+
+impl Controller {
+    /// A controller holding the static backends of `upstreams`, already published as version 1.
+    /// `shutdown` is the parent of every tunnel's close signal.
+    pub fn new(upstreams: &[UpstreamConfig], shutdown: CancellationToken) -> Self {
+        let mut c = Controller {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            upstreams: BTreeMap::new(),
+            shutdown,
+            version: 0,
+            next_epoch: 1,
+            effects: Vec::new(),
+        };
+        for u in upstreams {
+            c.upstreams.insert(
+                u.name.clone(),
+                UpstreamState {
+                    policy: Arc::new(u.policy.clone()),
+                    backends: BTreeMap::new(),
+                },
+            );
+            let specs = u
+                .backends
+                .iter()
+                .map(|b| BackendSpec {
+                    id: b.id.as_str().into(),
+                    addr: b.addr,
+                    weight: b.weight,
+                    source: Source::Static,
+                })
+                .collect();
+            c.reset(&u.name, Source::Static, specs);
+        }
+        c.publish();
+        c
+    }
+
+    /// The snapshot cell, for readers built before the controller starts running.
+    pub fn current(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.current
+    }
+
+    /// Version of the last published snapshot.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Effects produced by the diffs applied so far (drained by [`Controller::run`]).
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Apply one diff; publish if it changed anything. Returns whether it did.
+    pub fn apply(&mut self, diff: Diff) -> Result<bool, PoolError> {
+        let name = diff.upstream().to_string();
+        let up = self
+            .upstreams
+            .get_mut(&name)
+            .ok_or_else(|| PoolError::UnknownUpstream(name.clone()))?;
+        let unknown = |id: &BackendId| PoolError::UnknownBackend {
+            upstream: name.clone(),
+            id: id.to_string(),
+        };
+        let changed = match diff {
+            Diff::Add {
+                backend: spec, ttl, ..
+            } => {
+                if !(1..=MAX_WEIGHT).contains(&spec.weight) {
+                    return Err(PoolError::InvalidWeight);
+                }
+                match up.backends.get_mut(&spec.id) {
+                    Some(e) if e.backend.addr != spec.addr => {
+                        return Err(PoolError::Conflict {
+                            id: spec.id.to_string(),
+                            existing: e.backend.addr.to_string(),
+                        })
+                    }
+                    Some(e) => {
+                        e.backend.live.set_ttl(ttl);
+                        let changed = e.backend.weight != spec.weight;
+                        e.backend.weight = spec.weight;
+                        changed
+                    }
+                    None => {
+                        let entry = self.new_entry(spec);
+                        entry.backend.live.set_ttl(ttl);
+                        let up = self.upstreams.get_mut(&name).expect("checked above");
+                        up.backends.insert(entry.backend.id.clone(), entry);
+                        true
+                    }
+                }
+            }
+            Diff::Remove { id, .. } => {
+                up.backends.remove(&id).ok_or_else(|| unknown(&id))?;
+                true
+            }
+            Diff::SetState { id, state, .. } => {
+                let drain_timeout = up.policy.drain_timeout;
+                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                if e.backend.state == state {
+                    false
+                } else {
+                    if state == State::Draining {
+                        e.drain_epoch = self.next_epoch;
+                        self.next_epoch += 1;
+                        self.effects.push(Effect::DrainDeadline {
+                            upstream: name.clone(),
+                            id: id.clone(),
+                            after: drain_timeout,
+                            epoch: e.drain_epoch,
+                        });
+                    } else {
+                        e.drain_epoch = 0;
+                        if e.backend.close.is_cancelled() {
+                            e.backend.close = self.shutdown.child_token();
+                        }
+                    }
+                    e.backend.state = state;
+                    true
+                }
+            }
+            Diff::SetWeight { id, weight, .. } => {
+                if !(1..=MAX_WEIGHT).contains(&weight) {
+                    return Err(PoolError::InvalidWeight);
+                }
+                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                let changed = e.backend.weight != weight;
+                e.backend.weight = weight;
+                changed
+            }
+            Diff::SetHealth { id, healthy, .. } => {
+                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                let changed = e.backend.healthy != healthy;
+                e.backend.healthy = healthy;
+                changed
+            }
+            Diff::Heartbeat { id, ttl, .. } => {
+                let e = up.backends.get(&id).ok_or_else(|| unknown(&id))?;
+                e.backend.live.set_ttl(Some(ttl));
+                false
+            }
+            Diff::Reset {
+                source, backends, ..
+            } => self.reset(&name, source, backends),
+        };
+        if changed {
+            self.publish();
+        }
+        Ok(changed)
+    }
+
+    /// Make `source`'s backends in `upstream` exactly `specs`. Returns whether anything changed.
+    fn reset(&mut self, upstream: &str, source: Source, specs: Vec<BackendSpec>) -> bool {
+        let wanted: BTreeMap<BackendId, BackendSpec> =
+            specs.into_iter().map(|s| (s.id.clone(), s)).collect();
+        let mut changed = false;
+        let stale: Vec<BackendId> = self.upstreams[upstream]
+            .backends
+            .values()
+            .filter(|e| e.backend.source == source && !wanted.contains_key(&e.backend.id))
+            .map(|e| e.backend.id.clone())
+            .collect();
+        for id in stale {
+            self.upstreams
+                .get_mut(upstream)
+                .expect("exists")
+                .backends
+                .remove(&id);
+            changed = true;
+        }
+        for (id, spec) in wanted {
+            let up = self.upstreams.get_mut(upstream).expect("exists");
+            match up.backends.get_mut(&id) {
+                Some(e) => {
+                    if e.backend.addr != spec.addr
+                        || e.backend.weight != spec.weight
+                        || e.backend.source != spec.source
+                    {
+                        e.backend.addr = spec.addr;
+                        e.backend.weight = spec.weight;
+                        e.backend.source = spec.source;
+                        changed = true;
+                    }
+                }
+                None => {
+                    let entry = self.new_entry(spec);
+                    self.upstreams
+                        .get_mut(upstream)
+                        .expect("exists")
+                        .backends
+                        .insert(id, entry);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    fn new_entry(&self, spec: BackendSpec) -> Entry {
+        Entry {
+            backend: Backend {
+                id: spec.id,
+                addr: spec.addr,
+                weight: spec.weight,
+                state: State::Active,
+                healthy: true,
+                source: spec.source,
+                live: Arc::new(Live::default()),
+                close: self.shutdown.child_token(),
+            },
+            drain_epoch: 0,
+        }
+    }
+
+    /// A drain deadline fired: close the backend's tunnels if it is still in that drain.
+    pub fn drain_deadline(&mut self, upstream: &str, id: &BackendId, epoch: u64) -> bool {
+        let Some(e) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.backends.get(id))
+        else {
+            return false;
+        };
+        if e.backend.state == State::Draining && e.drain_epoch == epoch {
+            tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
+            e.backend.close.cancel();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn publish(&mut self) {
+        self.version += 1;
+        let upstreams = self
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let backends = u.backends.values().map(|e| e.backend.clone()).collect();
+                (
+                    name.clone(),
+                    Arc::new(Upstream::new(name.clone(), u.policy.clone(), backends)),
+                )
+            })
+            .collect();
+        self.current.store(Arc::new(Snapshot {
+            version: self.version,
+            upstreams,
+        }));
+    }
+
+    /// Split into the handle everyone else uses and the task that must be run (on any tokio
+    /// runtime) for diffs to be applied.
+    pub fn into_task(self) -> (PoolHandle, ControllerTask) {
+        let (tx, rx) = mpsc::channel(DEFAULT_QUEUE_DEPTH);
+        let handle = PoolHandle {
+            current: self.current.clone(),
+            tx: tx.clone(),
+        };
+        (
+            handle,
+            ControllerTask {
+                controller: self,
+                rx,
+                tx,
+            },
+        )
+    }
+
+    /// Start the controller on the current runtime; returns its handle.
+    pub fn spawn(self) -> PoolHandle {
+        let (handle, task) = self.into_task();
+        tokio::spawn(task.run());
+        handle
+    }
+}
+
+/// The controller's run loop, ready to be spawned.
+pub struct ControllerTask {
+    controller: Controller,
+    rx: mpsc::Receiver<Command>,
+    tx: mpsc::Sender<Command>,
+}
+
+impl ControllerTask {
+    /// Apply diffs until every handle is gone.
+    pub async fn run(self) {
+        let ControllerTask { controller, rx, tx } = self;
+        controller.run(rx, tx).await
+    }
+}
+
+impl Controller {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, tx: mpsc::Sender<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                Command::Apply { diff, reply } => {
+                    let result = self.apply(diff);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                Command::DrainDeadline {
+                    upstream,
+                    id,
+                    epoch,
+                } => {
+                    self.drain_deadline(&upstream, &id, epoch);
+                }
+            }
+            for effect in self.take_effects() {
+                let Effect::DrainDeadline {
+                    upstream,
+                    id,
+                    after,
+                    epoch,
+                } = effect;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx
+                        .send(Command::DrainDeadline {
+                            upstream,
+                            id,
+                            epoch,
+                        })
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

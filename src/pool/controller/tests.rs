@@ -1,0 +1,260 @@
+use super::*;
+use crate::config::{Balance, StaticBackend, UpstreamConfig, UpstreamPolicy};
+use std::net::SocketAddr;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn config() -> Vec<UpstreamConfig> {
+    vec![UpstreamConfig {
+        name: "u".into(),
+        policy: UpstreamPolicy {
+            balance: Balance::RoundRobin,
+            drain_timeout: Duration::from_secs(7),
+            ..UpstreamPolicy::default()
+        },
+        backends: vec![
+            StaticBackend {
+                id: "127.0.0.1:1001".into(),
+                addr: addr(1001),
+                weight: 1,
+            },
+            StaticBackend {
+                id: "127.0.0.1:1002".into(),
+                addr: addr(1002),
+                weight: 2,
+            },
+        ],
+    }]
+}
+
+fn controller() -> Controller {
+    Controller::new(&config(), CancellationToken::new())
+}
+
+fn spec(id: &str, port: u16) -> BackendSpec {
+    BackendSpec {
+        id: id.into(),
+        addr: addr(port),
+        weight: 1,
+        source: Source::Http,
+    }
+}
+
+fn add(id: &str, port: u16) -> Diff {
+    Diff::Add {
+        upstream: "u".into(),
+        backend: spec(id, port),
+        ttl: Some(Duration::from_secs(30)),
+    }
+}
+
+fn backend<'a>(snap: &'a Snapshot, id: &str) -> Option<&'a Backend> {
+    snap.upstream("u").unwrap().backend(id)
+}
+
+#[test]
+fn starts_with_static_backends_as_version_1() {
+    let c = controller();
+    let snap = c.current().load();
+    assert_eq!(snap.version, 1);
+    let ids: Vec<&str> = snap.upstream("u").unwrap().ids().map(|i| &**i).collect();
+    assert_eq!(ids, ["127.0.0.1:1001", "127.0.0.1:1002"]);
+}
+
+#[test]
+fn add_publishes_and_repeat_add_is_a_heartbeat() {
+    let mut c = controller();
+    assert_eq!(c.apply(add("a", 2001)), Ok(true));
+    assert_eq!(c.version(), 2);
+    let snap = c.current().load_full();
+    let a = backend(&snap, "a").unwrap();
+    assert_eq!(a.source, Source::Http);
+    assert!(a.live.expires_in_ms().unwrap() > 29_000);
+    // Same id, same address: refreshes the TTL, publishes nothing.
+    assert_eq!(c.apply(add("a", 2001)), Ok(false));
+    assert_eq!(c.version(), 2);
+    // Same id, another address: refused, nothing changes.
+    assert!(matches!(
+        c.apply(add("a", 2002)),
+        Err(PoolError::Conflict { .. })
+    ));
+    assert_eq!(c.version(), 2);
+    assert_eq!(backend(&c.current().load(), "a").unwrap().addr, addr(2001));
+}
+
+#[test]
+fn remove_publishes_and_unknown_ids_are_refused() {
+    let mut c = controller();
+    let rm = |id: &str| Diff::Remove {
+        upstream: "u".into(),
+        id: id.into(),
+    };
+    assert_eq!(c.apply(rm("127.0.0.1:1001")), Ok(true));
+    assert!(backend(&c.current().load(), "127.0.0.1:1001").is_none());
+    assert!(matches!(
+        c.apply(rm("nope")),
+        Err(PoolError::UnknownBackend { .. })
+    ));
+    assert_eq!(c.version(), 2);
+    assert!(matches!(
+        c.apply(Diff::Remove {
+            upstream: "other".into(),
+            id: "x".into()
+        }),
+        Err(PoolError::UnknownUpstream(_))
+    ));
+}
+
+#[test]
+fn set_state_publishes_once_and_drain_schedules_a_deadline() {
+    let mut c = controller();
+    let set = |state| Diff::SetState {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+        state,
+    };
+    assert_eq!(c.apply(set(State::Draining)), Ok(true));
+    assert_eq!(c.apply(set(State::Draining)), Ok(false));
+    assert_eq!(c.version(), 2);
+    let effects = c.take_effects();
+    let [Effect::DrainDeadline { after, epoch, .. }] = effects.as_slice() else {
+        panic!("expected one deadline, got {effects:?}");
+    };
+    assert_eq!(*after, Duration::from_secs(7));
+    let snap = c.current().load_full();
+    let b = backend(&snap, "127.0.0.1:1001").unwrap();
+    assert_eq!(b.state, State::Draining);
+    assert!(!b.eligible());
+    // The deadline closes this drain's tunnels.
+    let close = b.close.clone();
+    assert!(c.drain_deadline("u", &"127.0.0.1:1001".into(), *epoch));
+    assert!(close.is_cancelled());
+    // Back to active: a fresh close signal, and the old deadline no longer applies.
+    assert_eq!(c.apply(set(State::Active)), Ok(true));
+    let snap = c.current().load_full();
+    assert!(!backend(&snap, "127.0.0.1:1001")
+        .unwrap()
+        .close
+        .is_cancelled());
+    assert!(!c.drain_deadline("u", &"127.0.0.1:1001".into(), *epoch));
+}
+
+#[test]
+fn weight_and_health_publish_only_on_change() {
+    let mut c = controller();
+    let weight = |w| Diff::SetWeight {
+        upstream: "u".into(),
+        id: "127.0.0.1:1002".into(),
+        weight: w,
+    };
+    assert_eq!(c.apply(weight(2)), Ok(false));
+    assert_eq!(c.apply(weight(5)), Ok(true));
+    assert_eq!(c.apply(weight(0)), Err(PoolError::InvalidWeight));
+    let health = |h| Diff::SetHealth {
+        upstream: "u".into(),
+        id: "127.0.0.1:1002".into(),
+        healthy: h,
+    };
+    assert_eq!(c.apply(health(true)), Ok(false));
+    assert_eq!(c.apply(health(false)), Ok(true));
+    assert_eq!(c.version(), 3);
+    let snap = c.current().load_full();
+    let b = backend(&snap, "127.0.0.1:1002").unwrap();
+    assert_eq!((b.weight, b.healthy), (5, false));
+    assert_eq!(snap.upstream("u").unwrap().selector.eligible_count(), 1);
+}
+
+#[test]
+fn heartbeat_refreshes_without_publishing() {
+    let mut c = controller();
+    c.apply(Diff::Add {
+        upstream: "u".into(),
+        backend: spec("a", 2001),
+        ttl: Some(Duration::from_secs(1)),
+    })
+    .unwrap();
+    let v = c.version();
+    let hb = Diff::Heartbeat {
+        upstream: "u".into(),
+        id: "a".into(),
+        ttl: Duration::from_secs(60),
+    };
+    assert_eq!(c.apply(hb), Ok(false));
+    assert_eq!(c.version(), v);
+    let snap = c.current().load_full();
+    assert!(backend(&snap, "a").unwrap().live.expires_in_ms().unwrap() > 59_000);
+}
+
+#[test]
+fn reset_replaces_only_its_source_and_is_idempotent() {
+    let mut c = controller();
+    c.apply(add("h", 3001)).unwrap();
+    let reset = |ids: &[(&str, u16)]| Diff::Reset {
+        upstream: "u".into(),
+        source: Source::Etcd,
+        backends: ids
+            .iter()
+            .map(|(id, p)| BackendSpec {
+                source: Source::Etcd,
+                ..spec(id, *p)
+            })
+            .collect(),
+    };
+    assert_eq!(c.apply(reset(&[("e1", 4001), ("e2", 4002)])), Ok(true));
+    assert_eq!(c.apply(reset(&[("e1", 4001), ("e2", 4002)])), Ok(false));
+    assert_eq!(c.apply(reset(&[("e2", 4002)])), Ok(true));
+    let snap = c.current().load_full();
+    let ids: Vec<&str> = snap.upstream("u").unwrap().ids().map(|i| &**i).collect();
+    // Static and HTTP backends are untouched by an etcd reset.
+    assert_eq!(ids, ["127.0.0.1:1001", "127.0.0.1:1002", "e2", "h"]);
+}
+
+#[test]
+fn live_counters_survive_swaps() {
+    let mut c = controller();
+    let before = c.current().load_full();
+    let live = backend(&before, "127.0.0.1:1001").unwrap().live.clone();
+    let guard = live.begin();
+    // Several unrelated changes publish new snapshots...
+    c.apply(add("x", 5001)).unwrap();
+    c.apply(Diff::SetWeight {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+        weight: 3,
+    })
+    .unwrap();
+    let after = c.current().load_full();
+    assert!(after.version > before.version);
+    // ...and the counters are the same object, still counting the open connection.
+    let b = backend(&after, "127.0.0.1:1001").unwrap();
+    assert!(Arc::ptr_eq(&b.live, &live));
+    assert_eq!(b.live.active(), 1);
+    drop(guard);
+    assert_eq!(b.live.active(), 0);
+    assert_eq!(b.live.requests(), 1);
+}
+
+#[test]
+fn removed_backend_keeps_counting_its_connections() {
+    let mut c = controller();
+    let snap = c.current().load_full();
+    let guard = backend(&snap, "127.0.0.1:1001").unwrap().live.begin();
+    c.apply(Diff::Remove {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+    })
+    .unwrap();
+    assert_eq!(guard.live().active(), 1);
+}
+
+#[tokio::test]
+async fn handle_applies_through_the_task_and_waits_for_publish() {
+    let c = controller();
+    let pool = c.spawn();
+    assert_eq!(pool.apply(add("a", 2001)).await, Ok(true));
+    // Published before apply() returned.
+    assert!(backend(&pool.snapshot(), "a").is_some());
+    assert_eq!(pool.snapshot().version, 2);
+}

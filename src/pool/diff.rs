@@ -1,0 +1,80 @@
+//! Typed changes to the pool. Sources (static config, registration, etcd, health checks, admin
+//! toggles) express what they learned as a [`Diff`]; only the controller applies them.
+
+use super::backend::{BackendId, BackendSpec, Source, State};
+use std::time::Duration;
+
+/// A change to the pool.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Diff {
+    /// Add a backend, or refresh it if the same id with the same address is already there
+    /// (a repeat registration is a heartbeat). The same id with another address is a conflict.
+    Add {
+        upstream: String,
+        backend: BackendSpec,
+        /// Registration TTL; `None` never expires.
+        ttl: Option<Duration>,
+    },
+    /// Remove a backend from the snapshot. Its open tunnels are not touched.
+    Remove { upstream: String, id: BackendId },
+    /// Change the operator state.
+    SetState {
+        upstream: String,
+        id: BackendId,
+        state: State,
+    },
+    /// Change the weight.
+    SetWeight {
+        upstream: String,
+        id: BackendId,
+        weight: u32,
+    },
+    /// Record a health verdict.
+    SetHealth {
+        upstream: String,
+        id: BackendId,
+        healthy: bool,
+    },
+    /// Refresh a registration's TTL. Publishes nothing: expiry is a live value.
+    Heartbeat {
+        upstream: String,
+        id: BackendId,
+        ttl: Duration,
+    },
+    /// Replace every backend of `source` in `upstream` with `backends` (a re-list).
+    Reset {
+        upstream: String,
+        source: Source,
+        backends: Vec<BackendSpec>,
+    },
+}
+
+impl Diff {
+    /// The upstream this diff touches.
+    pub fn upstream(&self) -> &str {
+        match self {
+            Diff::Add { upstream, .. }
+            | Diff::Remove { upstream, .. }
+            | Diff::SetState { upstream, .. }
+            | Diff::SetWeight { upstream, .. }
+            | Diff::SetHealth { upstream, .. }
+            | Diff::Heartbeat { upstream, .. }
+            | Diff::Reset { upstream, .. } => upstream,
+        }
+    }
+}
+
+/// Why a diff was refused. A refused diff changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("unknown upstream {0:?}")]
+    UnknownUpstream(String),
+    #[error("unknown backend {id:?} in upstream {upstream:?}")]
+    UnknownBackend { upstream: String, id: String },
+    #[error("backend {id:?} is already registered with address {existing}")]
+    Conflict { id: String, existing: String },
+    #[error("weight must be between 1 and {max}", max = crate::config::MAX_WEIGHT)]
+    InvalidWeight,
+    #[error("the pool controller has stopped")]
+    Stopped,
+}

@@ -1,0 +1,66 @@
+//! The immutable view the data plane reads: every upstream, its backends, and their selection
+//! structures, all from one version. Readers `load()` it once per request or connection.
+
+use super::backend::{Backend, BackendId};
+use crate::balance::Selector;
+use crate::config::UpstreamPolicy;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One published version of the whole pool.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every publish.
+    pub version: u64,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Look up an upstream by name.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+}
+
+/// One upstream inside a snapshot.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub policy: Arc<UpstreamPolicy>,
+    /// Sorted by id.
+    pub backends: Vec<Backend>,
+    pub selector: Selector,
+}
+
+impl Upstream {
+    /// Build the upstream view and its selection structures. `backends` must be sorted by id.
+    pub fn new(name: String, policy: Arc<UpstreamPolicy>, backends: Vec<Backend>) -> Self {
+        let selector = Selector::build(&policy, &backends);
+        Upstream {
+            name,
+            policy,
+            backends,
+            selector,
+        }
+    }
+
+    /// Pick a backend for a request whose key hashes to `key`, skipping `exclude`d ones.
+    pub fn pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
+        self.selector
+            .pick(&self.backends, key, exclude)
+            .map(|i| &self.backends[i])
+    }
+
+    /// Find a backend by id.
+    pub fn backend(&self, id: &str) -> Option<&Backend> {
+        self.backends
+            .binary_search_by(|b| (*b.id).cmp(id))
+            .ok()
+            .map(|i| &self.backends[i])
+    }
+
+    /// Ids of all backends, for diagnostics.
+    pub fn ids(&self) -> impl Iterator<Item = &BackendId> {
+        self.backends.iter().map(|b| &b.id)
+    }
+}

@@ -1,0 +1,183 @@
+//! Just enough of RFC 6455 framing to know where frames end, so tideway can put its own close
+//! frame between two frames of a live stream. Payloads are never buffered or inspected.
+
+/// Close code 1001, "going away".
+pub const GOING_AWAY: u16 = 1001;
+
+/// An unmasked close frame (server to client) with `code`.
+pub fn close_frame(code: u16) -> [u8; 4] {
+    let c = code.to_be_bytes();
+    [0x88, 0x02, c[0], c[1]]
+}
+
+/// A masked close frame (client to server) with `code` and `mask`.
+pub fn masked_close_frame(code: u16, mask: [u8; 4]) -> [u8; 8] {
+    let c = code.to_be_bytes();
+    [
+        0x88,
+        0x82,
+        mask[0],
+        mask[1],
+        mask[2],
+        mask[3],
+        c[0] ^ mask[0],
+        c[1] ^ mask[1],
+    ]
+}
+
+/// Tracks frame boundaries in one direction of a WebSocket stream.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameTracker {
+    head: [u8; 14],
+    /// Header bytes seen of the current frame; 0 at a boundary or in a payload.
+    have: u8,
+    /// Payload bytes still to come of the current frame.
+    remaining: u64,
+}
+
+impl Default for FrameTracker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn header_len(b0_b1: [u8; 2]) -> usize {
+    let len7 = b0_b1[1] & 0x7f;
+    let ext = match len7 {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let mask = if b0_b1[1] & 0x80 != 0 { 4 } else { 0 };
+    2 + ext + mask
+}
+
+impl FrameTracker {
+    pub const fn new() -> Self {
+        FrameTracker {
+            head: [0; 14],
+            have: 0,
+            remaining: 0,
+        }
+    }
+
+    /// Is the stream between two frames?
+    pub fn at_boundary(&self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
+
+    /// How many bytes may be read without crossing the end of the current frame's header or
+    /// payload; `None` at a boundary.
+    pub fn until_boundary(&self) -> Option<u64> {
+        if self.remaining > 0 {
+            Some(self.remaining)
+        } else if self.have == 0 {
+            None
+        } else if self.have < 2 {
+            Some(2 - u64::from(self.have))
+        } else {
+            Some((header_len([self.head[0], self.head[1]]) - usize::from(self.have)) as u64)
+        }
+    }
+
+    /// Account for bytes that went by.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = (data.len() as u64).min(self.remaining);
+                self.remaining -= n;
+                data = &data[n as usize..];
+                continue;
+            }
+            let full = if self.have < 2 {
+                2
+            } else {
+                header_len([self.head[0], self.head[1]])
+            };
+            let start = usize::from(self.have);
+            let take = (full - start).min(data.len());
+            self.head[start..start + take].copy_from_slice(&data[..take]);
+            self.have += take as u8;
+            data = &data[take..];
+            if self.have >= 2 && usize::from(self.have) == header_len([self.head[0], self.head[1]])
+            {
+                self.remaining = self.payload_len();
+                self.have = 0;
+            }
+        }
+    }
+
+    fn payload_len(&self) -> u64 {
+        match self.head[1] & 0x7f {
+            126 => u64::from(u16::from_be_bytes([self.head[2], self.head[3]])),
+            127 => u64::from_be_bytes(self.head[2..10].try_into().expect("8 bytes")),
+            n => u64::from(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload_len: usize, masked: bool) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        if payload_len < 126 {
+            f.push(m | payload_len as u8);
+        } else if payload_len < 65536 {
+            f.push(m | 126);
+            f.extend_from_slice(&(payload_len as u16).to_be_bytes());
+        } else {
+            f.push(m | 127);
+            f.extend_from_slice(&(payload_len as u64).to_be_bytes());
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend(std::iter::repeat_n(7u8, payload_len));
+        f
+    }
+
+    #[test]
+    fn boundaries_hold_for_every_split() {
+        for (len, masked) in [
+            (0, false),
+            (5, true),
+            (125, false),
+            (300, true),
+            (70_000, false),
+        ] {
+            let f = frame(len, masked);
+            for split in 0..f.len().min(20) {
+                let mut t = FrameTracker::new();
+                t.feed(&f[..split]);
+                assert_eq!(t.at_boundary(), split == 0, "len {len} split {split}");
+                t.feed(&f[split..]);
+                assert!(t.at_boundary(), "len {len} split {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn until_boundary_never_crosses_a_frame() {
+        let mut stream = frame(130, false);
+        stream.extend(frame(3, false));
+        let mut t = FrameTracker::new();
+        t.feed(&stream[..1]);
+        let mut pos = 1;
+        while let Some(n) = t.until_boundary() {
+            let n = n as usize;
+            t.feed(&stream[pos..pos + n]);
+            pos += n;
+        }
+        assert_eq!(pos, 2 + 2 + 130);
+    }
+
+    #[test]
+    fn close_frames_encode_1001() {
+        assert_eq!(close_frame(GOING_AWAY), [0x88, 0x02, 0x03, 0xE9]);
+        let m = masked_close_frame(GOING_AWAY, [0, 0, 0, 0]);
+        assert_eq!(&m[6..], &[0x03, 0xE9]);
+    }
+}

@@ -1,0 +1,137 @@
+//! Plain HTTP/1.1 requests, through pingora's `ProxyHttp`: pick a backend per request, keep
+//! upstream connections alive, add the forwarding headers, and on a connect failure retry on
+//! another backend.
+
+use super::key::request_hash;
+use super::route::{client_ip, error_body, Route};
+use crate::pool::backend::ActiveGuard;
+use crate::pool::BackendId;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use std::time::Duration;
+
+/// How long an idle upstream keep-alive connection stays in pingora's pool.
+pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// The `ProxyHttp` implementation of one listener.
+pub struct Router {
+    pub route: Route,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The backend of the current attempt; dropping it ends its active count.
+    current: Option<(BackendId, std::net::SocketAddr, ActiveGuard)>,
+    /// Backends that failed to connect for this request.
+    tried: Vec<BackendId>,
+    key: u32,
+    retries: u32,
+    connect_timeout: Duration,
+}
+
+impl Router {
+    fn choose(&self, ctx: &mut RequestCtx) -> std::result::Result<(), super::route::NoBackend> {
+        let snap = self.route.pool.load();
+        let b = self.route.pick(&snap, ctx.key, &ctx.tried)?;
+        ctx.current = Some((b.id.clone(), b.addr, b.live.begin()));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Router {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        {
+            let snap = self.route.pool.load();
+            if let Ok(up) = self.route.upstream(&snap) {
+                let req = session.req_header();
+                let ip = client_ip(session.client_addr());
+                ctx.key = request_hash(&up.policy.hash_key, ip, req.uri.query(), |name| {
+                    req.headers.get(name).map(|v| v.as_bytes())
+                });
+                ctx.retries = up.policy.retries;
+                ctx.connect_timeout = up.policy.connect_timeout;
+            }
+        }
+        if let Err(e) = self.choose(ctx) {
+            let body = error_body(&e.to_string());
+            let mut resp = ResponseHeader::build(503, Some(3))?;
+            resp.insert_header("content-type", "application/json")?;
+            resp.insert_header("content-length", body.len().to_string())?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(bytes::Bytes::from(body)), true)
+                .await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        if ctx.current.is_none() {
+            self.choose(ctx)
+                .map_err(|e| Error::explain(ErrorType::HTTPStatus(503), e.to_string()))?;
+        }
+        let (_, addr, _) = ctx.current.as_ref().expect("chosen above");
+        let mut peer = HttpPeer::new(*addr, false, String::new());
+        peer.options.connection_timeout = Some(ctx.connect_timeout);
+        peer.options.idle_timeout = Some(DEFAULT_UPSTREAM_IDLE);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Some((id, _, guard)) = ctx.current.take() {
+            guard.live().record_failure();
+            ctx.tried.push(id);
+        }
+        if ctx.tried.len() as u32 <= ctx.retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(ip) = client_ip(session.client_addr()) {
+            let ip = ip.to_string();
+            let chain = match req.headers.get("x-forwarded-for").map(|v| v.to_str()) {
+                Some(Ok(prev)) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.clone(),
+            };
+            req.insert_header("x-forwarded-for", chain)?;
+            req.insert_header("x-real-ip", ip)?;
+        }
+        req.insert_header("x-forwarded-proto", self.route.proto)?;
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let (Some(_), Some((_, _, guard))) = (e, ctx.current.as_ref()) {
+            guard.live().record_failure();
+        }
+        ctx.current = None;
+    }
+}

@@ -1,0 +1,18 @@
+//! The data plane. Each listener gets a [`gateway::Gateway`] that reads a request head,
+//! serves WebSocket upgrades through tideway's own [`tunnel::Tunnel`], and hands everything
+//! else to pingora's HTTP proxy ([`http::Router`]).
+//!
+//! Readers only: the data plane loads the pool snapshot once per request or connection and
+//! never locks. Imports `config` and `pool`; never `admin`.
+
+pub mod frame;
+pub mod gateway;
+pub mod head;
+pub mod http;
+pub mod key;
+pub mod route;
+pub mod tunnel;
+pub mod websocket;
+
+pub use gateway::Gateway;
+pub use route::Route;

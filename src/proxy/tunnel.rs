@@ -1,0 +1,352 @@
+//! The byte tunnel behind every upgraded WebSocket (and, later, every TCP connection).
+//!
+//! Memory is the point of this module. An idle tunnel holds no buffer: each poll reads into a
+//! buffer on the poll's own stack and writes straight through; only bytes the destination
+//! cannot take right now are copied to the heap, and that copy is freed once written. The
+//! future's own state is a few hundred bytes.
+//!
+//! Closing: on an idle timeout or a close signal (drain deadline, shutdown), a WebSocket tunnel
+//! finishes the server-to-client frame in flight, sends the client a close frame with code
+//! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
+//! the client sees a clean close rather than a reset. Plain tunnels just close.
+
+use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
+use std::future::Future;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Bytes read per step; lives on the stack of one poll only.
+const STEP: usize = 16 * 1024;
+/// Read/write steps per direction per poll, before yielding to other tasks.
+const ROUNDS: usize = 16;
+/// How long a closing tunnel waits for the server-to-client frame in flight to finish.
+pub const DEFAULT_FRAME_WAIT: Duration = Duration::from_secs(5);
+/// How long a closed tunnel keeps reading what the client still sends before dropping it.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+
+/// Why a tunnel ended.
+#[derive(Debug)]
+pub enum TunnelEnd {
+    /// Both sides closed.
+    Closed,
+    /// No byte moved for the idle timeout.
+    Idle,
+    /// Closed by tideway: drain deadline or shutdown.
+    Signalled,
+    /// A socket error.
+    Error(io::Error),
+}
+
+#[derive(Default)]
+struct Half {
+    /// Bytes read but not yet written; empty (and unallocated) most of the time.
+    pending: Vec<u8>,
+    pos: usize,
+    frames: FrameTracker,
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl Half {
+    fn done(&self) -> bool {
+        self.read_closed && self.write_closed && self.pending.is_empty()
+    }
+
+    fn queue(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+}
+
+enum Phase {
+    Open,
+    /// Waiting for a frame boundary to put the close frame at.
+    Closing(Reason),
+    /// Close frame sent and write sides shut; reading what is left.
+    Lingering(Reason),
+}
+
+#[derive(Clone, Copy)]
+enum Reason {
+    Idle,
+    Signalled,
+}
+
+impl Reason {
+    fn end(self) -> TunnelEnd {
+        match self {
+            Reason::Idle => TunnelEnd::Idle,
+            Reason::Signalled => TunnelEnd::Signalled,
+        }
+    }
+}
+
+/// A bidirectional relay between a client and a backend.
+pub struct Tunnel<C, B> {
+    client: C,
+    backend: B,
+    up: Half,
+    down: Half,
+    websocket: bool,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+    close: Pin<Box<WaitForCancellationFutureOwned>>,
+    phase: Phase,
+}
+
+impl<C, B> Tunnel<C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    /// A tunnel that closes after `idle` without traffic or when `close` fires. With
+    /// `websocket`, closing sends the client a 1001 close frame at a frame boundary.
+    pub fn new(
+        client: C,
+        backend: B,
+        idle: Duration,
+        close: CancellationToken,
+        websocket: bool,
+    ) -> Self {
+        Tunnel {
+            client,
+            backend,
+            up: Half::default(),
+            down: Half::default(),
+            websocket,
+            idle,
+            last: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(idle)),
+            close: Box::pin(close.cancelled_owned()),
+            phase: Phase::Open,
+        }
+    }
+
+    /// Account for server-to-client bytes already forwarded before the tunnel started.
+    pub fn already_sent_down(&mut self, bytes: &[u8]) {
+        self.down.frames.feed(bytes);
+    }
+
+    fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
+        if !self.websocket {
+            return Some(why.end());
+        }
+        self.phase = Phase::Closing(why);
+        self.timer
+            .as_mut()
+            .reset(Instant::now() + DEFAULT_FRAME_WAIT);
+        None
+    }
+}
+
+/// Move bytes from `src` to `dst` until neither can go on. Returns whether any byte moved.
+fn pump<R, W>(
+    cx: &mut Context<'_>,
+    src: &mut R,
+    dst: &mut W,
+    h: &mut Half,
+    to_boundary: bool,
+) -> io::Result<bool>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut moved = false;
+    for _ in 0..ROUNDS {
+        while h.pos < h.pending.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &h.pending[h.pos..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    h.pos += n;
+                    moved = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => return Ok(moved),
+            }
+        }
+        if !h.pending.is_empty() {
+            h.pending = Vec::new();
+            h.pos = 0;
+            if let Poll::Ready(Err(e)) = Pin::new(&mut *dst).poll_flush(cx) {
+                return Err(e);
+            }
+        }
+        if h.read_closed {
+            if !h.write_closed {
+                match Pin::new(&mut *dst).poll_shutdown(cx) {
+                    Poll::Ready(_) => h.write_closed = true,
+                    Poll::Pending => return Ok(moved),
+                }
+            }
+            return Ok(moved);
+        }
+        let cap = if to_boundary {
+            match h.frames.until_boundary() {
+                None => return Ok(moved),
+                Some(n) => n.min(STEP as u64) as usize,
+            }
+        } else {
+            STEP
+        };
+        let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
+        let mut rb = ReadBuf::uninit(&mut storage[..cap]);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Pending => return Ok(moved),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Ok(())) => {}
+        }
+        let data = rb.filled();
+        if data.is_empty() {
+            h.read_closed = true;
+            continue;
+        }
+        moved = true;
+        h.frames.feed(data);
+        let mut off = 0;
+        while off < data.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => off += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {
+                    h.queue(&data[off..]);
+                    return Ok(moved);
+                }
+            }
+        }
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *dst).poll_flush(cx) {
+            return Err(e);
+        }
+    }
+    // Still busy after ROUNDS steps: let other tasks run, then come back.
+    cx.waker().wake_by_ref();
+    Ok(moved)
+}
+
+/// Read and throw away what `src` sends. Ready(true) at end of stream or error.
+fn discard<R: AsyncRead + Unpin>(cx: &mut Context<'_>, src: &mut R) -> Poll<bool> {
+    for _ in 0..ROUNDS {
+        let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
+        let mut rb = ReadBuf::uninit(&mut storage);
+        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(true),
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(true),
+            Poll::Ready(Ok(())) => {}
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+impl<C, B> Future for Tunnel<C, B>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    type Output = TunnelEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TunnelEnd> {
+        let this = self.get_mut();
+        loop {
+            match this.phase {
+                Phase::Open => {
+                    if this.close.as_mut().poll(cx).is_ready() {
+                        match this.begin_close(Reason::Signalled) {
+                            Some(end) => return Poll::Ready(end),
+                            None => continue,
+                        }
+                    }
+                    let up = pump(cx, &mut this.client, &mut this.backend, &mut this.up, false);
+                    let down = pump(
+                        cx,
+                        &mut this.backend,
+                        &mut this.client,
+                        &mut this.down,
+                        false,
+                    );
+                    match (up, down) {
+                        (Err(e), _) | (_, Err(e)) => return Poll::Ready(TunnelEnd::Error(e)),
+                        (Ok(a), Ok(b)) if a || b => this.last = Instant::now(),
+                        _ => {}
+                    }
+                    if this.up.done() && this.down.done() {
+                        return Poll::Ready(TunnelEnd::Closed);
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        let deadline = this.last + this.idle;
+                        if Instant::now() >= deadline {
+                            match this.begin_close(Reason::Idle) {
+                                Some(end) => return Poll::Ready(end),
+                                None => continue,
+                            }
+                        }
+                        this.timer.as_mut().reset(deadline);
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Phase::Closing(why) => {
+                    if pump(
+                        cx,
+                        &mut this.backend,
+                        &mut this.client,
+                        &mut this.down,
+                        true,
+                    )
+                    .is_err()
+                    {
+                        return Poll::Ready(why.end());
+                    }
+                    if this.down.frames.at_boundary() && this.down.pending.is_empty() {
+                        if !this.down.write_closed {
+                            this.down.queue(&close_frame(GOING_AWAY));
+                        }
+                        this.down.read_closed = true;
+                        if this.up.frames.at_boundary() && !this.up.write_closed {
+                            this.up
+                                .queue(&masked_close_frame(GOING_AWAY, rand::random()));
+                        }
+                        this.up.read_closed = true;
+                        this.phase = Phase::Lingering(why);
+                        this.timer.as_mut().reset(Instant::now() + DEFAULT_LINGER);
+                        continue;
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(why.end());
+                    }
+                    return Poll::Pending;
+                }
+                Phase::Lingering(why) => {
+                    let down = pump(
+                        cx,
+                        &mut this.backend,
+                        &mut this.client,
+                        &mut this.down,
+                        false,
+                    );
+                    let _ = pump(cx, &mut this.client, &mut this.backend, &mut this.up, false);
+                    if down.is_err() {
+                        return Poll::Ready(why.end());
+                    }
+                    if this.down.done() {
+                        let _ = discard(cx, &mut this.backend);
+                        if discard(cx, &mut this.client).is_ready() {
+                            return Poll::Ready(why.end());
+                        }
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(why.end());
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Test harness: real demo backends on port 0 (in-process), and a real tideway process on free
+//! loopback ports with its own temp data dir. Readiness is polled, never slept on.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const REGISTER_TOKEN: &str = "test-register-token";
+
+/// A free loopback port (bound then released; the kernel will not hand it out again soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A demo backend serving on a real socket until dropped.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Start a demo backend with `id` on port 0.
+pub async fn backend(id: &str) -> Backend {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let id2 = id.to_string();
+    let task = tokio::spawn(async move {
+        let _ = tideway::demo::serve(listener, id2).await;
+    });
+    Backend {
+        addr,
+        id: id.to_string(),
+        task,
+    }
+}
+
+/// A running tideway process.
+pub struct Proxy {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: std::path::PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.http, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+}
+
+/// The `[[listener]]` + `[admin]` + `[store]` head of a config; `upstreams` is appended.
+/// The upstream must be called `app`.
+pub async fn start_proxy(upstreams: &str) -> Proxy {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n{upstreams}\n",
+        dir.path().join("data").display()
+    );
+    let config_path = dir.path().join("tideway.toml");
+    std::fs::File::create(&config_path)
+        .unwrap()
+        .write_all(config.as_bytes())
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("tideway.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tideway binary runs");
+    let proxy = Proxy {
+        child,
+        http,
+        admin,
+        dir,
+        config_path,
+    };
+    wait_ready(&proxy).await;
+    proxy
+}
+
+/// Poll until both the admin API and the HTTP listener accept connections.
+pub async fn wait_ready(p: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = reqwest::Client::new();
+    loop {
+        let admin_ok = client
+            .get(p.admin_url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let http_ok = tokio::net::TcpStream::connect(p.http).await.is_ok();
+        if admin_ok && http_ok {
+            return;
+        }
+        let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "tideway did not become ready; log:\n{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `backends = [...]` TOML for some demo backends, with weights.
+pub fn backends_toml(backends: &[(&Backend, u32)]) -> String {
+    let items: Vec<String> = backends
+        .iter()
+        .map(|(b, w)| format!("{{ addr = \"{}\", weight = {w}, id = \"{}\" }}", b.addr, b.id))
+        .collect();
+    format!("backends = [{}]", items.join(", "))
+}
+
+/// GET a URL through the proxy and return the backend id that answered.
+pub async fn backend_id(client: &reqwest::Client, url: &str) -> String {
+    let r = client.get(url).send().await.expect("request through tideway");
+    assert!(r.status().is_success(), "status {}", r.status());
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}

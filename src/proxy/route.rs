@@ -37,7 +37,7 @@ impl Route {
         tried: &[BackendId],
     ) -> Result<&'s Backend, NoBackend> {
         let up = self.upstream(snap)?;
-        up.pick(key, |b| tried.iter().any(|t| *t == b.id))
+        up.pick(key, |b| tried.contains(&b.id))
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
     }
 }

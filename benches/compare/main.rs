@@ -1,0 +1,301 @@
+//! Side-by-side benchmark: tideway vs nginx vs HAProxy, one worker each, same demo backend,
+//! same run. Run with `cargo bench --bench compare`. Installs nginx-light, haproxy and wrk
+//! from Debian when missing.
+//!
+//! Reports, for each proxy: proxy CPU time per HTTP keep-alive request (wrk, 64 connections),
+//! proxy CPU per WebSocket echo round trip (64 connections, 64-byte messages), RSS per idle
+//! proxied WebSocket at 4,000 connections, and RSS after they close relative to before. Each
+//! figure is also given as a ratio to nginx and to HAProxy, since absolute numbers drift on a
+//! small, noisy machine.
+
+mod proc;
+
+use futures_util::{SinkExt, StreamExt};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const HTTP_SECONDS: u64 = 10;
+const WS_SECONDS: u64 = 10;
+const WS_CONNS: usize = 64;
+const IDLE_CONNS: usize = 4000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn ensure_tools() {
+    let missing: Vec<&str> = [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("wrk", "wrk")]
+        .into_iter()
+        .filter(|(bin, _)| Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().map_or(true, |o| !o.status.success()))
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("installing {missing:?}");
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not install {missing:?}");
+    }
+}
+
+struct Proxy {
+    name: &'static str,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_tideway(dir: &Path, backend: u16) -> Proxy {
+    let port = free_port();
+    let admin = free_port();
+    let cfg = dir.join("tideway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Proxy { name: "tideway", child, port }
+}
+
+fn start_nginx(dir: &Path, backend: u16) -> Proxy {
+    let port = free_port();
+    let cfg = dir.join("nginx.conf");
+    std::fs::write(
+        &cfg,
+        format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n  upstream b {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://b;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Real-IP $remote_addr;\n      proxy_read_timeout 1h;\n    }}\n  }}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Proxy { name: "nginx", child, port }
+}
+
+fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
+    let port = free_port();
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n  nbthread 1\n  maxconn 19000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n  option http-keep-alive\n  option forwardfor\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Proxy { name: "haproxy", child, port }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Row {
+    us_per_req: f64,
+    rps: f64,
+    us_per_echo: f64,
+    kib_per_idle_ws: f64,
+    rss_before_kib: f64,
+    rss_after_close_kib: f64,
+}
+
+fn http_bench(p: &Proxy) -> (f64, f64) {
+    let cpu0 = proc::cpu_seconds(p.child.id());
+    let out = Command::new("wrk")
+        .args(["-t1", "-c64", &format!("-d{HTTP_SECONDS}s")])
+        .arg(format!("http://127.0.0.1:{}/", p.port))
+        .output()
+        .expect("wrk runs");
+    let cpu = proc::cpu_seconds(p.child.id()) - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("wrk output: {text}"));
+    let errors = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    if let Some(e) = errors {
+        eprintln!("{}: wrk reported: {e}", p.name);
+    }
+    (cpu / requests * 1e6, requests / HTTP_SECONDS as f64)
+}
+
+async fn ws_echo_bench(p: &Proxy) -> f64 {
+    let url = format!("ws://127.0.0.1:{}/echo", p.port);
+    let mut conns = Vec::new();
+    for _ in 0..WS_CONNS {
+        conns.push(tokio_tungstenite::connect_async(&url).await.expect("ws connect").0);
+    }
+    let cpu0 = proc::cpu_seconds(p.child.id());
+    let end = Instant::now() + Duration::from_secs(WS_SECONDS);
+    let msg = Message::binary(vec![42u8; 64]);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut ws| {
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    ws.send(msg.clone()).await.unwrap();
+                    ws.next().await.unwrap().unwrap();
+                    n += 1;
+                }
+                let _ = ws.close(None).await;
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let cpu = proc::cpu_seconds(p.child.id()) - cpu0;
+    cpu / total as f64 * 1e6
+}
+
+async fn idle_bench(p: &Proxy) -> (f64, f64, f64) {
+    let url = format!("ws://127.0.0.1:{}/idle", p.port);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = proc::rss_kib(p.child.id()) as f64;
+    let mut conns = Vec::with_capacity(IDLE_CONNS);
+    for _ in 0..IDLE_CONNS {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("ws connect");
+        ws.send(Message::text("hi")).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        conns.push(ws);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = proc::rss_kib(p.child.id()) as f64;
+    for mut ws in conns {
+        let _ = ws.close(None).await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = proc::rss_kib(p.child.id()) as f64;
+    ((held - before) / IDLE_CONNS as f64, before, after)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("compare: run with `cargo bench --bench compare`; skipped under cargo test");
+        return;
+    }
+    ensure_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend_port = free_port();
+    let mut backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo-backend", "--listen", &format!("127.0.0.1:{backend_port}"), "--id", "bench"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(backend_port);
+
+    let mut rows = Vec::new();
+    for start in [start_nginx, start_haproxy, start_tideway] {
+        let sub = dir.path().join(format!("p{}", rows.len()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let p = start(&sub, backend_port);
+        eprintln!("measuring {}", p.name);
+        let (idle, before, after) = rt.block_on(idle_bench(&p));
+        let (us_req, rps) = http_bench(&p);
+        let us_echo = rt.block_on(ws_echo_bench(&p));
+        rows.push((
+            p.name,
+            Row {
+                us_per_req: us_req,
+                rps,
+                us_per_echo: us_echo,
+                kib_per_idle_ws: idle,
+                rss_before_kib: before,
+                rss_after_close_kib: after,
+            },
+        ));
+    }
+    let _ = backend.kill();
+    let nginx = rows[0].1;
+    let haproxy = rows[1].1;
+    let mut out = String::new();
+    out.push_str("| proxy | CPU µs/HTTP req | vs nginx | vs HAProxy | req/s | CPU µs/WS echo | vs nginx | vs HAProxy | KiB/idle WS (4,000) | vs nginx | vs HAProxy | RSS after close / before |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (name, r) in &rows {
+        out.push_str(&format!(
+            "| {name} | {:.1} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {} | {} | {:.2} ({:.1} / {:.1} MiB) |\n",
+            r.us_per_req,
+            ratio(r.us_per_req, nginx.us_per_req),
+            ratio(r.us_per_req, haproxy.us_per_req),
+            r.rps,
+            r.us_per_echo,
+            ratio(r.us_per_echo, nginx.us_per_echo),
+            ratio(r.us_per_echo, haproxy.us_per_echo),
+            r.kib_per_idle_ws,
+            ratio(r.kib_per_idle_ws, nginx.kib_per_idle_ws),
+            ratio(r.kib_per_idle_ws, haproxy.kib_per_idle_ws),
+            r.rss_after_close_kib / r.rss_before_kib,
+            r.rss_after_close_kib / 1024.0,
+            r.rss_before_kib / 1024.0,
+        ));
+    }
+    println!("{out}");
+    let _ = std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare.md"), &out);
+}

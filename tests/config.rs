@@ -1,0 +1,67 @@
+//! Every example in conf/ loads, and `tideway check` reports bad configs with file:line.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn every_example_in_conf_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            tideway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected the conf/ examples, found {n}");
+}
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path.display().to_string(),
+    )
+}
+
+#[test]
+fn check_names_file_line_and_what_was_expected() {
+    let cases = [
+        (
+            "[upstream.app]\nbalance = \"fastest\"\n",
+            ":2:11: unknown balance \"fastest\"; expected one of: round_robin, least_conn, p2c, hash",
+        ),
+        ("[upstream.app]\nbackends = [{ addr = \"nowhere\" }]\n", ":2:22: invalid address \"nowhere\""),
+        ("[upstream.app]\ndrain_timeout = \"soon\"\n", ":2:17: invalid duration \"soon\""),
+        ("[upstream.app]\ncolour = \"blue\"\n", ":2:1: unknown field `colour`"),
+        (
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"nope\"\n",
+            ":3:12: unknown upstream \"nope\"",
+        ),
+        (
+            "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:1\", weight = 0 }]\n",
+            ":2:46: weight must be between 1 and 1000",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (code, stderr, path) = check(text);
+        assert_eq!(code, 1, "{text}");
+        assert!(stderr.starts_with(&path), "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let (code, stderr, _) = check("[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n");
+    assert_eq!(code, 0, "{stderr}");
+}

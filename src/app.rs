@@ -66,7 +66,8 @@ impl BackgroundService for ControlPlane {
 /// Build the pingora server for `config`. Call `run_forever()` on the result.
 pub fn build(config: &Config) -> Result<Server, StartError> {
     let close_all = CancellationToken::new();
-    let controller = Controller::new(&config.upstreams, close_all.clone());
+    let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
+    let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
     let (pool, task) = controller.into_task();
 
     let data_dir = &config.store.data_dir;

@@ -120,7 +120,7 @@ fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
     std::fs::write(
         &cfg,
         format!(
-            "global\n  nbthread 1\n  maxconn 19000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n  option http-keep-alive\n  option forwardfor\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend}\n"
+            "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n  option http-keep-alive\n  option forwardfor\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend}\n"
         ),
     )
     .unwrap();

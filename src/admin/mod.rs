@@ -4,10 +4,15 @@
 //! - `GET /healthz`: liveness, no token.
 //! - `GET /metrics`: Prometheus text, no token.
 //! - `GET /v1/upstreams`, `GET /v1/upstreams/{u}`: the pool, admin token.
+//! - `POST /v1/upstreams/{u}/backends`: register (register or admin token).
+//! - `PUT .../backends/{id}/heartbeat`, `DELETE .../backends/{id}`, `POST .../backends/{id}/drain`:
+//!   register token (own backends) or admin token.
+//! - `POST .../backends/{id}/state`, `PATCH .../backends/{id}`: admin token.
 //!
 //! Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
 //! `proxy`.
 
+pub mod backends;
 pub mod token;
 pub mod view;
 
@@ -15,10 +20,14 @@ use crate::pool::PoolHandle;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use std::sync::Arc;
 use token::Token;
+
+/// Largest request body accepted (larger ones get 413).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
@@ -80,6 +89,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
+        .route("/v1/upstreams/{u}/backends", post(backends::register))
+        .route(
+            "/v1/upstreams/{u}/backends/{id}",
+            axum::routing::delete(backends::deregister).patch(backends::set_weight),
+        )
+        .route("/v1/upstreams/{u}/backends/{id}/heartbeat", put(backends::heartbeat))
+        .route("/v1/upstreams/{u}/backends/{id}/state", post(backends::set_state))
+        .route("/v1/upstreams/{u}/backends/{id}/drain", post(backends::drain))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Arc::new(state))
 }

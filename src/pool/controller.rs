@@ -11,6 +11,7 @@
 use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State};
 use super::diff::{Diff, PoolError};
 use super::snapshot::{Snapshot, Upstream};
+use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::{ArcSwap, Guard};
 use std::collections::BTreeMap;
@@ -50,6 +51,8 @@ struct Entry {
     backend: Backend,
     /// Which drain this backend is in (0 = none); a deadline for an older drain is ignored.
     drain_epoch: u64,
+    /// Draining on its way out: removed once it has no connections or its drain deadline passes.
+    retiring: bool,
 }
 
 struct UpstreamState {
@@ -65,7 +68,11 @@ pub struct Controller {
     version: u64,
     next_epoch: u64,
     effects: Vec<Effect>,
+    toggles: Toggles,
 }
+
+/// How often the controller looks for lapsed registrations and drained backends to remove.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
 
 /// A cheap, cloneable handle on the pool: read the snapshot, send diffs.
 #[derive(Clone)]
@@ -101,9 +108,10 @@ impl PoolHandle {
 }
 
 impl Controller {
-    /// A controller holding the static backends of `upstreams`, already published as version 1.
-    /// `shutdown` is the parent of every tunnel's close signal.
-    pub fn new(upstreams: &[UpstreamConfig], shutdown: CancellationToken) -> Self {
+    /// A controller holding the static backends of `upstreams`, already published as version 1,
+    /// with the persisted `toggles` applied. `shutdown` is the parent of every tunnel's close
+    /// signal.
+    pub fn new(upstreams: &[UpstreamConfig], shutdown: CancellationToken, toggles: Toggles) -> Self {
         let mut c = Controller {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             upstreams: BTreeMap::new(),
@@ -111,6 +119,7 @@ impl Controller {
             version: 0,
             next_epoch: 1,
             effects: Vec::new(),
+            toggles,
         };
         for u in upstreams {
             c.upstreams.insert(
@@ -183,7 +192,7 @@ impl Controller {
                         changed
                     }
                     None => {
-                        let entry = self.new_entry(spec);
+                        let entry = self.new_entry(&name, spec);
                         entry.backend.live.set_ttl(ttl);
                         let up = self.upstreams.get_mut(&name).expect("checked above");
                         up.backends.insert(entry.backend.id.clone(), entry);
@@ -196,27 +205,22 @@ impl Controller {
                 true
             }
             Diff::SetState { id, state, .. } => {
-                let drain_timeout = up.policy.drain_timeout;
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
                 if e.backend.state == state {
                     false
                 } else {
-                    if state == State::Draining {
-                        e.drain_epoch = self.next_epoch;
-                        self.next_epoch += 1;
-                        self.effects.push(Effect::DrainDeadline {
-                            upstream: name.clone(),
-                            id: id.clone(),
-                            after: drain_timeout,
-                            epoch: e.drain_epoch,
-                        });
-                    } else {
-                        e.drain_epoch = 0;
-                        if e.backend.close.is_cancelled() {
-                            e.backend.close = self.shutdown.child_token();
-                        }
-                    }
-                    e.backend.state = state;
+                    self.set_state(&name, &id, state);
+                    self.toggles.update(&name, &id, |t| t.state = Some(state));
+                    true
+                }
+            }
+            Diff::Retire { id, .. } => {
+                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                e.retiring = true;
+                if e.backend.state == State::Draining {
+                    false
+                } else {
+                    self.set_state(&name, &id, State::Draining);
                     true
                 }
             }
@@ -227,6 +231,9 @@ impl Controller {
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
                 let changed = e.backend.weight != weight;
                 e.backend.weight = weight;
+                if changed {
+                    self.toggles.update(&name, &id, |t| t.weight = Some(weight));
+                }
                 changed
             }
             Diff::SetHealth { id, healthy, .. } => {
@@ -248,6 +255,70 @@ impl Controller {
             self.publish();
         }
         Ok(changed)
+    }
+
+    /// Change a known backend's state; entering `Draining` schedules its drain deadline.
+    fn set_state(&mut self, upstream: &str, id: &BackendId, state: State) {
+        let up = self.upstreams.get_mut(upstream).expect("checked by caller");
+        let drain_timeout = up.policy.drain_timeout;
+        let e = up.backends.get_mut(id).expect("checked by caller");
+        if state == State::Draining {
+            e.drain_epoch = self.next_epoch;
+            self.next_epoch += 1;
+            self.effects.push(Effect::DrainDeadline {
+                upstream: upstream.to_string(),
+                id: id.clone(),
+                after: drain_timeout,
+                epoch: e.drain_epoch,
+            });
+        } else {
+            e.drain_epoch = 0;
+            e.retiring = false;
+            if e.backend.close.is_cancelled() {
+                e.backend.close = self.shutdown.child_token();
+            }
+        }
+        e.backend.state = state;
+    }
+
+    /// Periodic housekeeping: lapsed registrations start retiring, and retiring backends with
+    /// no connections left are removed. Returns whether a snapshot was published.
+    pub fn tick(&mut self) -> bool {
+        let mut lapsed = Vec::new();
+        let mut gone = Vec::new();
+        for (name, up) in &self.upstreams {
+            for e in up.backends.values() {
+                if e.retiring && e.backend.live.active() == 0 {
+                    gone.push((name.clone(), e.backend.id.clone()));
+                } else if !e.retiring && e.backend.live.expires_in_ms() == Some(0) {
+                    lapsed.push((name.clone(), e.backend.id.clone()));
+                }
+            }
+        }
+        let changed = !lapsed.is_empty() || !gone.is_empty();
+        for (name, id) in lapsed {
+            tracing::info!(upstream = %name, backend = %id, "registration lapsed; draining");
+            self.upstreams.get_mut(&name).expect("listed").backends.get_mut(&id).expect("listed").retiring = true;
+            let state = self.upstreams[&name].backends[&id].backend.state;
+            if state != State::Draining {
+                self.set_state(&name, &id, State::Draining);
+            }
+        }
+        for (name, id) in gone {
+            tracing::info!(upstream = %name, backend = %id, "drained; removed");
+            self.remove(&name, &id);
+        }
+        if changed {
+            self.publish();
+        }
+        changed
+    }
+
+    fn remove(&mut self, upstream: &str, id: &BackendId) {
+        if let Some(up) = self.upstreams.get_mut(upstream) {
+            up.backends.remove(id);
+        }
+        self.toggles.forget(upstream, id);
     }
 
     /// Make `source`'s backends in `upstream` exactly `specs`. Returns whether anything changed.
@@ -284,7 +355,7 @@ impl Controller {
                     }
                 }
                 None => {
-                    let entry = self.new_entry(spec);
+                    let entry = self.new_entry(upstream, spec);
                     self.upstreams
                         .get_mut(upstream)
                         .expect("exists")
@@ -297,19 +368,21 @@ impl Controller {
         changed
     }
 
-    fn new_entry(&self, spec: BackendSpec) -> Entry {
+    fn new_entry(&self, upstream: &str, spec: BackendSpec) -> Entry {
+        let toggle = self.toggles.get(upstream, &spec.id).cloned().unwrap_or_default();
         Entry {
             backend: Backend {
                 id: spec.id,
                 addr: spec.addr,
-                weight: spec.weight,
-                state: State::Active,
+                weight: toggle.weight.unwrap_or(spec.weight),
+                state: toggle.state.unwrap_or(State::Active),
                 healthy: true,
                 source: spec.source,
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),
             },
             drain_epoch: 0,
+            retiring: false,
         }
     }
 
@@ -325,6 +398,10 @@ impl Controller {
         if e.backend.state == State::Draining && e.drain_epoch == epoch {
             tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
             e.backend.close.cancel();
+            if e.retiring {
+                self.remove(upstream, id);
+                self.publish();
+            }
             true
         } else {
             false
@@ -393,7 +470,19 @@ impl ControllerTask {
 
 impl Controller {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>, tx: mpsc::Sender<Command>) {
-        while let Some(cmd) = rx.recv().await {
+        let mut ticker = tokio::time::interval(DEFAULT_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let cmd = tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => cmd,
+                    None => return,
+                },
+                _ = ticker.tick() => {
+                    self.tick();
+                    continue;
+                }
+            };
             match cmd {
                 Command::Apply { diff, reply } => {
                     let result = self.apply(diff);

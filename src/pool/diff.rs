@@ -23,6 +23,9 @@ pub enum Diff {
         id: BackendId,
         state: State,
     },
+    /// Drain, then remove: no new connections; removed once its connections are gone, or at
+    /// the drain deadline after its tunnels got their 1001 close.
+    Retire { upstream: String, id: BackendId },
     /// Change the weight.
     SetWeight {
         upstream: String,
@@ -55,6 +58,7 @@ impl Diff {
         match self {
             Diff::Add { upstream, .. }
             | Diff::Remove { upstream, .. }
+            | Diff::Retire { upstream, .. }
             | Diff::SetState { upstream, .. }
             | Diff::SetWeight { upstream, .. }
             | Diff::SetHealth { upstream, .. }

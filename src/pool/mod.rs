@@ -10,6 +10,7 @@ pub mod backend;
 pub mod controller;
 pub mod diff;
 pub mod snapshot;
+pub mod toggles;
 
 pub use backend::{Backend, BackendId, BackendSpec, Live, Source, State};
 pub use controller::{Controller, ControllerTask, PoolHandle};

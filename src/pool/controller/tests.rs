@@ -30,7 +30,7 @@ fn config() -> Vec<UpstreamConfig> {
 }
 
 fn controller() -> Controller {
-    Controller::new(&config(), CancellationToken::new())
+    Controller::new(&config(), CancellationToken::new(), Toggles::in_memory())
 }
 
 fn spec(id: &str, port: u16) -> BackendSpec {

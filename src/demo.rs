@@ -78,3 +78,71 @@ async fn echo(mut socket: WebSocket, id: Arc<str>) {
         }
     }
 }
+
+/// Self-registration of a demo backend with a tideway admin API.
+pub struct Registration {
+    pub admin: String,
+    pub upstream: String,
+    pub token: String,
+    pub id: String,
+    pub addr: SocketAddr,
+}
+
+/// Registration TTL the demo backend asks for; it heartbeats at a third of it.
+pub const DEMO_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Registration {
+    fn url(&self, tail: &str) -> String {
+        format!(
+            "{}/v1/upstreams/{}/backends{tail}",
+            self.admin.trim_end_matches('/'),
+            self.upstream
+        )
+    }
+
+    /// Register, heartbeat until SIGTERM/SIGINT, then drain (waiting) and deregister.
+    pub async fn run_until_sigterm(&self) -> Result<(), reqwest::Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let client = reqwest::Client::new();
+        let body = serde_json::json!({
+            "addr": self.addr.to_string(), "id": self.id, "ttl": DEMO_TTL.as_secs(),
+        });
+        client
+            .post(self.url(""))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?;
+        tracing::info!(id = %self.id, "registered");
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        let mut beat = tokio::time::interval(DEMO_TTL / 3);
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = beat.tick() => {
+                    // A lapsed registration (404) is renewed by registering again.
+                    let hb = client.put(self.url(&format!("/{}/heartbeat", self.id))).bearer_auth(&self.token).send().await;
+                    if !hb.is_ok_and(|r| r.status().is_success()) {
+                        let _ = client.post(self.url("")).bearer_auth(&self.token).json(&body).send().await;
+                    }
+                }
+            }
+        }
+        tracing::info!(id = %self.id, "draining before exit");
+        let _ = client
+            .post(self.url(&format!("/{}/drain?wait=30s", self.id)))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        let _ = client
+            .delete(self.url(&format!("/{}", self.id)))
+            .bearer_auth(&self.token)
+            .send()
+            .await;
+        tracing::info!(id = %self.id, "deregistered");
+        Ok(())
+    }
+}

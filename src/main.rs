@@ -40,7 +40,59 @@ enum Command {
         /// Identity to report (default: the listen address).
         #[arg(long)]
         id: Option<String>,
+        /// Register with this tideway admin URL, heartbeat, and deregister on SIGTERM.
+        #[arg(long, requires = "upstream")]
+        register: Option<String>,
+        /// Upstream to register in.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Registration token (default: env TIDEWAY_REGISTER_TOKEN).
+        #[arg(long, env = "TIDEWAY_REGISTER_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+    /// Operate a running tideway through its admin API.
+    Ctl {
+        /// Admin API URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+        /// Admin token (default: env TIDEWAY_ADMIN_TOKEN, else data/admin.token).
+        #[arg(long, env = "TIDEWAY_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        cmd: CtlCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// All upstreams and their backends.
+    List,
+    /// One upstream.
+    Show { upstream: String },
+    /// Let a backend take traffic again.
+    Enable { upstream: String, id: String },
+    /// Stop new traffic to a backend; leave its connections alone.
+    Disable { upstream: String, id: String },
+    /// Stop new traffic, wait for connections to end (drain_timeout closes tunnels with 1001).
+    Drain {
+        upstream: String,
+        id: String,
+        #[arg(long)]
+        wait: Option<String>,
+    },
+    /// Change a backend's weight.
+    Weight {
+        upstream: String,
+        id: String,
+        weight: u32,
+    },
+}
+
+fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -73,21 +125,82 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        Command::DemoBackend { listen, id } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind(&listen)
-                    .await
-                    .with_context(|| format!("binding {listen}"))?;
-                let addr = listener.local_addr()?;
-                let id = id.unwrap_or_else(|| addr.to_string());
-                tracing::info!(%addr, %id, "demo backend listening");
-                tideway::demo::serve(listener, id).await?;
-                Ok(())
-            })
+        Command::DemoBackend {
+            listen,
+            id,
+            register,
+            upstream,
+            token,
+        } => rt()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let addr = listener.local_addr()?;
+            let id = id.unwrap_or_else(|| addr.to_string());
+            tracing::info!(%addr, %id, "demo backend listening");
+            let server = tokio::spawn(tideway::demo::serve(listener, id.clone()));
+            match (register, upstream) {
+                (Some(admin), Some(upstream)) => {
+                    let reg = tideway::demo::Registration {
+                        admin,
+                        upstream,
+                        token: token.context(
+                            "--register needs a token (--token or TIDEWAY_REGISTER_TOKEN)",
+                        )?,
+                        id,
+                        addr,
+                    };
+                    reg.run_until_sigterm().await?;
+                }
+                _ => {
+                    server.await??;
+                }
+            }
+            Ok(())
+        }),
+        Command::Ctl { admin, token, cmd } => {
+            let token = match token {
+                Some(t) => t,
+                None => std::fs::read_to_string("data/admin.token")
+                    .context("no token: pass --token, set TIDEWAY_ADMIN_TOKEN, or run where data/admin.token is")?
+                    .trim()
+                    .to_string(),
+            };
+            use tideway::ctl::CtlCommand as C;
+            let cmd = match cmd {
+                CtlCmd::List => C::List,
+                CtlCmd::Show { upstream } => C::Show { upstream },
+                CtlCmd::Enable { upstream, id } => C::SetState {
+                    upstream,
+                    id,
+                    state: "active",
+                },
+                CtlCmd::Disable { upstream, id } => C::SetState {
+                    upstream,
+                    id,
+                    state: "disabled",
+                },
+                CtlCmd::Drain { upstream, id, wait } => C::Drain { upstream, id, wait },
+                CtlCmd::Weight {
+                    upstream,
+                    id,
+                    weight,
+                } => C::Weight {
+                    upstream,
+                    id,
+                    weight,
+                },
+            };
+            match rt()?.block_on(tideway::ctl::run(&admin, &token, &cmd)) {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("tideway ctl: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
     }
 }

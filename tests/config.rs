@@ -56,7 +56,10 @@ fn check_names_file_line_and_what_was_expected() {
         let (code, stderr, path) = check(text);
         assert_eq!(code, 1, "{text}");
         assert!(stderr.starts_with(&path), "{stderr}");
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
     }
 }
 

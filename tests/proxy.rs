@@ -20,7 +20,9 @@ async fn http_reaches_three_backends_with_forwarding_headers() {
     let client = reqwest::Client::new();
     let mut seen = HashMap::new();
     for _ in 0..30 {
-        *seen.entry(backend_id(&client, &proxy.url("/hello")).await).or_insert(0) += 1;
+        *seen
+            .entry(backend_id(&client, &proxy.url("/hello")).await)
+            .or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen.values().all(|&n| n == 10), "{seen:?}");
@@ -70,7 +72,9 @@ async fn round_robin_spreads_3000_requests_by_weight() {
     let client = reqwest::Client::new();
     let mut seen: HashMap<String, u32> = HashMap::new();
     for _ in 0..3000 {
-        *seen.entry(backend_id(&client, &proxy.url("/")).await).or_insert(0) += 1;
+        *seen
+            .entry(backend_id(&client, &proxy.url("/")).await)
+            .or_insert(0) += 1;
     }
     for (id, expected) in [("a", 500.0), ("b", 1000.0), ("c", 1500.0)] {
         let got = f64::from(seen[id]);
@@ -103,10 +107,15 @@ async fn hash_on_query_uid_is_sticky_for_http_and_websocket() {
     assert_eq!(distinct.len(), 3, "60 uids should use all 3 backends");
     // A WebSocket with the same uid lands where the HTTP requests did.
     for uid in [0, 1, 2, 3, 4] {
-        let (_ws, resp) = tokio_tungstenite::connect_async(proxy.ws_url(&format!("/chat?uid={uid}")))
-            .await
-            .unwrap();
-        assert_eq!(resp.headers()["x-backend-id"], owners[&uid].as_str(), "uid {uid}");
+        let (_ws, resp) =
+            tokio_tungstenite::connect_async(proxy.ws_url(&format!("/chat?uid={uid}")))
+                .await
+                .unwrap();
+        assert_eq!(
+            resp.headers()["x-backend-id"],
+            owners[&uid].as_str(),
+            "uid {uid}"
+        );
     }
 }
 
@@ -118,7 +127,9 @@ async fn idle_timeout_closes_websocket_with_1001() {
         backends_toml(&[(&a, 1)])
     ))
     .await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat"))
+        .await
+        .unwrap();
     ws.send(Message::text("ping")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("ping"));
     let start = Instant::now();
@@ -142,14 +153,19 @@ async fn idle_timeout_closes_websocket_with_1001() {
 async fn idle_websocket_outlives_pingoras_60s_timeout() {
     let a = backend("a").await;
     let proxy = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat"))
+        .await
+        .unwrap();
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
     // Idle for 70 s: nothing may arrive (no close, no reset) in that time.
     let quiet = tokio::time::timeout(Duration::from_secs(70), ws.next()).await;
     assert!(quiet.is_err(), "the idle WebSocket was closed: {quiet:?}");
     ws.send(Message::text("after 70 s")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after 70 s"));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("after 70 s")
+    );
 }
 
 #[tokio::test]
@@ -166,7 +182,9 @@ async fn connect_failure_retries_on_another_backend() {
         assert_eq!(backend_id(&client, &proxy.url("/")).await, "alive");
     }
     for _ in 0..6 {
-        let (_ws, resp) = tokio_tungstenite::connect_async(proxy.ws_url("/chat")).await.unwrap();
+        let (_ws, resp) = tokio_tungstenite::connect_async(proxy.ws_url("/chat"))
+            .await
+            .unwrap();
         assert_eq!(resp.headers()["x-backend-id"], "alive");
     }
 }

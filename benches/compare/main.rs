@@ -23,15 +23,28 @@ const WS_CONNS: usize = 64;
 const IDLE_CONNS: usize = 4000;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn ensure_tools() {
-    let missing: Vec<&str> = [("nginx", "nginx-light"), ("haproxy", "haproxy"), ("wrk", "wrk")]
-        .into_iter()
-        .filter(|(bin, _)| Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().map_or(true, |o| !o.status.success()))
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let missing: Vec<&str> = [
+        ("nginx", "nginx-light"),
+        ("haproxy", "haproxy"),
+        ("wrk", "wrk"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {bin}")])
+            .output()
+            .map_or(true, |o| !o.status.success())
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
     if !missing.is_empty() {
         eprintln!("installing {missing:?}");
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
@@ -87,7 +100,11 @@ fn start_tideway(dir: &Path, backend: u16) -> Proxy {
         .spawn()
         .unwrap();
     wait_port(port);
-    Proxy { name: "tideway", child, port }
+    Proxy {
+        name: "tideway",
+        child,
+        port,
+    }
 }
 
 fn start_nginx(dir: &Path, backend: u16) -> Proxy {
@@ -111,7 +128,11 @@ fn start_nginx(dir: &Path, backend: u16) -> Proxy {
         .spawn()
         .unwrap();
     wait_port(port);
-    Proxy { name: "nginx", child, port }
+    Proxy {
+        name: "nginx",
+        child,
+        port,
+    }
 }
 
 fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
@@ -132,7 +153,11 @@ fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
         .spawn()
         .unwrap();
     wait_port(port);
-    Proxy { name: "haproxy", child, port }
+    Proxy {
+        name: "haproxy",
+        child,
+        port,
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -160,7 +185,9 @@ fn http_bench(p: &Proxy) -> (f64, f64) {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("wrk output: {text}"));
-    let errors = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     if let Some(e) = errors {
         eprintln!("{}: wrk reported: {e}", p.name);
     }
@@ -171,7 +198,12 @@ async fn ws_echo_bench(p: &Proxy) -> f64 {
     let url = format!("ws://127.0.0.1:{}/echo", p.port);
     let mut conns = Vec::new();
     for _ in 0..WS_CONNS {
-        conns.push(tokio_tungstenite::connect_async(&url).await.expect("ws connect").0);
+        conns.push(
+            tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("ws connect")
+                .0,
+        );
     }
     let cpu0 = proc::cpu_seconds(p.child.id());
     let end = Instant::now() + Duration::from_secs(WS_SECONDS);
@@ -206,7 +238,9 @@ async fn idle_bench(p: &Proxy) -> (f64, f64, f64) {
     let before = proc::rss_kib(p.child.id()) as f64;
     let mut conns = Vec::with_capacity(IDLE_CONNS);
     for _ in 0..IDLE_CONNS {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("ws connect");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("ws connect");
         ws.send(Message::text("hi")).await.unwrap();
         ws.next().await.unwrap().unwrap();
         conns.push(ws);
@@ -243,7 +277,13 @@ fn main() {
         .unwrap();
     let backend_port = free_port();
     let mut backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["demo-backend", "--listen", &format!("127.0.0.1:{backend_port}"), "--id", "bench"])
+        .args([
+            "demo-backend",
+            "--listen",
+            &format!("127.0.0.1:{backend_port}"),
+            "--id",
+            "bench",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -273,6 +313,7 @@ fn main() {
         ));
     }
     let _ = backend.kill();
+    let _ = backend.wait();
     let nginx = rows[0].1;
     let haproxy = rows[1].1;
     let mut out = String::new();
@@ -297,5 +338,8 @@ fn main() {
         ));
     }
     println!("{out}");
-    let _ = std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare.md"), &out);
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-compare.md"),
+        &out,
+    );
 }

@@ -28,7 +28,10 @@ fn stat(pid: u32) -> Option<(u32, u64)> {
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     // After the command: state(0) ppid(1) ... utime(11) stime(12)
-    Some((f[1].parse().ok()?, f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?))
+    Some((
+        f[1].parse().ok()?,
+        f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?,
+    ))
 }
 
 fn tree(pid: u32) -> Vec<u32> {
@@ -39,7 +42,12 @@ fn tree(pid: u32) -> Vec<u32> {
 
 /// CPU seconds used so far by `pid` and its children.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    tree(pid).into_iter().filter_map(stat).map(|s| s.1).sum::<u64>() as f64 / TICKS
+    tree(pid)
+        .into_iter()
+        .filter_map(stat)
+        .map(|s| s.1)
+        .sum::<u64>() as f64
+        / TICKS
 }
 
 /// Resident memory in KiB of `pid` and its children.

@@ -29,7 +29,9 @@ type St = AxState<Arc<AdminState>>;
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> Self {
         let status = match e {
-            PoolError::UnknownUpstream(_) | PoolError::UnknownBackend { .. } => StatusCode::NOT_FOUND,
+            PoolError::UnknownUpstream(_) | PoolError::UnknownBackend { .. } => {
+                StatusCode::NOT_FOUND
+            }
             PoolError::Conflict { .. } => StatusCode::CONFLICT,
             PoolError::InvalidWeight => StatusCode::BAD_REQUEST,
             PoolError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
@@ -43,7 +45,8 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body = body.map_err(|e| ApiError(e.status(), format!("cannot read body: {}", e.body_text())))?;
+    let body =
+        body.map_err(|e| ApiError(e.status(), format!("cannot read body: {}", e.body_text())))?;
     serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
@@ -116,9 +119,16 @@ pub async fn register(
     validate_id(&id).map_err(bad)?;
     let ttl = req.ttl.as_ref().map_or(Ok(DEFAULT_TTL), Ttl::duration)?;
     let weight = req.weight.unwrap_or(DEFAULT_WEIGHT);
-    let existed = s.pool.snapshot().upstream(&u).and_then(|up| up.backend(&id).map(|b| b.source));
+    let existed = s
+        .pool
+        .snapshot()
+        .upstream(&u)
+        .and_then(|up| up.backend(&id).map(|b| b.source));
     if role == Role::Register && existed.is_some_and(|src| src != Source::Http) {
-        return Err(ApiError(StatusCode::FORBIDDEN, "the register token may only manage backends registered over HTTP".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the register token may only manage backends registered over HTTP".into(),
+        ));
     }
     s.pool
         .apply(Diff::Add {
@@ -132,7 +142,11 @@ pub async fn register(
             ttl: Some(ttl),
         })
         .await?;
-    let status = if existed.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existed.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let body = serde_json::json!({
         "id": id, "upstream": u, "addr": addr.to_string(), "weight": weight,
         "ttl_ms": ttl.as_millis() as u64,
@@ -157,7 +171,9 @@ pub async fn heartbeat(
                 ttl: Option<Ttl>,
             }
             let hb: Hb = json_body(Ok(b))?;
-            hb.ttl.as_ref().map_or(Ok(None), |t| t.duration().map(Some))?
+            hb.ttl
+                .as_ref()
+                .map_or(Ok(None), |t| t.duration().map(Some))?
         }
         Ok(_) => None,
         Err(e) => return Err(json_body::<()>(Err(e)).unwrap_err()),
@@ -165,11 +181,18 @@ pub async fn heartbeat(
     let snap = s.pool.snapshot();
     let b = snap.upstream(&u).and_then(|up| up.backend(&id));
     let (expired, current_ttl) = match b {
-        Some(b) => (b.live.expires_in_ms() == Some(0) || b.state == State::Draining && b.live.expires_in_ms().is_some(), b.live.expires_in_ms()),
+        Some(b) => (
+            b.live.expires_in_ms() == Some(0)
+                || b.state == State::Draining && b.live.expires_in_ms().is_some(),
+            b.live.expires_in_ms(),
+        ),
         None => (true, None),
     };
     if expired {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("backend {id:?} is unknown or expired in upstream {u:?}; register again")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("backend {id:?} is unknown or expired in upstream {u:?}; register again"),
+        ));
     }
     let ttl = ttl.unwrap_or(current_ttl.map_or(DEFAULT_TTL, |_| DEFAULT_TTL));
     s.pool
@@ -196,7 +219,11 @@ pub async fn deregister(
             id: id.as_str().into(),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "id": id, "state": "draining" }))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "id": id, "state": "draining" })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -293,5 +320,8 @@ pub async fn drain(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    Ok(Json(serde_json::json!({ "active_connections": active, "drained": active == 0 })).into_response())
+    Ok(
+        Json(serde_json::json!({ "active_connections": active, "drained": active == 0 }))
+            .into_response(),
+    )
 }

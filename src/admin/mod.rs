@@ -17,10 +17,10 @@ pub mod token;
 pub mod view;
 
 use crate::pool::PoolHandle;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -94,9 +94,18 @@ pub fn router(state: AdminState) -> Router {
             "/v1/upstreams/{u}/backends/{id}",
             axum::routing::delete(backends::deregister).patch(backends::set_weight),
         )
-        .route("/v1/upstreams/{u}/backends/{id}/heartbeat", put(backends::heartbeat))
-        .route("/v1/upstreams/{u}/backends/{id}/state", post(backends::set_state))
-        .route("/v1/upstreams/{u}/backends/{id}/drain", post(backends::drain))
+        .route(
+            "/v1/upstreams/{u}/backends/{id}/heartbeat",
+            put(backends::heartbeat),
+        )
+        .route(
+            "/v1/upstreams/{u}/backends/{id}/state",
+            post(backends::set_state),
+        )
+        .route(
+            "/v1/upstreams/{u}/backends/{id}/drain",
+            post(backends::drain),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Arc::new(state))

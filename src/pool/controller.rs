@@ -111,7 +111,11 @@ impl Controller {
     /// A controller holding the static backends of `upstreams`, already published as version 1,
     /// with the persisted `toggles` applied. `shutdown` is the parent of every tunnel's close
     /// signal.
-    pub fn new(upstreams: &[UpstreamConfig], shutdown: CancellationToken, toggles: Toggles) -> Self {
+    pub fn new(
+        upstreams: &[UpstreamConfig],
+        shutdown: CancellationToken,
+        toggles: Toggles,
+    ) -> Self {
         let mut c = Controller {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             upstreams: BTreeMap::new(),
@@ -298,7 +302,13 @@ impl Controller {
         let changed = !lapsed.is_empty() || !gone.is_empty();
         for (name, id) in lapsed {
             tracing::info!(upstream = %name, backend = %id, "registration lapsed; draining");
-            self.upstreams.get_mut(&name).expect("listed").backends.get_mut(&id).expect("listed").retiring = true;
+            self.upstreams
+                .get_mut(&name)
+                .expect("listed")
+                .backends
+                .get_mut(&id)
+                .expect("listed")
+                .retiring = true;
             let state = self.upstreams[&name].backends[&id].backend.state;
             if state != State::Draining {
                 self.set_state(&name, &id, State::Draining);
@@ -369,7 +379,11 @@ impl Controller {
     }
 
     fn new_entry(&self, upstream: &str, spec: BackendSpec) -> Entry {
-        let toggle = self.toggles.get(upstream, &spec.id).cloned().unwrap_or_default();
+        let toggle = self
+            .toggles
+            .get(upstream, &spec.id)
+            .cloned()
+            .unwrap_or_default();
         Entry {
             backend: Backend {
                 id: spec.id,

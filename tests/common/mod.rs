@@ -93,17 +93,7 @@ pub async fn start_proxy(upstreams: &str) -> Proxy {
         .unwrap()
         .write_all(config.as_bytes())
         .unwrap();
-    let log = std::fs::File::create(dir.path().join("tideway.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("tideway binary runs");
+    let child = spawn_tideway(&config_path, dir.path());
     let proxy = Proxy {
         child,
         http,
@@ -113,6 +103,73 @@ pub async fn start_proxy(upstreams: &str) -> Proxy {
     };
     wait_ready(&proxy).await;
     proxy
+}
+
+fn spawn_tideway(config: &std::path::Path, dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tideway.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tideway binary runs")
+}
+
+impl Proxy {
+    /// Kill the process and start it again on the same config and data dir.
+    pub async fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_tideway(&self.config_path, self.dir.path());
+        wait_ready(self).await;
+    }
+
+    /// An authenticated admin request.
+    pub fn admin_req(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, self.admin_url(path))
+            .bearer_auth(token)
+    }
+
+    /// The pool's backends of upstream `app` as (id, addr, state, weight), sorted by id.
+    pub async fn backends(&self) -> Vec<(String, String, String, u64)> {
+        let v: serde_json::Value = self
+            .admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut out: Vec<_> = v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().to_string(),
+                    b["addr"].as_str().unwrap().to_string(),
+                    b["state"].as_str().unwrap().to_string(),
+                    b["weight"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 /// Poll until both the admin API and the HTTP listener accept connections.
@@ -130,7 +187,10 @@ pub async fn wait_ready(p: &Proxy) {
             return;
         }
         let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "tideway did not become ready; log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "tideway did not become ready; log:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -139,14 +199,23 @@ pub async fn wait_ready(p: &Proxy) {
 pub fn backends_toml(backends: &[(&Backend, u32)]) -> String {
     let items: Vec<String> = backends
         .iter()
-        .map(|(b, w)| format!("{{ addr = \"{}\", weight = {w}, id = \"{}\" }}", b.addr, b.id))
+        .map(|(b, w)| {
+            format!(
+                "{{ addr = \"{}\", weight = {w}, id = \"{}\" }}",
+                b.addr, b.id
+            )
+        })
         .collect();
     format!("backends = [{}]", items.join(", "))
 }
 
 /// GET a URL through the proxy and return the backend id that answered.
 pub async fn backend_id(client: &reqwest::Client, url: &str) -> String {
-    let r = client.get(url).send().await.expect("request through tideway");
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .expect("request through tideway");
     assert!(r.status().is_success(), "status {}", r.status());
     let v: serde_json::Value = r.json().await.unwrap();
     v["id"].as_str().unwrap().to_string()

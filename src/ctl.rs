@@ -1,0 +1,96 @@
+//! `tideway ctl`: the admin API from the command line.
+
+use reqwest::{Client, Method};
+use serde_json::Value;
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub enum CtlCommand {
+    List,
+    Show {
+        upstream: String,
+    },
+    SetState {
+        upstream: String,
+        id: String,
+        state: &'static str,
+    },
+    Drain {
+        upstream: String,
+        id: String,
+        wait: Option<String>,
+    },
+    Weight {
+        upstream: String,
+        id: String,
+        weight: u32,
+    },
+}
+
+/// Why a ctl call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot reach {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// Run one command against the admin API at `admin` and return its JSON answer.
+pub async fn run(admin: &str, token: &str, cmd: &CtlCommand) -> Result<Value, CtlError> {
+    let base = admin.trim_end_matches('/');
+    let (method, path, body) = match cmd {
+        CtlCommand::List => (Method::GET, "/v1/upstreams".to_string(), None),
+        CtlCommand::Show { upstream } => (Method::GET, format!("/v1/upstreams/{upstream}"), None),
+        CtlCommand::SetState {
+            upstream,
+            id,
+            state,
+        } => (
+            Method::POST,
+            format!("/v1/upstreams/{upstream}/backends/{id}/state"),
+            Some(serde_json::json!({ "state": state })),
+        ),
+        CtlCommand::Drain { upstream, id, wait } => (
+            Method::POST,
+            match wait {
+                Some(w) => format!("/v1/upstreams/{upstream}/backends/{id}/drain?wait={w}"),
+                None => format!("/v1/upstreams/{upstream}/backends/{id}/drain"),
+            },
+            None,
+        ),
+        CtlCommand::Weight {
+            upstream,
+            id,
+            weight,
+        } => (
+            Method::PATCH,
+            format!("/v1/upstreams/{upstream}/backends/{id}"),
+            Some(serde_json::json!({ "weight": weight })),
+        ),
+    };
+    let url = format!("{base}{path}");
+    let mut req = Client::new().request(method, &url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let unreachable = |source| CtlError::Unreachable {
+        url: url.clone(),
+        source,
+    };
+    let resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status().as_u16();
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        let message = value["error"]
+            .as_str()
+            .unwrap_or("request refused")
+            .to_string();
+        return Err(CtlError::Refused { status, message });
+    }
+    Ok(value)
+}

@@ -35,6 +35,7 @@ pub enum StartError {
 /// Runs the controller and the admin API on pingora's background runtime.
 struct ControlPlane {
     controller: Mutex<Option<ControllerTask>>,
+    pool: crate::pool::PoolHandle,
     admin: Mutex<Option<(std::net::TcpListener, AdminState)>>,
     close_all: CancellationToken,
 }
@@ -45,6 +46,7 @@ impl BackgroundService for ControlPlane {
         if let Some(task) = self.controller.lock().expect("not poisoned").take() {
             tokio::spawn(task.run());
         }
+        tokio::spawn(crate::memory::trimmer(self.pool.clone()));
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
@@ -128,6 +130,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
 
     let control = ControlPlane {
         controller: Mutex::new(Some(task)),
+        pool: pool.clone(),
         admin: Mutex::new(Some((
             admin_listener,
             AdminState {

@@ -9,6 +9,7 @@ pub mod balance;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

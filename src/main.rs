@@ -4,11 +4,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-/// mimalloc: less CPU per allocation than glibc's malloc on the request path, and it gives
-/// freed memory back to the OS, so RSS falls again after a burst of connections closes.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "tideway",

@@ -42,7 +42,11 @@ pub async fn trimmer(pool: PoolHandle) {
         high = high.max(now);
         if high - now >= DEFAULT_TRIM_AFTER {
             trim();
-            tracing::debug!(from = high, to = now, "trimmed the heap after connections closed");
+            tracing::debug!(
+                from = high,
+                to = now,
+                "trimmed the heap after connections closed"
+            );
             high = now;
         }
     }

@@ -191,6 +191,8 @@ async fn endpoints_work_for_their_roles() {
         .await
         .unwrap();
     assert_eq!(hb.status(), 200);
+    let hb: Value = hb.json().await.unwrap();
+    assert_eq!(hb["ttl_ms"], 20_000, "a heartbeat keeps the registered TTL");
     // Admin: list, show, state, weight.
     let list: Value = p
         .admin_req(Method::GET, "/v1/upstreams", ADMIN_TOKEN)

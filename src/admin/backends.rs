@@ -179,22 +179,18 @@ pub async fn heartbeat(
         Err(e) => return Err(json_body::<()>(Err(e)).unwrap_err()),
     };
     let snap = s.pool.snapshot();
-    let b = snap.upstream(&u).and_then(|up| up.backend(&id));
-    let (expired, current_ttl) = match b {
-        Some(b) => (
-            b.live.expires_in_ms() == Some(0)
-                || b.state == State::Draining && b.live.expires_in_ms().is_some(),
-            b.live.expires_in_ms(),
-        ),
-        None => (true, None),
-    };
-    if expired {
+    let live = snap
+        .upstream(&u)
+        .and_then(|up| up.backend(&id))
+        .map(|b| b.live.clone())
+        .filter(|l| l.expires_in_ms() != Some(0));
+    let Some(live) = live else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("backend {id:?} is unknown or expired in upstream {u:?}; register again"),
         ));
-    }
-    let ttl = ttl.unwrap_or(current_ttl.map_or(DEFAULT_TTL, |_| DEFAULT_TTL));
+    };
+    let ttl = ttl.or(live.ttl()).unwrap_or(DEFAULT_TTL);
     s.pool
         .apply(Diff::Heartbeat {
             upstream: u,

@@ -88,6 +88,8 @@ pub struct Live {
     failures: AtomicU64,
     /// Milliseconds since [`epoch`] after which a registration lapses; 0 = never.
     expires_at_ms: AtomicU64,
+    /// The registration's TTL in milliseconds (0 = none), reused by heartbeats without one.
+    ttl_ms: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -107,6 +109,16 @@ impl Live {
             .map_or(0, |t| now_ms() + t.as_millis() as u64)
             .max(u64::from(ttl.is_some()));
         self.expires_at_ms.store(at, Ordering::Relaxed);
+        self.ttl_ms
+            .store(ttl.map_or(0, |t| t.as_millis() as u64), Ordering::Relaxed);
+    }
+
+    /// The registration's TTL, if it has one.
+    pub fn ttl(&self) -> Option<Duration> {
+        match self.ttl_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     /// Milliseconds until the registration lapses; `None` if it never does. 0 once lapsed.

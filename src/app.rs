@@ -19,6 +19,14 @@ use pingora::services::listening::Service;
 use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+/// Downstream socket buffers: no read buffer (pingora's HTTP reader and tideway's head reader
+/// have their own, and an idle WebSocket must not hold 64 KiB), but pingora's small write
+/// buffer, which coalesces a response's head and body into one send.
+const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+
 /// Why tideway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -118,8 +126,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                 );
                 let mut svc = Service::new(format!("http {}", l.listen), Gateway::new(http, route));
                 svc.add_listener(
-                    ListenerConfig::tcp(l.listen.to_string())
-                        .l4_buffer(L4BufferSettings::unbuffered()),
+                    ListenerConfig::tcp(l.listen.to_string()).l4_buffer(DOWNSTREAM_BUFFERS),
                 );
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, "http listener");

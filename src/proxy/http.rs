@@ -49,6 +49,10 @@ impl ProxyHttp for Router {
         RequestCtx::default()
     }
 
+    /// No downstream modules: pingora's default adds a (disabled) compression module whose
+    /// per-request context costs CPU for nothing.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         {
             let snap = self.route.pool.load();

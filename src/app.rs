@@ -55,6 +55,7 @@ impl BackgroundService for ControlPlane {
             tokio::spawn(task.run());
         }
         tokio::spawn(crate::memory::trimmer(self.pool.clone()));
+        crate::health::spawn_all(&self.pool);
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {

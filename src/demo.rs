@@ -4,24 +4,47 @@
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
+
+/// Knobs that make a demo backend misbehave, for health-check tests.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Answer every HTTP request (including `/health`) with this status; 0 = behave.
+    pub http_status: AtomicU16,
+    /// Refuse WebSocket upgrades with 403 (plain HTTP still works).
+    pub refuse_websocket: AtomicBool,
+}
 
 /// The demo backend's identity.
 #[derive(Clone)]
 struct Demo {
     id: Arc<str>,
+    faults: Arc<Faults>,
 }
 
 /// Serve on an already bound listener until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, id: String) -> std::io::Result<()> {
-    let demo = Demo { id: id.into() };
+    serve_with(listener, id, Arc::default()).await
+}
+
+/// [`serve`], with fault knobs.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    id: String,
+    faults: Arc<Faults>,
+) -> std::io::Result<()> {
+    let demo = Demo {
+        id: id.into(),
+        faults,
+    };
     let app = Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .fallback(handle)
         .with_state(demo);
     axum::serve(
@@ -31,9 +54,27 @@ pub async fn serve(listener: tokio::net::TcpListener, id: String) -> std::io::Re
     .await
 }
 
+async fn health(State(demo): State<Demo>) -> Response {
+    match demo.faults.http_status.load(Ordering::Relaxed) {
+        0 => "ok".into_response(),
+        s => StatusCode::from_u16(s)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response(),
+    }
+}
+
 async fn handle(State(demo): State<Demo>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
     let id = demo.id.clone();
+    let is_upgrade = parts.headers.contains_key("upgrade");
+    if is_upgrade && demo.faults.refuse_websocket.load(Ordering::Relaxed) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    if let s @ 1.. = demo.faults.http_status.load(Ordering::Relaxed) {
+        return StatusCode::from_u16(s)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response();
+    }
     if let Ok(ws) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         let mut resp = ws
             .on_upgrade(move |socket| echo(socket, id))

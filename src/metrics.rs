@@ -12,6 +12,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Tunnels ended, by upstream and reason (closed, idle, signalled, error).
     pub tunnels_ended: IntCounterVec,
+    /// Health transitions, by upstream, backend and direction (up, down).
+    pub health_transitions: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -27,12 +29,24 @@ pub fn global() -> &'static Metrics {
             &["upstream", "reason"],
         )
         .expect("valid metric");
+        let health_transitions = IntCounterVec::new(
+            Opts::new(
+                "tideway_health_transitions_total",
+                "Backend health changes, by direction",
+            ),
+            &["upstream", "backend", "to"],
+        )
+        .expect("valid metric");
         registry
             .register(Box::new(tunnels_ended.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(health_transitions.clone()))
             .expect("registered once");
         Metrics {
             registry,
             tunnels_ended,
+            health_transitions,
         }
     })
 }

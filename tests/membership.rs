@@ -261,22 +261,6 @@ async fn endpoints_work_for_their_roles() {
     .await;
 }
 
-async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    start.elapsed()
-}
-
 #[tokio::test]
 async fn registered_backend_gets_the_next_request_and_lapses_after_ttl() {
     let p = start_proxy("[upstream.app]\nbackends = []").await;

@@ -48,7 +48,9 @@ impl Selector {
             .collect();
         let algo = match policy.balance {
             Balance::RoundRobin => Algo::RoundRobin(sequence::smooth_weighted(
-                eligible.iter().map(|&i| (i, backends[i as usize].weight)),
+                eligible
+                    .iter()
+                    .map(|&i| (i, backends[i as usize].effective_weight)),
             )),
             Balance::LeastConn => Algo::LeastConn,
             Balance::P2c => Algo::P2c,
@@ -136,7 +138,7 @@ impl Selector {
                 continue;
             }
             let b = &backends[i as usize];
-            let (load, w) = (b.live.active(), u64::from(b.weight));
+            let (load, w) = (b.live.active(), u64::from(b.effective_weight));
             let better = match best {
                 None => true,
                 Some((_, bl, bw)) => (load as u128) * (bw as u128) < (bl as u128) * (w as u128),
@@ -162,7 +164,7 @@ impl Selector {
                 }
                 let load = |i: u32| {
                     let be = &backends[i as usize];
-                    (be.live.active() as u128, u128::from(be.weight))
+                    (be.live.active() as u128, u128::from(be.effective_weight))
                 };
                 let ((la, wa), (lb, wb)) = (load(candidates[a]), load(candidates[b]));
                 Some(if la * wb <= lb * wa {

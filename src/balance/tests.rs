@@ -11,6 +11,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             id: format!("b{i}").into(),
             addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
             weight: w,
+            effective_weight: w * 100,
             state: State::Active,
             healthy: true,
             source: Source::Static,

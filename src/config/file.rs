@@ -69,6 +69,10 @@ struct UpstreamSection {
     idle_timeout: Option<Dur>,
     connect_timeout: Option<Dur>,
     retries: Option<u32>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<Dur>,
+    fail_on_5xx: Option<bool>,
+    slow_start: Option<Dur>,
     #[serde(default)]
     backends: Vec<Spanned<BackendSection>>,
     health: Option<Spanned<HealthSection>>,
@@ -88,6 +92,7 @@ struct BackendSection {
 struct HealthSection {
     kind: Spanned<String>,
     path: Option<String>,
+    expect: Option<Spanned<String>>,
     interval: Option<Dur>,
     timeout: Option<Dur>,
     rise: Option<u32>,
@@ -126,6 +131,36 @@ impl Ctx<'_> {
     fn addr(&self, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
         resolve_addr(v.get_ref()).map_err(|m| self.err(v.span(), m))
     }
+}
+
+/// "200", "200-399" or "2xx".
+fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || {
+        format!("invalid expect {s:?}; expected a status (\"200\"), a range (\"200-399\") or a class (\"2xx\")")
+    };
+    let code = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+    };
+    let range = if let Some(class) = s.strip_suffix("xx") {
+        let c = class
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (1..=5).contains(c))
+            .ok_or_else(bad)?;
+        (c * 100, c * 100 + 99)
+    } else if let Some((a, b)) = s.split_once('-') {
+        (code(a).ok_or_else(bad)?, code(b).ok_or_else(bad)?)
+    } else {
+        let c = code(s).ok_or_else(bad)?;
+        (c, c)
+    };
+    if range.0 > range.1 {
+        return Err(bad());
+    }
+    Ok(range)
 }
 
 /// Resolve `host:port` once, at load time (like nginx does for `server` lines).
@@ -284,6 +319,16 @@ fn validate_upstream(
     if let Some(r) = up.retries {
         policy.retries = r;
     }
+    if let Some(m) = up.max_fails {
+        policy.passive.max_fails = m;
+    }
+    if let Some(d) = up.fail_timeout {
+        policy.passive.fail_timeout = d.0;
+    }
+    if let Some(f) = up.fail_on_5xx {
+        policy.passive.fail_on_5xx = f;
+    }
+    policy.slow_start = up.slow_start.map(|d| d.0).filter(|d| !d.is_zero());
     if let Some(h) = &up.health {
         let hs = h.get_ref();
         let kind: HealthKind = cx.parse(&hs.kind)?;
@@ -292,9 +337,21 @@ fn validate_upstream(
         if rise == 0 || fall == 0 {
             return Err(cx.err(h.span(), "health rise and fall must be at least 1"));
         }
+        let expect = match &hs.expect {
+            None => (200, 399),
+            Some(e) => parse_status_range(e.get_ref()).map_err(|m| cx.err(e.span(), m))?,
+        };
+        let path = hs.path.clone().unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            return Err(cx.err(
+                h.span(),
+                format!("health path {path:?} must start with '/'"),
+            ));
+        }
         policy.health = Some(HealthConfig {
             kind,
-            path: hs.path.clone().unwrap_or_else(|| "/".into()),
+            path,
+            expect,
             interval: hs.interval.map_or(Duration::from_secs(2), |d| d.0),
             timeout: hs.timeout.map_or(Duration::from_secs(1), |d| d.0),
             rise,

@@ -95,6 +95,9 @@ pub struct UpstreamPolicy {
     pub connect_timeout: Duration,
     pub retries: u32,
     pub health: Option<HealthConfig>,
+    pub passive: PassiveConfig,
+    /// Ramp a joining or recovering backend's weight from 10% to 100% over this long.
+    pub slow_start: Option<Duration>,
     pub scale: Option<ScaleConfig>,
 }
 
@@ -109,6 +112,8 @@ impl Default for UpstreamPolicy {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retries: DEFAULT_CONNECT_RETRIES,
             health: None,
+            passive: PassiveConfig::default(),
+            slow_start: None,
             scale: None,
         }
     }
@@ -122,11 +127,39 @@ pub struct StaticBackend {
     pub weight: u32,
 }
 
+/// Passive health: nginx's `max_fails` / `fail_timeout`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassiveConfig {
+    /// Consecutive failures that take a backend out; 0 turns passive checks off.
+    pub max_fails: u32,
+    /// How long an ejected backend stays out before it is tried (or probed) again.
+    pub fail_timeout: Duration,
+    /// Count 5xx answers as failures (connect errors and resets always count).
+    pub fail_on_5xx: bool,
+}
+
+/// nginx's defaults: one failure ejects for 10 s.
+pub const DEFAULT_MAX_FAILS: u32 = 1;
+/// nginx's default `fail_timeout`.
+pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for PassiveConfig {
+    fn default() -> Self {
+        Self {
+            max_fails: DEFAULT_MAX_FAILS,
+            fail_timeout: DEFAULT_FAIL_TIMEOUT,
+            fail_on_5xx: false,
+        }
+    }
+}
+
 /// Active health check settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthConfig {
     pub kind: HealthKind,
     pub path: String,
+    /// Accepted HTTP statuses, inclusive (HTTP checks).
+    pub expect: (u16, u16),
     pub interval: Duration,
     pub timeout: Duration,
     pub rise: u32,

@@ -57,12 +57,18 @@ pub struct BackendSpec {
     pub source: Source,
 }
 
+/// `effective_weight` units per unit of weight.
+pub const WEIGHT_SCALE: u32 = 100;
+
 /// A backend inside a snapshot.
 #[derive(Clone, Debug)]
 pub struct Backend {
     pub id: BackendId,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Weight used for selection, in hundredths of a weight unit: `weight * 100` normally,
+    /// less while the backend is in slow start.
+    pub effective_weight: u32,
     pub state: State,
     pub healthy: bool,
     pub source: Source,
@@ -76,7 +82,7 @@ pub struct Backend {
 impl Backend {
     /// May this backend get a new connection or request?
     pub fn eligible(&self) -> bool {
-        self.state == State::Active && self.healthy && self.weight > 0
+        self.state == State::Active && self.healthy && self.effective_weight > 0
     }
 }
 
@@ -90,6 +96,8 @@ pub struct Live {
     expires_at_ms: AtomicU64,
     /// The registration's TTL in milliseconds (0 = none), reused by heartbeats without one.
     ttl_ms: AtomicU64,
+    /// Failures in a row (passive health); reset by a success.
+    fail_streak: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -144,9 +152,22 @@ impl Live {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Count a failure.
-    pub fn record_failure(&self) {
+    /// Count a failure; returns how many failures are now in a row.
+    pub fn record_failure(&self) -> u64 {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.fail_streak.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Count a success: the failure streak ends.
+    pub fn record_success(&self) {
+        if self.fail_streak.load(Ordering::Relaxed) != 0 {
+            self.fail_streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Start a new streak (after an ejection).
+    pub fn reset_streak(&self) {
+        self.fail_streak.store(0, Ordering::Relaxed);
     }
 
     /// Start a connection; it ends when the guard drops.

@@ -8,7 +8,7 @@
 //! - Live counters are keyed by (upstream, id) and reused across versions, so they survive
 //!   swaps; a removed backend's counters live on in its open connections.
 
-use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State};
+use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State, WEIGHT_SCALE};
 use super::diff::{Diff, PoolError};
 use super::snapshot::{Snapshot, Upstream};
 use super::toggles::Toggles;
@@ -17,6 +17,7 @@ use arc_swap::{ArcSwap, Guard};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,37 @@ struct Entry {
     drain_epoch: u64,
     /// Draining on its way out: removed once it has no connections or its drain deadline passes.
     retiring: bool,
+    /// Slow start: when the backend last became eligible.
+    ramp_from: Option<Instant>,
+    /// Passive ejection: when to take the backend back (no active checks configured).
+    readmit_at: Option<Instant>,
+}
+
+fn count_transition(upstream: &str, id: &str, healthy: bool) {
+    crate::metrics::global()
+        .health_transitions
+        .with_label_values(&[upstream, id, if healthy { "up" } else { "down" }])
+        .inc();
+}
+
+fn checks_on(policy: &UpstreamPolicy) -> bool {
+    policy
+        .health
+        .as_ref()
+        .is_some_and(|h| h.kind != crate::config::HealthKind::None)
+}
+
+/// Effective weight (in [`WEIGHT_SCALE`] units) of an entry at `now`: 10% to 100% of its weight
+/// during slow start, linearly.
+fn effective_weight(e: &Entry, slow_start: Option<Duration>, now: Instant) -> u32 {
+    let full = e.backend.weight * WEIGHT_SCALE;
+    match (e.ramp_from, slow_start) {
+        (Some(from), Some(ss)) => {
+            let t = (now.saturating_duration_since(from).as_secs_f64() / ss.as_secs_f64()).min(1.0);
+            ((f64::from(full) * (0.1 + 0.9 * t)).round() as u32).max(1)
+        }
+        _ => full,
+    }
 }
 
 struct UpstreamState {
@@ -90,6 +122,18 @@ impl PoolHandle {
     /// The current snapshot as an owned `Arc`.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Send a diff without waiting (from the data plane). Dropped, with a log line, if the
+    /// controller's queue is full.
+    pub fn notify(&self, diff: Diff) {
+        if self
+            .tx
+            .try_send(Command::Apply { diff, reply: None })
+            .is_err()
+        {
+            tracing::warn!("pool controller queue full; dropped a diff");
+        }
     }
 
     /// Apply a diff and wait until it is published. `Ok(true)` means a new snapshot is live,
@@ -240,11 +284,45 @@ impl Controller {
                 }
                 changed
             }
-            Diff::SetHealth { id, healthy, .. } => {
+            Diff::SetHealth {
+                id,
+                healthy,
+                reason,
+                ..
+            } => {
+                let slow = up.policy.slow_start.is_some();
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                let changed = e.backend.healthy != healthy;
-                e.backend.healthy = healthy;
-                changed
+                if e.backend.healthy == healthy {
+                    false
+                } else {
+                    if healthy {
+                        tracing::info!(upstream = %name, backend = %id, %reason, "backend is healthy");
+                        if slow {
+                            e.ramp_from = Some(Instant::now());
+                        }
+                    } else {
+                        tracing::warn!(upstream = %name, backend = %id, %reason, "backend is unhealthy");
+                    }
+                    e.backend.healthy = healthy;
+                    e.readmit_at = None;
+                    count_transition(&name, &id, healthy);
+                    true
+                }
+            }
+            Diff::Eject { id, reason, .. } => {
+                let fail_timeout = up.policy.passive.fail_timeout;
+                let active_checks = checks_on(&up.policy);
+                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                e.backend.live.reset_streak();
+                if !e.backend.healthy {
+                    false
+                } else {
+                    tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
+                    e.backend.healthy = false;
+                    e.readmit_at = (!active_checks).then(|| Instant::now() + fail_timeout);
+                    count_transition(&name, &id, false);
+                    true
+                }
             }
             Diff::Heartbeat { id, ttl, .. } => {
                 let e = up.backends.get(&id).ok_or_else(|| unknown(&id))?;
@@ -276,6 +354,12 @@ impl Controller {
                 epoch: e.drain_epoch,
             });
         } else {
+            if state == State::Active
+                && e.backend.state != State::Active
+                && up.policy.slow_start.is_some()
+            {
+                e.ramp_from = Some(Instant::now());
+            }
             e.drain_epoch = 0;
             e.retiring = false;
             if e.backend.close.is_cancelled() {
@@ -299,7 +383,30 @@ impl Controller {
                 }
             }
         }
-        let changed = !lapsed.is_empty() || !gone.is_empty();
+        let now = Instant::now();
+        let mut changed = !lapsed.is_empty() || !gone.is_empty();
+        for (name, up) in self.upstreams.iter_mut() {
+            let slow_start = up.policy.slow_start;
+            for e in up.backends.values_mut() {
+                if e.readmit_at.is_some_and(|t| t <= now) {
+                    tracing::info!(upstream = %name, backend = %e.backend.id, "fail_timeout over; backend readmitted");
+                    e.readmit_at = None;
+                    e.backend.healthy = true;
+                    count_transition(name, &e.backend.id, true);
+                    if slow_start.is_some() {
+                        e.ramp_from = Some(now);
+                    }
+                    changed = true;
+                }
+                if let (Some(from), Some(ss)) = (e.ramp_from, slow_start) {
+                    // Republish while ramping; stop once at full weight.
+                    changed = true;
+                    if now.saturating_duration_since(from) >= ss {
+                        e.ramp_from = None;
+                    }
+                }
+            }
+        }
         for (name, id) in lapsed {
             tracing::info!(upstream = %name, backend = %id, "registration lapsed; draining");
             self.upstreams
@@ -384,19 +491,26 @@ impl Controller {
             .get(upstream, &spec.id)
             .cloned()
             .unwrap_or_default();
+        let policy = &self.upstreams[upstream].policy;
+        // With active checks on, a new backend takes traffic only after its first passing check.
+        let healthy = !checks_on(policy);
+        let ramp_from = (healthy && policy.slow_start.is_some()).then(Instant::now);
         Entry {
             backend: Backend {
                 id: spec.id,
                 addr: spec.addr,
                 weight: toggle.weight.unwrap_or(spec.weight),
+                effective_weight: 0,
                 state: toggle.state.unwrap_or(State::Active),
-                healthy: true,
+                healthy,
                 source: spec.source,
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),
             },
             drain_epoch: 0,
             retiring: false,
+            ramp_from,
+            readmit_at: None,
         }
     }
 
@@ -424,11 +538,19 @@ impl Controller {
 
     fn publish(&mut self) {
         self.version += 1;
+        let now = Instant::now();
         let upstreams = self
             .upstreams
             .iter()
             .map(|(name, u)| {
-                let backends = u.backends.values().map(|e| e.backend.clone()).collect();
+                let backends = u
+                    .backends
+                    .values()
+                    .map(|e| Backend {
+                        effective_weight: effective_weight(e, u.policy.slow_start, now),
+                        ..e.backend.clone()
+                    })
+                    .collect();
                 (
                     name.clone(),
                     Arc::new(Upstream::new(name.clone(), u.policy.clone(), backends)),

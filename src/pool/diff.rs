@@ -32,11 +32,19 @@ pub enum Diff {
         id: BackendId,
         weight: u32,
     },
-    /// Record a health verdict.
+    /// Record an active health check verdict (`reason` is logged with the transition).
     SetHealth {
         upstream: String,
         id: BackendId,
         healthy: bool,
+        reason: String,
+    },
+    /// Passive health: the data plane saw `max_fails` failures in a row. The backend is out
+    /// for `fail_timeout`, then readmitted (or left to the active checks, when configured).
+    Eject {
+        upstream: String,
+        id: BackendId,
+        reason: String,
     },
     /// Refresh a registration's TTL. Publishes nothing: expiry is a live value.
     Heartbeat {
@@ -62,6 +70,7 @@ impl Diff {
             | Diff::SetState { upstream, .. }
             | Diff::SetWeight { upstream, .. }
             | Diff::SetHealth { upstream, .. }
+            | Diff::Eject { upstream, .. }
             | Diff::Heartbeat { upstream, .. }
             | Diff::Reset { upstream, .. } => upstream,
         }

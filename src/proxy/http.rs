@@ -30,6 +30,8 @@ pub struct RequestCtx {
     key: u32,
     retries: u32,
     connect_timeout: Duration,
+    max_fails: u32,
+    fail_on_5xx: bool,
 }
 
 impl Router {
@@ -64,6 +66,8 @@ impl ProxyHttp for Router {
                 });
                 ctx.retries = up.policy.retries;
                 ctx.connect_timeout = up.policy.connect_timeout;
+                ctx.max_fails = up.policy.passive.max_fails;
+                ctx.fail_on_5xx = up.policy.passive.fail_on_5xx;
             }
         }
         if let Err(e) = self.choose(ctx) {
@@ -104,11 +108,40 @@ impl ProxyHttp for Router {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some((id, _, guard)) = ctx.current.take() {
-            guard.live().record_failure();
+            self.route
+                .failed(guard.live(), &id, ctx.max_fails, &e.to_string());
             ctx.tried.push(id);
         }
         if ctx.tried.len() as u32 <= ctx.retries {
             e.set_retry(true);
+        }
+        e
+    }
+
+    /// pingora's policy (idempotent requests retry on a reused connection that broke), plus:
+    /// a retried request goes to another backend.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if e.retry() {
+            if let Some((id, _, _)) = ctx.current.take() {
+                ctx.tried.push(id);
+            }
+            if ctx.tried.len() as u32 > ctx.retries {
+                e.set_retry(false);
+            }
         }
         e
     }
@@ -132,10 +165,24 @@ impl ProxyHttp for Router {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let (Some(_), Some((_, _, guard))) = (e, ctx.current.as_ref()) {
-            guard.live().record_failure();
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let Some((id, _, guard)) = ctx.current.take() else {
+            return;
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        match e {
+            Some(e) if e.esource() == &ErrorSource::Upstream => {
+                self.route
+                    .failed(guard.live(), &id, ctx.max_fails, &e.to_string())
+            }
+            _ if ctx.fail_on_5xx && status >= 500 => self.route.failed(
+                guard.live(),
+                &id,
+                ctx.max_fails,
+                &format!("answered {status}"),
+            ),
+            Some(_) => {}
+            None => guard.live().record_success(),
         }
-        ctx.current = None;
     }
 }

@@ -1,6 +1,6 @@
 //! What a listener serves: one upstream of the pool.
 
-use crate::pool::{Backend, BackendId, PoolHandle, Snapshot, Upstream};
+use crate::pool::{Backend, BackendId, Diff, Live, PoolHandle, Snapshot, Upstream};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -39,6 +39,21 @@ impl Route {
         let up = self.upstream(snap)?;
         up.pick(key, |b| tried.contains(&b.id))
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
+    }
+}
+
+impl Route {
+    /// Passive health: count a failure of backend `id`; at `max_fails` in a row (0 = off),
+    /// ask the controller to eject it.
+    pub fn failed(&self, live: &Live, id: &BackendId, max_fails: u32, why: &str) {
+        let streak = live.record_failure();
+        if max_fails > 0 && streak == u64::from(max_fails) {
+            self.pool.notify(Diff::Eject {
+                upstream: self.upstream.to_string(),
+                id: id.clone(),
+                reason: format!("{streak} failures in a row, last: {why}"),
+            });
+        }
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn serve(
     let early = raw[head_len..].to_vec();
     drop(raw);
 
-    let (key, retries, connect_timeout, idle) = {
+    let (key, retries, connect_timeout, idle, max_fails) = {
         let snap = route.pool.load();
         match route.upstream(&snap) {
             Ok(up) => (
@@ -44,6 +44,7 @@ pub async fn serve(
                 up.policy.retries,
                 up.policy.connect_timeout,
                 up.policy.idle_timeout,
+                up.policy.passive.max_fails,
             ),
             Err(e) => return reject(&mut client, &e.to_string()).await,
         }
@@ -51,7 +52,7 @@ pub async fn serve(
 
     // Connect, retrying on another backend when connecting fails.
     let mut tried: Vec<BackendId> = Vec::new();
-    let (backend_io, guard, close) = loop {
+    let (backend_io, guard, close, id) = loop {
         let picked = {
             let snap = route.pool.load();
             route
@@ -65,14 +66,17 @@ pub async fn serve(
         match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                break (s, guard, close);
+                break (s, guard, close, id);
             }
             Ok(Err(e)) => {
-                tracing::warn!(backend = %id, %addr, error = %e, "websocket connect failed")
+                tracing::warn!(backend = %id, %addr, error = %e, "websocket connect failed");
+                route.failed(guard.live(), &id, max_fails, &format!("connect: {e}"));
             }
-            Err(_) => tracing::warn!(backend = %id, %addr, "websocket connect timed out"),
+            Err(_) => {
+                tracing::warn!(backend = %id, %addr, "websocket connect timed out");
+                route.failed(guard.live(), &id, max_fails, "connect timed out");
+            }
         }
-        guard.live().record_failure();
         tried.push(id);
         if tried.len() as u32 > retries {
             return reject(&mut client, "no backend could be reached").await;
@@ -85,7 +89,7 @@ pub async fn serve(
     if backend_io.write_all(&out).await.is_err()
         || (!early.is_empty() && backend_io.write_all(&early).await.is_err())
     {
-        guard.live().record_failure();
+        route.failed(guard.live(), &id, max_fails, "closed during the handshake");
         return reject(&mut client, "backend closed during the handshake").await;
     }
     drop(out);
@@ -100,10 +104,11 @@ pub async fn serve(
     let resp_len = match answered {
         Ok(Ok(HeadRead::Complete(n))) => n,
         _ => {
-            guard.live().record_failure();
+            route.failed(guard.live(), &id, max_fails, "no answer to the upgrade");
             return reject(&mut client, "backend did not answer the upgrade").await;
         }
     };
+    guard.live().record_success();
     let switched = response_status(&resp[..resp_len]) == Some(101);
     if client.write_all(&resp).await.is_err() || client.flush().await.is_err() {
         return;

@@ -35,17 +35,40 @@ impl Drop for Backend {
 
 /// Start a demo backend with `id` on port 0.
 pub async fn backend(id: &str) -> Backend {
+    faulty_backend(id).await.0
+}
+
+/// Start a demo backend whose faults the test controls.
+pub async fn faulty_backend(id: &str) -> (Backend, std::sync::Arc<tideway::demo::Faults>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let id2 = id.to_string();
+    let faults = std::sync::Arc::new(tideway::demo::Faults::default());
+    let (id2, f2) = (id.to_string(), faults.clone());
     let task = tokio::spawn(async move {
-        let _ = tideway::demo::serve(listener, id2).await;
+        let _ = tideway::demo::serve_with(listener, id2, f2).await;
     });
-    Backend {
-        addr,
-        id: id.to_string(),
-        task,
-    }
+    (
+        Backend {
+            addr,
+            id: id.to_string(),
+            task,
+        },
+        faults,
+    )
+}
+
+/// A value from the admin /metrics text (sum of the lines that start with `prefix`).
+pub async fn metric(p: &Proxy, prefix: &str) -> f64 {
+    let text = reqwest::get(p.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// A running tideway process.
@@ -144,6 +167,29 @@ impl Proxy {
             .bearer_auth(token)
     }
 
+    /// Health of each backend of upstream `app`, by id.
+    pub async fn health(&self) -> std::collections::BTreeMap<String, bool> {
+        let v: serde_json::Value = self
+            .admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["id"].as_str().unwrap().to_string(),
+                    b["healthy"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+
     /// The pool's backends of upstream `app` as (id, addr, state, weight), sorted by id.
     pub async fn backends(&self) -> Vec<(String, String, String, u64)> {
         let v: serde_json::Value = self
@@ -219,4 +265,21 @@ pub async fn backend_id(client: &reqwest::Client, url: &str) -> String {
     assert!(r.status().is_success(), "status {}", r.status());
     let v: serde_json::Value = r.json().await.unwrap();
     v["id"].as_str().unwrap().to_string()
+}
+
+/// Poll `f` every 20 ms until it holds; panics after `limit`. Returns the time it took.
+pub async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
 }

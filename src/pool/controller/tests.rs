@@ -156,6 +156,7 @@ fn weight_and_health_publish_only_on_change() {
         upstream: "u".into(),
         id: "127.0.0.1:1002".into(),
         healthy: h,
+        reason: "test".into(),
     };
     assert_eq!(c.apply(health(true)), Ok(false));
     assert_eq!(c.apply(health(false)), Ok(true));
@@ -257,4 +258,39 @@ async fn handle_applies_through_the_task_and_waits_for_publish() {
     // Published before apply() returned.
     assert!(backend(&pool.snapshot(), "a").is_some());
     assert_eq!(pool.snapshot().version, 2);
+}
+
+#[test]
+fn slow_start_ramps_effective_weight_after_recovery() {
+    let mut cfg = config();
+    cfg[0].policy.slow_start = Some(Duration::from_secs(10));
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    let health = |h| Diff::SetHealth {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+        healthy: h,
+        reason: "test".into(),
+    };
+    c.apply(health(false)).unwrap();
+    c.apply(health(true)).unwrap();
+    let snap = c.current().load_full();
+    let b = backend(&snap, "127.0.0.1:1001").unwrap();
+    // Just recovered: about 10% of its weight (1 -> 10 of 100 units).
+    assert!(
+        (10..=12).contains(&b.effective_weight),
+        "{}",
+        b.effective_weight
+    );
+    // The other backend joined when the controller started, so it ramps too: 10% of weight 2.
+    assert_eq!(
+        backend(&snap, "127.0.0.1:1002").unwrap().effective_weight,
+        20
+    );
+    // Without slow start, effective weight is the weight.
+    let plain = controller();
+    let snap = plain.current().load_full();
+    assert_eq!(
+        backend(&snap, "127.0.0.1:1002").unwrap().effective_weight,
+        200
+    );
 }

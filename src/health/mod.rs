@@ -1,0 +1,174 @@
+//! Active health checks. One task per upstream with checks configured probes every backend
+//! each `interval` and sends [`Diff::SetHealth`] on a transition: down after `fall` failures in
+//! a row, up after `rise` passes in a row, except that a backend that has never passed comes
+//! up on its first pass (it starts out unhealthy and takes no traffic until then).
+//!
+//! The checker follows the snapshot: new backends are picked up, removed ones forgotten, and a
+//! backend the data plane ejected (passive health) must pass `rise` checks to come back.
+//!
+//! Imports: `config`, `pool`, `wire`. Never `proxy` or `admin`.
+
+mod probe;
+
+pub use probe::probe;
+
+use crate::config::{HealthConfig, HealthKind};
+use crate::pool::{BackendId, Diff, PoolHandle};
+use std::collections::HashMap;
+
+/// Hysteresis state of one backend.
+#[derive(Debug, Default)]
+struct Tracker {
+    up: bool,
+    passed_once: bool,
+    ok: u32,
+    failed: u32,
+}
+
+/// Start a checker task for every upstream with active checks.
+pub fn spawn_all(pool: &PoolHandle) {
+    let snap = pool.snapshot();
+    for (name, up) in &snap.upstreams {
+        if let Some(cfg) = up
+            .policy
+            .health
+            .clone()
+            .filter(|h| h.kind != HealthKind::None)
+        {
+            tracing::info!(upstream = %name, kind = ?cfg.kind, interval = ?cfg.interval, "active health checks on");
+            tokio::spawn(check_upstream(pool.clone(), name.clone(), cfg));
+        }
+    }
+}
+
+async fn check_upstream(pool: PoolHandle, name: String, cfg: HealthConfig) {
+    let mut trackers: HashMap<BackendId, Tracker> = HashMap::new();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let targets: Vec<_> = match pool.snapshot().upstream(&name) {
+            Some(up) => up
+                .backends
+                .iter()
+                .map(|b| (b.id.clone(), b.addr, b.healthy))
+                .collect(),
+            None => return,
+        };
+        trackers.retain(|id, _| targets.iter().any(|t| t.0 == *id));
+        let results =
+            futures_util::future::join_all(targets.iter().map(|t| probe(&cfg, t.1))).await;
+        for ((id, _, healthy), result) in targets.into_iter().zip(results) {
+            let t = trackers.entry(id.clone()).or_insert_with(|| Tracker {
+                up: healthy,
+                ..Tracker::default()
+            });
+            if t.up && !healthy {
+                // Taken out elsewhere (passive ejection): it must earn its way back.
+                *t = Tracker {
+                    passed_once: t.passed_once,
+                    ..Tracker::default()
+                };
+            }
+            if let Some((healthy, reason)) = t.observe(&cfg, result) {
+                pool.notify(Diff::SetHealth {
+                    upstream: name.clone(),
+                    id,
+                    healthy,
+                    reason,
+                });
+            }
+        }
+    }
+}
+
+impl Tracker {
+    /// Fold in one result; returns a transition to publish.
+    fn observe(
+        &mut self,
+        cfg: &HealthConfig,
+        result: Result<(), String>,
+    ) -> Option<(bool, String)> {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                self.failed = 0;
+                let first = !self.passed_once;
+                self.passed_once = true;
+                if !self.up && (first || self.ok >= cfg.rise) {
+                    self.up = true;
+                    let why = if first {
+                        "first check passed".to_string()
+                    } else {
+                        format!("{} checks passed in a row", self.ok)
+                    };
+                    return Some((true, why));
+                }
+            }
+            Err(why) => {
+                self.failed += 1;
+                self.ok = 0;
+                if self.up && self.failed >= cfg.fall {
+                    self.up = false;
+                    return Some((
+                        false,
+                        format!("{} checks failed in a row, last: {why}", self.failed),
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg() -> HealthConfig {
+        HealthConfig {
+            kind: HealthKind::Tcp,
+            path: "/".into(),
+            expect: (200, 399),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+
+    #[test]
+    fn hysteresis_needs_rise_and_fall_in_a_row() {
+        let c = cfg();
+        let mut t = Tracker::default();
+        // Never passed: the first pass brings it up.
+        assert_eq!(t.observe(&c, Ok(())).map(|x| x.0), Some(true));
+        // Two failures are not enough; a pass resets the count.
+        assert!(t.observe(&c, Err("x".into())).is_none());
+        assert!(t.observe(&c, Err("x".into())).is_none());
+        assert!(t.observe(&c, Ok(())).is_none());
+        assert!(t.observe(&c, Err("x".into())).is_none());
+        assert!(t.observe(&c, Err("x".into())).is_none());
+        assert_eq!(t.observe(&c, Err("x".into())).map(|x| x.0), Some(false));
+        // Back up only after two passes in a row.
+        assert!(t.observe(&c, Ok(())).is_none());
+        assert!(t.observe(&c, Err("x".into())).is_none());
+        assert!(t.observe(&c, Ok(())).is_none());
+        assert_eq!(t.observe(&c, Ok(())).map(|x| x.0), Some(true));
+    }
+
+    #[test]
+    fn alternating_results_never_flap() {
+        let c = cfg();
+        let mut t = Tracker {
+            up: true,
+            passed_once: true,
+            ..Tracker::default()
+        };
+        let flips = (0..1000)
+            .filter_map(|i| t.observe(&c, if i % 2 == 0 { Ok(()) } else { Err("x".into()) }))
+            .count();
+        assert_eq!(flips, 0);
+    }
+}

@@ -8,6 +8,8 @@
 use crate::admin::{self, token, AdminState};
 use crate::config::{Config, Protocol};
 use crate::pool::{Controller, ControllerTask};
+use crate::proxy::tcp::TcpGateway;
+use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{http::Router, Gateway, Route};
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
@@ -16,7 +18,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 /// Downstream socket buffers: no read buffer (pingora's HTTP reader and tideway's head reader
@@ -32,6 +34,8 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
 pub enum StartError {
     #[error("token: {0}")]
     Token(#[from] token::TokenError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::config::tls::TlsError),
     #[error("admin listener {addr}: {source}")]
     AdminBind {
         addr: std::net::SocketAddr,
@@ -46,6 +50,8 @@ struct ControlPlane {
     pool: crate::pool::PoolHandle,
     admin: Mutex<Option<(std::net::TcpListener, AdminState)>>,
     close_all: CancellationToken,
+    /// TLS certificate sets, re-read on SIGHUP.
+    resolvers: Vec<Arc<SniResolver>>,
 }
 
 #[async_trait]
@@ -68,9 +74,31 @@ impl BackgroundService for ControlPlane {
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
+        if !self.resolvers.is_empty() {
+            tokio::spawn(reload_on_sighup(self.resolvers.clone()));
+        }
         let _ = shutdown.changed().await;
         tracing::info!("shutting down: closing tunnels with 1001");
         self.close_all.cancel();
+    }
+}
+
+/// Re-read every listener's certificates on SIGHUP; a bad file keeps the old set.
+async fn reload_on_sighup(resolvers: Vec<Arc<SniResolver>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP; certificates will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        for r in &resolvers {
+            match r.reload() {
+                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the old ones")
+                }
+            }
+        }
     }
 }
 
@@ -111,13 +139,22 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let conf = server.configuration.clone();
 
+    let mut resolvers = Vec::new();
     for l in &config.listeners {
         match l.protocol {
             Protocol::Http => {
+                let tls = match &l.tls {
+                    Some(files) => {
+                        let resolver = Arc::new(SniResolver::load(files.clone())?);
+                        resolvers.push(resolver.clone());
+                        Some(Terminator::new(resolver))
+                    }
+                    None => None,
+                };
                 let route = Route {
                     pool: pool.clone(),
                     upstream: l.upstream.as_str().into(),
-                    proto: "http",
+                    proto: if tls.is_some() { "https" } else { "http" },
                 };
                 let http = pingora::proxy::http_proxy(
                     &conf,
@@ -125,14 +162,28 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                         route: route.clone(),
                     },
                 );
-                let mut svc = Service::new(format!("http {}", l.listen), Gateway::new(http, route));
+                let mut svc =
+                    Service::new(format!("http {}", l.listen), Gateway::new(http, route, tls));
                 svc.add_listener(
                     ListenerConfig::tcp(l.listen.to_string()).l4_buffer(DOWNSTREAM_BUFFERS),
                 );
                 server.add_service(svc);
-                tracing::info!(listen = %l.listen, upstream = %l.upstream, "http listener");
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
             }
-            Protocol::Tcp => unreachable!("rejected by config validation"),
+            Protocol::Tcp => {
+                let route = Route {
+                    pool: pool.clone(),
+                    upstream: l.upstream.as_str().into(),
+                    proto: "tcp",
+                };
+                let mut svc = Service::new(format!("tcp {}", l.listen), TcpGateway { route });
+                svc.add_listener(
+                    ListenerConfig::tcp(l.listen.to_string())
+                        .l4_buffer(L4BufferSettings::unbuffered()),
+                );
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
+            }
         }
     }
 
@@ -148,6 +199,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             },
         ))),
         close_all,
+        resolvers,
     };
     server.add_service(background_service("control plane", control));
     Ok(server)

@@ -187,3 +187,19 @@ impl Registration {
         Ok(())
     }
 }
+
+/// Raw TCP mode: greet each connection with `{id}\n`, then echo every byte.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, id: String) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let greeting: Arc<[u8]> = format!("{id}\n").into_bytes().into();
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        let greeting = greeting.clone();
+        tokio::spawn(async move {
+            if conn.write_all(&greeting).await.is_ok() {
+                let (mut r, mut w) = conn.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+    }
+}

@@ -35,6 +35,9 @@ enum Command {
         /// Identity to report (default: the listen address).
         #[arg(long)]
         id: Option<String>,
+        /// Raw TCP echo instead of HTTP/WebSocket: greets each connection with its id.
+        #[arg(long)]
+        tcp: bool,
         /// Register with this tideway admin URL, heartbeat, and deregister on SIGTERM.
         #[arg(long, requires = "upstream")]
         register: Option<String>,
@@ -123,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         Command::DemoBackend {
             listen,
             id,
+            tcp,
             register,
             upstream,
             token,
@@ -133,7 +137,11 @@ fn main() -> anyhow::Result<()> {
             let addr = listener.local_addr()?;
             let id = id.unwrap_or_else(|| addr.to_string());
             tracing::info!(%addr, %id, "demo backend listening");
-            let server = tokio::spawn(tideway::demo::serve(listener, id.clone()));
+            let server = if tcp {
+                tokio::spawn(tideway::demo::serve_tcp(listener, id.clone()))
+            } else {
+                tokio::spawn(tideway::demo::serve(listener, id.clone()))
+            };
             match (register, upstream) {
                 (Some(admin), Some(upstream)) => {
                     let reg = tideway::demo::Registration {

@@ -68,3 +68,35 @@ fn check_accepts_a_good_config() {
     let (code, stderr, _) = check("[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n");
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn tls_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let (code, stderr, _) = check(&format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n[upstream.app]\n",
+        missing.display(),
+        missing.display()
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("{}: cannot read certificates", missing.display())),
+        "{stderr}"
+    );
+
+    // A certificate with another certificate's key.
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let other = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+    let wrong_key = dir.path().join("wrong.key");
+    std::fs::write(&wrong_key, other.key_pair.serialize_pem()).unwrap();
+    let (code, stderr, _) = check(&format!(
+        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\ntls = {{ cert = \"{}\", key = \"{}\" }}\n[upstream.app]\n",
+        here.join("conf/demo-cert.pem").display(),
+        wrong_key.display()
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("{}: key does not match", wrong_key.display())),
+        "{stderr}"
+    );
+}

@@ -56,7 +56,21 @@ struct ListenerSection {
     listen: Spanned<String>,
     protocol: Option<Spanned<String>>,
     upstream: Spanned<String>,
-    tls: Option<Spanned<toml::Value>>,
+    tls: Option<Spanned<TlsSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TlsSection {
+    One(TlsFileSection),
+    Many(Vec<TlsFileSection>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFileSection {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +87,7 @@ struct UpstreamSection {
     fail_timeout: Option<Dur>,
     fail_on_5xx: Option<bool>,
     slow_start: Option<Dur>,
+    proxy_protocol: Option<Spanned<String>>,
     #[serde(default)]
     backends: Vec<Spanned<BackendSection>>,
     health: Option<Spanned<HealthSection>>,
@@ -176,7 +191,6 @@ pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
 impl FileConfig {
     pub(super) fn validate(self, text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = Ctx { text, path };
-        let whole = 0..0;
 
         let threads = match &self.server.threads {
             Some(t) if *t.get_ref() == 0 || *t.get_ref() > 256 => {
@@ -232,19 +246,34 @@ impl FileConfig {
                 Some(p) => cx.parse::<Protocol>(p)?,
                 None => Protocol::Http,
             };
-            if protocol == Protocol::Tcp {
-                let span = l.protocol.as_ref().map_or(whole.clone(), |p| p.span());
-                return Err(cx.err(
-                    span,
-                    "protocol \"tcp\" is not supported by this build yet; expected \"http\"",
-                ));
-            }
-            if let Some(tls) = &l.tls {
-                return Err(cx.err(
-                    tls.span(),
-                    "tls on listeners is not supported by this build yet",
-                ));
-            }
+            let tls = match &l.tls {
+                None => None,
+                Some(t) if protocol == Protocol::Tcp => {
+                    return Err(cx.err(
+                        t.span(),
+                        "tls is for http listeners; a tcp listener passes bytes through",
+                    ))
+                }
+                Some(t) => {
+                    let files: Vec<super::tls::TlsFiles> = match t.get_ref() {
+                        TlsSection::One(f) => vec![f],
+                        TlsSection::Many(v) => v.iter().collect(),
+                    }
+                    .into_iter()
+                    .map(|f| super::tls::TlsFiles {
+                        cert: f.cert.clone(),
+                        key: f.key.clone(),
+                    })
+                    .collect();
+                    if files.is_empty() {
+                        return Err(cx.err(t.span(), "tls needs at least one { cert, key }"));
+                    }
+                    for f in &files {
+                        super::tls::load_cert(f).map_err(|e| cx.err(t.span(), e.to_string()))?;
+                    }
+                    Some(files)
+                }
+            };
             let upstream = l.upstream.get_ref().clone();
             if !self.upstream.contains_key(&upstream) {
                 let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
@@ -260,6 +289,7 @@ impl FileConfig {
                 listen,
                 protocol,
                 upstream,
+                tls,
             });
         }
 
@@ -329,6 +359,9 @@ fn validate_upstream(
         policy.passive.fail_on_5xx = f;
     }
     policy.slow_start = up.slow_start.map(|d| d.0).filter(|d| !d.is_zero());
+    if let Some(pp) = &up.proxy_protocol {
+        policy.proxy_protocol = Some(cx.parse(pp)?);
+    }
     if let Some(h) = &up.health {
         let hs = h.get_ref();
         let kind: HealthKind = cx.parse(&hs.kind)?;

@@ -11,6 +11,7 @@
 mod duration;
 mod error;
 mod file;
+pub mod tls;
 mod types;
 
 pub use duration::parse_duration;

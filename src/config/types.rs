@@ -64,6 +64,9 @@ pub struct Listener {
     pub listen: SocketAddr,
     pub protocol: Protocol,
     pub upstream: String,
+    /// Certificates for TLS termination (http listeners); the first is the default when no
+    /// SNI name matches. Checked at load time.
+    pub tls: Option<Vec<super::tls::TlsFiles>>,
 }
 
 /// What a listener speaks.
@@ -96,6 +99,8 @@ pub struct UpstreamPolicy {
     pub retries: u32,
     pub health: Option<HealthConfig>,
     pub passive: PassiveConfig,
+    /// Send a PROXY protocol header to backends (WebSocket and TCP paths).
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// Ramp a joining or recovering backend's weight from 10% to 100% over this long.
     pub slow_start: Option<Duration>,
     pub scale: Option<ScaleConfig>,
@@ -113,6 +118,7 @@ impl Default for UpstreamPolicy {
             retries: DEFAULT_CONNECT_RETRIES,
             health: None,
             passive: PassiveConfig::default(),
+            proxy_protocol: None,
             slow_start: None,
             scale: None,
         }
@@ -125,6 +131,13 @@ pub struct StaticBackend {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+}
+
+/// PROXY protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
 }
 
 /// Passive health: nginx's `max_fails` / `fail_timeout`.
@@ -230,6 +243,7 @@ string_enum!(Balance, "balance", {
     "hash" => Balance::Hash,
 });
 string_enum!(Protocol, "protocol", { "http" => Protocol::Http, "tcp" => Protocol::Tcp });
+string_enum!(ProxyProtocol, "proxy_protocol", { "v1" => ProxyProtocol::V1, "v2" => ProxyProtocol::V2 });
 string_enum!(HealthKind, "health kind", {
     "none" => HealthKind::None,
     "tcp" => HealthKind::Tcp,

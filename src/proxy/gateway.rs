@@ -5,7 +5,8 @@
 
 use super::head::{is_websocket_upgrade, read_head, HeadRead};
 use super::http::Router;
-use super::route::{client_ip, Route};
+use super::route::Route;
+use super::tls::{local, peer, Terminator, TlsConn};
 use super::websocket;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -26,26 +27,37 @@ pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct Gateway {
     http: Arc<HttpProxy<Router>>,
     route: Route,
+    tls: Option<Terminator>,
 }
 
 impl Gateway {
-    pub fn new(http: HttpProxy<Router>, route: Route) -> Self {
+    pub fn new(http: HttpProxy<Router>, route: Route, tls: Option<Terminator>) -> Self {
         Gateway {
             http: Arc::new(http),
             route,
+            tls,
         }
     }
 }
 
-/// Put bytes back in front of a plain TCP stream so the next reader sees them again.
+/// Put bytes back in front of a stream (plain TCP or tideway's TLS) so the next reader sees
+/// them again.
 fn rewind(stream: Stream, bytes: &[u8]) -> Option<Stream> {
-    match stream.into_any().downcast::<L4Stream>() {
+    let any = stream.into_any();
+    let any = match any.downcast::<L4Stream>() {
         Ok(mut l4) => {
             l4.rewind(bytes);
-            Some(l4)
+            return Some(l4);
+        }
+        Err(other) => other,
+    };
+    match any.downcast::<TlsConn>() {
+        Ok(mut tls) => {
+            tls.rewind(bytes);
+            Some(tls)
         }
         Err(_) => {
-            tracing::error!("cannot rewind a non-TCP stream; dropping the connection");
+            tracing::error!("cannot rewind this stream type; dropping the connection");
             None
         }
     }
@@ -58,14 +70,18 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let mut stream = stream;
+        let (peer_addr, local_addr) = (peer(&stream), local(&stream));
+        let mut stream = match &self.tls {
+            None => stream,
+            Some(t) => match t.accept(stream).await {
+                Ok(conn) => Box::new(conn) as Stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return None;
+                }
+            },
+        };
         let mut settings = None;
-        let ip = client_ip(
-            stream
-                .get_socket_digest()
-                .as_ref()
-                .and_then(|d| d.peer_addr()),
-        );
         loop {
             let wait = if settings.is_some() {
                 DEFAULT_KEEPALIVE
@@ -76,7 +92,7 @@ impl ServerApp for Gateway {
             let head = tokio::time::timeout(wait, read_head(&mut stream, &mut buf)).await;
             match head {
                 Ok(Ok(HeadRead::Complete(len))) if is_websocket_upgrade(&buf[..len]) => {
-                    websocket::serve(&self.route, stream, buf, len, ip).await;
+                    websocket::serve(&self.route, stream, buf, len, peer_addr, local_addr).await;
                     return None;
                 }
                 Ok(Ok(HeadRead::Complete(_) | HeadRead::TooLarge)) => {}

@@ -10,7 +10,10 @@ pub mod gateway;
 pub mod head;
 pub mod http;
 pub mod key;
+pub mod proxy_protocol;
 pub mod route;
+pub mod tcp;
+pub mod tls;
 pub mod tunnel;
 pub mod websocket;
 

@@ -350,3 +350,20 @@ where
         }
     }
 }
+
+/// Count how a tunnel of `upstream` ended.
+pub fn finish(upstream: &str, end: TunnelEnd) {
+    let reason = match end {
+        TunnelEnd::Closed => "closed",
+        TunnelEnd::Idle => "idle",
+        TunnelEnd::Signalled => "signalled",
+        TunnelEnd::Error(e) => {
+            tracing::debug!(error = %e, "tunnel ended with an error");
+            "error"
+        }
+    };
+    crate::metrics::global()
+        .tunnels_ended
+        .with_label_values(&[upstream, reason])
+        .inc();
+}

@@ -104,11 +104,16 @@ impl Proxy {
 /// The `[[listener]]` + `[admin]` + `[store]` head of a config; `upstreams` is appended.
 /// The upstream must be called `app`.
 pub async fn start_proxy(upstreams: &str) -> Proxy {
+    start_proxy_with("", upstreams).await
+}
+
+/// Like [`start_proxy`], with extra keys for the `[[listener]]` table (e.g. `protocol = "tcp"`).
+pub async fn start_proxy_with(listener_extra: &str, upstreams: &str) -> Proxy {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n{upstreams}\n",
+        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
         dir.path().join("data").display()
     );
     let config_path = dir.path().join("tideway.toml");

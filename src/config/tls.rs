@@ -1,0 +1,85 @@
+//! TLS material named by the config: certificate chains and private keys, read and checked
+//! at load time (and again on SIGHUP), so a bad or missing file is a config error naming the
+//! file, never a panic at accept time.
+
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One certificate chain and its key, as named in the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A loaded certificate with the DNS names it covers (from its subject alternative names).
+#[derive(Debug, Clone)]
+pub struct LoadedCert {
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {msg}", path.display())]
+pub struct TlsError {
+    pub path: PathBuf,
+    pub msg: String,
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> TlsError {
+    TlsError {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Load and check one certificate chain and key.
+pub fn load_cert(files: &TlsFiles) -> Result<LoadedCert, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| err(&files.cert, format!("cannot read certificates: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(&files.cert, format!("invalid PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(err(
+            &files.cert,
+            "no certificate found; expected a PEM file with a CERTIFICATE block",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| err(&files.key, format!("cannot read a private key: {e}")))?;
+    let signing = default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| err(&files.key, format!("unsupported private key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| {
+        err(
+            &files.key,
+            format!("key does not match {}: {e}", files.cert.display()),
+        )
+    })?;
+    let (_, x509) = x509_parser::parse_x509_certificate(certified.cert[0].as_ref())
+        .map_err(|e| err(&files.cert, format!("unparsable certificate: {e}")))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(LoadedCert {
+        names,
+        key: Arc::new(certified),
+    })
+}
+
+/// Load every certificate of a listener.
+pub fn load_all(files: &[TlsFiles]) -> Result<Vec<LoadedCert>, TlsError> {
+    files.iter().map(load_cert).collect()
+}

@@ -1,0 +1,81 @@
+//! PROXY protocol headers (v1 text, v2 binary) so backends learn the client's address.
+
+use crate::config::ProxyProtocol;
+use std::net::SocketAddr;
+
+const V2_SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// The header for a connection from `client` to `local` (tideway's listening address).
+pub fn header(version: ProxyProtocol, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    match version {
+        ProxyProtocol::V1 => match (client, local) {
+            (SocketAddr::V4(c), SocketAddr::V4(l)) => format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                c.ip(),
+                l.ip(),
+                c.port(),
+                l.port()
+            )
+            .into_bytes(),
+            (SocketAddr::V6(c), SocketAddr::V6(l)) => format!(
+                "PROXY TCP6 {} {} {} {}\r\n",
+                c.ip(),
+                l.ip(),
+                c.port(),
+                l.port()
+            )
+            .into_bytes(),
+            _ => b"PROXY UNKNOWN\r\n".to_vec(),
+        },
+        ProxyProtocol::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            out.push(0x21); // version 2, PROXY command
+            match (client, local) {
+                (SocketAddr::V4(c), SocketAddr::V4(l)) => {
+                    out.push(0x11); // TCP over IPv4
+                    out.extend_from_slice(&12u16.to_be_bytes());
+                    out.extend_from_slice(&c.ip().octets());
+                    out.extend_from_slice(&l.ip().octets());
+                    out.extend_from_slice(&c.port().to_be_bytes());
+                    out.extend_from_slice(&l.port().to_be_bytes());
+                }
+                (SocketAddr::V6(c), SocketAddr::V6(l)) => {
+                    out.push(0x21); // TCP over IPv6
+                    out.extend_from_slice(&36u16.to_be_bytes());
+                    out.extend_from_slice(&c.ip().octets());
+                    out.extend_from_slice(&l.ip().octets());
+                    out.extend_from_slice(&c.port().to_be_bytes());
+                    out.extend_from_slice(&l.port().to_be_bytes());
+                }
+                _ => {
+                    out.push(0x00); // UNSPEC
+                    out.extend_from_slice(&0u16.to_be_bytes());
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2_encode_the_client() {
+        let c: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        let l: SocketAddr = "10.9.9.9:443".parse().unwrap();
+        assert_eq!(
+            header(ProxyProtocol::V1, c, l),
+            b"PROXY TCP4 10.1.2.3 10.9.9.9 5555 443\r\n"
+        );
+        let v2 = header(ProxyProtocol::V2, c, l);
+        assert_eq!(&v2[..12], &V2_SIGNATURE);
+        assert_eq!(v2[12..16], [0x21, 0x11, 0, 12]);
+        assert_eq!(&v2[16..20], &[10, 1, 2, 3]);
+        assert_eq!(&v2[24..26], &5555u16.to_be_bytes());
+        assert_eq!(v2.len(), 28);
+    }
+}

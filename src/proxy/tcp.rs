@@ -1,0 +1,53 @@
+//! TCP (L4) listeners: each connection becomes a byte tunnel to a backend of the upstream,
+//! picked by the client address (so `hash` keeps a client on one backend), with the same
+//! health, drain and PROXY protocol handling as WebSocket tunnels.
+
+use super::key::ip_hash;
+use super::route::{Connected, Route};
+use super::tls::{local, peer};
+use super::tunnel::{finish, Tunnel};
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// Serves one TCP listener.
+pub struct TcpGateway {
+    pub route: Route,
+}
+
+#[async_trait]
+impl ServerApp for TcpGateway {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut client: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (peer, local) = (peer(&client), local(&client));
+        let key = ip_hash(peer.map(|p| p.ip()));
+        let (policy, key) = match self.route.tunnel_policy(|_| key) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp: no upstream");
+                return None;
+            }
+        };
+        let Connected {
+            io, guard, close, ..
+        } = match self.route.connect(key, &policy, peer, local).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(upstream = %self.route.upstream, error = %e, "tcp: no backend");
+                let _ = client.shutdown().await;
+                return None;
+            }
+        };
+        guard.live().record_success();
+        let tunnel = Tunnel::new(client, io, policy.idle_timeout, close, false);
+        finish(&self.route.upstream, tunnel.await);
+        drop(guard);
+        None
+    }
+}

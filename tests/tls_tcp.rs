@@ -1,0 +1,261 @@
+//! wss:// with SNI, raw TCP listeners, and the PROXY protocol.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Cert {
+    der: CertificateDer<'static>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn make_cert(dir: &std::path::Path, name: &str) -> Cert {
+    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    Cert {
+        der: ck.cert.der().clone(),
+        cert,
+        key,
+    }
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    name: &str,
+    roots: &[&Cert],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.der.clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+        .await
+        .expect("TLS handshake with tideway")
+}
+
+#[tokio::test]
+async fn wss_echo_with_a_certificate_per_sni_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        make_cert(dir.path(), "a.test"),
+        make_cert(dir.path(), "b.test"),
+    );
+    let backend = backend("ws").await;
+    let p = start_proxy_with(
+        &format!(
+            "tls = [{{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }}]",
+            a.cert.display(),
+            a.key.display(),
+            b.cert.display(),
+            b.key.display()
+        ),
+        &format!("[upstream.app]\n{}", backends_toml(&[(&backend, 1)])),
+    )
+    .await;
+    for (name, cert) in [("a.test", &a), ("b.test", &b)] {
+        // The certificate served is the one for the SNI name (verified against only it).
+        let tls = tls_connect(p.http, name, &[cert]).await;
+        let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        assert_eq!(served, cert.der, "{name} got the wrong certificate");
+        let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://{name}/chat"), tls)
+            .await
+            .expect("wss upgrade through tideway");
+        assert_eq!(resp.status(), 101);
+        for i in 0..10 {
+            let text = format!("{name} {i}");
+            ws.send(Message::text(text.clone())).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+        }
+    }
+    // Plain HTTPS through the same listener says the scheme was https.
+    let mut tls = tls_connect(p.http, "a.test", &[&a]).await;
+    tls.write_all(b"GET /x HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tls.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("\"x_forwarded_proto\":\"https\""), "{body}");
+}
+
+async fn tcp_backend(id: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let id = id.to_string();
+    let task = tokio::spawn(async move {
+        let _ = tideway::demo::serve_tcp(l, id).await;
+    });
+    (addr, task)
+}
+
+/// Connect from a chosen loopback address, read the greeting, check an echo.
+async fn tcp_session(proxy: std::net::SocketAddr, from: [u8; 4]) -> (String, BufReader<TcpStream>) {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    let s = sock.connect(proxy).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut id = String::new();
+    r.read_line(&mut id).await.unwrap();
+    r.get_mut().write_all(b"ping\n").await.unwrap();
+    let mut echo = String::new();
+    r.read_line(&mut echo).await.unwrap();
+    assert_eq!(echo, "ping\n");
+    (id.trim().to_string(), r)
+}
+
+#[tokio::test]
+async fn tcp_echo_sticks_by_client_ip_and_drain_closes_tunnels() {
+    let mut tasks = Vec::new();
+    let mut items = Vec::new();
+    for id in ["t1", "t2", "t3"] {
+        let (addr, task) = tcp_backend(id).await;
+        tasks.push(task);
+        items.push(format!("{{ addr = \"{addr}\", id = \"{id}\" }}"));
+    }
+    let p = start_proxy_with(
+        "protocol = \"tcp\"",
+        &format!(
+            "[upstream.app]\nbalance = \"hash\"\ndrain_timeout = \"1s\"\nbackends = [{}]",
+            items.join(", ")
+        ),
+    )
+    .await;
+    let mut owner: HashMap<u8, String> = HashMap::new();
+    for last in 2..40u8 {
+        let from = [127, 0, 0, last];
+        let (first, _s) = tcp_session(p.http, from).await;
+        for _ in 0..3 {
+            assert_eq!(
+                tcp_session(p.http, from).await.0,
+                first,
+                "127.0.0.{last} moved"
+            );
+        }
+        owner.insert(last, first);
+    }
+    let used: HashSet<&String> = owner.values().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "38 client addresses should use all 3 backends"
+    );
+
+    // Hold tunnels to t1, drain it: they close at the deadline, not before.
+    let mut held = Vec::new();
+    for (last, id) in &owner {
+        if id == "t1" {
+            held.push(tcp_session(p.http, [127, 0, 0, *last]).await.1);
+        }
+    }
+    assert!(!held.is_empty());
+    let r = p
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/t1/state",
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({"state": "draining"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let drained = Instant::now();
+    for r in held.iter_mut() {
+        r.get_mut().write_all(b"still\n").await.unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "still\n");
+    }
+    for r in held.iter_mut() {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut rest))
+            .await
+            .expect("closed by the drain deadline")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    let took = drained.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+}
+
+async fn proxy_header_seen(version: &str) -> (String, std::net::SocketAddr) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = l.local_addr().unwrap();
+    let p = start_proxy_with(
+        "protocol = \"tcp\"",
+        &format!("[upstream.app]\nproxy_protocol = \"{version}\"\nbackends = [{{ addr = \"{backend_addr}\" }}]"),
+    )
+    .await;
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+    let mut client = sock.connect(p.http).await.unwrap();
+    let me = client.local_addr().unwrap();
+    client.write_all(b"hello").await.unwrap();
+    // The harness's readiness probe opened (and closed) a tunnel first; find ours.
+    let mut buf = vec![0u8; 256];
+    let got = loop {
+        let (mut conn, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"hello") {
+            match conn.read(&mut buf).await {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        if got.ends_with(b"hello") {
+            break got;
+        }
+    };
+    let header = &got[..got.len() - 5];
+    let parsed = if version == "v1" {
+        let line = std::str::from_utf8(header).unwrap();
+        let f: Vec<&str> = line.trim_end().split(' ').collect();
+        assert_eq!(&f[..2], ["PROXY", "TCP4"], "{line}");
+        assert_eq!(f[3], p.http.ip().to_string());
+        assert_eq!(f[5], p.http.port().to_string());
+        format!("{}:{}", f[2], f[4])
+    } else {
+        assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+        assert_eq!(header[12], 0x21);
+        assert_eq!(header[13], 0x11);
+        assert_eq!(u16::from_be_bytes([header[14], header[15]]), 12);
+        let src = std::net::Ipv4Addr::new(header[16], header[17], header[18], header[19]);
+        let port = u16::from_be_bytes([header[24], header[25]]);
+        format!("{src}:{port}")
+    };
+    (parsed, me)
+}
+
+#[tokio::test]
+async fn proxy_protocol_v1_and_v2_carry_the_client_address() {
+    for v in ["v1", "v2"] {
+        let (seen, me) = proxy_header_seen(v).await;
+        assert_eq!(seen, me.to_string(), "{v}");
+    }
+}

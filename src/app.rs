@@ -74,9 +74,7 @@ impl BackgroundService for ControlPlane {
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
-        if !self.resolvers.is_empty() {
-            tokio::spawn(reload_on_sighup(self.resolvers.clone()));
-        }
+        tokio::spawn(reload_on_sighup(self.resolvers.clone()));
         let _ = shutdown.changed().await;
         tracing::info!("shutting down: closing tunnels with 1001");
         self.close_all.cancel();
@@ -91,6 +89,9 @@ async fn reload_on_sighup(resolvers: Vec<Arc<SniResolver>>) {
         return;
     };
     while hup.recv().await.is_some() {
+        if resolvers.is_empty() {
+            tracing::info!("SIGHUP: no TLS listeners, nothing to reload");
+        }
         for r in &resolvers {
             match r.reload() {
                 Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),

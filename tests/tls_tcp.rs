@@ -259,3 +259,57 @@ async fn proxy_protocol_v1_and_v2_carry_the_client_address() {
         assert_eq!(seen, me.to_string(), "{v}");
     }
 }
+
+#[tokio::test]
+async fn sighup_reloads_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = make_cert(dir.path(), "reload.test");
+    let backend = backend("r").await;
+    let p = start_proxy_with(
+        &format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            first.cert.display(),
+            first.key.display()
+        ),
+        &format!("[upstream.app]\n{}", backends_toml(&[(&backend, 1)])),
+    )
+    .await;
+    let served = |tls: &tokio_rustls::client::TlsStream<TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+    };
+    assert_eq!(
+        served(&tls_connect(p.http, "reload.test", &[&first]).await),
+        first.der
+    );
+    // Replace the files in place, then SIGHUP.
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = make_cert(second_dir.path(), "reload.test");
+    std::fs::copy(&second.cert, &first.cert).unwrap();
+    std::fs::copy(&second.key, &first.key).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let tls = tls_connect(p.http, "reload.test", &[&first, &second]).await;
+        if served(&tls) == second.der {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "certificate not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still serving after the reload.
+    let tls = tls_connect(p.http, "reload.test", &[&second]).await;
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://reload.test/chat", tls)
+        .await
+        .unwrap();
+    ws.send(Message::text("after reload")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("after reload")
+    );
+}

@@ -9,6 +9,7 @@
 //! small, noisy machine.
 
 mod proc;
+mod tcp;
 
 use futures_util::{SinkExt, StreamExt};
 use std::net::TcpListener;
@@ -22,7 +23,7 @@ const WS_SECONDS: u64 = 10;
 const WS_CONNS: usize = 64;
 const IDLE_CONNS: usize = 4000;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -58,10 +59,10 @@ fn ensure_tools() {
     }
 }
 
-struct Proxy {
-    name: &'static str,
-    child: Child,
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) port: u16,
 }
 
 impl Drop for Proxy {
@@ -71,7 +72,7 @@ impl Drop for Proxy {
     }
 }
 
-fn wait_port(port: u16) {
+pub(crate) fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "port {port} never opened");
@@ -314,6 +315,35 @@ fn main() {
     }
     let _ = backend.kill();
     let _ = backend.wait();
+
+    // TCP tunnels.
+    let tcp_port = free_port();
+    let mut tcp_backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args([
+            "demo-backend",
+            "--tcp",
+            "--listen",
+            &format!("127.0.0.1:{tcp_port}"),
+            "--id",
+            "bench",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(tcp_port);
+    let mut tcp_rows = Vec::new();
+    for start in [tcp::start_nginx, tcp::start_haproxy, tcp::start_tideway] {
+        let sub = dir.path().join(format!("t{}", tcp_rows.len()));
+        std::fs::create_dir_all(&sub).unwrap();
+        let p = start(&sub, tcp_port);
+        eprintln!("measuring {} (tcp)", p.name);
+        let (mbps, cpu_ms) = rt.block_on(tcp::throughput(&p));
+        tcp_rows.push((p.name, mbps, cpu_ms));
+    }
+    let _ = tcp_backend.kill();
+    let _ = tcp_backend.wait();
     let nginx = rows[0].1;
     let haproxy = rows[1].1;
     let mut out = String::new();
@@ -335,6 +365,18 @@ fn main() {
             r.rss_after_close_kib / r.rss_before_kib,
             r.rss_after_close_kib / 1024.0,
             r.rss_before_kib / 1024.0,
+        ));
+    }
+    let (n_mbps, n_cpu) = (tcp_rows[0].1, tcp_rows[0].2);
+    let (h_mbps, h_cpu) = (tcp_rows[1].1, tcp_rows[1].2);
+    out.push_str("\n| proxy (tcp) | MB/s | vs nginx | vs HAProxy | CPU ms/MB | vs nginx | vs HAProxy |\n|---|---|---|---|---|---|---|\n");
+    for (name, mbps, cpu) in &tcp_rows {
+        out.push_str(&format!(
+            "| {name} | {mbps:.0} | {} | {} | {cpu:.3} | {} | {} |\n",
+            ratio(*mbps, n_mbps),
+            ratio(*mbps, h_mbps),
+            ratio(*cpu, n_cpu),
+            ratio(*cpu, h_cpu)
         ));
     }
     println!("{out}");

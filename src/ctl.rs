@@ -8,6 +8,7 @@ use serde_json::Value;
 pub enum CtlCommand {
     List,
     Show {
+        nginx: bool,
         upstream: String,
     },
     SetState {
@@ -40,12 +41,21 @@ pub enum CtlError {
     Refused { status: u16, message: String },
 }
 
-/// Run one command against the admin API at `admin` and return its JSON answer.
+/// Run one command against the admin API at `admin` and return its JSON answer (or, for a
+/// text answer such as an nginx block, a JSON string).
 pub async fn run(admin: &str, token: &str, cmd: &CtlCommand) -> Result<Value, CtlError> {
     let base = admin.trim_end_matches('/');
     let (method, path, body) = match cmd {
         CtlCommand::List => (Method::GET, "/v1/upstreams".to_string(), None),
-        CtlCommand::Show { upstream } => (Method::GET, format!("/v1/upstreams/{upstream}"), None),
+        CtlCommand::Show { upstream, nginx } => (
+            Method::GET,
+            if *nginx {
+                format!("/v1/upstreams/{upstream}?format=nginx")
+            } else {
+                format!("/v1/upstreams/{upstream}")
+            },
+            None,
+        ),
         CtlCommand::SetState {
             upstream,
             id,
@@ -84,7 +94,15 @@ pub async fn run(admin: &str, token: &str, cmd: &CtlCommand) -> Result<Value, Ct
     };
     let resp = req.send().await.map_err(unreachable)?;
     let status = resp.status().as_u16();
-    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    let is_json = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let value: Value = if is_json {
+        resp.json().await.unwrap_or(Value::Null)
+    } else {
+        Value::String(resp.text().await.unwrap_or_default())
+    };
     if status >= 400 {
         let message = value["error"]
             .as_str()

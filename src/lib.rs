@@ -12,6 +12,7 @@ pub mod demo;
 pub mod health;
 pub mod memory;
 pub mod metrics;
+pub mod nginx;
 pub mod pool;
 pub mod proxy;
 pub mod wire;

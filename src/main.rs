@@ -20,14 +20,28 @@ enum Command {
     /// Run the proxy.
     Run {
         /// TOML config file.
-        #[arg(long, default_value = "conf/tideway.toml")]
+        #[arg(long, default_value = "conf/tideway.toml", conflicts_with = "nginx")]
         config: PathBuf,
+        /// Run from an nginx config instead (upstream/server/location/stream are read as is).
+        #[arg(long)]
+        nginx: Option<PathBuf>,
+        /// Override the admin listen address.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Override the data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Validate a config file; exit 1 with the errors.
     Check {
+        #[arg(long, required_unless_present = "nginx", conflicts_with = "nginx")]
+        config: Option<PathBuf>,
+        /// Validate an nginx config (and list what tideway ignores in it).
         #[arg(long)]
-        config: PathBuf,
+        nginx: Option<PathBuf>,
     },
+    /// Print the tideway TOML equivalent of an nginx config (warnings go to stderr).
+    ImportNginx { file: PathBuf },
     /// Run the demo backend (HTTP + WebSocket echo, /health, its id in every answer).
     DemoBackend {
         #[arg(long)]
@@ -66,7 +80,12 @@ enum CtlCmd {
     /// All upstreams and their backends.
     List,
     /// One upstream.
-    Show { upstream: String },
+    Show {
+        upstream: String,
+        /// Print it as an nginx `upstream` block.
+        #[arg(long)]
+        nginx: bool,
+    },
     /// Let a backend take traffic again.
     Enable { upstream: String, id: String },
     /// Stop new traffic to a backend; leave its connections alone.
@@ -102,20 +121,71 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            let cfg = tideway::config::load(&config)?;
+        Command::Run {
+            config,
+            nginx,
+            admin,
+            data_dir,
+        } => {
+            let (mut cfg, source) = match nginx {
+                Some(file) => {
+                    let (cfg, warnings) = tideway::nginx::load(&file)?;
+                    for w in warnings {
+                        tracing::warn!("{w}");
+                    }
+                    (cfg, file)
+                }
+                None => (tideway::config::load(&config)?, config),
+            };
+            if let Some(a) = admin {
+                cfg.admin.listen = a;
+            }
+            if let Some(d) = data_dir {
+                cfg.store.data_dir = d;
+            }
             let server = tideway::app::build(&cfg)?;
-            tracing::info!(config = %config.display(), "tideway starting");
+            tracing::info!(config = %source.display(), "tideway starting");
             server.run_forever();
         }
-        Command::Check { config } => match tideway::config::load(&config) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} listeners, {} upstreams)",
-                    config.display(),
-                    cfg.listeners.len(),
-                    cfg.upstreams.len()
-                );
+        Command::Check { config, nginx } => {
+            let (path, result) = match (nginx, config) {
+                (Some(file), _) => {
+                    let r = tideway::nginx::load(&file).map(|(cfg, warnings)| {
+                        for w in &warnings {
+                            eprintln!("warning: {w}");
+                        }
+                        cfg
+                    });
+                    (file, r.map_err(|e| e.to_string()))
+                }
+                (None, Some(file)) => {
+                    let r = tideway::config::load(&file).map_err(|e| e.to_string());
+                    (file, r)
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            match result {
+                Ok(cfg) => {
+                    println!(
+                        "{}: ok ({} listeners, {} upstreams)",
+                        path.display(),
+                        cfg.listeners.len(),
+                        cfg.upstreams.len()
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::ImportNginx { file } => match tideway::nginx::import(&file) {
+            Ok(converted) => {
+                for w in &converted.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", converted.toml);
                 Ok(())
             }
             Err(e) => {
@@ -172,7 +242,7 @@ fn main() -> anyhow::Result<()> {
             use tideway::ctl::CtlCommand as C;
             let cmd = match cmd {
                 CtlCmd::List => C::List,
-                CtlCmd::Show { upstream } => C::Show { upstream },
+                CtlCmd::Show { upstream, nginx } => C::Show { upstream, nginx },
                 CtlCmd::Enable { upstream, id } => C::SetState {
                     upstream,
                     id,
@@ -195,6 +265,10 @@ fn main() -> anyhow::Result<()> {
                 },
             };
             match rt()?.block_on(tideway::ctl::run(&admin, &token, &cmd)) {
+                Ok(serde_json::Value::String(text)) => {
+                    print!("{text}");
+                    Ok(())
+                }
                 Ok(v) => {
                     println!("{}", serde_json::to_string_pretty(&v)?);
                     Ok(())

@@ -32,7 +32,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 fn ensure_tools() {
-    let missing: Vec<&str> = [
+    let mut missing: Vec<&str> = [
         ("nginx", "nginx-light"),
         ("haproxy", "haproxy"),
         ("wrk", "wrk"),
@@ -46,6 +46,9 @@ fn ensure_tools() {
     })
     .map(|(_, pkg)| pkg)
     .collect();
+    if !std::path::Path::new("/usr/lib/nginx/modules/ngx_stream_module.so").exists() {
+        missing.push("libnginx-mod-stream");
+    }
     if !missing.is_empty() {
         eprintln!("installing {missing:?}");
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();

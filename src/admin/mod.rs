@@ -127,9 +127,15 @@ async fn list(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Re
     Ok(Json(serde_json::json!({ "version": snap.version, "upstreams": ups })).into_response())
 }
 
+#[derive(serde::Deserialize)]
+struct ShowQuery {
+    format: Option<String>,
+}
+
 async fn show(
     State(s): State<Arc<AdminState>>,
     Path(u): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ShowQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     require_admin(&s, &headers)?;
@@ -137,5 +143,16 @@ async fn show(
     let up = snap
         .upstream(&u)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))?;
-    Ok(Json(view::UpstreamView::from(&**up)).into_response())
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(view::UpstreamView::from(&**up)).into_response()),
+        Some("nginx") => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::nginx::export::upstream_block(up),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format {other:?}; expected json or nginx"),
+        )),
+    }
 }

@@ -100,6 +100,7 @@ struct BackendSection {
     addr: Spanned<String>,
     weight: Option<Spanned<u32>>,
     id: Option<Spanned<String>>,
+    state: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -436,7 +437,25 @@ fn validate_upstream(
                 format!("backend id {id:?} is listed twice in upstream {name:?}"),
             ));
         }
-        backends.push(StaticBackend { id, addr, weight });
+        let disabled = match &bs.state {
+            None => false,
+            Some(st) => match st.get_ref().as_str() {
+                "active" => false,
+                "disabled" => true,
+                other => {
+                    return Err(cx.err(
+                        st.span(),
+                        format!("unknown state {other:?}; expected active or disabled"),
+                    ))
+                }
+            },
+        };
+        backends.push(StaticBackend {
+            id,
+            addr,
+            weight,
+            disabled,
+        });
     }
     Ok(UpstreamConfig {
         name: name.to_string(),

@@ -131,6 +131,8 @@ pub struct StaticBackend {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Starts disabled (nginx's `down`), unless a persisted toggle says otherwise.
+    pub disabled: bool,
 }
 
 /// PROXY protocol version.

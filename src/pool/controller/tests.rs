@@ -19,11 +19,13 @@ fn config() -> Vec<UpstreamConfig> {
                 id: "127.0.0.1:1001".into(),
                 addr: addr(1001),
                 weight: 1,
+                disabled: false,
             },
             StaticBackend {
                 id: "127.0.0.1:1002".into(),
                 addr: addr(1002),
                 weight: 2,
+                disabled: false,
             },
         ],
     }]

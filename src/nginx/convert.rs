@@ -1,0 +1,376 @@
+//! nginx directives -> tideway TOML. What is understood becomes config; anything else is a
+//! warning naming the directive and its file:line, and is ignored.
+
+use super::parse::Directive;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The result of a conversion.
+#[derive(Debug, Default)]
+pub struct Converted {
+    pub toml: String,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Upstream {
+    balance: Option<&'static str>,
+    hash_key: Option<String>,
+    servers: Vec<Server>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+    slow_start: Option<String>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Server {
+    addr: String,
+    weight: u32,
+    down: bool,
+}
+
+#[derive(Debug)]
+struct Listener {
+    listen: String,
+    protocol: &'static str,
+    upstream: String,
+    tls: Option<(String, String)>,
+}
+
+struct Cx {
+    warnings: Vec<String>,
+    upstreams: BTreeMap<String, Upstream>,
+    listeners: Vec<Listener>,
+}
+
+impl Cx {
+    fn warn(&mut self, d: &Directive, why: &str) {
+        self.warnings
+            .push(format!("{}: \"{}\" {why}; ignored", d.at(), d.name));
+    }
+}
+
+/// nginx time ("30", "10s", "1m", "500ms") as a tideway duration string.
+fn time(v: &str) -> Option<String> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("{v}s"));
+    }
+    crate::config::parse_duration(v).ok().map(|_| v.to_string())
+}
+
+/// nginx `listen` argument -> host:port.
+fn listen_addr(v: &str) -> String {
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        format!("0.0.0.0:{v}")
+    } else if let Some(port) = v.strip_prefix("*:") {
+        format!("0.0.0.0:{port}")
+    } else if v.contains(':') {
+        v.to_string()
+    } else {
+        format!("{v}:80")
+    }
+}
+
+/// nginx hash key -> tideway hash_key.
+fn hash_key(v: &str) -> Option<String> {
+    if v == "$remote_addr" || v == "$binary_remote_addr" {
+        Some("ip".into())
+    } else if let Some(h) = v.strip_prefix("$http_") {
+        Some(format!("header:{}", h.replace('_', "-")))
+    } else if let Some(c) = v.strip_prefix("$cookie_") {
+        Some(format!("cookie:{c}"))
+    } else {
+        v.strip_prefix("$arg_").map(|a| format!("query:{a}"))
+    }
+}
+
+fn upstream(cx: &mut Cx, d: &Directive) {
+    let Some(name) = d.args.first() else {
+        return cx.warn(d, "has no name");
+    };
+    let mut up = Upstream::default();
+    for s in d.block.as_deref().unwrap_or_default() {
+        match s.name.as_str() {
+            "server" => server(cx, &mut up, s),
+            "hash" => {
+                match s.args.first().and_then(|k| hash_key(k)) {
+                    Some(k) => up.hash_key = Some(k),
+                    None => cx.warn(s, "uses a key tideway cannot hash ($remote_addr, $http_*, $cookie_*, $arg_* are understood); hashing the client address instead"),
+                }
+                if s.args.get(1).map(String::as_str) != Some("consistent") {
+                    cx.warnings.push(format!("{}: \"hash\" without \"consistent\": tideway always hashes consistently (ketama), so keys may map differently than nginx's plain hash", s.at()));
+                }
+                up.balance = Some("hash");
+            }
+            "ip_hash" => {
+                cx.warnings.push(format!("{}: \"ip_hash\" becomes a consistent hash of the client address; clients may land on other backends than with nginx", s.at()));
+                up.balance = Some("hash");
+                up.hash_key = Some("ip".into());
+            }
+            "least_conn" => up.balance = Some("least_conn"),
+            "random" => {
+                if s.args.first().map(String::as_str) != Some("two") {
+                    cx.warnings.push(format!("{}: \"random\" becomes p2c (two random choices, the less loaded wins)", s.at()));
+                }
+                up.balance = Some("p2c");
+            }
+            "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time" | "zone" => {}
+            _ => cx.warn(s, "is not understood in an upstream block"),
+        }
+    }
+    cx.upstreams.insert(name.clone(), up);
+}
+
+fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
+    let Some(addr) = d.args.first() else {
+        return cx.warn(d, "has no address");
+    };
+    let addr = if addr.contains(':') { addr.clone() } else { format!("{addr}:80") };
+    let mut s = Server {
+        addr,
+        weight: 1,
+        down: false,
+    };
+    for p in &d.args[1..] {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        match k {
+            "weight" => match v.parse() {
+                Ok(w) => s.weight = w,
+                Err(_) => cx.warn(d, &format!("has an invalid weight {v:?}")),
+            },
+            "max_fails" => up.max_fails = v.parse().ok().or(up.max_fails),
+            "fail_timeout" => up.fail_timeout = time(v).or(up.fail_timeout.take()),
+            "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
+            "down" => s.down = true,
+            "backup" => {
+                cx.warnings.push(format!("{}: backup server {} is not supported; ignored", d.at(), s.addr));
+                return;
+            }
+            "max_conns" => cx.warnings.push(format!("{}: max_conns is not supported; ignored", d.at())),
+            _ => cx.warnings.push(format!("{}: server parameter {p:?} is not understood; ignored", d.at())),
+        }
+    }
+    up.servers.push(s);
+}
+
+/// `proxy_pass` target -> upstream name, creating an upstream for a bare address.
+fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
+    let raw = d.args.first()?;
+    let rest = if scheme {
+        match raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://")) {
+            Some(r) => r,
+            None => {
+                cx.warn(d, "has a target that is not http://");
+                return None;
+            }
+        }
+    } else {
+        raw.as_str()
+    };
+    let host = rest.split('/').next().unwrap_or(rest).to_string();
+    if cx.upstreams.contains_key(&host) {
+        return Some(host);
+    }
+    let name = host.replace([':', '.'], "_");
+    cx.upstreams.entry(name.clone()).or_insert_with(|| Upstream {
+        servers: vec![Server {
+            addr: if host.contains(':') { host.clone() } else { format!("{host}:80") },
+            weight: 1,
+            down: false,
+        }],
+        ..Upstream::default()
+    });
+    Some(name)
+}
+
+fn http_server(cx: &mut Cx, d: &Directive) {
+    let mut listens = Vec::new();
+    let mut cert = None;
+    let mut key = None;
+    let mut pass = None;
+    for s in d.block.as_deref().unwrap_or_default() {
+        match s.name.as_str() {
+            "listen" => {
+                if let Some(a) = s.args.first() {
+                    listens.push((listen_addr(a), s.args.iter().any(|x| x == "ssl")));
+                }
+            }
+            "ssl_certificate" => cert = s.args.first().cloned(),
+            "ssl_certificate_key" => key = s.args.first().cloned(),
+            "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" => {}
+            "location" => {
+                let path = s.args.last().cloned().unwrap_or_default();
+                let mut found = None;
+                let mut idle = None;
+                for l in s.block.as_deref().unwrap_or_default() {
+                    match l.name.as_str() {
+                        "proxy_pass" => found = target(cx, l, true),
+                        "proxy_read_timeout" => idle = l.args.first().and_then(|v| time(v)),
+                        "proxy_http_version" | "proxy_set_header" | "proxy_connect_timeout"
+                        | "proxy_send_timeout" | "proxy_buffering" | "proxy_redirect" => {}
+                        _ => cx.warn(l, "is not understood in a location"),
+                    }
+                }
+                match (found, pass.is_some()) {
+                    (Some(up), false) => {
+                        if let (Some(t), Some(u)) = (idle, cx.upstreams.get_mut(&up)) {
+                            u.idle_timeout = Some(t);
+                        }
+                        if path != "/" {
+                            cx.warnings.push(format!("{}: location {path:?} is served for every path (tideway routes a listener to one upstream)", s.at()));
+                        }
+                        pass = Some(up);
+                    }
+                    (Some(_), true) => cx.warn(s, "is a second proxied location in one server (tideway routes a listener to one upstream)"),
+                    (None, _) => {}
+                }
+            }
+            _ => cx.warn(s, "is not understood in a server block"),
+        }
+    }
+    let Some(upstream) = pass else {
+        return cx.warn(d, "has no location with proxy_pass");
+    };
+    if listens.is_empty() {
+        listens.push(("0.0.0.0:80".into(), false));
+    }
+    for (listen, ssl) in listens {
+        let tls = match (ssl, &cert, &key) {
+            (true, Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (true, _, _) => {
+                cx.warn(d, "listens with ssl but lacks ssl_certificate or ssl_certificate_key");
+                continue;
+            }
+            _ => None,
+        };
+        cx.listeners.push(Listener {
+            listen,
+            protocol: "http",
+            upstream: upstream.clone(),
+            tls,
+        });
+    }
+}
+
+fn stream_server(cx: &mut Cx, d: &Directive) {
+    let mut listens = Vec::new();
+    let mut pass = None;
+    for s in d.block.as_deref().unwrap_or_default() {
+        match s.name.as_str() {
+            "listen" => listens.extend(s.args.first().map(|a| listen_addr(a))),
+            "proxy_pass" => pass = target(cx, s, false),
+            "proxy_timeout" => {
+                if let (Some(t), Some(p)) = (s.args.first().and_then(|v| time(v)), pass.clone()) {
+                    if let Some(u) = cx.upstreams.get_mut(&p) {
+                        u.idle_timeout = Some(t);
+                    }
+                }
+            }
+            "proxy_connect_timeout" => {}
+            _ => cx.warn(s, "is not understood in a stream server block"),
+        }
+    }
+    let Some(upstream) = pass else {
+        return cx.warn(d, "has no proxy_pass");
+    };
+    for listen in listens {
+        cx.listeners.push(Listener {
+            listen,
+            protocol: "tcp",
+            upstream: upstream.clone(),
+            tls: None,
+        });
+    }
+}
+
+/// Convert a parsed nginx config.
+pub fn convert(top: &[Directive]) -> Converted {
+    let mut cx = Cx {
+        warnings: Vec::new(),
+        upstreams: BTreeMap::new(),
+        listeners: Vec::new(),
+    };
+    for d in top.iter().filter(|d| d.name == "upstream" && d.block.is_some()) {
+        upstream(&mut cx, d);
+    }
+    for d in top.iter().filter(|d| !(d.name == "upstream" && d.block.is_some())) {
+        match (d.name.as_str(), &d.block) {
+            ("http", Some(b)) | ("stream", Some(b)) => {
+                let stream = d.name == "stream";
+                // Upstreams first, so proxy_pass can refer to ones defined later.
+                for u in b.iter().filter(|x| x.name == "upstream") {
+                    upstream(&mut cx, u);
+                }
+                for s in b.iter().filter(|x| x.name != "upstream") {
+                    match (s.name.as_str(), stream) {
+                        ("server", false) => http_server(&mut cx, s),
+                        ("server", true) => stream_server(&mut cx, s),
+                        ("map", _) | ("include", _) => {}
+                        _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
+                    }
+                }
+            }
+            // A conf.d snippet: its server blocks are http servers.
+            ("server", Some(_)) => http_server(&mut cx, d),
+            _ => cx.warn(d, "is not understood at the top level"),
+        }
+    }
+    let Cx {
+        warnings,
+        upstreams,
+        listeners,
+    } = cx;
+    Converted {
+        toml: render(&upstreams, &listeners),
+        warnings,
+    }
+}
+
+fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> String {
+    let mut out = String::from("# Converted from nginx by `tideway import-nginx`.\n");
+    for l in listeners {
+        let _ = write!(out, "\n[[listener]]\nlisten = {:?}\n", l.listen);
+        if l.protocol != "http" {
+            let _ = writeln!(out, "protocol = {:?}", l.protocol);
+        }
+        let _ = writeln!(out, "upstream = {:?}", l.upstream);
+        if let Some((c, k)) = &l.tls {
+            let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+        }
+    }
+    for (name, u) in upstreams {
+        let _ = write!(out, "\n[upstream.{name}]\n");
+        if let Some(b) = u.balance {
+            let _ = writeln!(out, "balance = {b:?}");
+        }
+        if let Some(k) = &u.hash_key {
+            let _ = writeln!(out, "hash_key = {k:?}");
+        }
+        if let Some(m) = u.max_fails {
+            let _ = writeln!(out, "max_fails = {m}");
+        }
+        if let Some(t) = &u.fail_timeout {
+            let _ = writeln!(out, "fail_timeout = {t:?}");
+        }
+        if let Some(t) = &u.slow_start {
+            let _ = writeln!(out, "slow_start = {t:?}");
+        }
+        if let Some(t) = &u.idle_timeout {
+            let _ = writeln!(out, "idle_timeout = {t:?}");
+        }
+        out.push_str("backends = [\n");
+        for s in &u.servers {
+            let _ = write!(out, "  {{ addr = {:?}", s.addr);
+            if s.weight != 1 {
+                let _ = write!(out, ", weight = {}", s.weight);
+            }
+            if s.down {
+                out.push_str(", state = \"disabled\"");
+            }
+            out.push_str(" },\n");
+        }
+        out.push_str("]\n");
+    }
+    out
+}

@@ -1,0 +1,47 @@
+//! A live upstream as an nginx `upstream` block.
+
+use crate::config::{Balance, HashKey};
+use crate::pool::{State, Upstream};
+use std::fmt::Write;
+
+/// Render `up` as an nginx `upstream` block.
+pub fn upstream_block(up: &Upstream) -> String {
+    let mut out = format!("upstream {} {{\n", up.name);
+    let p = &up.policy;
+    match p.balance {
+        Balance::RoundRobin => {}
+        Balance::LeastConn => out.push_str("    least_conn;\n"),
+        Balance::P2c => out.push_str("    random two least_conn;\n"),
+        Balance::Hash => {
+            let key = match &p.hash_key {
+                HashKey::Ip => "$remote_addr".to_string(),
+                HashKey::Header(h) => format!("$http_{}", h.replace('-', "_")),
+                HashKey::Cookie(c) => format!("$cookie_{c}"),
+                HashKey::Query(q) => format!("$arg_{q}"),
+            };
+            let _ = writeln!(out, "    hash {key} consistent;");
+        }
+    }
+    for b in &up.backends {
+        let _ = write!(out, "    server {}", b.addr);
+        if b.weight != 1 {
+            let _ = write!(out, " weight={}", b.weight);
+        }
+        if p.passive.max_fails != crate::config::DEFAULT_MAX_FAILS {
+            let _ = write!(out, " max_fails={}", p.passive.max_fails);
+        }
+        if p.passive.fail_timeout != crate::config::DEFAULT_FAIL_TIMEOUT {
+            let _ = write!(out, " fail_timeout={}s", p.passive.fail_timeout.as_secs());
+        }
+        if b.state != State::Active || !b.healthy {
+            out.push_str(" down");
+        }
+        out.push(';');
+        if *b.id != b.addr.to_string() {
+            let _ = write!(out, "  # id {}", b.id);
+        }
+        out.push('\n');
+    }
+    out.push_str("}\n");
+    out
+}

@@ -1,0 +1,37 @@
+//! Drop-in for nginx: read an existing nginx config (`upstream`, `server`, `location
+//! proxy_pass`, `stream`), convert what tideway understands, warn about the rest with
+//! file:line, and render a live upstream back as an nginx `upstream` block.
+//!
+//! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
+//! (export). Never `proxy` or `admin`.
+
+pub mod convert;
+pub mod export;
+pub mod parse;
+
+use crate::config::{Config, ConfigError};
+use std::path::Path;
+
+pub use parse::NginxError;
+
+/// Why an nginx config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error(transparent)]
+    Nginx(#[from] NginxError),
+    #[error("the converted config is invalid: {0}")]
+    Config(#[from] ConfigError),
+}
+
+/// Parse an nginx config file and convert it to tideway TOML plus warnings.
+pub fn import(path: &Path) -> Result<convert::Converted, NginxError> {
+    let top = parse::parse_file(path)?;
+    Ok(convert::convert(&top))
+}
+
+/// Load an nginx config as a validated tideway [`Config`], with the conversion warnings.
+pub fn load(path: &Path) -> Result<(Config, Vec<String>), ImportError> {
+    let converted = import(path)?;
+    let config = crate::config::parse(&converted.toml, &path.with_extension("converted.toml"))?;
+    Ok((config, converted.warnings))
+}

@@ -69,8 +69,11 @@ pub(crate) struct Proxy {
 }
 
 impl Drop for Proxy {
+    /// SIGTERM, so an nginx master stops its workers too (SIGKILL would orphan them).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }

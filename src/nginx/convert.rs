@@ -39,6 +39,8 @@ struct Listener {
 }
 
 struct Cx {
+    /// Directory relative file names (certificates) resolve against: the main file's.
+    base: std::path::PathBuf,
     warnings: Vec<String>,
     upstreams: BTreeMap<String, Upstream>,
     listeners: Vec<Listener>,
@@ -111,11 +113,15 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             "least_conn" => up.balance = Some("least_conn"),
             "random" => {
                 if s.args.first().map(String::as_str) != Some("two") {
-                    cx.warnings.push(format!("{}: \"random\" becomes p2c (two random choices, the less loaded wins)", s.at()));
+                    cx.warnings.push(format!(
+                        "{}: \"random\" becomes p2c (two random choices, the less loaded wins)",
+                        s.at()
+                    ));
                 }
                 up.balance = Some("p2c");
             }
-            "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time" | "zone" => {}
+            "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
+            | "zone" => {}
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
     }
@@ -126,7 +132,11 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
     let Some(addr) = d.args.first() else {
         return cx.warn(d, "has no address");
     };
-    let addr = if addr.contains(':') { addr.clone() } else { format!("{addr}:80") };
+    let addr = if addr.contains(':') {
+        addr.clone()
+    } else {
+        format!("{addr}:80")
+    };
     let mut s = Server {
         addr,
         weight: 1,
@@ -144,11 +154,20 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
             "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
             "down" => s.down = true,
             "backup" => {
-                cx.warnings.push(format!("{}: backup server {} is not supported; ignored", d.at(), s.addr));
+                cx.warnings.push(format!(
+                    "{}: backup server {} is not supported; ignored",
+                    d.at(),
+                    s.addr
+                ));
                 return;
             }
-            "max_conns" => cx.warnings.push(format!("{}: max_conns is not supported; ignored", d.at())),
-            _ => cx.warnings.push(format!("{}: server parameter {p:?} is not understood; ignored", d.at())),
+            "max_conns" => cx
+                .warnings
+                .push(format!("{}: max_conns is not supported; ignored", d.at())),
+            _ => cx.warnings.push(format!(
+                "{}: server parameter {p:?} is not understood; ignored",
+                d.at()
+            )),
         }
     }
     up.servers.push(s);
@@ -158,7 +177,10 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
 fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     let raw = d.args.first()?;
     let rest = if scheme {
-        match raw.strip_prefix("http://").or_else(|| raw.strip_prefix("https://")) {
+        match raw
+            .strip_prefix("http://")
+            .or_else(|| raw.strip_prefix("https://"))
+        {
             Some(r) => r,
             None => {
                 cx.warn(d, "has a target that is not http://");
@@ -173,14 +195,20 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
         return Some(host);
     }
     let name = host.replace([':', '.'], "_");
-    cx.upstreams.entry(name.clone()).or_insert_with(|| Upstream {
-        servers: vec![Server {
-            addr: if host.contains(':') { host.clone() } else { format!("{host}:80") },
-            weight: 1,
-            down: false,
-        }],
-        ..Upstream::default()
-    });
+    cx.upstreams
+        .entry(name.clone())
+        .or_insert_with(|| Upstream {
+            servers: vec![Server {
+                addr: if host.contains(':') {
+                    host.clone()
+                } else {
+                    format!("{host}:80")
+                },
+                weight: 1,
+                down: false,
+            }],
+            ..Upstream::default()
+        });
     Some(name)
 }
 
@@ -207,8 +235,12 @@ fn http_server(cx: &mut Cx, d: &Directive) {
                     match l.name.as_str() {
                         "proxy_pass" => found = target(cx, l, true),
                         "proxy_read_timeout" => idle = l.args.first().and_then(|v| time(v)),
-                        "proxy_http_version" | "proxy_set_header" | "proxy_connect_timeout"
-                        | "proxy_send_timeout" | "proxy_buffering" | "proxy_redirect" => {}
+                        "proxy_http_version"
+                        | "proxy_set_header"
+                        | "proxy_connect_timeout"
+                        | "proxy_send_timeout"
+                        | "proxy_buffering"
+                        | "proxy_redirect" => {}
                         _ => cx.warn(l, "is not understood in a location"),
                     }
                 }
@@ -237,9 +269,15 @@ fn http_server(cx: &mut Cx, d: &Directive) {
     }
     for (listen, ssl) in listens {
         let tls = match (ssl, &cert, &key) {
-            (true, Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (true, Some(c), Some(k)) => {
+                let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
+                Some((at(c), at(k)))
+            }
             (true, _, _) => {
-                cx.warn(d, "listens with ssl but lacks ssl_certificate or ssl_certificate_key");
+                cx.warn(
+                    d,
+                    "listens with ssl but lacks ssl_certificate or ssl_certificate_key",
+                );
                 continue;
             }
             _ => None,
@@ -284,17 +322,24 @@ fn stream_server(cx: &mut Cx, d: &Directive) {
     }
 }
 
-/// Convert a parsed nginx config.
-pub fn convert(top: &[Directive]) -> Converted {
+/// Convert a parsed nginx config; relative certificate paths resolve against `base`.
+pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
     let mut cx = Cx {
+        base: base.to_path_buf(),
         warnings: Vec::new(),
         upstreams: BTreeMap::new(),
         listeners: Vec::new(),
     };
-    for d in top.iter().filter(|d| d.name == "upstream" && d.block.is_some()) {
+    for d in top
+        .iter()
+        .filter(|d| d.name == "upstream" && d.block.is_some())
+    {
         upstream(&mut cx, d);
     }
-    for d in top.iter().filter(|d| !(d.name == "upstream" && d.block.is_some())) {
+    for d in top
+        .iter()
+        .filter(|d| !(d.name == "upstream" && d.block.is_some()))
+    {
         match (d.name.as_str(), &d.block) {
             ("http", Some(b)) | ("stream", Some(b)) => {
                 let stream = d.name == "stream";
@@ -317,6 +362,7 @@ pub fn convert(top: &[Directive]) -> Converted {
         }
     }
     let Cx {
+        base: _,
         warnings,
         upstreams,
         listeners,

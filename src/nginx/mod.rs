@@ -26,7 +26,8 @@ pub enum ImportError {
 /// Parse an nginx config file and convert it to tideway TOML plus warnings.
 pub fn import(path: &Path) -> Result<convert::Converted, NginxError> {
     let top = parse::parse_file(path)?;
-    Ok(convert::convert(&top))
+    let base = path.parent().unwrap_or(Path::new(""));
+    Ok(convert::convert(&top, base))
 }
 
 /// Load an nginx config as a validated tideway [`Config`], with the conversion warnings.

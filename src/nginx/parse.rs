@@ -161,7 +161,12 @@ impl<'a> Lexer<'a> {
 }
 
 /// Parse `text` (the contents of `file`); `include` paths resolve against `base`.
-pub fn parse_text(text: &str, file: &Path, base: &Path, depth: usize) -> Result<Vec<Directive>, NginxError> {
+pub fn parse_text(
+    text: &str,
+    file: &Path,
+    base: &Path,
+    depth: usize,
+) -> Result<Vec<Directive>, NginxError> {
     let mut lx = Lexer {
         text: text.as_bytes(),
         pos: 0,
@@ -209,20 +214,29 @@ fn parse_block(
                     file: file.to_path_buf(),
                     line,
                     col,
-                    msg: format!("unexpected {:?}; expected a directive name", if tok == Tok::Open { "{" } else { ";" }),
+                    msg: format!(
+                        "unexpected {:?}; expected a directive name",
+                        if tok == Tok::Open { "{" } else { ";" }
+                    ),
                 })
             }
         };
         let mut args = Vec::new();
         let block = loop {
             match lx.next()? {
-                None => return Err(lx.err(format!("unexpected end of file; directive \"{name}\" needs \";\" or \"{{\""))),
+                None => {
+                    return Err(lx.err(format!(
+                        "unexpected end of file; directive \"{name}\" needs \";\" or \"{{\""
+                    )))
+                }
                 Some((Tok::Word(w), _, _)) => args.push(w),
                 Some((Tok::Semi, _, _)) => break None,
                 Some((Tok::Open, _, _)) => {
                     let (inner, closed) = parse_block(lx, file, base, depth)?;
                     if !closed {
-                        return Err(lx.err(format!("unexpected end of file; \"{name}\" block is not closed")));
+                        return Err(lx.err(format!(
+                            "unexpected end of file; \"{name}\" block is not closed"
+                        )));
                     }
                     break Some(inner);
                 }
@@ -307,7 +321,10 @@ mod tests {
         assert_eq!(http[0].name, "upstream");
         assert_eq!(http[0].args, ["u"]);
         assert_eq!(http[0].line, 3);
-        assert_eq!(http[0].block.as_ref().unwrap()[0].args, ["1.2.3.4:80", "weight=2"]);
+        assert_eq!(
+            http[0].block.as_ref().unwrap()[0].args,
+            ["1.2.3.4:80", "weight=2"]
+        );
         assert_eq!(http[1].block.as_ref().unwrap()[0].args, [""]);
         assert_eq!(http[2].args, ["X", "a;b"]);
     }
@@ -315,9 +332,16 @@ mod tests {
     #[test]
     fn syntax_errors_carry_line_and_column() {
         let e = parse("http {\n  upstream u {\n    server 1.2.3.4\n  }\n}\n").unwrap_err();
-        assert_eq!(e.to_string(), "t.conf:4:3: unexpected \"}\"; directive \"server\" needs \";\"");
+        assert_eq!(
+            e.to_string(),
+            "t.conf:4:3: unexpected \"}\"; directive \"server\" needs \";\""
+        );
         let e = parse("http {\n").unwrap_err();
-        assert!(e.to_string().starts_with("t.conf:2:1: unexpected end of file"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.conf:2:1: unexpected end of file"),
+            "{e}"
+        );
         let e = parse("a \"open\n").unwrap_err();
         assert!(e.to_string().contains("unterminated quoted string"), "{e}");
         let e = parse("}\n").unwrap_err();
@@ -328,8 +352,16 @@ mod tests {
     fn includes_expand_globs_in_order() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conf.d")).unwrap();
-        std::fs::write(dir.path().join("conf.d/b.conf"), "upstream b { server 2.2.2.2:1; }\n").unwrap();
-        std::fs::write(dir.path().join("conf.d/a.conf"), "upstream a { server 1.1.1.1:1; }\n").unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/b.conf"),
+            "upstream b { server 2.2.2.2:1; }\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/a.conf"),
+            "upstream a { server 1.1.1.1:1; }\n",
+        )
+        .unwrap();
         let main = dir.path().join("nginx.conf");
         std::fs::write(&main, "http {\n  include conf.d/*.conf;\n}\n").unwrap();
         let d = parse_file(&main).unwrap();

@@ -189,7 +189,11 @@ impl Controller {
                 .collect();
             c.reset(&u.name, Source::Static, specs);
             for b in u.backends.iter().filter(|b| b.disabled) {
-                let toggled = c.toggles.get(&u.name, &b.id).and_then(|t| t.state).is_some();
+                let toggled = c
+                    .toggles
+                    .get(&u.name, &b.id)
+                    .and_then(|t| t.state)
+                    .is_some();
                 let up = c.upstreams.get_mut(&u.name).expect("just inserted");
                 if let (false, Some(e)) = (toggled, up.backends.get_mut(b.id.as_str())) {
                     e.backend.state = State::Disabled;

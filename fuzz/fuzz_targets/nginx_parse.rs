@@ -1,0 +1,16 @@
+//! Fuzz the nginx config reader: any text must parse or fail with an error, never panic, and
+//! whatever parses must convert.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let none = Path::new("/nonexistent-fuzz-base");
+        if let Ok(top) = tideway::nginx::parse::parse_text(text, Path::new("fuzz.conf"), none, 0) {
+            // Conversion only: validating the result would resolve host names.
+            let _ = tideway::nginx::convert::convert(&top, none);
+        }
+    }
+});

@@ -1,0 +1,288 @@
+//! nginx drop-in: golden conversions, the seed config end to end, and the same sticky
+//! mapping as a real nginx (`hash $arg_uid consistent`).
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+const GOLDEN: &str = "tests/nginx/golden";
+
+/// Each `X.conf` in the golden folder converts to exactly `X.toml` with exactly the warnings in
+/// `X.warnings`, and the TOML is a valid tideway config. `UPDATE_GOLDEN=1` rewrites them.
+#[test]
+fn golden_conversions() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(GOLDEN).unwrap() {
+        let conf = entry.unwrap().path();
+        if conf.extension().is_none_or(|e| e != "conf") {
+            continue;
+        }
+        n += 1;
+        let rel = PathBuf::from(GOLDEN).join(conf.file_name().unwrap());
+        let got = tideway::nginx::import(&rel).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = got.warnings.join("\n") + "\n";
+        let (toml_path, warn_path) = (conf.with_extension("toml"), conf.with_extension("warnings"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&toml_path, &got.toml).unwrap();
+            std::fs::write(&warn_path, &warnings).unwrap();
+        }
+        assert_eq!(
+            got.toml,
+            std::fs::read_to_string(&toml_path).unwrap(),
+            "{}",
+            rel.display()
+        );
+        assert_eq!(
+            warnings,
+            std::fs::read_to_string(&warn_path).unwrap(),
+            "{}",
+            rel.display()
+        );
+        tideway::config::parse(&got.toml, &toml_path).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert!(n >= 3, "golden folder has {n} configs");
+}
+
+#[test]
+fn check_nginx_reports_file_line_col_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "upstream u {\n    server 127.0.0.1:1\n}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--nginx"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:1: unexpected \"}}\"", bad.display())),
+        "{err}"
+    );
+
+    let full = Path::new(GOLDEN).join("full.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--nginx"])
+        .arg(&full)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: tests/nginx/golden/full.conf:33: \"gzip\" is not understood"),
+        "{err}"
+    );
+    assert!(err.contains("conf.d/chat.conf:6: backup server"), "{err}");
+
+    let good = Path::new(GOLDEN).join("seed-workerman-servers.conf");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .arg("import-nginx")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream.workerman_servers]"));
+}
+
+/// A child process stopped on drop: with SIGTERM, so an nginx master takes its workers
+/// down with it (SIGKILL would leave them running).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// `tideway run --nginx FILE` with its own admin port and data dir.
+async fn run_tideway_nginx(file: &Path, port: u16, dir: &Path) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["run", "--nginx"])
+        .arg(file)
+        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = Running(child);
+    wait_port(port).await;
+    r
+}
+
+#[tokio::test]
+async fn the_seed_config_serves_http_and_websocket() {
+    let (a, b) = (backend("w1").await, backend("w2").await);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let seed =
+        std::fs::read_to_string(Path::new(GOLDEN).join("seed-workerman-backend.conf")).unwrap();
+    let conf = seed
+        .replace("127.0.0.1:2346", &a.addr.to_string())
+        .replace("127.0.0.1:2347", &b.addr.to_string())
+        .replace("listen 80;", &format!("listen 127.0.0.1:{port};"));
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(&file, conf).unwrap();
+    let _t = run_tideway_nginx(&file, port, dir.path()).await;
+    let client = reqwest::Client::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(backend_id(&client, &format!("http://127.0.0.1:{port}/")).await);
+    }
+    assert_eq!(seen.len(), 2);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/chat"))
+        .await
+        .unwrap();
+    ws.send(Message::text("seed")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("seed"));
+}
+
+fn nginx_conf(dir: &Path, port: u16, backends: &[&Backend]) -> String {
+    let servers: String = backends
+        .iter()
+        .map(|b| format!("        server {};\n", b.addr))
+        .collect();
+    format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    upstream app {{\n        hash $arg_uid consistent;\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{ proxy_pass http://app; }}\n    }}\n}}\n",
+        d = dir.display()
+    )
+}
+
+async fn owners(port: u16, uids: usize) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let mut out = Vec::with_capacity(uids);
+    for uid in 0..uids {
+        out.push(backend_id(&client, &format!("http://127.0.0.1:{port}/?uid={uid}")).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn same_sticky_mapping_as_real_nginx() {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        panic!("nginx is not installed (scripts/test.sh installs nginx-light)");
+    }
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(backend(&format!("n{i}")).await);
+    }
+    let refs: Vec<&Backend> = all.iter().collect();
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..2 {
+        // Round 1 removes the third backend from both.
+        let members: Vec<&Backend> = refs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| round == 0 || *i != 2)
+            .map(|(_, b)| *b)
+            .collect();
+        let (np, tp) = (free_port(), free_port());
+        let ndir = dir.path().join(format!("nginx{round}"));
+        std::fs::create_dir_all(&ndir).unwrap();
+        let nfile = ndir.join("nginx.conf");
+        std::fs::write(&nfile, nginx_conf(&ndir, np, &members)).unwrap();
+        let tfile = ndir.join("tideway-nginx.conf");
+        std::fs::write(&tfile, nginx_conf(&ndir, tp, &members)).unwrap();
+        let _nginx = Running(
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&ndir)
+                .arg("-c")
+                .arg(&nfile)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(np).await;
+        let _tideway = run_tideway_nginx(&tfile, tp, &ndir).await;
+        let from_nginx = owners(np, 2000).await;
+        let from_tideway = owners(tp, 2000).await;
+        let differ = from_nginx
+            .iter()
+            .zip(&from_tideway)
+            .filter(|(a, b)| a != b)
+            .count();
+        println!(
+            "round {round}: {} backends, 2000 uids, {differ} differ",
+            members.len()
+        );
+        assert_eq!(
+            differ, 0,
+            "round {round}: tideway and nginx disagree on {differ} of 2000 uids"
+        );
+        let used: std::collections::HashSet<_> = from_nginx.iter().collect();
+        assert_eq!(used.len(), members.len());
+    }
+}
+
+#[tokio::test]
+async fn export_renders_the_live_pool_as_an_upstream_block() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"hash\"\nhash_key = \"query:uid\"\nbackends = [{{ addr = \"{}\", weight = 3 }}, {{ addr = \"{}\", state = \"disabled\" }}]",
+        a.addr, b.addr
+    ))
+    .await;
+    let text = p
+        .admin_req(
+            reqwest::Method::GET,
+            "/v1/upstreams/app?format=nginx",
+            ADMIN_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = [
+        format!("    server {} weight=3;", a.addr),
+        format!("    server {} down;", b.addr),
+    ];
+    lines.sort();
+    let expected = format!(
+        "upstream app {{\n    hash $arg_uid consistent;\n{}\n}}\n",
+        lines.join("\n")
+    );
+    assert_eq!(text, expected);
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args([
+            "ctl",
+            "--admin",
+            &p.admin_url(""),
+            "--token",
+            ADMIN_TOKEN,
+            "show",
+            "app",
+            "--nginx",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}

@@ -298,8 +298,15 @@ fn main() {
         .unwrap();
     wait_port(backend_port);
 
+    // COMPARE_ONLY=tcp skips the HTTP/WebSocket part (for quick TCP runs).
+    let only_tcp = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "tcp");
     let mut rows = Vec::new();
-    for start in [start_nginx, start_haproxy, start_tideway] {
+    let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
+        &[]
+    } else {
+        &[start_nginx, start_haproxy, start_tideway]
+    };
+    for start in http_proxies {
         let sub = dir.path().join(format!("p{}", rows.len()));
         std::fs::create_dir_all(&sub).unwrap();
         let p = start(&sub, backend_port);
@@ -350,13 +357,14 @@ fn main() {
     }
     let _ = tcp_backend.kill();
     let _ = tcp_backend.wait();
-    let nginx = rows[0].1;
-    let haproxy = rows[1].1;
     let mut out = String::new();
-    out.push_str("| proxy | CPU µs/HTTP req | vs nginx | vs HAProxy | req/s | CPU µs/WS echo | vs nginx | vs HAProxy | KiB/idle WS (4,000) | vs nginx | vs HAProxy | RSS after close / before |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for (name, r) in &rows {
-        out.push_str(&format!(
+    if !rows.is_empty() {
+        let nginx = rows[0].1;
+        let haproxy = rows[1].1;
+        out.push_str("| proxy | CPU µs/HTTP req | vs nginx | vs HAProxy | req/s | CPU µs/WS echo | vs nginx | vs HAProxy | KiB/idle WS (4,000) | vs nginx | vs HAProxy | RSS after close / before |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (name, r) in &rows {
+            out.push_str(&format!(
             "| {name} | {:.1} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {} | {} | {:.2} ({:.1} / {:.1} MiB) |\n",
             r.us_per_req,
             ratio(r.us_per_req, nginx.us_per_req),
@@ -372,6 +380,7 @@ fn main() {
             r.rss_after_close_kib / 1024.0,
             r.rss_before_kib / 1024.0,
         ));
+        }
     }
     let (n_mbps, n_cpu) = (tcp_rows[0].1, tcp_rows[0].2);
     let (h_mbps, h_cpu) = (tcp_rows[1].1, tcp_rows[1].2);

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes read per step; lives on the stack of one poll only.
-const STEP: usize = 16 * 1024;
+const STEP: usize = 64 * 1024;
 /// Read/write steps per direction per poll, before yielding to other tasks.
 const ROUNDS: usize = 16;
 /// How long a closing tunnel waits for the server-to-client frame in flight to finish.

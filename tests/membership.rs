@@ -283,6 +283,7 @@ async fn registered_backend_gets_the_next_request_and_lapses_after_ttl() {
     })
     .await;
     let gone_after = registered.elapsed();
+    println!("registered with ttl 2s, no heartbeats: gone after {gone_after:?}");
     assert!(
         gone_after <= Duration::from_secs(3),
         "gone after {gone_after:?}"

@@ -193,7 +193,7 @@ pub fn parse_file(path: &Path) -> Result<Vec<Directive>, NginxError> {
 }
 
 /// Most nested includes followed (a loop guard).
-const MAX_INCLUDE_DEPTH: usize = 16;
+pub const MAX_INCLUDE_DEPTH: usize = 16;
 
 fn parse_block(
     lx: &mut Lexer<'_>,

@@ -59,11 +59,14 @@ impl ProxyHttp for Router {
         {
             let snap = self.route.pool.load();
             if let Ok(up) = self.route.upstream(&snap) {
-                let req = session.req_header();
-                let ip = client_ip(session.client_addr());
-                ctx.key = request_hash(&up.policy.hash_key, ip, req.uri.query(), |name| {
-                    req.headers.get(name).map(|v| v.as_bytes())
-                });
+                // Only `hash` looks at the key; the others skip the work.
+                if up.policy.balance == crate::config::Balance::Hash {
+                    let req = session.req_header();
+                    let ip = client_ip(session.client_addr());
+                    ctx.key = request_hash(&up.policy.hash_key, ip, req.uri.query(), |name| {
+                        req.headers.get(name).map(|v| v.as_bytes())
+                    });
+                }
                 ctx.retries = up.policy.retries;
                 ctx.connect_timeout = up.policy.connect_timeout;
                 ctx.max_fails = up.policy.passive.max_fails;

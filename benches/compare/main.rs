@@ -86,85 +86,81 @@ pub(crate) fn wait_port(port: u16) {
     }
 }
 
-fn start_tideway(dir: &Path, backend: u16) -> Proxy {
-    let port = free_port();
-    let admin = free_port();
-    let cfg = dir.join("tideway.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--config"])
+/// Write `config` to `dir/file`, start `program ARGS... dir/file` quietly (with `RUST_LOG=warn`
+/// for tideway), and wait until it listens on `port`.
+pub(crate) fn launch(
+    name: &'static str,
+    port: u16,
+    dir: &Path,
+    file: &str,
+    config: String,
+    program: &str,
+    args: &[&str],
+) -> Proxy {
+    let cfg = dir.join(file);
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(program)
+        .args(args)
         .arg(&cfg)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
     wait_port(port);
-    Proxy {
-        name: "tideway",
-        child,
+    Proxy { name, child, port }
+}
+
+fn start_tideway(dir: &Path, backend: u16) -> Proxy {
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        dir.join("data").display()
+    );
+    let bin = env!("CARGO_BIN_EXE_tideway");
+    launch(
+        "tideway",
         port,
-    }
+        dir,
+        "tideway.toml",
+        config,
+        bin,
+        &["run", "--config"],
+    )
 }
 
 fn start_nginx(dir: &Path, backend: u16) -> Proxy {
     let port = free_port();
-    let cfg = dir.join("nginx.conf");
-    std::fs::write(
-        &cfg,
-        format!(
+    let config = format!(
             "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n  upstream b {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://b;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Real-IP $remote_addr;\n      proxy_read_timeout 1h;\n    }}\n  }}\n}}\n",
             d = dir.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("nginx")
-        .args(["-p"])
-        .arg(dir)
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    Proxy {
-        name: "nginx",
-        child,
+        );
+    let prefix = dir.display().to_string();
+    launch(
+        "nginx",
         port,
-    }
+        dir,
+        "nginx.conf",
+        config,
+        "nginx",
+        &["-p", &prefix, "-c"],
+    )
 }
 
 fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
     let port = free_port();
-    let cfg = dir.join("haproxy.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    let config = format!(
             "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout tunnel 1h\n  option http-keep-alive\n  option forwardfor\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    Proxy {
-        name: "haproxy",
-        child,
+        );
+    launch(
+        "haproxy",
         port,
-    }
+        dir,
+        "haproxy.cfg",
+        config,
+        "haproxy",
+        &["-db", "-f"],
+    )
 }
 
 #[derive(Default, Clone, Copy)]

@@ -1,9 +1,8 @@
 //! TCP tunnel throughput: tideway `protocol = "tcp"` vs HAProxy `mode tcp` vs nginx `stream`,
 //! each with one worker, in front of the same echo backend (`tideway demo-backend --tcp`).
 
-use crate::{free_port, proc, wait_port, Proxy};
+use crate::{free_port, launch, proc, Proxy};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
@@ -13,36 +12,25 @@ const CONNS: usize = 4;
 const BYTES_PER_CONN: usize = 256 * 1024 * 1024;
 
 pub fn start_tideway(dir: &Path, backend: u16) -> Proxy {
-    let port = free_port();
-    let admin = free_port();
-    let cfg = dir.join("tideway-tcp.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    Proxy {
-        name: "tideway",
-        child,
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        dir.join("data").display()
+    );
+    let bin = env!("CARGO_BIN_EXE_tideway");
+    launch(
+        "tideway",
         port,
-    }
+        dir,
+        "tideway-tcp.toml",
+        config,
+        bin,
+        &["run", "--config"],
+    )
 }
 
 pub fn start_nginx(dir: &Path, backend: u16) -> Proxy {
     let port = free_port();
-    let cfg = dir.join("nginx-stream.conf");
     let module = [
         "/usr/lib/nginx/modules/ngx_stream_module.so",
         "/usr/share/nginx/modules/ngx_stream_module.so",
@@ -50,54 +38,36 @@ pub fn start_nginx(dir: &Path, backend: u16) -> Proxy {
     .into_iter()
     .find(|m| Path::new(m).exists())
     .expect("nginx stream module (libnginx-mod-stream)");
-    std::fs::write(
-        &cfg,
-        format!(
+    let config = format!(
             "load_module {module};\nworker_processes 1;\ndaemon off;\npid {d}/nginx-stream.pid;\nerror_log {d}/nginx-stream-error.log;\nevents {{ worker_connections 1024; }}\nstream {{\n  upstream b {{ server 127.0.0.1:{backend}; }}\n  server {{ listen 127.0.0.1:{port}; proxy_pass b; }}\n}}\n",
             d = dir.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    Proxy {
-        name: "nginx",
-        child,
+        );
+    let prefix = dir.display().to_string();
+    launch(
+        "nginx",
         port,
-    }
+        dir,
+        "nginx-stream.conf",
+        config,
+        "nginx",
+        &["-p", &prefix, "-c"],
+    )
 }
 
 pub fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
     let port = free_port();
-    let cfg = dir.join("haproxy-tcp.cfg");
-    std::fs::write(
-        &cfg,
-        format!(
+    let config = format!(
             "global\n  nbthread 1\n  maxconn 1000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\nfrontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  server s1 127.0.0.1:{backend}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    Proxy {
-        name: "haproxy",
-        child,
+        );
+    launch(
+        "haproxy",
         port,
-    }
+        dir,
+        "haproxy-tcp.cfg",
+        config,
+        "haproxy",
+        &["-db", "-f"],
+    )
 }
 
 /// (MB/s through the proxy, proxy CPU ms per MB)

@@ -33,6 +33,7 @@ pub(super) struct FileConfig {
 struct ServerSection {
     threads: Option<Spanned<usize>>,
     shutdown_grace: Option<Dur>,
+    work_stealing: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +207,7 @@ impl FileConfig {
                 .server
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
+            work_stealing: self.server.work_stealing.unwrap_or(true),
         };
 
         let admin = AdminSettings {

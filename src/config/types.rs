@@ -42,6 +42,8 @@ pub struct ServerSettings {
     pub threads: usize,
     /// How long a graceful shutdown waits for tunnels to close after sending them 1001.
     pub shutdown_grace: Duration,
+    /// One shared work-stealing runtime (true) or one single-threaded runtime per thread.
+    pub work_stealing: bool,
 }
 
 /// `[admin]`

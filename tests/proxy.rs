@@ -209,3 +209,35 @@ async fn no_available_backend_answers_503_with_json() {
         other => panic!("expected a 503, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001() {
+    let a = backend("a").await;
+    let mut proxy = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat"))
+            .await
+            .unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        clients.push(ws);
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    for ws in clients.iter_mut() {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed within 5 s of SIGTERM")
+            .unwrap()
+            .expect("a close frame, not a reset");
+        match msg {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    let status = proxy.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

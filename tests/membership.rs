@@ -532,3 +532,62 @@ async fn demo_backend_registers_heartbeats_and_leaves_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn scale_recommends_backends_for_the_load() {
+    let a = backend("a").await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nscale = {{ target_per_backend = 3, min = 1, max = 4 }}\n{}",
+        backends_toml(&[(&a, 1)])
+    ))
+    .await;
+    let scale = || async {
+        p.admin_req(Method::GET, "/v1/upstreams/app/scale", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        scale().await,
+        json!({"backends": 1, "healthy": 1, "active_connections": 0, "target_per_backend": 3, "recommended_backends": 1})
+    );
+    let mut held = Vec::new();
+    for _ in 0..7 {
+        held.push(
+            tokio_tungstenite::connect_async(p.ws_url("/chat"))
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    wait_until(Duration::from_secs(3), || async {
+        scale().await["active_connections"] == 7
+    })
+    .await;
+    // ceil(7 / 3) = 3 backends recommended; the metric says the same.
+    assert_eq!(scale().await["recommended_backends"], 3);
+    assert_eq!(
+        metric(
+            &p,
+            "tideway_upstream_recommended_backends{upstream=\"app\"}"
+        )
+        .await,
+        3.0
+    );
+    for _ in 0..8 {
+        held.push(
+            tokio_tungstenite::connect_async(p.ws_url("/chat"))
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    wait_until(Duration::from_secs(3), || async {
+        scale().await["active_connections"] == 15
+    })
+    .await;
+    assert_eq!(scale().await["recommended_backends"], 4, "clamped to max");
+}

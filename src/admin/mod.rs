@@ -8,6 +8,7 @@
 //! - `PUT .../backends/{id}/heartbeat`, `DELETE .../backends/{id}`, `POST .../backends/{id}/drain`:
 //!   register token (own backends) or admin token.
 //! - `POST .../backends/{id}/state`, `PATCH .../backends/{id}`: admin token.
+//! - `GET /v1/upstreams/{u}/scale`: the autoscaling signal, admin token.
 //!
 //! Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
 //! `proxy`.
@@ -89,6 +90,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
+        .route("/v1/upstreams/{u}/scale", get(scale))
         .route("/v1/upstreams/{u}/backends", post(backends::register))
         .route(
             "/v1/upstreams/{u}/backends/{id}",
@@ -125,6 +127,19 @@ async fn list(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Re
         .map(|u| view::UpstreamView::from(&**u))
         .collect();
     Ok(Json(serde_json::json!({ "version": snap.version, "upstreams": ups })).into_response())
+}
+
+async fn scale(
+    State(s): State<Arc<AdminState>>,
+    Path(u): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers)?;
+    let snap = s.pool.snapshot();
+    let up = snap
+        .upstream(&u)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))?;
+    Ok(Json(view::ScaleView::from(&**up)).into_response())
 }
 
 #[derive(serde::Deserialize)]

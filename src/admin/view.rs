@@ -53,6 +53,39 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
     }
 }
 
+/// The autoscaling signal of an upstream (`GET /v1/upstreams/{u}/scale`).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct ScaleView {
+    pub backends: usize,
+    pub healthy: usize,
+    pub active_connections: u64,
+    pub target_per_backend: Option<u32>,
+    pub recommended_backends: usize,
+}
+
+impl From<&Upstream> for ScaleView {
+    /// Recommended = ceil(active / target), clamped to [min, max]; without a `scale` section,
+    /// the current number of backends.
+    fn from(u: &Upstream) -> Self {
+        let active: u64 = u.backends.iter().map(|b| b.live.active()).sum();
+        let healthy = u.backends.iter().filter(|b| b.healthy).count();
+        let recommended = match &u.policy.scale {
+            Some(s) => {
+                let want = active.div_ceil(u64::from(s.target_per_backend)) as usize;
+                want.clamp(s.min as usize, s.max as usize)
+            }
+            None => u.backends.len(),
+        };
+        ScaleView {
+            backends: u.backends.len(),
+            healthy,
+            active_connections: active,
+            target_per_backend: u.policy.scale.as_ref().map(|s| s.target_per_backend),
+            recommended_backends: recommended,
+        }
+    }
+}
+
 /// Prometheus text for the pool plus the process registry.
 pub fn prometheus_text(snap: &Snapshot) -> String {
     let labels = &["upstream", "backend"];
@@ -87,10 +120,23 @@ pub fn prometheus_text(snap: &Snapshot) -> String {
         &["upstream"],
     )
     .expect("valid metric");
+    let recommended = IntGaugeVec::new(
+        Opts::new(
+            "tideway_upstream_recommended_backends",
+            "Backends the scale settings recommend for the current load (upstreams with `scale`)",
+        ),
+        &["upstream"],
+    )
+    .expect("valid metric");
     for (name, u) in &snap.upstreams {
         eligible
             .with_label_values(&[name])
             .set(u.selector.eligible_count() as i64);
+        if u.policy.scale.is_some() {
+            recommended
+                .with_label_values(&[name])
+                .set(ScaleView::from(&**u).recommended_backends as i64);
+        }
         for b in &u.backends {
             let l = [name.as_str(), &*b.id];
             active.with_label_values(&l).set(b.live.active() as i64);
@@ -101,7 +147,7 @@ pub fn prometheus_text(snap: &Snapshot) -> String {
         }
     }
     let mut families = Vec::new();
-    for c in [&active, &up, &weight, &eligible] {
+    for c in [&active, &up, &weight, &eligible, &recommended] {
         families.extend(prometheus::core::Collector::collect(c));
     }
     for c in [&requests, &failures] {

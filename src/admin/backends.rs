@@ -32,7 +32,7 @@ impl From<PoolError> for ApiError {
             PoolError::UnknownUpstream(_) | PoolError::UnknownBackend { .. } => {
                 StatusCode::NOT_FOUND
             }
-            PoolError::Conflict { .. } => StatusCode::CONFLICT,
+            PoolError::Conflict { .. } | PoolError::OtherSource { .. } => StatusCode::CONFLICT,
             PoolError::InvalidWeight => StatusCode::BAD_REQUEST,
             PoolError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -244,6 +244,12 @@ impl Controller {
                             existing: e.backend.addr.to_string(),
                         })
                     }
+                    Some(e) if e.backend.source != spec.source => {
+                        return Err(PoolError::OtherSource {
+                            id: spec.id.to_string(),
+                            origin: e.backend.source,
+                        })
+                    }
                     Some(e) => {
                         e.backend.live.set_ttl(ttl);
                         let changed = e.backend.weight != spec.weight;
@@ -337,6 +343,12 @@ impl Controller {
             }
             Diff::Heartbeat { id, ttl, .. } => {
                 let e = up.backends.get(&id).ok_or_else(|| unknown(&id))?;
+                if e.backend.source != Source::Http {
+                    return Err(PoolError::OtherSource {
+                        id: id.to_string(),
+                        origin: e.backend.source,
+                    });
+                }
                 e.backend.live.set_ttl(Some(ttl));
                 false
             }

@@ -86,6 +86,11 @@ pub enum PoolError {
     UnknownBackend { upstream: String, id: String },
     #[error("backend {id:?} is already registered with address {existing}")]
     Conflict { id: String, existing: String },
+    #[error("backend {id:?} comes from {origin:?}, not from a registration, so it has no TTL to refresh")]
+    OtherSource {
+        id: String,
+        origin: super::backend::Source,
+    },
     #[error("weight must be between 1 and {max}", max = crate::config::MAX_WEIGHT)]
     InvalidWeight,
     #[error("the pool controller has stopped")]

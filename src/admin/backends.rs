@@ -44,10 +44,12 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| ApiError(e.status(), format!("cannot read body: {}", e.body_text())))
+}
+
 fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
-    let body =
-        body.map_err(|e| ApiError(e.status(), format!("cannot read body: {}", e.body_text())))?;
-    serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body_bytes(body)?).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -163,20 +165,17 @@ pub async fn heartbeat(
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
     check_own(&s, role, &u, &id)?;
-    let ttl = match body {
-        Ok(b) if !b.is_empty() => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct Hb {
-                ttl: Option<Ttl>,
-            }
-            let hb: Hb = json_body(Ok(b))?;
-            hb.ttl
-                .as_ref()
-                .map_or(Ok(None), |t| t.duration().map(Some))?
-        }
-        Ok(_) => None,
-        Err(e) => return Err(json_body::<()>(Err(e)).unwrap_err()),
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hb {
+        ttl: Option<Ttl>,
+    }
+    let bytes = body_bytes(body)?;
+    let ttl = if bytes.is_empty() {
+        None
+    } else {
+        let hb: Hb = json_body(Ok(bytes))?;
+        hb.ttl.as_ref().map(Ttl::duration).transpose()?
     };
     let snap = s.pool.snapshot();
     let live = snap

@@ -8,6 +8,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v c++ >/dev/null || need+=(g++)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
+command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

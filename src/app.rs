@@ -52,6 +52,9 @@ struct ControlPlane {
     close_all: CancellationToken,
     /// TLS certificate sets, re-read on SIGHUP.
     resolvers: Vec<Arc<SniResolver>>,
+    etcd: Option<crate::config::EtcdSettings>,
+    upstreams: Vec<String>,
+    data_dir: std::path::PathBuf,
 }
 
 #[async_trait]
@@ -61,6 +64,14 @@ impl BackgroundService for ControlPlane {
             tokio::spawn(task.run());
         }
         tokio::spawn(crate::memory::trimmer(self.pool.clone()));
+        if let Some(etcd) = self.etcd.clone() {
+            crate::discovery::etcd::spawn(
+                self.pool.clone(),
+                etcd,
+                self.upstreams.clone(),
+                self.data_dir.clone(),
+            );
+        }
         crate::health::spawn_all(&self.pool);
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
@@ -202,6 +213,9 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         ))),
         close_all,
         resolvers,
+        etcd: config.store.etcd.clone(),
+        upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
+        data_dir: config.store.data_dir.clone(),
     };
     server.add_service(background_service("control plane", control));
     Ok(server)

@@ -4,7 +4,7 @@
 //!
 //! Imports: nothing else in tideway.
 
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::sync::OnceLock;
 
 /// The process registry.
@@ -14,6 +14,12 @@ pub struct Metrics {
     pub tunnels_ended: IntCounterVec,
     /// Health transitions, by upstream, backend and direction (up, down).
     pub health_transitions: IntCounterVec,
+    /// 1 while the etcd watch is established.
+    pub etcd_up: IntGauge,
+    /// etcd sessions (list + watch) lost and restarted.
+    pub etcd_sessions_lost: IntCounter,
+    /// Malformed etcd entries ignored.
+    pub etcd_malformed: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -43,10 +49,32 @@ pub fn global() -> &'static Metrics {
         registry
             .register(Box::new(health_transitions.clone()))
             .expect("registered once");
+        let etcd_up = IntGauge::new("tideway_etcd_up", "1 while the etcd watch is established")
+            .expect("valid metric");
+        let etcd_sessions_lost = IntCounter::new(
+            "tideway_etcd_sessions_lost_total",
+            "etcd sessions (list + watch) lost and restarted",
+        )
+        .expect("valid metric");
+        let etcd_malformed = IntCounter::new(
+            "tideway_etcd_malformed_total",
+            "Malformed etcd entries ignored",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(etcd_up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(etcd_sessions_lost.clone()),
+            Box::new(etcd_malformed.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
         Metrics {
             registry,
             tunnels_ended,
             health_transitions,
+            etcd_up,
+            etcd_sessions_lost,
+            etcd_malformed,
         }
     })
 }

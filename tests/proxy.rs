@@ -203,6 +203,17 @@ async fn no_available_backend_answers_503_with_json() {
     assert_eq!(r.status(), 503);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "no available backend in upstream \"app\"");
+    // An empty upstream still has its metrics (an empty family must not break the scrape).
+    let text = reqwest::get(proxy2.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("tideway_upstream_available_backends{upstream=\"app\"} 0"),
+        "{text}"
+    );
     let ws = tokio_tungstenite::connect_async(proxy2.ws_url("/chat")).await;
     match ws {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),

@@ -154,7 +154,12 @@ pub fn prometheus_text(snap: &Snapshot) -> String {
         families.extend(prometheus::core::Collector::collect(c));
     }
     families.extend(crate::metrics::global().registry.gather());
+    // A family without samples (e.g. per-backend metrics of an empty upstream) makes the
+    // encoder fail the whole scrape; leave such families out.
+    families.retain(|f| !f.get_metric().is_empty());
     let mut out = Vec::new();
-    let _ = TextEncoder::new().encode(&families, &mut out);
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::error!(error = %e, "could not encode metrics");
+    }
     String::from_utf8(out).unwrap_or_default()
 }

@@ -48,7 +48,14 @@ struct AdminSection {
 #[serde(deny_unknown_fields)]
 struct StoreSection {
     data_dir: Option<PathBuf>,
-    etcd: Option<Spanned<toml::Value>>,
+    etcd: Option<Spanned<EtcdSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtcdSection {
+    endpoints: Vec<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -219,18 +226,39 @@ impl FileConfig {
             register_token_file: self.admin.register_token_file.clone(),
         };
 
-        if let Some(etcd) = &self.store.etcd {
-            return Err(cx.err(
-                etcd.span(),
-                "store.etcd is not supported by this build yet; remove it to use the embedded store",
-            ));
-        }
+        let etcd = match &self.store.etcd {
+            None => None,
+            Some(e) => {
+                let es = e.get_ref();
+                if es.endpoints.is_empty() {
+                    return Err(cx.err(
+                        e.span(),
+                        "etcd needs at least one endpoint, e.g. \"http://127.0.0.1:2379\"",
+                    ));
+                }
+                let prefix = es
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into());
+                if !prefix.starts_with('/') || prefix.ends_with('/') {
+                    return Err(cx.err(
+                        e.span(),
+                        format!("etcd prefix {prefix:?} must start with '/' and not end with one"),
+                    ));
+                }
+                Some(EtcdSettings {
+                    endpoints: es.endpoints.clone(),
+                    prefix,
+                })
+            }
+        };
         let store = StoreSettings {
             data_dir: self
                 .store
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            etcd,
         };
 
         let mut upstreams = Vec::new();

@@ -58,7 +58,20 @@ pub struct AdminSettings {
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
     pub data_dir: PathBuf,
+    /// etcd, when configured: registrations and toggles shared by every proxy instance.
+    pub etcd: Option<EtcdSettings>,
 }
+
+/// `[store] etcd = { endpoints, prefix }`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    /// Key prefix without a trailing slash, e.g. `/tideway`.
+    pub prefix: String,
+}
+
+/// Default etcd key prefix.
+pub const DEFAULT_ETCD_PREFIX: &str = "/tideway";
 
 /// `[[listener]]`
 #[derive(Clone, Debug)]

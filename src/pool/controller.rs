@@ -469,7 +469,10 @@ impl Controller {
         let stale: Vec<BackendId> = self.upstreams[upstream]
             .backends
             .values()
-            .filter(|e| e.backend.source == source && !wanted.contains_key(&e.backend.id))
+            .filter(|e| {
+                // A retiring backend is already leaving (draining); a re-list must not cut that short.
+                e.backend.source == source && !e.retiring && !wanted.contains_key(&e.backend.id)
+            })
             .map(|e| e.backend.id.clone())
             .collect();
         for id in stale {
@@ -484,6 +487,16 @@ impl Controller {
             let up = self.upstreams.get_mut(upstream).expect("exists");
             match up.backends.get_mut(&id) {
                 Some(e) => {
+                    if e.retiring {
+                        // Back before it finished leaving (re-registered): take it back.
+                        e.retiring = false;
+                        e.drain_epoch = 0;
+                        e.backend.state = State::Active;
+                        if e.backend.close.is_cancelled() {
+                            e.backend.close = self.shutdown.child_token();
+                        }
+                        changed = true;
+                    }
                     if e.backend.addr != spec.addr
                         || e.backend.weight != spec.weight
                         || e.backend.source != spec.source

@@ -109,11 +109,16 @@ pub async fn start_proxy(upstreams: &str) -> Proxy {
 
 /// Like [`start_proxy`], with extra keys for the `[[listener]]` table (e.g. `protocol = "tcp"`).
 pub async fn start_proxy_with(listener_extra: &str, upstreams: &str) -> Proxy {
+    start_proxy_full("", listener_extra, upstreams).await
+}
+
+/// Like [`start_proxy_with`], with extra keys for the `[store]` table too (e.g. `etcd = ...`).
+pub async fn start_proxy_full(store_extra: &str, listener_extra: &str, upstreams: &str) -> Proxy {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
+        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n{store_extra}\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
         dir.path().join("data").display()
     );
     let config_path = dir.path().join("tideway.toml");

@@ -1,0 +1,300 @@
+//! The etcd (v3) source. It lists `{prefix}/upstreams/`, publishes that set with a `Reset` per
+//! upstream, then watches from the listed revision + 1, so no change between list and watch is
+//! lost. A delete (a revoked or expired lease, or `etcdctl del`) retires the backend: it
+//! drains, then leaves. On any error — etcd down, the watch cut, or a compacted revision — it
+//! backs off, says so in a log line and a metric, and lists again.
+//!
+//! While etcd is unreachable the pool keeps what it had. The last listed set is saved in
+//! `data_dir/etcd-pool.json`, so a restart during an outage starts from it.
+
+use super::keys::{parse_backend, parse_key, parse_toggle, BackendValue, Key};
+use crate::config::EtcdSettings;
+use crate::pool::{BackendSpec, Diff, PoolHandle, Source};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// File in `data_dir` with the last known etcd backends.
+pub const SNAPSHOT_FILE: &str = "etcd-pool.json";
+/// First retry delay after a lost session; doubles up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+type Pool = BTreeMap<String, BTreeMap<String, BackendValue>>;
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+    #[error("watch cancelled by etcd ({0}); listing again")]
+    Cancelled(String),
+    #[error("watch stream ended")]
+    Ended,
+}
+
+/// Start the etcd source for `upstreams` on the current runtime.
+pub fn spawn(pool: PoolHandle, settings: EtcdSettings, upstreams: Vec<String>, data_dir: PathBuf) {
+    tokio::spawn(run(pool, settings, upstreams, data_dir));
+}
+
+fn metrics() -> &'static crate::metrics::Metrics {
+    crate::metrics::global()
+}
+
+async fn run(pool: PoolHandle, settings: EtcdSettings, upstreams: Vec<String>, data_dir: PathBuf) {
+    let snapshot = data_dir.join(SNAPSHOT_FILE);
+    if let Some(saved) = load_snapshot(&snapshot) {
+        tracing::info!(path = %snapshot.display(), "starting from the saved etcd pool");
+        publish(&pool, &upstreams, &saved).await;
+    }
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let err = session(&pool, &settings, &upstreams, &snapshot, &mut backoff).await;
+        metrics().etcd_up.set(0);
+        metrics().etcd_sessions_lost.inc();
+        tracing::warn!(error = %err, retry_in = ?backoff, "etcd session lost; serving the last known pool");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    pool: &PoolHandle,
+    settings: &EtcdSettings,
+    upstreams: &[String],
+    snapshot: &Path,
+    backoff: &mut Duration,
+) -> SessionError {
+    match session_inner(pool, settings, upstreams, snapshot, backoff).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn session_inner(
+    pool: &PoolHandle,
+    settings: &EtcdSettings,
+    upstreams: &[String],
+    snapshot: &Path,
+    backoff: &mut Duration,
+) -> Result<std::convert::Infallible, SessionError> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
+    let root = format!("{}/upstreams/", settings.prefix);
+    let listed = client
+        .get(root.clone(), Some(GetOptions::new().with_prefix()))
+        .await?;
+    let revision = listed.header().map_or(0, |h| h.revision());
+    let mut known: Pool = upstreams
+        .iter()
+        .map(|u| (u.clone(), BTreeMap::new()))
+        .collect();
+    let mut toggles = Vec::new();
+    for kv in listed.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        match parse_key(&settings.prefix, &key) {
+            Some(Key::Backend { upstream, id }) => {
+                match (known.get_mut(upstream), parse_backend(kv.value())) {
+                    (Some(set), Ok(v)) => {
+                        set.insert(id.to_string(), v);
+                    }
+                    (None, _) => {
+                        tracing::debug!(%key, "backend of an upstream this proxy does not serve")
+                    }
+                    (_, Err(why)) => malformed(&key, &why),
+                }
+            }
+            Some(Key::State { upstream, id }) => {
+                toggles.push((upstream.to_string(), id.to_string(), kv.value().to_vec()))
+            }
+            None => malformed(&key, "not an upstreams/{u}/backends|state/{id} key"),
+        }
+    }
+    publish(pool, upstreams, &known).await;
+    for (upstream, id, value) in toggles {
+        apply_toggle(pool, &upstream, &id, &value).await;
+    }
+    save_snapshot(snapshot, &known);
+    metrics().etcd_up.set(1);
+    *backoff = MIN_BACKOFF;
+    tracing::info!(revision, "etcd listed; watching");
+
+    let mut stream = client
+        .watch(
+            root,
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1),
+            ),
+        )
+        .await?;
+    while let Some(resp) = stream.message().await? {
+        if resp.canceled() || resp.compact_revision() > 0 {
+            return Err(SessionError::Cancelled(format!(
+                "{}; compacted at {}",
+                resp.cancel_reason(),
+                resp.compact_revision()
+            )));
+        }
+        let mut changed = false;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            match (parse_key(&settings.prefix, &key), ev.event_type()) {
+                (Some(Key::Backend { upstream, id }), EventType::Put) => {
+                    let Some(set) = known.get_mut(upstream) else {
+                        continue;
+                    };
+                    match parse_backend(kv.value()) {
+                        Ok(v) => {
+                            set.insert(id.to_string(), v);
+                            publish_one(pool, upstream, set).await;
+                            changed = true;
+                        }
+                        Err(why) => malformed(&key, &why),
+                    }
+                }
+                (Some(Key::Backend { upstream, id }), EventType::Delete) => {
+                    let Some(set) = known.get_mut(upstream) else {
+                        continue;
+                    };
+                    if set.remove(id).is_some() {
+                        changed = true;
+                        // Drain, then leave; a later Reset does not cut the drain short.
+                        let _ = pool
+                            .apply(Diff::Retire {
+                                upstream: upstream.to_string(),
+                                id: id.into(),
+                            })
+                            .await;
+                    }
+                }
+                (Some(Key::State { upstream, id }), EventType::Put) => {
+                    apply_toggle(pool, upstream, id, kv.value()).await;
+                }
+                (Some(Key::State { upstream, id }), EventType::Delete) => {
+                    let _ = pool
+                        .apply(Diff::SetState {
+                            upstream: upstream.to_string(),
+                            id: id.into(),
+                            state: crate::pool::State::Active,
+                        })
+                        .await;
+                }
+                (None, _) => malformed(&key, "not an upstreams/{u}/backends|state/{id} key"),
+            }
+        }
+        if changed {
+            save_snapshot(snapshot, &known);
+        }
+    }
+    Err(SessionError::Ended)
+}
+
+fn malformed(key: &str, why: &str) {
+    metrics().etcd_malformed.inc();
+    tracing::warn!(%key, %why, "ignoring a malformed etcd entry");
+}
+
+fn specs(set: &BTreeMap<String, BackendValue>) -> Vec<BackendSpec> {
+    set.iter()
+        .map(|(id, v)| BackendSpec {
+            id: id.as_str().into(),
+            addr: v.addr,
+            weight: v.weight,
+            source: Source::Etcd,
+        })
+        .collect()
+}
+
+async fn publish_one(pool: &PoolHandle, upstream: &str, set: &BTreeMap<String, BackendValue>) {
+    if let Err(e) = pool
+        .apply(Diff::Reset {
+            upstream: upstream.to_string(),
+            source: Source::Etcd,
+            backends: specs(set),
+        })
+        .await
+    {
+        tracing::warn!(upstream, error = %e, "etcd backends refused by the pool");
+    }
+}
+
+async fn publish(pool: &PoolHandle, upstreams: &[String], known: &Pool) {
+    for u in upstreams {
+        let empty = BTreeMap::new();
+        publish_one(pool, u, known.get(u).unwrap_or(&empty)).await;
+    }
+}
+
+async fn apply_toggle(pool: &PoolHandle, upstream: &str, id: &str, value: &[u8]) {
+    let t = match parse_toggle(value) {
+        Ok(t) => t,
+        Err(why) => return malformed(&format!("{upstream}/state/{id}"), &why),
+    };
+    if let Some(state) = t.state {
+        let _ = pool
+            .apply(Diff::SetState {
+                upstream: upstream.into(),
+                id: id.into(),
+                state,
+            })
+            .await;
+    }
+    if let Some(weight) = t.weight {
+        let _ = pool
+            .apply(Diff::SetWeight {
+                upstream: upstream.into(),
+                id: id.into(),
+                weight,
+            })
+            .await;
+    }
+}
+
+fn load_snapshot(path: &Path) -> Option<Pool> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let raw: BTreeMap<String, BTreeMap<String, (std::net::SocketAddr, u32)>> = serde_json::from_str(&text)
+        .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable etcd snapshot"))
+        .ok()?;
+    Some(
+        raw.into_iter()
+            .map(|(u, set)| {
+                let set = set
+                    .into_iter()
+                    .map(|(id, (addr, weight))| (id, BackendValue { addr, weight }))
+                    .collect();
+                (u, set)
+            })
+            .collect(),
+    )
+}
+
+fn save_snapshot(path: &Path, known: &Pool) {
+    let raw: BTreeMap<&String, BTreeMap<&String, (std::net::SocketAddr, u32)>> = known
+        .iter()
+        .map(|(u, set)| {
+            (
+                u,
+                set.iter().map(|(id, v)| (id, (v.addr, v.weight))).collect(),
+            )
+        })
+        .collect();
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&raw)?)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "could not save the etcd snapshot");
+    }
+}

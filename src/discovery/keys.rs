@@ -1,0 +1,117 @@
+//! etcd keys and values, as DESIGN.md fixes them:
+//! - `{prefix}/upstreams/{u}/backends/{id}` -> `{"addr":"10.0.0.5:2346","weight":1}` or `10.0.0.5:2346`
+//! - `{prefix}/upstreams/{u}/state/{id}` -> `{"state":"disabled"}` or `{"weight":3}`
+
+use crate::pool::State;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// What a key names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Key<'a> {
+    Backend { upstream: &'a str, id: &'a str },
+    State { upstream: &'a str, id: &'a str },
+}
+
+/// Split a key under `{prefix}/upstreams/`.
+pub fn parse_key<'a>(prefix: &str, key: &'a str) -> Option<Key<'a>> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix("/upstreams/")?;
+    let mut parts = rest.splitn(3, '/');
+    let (upstream, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+    if upstream.is_empty() || id.is_empty() || id.contains('/') {
+        return None;
+    }
+    match kind {
+        "backends" => Some(Key::Backend { upstream, id }),
+        "state" => Some(Key::State { upstream, id }),
+        _ => None,
+    }
+}
+
+/// A backend value.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct BackendValue {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendJson {
+    addr: String,
+    weight: Option<u32>,
+}
+
+/// Parse `{"addr":..,"weight":..}` or a plain `ip:port`.
+pub fn parse_backend(value: &[u8]) -> Result<BackendValue, String> {
+    let text = std::str::from_utf8(value)
+        .map_err(|_| "value is not UTF-8".to_string())?
+        .trim();
+    let (addr, weight) = if text.starts_with('{') {
+        let j: BackendJson =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        (j.addr, j.weight.unwrap_or(crate::config::DEFAULT_WEIGHT))
+    } else {
+        (text.to_string(), crate::config::DEFAULT_WEIGHT)
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("invalid address {addr:?}; expected ip:port"))?;
+    if !(1..=crate::config::MAX_WEIGHT).contains(&weight) {
+        return Err(format!("weight {weight} out of range"));
+    }
+    Ok(BackendValue { addr, weight })
+}
+
+/// An admin toggle value.
+#[derive(Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    pub state: Option<State>,
+    pub weight: Option<u32>,
+}
+
+/// Parse `{"state":"disabled"}` and/or `{"weight":3}`.
+pub fn parse_toggle(value: &[u8]) -> Result<Toggle, String> {
+    let t: Toggle = serde_json::from_slice(value).map_err(|e| format!("invalid toggle: {e}"))?;
+    if t.state.is_none() && t.weight.is_none() {
+        return Err("toggle sets neither state nor weight".into());
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values() {
+        assert_eq!(
+            parse_key("/tw", "/tw/upstreams/chat/backends/b1"),
+            Some(Key::Backend {
+                upstream: "chat",
+                id: "b1"
+            })
+        );
+        assert_eq!(
+            parse_key("/tw", "/tw/upstreams/chat/state/b1"),
+            Some(Key::State {
+                upstream: "chat",
+                id: "b1"
+            })
+        );
+        assert_eq!(parse_key("/tw", "/tw/upstreams/chat/other/b1"), None);
+        assert_eq!(parse_key("/tw", "/other/upstreams/chat/backends/b1"), None);
+        let plain = parse_backend(b"10.0.0.5:2346").unwrap();
+        assert_eq!((plain.addr.port(), plain.weight), (2346, 1));
+        let json = parse_backend(br#"{"addr":"10.0.0.5:2346","weight":3}"#).unwrap();
+        assert_eq!(json.weight, 3);
+        assert!(parse_backend(b"garbage").is_err());
+        assert!(parse_backend(br#"{"addr":"10.0.0.5:2346","weight":0}"#).is_err());
+        assert_eq!(
+            parse_toggle(br#"{"state":"disabled"}"#).unwrap().state,
+            Some(State::Disabled)
+        );
+        assert!(parse_toggle(b"{}").is_err());
+    }
+}

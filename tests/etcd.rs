@@ -1,0 +1,254 @@
+//! etcd: real etcd processes (Debian `etcd-server`) on free loopback ports with temp data dirs.
+
+mod common;
+
+use common::*;
+use etcd_client::{Client, PutOptions};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Etcd {
+    child: Option<Child>,
+    client_url: String,
+    args: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (cp, pp) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{cp}");
+        let peer = format!("http://127.0.0.1:{pp}");
+        let args: Vec<String> = [
+            "--name",
+            "n1",
+            "--data-dir",
+            &dir.path().join("etcd").display().to_string(),
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("n1={peer}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut e = Etcd {
+            child: None,
+            client_url,
+            args,
+            _dir: dir,
+        };
+        e.resume().await;
+        e
+    }
+
+    async fn resume(&mut self) {
+        let child = Command::new("etcd")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd installed (scripts/test.sh installs etcd-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = Client::connect([&self.client_url], None).await {
+                if c.get("probe", None).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect([&self.client_url], None).await.unwrap()
+    }
+
+    fn store(&self) -> String {
+        format!(
+            "etcd = {{ endpoints = [\"{}\"], prefix = \"/tw\" }}",
+            self.client_url
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ids(p: &Proxy) -> Vec<String> {
+    p.backends().await.into_iter().map(|b| b.0).collect()
+}
+
+#[tokio::test]
+async fn leased_keys_are_routed_and_leave_with_their_lease() {
+    let etcd = Etcd::start().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = start_proxy_full(
+        &etcd.store(),
+        "",
+        "[upstream.app]\nbalance = \"round_robin\"\nbackends = []",
+    )
+    .await;
+    let mut c = etcd.client().await;
+    let lease = c.lease_grant(30, None).await.unwrap().id();
+    // Plain value under a lease, as `etcdctl put --lease=...` writes it.
+    c.put(
+        "/tw/upstreams/app/backends/a",
+        a.addr.to_string(),
+        Some(PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    wait_until(Duration::from_secs(3), || async { ids(&p).await == ["a"] }).await;
+    assert_eq!(backend_id(&client, &p.url("/")).await, "a");
+    // JSON value.
+    c.put(
+        "/tw/upstreams/app/backends/b",
+        format!("{{\"addr\":\"{}\",\"weight\":2}}", b.addr),
+        None,
+    )
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(3), || async {
+        ids(&p).await == ["a", "b"]
+    })
+    .await;
+    assert_eq!(p.backends().await[1].3, 2);
+    // Garbage is logged, counted and ignored; the pool is untouched.
+    let before = p.backends().await;
+    c.put("/tw/upstreams/app/backends/junk", "not an address", None)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(3), || async {
+        metric(&p, "tideway_etcd_malformed_total").await >= 1.0
+    })
+    .await;
+    assert_eq!(p.backends().await, before);
+    // Revoking the lease drains a, then removes it.
+    c.lease_revoke(lease).await.unwrap();
+    wait_until(Duration::from_secs(3), || async { ids(&p).await == ["b"] }).await;
+    for _ in 0..10 {
+        assert_eq!(backend_id(&client, &p.url("/")).await, "b");
+    }
+}
+
+#[tokio::test]
+async fn after_a_cut_watch_and_compaction_the_pool_converges_to_etcd() {
+    let mut etcd = Etcd::start().await;
+    let a = backend("x").await;
+    let p = start_proxy_full(&etcd.store(), "", "[upstream.app]\nbackends = []").await;
+    let mut c = etcd.client().await;
+    wait_until(Duration::from_secs(3), || async {
+        metric(&p, "tideway_etcd_up").await == 1.0
+    })
+    .await;
+    // Freeze tideway, churn keys and compact, then cut its watch by restarting etcd.
+    Command::new("kill")
+        .args(["-STOP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    for i in 0..50 {
+        c.put(
+            format!("/tw/upstreams/app/backends/k{i:02}"),
+            a.addr.to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..40 {
+        c.delete(format!("/tw/upstreams/app/backends/k{i:02}"), None)
+            .await
+            .unwrap();
+    }
+    let rev = c.get("x", None).await.unwrap().header().unwrap().revision();
+    c.compact(rev, None).await.unwrap();
+    etcd.stop();
+    etcd.resume().await;
+    Command::new("kill")
+        .args(["-CONT", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    let expected: Vec<String> = (40..50).map(|i| format!("k{i:02}")).collect();
+    wait_until(Duration::from_secs(10), || async {
+        ids(&p).await == expected
+    })
+    .await;
+    assert!(metric(&p, "tideway_etcd_sessions_lost_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn an_etcd_outage_fails_no_request_and_a_restart_serves_the_snapshot() {
+    let mut etcd = Etcd::start().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut p = start_proxy_full(&etcd.store(), "", "[upstream.app]\nbackends = []").await;
+    let mut c = etcd.client().await;
+    c.put("/tw/upstreams/app/backends/a", a.addr.to_string(), None)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(3), || async { ids(&p).await == ["a"] }).await;
+
+    // Steady GET load while etcd is down for 30 s.
+    let url = p.url("/");
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let end = Instant::now() + Duration::from_secs(31);
+        while Instant::now() < end {
+            match client.get(&url).send().await {
+                Ok(r) if r.status().is_success() => ok += 1,
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (ok, failed)
+    });
+    etcd.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (ok, failed) = load.await.unwrap();
+    println!("etcd down 30 s: {ok} requests ok, {failed} failed");
+    assert_eq!(failed, 0);
+    assert!(ok > 1000);
+
+    // Restart tideway while etcd is still down: it serves the saved pool.
+    p.restart().await;
+    let client = reqwest::Client::new();
+    assert_eq!(ids(&p).await, ["a"]);
+    assert_eq!(backend_id(&client, &p.url("/")).await, "a");
+
+    // etcd returns; a new key is routed within 2 s.
+    etcd.resume().await;
+    let mut c = etcd.client().await;
+    wait_until(Duration::from_secs(10), || async {
+        metric(&p, "tideway_etcd_up").await == 1.0
+    })
+    .await;
+    c.put("/tw/upstreams/app/backends/b", b.addr.to_string(), None)
+        .await
+        .unwrap();
+    let took = wait_until(Duration::from_secs(2), || async {
+        ids(&p).await == ["a", "b"]
+    })
+    .await;
+    println!("new key routed {took:?} after the put");
+}

@@ -209,6 +209,11 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                 pool: pool.clone(),
                 admin_token,
                 register_token,
+                etcd: config
+                    .store
+                    .etcd
+                    .clone()
+                    .map(crate::admin::etcd_write::EtcdWriter::new),
             },
         ))),
         close_all,

@@ -252,3 +252,115 @@ async fn an_etcd_outage_fails_no_request_and_a_restart_serves_the_snapshot() {
     .await;
     println!("new key routed {took:?} after the put");
 }
+
+async fn owners(p: &Proxy, uids: u32) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let url = p.url("/");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut out = Vec::new();
+            for uid in (t..uids).step_by(8) {
+                out.push((uid, backend_id(&client, &format!("{url}?uid={uid}")).await));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all.into_iter().map(|x| x.1).collect()
+}
+
+#[tokio::test]
+async fn two_instances_on_one_etcd_agree() {
+    let etcd = Etcd::start().await;
+    let upstream = "[upstream.app]\nbalance = \"hash\"\nhash_key = \"query:uid\"\nbackends = []";
+    let a = start_proxy_full(&etcd.store(), "", upstream).await;
+    let b = start_proxy_full(&etcd.store(), "", upstream).await;
+    let mut demo = Vec::new();
+    for i in 0..5 {
+        demo.push(backend(&format!("d{i}")).await);
+    }
+    // A registration through A's API shows on B within 1 s.
+    let r = a
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends",
+            REGISTER_TOKEN,
+        )
+        .json(&serde_json::json!({"addr": demo[0].addr.to_string(), "id": "d0", "ttl": "30s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let took = wait_until(Duration::from_secs(1), || async { ids(&b).await == ["d0"] }).await;
+    println!("registration via A seen on B after {took:?}");
+    for d in &demo[1..] {
+        let r = a
+            .admin_req(
+                reqwest::Method::POST,
+                "/v1/upstreams/app/backends",
+                REGISTER_TOKEN,
+            )
+            .json(&serde_json::json!({"addr": d.addr.to_string(), "id": d.id, "ttl": "30s"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    wait_until(Duration::from_secs(1), || async {
+        ids(&b).await.len() == 5
+    })
+    .await;
+    // A heartbeat through B (the lease is read from etcd).
+    let hb = b
+        .admin_req(
+            reqwest::Method::PUT,
+            "/v1/upstreams/app/backends/d0/heartbeat",
+            REGISTER_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hb.status(), 200);
+    // A toggle through B shows on A within 1 s.
+    let r = b
+        .admin_req(
+            reqwest::Method::PATCH,
+            "/v1/upstreams/app/backends/d3",
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({"weight": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let took = wait_until(Duration::from_secs(1), || async {
+        a.backends().await.iter().any(|x| x.0 == "d3" && x.3 == 4)
+    })
+    .await;
+    println!("toggle via B seen on A after {took:?}");
+    // Both map 10,000 keys identically.
+    let (on_a, on_b) = (owners(&a, 10_000).await, owners(&b, 10_000).await);
+    let differ = on_a.iter().zip(&on_b).filter(|(x, y)| x != y).count();
+    println!("10,000 uids: {differ} map differently");
+    assert_eq!(differ, 0);
+    // Deregistering through B drains and removes it on A too.
+    let r = b
+        .admin_req(
+            reqwest::Method::DELETE,
+            "/v1/upstreams/app/backends/d0",
+            REGISTER_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    wait_until(Duration::from_secs(2), || async {
+        !ids(&a).await.contains(&"d0".to_string())
+    })
+    .await;
+}

@@ -4,7 +4,7 @@
 //! Every write goes to the controller as a diff and is answered only after the resulting
 //! snapshot is published. A refused request changes nothing.
 
-use super::{caller, require_admin, AdminState, ApiError, Role};
+use super::{caller, etcd_write, require_admin, AdminState, ApiError, Role};
 use crate::config::{parse_duration, validate_id, DEFAULT_WEIGHT};
 use crate::pool::{BackendSpec, Diff, PoolError, Source, State};
 use axum::body::Bytes;
@@ -91,11 +91,27 @@ fn check_own(s: &AdminState, role: Role, upstream: &str, id: &str) -> Result<(),
         .upstream(upstream)
         .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(upstream.into())))?;
     match up.backend(id) {
-        Some(b) if b.source == Source::Http => Ok(()),
+        Some(b) if b.source != Source::Static => Ok(()),
         Some(_) => Err(ApiError(
             StatusCode::FORBIDDEN,
             "the register token may only manage backends registered over HTTP".into(),
         )),
+        None => Err(PoolError::UnknownBackend {
+            upstream: upstream.into(),
+            id: id.into(),
+        }
+        .into()),
+    }
+}
+
+/// 404 unless the backend exists in this instance's pool.
+fn known(s: &AdminState, upstream: &str, id: &str) -> Result<(), ApiError> {
+    let snap = s.pool.snapshot();
+    let up = snap
+        .upstream(upstream)
+        .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(upstream.into())))?;
+    match up.backend(id) {
+        Some(_) => Ok(()),
         None => Err(PoolError::UnknownBackend {
             upstream: upstream.into(),
             id: id.into(),
@@ -126,24 +142,55 @@ pub async fn register(
         .snapshot()
         .upstream(&u)
         .and_then(|up| up.backend(&id).map(|b| b.source));
-    if role == Role::Register && existed.is_some_and(|src| src != Source::Http) {
+    if role == Role::Register && existed.is_some_and(|src| src == Source::Static) {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "the register token may only manage backends registered over HTTP".into(),
         ));
     }
-    s.pool
-        .apply(Diff::Add {
-            upstream: u.clone(),
-            backend: BackendSpec {
-                id: id.as_str().into(),
-                addr,
-                weight,
-                source: Source::Http,
-            },
-            ttl: Some(ttl),
+    if let Some(w) = &s.etcd {
+        let snap = s.pool.snapshot();
+        let up = snap
+            .upstream(&u)
+            .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(u.clone())))?;
+        match up.backend(&id) {
+            Some(b) if b.addr != addr => {
+                return Err(PoolError::Conflict {
+                    id: id.clone(),
+                    existing: b.addr.to_string(),
+                }
+                .into())
+            }
+            Some(b) if b.source == Source::Static => {
+                return Err(PoolError::OtherSource {
+                    id: id.clone(),
+                    origin: b.source,
+                }
+                .into())
+            }
+            _ => {}
+        }
+        w.register(&u, &id, addr, weight, ttl).await?;
+        etcd_write::until_applied(&s.pool, |snap| {
+            snap.upstream(&u)
+                .and_then(|up| up.backend(&id))
+                .is_some_and(|b| b.addr == addr && b.weight == weight)
         })
         .await?;
+    } else {
+        s.pool
+            .apply(Diff::Add {
+                upstream: u.clone(),
+                backend: BackendSpec {
+                    id: id.as_str().into(),
+                    addr,
+                    weight,
+                    source: Source::Http,
+                },
+                ttl: Some(ttl),
+            })
+            .await?;
+    }
     let status = if existed.is_some() {
         StatusCode::OK
     } else {
@@ -177,6 +224,15 @@ pub async fn heartbeat(
         let hb: Hb = json_body(Ok(bytes))?;
         hb.ttl.as_ref().map(Ttl::duration).transpose()?
     };
+    if let Some(w) = &s.etcd {
+        if !w.heartbeat(&u, &id).await? {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("backend {id:?} is unknown or expired in upstream {u:?}; register again"),
+            ));
+        }
+        return Ok(Json(serde_json::json!({ "id": id })).into_response());
+    }
     let snap = s.pool.snapshot();
     let live = snap
         .upstream(&u)
@@ -208,6 +264,20 @@ pub async fn deregister(
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
     check_own(&s, role, &u, &id)?;
+    let from_etcd = s
+        .pool
+        .snapshot()
+        .upstream(&u)
+        .and_then(|up| up.backend(&id))
+        .is_some_and(|b| b.source == Source::Etcd);
+    if let (Some(w), true) = (&s.etcd, from_etcd) {
+        w.deregister(&u, &id).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "id": id, "state": "draining" })),
+        )
+            .into_response());
+    }
     s.pool
         .apply(Diff::Retire {
             upstream: u,
@@ -237,6 +307,17 @@ pub async fn set_state(
     require_admin(&s, &headers)?;
     let req: SetState = json_body(body)?;
     let state: State = req.state.parse().map_err(bad)?;
+    if let Some(w) = &s.etcd {
+        known(&s, &u, &id)?;
+        w.toggle(&u, &id, Some(state), None).await?;
+        etcd_write::until_applied(&s.pool, |snap| {
+            snap.upstream(&u)
+                .and_then(|up| up.backend(&id))
+                .is_some_and(|b| b.state == state)
+        })
+        .await?;
+        return Ok(Json(serde_json::json!({ "id": id, "state": state })).into_response());
+    }
     s.pool
         .apply(Diff::SetState {
             upstream: u,
@@ -262,6 +343,20 @@ pub async fn set_weight(
 ) -> Result<Response, ApiError> {
     require_admin(&s, &headers)?;
     let req: SetWeight = json_body(body)?;
+    if let Some(w) = &s.etcd {
+        known(&s, &u, &id)?;
+        if !(1..=crate::config::MAX_WEIGHT).contains(&req.weight) {
+            return Err(PoolError::InvalidWeight.into());
+        }
+        w.toggle(&u, &id, None, Some(req.weight)).await?;
+        etcd_write::until_applied(&s.pool, |snap| {
+            snap.upstream(&u)
+                .and_then(|up| up.backend(&id))
+                .is_some_and(|b| b.weight == req.weight)
+        })
+        .await?;
+        return Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response());
+    }
     s.pool
         .apply(Diff::SetWeight {
             upstream: u,

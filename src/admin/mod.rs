@@ -14,6 +14,7 @@
 //! `proxy`.
 
 pub mod backends;
+pub mod etcd_write;
 pub mod token;
 pub mod view;
 
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub pool: PoolHandle,
     pub admin_token: Token,
     pub register_token: Token,
+    /// With etcd configured: registrations and toggles go to etcd.
+    pub etcd: Option<etcd_write::EtcdWriter>,
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.

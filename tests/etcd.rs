@@ -364,3 +364,155 @@ async fn two_instances_on_one_etcd_agree() {
     })
     .await;
 }
+
+/// A 3-member etcd cluster on loopback.
+struct Cluster {
+    members: Vec<Option<Child>>,
+    client_urls: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in self.members.iter_mut().flatten() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, pp))| format!("m{i}=http://127.0.0.1:{pp}"))
+            .collect();
+        let mut members = Vec::new();
+        let mut client_urls = Vec::new();
+        for (i, (cp, pp)) in ports.iter().enumerate() {
+            let url = format!("http://127.0.0.1:{cp}");
+            let peer = format!("http://127.0.0.1:{pp}");
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}")))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args(["--initial-cluster-token", "tideway-test"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            members.push(Some(child));
+            client_urls.push(url);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut c) = Client::connect(&client_urls, None).await {
+                if c.put("probe", "1", None).await.is_ok() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "etcd cluster did not form");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Cluster {
+            members,
+            client_urls,
+            _dir: dir,
+        }
+    }
+
+    /// Index of the current leader.
+    async fn leader(&self) -> usize {
+        for (i, url) in self.client_urls.iter().enumerate() {
+            let mut c = Client::connect([url], None).await.unwrap();
+            let st = c.status().await.unwrap();
+            if st.leader() == st.header().unwrap().member_id() {
+                return i;
+            }
+        }
+        panic!("no leader");
+    }
+}
+
+#[tokio::test]
+async fn a_leader_kill_in_a_3_member_cluster_does_not_stop_registrations() {
+    let mut cluster = Cluster::start().await;
+    let endpoints: Vec<String> = cluster
+        .client_urls
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect();
+    let store = format!(
+        "etcd = {{ endpoints = [{}], prefix = \"/tw\" }}",
+        endpoints.join(", ")
+    );
+    let p = start_proxy_full(&store, "", "[upstream.app]\nbackends = []").await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut c = Client::connect(&cluster.client_urls, None).await.unwrap();
+    c.put("/tw/upstreams/app/backends/a", a.addr.to_string(), None)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), || async { ids(&p).await == ["a"] }).await;
+
+    let leader = cluster.leader().await;
+    let mut killed = cluster.members[leader].take().unwrap();
+    killed.kill().unwrap();
+    let _ = killed.wait();
+    let survivors: Vec<String> = cluster
+        .client_urls
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, u)| u.clone())
+        .collect();
+    // A new registration (retried until the survivors have elected a new leader).
+    let start = Instant::now();
+    let quick = etcd_client::ConnectOptions::new().with_timeout(Duration::from_millis(500));
+    let mut c = Client::connect(&survivors, Some(quick)).await.unwrap();
+    while c
+        .put("/tw/upstreams/app/backends/b", b.addr.to_string(), None)
+        .await
+        .is_err()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no new leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let put_done = start.elapsed();
+    let took = wait_until(Duration::from_secs(5), || async {
+        ids(&p).await == ["a", "b"]
+    })
+    .await;
+    println!("leader m{leader} killed; put accepted after {put_done:?}; routed {took:?} after the put, {:?} after the kill", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "routed {:?} after the kill",
+        start.elapsed()
+    );
+    let client = reqwest::Client::new();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(backend_id(&client, &p.url("/")).await);
+    }
+    assert_eq!(seen.len(), 2);
+}

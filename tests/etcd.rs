@@ -347,6 +347,25 @@ async fn two_instances_on_one_etcd_agree() {
     let (on_a, on_b) = (owners(&a, 10_000).await, owners(&b, 10_000).await);
     let differ = on_a.iter().zip(&on_b).filter(|(x, y)| x != y).count();
     println!("10,000 uids: {differ} map differently");
+    for (uid, (x, y)) in on_a
+        .iter()
+        .zip(&on_b)
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+    {
+        println!("uid {uid}: A -> {x}, B -> {y}");
+    }
+    if differ > 0 {
+        for p in [&a, &b] {
+            let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap_or_default();
+            for l in log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            {
+                println!("log: {l}");
+            }
+        }
+    }
     assert_eq!(differ, 0);
     // Deregistering through B drains and removes it on A too.
     let r = b

@@ -83,7 +83,7 @@ async fn session_inner(
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(10));
     let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
     let root = format!("{}/upstreams/", settings.prefix);
     let listed = client

@@ -483,7 +483,11 @@ impl Controller {
                 .remove(&id);
             changed = true;
         }
-        for (id, spec) in wanted {
+        for (id, mut spec) in wanted {
+            // An operator's weight toggle outlives re-lists of the source.
+            if let Some(w) = self.toggles.get(upstream, &id).and_then(|t| t.weight) {
+                spec.weight = w;
+            }
             let up = self.upstreams.get_mut(upstream).expect("exists");
             match up.backends.get_mut(&id) {
                 Some(e) => {

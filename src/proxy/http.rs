@@ -32,7 +32,12 @@ pub struct RequestCtx {
     connect_timeout: Duration,
     max_fails: u32,
     fail_on_5xx: bool,
+    /// Retries on the same backend after a stale pooled connection.
+    stale_retries: u32,
 }
+
+/// Retries on the same backend when a reused keep-alive connection turns out stale.
+pub const MAX_STALE_RETRIES: u32 = 2;
 
 impl Router {
     fn choose(&self, ctx: &mut RequestCtx) -> std::result::Result<(), super::route::NoBackend> {
@@ -122,7 +127,8 @@ impl ProxyHttp for Router {
     }
 
     /// pingora's policy (idempotent requests retry on a reused connection that broke), plus:
-    /// a retried request goes to another backend.
+    /// a stale pooled connection is retried on the same backend (stickiness holds); other
+    /// retried failures go to another backend.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -139,11 +145,17 @@ impl ProxyHttp for Router {
             e.retry.decide_reuse(client_reused);
         }
         if e.retry() {
-            if let Some((id, _, _)) = ctx.current.take() {
-                ctx.tried.push(id);
-            }
-            if ctx.tried.len() as u32 > ctx.retries {
-                e.set_retry(false);
+            if client_reused && ctx.stale_retries < MAX_STALE_RETRIES {
+                // A pooled keep-alive connection had gone stale: not the backend's fault, so
+                // retry the same backend on a fresh connection and keep the request sticky.
+                ctx.stale_retries += 1;
+            } else {
+                if let Some((id, _, _)) = ctx.current.take() {
+                    ctx.tried.push(id);
+                }
+                if ctx.tried.len() as u32 > ctx.retries {
+                    e.set_retry(false);
+                }
             }
         }
         e

@@ -296,3 +296,29 @@ fn slow_start_ramps_effective_weight_after_recovery() {
         200
     );
 }
+
+#[test]
+fn a_toggled_weight_survives_a_reset_of_its_source() {
+    let mut c = controller();
+    let etcd = |w| Diff::Reset {
+        upstream: "u".into(),
+        source: Source::Etcd,
+        backends: vec![BackendSpec {
+            source: Source::Etcd,
+            weight: w,
+            ..spec("e1", 4001)
+        }],
+    };
+    c.apply(etcd(1)).unwrap();
+    c.apply(Diff::SetWeight {
+        upstream: "u".into(),
+        id: "e1".into(),
+        weight: 4,
+    })
+    .unwrap();
+    let v = c.version();
+    // A re-list of the same set publishes nothing and keeps the operator's weight.
+    assert_eq!(c.apply(etcd(1)), Ok(false));
+    assert_eq!(c.version(), v);
+    assert_eq!(backend(&c.current().load(), "e1").unwrap().weight, 4);
+}

@@ -307,25 +307,53 @@ pub async fn set_state(
     require_admin(&s, &headers)?;
     let req: SetState = json_body(body)?;
     let state: State = req.state.parse().map_err(bad)?;
-    if let Some(w) = &s.etcd {
-        known(&s, &u, &id)?;
-        w.toggle(&u, &id, Some(state), None).await?;
-        etcd_write::until_applied(&s.pool, |snap| {
-            snap.upstream(&u)
-                .and_then(|up| up.backend(&id))
-                .is_some_and(|b| b.state == state)
-        })
-        .await?;
-        return Ok(Json(serde_json::json!({ "id": id, "state": state })).into_response());
-    }
-    s.pool
-        .apply(Diff::SetState {
-            upstream: u,
-            id: id.as_str().into(),
-            state,
-        })
-        .await?;
+    toggle(&s, &u, &id, Some(state), None).await?;
     Ok(Json(serde_json::json!({ "id": id, "state": state })).into_response())
+}
+
+/// Apply an operator toggle: through etcd when configured (every instance applies it; answered
+/// once this one has), else to the local pool.
+async fn toggle(
+    s: &AdminState,
+    u: &str,
+    id: &str,
+    state: Option<State>,
+    weight: Option<u32>,
+) -> Result<(), ApiError> {
+    if weight.is_some_and(|w| !(1..=crate::config::MAX_WEIGHT).contains(&w)) {
+        return Err(PoolError::InvalidWeight.into());
+    }
+    if let Some(w) = &s.etcd {
+        known(s, u, id)?;
+        w.toggle(u, id, state, weight).await?;
+        return etcd_write::until_applied(&s.pool, |snap| {
+            snap.upstream(u)
+                .and_then(|up| up.backend(id))
+                .is_some_and(|b| {
+                    state.is_none_or(|st| b.state == st) && weight.is_none_or(|w| b.weight == w)
+                })
+        })
+        .await;
+    }
+    if let Some(state) = state {
+        s.pool
+            .apply(Diff::SetState {
+                upstream: u.into(),
+                id: id.into(),
+                state,
+            })
+            .await?;
+    }
+    if let Some(weight) = weight {
+        s.pool
+            .apply(Diff::SetWeight {
+                upstream: u.into(),
+                id: id.into(),
+                weight,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -343,27 +371,7 @@ pub async fn set_weight(
 ) -> Result<Response, ApiError> {
     require_admin(&s, &headers)?;
     let req: SetWeight = json_body(body)?;
-    if let Some(w) = &s.etcd {
-        known(&s, &u, &id)?;
-        if !(1..=crate::config::MAX_WEIGHT).contains(&req.weight) {
-            return Err(PoolError::InvalidWeight.into());
-        }
-        w.toggle(&u, &id, None, Some(req.weight)).await?;
-        etcd_write::until_applied(&s.pool, |snap| {
-            snap.upstream(&u)
-                .and_then(|up| up.backend(&id))
-                .is_some_and(|b| b.weight == req.weight)
-        })
-        .await?;
-        return Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response());
-    }
-    s.pool
-        .apply(Diff::SetWeight {
-            upstream: u,
-            id: id.as_str().into(),
-            weight: req.weight,
-        })
-        .await?;
+    toggle(&s, &u, &id, None, Some(req.weight)).await?;
     Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response())
 }
 

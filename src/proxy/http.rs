@@ -40,9 +40,12 @@ pub struct RequestCtx {
 pub const MAX_STALE_RETRIES: u32 = 2;
 
 impl Router {
-    fn choose(&self, ctx: &mut RequestCtx) -> std::result::Result<(), super::route::NoBackend> {
-        let snap = self.route.pool.load();
-        let b = self.route.pick(&snap, ctx.key, &ctx.tried)?;
+    fn choose(
+        &self,
+        snap: &crate::pool::Snapshot,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), super::route::NoBackend> {
+        let b = self.route.pick(snap, ctx.key, &ctx.tried)?;
         ctx.current = Some((b.id.clone(), b.addr, b.live.begin()));
         Ok(())
     }
@@ -61,7 +64,8 @@ impl ProxyHttp for Router {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        {
+        // One snapshot for the policy and the pick.
+        let chosen = {
             let snap = self.route.pool.load();
             if let Ok(up) = self.route.upstream(&snap) {
                 // Only `hash` looks at the key; the others skip the work.
@@ -77,8 +81,9 @@ impl ProxyHttp for Router {
                 ctx.max_fails = up.policy.passive.max_fails;
                 ctx.fail_on_5xx = up.policy.passive.fail_on_5xx;
             }
-        }
-        if let Err(e) = self.choose(ctx) {
+            self.choose(&snap, ctx)
+        };
+        if let Err(e) = chosen {
             let body = error_body(&e.to_string());
             let mut resp = ResponseHeader::build(503, Some(3))?;
             resp.insert_header("content-type", "application/json")?;
@@ -98,7 +103,7 @@ impl ProxyHttp for Router {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         if ctx.current.is_none() {
-            self.choose(ctx)
+            self.choose(&self.route.pool.load(), ctx)
                 .map_err(|e| Error::explain(ErrorType::HTTPStatus(503), e.to_string()))?;
         }
         let (_, addr, _) = ctx.current.as_ref().expect("chosen above");

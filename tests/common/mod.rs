@@ -177,16 +177,20 @@ impl Proxy {
             .bearer_auth(token)
     }
 
-    /// Health of each backend of upstream `app`, by id.
-    pub async fn health(&self) -> std::collections::BTreeMap<String, bool> {
-        let v: serde_json::Value = self
-            .admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
+    /// `GET /v1/upstreams/app` as JSON.
+    pub async fn upstream_json(&self) -> serde_json::Value {
+        self.admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Health of each backend of upstream `app`, by id.
+    pub async fn health(&self) -> std::collections::BTreeMap<String, bool> {
+        let v = self.upstream_json().await;
         v["backends"]
             .as_array()
             .unwrap()
@@ -202,14 +206,7 @@ impl Proxy {
 
     /// The pool's backends of upstream `app` as (id, addr, state, weight), sorted by id.
     pub async fn backends(&self) -> Vec<(String, String, String, u64)> {
-        let v: serde_json::Value = self
-            .admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = self.upstream_json().await;
         let mut out: Vec<_> = v["backends"]
             .as_array()
             .unwrap()

@@ -1,13 +1,18 @@
 //! The front door of an HTTP listener. pingora hands us each accepted connection raw; we read
-//! each request head first. A WebSocket upgrade is served by [`super::websocket`]; anything else
-//! is put back (rewound) into the stream and handed, untouched, to pingora's HTTP proxy. After a
-//! keep-alive request, pingora hands the connection back and the next head is inspected too.
+//! each request head first. A WebSocket upgrade is served by [`super::websocket`]; an ordinary
+//! request by tideway's own [`super::exchange`]; anything unusual is put back (rewound) into the
+//! stream and handed, untouched, to pingora's HTTP proxy. After a keep-alive request the next
+//! head is inspected the same way (pingora hands its connections back too).
 
-use super::head::{is_websocket_upgrade, read_head, HeadRead};
-use super::http::Router;
+use super::exchange::{Buffers, HttpPath, Next};
+use super::head::{read_head, HeadRead};
+use super::http::{Router, DEFAULT_UPSTREAM_IDLE};
+use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
+use super::message::{inspect_request, Inspected};
 use super::route::Route;
 use super::tls::{local, peer, Terminator, TlsConn};
 use super::websocket;
+use crate::config::{Balance, UpstreamPolicy};
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
@@ -23,20 +28,44 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a keep-alive connection may idle between requests (pingora's default too).
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// How long closing a client connection may take (a TLS close_notify to send).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves one HTTP listener.
 pub struct Gateway {
     http: Arc<HttpProxy<Router>>,
+    path: HttpPath,
     route: Route,
     tls: Option<Terminator>,
 }
 
 impl Gateway {
     pub fn new(http: HttpProxy<Router>, route: Route, tls: Option<Terminator>) -> Self {
+        let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
         Gateway {
             http: Arc::new(http),
+            path: HttpPath::new(route.clone(), keepalive),
             route,
             tls,
         }
+    }
+
+    /// Inspect a complete request head against the current snapshot: what serves it, and the
+    /// upstream's policy (None when the upstream does not exist).
+    fn inspect(
+        &self,
+        head: &[u8],
+        client: Option<std::net::IpAddr>,
+        out: &mut Vec<u8>,
+    ) -> (Inspected, Option<Arc<UpstreamPolicy>>) {
+        let snap = self.route.pool.load();
+        let policy = self.route.upstream(&snap).ok().map(|u| u.policy.clone());
+        let hash = policy
+            .as_deref()
+            .filter(|p| p.balance == Balance::Hash)
+            .map(|p| &p.hash_key);
+        let inspected = inspect_request(head, client, self.route.proto, hash, out);
+        (inspected, policy)
     }
 }
 
@@ -82,24 +111,50 @@ impl ServerApp for Gateway {
             },
         };
         let mut settings = None;
+        let mut served = false;
+        let mut bufs = Buffers::default();
+        let ip = peer_addr.map(|a| a.ip());
         loop {
-            let wait = if settings.is_some() {
+            let wait = if served {
                 DEFAULT_KEEPALIVE
             } else {
                 DEFAULT_HEADER_TIMEOUT
             };
-            let mut buf = Vec::new();
-            let head = tokio::time::timeout(wait, read_head(&mut stream, &mut buf)).await;
-            match head {
-                Ok(Ok(HeadRead::Complete(len))) if is_websocket_upgrade(&buf[..len]) => {
-                    websocket::serve(&self.route, stream, buf, len, peer_addr, local_addr).await;
+            let head = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)).await;
+            let inspected = match head {
+                Ok(Ok(HeadRead::Complete(len))) => {
+                    let (what, policy) = self.inspect(&bufs.client[..len], ip, &mut bufs.out);
+                    Some((what, policy, len))
+                }
+                Ok(Ok(HeadRead::TooLarge)) => None,
+                _ => return None,
+            };
+            served = true;
+            match inspected {
+                Some((Inspected::WebSocket, _, len)) => {
+                    let raw = std::mem::take(&mut bufs.client);
+                    websocket::serve(&self.route, stream, raw, len, peer_addr, local_addr).await;
                     return None;
                 }
-                Ok(Ok(HeadRead::Complete(_) | HeadRead::TooLarge)) => {}
-                _ => return None,
+                Some((Inspected::Forward(mut req), policy, len)) => {
+                    req.close |= *shutdown.borrow();
+                    let next = self
+                        .path
+                        .forward(&mut stream, &mut bufs, len, req, policy)
+                        .await;
+                    if next == Next::Close {
+                        // A clean end: TLS sends its close_notify, TCP its FIN.
+                        let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+                        return None;
+                    }
+                    bufs.shrink();
+                    continue;
+                }
+                Some((Inspected::Pingora, _, _)) | None => {}
             }
-            stream = rewind(stream, &buf)?;
-            drop(buf);
+            stream = rewind(stream, &bufs.client)?;
+            bufs.client.clear();
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),

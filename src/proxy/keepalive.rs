@@ -1,0 +1,158 @@
+//! Idle upstream connections kept for reuse (nginx's `keepalive N` in an `upstream` block),
+//! per backend address, newest first. A connection the backend closed while idle is noticed
+//! when it is taken (its socket reads EOF) and thrown away; one idle too long is closed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per backend (pingora's default pool size, twice nginx's usual 64).
+pub const DEFAULT_IDLE_PER_BACKEND: usize = 128;
+
+/// How often `put` sweeps every backend's list for expired connections.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+struct Idle {
+    io: TcpStream,
+    since: Instant,
+}
+
+struct Lists {
+    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    swept: Instant,
+}
+
+/// The idle upstream connections of one listener.
+pub struct Keepalive {
+    lists: Mutex<Lists>,
+    per_backend: usize,
+    idle_timeout: Duration,
+}
+
+/// Can an idle connection still carry a request? Not when the backend closed it or sent
+/// something unasked.
+fn usable(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+impl Keepalive {
+    pub fn new(per_backend: usize, idle_timeout: Duration) -> Self {
+        Keepalive {
+            lists: Mutex::new(Lists {
+                by_addr: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            per_backend,
+            idle_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest usable idle connection to `addr`, if any.
+    pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let now = Instant::now();
+        let mut lists = self.lock();
+        let list = lists.by_addr.get_mut(&addr)?;
+        while let Some(idle) = list.pop() {
+            if now.duration_since(idle.since) < self.idle_timeout && usable(&idle.io) {
+                return Some(idle.io);
+            }
+        }
+        None
+    }
+
+    /// Keep `io` for the next request to `addr` (closing the oldest one beyond the limit).
+    pub fn put(&self, addr: SocketAddr, io: TcpStream) {
+        let now = Instant::now();
+        let mut lists = self.lock();
+        if now.duration_since(lists.swept) >= SWEEP_EVERY {
+            lists.swept = now;
+            let timeout = self.idle_timeout;
+            lists.by_addr.retain(|_, list| {
+                list.retain(|i| now.duration_since(i.since) < timeout && usable(&i.io));
+                !list.is_empty()
+            });
+        }
+        let list = lists.by_addr.entry(addr).or_default();
+        if list.len() >= self.per_backend {
+            list.remove(0);
+        }
+        list.push(Idle { io, since: now });
+    }
+
+    /// Idle connections held, over all backends.
+    pub fn idle(&self) -> usize {
+        self.lock().by_addr.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (c.unwrap(), s.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn reuses_live_connections_and_drops_closed_ones() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let ka = Keepalive::new(2, Duration::from_secs(60));
+        let (c1, _s1) = pair(&l).await;
+        let (c2, s2) = pair(&l).await;
+        ka.put(addr, c1);
+        ka.put(addr, c2);
+        assert_eq!(ka.idle(), 2);
+        // The backend closes the newest one; taking skips it and returns the other.
+        drop(s2);
+        let mut s2_gone = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let lists = ka.lock();
+            if let Some(last) = lists.by_addr[&addr].last() {
+                let mut probe = [0u8; 1];
+                if matches!(last.io.try_read(&mut probe), Ok(0)) {
+                    s2_gone = true;
+                    break;
+                }
+            }
+        }
+        assert!(s2_gone, "the closed connection reads EOF");
+        assert!(ka.take(addr).is_some());
+        assert_eq!(ka.idle(), 0);
+        assert!(ka.take(addr).is_none());
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_the_limit_and_expires_idle_ones() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let ka = Keepalive::new(2, Duration::from_secs(60));
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let (c, s) = pair(&l).await;
+            servers.push(s);
+            ka.put(addr, c);
+        }
+        assert_eq!(ka.idle(), 2);
+        // The oldest was closed: its server side reads EOF.
+        let mut buf = [0u8; 1];
+        use tokio::io::AsyncReadExt;
+        assert_eq!(servers[0].read(&mut buf).await.unwrap(), 0);
+
+        let expired = Keepalive::new(2, Duration::ZERO);
+        let (c, _s) = pair(&l).await;
+        expired.put(addr, c);
+        assert!(expired.take(addr).is_none(), "idle past the timeout");
+    }
+}

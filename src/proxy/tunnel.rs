@@ -49,6 +49,8 @@ struct Half {
     pending: Vec<u8>,
     pos: usize,
     frames: FrameTracker,
+    /// Track WebSocket frames (not on a plain byte pipe, where it would only cost CPU).
+    track: bool,
     read_closed: bool,
     write_closed: bool,
 }
@@ -117,8 +119,14 @@ where
         Tunnel {
             client,
             backend,
-            up: Half::default(),
-            down: Half::default(),
+            up: Half {
+                track: websocket,
+                ..Half::default()
+            },
+            down: Half {
+                track: websocket,
+                ..Half::default()
+            },
             websocket,
             idle,
             last: Instant::now(),
@@ -207,7 +215,9 @@ where
             continue;
         }
         moved = true;
-        h.frames.feed(data);
+        if h.track {
+            h.frames.feed(data);
+        }
         let mut off = 0;
         while off < data.len() {
             match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {

@@ -91,6 +91,10 @@ async fn serve(mut s: TcpStream, conn: usize, seen: Seen, hangup_reused: bool) {
                 s.write_all(&big).await.unwrap();
             }
             "/silent" => tokio::time::sleep(Duration::from_secs(30)).await,
+            "/stall" => {
+                s.write_all(b"HTTP/1.1 200 OK\r\n\r\npartial").await.unwrap();
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
             "/hangup" => return,
             _ => {
                 let body = format!("{conn}:{req_no}");
@@ -171,8 +175,11 @@ async fn chunked_close_delimited_head_and_interim_answers() {
     assert_eq!(r.headers()["transfer-encoding"], "chunked");
     assert_eq!(r.text().await.unwrap(), "hello world");
 
+    // A body that ends at the backend's close reaches the client chunked, on a connection that
+    // stays open.
     let r = c.get(p.url("/close")).send().await.unwrap();
-    assert_eq!(r.headers()["connection"], "close");
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    assert!(r.headers().get("connection").is_none());
     assert_eq!(r.text().await.unwrap(), "until close");
 
     // HEAD: the length is announced, no body follows, and the connection stays usable.
@@ -231,21 +238,34 @@ async fn large_bodies_stream_both_ways() {
 
 #[tokio::test]
 async fn a_stale_pooled_connection_is_retried_on_the_same_backend() {
-    // Every reused connection hangs up unanswered; each request still succeeds, on a fresh one.
+    // Every reused connection hangs up unanswered; each GET still succeeds, on a fresh one.
     let (addr, seen) = scripted(true).await;
-    let p = start_proxy(&upstream(&[addr], "retries = 0")).await;
+    let p = start_proxy(&upstream(&[addr], "retries = 0\nmax_fails = 0")).await;
     let c = client();
     for _ in 0..5 {
-        let r = c.post(p.url("/")).body("x").send().await.unwrap();
+        let r = c.get(p.url("/")).send().await.unwrap();
         assert_eq!(r.status(), 200);
         assert!(
             r.text().await.unwrap().ends_with(":0"),
             "answered on a fresh connection"
         );
     }
-    let seen = seen.lock().unwrap();
-    let conns: std::collections::BTreeSet<usize> = seen.iter().map(|(c, _)| *c).collect();
-    assert_eq!(conns.len(), 5, "one fresh connection per request");
+    {
+        let seen = seen.lock().unwrap();
+        let conns: std::collections::BTreeSet<usize> = seen.iter().map(|(c, _)| *c).collect();
+        assert_eq!(conns.len(), 5, "one fresh connection per request");
+    }
+    // A POST the backend may have acted on is never sent twice: on a stale connection it fails.
+    seen.lock().unwrap().clear();
+    let r = c.post(p.url("/")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let posts = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, h)| h.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "the POST reached the backend once");
 }
 
 #[tokio::test]
@@ -282,15 +302,46 @@ async fn an_unanswered_get_fails_over_and_a_post_does_not() {
 #[tokio::test]
 async fn a_silent_backend_times_out_with_504() {
     let (addr, _) = scripted(false).await;
-    let p = start_proxy(&upstream(&[addr], "idle_timeout = \"1s\"")).await;
+    let p = start_proxy(&upstream(&[addr], "idle_timeout = \"1s\"\nmax_fails = 0")).await;
     let started = std::time::Instant::now();
     let r = client().get(p.url("/silent")).send().await.unwrap();
     assert_eq!(r.status(), 504);
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"], "the backend timed out");
+    assert_eq!(v["error"], "backend failed: the backend timed out");
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "{waited:?}"
     );
+
+    // Silent mid-body: the client sees the body cut (no last chunk), not a clean end.
+    let r = client().get(p.url("/stall")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text().await.is_err(),
+        "a cut body must not read as complete"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_header_cannot_smuggle_a_request() {
+    let (addr, seen) = scripted(false).await;
+    let p = start_proxy(&upstream(&[addr], "")).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let inner = "GET /smuggled HTTP/1.1\r\nHost: internal\r\n\r\n";
+    let outer = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length, close\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    s.write_all(outer.as_bytes()).await.unwrap();
+    let mut all = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    // The inner request is the POST's body, echoed back, never a request of its own.
+    assert!(all.ends_with(inner), "{all}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].1.starts_with("POST /echo"));
 }

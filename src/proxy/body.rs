@@ -50,6 +50,8 @@ enum State {
     TrailerStart,
     /// Inside a trailer field line.
     TrailerLine,
+    /// LF ending a trailer field line.
+    TrailerLf,
     /// LF of the final empty line.
     EndLf,
     Done,
@@ -128,14 +130,15 @@ impl ChunkScanner {
                         digits: 0,
                     }
                 }
+                // Every line ends in CRLF: a bare LF could end the body early for a lenient
+                // reader and let what follows pass as a second message.
                 State::TrailerStart if b == b'\r' => State::EndLf,
-                State::TrailerStart | State::TrailerLine => {
-                    if b == b'\n' {
-                        self.line = 0;
-                        State::TrailerStart
-                    } else {
-                        State::TrailerLine
-                    }
+                State::TrailerStart | State::TrailerLine if b == b'\n' => return Err(BadChunk),
+                State::TrailerStart | State::TrailerLine if b == b'\r' => State::TrailerLf,
+                State::TrailerStart | State::TrailerLine => State::TrailerLine,
+                State::TrailerLf if b == b'\n' => {
+                    self.line = 0;
+                    State::TrailerStart
                 }
                 State::EndLf if b == b'\n' => {
                     self.state = State::Done;
@@ -244,16 +247,54 @@ impl RelayError {
     }
 }
 
-/// Relay the rest of a body from `src` to `dst` through `buf` (its contents are discarded),
-/// waiting at most `idle` for each read. Bytes past the body are left unread where the framing
-/// allows (a length); for a chunked body they may be read and are returned as `Ok(true)`:
-/// "extra bytes followed".
+/// How to relay a body.
+#[derive(Clone, Copy, Debug)]
+pub struct Relay {
+    /// Longest wait for the next bytes from the sender.
+    pub read: Duration,
+    /// Longest wait for the receiver to take bytes (nginx's `send_timeout`).
+    pub write: Duration,
+    /// Pass the body on chunked (for a body that ends at close).
+    pub rechunk: bool,
+}
+
+/// The last chunk of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Append `data` to `out` as one chunk of a chunked body.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if !data.is_empty() {
+        use std::io::Write;
+        let _ = write!(out, "{:x}\r\n", data.len());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Write all of `bytes` and flush, within `limit`.
+pub async fn send<W>(dst: &mut W, bytes: &[u8], limit: Duration) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let write = async {
+        dst.write_all(bytes).await?;
+        dst.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")),
+    }
+}
+
+/// Relay the rest of a body from `src` to `dst` through `buf` (its contents are discarded).
+/// Bytes past the body are left unread where the framing allows (a length); for a chunked body
+/// they may be read and are returned as `Ok(true)`: "extra bytes followed".
 pub async fn relay<R, W>(
     src: &mut R,
     dst: &mut W,
     progress: &mut Progress,
     buf: &mut Vec<u8>,
-    idle: Duration,
+    how: Relay,
 ) -> Result<bool, RelayError>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -261,27 +302,37 @@ where
 {
     const STEP: usize = 16 * 1024;
     let mut extra = false;
+    let mut framed = Vec::new();
     while !progress.done() {
         buf.clear();
         buf.reserve(STEP);
         let want = progress.want(STEP);
-        let n = match tokio::time::timeout(idle, src.take(want as u64).read_buf(buf)).await {
-            Err(_) => return Err(RelayError::Timeout(idle)),
+        let n = match tokio::time::timeout(how.read, src.take(want as u64).read_buf(buf)).await {
+            Err(_) => return Err(RelayError::Timeout(how.read)),
             Ok(Err(e)) => return Err(RelayError::Read(e)),
             Ok(Ok(n)) => n,
         };
         if n == 0 {
             if progress.closed() {
+                if how.rechunk {
+                    send(dst, LAST_CHUNK, how.write)
+                        .await
+                        .map_err(RelayError::Write)?;
+                }
                 break;
             }
             return Err(RelayError::Truncated);
         }
         let body = progress.take(&buf[..n])?;
         extra |= body < n;
-        dst.write_all(&buf[..body])
-            .await
-            .map_err(RelayError::Write)?;
-        dst.flush().await.map_err(RelayError::Write)?;
+        let out = if how.rechunk {
+            framed.clear();
+            push_chunk(&mut framed, &buf[..body]);
+            &framed[..]
+        } else {
+            &buf[..body]
+        };
+        send(dst, out, how.write).await.map_err(RelayError::Write)?;
     }
     Ok(extra)
 }
@@ -293,6 +344,12 @@ mod tests {
     fn scan_all(body: &[u8]) -> Result<Option<usize>, BadChunk> {
         ChunkScanner::default().feed(body)
     }
+
+    const HOW: Relay = Relay {
+        read: Duration::from_secs(5),
+        write: Duration::from_secs(5),
+        rechunk: false,
+    };
 
     #[test]
     fn finds_the_end_of_chunked_bodies() {
@@ -324,6 +381,8 @@ mod tests {
             b"5\nhello",
             b"1234567890abcdef0\r\n",
             b"3;ext\n",
+            b"0\r\nx: y\n\r\n",
+            b"0\r\n\n",
         ] {
             assert_eq!(
                 scan_all(bad),
@@ -363,7 +422,7 @@ mod tests {
         let mut out = Vec::new();
         let mut p = Progress::new(Framing::Chunked);
         let mut buf = Vec::new();
-        let extra = relay(&mut b, &mut out, &mut p, &mut buf, Duration::from_secs(5))
+        let extra = relay(&mut b, &mut out, &mut p, &mut buf, HOW)
             .await
             .unwrap();
         assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
@@ -373,13 +432,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_ending_at_close_is_rechunked() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(b"hello").await.unwrap();
+        drop(a);
+        let mut p = Progress::new(Framing::UntilClose);
+        let (mut out, mut buf) = (Vec::new(), Vec::new());
+        let how = Relay {
+            rechunk: true,
+            ..HOW
+        };
+        relay(&mut b, &mut out, &mut p, &mut buf, how)
+            .await
+            .unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
+        let mut check = ChunkScanner::default();
+        assert_eq!(check.feed(&out), Ok(Some(out.len())));
+    }
+
+    #[tokio::test]
     async fn a_short_body_is_truncated() {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"abc").await.unwrap();
         drop(a);
         let mut p = Progress::new(Framing::Length(10));
         let (mut out, mut buf) = (Vec::new(), Vec::new());
-        let r = relay(&mut b, &mut out, &mut p, &mut buf, Duration::from_secs(5)).await;
+        let r = relay(&mut b, &mut out, &mut p, &mut buf, HOW).await;
         assert!(matches!(r, Err(RelayError::Truncated)), "{r:?}");
         assert_eq!(out, b"abc");
     }

@@ -10,9 +10,12 @@
 //! Failures follow nginx's `proxy_next_upstream error`: a backend that cannot be connected to
 //! is counted as failed and the next one is tried (up to the upstream's `retries`); so is one
 //! that breaks before answering an idempotent request. A pooled connection that turns out stale
-//! is retried once more on a fresh connection to the same backend, so a sticky request stays put.
+//! (it could not take the request, or closed an idempotent one unanswered) is retried on a fresh
+//! connection to the same backend, so a sticky request stays put. A non-idempotent request the
+//! backend may have received is never sent again.
 
-use super::body::{relay, Framing, Progress};
+use super::body::{push_chunk, relay, send, Framing, Progress, Relay};
+use super::gateway::DEFAULT_HEADER_TIMEOUT;
 use super::head::{read_head, HeadRead};
 use super::http::MAX_STALE_RETRIES;
 use super::keepalive::Keepalive;
@@ -25,12 +28,19 @@ use pingora::protocols::Stream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Request bodies up to this size are read whole before sending, so a failed attempt can be
 /// sent again to another backend. Larger ones stream through and are not retried.
 pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Longest wait for a peer to take bytes tideway sends (nginx's `send_timeout` and
+/// `proxy_send_timeout`).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest wait for the next bytes of a request body (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = DEFAULT_HEADER_TIMEOUT;
 
 /// Buffers of one client connection, reused from request to request.
 #[derive(Default)]
@@ -46,8 +56,12 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// Let go of buffers a large message grew, so an idle keep-alive connection stays small.
-    pub fn shrink(&mut self) {
+    /// Between requests: forget the last exchange and let go of buffers a large message grew,
+    /// so an idle keep-alive connection stays small.
+    pub fn reset(&mut self) {
+        self.out.clear();
+        self.upstream.clear();
+        self.reply.clear();
         for b in [
             &mut self.client,
             &mut self.out,
@@ -65,7 +79,10 @@ impl Buffers {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     KeepAlive,
+    /// Close cleanly.
     Close,
+    /// Drop the connection without a clean close (no TLS close_notify): the response was cut.
+    Abort,
 }
 
 /// tideway's HTTP path of one listener.
@@ -74,12 +91,31 @@ pub struct HttpPath {
     pub keepalive: Keepalive,
 }
 
-/// How an attempt on one backend failed.
+/// How an attempt on one backend failed before the client got anything.
 enum Failed {
-    /// Before any byte of an answer: another attempt may follow.
+    /// Sending the request failed: the backend did not get it whole.
+    Unsent(String),
+    /// The backend closed without a byte of answer.
     Unanswered(String),
     /// The backend answered too slowly, or with something that cannot be forwarded.
     Answered(u16, String),
+}
+
+/// What an exchange that reached the client says about the backend.
+enum Health {
+    Success,
+    Failed(String),
+    /// Nothing either way (the client went away).
+    Unknown,
+}
+
+/// An exchange whose response (or part of it) reached the client.
+struct Done {
+    next: Next,
+    status: u16,
+    /// The backend connection is at a message boundary and may carry another request.
+    reusable: bool,
+    health: Health,
 }
 
 impl HttpPath {
@@ -118,15 +154,12 @@ impl HttpPath {
 
         let Some(policy) = policy else {
             let msg = format!("no upstream named {:?}", &*self.route.upstream);
-            return self
-                .reply_error(client, 503, &msg, req.close || streamed > 0)
-                .await;
+            return reply_error(client, 503, &msg, req.close || streamed > 0).await;
         };
         match self.attempts(client, bufs, &req, &policy, streamed).await {
             Ok(next) => next,
             Err((status, msg)) => {
-                self.reply_error(client, status, &msg, req.close || streamed > 0)
-                    .await
+                reply_error(client, status, &msg, req.close || streamed > 0).await
             }
         }
     }
@@ -141,6 +174,7 @@ impl HttpPath {
         streamed: u64,
     ) -> Result<Next, (u16, String)> {
         let max_fails = policy.passive.max_fails;
+        let replayable = streamed == 0;
         let mut tried: Vec<BackendId> = Vec::new();
         let mut stale = 0;
         let mut again: Option<(BackendId, SocketAddr, ActiveGuard)> = None;
@@ -178,49 +212,57 @@ impl HttpPath {
                     }
                 },
             };
-            match self
+            let failed = match self
                 .exchange(client, &mut io, bufs, req, policy, streamed)
                 .await
             {
-                Ok((next, status, reusable)) => {
-                    if policy.passive.fail_on_5xx && status >= 500 {
-                        let why = format!("answered {status}");
-                        self.route.failed(guard.live(), &id, max_fails, &why);
-                    } else {
-                        guard.live().record_success();
+                Ok(done) => {
+                    match done.health {
+                        Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
+                            let why = format!("answered {}", done.status);
+                            self.route.failed(guard.live(), &id, max_fails, &why);
+                        }
+                        Health::Success => guard.live().record_success(),
+                        Health::Failed(why) => {
+                            tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend broke off a response");
+                            self.route.failed(guard.live(), &id, max_fails, &why);
+                        }
+                        Health::Unknown => {}
                     }
-                    if reusable {
+                    if done.reusable {
                         self.keepalive.put(addr, io);
                     }
-                    return Ok(next);
+                    return Ok(done.next);
                 }
-                Err(Failed::Unanswered(why)) => {
-                    let replayable = streamed == 0;
-                    if reused && replayable && stale < MAX_STALE_RETRIES {
-                        // A pooled connection had gone stale: not the backend's fault. Retry it
-                        // on a fresh connection, so the request stays sticky.
-                        stale += 1;
-                        again = Some((id, addr, guard));
-                        continue;
-                    }
-                    tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend failed the request");
-                    self.route.failed(guard.live(), &id, max_fails, &why);
-                    tried.push(id);
-                    if !(replayable && req.idempotent) || tried.len() as u32 > policy.retries {
-                        return Err((502, format!("backend failed: {why}")));
-                    }
-                }
-                Err(Failed::Answered(status, why)) => {
-                    tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend failed the request");
-                    self.route.failed(guard.live(), &id, max_fails, &why);
-                    return Err((status, why));
-                }
+                Err(failed) => failed,
+            };
+            // A pooled connection gone stale is not the backend's fault: retry on a fresh one
+            // to the same backend, if the request cannot have been acted on twice.
+            let stale_retry = match &failed {
+                Failed::Unsent(_) => true,
+                Failed::Unanswered(_) => req.idempotent,
+                Failed::Answered(..) => false,
+            };
+            if reused && replayable && stale_retry && stale < MAX_STALE_RETRIES {
+                stale += 1;
+                again = Some((id, addr, guard));
+                continue;
+            }
+            let (status, why, next_backend) = match failed {
+                Failed::Unsent(why) => (502, why, true),
+                Failed::Unanswered(why) => (502, why, req.idempotent),
+                Failed::Answered(status, why) => (status, why, false),
+            };
+            tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend failed the request");
+            self.route.failed(guard.live(), &id, max_fails, &why);
+            tried.push(id);
+            if !(next_backend && replayable) || tried.len() as u32 > policy.retries {
+                return Err((status, format!("backend failed: {why}")));
             }
         }
     }
 
-    /// Send the request on `io` and relay the answer. `Ok((next, status, reusable))` once the
-    /// response reached the client (or the client went away mid-response).
+    /// Send the request on `io` and relay the answer.
     async fn exchange(
         &self,
         client: &mut Stream,
@@ -229,24 +271,35 @@ impl HttpPath {
         req: &Request,
         policy: &UpstreamPolicy,
         streamed: u64,
-    ) -> Result<(Next, u16, bool), Failed> {
+    ) -> Result<Done, Failed> {
         let idle = policy.idle_timeout;
-        io.write_all(&bufs.out)
+        send(io, &bufs.out, DEFAULT_SEND_TIMEOUT)
             .await
-            .map_err(|e| Failed::Unanswered(format!("sending the request: {e}")))?;
+            .map_err(|e| Failed::Unsent(format!("sending the request: {e}")))?;
         if streamed > 0 {
             let mut body = Progress::new(Framing::Length(streamed));
-            if let Err(e) = relay(client, io, &mut body, &mut bufs.upstream, idle).await {
+            let how = Relay {
+                read: DEFAULT_BODY_TIMEOUT,
+                write: DEFAULT_SEND_TIMEOUT,
+                rechunk: false,
+            };
+            if let Err(e) = relay(client, io, &mut body, &mut bufs.upstream, how).await {
                 if e.on_read() {
                     // The client stopped sending: nothing to answer.
-                    return Ok((Next::Close, 0, false));
+                    return Ok(Done {
+                        next: Next::Abort,
+                        status: 0,
+                        reusable: false,
+                        health: Health::Unknown,
+                    });
                 }
                 return Err(Failed::Answered(502, format!("sending the body: {e}")));
             }
         }
 
         bufs.upstream.clear();
-        let answer = loop {
+        let mut interim = false;
+        let (res, head_len) = loop {
             let read = tokio::time::timeout(idle, read_head(io, &mut bufs.upstream)).await;
             let head_len = match read {
                 Err(_) => return Err(Failed::Answered(504, "the backend timed out".into())),
@@ -254,10 +307,10 @@ impl HttpPath {
                 Ok(Ok(HeadRead::TooLarge)) => {
                     return Err(Failed::Answered(502, "response head too large".into()))
                 }
-                Ok(Ok(HeadRead::Eof)) | Ok(Err(_)) if bufs.upstream.is_empty() => {
+                Ok(Ok(HeadRead::Eof) | Err(_)) if bufs.upstream.is_empty() && !interim => {
                     return Err(Failed::Unanswered("closed without answering".into()))
                 }
-                Ok(Ok(HeadRead::Eof)) | Ok(Err(_)) => {
+                Ok(Ok(HeadRead::Eof) | Err(_)) => {
                     return Err(Failed::Answered(502, "closed mid-answer".into()))
                 }
             };
@@ -268,13 +321,13 @@ impl HttpPath {
                 &mut bufs.reply,
             ) {
                 Ok(Answer::Interim) => {
+                    interim = true;
                     bufs.upstream.drain(..head_len);
                 }
                 Ok(Answer::Final(res)) => break (res, head_len),
                 Err(e) => return Err(Failed::Answered(502, e.to_string())),
             }
         };
-        let (res, head_len) = answer;
 
         let mut body = Progress::new(res.framing);
         let rest = &bufs.upstream[head_len..];
@@ -282,53 +335,77 @@ impl HttpPath {
             .take(rest)
             .map_err(|e| Failed::Answered(502, e.to_string()))?;
         let mut extra = first < rest.len();
-        bufs.reply.extend_from_slice(&rest[..first]);
-        let next = if res.close {
-            Next::Close
+        if res.rechunk {
+            push_chunk(&mut bufs.reply, &rest[..first]);
         } else {
-            Next::KeepAlive
-        };
-        if client.write_all(&bufs.reply).await.is_err() || client.flush().await.is_err() {
-            let reusable = res.reusable && body.done() && !extra;
-            return Ok((Next::Close, res.status, reusable));
+            bufs.reply.extend_from_slice(&rest[..first]);
+        }
+        let status = res.status;
+        if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
+            .await
+            .is_err()
+        {
+            return Ok(Done {
+                next: Next::Abort,
+                status,
+                reusable: res.reusable && body.done() && !extra,
+                health: Health::Success,
+            });
         }
         if !body.done() {
-            match relay(io, client, &mut body, &mut bufs.upstream, idle).await {
+            let how = Relay {
+                read: idle,
+                write: DEFAULT_SEND_TIMEOUT,
+                rechunk: res.rechunk,
+            };
+            match relay(io, client, &mut body, &mut bufs.upstream, how).await {
                 Ok(more) => extra |= more,
-                Err(e) if e.on_read() => {
-                    tracing::warn!(upstream = %self.route.upstream, error = %e, "backend broke off a response");
-                    return Ok((Next::Close, 502, false));
+                Err(e) => {
+                    let health = if e.on_read() {
+                        Health::Failed(format!("response body: {e}"))
+                    } else {
+                        Health::Unknown
+                    };
+                    return Ok(Done {
+                        next: Next::Abort,
+                        status,
+                        reusable: false,
+                        health,
+                    });
                 }
-                Err(_) => return Ok((Next::Close, res.status, false)),
             }
         }
-        bufs.upstream.clear();
-        bufs.reply.clear();
-        Ok((next, res.status, res.reusable && !extra))
+        Ok(Done {
+            next: if res.close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            },
+            status,
+            reusable: res.reusable && !extra,
+            health: Health::Success,
+        })
     }
+}
 
-    /// Answer the client with a JSON error.
-    async fn reply_error(&self, client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
-        let body = error_body(msg);
-        let reason = match status {
-            502 => "Bad Gateway",
-            503 => "Service Unavailable",
-            504 => "Gateway Timeout",
-            _ => "Error",
-        };
-        let resp = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
-            body.len(),
-            if close { "connection: close\r\n" } else { "" },
-        );
-        if client.write_all(resp.as_bytes()).await.is_err() || client.flush().await.is_err() {
-            return Next::Close;
-        }
-        if close {
-            Next::Close
-        } else {
-            Next::KeepAlive
-        }
+/// Answer the client with a JSON error.
+async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
+    let body = error_body(msg);
+    let reason = match status {
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let resp = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+        body.len(),
+        if close { "connection: close\r\n" } else { "" },
+    );
+    match send(client, resp.as_bytes(), DEFAULT_SEND_TIMEOUT).await {
+        Err(_) => Next::Abort,
+        Ok(()) if close => Next::Close,
+        Ok(()) => Next::KeepAlive,
     }
 }
 
@@ -351,7 +428,7 @@ async fn read_to(client: &mut Stream, buf: &mut Vec<u8>, len: usize) -> Result<(
         let want = (len - buf.len()) as u64;
         let mut limited = (&mut *client).take(want);
         let read = limited.read_buf(buf);
-        match tokio::time::timeout(super::gateway::DEFAULT_HEADER_TIMEOUT, read).await {
+        match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Err(()),
         }

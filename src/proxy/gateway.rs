@@ -142,13 +142,17 @@ impl ServerApp for Gateway {
                         .path
                         .forward(&mut stream, &mut bufs, len, req, policy)
                         .await;
-                    if next == Next::Close {
-                        // A clean end: TLS sends its close_notify, TCP its FIN.
-                        let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
-                        return None;
+                    match next {
+                        Next::KeepAlive => bufs.reset(),
+                        Next::Close => {
+                            // A clean end: TLS sends its close_notify, TCP its FIN.
+                            let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+                            return None;
+                        }
+                        // A cut response: no close_notify, so a TLS client sees the cut.
+                        Next::Abort => return None,
                     }
-                    bufs.shrink();
                     continue;
                 }
                 Some((Inspected::Pingora, _, _)) | None => {}

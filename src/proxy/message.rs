@@ -61,9 +61,16 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Is header `name` listed in one of the `Connection` header values?
+/// Headers that delimit or address a message: a `Connection` header naming them is ignored, or
+/// the two hops would disagree on where a message ends (request smuggling).
+const NEVER_HOP_BY_HOP: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// Is header `name` listed in one of the `Connection` header values (and allowed to be)?
 fn named_by(connection: &[&[u8]], name: &str) -> bool {
     connection.iter().any(|v| has_token(v, name))
+        && !NEVER_HOP_BY_HOP
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The single value of all `Content-Length` headers, `Err` when they are malformed or disagree.
@@ -101,17 +108,25 @@ pub fn inspect_request(
 ) -> Inspected {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(raw), Ok(httparse::Status::Complete(_))) || req.version != Some(1) {
+    // The head must end exactly where tideway's reader ended it (CRLF CRLF): httparse also
+    // accepts bare LF line ends, which would hide bytes between the two ends.
+    let parsed = matches!(req.parse(raw), Ok(httparse::Status::Complete(n)) if n == raw.len());
+    if !parsed || req.version != Some(1) {
         return Inspected::Pingora;
     }
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Inspected::Pingora;
     };
+    if method == "CONNECT" {
+        return Inspected::Pingora;
+    }
     let headers = req.headers;
 
     let mut connection: [&[u8]; 4] = [b""; 4];
     let mut n_connection = 0;
-    let (mut upgrade, mut websocket, mut xff) = (false, false, None);
+    let (mut upgrade, mut websocket) = (false, false);
+    let mut xff: [&[u8]; 4] = [b""; 4];
+    let mut n_xff = 0;
     for h in headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("connection") {
@@ -128,7 +143,11 @@ pub fn inspect_request(
         {
             return Inspected::Pingora;
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            xff = Some(h.value);
+            if n_xff == xff.len() {
+                return Inspected::Pingora;
+            }
+            xff[n_xff] = h.value;
+            n_xff += 1;
         }
     }
     let connection = &connection[..n_connection];
@@ -172,9 +191,11 @@ pub fn inspect_request(
     }
     if let Some(ip) = client {
         out.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prev) = xff.filter(|v| !v.trim_ascii().is_empty()) {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
+        for prev in xff[..n_xff].iter().map(|v| v.trim_ascii()) {
+            if !prev.is_empty() {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
         }
         let _ = write!(out, "{ip}\r\nx-real-ip: {ip}\r\n");
     }
@@ -208,6 +229,8 @@ pub enum Answer {
 pub struct Response {
     pub status: u16,
     pub framing: Framing,
+    /// Pass a body that ends at close on as chunked.
+    pub rechunk: bool,
     /// The backend connection can carry another request afterwards.
     pub reusable: bool,
     /// The client connection must close afterwards (it asked to, or the body ends at close).
@@ -237,7 +260,7 @@ pub fn inspect_response(
 ) -> Result<Answer, BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
-    if !matches!(res.parse(raw), Ok(httparse::Status::Complete(_))) {
+    if !matches!(res.parse(raw), Ok(httparse::Status::Complete(n)) if n == raw.len()) {
         return Err(BadResponse::Malformed);
     }
     let (Some(version), Some(status)) = (res.version, res.code) else {
@@ -266,6 +289,10 @@ pub fn inspect_response(
         }
     }
     let connection = &connection[..n_connection];
+    // A body that ends at the backend's close is passed on chunked (as nginx does), so the
+    // client can tell a complete body from a cut one and keep its connection; unless the
+    // backend named a transfer coding of its own, when the client's body ends at close too.
+    let mut rechunk = false;
     let framing = if head_method || status == 204 || status == 304 {
         Framing::Empty
     } else {
@@ -274,14 +301,17 @@ pub fn inspect_response(
             Some(false) => Framing::UntilClose,
             None => match content_length(headers) {
                 Ok(Some(n)) => Framing::Length(n),
-                Ok(None) => Framing::UntilClose,
+                Ok(None) => {
+                    rechunk = true;
+                    Framing::UntilClose
+                }
                 Err(()) => return Err(BadResponse::Length),
             },
         }
     };
     let ends_at_close = framing == Framing::UntilClose;
     let reusable = version == 1 && !ends_at_close && !named_by(connection, "close");
-    let close = close || ends_at_close;
+    let close = close || (ends_at_close && !rechunk);
 
     out.clear();
     out.reserve(raw.len() + 32);
@@ -298,6 +328,9 @@ pub fn inspect_response(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
+    if rechunk {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -305,6 +338,7 @@ pub fn inspect_response(
     Ok(Answer::Final(Response {
         status,
         framing,
+        rechunk,
         reusable,
         close,
     }))

@@ -102,10 +102,22 @@ fn delimits_response_bodies() {
     assert_eq!(r.framing, Framing::Chunked);
     assert!(!out.to_ascii_lowercase().contains("content-length"));
 
-    // No length: the body ends at close, and so does the client connection.
+    // No length: the body ends at the backend's close and goes on to the client chunked, so
+    // the client connection stays open.
     let (r, out) = final_response("HTTP/1.1 200 OK\r\n\r\n", false, false);
     assert_eq!(
-        (r.framing, r.reusable, r.close),
+        (r.framing, r.rechunk, r.reusable, r.close),
+        (Framing::UntilClose, true, false, false)
+    );
+    assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n"));
+    // A coding other than chunked last: the client's body ends at close too.
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(
+        (r.framing, r.rechunk, r.close),
         (Framing::UntilClose, false, true)
     );
     assert!(out.ends_with("connection: close\r\n\r\n"));
@@ -158,5 +170,61 @@ fn drops_interim_answers_and_refuses_bad_ones() {
     assert_eq!(
         response("NOT HTTP\r\n\r\n", false, false).unwrap_err(),
         BadResponse::Malformed
+    );
+}
+
+#[test]
+fn connection_cannot_drop_the_headers_that_frame_a_message() {
+    // Dropping Content-Length would let the body pass as a second request (smuggling).
+    let (req, out) = forwarded(
+        "POST /outer HTTP/1.1\r\nHost: x\r\nConnection: content-length, host, x-a\r\nX-A: 1\r\nContent-Length: 42\r\n\r\n",
+    );
+    assert_eq!(req.body_len, 42);
+    assert!(
+        out.contains("Content-Length: 42\r\n") && out.contains("Host: x\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("X-A"), "{out}");
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nConnection: transfer-encoding, content-length\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::Chunked);
+    assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::Length(5));
+    assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+}
+
+#[test]
+fn a_head_must_end_where_the_reader_ended_it() {
+    // httparse takes bare LF line ends; the head reader ends heads at CRLF CRLF. Bytes between
+    // the two ends must not vanish: such heads go to pingora, such answers are refused.
+    let raw = "GET /a HTTP/1.1\nHost: x\n\nGET /hidden HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(request(raw, None).0, Inspected::Pingora);
+    let raw = "HTTP/1.1 200 OK\nContent-Length: 0\n\nHTTP/1.1 200 OK\r\n\r\n";
+    assert_eq!(
+        response(raw, false, false).unwrap_err(),
+        BadResponse::Malformed
+    );
+}
+
+#[test]
+fn connect_goes_to_pingora_and_forwarded_for_chains_join() {
+    assert_eq!(
+        request("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", None).0,
+        Inspected::Pingora
+    );
+    let (_, out) = forwarded(
+        "GET / HTTP/1.1\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
+    );
+    assert!(
+        out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"),
+        "{out}"
     );
 }

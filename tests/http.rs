@@ -345,3 +345,37 @@ async fn a_connection_header_cannot_smuggle_a_request() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].1.starts_with("POST /echo"));
 }
+
+#[tokio::test]
+async fn sigterm_closes_idle_keep_alive_connections_at_once() {
+    let (addr, _) = scripted(false).await;
+    let mut p = start_proxy(&upstream(&[addr], "")).await;
+    // A long grace period, so "closed at once" and "closed when the grace ends" differ by 5 s.
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let config = config.replace("shutdown_grace = \"1s\"", "shutdown_grace = \"6s\"");
+    std::fs::write(&p.config_path, config).unwrap();
+    p.restart().await;
+
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].ends_with(b":0"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    // The idle connection closes now, not when the 6 s grace period ends.
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("closed well before the grace period ended")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "a clean close, no answer");
+    assert!(p.child.wait().unwrap().success());
+}

@@ -88,7 +88,7 @@ pub enum Next {
 /// tideway's HTTP path of one listener.
 pub struct HttpPath {
     pub route: Route,
-    pub keepalive: Keepalive,
+    pub keepalive: Arc<Keepalive>,
 }
 
 /// How an attempt on one backend failed before the client got anything.
@@ -120,7 +120,10 @@ struct Done {
 
 impl HttpPath {
     pub fn new(route: Route, keepalive: Keepalive) -> Self {
-        HttpPath { route, keepalive }
+        HttpPath {
+            route,
+            keepalive: Arc::new(keepalive),
+        }
     }
 
     /// Forward the request whose head is `bufs.client[..head_len]` and whose backend head is in

@@ -35,6 +35,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Gateway {
     http: Arc<HttpProxy<Router>>,
     path: HttpPath,
+    /// Starts the idle-connection sweeper on the first connection (inside pingora's runtime).
+    sweeper: std::sync::Once,
     route: Route,
     tls: Option<Terminator>,
 }
@@ -45,6 +47,7 @@ impl Gateway {
         Gateway {
             http: Arc::new(http),
             path: HttpPath::new(route.clone(), keepalive),
+            sweeper: std::sync::Once::new(),
             route,
             tls,
         }
@@ -92,6 +95,15 @@ fn rewind(stream: Stream, bytes: &[u8]) -> Option<Stream> {
     }
 }
 
+/// Resolves once the server is shutting down.
+async fn stopped(mut watch: ShutdownWatch) {
+    while !*watch.borrow_and_update() {
+        if watch.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[async_trait]
 impl ServerApp for Gateway {
     async fn process_new(
@@ -99,6 +111,8 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.sweeper
+            .call_once(|| Keepalive::spawn_sweeper(&self.path.keepalive));
         let (peer_addr, local_addr) = (peer(&stream), local(&stream));
         let mut stream = match &self.tls {
             None => stream,
@@ -114,13 +128,19 @@ impl ServerApp for Gateway {
         let mut served = false;
         let mut bufs = Buffers::default();
         let ip = peer_addr.map(|a| a.ip());
+        let mut stop = std::pin::pin!(stopped(shutdown.clone()));
         loop {
             let wait = if served {
                 DEFAULT_KEEPALIVE
             } else {
                 DEFAULT_HEADER_TIMEOUT
             };
-            let head = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)).await;
+            let head = tokio::select! {
+                r = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)) => r,
+                // Shutting down: an idle keep-alive connection closes now, not at the end of
+                // the grace period (a request already arriving is still served).
+                _ = &mut stop, if served && bufs.client.is_empty() => return None,
+            };
             let inspected = match head {
                 Ok(Ok(HeadRead::Complete(len))) => {
                     let (what, policy) = self.inspect(&bufs.client[..len], ip, &mut bufs.out);

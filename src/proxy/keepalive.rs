@@ -1,6 +1,7 @@
 //! Idle upstream connections kept for reuse (nginx's `keepalive N` in an `upstream` block),
 //! per backend address, newest first. A connection the backend closed while idle is noticed
-//! when it is taken (its socket reads EOF) and thrown away; one idle too long is closed.
+//! when it is taken (its socket reads EOF) and thrown away; one idle too long is closed by a
+//! sweep, run while connections are returned and by a background task when traffic stops.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,18 +73,42 @@ impl Keepalive {
         let now = Instant::now();
         let mut lists = self.lock();
         if now.duration_since(lists.swept) >= SWEEP_EVERY {
-            lists.swept = now;
-            let timeout = self.idle_timeout;
-            lists.by_addr.retain(|_, list| {
-                list.retain(|i| now.duration_since(i.since) < timeout && usable(&i.io));
-                !list.is_empty()
-            });
+            self.sweep_locked(&mut lists, now);
         }
         let list = lists.by_addr.entry(addr).or_default();
         if list.len() >= self.per_backend {
             list.remove(0);
         }
         list.push(Idle { io, since: now });
+    }
+
+    fn sweep_locked(&self, lists: &mut Lists, now: Instant) {
+        lists.swept = now;
+        let timeout = self.idle_timeout;
+        lists.by_addr.retain(|_, list| {
+            list.retain(|i| now.duration_since(i.since) < timeout && usable(&i.io));
+            !list.is_empty()
+        });
+    }
+
+    /// Close the connections idle too long or closed by their backend.
+    pub fn sweep(&self) {
+        let mut lists = self.lock();
+        self.sweep_locked(&mut lists, Instant::now());
+    }
+
+    /// Sweep `keepalive` every few seconds, on the current runtime, for as long as it exists.
+    pub fn spawn_sweeper(keepalive: &std::sync::Arc<Keepalive>) {
+        let weak = std::sync::Arc::downgrade(keepalive);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SWEEP_EVERY).await;
+                match weak.upgrade() {
+                    Some(k) => k.sweep(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Idle connections held, over all backends.
@@ -151,6 +176,16 @@ mod tests {
         assert_eq!(servers[0].read(&mut buf).await.unwrap(), 0);
 
         let expired = Keepalive::new(2, Duration::ZERO);
+        let (c, mut s) = pair(&l).await;
+        expired.put(addr, c);
+        assert_eq!(expired.idle(), 1);
+        expired.sweep();
+        assert_eq!(expired.idle(), 0, "idle past the timeout");
+        assert_eq!(
+            s.read(&mut buf).await.unwrap(),
+            0,
+            "swept connections are closed"
+        );
         let (c, _s) = pair(&l).await;
         expired.put(addr, c);
         assert!(expired.take(addr).is_none(), "idle past the timeout");

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 /// buffer, which coalesces a response's head and body into one send.
 const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
-    write: None,
+    write: Some(0),
 };
 
 /// Why tideway could not start.

@@ -106,6 +106,9 @@ async fn stopped(mut watch: ShutdownWatch) {
 
 #[async_trait]
 impl ServerApp for Gateway {
+    /// Each connection gets a task of its own, sized for what tideway does with it: pingora's
+    /// connection task is sized for every state its accept path can be in, about 9 KiB held
+    /// for as long as the connection lives.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -113,10 +116,24 @@ impl ServerApp for Gateway {
     ) -> Option<Stream> {
         self.sweeper
             .call_once(|| Keepalive::spawn_sweeper(&self.path.keepalive));
+        let (me, shutdown) = (self.clone(), shutdown.clone());
+        tokio::spawn(async move { me.serve(stream, shutdown).await });
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.http.http_cleanup().await;
+    }
+}
+
+impl Gateway {
+    /// Serve one connection: every request on it, or the WebSocket it becomes.
+    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) -> Option<()> {
         let (peer_addr, local_addr) = (peer(&stream), local(&stream));
         let mut stream = match &self.tls {
             None => stream,
-            Some(t) => match t.accept(stream).await {
+            // Boxed: the handshake's state is large and only needed while it runs.
+            Some(t) => match Box::pin(t.accept(stream)).await {
                 Ok(conn) => Box::new(conn) as Stream,
                 Err(e) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
@@ -152,8 +169,13 @@ impl ServerApp for Gateway {
             served = true;
             match inspected {
                 Some((Inspected::WebSocket, _, len)) => {
+                    // The WebSocket lives on in a task of its own, sized for it alone: this
+                    // connection's task (pingora's, sized for every kind of request) ends.
                     let raw = std::mem::take(&mut bufs.client);
-                    websocket::serve(&self.route, stream, raw, len, peer_addr, local_addr).await;
+                    let route = self.route.clone();
+                    tokio::spawn(async move {
+                        websocket::serve(&route, stream, raw, len, peer_addr, local_addr).await;
+                    });
                     return None;
                 }
                 Some((Inspected::Forward(mut req), policy, len)) => {
@@ -187,14 +209,10 @@ impl ServerApp for Gateway {
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
-            let reused = self.http.process_new_http(session, shutdown).await?;
+            let reused = self.http.process_new_http(session, &shutdown).await?;
             let (s, st) = reused.consume();
             stream = s;
             settings = st;
         }
-    }
-
-    async fn cleanup(&self) {
-        self.http.http_cleanup().await;
     }
 }

@@ -20,18 +20,28 @@ pub struct TcpGateway {
 
 #[async_trait]
 impl ServerApp for TcpGateway {
+    /// The tunnel runs in a task of its own, sized for it alone (pingora's connection task is
+    /// sized for all of its accept path).
     async fn process_new(
         self: &Arc<Self>,
-        mut client: Stream,
+        client: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let me = self.clone();
+        tokio::spawn(async move { me.serve(client).await });
+        None
+    }
+}
+
+impl TcpGateway {
+    async fn serve(self: Arc<Self>, mut client: Stream) {
         let (peer, local) = (peer(&client), local(&client));
         let key = ip_hash(peer.map(|p| p.ip()));
         let (policy, key) = match self.route.tunnel_policy(|_| key) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "tcp: no upstream");
-                return None;
+                return;
             }
         };
         let Connected {
@@ -41,13 +51,12 @@ impl ServerApp for TcpGateway {
             Err(e) => {
                 tracing::warn!(upstream = %self.route.upstream, error = %e, "tcp: no backend");
                 let _ = client.shutdown().await;
-                return None;
+                return;
             }
         };
         guard.live().record_success();
         let tunnel = Tunnel::new(client, io, policy.idle_timeout, close, false);
         finish(&self.route.upstream, tunnel.await);
         drop(guard);
-        None
     }
 }

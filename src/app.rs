@@ -21,9 +21,9 @@ use pingora::services::listening::Service;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// Downstream socket buffers: no read buffer (pingora's HTTP reader and tideway's head reader
-/// have their own, and an idle WebSocket must not hold 64 KiB), but pingora's small write
-/// buffer, which coalesces a response's head and body into one send.
+/// Downstream socket buffers: none. pingora's HTTP reader and tideway's head reader have their
+/// own read buffers, tideway's HTTP path sends a response head and its first body bytes in one
+/// write, and an idle WebSocket must hold no buffer (64 KiB read, 1.4 KiB write by default).
 const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
     write: Some(0),

@@ -63,8 +63,11 @@ async fn health(State(demo): State<Demo>) -> Response {
     }
 }
 
+/// Largest request body the demo backend reads.
+const MAX_DEMO_BODY: usize = 16 * 1024 * 1024;
+
 async fn handle(State(demo): State<Demo>, req: Request) -> Response {
-    let (mut parts, _body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let id = demo.id.clone();
     let is_upgrade = parts.headers.contains_key("upgrade");
     if is_upgrade && demo.faults.refuse_websocket.load(Ordering::Relaxed) {
@@ -90,8 +93,13 @@ async fn handle(State(demo): State<Demo>, req: Request) -> Response {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    // Read (and count) the request body, as an echo server would.
+    let Ok(received) = axum::body::to_bytes(body, MAX_DEMO_BODY).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
     let body = serde_json::json!({
         "id": &*demo.id,
+        "body_len": received.len(),
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),
         "x_forwarded_for": h(&parts.headers, "x-forwarded-for"),

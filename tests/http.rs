@@ -379,3 +379,34 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
     assert_eq!(n, 0, "a clean close, no answer");
     assert!(p.child.wait().unwrap().success());
 }
+
+#[tokio::test]
+async fn unusual_requests_still_go_through_pingora() {
+    let b = backend("demo").await;
+    let p = start_proxy(&upstream(&[b.addr], "")).await;
+    // A chunked request body, HTTP/1.0, and Expect: 100-continue.
+    for (raw, body_len) in [
+        (
+            "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
+            8,
+        ),
+        ("GET /old HTTP/1.0\r\nHost: x\r\n\r\n", 0),
+        (
+            "POST /exp HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+            4,
+        ),
+    ] {
+        let mut s = TcpStream::connect(p.http).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        let mut all = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut all))
+            .await
+            .expect("answered and closed")
+            .unwrap();
+        let last = all.rfind("HTTP/1.").unwrap();
+        assert!(all[last..].contains(" 200 "), "{raw:?} -> {all}");
+        assert!(all.contains("\"id\":\"demo\""), "{all}");
+        assert!(all.contains(&format!("\"body_len\":{body_len}")), "{raw:?} -> {all}");
+        assert!(all.contains("\"x_forwarded_proto\":\"http\""), "{all}");
+    }
+}

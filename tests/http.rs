@@ -96,6 +96,12 @@ async fn serve(mut s: TcpStream, conn: usize, seen: Seen, hangup_reused: bool) {
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
             "/hangup" => return,
+            "/wait-close" => {
+                let mut probe = [0u8; 1];
+                let n = s.read(&mut probe).await.unwrap_or(0);
+                seen.lock().unwrap().push((conn, format!("closed after {n}")));
+                return;
+            }
             _ => {
                 let body = format!("{conn}:{req_no}");
                 let h = format!(
@@ -409,4 +415,28 @@ async fn unusual_requests_still_go_through_pingora() {
         assert!(all.contains(&format!("\"body_len\":{body_len}")), "{raw:?} -> {all}");
         assert!(all.contains("\"x_forwarded_proto\":\"http\""), "{all}");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_releases_its_backend_connection() {
+    // A long poll the client gives up on: the backend connection is closed, not held for the
+    // hour of `idle_timeout`.
+    let (addr, seen) = scripted(false).await;
+    let p = start_proxy(&upstream(&[addr], "")).await;
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /wait-close HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(5), || async {
+        seen.lock().unwrap().len() == 1
+    })
+    .await;
+    drop(s);
+    wait_until(Duration::from_secs(5), || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, h)| h == "closed after 0")
+    })
+    .await;
 }

@@ -16,7 +16,7 @@
 
 use super::body::{push_chunk, relay, send, Framing, Progress, Relay};
 use super::gateway::DEFAULT_HEADER_TIMEOUT;
-use super::head::{read_head, HeadRead};
+use super::head::{read_head, HeadRead, MAX_HEAD};
 use super::http::MAX_STALE_RETRIES;
 use super::keepalive::Keepalive;
 use super::message::{inspect_response, Answer, Request};
@@ -302,8 +302,27 @@ impl HttpPath {
 
         bufs.upstream.clear();
         let mut interim = false;
+        let deadline = tokio::time::Instant::now() + idle;
         let (res, head_len) = loop {
-            let read = tokio::time::timeout(idle, read_head(io, &mut bufs.upstream)).await;
+            // While the backend thinks, watch the client: if it goes away (a long poll given
+            // up), so does this exchange, instead of holding the backend until `idle_timeout`.
+            let read = loop {
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, read_head(io, &mut bufs.upstream)) => break r,
+                    n = client.read_buf(&mut bufs.client), if bufs.client.len() < MAX_HEAD => {
+                        match n {
+                            Ok(0) | Err(_) => return Ok(Done {
+                                next: Next::Abort,
+                                status: 0,
+                                reusable: false,
+                                health: Health::Unknown,
+                            }),
+                            // The client's next request, pipelined: kept for later.
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            };
             let head_len = match read {
                 Err(_) => return Err(Failed::Answered(504, "the backend timed out".into())),
                 Ok(Ok(HeadRead::Complete(n))) => n,

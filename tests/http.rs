@@ -362,27 +362,45 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
     std::fs::write(&p.config_path, config).unwrap();
     p.restart().await;
 
-    let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    // Two keep-alive connections, one request each; the second then starts another request.
+    let mut idle = TcpStream::connect(p.http).await.unwrap();
+    let mut busy = TcpStream::connect(p.http).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(
-        buf[..n].ends_with(b":0"),
-        "{:?}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    for s in [&mut idle, &mut busy] {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    busy.write_all(b"GET /second HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     std::process::Command::new("kill")
         .args(["-TERM", &p.child.id().to_string()])
         .status()
         .unwrap();
     // The idle connection closes now, not when the 6 s grace period ends.
-    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+    let n = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut buf))
         .await
         .expect("closed well before the grace period ended")
         .unwrap_or(0);
     assert_eq!(n, 0, "a clean close, no answer");
+    // The request that was arriving is served, and its connection closes after it.
+    busy.write_all(b"Host: x\r\n\r\n").await.unwrap();
+    let mut all = String::new();
+    tokio::time::timeout(Duration::from_secs(3), busy.read_to_string(&mut all))
+        .await
+        .expect("answered and closed")
+        .unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(
+        all.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{all}"
+    );
     assert!(p.child.wait().unwrap().success());
 }
 

@@ -302,10 +302,11 @@ impl HttpPath {
 
         bufs.upstream.clear();
         let mut interim = false;
-        let deadline = tokio::time::Instant::now() + idle;
         let (res, head_len) = loop {
+            let deadline = tokio::time::Instant::now() + idle;
             // While the backend thinks, watch the client: if it goes away (a long poll given
             // up), so does this exchange, instead of holding the backend until `idle_timeout`.
+            // As with nginx, a client that only half-closes after its request counts as gone.
             let read = loop {
                 tokio::select! {
                     r = tokio::time::timeout_at(deadline, read_head(io, &mut bufs.upstream)) => break r,

@@ -146,17 +146,29 @@ impl Gateway {
         let mut bufs = Buffers::default();
         let ip = peer_addr.map(|a| a.ip());
         let mut stop = std::pin::pin!(stopped(shutdown.clone()));
+        let mut stopping = false;
         loop {
             let wait = if served {
                 DEFAULT_KEEPALIVE
             } else {
                 DEFAULT_HEADER_TIMEOUT
             };
-            let head = tokio::select! {
-                r = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)) => r,
-                // Shutting down: an idle keep-alive connection closes now, not at the end of
-                // the grace period (a request already arriving is still served).
-                _ = &mut stop, if served && bufs.client.is_empty() => return None,
+            let head = loop {
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)) => break r,
+                    // Shutting down: an idle keep-alive connection closes now, not at the end
+                    // of the grace period; a request already arriving is still read and served
+                    // (with `Connection: close`). `stop` is never polled again once it fired.
+                    _ = &mut stop, if served && !stopping => {
+                        stopping = true;
+                        if bufs.client.is_empty() {
+                            let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
+                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+                            return None;
+                        }
+                    }
+                }
             };
             let inspected = match head {
                 Ok(Ok(HeadRead::Complete(len))) => {

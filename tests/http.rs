@@ -362,14 +362,19 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
     std::fs::write(&p.config_path, config).unwrap();
     p.restart().await;
 
-    // Two keep-alive connections, one request each; the second then starts another request.
+    // Two keep-alive connections, one request each. The second sends the start of its next
+    // request in the same write, so tideway holds it (read with the first) when SIGTERM comes.
     let mut idle = TcpStream::connect(p.http).await.unwrap();
     let mut busy = TcpStream::connect(p.http).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    for s in [&mut idle, &mut busy] {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+    for (s, raw) in [
+        (&mut idle, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]),
+        (
+            &mut busy,
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\n"[..],
+        ),
+    ] {
+        s.write_all(raw).await.unwrap();
         let n = s.read(&mut buf).await.unwrap();
         assert!(
             buf[..n].starts_with(b"HTTP/1.1 200 OK\r\n"),
@@ -377,8 +382,6 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
             String::from_utf8_lossy(&buf[..n])
         );
     }
-    busy.write_all(b"GET /second HTTP/1.1\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     std::process::Command::new("kill")
         .args(["-TERM", &p.child.id().to_string()])
         .status()

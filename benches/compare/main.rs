@@ -111,22 +111,48 @@ pub(crate) fn launch(
     Proxy { name, child, port }
 }
 
-fn start_tideway(dir: &Path, backend: u16) -> Proxy {
+/// Start tideway (one worker thread) with one listener of `protocol` ("http" or "tcp") in
+/// front of the demo backend on `backend`.
+pub(crate) fn launch_tideway(dir: &Path, backend: u16, protocol: &str) -> Proxy {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
         dir.join("data").display()
     );
     let bin = env!("CARGO_BIN_EXE_tideway");
+    let file = format!("tideway-{protocol}.toml");
     launch(
         "tideway",
         port,
         dir,
-        "tideway.toml",
+        &file,
         config,
         bin,
         &["run", "--config"],
     )
+}
+
+fn start_tideway(dir: &Path, backend: u16) -> Proxy {
+    launch_tideway(dir, backend, "http")
+}
+
+/// Start the demo backend (`--tcp`: its TCP echo) on a free port; returns it and the port.
+fn spawn_backend(tcp: bool) -> (Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["demo-backend", "--listen", &listen, "--id", "bench"];
+    if tcp {
+        args.push("--tcp");
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (child, port)
 }
 
 fn start_nginx(dir: &Path, backend: u16) -> Proxy {
@@ -278,21 +304,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let backend_port = free_port();
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args([
-            "demo-backend",
-            "--listen",
-            &format!("127.0.0.1:{backend_port}"),
-            "--id",
-            "bench",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(backend_port);
+    let (mut backend, backend_port) = spawn_backend(false);
 
     // COMPARE_ONLY=tcp skips the HTTP/WebSocket part (for quick TCP runs).
     let only_tcp = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "tcp");
@@ -326,22 +338,7 @@ fn main() {
     let _ = backend.wait();
 
     // TCP tunnels.
-    let tcp_port = free_port();
-    let mut tcp_backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args([
-            "demo-backend",
-            "--tcp",
-            "--listen",
-            &format!("127.0.0.1:{tcp_port}"),
-            "--id",
-            "bench",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(tcp_port);
+    let (mut tcp_backend, tcp_port) = spawn_backend(true);
     let mut tcp_rows = Vec::new();
     for start in [tcp::start_nginx, tcp::start_haproxy, tcp::start_tideway] {
         let sub = dir.path().join(format!("t{}", tcp_rows.len()));

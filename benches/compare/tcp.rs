@@ -12,21 +12,7 @@ const CONNS: usize = 4;
 const BYTES_PER_CONN: usize = 256 * 1024 * 1024;
 
 pub fn start_tideway(dir: &Path, backend: u16) -> Proxy {
-    let (port, admin) = (free_port(), free_port());
-    let config = format!(
-        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
-        dir.join("data").display()
-    );
-    let bin = env!("CARGO_BIN_EXE_tideway");
-    launch(
-        "tideway",
-        port,
-        dir,
-        "tideway-tcp.toml",
-        config,
-        bin,
-        &["run", "--config"],
-    )
+    crate::launch_tideway(dir, backend, "tcp")
 }
 
 pub fn start_nginx(dir: &Path, backend: u16) -> Proxy {

@@ -18,7 +18,7 @@ pub mod etcd_write;
 pub mod token;
 pub mod view;
 
-use crate::pool::PoolHandle;
+use crate::pool::{PoolHandle, Upstream};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -137,12 +137,19 @@ async fn scale(
     Path(u): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers)?;
-    let snap = s.pool.snapshot();
-    let up = snap
-        .upstream(&u)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))?;
-    Ok(Json(view::ScaleView::from(&**up)).into_response())
+    let up = admin_upstream(&s, &headers, &u)?;
+    Ok(Json(view::ScaleView::from(&*up)).into_response())
+}
+
+/// Upstream `u` of the current snapshot, for an admin request: 401/403 without the admin
+/// token, 404 when there is no such upstream.
+fn admin_upstream(s: &AdminState, headers: &HeaderMap, u: &str) -> Result<Arc<Upstream>, ApiError> {
+    require_admin(s, headers)?;
+    s.pool
+        .snapshot()
+        .upstream(u)
+        .cloned()
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))
 }
 
 #[derive(serde::Deserialize)]
@@ -156,16 +163,12 @@ async fn show(
     axum::extract::Query(q): axum::extract::Query<ShowQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    require_admin(&s, &headers)?;
-    let snap = s.pool.snapshot();
-    let up = snap
-        .upstream(&u)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))?;
+    let up = admin_upstream(&s, &headers, &u)?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(view::UpstreamView::from(&**up)).into_response()),
+        None | Some("json") => Ok(Json(view::UpstreamView::from(&*up)).into_response()),
         Some("nginx") => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            crate::nginx::export::upstream_block(up),
+            crate::nginx::export::upstream_block(&up),
         )
             .into_response()),
         Some(other) => Err(ApiError(

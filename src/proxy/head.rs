@@ -1,31 +1,7 @@
-//! Reading and recognising HTTP/1 message heads before anything else sees them.
+//! Reading HTTP/1 message heads before anything else sees them, and the WebSocket upgrade head.
 
+use super::message::end_with_forwarding;
 pub use crate::wire::{read_head, response_status, HeadRead, MAX_HEAD, MAX_HEADERS};
-
-fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Is this request head a WebSocket upgrade (`Connection: upgrade` + `Upgrade: websocket`)?
-pub fn is_websocket_upgrade(head: &[u8]) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
-    }
-    let mut connection = false;
-    let mut upgrade = false;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            connection |= has_token(h.value, "upgrade");
-        } else if h.name.eq_ignore_ascii_case("upgrade") {
-            upgrade |= has_token(h.value, "websocket");
-        }
-    }
-    connection && upgrade
-}
 
 /// A parsed upgrade request, owning what the WebSocket path needs.
 #[derive(Debug)]
@@ -73,10 +49,10 @@ impl UpgradeHead {
     pub fn to_backend(&self, client: Option<std::net::IpAddr>, proto: &str) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
         out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
-        let mut xff: Option<Vec<u8>> = None;
+        let mut xff: Vec<&[u8]> = Vec::new();
         for (name, value) in &self.headers {
             match name.as_str() {
-                "x-forwarded-for" => xff = Some(value.clone()),
+                "x-forwarded-for" => xff.push(value),
                 "x-real-ip" | "x-forwarded-proto" => {}
                 _ => {
                     out.extend_from_slice(name.as_bytes());
@@ -86,19 +62,7 @@ impl UpgradeHead {
                 }
             }
         }
-        if let Some(ip) = client {
-            let ip = ip.to_string();
-            let chain = match xff {
-                Some(prev) if !prev.is_empty() => {
-                    format!("{}, {ip}", String::from_utf8_lossy(&prev))
-                }
-                _ => ip.clone(),
-            };
-            out.extend_from_slice(
-                format!("x-forwarded-for: {chain}\r\nx-real-ip: {ip}\r\n").as_bytes(),
-            );
-        }
-        out.extend_from_slice(format!("x-forwarded-proto: {proto}\r\n\r\n").as_bytes());
+        end_with_forwarding(&mut out, &xff, client, proto);
         out
     }
 }
@@ -108,15 +72,6 @@ mod tests {
     use super::*;
 
     const UPGRADE: &[u8] = b"GET /chat?uid=7 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n";
-
-    #[test]
-    fn recognises_upgrades() {
-        assert!(is_websocket_upgrade(UPGRADE));
-        assert!(!is_websocket_upgrade(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(!is_websocket_upgrade(
-            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
-        ));
-    }
 
     #[test]
     fn rewrites_forwarding_headers() {

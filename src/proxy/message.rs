@@ -55,7 +55,32 @@ const REQUEST_DROP: [&str; 9] = [
 /// Response headers that describe one hop.
 const RESPONSE_DROP: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
 
-fn has_token(value: &[u8], token: &str) -> bool {
+/// Finish a head for a backend: `X-Forwarded-For` (the client's earlier chain in `xff`, joined,
+/// then the client), `X-Real-IP`, `X-Forwarded-Proto: proto`, and the blank line. The client's
+/// own `X-Real-IP` and `X-Forwarded-Proto` must have been left out.
+pub(super) fn end_with_forwarding(
+    out: &mut Vec<u8>,
+    xff: &[&[u8]],
+    client: Option<IpAddr>,
+    proto: &str,
+) {
+    if let Some(ip) = client {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for prev in xff.iter().map(|v| v.trim_ascii()) {
+            if !prev.is_empty() {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
+        }
+        let _ = write!(out, "{ip}\r\nx-real-ip: {ip}\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Is `token` one of the comma-separated values of a header (case-insensitive)?
+pub(super) fn has_token(value: &[u8], token: &str) -> bool {
     value
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
@@ -189,19 +214,7 @@ pub fn inspect_request(
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(ip) = client {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for prev in xff[..n_xff].iter().map(|v| v.trim_ascii()) {
-            if !prev.is_empty() {
-                out.extend_from_slice(prev);
-                out.extend_from_slice(b", ");
-            }
-        }
-        let _ = write!(out, "{ip}\r\nx-real-ip: {ip}\r\n");
-    }
-    out.extend_from_slice(b"x-forwarded-proto: ");
-    out.extend_from_slice(proto.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
+    end_with_forwarding(out, &xff[..n_xff], client, proto);
 
     Inspected::Forward(Request {
         body_len: body_len.unwrap_or(0),

@@ -10,7 +10,7 @@ use crate::config::{Config, Protocol};
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
-use crate::proxy::{http::Router, Gateway, Route};
+use crate::proxy::{Gateway, Route};
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -21,9 +21,9 @@ use pingora::services::listening::Service;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// Downstream socket buffers: none. pingora's HTTP reader and tideway's head reader have their
-/// own read buffers, tideway's HTTP path sends a response head and its first body bytes in one
-/// write, and an idle WebSocket must hold no buffer (64 KiB read, 1.4 KiB write by default).
+/// Downstream socket buffers: none. tideway's head reader has its own read buffer, its HTTP
+/// path sends a response head and its first body bytes in one write, and an idle WebSocket
+/// must hold no buffer (64 KiB read, 1.4 KiB write by default).
 const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
     write: Some(0),
@@ -150,7 +150,6 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
-    let conf = server.configuration.clone();
 
     let mut resolvers = Vec::new();
     for l in &config.listeners {
@@ -169,14 +168,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                     upstream: l.upstream.as_str().into(),
                     proto: if tls.is_some() { "https" } else { "http" },
                 };
-                let http = pingora::proxy::http_proxy(
-                    &conf,
-                    Router {
-                        route: route.clone(),
-                    },
-                );
-                let mut svc =
-                    Service::new(format!("http {}", l.listen), Gateway::new(http, route, tls));
+                let gateway = Gateway::new(route, tls, l.limits.clone());
+                let mut svc = Service::new(format!("http {}", l.listen), gateway);
                 svc.add_listener(
                     ListenerConfig::tcp(l.listen.to_string()).l4_buffer(DOWNSTREAM_BUFFERS),
                 );

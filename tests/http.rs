@@ -408,10 +408,11 @@ async fn sigterm_closes_idle_keep_alive_connections_at_once() {
 }
 
 #[tokio::test]
-async fn unusual_requests_still_go_through_pingora() {
+async fn chunked_bodies_http10_and_expect_are_served_by_the_one_engine() {
     let b = backend("demo").await;
     let p = start_proxy(&upstream(&[b.addr], "")).await;
-    // A chunked request body, HTTP/1.0, and Expect: 100-continue.
+    // A chunked request body (de-chunked, sent with its length), HTTP/1.0, and
+    // Expect: 100-continue (answered by tideway, not forwarded).
     for (raw, body_len) in [
         (
             "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -435,6 +436,7 @@ async fn unusual_requests_still_go_through_pingora() {
         assert!(all.contains("\"id\":\"demo\""), "{all}");
         assert!(all.contains(&format!("\"body_len\":{body_len}")), "{raw:?} -> {all}");
         assert!(all.contains("\"x_forwarded_proto\":\"http\""), "{all}");
+        assert!(!all.contains("server: Pingora"), "{all}");
     }
 }
 

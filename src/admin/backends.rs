@@ -185,6 +185,7 @@ pub async fn register(
                     id: id.as_str().into(),
                     addr,
                     weight,
+                    max_conns: 0,
                     source: Source::Http,
                 },
                 ttl: Some(ttl),

@@ -12,6 +12,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             addr: ([127, 0, 0, 1], 1000 + i as u16).into(),
             weight: w,
             effective_weight: w * 100,
+            max_conns: 0,
             state: State::Active,
             healthy: true,
             source: Source::Static,

@@ -65,6 +65,22 @@ struct ListenerSection {
     protocol: Option<Spanned<String>>,
     upstream: Spanned<String>,
     tls: Option<Spanned<TlsSection>>,
+    limits: Option<Spanned<LimitsSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_request_line: Option<usize>,
+    max_header_line: Option<usize>,
+    max_head: Option<usize>,
+    max_headers: Option<usize>,
+    header_timeout: Option<Dur>,
+    body_timeout: Option<Dur>,
+    keepalive_timeout: Option<Dur>,
+    keepalive_requests: Option<u32>,
+    max_connections: Option<usize>,
+    max_chunked_body: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +123,7 @@ struct UpstreamSection {
 struct BackendSection {
     addr: Spanned<String>,
     weight: Option<Spanned<u32>>,
+    max_conns: Option<u32>,
     id: Option<Spanned<String>>,
     state: Option<Spanned<String>>,
 }
@@ -316,11 +333,16 @@ impl FileConfig {
                     ),
                 ));
             }
+            let limits = match &l.limits {
+                None => HttpLimits::default(),
+                Some(sp) => validate_limits(&cx, sp)?,
+            };
             listeners.push(Listener {
                 listen,
                 protocol,
                 upstream,
                 tls,
+                limits,
             });
         }
 
@@ -332,6 +354,51 @@ impl FileConfig {
             upstreams,
         })
     }
+}
+
+fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimits, ConfigError> {
+    let l = sp.get_ref();
+    let d = HttpLimits::default();
+    let limits = HttpLimits {
+        max_request_line: l.max_request_line.unwrap_or(d.max_request_line),
+        max_header_line: l.max_header_line.unwrap_or(d.max_header_line),
+        max_head: l.max_head.unwrap_or(d.max_head),
+        max_headers: l.max_headers.unwrap_or(d.max_headers),
+        header_timeout: l.header_timeout.map_or(d.header_timeout, |v| v.0),
+        body_timeout: l.body_timeout.map_or(d.body_timeout, |v| v.0),
+        keepalive_timeout: l.keepalive_timeout.map_or(d.keepalive_timeout, |v| v.0),
+        keepalive_requests: l.keepalive_requests.unwrap_or(d.keepalive_requests),
+        max_connections: l.max_connections.unwrap_or(d.max_connections),
+        max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
+    };
+    let positive = [
+        ("max_request_line", limits.max_request_line as u64),
+        ("max_header_line", limits.max_header_line as u64),
+        ("max_head", limits.max_head as u64),
+        ("max_headers", limits.max_headers as u64),
+        ("keepalive_requests", u64::from(limits.keepalive_requests)),
+    ];
+    for (name, v) in positive {
+        if v == 0 {
+            return Err(cx.err(sp.span(), format!("limits.{name} must be at least 1")));
+        }
+    }
+    if limits.max_head < limits.max_request_line || limits.max_head < limits.max_header_line {
+        return Err(cx.err(
+            sp.span(),
+            "limits.max_head must be at least max_request_line and max_header_line",
+        ));
+    }
+    for (name, v) in [
+        ("header_timeout", limits.header_timeout),
+        ("body_timeout", limits.body_timeout),
+        ("keepalive_timeout", limits.keepalive_timeout),
+    ] {
+        if v.is_zero() {
+            return Err(cx.err(sp.span(), format!("limits.{name} must be more than 0")));
+        }
+    }
+    Ok(limits)
 }
 
 fn validate_upstream(
@@ -484,6 +551,7 @@ fn validate_upstream(
             id,
             addr,
             weight,
+            max_conns: bs.max_conns.unwrap_or(0),
             disabled,
         });
     }

@@ -82,6 +82,62 @@ pub struct Listener {
     /// Certificates for TLS termination (http listeners); the first is the default when no
     /// SNI name matches. Checked at load time.
     pub tls: Option<Vec<super::tls::TlsFiles>>,
+    /// What the listener accepts from a client (http listeners; `max_connections` for both).
+    pub limits: HttpLimits,
+}
+
+/// Largest request line (nginx: one `large_client_header_buffers` buffer, 8k).
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+/// Largest header field line (nginx: 8k).
+pub const DEFAULT_MAX_HEADER_LINE: usize = 8 * 1024;
+/// Largest request head (nginx: 4 buffers of 8k).
+pub const DEFAULT_MAX_HEAD: usize = 32 * 1024;
+/// Most header fields in one request (nginx has no count limit; 100 is HAProxy's default).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Longest a request head may take to arrive (nginx's `client_header_timeout`).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the next bytes of a request body (nginx's `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a keep-alive connection may idle between requests (pingora's and HAProxy's 60 s;
+/// nginx's `keepalive_timeout` is 75 s).
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests served on one client connection before it is closed (nginx's `keepalive_requests`).
+pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// Largest chunked request body; it is read whole and sent on with a Content-Length (nginx's
+/// `client_max_body_size` default).
+pub const DEFAULT_MAX_CHUNKED_BODY: u64 = 1024 * 1024;
+
+/// `[[listener]] limits = { ... }`: what one listener accepts from its clients.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpLimits {
+    pub max_request_line: usize,
+    pub max_header_line: usize,
+    pub max_head: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+    /// Concurrent client connections (0: no limit).
+    pub max_connections: usize,
+    pub max_chunked_body: u64,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_request_line: DEFAULT_MAX_REQUEST_LINE,
+            max_header_line: DEFAULT_MAX_HEADER_LINE,
+            max_head: DEFAULT_MAX_HEAD,
+            max_headers: DEFAULT_MAX_HEADERS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
+            max_connections: 0,
+            max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
+        }
+    }
 }
 
 /// What a listener speaks.
@@ -146,6 +202,8 @@ pub struct StaticBackend {
     pub id: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Most active connections at once (nginx `max_conns`); 0: no limit.
+    pub max_conns: u32,
     /// Starts disabled (nginx's `down`), unless a persisted toggle says otherwise.
     pub disabled: bool,
 }

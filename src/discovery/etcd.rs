@@ -208,6 +208,7 @@ fn specs(set: &BTreeMap<String, BackendValue>) -> Vec<BackendSpec> {
             id: id.as_str().into(),
             addr: v.addr,
             weight: v.weight,
+            max_conns: 0,
             source: Source::Etcd,
         })
         .collect()

@@ -27,6 +27,7 @@ struct Upstream {
 struct Server {
     addr: String,
     weight: u32,
+    max_conns: u32,
     down: bool,
 }
 
@@ -140,6 +141,7 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
     let mut s = Server {
         addr,
         weight: 1,
+        max_conns: 0,
         down: false,
     };
     for p in &d.args[1..] {
@@ -161,9 +163,10 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
                 ));
                 return;
             }
-            "max_conns" => cx
-                .warnings
-                .push(format!("{}: max_conns is not supported; ignored", d.at())),
+            "max_conns" => match v.parse() {
+                Ok(n) => s.max_conns = n,
+                Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
+            },
             _ => cx.warnings.push(format!(
                 "{}: server parameter {p:?} is not understood; ignored",
                 d.at()
@@ -205,6 +208,7 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
                     format!("{host}:80")
                 },
                 weight: 1,
+                max_conns: 0,
                 down: false,
             }],
             ..Upstream::default()
@@ -410,6 +414,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             let _ = write!(out, "  {{ addr = {:?}", s.addr);
             if s.weight != 1 {
                 let _ = write!(out, ", weight = {}", s.weight);
+            }
+            if s.max_conns != 0 {
+                let _ = write!(out, ", max_conns = {}", s.max_conns);
             }
             if s.down {
                 out.push_str(", state = \"disabled\"");

@@ -54,6 +54,8 @@ pub struct BackendSpec {
     pub id: BackendId,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Most active connections (requests and tunnels) at once; 0: no limit (nginx `max_conns`).
+    pub max_conns: u32,
     pub source: Source,
 }
 
@@ -69,6 +71,8 @@ pub struct Backend {
     /// Weight used for selection, in hundredths of a weight unit: `weight * 100` normally,
     /// less while the backend is in slow start.
     pub effective_weight: u32,
+    /// Most active connections at once; 0: no limit. A backend at its limit is skipped.
+    pub max_conns: u32,
     pub state: State,
     pub healthy: bool,
     pub source: Source,
@@ -80,6 +84,11 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Is the backend at its `max_conns` (so a pick must pass it by)?
+    pub fn at_capacity(&self) -> bool {
+        self.max_conns > 0 && self.live.active() >= u64::from(self.max_conns)
+    }
+
     /// May this backend get a new connection or request?
     pub fn eligible(&self) -> bool {
         self.state == State::Active && self.healthy && self.effective_weight > 0

@@ -184,6 +184,7 @@ impl Controller {
                     id: b.id.as_str().into(),
                     addr: b.addr,
                     weight: b.weight,
+                    max_conns: b.max_conns,
                     source: Source::Static,
                 })
                 .collect();
@@ -252,8 +253,10 @@ impl Controller {
                     }
                     Some(e) => {
                         e.backend.live.set_ttl(ttl);
-                        let changed = e.backend.weight != spec.weight;
+                        let changed = e.backend.weight != spec.weight
+                            || e.backend.max_conns != spec.max_conns;
                         e.backend.weight = spec.weight;
+                        e.backend.max_conns = spec.max_conns;
                         changed
                     }
                     None => {
@@ -504,10 +507,12 @@ impl Controller {
                     if e.backend.addr != spec.addr
                         || e.backend.weight != spec.weight
                         || e.backend.source != spec.source
+                        || e.backend.max_conns != spec.max_conns
                     {
                         e.backend.addr = spec.addr;
                         e.backend.weight = spec.weight;
                         e.backend.source = spec.source;
+                        e.backend.max_conns = spec.max_conns;
                         changed = true;
                     }
                 }
@@ -541,6 +546,7 @@ impl Controller {
                 addr: spec.addr,
                 weight: toggle.weight.unwrap_or(spec.weight),
                 effective_weight: 0,
+                max_conns: spec.max_conns,
                 state: toggle.state.unwrap_or(State::Active),
                 healthy,
                 source: spec.source,

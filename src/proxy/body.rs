@@ -1,6 +1,9 @@
-//! Message bodies on tideway's own HTTP path: how a body is delimited, where a chunked body
-//! ends (scanned as it passes, never re-encoded), and relaying one from a reader to a writer.
+//! Message bodies: how a body is delimited on the way in ([`Framing`]), how it is written on
+//! the way out ([`Encoding`]), and relaying one from a reader to a writer. Chunked input is
+//! decoded by [`super::chunked`] and, when the receiver gets it chunked, re-encoded by
+//! tideway: no peer ever receives another peer's chunk framing.
 
+use super::chunked::{push_chunk, BadChunk, ChunkDecoder, LAST_CHUNK};
 use std::io;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -18,165 +21,43 @@ pub enum Framing {
     UntilClose,
 }
 
-/// A malformed chunked body.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[error("malformed chunked body")]
-pub struct BadChunk;
-
-/// Longest chunk-size line (size plus extensions) tideway accepts.
-const MAX_SIZE_LINE: u32 = 4096;
-
+/// How a body is written for its receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Hex digits of a chunk size; `digits` so far.
-    Size {
-        value: u64,
-        digits: u8,
-    },
-    /// After the size: extensions until CR.
-    Extension {
-        value: u64,
-    },
-    /// LF ending the size line.
-    SizeLf {
-        value: u64,
-    },
-    /// Chunk data still to pass.
-    Data(u64),
-    /// CR then LF after chunk data.
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    /// Inside a trailer field line.
-    TrailerLine,
-    /// LF ending a trailer field line.
-    TrailerLf,
-    /// LF of the final empty line.
-    EndLf,
-    Done,
-}
-
-/// Finds the end of a chunked body as its bytes go by.
-#[derive(Clone, Debug)]
-pub struct ChunkScanner {
-    state: State,
-    line: u32,
-}
-
-impl Default for ChunkScanner {
-    fn default() -> Self {
-        ChunkScanner {
-            state: State::Size {
-                value: 0,
-                digits: 0,
-            },
-            line: 0,
-        }
-    }
-}
-
-impl ChunkScanner {
-    /// Scan the next bytes of the body. `Some(n)`: the body ends after `bytes[..n]`.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if let State::Data(left) = self.state {
-                let take = left.min((bytes.len() - i) as u64);
-                i += take as usize;
-                self.state = if take == left {
-                    State::DataCr
-                } else {
-                    State::Data(left - take)
-                };
-                continue;
-            }
-            let b = bytes[i];
-            i += 1;
-            self.line += 1;
-            if self.line > MAX_SIZE_LINE {
-                return Err(BadChunk);
-            }
-            self.state = match self.state {
-                State::Size { value, digits } => match (b as char).to_digit(16) {
-                    Some(d) if digits < 15 => State::Size {
-                        value: value << 4 | u64::from(d),
-                        digits: digits + 1,
-                    },
-                    Some(_) => return Err(BadChunk),
-                    None if digits == 0 => return Err(BadChunk),
-                    None if b == b'\r' => State::SizeLf { value },
-                    None if b == b';' || b == b' ' || b == b'\t' => State::Extension { value },
-                    None => return Err(BadChunk),
-                },
-                State::Extension { value } => match b {
-                    b'\r' => State::SizeLf { value },
-                    b'\n' => return Err(BadChunk),
-                    _ => State::Extension { value },
-                },
-                State::SizeLf { value } if b == b'\n' => {
-                    self.line = 0;
-                    if value == 0 {
-                        State::TrailerStart
-                    } else {
-                        State::Data(value)
-                    }
-                }
-                State::DataCr if b == b'\r' => State::DataLf,
-                State::DataLf if b == b'\n' => {
-                    self.line = 0;
-                    State::Size {
-                        value: 0,
-                        digits: 0,
-                    }
-                }
-                // Every line ends in CRLF: a bare LF could end the body early for a lenient
-                // reader and let what follows pass as a second message.
-                State::TrailerStart if b == b'\r' => State::EndLf,
-                State::TrailerStart | State::TrailerLine if b == b'\n' => return Err(BadChunk),
-                State::TrailerStart | State::TrailerLine if b == b'\r' => State::TrailerLf,
-                State::TrailerStart | State::TrailerLine => State::TrailerLine,
-                State::TrailerLf if b == b'\n' => {
-                    self.line = 0;
-                    State::TrailerStart
-                }
-                State::EndLf if b == b'\n' => {
-                    self.state = State::Done;
-                    return Ok(Some(i));
-                }
-                _ => return Err(BadChunk),
-            };
-        }
-        Ok(None)
-    }
-
-    /// Has the whole body gone by?
-    pub fn done(&self) -> bool {
-        self.state == State::Done
-    }
+pub enum Encoding {
+    /// The bytes of the body as they are (delimited by a length, or by the close).
+    Raw,
+    /// Chunks written by tideway, then the last chunk.
+    Chunked,
 }
 
 /// Where a body in progress stands.
 #[derive(Debug)]
 pub struct Progress {
     framing: Framing,
+    encoding: Encoding,
     left: u64,
-    chunks: ChunkScanner,
+    chunks: ChunkDecoder,
     done: bool,
 }
 
 impl Progress {
-    pub fn new(framing: Framing) -> Self {
+    pub fn new(framing: Framing, encoding: Encoding) -> Self {
         let left = match framing {
             Framing::Length(n) => n,
             _ => 0,
         };
         Progress {
             framing,
+            encoding,
             left,
-            chunks: ChunkScanner::default(),
+            chunks: ChunkDecoder::default(),
             done: matches!(framing, Framing::Empty | Framing::Length(0)),
         }
+    }
+
+    /// Are the body's bytes passed on as they came (no decoding, no encoding)?
+    pub fn verbatim(&self) -> bool {
+        self.encoding == Encoding::Raw && self.framing != Framing::Chunked
     }
 
     /// Has the body ended?
@@ -184,34 +65,53 @@ impl Progress {
         self.done
     }
 
-    /// Take the next received bytes: how many of them belong to the body.
-    pub fn take(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
+    /// Take the next received bytes: how many of them belong to the body. Unless the body is
+    /// [`Self::verbatim`], its part, as the receiver gets it, is appended to `out`.
+    pub fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<usize, BadChunk> {
         if self.done {
             return Ok(0);
         }
-        match self.framing {
-            Framing::Empty => Ok(0),
+        let used = match self.framing {
+            Framing::Empty => 0,
             Framing::Length(_) => {
                 let n = self.left.min(bytes.len() as u64);
                 self.left -= n;
                 self.done = self.left == 0;
-                Ok(n as usize)
+                n as usize
             }
-            Framing::Chunked => match self.chunks.feed(bytes)? {
-                Some(end) => {
-                    self.done = true;
-                    Ok(end)
+            Framing::Chunked => {
+                let chunked = self.encoding == Encoding::Chunked;
+                let d = self.chunks.decode(bytes, |data| {
+                    if chunked {
+                        push_chunk(out, data)
+                    } else {
+                        out.extend_from_slice(data)
+                    }
+                })?;
+                self.done = d.done;
+                if d.done && chunked {
+                    out.extend_from_slice(LAST_CHUNK);
                 }
-                None => Ok(bytes.len()),
-            },
-            Framing::UntilClose => Ok(bytes.len()),
+                return Ok(d.used);
+            }
+            Framing::UntilClose => bytes.len(),
+        };
+        match self.encoding {
+            _ if self.verbatim() => {}
+            Encoding::Chunked => push_chunk(out, &bytes[..used]),
+            Encoding::Raw => out.extend_from_slice(&bytes[..used]),
         }
+        Ok(used)
     }
 
-    /// The sender closed: does that end the body properly?
-    pub fn closed(&mut self) -> bool {
-        if self.framing == Framing::UntilClose {
+    /// The sender closed: does that end the body properly? If so, the end of a chunked
+    /// encoding is appended to `out`.
+    pub fn closed(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.framing == Framing::UntilClose && !self.done {
             self.done = true;
+            if self.encoding == Encoding::Chunked {
+                out.extend_from_slice(LAST_CHUNK);
+            }
         }
         self.done
     }
@@ -254,21 +154,6 @@ pub struct Relay {
     pub read: Duration,
     /// Longest wait for the receiver to take bytes (nginx's `send_timeout`).
     pub write: Duration,
-    /// Pass the body on chunked (for a body that ends at close).
-    pub rechunk: bool,
-}
-
-/// The last chunk of a chunked body.
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// Append `data` to `out` as one chunk of a chunked body.
-pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    if !data.is_empty() {
-        use std::io::Write;
-        let _ = write!(out, "{:x}\r\n", data.len());
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    }
 }
 
 /// Write all of `bytes` and flush, within `limit`.
@@ -287,8 +172,8 @@ where
 }
 
 /// Relay the rest of a body from `src` to `dst` through `buf` (its contents are discarded).
-/// Bytes past the body are left unread where the framing allows (a length); for a chunked body
-/// they may be read and are returned as `Ok(true)`: "extra bytes followed".
+/// Bytes past the body are left unread where the framing allows (a length); for a chunked
+/// body they may be read and are returned as `Ok(true)`: "extra bytes followed".
 pub async fn relay<R, W>(
     src: &mut R,
     dst: &mut W,
@@ -312,27 +197,26 @@ where
             Ok(Err(e)) => return Err(RelayError::Read(e)),
             Ok(Ok(n)) => n,
         };
+        framed.clear();
         if n == 0 {
-            if progress.closed() {
-                if how.rechunk {
-                    send(dst, LAST_CHUNK, how.write)
-                        .await
-                        .map_err(RelayError::Write)?;
-                }
+            if progress.closed(&mut framed) {
+                send(dst, &framed, how.write)
+                    .await
+                    .map_err(RelayError::Write)?;
                 break;
             }
             return Err(RelayError::Truncated);
         }
-        let body = progress.take(&buf[..n])?;
+        let body = progress.take(&buf[..n], &mut framed)?;
         extra |= body < n;
-        let out = if how.rechunk {
-            framed.clear();
-            push_chunk(&mut framed, &buf[..body]);
-            &framed[..]
-        } else {
+        let out = if progress.verbatim() {
             &buf[..body]
+        } else {
+            &framed[..]
         };
-        send(dst, out, how.write).await.map_err(RelayError::Write)?;
+        if !out.is_empty() {
+            send(dst, out, how.write).await.map_err(RelayError::Write)?;
+        }
     }
     Ok(extra)
 }
@@ -341,75 +225,46 @@ where
 mod tests {
     use super::*;
 
-    fn scan_all(body: &[u8]) -> Result<Option<usize>, BadChunk> {
-        ChunkScanner::default().feed(body)
-    }
-
     const HOW: Relay = Relay {
         read: Duration::from_secs(5),
         write: Duration::from_secs(5),
-        rechunk: false,
     };
 
     #[test]
-    fn finds_the_end_of_chunked_bodies() {
-        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
-        assert_eq!(scan_all(body), Ok(Some(body.len() - 4)));
-        let trailers = b"3\r\nabc\r\n0\r\nx-sum: 1\r\ny: 2\r\n\r\n";
-        assert_eq!(scan_all(trailers), Ok(Some(trailers.len())));
-        assert_eq!(scan_all(b"0\r\n\r\n"), Ok(Some(5)));
-        assert_eq!(scan_all(b"A\r\n0123456789\r\n"), Ok(None));
-    }
-
-    #[test]
-    fn the_end_is_found_byte_by_byte_too() {
-        let body = b"4\r\nwiki\r\n5 ; a=b\r\npedia\r\n0\r\nt: v\r\n\r\n";
-        let mut s = ChunkScanner::default();
-        for (i, b) in body.iter().enumerate() {
-            let r = s.feed(std::slice::from_ref(b)).unwrap();
-            assert_eq!(r.is_some(), i == body.len() - 1, "at byte {i}");
-        }
-        assert!(s.done());
-    }
-
-    #[test]
-    fn rejects_malformed_chunks() {
-        for bad in [
-            &b"x\r\n"[..],
-            b"\r\n",
-            b"5\r\nhelloXX",
-            b"5\nhello",
-            b"1234567890abcdef0\r\n",
-            b"3;ext\n",
-            b"0\r\nx: y\n\r\n",
-            b"0\r\n\n",
-        ] {
-            assert_eq!(
-                scan_all(bad),
-                Err(BadChunk),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let long = [b'a'; 5000];
-        let mut s = ChunkScanner::default();
-        assert!(s.feed(b"1;").is_ok());
-        assert_eq!(s.feed(&long), Err(BadChunk));
-    }
-
-    #[test]
     fn progress_counts_lengths_and_closes() {
-        let mut p = Progress::new(Framing::Length(5));
-        assert_eq!(p.take(b"abc").unwrap(), 3);
+        let mut out = Vec::new();
+        let mut p = Progress::new(Framing::Length(5), Encoding::Raw);
+        assert!(p.verbatim());
+        assert_eq!(p.take(b"abc", &mut out).unwrap(), 3);
         assert_eq!(p.want(100), 2);
-        assert_eq!(p.take(b"defgh").unwrap(), 2);
+        assert_eq!(p.take(b"defgh", &mut out).unwrap(), 2);
         assert!(p.done());
-        let mut c = Progress::new(Framing::UntilClose);
-        assert_eq!(c.take(b"abc").unwrap(), 3);
-        assert!(c.closed());
-        let mut l = Progress::new(Framing::Length(3));
-        assert!(!l.closed(), "a short length body is truncated, not ended");
-        assert!(Progress::new(Framing::Empty).done());
+        assert!(out.is_empty(), "a verbatim body is not copied");
+        let mut c = Progress::new(Framing::UntilClose, Encoding::Raw);
+        assert_eq!(c.take(b"abc", &mut out).unwrap(), 3);
+        assert!(c.closed(&mut out));
+        let mut l = Progress::new(Framing::Length(3), Encoding::Raw);
+        assert!(
+            !l.closed(&mut out),
+            "a short length body is truncated, not ended"
+        );
+        assert!(Progress::new(Framing::Empty, Encoding::Raw).done());
+    }
+
+    #[test]
+    fn chunked_input_is_decoded_or_re_encoded() {
+        let body = b"3;ext=x\r\nabc\r\n2\r\nde\r\n0\r\nt: 1\r\n\r\nNEXT";
+        let mut raw = Vec::new();
+        let mut p = Progress::new(Framing::Chunked, Encoding::Raw);
+        assert_eq!(p.take(body, &mut raw).unwrap(), body.len() - 4);
+        assert_eq!(raw, b"abcde");
+        let mut chunked = Vec::new();
+        let mut p = Progress::new(Framing::Chunked, Encoding::Chunked);
+        p.take(body, &mut chunked).unwrap();
+        assert_eq!(
+            chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+            "extensions and trailers go"
+        );
     }
 
     #[tokio::test]
@@ -420,7 +275,7 @@ mod tests {
             a.write_all(b"0\r\n\r\nHTTP/1.1 200").await.unwrap();
         });
         let mut out = Vec::new();
-        let mut p = Progress::new(Framing::Chunked);
+        let mut p = Progress::new(Framing::Chunked, Encoding::Chunked);
         let mut buf = Vec::new();
         let extra = relay(&mut b, &mut out, &mut p, &mut buf, HOW)
             .await
@@ -436,18 +291,12 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"hello").await.unwrap();
         drop(a);
-        let mut p = Progress::new(Framing::UntilClose);
+        let mut p = Progress::new(Framing::UntilClose, Encoding::Chunked);
         let (mut out, mut buf) = (Vec::new(), Vec::new());
-        let how = Relay {
-            rechunk: true,
-            ..HOW
-        };
-        relay(&mut b, &mut out, &mut p, &mut buf, how)
+        relay(&mut b, &mut out, &mut p, &mut buf, HOW)
             .await
             .unwrap();
         assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
-        let mut check = ChunkScanner::default();
-        assert_eq!(check.feed(&out), Ok(Some(out.len())));
     }
 
     #[tokio::test]
@@ -455,7 +304,7 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(b"abc").await.unwrap();
         drop(a);
-        let mut p = Progress::new(Framing::Length(10));
+        let mut p = Progress::new(Framing::Length(10), Encoding::Raw);
         let (mut out, mut buf) = (Vec::new(), Vec::new());
         let r = relay(&mut b, &mut out, &mut p, &mut buf, HOW).await;
         assert!(matches!(r, Err(RelayError::Truncated)), "{r:?}");

@@ -1,35 +1,30 @@
-//! One plain HTTP/1.1 request and its response, forwarded by tideway itself: pick a backend,
-//! reuse an idle connection to it ([`Keepalive`]) or open one, send the rewritten head and the
-//! body, and pass the response back with its body delimited as the backend delimited it.
+//! One HTTP request and its response: read the request body as its framing says, send the
+//! rebuilt head and the body through the retry loop ([`Route::attempts`]), and pass the
+//! response back with its body framed for the client. A WebSocket handshake goes the same
+//! way; a 101 hands the connection to a tunnel, any other answer is an ordinary response.
 //!
-//! This is the hot path for ordinary requests. pingora's `HttpProxy` costs about twice nginx's
-//! CPU per request, most of it in machinery this path does not need (a task per idle pooled
-//! connection, channels between the two sides, two header maps per message). Requests that need
-//! that machinery (chunked request bodies, `Expect`, HTTP/1.0) still go to pingora.
+//! What the backend gets is always canonical: the head [`super::request`] rebuilt and exactly
+//! one `content-length: N`. A chunked request body is read whole (up to the listener's
+//! `max_chunked_body`) and sent with its length, so a backend that knows only Content-Length
+//! (Workerman 4.x) frames it right. `Expect: 100-continue` is answered by tideway itself.
 //!
-//! Failures follow nginx's `proxy_next_upstream error`: a backend that cannot be connected to
-//! is counted as failed and the next one is tried (up to the upstream's `retries`); so is one
-//! that breaks before answering an idempotent request. A pooled connection that turns out stale
-//! (it could not take the request, or closed an idempotent one unanswered) is retried on a fresh
-//! connection to the same backend, so a sticky request stays put. A non-idempotent request the
-//! backend may have received is never sent again.
+//! Bytes the client sends while the backend thinks (pipelined requests, or a WebSocket's
+//! first frames) are kept for later: they reach the backend only after this exchange ends, or
+//! after its 101.
 
-use super::body::{push_chunk, relay, send, Framing, Progress, Relay};
-use super::gateway::DEFAULT_HEADER_TIMEOUT;
-use super::head::{read_head, HeadRead, MAX_HEAD};
-use super::http::MAX_STALE_RETRIES;
+use super::body::{relay, send, Framing, Progress, Relay};
+use super::chunked::ChunkDecoder;
 use super::keepalive::Keepalive;
-use super::message::{inspect_response, Answer, Request};
-use super::route::{error_body, Route};
-use crate::config::UpstreamPolicy;
-use crate::pool::backend::ActiveGuard;
-use crate::pool::BackendId;
+use super::request::{finish_head, Request, RequestBody};
+use super::response::{inspect_response, Answer};
+use super::route::{error_body, Attempt, Attempts, Conn, Failure, Route};
+use crate::config::{HttpLimits, UpstreamPolicy};
+use crate::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 /// Request bodies up to this size are read whole before sending, so a failed attempt can be
 /// sent again to another backend. Larger ones stream through and are not retried.
@@ -39,8 +34,8 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// `proxy_send_timeout`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest wait for the next bytes of a request body (nginx's `client_body_timeout`).
-pub const DEFAULT_BODY_TIMEOUT: Duration = DEFAULT_HEADER_TIMEOUT;
+/// The interim answer tideway sends a client that expects one before its body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Buffers of one client connection, reused from request to request.
 #[derive(Default)]
@@ -76,29 +71,28 @@ impl Buffers {
 }
 
 /// What the client connection does after an exchange.
-#[derive(Debug, PartialEq, Eq)]
 pub enum Next {
     KeepAlive,
     /// Close cleanly.
     Close,
     /// Drop the connection without a clean close (no TLS close_notify): the response was cut.
     Abort,
+    /// The backend switched to WebSocket: tunnel the client to this connection.
+    Upgraded(Box<Upgraded>),
+}
+
+/// A backend connection that answered a WebSocket handshake with 101.
+pub struct Upgraded {
+    pub conn: Conn,
+    /// Bytes the backend sent after its 101 head, already passed to the client.
+    pub down: Vec<u8>,
 }
 
 /// tideway's HTTP path of one listener.
 pub struct HttpPath {
     pub route: Route,
     pub keepalive: Arc<Keepalive>,
-}
-
-/// How an attempt on one backend failed before the client got anything.
-enum Failed {
-    /// Sending the request failed: the backend did not get it whole.
-    Unsent(String),
-    /// The backend closed without a byte of answer.
-    Unanswered(String),
-    /// The backend answered too slowly, or with something that cannot be forwarded.
-    Answered(u16, String),
+    pub limits: HttpLimits,
 }
 
 /// What an exchange that reached the client says about the backend.
@@ -112,22 +106,46 @@ enum Health {
 /// An exchange whose response (or part of it) reached the client.
 struct Done {
     next: Next,
+    /// The backend switched to WebSocket; what it sent after its 101 head.
+    switched: Option<Vec<u8>>,
     status: u16,
     /// The backend connection is at a message boundary and may carry another request.
     reusable: bool,
     health: Health,
 }
 
+impl Done {
+    /// The client went away or stopped sending: nothing to answer, no fault of the backend.
+    fn client_gone() -> Result<Done, Failure> {
+        Ok(Done {
+            next: Next::Abort,
+            switched: None,
+            status: 0,
+            reusable: false,
+            health: Health::Unknown,
+        })
+    }
+}
+
+/// The peers of one client connection.
+#[derive(Clone, Copy)]
+pub struct Peers {
+    pub client: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
 impl HttpPath {
-    pub fn new(route: Route, keepalive: Keepalive) -> Self {
+    pub fn new(route: Route, keepalive: Keepalive, limits: HttpLimits) -> Self {
         HttpPath {
             route,
             keepalive: Arc::new(keepalive),
+            limits,
         }
     }
 
-    /// Forward the request whose head is `bufs.client[..head_len]` and whose backend head is in
-    /// `bufs.out`. `policy` is the upstream's (None: the upstream does not exist).
+    /// Forward the request whose head was `bufs.client[..head_len]` and whose backend head
+    /// (all but its framing) is in `bufs.out`. `policy` is the upstream's (None: the upstream
+    /// does not exist).
     pub async fn forward(
         &self,
         client: &mut Stream,
@@ -135,168 +153,158 @@ impl HttpPath {
         head_len: usize,
         req: Request,
         policy: Option<Arc<UpstreamPolicy>>,
+        peers: Peers,
     ) -> Next {
-        let body_end = head_len as u64 + req.body_len;
-        // The body in hand (read whole when small), or the part that streams after the head.
-        let mut streamed = 0;
-        if (bufs.client.len() as u64) < body_end {
-            if req.body_len <= MAX_BUFFERED_BODY {
-                if read_to(client, &mut bufs.client, body_end as usize)
-                    .await
-                    .is_err()
-                {
-                    return Next::Close;
-                }
-            } else {
-                streamed = body_end - bufs.client.len() as u64;
+        bufs.client.drain(..head_len);
+        // The body in hand (read whole when it can be), or the part that streams after it.
+        let streamed = match self.read_body(client, bufs, &req).await {
+            Ok(streamed) => streamed,
+            Err(BodyError::Gone) => return Next::Abort,
+            Err(BodyError::Refused(status, why)) => {
+                return reply_error(client, status, why, true).await
             }
-        }
-        let in_hand = (body_end as usize).min(bufs.client.len());
-        bufs.out.extend_from_slice(&bufs.client[head_len..in_hand]);
-        bufs.client.drain(..in_hand);
-
+        };
         let Some(policy) = policy else {
             let msg = format!("no upstream named {:?}", &*self.route.upstream);
             return reply_error(client, 503, &msg, req.close || streamed > 0).await;
         };
-        match self.attempts(client, bufs, &req, &policy, streamed).await {
-            Ok(next) => next,
+        let how = Attempts {
+            key: req.key,
+            policy: &policy,
+            keepalive: Some(&self.keepalive),
+            replayable: streamed == 0,
+            idempotent: req.idempotent,
+            client: peers.client,
+            local: peers.local,
+        };
+        let mut attempt = HttpAttempt {
+            path: self,
+            client,
+            bufs,
+            req: &req,
+            policy: &policy,
+            streamed,
+        };
+        let tried = self.route.attempts(how, &mut attempt).await;
+        let (done, conn) = match tried {
+            Ok(done) => done,
             Err((status, msg)) => {
-                reply_error(client, status, &msg, req.close || streamed > 0).await
+                return reply_error(client, status, &msg, req.close || streamed > 0).await
             }
+        };
+        let max_fails = policy.passive.max_fails;
+        match done.health {
+            Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
+                let why = format!("answered {}", done.status);
+                self.route
+                    .failed(conn.guard.live(), &conn.id, max_fails, &why);
+            }
+            Health::Success => conn.guard.live().record_success(),
+            Health::Failed(why) => {
+                tracing::warn!(upstream = %self.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
+                self.route
+                    .failed(conn.guard.live(), &conn.id, max_fails, &why);
+            }
+            Health::Unknown => {}
         }
+        if let Some(down) = done.switched {
+            return Next::Upgraded(Box::new(Upgraded { conn, down }));
+        }
+        if done.reusable {
+            self.keepalive.put(conn.addr, conn.io);
+        }
+        done.next
     }
 
-    /// Try backends until one answers; relay its answer. `Err` is an error reply to send.
-    async fn attempts(
+    /// Read the request body as far as it is read before sending: the whole of a small or
+    /// chunked body goes into `bufs.out` after the head's framing header. Returns how many
+    /// body bytes are left to stream from the client after that.
+    async fn read_body(
         &self,
         client: &mut Stream,
         bufs: &mut Buffers,
         req: &Request,
-        policy: &UpstreamPolicy,
-        streamed: u64,
-    ) -> Result<Next, (u16, String)> {
-        let max_fails = policy.passive.max_fails;
-        let replayable = streamed == 0;
-        let mut tried: Vec<BackendId> = Vec::new();
-        let mut stale = 0;
-        let mut again: Option<(BackendId, SocketAddr, ActiveGuard)> = None;
-        loop {
-            let fresh = again.is_some();
-            let (id, addr, guard) = match again.take() {
-                Some(same) => same,
-                None => {
-                    let snap = self.route.pool.load();
-                    match self.route.pick(&snap, req.key, &tried) {
-                        Ok(b) => (b.id.clone(), b.addr, b.live.begin()),
-                        Err(e) if tried.is_empty() => return Err((503, e.to_string())),
-                        Err(_) => return Err((502, "no backend could be reached".into())),
-                    }
-                }
-            };
-            let pooled = if fresh {
-                None
-            } else {
-                self.keepalive.take(addr)
-            };
-            let reused = pooled.is_some();
-            let mut io = match pooled {
-                Some(io) => io,
-                None => match connect(addr, policy.connect_timeout).await {
-                    Ok(io) => io,
-                    Err(why) => {
-                        tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend connect failed");
-                        self.route.failed(guard.live(), &id, max_fails, &why);
-                        tried.push(id);
-                        if tried.len() as u32 > policy.retries {
-                            return Err((502, "no backend could be reached".into()));
-                        }
-                        continue;
-                    }
-                },
-            };
-            let failed = match self
-                .exchange(client, &mut io, bufs, req, policy, streamed)
+    ) -> Result<u64, BodyError> {
+        let timeout = self.limits.body_timeout;
+        let waiting = bufs.client.is_empty();
+        if req.expect_continue && waiting {
+            send(client, CONTINUE, DEFAULT_SEND_TIMEOUT)
                 .await
-            {
-                Ok(done) => {
-                    match done.health {
-                        Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
-                            let why = format!("answered {}", done.status);
-                            self.route.failed(guard.live(), &id, max_fails, &why);
-                        }
-                        Health::Success => guard.live().record_success(),
-                        Health::Failed(why) => {
-                            tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend broke off a response");
-                            self.route.failed(guard.live(), &id, max_fails, &why);
-                        }
-                        Health::Unknown => {}
-                    }
-                    if done.reusable {
-                        self.keepalive.put(addr, io);
-                    }
-                    return Ok(done.next);
-                }
-                Err(failed) => failed,
-            };
-            // A pooled connection gone stale is not the backend's fault: retry on a fresh one
-            // to the same backend, if the request cannot have been acted on twice.
-            let stale_retry = match &failed {
-                Failed::Unsent(_) => true,
-                Failed::Unanswered(_) => req.idempotent,
-                Failed::Answered(..) => false,
-            };
-            if reused && replayable && stale_retry && stale < MAX_STALE_RETRIES {
-                stale += 1;
-                again = Some((id, addr, guard));
-                continue;
+                .map_err(|_| BodyError::Gone)?;
+        }
+        match req.body {
+            RequestBody::None => {
+                finish_head(&mut bufs.out, req, 0);
+                Ok(0)
             }
-            let (status, why, next_backend) = match failed {
-                Failed::Unsent(why) => (502, why, true),
-                Failed::Unanswered(why) => (502, why, req.idempotent),
-                Failed::Answered(status, why) => (status, why, false),
-            };
-            tracing::warn!(upstream = %self.route.upstream, backend = %id, %addr, error = %why, "backend failed the request");
-            self.route.failed(guard.live(), &id, max_fails, &why);
-            tried.push(id);
-            if !(next_backend && replayable) || tried.len() as u32 > policy.retries {
-                return Err((status, format!("backend failed: {why}")));
+            RequestBody::Length(n) => {
+                finish_head(&mut bufs.out, req, n);
+                if n <= MAX_BUFFERED_BODY {
+                    read_to(client, &mut bufs.client, n as usize, timeout).await?;
+                }
+                let in_hand = (n as usize).min(bufs.client.len());
+                bufs.out.extend_from_slice(&bufs.client[..in_hand]);
+                bufs.client.drain(..in_hand);
+                Ok(n - in_hand as u64)
+            }
+            RequestBody::Chunked => {
+                let mut body = std::mem::take(&mut bufs.upstream);
+                body.clear();
+                let mut decoder = ChunkDecoder::default();
+                let limit = self.limits.max_chunked_body;
+                loop {
+                    let d = decoder
+                        .decode(&bufs.client, |data| body.extend_from_slice(data))
+                        .map_err(|_| BodyError::Refused(400, "malformed chunked body"))?;
+                    bufs.client.drain(..d.used);
+                    if body.len() as u64 > limit {
+                        return Err(BodyError::Refused(413, "the chunked body is too large"));
+                    }
+                    if d.done {
+                        break;
+                    }
+                    bufs.client.reserve(16 * 1024);
+                    match tokio::time::timeout(timeout, client.read_buf(&mut bufs.client)).await {
+                        Err(_) => return Err(BodyError::Refused(408, "the body timed out")),
+                        Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Gone),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+                finish_head(&mut bufs.out, req, body.len() as u64);
+                bufs.out.extend_from_slice(&body);
+                body.clear();
+                bufs.upstream = body;
+                Ok(0)
             }
         }
     }
 
-    /// Send the request on `io` and relay the answer.
+    /// Send the request on `conn` and relay the answer.
     async fn exchange(
         &self,
         client: &mut Stream,
-        io: &mut TcpStream,
+        conn: &mut Conn,
         bufs: &mut Buffers,
         req: &Request,
         policy: &UpstreamPolicy,
         streamed: u64,
-    ) -> Result<Done, Failed> {
+    ) -> Result<Done, Failure> {
         let idle = policy.idle_timeout;
+        let io = &mut conn.io;
         send(io, &bufs.out, DEFAULT_SEND_TIMEOUT)
             .await
-            .map_err(|e| Failed::Unsent(format!("sending the request: {e}")))?;
+            .map_err(|e| Failure::Unsent(format!("sending the request: {e}")))?;
         if streamed > 0 {
-            let mut body = Progress::new(Framing::Length(streamed));
+            let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
             let how = Relay {
-                read: DEFAULT_BODY_TIMEOUT,
+                read: self.limits.body_timeout,
                 write: DEFAULT_SEND_TIMEOUT,
-                rechunk: false,
             };
             if let Err(e) = relay(client, io, &mut body, &mut bufs.upstream, how).await {
                 if e.on_read() {
-                    // The client stopped sending: nothing to answer.
-                    return Ok(Done {
-                        next: Next::Abort,
-                        status: 0,
-                        reusable: false,
-                        health: Health::Unknown,
-                    });
+                    return Done::client_gone();
                 }
-                return Err(Failed::Answered(502, format!("sending the body: {e}")));
+                return Err(Failure::Answered(502, format!("sending the body: {e}")));
             }
         }
 
@@ -312,66 +320,78 @@ impl HttpPath {
                     r = tokio::time::timeout_at(deadline, read_head(io, &mut bufs.upstream)) => break r,
                     n = client.read_buf(&mut bufs.client), if bufs.client.len() < MAX_HEAD => {
                         match n {
-                            Ok(0) | Err(_) => return Ok(Done {
-                                next: Next::Abort,
-                                status: 0,
-                                reusable: false,
-                                health: Health::Unknown,
-                            }),
-                            // The client's next request, pipelined: kept for later.
+                            Ok(0) | Err(_) => return Done::client_gone(),
+                            // Pipelined bytes, or a WebSocket's first frames: kept for later.
                             Ok(_) => {}
                         }
                     }
                 }
             };
             let head_len = match read {
-                Err(_) => return Err(Failed::Answered(504, "the backend timed out".into())),
+                Err(_) => return Err(Failure::Answered(504, "the backend timed out".into())),
                 Ok(Ok(HeadRead::Complete(n))) => n,
                 Ok(Ok(HeadRead::TooLarge)) => {
-                    return Err(Failed::Answered(502, "response head too large".into()))
+                    return Err(Failure::Answered(502, "response head too large".into()))
                 }
                 Ok(Ok(HeadRead::Eof) | Err(_)) if bufs.upstream.is_empty() && !interim => {
-                    return Err(Failed::Unanswered("closed without answering".into()))
+                    return Err(Failure::Unanswered("closed without answering".into()))
                 }
                 Ok(Ok(HeadRead::Eof) | Err(_)) => {
-                    return Err(Failed::Answered(502, "closed mid-answer".into()))
+                    return Err(Failure::Answered(502, "closed mid-answer".into()))
                 }
             };
-            match inspect_response(
-                &bufs.upstream[..head_len],
-                req.head_method,
-                req.close,
-                &mut bufs.reply,
-            ) {
+            match inspect_response(&bufs.upstream[..head_len], req, req.close, &mut bufs.reply) {
                 Ok(Answer::Interim) => {
                     interim = true;
                     bufs.upstream.drain(..head_len);
                 }
+                Ok(Answer::Switched) => {
+                    // The 101 and whatever the backend sent behind it go to the client as is.
+                    if send(client, &bufs.upstream, DEFAULT_SEND_TIMEOUT)
+                        .await
+                        .is_err()
+                    {
+                        return Done::client_gone();
+                    }
+                    let down = bufs.upstream.split_off(head_len);
+                    return Ok(Done {
+                        next: Next::Close,
+                        switched: Some(down),
+                        status: 101,
+                        reusable: false,
+                        health: Health::Success,
+                    });
+                }
                 Ok(Answer::Final(res)) => break (res, head_len),
-                Err(e) => return Err(Failed::Answered(502, e.to_string())),
+                Err(e) => return Err(Failure::Answered(502, e.to_string())),
             }
         };
 
-        let mut body = Progress::new(res.framing);
+        let mut body = Progress::new(res.framing, res.encoding);
         let rest = &bufs.upstream[head_len..];
-        let first = body
-            .take(rest)
-            .map_err(|e| Failed::Answered(502, e.to_string()))?;
-        let mut extra = first < rest.len();
-        if res.rechunk {
-            push_chunk(&mut bufs.reply, &rest[..first]);
+        let first = if body.verbatim() {
+            let n = body.take(rest, &mut bufs.reply);
+            if let Ok(n) = n {
+                bufs.reply.extend_from_slice(&rest[..n]);
+            }
+            n
         } else {
-            bufs.reply.extend_from_slice(&rest[..first]);
+            body.take(rest, &mut bufs.reply)
         }
+        .map_err(|e| Failure::Answered(502, e.to_string()))?;
+        let mut extra = first < rest.len();
         let status = res.status;
+        // A refused upgrade: the backend may think the connection switched all the same.
+        let reusable = res.reusable && !req.websocket;
         if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
             .await
             .is_err()
         {
             return Ok(Done {
                 next: Next::Abort,
+                switched: None,
                 status,
-                reusable: res.reusable && body.done() && !extra,
+                reusable: reusable && body.done() && !extra,
                 health: Health::Success,
             });
         }
@@ -379,7 +399,6 @@ impl HttpPath {
             let how = Relay {
                 read: idle,
                 write: DEFAULT_SEND_TIMEOUT,
-                rechunk: res.rechunk,
             };
             match relay(io, client, &mut body, &mut bufs.upstream, how).await {
                 Ok(more) => extra |= more,
@@ -391,6 +410,7 @@ impl HttpPath {
                     };
                     return Ok(Done {
                         next: Next::Abort,
+                        switched: None,
                         status,
                         reusable: false,
                         health,
@@ -404,24 +424,48 @@ impl HttpPath {
             } else {
                 Next::KeepAlive
             },
+            switched: None,
             status,
-            reusable: res.reusable && !extra,
+            reusable: reusable && !extra,
             health: Health::Success,
         })
     }
 }
 
+/// One try of an HTTP request, for the retry loop.
+struct HttpAttempt<'a> {
+    path: &'a HttpPath,
+    client: &'a mut Stream,
+    bufs: &'a mut Buffers,
+    req: &'a Request,
+    policy: &'a UpstreamPolicy,
+    streamed: u64,
+}
+
+impl Attempt for HttpAttempt<'_> {
+    type Output = Done;
+    async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Failure> {
+        let (req, policy, streamed) = (self.req, self.policy, self.streamed);
+        self.path
+            .exchange(self.client, conn, self.bufs, req, policy, streamed)
+            .await
+    }
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    /// The client went away or stopped sending.
+    Gone,
+    /// Answer with this status and close.
+    Refused(u16, &'static str),
+}
+
 /// Answer the client with a JSON error.
-async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
+pub async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
     let body = error_body(msg);
-    let reason = match status {
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    };
     let resp = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+        reason(status),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
     );
@@ -432,28 +476,41 @@ async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -
     }
 }
 
-/// Open a connection to a backend.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(io)) => {
-            let _ = io.set_nodelay(true);
-            Ok(io)
-        }
-        Ok(Err(e)) => Err(format!("connect: {e}")),
-        Err(_) => Err("connect timed out".into()),
+/// The reason phrase of a status tideway answers with itself.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
     }
 }
 
 /// Read from the client until `buf` holds `len` bytes.
-async fn read_to(client: &mut Stream, buf: &mut Vec<u8>, len: usize) -> Result<(), ()> {
+async fn read_to(
+    client: &mut Stream,
+    buf: &mut Vec<u8>,
+    len: usize,
+    timeout: Duration,
+) -> Result<(), BodyError> {
     while buf.len() < len {
         buf.reserve(len - buf.len());
         let want = (len - buf.len()) as u64;
         let mut limited = (&mut *client).take(want);
         let read = limited.read_buf(buf);
-        match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read).await {
+        match tokio::time::timeout(timeout, read).await {
+            Err(_) => return Err(BodyError::Refused(408, "the body timed out")),
             Ok(Ok(n)) if n > 0 => {}
-            _ => return Err(()),
+            _ => return Err(BodyError::Gone),
         }
     }
     Ok(())

@@ -1,97 +1,79 @@
-//! The front door of an HTTP listener. pingora hands us each accepted connection raw; we read
-//! each request head first. A WebSocket upgrade is served by [`super::websocket`]; an ordinary
-//! request by tideway's own [`super::exchange`]; anything unusual is put back (rewound) into the
-//! stream and handed, untouched, to pingora's HTTP proxy. After a keep-alive request the next
-//! head is inspected the same way (pingora hands its connections back too).
+//! The front door of an HTTP listener: pingora accepts each connection and hands it over raw;
+//! from there tideway's one HTTP engine serves it. Each request head is read under the
+//! listener's limits ([`super::head`]), classified ([`super::request`]), refused with a clear
+//! answer or forwarded ([`super::exchange`]); a connection whose handshake the backend
+//! answers with 101 becomes a [`super::websocket`] tunnel. Nothing is handed to a second
+//! parser.
 
-use super::exchange::{Buffers, HttpPath, Next};
-use super::head::{read_head, HeadRead};
-use super::http::{Router, DEFAULT_UPSTREAM_IDLE};
+use super::exchange::{reply_error, Buffers, HttpPath, Next, Peers};
+use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
-use super::message::{inspect_request, Inspected};
+use super::request::{classify, Refusal, Request};
 use super::route::Route;
-use super::tls::{local, peer, Terminator, TlsConn};
+use super::tls::{local, peer, Terminator};
 use super::websocket;
-use crate::config::{Balance, UpstreamPolicy};
+use crate::config::{Balance, HttpLimits, UpstreamPolicy};
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
-use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
-use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// How long a new connection may take to send its first request head.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a keep-alive connection may idle between requests (pingora's default too).
-pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long an idle upstream keep-alive connection is kept (nginx's `keepalive_timeout` in an
+/// upstream block is 60 s).
+pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
 /// How long closing a client connection may take (a TLS close_notify to send).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The answer to a connection over the listener's `max_connections`.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 47\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
+
 /// Serves one HTTP listener.
 pub struct Gateway {
-    http: Arc<HttpProxy<Router>>,
     path: HttpPath,
     /// Starts the idle-connection sweeper on the first connection (inside pingora's runtime).
     sweeper: std::sync::Once,
     route: Route,
     tls: Option<Terminator>,
+    /// Connections still allowed (`max_connections`), when limited.
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl Gateway {
-    pub fn new(http: HttpProxy<Router>, route: Route, tls: Option<Terminator>) -> Self {
+    pub fn new(route: Route, tls: Option<Terminator>, limits: HttpLimits) -> Self {
         let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
+        let slots =
+            (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
         Gateway {
-            http: Arc::new(http),
-            path: HttpPath::new(route.clone(), keepalive),
+            path: HttpPath::new(route.clone(), keepalive, limits),
             sweeper: std::sync::Once::new(),
             route,
             tls,
+            slots,
         }
     }
 
-    /// Inspect a complete request head against the current snapshot: what serves it, and the
+    /// Classify a complete request head against the current snapshot: the request, and the
     /// upstream's policy (None when the upstream does not exist).
-    fn inspect(
+    fn classify(
         &self,
         head: &[u8],
         client: Option<std::net::IpAddr>,
         out: &mut Vec<u8>,
-    ) -> (Inspected, Option<Arc<UpstreamPolicy>>) {
+    ) -> Result<(Request, Option<Arc<UpstreamPolicy>>), Refusal> {
         let snap = self.route.pool.load();
         let policy = self.route.upstream(&snap).ok().map(|u| u.policy.clone());
         let hash = policy
             .as_deref()
             .filter(|p| p.balance == Balance::Hash)
             .map(|p| &p.hash_key);
-        let inspected = inspect_request(head, client, self.route.proto, hash, out);
-        (inspected, policy)
-    }
-}
-
-/// Put bytes back in front of a stream (plain TCP or tideway's TLS) so the next reader sees
-/// them again.
-fn rewind(stream: Stream, bytes: &[u8]) -> Option<Stream> {
-    let any = stream.into_any();
-    let any = match any.downcast::<L4Stream>() {
-        Ok(mut l4) => {
-            l4.rewind(bytes);
-            return Some(l4);
-        }
-        Err(other) => other,
-    };
-    match any.downcast::<TlsConn>() {
-        Ok(mut tls) => {
-            tls.rewind(bytes);
-            Some(tls)
-        }
-        Err(_) => {
-            tracing::error!("cannot rewind this stream type; dropping the connection");
-            None
-        }
+        let req = classify(head, client, self.route.proto, hash, out)?;
+        Ok((req, policy))
     }
 }
 
@@ -104,6 +86,12 @@ async fn stopped(mut watch: ShutdownWatch) {
     }
 }
 
+/// Close a client connection cleanly: TLS sends its close_notify, TCP its FIN.
+async fn close(stream: &mut Stream) {
+    let end = tokio::io::AsyncWriteExt::shutdown(stream);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+}
+
 #[async_trait]
 impl ServerApp for Gateway {
     /// Each connection gets a task of its own, sized for what tideway does with it: pingora's
@@ -111,25 +99,46 @@ impl ServerApp for Gateway {
     /// for as long as the connection lives.
     async fn process_new(
         self: &Arc<Self>,
-        stream: Stream,
+        mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         self.sweeper
             .call_once(|| Keepalive::spawn_sweeper(&self.path.keepalive));
+        let permit = match &self.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let plain = self.tls.is_none();
+                    tokio::spawn(async move {
+                        if plain {
+                            let answer = super::body::send(&mut stream, BUSY, CLOSE_TIMEOUT);
+                            let _ = answer.await;
+                        }
+                        close(&mut stream).await;
+                    });
+                    return None;
+                }
+            },
+        };
         let (me, shutdown) = (self.clone(), shutdown.clone());
-        tokio::spawn(async move { me.serve(stream, shutdown).await });
+        tokio::spawn(async move { me.serve(stream, shutdown, permit).await });
         None
-    }
-
-    async fn cleanup(&self) {
-        self.http.http_cleanup().await;
     }
 }
 
 impl Gateway {
     /// Serve one connection: every request on it, or the WebSocket it becomes.
-    async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) -> Option<()> {
-        let (peer_addr, local_addr) = (peer(&stream), local(&stream));
+    async fn serve(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: ShutdownWatch,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Option<()> {
+        let peers = Peers {
+            client: peer(&stream),
+            local: local(&stream),
+        };
         let mut stream = match &self.tls {
             None => stream,
             // Boxed: the handshake's state is large and only needed while it runs.
@@ -141,90 +150,99 @@ impl Gateway {
                 }
             },
         };
-        let mut settings = None;
-        let mut served = false;
+        let limits = &self.path.limits;
+        let mut served: u32 = 0;
         let mut bufs = Buffers::default();
-        let ip = peer_addr.map(|a| a.ip());
+        let ip = peers.client.map(|a| a.ip());
         let mut stop = std::pin::pin!(stopped(shutdown.clone()));
         let mut stopping = false;
         loop {
-            let wait = if served {
-                DEFAULT_KEEPALIVE
+            // The first byte of a head may take the keep-alive timeout (the header timeout on a
+            // new connection); from the first byte on, the whole head has the header timeout.
+            let wait = if served > 0 {
+                limits.keepalive_timeout
             } else {
-                DEFAULT_HEADER_TIMEOUT
+                limits.header_timeout
             };
-            let head = loop {
+            let mut started = !bufs.client.is_empty();
+            let mut deadline = Instant::now() + if started { limits.header_timeout } else { wait };
+            let mut scan = HeadScan::default();
+            let read = loop {
+                if let Some(done) = scan.scan(&bufs.client, limits) {
+                    break done;
+                }
+                bufs.client.reserve(2048);
                 tokio::select! {
                     biased;
-                    r = tokio::time::timeout(wait, read_head(&mut stream, &mut bufs.client)) => break r,
+                    r = tokio::time::timeout_at(deadline, stream.read_buf(&mut bufs.client)) => match r {
+                        Err(_) if started => {
+                            break HeadRead::Refused(Refusal::new(408, "the request head timed out"))
+                        }
+                        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break HeadRead::Eof,
+                        Ok(Ok(_)) if !started => {
+                            started = true;
+                            deadline = Instant::now() + limits.header_timeout;
+                        }
+                        Ok(Ok(_)) => {}
+                    },
                     // Shutting down: an idle keep-alive connection closes now, not at the end
                     // of the grace period; a request already arriving is still read and served
                     // (with `Connection: close`). `stop` is never polled again once it fired.
-                    _ = &mut stop, if served && !stopping => {
+                    _ = &mut stop, if served > 0 && !stopping => {
                         stopping = true;
                         if bufs.client.is_empty() {
-                            let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+                            close(&mut stream).await;
                             return None;
                         }
                     }
                 }
             };
-            let inspected = match head {
-                Ok(Ok(HeadRead::Complete(len))) => {
-                    let (what, policy) = self.inspect(&bufs.client[..len], ip, &mut bufs.out);
-                    Some((what, policy, len))
+            let head_len = match read {
+                HeadRead::Complete(n) => n,
+                HeadRead::Eof => return None,
+                HeadRead::Refused(r) => {
+                    let _ = reply_error(&mut stream, r.status, r.reason, true).await;
+                    close(&mut stream).await;
+                    return None;
                 }
-                Ok(Ok(HeadRead::TooLarge)) => None,
-                _ => return None,
             };
-            served = true;
-            match inspected {
-                Some((Inspected::WebSocket, _, len)) => {
-                    // The WebSocket lives on in a task of its own, sized for it alone: this
-                    // connection's task (pingora's, sized for every kind of request) ends.
-                    let raw = std::mem::take(&mut bufs.client);
+            served += 1;
+            let (mut req, policy) = match self.classify(&bufs.client[..head_len], ip, &mut bufs.out)
+            {
+                Ok(classified) => classified,
+                Err(r) => {
+                    let _ = reply_error(&mut stream, r.status, r.reason, true).await;
+                    close(&mut stream).await;
+                    return None;
+                }
+            };
+            req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
+            let idle = policy.as_ref().map(|p| p.idle_timeout);
+            let next = self
+                .path
+                .forward(&mut stream, &mut bufs, head_len, req, policy, peers)
+                .await;
+            match next {
+                Next::KeepAlive => bufs.reset(),
+                Next::Close => {
+                    close(&mut stream).await;
+                    return None;
+                }
+                // A cut response: no close_notify, so a TLS client sees the cut.
+                Next::Abort => return None,
+                Next::Upgraded(up) => {
+                    // The WebSocket lives on in a task of its own, sized for it alone.
+                    let early = std::mem::take(&mut bufs.client);
+                    drop(bufs);
                     let route = self.route.clone();
+                    let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
                     tokio::spawn(async move {
-                        websocket::serve(&route, stream, raw, len, peer_addr, local_addr).await;
+                        websocket::tunnel(&route, stream, early, *up, idle).await;
+                        drop(permit);
                     });
                     return None;
                 }
-                Some((Inspected::Forward(mut req), policy, len)) => {
-                    req.close |= *shutdown.borrow();
-                    let next = self
-                        .path
-                        .forward(&mut stream, &mut bufs, len, req, policy)
-                        .await;
-                    match next {
-                        Next::KeepAlive => bufs.reset(),
-                        Next::Close => {
-                            // A clean end: TLS sends its close_notify, TCP its FIN.
-                            let end = tokio::io::AsyncWriteExt::shutdown(&mut stream);
-                            let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
-                            return None;
-                        }
-                        // A cut response: no close_notify, so a TLS client sees the cut.
-                        Next::Abort => return None,
-                    }
-                    continue;
-                }
-                Some((Inspected::Pingora, _, _)) | None => {}
             }
-            stream = rewind(stream, &bufs.client)?;
-            bufs.client.clear();
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),
-                None => session.set_keepalive(Some(DEFAULT_KEEPALIVE.as_secs())),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            let reused = self.http.process_new_http(session, &shutdown).await?;
-            let (s, st) = reused.consume();
-            stream = s;
-            settings = st;
         }
     }
 }

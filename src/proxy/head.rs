@@ -1,69 +1,99 @@
-//! Reading HTTP/1 message heads before anything else sees them, and the WebSocket upgrade head.
+//! Reading a client's request head under the listener's limits, before anything parses it.
+//!
+//! The reader only finds where the head ends and enforces sizes as bytes arrive: a request
+//! line over its limit is refused with 414, a header line, a head or a header count over
+//! theirs with 431, and a bare LF (a line not ended by CRLF) with 400, each as soon as the
+//! offending byte is read, never after waiting for the end of a line that may never come.
+//! Parsing is [`super::request`]'s alone.
 
-use super::message::end_with_forwarding;
-pub use crate::wire::{read_head, response_status, HeadRead, MAX_HEAD, MAX_HEADERS};
+use super::request::Refusal;
+use crate::config::HttpLimits;
 
-/// A parsed upgrade request, owning what the WebSocket path needs.
-#[derive(Debug)]
-pub struct UpgradeHead {
-    pub method: String,
-    pub target: String,
-    pub headers: Vec<(String, Vec<u8>)>,
+/// Outcome of reading a request head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeadRead {
+    /// The head ends at this offset of the buffer (bytes after it are the body or pipelined).
+    Complete(usize),
+    /// The head broke a limit or a line rule: answer with this and close.
+    Refused(Refusal),
+    /// The peer closed before a complete head.
+    Eof,
 }
 
-impl UpgradeHead {
-    /// Parse a complete request head.
-    pub fn parse(head: &[u8]) -> Option<Self> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return None,
-        }
-        Some(UpgradeHead {
-            method: req.method?.to_string(),
-            target: req.path?.to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                .collect(),
-        })
-    }
+/// Where scanning a head stands; kept across reads so every byte is looked at once.
+#[derive(Debug, Default)]
+pub struct HeadScan {
+    /// Bytes of the buffer already scanned.
+    scanned: usize,
+    /// Start of the line being scanned.
+    line_start: usize,
+    /// Lines seen so far, not counting empty lines before the request line.
+    lines: usize,
+}
 
-    /// A header by lower-case name.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// The query string of the target, if any.
-    pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
-    }
-
-    /// The head to send to the backend, with X-Forwarded-For (appended), X-Real-IP and
-    /// X-Forwarded-Proto set for `client`.
-    pub fn to_backend(&self, client: Option<std::net::IpAddr>, proto: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("{} {} HTTP/1.1\r\n", self.method, self.target).as_bytes());
-        let mut xff: Vec<&[u8]> = Vec::new();
-        for (name, value) in &self.headers {
-            match name.as_str() {
-                "x-forwarded-for" => xff.push(value),
-                "x-real-ip" | "x-forwarded-proto" => {}
-                _ => {
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(value);
-                    out.extend_from_slice(b"\r\n");
+impl HeadScan {
+    /// Scan what `buf` holds beyond the last call: `Some` once the head ends or breaks a rule.
+    pub fn scan(&mut self, buf: &[u8], limits: &HttpLimits) -> Option<HeadRead> {
+        while self.scanned < buf.len() {
+            let i = self.scanned;
+            self.scanned += 1;
+            if buf[i] != b'\n' {
+                continue;
+            }
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Some(HeadRead::Refused(Refusal::new(
+                    400,
+                    "a line of the request head does not end with CRLF",
+                )));
+            }
+            let len = i - 1 - self.line_start;
+            self.line_start = i + 1;
+            if len == 0 {
+                if self.lines == 0 {
+                    // Empty lines before the request line are skipped (RFC 9112 §2.2).
+                    continue;
                 }
+                return Some(HeadRead::Complete(i + 1));
+            }
+            if let Some(refused) = self.line_too_long(len, limits) {
+                return Some(refused);
+            }
+            self.lines += 1;
+            if self.lines > limits.max_headers + 1 {
+                return Some(HeadRead::Refused(Refusal::new(
+                    431,
+                    "too many header fields",
+                )));
             }
         }
-        end_with_forwarding(&mut out, &xff, client, proto);
-        out
+        // The line still arriving may already be too long, and so may the head.
+        let partial = buf.len() - self.line_start;
+        if let Some(refused) = self.line_too_long(partial, limits) {
+            return Some(refused);
+        }
+        if buf.len() > limits.max_head {
+            return Some(HeadRead::Refused(Refusal::new(
+                431,
+                "the request head is too large",
+            )));
+        }
+        None
+    }
+
+    fn line_too_long(&self, len: usize, limits: &HttpLimits) -> Option<HeadRead> {
+        if self.lines == 0 && len > limits.max_request_line {
+            Some(HeadRead::Refused(Refusal::new(
+                414,
+                "the request line is too long",
+            )))
+        } else if self.lines > 0 && len > limits.max_header_line {
+            Some(HeadRead::Refused(Refusal::new(
+                431,
+                "a header field line is too long",
+            )))
+        } else {
+            None
+        }
     }
 }
 
@@ -71,30 +101,72 @@ impl UpgradeHead {
 mod tests {
     use super::*;
 
-    const UPGRADE: &[u8] = b"GET /chat?uid=7 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n";
-
-    #[test]
-    fn rewrites_forwarding_headers() {
-        let h = UpgradeHead::parse(UPGRADE).unwrap();
-        assert_eq!(h.query(), Some("uid=7"));
-        let out =
-            String::from_utf8(h.to_backend(Some("10.0.0.9".parse().unwrap()), "http")).unwrap();
-        assert!(out.starts_with("GET /chat?uid=7 HTTP/1.1\r\n"));
-        assert!(out.contains("x-forwarded-for: 1.1.1.1, 10.0.0.9\r\n"));
-        assert!(out.contains("x-real-ip: 10.0.0.9\r\n"));
-        assert!(out.ends_with("x-forwarded-proto: http\r\n\r\n"));
+    fn scan_all(bytes: &[u8], limits: &HttpLimits) -> Option<HeadRead> {
+        HeadScan::default().scan(bytes, limits)
     }
 
-    #[tokio::test]
-    async fn reads_a_head_split_over_reads() {
-        let (mut a, mut b) = tokio::io::duplex(64);
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            a.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
-            a.write_all(b"st: x\r\n\r\nBODY").await.unwrap();
-        });
-        let mut buf = Vec::new();
-        let r = read_head(&mut b, &mut buf).await.unwrap();
-        assert_eq!(r, HeadRead::Complete(buf.len() - 4));
+    fn status(r: Option<HeadRead>) -> Option<u16> {
+        match r {
+            Some(HeadRead::Refused(r)) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head() {
+        let l = HttpLimits::default();
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY";
+        assert_eq!(scan_all(head, &l), Some(HeadRead::Complete(head.len() - 4)));
+        assert_eq!(scan_all(b"GET / HTTP/1.1\r\nHost: x\r\n", &l), None);
+        let leading = b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            scan_all(leading, &l),
+            Some(HeadRead::Complete(leading.len()))
+        );
+    }
+
+    #[test]
+    fn the_end_is_found_byte_by_byte_too() {
+        let l = HttpLimits::default();
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut scan = HeadScan::default();
+        for n in 1..head.len() {
+            assert_eq!(scan.scan(&head[..n], &l), None, "at {n}");
+        }
+        assert_eq!(scan.scan(head, &l), Some(HeadRead::Complete(head.len())));
+    }
+
+    #[test]
+    fn refuses_bare_lf_and_oversized_lines_at_once() {
+        let l = HttpLimits {
+            max_request_line: 20,
+            max_header_line: 10,
+            max_head: 64,
+            max_headers: 2,
+            ..HttpLimits::default()
+        };
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\nHost: x\n\n", &l)),
+            Some(400)
+        );
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\r\nHost: x\n", &l)),
+            Some(400)
+        );
+        // A line that never ends is refused once it is over the limit, not at its end.
+        assert_eq!(
+            status(scan_all(b"GET /aaaaaaaaaaaaaaaaaaaaaa", &l)),
+            Some(414)
+        );
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\r\nX: aaaaaaaaa", &l)),
+            Some(431)
+        );
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n", &l)),
+            Some(431)
+        );
+        let big = [b"GET / HTTP/1.1\r\n".as_slice(), &[b'x'; 60]].concat();
+        assert_eq!(status(scan_all(&big, &l)), Some(431));
     }
 }

@@ -1,21 +1,26 @@
-//! The data plane. Each listener gets a [`gateway::Gateway`] that reads a request head,
-//! serves WebSocket upgrades through tideway's own [`tunnel::Tunnel`], forwards ordinary
-//! requests itself ([`exchange`]), and hands anything unusual to pingora's HTTP proxy
-//! ([`http::Router`]).
+//! The data plane: one HTTP engine and one tunnel. Each HTTP listener gets a
+//! [`gateway::Gateway`] that reads request heads under the listener's limits ([`head`]),
+//! classifies them ([`request`]), and forwards them itself ([`exchange`], [`response`],
+//! [`body`], [`chunked`]); a WebSocket the backend switched to runs through tideway's own
+//! [`tunnel::Tunnel`], as does every TCP connection ([`tcp`]). One retry loop
+//! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
+//! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
+//! (listeners, runtimes, signals, graceful shutdown).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config` and `pool`; never `admin`.
 
 pub mod body;
+pub mod chunked;
 pub mod exchange;
 pub mod frame;
 pub mod gateway;
 pub mod head;
-pub mod http;
 pub mod keepalive;
 pub mod key;
-pub mod message;
 pub mod proxy_protocol;
+pub mod request;
+pub mod response;
 pub mod route;
 pub mod tcp;
 pub mod tls;

@@ -1,32 +1,76 @@
 //! What a listener serves: one upstream of the pool.
 
-use crate::config::ProxyProtocol;
+use super::keepalive::Keepalive;
+use crate::config::UpstreamPolicy;
 use crate::pool::backend::ActiveGuard;
 use crate::pool::{Backend, BackendId, Diff, Live, PoolHandle, Snapshot, Upstream};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// What a tunnel (WebSocket or TCP) needs from its upstream's policy, read once.
-#[derive(Clone, Copy, Debug)]
-pub struct TunnelPolicy {
-    pub retries: u32,
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_fails: u32,
-    pub proxy_protocol: Option<ProxyProtocol>,
+/// A connection to a backend for one attempt, counted as active until dropped.
+pub struct Conn {
+    pub io: TcpStream,
+    pub id: BackendId,
+    pub addr: SocketAddr,
+    pub guard: ActiveGuard,
+    /// Cancelled to close tunnels to this backend (drain deadline, shutdown).
+    pub close: CancellationToken,
+    /// Taken from the idle pool rather than opened for this attempt.
+    pub reused: bool,
 }
 
-/// A backend connection for a tunnel, counted as active until dropped.
-pub struct Connected {
-    pub io: TcpStream,
-    pub guard: ActiveGuard,
-    pub close: CancellationToken,
-    pub id: BackendId,
+/// How one attempt on a backend failed before the client got anything.
+#[derive(Debug)]
+pub enum Failure {
+    /// Sending the request failed: the backend did not get it whole.
+    Unsent(String),
+    /// The backend closed without a byte of answer.
+    Unanswered(String),
+    /// The backend answered too slowly, or with something that cannot be forwarded: the
+    /// client gets this status.
+    Answered(u16, String),
 }
+
+/// What the retry loop needs to know about a request.
+pub struct Attempts<'a> {
+    /// The sticky key hash.
+    pub key: u32,
+    pub policy: &'a UpstreamPolicy,
+    /// Idle connections to reuse and return (HTTP; None for tunnels).
+    pub keepalive: Option<&'a Keepalive>,
+    /// The whole request is in hand, so it can be sent again.
+    pub replayable: bool,
+    /// Safe to send again after the backend may have received it.
+    pub idempotent: bool,
+    /// The client's and the listener's addresses, for a PROXY protocol header.
+    pub client: Option<SocketAddr>,
+    pub local: Option<SocketAddr>,
+}
+
+/// One try of a request on a backend connection, run by [`Route::attempts`].
+pub trait Attempt {
+    type Output;
+    fn attempt(
+        &mut self,
+        conn: &mut Conn,
+    ) -> impl std::future::Future<Output = Result<Self::Output, Failure>> + Send;
+}
+
+/// The attempt of a tunnel: being connected is all it takes.
+pub struct Connect;
+
+impl Attempt for Connect {
+    type Output = ();
+    async fn attempt(&mut self, _: &mut Conn) -> Result<(), Failure> {
+        Ok(())
+    }
+}
+
+/// Retries on the same backend when a reused keep-alive connection turns out stale.
+pub const MAX_STALE_RETRIES: u32 = 2;
 
 /// A listener's binding to an upstream.
 #[derive(Clone)]
@@ -61,91 +105,130 @@ impl Route {
         tried: &[BackendId],
     ) -> Result<&'s Backend, NoBackend> {
         let up = self.upstream(snap)?;
-        up.pick(key, |b| tried.contains(&b.id))
+        up.pick(key, |b| tried.contains(&b.id) || b.at_capacity())
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
     }
 }
 
 impl Route {
-    /// The tunnel policy of this route's upstream and the request key hash, computed by
-    /// `key` from the upstream's hash key.
-    pub fn tunnel_policy(
+    /// The retry loop, the one for HTTP requests and tunnels alike (nginx's
+    /// `proxy_next_upstream error timeout`): pick a backend, reuse an idle connection to it or
+    /// open one (sending a PROXY protocol header when the upstream asks), and run `attempt`
+    /// on it. A backend that cannot be connected to counts as failed and the next one is tried,
+    /// up to the upstream's `retries`; so is one that broke before answering a request that
+    /// may be sent again. A pooled connection that turns out stale is retried on a fresh
+    /// connection to the same backend, so a sticky request stays put. On success the
+    /// connection is handed back with `attempt`'s result; `Err` is the status and message for
+    /// the client.
+    pub async fn attempts<A: Attempt>(
         &self,
-        key: impl FnOnce(&Upstream) -> u32,
-    ) -> Result<(TunnelPolicy, u32), NoBackend> {
-        let snap = self.pool.load();
-        let up = self.upstream(&snap)?;
-        let p = &up.policy;
-        Ok((
-            TunnelPolicy {
-                retries: p.retries,
-                connect_timeout: p.connect_timeout,
-                idle_timeout: p.idle_timeout,
-                max_fails: p.passive.max_fails,
-                proxy_protocol: p.proxy_protocol,
-            },
-            key(up),
-        ))
-    }
-
-    /// Connect to a backend for key hash `key`, retrying on another backend when connecting
-    /// fails, and send the PROXY protocol header when the upstream asks for one.
-    pub async fn connect(
-        &self,
-        key: u32,
-        policy: &TunnelPolicy,
-        client: Option<SocketAddr>,
-        local: Option<SocketAddr>,
-    ) -> Result<Connected, String> {
+        how: Attempts<'_>,
+        attempt: &mut A,
+    ) -> Result<(A::Output, Conn), (u16, String)> {
+        let policy = how.policy;
+        let max_fails = policy.passive.max_fails;
+        // A PROXY protocol header names one client: such connections are never shared.
+        let keepalive = how.keepalive.filter(|_| policy.proxy_protocol.is_none());
         let mut tried: Vec<BackendId> = Vec::new();
+        let mut stale = 0;
+        let mut again: Option<(BackendId, SocketAddr, ActiveGuard, CancellationToken)> = None;
         loop {
-            let picked = {
-                let snap = self.pool.load();
-                self.pick(&snap, key, &tried)
-                    .map(|b| (b.id.clone(), b.addr, b.live.begin(), b.close.clone()))
-            };
-            let (id, addr, guard, close) = picked.map_err(|e| e.to_string())?;
-            let why = match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr))
-                .await
-            {
-                Ok(Ok(mut io)) => {
-                    let _ = io.set_nodelay(true);
-                    let header = match (policy.proxy_protocol, client, local) {
-                        (Some(v), Some(c), Some(l)) => Some(super::proxy_protocol::header(v, c, l)),
-                        _ => None,
-                    };
-                    match header {
-                        Some(h) => match io.write_all(&h).await {
-                            Ok(()) => {
-                                return Ok(Connected {
-                                    io,
-                                    guard,
-                                    close,
-                                    id,
-                                })
-                            }
-                            Err(e) => format!("sending the PROXY header: {e}"),
-                        },
-                        None => {
-                            return Ok(Connected {
-                                io,
-                                guard,
-                                close,
-                                id,
-                            })
-                        }
+            let fresh = again.is_some();
+            let (id, addr, guard, close) = match again.take() {
+                Some(same) => same,
+                None => {
+                    let snap = self.pool.load();
+                    match self.pick(&snap, how.key, &tried) {
+                        Ok(b) => (b.id.clone(), b.addr, b.live.begin(), b.close.clone()),
+                        Err(e) if tried.is_empty() => return Err((503, e.to_string())),
+                        Err(_) => return Err((502, "no backend could be reached".into())),
                     }
                 }
-                Ok(Err(e)) => format!("connect: {e}"),
-                Err(_) => "connect timed out".to_string(),
             };
-            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend connect failed");
-            self.failed(guard.live(), &id, policy.max_fails, &why);
+            let pooled = keepalive.filter(|_| !fresh).and_then(|k| k.take(addr));
+            let reused = pooled.is_some();
+            let io = match pooled {
+                Some(io) => io,
+                None => match self.open(addr, policy, how.client, how.local).await {
+                    Ok(io) => io,
+                    Err(why) => {
+                        tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend connect failed");
+                        self.failed(guard.live(), &id, max_fails, &why);
+                        tried.push(id);
+                        if tried.len() as u32 > policy.retries {
+                            return Err((502, "no backend could be reached".into()));
+                        }
+                        continue;
+                    }
+                },
+            };
+            let mut conn = Conn {
+                io,
+                id,
+                addr,
+                guard,
+                close,
+                reused,
+            };
+            let failed = match attempt.attempt(&mut conn).await {
+                Ok(t) => return Ok((t, conn)),
+                Err(failed) => failed,
+            };
+            let Conn {
+                id,
+                addr,
+                guard,
+                close,
+                ..
+            } = conn;
+            // A pooled connection gone stale is not the backend's fault: retry on a fresh one
+            // to the same backend, if the request cannot have been acted on twice.
+            let stale_retry = match &failed {
+                Failure::Unsent(_) => true,
+                Failure::Unanswered(_) => how.idempotent,
+                Failure::Answered(..) => false,
+            };
+            if reused && how.replayable && stale_retry && stale < MAX_STALE_RETRIES {
+                stale += 1;
+                again = Some((id, addr, guard, close));
+                continue;
+            }
+            let (status, why, next_backend) = match failed {
+                Failure::Unsent(why) => (502, why, true),
+                Failure::Unanswered(why) => (502, why, how.idempotent),
+                Failure::Answered(status, why) => (status, why, false),
+            };
+            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend failed the request");
+            self.failed(guard.live(), &id, max_fails, &why);
             tried.push(id);
-            if tried.len() as u32 > policy.retries {
-                return Err("no backend could be reached".into());
+            if !(next_backend && how.replayable) || tried.len() as u32 > policy.retries {
+                return Err((status, format!("backend failed: {why}")));
             }
         }
+    }
+
+    /// Open a connection to a backend, with the PROXY protocol header when the upstream asks.
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        policy: &UpstreamPolicy,
+        client: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+    ) -> Result<TcpStream, String> {
+        let mut io =
+            match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(io)) => io,
+                Ok(Err(e)) => return Err(format!("connect: {e}")),
+                Err(_) => return Err("connect timed out".into()),
+            };
+        let _ = io.set_nodelay(true);
+        if let (Some(v), Some(c), Some(l)) = (policy.proxy_protocol, client, local) {
+            let header = super::proxy_protocol::header(v, c, l);
+            io.write_all(&header)
+                .await
+                .map_err(|e| format!("sending the PROXY header: {e}"))?;
+        }
+        Ok(io)
     }
 
     /// Passive health: count a failure of backend `id`; at `max_fails` in a row (0 = off),

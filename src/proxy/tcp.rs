@@ -3,7 +3,7 @@
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
 use super::key::ip_hash;
-use super::route::{Connected, Route};
+use super::route::{Attempts, Connect, Route};
 use super::tls::{local, peer};
 use super::tunnel::{finish, Tunnel};
 use async_trait::async_trait;
@@ -36,27 +36,36 @@ impl ServerApp for TcpGateway {
 impl TcpGateway {
     async fn serve(self: Arc<Self>, mut client: Stream) {
         let (peer, local) = (peer(&client), local(&client));
-        let key = ip_hash(peer.map(|p| p.ip()));
-        let (policy, key) = match self.route.tunnel_policy(|_| key) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "tcp: no upstream");
-                return;
+        let policy = {
+            let snap = self.route.pool.load();
+            match self.route.upstream(&snap) {
+                Ok(up) => up.policy.clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp: no upstream");
+                    return;
+                }
             }
         };
-        let Connected {
-            io, guard, close, ..
-        } = match self.route.connect(key, &policy, peer, local).await {
-            Ok(c) => c,
-            Err(e) => {
+        let how = Attempts {
+            key: ip_hash(peer.map(|p| p.ip())),
+            policy: &policy,
+            keepalive: None,
+            replayable: true,
+            idempotent: true,
+            client: peer,
+            local,
+        };
+        let conn = match self.route.attempts(how, &mut Connect).await {
+            Ok(((), conn)) => conn,
+            Err((_, e)) => {
                 tracing::warn!(upstream = %self.route.upstream, error = %e, "tcp: no backend");
                 let _ = client.shutdown().await;
                 return;
             }
         };
-        guard.live().record_success();
-        let tunnel = Tunnel::new(client, io, policy.idle_timeout, close, false);
+        conn.guard.live().record_success();
+        let tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false);
         finish(&self.route.upstream, tunnel.await);
-        drop(guard);
+        drop(conn.guard);
     }
 }

@@ -141,6 +141,11 @@ where
         self.down.frames.feed(bytes);
     }
 
+    /// Account for client-to-server bytes already forwarded before the tunnel started.
+    pub fn already_sent_up(&mut self, bytes: &[u8]) {
+        self.up.frames.feed(bytes);
+    }
+
     fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
         if !self.websocket {
             return Some(why.end());

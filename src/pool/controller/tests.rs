@@ -19,12 +19,14 @@ fn config() -> Vec<UpstreamConfig> {
                 id: "127.0.0.1:1001".into(),
                 addr: addr(1001),
                 weight: 1,
+                max_conns: 0,
                 disabled: false,
             },
             StaticBackend {
                 id: "127.0.0.1:1002".into(),
                 addr: addr(1002),
                 weight: 2,
+                max_conns: 0,
                 disabled: false,
             },
         ],
@@ -40,6 +42,7 @@ fn spec(id: &str, port: u16) -> BackendSpec {
         id: id.into(),
         addr: addr(port),
         weight: 1,
+        max_conns: 0,
         source: Source::Http,
     }
 }

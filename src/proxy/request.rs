@@ -1,0 +1,412 @@
+//! The request-head classifier: the one parser of client requests. It decides whether a
+//! complete head is forwarded, upgraded to a WebSocket, or refused, and writes the head the
+//! backend gets.
+//!
+//! The backends tideway fronts (Workerman and other PHP servers) frame requests leniently, so
+//! the head a backend gets is rebuilt, never passed through: `METHOD TARGET HTTP/1.1`, the
+//! client's end-to-end headers, the forwarding headers, and exactly one framing header in
+//! canonical form, written by [`finish_head`] once the body's length is known. Anything
+//! ambiguous is refused rather than guessed at (see [`Refusal`] and the README's table).
+
+use super::key::request_hash;
+use crate::config::HashKey;
+use std::io::Write;
+use std::net::IpAddr;
+
+/// Most header fields the parser takes; [`crate::config::HttpLimits::max_headers`] is
+/// enforced before parsing and may not exceed it.
+pub const MAX_HEADERS: usize = 128;
+
+/// A request refused before it reaches a backend: the status and why. The connection closes
+/// after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    pub const fn new(status: u16, reason: &'static str) -> Self {
+        Refusal { status, reason }
+    }
+}
+
+/// How a request's body is delimited as the client sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A request tideway forwards.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub body: RequestBody,
+    /// The client connection closes after this exchange.
+    pub close: bool,
+    /// The client spoke HTTP/1.0: its answer is never chunked.
+    pub http10: bool,
+    /// `HEAD`: the response has no body whatever its headers say.
+    pub head_method: bool,
+    /// Safe to send again to another backend (RFC 9110 idempotent methods).
+    pub idempotent: bool,
+    /// A valid WebSocket handshake: the backend may answer 101 and the connection becomes a
+    /// tunnel.
+    pub websocket: bool,
+    /// The client waits for `100 Continue` before sending its body.
+    pub expect_continue: bool,
+    /// `POST`, `PUT`, `PATCH` and unknown methods get `content-length: 0` when bodiless.
+    pub length_always: bool,
+    /// The sticky key hash, when the caller asked for one.
+    pub key: u32,
+}
+
+/// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
+const REQUEST_DROP: [&str; 13] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+    "content-length",
+    "expect",
+    "host",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+];
+
+/// Headers a `Connection` header may never make hop-by-hop.
+const NEVER_HOP_BY_HOP: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// Is `token` one of the comma-separated values of a header (case-insensitive)?
+pub(super) fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Is header `name` listed in one of the `Connection` values (and allowed to be)?
+pub(super) fn named_by(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|v| has_token(v, name))
+        && !NEVER_HOP_BY_HOP
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// A `Content-Length` value: 1 to 18 ASCII digits, nothing else.
+pub(super) fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Is `host` a plausible Host value (reg-name or IP literal, optional port)?
+fn valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && !host.starts_with(b".")
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~:[]!$&'()*+,;=%".contains(&b))
+}
+
+/// The authority of an absolute-form target and the origin-form rest (`/` when empty).
+fn split_absolute(target: &str) -> Option<(&str, &str)> {
+    let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case("http://") {
+        &target[7..]
+    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    match rest.find(['/', '?']) {
+        Some(i) => Some((&rest[..i], &rest[i..])),
+        None => Some((rest, "")),
+    }
+}
+
+/// Headers of interest, gathered in one pass.
+#[derive(Default)]
+struct Seen<'h> {
+    host: Option<&'h [u8]>,
+    hosts: usize,
+    lengths: usize,
+    length: Option<&'h [u8]>,
+    encodings: usize,
+    encoding: Option<&'h [u8]>,
+    expect: Option<&'h [u8]>,
+    upgrade: Option<&'h [u8]>,
+    upgrades: usize,
+    ws_key: bool,
+    ws_version: bool,
+    connection: [&'h [u8]; 4],
+    n_connection: usize,
+    xff: [&'h [u8]; 4],
+    n_xff: usize,
+}
+
+/// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
+/// to forward, write the backend's head into `out` (cleared first), all but its framing header
+/// and final blank line, which [`finish_head`] adds. With a `hash_key`, the request's sticky
+/// key hash is computed too.
+pub fn classify(
+    raw: &[u8],
+    client: Option<IpAddr>,
+    proto: &str,
+    hash_key: Option<&HashKey>,
+    out: &mut Vec<u8>,
+) -> Result<Request, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(raw) {
+        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+        Ok(_) => return Err(Refusal::new(400, "malformed request head")),
+        Err(httparse::Error::Version) => return Err(version_refusal(raw)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(431, "too many header fields"))
+        }
+        Err(_) => return Err(Refusal::new(400, "malformed request head")),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Refusal::new(400, "malformed request line"));
+    };
+    let http10 = minor == 0;
+    match method {
+        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
+        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
+        _ => {}
+    }
+    let headers: &[httparse::Header<'_>] = req.headers;
+
+    let mut seen = Seen::default();
+    for h in headers {
+        let (name, value) = (h.name, h.value);
+        if name.eq_ignore_ascii_case("host") {
+            seen.hosts += 1;
+            seen.host = Some(value.trim_ascii());
+        } else if name.eq_ignore_ascii_case("content-length") {
+            seen.lengths += 1;
+            seen.length = Some(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            seen.encodings += 1;
+            seen.encoding = Some(value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            if seen.n_connection == seen.connection.len() {
+                return Err(Refusal::new(400, "too many Connection headers"));
+            }
+            seen.connection[seen.n_connection] = value;
+            seen.n_connection += 1;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            seen.upgrades += 1;
+            seen.upgrade = Some(value);
+        } else if name.eq_ignore_ascii_case("expect") {
+            seen.expect = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            seen.ws_key = !value.trim_ascii().is_empty();
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            seen.ws_version = value.trim_ascii() == b"13";
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if seen.n_xff == seen.xff.len() {
+                return Err(Refusal::new(400, "too many X-Forwarded-For headers"));
+            }
+            seen.xff[seen.n_xff] = value;
+            seen.n_xff += 1;
+        }
+    }
+    let connection = &seen.connection[..seen.n_connection];
+
+    // Where the request goes: Host, and an absolute-form target that must agree with it.
+    if seen.hosts > 1 {
+        return Err(Refusal::new(400, "more than one Host header"));
+    }
+    let mut path = target;
+    if let Some((authority, rest)) = split_absolute(target) {
+        match seen.host {
+            Some(h) if !h.eq_ignore_ascii_case(authority.as_bytes()) => {
+                return Err(Refusal::new(
+                    400,
+                    "the target's authority differs from Host",
+                ))
+            }
+            _ => {}
+        }
+        if !valid_host(authority.as_bytes()) {
+            return Err(Refusal::new(400, "invalid authority in the target"));
+        }
+        seen.host = Some(authority.as_bytes());
+        path = rest;
+    } else if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
+        return Err(Refusal::new(400, "invalid request target"));
+    }
+    match seen.host {
+        Some(h) if !valid_host(h) => return Err(Refusal::new(400, "invalid Host header")),
+        None if !http10 => return Err(Refusal::new(400, "HTTP/1.1 request without Host")),
+        _ => {}
+    }
+
+    // How the body is delimited: exactly one way, or refused.
+    let body = match (seen.lengths, seen.encodings) {
+        (0, 0) => RequestBody::None,
+        (_, 1..) if seen.lengths > 0 => {
+            return Err(Refusal::new(
+                400,
+                "both Content-Length and Transfer-Encoding",
+            ))
+        }
+        (0, 1) if http10 => {
+            return Err(Refusal::new(
+                400,
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ))
+        }
+        (0, 1) => match seen.encoding.map(<[u8]>::trim_ascii) {
+            Some(v) if v.eq_ignore_ascii_case(b"chunked") => RequestBody::Chunked,
+            _ => return Err(Refusal::new(501, "unsupported Transfer-Encoding")),
+        },
+        (0, _) => return Err(Refusal::new(400, "more than one Transfer-Encoding header")),
+        (1, 0) => match seen.length.and_then(parse_length) {
+            Some(0) => RequestBody::None,
+            Some(n) => RequestBody::Length(n),
+            None => return Err(Refusal::new(400, "malformed Content-Length")),
+        },
+        _ => return Err(Refusal::new(400, "more than one Content-Length header")),
+    };
+    let bodiless = matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE");
+    if bodiless && body != RequestBody::None {
+        // Workerman 4.x up to 4.1.0 ends these requests at the blank line whatever their
+        // framing says, and would read the body as a request of its own.
+        return Err(Refusal::new(
+            400,
+            "a body on a GET, HEAD, OPTIONS or DELETE request",
+        ));
+    }
+    let expect_continue = match seen.expect {
+        None => false,
+        Some(_) if http10 => false,
+        Some(v) if v.trim_ascii().eq_ignore_ascii_case(b"100-continue") => {
+            body != RequestBody::None
+        }
+        Some(_) => return Err(Refusal::new(417, "unsupported expectation")),
+    };
+
+    // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
+    let websocket = method == "GET"
+        && !http10
+        && seen.upgrades == 1
+        && named_by(connection, "upgrade")
+        && seen
+            .upgrade
+            .is_some_and(|u| u.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && seen.ws_key
+        && seen.ws_version;
+
+    let close = if http10 {
+        !named_by(connection, "keep-alive")
+    } else {
+        named_by(connection, "close")
+    };
+
+    let key = hash_key.map_or(0, |k| {
+        let query = path.split_once('?').map(|(_, q)| q);
+        request_hash(k, client, query, |name| {
+            headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        })
+    });
+
+    out.clear();
+    out.reserve(raw.len() + 160);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(if path.is_empty() { "/" } else { path }.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if let Some(h) = seen.host {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    for h in headers {
+        if REQUEST_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            || named_by(connection, h.name)
+        {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if websocket {
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+    }
+    write_forwarding(out, &seen.xff[..seen.n_xff], client, proto);
+
+    Ok(Request {
+        body,
+        close,
+        http10,
+        head_method: method == "HEAD",
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"),
+        websocket,
+        expect_continue,
+        length_always: !bodiless,
+        key,
+    })
+}
+
+/// A version httparse does not take: 505 for a well-formed `HTTP/d.d` it does not speak,
+/// 400 for anything else.
+fn version_refusal(raw: &[u8]) -> Refusal {
+    let line = raw.split(|&b| b == b'\r').next().unwrap_or_default();
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            Refusal::new(505, "HTTP version not supported")
+        }
+        [b'H', b'T', b'T', b'P', b'/', major] if major.is_ascii_digit() => {
+            Refusal::new(505, "HTTP version not supported")
+        }
+        _ => Refusal::new(400, "malformed request line"),
+    }
+}
+
+/// The forwarding headers, the one place tideway writes them (HTTP and WebSocket alike):
+/// `X-Forwarded-For` (the client's earlier chain in `xff`, joined, then the client),
+/// `X-Real-IP` and `X-Forwarded-Proto: proto`.
+fn write_forwarding(out: &mut Vec<u8>, xff: &[&[u8]], client: Option<IpAddr>, proto: &str) {
+    if let Some(ip) = client {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for prev in xff.iter().map(|v| v.trim_ascii()) {
+            if !prev.is_empty() {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
+        }
+        let _ = write!(out, "{ip}\r\nx-real-ip: {ip}\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// End the backend's head: the one framing header (`content-length: len`, or none for a
+/// bodiless request of a method without a body), then the blank line.
+pub fn finish_head(out: &mut Vec<u8>, req: &Request, len: u64) {
+    if len > 0 || req.length_always {
+        let _ = write!(out, "content-length: {len}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

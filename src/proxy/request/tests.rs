@@ -1,0 +1,223 @@
+use super::*;
+
+const IP: &str = "10.0.0.9";
+
+fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, String) {
+    let mut out = Vec::new();
+    let ip: IpAddr = IP.parse().unwrap();
+    let r = classify(raw.as_bytes(), Some(ip), "http", hash, &mut out);
+    (r, String::from_utf8(out).unwrap())
+}
+
+/// The request and its whole backend head (framing written for `len` body bytes).
+fn forwarded(raw: &str) -> (Request, String) {
+    match classified(raw, None) {
+        (Ok(r), mut out) => {
+            let len = match r.body {
+                RequestBody::Length(n) => n,
+                _ => 0,
+            };
+            let mut bytes = std::mem::take(&mut out).into_bytes();
+            finish_head(&mut bytes, &r, len);
+            (r, String::from_utf8(bytes).unwrap())
+        }
+        (Err(e), _) => panic!("{raw:?} -> {e:?}"),
+    }
+}
+
+fn refused(raw: &str) -> u16 {
+    match classified(raw, None).0 {
+        Err(r) => r.status,
+        Ok(r) => panic!("{raw:?} was accepted: {r:?}"),
+    }
+}
+
+#[test]
+fn rebuilds_an_ordinary_request() {
+    let (req, out) = forwarded(
+        "POST /a?uid=7 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.1.1.1\r\nX-Real-IP: 6.6.6.6\r\nContent-Length: 0003\r\nX-Other: o\r\n\r\n",
+    );
+    assert_eq!(
+        out,
+        "POST /a?uid=7 HTTP/1.1\r\nhost: x\r\nX-Other: o\r\nx-forwarded-for: 1.1.1.1, 10.0.0.9\r\nx-real-ip: 10.0.0.9\r\nx-forwarded-proto: http\r\ncontent-length: 3\r\n\r\n"
+    );
+    assert_eq!(req.body, RequestBody::Length(3));
+    assert!(!req.close && !req.head_method && !req.idempotent && !req.websocket);
+    let (req, out) = forwarded("HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(req.close && req.head_method && req.idempotent);
+    assert!(!out.contains("content-length"), "{out}");
+    // A bodiless POST still says so, for backends that read a length on POST.
+    let (_, out) = forwarded("POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(out.ends_with("content-length: 0\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn computes_the_sticky_key_only_when_asked() {
+    let raw = "GET /chat?uid=42 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let key = HashKey::Query("uid".into());
+    assert_eq!(
+        classified(raw, Some(&key)).0.unwrap().key,
+        crate::balance::key_hash(b"42")
+    );
+    let key = HashKey::Header("x-user".into());
+    let raw = "GET / HTTP/1.1\r\nHost: x\r\nX-User: bob\r\n\r\n";
+    assert_eq!(
+        classified(raw, Some(&key)).0.unwrap().key,
+        crate::balance::key_hash(b"bob")
+    );
+    assert_eq!(classified(raw, None).0.unwrap().key, 0);
+}
+
+#[test]
+fn refuses_ambiguous_framing() {
+    for (raw, status) in [
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1234567890123456789\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        // obs-fold and a space before the colon are not header lines httparse takes.
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n", 400),
+    ] {
+        assert_eq!(refused(raw), status, "{raw:?}");
+    }
+    let (req, out) = forwarded("POST / HTTP/1.1\r\nHost: x\r\nTRANSFER-ENCODING: CHUNKED\r\n\r\n");
+    assert_eq!(req.body, RequestBody::Chunked);
+    assert!(
+        !out.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+}
+
+#[test]
+fn refuses_bodies_where_lenient_backends_ignore_them() {
+    for m in ["GET", "HEAD", "OPTIONS", "DELETE"] {
+        let raw = format!("{m} /a HTTP/1.1\r\nHost: x\r\nContent-Length: 53\r\n\r\n");
+        assert_eq!(refused(&raw), 400, "{m}");
+        let raw = format!("{m} /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(refused(&raw), 400, "{m}");
+        let raw = format!("{m} /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        let (req, out) = forwarded(&raw);
+        assert_eq!(req.body, RequestBody::None);
+        assert!(!out.contains("content-length"), "{out}");
+    }
+}
+
+#[test]
+fn host_and_target_rules() {
+    assert_eq!(refused("GET / HTTP/1.1\r\n\r\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\r\nHost: a/b\r\n\r\n"), 400);
+    assert_eq!(
+        refused("GET http://evil/x HTTP/1.1\r\nHost: good\r\n\r\n"),
+        400
+    );
+    assert_eq!(refused("GET x HTTP/1.1\r\nHost: good\r\n\r\n"), 400);
+    let (_, out) = forwarded("GET http://Good:80/x?q=1 HTTP/1.1\r\nHost: good:80\r\n\r\n");
+    assert!(
+        out.starts_with("GET /x?q=1 HTTP/1.1\r\nhost: Good:80\r\n"),
+        "{out}"
+    );
+    let (_, out) = forwarded("GET http://good HTTP/1.1\r\nHost: good\r\n\r\n");
+    assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+    // HTTP/1.0 needs no Host.
+    let (req, out) = forwarded("GET / HTTP/1.0\r\n\r\n");
+    assert!(req.http10 && req.close);
+    assert!(
+        out.starts_with("GET / HTTP/1.1\r\nx-forwarded-for"),
+        "{out}"
+    );
+    let (req, _) = forwarded("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert!(!req.close);
+}
+
+#[test]
+fn methods_versions_and_expectations() {
+    assert_eq!(
+        refused("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"),
+        501
+    );
+    assert_eq!(refused("TRACE / HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
+    assert_eq!(refused("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+    assert_eq!(refused("GET / HTTP/1.2\r\nHost: x\r\n\r\n"), 505);
+    assert_eq!(refused("GET / HTTP/x\r\nHost: x\r\n\r\n"), 400);
+    assert_eq!(refused("GARBAGE\r\n\r\n"), 400);
+    assert_eq!(
+        refused("GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n"),
+        400
+    );
+    assert_eq!(
+        refused("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: fly\r\n\r\n"),
+        417
+    );
+    let (req, out) = forwarded(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-Continue\r\n\r\n",
+    );
+    assert!(req.expect_continue);
+    assert!(!out.to_ascii_lowercase().contains("expect"), "{out}");
+}
+
+#[test]
+fn only_a_valid_handshake_is_a_websocket() {
+    let ws = "GET /ws?uid=1 HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let (req, out) = forwarded(ws);
+    assert!(req.websocket);
+    assert!(
+        out.contains("connection: upgrade\r\nupgrade: websocket\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+        "{out}"
+    );
+    for bad in [
+        ws.replace("Version: 13", "Version: 8"),
+        ws.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+        ws.replace("Upgrade: websocket", "Upgrade: h2c"),
+        ws.replace("Upgrade: websocket", "Upgrade: websocket, h2c"),
+        ws.replace("keep-alive, Upgrade", "keep-alive"),
+        ws.replace("HTTP/1.1", "HTTP/1.0"),
+    ] {
+        let (req, out) = forwarded(&bad);
+        assert!(!req.websocket, "{bad:?}");
+        let lower = out.to_ascii_lowercase();
+        assert!(!lower.contains("upgrade"), "{out}");
+    }
+}
+
+#[test]
+fn connection_cannot_drop_the_headers_that_frame_a_message() {
+    // Dropping Content-Length would let the body pass as a second request (smuggling).
+    let (req, out) = forwarded(
+        "POST /outer HTTP/1.1\r\nHost: x\r\nConnection: content-length, host, x-a\r\nX-A: 1\r\nContent-Length: 42\r\n\r\n",
+    );
+    assert_eq!(req.body, RequestBody::Length(42));
+    assert!(
+        out.contains("content-length: 42\r\n") && out.contains("host: x\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("X-A"), "{out}");
+}
+
+#[test]
+fn forwarded_for_chains_join() {
+    let (_, out) = forwarded(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2, 3.3.3.3\r\n\r\n",
+    );
+    assert!(
+        out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"),
+        "{out}"
+    );
+}

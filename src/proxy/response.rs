@@ -1,0 +1,197 @@
+//! A backend's response head, as tideway passes it to the client: hop-by-hop headers out, the
+//! body's framing decided once and written canonically (`content-length: N`, or a chunked
+//! body re-encoded by tideway), and `Connection: close` when the client connection ends with
+//! the response.
+//!
+//! An HTTP/1.0 client never gets a chunked body (RFC 9112 §7.1): a chunked or close-delimited
+//! answer is decoded and the connection closes at its end, as nginx does.
+
+use super::body::{Encoding, Framing};
+use super::request::{has_token, named_by, parse_length, Request, MAX_HEADERS};
+use std::io::Write;
+
+/// A backend's response head, as tideway forwards it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A 1xx interim response other than 101: dropped; the final one follows.
+    Interim,
+    /// `101 Switching Protocols` to a WebSocket handshake: the head goes to the client as is.
+    Switched,
+    /// The final response; its head for the client has been written.
+    Final(Response),
+}
+
+/// A final response.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// How the backend delimits the body.
+    pub framing: Framing,
+    /// How the client gets it.
+    pub encoding: Encoding,
+    /// The backend connection can carry another request afterwards.
+    pub reusable: bool,
+    /// The client connection closes afterwards.
+    pub close: bool,
+}
+
+/// Why a response head cannot be forwarded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadResponse {
+    #[error("the backend sent a malformed response head")]
+    Malformed,
+    #[error("the backend sent conflicting or malformed Content-Length headers")]
+    Length,
+    #[error("the backend switched protocols without a WebSocket handshake")]
+    Upgrade,
+}
+
+/// Headers that describe one hop or the body's framing, which tideway writes itself.
+const RESPONSE_DROP: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// The one Content-Length of a response: `Err` when several disagree or one is malformed.
+fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, BadResponse> {
+    let mut len = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(h.value).ok_or(BadResponse::Length)?;
+            if len.is_some_and(|l| l != n) {
+                return Err(BadResponse::Length);
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len)
+}
+
+/// Inspect the complete response head `raw` to `req` (`close`: the client connection closes
+/// after this exchange whatever the answer). For a final response, write the head for the
+/// client into `out` (cleared first).
+pub fn inspect_response(
+    raw: &[u8],
+    req: &Request,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> Result<Answer, BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut headers);
+    if !matches!(res.parse(raw), Ok(httparse::Status::Complete(n)) if n == raw.len()) {
+        return Err(BadResponse::Malformed);
+    }
+    let (Some(version), Some(status)) = (res.version, res.code) else {
+        return Err(BadResponse::Malformed);
+    };
+    let headers: &[httparse::Header<'_>] = res.headers;
+    match status {
+        101 if req.websocket
+            && headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, "websocket")
+            }) =>
+        {
+            return Ok(Answer::Switched)
+        }
+        101 => return Err(BadResponse::Upgrade),
+        100..=199 => return Ok(Answer::Interim),
+        _ => {}
+    }
+    let mut connection: [&[u8]; 4] = [b""; 4];
+    let mut n_connection = 0;
+    let mut coding: Option<&[u8]> = None;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection") {
+            if n_connection == connection.len() {
+                return Err(BadResponse::Malformed);
+            }
+            connection[n_connection] = h.value;
+            n_connection += 1;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            coding = Some(h.value);
+        }
+    }
+    let connection = &connection[..n_connection];
+    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); chunked must be the last
+    // coding to delimit the body, otherwise the body ends at close.
+    let chunked = coding.map(|c| {
+        let last = c.rsplit(|&b| b == b',').next().unwrap_or_default();
+        last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+    });
+    let length = if chunked.is_some() {
+        None
+    } else {
+        content_length(headers)?
+    };
+    let bodiless = req.head_method || status == 204 || status == 304;
+    let framing = match (bodiless, chunked, length) {
+        (true, ..) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::UntilClose,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::UntilClose,
+    };
+    // A body of unknown length goes to an HTTP/1.1 client chunked, so it can tell a whole body
+    // from a cut one and keep its connection; an HTTP/1.0 client's body ends at close. A body
+    // under a transfer coding of the backend's own cannot be re-framed: it ends at close too.
+    let foreign_coding = chunked == Some(false);
+    let encoding = match framing {
+        Framing::Chunked | Framing::UntilClose if !req.http10 && !foreign_coding => {
+            Encoding::Chunked
+        }
+        _ => Encoding::Raw,
+    };
+    let ends_at_close =
+        matches!(framing, Framing::Chunked | Framing::UntilClose) && encoding == Encoding::Raw;
+    let reusable = version == 1 && framing != Framing::UntilClose && !named_by(connection, "close");
+    let close = close || ends_at_close;
+
+    out.clear();
+    out.reserve(raw.len() + 48);
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", res.reason.unwrap_or(""));
+    for h in headers {
+        let keep_coding = foreign_coding && h.name.eq_ignore_ascii_case("transfer-encoding");
+        if !keep_coding
+            && (RESPONSE_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+                || named_by(connection, h.name))
+        {
+            continue;
+        }
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    match (framing, encoding) {
+        (Framing::Length(n), _) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        // A HEAD, 204 or 304 answer keeps the length it describes.
+        (Framing::Empty, _) if status != 204 => {
+            if let Some(n) = length {
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+        }
+        (_, Encoding::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if req.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Answer::Final(Response {
+        status,
+        framing,
+        encoding,
+        reusable,
+        close,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

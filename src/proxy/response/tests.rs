@@ -1,0 +1,197 @@
+use super::*;
+use crate::proxy::request::RequestBody;
+
+fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
+    Request {
+        body: RequestBody::None,
+        close: false,
+        http10,
+        head_method,
+        idempotent: true,
+        websocket,
+        expect_continue: false,
+        length_always: false,
+        key: 0,
+    }
+}
+
+const GET: fn() -> Request = || req(false, false, false);
+
+fn response(raw: &str, r: &Request, close: bool) -> Result<(Answer, String), BadResponse> {
+    let mut out = Vec::new();
+    let a = inspect_response(raw.as_bytes(), r, close, &mut out)?;
+    Ok((a, String::from_utf8(out).unwrap()))
+}
+
+fn final_response(raw: &str, r: &Request, close: bool) -> (Response, String) {
+    match response(raw, r, close) {
+        Ok((Answer::Final(res), out)) => (res, out),
+        other => panic!("{raw:?} -> {other:?}"),
+    }
+}
+
+#[test]
+fn delimits_response_bodies_canonically() {
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 05\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+    assert_eq!(
+        (r.status, r.framing, r.encoding, r.reusable, r.close),
+        (200, Framing::Length(5), Encoding::Raw, true, false)
+    );
+    // Chunked wins over Content-Length, which is dropped; tideway re-encodes the chunks.
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(
+        (r.framing, r.encoding),
+        (Framing::Chunked, Encoding::Chunked)
+    );
+    assert!(
+        !out.to_ascii_lowercase().contains("content-length"),
+        "{out}"
+    );
+    assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n"), "{out}");
+    // No length: the body ends at the backend's close and goes on chunked.
+    let (r, out) = final_response("HTTP/1.1 200 OK\r\n\r\n", &GET(), false);
+    assert_eq!(
+        (r.framing, r.encoding, r.reusable, r.close),
+        (Framing::UntilClose, Encoding::Chunked, false, false)
+    );
+    assert!(out.ends_with("transfer-encoding: chunked\r\n\r\n"));
+    // A coding other than chunked last: kept, and the client's body ends at close.
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(
+        (r.framing, r.encoding, r.close),
+        (Framing::UntilClose, Encoding::Raw, true)
+    );
+    assert!(out.contains("Transfer-Encoding: gzip\r\n"), "{out}");
+    assert!(out.ends_with("connection: close\r\n\r\n"));
+}
+
+#[test]
+fn an_http10_client_never_gets_chunks() {
+    let old = req(false, true, false);
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &old,
+        false,
+    );
+    assert_eq!(
+        (r.framing, r.encoding, r.close),
+        (Framing::Chunked, Encoding::Raw, true)
+    );
+    assert!(
+        !out.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+    assert!(out.ends_with("connection: close\r\n\r\n"));
+    // A length keeps an HTTP/1.0 keep-alive connection open, and says so.
+    let (r, out) = final_response("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", &old, false);
+    assert!(!r.close);
+    assert!(out.ends_with("connection: keep-alive\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn bodiless_answers() {
+    // HEAD, 204 and 304 have no body whatever their headers say; HEAD keeps its length.
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n",
+        &req(true, false, false),
+        false,
+    );
+    assert_eq!(r.framing, Framing::Empty);
+    assert!(out.contains("content-length: 50\r\n"), "{out}");
+    let (r, _) = final_response(
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(r.framing, Framing::Empty);
+    // The backend closes: not reusable; the client asked to close: told so.
+    let (r, _) = final_response(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert!(!r.reusable && !r.close);
+    let (r, out) = final_response("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", &GET(), true);
+    assert!(!r.reusable && r.close);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && out.ends_with("connection: close\r\n\r\n"));
+}
+
+#[test]
+fn interim_switched_and_bad_answers() {
+    assert!(matches!(
+        response(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            &GET(),
+            false
+        ),
+        Ok((Answer::Interim, _))
+    ));
+    let switch = "HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    assert_eq!(
+        response(switch, &GET(), false).unwrap_err(),
+        BadResponse::Upgrade
+    );
+    assert!(matches!(
+        response(switch, &req(false, false, true), false),
+        Ok((Answer::Switched, _))
+    ));
+    assert_eq!(
+        response(
+            "HTTP/1.1 101 Switching\r\nUpgrade: h2c\r\n\r\n",
+            &req(false, false, true),
+            false
+        )
+        .unwrap_err(),
+        BadResponse::Upgrade
+    );
+    assert_eq!(
+        response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            &GET(),
+            false
+        )
+        .unwrap_err(),
+        BadResponse::Length
+    );
+    assert_eq!(
+        response("NOT HTTP\r\n\r\n", &GET(), false).unwrap_err(),
+        BadResponse::Malformed
+    );
+    // A head must end where the reader ended it: bare LF line ends are refused.
+    let raw = "HTTP/1.1 200 OK\nContent-Length: 0\n\nHTTP/1.1 200 OK\r\n\r\n";
+    assert_eq!(
+        response(raw, &GET(), false).unwrap_err(),
+        BadResponse::Malformed
+    );
+}
+
+#[test]
+fn connection_cannot_drop_framing_headers() {
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nConnection: transfer-encoding, content-length\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(r.framing, Framing::Chunked);
+    assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+    let (r, out) = final_response(
+        "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+        &GET(),
+        false,
+    );
+    assert_eq!(r.framing, Framing::Length(5));
+    assert!(out.contains("content-length: 5\r\n"), "{out}");
+}

@@ -301,6 +301,41 @@ async fn registered_backend_gets_the_next_request_and_lapses_after_ttl() {
 }
 
 #[tokio::test]
+async fn a_lapsed_registration_closes_its_websocket_with_no_api_traffic() {
+    let p = start_proxy("[upstream.app]\ndrain_timeout = \"2s\"\nbackends = []").await;
+    let b = backend("lapsing").await;
+    let r = p
+        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .json(&json!({"addr": b.addr.to_string(), "id": "lapsing", "ttl": "2s"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let registered = Instant::now();
+    let (mut ws, resp) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-backend-id"], "lapsing");
+    // No heartbeat and no other call to the API: the lapse and its drain deadline are the
+    // controller's own business. ttl + drain_timeout + 1 s = 5 s.
+    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("closed within ttl + drain_timeout + 1 s")
+        .unwrap()
+        .unwrap();
+    match msg {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    let after = registered.elapsed();
+    println!("ttl 2s + drain_timeout 2s: 1001 after {after:?}");
+    assert!(
+        after >= Duration::from_millis(3500),
+        "closed before the drain: {after:?}"
+    );
+}
+
+#[tokio::test]
 async fn drain_keeps_open_websockets_until_the_deadline_then_sends_1001() {
     let (a, b) = (backend("a").await, backend("b").await);
     let p = start_proxy(&format!(

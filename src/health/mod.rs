@@ -13,7 +13,7 @@ mod probe;
 pub use probe::probe;
 
 use crate::config::{HealthConfig, HealthKind};
-use crate::pool::{BackendId, Diff, PoolHandle};
+use crate::pool::{BackendId, PoolHandle, Verdict};
 use std::collections::HashMap;
 
 /// Hysteresis state of one backend.
@@ -71,12 +71,7 @@ async fn check_upstream(pool: PoolHandle, name: String, cfg: HealthConfig) {
                 };
             }
             if let Some((healthy, reason)) = t.observe(&cfg, result) {
-                pool.notify(Diff::SetHealth {
-                    upstream: name.clone(),
-                    id,
-                    healthy,
-                    reason,
-                });
+                pool.report(&name, id, Verdict::Health { healthy, reason });
             }
         }
     }

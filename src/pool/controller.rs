@@ -1,6 +1,10 @@
 //! The one writer. The controller owns the pool state, applies [`Diff`]s in arrival order,
 //! and publishes a fresh [`Snapshot`] with `ArcSwap::store` when, and only when, something
-//! changed. Everything else holds a [`PoolHandle`]: readers `load()`, writers `send()`.
+//! changed. Everything else holds a [`PoolHandle`]: readers `load()`, writers `apply()`.
+//!
+//! Applying is pure: it changes the state and returns; what must happen outside (persisting
+//! toggles) comes back as [`Effect`]s for the run loop ([`super::handle`]) to carry out, and
+//! what must happen later goes into the controller's own timer queue ([`Deadlines`]).
 //!
 //! Invariants:
 //! - Only this module calls `store()`.
@@ -9,42 +13,26 @@
 //!   swaps; a removed backend's counters live on in its open connections.
 
 use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State, WEIGHT_SCALE};
+use super::deadlines::{Deadline, Deadlines};
 use super::diff::{Diff, PoolError};
+use super::inbox::Verdict;
 use super::snapshot::{Snapshot, Upstream};
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-/// Depth of the diff queue; senders wait when it is full.
-pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
 
 /// Something the controller wants done outside the (synchronous) apply step.
 #[derive(Debug, PartialEq)]
 pub enum Effect {
-    /// After `after`, close the tunnels of a backend that is still in the same drain.
-    DrainDeadline {
-        upstream: String,
-        id: BackendId,
-        after: Duration,
-        epoch: u64,
-    },
-}
-
-enum Command {
-    Apply {
-        diff: Diff,
-        reply: Option<oneshot::Sender<Result<bool, PoolError>>>,
-    },
-    DrainDeadline {
-        upstream: String,
-        id: BackendId,
-        epoch: u64,
+    /// Write the operator toggles (JSON) to `path`.
+    PersistToggles {
+        path: std::path::PathBuf,
+        json: Vec<u8>,
     },
 }
 
@@ -99,57 +87,12 @@ pub struct Controller {
     shutdown: CancellationToken,
     version: u64,
     next_epoch: u64,
-    effects: Vec<Effect>,
+    deadlines: Deadlines,
     toggles: Toggles,
 }
 
 /// How often the controller looks for lapsed registrations and drained backends to remove.
 pub const DEFAULT_TICK: Duration = Duration::from_millis(250);
-
-/// A cheap, cloneable handle on the pool: read the snapshot, send diffs.
-#[derive(Clone)]
-pub struct PoolHandle {
-    current: Arc<ArcSwap<Snapshot>>,
-    tx: mpsc::Sender<Command>,
-}
-
-impl PoolHandle {
-    /// The current snapshot (cheap; do not hold it across long waits).
-    pub fn load(&self) -> Guard<Arc<Snapshot>> {
-        self.current.load()
-    }
-
-    /// The current snapshot as an owned `Arc`.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
-    }
-
-    /// Send a diff without waiting (from the data plane). Dropped, with a log line, if the
-    /// controller's queue is full.
-    pub fn notify(&self, diff: Diff) {
-        if self
-            .tx
-            .try_send(Command::Apply { diff, reply: None })
-            .is_err()
-        {
-            tracing::warn!("pool controller queue full; dropped a diff");
-        }
-    }
-
-    /// Apply a diff and wait until it is published. `Ok(true)` means a new snapshot is live,
-    /// `Ok(false)` that nothing changed.
-    pub async fn apply(&self, diff: Diff) -> Result<bool, PoolError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Apply {
-                diff,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| PoolError::Stopped)?;
-        rx.await.map_err(|_| PoolError::Stopped)?
-    }
-}
 
 impl Controller {
     /// A controller holding the static backends of `upstreams`, already published as version 1,
@@ -166,7 +109,7 @@ impl Controller {
             shutdown,
             version: 0,
             next_epoch: 1,
-            effects: Vec::new(),
+            deadlines: Deadlines::default(),
             toggles,
         };
         for u in upstreams {
@@ -215,9 +158,51 @@ impl Controller {
         self.version
     }
 
-    /// Effects produced by the diffs applied so far (drained by [`Controller::run`]).
+    /// Effects produced by the diffs applied so far, for the run loop to carry out.
     pub fn take_effects(&mut self) -> Vec<Effect> {
-        std::mem::take(&mut self.effects)
+        self.toggles
+            .take_unsaved()
+            .map(|(path, json)| Effect::PersistToggles { path, json })
+            .into_iter()
+            .collect()
+    }
+
+    /// When the earliest scheduled deadline falls.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.next()
+    }
+
+    /// Serve every deadline due at `now`. Returns how many still applied.
+    pub fn serve_deadlines(&mut self, now: Instant) -> usize {
+        let mut served = 0;
+        for due in self.deadlines.due(now) {
+            match due {
+                Deadline::Drain {
+                    upstream,
+                    id,
+                    epoch,
+                } => served += usize::from(self.drain_deadline(&upstream, &id, epoch)),
+            }
+        }
+        served
+    }
+
+    /// Apply a health verdict (ignored when the backend has gone meanwhile).
+    pub fn verdict(&mut self, upstream: String, id: BackendId, verdict: Verdict) -> bool {
+        let diff = match verdict {
+            Verdict::Health { healthy, reason } => Diff::SetHealth {
+                upstream,
+                id,
+                healthy,
+                reason,
+            },
+            Verdict::Eject { reason } => Diff::Eject {
+                upstream,
+                id,
+                reason,
+            },
+        };
+        self.apply(diff).unwrap_or(false)
     }
 
     /// Apply one diff; publish if it changed anything. Returns whether it did.
@@ -373,12 +358,14 @@ impl Controller {
         if state == State::Draining {
             e.drain_epoch = self.next_epoch;
             self.next_epoch += 1;
-            self.effects.push(Effect::DrainDeadline {
-                upstream: upstream.to_string(),
-                id: id.clone(),
-                after: drain_timeout,
-                epoch: e.drain_epoch,
-            });
+            self.deadlines.schedule(
+                Instant::now() + drain_timeout,
+                Deadline::Drain {
+                    upstream: upstream.to_string(),
+                    id: id.clone(),
+                    epoch: e.drain_epoch,
+                },
+            );
         } else {
             if state == State::Active
                 && e.backend.state != State::Active
@@ -560,7 +547,8 @@ impl Controller {
         }
     }
 
-    /// A drain deadline fired: close the backend's tunnels if it is still in that drain.
+    /// A drain deadline fell: close the backend's tunnels if it is still in that drain.
+    /// Returns whether it was (a retiring backend is removed too).
     pub fn drain_deadline(&mut self, upstream: &str, id: &BackendId, epoch: u64) -> bool {
         let Some(e) = self
             .upstreams
@@ -607,99 +595,6 @@ impl Controller {
             version: self.version,
             upstreams,
         }));
-    }
-
-    /// Split into the handle everyone else uses and the task that must be run (on any tokio
-    /// runtime) for diffs to be applied.
-    pub fn into_task(self) -> (PoolHandle, ControllerTask) {
-        let (tx, rx) = mpsc::channel(DEFAULT_QUEUE_DEPTH);
-        let handle = PoolHandle {
-            current: self.current.clone(),
-            tx: tx.clone(),
-        };
-        (
-            handle,
-            ControllerTask {
-                controller: self,
-                rx,
-                tx,
-            },
-        )
-    }
-
-    /// Start the controller on the current runtime; returns its handle.
-    pub fn spawn(self) -> PoolHandle {
-        let (handle, task) = self.into_task();
-        tokio::spawn(task.run());
-        handle
-    }
-}
-
-/// The controller's run loop, ready to be spawned.
-pub struct ControllerTask {
-    controller: Controller,
-    rx: mpsc::Receiver<Command>,
-    tx: mpsc::Sender<Command>,
-}
-
-impl ControllerTask {
-    /// Apply diffs until every handle is gone.
-    pub async fn run(self) {
-        let ControllerTask { controller, rx, tx } = self;
-        controller.run(rx, tx).await
-    }
-}
-
-impl Controller {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, tx: mpsc::Sender<Command>) {
-        let mut ticker = tokio::time::interval(DEFAULT_TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let cmd = tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => cmd,
-                    None => return,
-                },
-                _ = ticker.tick() => {
-                    self.tick();
-                    continue;
-                }
-            };
-            match cmd {
-                Command::Apply { diff, reply } => {
-                    let result = self.apply(diff);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(result);
-                    }
-                }
-                Command::DrainDeadline {
-                    upstream,
-                    id,
-                    epoch,
-                } => {
-                    self.drain_deadline(&upstream, &id, epoch);
-                }
-            }
-            for effect in self.take_effects() {
-                let Effect::DrainDeadline {
-                    upstream,
-                    id,
-                    after,
-                    epoch,
-                } = effect;
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = tx
-                        .send(Command::DrainDeadline {
-                            upstream,
-                            id,
-                            epoch,
-                        })
-                        .await;
-                });
-            }
-        }
     }
 }
 

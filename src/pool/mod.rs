@@ -2,17 +2,23 @@
 //!
 //! ```text
 //! sources --Diff--> controller (one task, owns state) --ArcSwap::store--> Snapshot <--load-- data plane
+//! health  --Verdict (coalesced per backend)--^   effects (toggles file) --> writer task
 //! ```
 //!
 //! Imports: `config` and `balance`. Never `proxy`, `admin` or the discovery sources.
 
 pub mod backend;
 pub mod controller;
+pub mod deadlines;
 pub mod diff;
+pub mod handle;
+pub mod inbox;
 pub mod snapshot;
 pub mod toggles;
 
 pub use backend::{Backend, BackendId, BackendSpec, Live, Source, State};
-pub use controller::{Controller, ControllerTask, PoolHandle};
+pub use controller::Controller;
 pub use diff::{Diff, PoolError};
+pub use handle::{ControllerTask, PoolHandle};
+pub use inbox::Verdict;
 pub use snapshot::{Snapshot, Upstream};

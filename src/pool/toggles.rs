@@ -1,5 +1,6 @@
 //! Operator toggles (state, weight) persisted in `data_dir/toggles.json`, so a restart keeps
-//! what operators set. Written by the controller only, after each change.
+//! what operators set. Changed by the controller only; the file is written outside its apply
+//! step ([`Toggles::take_unsaved`] hands the bytes to the run loop, [`write`] writes them).
 
 use super::backend::State;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,8 @@ pub struct Toggle {
 pub struct Toggles {
     path: Option<PathBuf>,
     map: BTreeMap<String, BTreeMap<String, Toggle>>,
+    /// Changed since the last [`Toggles::take_unsaved`].
+    unsaved: bool,
 }
 
 impl Toggles {
@@ -44,6 +47,7 @@ impl Toggles {
         Toggles {
             path: Some(path),
             map,
+            unsaved: false,
         }
     }
 
@@ -52,7 +56,7 @@ impl Toggles {
         self.map.get(upstream)?.get(id)
     }
 
-    /// Change one backend's toggles and save.
+    /// Change one backend's toggles.
     pub fn update(&mut self, upstream: &str, id: &str, f: impl FnOnce(&mut Toggle)) {
         let t = self
             .map
@@ -61,30 +65,46 @@ impl Toggles {
             .entry(id.to_string())
             .or_default();
         f(t);
-        self.save();
+        self.unsaved = true;
     }
 
-    /// Forget a backend that left for good, and save.
+    /// Forget a backend that left for good.
     pub fn forget(&mut self, upstream: &str, id: &str) {
         if let Some(u) = self.map.get_mut(upstream) {
             if u.remove(id).is_some() {
-                self.save();
+                self.unsaved = true;
             }
         }
     }
 
-    fn save(&self) {
-        let Some(path) = &self.path else { return };
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.map)?)?;
-            std::fs::rename(&tmp, path)
-        };
-        if let Err(e) = write() {
-            tracing::error!(path = %path.display(), error = %e, "could not save toggles");
+    /// The file and its new contents, if anything changed since the last call.
+    pub fn take_unsaved(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !std::mem::take(&mut self.unsaved) {
+            return None;
         }
+        let path = self.path.clone()?;
+        match serde_json::to_vec_pretty(&self.map) {
+            Ok(json) => Some((path, json)),
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialize toggles");
+                None
+            }
+        }
+    }
+}
+
+/// Write toggles (blocking file calls: run it off the async workers), through a temp file so a
+/// crash leaves the old or the new file, never half of one.
+pub fn write(path: &Path, json: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::error!(path = %path.display(), error = %e, "could not save toggles");
     }
 }

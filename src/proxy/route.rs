@@ -3,7 +3,7 @@
 use super::keepalive::Keepalive;
 use crate::config::UpstreamPolicy;
 use crate::pool::backend::ActiveGuard;
-use crate::pool::{Backend, BackendId, Diff, Live, PoolHandle, Snapshot, Upstream};
+use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
@@ -236,11 +236,9 @@ impl Route {
     pub fn failed(&self, live: &Live, id: &BackendId, max_fails: u32, why: &str) {
         let streak = live.record_failure();
         if max_fails > 0 && streak == u64::from(max_fails) {
-            self.pool.notify(Diff::Eject {
-                upstream: self.upstream.to_string(),
-                id: id.clone(),
-                reason: format!("{streak} failures in a row, last: {why}"),
-            });
+            let reason = format!("{streak} failures in a row, last: {why}");
+            self.pool
+                .report(&self.upstream, id.clone(), Verdict::Eject { reason });
         }
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{Balance, StaticBackend, UpstreamConfig, UpstreamPolicy};
+use crate::pool::Verdict;
 use std::net::SocketAddr;
 
 fn addr(port: u16) -> SocketAddr {
@@ -123,19 +124,28 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert_eq!(c.apply(set(State::Draining)), Ok(true));
     assert_eq!(c.apply(set(State::Draining)), Ok(false));
     assert_eq!(c.version(), 2);
-    let effects = c.take_effects();
-    let [Effect::DrainDeadline { after, epoch, .. }] = effects.as_slice() else {
-        panic!("expected one deadline, got {effects:?}");
-    };
-    assert_eq!(*after, Duration::from_secs(7));
+    // One deadline, drain_timeout (7 s) from now, in the controller's own queue.
+    let at = c.next_deadline().expect("a drain deadline");
+    let left = at.saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > Duration::from_secs(6) && left <= Duration::from_secs(7),
+        "{left:?}"
+    );
+    assert_eq!(
+        c.serve_deadlines(std::time::Instant::now()),
+        0,
+        "not due yet"
+    );
+    let epoch = 1;
     let snap = c.current().load_full();
     let b = backend(&snap, "127.0.0.1:1001").unwrap();
     assert_eq!(b.state, State::Draining);
     assert!(!b.eligible());
     // The deadline closes this drain's tunnels.
     let close = b.close.clone();
-    assert!(c.drain_deadline("u", &"127.0.0.1:1001".into(), *epoch));
+    assert_eq!(c.serve_deadlines(at), 1);
     assert!(close.is_cancelled());
+    assert!(c.next_deadline().is_none());
     // Back to active: a fresh close signal, and the old deadline no longer applies.
     assert_eq!(c.apply(set(State::Active)), Ok(true));
     let snap = c.current().load_full();
@@ -143,7 +153,7 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
         .unwrap()
         .close
         .is_cancelled());
-    assert!(!c.drain_deadline("u", &"127.0.0.1:1001".into(), *epoch));
+    assert!(!c.drain_deadline("u", &"127.0.0.1:1001".into(), epoch));
 }
 
 #[test]
@@ -324,4 +334,88 @@ fn a_toggled_weight_survives_a_reset_of_its_source() {
     assert_eq!(c.apply(etcd(1)), Ok(false));
     assert_eq!(c.version(), v);
     assert_eq!(backend(&c.current().load(), "e1").unwrap().weight, 4);
+}
+
+#[tokio::test]
+async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
+    let mut cfg = config();
+    cfg[0].policy.drain_timeout = Duration::from_millis(300);
+    let pool = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory()).spawn();
+    pool.apply(Diff::Add {
+        upstream: "u".into(),
+        backend: spec("r", 3001),
+        ttl: Some(Duration::from_millis(200)),
+    })
+    .await
+    .unwrap();
+    let close = backend(&pool.snapshot(), "r").unwrap().close.clone();
+    let guard = backend(&pool.snapshot(), "r").unwrap().live.begin();
+    // Nothing else is sent: the tick finds the lapse, the timer queue serves the deadline.
+    let closed = tokio::time::timeout(Duration::from_secs(2), close.cancelled()).await;
+    assert!(
+        closed.is_ok(),
+        "tunnels closed within ttl + drain_timeout + 1.5 s"
+    );
+    drop(guard);
+}
+
+#[tokio::test]
+async fn the_task_ends_when_the_last_handle_is_dropped() {
+    let (pool, task) = controller().into_task();
+    let running = tokio::spawn(task.run());
+    let other = pool.clone();
+    drop(pool);
+    assert!(!running.is_finished());
+    drop(other);
+    tokio::time::timeout(Duration::from_secs(2), running)
+        .await
+        .expect("the controller task ended")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn health_verdicts_are_coalesced_never_dropped() {
+    let pool = controller().spawn();
+    let id: BackendId = "127.0.0.1:1001".into();
+    // Far more verdicts than the diff queue holds; the last one says down.
+    for i in 0..5_000 {
+        pool.report(
+            "u",
+            id.clone(),
+            Verdict::Health {
+                healthy: i % 2 == 0,
+                reason: format!("check {i}"),
+            },
+        );
+    }
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        while backend(&pool.snapshot(), "127.0.0.1:1001").unwrap().healthy {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the last verdict (down) was applied");
+}
+
+#[tokio::test]
+async fn toggles_are_written_by_the_run_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Controller::new(
+        &config(),
+        CancellationToken::new(),
+        Toggles::load(dir.path()),
+    );
+    let (pool, task) = c.into_task();
+    let running = tokio::spawn(task.run());
+    pool.apply(Diff::SetWeight {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+        weight: 9,
+    })
+    .await
+    .unwrap();
+    drop(pool);
+    running.await.unwrap();
+    let saved = Toggles::load(dir.path());
+    assert_eq!(saved.get("u", "127.0.0.1:1001").unwrap().weight, Some(9));
 }

@@ -1,0 +1,82 @@
+//! The controller's timer queue. Deadlines live where the state lives (mini-redis keeps its
+//! expirations the same way): the controller schedules them while applying a diff and serves
+//! the due ones after every wake-up, whatever woke it (a diff, a health report, a tick or the
+//! deadline itself), so none waits for unrelated traffic.
+
+use super::backend::BackendId;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Something to do at a given time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deadline {
+    /// Close the tunnels of a backend that is still in drain `epoch`.
+    Drain {
+        upstream: String,
+        id: BackendId,
+        epoch: u64,
+    },
+}
+
+/// Deadlines in time order (ties in scheduling order).
+#[derive(Debug, Default)]
+pub struct Deadlines {
+    queue: BTreeMap<(Instant, u64), Deadline>,
+    seq: u64,
+}
+
+impl Deadlines {
+    pub fn schedule(&mut self, at: Instant, what: Deadline) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), what);
+    }
+
+    /// When the earliest deadline falls, if any.
+    pub fn next(&self) -> Option<Instant> {
+        self.queue.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Take every deadline due at `now`, earliest first.
+    pub fn due(&mut self, now: Instant) -> Vec<Deadline> {
+        let later = self.queue.split_off(&(now, u64::MAX));
+        let due = std::mem::replace(&mut self.queue, later);
+        due.into_values().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn drain(epoch: u64) -> Deadline {
+        Deadline::Drain {
+            upstream: "u".into(),
+            id: "b".into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn serves_due_deadlines_in_order() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::default();
+        d.schedule(t0 + Duration::from_secs(2), drain(2));
+        d.schedule(t0 + Duration::from_secs(1), drain(1));
+        d.schedule(t0 + Duration::from_secs(1), drain(3));
+        assert_eq!(d.next(), Some(t0 + Duration::from_secs(1)));
+        assert!(d.due(t0).is_empty());
+        assert_eq!(d.due(t0 + Duration::from_secs(1)), vec![drain(1), drain(3)]);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.due(t0 + Duration::from_secs(5)), vec![drain(2)]);
+        assert!(d.is_empty() && d.next().is_none());
+    }
+}

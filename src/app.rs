@@ -18,6 +18,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +56,8 @@ struct ControlPlane {
     etcd: Option<crate::config::EtcdSettings>,
     upstreams: Vec<String>,
     data_dir: std::path::PathBuf,
+    /// Set once the pool is loaded (`/readyz`).
+    ready: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -64,13 +67,16 @@ impl BackgroundService for ControlPlane {
             tokio::spawn(task.run());
         }
         tokio::spawn(crate::memory::trimmer(self.pool.clone()));
-        if let Some(etcd) = self.etcd.clone() {
-            crate::discovery::etcd::spawn(
+        match self.etcd.clone() {
+            Some(etcd) => crate::discovery::etcd::spawn(
                 self.pool.clone(),
                 etcd,
                 self.upstreams.clone(),
                 self.data_dir.clone(),
-            );
+                self.ready.clone(),
+            ),
+            // Without etcd the pool is the config's, loaded before the controller started.
+            None => self.ready.store(true, Ordering::Release),
         }
         crate::health::spawn_all(&self.pool);
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
@@ -193,6 +199,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         }
     }
 
+    let ready = Arc::new(AtomicBool::new(false));
     let control = ControlPlane {
         controller: Mutex::new(Some(task)),
         pool: pool.clone(),
@@ -207,6 +214,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                     .etcd
                     .clone()
                     .map(crate::admin::etcd_write::EtcdWriter::new),
+                ready: ready.clone(),
             },
         ))),
         close_all,
@@ -214,6 +222,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         etcd: config.store.etcd.clone(),
         upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
         data_dir: config.store.data_dir.clone(),
+        ready,
     };
     server.add_service(background_service("control plane", control));
     Ok(server)

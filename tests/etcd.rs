@@ -537,3 +537,32 @@ async fn a_leader_kill_in_a_3_member_cluster_does_not_stop_registrations() {
     }
     assert_eq!(seen.len(), 2);
 }
+
+#[tokio::test]
+async fn readyz_waits_for_the_first_etcd_list() {
+    let mut etcd = Etcd::start().await;
+    etcd.stop();
+    let p = start_proxy_full(&etcd.store(), "", "[upstream.app]\nbackends = []").await;
+    let c = reqwest::Client::new();
+    // Alive, but not ready: etcd has never been listed and there is no local snapshot.
+    assert_eq!(
+        c.get(p.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let not_ready = c.get(p.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(not_ready.status(), 503);
+    assert!(not_ready.text().await.unwrap().contains("\"error\""));
+    etcd.resume().await;
+    let waited = wait_until(Duration::from_secs(30), || async {
+        c.get(p.admin_url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    println!("ready {waited:?} after etcd came up");
+}

@@ -2,6 +2,8 @@
 //!
 //! Endpoints:
 //! - `GET /healthz`: liveness, no token.
+//! - `GET /readyz`: readiness, no token: 200 once the pool is loaded (etcd listed, or the
+//!   local snapshot read; at once without etcd), 503 before.
 //! - `GET /metrics`: Prometheus text, no token.
 //! - `GET /v1/upstreams`, `GET /v1/upstreams/{u}`: the pool, admin token.
 //! - `POST /v1/upstreams/{u}/backends`: register (register or admin token).
@@ -39,6 +41,8 @@ pub struct AdminState {
     pub register_token: Token,
     /// With etcd configured: registrations and toggles go to etcd.
     pub etcd: Option<etcd_write::EtcdWriter>,
+    /// Set once the pool is loaded.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -90,6 +94,7 @@ pub fn router(state: AdminState) -> Router {
             "/healthz",
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
         )
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
@@ -114,6 +119,18 @@ pub fn router(state: AdminState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Arc::new(state))
+}
+
+async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
+    if s.ready.load(std::sync::atomic::Ordering::Acquire) {
+        Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pool is not loaded yet (etcd not listed, no local snapshot)".into(),
+        )
+        .into_response()
+    }
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {

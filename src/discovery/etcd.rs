@@ -13,6 +13,8 @@ use crate::pool::{BackendSpec, Diff, PoolHandle, Source};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// File in `data_dir` with the last known etcd backends.
@@ -35,23 +37,46 @@ enum SessionError {
 }
 
 /// Start the etcd source for `upstreams` on the current runtime.
-pub fn spawn(pool: PoolHandle, settings: EtcdSettings, upstreams: Vec<String>, data_dir: PathBuf) {
-    tokio::spawn(run(pool, settings, upstreams, data_dir));
+/// Start the etcd source; `ready` is set once the pool is loaded (the saved snapshot read, or
+/// etcd listed).
+pub fn spawn(
+    pool: PoolHandle,
+    settings: EtcdSettings,
+    upstreams: Vec<String>,
+    data_dir: PathBuf,
+    ready: Arc<AtomicBool>,
+) {
+    tokio::spawn(run(pool, settings, upstreams, data_dir, ready));
 }
 
 fn metrics() -> &'static crate::metrics::Metrics {
     crate::metrics::global()
 }
 
-async fn run(pool: PoolHandle, settings: EtcdSettings, upstreams: Vec<String>, data_dir: PathBuf) {
+async fn run(
+    pool: PoolHandle,
+    settings: EtcdSettings,
+    upstreams: Vec<String>,
+    data_dir: PathBuf,
+    ready: Arc<AtomicBool>,
+) {
     let snapshot = data_dir.join(SNAPSHOT_FILE);
     if let Some(saved) = load_snapshot(&snapshot) {
         tracing::info!(path = %snapshot.display(), "starting from the saved etcd pool");
         publish(&pool, &upstreams, &saved).await;
+        ready.store(true, Ordering::Release);
     }
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = session(&pool, &settings, &upstreams, &snapshot, &mut backoff).await;
+        let err = session(
+            &pool,
+            &settings,
+            &upstreams,
+            &snapshot,
+            &mut backoff,
+            &ready,
+        )
+        .await;
         metrics().etcd_up.set(0);
         metrics().etcd_sessions_lost.inc();
         tracing::warn!(error = %err, retry_in = ?backoff, "etcd session lost; serving the last known pool");
@@ -66,8 +91,9 @@ async fn session(
     upstreams: &[String],
     snapshot: &Path,
     backoff: &mut Duration,
+    ready: &AtomicBool,
 ) -> SessionError {
-    match session_inner(pool, settings, upstreams, snapshot, backoff).await {
+    match session_inner(pool, settings, upstreams, snapshot, backoff, ready).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -79,6 +105,7 @@ async fn session_inner(
     upstreams: &[String],
     snapshot: &Path,
     backoff: &mut Duration,
+    ready: &AtomicBool,
 ) -> Result<std::convert::Infallible, SessionError> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
@@ -120,6 +147,7 @@ async fn session_inner(
         apply_toggle(pool, &upstream, &id, &value).await;
     }
     save_snapshot(snapshot, &known);
+    ready.store(true, Ordering::Release);
     metrics().etcd_up.set(1);
     *backoff = MIN_BACKOFF;
     tracing::info!(revision, "etcd listed; watching");

@@ -30,6 +30,22 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: Some(0),
 };
 
+/// The socket in data_dir through which a running tideway hands its listeners to a new one.
+pub const UPGRADE_SOCK: &str = "upgrade.sock";
+
+/// The admin listener, with SO_REUSEPORT so a new process taking over (binary upgrade) can
+/// listen on it while the old one finishes.
+fn admin_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 /// Why tideway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +53,12 @@ pub enum StartError {
     Token(#[from] token::TokenError),
     #[error("tls: {0}")]
     Tls(#[from] crate::config::tls::TlsError),
+    #[error("data_dir {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("admin listener {addr}: {source}")]
     AdminBind {
         addr: std::net::SocketAddr,
@@ -120,14 +142,21 @@ async fn reload_on_sighup(resolvers: Vec<Arc<SniResolver>>) {
     }
 }
 
-/// Build the pingora server for `config`. Call `run_forever()` on the result.
-pub fn build(config: &Config) -> Result<Server, StartError> {
+/// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
+/// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
+/// [`crate::signals::Signals`].
+pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
     let close_all = CancellationToken::new();
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
     let (pool, task) = controller.into_task();
 
     let data_dir = &config.store.data_dir;
+    // The upgrade socket lives there, so it must exist before anything else runs.
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let admin_token = token::load(
         token::ADMIN_TOKEN_ENV,
         config.admin.token_file.as_deref(),
@@ -140,9 +169,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         data_dir,
         "register.token",
     )?;
-    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|_| l))
-        .map_err(|source| StartError::AdminBind {
+    let admin_listener =
+        admin_socket(config.admin.listen).map_err(|source| StartError::AdminBind {
             addr: config.admin.listen,
             source,
         })?;
@@ -153,9 +181,14 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.shutdown_grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: data_dir.join(UPGRADE_SOCK).display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     let mut resolvers = Vec::new();
     for l in &config.listeners {

@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod nginx;
 pub mod pool;
 pub mod proxy;
+pub mod signals;
 pub mod wire;

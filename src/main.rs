@@ -31,6 +31,10 @@ enum Command {
         /// Override the data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Take the listening sockets over from a running tideway on the same data_dir: start
+        /// this, then send the old process SIGUSR2.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file; exit 1 with the errors.
     Check {
@@ -126,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             nginx,
             admin,
             data_dir,
+            upgrade,
         } => {
             let (mut cfg, source) = match nginx {
                 Some(file) => {
@@ -143,9 +148,14 @@ fn main() -> anyhow::Result<()> {
             if let Some(d) = data_dir {
                 cfg.store.data_dir = d;
             }
-            let server = tideway::app::build(&cfg)?;
-            tracing::info!(config = %source.display(), "tideway starting");
-            server.run_forever();
+            let mut server = tideway::app::build(&cfg, upgrade)?;
+            // With --upgrade, this waits for the running process's listening sockets.
+            server.bootstrap();
+            tracing::info!(config = %source.display(), upgrade, "tideway starting");
+            server.run(pingora::server::RunArgs {
+                shutdown_signal: Box::new(tideway::signals::Signals),
+            });
+            std::process::exit(0);
         }
         Command::Check { config, nginx } => {
             let (path, result) = match (nginx, config) {

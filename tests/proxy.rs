@@ -223,6 +223,17 @@ async fn no_available_backend_answers_503_with_json() {
 
 #[tokio::test]
 async fn sigterm_closes_websockets_with_1001() {
+    graceful_signal_closes_websockets_with_1001("-TERM").await;
+}
+
+/// `nginx -s quit` sends SIGQUIT: a graceful shutdown too (pingora's default would wait to
+/// hand its listeners to a new process instead).
+#[tokio::test]
+async fn sigquit_is_a_graceful_shutdown_too() {
+    graceful_signal_closes_websockets_with_1001("-QUIT").await;
+}
+
+async fn graceful_signal_closes_websockets_with_1001(signal: &str) {
     let a = backend("a").await;
     let mut proxy = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
     let mut clients = Vec::new();
@@ -235,13 +246,14 @@ async fn sigterm_closes_websockets_with_1001() {
         clients.push(ws);
     }
     std::process::Command::new("kill")
-        .args(["-TERM", &proxy.child.id().to_string()])
+        .args([signal, &proxy.child.id().to_string()])
         .status()
         .unwrap();
+    let signalled = std::time::Instant::now();
     for ws in clients.iter_mut() {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
-            .expect("closed within 5 s of SIGTERM")
+            .expect("closed within 5 s of the signal")
             .unwrap()
             .expect("a close frame, not a reset");
         match msg {
@@ -251,4 +263,7 @@ async fn sigterm_closes_websockets_with_1001() {
     }
     let status = proxy.child.wait().unwrap();
     assert!(status.success(), "{status}");
+    // The grace period is 1 s; pingora's upgrade path would first wait 5 s for a new process.
+    let exited = signalled.elapsed();
+    assert!(exited < Duration::from_secs(4), "exited after {exited:?}");
 }

@@ -70,7 +70,14 @@ fuzz_target!(|data: &[u8]| {
         let body_len = encoded.len();
         encoded.extend_from_slice(&data[used..]);
         let again = decode(&encoded, &[]);
-        assert_eq!(again.data, whole.data, "re-encoded body decodes differently");
-        assert_eq!(again.end, Ok((body_len, true)), "re-encoded body ends elsewhere");
+        assert_eq!(
+            again.data, whole.data,
+            "re-encoded body decodes differently"
+        );
+        assert_eq!(
+            again.end,
+            Ok((body_len, true)),
+            "re-encoded body ends elsewhere"
+        );
     }
 });

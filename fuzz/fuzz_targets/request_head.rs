@@ -76,7 +76,10 @@ fn parse_request<'h, 'b>(
 }
 
 fn count(headers: &[httparse::Header<'_>], name: &str) -> usize {
-    headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .count()
 }
 
 fn content_length(headers: &[httparse::Header<'_>]) -> Option<u64> {
@@ -114,6 +117,19 @@ fn check_request(head: &[u8], rest: &[u8], h: u64) {
         2 => HashKey::Cookie("sid".into()),
         _ => HashKey::Query("id".into()),
     };
+    // KNOWN FINDING 1: classify panics (slicing a str inside a character) on a target with
+    // a multi-byte character over its 7th or 8th byte (`GET /abcdeé HTTP/1.1`).
+    if !strict() {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        if let (Ok(_), Some(path)) = (req.parse(head), req.path) {
+            if !path.is_char_boundary(7.min(path.len()))
+                || !path.is_char_boundary(8.min(path.len()))
+            {
+                return;
+            }
+        }
+    }
     let mut out = Vec::new();
     let Ok(req) = classify(head, Some(ip), "http", Some(&key), &mut out) else {
         return;
@@ -121,7 +137,10 @@ fn check_request(head: &[u8], rest: &[u8], h: u64) {
 
     let mut orig_headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut orig = httparse::Request::new(&mut orig_headers);
-    assert!(matches!(orig.parse(head), Ok(httparse::Status::Complete(_))));
+    assert!(matches!(
+        orig.parse(head),
+        Ok(httparse::Status::Complete(_))
+    ));
     let method = orig.method.unwrap();
     let bodiless = matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE");
 
@@ -149,7 +168,11 @@ fn check_request(head: &[u8], rest: &[u8], h: u64) {
     // (b) one framing header at most, never Transfer-Encoding.
     let lengths = count(fields, "content-length");
     assert!(lengths <= 1, "{lengths} content-length headers");
-    assert_eq!(count(fields, "transfer-encoding"), 0, "transfer-encoding forwarded");
+    assert_eq!(
+        count(fields, "transfer-encoding"),
+        0,
+        "transfer-encoding forwarded"
+    );
     assert!(count(fields, "host") <= 1, "more than one host header");
     // (d) the length stated is the length given.
     if req.body != RequestBody::None || req.length_always {
@@ -172,7 +195,7 @@ fn check_request(head: &[u8], rest: &[u8], h: u64) {
     );
     let mut again = Vec::new();
     let reclassified = classify(&out, Some(ip), "http", Some(&key), &mut again);
-    // KNOWN FINDING 1: an HTTP/1.0 request without Host is forwarded as HTTP/1.1 without
+    // KNOWN FINDING 2: an HTTP/1.0 request without Host is forwarded as HTTP/1.1 without
     // Host, which RFC 9112 §3.2 requires a server to refuse (and tideway does).
     if !strict() && req.http10 && count(fields, "host") == 0 {
         assert_eq!(reclassified.map_err(|r| r.status), Err(400));
@@ -219,11 +242,6 @@ fn check_response(raw: &[u8], h: u64) {
     let Ok(Answer::Final(resp)) = inspect_response(raw, &req, close, &mut out) else {
         return;
     };
-    // KNOWN FINDING 4: a backend status under 100 (`020`) is written without its leading
-    // zeros (`HTTP/1.1 20 OK`), which is not a status line.
-    if !strict() && resp.status < 100 {
-        return;
-    }
     assert_crlf_only(&out, "client head");
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 2];
     let mut parsed = httparse::Response::new(&mut headers);
@@ -238,11 +256,8 @@ fn check_response(raw: &[u8], h: u64) {
     let fields = &*parsed.headers;
     let lengths = count(fields, "content-length");
     let codings = count(fields, "transfer-encoding");
-    // KNOWN FINDING 2: a coding tideway does not decode (`Transfer-Encoding: gzip`) is passed
-    // on as the backend sent it, in as many header lines as it came in.
-    let foreign_lines = !strict() && lengths == 0 && resp.encoding == Encoding::Raw;
     assert!(
-        lengths + codings <= 1 || foreign_lines,
+        lengths + codings <= 1,
         "{lengths} content-length and {codings} transfer-encoding headers\n{}",
         String::from_utf8_lossy(&out)
     );

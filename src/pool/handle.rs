@@ -3,9 +3,11 @@
 //!
 //! The run loop wakes on a diff, a health verdict, a tick or the earliest deadline; after every
 //! wake-up it applies the verdicts waiting in the [`Inbox`], serves the deadlines that are due,
-//! and hands the apply steps' effects to their workers (toggles go to a writer task that does
-//! the blocking file calls, latest contents first). It holds no sender of its own, so it ends
-//! when the last handle is dropped.
+//! and hands the apply steps' effects to their workers: toggles go to a writer task that does
+//! the blocking file calls (the latest contents of a batch), and a caller whose diff changed
+//! toggles gets its answer from the writer once they are on disk, so an acknowledged toggle
+//! survives a crash while the controller never waits for the disk. It holds no sender of its
+//! own, so it ends when the last handle is dropped.
 
 use super::backend::BackendId;
 use super::controller::{Controller, Effect, DEFAULT_TICK};
@@ -14,14 +16,23 @@ use super::inbox::{Inbox, Verdict};
 use super::snapshot::Snapshot;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 /// Depth of the diff queue; senders wait when it is full.
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
 
+type Reply = oneshot::Sender<Result<bool, PoolError>>;
+
 struct Command {
     diff: Diff,
-    reply: oneshot::Sender<Result<bool, PoolError>>,
+    reply: Reply,
+}
+
+/// Toggles to write, and the answer to give once they are written.
+struct Persist {
+    path: std::path::PathBuf,
+    json: Vec<u8>,
+    reply: Option<(Reply, Result<bool, PoolError>)>,
 }
 
 /// A cheap, cloneable handle on the pool: read the snapshot, send diffs and verdicts.
@@ -103,7 +114,7 @@ impl ControllerTask {
             mut rx,
             inbox,
         } = self;
-        let (toggles_tx, toggles_rx) = watch::channel(None);
+        let (toggles_tx, toggles_rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(write_toggles(toggles_rx));
         let mut ticker = tokio::time::interval(DEFAULT_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -115,10 +126,11 @@ impl ControllerTask {
                     None => std::future::pending().await,
                 }
             };
+            let mut answer = None;
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command { diff, reply }) => {
-                        let _ = reply.send(controller.apply(diff));
+                        answer = Some((reply, controller.apply(diff)));
                     }
                     None => break,
                 },
@@ -135,9 +147,13 @@ impl ControllerTask {
             for effect in controller.take_effects() {
                 match effect {
                     Effect::PersistToggles { path, json } => {
-                        toggles_tx.send_replace(Some((path, json)));
+                        let reply = answer.take();
+                        let _ = toggles_tx.send(Persist { path, json, reply });
                     }
                 }
+            }
+            if let Some((reply, result)) = answer {
+                let _ = reply.send(result);
             }
         }
         // The last handle is gone: let the writer save what is pending, then stop.
@@ -146,12 +162,21 @@ impl ControllerTask {
     }
 }
 
-/// Write the latest toggles each time they change, off the async workers.
-async fn write_toggles(mut rx: watch::Receiver<Option<(std::path::PathBuf, Vec<u8>)>>) {
-    while rx.changed().await.is_ok() {
-        let Some((path, json)) = rx.borrow_and_update().clone() else {
-            continue;
-        };
+/// Write toggles as they change, off the async workers: of the versions waiting, only the
+/// latest is written; then everyone waiting on them gets their answer.
+async fn write_toggles(mut rx: mpsc::UnboundedReceiver<Persist>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let latest = batch.last().expect("one at least");
+        let (path, json) = (latest.path.clone(), latest.json.clone());
         let _ = tokio::task::spawn_blocking(move || super::toggles::write(&path, &json)).await;
+        for p in batch {
+            if let Some((reply, result)) = p.reply {
+                let _ = reply.send(result);
+            }
+        }
     }
 }

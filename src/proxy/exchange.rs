@@ -22,6 +22,7 @@ use crate::config::{HttpLimits, UpstreamPolicy};
 use crate::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -33,6 +34,35 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// Longest wait for a peer to take bytes tideway sends (nginx's `send_timeout` and
 /// `proxy_send_timeout`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most interim (1xx) answers a backend may send before its final one.
+const MAX_INTERIM: u32 = 8;
+
+/// Bytes of chunked request bodies all connections may hold in memory at once; a body that
+/// would go over gets a 503 (the listener's `max_chunked_body` bounds each one).
+pub const CHUNKED_BUDGET: u64 = 64 * 1024 * 1024;
+
+/// Chunked body bytes held now, over all connections.
+static CHUNKED_HELD: AtomicU64 = AtomicU64::new(0);
+
+/// A share of [`CHUNKED_BUDGET`], given back when dropped.
+struct Held(u64);
+
+impl Held {
+    /// Grow to `len` bytes; `false` when the budget would be exceeded.
+    fn grow(&mut self, len: u64) -> bool {
+        let more = len.saturating_sub(self.0);
+        let before = CHUNKED_HELD.fetch_add(more, Ordering::AcqRel);
+        self.0 += more;
+        before + more <= CHUNKED_BUDGET
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        CHUNKED_HELD.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
 
 /// The interim answer tideway sends a client that expects one before its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -210,7 +240,8 @@ impl HttpPath {
         if let Some(down) = done.switched {
             return Next::Upgraded(Box::new(Upgraded { conn, down }));
         }
-        if done.reusable {
+        // A connection that carries a PROXY header names one client: never pooled.
+        if done.reusable && policy.proxy_protocol.is_none() {
             self.keepalive.put(conn.addr, conn.io);
         }
         done.next
@@ -252,6 +283,7 @@ impl HttpPath {
                 body.clear();
                 let mut decoder = ChunkDecoder::default();
                 let limit = self.limits.max_chunked_body;
+                let mut held = Held(0);
                 loop {
                     let d = decoder
                         .decode(&bufs.client, |data| body.extend_from_slice(data))
@@ -259,6 +291,12 @@ impl HttpPath {
                     bufs.client.drain(..d.used);
                     if body.len() as u64 > limit {
                         return Err(BodyError::Refused(413, "the chunked body is too large"));
+                    }
+                    if !held.grow(body.len() as u64) {
+                        return Err(BodyError::Refused(
+                            503,
+                            "too many chunked bodies in memory; try again",
+                        ));
                     }
                     if d.done {
                         break;
@@ -309,7 +347,7 @@ impl HttpPath {
         }
 
         bufs.upstream.clear();
-        let mut interim = false;
+        let mut interim = 0;
         let (res, head_len) = loop {
             let deadline = tokio::time::Instant::now() + idle;
             // While the backend thinks, watch the client: if it goes away (a long poll given
@@ -333,7 +371,7 @@ impl HttpPath {
                 Ok(Ok(HeadRead::TooLarge)) => {
                     return Err(Failure::Answered(502, "response head too large".into()))
                 }
-                Ok(Ok(HeadRead::Eof) | Err(_)) if bufs.upstream.is_empty() && !interim => {
+                Ok(Ok(HeadRead::Eof) | Err(_)) if bufs.upstream.is_empty() && interim == 0 => {
                     return Err(Failure::Unanswered("closed without answering".into()))
                 }
                 Ok(Ok(HeadRead::Eof) | Err(_)) => {
@@ -341,8 +379,11 @@ impl HttpPath {
                 }
             };
             match inspect_response(&bufs.upstream[..head_len], req, req.close, &mut bufs.reply) {
+                Ok(Answer::Interim) if interim == MAX_INTERIM => {
+                    return Err(Failure::Answered(502, "too many interim answers".into()))
+                }
                 Ok(Answer::Interim) => {
-                    interim = true;
+                    interim += 1;
                     bufs.upstream.drain(..head_len);
                 }
                 Ok(Answer::Switched) => {
@@ -514,4 +555,21 @@ async fn read_to(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_share_one_memory_budget() {
+        let mut a = Held(0);
+        assert!(a.grow(CHUNKED_BUDGET / 2));
+        let mut b = Held(0);
+        assert!(!b.grow(CHUNKED_BUDGET / 2 + 1), "over the budget together");
+        drop(b);
+        drop(a);
+        let mut c = Held(0);
+        assert!(c.grow(CHUNKED_BUDGET), "given back when dropped");
+    }
 }

@@ -27,11 +27,15 @@ use tokio::time::Instant;
 /// upstream block is 60 s).
 pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 
+/// On shutdown, how long an idle keep-alive connection stays open for a request its client may
+/// already be sending (it is served with `Connection: close`).
+const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
+
 /// How long closing a client connection may take (a TLS close_notify to send).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to a connection over the listener's `max_connections`.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 47\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
 
 /// Serves one HTTP listener.
 pub struct Gateway {
@@ -178,6 +182,10 @@ impl Gateway {
                         Err(_) if started => {
                             break HeadRead::Refused(Refusal::new(408, "the request head timed out"))
                         }
+                        Err(_) if stopping => {
+                            close(&mut stream).await;
+                            break HeadRead::Eof;
+                        }
                         Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break HeadRead::Eof,
                         Ok(Ok(_)) if !started => {
                             started = true;
@@ -185,14 +193,15 @@ impl Gateway {
                         }
                         Ok(Ok(_)) => {}
                     },
-                    // Shutting down: an idle keep-alive connection closes now, not at the end
-                    // of the grace period; a request already arriving is still read and served
-                    // (with `Connection: close`). `stop` is never polled again once it fired.
-                    _ = &mut stop, if served > 0 && !stopping => {
+                    // Shutting down: an idle connection (a keep-alive one, or one a client
+                    // opened ahead and parked in its pool) closes after a short linger, not at
+                    // the end of the grace period; a request that arrives by then (a client may
+                    // be sending it as we decide) is still read and served, with
+                    // `Connection: close`, rather than cut. `stop` is never polled again.
+                    _ = &mut stop, if !stopping => {
                         stopping = true;
-                        if bufs.client.is_empty() {
-                            close(&mut stream).await;
-                            return None;
+                        if !started {
+                            deadline = deadline.min(Instant::now() + SHUTDOWN_LINGER);
                         }
                     }
                 }
@@ -244,5 +253,16 @@ impl Gateway {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_answer_is_framed_right() {
+        let text = std::str::from_utf8(super::BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
     }
 }

@@ -48,6 +48,12 @@ impl HeadScan {
             }
             let len = i - 1 - self.line_start;
             self.line_start = i + 1;
+            if self.line_start > limits.max_head {
+                return Some(HeadRead::Refused(Refusal::new(
+                    431,
+                    "the request head is too large",
+                )));
+            }
             if len == 0 {
                 if self.lines == 0 {
                     // Empty lines before the request line are skipped (RFC 9112 §2.2).
@@ -168,5 +174,18 @@ mod tests {
         );
         let big = [b"GET / HTTP/1.1\r\n".as_slice(), &[b'x'; 60]].concat();
         assert_eq!(status(scan_all(&big, &l)), Some(431));
+        // A whole head over the limit arriving in one read is refused too, not completed.
+        let whole =
+            b"GET / HTTP/1.1\r\nA: 123456\r\nB: 123456\r\nC: 123456\r\nD: 123456\r\nE: 1\r\n\r\n";
+        let l = HttpLimits {
+            max_head: 64,
+            ..HttpLimits::default()
+        };
+        assert!(whole.len() > 64);
+        assert_eq!(status(scan_all(whole, &l)), Some(431));
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\r\nA: 1\r\n\r\n", &l),
+            Some(HeadRead::Complete(24))
+        );
     }
 }

@@ -79,6 +79,9 @@ const REQUEST_DROP: [&str; 13] = [
     "x-forwarded-proto",
 ];
 
+/// Largest request body length taken: 10 digits, all a Workerman 4.x backend reads.
+pub const MAX_CONTENT_LENGTH: u64 = 9_999_999_999;
+
 /// Headers a `Connection` header may never make hop-by-hop.
 const NEVER_HOP_BY_HOP: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
@@ -272,6 +275,11 @@ pub fn classify(
         (0, _) => return Err(Refusal::new(400, "more than one Transfer-Encoding header")),
         (1, 0) => match seen.length.and_then(parse_length) {
             Some(0) => RequestBody::None,
+            // Workerman reads 10 digits of a length: more would be misread (and nobody sends
+            // 10 GB through this proxy).
+            Some(n) if n > MAX_CONTENT_LENGTH => {
+                return Err(Refusal::new(413, "Content-Length over 9999999999"))
+            }
             Some(n) => RequestBody::Length(n),
             None => return Err(Refusal::new(400, "malformed Content-Length")),
         },
@@ -334,7 +342,10 @@ pub fn classify(
         out.extend_from_slice(b"\r\n");
     }
     for h in headers {
+        // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
+        // `X_Real_IP` and `X-Real-IP` to the same variable.
         if REQUEST_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            || h.name.contains('_')
             || named_by(connection, h.name)
         {
             continue;
@@ -366,6 +377,9 @@ pub fn classify(
 /// 400 for anything else.
 fn version_refusal(raw: &[u8]) -> Refusal {
     let line = raw.split(|&b| b == b'\r').next().unwrap_or_default();
+    if line.split(|&b| b == b' ').count() != 3 {
+        return Refusal::new(400, "malformed request line");
+    }
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]

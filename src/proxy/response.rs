@@ -44,6 +44,8 @@ pub enum BadResponse {
     Length,
     #[error("the backend switched protocols without a WebSocket handshake")]
     Upgrade,
+    #[error("the backend sent a Transfer-Encoding other than chunked")]
+    Coding,
 }
 
 /// Headers that describe one hop or the body's framing, which tideway writes itself.
@@ -102,7 +104,8 @@ pub fn inspect_response(
     }
     let mut connection: [&[u8]; 4] = [b""; 4];
     let mut n_connection = 0;
-    let mut coding: Option<&[u8]> = None;
+    let mut codings = 0;
+    let mut lengths = 0;
     for h in headers {
         if h.name.eq_ignore_ascii_case("connection") {
             if n_connection == connection.len() {
@@ -111,17 +114,23 @@ pub fn inspect_response(
             connection[n_connection] = h.value;
             n_connection += 1;
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            coding = Some(h.value);
+            // Only `chunked` alone, as nginx: tideway re-frames the body and could not carry
+            // another coding over.
+            if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(BadResponse::Coding);
+            }
+            codings += 1;
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            lengths += 1;
         }
     }
+    if codings > 1 {
+        return Err(BadResponse::Coding);
+    }
     let connection = &connection[..n_connection];
-    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3); chunked must be the last
-    // coding to delimit the body, otherwise the body ends at close.
-    let chunked = coding.map(|c| {
-        let last = c.rsplit(|&b| b == b',').next().unwrap_or_default();
-        last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-    });
-    let length = if chunked.is_some() {
+    // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
+    let chunked = codings == 1;
+    let length = if chunked {
         None
     } else {
         content_length(headers)?
@@ -129,34 +138,36 @@ pub fn inspect_response(
     let bodiless = req.head_method || status == 204 || status == 304;
     let framing = match (bodiless, chunked, length) {
         (true, ..) => Framing::Empty,
-        (false, Some(true), _) => Framing::Chunked,
-        (false, Some(false), _) => Framing::UntilClose,
-        (false, None, Some(n)) => Framing::Length(n),
-        (false, None, None) => Framing::UntilClose,
+        (false, true, _) => Framing::Chunked,
+        (false, false, Some(n)) => Framing::Length(n),
+        (false, false, None) => Framing::UntilClose,
     };
     // A body of unknown length goes to an HTTP/1.1 client chunked, so it can tell a whole body
-    // from a cut one and keep its connection; an HTTP/1.0 client's body ends at close. A body
-    // under a transfer coding of the backend's own cannot be re-framed: it ends at close too.
-    let foreign_coding = chunked == Some(false);
+    // from a cut one and keep its connection; an HTTP/1.0 client's body ends at close.
     let encoding = match framing {
-        Framing::Chunked | Framing::UntilClose if !req.http10 && !foreign_coding => {
-            Encoding::Chunked
-        }
+        Framing::Chunked | Framing::UntilClose if !req.http10 => Encoding::Chunked,
         _ => Encoding::Raw,
     };
     let ends_at_close =
         matches!(framing, Framing::Chunked | Framing::UntilClose) && encoding == Encoding::Raw;
-    let reusable = version == 1 && framing != Framing::UntilClose && !named_by(connection, "close");
+    // A bodiless answer whose backend may still send a body (any answer to HEAD: Workerman
+    // sends one; a 204 or 304 with a length or coding) must not leave the connection pooled:
+    // bytes arriving later would be the next client's answer. Nor may one framed twice.
+    let late_body = req.head_method
+        || (bodiless && (chunked || length.is_some_and(|n| n > 0)))
+        || (chunked && lengths > 0);
+    let reusable = version == 1
+        && framing != Framing::UntilClose
+        && !late_body
+        && !named_by(connection, "close");
     let close = close || ends_at_close;
 
     out.clear();
     out.reserve(raw.len() + 48);
-    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", res.reason.unwrap_or(""));
+    let _ = write!(out, "HTTP/1.1 {status:03} {}\r\n", res.reason.unwrap_or(""));
     for h in headers {
-        let keep_coding = foreign_coding && h.name.eq_ignore_ascii_case("transfer-encoding");
-        if !keep_coding
-            && (RESPONSE_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
-                || named_by(connection, h.name))
+        if RESPONSE_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+            || named_by(connection, h.name)
         {
             continue;
         }

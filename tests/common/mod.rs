@@ -139,6 +139,16 @@ pub async fn start_proxy_full(store_extra: &str, listener_extra: &str, upstreams
 }
 
 fn spawn_tideway(config: &std::path::Path, dir: &std::path::Path) -> Child {
+    spawn_tideway_with(config, dir, &[])
+}
+
+/// Start tideway on `config` with extra `run` arguments (e.g. `--upgrade`), logging to
+/// `dir/tideway.log`.
+pub fn spawn_tideway_with(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -147,6 +157,7 @@ fn spawn_tideway(config: &std::path::Path, dir: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tideway"))
         .args(["run", "--config"])
         .arg(config)
+        .args(extra)
         .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
         .env("RUST_LOG", "info")

@@ -398,7 +398,7 @@ async fn health_verdicts_are_coalesced_never_dropped() {
 }
 
 #[tokio::test]
-async fn toggles_are_written_by_the_run_loop() {
+async fn toggles_are_on_disk_when_the_change_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let c = Controller::new(
         &config(),
@@ -414,8 +414,9 @@ async fn toggles_are_written_by_the_run_loop() {
     })
     .await
     .unwrap();
-    drop(pool);
-    running.await.unwrap();
+    // Acknowledged means on disk: a crash right now keeps the toggle.
     let saved = Toggles::load(dir.path());
     assert_eq!(saved.get("u", "127.0.0.1:1001").unwrap().weight, Some(9));
+    drop(pool);
+    running.await.unwrap();
 }

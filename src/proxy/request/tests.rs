@@ -81,6 +81,7 @@ fn refuses_ambiguous_framing() {
         ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1234567890123456789\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000005\r\n\r\n", 413),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 501),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n", 501),
         ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
@@ -154,6 +155,7 @@ fn methods_versions_and_expectations() {
     assert_eq!(refused("GET / HTTP/1.2\r\nHost: x\r\n\r\n"), 505);
     assert_eq!(refused("GET / HTTP/x\r\nHost: x\r\n\r\n"), 400);
     assert_eq!(refused("GARBAGE\r\n\r\n"), 400);
+    assert_eq!(refused("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
     assert_eq!(
         refused("GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n"),
         400
@@ -218,6 +220,15 @@ fn forwarded_for_chains_join() {
     );
     assert!(
         out.contains("x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn names_with_underscores_are_dropped_as_nginx_does() {
+    let (_, out) = forwarded("GET / HTTP/1.1\r\nHost: x\r\nX_Real_IP: 6.6.6.6\r\nX-Ok: 1\r\n\r\n");
+    assert!(
+        !out.contains("6.6.6.6") && out.contains("X-Ok: 1\r\n"),
         "{out}"
     );
 }

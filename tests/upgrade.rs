@@ -1,0 +1,123 @@
+//! Binary upgrade under load: a second tideway started with `--upgrade` takes the listening
+//! sockets over when the running one gets SIGUSR2, while keep-alive HTTP load and WebSockets
+//! run (4 keep-alive clients, 100 WebSockets). Counted: failed requests (must be 0) and WebSockets that ended without a 1001 close
+//! (must be 0); every WebSocket of the old process gets its 1001 and reconnects to the new one.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
+    let b = backend("b").await;
+    let mut old = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&b, 1)]))).await;
+
+    // Load: 4 keep-alive clients, counting failures, until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), old.url("/"));
+        load.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let served = match c.get(&url).send().await {
+                    Ok(r) => {
+                        let status = r.status();
+                        match r.bytes().await {
+                            Ok(_) if status == 200 => true,
+                            other => {
+                                eprintln!("request failed: {status} {other:?}");
+                                false
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "request failed at {:?}: {e:?}",
+                            std::time::SystemTime::now()
+                        );
+                        false
+                    }
+                };
+                let count = if served { &ok } else { &failed };
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(old.ws_url("/chat"))
+            .await
+            .unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        ws.next().await.unwrap().unwrap();
+        sockets.push(ws);
+    }
+
+    // The new process waits on data_dir/upgrade.sock for the sockets.
+    let mut new = spawn_tideway_with(&old.config_path, old.dir.path(), &["--upgrade"]);
+    let sock = old.dir.path().join("data").join("upgrade.sock");
+    wait_until(Duration::from_secs(20), || async { sock.exists() }).await;
+    let before = ok.load(Ordering::Relaxed);
+    std::process::Command::new("kill")
+        .args(["-USR2", &old.child.id().to_string()])
+        .status()
+        .unwrap();
+
+    // Every WebSocket of the old process ends with a 1001, and reconnects to the new one.
+    let mut abrupt = 0;
+    for ws in sockets.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) if f.code == CloseCode::Away => {}
+            other => {
+                abrupt += 1;
+                eprintln!("websocket ended with {other:?}");
+            }
+        }
+    }
+    // Waited for without blocking the runtime the load, the clients and the backend run on.
+    let exited = Instant::now();
+    let old_status = loop {
+        if let Some(status) = old.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            exited.elapsed() < Duration::from_secs(15),
+            "the old process exits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(old_status.success(), "{old_status}");
+    for _ in 0..20 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(old.ws_url("/chat"))
+            .await
+            .expect("the new process accepts on the same port");
+        ws.send(Message::text("again")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
+    }
+    let handed_over = Instant::now();
+    while ok.load(Ordering::Relaxed) < before + 200 {
+        assert!(
+            handed_over.elapsed() < Duration::from_secs(10),
+            "load stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("binary upgrade: {ok} requests ok, {failed} failed, {abrupt} websockets without 1001");
+    let _ = new.kill();
+    let _ = new.wait();
+    assert_eq!(failed, 0, "failed requests");
+    assert_eq!(abrupt, 0, "websockets that ended without 1001");
+}

@@ -7,6 +7,7 @@
 
 use crate::admin::{self, token, AdminState};
 use crate::config::{Config, Protocol};
+use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
@@ -29,6 +30,18 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     read: Some(0),
     write: Some(0),
 };
+
+/// This instance's name in the fleet: host, admin port and process id.
+fn instance_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{}",
+        config.admin.listen.port(),
+        std::process::id()
+    )
+}
 
 /// The socket in data_dir through which a running tideway hands its listeners to a new one.
 pub const UPGRADE_SOCK: &str = "upgrade.sock";
@@ -76,6 +89,8 @@ struct ControlPlane {
     /// TLS certificate sets, re-read on SIGHUP.
     resolvers: Vec<Arc<SniResolver>>,
     etcd: Option<crate::config::EtcdSettings>,
+    /// With etcd: this instance's view of the fleet's counts, published and read there.
+    fleet: Option<Arc<Fleet>>,
     upstreams: Vec<String>,
     data_dir: std::path::PathBuf,
     /// Set once the pool is loaded (`/readyz`).
@@ -100,12 +115,21 @@ impl BackgroundService for ControlPlane {
             // Without etcd the pool is the config's, loaded before the controller started.
             None => self.ready.store(true, Ordering::Release),
         }
+        if let (Some(fleet), Some(etcd)) = (&self.fleet, &self.etcd) {
+            crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
+        }
         crate::health::spawn_all(&self.pool);
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
                     tokio::spawn(async move {
-                        if let Err(e) = axum::serve(l, admin::router(state)).await {
+                        if let Err(e) = axum::serve(
+                            l,
+                            admin::router(state)
+                                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                        )
+                        .await
+                        {
                             tracing::error!(error = %e, "admin listener stopped");
                         }
                     });
@@ -233,6 +257,11 @@ pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
     }
 
     let ready = Arc::new(AtomicBool::new(false));
+    let fleet = config
+        .store
+        .etcd
+        .as_ref()
+        .map(|_| Arc::new(Fleet::new(instance_name(config), pool.clone())));
     let control = ControlPlane {
         controller: Mutex::new(Some(task)),
         pool: pool.clone(),
@@ -248,11 +277,14 @@ pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
                     .clone()
                     .map(crate::admin::etcd_write::EtcdWriter::new),
                 ready: ready.clone(),
+                owners: Default::default(),
+                fleet: fleet.clone(),
             },
         ))),
         close_all,
         resolvers,
         etcd: config.store.etcd.clone(),
+        fleet,
         upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
         data_dir: config.store.data_dir.clone(),
         ready,

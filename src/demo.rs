@@ -156,13 +156,18 @@ impl Registration {
         let body = serde_json::json!({
             "addr": self.addr.to_string(), "id": self.id, "ttl": DEMO_TTL.as_secs(),
         });
-        client
+        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
+        // The secret a new registration returns: what lets this backend manage it later.
+        let answer: serde_json::Value = client
             .post(self.url(""))
             .bearer_auth(&self.token)
             .json(&body)
             .send()
             .await?
-            .error_for_status()?;
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut secret = answer["secret"].as_str().unwrap_or_default().to_string();
         tracing::info!(id = %self.id, "registered");
         let mut term = signal(SignalKind::terminate()).expect("signal handler");
         let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -173,9 +178,17 @@ impl Registration {
                 _ = int.recv() => break,
                 _ = beat.tick() => {
                     // A lapsed registration (404) is renewed by registering again.
-                    let hb = client.put(self.url(&format!("/{}/heartbeat", self.id))).bearer_auth(&self.token).send().await;
+                    let hb = client.put(self.url(&format!("/{}/heartbeat", self.id))).bearer_auth(&self.token).header(SECRET, &secret).send().await;
                     if !hb.is_ok_and(|r| r.status().is_success()) {
-                        let _ = client.post(self.url("")).bearer_auth(&self.token).json(&body).send().await;
+                        let again = client.post(self.url("")).bearer_auth(&self.token).header(SECRET, &secret).json(&body).send().await;
+                        // Gone for good meanwhile: a new registration, with a new secret.
+                        if let Ok(r) = again {
+                            if let Ok(v) = r.json::<serde_json::Value>().await {
+                                if let Some(s) = v["secret"].as_str() {
+                                    secret = s.to_string();
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -184,11 +197,13 @@ impl Registration {
         let _ = client
             .post(self.url(&format!("/{}/drain?wait=30s", self.id)))
             .bearer_auth(&self.token)
+            .header(SECRET, &secret)
             .send()
             .await;
         let _ = client
             .delete(self.url(&format!("/{}", self.id)))
             .bearer_auth(&self.token)
+            .header(SECRET, &secret)
             .send()
             .await;
         tracing::info!(id = %self.id, "deregistered");

@@ -296,6 +296,8 @@ async fn two_instances_on_one_etcd_agree() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let registered: serde_json::Value = r.json().await.unwrap();
+    let secret = registered["secret"].as_str().unwrap().to_string();
     let took = wait_until(Duration::from_secs(1), || async { ids(&b).await == ["d0"] }).await;
     println!("registration via A seen on B after {took:?}");
     for d in &demo[1..] {
@@ -322,6 +324,7 @@ async fn two_instances_on_one_etcd_agree() {
             "/v1/upstreams/app/backends/d0/heartbeat",
             REGISTER_TOKEN,
         )
+        .header("x-registration-secret", &secret)
         .send()
         .await
         .unwrap();
@@ -374,6 +377,7 @@ async fn two_instances_on_one_etcd_agree() {
             "/v1/upstreams/app/backends/d0",
             REGISTER_TOKEN,
         )
+        .header("x-registration-secret", &secret)
         .send()
         .await
         .unwrap();
@@ -565,4 +569,122 @@ async fn readyz_waits_for_the_first_etcd_list() {
     })
     .await;
     println!("ready {waited:?} after etcd came up");
+}
+
+/// WebSockets through `p` until `n` of them sit on backend `id`.
+async fn sockets_on(
+    p: &Proxy,
+    id: &str,
+    n: usize,
+) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
+{
+    let mut on = Vec::new();
+    for _ in 0..200 {
+        let (ws, resp) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
+            .await
+            .unwrap();
+        if resp.headers()["x-backend-id"] == id {
+            on.push(ws);
+            if on.len() == n {
+                return on;
+            }
+        }
+    }
+    panic!("could not place {n} WebSockets on {id}");
+}
+
+#[tokio::test]
+async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+    let etcd = Etcd::start().await;
+    let (fa, fb) = (backend("fa").await, backend("fb").await);
+    let upstream = format!(
+        "[upstream.app]\nbalance = \"round_robin\"\ndrain_timeout = \"2s\"\nscale = {{ target_per_backend = 2, min = 1, max = 10 }}\nbackends = [{{ addr = \"{}\", id = \"fa\" }}, {{ addr = \"{}\", id = \"fb\" }}]",
+        fa.addr, fb.addr
+    );
+    let one = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let mut on_one = sockets_on(&one, "fb", 3).await;
+    let mut on_two = sockets_on(&two, "fb", 2).await;
+
+    // /scale on either instance counts both: 5 WebSockets on fb, 3 + 2.
+    for p in [&one, &two] {
+        let counted = wait_until(Duration::from_secs(5), || async {
+            let v: serde_json::Value = p
+                .admin_req(reqwest::Method::GET, "/v1/upstreams/app/scale", ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["active_connections"] == 5 && v["instances"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+        println!("scale counted both instances after {counted:?}");
+    }
+
+    // A drain through instance one, waiting; instance two stops routing to fb within 1 s.
+    let drain = tokio::spawn({
+        let req = one.admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/fb/drain?wait=20s",
+            ADMIN_TOKEN,
+        );
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    let drained_at = Instant::now();
+    let c = reqwest::Client::new();
+    let stopped = wait_until(Duration::from_secs(1), || async {
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(backend_id(&c, &two.url("/")).await);
+        }
+        ids.iter().all(|id| id == "fa")
+    })
+    .await;
+    println!("instance two stopped routing to fb {stopped:?} after the drain");
+    assert!(
+        !drain.is_finished(),
+        "drain?wait returned while both still hold WebSockets"
+    );
+
+    // After drain_timeout, every WebSocket on both instances gets 1001.
+    for ws in on_one.iter_mut().chain(on_two.iter_mut()) {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed")
+            .unwrap()
+            .unwrap();
+        match msg {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    let closed_after = drained_at.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    // drain?wait returns once neither instance holds a connection to fb.
+    let answer = tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("drain?wait returned")
+        .unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"active_connections": 0, "drained": true})
+    );
+    println!(
+        "1001 on both instances {closed_after:?} after the drain; drain?wait answered after {:?}",
+        drained_at.elapsed()
+    );
 }

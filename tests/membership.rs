@@ -67,7 +67,7 @@ async fn every_error_is_4xx_json_and_leaves_the_pool_unchanged() {
             "unknown upstream",
         ),
         (
-            post("/v1/upstreams/app/backends", REGISTER_TOKEN)
+            post("/v1/upstreams/app/backends", ADMIN_TOKEN)
                 .json(&json!({"addr": "127.0.0.1:4002", "id": "r1"})),
             409,
             "already registered",
@@ -174,8 +174,11 @@ async fn endpoints_work_for_their_roles() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    let registered: Value = r.json().await.unwrap();
+    let secret = registered["secret"].as_str().unwrap().to_string();
     let again = p
         .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .header("x-registration-secret", &secret)
         .json(&json!({"addr": b.addr.to_string(), "id": "b", "ttl": 20, "weight": 2}))
         .send()
         .await
@@ -187,6 +190,7 @@ async fn endpoints_work_for_their_roles() {
             "/v1/upstreams/app/backends/b/heartbeat",
             REGISTER_TOKEN,
         )
+        .header("x-registration-secret", &secret)
         .send()
         .await
         .unwrap();
@@ -238,6 +242,7 @@ async fn endpoints_work_for_their_roles() {
             "/v1/upstreams/app/backends/b/drain?wait=5s",
             REGISTER_TOKEN,
         )
+        .header("x-registration-secret", &secret)
         .send()
         .await
         .unwrap()
@@ -251,6 +256,7 @@ async fn endpoints_work_for_their_roles() {
             "/v1/upstreams/app/backends/b",
             REGISTER_TOKEN,
         )
+        .header("x-registration-secret", &secret)
         .send()
         .await
         .unwrap();

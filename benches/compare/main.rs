@@ -306,8 +306,10 @@ fn main() {
         .unwrap();
     let (mut backend, backend_port) = spawn_backend(false);
 
-    // COMPARE_ONLY=tcp skips the HTTP/WebSocket part (for quick TCP runs).
+    // COMPARE_ONLY=tcp skips the HTTP/WebSocket part (for quick TCP runs); COMPARE_ONLY=idle
+    // measures only idle WebSocket memory.
     let only_tcp = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "tcp");
+    let only_idle = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "idle");
     let mut rows = Vec::new();
     let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
         &[]
@@ -320,6 +322,13 @@ fn main() {
         let p = start(&sub, backend_port);
         eprintln!("measuring {}", p.name);
         let (idle, before, after) = rt.block_on(idle_bench(&p));
+        if only_idle {
+            eprintln!(
+                "{}: {idle:.1} KiB per idle WebSocket ({before} -> {after} KiB after)",
+                p.name
+            );
+            continue;
+        }
         let (us_req, rps) = http_bench(&p);
         let us_echo = rt.block_on(ws_echo_bench(&p));
         rows.push((
@@ -336,6 +345,9 @@ fn main() {
     }
     let _ = backend.kill();
     let _ = backend.wait();
+    if only_idle {
+        return;
+    }
 
     // TCP tunnels.
     let (mut tcp_backend, tcp_port) = spawn_backend(true);

@@ -4,12 +4,12 @@
 //! Every write goes to the controller as a diff and is answered only after the resulting
 //! snapshot is published. A refused request changes nothing.
 
-use super::{caller, etcd_write, require_admin, AdminState, ApiError, Role};
+use super::{audit, caller, etcd_write, owners, require_admin, AdminState, ApiError, Role};
 use crate::config::{parse_duration, validate_id, DEFAULT_WEIGHT};
 use crate::pool::{BackendSpec, Diff, PoolError, Source, State};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{ConnectInfo, Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -81,21 +81,38 @@ struct Register {
     ttl: Option<Ttl>,
 }
 
-/// The register token may only touch backends registered over HTTP.
-fn check_own(s: &AdminState, role: Role, upstream: &str, id: &str) -> Result<(), ApiError> {
+/// The register token may only touch registrations it made: not static backends, and only
+/// with the registration's secret.
+async fn check_own(
+    s: &AdminState,
+    role: Role,
+    headers: &HeaderMap,
+    upstream: &str,
+    id: &str,
+) -> Result<(), ApiError> {
     if role == Role::Admin {
         return Ok(());
     }
-    let snap = s.pool.snapshot();
-    let up = snap
-        .upstream(upstream)
-        .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(upstream.into())))?;
-    match up.backend(id) {
-        Some(b) if b.source != Source::Static => Ok(()),
-        Some(_) => Err(ApiError(
+    let source = {
+        let snap = s.pool.snapshot();
+        let up = snap
+            .upstream(upstream)
+            .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(upstream.into())))?;
+        up.backend(id).map(|b| b.source)
+    };
+    match source {
+        Some(Source::Static) => Err(ApiError(
             StatusCode::FORBIDDEN,
             "the register token may only manage backends registered over HTTP".into(),
         )),
+        Some(_) => {
+            let owner = owners::owner_of(s.etcd.as_ref(), &s.owners, upstream, id).await?;
+            if owners::proves(headers, owner.as_deref()) {
+                Ok(())
+            } else {
+                Err(owners::not_yours(upstream, id))
+            }
+        }
         None => Err(PoolError::UnknownBackend {
             upstream: upstream.into(),
             id: id.into(),
@@ -121,7 +138,7 @@ fn known(s: &AdminState, upstream: &str, id: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /v1/upstreams/{u}/backends`
-pub async fn register(
+async fn register_inner(
     AxState(s): St,
     Path(u): Path<String>,
     headers: HeaderMap,
@@ -137,17 +154,61 @@ pub async fn register(
     validate_id(&id).map_err(bad)?;
     let ttl = req.ttl.as_ref().map_or(Ok(DEFAULT_TTL), Ttl::duration)?;
     let weight = req.weight.unwrap_or(DEFAULT_WEIGHT);
-    let existed = s
-        .pool
-        .snapshot()
-        .upstream(&u)
-        .and_then(|up| up.backend(&id).map(|b| b.source));
-    if role == Role::Register && existed.is_some_and(|src| src == Source::Static) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the register token may only manage backends registered over HTTP".into(),
-        ));
+    let (existed, registered, scope) = {
+        let snap = s.pool.snapshot();
+        let up = snap
+            .upstream(&u)
+            .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(u.clone())))?;
+        let registered = up
+            .backends
+            .iter()
+            .filter(|b| b.source != Source::Static)
+            .count();
+        let existed = up.backend(&id).map(|b| b.source);
+        (existed, registered, up.policy.registration.clone())
+    };
+    if role == Role::Register {
+        if !scope.allows(addr.ip()) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} is outside the ranges upstream {u:?} takes registrations from",
+                    addr.ip()
+                ),
+            ));
+        }
+        if weight > scope.max_weight {
+            return Err(bad(format!(
+                "weight {weight} is over upstream {u:?}'s limit of {} for registrations",
+                scope.max_weight
+            )));
+        }
+        match existed {
+            Some(Source::Static) => {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    "the register token may only manage backends registered over HTTP".into(),
+                ))
+            }
+            Some(_) => check_own(&s, role, &headers, &u, &id).await?,
+            None if registered >= scope.max_backends => {
+                return Err(ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "upstream {u:?} has reached its limit of {} registrations",
+                        scope.max_backends
+                    ),
+                ))
+            }
+            None => {}
+        }
     }
+    // A new registration gets a secret; a refresh keeps its owner.
+    let secret = existed.is_none().then(owners::new_secret);
+    let owner = match &secret {
+        Some(sec) => Some(owners::fingerprint(sec)),
+        None => owners::owner_of(s.etcd.as_ref(), &s.owners, &u, &id).await?,
+    };
     if let Some(w) = &s.etcd {
         let snap = s.pool.snapshot();
         let up = snap
@@ -170,7 +231,8 @@ pub async fn register(
             }
             _ => {}
         }
-        w.register(&u, &id, addr, weight, ttl).await?;
+        w.register(&u, &id, addr, weight, ttl, owner.as_deref())
+            .await?;
         etcd_write::until_applied(&s.pool, |snap| {
             snap.upstream(&u)
                 .and_then(|up| up.backend(&id))
@@ -191,16 +253,23 @@ pub async fn register(
                 ttl: Some(ttl),
             })
             .await?;
+        if let Some(owner) = owner {
+            s.owners.set(&u, &id, owner);
+        }
     }
     let status = if existed.is_some() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "id": id, "upstream": u, "addr": addr.to_string(), "weight": weight,
         "ttl_ms": ttl.as_millis() as u64,
     });
+    if let Some(secret) = secret {
+        // Returned once: the register token needs it to manage this registration.
+        body["secret"] = secret.into();
+    }
     Ok((status, Json(body)).into_response())
 }
 
@@ -212,7 +281,7 @@ pub async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
-    check_own(&s, role, &u, &id)?;
+    check_own(&s, role, &headers, &u, &id).await?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Hb {
@@ -258,13 +327,13 @@ pub async fn heartbeat(
 }
 
 /// `DELETE /v1/upstreams/{u}/backends/{id}`: drain, then remove.
-pub async fn deregister(
+async fn deregister_inner(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
-    check_own(&s, role, &u, &id)?;
+    check_own(&s, role, &headers, &u, &id).await?;
     let from_etcd = s
         .pool
         .snapshot()
@@ -299,7 +368,7 @@ struct SetState {
 }
 
 /// `POST /v1/upstreams/{u}/backends/{id}/state`
-pub async fn set_state(
+async fn set_state_inner(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -364,7 +433,7 @@ struct SetWeight {
 }
 
 /// `PATCH /v1/upstreams/{u}/backends/{id}`
-pub async fn set_weight(
+async fn set_weight_inner(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -383,14 +452,14 @@ pub struct DrainQuery {
 
 /// `POST /v1/upstreams/{u}/backends/{id}/drain?wait=30s`: drain, and wait until the backend
 /// has no connections or the wait ends.
-pub async fn drain(
+async fn drain_inner(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
     Query(q): Query<DrainQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
-    check_own(&s, role, &u, &id)?;
+    check_own(&s, role, &headers, &u, &id).await?;
     let wait = match &q.wait {
         Some(w) => parse_duration(w).map_err(bad)?,
         None => Duration::ZERO,
@@ -398,24 +467,27 @@ pub async fn drain(
     if wait > MAX_DRAIN_WAIT {
         return Err(bad("wait must be at most 1h"));
     }
-    s.pool
-        .apply(Diff::SetState {
-            upstream: u.clone(),
-            id: id.as_str().into(),
-            state: State::Draining,
-        })
-        .await?;
+    // With etcd the drain is a toggle there, so every instance drains; the wait is over when
+    // no instance holds a connection to the backend (as each reports it, draining, after the
+    // drain began).
+    let since = crate::discovery::fleet::now_ms();
+    toggle(&s, &u, &id, Some(State::Draining), None).await?;
     let live = s
         .pool
         .snapshot()
         .upstream(&u)
         .and_then(|up| up.backend(&id))
         .map(|b| b.live.clone());
+    let held = || match &s.fleet {
+        Some(f) => f.draining_active(&u, &id, since),
+        None => Some(live.as_ref().map_or(0, |l| l.active())),
+    };
     let deadline = Instant::now() + wait;
     let active = loop {
-        let active = live.as_ref().map_or(0, |l| l.active());
-        if active == 0 || Instant::now() >= deadline {
-            break active;
+        let active = held();
+        if active == Some(0) || Instant::now() >= deadline {
+            // Not yet reported by every instance: at least what this one holds.
+            break active.unwrap_or_else(|| live.as_ref().map_or(0, |l| l.active()).max(1));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
@@ -423,4 +495,115 @@ pub async fn drain(
         Json(serde_json::json!({ "active_connections": active, "drained": active == 0 }))
             .into_response(),
     )
+}
+
+/// Run a change handler and write its audit record.
+async fn audited(
+    s: &AdminState,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+    action: &'static str,
+    (u, id): (&str, &str),
+    change: impl std::future::Future<Output = Result<Response, ApiError>>,
+) -> Result<Response, ApiError> {
+    let role = caller(s, headers)?;
+    let record = audit::Change {
+        role,
+        remote,
+        action,
+        upstream: u,
+        id,
+        before: audit::backend(s, u, id),
+    };
+    let result = change.await;
+    record.log(s, result.as_ref().err().map(|e| e.1.as_str()));
+    result
+}
+
+/// `POST /v1/upstreams/{u}/backends`
+pub async fn register(
+    AxState(s): St,
+    Path(u): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    // The id, for the audit record, as the handler will read it (a bad body is refused there).
+    let id = body
+        .as_ref()
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| {
+            let id = v.get("id").or_else(|| v.get("addr"))?;
+            id.as_str().map(str::to_string)
+        })
+        .unwrap_or_default();
+    let change = register_inner(AxState(s.clone()), Path(u.clone()), headers.clone(), body);
+    audited(&s, &headers, remote, "register", (&u, &id), change).await
+}
+
+/// `DELETE /v1/upstreams/{u}/backends/{id}`: drain, then remove.
+pub async fn deregister(
+    AxState(s): St,
+    Path((u, id)): Path<(String, String)>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let change = deregister_inner(
+        AxState(s.clone()),
+        Path((u.clone(), id.clone())),
+        headers.clone(),
+    );
+    audited(&s, &headers, remote, "deregister", (&u, &id), change).await
+}
+
+/// `POST /v1/upstreams/{u}/backends/{id}/state`
+pub async fn set_state(
+    AxState(s): St,
+    Path((u, id)): Path<(String, String)>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let change = set_state_inner(
+        AxState(s.clone()),
+        Path((u.clone(), id.clone())),
+        headers.clone(),
+        body,
+    );
+    audited(&s, &headers, remote, "set_state", (&u, &id), change).await
+}
+
+/// `PATCH /v1/upstreams/{u}/backends/{id}`
+pub async fn set_weight(
+    AxState(s): St,
+    Path((u, id)): Path<(String, String)>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let change = set_weight_inner(
+        AxState(s.clone()),
+        Path((u.clone(), id.clone())),
+        headers.clone(),
+        body,
+    );
+    audited(&s, &headers, remote, "set_weight", (&u, &id), change).await
+}
+
+/// `POST /v1/upstreams/{u}/backends/{id}/drain?wait=30s`
+pub async fn drain(
+    AxState(s): St,
+    Path((u, id)): Path<(String, String)>,
+    Query(q): Query<DrainQuery>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let change = drain_inner(
+        AxState(s.clone()),
+        Path((u.clone(), id.clone())),
+        Query(q),
+        headers.clone(),
+    );
+    audited(&s, &headers, remote, "drain", (&u, &id), change).await
 }

@@ -57,6 +57,7 @@ impl EtcdWriter {
         addr: SocketAddr,
         weight: u32,
         ttl: Duration,
+        owner: Option<&str>,
     ) -> Result<(), ApiError> {
         let mut c = self.client().await?;
         let key = self.backend_key(upstream, id);
@@ -66,11 +67,28 @@ impl EtcdWriter {
             .await
             .map_err(unavailable)?
             .id();
-        let value = serde_json::json!({ "addr": addr.to_string(), "weight": weight }).to_string();
+        let mut value = serde_json::json!({ "addr": addr.to_string(), "weight": weight });
+        if let Some(owner) = owner {
+            value["owner"] = owner.into();
+        }
+        let value = value.to_string();
         c.put(key, value, Some(PutOptions::new().with_lease(lease)))
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The owner fingerprint stored with a registration, if any.
+    pub async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, ApiError> {
+        let mut c = self.client().await?;
+        let got = c
+            .get(self.backend_key(upstream, id), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(got.kvs().first().and_then(|kv| {
+            let v: serde_json::Value = serde_json::from_slice(kv.value()).ok()?;
+            v.get("owner")?.as_str().map(str::to_string)
+        }))
     }
 
     /// Keep a registration's lease alive; `false` if the key is gone.

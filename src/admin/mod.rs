@@ -6,17 +6,22 @@
 //!   local snapshot read; at once without etcd), 503 before.
 //! - `GET /metrics`: Prometheus text, no token.
 //! - `GET /v1/upstreams`, `GET /v1/upstreams/{u}`: the pool, admin token.
-//! - `POST /v1/upstreams/{u}/backends`: register (register or admin token).
+//! - `POST /v1/upstreams/{u}/backends`: register (register or admin token; the register token
+//!   within the upstream's `registration` scope). A new registration's answer carries its
+//!   secret.
 //! - `PUT .../backends/{id}/heartbeat`, `DELETE .../backends/{id}`, `POST .../backends/{id}/drain`:
-//!   register token (own backends) or admin token.
+//!   register token with the registration's secret (`X-Registration-Secret`), or admin token.
 //! - `POST .../backends/{id}/state`, `PATCH .../backends/{id}`: admin token.
 //! - `GET /v1/upstreams/{u}/scale`: the autoscaling signal, admin token.
 //!
-//! Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
+//! Every change (register, deregister, state, weight, drain) is written to the audit log
+//! ([`audit`]). Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
 //! `proxy`.
 
+pub mod audit;
 pub mod backends;
 pub mod etcd_write;
+pub mod owners;
 pub mod token;
 pub mod view;
 
@@ -43,6 +48,10 @@ pub struct AdminState {
     pub etcd: Option<etcd_write::EtcdWriter>,
     /// Set once the pool is loaded.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Who made each registration (without etcd; with it, etcd keeps that).
+    pub owners: Arc<owners::LocalOwners>,
+    /// With etcd: the fleet's connection counts.
+    pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -134,7 +143,7 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
-    let text = view::prometheus_text(&s.pool.snapshot());
+    let text = view::prometheus_text(&s.pool.snapshot(), s.fleet.as_deref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -155,7 +164,7 @@ async fn scale(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let up = admin_upstream(&s, &headers, &u)?;
-    Ok(Json(view::ScaleView::from(&*up)).into_response())
+    Ok(Json(view::ScaleView::of(&up, s.fleet.as_deref())).into_response())
 }
 
 /// Upstream `u` of the current snapshot, for an admin request: 401/403 without the admin
@@ -182,7 +191,17 @@ async fn show(
 ) -> Result<Response, ApiError> {
     let up = admin_upstream(&s, &headers, &u)?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(view::UpstreamView::from(&*up)).into_response()),
+        None | Some("json") => {
+            let mut body = serde_json::to_value(view::UpstreamView::from(&*up))
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            if let Some(f) = &s.fleet {
+                let instances = f.upstream_counts(&u);
+                let total: u64 = instances.iter().map(|i| i.active_connections).sum();
+                body["fleet"] =
+                    serde_json::json!({ "active_connections": total, "instances": instances });
+            }
+            Ok(Json(body).into_response())
+        }
         Some("nginx") => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             crate::nginx::export::upstream_block(&up),

@@ -1,5 +1,6 @@
 //! JSON and Prometheus views of a snapshot.
 
+use crate::discovery::fleet::{Fleet, InstanceCount};
 use crate::pool::{Backend, Snapshot, Upstream};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, TextEncoder};
 use serde::Serialize;
@@ -58,16 +59,31 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
 pub struct ScaleView {
     pub backends: usize,
     pub healthy: usize,
+    /// This instance's, or with etcd the whole fleet's.
     pub active_connections: u64,
     pub target_per_backend: Option<u32>,
     pub recommended_backends: usize,
+    /// With etcd: every instance's share of `active_connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceCount>>,
 }
 
-impl From<&Upstream> for ScaleView {
+impl ScaleView {
+    /// The signal for `u`: this instance's counts, or the fleet's when `fleet` is given.
+    pub fn of(u: &Upstream, fleet: Option<&Fleet>) -> Self {
+        match fleet {
+            None => Self::with_active(u, u.backends.iter().map(|b| b.live.active()).sum(), None),
+            Some(f) => {
+                let instances = f.upstream_counts(&u.name);
+                let active = instances.iter().map(|i| i.active_connections).sum();
+                Self::with_active(u, active, Some(instances))
+            }
+        }
+    }
+
     /// Recommended = ceil(active / target), clamped to [min, max]; without a `scale` section,
     /// the current number of backends.
-    fn from(u: &Upstream) -> Self {
-        let active: u64 = u.backends.iter().map(|b| b.live.active()).sum();
+    fn with_active(u: &Upstream, active: u64, instances: Option<Vec<InstanceCount>>) -> Self {
         let healthy = u.backends.iter().filter(|b| b.healthy).count();
         let recommended = match &u.policy.scale {
             Some(s) => {
@@ -82,12 +98,13 @@ impl From<&Upstream> for ScaleView {
             active_connections: active,
             target_per_backend: u.policy.scale.as_ref().map(|s| s.target_per_backend),
             recommended_backends: recommended,
+            instances,
         }
     }
 }
 
 /// Prometheus text for the pool plus the process registry.
-pub fn prometheus_text(snap: &Snapshot) -> String {
+pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
     let labels = &["upstream", "backend"];
     let gauge = |name: &str, help: &str| {
         IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
@@ -135,7 +152,7 @@ pub fn prometheus_text(snap: &Snapshot) -> String {
         if u.policy.scale.is_some() {
             recommended
                 .with_label_values(&[name])
-                .set(ScaleView::from(&**u).recommended_backends as i64);
+                .set(ScaleView::of(u, fleet).recommended_backends as i64);
         }
         for b in &u.backends {
             let l = [name.as_str(), &*b.id];

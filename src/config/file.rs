@@ -116,6 +116,7 @@ struct UpstreamSection {
     backends: Vec<Spanned<BackendSection>>,
     health: Option<Spanned<HealthSection>>,
     scale: Option<Spanned<ScaleSection>>,
+    registration: Option<Spanned<RegistrationSection>>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +139,14 @@ struct HealthSection {
     timeout: Option<Dur>,
     rise: Option<u32>,
     fall: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationSection {
+    allow: Option<Vec<String>>,
+    max_backends: Option<usize>,
+    max_weight: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -504,6 +513,39 @@ fn validate_upstream(
             min,
             max,
         });
+    }
+
+    if let Some(r) = &up.registration {
+        let rs = r.get_ref();
+        let d = super::scope::RegistrationScope::default();
+        let allow = match &rs.allow {
+            None => d.allow,
+            Some(list) => list
+                .iter()
+                .map(|n| {
+                    n.parse::<ipnet::IpNet>()
+                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            cx.err(
+                                r.span(),
+                                format!("registration.allow: {n:?} is not an address or CIDR range (e.g. \"10.0.0.0/8\")"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let max_weight = rs.max_weight.unwrap_or(d.max_weight);
+        if max_weight == 0 || max_weight > MAX_WEIGHT {
+            return Err(cx.err(
+                r.span(),
+                format!("registration.max_weight must be between 1 and {MAX_WEIGHT}"),
+            ));
+        }
+        policy.registration = super::scope::RegistrationScope {
+            allow,
+            max_backends: rs.max_backends.unwrap_or(d.max_backends),
+            max_weight,
+        };
     }
 
     let mut backends = Vec::new();

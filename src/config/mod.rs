@@ -11,11 +11,13 @@
 mod duration;
 mod error;
 mod file;
+pub mod scope;
 pub mod tls;
 mod types;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use scope::RegistrationScope;
 pub use types::*;
 
 use std::path::Path;

@@ -175,6 +175,8 @@ pub struct UpstreamPolicy {
     /// Ramp a joining or recovering backend's weight from 10% to 100% over this long.
     pub slow_start: Option<Duration>,
     pub scale: Option<ScaleConfig>,
+    /// What the register token may do here.
+    pub registration: super::scope::RegistrationScope,
 }
 
 impl Default for UpstreamPolicy {
@@ -192,6 +194,7 @@ impl Default for UpstreamPolicy {
             proxy_protocol: None,
             slow_start: None,
             scale: None,
+            registration: super::scope::RegistrationScope::default(),
         }
     }
 }

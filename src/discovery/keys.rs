@@ -40,6 +40,9 @@ pub struct BackendValue {
 struct BackendJson {
     addr: String,
     weight: Option<u32>,
+    /// Fingerprint of the registration's secret (read by the admin API, not the pool).
+    #[serde(rename = "owner")]
+    _owner: Option<String>,
 }
 
 /// Parse `{"addr":..,"weight":..}` or a plain `ip:port`.

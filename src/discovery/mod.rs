@@ -4,4 +4,5 @@
 //! Imports: `config`, `pool`, `metrics`. Never `proxy` or `admin`.
 
 pub mod etcd;
+pub mod fleet;
 pub mod keys;

@@ -108,7 +108,7 @@ pub enum Next {
     /// Drop the connection without a clean close (no TLS close_notify): the response was cut.
     Abort,
     /// The backend switched to WebSocket: tunnel the client to this connection.
-    Upgraded(Box<Upgraded>),
+    Upgraded(Upgraded),
 }
 
 /// A backend connection that answered a WebSocket handshake with 101.
@@ -238,7 +238,7 @@ impl HttpPath {
             Health::Unknown => {}
         }
         if let Some(down) = done.switched {
-            return Next::Upgraded(Box::new(Upgraded { conn, down }));
+            return Next::Upgraded(Upgraded { conn, down });
         }
         // A connection that carries a PROXY header names one client: never pooled.
         if done.reusable && policy.proxy_protocol.is_none() {

@@ -76,7 +76,14 @@ impl Gateway {
             .as_deref()
             .filter(|p| p.balance == Balance::Hash)
             .map(|p| &p.hash_key);
-        let req = classify(head, client, self.route.proto, hash, out)?;
+        let req = classify(
+            head,
+            client,
+            self.route.proto,
+            hash,
+            &self.route.upstream,
+            out,
+        )?;
         Ok((req, policy))
     }
 }
@@ -241,12 +248,15 @@ impl Gateway {
                 Next::Abort => return None,
                 Next::Upgraded(up) => {
                     // The WebSocket lives on in a task of its own, sized for it alone.
-                    let early = std::mem::take(&mut bufs.client);
+                    // Exact-size, and the connection's buffers freed before the tunnel's
+                    // long-lived allocations are made: holes left between long-lived
+                    // allocations cost every idle WebSocket (7.6 KiB each instead of 3.4).
+                    let early = bufs.client.to_vec();
                     drop(bufs);
                     let route = self.route.clone();
                     let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
                     tokio::spawn(async move {
-                        websocket::tunnel(&route, stream, early, *up, idle).await;
+                        websocket::tunnel(&route, stream, early, up, idle).await;
                         drop(permit);
                     });
                     return None;

@@ -72,8 +72,9 @@ impl HeadScan {
                 )));
             }
         }
-        // The line still arriving may already be too long, and so may the head.
-        let partial = buf.len() - self.line_start;
+        // The line still arriving may already be too long, and so may the head. A CR at the
+        // end of what arrived may be the line's end: it is not counted.
+        let partial = buf.len() - self.line_start - usize::from(buf.ends_with(b"\r"));
         if let Some(refused) = self.line_too_long(partial, limits) {
             return Some(refused);
         }
@@ -129,6 +130,26 @@ mod tests {
             scan_all(leading, &l),
             Some(HeadRead::Complete(leading.len()))
         );
+    }
+
+    #[test]
+    fn a_line_at_the_limit_is_taken_however_it_is_split() {
+        let l = HttpLimits {
+            max_request_line: 20,
+            ..HttpLimits::default()
+        };
+        let head = b"GET /aaaaaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(b"GET /aaaaaaaaaa HTTP/1.1".len(), 24);
+        let l = HttpLimits {
+            max_request_line: 24,
+            ..l
+        };
+        for cut in 1..head.len() {
+            let mut scan = HeadScan::default();
+            let first = scan.scan(&head[..cut], &l);
+            assert!(first.is_none(), "cut at {cut}: {first:?}");
+            assert_eq!(scan.scan(head, &l), Some(HeadRead::Complete(head.len())));
+        }
     }
 
     #[test]

@@ -121,9 +121,11 @@ fn valid_host(host: &[u8]) -> bool {
 
 /// The authority of an absolute-form target and the origin-form rest (`/` when empty).
 fn split_absolute(target: &str) -> Option<(&str, &str)> {
-    let rest = if target.len() > 7 && target[..7].eq_ignore_ascii_case("http://") {
+    // `get` is None when the cut would fall inside a character.
+    let scheme = |n: usize, s: &str| target.get(..n).is_some_and(|p| p.eq_ignore_ascii_case(s));
+    let rest = if target.len() > 7 && scheme(7, "http://") {
         &target[7..]
-    } else if target.len() > 8 && target[..8].eq_ignore_ascii_case("https://") {
+    } else if target.len() > 8 && scheme(8, "https://") {
         &target[8..]
     } else {
         return None;
@@ -157,12 +159,15 @@ struct Seen<'h> {
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
 /// to forward, write the backend's head into `out` (cleared first), all but its framing header
 /// and final blank line, which [`finish_head`] adds. With a `hash_key`, the request's sticky
-/// key hash is computed too.
+/// key hash is computed too. An HTTP/1.0 request without Host is sent with `host:
+/// default_host` (the upstream's name, as nginx's `$proxy_host`), since the backend gets
+/// HTTP/1.1.
 pub fn classify(
     raw: &[u8],
     client: Option<IpAddr>,
     proto: &str,
     hash_key: Option<&HashKey>,
+    default_host: &str,
     out: &mut Vec<u8>,
 ) -> Result<Request, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -334,13 +339,15 @@ pub fn classify(
     out.reserve(raw.len() + 160);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(if path.is_empty() { "/" } else { path }.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    if let Some(h) = seen.host {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(h);
-        out.extend_from_slice(b"\r\n");
+    // An absolute-form target's path may be empty (`http://h` or `http://h?q`).
+    if !path.starts_with('/') && path != "*" {
+        out.push(b'/');
     }
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b"host: ");
+    out.extend_from_slice(seen.host.unwrap_or(default_host.as_bytes()));
+    out.extend_from_slice(b"\r\n");
     for h in headers {
         // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
         // `X_Real_IP` and `X-Real-IP` to the same variable.

@@ -5,7 +5,7 @@ const IP: &str = "10.0.0.9";
 fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, String) {
     let mut out = Vec::new();
     let ip: IpAddr = IP.parse().unwrap();
-    let r = classify(raw.as_bytes(), Some(ip), "http", hash, &mut out);
+    let r = classify(raw.as_bytes(), Some(ip), "http", hash, "app", &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 
@@ -136,10 +136,16 @@ fn host_and_target_rules() {
     // HTTP/1.0 needs no Host.
     let (req, out) = forwarded("GET / HTTP/1.0\r\n\r\n");
     assert!(req.http10 && req.close);
+    // Sent on as HTTP/1.1, so with a Host: the upstream's name, as nginx's $proxy_host.
     assert!(
-        out.starts_with("GET / HTTP/1.1\r\nx-forwarded-for"),
+        out.starts_with("GET / HTTP/1.1\r\nhost: app\r\nx-forwarded-for"),
         "{out}"
     );
+    let (_, out) = forwarded("GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(out.starts_with("GET /?q HTTP/1.1\r\nhost: a\r\n"), "{out}");
+    // A target with a multi-byte character where a scheme would end is no panic.
+    let (r, _) = classified("GET /abcdeé HTTP/1.1\r\nHost: a\r\n\r\n", None);
+    assert!(r.is_ok());
     let (req, _) = forwarded("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
     assert!(!req.close);
 }

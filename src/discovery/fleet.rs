@@ -1,0 +1,204 @@
+//! Connection counts across the fleet, through etcd. Every tideway instance on one etcd
+//! publishes its own counts about once a second at `{prefix}/instances/{instance}`, under a
+//! lease of its own (so an instance that dies drops out within [`LEASE_TTL`]), and reads
+//! everyone's. The scale signal, `GET /v1/upstreams/{u}` and `drain?wait` then speak for the
+//! whole fleet, not one instance.
+//!
+//! A report holds, per upstream, the instance's active connections (requests in flight and
+//! tunnels) and, for each draining backend, its active connections there: what a fleet-wide
+//! drain waits on.
+
+use crate::config::EtcdSettings;
+use crate::pool::{PoolHandle, Snapshot, State};
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How often an instance publishes its counts and reads the others'.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Lease of an instance's report: it is gone this long after the instance stops.
+pub const LEASE_TTL: i64 = 3;
+
+/// One upstream's counts on one instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamCount {
+    pub active: u64,
+    /// Active connections per draining backend (every draining backend is listed, 0 too).
+    #[serde(default)]
+    pub draining: BTreeMap<String, u64>,
+}
+
+/// One instance's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// When it was made (ms since the epoch).
+    pub at_ms: u64,
+    pub upstreams: BTreeMap<String, UpstreamCount>,
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Report {
+    /// This instance's counts in `snap`, now.
+    pub fn of(snap: &Snapshot) -> Report {
+        let upstreams = snap
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let count = UpstreamCount {
+                    active: u.backends.iter().map(|b| b.live.active()).sum(),
+                    draining: u
+                        .backends
+                        .iter()
+                        .filter(|b| b.state == State::Draining)
+                        .map(|b| (b.id.to_string(), b.live.active()))
+                        .collect(),
+                };
+                (name.clone(), count)
+            })
+            .collect();
+        Report {
+            at_ms: now_ms(),
+            upstreams,
+        }
+    }
+}
+
+/// The fleet as this instance last read it.
+pub struct Fleet {
+    /// This instance's name in the fleet.
+    pub instance: String,
+    pool: PoolHandle,
+    others: RwLock<BTreeMap<String, Report>>,
+}
+
+/// One instance's share of an upstream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceCount {
+    pub instance: String,
+    pub active_connections: u64,
+}
+
+impl Fleet {
+    pub fn new(instance: String, pool: PoolHandle) -> Self {
+        Fleet {
+            instance,
+            pool,
+            others: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    fn others(&self) -> BTreeMap<String, Report> {
+        self.others
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Active connections to `upstream` on every instance (this one counted now, the others
+    /// as last reported), by instance.
+    pub fn upstream_counts(&self, upstream: &str) -> Vec<InstanceCount> {
+        let own = Report::of(&self.pool.snapshot());
+        let mut all = vec![InstanceCount {
+            instance: self.instance.clone(),
+            active_connections: own.upstreams.get(upstream).map_or(0, |c| c.active),
+        }];
+        for (instance, r) in self.others() {
+            all.push(InstanceCount {
+                instance,
+                active_connections: r.upstreams.get(upstream).map_or(0, |c| c.active),
+            });
+        }
+        all
+    }
+
+    /// Connections the fleet still holds to a draining backend: `None` while some other
+    /// instance has not yet reported it draining in a report made after `since_ms`.
+    pub fn draining_active(&self, upstream: &str, id: &str, since_ms: u64) -> Option<u64> {
+        let own = self
+            .pool
+            .snapshot()
+            .upstream(upstream)
+            .and_then(|u| u.backend(id))
+            .map_or(0, |b| b.live.active());
+        let mut total = own;
+        for r in self.others().values() {
+            let count = r
+                .upstreams
+                .get(upstream)
+                .and_then(|c| c.draining.get(id))
+                .filter(|_| r.at_ms > since_ms)?;
+            total += count;
+        }
+        Some(total)
+    }
+
+    fn set_others(&self, others: BTreeMap<String, Report>) {
+        *self.others.write().unwrap_or_else(|e| e.into_inner()) = others;
+    }
+}
+
+/// Publish this instance's counts and read the fleet's, for as long as the process runs;
+/// an etcd outage keeps the last known counts and retries.
+pub fn spawn(fleet: Arc<Fleet>, settings: EtcdSettings) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = session(&fleet, &settings).await {
+                tracing::warn!(error = %e, "fleet counts: etcd session lost; retrying");
+            }
+            tokio::time::sleep(PUBLISH_EVERY).await;
+        }
+    });
+}
+
+async fn session(fleet: &Fleet, settings: &EtcdSettings) -> Result<(), etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
+    let lease = client.lease_grant(LEASE_TTL, None).await?.id();
+    let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
+    let root = format!("{}/instances/", settings.prefix);
+    let key = format!("{root}{}", fleet.instance);
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    loop {
+        tick.tick().await;
+        keeper.keep_alive().await?;
+        if acks.message().await?.is_none_or(|a| a.ttl() <= 0) {
+            return Err(etcd_client::Error::LeaseKeepAliveError(
+                "the instance lease expired".into(),
+            ));
+        }
+        let report = Report::of(&fleet.pool.snapshot());
+        let value = serde_json::to_vec(&report).unwrap_or_default();
+        client
+            .put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        let listed = client
+            .get(root.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let others = listed
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let name = String::from_utf8_lossy(kv.key())
+                    .strip_prefix(&root)?
+                    .to_string();
+                let report: Report = serde_json::from_slice(kv.value()).ok()?;
+                (name != fleet.instance).then_some((name, report))
+            })
+            .collect();
+        fleet.set_others(others);
+    }
+}

@@ -1,0 +1,256 @@
+//! Registration scope: what the register token may do, per upstream. Every refusal is a 4xx
+//! JSON answer and leaves the pool exactly as it was; the admin token is not bound by it.
+
+mod common;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const SECRET: &str = "x-registration-secret";
+
+async fn answer(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Register `id` at `addr` with the register token; the answer.
+async fn register(p: &Proxy, body: Value) -> (u16, Value) {
+    answer(
+        p.admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .json(&body),
+    )
+    .await
+}
+
+/// A refusal: the status, a JSON error, and the pool unchanged.
+async fn refused(p: &Proxy, r: reqwest::RequestBuilder, status: u16, says: &str) {
+    let before = p.upstream_json().await["backends"].clone();
+    let (got, body) = answer(r).await;
+    assert_eq!(got, status, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains(says), "{error:?} should say {says:?}");
+    let after = p.upstream_json().await["backends"].clone();
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        for b in v.as_array_mut().unwrap() {
+            b.as_object_mut().unwrap().remove("expires_in_ms");
+        }
+        v
+    };
+    assert_eq!(strip(&before), strip(&after), "the pool changed");
+}
+
+#[tokio::test]
+async fn ranges_outside_the_scope_are_refused() {
+    let p = start_proxy("[upstream.app]\nbackends = []").await;
+    for addr in [
+        "8.8.8.8:80",
+        "169.254.169.254:80",
+        "169.254.10.1:80",
+        "[fe80::1]:80",
+        "[fd00:ec2::254]:80",
+        "0.0.0.0:80",
+    ] {
+        let r = p
+            .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .json(&json!({"addr": addr, "id": "x"}));
+        refused(&p, r, 403, "outside the ranges").await;
+    }
+    // Private and loopback addresses are in the default scope.
+    assert_eq!(
+        register(&p, json!({"addr": "10.1.2.3:80", "id": "ok"}))
+            .await
+            .0,
+        201
+    );
+    // The admin token is not bound by the scope.
+    let (status, _) = answer(
+        p.admin_req(Method::POST, "/v1/upstreams/app/backends", ADMIN_TOKEN)
+            .json(&json!({"addr": "8.8.8.8:80", "id": "admin-made"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn a_listed_metadata_host_and_a_custom_range() {
+    let p = start_proxy(
+        "[upstream.app]\nregistration = { allow = [\"169.254.169.254\", \"203.0.113.0/24\"] }\nbackends = []",
+    )
+    .await;
+    assert_eq!(
+        register(&p, json!({"addr": "169.254.169.254:80", "id": "m"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        register(&p, json!({"addr": "203.0.113.7:80", "id": "t"}))
+            .await
+            .0,
+        201
+    );
+    let r = p
+        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .json(&json!({"addr": "10.0.0.1:80", "id": "private"}));
+    refused(&p, r, 403, "outside the ranges").await;
+}
+
+#[tokio::test]
+async fn only_the_registrations_own_secret_manages_it() {
+    let p = start_proxy("[upstream.app]\nbackends = []").await;
+    let b = backend("mine").await;
+    let (status, body) = register(&p, json!({"addr": b.addr.to_string(), "id": "mine"})).await;
+    assert_eq!(status, 201);
+    let secret = body["secret"]
+        .as_str()
+        .expect("a new registration returns its secret");
+    let path = |tail: &str| format!("/v1/upstreams/app/backends/mine{tail}");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    // Someone else with the register token: no secret, or a wrong one.
+    for given in [None, Some(wrong)] {
+        let with = |r: reqwest::RequestBuilder| match given {
+            Some(s) => r.header(SECRET, s),
+            None => r,
+        };
+        refused(
+            &p,
+            with(p.admin_req(Method::PUT, &path("/heartbeat"), REGISTER_TOKEN)),
+            403,
+            "X-Registration-Secret",
+        )
+        .await;
+        refused(
+            &p,
+            with(p.admin_req(Method::POST, &path("/drain"), REGISTER_TOKEN)),
+            403,
+            "X-Registration-Secret",
+        )
+        .await;
+        refused(
+            &p,
+            with(p.admin_req(Method::DELETE, &path(""), REGISTER_TOKEN)),
+            403,
+            "X-Registration-Secret",
+        )
+        .await;
+        refused(
+            &p,
+            with(
+                p.admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+                    .json(&json!({"addr": b.addr.to_string(), "id": "mine", "weight": 9})),
+            ),
+            403,
+            "X-Registration-Secret",
+        )
+        .await;
+    }
+    // The owner can.
+    let (status, _) = answer(
+        p.admin_req(Method::PUT, &path("/heartbeat"), REGISTER_TOKEN)
+            .header(SECRET, secret),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = answer(
+        p.admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .header(SECRET, secret)
+            .json(&json!({"addr": b.addr.to_string(), "id": "mine"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.get("secret").is_none(),
+        "a refresh returns no new secret"
+    );
+    let (status, _) = answer(
+        p.admin_req(Method::DELETE, &path(""), REGISTER_TOKEN)
+            .header(SECRET, secret),
+    )
+    .await;
+    assert_eq!(status, 202);
+}
+
+#[tokio::test]
+async fn count_and_weight_limits() {
+    let p = start_proxy(
+        "[upstream.app]\nregistration = { max_backends = 2, max_weight = 5 }\nbackends = []",
+    )
+    .await;
+    let r = p
+        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .json(&json!({"addr": "127.0.0.1:5001", "id": "heavy", "weight": 6}));
+    refused(&p, r, 400, "limit of 5").await;
+    assert_eq!(
+        register(
+            &p,
+            json!({"addr": "127.0.0.1:5001", "id": "r1", "weight": 5})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        register(&p, json!({"addr": "127.0.0.1:5002", "id": "r2"}))
+            .await
+            .0,
+        201
+    );
+    let r = p
+        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .json(&json!({"addr": "127.0.0.1:5003", "id": "r3"}));
+    refused(&p, r, 403, "limit of 2 registrations").await;
+}
+
+#[test]
+fn a_bad_range_is_a_config_error_with_its_line() {
+    let text = "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n\n[upstream.app]\nregistration = { allow = [\"10.0.0.0/33\"] }\nbackends = []\n";
+    let err = tideway::config::parse(text, std::path::Path::new("t.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t.toml:6"), "{err}");
+    assert!(err.contains("not an address or CIDR range"), "{err}");
+}
+
+#[tokio::test]
+async fn every_change_is_audited_with_role_remote_before_and_after() {
+    let a = backend("a").await;
+    let p = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
+    let (status, _) = answer(
+        p.admin_req(Method::PATCH, "/v1/upstreams/app/backends/a", ADMIN_TOKEN)
+            .json(&json!({"weight": 7})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let r = p
+        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+        .json(&json!({"addr": "8.8.8.8:80", "id": "far"}));
+    refused(&p, r, 403, "outside the ranges").await;
+    let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tideway::audit"))
+        .collect();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    let weight = audit[0];
+    for part in [
+        "set_weight",
+        "admin",
+        "127.0.0.1:",
+        "\"weight\":1",
+        "\"weight\":7",
+        "applied",
+    ] {
+        assert!(weight.contains(part), "{part:?} missing in {weight}");
+    }
+    let far = audit[1];
+    for part in ["register", "far", "absent", "refused: 8.8.8.8 is outside"] {
+        assert!(far.contains(part), "{part:?} missing in {far}");
+    }
+    assert!(
+        !log.contains(ADMIN_TOKEN) && !log.contains(REGISTER_TOKEN),
+        "a token was logged"
+    );
+}

@@ -382,28 +382,29 @@ async fn set_state_inner(
 }
 
 /// Apply an operator toggle: through etcd when configured (every instance applies it; answered
-/// once this one has), else to the local pool.
+/// once this one has; returns the etcd revision of the write), else to the local pool (0).
 async fn toggle(
     s: &AdminState,
     u: &str,
     id: &str,
     state: Option<State>,
     weight: Option<u32>,
-) -> Result<(), ApiError> {
+) -> Result<i64, ApiError> {
     if weight.is_some_and(|w| !(1..=crate::config::MAX_WEIGHT).contains(&w)) {
         return Err(PoolError::InvalidWeight.into());
     }
     if let Some(w) = &s.etcd {
         known(s, u, id)?;
-        w.toggle(u, id, state, weight).await?;
-        return etcd_write::until_applied(&s.pool, |snap| {
+        let revision = w.toggle(u, id, state, weight).await?;
+        etcd_write::until_applied(&s.pool, |snap| {
             snap.upstream(u)
                 .and_then(|up| up.backend(id))
                 .is_some_and(|b| {
                     state.is_none_or(|st| b.state == st) && weight.is_none_or(|w| b.weight == w)
                 })
         })
-        .await;
+        .await?;
+        return Ok(revision);
     }
     if let Some(state) = state {
         s.pool
@@ -423,7 +424,7 @@ async fn toggle(
             })
             .await?;
     }
-    Ok(())
+    Ok(0)
 }
 
 #[derive(Deserialize)]
@@ -470,8 +471,7 @@ async fn drain_inner(
     // With etcd the drain is a toggle there, so every instance drains; the wait is over when
     // no instance holds a connection to the backend (as each reports it, draining, after the
     // drain began).
-    let since = crate::discovery::fleet::now_ms();
-    toggle(&s, &u, &id, Some(State::Draining), None).await?;
+    let since = toggle(&s, &u, &id, Some(State::Draining), None).await?;
     let live = s
         .pool
         .snapshot()

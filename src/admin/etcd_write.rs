@@ -120,14 +120,15 @@ impl EtcdWriter {
         Ok(deleted.deleted() > 0)
     }
 
-    /// Write an admin toggle (merged with the one already there).
+    /// Write an admin toggle (merged with the one already there); returns the etcd revision
+    /// it was written at.
     pub async fn toggle(
         &self,
         upstream: &str,
         id: &str,
         state: Option<State>,
         weight: Option<u32>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<i64, ApiError> {
         let mut c = self.client().await?;
         let key = self.state_key(upstream, id);
         let mut current = c
@@ -144,10 +145,11 @@ impl EtcdWriter {
         if let Some(w) = weight {
             current["weight"] = w.into();
         }
-        c.put(key, current.to_string(), None)
+        let put = c
+            .put(key, current.to_string(), None)
             .await
             .map_err(unavailable)?;
-        Ok(())
+        Ok(put.header().map_or(0, |h| h.revision()))
     }
 }
 

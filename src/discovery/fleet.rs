@@ -76,7 +76,8 @@ pub struct Fleet {
     /// This instance's name in the fleet.
     pub instance: String,
     pool: PoolHandle,
-    others: RwLock<BTreeMap<String, Report>>,
+    /// The other instances' reports, with the etcd revision each was written at.
+    others: RwLock<BTreeMap<String, (i64, Report)>>,
 }
 
 /// One instance's share of an upstream.
@@ -95,7 +96,7 @@ impl Fleet {
         }
     }
 
-    fn others(&self) -> BTreeMap<String, Report> {
+    fn others(&self) -> BTreeMap<String, (i64, Report)> {
         self.others
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -110,7 +111,7 @@ impl Fleet {
             instance: self.instance.clone(),
             active_connections: own.upstreams.get(upstream).map_or(0, |c| c.active),
         }];
-        for (instance, r) in self.others() {
+        for (instance, (_, r)) in self.others() {
             all.push(InstanceCount {
                 instance,
                 active_connections: r.upstreams.get(upstream).map_or(0, |c| c.active),
@@ -120,8 +121,9 @@ impl Fleet {
     }
 
     /// Connections the fleet still holds to a draining backend: `None` while some other
-    /// instance has not yet reported it draining in a report made after `since_ms`.
-    pub fn draining_active(&self, upstream: &str, id: &str, since_ms: u64) -> Option<u64> {
+    /// instance has not yet reported it draining in a report written to etcd after revision
+    /// `since` (etcd's order, not the instances' clocks).
+    pub fn draining_active(&self, upstream: &str, id: &str, since: i64) -> Option<u64> {
         let own = self
             .pool
             .snapshot()
@@ -129,18 +131,18 @@ impl Fleet {
             .and_then(|u| u.backend(id))
             .map_or(0, |b| b.live.active());
         let mut total = own;
-        for r in self.others().values() {
+        for (revision, r) in self.others().values() {
             let count = r
                 .upstreams
                 .get(upstream)
                 .and_then(|c| c.draining.get(id))
-                .filter(|_| r.at_ms > since_ms)?;
+                .filter(|_| *revision > since)?;
             total += count;
         }
         Some(total)
     }
 
-    fn set_others(&self, others: BTreeMap<String, Report>) {
+    fn set_others(&self, others: BTreeMap<String, (i64, Report)>) {
         *self.others.write().unwrap_or_else(|e| e.into_inner()) = others;
     }
 }
@@ -196,7 +198,7 @@ async fn session(fleet: &Fleet, settings: &EtcdSettings) -> Result<(), etcd_clie
                     .strip_prefix(&root)?
                     .to_string();
                 let report: Report = serde_json::from_slice(kv.value()).ok()?;
-                (name != fleet.instance).then_some((name, report))
+                (name != fleet.instance).then_some((name, (kv.mod_revision(), report)))
             })
             .collect();
         fleet.set_others(others);

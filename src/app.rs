@@ -12,6 +12,7 @@ use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
+use crate::reload::{ConfigSource, Reloader};
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -86,8 +87,8 @@ struct ControlPlane {
     pool: crate::pool::PoolHandle,
     admin: Mutex<Option<(std::net::TcpListener, AdminState)>>,
     close_all: CancellationToken,
-    /// TLS certificate sets, re-read on SIGHUP.
-    resolvers: Vec<Arc<SniResolver>>,
+    /// Re-reads the config (and TLS certificates) on SIGHUP and `POST /v1/reload`.
+    reloader: Arc<Reloader>,
     etcd: Option<crate::config::EtcdSettings>,
     /// With etcd: this instance's view of the fleet's counts, published and read there.
     fleet: Option<Arc<Fleet>>,
@@ -137,31 +138,25 @@ impl BackgroundService for ControlPlane {
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
-        tokio::spawn(reload_on_sighup(self.resolvers.clone()));
+        tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let _ = shutdown.changed().await;
         tracing::info!("shutting down: closing tunnels with 1001");
         self.close_all.cancel();
     }
 }
 
-/// Re-read every listener's certificates on SIGHUP; a bad file keeps the old set.
-async fn reload_on_sighup(resolvers: Vec<Arc<SniResolver>>) {
+/// Re-read the config and the certificates on SIGHUP; a bad file keeps the running config.
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use crate::admin::Reload;
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot listen for SIGHUP; certificates will not be reloaded");
+        tracing::error!("cannot listen for SIGHUP; the config will not be reloaded");
         return;
     };
     while hup.recv().await.is_some() {
-        if resolvers.is_empty() {
-            tracing::info!("SIGHUP: no TLS listeners, nothing to reload");
-        }
-        for r in &resolvers {
-            match r.reload() {
-                Ok(()) => tracing::info!("SIGHUP: certificates reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: certificates not reloaded; keeping the old ones")
-                }
-            }
+        tracing::info!("SIGHUP: reloading the config");
+        if let Err(e) = reloader.reload().await {
+            tracing::error!(error = %e, "SIGHUP: config refused; keeping the running one");
         }
     }
 }
@@ -169,7 +164,7 @@ async fn reload_on_sighup(resolvers: Vec<Arc<SniResolver>>) {
 /// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
 /// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
 /// [`crate::signals::Signals`].
-pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
+pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
     let close_all = CancellationToken::new();
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
@@ -256,6 +251,13 @@ pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
         }
     }
 
+    let reloader = Arc::new(Reloader {
+        source,
+        pool: pool.clone(),
+        listeners: config.listeners.clone(),
+        resolvers,
+        running: tokio::sync::Mutex::new(()),
+    });
     let ready = Arc::new(AtomicBool::new(false));
     let fleet = config
         .store
@@ -279,10 +281,11 @@ pub fn build(config: &Config, upgrade: bool) -> Result<Server, StartError> {
                 ready: ready.clone(),
                 owners: Default::default(),
                 fleet: fleet.clone(),
+                reloader: Some(reloader.clone()),
             },
         ))),
         close_all,
-        resolvers,
+        reloader,
         etcd: config.store.etcd.clone(),
         fleet,
         upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),

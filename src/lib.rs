@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod nginx;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod signals;
 pub mod wire;

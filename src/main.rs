@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use tideway::reload::ConfigSource;
 
 #[derive(Parser)]
 #[command(
@@ -138,9 +139,9 @@ fn main() -> anyhow::Result<()> {
                     for w in warnings {
                         tracing::warn!("{w}");
                     }
-                    (cfg, file)
+                    (cfg, ConfigSource::Nginx(file))
                 }
-                None => (tideway::config::load(&config)?, config),
+                None => (tideway::config::load(&config)?, ConfigSource::Toml(config)),
             };
             if let Some(a) = admin {
                 cfg.admin.listen = a;
@@ -148,10 +149,11 @@ fn main() -> anyhow::Result<()> {
             if let Some(d) = data_dir {
                 cfg.store.data_dir = d;
             }
-            let mut server = tideway::app::build(&cfg, upgrade)?;
+            let shown = format!("{source:?}");
+            let mut server = tideway::app::build(&cfg, source, upgrade)?;
             // With --upgrade, this waits for the running process's listening sockets.
             server.bootstrap();
-            tracing::info!(config = %source.display(), upgrade, "tideway starting");
+            tracing::info!(config = %shown, upgrade, "tideway starting");
             server.run(pingora::server::RunArgs {
                 shutdown_signal: Box::new(tideway::signals::Signals),
             });

@@ -13,6 +13,7 @@
 //!   register token with the registration's secret (`X-Registration-Secret`), or admin token.
 //! - `POST .../backends/{id}/state`, `PATCH .../backends/{id}`: admin token.
 //! - `GET /v1/upstreams/{u}/scale`: the autoscaling signal, admin token.
+//! - `POST /v1/reload`: re-read the config file and apply it (as SIGHUP), admin token.
 //!
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
 //! ([`audit`]). Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
@@ -52,6 +53,15 @@ pub struct AdminState {
     pub owners: Arc<owners::LocalOwners>,
     /// With etcd: the fleet's connection counts.
     pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
+    /// Re-reads and applies the config file (`POST /v1/reload`), when there is one.
+    pub reloader: Option<Arc<dyn Reload>>,
+}
+
+/// Something that re-reads the config and applies it: `Ok` with a JSON report, `Err` with why
+/// the file was refused (the running config stays).
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync {
+    async fn reload(&self) -> Result<serde_json::Value, String>;
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -105,6 +115,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/reload", post(reload))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
         .route("/v1/upstreams/{u}/scale", get(scale))
@@ -128,6 +139,30 @@ pub fn router(state: AdminState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Arc::new(state))
+}
+
+async fn reload(
+    State(s): State<Arc<AdminState>>,
+    axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&s, &headers)?;
+    let Some(r) = &s.reloader else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "this process has no config file to reload".into(),
+        ));
+    };
+    let result = r.reload().await;
+    let outcome = match &result {
+        Ok(report) => format!("applied: {report}"),
+        Err(why) => format!("refused: {why}"),
+    };
+    tracing::info!(target: "tideway::audit", role = "admin", %remote, action = "reload", outcome, "admin change");
+    match result {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(why) => Err(ApiError(StatusCode::BAD_REQUEST, why)),
+    }
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {

@@ -4,7 +4,10 @@
 //! up on its first pass (it starts out unhealthy and takes no traffic until then).
 //!
 //! The checker follows the snapshot: new backends are picked up, removed ones forgotten, and a
-//! backend the data plane ejected (passive health) must pass `rise` checks to come back.
+//! backend the data plane ejected (passive health) must pass `rise` checks to come back. Its
+//! settings are read from the snapshot each round, so a reload that changes them applies; a
+//! supervisor starts a checker for an upstream that gains checks and a checker ends when its
+//! upstream loses them (or goes).
 //!
 //! Imports: `config`, `pool`, `wire`. Never `proxy` or `admin`.
 
@@ -25,28 +28,63 @@ struct Tracker {
     failed: u32,
 }
 
-/// Start a checker task for every upstream with active checks.
-pub fn spawn_all(pool: &PoolHandle) {
-    let snap = pool.snapshot();
-    for (name, up) in &snap.upstreams {
-        if let Some(cfg) = up
-            .policy
-            .health
-            .clone()
-            .filter(|h| h.kind != HealthKind::None)
-        {
-            tracing::info!(upstream = %name, kind = ?cfg.kind, interval = ?cfg.interval, "active health checks on");
-            tokio::spawn(check_upstream(pool.clone(), name.clone(), cfg));
-        }
-    }
+/// How often the supervisor looks for upstreams that gained checks (after a reload).
+const SUPERVISE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The active checks of an upstream in the current snapshot, if on.
+fn checks(pool: &PoolHandle, name: &str) -> Option<HealthConfig> {
+    pool.snapshot()
+        .upstream(name)?
+        .policy
+        .health
+        .clone()
+        .filter(|h| h.kind != HealthKind::None)
 }
 
-async fn check_upstream(pool: PoolHandle, name: String, cfg: HealthConfig) {
+/// Run a checker task for every upstream with active checks, now and after reloads.
+pub fn spawn_all(pool: &PoolHandle) {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            running.retain(|_, task| !task.is_finished());
+            let names: Vec<String> = pool.snapshot().upstreams.keys().cloned().collect();
+            for name in names {
+                if running.contains_key(&name) {
+                    continue;
+                }
+                if let Some(cfg) = checks(&pool, &name) {
+                    tracing::info!(upstream = %name, kind = ?cfg.kind, interval = ?cfg.interval, "active health checks on");
+                    let task = tokio::spawn(check_upstream(pool.clone(), name.clone()));
+                    running.insert(name, task);
+                }
+            }
+            tokio::time::sleep(SUPERVISE_EVERY).await;
+        }
+    });
+}
+
+async fn check_upstream(pool: PoolHandle, name: String) {
     let mut trackers: HashMap<BackendId, Tracker> = HashMap::new();
-    let mut tick = tokio::time::interval(cfg.interval);
+    let Some(first) = checks(&pool, &name) else {
+        return;
+    };
+    let mut interval = first.interval;
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // The settings as of this round: a reload may have changed or removed them.
+        let Some(cfg) = checks(&pool, &name) else {
+            tracing::info!(upstream = %name, "active health checks off");
+            return;
+        };
+        if cfg.interval != interval {
+            interval = cfg.interval;
+            tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+        }
         let targets: Vec<_> = match pool.snapshot().upstream(&name) {
             Some(up) => up
                 .backends

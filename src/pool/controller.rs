@@ -113,39 +113,94 @@ impl Controller {
             toggles,
         };
         for u in upstreams {
-            c.upstreams.insert(
-                u.name.clone(),
-                UpstreamState {
-                    policy: Arc::new(u.policy.clone()),
-                    backends: BTreeMap::new(),
-                },
-            );
-            let specs = u
-                .backends
-                .iter()
-                .map(|b| BackendSpec {
-                    id: b.id.as_str().into(),
-                    addr: b.addr,
-                    weight: b.weight,
-                    max_conns: b.max_conns,
-                    source: Source::Static,
-                })
-                .collect();
-            c.reset(&u.name, Source::Static, specs);
-            for b in u.backends.iter().filter(|b| b.disabled) {
-                let toggled = c
-                    .toggles
-                    .get(&u.name, &b.id)
-                    .and_then(|t| t.state)
-                    .is_some();
-                let up = c.upstreams.get_mut(&u.name).expect("just inserted");
-                if let (false, Some(e)) = (toggled, up.backends.get_mut(b.id.as_str())) {
-                    e.backend.state = State::Disabled;
-                }
-            }
+            c.configure_one(u);
         }
         c.publish();
         c
+    }
+
+    /// Take a new set of upstreams from a re-read config (a reload): new upstreams are added,
+    /// missing ones removed (their open tunnels are left alone), policies replaced, and each
+    /// upstream's static backends made exactly the config's (as a re-list of that source;
+    /// registered and etcd backends stay). Returns whether anything changed.
+    pub fn configure(&mut self, upstreams: &[UpstreamConfig]) -> bool {
+        let gone: Vec<String> = self
+            .upstreams
+            .keys()
+            .filter(|name| !upstreams.iter().any(|u| &u.name == *name))
+            .cloned()
+            .collect();
+        let mut changed = !gone.is_empty();
+        for name in gone {
+            tracing::info!(upstream = %name, "reload: upstream removed");
+            self.upstreams.remove(&name);
+        }
+        for u in upstreams {
+            changed |= self.configure_one(u);
+        }
+        if changed {
+            self.publish();
+        }
+        changed
+    }
+
+    /// Add or update one upstream from the config; returns whether it changed.
+    fn configure_one(&mut self, u: &UpstreamConfig) -> bool {
+        let mut changed = false;
+        match self.upstreams.get_mut(&u.name) {
+            Some(up) if *up.policy == u.policy => {}
+            Some(up) => {
+                up.policy = Arc::new(u.policy.clone());
+                changed = true;
+            }
+            None => {
+                self.upstreams.insert(
+                    u.name.clone(),
+                    UpstreamState {
+                        policy: Arc::new(u.policy.clone()),
+                        backends: BTreeMap::new(),
+                    },
+                );
+                changed = true;
+            }
+        }
+        let specs = u
+            .backends
+            .iter()
+            .map(|b| BackendSpec {
+                id: b.id.as_str().into(),
+                addr: b.addr,
+                weight: b.weight,
+                max_conns: b.max_conns,
+                source: Source::Static,
+            })
+            .collect();
+        changed |= self.reset(&u.name, Source::Static, specs);
+        // `state = "disabled"` in the config (nginx's `down`), unless an operator toggled it.
+        for b in &u.backends {
+            if self
+                .toggles
+                .get(&u.name, &b.id)
+                .and_then(|t| t.state)
+                .is_some()
+            {
+                continue;
+            }
+            let up = self.upstreams.get_mut(&u.name).expect("inserted above");
+            let Some(e) = up.backends.get_mut(b.id.as_str()) else {
+                continue;
+            };
+            let want = if b.disabled {
+                State::Disabled
+            } else {
+                State::Active
+            };
+            if e.backend.state != State::Draining && e.backend.state != want {
+                e.backend.state = want;
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// The snapshot cell, for readers built before the controller starts running.

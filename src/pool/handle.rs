@@ -23,9 +23,16 @@ pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<bool, PoolError>>;
 
-struct Command {
-    diff: Diff,
-    reply: Reply,
+enum Command {
+    Apply {
+        diff: Diff,
+        reply: Reply,
+    },
+    /// A reload: the config's upstreams.
+    Configure {
+        upstreams: Vec<crate::config::UpstreamConfig>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Toggles to write, and the answer to give once they are written.
@@ -65,10 +72,24 @@ impl PoolHandle {
     pub async fn apply(&self, diff: Diff) -> Result<bool, PoolError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command { diff, reply })
+            .send(Command::Apply { diff, reply })
             .await
             .map_err(|_| PoolError::Stopped)?;
         rx.await.map_err(|_| PoolError::Stopped)?
+    }
+
+    /// Take the upstreams of a re-read config (see [`Controller::configure`]); `Ok(true)` when
+    /// anything changed.
+    pub async fn reconfigure(
+        &self,
+        upstreams: Vec<crate::config::UpstreamConfig>,
+    ) -> Result<bool, PoolError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Configure { upstreams, reply })
+            .await
+            .map_err(|_| PoolError::Stopped)?;
+        rx.await.map_err(|_| PoolError::Stopped)
     }
 }
 
@@ -129,8 +150,11 @@ impl ControllerTask {
             let mut answer = None;
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command { diff, reply }) => {
+                    Some(Command::Apply { diff, reply }) => {
                         answer = Some((reply, controller.apply(diff)));
+                    }
+                    Some(Command::Configure { upstreams, reply }) => {
+                        let _ = reply.send(controller.configure(&upstreams));
                     }
                     None => break,
                 },

@@ -420,3 +420,36 @@ async fn toggles_are_on_disk_when_the_change_is_acknowledged() {
     drop(pool);
     running.await.unwrap();
 }
+
+#[test]
+fn a_reload_takes_the_new_config_and_keeps_registrations() {
+    let mut c = controller();
+    c.apply(add("reg", 2001)).unwrap();
+    // Same config again: nothing changes, nothing is published.
+    let v = c.version();
+    assert!(!c.configure(&config()));
+    assert_eq!(c.version(), v);
+    // New static set, a new policy, a new upstream.
+    let mut cfg = config();
+    cfg[0].backends.remove(0);
+    cfg[0].backends[0].disabled = true;
+    cfg[0].policy.drain_timeout = Duration::from_secs(9);
+    let mut other = config().remove(0);
+    other.name = "w".into();
+    cfg.push(other);
+    assert!(c.configure(&cfg));
+    let snap = c.current().load_full();
+    let u = snap.upstream("u").unwrap();
+    let ids: Vec<&str> = u.backends.iter().map(|b| &*b.id).collect();
+    assert_eq!(
+        ids,
+        ["127.0.0.1:1002", "reg"],
+        "static re-listed, registration kept"
+    );
+    assert_eq!(u.backends[0].state, State::Disabled);
+    assert_eq!(u.policy.drain_timeout, Duration::from_secs(9));
+    assert!(snap.upstream("w").is_some());
+    // An upstream left out of the config goes.
+    assert!(c.configure(&cfg[1..]));
+    assert!(c.current().load_full().upstream("u").is_none());
+}

@@ -1,0 +1,95 @@
+//! Reloading the config, as nginx users expect from `nginx -s reload`: on SIGHUP or
+//! `POST /v1/reload`, re-read the TOML or nginx file the process started from and apply it.
+//!
+//! - Upstreams, their policies and their static backends are applied as one change to the
+//!   pool ([`crate::pool::PoolHandle::reconfigure`]): new upstreams appear, removed ones go,
+//!   static backends are re-listed (registrations and etcd backends stay), and no open
+//!   connection is touched.
+//! - TLS certificates are re-read.
+//! - An invalid file is refused: the error is logged (and returned by the API), and the
+//!   running config stays as it was.
+//! - Listeners, `[server]`, `[admin]` and `[store]` are what the process started with: a
+//!   changed listener set is reported as a warning (a restart, or a hand-over to a new process
+//!   with SIGUSR2, applies it).
+
+use crate::admin::Reload;
+use crate::config::{Config, Listener};
+use crate::pool::PoolHandle;
+use crate::proxy::tls::SniResolver;
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where the running config came from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    Toml(PathBuf),
+    Nginx(PathBuf),
+}
+
+impl ConfigSource {
+    /// Read and validate the file (and, for nginx, the warnings of the conversion).
+    pub fn load(&self) -> Result<(Config, Vec<String>), String> {
+        match self {
+            ConfigSource::Toml(p) => crate::config::load(p)
+                .map(|c| (c, Vec::new()))
+                .map_err(|e| e.to_string()),
+            ConfigSource::Nginx(p) => crate::nginx::load(p).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Applies a re-read config to the running process.
+pub struct Reloader {
+    pub source: ConfigSource,
+    pub pool: PoolHandle,
+    /// The listeners the process started with.
+    pub listeners: Vec<Listener>,
+    /// Certificate sets of the TLS listeners.
+    pub resolvers: Vec<Arc<SniResolver>>,
+    /// One reload at a time.
+    pub running: tokio::sync::Mutex<()>,
+}
+
+fn same_listeners(a: &[Listener], b: &[Listener]) -> bool {
+    let key = |l: &Listener| (l.listen, l.protocol, l.upstream.clone(), l.tls.is_some());
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| key(x) == key(y) && x.limits == y.limits)
+}
+
+#[async_trait]
+impl Reload for Reloader {
+    async fn reload(&self) -> Result<serde_json::Value, String> {
+        let _one = self.running.lock().await;
+        let source = self.source.clone();
+        let (config, mut warnings) = tokio::task::spawn_blocking(move || source.load())
+            .await
+            .map_err(|e| format!("reading the config: {e}"))??;
+        if !same_listeners(&config.listeners, &self.listeners) {
+            warnings.push(
+                "the listeners changed: they stay as started until a restart or a hand-over \
+                 to a new process (SIGUSR2)"
+                    .into(),
+            );
+        }
+        let changed = self
+            .pool
+            .reconfigure(config.upstreams)
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in &self.resolvers {
+            if let Err(e) = r.reload() {
+                warnings.push(format!(
+                    "certificates not reloaded, keeping the old ones: {e}"
+                ));
+            }
+        }
+        for w in &warnings {
+            tracing::warn!("reload: {w}");
+        }
+        tracing::info!(changed, "config reloaded");
+        Ok(serde_json::json!({ "changed": changed, "warnings": warnings }))
+    }
+}

@@ -1,0 +1,134 @@
+//! Reloading the config under load, as `nginx -s reload`: the config file is rewritten and
+//! applied 5 times (SIGHUP and `POST /v1/reload`, alternately) while keep-alive HTTP clients
+//! and 100 WebSockets run. Traffic follows each new backend set, no request fails, no
+//! WebSocket is dropped, and an invalid file is refused with the old config kept.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Rewrite the `[upstream.app]` part of the proxy's config file.
+fn rewrite(p: &Proxy, upstream: &str) {
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let head = &text[..text.find("[upstream.app]").unwrap()];
+    std::fs::write(&p.config_path, format!("{head}{upstream}\n")).unwrap();
+}
+
+/// The backends that answer 40 requests.
+async fn serving(p: &Proxy) -> BTreeSet<String> {
+    let c = reqwest::Client::new();
+    let mut ids = BTreeSet::new();
+    for _ in 0..40 {
+        ids.insert(backend_id(&c, &p.url("/")).await);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_reloads_under_load_lose_nothing() {
+    let (a, b, c) = (backend("a").await, backend("b").await, backend("c").await);
+    let set = |bs: &[&Backend]| -> String {
+        let list: Vec<String> = bs
+            .iter()
+            .map(|x| format!("{{ addr = \"{}\", id = \"{}\" }}", x.addr, x.id))
+            .collect();
+        format!(
+            "[upstream.app]\nbalance = \"round_robin\"\nbackends = [{}]",
+            list.join(", ")
+        )
+    };
+    let p = start_proxy(&set(&[&a])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), p.url("/"));
+        load.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let served = match c.get(&url).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                let count = if served { &ok } else { &failed };
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut sockets = Vec::new();
+    for _ in 0..100 {
+        let (ws, _) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
+            .await
+            .unwrap();
+        sockets.push(ws);
+    }
+
+    let steps: [&[&Backend]; 5] = [&[&a, &b], &[&b], &[&b, &c], &[&a, &c], &[&a, &b, &c]];
+    for (i, step) in steps.iter().enumerate() {
+        rewrite(&p, &set(step));
+        if i % 2 == 0 {
+            std::process::Command::new("kill")
+                .args(["-HUP", &p.child.id().to_string()])
+                .status()
+                .unwrap();
+        } else {
+            let r = p
+                .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let report: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(report["changed"], true, "{report}");
+        }
+        let want: BTreeSet<String> = step.iter().map(|x| x.id.clone()).collect();
+        let took = wait_until(Duration::from_secs(10), || async {
+            serving(&p).await == want
+        })
+        .await;
+        println!("reload {}: serving {want:?} after {took:?}", i + 1);
+    }
+
+    // An invalid file is refused, with its line, and the running config stays.
+    rewrite(&p, "[upstream.app]\nbalance = \"sideways\"\nbackends = []");
+    let r = p
+        .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let error: serde_json::Value = r.json().await.unwrap();
+    let error = error["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("tideway.toml:") && error.contains("balance"),
+        "{error}"
+    );
+    let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(serving(&p).await, all);
+
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    // Every WebSocket is still open and echoing (they were all on a, removed at reload 2).
+    for ws in sockets.iter_mut() {
+        ws.send(Message::text("still here")).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, Message::text("still here"));
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("5 reloads: {ok} requests ok, {failed} failed, 100 WebSockets kept");
+    assert_eq!(failed, 0);
+}

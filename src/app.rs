@@ -32,6 +32,20 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: Some(0),
 };
 
+/// tideway's own addresses, which the register token may not register: the listeners, the
+/// admin API and the etcd endpoints given as ip:port.
+fn reserved_addrs(config: &Config) -> Vec<std::net::SocketAddr> {
+    let mut out: Vec<std::net::SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
+    out.push(config.admin.listen);
+    for e in config.store.etcd.iter().flat_map(|e| &e.endpoints) {
+        let hostport = e.rsplit("://").next().unwrap_or(e).trim_end_matches('/');
+        if let Ok(a) = hostport.parse() {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// This instance's name in the fleet: host, admin port and process id.
 fn instance_name(config: &Config) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -89,7 +103,7 @@ struct ControlPlane {
     close_all: CancellationToken,
     /// Re-reads the config (and TLS certificates) on SIGHUP and `POST /v1/reload`.
     reloader: Arc<Reloader>,
-    etcd: Option<crate::config::EtcdSettings>,
+    etcd: Option<Arc<crate::store::Store>>,
     /// With etcd: this instance's view of the fleet's counts, published and read there.
     fleet: Option<Arc<Fleet>>,
     upstreams: Vec<String>,
@@ -259,6 +273,12 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         running: tokio::sync::Mutex::new(()),
     });
     let ready = Arc::new(AtomicBool::new(false));
+    // The one etcd store (and client) of the process.
+    let store = config
+        .store
+        .etcd
+        .clone()
+        .map(|s| Arc::new(crate::store::Store::new(s)));
     let fleet = config
         .store
         .etcd
@@ -273,20 +293,17 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 pool: pool.clone(),
                 admin_token,
                 register_token,
-                etcd: config
-                    .store
-                    .etcd
-                    .clone()
-                    .map(crate::admin::etcd_write::EtcdWriter::new),
+                etcd: store.clone(),
                 ready: ready.clone(),
                 owners: Default::default(),
                 fleet: fleet.clone(),
                 reloader: Some(reloader.clone()),
+                reserved: reserved_addrs(config),
             },
         ))),
         close_all,
         reloader,
-        etcd: config.store.etcd.clone(),
+        etcd: store,
         fleet,
         upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
         data_dir: config.store.data_dir.clone(),

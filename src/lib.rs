@@ -1,7 +1,9 @@
 //! tideway: a load-balancing proxy for services that scale in and out all day.
 //!
-//! Module graph (imports flow one way): `config`, `metrics` <- `pool` <- `balance`, `admin`,
-//! `proxy` <- `app` <- `main`. `proxy` never imports `admin`, and `admin` never imports `proxy`.
+//! Module graph (imports flow one way): `config`, `metrics`, `wire` <- `pool` <- `store`
+//! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
+//! `signals` <- `main`. `proxy` never imports `admin`, `discovery` or `health`, and they never
+//! import `proxy`. Only the pool's controller calls `store()` on the snapshot.
 
 pub mod admin;
 pub mod app;
@@ -18,4 +20,5 @@ pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod signals;
+pub mod store;
 pub mod wire;

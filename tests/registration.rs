@@ -58,6 +58,27 @@ async fn ranges_outside_the_scope_are_refused() {
             .json(&json!({"addr": addr, "id": "x"}));
         refused(&p, r, 403, "outside the ranges").await;
     }
+    // tideway's own addresses are never a registration's, nor mapped forms of refused ones.
+    for addr in [
+        p.http.to_string(),
+        p.admin.to_string(),
+        "[::ffff:169.254.169.254]:80".to_string(),
+        "[::ffff:8.8.8.8]:80".to_string(),
+    ] {
+        let r = p
+            .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .json(&json!({"addr": addr, "id": "x"}));
+        let says = if addr.contains("::ffff") {
+            "outside the ranges"
+        } else {
+            "tideway's own"
+        };
+        refused(&p, r, 403, says).await;
+    }
+    // An IPv6 registration without an id gets one that ids may hold.
+    let (status, body) = register(&p, json!({"addr": "[::1]:7001"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "::1:7001");
     // Private and loopback addresses are in the default scope.
     assert_eq!(
         register(&p, json!({"addr": "10.1.2.3:80", "id": "ok"}))

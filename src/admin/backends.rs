@@ -4,7 +4,7 @@
 //! Every write goes to the controller as a diff and is answered only after the resulting
 //! snapshot is published. A refused request changes nothing.
 
-use super::{audit, caller, etcd_write, owners, require_admin, AdminState, ApiError, Role};
+use super::{audit, caller, owners, require_admin, until_applied, AdminState, ApiError, Role};
 use crate::config::{parse_duration, validate_id, DEFAULT_WEIGHT};
 use crate::pool::{BackendSpec, Diff, PoolError, Source, State};
 use axum::body::Bytes;
@@ -35,6 +35,7 @@ impl From<PoolError> for ApiError {
             PoolError::Conflict { .. } | PoolError::OtherSource { .. } => StatusCode::CONFLICT,
             PoolError::InvalidWeight => StatusCode::BAD_REQUEST,
             PoolError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+            PoolError::NotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, e.to_string())
     }
@@ -81,6 +82,12 @@ struct Register {
     ttl: Option<Ttl>,
 }
 
+/// A registration's id when none is given: `ip:port` (no brackets for IPv6, which ids may not
+/// hold).
+fn default_id(addr: SocketAddr) -> String {
+    format!("{}:{}", addr.ip(), addr.port())
+}
+
 /// The register token may only touch registrations it made: not static backends, and only
 /// with the registration's secret.
 async fn check_own(
@@ -106,7 +113,7 @@ async fn check_own(
             "the register token may only manage backends registered over HTTP".into(),
         )),
         Some(_) => {
-            let owner = owners::owner_of(s.etcd.as_ref(), &s.owners, upstream, id).await?;
+            let owner = owners::owner_of(s.etcd.as_deref(), &s.owners, upstream, id).await?;
             if owners::proves(headers, owner.as_deref()) {
                 Ok(())
             } else {
@@ -150,10 +157,14 @@ async fn register_inner(
         .addr
         .parse()
         .map_err(|_| bad(format!("invalid addr {:?}; expected ip:port", req.addr)))?;
-    let id = req.id.unwrap_or_else(|| addr.to_string());
+    let id = req.id.unwrap_or_else(|| default_id(addr));
     validate_id(&id).map_err(bad)?;
     let ttl = req.ttl.as_ref().map_or(Ok(DEFAULT_TTL), Ttl::duration)?;
     let weight = req.weight.unwrap_or(DEFAULT_WEIGHT);
+    // Checked before anything is written (to etcd too).
+    if !(1..=crate::config::MAX_WEIGHT).contains(&weight) {
+        return Err(PoolError::InvalidWeight.into());
+    }
     let (existed, registered, scope) = {
         let snap = s.pool.snapshot();
         let up = snap
@@ -168,6 +179,14 @@ async fn register_inner(
         (existed, registered, up.policy.registration.clone())
     };
     if role == Role::Register {
+        if s.is_reserved(addr) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{addr} is one of tideway's own addresses (a listener, the admin API or etcd)"
+                ),
+            ));
+        }
         if !scope.allows(addr.ip()) {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -207,7 +226,7 @@ async fn register_inner(
     let secret = existed.is_none().then(owners::new_secret);
     let owner = match &secret {
         Some(sec) => Some(owners::fingerprint(sec)),
-        None => owners::owner_of(s.etcd.as_ref(), &s.owners, &u, &id).await?,
+        None => owners::owner_of(s.etcd.as_deref(), &s.owners, &u, &id).await?,
     };
     if let Some(w) = &s.etcd {
         let snap = s.pool.snapshot();
@@ -231,12 +250,14 @@ async fn register_inner(
             }
             _ => {}
         }
-        w.register(&u, &id, addr, weight, ttl, owner.as_deref())
+        let fresh = existed.is_none();
+        w.register(&u, &id, addr, weight, ttl, owner.as_deref(), fresh)
             .await?;
-        etcd_write::until_applied(&s.pool, |snap| {
+        // Seen back by address: an operator's weight toggle may stand in for the weight.
+        until_applied(&s.pool, |snap| {
             snap.upstream(&u)
                 .and_then(|up| up.backend(&id))
-                .is_some_and(|b| b.addr == addr && b.weight == weight)
+                .is_some_and(|b| b.addr == addr)
         })
         .await?;
     } else {
@@ -396,7 +417,7 @@ async fn toggle(
     if let Some(w) = &s.etcd {
         known(s, u, id)?;
         let revision = w.toggle(u, id, state, weight).await?;
-        etcd_write::until_applied(&s.pool, |snap| {
+        until_applied(&s.pool, |snap| {
             snap.upstream(u)
                 .and_then(|up| up.backend(id))
                 .is_some_and(|b| {
@@ -471,6 +492,7 @@ async fn drain_inner(
     // With etcd the drain is a toggle there, so every instance drains; the wait is over when
     // no instance holds a connection to the backend (as each reports it, draining, after the
     // drain began).
+    let expected = s.fleet.as_ref().map(|f| f.instances()).unwrap_or_default();
     let since = toggle(&s, &u, &id, Some(State::Draining), None).await?;
     let live = s
         .pool
@@ -478,23 +500,30 @@ async fn drain_inner(
         .upstream(&u)
         .and_then(|up| up.backend(&id))
         .map(|b| b.live.clone());
+    let own = || live.as_ref().map_or(0, |l| l.active());
     let held = || match &s.fleet {
-        Some(f) => f.draining_active(&u, &id, since),
-        None => Some(live.as_ref().map_or(0, |l| l.active())),
+        Some(f) => f.held(&u, &id, since, &expected),
+        None => Some(own()),
     };
     let deadline = Instant::now() + wait;
-    let active = loop {
-        let active = held();
-        if active == Some(0) || Instant::now() >= deadline {
-            // Not yet reported by every instance: at least what this one holds.
-            break active.unwrap_or_else(|| live.as_ref().map_or(0, |l| l.active()).max(1));
+    let held = loop {
+        let held = held();
+        if held == Some(0) || Instant::now() >= deadline {
+            break held;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    Ok(
-        Json(serde_json::json!({ "active_connections": active, "drained": active == 0 }))
-            .into_response(),
-    )
+    // Unknown (an instance has not reported since the drain, or went missing): this
+    // instance's own count, and not drained.
+    let body = match held {
+        Some(n) => serde_json::json!({ "active_connections": n, "drained": n == 0 }),
+        None => serde_json::json!({
+            "active_connections": own(),
+            "drained": false,
+            "unknown_instances": true,
+        }),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// Run a change handler and write its audit record.
@@ -506,7 +535,13 @@ async fn audited(
     (u, id): (&str, &str),
     change: impl std::future::Future<Output = Result<Response, ApiError>>,
 ) -> Result<Response, ApiError> {
-    let role = caller(s, headers)?;
+    let role = match caller(s, headers) {
+        Ok(role) => role,
+        Err(e) => {
+            tracing::info!(target: "tideway::audit", %remote, action, upstream = u, backend = id, outcome = %format!("refused: {}", e.1), "admin change");
+            return Err(e);
+        }
+    };
     let record = audit::Change {
         role,
         remote,
@@ -533,9 +568,9 @@ pub async fn register(
         .as_ref()
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .and_then(|v| {
-            let id = v.get("id").or_else(|| v.get("addr"))?;
-            id.as_str().map(str::to_string)
+        .and_then(|v| match v.get("id").and_then(|i| i.as_str()) {
+            Some(id) => Some(id.to_string()),
+            None => v["addr"].as_str()?.parse().ok().map(default_id),
         })
         .unwrap_or_default();
     let change = register_inner(AxState(s.clone()), Path(u.clone()), headers.clone(), body);

@@ -21,7 +21,6 @@
 
 pub mod audit;
 pub mod backends;
-pub mod etcd_write;
 pub mod owners;
 pub mod token;
 pub mod view;
@@ -46,7 +45,7 @@ pub struct AdminState {
     pub admin_token: Token,
     pub register_token: Token,
     /// With etcd configured: registrations and toggles go to etcd.
-    pub etcd: Option<etcd_write::EtcdWriter>,
+    pub etcd: Option<Arc<crate::store::Store>>,
     /// Set once the pool is loaded.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Who made each registration (without etcd; with it, etcd keeps that).
@@ -55,6 +54,20 @@ pub struct AdminState {
     pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
     /// Re-reads and applies the config file (`POST /v1/reload`), when there is one.
     pub reloader: Option<Arc<dyn Reload>>,
+    /// tideway's own addresses (listeners, admin, etcd): never a registration's.
+    pub reserved: Vec<std::net::SocketAddr>,
+}
+
+impl AdminState {
+    /// Is `addr` one of tideway's own (a listener on 0.0.0.0 or :: covers every local
+    /// address on its port)?
+    pub fn is_reserved(&self, addr: std::net::SocketAddr) -> bool {
+        let ip = addr.ip().to_canonical();
+        self.reserved.iter().any(|r| {
+            r.port() == addr.port()
+                && (r.ip().to_canonical() == ip || r.ip().is_unspecified() || ip.is_loopback())
+        })
+    }
 }
 
 /// Something that re-reads the config and applies it: `Ok` with a JSON report, `Err` with why
@@ -139,6 +152,38 @@ pub fn router(state: AdminState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .with_state(Arc::new(state))
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        let status = match e {
+            StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Taken { .. } => StatusCode::CONFLICT,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// How long a write through etcd waits to see its own change in this instance's pool.
+pub const DEFAULT_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Wait until `f` holds for this instance's pool (the watch applied our own etcd write).
+pub async fn until_applied(
+    pool: &PoolHandle,
+    f: impl Fn(&crate::pool::Snapshot) -> bool,
+) -> Result<(), ApiError> {
+    let deadline = std::time::Instant::now() + DEFAULT_APPLY_WAIT;
+    while !f(&pool.snapshot()) {
+        if std::time::Instant::now() >= deadline {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "written to etcd but not seen back from the watch yet".into(),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 async fn reload(

@@ -4,8 +4,8 @@
 //! must send the secret in `X-Registration-Secret` to heartbeat, re-register, drain or delete
 //! a registration: it manages only its own. The admin token needs no secret.
 
-use super::etcd_write::EtcdWriter;
 use super::ApiError;
+use crate::store::Store;
 use axum::http::{HeaderMap, StatusCode};
 use rand::RngCore;
 use std::collections::HashMap;
@@ -54,13 +54,13 @@ impl LocalOwners {
 
 /// The fingerprint of a registration's owner, from etcd or memory.
 pub async fn owner_of(
-    etcd: Option<&EtcdWriter>,
+    etcd: Option<&Store>,
     local: &LocalOwners,
     upstream: &str,
     id: &str,
 ) -> Result<Option<String>, ApiError> {
     match etcd {
-        Some(w) => w.owner(upstream, id).await,
+        Some(w) => Ok(w.owner(upstream, id).await?),
         None => Ok(local.get(upstream, id)),
     }
 }

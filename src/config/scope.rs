@@ -52,6 +52,8 @@ impl RegistrationScope {
     /// address; a metadata service only when listed as a single host; otherwise when an allow
     /// range contains it (link-local ranges are not in the defaults).
     pub fn allows(&self, ip: IpAddr) -> bool {
+        // `::ffff:169.254.169.254` is 169.254.169.254 to the kernel, and so here.
+        let ip = ip.to_canonical();
         let never =
             ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST);
         if never {
@@ -89,6 +91,8 @@ mod tests {
             assert!(s.allows(ip(ok)), "{ok}");
         }
         for no in [
+            "::ffff:169.254.169.254",
+            "::ffff:8.8.8.8",
             "8.8.8.8",
             "169.254.169.254",
             "169.254.1.1",

@@ -7,10 +7,12 @@
 //! While etcd is unreachable the pool keeps what it had. The last listed set is saved in
 //! `data_dir/etcd-pool.json`, so a restart during an outage starts from it.
 
-use super::keys::{parse_backend, parse_key, parse_toggle, BackendValue, Key};
-use crate::config::EtcdSettings;
 use crate::pool::{BackendSpec, Diff, PoolHandle, Source};
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use crate::store::keys::{
+    parse_backend, parse_key, parse_toggle, upstreams_root, BackendValue, Key,
+};
+use crate::store::{Store, StoreError};
+use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,23 +32,24 @@ type Pool = BTreeMap<String, BTreeMap<String, BackendValue>>;
 enum SessionError {
     #[error(transparent)]
     Etcd(#[from] etcd_client::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("watch cancelled by etcd ({0}); listing again")]
     Cancelled(String),
     #[error("watch stream ended")]
     Ended,
 }
 
-/// Start the etcd source for `upstreams` on the current runtime.
 /// Start the etcd source; `ready` is set once the pool is loaded (the saved snapshot read, or
 /// etcd listed).
 pub fn spawn(
     pool: PoolHandle,
-    settings: EtcdSettings,
+    store: Arc<Store>,
     upstreams: Vec<String>,
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
 ) {
-    tokio::spawn(run(pool, settings, upstreams, data_dir, ready));
+    tokio::spawn(run(pool, store, upstreams, data_dir, ready));
 }
 
 fn metrics() -> &'static crate::metrics::Metrics {
@@ -55,7 +58,7 @@ fn metrics() -> &'static crate::metrics::Metrics {
 
 async fn run(
     pool: PoolHandle,
-    settings: EtcdSettings,
+    store: Arc<Store>,
     upstreams: Vec<String>,
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
@@ -68,15 +71,7 @@ async fn run(
     }
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = session(
-            &pool,
-            &settings,
-            &upstreams,
-            &snapshot,
-            &mut backoff,
-            &ready,
-        )
-        .await;
+        let err = session(&pool, &store, &upstreams, &snapshot, &mut backoff, &ready).await;
         metrics().etcd_up.set(0);
         metrics().etcd_sessions_lost.inc();
         tracing::warn!(error = %err, retry_in = ?backoff, "etcd session lost; serving the last known pool");
@@ -87,13 +82,13 @@ async fn run(
 
 async fn session(
     pool: &PoolHandle,
-    settings: &EtcdSettings,
+    store: &Store,
     upstreams: &[String],
     snapshot: &Path,
     backoff: &mut Duration,
     ready: &AtomicBool,
 ) -> SessionError {
-    match session_inner(pool, settings, upstreams, snapshot, backoff, ready).await {
+    match session_inner(pool, store, upstreams, snapshot, backoff, ready).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -101,18 +96,15 @@ async fn session(
 
 async fn session_inner(
     pool: &PoolHandle,
-    settings: &EtcdSettings,
+    store: &Store,
     upstreams: &[String],
     snapshot: &Path,
     backoff: &mut Duration,
     ready: &AtomicBool,
 ) -> Result<std::convert::Infallible, SessionError> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(10));
-    let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
-    let root = format!("{}/upstreams/", settings.prefix);
+    let mut client = store.client().await?;
+    let prefix = store.settings().prefix.as_str();
+    let root = upstreams_root(prefix);
     let listed = client
         .get(root.clone(), Some(GetOptions::new().with_prefix()))
         .await?;
@@ -124,7 +116,7 @@ async fn session_inner(
     let mut toggles = Vec::new();
     for kv in listed.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
-        match parse_key(&settings.prefix, &key) {
+        match parse_key(prefix, &key) {
             Some(Key::Backend { upstream, id }) => {
                 match (known.get_mut(upstream), parse_backend(kv.value())) {
                     (Some(set), Ok(v)) => {
@@ -174,7 +166,7 @@ async fn session_inner(
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let key = String::from_utf8_lossy(kv.key()).into_owned();
-            match (parse_key(&settings.prefix, &key), ev.event_type()) {
+            match (parse_key(prefix, &key), ev.event_type()) {
                 (Some(Key::Backend { upstream, id }), EventType::Put) => {
                     let Some(set) = known.get_mut(upstream) else {
                         continue;

@@ -5,12 +5,12 @@
 //! whole fleet, not one instance.
 //!
 //! A report holds, per upstream, the instance's active connections (requests in flight and
-//! tunnels) and, for each draining backend, its active connections there: what a fleet-wide
-//! drain waits on.
+//! tunnels) and, per backend, those of every backend that has any or is draining: what a
+//! fleet-wide drain waits on.
 
-use crate::config::EtcdSettings;
 use crate::pool::{PoolHandle, Snapshot, State};
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use crate::store::{keys, Store, StoreError};
+use etcd_client::{GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -25,9 +25,9 @@ pub const LEASE_TTL: i64 = 3;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamCount {
     pub active: u64,
-    /// Active connections per draining backend (every draining backend is listed, 0 too).
+    /// Active connections per backend: every backend with any, and every draining one (0 too).
     #[serde(default)]
-    pub draining: BTreeMap<String, u64>,
+    pub backends: BTreeMap<String, u64>,
 }
 
 /// One instance's counts.
@@ -54,10 +54,10 @@ impl Report {
             .map(|(name, u)| {
                 let count = UpstreamCount {
                     active: u.backends.iter().map(|b| b.live.active()).sum(),
-                    draining: u
+                    backends: u
                         .backends
                         .iter()
-                        .filter(|b| b.state == State::Draining)
+                        .filter(|b| b.state == State::Draining || b.live.active() > 0)
                         .map(|b| (b.id.to_string(), b.live.active()))
                         .collect(),
                 };
@@ -120,24 +120,37 @@ impl Fleet {
         all
     }
 
-    /// Connections the fleet still holds to a draining backend: `None` while some other
-    /// instance has not yet reported it draining in a report written to etcd after revision
-    /// `since` (etcd's order, not the instances' clocks).
-    pub fn draining_active(&self, upstream: &str, id: &str, since: i64) -> Option<u64> {
+    /// The other instances, as last read.
+    pub fn instances(&self) -> Vec<String> {
+        self.others().into_keys().collect()
+    }
+
+    /// Connections the fleet still holds to a backend, counting only reports written to etcd
+    /// after revision `since` (etcd's order, not the instances' clocks): `None` while an
+    /// instance has not reported since, or while one of `expected` (the instances seen when
+    /// the drain began) is missing, since its connections are then unknown.
+    pub fn held(&self, upstream: &str, id: &str, since: i64, expected: &[String]) -> Option<u64> {
         let own = self
             .pool
             .snapshot()
             .upstream(upstream)
             .and_then(|u| u.backend(id))
             .map_or(0, |b| b.live.active());
+        let others = self.others();
+        if expected.iter().any(|name| !others.contains_key(name)) {
+            return None;
+        }
         let mut total = own;
-        for (revision, r) in self.others().values() {
-            let count = r
+        for (revision, r) in others.values() {
+            if *revision <= since {
+                return None;
+            }
+            total += r
                 .upstreams
                 .get(upstream)
-                .and_then(|c| c.draining.get(id))
-                .filter(|_| *revision > since)?;
-            total += count;
+                .and_then(|c| c.backends.get(id))
+                .copied()
+                .unwrap_or(0);
         }
         Some(total)
     }
@@ -149,10 +162,10 @@ impl Fleet {
 
 /// Publish this instance's counts and read the fleet's, for as long as the process runs;
 /// an etcd outage keeps the last known counts and retries.
-pub fn spawn(fleet: Arc<Fleet>, settings: EtcdSettings) {
+pub fn spawn(fleet: Arc<Fleet>, store: Arc<Store>) {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = session(&fleet, &settings).await {
+            if let Err(e) = session(&fleet, &store).await {
                 tracing::warn!(error = %e, "fleet counts: etcd session lost; retrying");
             }
             tokio::time::sleep(PUBLISH_EVERY).await;
@@ -160,22 +173,19 @@ pub fn spawn(fleet: Arc<Fleet>, settings: EtcdSettings) {
     });
 }
 
-async fn session(fleet: &Fleet, settings: &EtcdSettings) -> Result<(), etcd_client::Error> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let mut client = Client::connect(&settings.endpoints, Some(options)).await?;
+async fn session(fleet: &Fleet, store: &Store) -> Result<(), StoreError> {
+    let mut client = store.client().await?;
     let lease = client.lease_grant(LEASE_TTL, None).await?.id();
     let (mut keeper, mut acks) = client.lease_keep_alive(lease).await?;
-    let root = format!("{}/instances/", settings.prefix);
+    let root = keys::instances_root(&store.settings().prefix);
     let key = format!("{root}{}", fleet.instance);
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
     loop {
         tick.tick().await;
         keeper.keep_alive().await?;
         if acks.message().await?.is_none_or(|a| a.ttl() <= 0) {
-            return Err(etcd_client::Error::LeaseKeepAliveError(
-                "the instance lease expired".into(),
+            return Err(StoreError::Unavailable(
+                etcd_client::Error::LeaseKeepAliveError("the instance lease expired".into()),
             ));
         }
         let report = Report::of(&fleet.pool.snapshot());

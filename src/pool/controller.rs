@@ -48,6 +48,18 @@ struct Entry {
     readmit_at: Option<Instant>,
 }
 
+impl Entry {
+    /// A backend that was leaving stays: active again, with a fresh close signal.
+    fn take_back(&mut self, shutdown: &CancellationToken) {
+        self.retiring = false;
+        self.drain_epoch = 0;
+        self.backend.state = State::Active;
+        if self.backend.close.is_cancelled() {
+            self.backend.close = shutdown.child_token();
+        }
+    }
+}
+
 fn count_transition(upstream: &str, id: &str, healthy: bool) {
     crate::metrics::global()
         .health_transitions
@@ -293,13 +305,29 @@ impl Controller {
                     }
                     Some(e) => {
                         e.backend.live.set_ttl(ttl);
-                        let changed = e.backend.weight != spec.weight
-                            || e.backend.max_conns != spec.max_conns;
-                        e.backend.weight = spec.weight;
+                        // An operator's weight toggle outlives a refresh of the registration.
+                        let weight = self
+                            .toggles
+                            .get(&name, &spec.id)
+                            .and_then(|t| t.weight)
+                            .unwrap_or(spec.weight);
+                        let mut changed =
+                            e.backend.weight != weight || e.backend.max_conns != spec.max_conns;
+                        e.backend.weight = weight;
                         e.backend.max_conns = spec.max_conns;
+                        if e.retiring && ttl.is_some() {
+                            // Renewed while lapsing (or leaving): it stays, and takes traffic.
+                            e.take_back(&self.shutdown);
+                            changed = true;
+                        }
                         changed
                     }
                     None => {
+                        if spec.source == Source::Http {
+                            // A new registration starts clean: toggles left by an earlier
+                            // one with the same id (a drain before it left) do not apply.
+                            self.toggles.forget(&name, &spec.id);
+                        }
                         let entry = self.new_entry(&name, spec);
                         entry.backend.live.set_ttl(ttl);
                         let up = self.upstreams.get_mut(&name).expect("checked above");
@@ -538,12 +566,7 @@ impl Controller {
                 Some(e) => {
                     if e.retiring {
                         // Back before it finished leaving (re-registered): take it back.
-                        e.retiring = false;
-                        e.drain_epoch = 0;
-                        e.backend.state = State::Active;
-                        if e.backend.close.is_cancelled() {
-                            e.backend.close = self.shutdown.child_token();
-                        }
+                        e.take_back(&self.shutdown);
                         changed = true;
                     }
                     if e.backend.addr != spec.addr

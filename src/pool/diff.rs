@@ -95,4 +95,6 @@ pub enum PoolError {
     InvalidWeight,
     #[error("the pool controller has stopped")]
     Stopped,
+    #[error("applied, but the toggles could not be saved: {0}")]
+    NotSaved(String),
 }

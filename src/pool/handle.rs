@@ -196,9 +196,17 @@ async fn write_toggles(mut rx: mpsc::UnboundedReceiver<Persist>) {
         }
         let latest = batch.last().expect("one at least");
         let (path, json) = (latest.path.clone(), latest.json.clone());
-        let _ = tokio::task::spawn_blocking(move || super::toggles::write(&path, &json)).await;
+        let written = tokio::task::spawn_blocking(move || super::toggles::write(&path, &json))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
         for p in batch {
             if let Some((reply, result)) = p.reply {
+                // Applied, but not on disk: the caller is told so.
+                let result = match &written {
+                    Ok(()) => result,
+                    Err(why) => Err(PoolError::NotSaved(why.clone())),
+                };
                 let _ = reply.send(result);
             }
         }

@@ -95,7 +95,7 @@ impl Toggles {
 
 /// Write toggles (blocking file calls: run it off the async workers), through a temp file so a
 /// crash leaves the old or the new file, never half of one.
-pub fn write(path: &Path, json: &[u8]) {
+pub fn write(path: &Path, json: &[u8]) -> std::io::Result<()> {
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -104,7 +104,7 @@ pub fn write(path: &Path, json: &[u8]) {
         std::fs::write(&tmp, json)?;
         std::fs::rename(&tmp, path)
     };
-    if let Err(e) = write() {
+    write().inspect_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "could not save toggles");
-    }
+    })
 }

@@ -453,3 +453,42 @@ fn a_reload_takes_the_new_config_and_keeps_registrations() {
     assert!(c.configure(&cfg[1..]));
     assert!(c.current().load_full().upstream("u").is_none());
 }
+
+#[test]
+fn a_registration_refresh_keeps_toggles_and_a_new_one_starts_clean() {
+    let mut c = controller();
+    c.apply(add("r", 2001)).unwrap();
+    c.apply(Diff::SetWeight {
+        upstream: "u".into(),
+        id: "r".into(),
+        weight: 9,
+    })
+    .unwrap();
+    // The owner refreshes with its own weight: the operator's toggle stands.
+    c.apply(add("r", 2001)).unwrap();
+    assert_eq!(backend(&c.current().load_full(), "r").unwrap().weight, 9);
+    // Deregistered (retiring), then registered again before it left: it takes traffic again.
+    c.apply(Diff::Retire {
+        upstream: "u".into(),
+        id: "r".into(),
+    })
+    .unwrap();
+    c.apply(add("r", 2001)).unwrap();
+    let b = backend(&c.current().load_full(), "r").unwrap().clone();
+    assert_eq!(b.state, State::Active);
+    // Gone for good, then a new registration with the same id: no old toggle applies.
+    c.apply(Diff::SetState {
+        upstream: "u".into(),
+        id: "r".into(),
+        state: State::Draining,
+    })
+    .unwrap();
+    c.apply(Diff::Remove {
+        upstream: "u".into(),
+        id: "r".into(),
+    })
+    .unwrap();
+    c.apply(add("r", 2001)).unwrap();
+    let b = backend(&c.current().load_full(), "r").unwrap().clone();
+    assert_eq!((b.state, b.weight), (State::Active, 1));
+}

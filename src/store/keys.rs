@@ -1,10 +1,60 @@
-//! etcd keys and values, as DESIGN.md fixes them:
-//! - `{prefix}/upstreams/{u}/backends/{id}` -> `{"addr":"10.0.0.5:2346","weight":1}` or `10.0.0.5:2346`
-//! - `{prefix}/upstreams/{u}/state/{id}` -> `{"state":"disabled"}` or `{"weight":3}`
+//! The etcd key schema, both ways (written and read here only), as DESIGN.md fixes it:
+//! - `{prefix}/upstreams/{u}/backends/{id}` -> `{"addr":"10.0.0.5:2346","weight":1}` or
+//!   `10.0.0.5:2346` (tideway's own registrations add `"owner"`: the SHA-256 of their secret)
+//! - `{prefix}/upstreams/{u}/state/{id}` -> `{"state":"disabled"}` and/or `{"weight":3}`
+//! - `{prefix}/instances/{instance}` -> one instance's connection counts
 
 use crate::pool::State;
 use serde::Deserialize;
 use std::net::SocketAddr;
+
+/// Where the backends and toggles of every upstream live.
+pub fn upstreams_root(prefix: &str) -> String {
+    format!("{prefix}/upstreams/")
+}
+
+/// Where every instance's counts live.
+pub fn instances_root(prefix: &str) -> String {
+    format!("{prefix}/instances/")
+}
+
+pub fn backend_key(prefix: &str, upstream: &str, id: &str) -> String {
+    format!("{prefix}/upstreams/{upstream}/backends/{id}")
+}
+
+pub fn state_key(prefix: &str, upstream: &str, id: &str) -> String {
+    format!("{prefix}/upstreams/{upstream}/state/{id}")
+}
+
+/// A registration's value.
+pub fn backend_value(addr: SocketAddr, weight: u32, owner: Option<&str>) -> String {
+    let mut value = serde_json::json!({ "addr": addr.to_string(), "weight": weight });
+    if let Some(owner) = owner {
+        value["owner"] = owner.into();
+    }
+    value.to_string()
+}
+
+/// The owner fingerprint of a registration's value, if it has one.
+pub fn owner(value: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+    v.get("owner")?.as_str().map(str::to_string)
+}
+
+/// A toggle value: the current one (if any) with `state` and `weight` set.
+pub fn toggle_value(current: Option<&[u8]>, state: Option<State>, weight: Option<u32>) -> String {
+    let mut v = current
+        .and_then(|c| serde_json::from_slice::<serde_json::Value>(c).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(st) = state {
+        v["state"] = serde_json::to_value(st).expect("serializable");
+    }
+    if let Some(w) = weight {
+        v["weight"] = w.into();
+    }
+    v.to_string()
+}
 
 /// What a key names.
 #[derive(Debug, PartialEq, Eq)]
@@ -115,6 +165,25 @@ mod tests {
             parse_toggle(br#"{"state":"disabled"}"#).unwrap().state,
             Some(State::Disabled)
         );
+        // What tideway writes, it reads back.
+        let addr: SocketAddr = "10.0.0.5:2346".parse().unwrap();
+        let written = backend_value(addr, 4, Some("f00d"));
+        assert_eq!(
+            parse_backend(written.as_bytes()).unwrap(),
+            BackendValue { addr, weight: 4 }
+        );
+        assert_eq!(owner(written.as_bytes()).as_deref(), Some("f00d"));
+        let key = backend_key("/tw", "chat", "b1");
+        assert_eq!(
+            parse_key("/tw", &key),
+            Some(Key::Backend {
+                upstream: "chat",
+                id: "b1"
+            })
+        );
+        let t = toggle_value(Some(br#"{"weight":3}"#), Some(State::Draining), None);
+        let t = parse_toggle(t.as_bytes()).unwrap();
+        assert_eq!((t.state, t.weight), (Some(State::Draining), Some(3)));
         assert!(parse_toggle(b"{}").is_err());
     }
 }

@@ -688,3 +688,48 @@ async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
         drained_at.elapsed()
     );
 }
+
+#[tokio::test]
+async fn racing_registrations_of_one_id_have_one_winner() {
+    let etcd = Etcd::start().await;
+    let upstream = "[upstream.app]\nbackends = []";
+    let one = start_proxy_full(&etcd.store(), "", upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", upstream).await;
+    let mut racing = Vec::new();
+    for i in 0..6u16 {
+        let p = if i % 2 == 0 { &one } else { &two };
+        let req = p
+            .admin_req(
+                reqwest::Method::POST,
+                "/v1/upstreams/app/backends",
+                REGISTER_TOKEN,
+            )
+            .json(&serde_json::json!({"addr": format!("10.9.0.{}:80", i + 1), "id": "contested"}));
+        racing.push(tokio::spawn(async move {
+            req.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in racing {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort();
+    println!("six racing registrations of one id: {statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [201, 403, 409].contains(s)),
+        "{statuses:?}"
+    );
+    // etcd holds the winner's address, and both instances agree on it.
+    let winner = wait_until(Duration::from_secs(5), || async {
+        let a = one.backends().await;
+        let b = two.backends().await;
+        a.len() == 1 && a == b
+    })
+    .await;
+    println!("both instances agree {winner:?} after the race");
+}

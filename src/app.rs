@@ -10,8 +10,8 @@ use crate::config::{Config, Protocol};
 use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
-use crate::proxy::tls::{SniResolver, Terminator};
-use crate::proxy::{Gateway, Route};
+
+use crate::listeners::Listeners;
 use crate::reload::{ConfigSource, Reloader};
 use async_trait::async_trait;
 use pingora::listeners::ListenerConfig;
@@ -152,6 +152,7 @@ impl BackgroundService for ControlPlane {
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
+        self.reloader.listeners.set_shutdown(shutdown.clone());
         tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let _ = shutdown.changed().await;
         tracing::info!("shutting down: closing tunnels with 1001");
@@ -224,23 +225,15 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     let mut resolvers = Vec::new();
+    let mut started = Vec::new();
     for l in &config.listeners {
         match l.protocol {
             Protocol::Http => {
-                let tls = match &l.tls {
-                    Some(files) => {
-                        let resolver = Arc::new(SniResolver::load(files.clone())?);
-                        resolvers.push(resolver.clone());
-                        Some(Terminator::new(resolver))
-                    }
-                    None => None,
-                };
-                let route = Route {
-                    pool: pool.clone(),
-                    upstream: l.upstream.as_str().into(),
-                    proto: if tls.is_some() { "https" } else { "http" },
-                };
-                let gateway = Gateway::new(route, tls, l.limits.clone());
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let (gateway, resolver) =
+                    crate::listeners::http_gateway(&pool, l, turned_away.clone())?;
+                resolvers.extend(resolver);
+                started.push((l.clone(), turned_away));
                 let mut svc = Service::new(format!("http {}", l.listen), gateway);
                 svc.add_listener(
                     ListenerConfig::tcp(l.listen.to_string()).l4_buffer(DOWNSTREAM_BUFFERS),
@@ -249,12 +242,11 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
             }
             Protocol::Tcp => {
-                let route = Route {
-                    pool: pool.clone(),
-                    upstream: l.upstream.as_str().into(),
-                    proto: "tcp",
-                };
-                let mut svc = Service::new(format!("tcp {}", l.listen), TcpGateway { route });
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let route = crate::listeners::route(&pool, l, false);
+                started.push((l.clone(), turned_away.clone()));
+                let gateway = TcpGateway::new(route, turned_away);
+                let mut svc = Service::new(format!("tcp {}", l.listen), gateway);
                 svc.add_listener(
                     ListenerConfig::tcp(l.listen.to_string())
                         .l4_buffer(L4BufferSettings::unbuffered()),
@@ -268,7 +260,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     let reloader = Arc::new(Reloader {
         source,
         pool: pool.clone(),
-        listeners: config.listeners.clone(),
+        listeners: Arc::new(Listeners::new(pool.clone(), started)),
         resolvers,
         running: tokio::sync::Mutex::new(()),
     });

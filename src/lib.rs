@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod health;
+pub mod listeners;
 pub mod memory;
 pub mod metrics;
 pub mod nginx;

@@ -8,12 +8,12 @@
 //! - TLS certificates are re-read.
 //! - An invalid file is refused: the error is logged (and returned by the API), and the
 //!   running config stays as it was.
-//! - Listeners, `[server]`, `[admin]` and `[store]` are what the process started with: a
-//!   changed listener set is reported as a warning (a restart, or a hand-over to a new process
-//!   with SIGUSR2, applies it).
+//! - Listeners are added and removed ([`crate::listeners`]); an unchanged one keeps its socket.
+//!   `[server]`, `[admin]` and `[store]` are what the process started with.
 
 use crate::admin::Reload;
-use crate::config::{Config, Listener};
+use crate::config::Config;
+use crate::listeners::Listeners;
 use crate::pool::PoolHandle;
 use crate::proxy::tls::SniResolver;
 use async_trait::async_trait;
@@ -43,20 +43,12 @@ impl ConfigSource {
 pub struct Reloader {
     pub source: ConfigSource,
     pub pool: PoolHandle,
-    /// The listeners the process started with.
-    pub listeners: Vec<Listener>,
+    /// The listeners: those pingora started, and those reloads added.
+    pub listeners: Arc<Listeners>,
     /// Certificate sets of the TLS listeners.
     pub resolvers: Vec<Arc<SniResolver>>,
     /// One reload at a time.
     pub running: tokio::sync::Mutex<()>,
-}
-
-fn same_listeners(a: &[Listener], b: &[Listener]) -> bool {
-    let key = |l: &Listener| (l.listen, l.protocol, l.upstream.clone(), l.tls.is_some());
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| key(x) == key(y) && x.limits == y.limits)
 }
 
 #[async_trait]
@@ -67,18 +59,13 @@ impl Reload for Reloader {
         let (config, mut warnings) = tokio::task::spawn_blocking(move || source.load())
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
-        if !same_listeners(&config.listeners, &self.listeners) {
-            warnings.push(
-                "the listeners changed: they stay as started until a restart or a hand-over \
-                 to a new process (SIGUSR2)"
-                    .into(),
-            );
-        }
+        // Upstreams first, so an added listener finds its upstream.
         let changed = self
             .pool
             .reconfigure(config.upstreams)
             .await
             .map_err(|e| e.to_string())?;
+        warnings.extend(self.listeners.apply(&config.listeners)?);
         for r in &self.resolvers {
             if let Err(e) = r.reload() {
                 warnings.push(format!(

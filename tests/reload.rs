@@ -1,4 +1,5 @@
-//! Reloading the config under load, as `nginx -s reload`: the config file is rewritten and
+//! Reloading the config, as `nginx -s reload`: listeners added and removed, and, under load,
+//! the config file rewritten and
 //! applied 5 times (SIGHUP and `POST /v1/reload`, alternately) while keep-alive HTTP clients
 //! and 100 WebSockets run. Traffic follows each new backend set, no request fails, no
 //! WebSocket is dropped, and an invalid file is refused with the old config kept.
@@ -131,4 +132,81 @@ async fn five_reloads_under_load_lose_nothing() {
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("5 reloads: {ok} requests ok, {failed} failed, 100 WebSockets kept");
     assert_eq!(failed, 0);
+}
+
+/// Rewrite the whole `[[listener]]` part: one listener per address, upstream `app`.
+fn rewrite_listeners(p: &Proxy, addrs: &[std::net::SocketAddr]) {
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    let head = &text[..text.find("[[listener]]").unwrap()];
+    let tail = &text[text.find("[upstream.app]").unwrap()..];
+    let listeners: String = addrs
+        .iter()
+        .map(|a| format!("[[listener]]\nlisten = \"{a}\"\nupstream = \"app\"\n\n"))
+        .collect();
+    std::fs::write(&p.config_path, format!("{head}{listeners}{tail}")).unwrap();
+}
+
+async fn reload(p: &Proxy) -> serde_json::Value {
+    let r = p
+        .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Does a fresh connection to `addr` get a 200?
+async fn serves(addr: std::net::SocketAddr) -> bool {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    c.get(format!("http://{addr}/"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_listeners() {
+    let a = backend("a").await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\", id = \"a\" }}]",
+        a.addr
+    ))
+    .await;
+    let first = p.http;
+    let second: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A keep-alive connection opened before any change.
+    let kept = reqwest::Client::new();
+    assert_eq!(kept.get(p.url("/")).send().await.unwrap().status(), 200);
+
+    // Added: the new port serves.
+    rewrite_listeners(&p, &[first, second]);
+    let report = reload(&p).await;
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+    assert!(serves(second).await);
+    assert!(serves(first).await);
+
+    // The first removed: new connections to it are turned away; the open one keeps working,
+    // and the second listener is untouched.
+    rewrite_listeners(&p, &[second]);
+    reload(&p).await;
+    assert!(
+        !serves(first).await,
+        "a removed listener turns new connections away"
+    );
+    assert_eq!(kept.get(p.url("/")).send().await.unwrap().status(), 200);
+    assert!(serves(second).await);
+
+    // Back again, and the added one removed: its port is free.
+    rewrite_listeners(&p, &[first]);
+    reload(&p).await;
+    assert!(serves(first).await);
+    assert!(!serves(second).await);
+    assert!(
+        tokio::net::TcpStream::connect(second).await.is_err(),
+        "the removed listener's socket is closed"
+    );
 }

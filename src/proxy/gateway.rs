@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -46,10 +47,17 @@ pub struct Gateway {
     tls: Option<Terminator>,
     /// Connections still allowed (`max_connections`), when limited.
     slots: Option<Arc<Semaphore>>,
+    /// Set while a reload has removed this listener: new connections are closed at once.
+    turned_away: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    pub fn new(route: Route, tls: Option<Terminator>, limits: HttpLimits) -> Self {
+    pub fn new(
+        route: Route,
+        tls: Option<Terminator>,
+        limits: HttpLimits,
+        turned_away: Arc<AtomicBool>,
+    ) -> Self {
         let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
         let slots =
             (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
@@ -59,6 +67,7 @@ impl Gateway {
             route,
             tls,
             slots,
+            turned_away,
         }
     }
 
@@ -115,6 +124,9 @@ impl ServerApp for Gateway {
     ) -> Option<Stream> {
         self.sweeper
             .call_once(|| Keepalive::spawn_sweeper(&self.path.keepalive));
+        if self.turned_away.load(Ordering::Acquire) {
+            return None;
+        }
         let permit = match &self.slots {
             None => None,
             Some(slots) => match slots.clone().try_acquire_owned() {

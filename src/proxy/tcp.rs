@@ -10,12 +10,21 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 
 /// Serves one TCP listener.
 pub struct TcpGateway {
-    pub route: Route,
+    route: Route,
+    /// Set while a reload has removed this listener: new connections are closed at once.
+    turned_away: Arc<AtomicBool>,
+}
+
+impl TcpGateway {
+    pub fn new(route: Route, turned_away: Arc<AtomicBool>) -> Self {
+        TcpGateway { route, turned_away }
+    }
 }
 
 #[async_trait]
@@ -27,6 +36,9 @@ impl ServerApp for TcpGateway {
         client: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        if self.turned_away.load(Ordering::Acquire) {
+            return None;
+        }
         let me = self.clone();
         tokio::spawn(async move { me.serve(client).await });
         None

@@ -1,5 +1,5 @@
-//! Health verdicts on their way to the controller, coalesced per backend: the latest verdict
-//! wins and none is ever dropped. The health checkers and the data plane's passive checks
+//! Health verdicts on their way to the controller, coalesced per backend and kind (active
+//! check, passive ejection): the latest verdict of each wins and none is ever dropped. The health checkers and the data plane's passive checks
 //! report here without waiting; a full diff queue cannot lose a "down", because a verdict is
 //! a slot per backend, not a message in a queue.
 
@@ -17,24 +17,34 @@ pub enum Verdict {
     Eject { reason: String },
 }
 
-/// The latest verdict per (upstream, backend), and a wake-up for the controller.
+/// Which slot a verdict takes: an active check's verdict and a passive ejection never
+/// replace each other (an ejection lost to a later "healthy" would leave its failure streak
+/// uncounted).
+type Slot = (String, BackendId, bool);
+
+/// The latest verdict per (upstream, backend, kind), and a wake-up for the controller.
 #[derive(Debug, Default)]
 pub struct Inbox {
-    latest: Mutex<HashMap<(String, BackendId), Verdict>>,
+    latest: Mutex<HashMap<Slot, Verdict>>,
     wake: Notify,
 }
 
 impl Inbox {
     /// Leave a verdict (replacing an older one not yet taken) and wake the controller.
     pub fn report(&self, upstream: &str, id: BackendId, verdict: Verdict) {
-        self.lock().insert((upstream.to_string(), id), verdict);
+        let eject = matches!(verdict, Verdict::Eject { .. });
+        self.lock()
+            .insert((upstream.to_string(), id, eject), verdict);
         // A stored permit: a report made while the controller is busy still wakes it.
         self.wake.notify_one();
     }
 
     /// Every verdict left since the last call.
     pub fn take(&self) -> Vec<((String, BackendId), Verdict)> {
-        self.lock().drain().collect()
+        self.lock()
+            .drain()
+            .map(|((upstream, id, _), v)| ((upstream, id), v))
+            .collect()
     }
 
     /// Resolves once a verdict is waiting.
@@ -42,7 +52,7 @@ impl Inbox {
         self.wake.notified().await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, BackendId), Verdict>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Slot, Verdict>> {
         self.latest.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -74,6 +84,23 @@ mod tests {
         let mut taken = inbox.take();
         taken.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(taken.len(), 2);
+        assert!(inbox.take().is_empty());
+        // An ejection and a later check verdict of one backend are both kept.
+        let eject = Verdict::Eject {
+            reason: "3 failures".into(),
+        };
+        inbox.report("u", "b".into(), eject.clone());
+        inbox.report(
+            "u",
+            "b".into(),
+            Verdict::Health {
+                healthy: true,
+                reason: "check".into(),
+            },
+        );
+        let both = inbox.take();
+        assert_eq!(both.len(), 2);
+        assert!(both.iter().any(|(_, v)| *v == eject));
         assert_eq!(
             taken[0].1,
             Verdict::Health {
@@ -82,6 +109,5 @@ mod tests {
             }
         );
         assert!(matches!(taken[1].1, Verdict::Eject { .. }));
-        assert!(inbox.take().is_empty());
     }
 }

@@ -133,7 +133,7 @@ impl BackgroundService for ControlPlane {
         if let (Some(fleet), Some(etcd)) = (&self.fleet, &self.etcd) {
             crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
         }
-        crate::health::spawn_all(&self.pool);
+        self.reloader.checkers.ensure();
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
@@ -262,6 +262,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         pool: pool.clone(),
         listeners: Arc::new(Listeners::new(pool.clone(), started)),
         resolvers,
+        checkers: Arc::new(crate::health::Checkers::new(pool.clone())),
         running: tokio::sync::Mutex::new(()),
     });
     let ready = Arc::new(AtomicBool::new(false));

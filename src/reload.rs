@@ -47,6 +47,8 @@ pub struct Reloader {
     pub listeners: Arc<Listeners>,
     /// Certificate sets of the TLS listeners.
     pub resolvers: Vec<Arc<SniResolver>>,
+    /// The active health checkers, started for upstreams that gain checks.
+    pub checkers: Arc<crate::health::Checkers>,
     /// One reload at a time.
     pub running: tokio::sync::Mutex<()>,
 }
@@ -65,6 +67,7 @@ impl Reload for Reloader {
             .reconfigure(config.upstreams)
             .await
             .map_err(|e| e.to_string())?;
+        self.checkers.ensure();
         warnings.extend(self.listeners.apply(&config.listeners)?);
         for r in &self.resolvers {
             if let Err(e) = r.reload() {

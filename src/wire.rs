@@ -6,7 +6,8 @@
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest request or response head tideway inspects itself; larger ones go to pingora as is.
+/// Largest response head tideway reads (request heads have the listener's limits,
+/// `proxy::head`); larger ones are refused.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Most headers inspected in one head.
 pub const MAX_HEADERS: usize = 96;

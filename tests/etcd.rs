@@ -595,8 +595,6 @@ async fn sockets_on(
 
 #[tokio::test]
 async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
     let etcd = Etcd::start().await;
     let (fa, fb) = (backend("fa").await, backend("fb").await);
     let upstream = format!(
@@ -659,15 +657,7 @@ async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
 
     // After drain_timeout, every WebSocket on both instances gets 1001.
     for ws in on_one.iter_mut().chain(on_two.iter_mut()) {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("closed")
-            .unwrap()
-            .unwrap();
-        match msg {
-            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
+        expect_going_away(ws, Duration::from_secs(10), "the drain's deadline").await;
     }
     let closed_after = drained_at.elapsed();
     assert!(

@@ -7,7 +7,6 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 async fn status_and_error(r: reqwest::RequestBuilder) -> (u16, String) {
@@ -324,15 +323,12 @@ async fn a_lapsed_registration_closes_its_websocket_with_no_api_traffic() {
     assert_eq!(resp.headers()["x-backend-id"], "lapsing");
     // No heartbeat and no other call to the API: the lapse and its drain deadline are the
     // controller's own business. ttl + drain_timeout + 1 s = 5 s.
-    let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-        .await
-        .expect("closed within ttl + drain_timeout + 1 s")
-        .unwrap()
-        .unwrap();
-    match msg {
-        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    expect_going_away(
+        &mut ws,
+        Duration::from_secs(5),
+        "within ttl + drain_timeout + 1 s",
+    )
+    .await;
     let after = registered.elapsed();
     println!("ttl 2s + drain_timeout 2s: 1001 after {after:?}");
     assert!(
@@ -388,15 +384,7 @@ async fn drain_keeps_open_websockets_until_the_deadline_then_sends_1001() {
     }
     // At the deadline every client gets a clean 1001 close.
     for ws in on_a.iter_mut() {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match msg {
-            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
+        expect_going_away(ws, Duration::from_secs(10), "the drain deadline").await;
     }
     assert!(
         drain_started.elapsed() >= Duration::from_millis(2500),

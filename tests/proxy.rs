@@ -251,15 +251,7 @@ async fn graceful_signal_closes_websockets_with_1001(signal: &str) {
         .unwrap();
     let signalled = std::time::Instant::now();
     for ws in clients.iter_mut() {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("closed within 5 s of the signal")
-            .unwrap()
-            .expect("a close frame, not a reset");
-        match msg {
-            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away),
-            other => panic!("expected close 1001, got {other:?}"),
-        }
+        expect_going_away(ws, Duration::from_secs(5), "within 5 s of the signal").await;
     }
     let status = proxy.child.wait().unwrap();
     assert!(status.success(), "{status}");

@@ -10,8 +10,6 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -47,23 +45,7 @@ async fn five_reloads_under_load_lose_nothing() {
     };
     let p = start_proxy(&set(&[&a])).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), p.url("/"));
-        load.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                let served = match c.get(&url).send().await {
-                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                let count = if served { &ok } else { &failed };
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let load = Load::start(&p.url("/"), 4);
     let mut sockets = Vec::new();
     for _ in 0..100 {
         let (ws, _) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
@@ -81,13 +63,7 @@ async fn five_reloads_under_load_lose_nothing() {
                 .status()
                 .unwrap();
         } else {
-            let r = p
-                .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let report: serde_json::Value = r.json().await.unwrap();
+            let report = reload(&p).await;
             assert_eq!(report["changed"], true, "{report}");
         }
         let want: BTreeSet<String> = step.iter().map(|x| x.id.clone()).collect();
@@ -115,10 +91,7 @@ async fn five_reloads_under_load_lose_nothing() {
     let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
     assert_eq!(serving(&p).await, all);
 
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
+    let (ok, failed) = load.stop().await;
     // Every WebSocket is still open and echoing (they were all on a, removed at reload 2).
     for ws in sockets.iter_mut() {
         ws.send(Message::text("still here")).await.unwrap();
@@ -129,7 +102,6 @@ async fn five_reloads_under_load_lose_nothing() {
             .unwrap();
         assert_eq!(echo, Message::text("still here"));
     }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!("5 reloads: {ok} requests ok, {failed} failed, 100 WebSockets kept");
     assert_eq!(failed, 0);
 }

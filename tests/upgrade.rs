@@ -7,8 +7,6 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -19,38 +17,7 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
     let mut old = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&b, 1)]))).await;
 
     // Load: 4 keep-alive clients, counting failures, until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), old.url("/"));
-        load.push(tokio::spawn(async move {
-            let c = reqwest::Client::new();
-            while !stop.load(Ordering::Relaxed) {
-                let served = match c.get(&url).send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        match r.bytes().await {
-                            Ok(_) if status == 200 => true,
-                            other => {
-                                eprintln!("request failed: {status} {other:?}");
-                                false
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "request failed at {:?}: {e:?}",
-                            std::time::SystemTime::now()
-                        );
-                        false
-                    }
-                };
-                let count = if served { &ok } else { &failed };
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
+    let load = Load::start(&old.url("/"), 4);
     let mut sockets = Vec::new();
     for _ in 0..100 {
         let (mut ws, _) = tokio_tungstenite::connect_async(old.ws_url("/chat"))
@@ -65,7 +32,7 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
     let mut new = spawn_tideway_with(&old.config_path, old.dir.path(), &["--upgrade"]);
     let sock = old.dir.path().join("data").join("upgrade.sock");
     wait_until(Duration::from_secs(20), || async { sock.exists() }).await;
-    let before = ok.load(Ordering::Relaxed);
+    let before = load.ok();
     std::process::Command::new("kill")
         .args(["-USR2", &old.child.id().to_string()])
         .status()
@@ -103,18 +70,14 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("again"));
     }
     let handed_over = Instant::now();
-    while ok.load(Ordering::Relaxed) < before + 200 {
+    while load.ok() < before + 200 {
         assert!(
             handed_over.elapsed() < Duration::from_secs(10),
             "load stalled"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     println!("binary upgrade: {ok} requests ok, {failed} failed, {abrupt} websockets without 1001");
     let _ = new.kill();
     let _ = new.wait();

@@ -14,7 +14,7 @@ use etcd_client::{GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often an instance publishes its counts and reads the others'.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -30,19 +30,10 @@ pub struct UpstreamCount {
     pub backends: BTreeMap<String, u64>,
 }
 
-/// One instance's counts.
+/// One instance's counts (when it was written is etcd's revision of it, not a clock).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
-    /// When it was made (ms since the epoch).
-    pub at_ms: u64,
     pub upstreams: BTreeMap<String, UpstreamCount>,
-}
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Report {
@@ -64,10 +55,7 @@ impl Report {
                 (name.clone(), count)
             })
             .collect();
-        Report {
-            at_ms: now_ms(),
-            upstreams,
-        }
+        Report { upstreams }
     }
 }
 
@@ -106,10 +94,14 @@ impl Fleet {
     /// Active connections to `upstream` on every instance (this one counted now, the others
     /// as last reported), by instance.
     pub fn upstream_counts(&self, upstream: &str) -> Vec<InstanceCount> {
-        let own = Report::of(&self.pool.snapshot());
+        let own = self
+            .pool
+            .snapshot()
+            .upstream(upstream)
+            .map_or(0, |u| u.backends.iter().map(|b| b.live.active()).sum());
         let mut all = vec![InstanceCount {
             instance: self.instance.clone(),
-            active_connections: own.upstreams.get(upstream).map_or(0, |c| c.active),
+            active_connections: own,
         }];
         for (instance, (_, r)) in self.others() {
             all.push(InstanceCount {

@@ -5,9 +5,9 @@
 //!
 //! The checker follows the snapshot: new backends are picked up, removed ones forgotten, and a
 //! backend the data plane ejected (passive health) must pass `rise` checks to come back. Its
-//! settings are read from the snapshot each round, so a reload that changes them applies; a
-//! supervisor starts a checker for an upstream that gains checks and a checker ends when its
-//! upstream loses them (or goes).
+//! settings are read from the snapshot each round, so a reload that changes them applies;
+//! [`Checkers::ensure`], run at start and after each reload, starts a checker for an upstream
+//! that gained checks, and a checker ends when its upstream loses them (or goes).
 //!
 //! Imports: `config`, `pool`, `wire`. Never `proxy` or `admin`.
 
@@ -28,9 +28,6 @@ struct Tracker {
     failed: u32,
 }
 
-/// How often the supervisor looks for upstreams that gained checks (after a reload).
-const SUPERVISE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// The active checks of an upstream in the current snapshot, if on.
 fn checks(pool: &PoolHandle, name: &str) -> Option<HealthConfig> {
     pool.snapshot()
@@ -41,27 +38,37 @@ fn checks(pool: &PoolHandle, name: &str) -> Option<HealthConfig> {
         .filter(|h| h.kind != HealthKind::None)
 }
 
-/// Run a checker task for every upstream with active checks, now and after reloads.
-pub fn spawn_all(pool: &PoolHandle) {
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        loop {
-            running.retain(|_, task| !task.is_finished());
-            let names: Vec<String> = pool.snapshot().upstreams.keys().cloned().collect();
-            for name in names {
-                if running.contains_key(&name) {
-                    continue;
-                }
-                if let Some(cfg) = checks(&pool, &name) {
-                    tracing::info!(upstream = %name, kind = ?cfg.kind, interval = ?cfg.interval, "active health checks on");
-                    let task = tokio::spawn(check_upstream(pool.clone(), name.clone()));
-                    running.insert(name, task);
-                }
-            }
-            tokio::time::sleep(SUPERVISE_EVERY).await;
+/// The checker tasks, one per upstream with active checks.
+pub struct Checkers {
+    pool: PoolHandle,
+    running: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl Checkers {
+    pub fn new(pool: PoolHandle) -> Self {
+        Checkers {
+            pool,
+            running: std::sync::Mutex::new(HashMap::new()),
         }
-    });
+    }
+
+    /// Start a checker for every upstream that has checks and none running (at start, and
+    /// after a reload; a checker whose upstream lost its checks has ended by itself).
+    pub fn ensure(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|_, task| !task.is_finished());
+        let names: Vec<String> = self.pool.snapshot().upstreams.keys().cloned().collect();
+        for name in names {
+            if running.contains_key(&name) {
+                continue;
+            }
+            if let Some(cfg) = checks(&self.pool, &name) {
+                tracing::info!(upstream = %name, kind = ?cfg.kind, interval = ?cfg.interval, "active health checks on");
+                let task = tokio::spawn(check_upstream(self.pool.clone(), name.clone()));
+                running.insert(name, task);
+            }
+        }
+    }
 }
 
 async fn check_upstream(pool: PoolHandle, name: String) {

@@ -410,16 +410,12 @@ impl HttpPath {
 
         let mut body = Progress::new(res.framing, res.encoding);
         let rest = &bufs.upstream[head_len..];
-        let first = if body.verbatim() {
-            let n = body.take(rest, &mut bufs.reply);
-            if let Ok(n) = n {
-                bufs.reply.extend_from_slice(&rest[..n]);
-            }
-            n
-        } else {
-            body.take(rest, &mut bufs.reply)
+        let first = body
+            .take(rest, &mut bufs.reply)
+            .map_err(|e| Failure::Answered(502, e.to_string()))?;
+        if body.verbatim() {
+            bufs.reply.extend_from_slice(&rest[..first]);
         }
-        .map_err(|e| Failure::Answered(502, e.to_string()))?;
         let mut extra = first < rest.len();
         let status = res.status;
         // A refused upgrade: the backend may think the connection switched all the same.

@@ -85,6 +85,14 @@ pub const MAX_CONTENT_LENGTH: u64 = 9_999_999_999;
 /// Headers a `Connection` header may never make hop-by-hop.
 const NEVER_HOP_BY_HOP: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
+/// Append one header field line, `name: value` and CRLF.
+pub(super) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Is `token` one of the comma-separated values of a header (case-insensitive)?
 pub(super) fn has_token(value: &[u8], token: &str) -> bool {
     value
@@ -345,9 +353,7 @@ pub fn classify(
     }
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    out.extend_from_slice(b"host: ");
-    out.extend_from_slice(seen.host.unwrap_or(default_host.as_bytes()));
-    out.extend_from_slice(b"\r\n");
+    write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
     for h in headers {
         // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
         // `X_Real_IP` and `X-Real-IP` to the same variable.
@@ -357,10 +363,7 @@ pub fn classify(
         {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        write_field(out, h.name.as_bytes(), h.value);
     }
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");

@@ -7,7 +7,7 @@
 //! answer is decoded and the connection closes at its end, as nginx does.
 
 use super::body::{Encoding, Framing};
-use super::request::{has_token, named_by, parse_length, Request, MAX_HEADERS};
+use super::request::{has_token, named_by, parse_length, write_field, Request, MAX_HEADERS};
 use std::io::Write;
 
 /// A backend's response head, as tideway forwards it.
@@ -171,10 +171,7 @@ pub fn inspect_response(
         {
             continue;
         }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        write_field(out, h.name.as_bytes(), h.value);
     }
     match (framing, encoding) {
         (Framing::Length(n), _) => {

@@ -4,7 +4,7 @@ use super::keepalive::Keepalive;
 use crate::config::UpstreamPolicy;
 use crate::pool::backend::ActiveGuard;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -246,9 +246,4 @@ impl Route {
 /// JSON error body, as everywhere in tideway.
 pub fn error_body(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
-}
-
-/// The client's IP, if the stream is a TCP socket.
-pub fn client_ip(digest: Option<&pingora::protocols::l4::socket::SocketAddr>) -> Option<IpAddr> {
-    digest.and_then(|a| a.as_inet()).map(|a| a.ip())
 }

@@ -301,3 +301,96 @@ where
     }
     start.elapsed()
 }
+
+/// Keep-alive HTTP load: `clients` clients each sending GETs to `url` one after another until
+/// stopped, counting answered (200, whole body) and failed requests; failures are printed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(url: &str, clients: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let c = reqwest::Client::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let served = match c.get(&url).send().await {
+                            Ok(r) => {
+                                let status = r.status();
+                                match r.bytes().await {
+                                    Ok(_) if status == 200 => true,
+                                    other => {
+                                        eprintln!("request failed: {status} {other:?}");
+                                        false
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                eprintln!("request failed: {e:?}");
+                                false
+                            }
+                        };
+                        let count = if served { &ok } else { &failed };
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Requests answered so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stop the clients; (answered, failed).
+    pub async fn stop(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The next message on `ws` must arrive within `limit` and be a close frame with code 1001
+/// (going away); `what` says what was waited for.
+pub async fn expect_going_away<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    limit: Duration,
+    what: &str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+    let msg = tokio::time::timeout(limit, ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("not closed: {what}"))
+        .expect("a frame, not end of stream")
+        .expect("a close frame, not a reset");
+    match msg {
+        Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away, "{what}"),
+        other => panic!("expected close 1001 ({what}), got {other:?}"),
+    }
+}

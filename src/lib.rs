@@ -2,7 +2,7 @@
 //!
 //! Module graph (imports flow one way): `config`, `metrics`, `wire` <- `pool` <- `store`
 //! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
-//! `signals` <- `main`. `proxy` never imports `admin`, `discovery` or `health`, and they never
+//! `signals`, `rebalance`, `autoscale` <- `main`. `proxy` never imports `admin`, `discovery` or `health`, and they never
 //! import `proxy`. Only the pool's controller calls `store()` on the snapshot.
 
 pub mod admin;
@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod pool;
 pub mod proxy;
+pub mod rebalance;
 pub mod reload;
 pub mod signals;
 pub mod store;

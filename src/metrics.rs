@@ -4,7 +4,7 @@
 //!
 //! Imports: nothing else in tideway.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::OnceLock;
 
 /// The process registry.
@@ -20,6 +20,14 @@ pub struct Metrics {
     pub etcd_sessions_lost: IntCounter,
     /// Malformed etcd entries ignored.
     pub etcd_malformed: IntCounter,
+    /// WebSockets the rebalancer closed (1001) to move them, by upstream.
+    pub rebalance_closed: IntCounterVec,
+    /// Misplaced WebSockets still waiting for a close, as of the last check, by upstream.
+    pub rebalance_misplaced: IntGaugeVec,
+    /// Autoscale hook runs, by upstream and outcome (ok, failed).
+    pub autoscale_runs: IntCounterVec,
+    /// The backend count the autoscale hook last reported successfully, by upstream.
+    pub autoscale_backends: IntGaugeVec,
 }
 
 /// The process-wide metrics.
@@ -68,8 +76,52 @@ pub fn global() -> &'static Metrics {
         ] {
             registry.register(c).expect("registered once");
         }
+        let rebalance_closed = IntCounterVec::new(
+            Opts::new(
+                "tideway_rebalance_closed_total",
+                "WebSockets closed with 1001 to move them to the backend that should have them",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let rebalance_misplaced = IntGaugeVec::new(
+            Opts::new(
+                "tideway_rebalance_misplaced",
+                "Misplaced WebSockets still to be moved, as of the last check",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let autoscale_runs = IntCounterVec::new(
+            Opts::new(
+                "tideway_autoscale_runs_total",
+                "Autoscale hook runs, by outcome (ok, failed)",
+            ),
+            &["upstream", "outcome"],
+        )
+        .expect("valid metric");
+        let autoscale_backends = IntGaugeVec::new(
+            Opts::new(
+                "tideway_autoscale_backends",
+                "Backend count the autoscale hook last reported successfully",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(rebalance_closed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rebalance_misplaced.clone()),
+            Box::new(autoscale_runs.clone()),
+            Box::new(autoscale_backends.clone()),
+        ] {
+            registry.register(c).expect("registered once");
+        }
         Metrics {
             registry,
+            rebalance_closed,
+            rebalance_misplaced,
+            autoscale_runs,
+            autoscale_backends,
             tunnels_ended,
             health_transitions,
             etcd_up,

@@ -116,6 +116,8 @@ struct UpstreamSection {
     backends: Vec<Spanned<BackendSection>>,
     health: Option<Spanned<HealthSection>>,
     scale: Option<Spanned<ScaleSection>>,
+    rebalance: Option<Spanned<RebalanceSection>>,
+    autoscale: Option<Spanned<AutoscaleSection>>,
     registration: Option<Spanned<RegistrationSection>>,
 }
 
@@ -155,6 +157,24 @@ struct ScaleSection {
     target_per_backend: u32,
     min: Option<u32>,
     max: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebalanceSection {
+    per_second: u32,
+    factor: Option<f64>,
+    settle: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoscaleSection {
+    exec: Option<String>,
+    webhook: Option<String>,
+    cooldown: Option<Dur>,
+    hysteresis: Option<f64>,
+    interval: Option<Dur>,
 }
 
 /// Turns spans into located errors.
@@ -410,6 +430,46 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
     Ok(limits)
 }
 
+fn autoscale(
+    cx: &Ctx<'_>,
+    a: &Spanned<AutoscaleSection>,
+    has_scale: bool,
+) -> Result<AutoscaleConfig, ConfigError> {
+    let s = a.get_ref();
+    let hook = match (&s.exec, &s.webhook) {
+        (Some(cmd), None) if !cmd.trim().is_empty() => ScaleHook::Exec(cmd.clone()),
+        (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+            ScaleHook::Webhook(url.clone())
+        }
+        _ => {
+            return Err(cx.err(
+                a.span(),
+                "autoscale needs exactly one of exec = \"command\" or webhook = \"http://...\"",
+            ))
+        }
+    };
+    if !has_scale {
+        return Err(cx.err(
+            a.span(),
+            "autoscale needs a scale section (scale = { target_per_backend = N })",
+        ));
+    }
+    let hysteresis = s.hysteresis.unwrap_or(DEFAULT_AUTOSCALE_HYSTERESIS);
+    if !(0.0..1.0).contains(&hysteresis) {
+        return Err(cx.err(a.span(), "autoscale.hysteresis must be in [0, 1)"));
+    }
+    let interval = s.interval.map_or(DEFAULT_AUTOSCALE_INTERVAL, |d| d.0);
+    if interval.is_zero() {
+        return Err(cx.err(a.span(), "autoscale.interval must be more than 0"));
+    }
+    Ok(AutoscaleConfig {
+        hook,
+        cooldown: s.cooldown.map_or(DEFAULT_AUTOSCALE_COOLDOWN, |d| d.0),
+        hysteresis,
+        interval,
+    })
+}
+
 fn validate_upstream(
     cx: &Ctx<'_>,
     name: &str,
@@ -513,6 +573,24 @@ fn validate_upstream(
             min,
             max,
         });
+    }
+    if let Some(r) = &up.rebalance {
+        let rs = r.get_ref();
+        let factor = rs.factor.unwrap_or(DEFAULT_REBALANCE_FACTOR);
+        if rs.per_second == 0 || !(factor >= 1.0 && factor.is_finite()) {
+            return Err(cx.err(
+                r.span(),
+                "rebalance needs per_second >= 1 and factor >= 1.0 (e.g. { per_second = 50 })",
+            ));
+        }
+        policy.rebalance = Some(RebalanceConfig {
+            per_second: rs.per_second,
+            factor,
+            settle: rs.settle.map_or(DEFAULT_REBALANCE_SETTLE, |d| d.0),
+        });
+    }
+    if let Some(a) = &up.autoscale {
+        policy.autoscale = Some(autoscale(cx, a, policy.scale.is_some())?);
     }
 
     if let Some(r) = &up.registration {

@@ -175,6 +175,10 @@ pub struct UpstreamPolicy {
     /// Ramp a joining or recovering backend's weight from 10% to 100% over this long.
     pub slow_start: Option<Duration>,
     pub scale: Option<ScaleConfig>,
+    /// Close misplaced WebSockets after the pool changes, so clients reconnect where they belong.
+    pub rebalance: Option<RebalanceConfig>,
+    /// Run a command or call a webhook when the recommended backend count changes.
+    pub autoscale: Option<AutoscaleConfig>,
     /// What the register token may do here.
     pub registration: super::scope::RegistrationScope,
 }
@@ -194,10 +198,58 @@ impl Default for UpstreamPolicy {
             proxy_protocol: None,
             slow_start: None,
             scale: None,
+            rebalance: None,
+            autoscale: None,
             registration: super::scope::RegistrationScope::default(),
         }
     }
 }
+
+/// `rebalance = { per_second = N, factor = F, settle = "1s" }`: after the pool changes, close
+/// (with 1001) the WebSockets that are no longer where the upstream would place them, at most
+/// `per_second` a second across the fleet, so their clients reconnect there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RebalanceConfig {
+    pub per_second: u32,
+    /// Other than `hash`: shed from backends holding more than `factor` times the average.
+    pub factor: f64,
+    /// How long the pool must stay unchanged before misplaced sessions are closed, so a burst
+    /// of registrations moves each session once.
+    pub settle: Duration,
+}
+
+/// Default `rebalance.factor`.
+pub const DEFAULT_REBALANCE_FACTOR: f64 = 1.25;
+/// Default `rebalance.settle`.
+pub const DEFAULT_REBALANCE_SETTLE: Duration = Duration::from_secs(1);
+
+/// What an autoscale hook calls.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScaleHook {
+    /// A shell command (`sh -c`), with the counts in its environment.
+    Exec(String),
+    /// An HTTP URL that gets a JSON POST.
+    Webhook(String),
+}
+
+/// `[upstream.X.autoscale]`: act on the recommended backend count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoscaleConfig {
+    pub hook: ScaleHook,
+    /// Least time between two runs of the hook.
+    pub cooldown: Duration,
+    /// Scale in only once the load fits the smaller count with this margin (0.1 = 10%).
+    pub hysteresis: f64,
+    /// How often the recommendation is read.
+    pub interval: Duration,
+}
+
+/// Default `autoscale.cooldown`.
+pub const DEFAULT_AUTOSCALE_COOLDOWN: Duration = Duration::from_secs(60);
+/// Default `autoscale.hysteresis`.
+pub const DEFAULT_AUTOSCALE_HYSTERESIS: f64 = 0.1;
+/// Default `autoscale.interval`.
+pub const DEFAULT_AUTOSCALE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A backend given in the config file.
 #[derive(Clone, Debug, PartialEq)]

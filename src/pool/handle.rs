@@ -48,9 +48,15 @@ pub struct PoolHandle {
     current: Arc<ArcSwap<Snapshot>>,
     tx: mpsc::Sender<Command>,
     inbox: Arc<Inbox>,
+    sessions: Arc<super::sessions::Sessions>,
 }
 
 impl PoolHandle {
+    /// The live WebSockets of rebalanced upstreams.
+    pub fn sessions(&self) -> &Arc<super::sessions::Sessions> {
+        &self.sessions
+    }
+
     /// The current snapshot (cheap; do not hold it across long waits).
     pub fn load(&self) -> Guard<Arc<Snapshot>> {
         self.current.load()
@@ -110,6 +116,7 @@ impl Controller {
             current: self.current().clone(),
             tx,
             inbox: inbox.clone(),
+            sessions: Arc::default(),
         };
         let task = ControllerTask {
             controller: self,

@@ -13,6 +13,7 @@ pub mod deadlines;
 pub mod diff;
 pub mod handle;
 pub mod inbox;
+pub mod sessions;
 pub mod snapshot;
 pub mod toggles;
 
@@ -21,4 +22,5 @@ pub use controller::Controller;
 pub use diff::{Diff, PoolError};
 pub use handle::{ControllerTask, PoolHandle};
 pub use inbox::Verdict;
+pub use sessions::{Session, SessionGuard, Sessions};
 pub use snapshot::{Snapshot, Upstream};

@@ -116,6 +116,8 @@ pub struct Upgraded {
     pub conn: Conn,
     /// Bytes the backend sent after its 101 head, already passed to the client.
     pub down: Vec<u8>,
+    /// The hash of the handshake's sticky key (where rebalancing places it).
+    pub key: u32,
 }
 
 /// tideway's HTTP path of one listener.
@@ -238,7 +240,11 @@ impl HttpPath {
             Health::Unknown => {}
         }
         if let Some(down) = done.switched {
-            return Next::Upgraded(Upgraded { conn, down });
+            return Next::Upgraded(Upgraded {
+                conn,
+                down,
+                key: req.key,
+            });
         }
         // A connection that carries a PROXY header names one client: never pooled.
         if done.reusable && policy.proxy_protocol.is_none() {

@@ -246,6 +246,7 @@ impl Gateway {
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
             let idle = policy.as_ref().map(|p| p.idle_timeout);
+            let rebalanced = policy.as_ref().is_some_and(|p| p.rebalance.is_some());
             let next = self
                 .path
                 .forward(&mut stream, &mut bufs, head_len, req, policy, peers)
@@ -268,7 +269,7 @@ impl Gateway {
                     let route = self.route.clone();
                     let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
                     tokio::spawn(async move {
-                        websocket::tunnel(&route, stream, early, up, idle).await;
+                        websocket::tunnel(&route, stream, early, up, idle, rebalanced).await;
                         drop(permit);
                     });
                     return None;

@@ -1,7 +1,8 @@
 //! A WebSocket after its handshake. The handshake itself is an ordinary exchange
 //! ([`super::exchange`]): only a valid one is forwarded with its Upgrade, and only the
 //! backend's 101 switches. From there the connection is a [`Tunnel`]: no 60 s read timeout,
-//! no per-connection buffer, a 1001 close frame when tideway closes it.
+//! no per-connection buffer, a 1001 close frame when tideway closes it. On an upstream with
+//! `rebalance`, the tunnel is registered in the pool's sessions, with a close signal of its own.
 
 use super::exchange::{Upgraded, DEFAULT_SEND_TIMEOUT};
 use super::route::Route;
@@ -10,9 +11,27 @@ use pingora::protocols::Stream;
 use std::time::Duration;
 
 /// Tunnel `client` to the backend that switched. `early` holds what the client sent behind
-/// its handshake, held back until the 101 and sent now.
-pub async fn tunnel(route: &Route, client: Stream, early: Vec<u8>, up: Upgraded, idle: Duration) {
-    let Upgraded { conn, down } = up;
+/// its handshake, held back until the 101 and sent now. `rebalanced`: register the tunnel so the
+/// rebalancer can move it.
+pub async fn tunnel(
+    route: &Route,
+    client: Stream,
+    early: Vec<u8>,
+    up: Upgraded,
+    idle: Duration,
+    rebalanced: bool,
+) {
+    let Upgraded { conn, down, key } = up;
+    let (close, session) = if rebalanced {
+        let (close, guard) =
+            route
+                .pool
+                .sessions()
+                .open(&route.upstream, conn.id.clone(), key, &conn.close);
+        (close, Some(guard))
+    } else {
+        (conn.close, None)
+    };
     let mut io = conn.io;
     if !early.is_empty()
         && super::body::send(&mut io, &early, DEFAULT_SEND_TIMEOUT)
@@ -21,10 +40,11 @@ pub async fn tunnel(route: &Route, client: Stream, early: Vec<u8>, up: Upgraded,
     {
         return;
     }
-    let mut tunnel = Tunnel::new(client, io, idle, conn.close, true);
+    let mut tunnel = Tunnel::new(client, io, idle, close, true);
     tunnel.already_sent_down(&down);
     tunnel.already_sent_up(&early);
     drop((down, early));
     finish(&route.upstream, tunnel.await);
+    drop(session);
     drop(conn.guard);
 }

@@ -11,6 +11,7 @@ pub mod balance;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod demo_client;
 pub mod discovery;
 pub mod health;
 pub mod listeners;

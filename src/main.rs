@@ -67,6 +67,30 @@ enum Command {
         #[arg(long, env = "TIDEWAY_REGISTER_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// A WebSocket load client: N connections keyed by uid, messages at a set rate,
+    /// reconnecting on 1001; prints progress and a final JSON report.
+    DemoClient {
+        /// WebSocket URL of the proxy; `?KEY=UID` is appended per connection.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+        url: String,
+        #[arg(long, default_value_t = 100)]
+        connections: usize,
+        /// Query argument that carries the uid.
+        #[arg(long, default_value = "uid")]
+        key: String,
+        /// uid of the first connection.
+        #[arg(long, default_value_t = 1)]
+        first_uid: u64,
+        /// Messages per second per connection.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// How long to run (e.g. 30s, 5m); until Ctrl-C without it.
+        #[arg(long)]
+        duration: Option<String>,
+        /// Seconds between progress lines.
+        #[arg(long, default_value_t = 5)]
+        every: u64,
+    },
     /// Operate a running tideway through its admin API.
     Ctl {
         /// Admin API URL.
@@ -243,6 +267,55 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Command::DemoClient {
+            url,
+            connections,
+            key,
+            first_uid,
+            rate,
+            duration,
+            every,
+        } => {
+            let duration = duration
+                .map(|d| tideway::config::parse_duration(&d))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+            let report = rt()?.block_on(async {
+                let client = tideway::demo_client::Client::start(tideway::demo_client::Options {
+                    url,
+                    connections,
+                    key,
+                    first_uid,
+                    rate,
+                });
+                let end = async {
+                    match duration {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
+                    }
+                };
+                tokio::pin!(end);
+                let mut progress = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
+                progress.tick().await;
+                loop {
+                    tokio::select! {
+                        () = &mut end => break,
+                        _ = progress.tick() => {
+                            let r = client.report();
+                            eprintln!(
+                                "open {} reconnects {} going_away {} abrupt {} sent {} echoed {} spread {:?}",
+                                r.open, r.reconnects, r.going_away_closes, r.abrupt_closes, r.sent, r.echoed, r.spread
+                            );
+                        }
+                    }
+                }
+                client.stop().await
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
         Command::Ctl { admin, token, cmd } => {
             let token = match token {
                 Some(t) => t,

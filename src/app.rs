@@ -134,6 +134,7 @@ impl BackgroundService for ControlPlane {
             crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
         }
         crate::rebalance::spawn(self.pool.clone(), self.fleet.clone());
+        crate::autoscale::spawn(self.pool.clone(), self.fleet.clone());
         self.reloader.checkers.ensure();
         if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {

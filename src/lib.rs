@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod autoscale;
 pub mod balance;
 pub mod config;
 pub mod ctl;

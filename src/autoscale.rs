@@ -1,0 +1,256 @@
+//! The autoscale hook: acts on the recommended backend count without Kubernetes. For each
+//! upstream with `[upstream.X.autoscale]`, the count (`GET /v1/upstreams/X/scale`, fleet-wide
+//! with etcd) is read every `interval`; when it moves, a command runs (`exec`, through `sh -c`)
+//! or a webhook gets a JSON POST, so a Supervisor or systemd setup can add or remove workers.
+//!
+//! - **Reference**: the first reading after start is the count in place; the hook fires when
+//!   the recommendation leaves it, and a successful run makes the new count the reference. A
+//!   failed run leaves the reference, so the change is tried again after the cooldown.
+//! - **Hysteresis**: scaling out follows `ceil(active / target)` at once; scaling in waits until
+//!   the load fits the smaller count with a margin, `ceil(active / (target * (1 - h))))`, so a
+//!   load hovering at a boundary does not flap.
+//! - **Cooldown**: at least `cooldown` between two runs; changes meanwhile are folded into the
+//!   next run, which carries the count as it is then.
+//! - **Fleet**: every instance computes the same fleet-wide count, and only the instance with
+//!   the smallest name among the live ones runs the hook (without etcd, the only instance).
+//!
+//! The command gets `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
+//! `TIDEWAY_PREVIOUS_BACKENDS`, `TIDEWAY_ACTIVE_CONNECTIONS` and `TIDEWAY_TARGET_PER_BACKEND`;
+//! the webhook the same as JSON. Output and exit status are logged; runs are counted by outcome.
+//!
+//! Imports: `config`, `pool`, `admin::view` (the scale signal), `discovery::fleet`, `metrics`.
+
+use crate::admin::view::ScaleView;
+use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook};
+use crate::discovery::fleet::Fleet;
+use crate::pool::PoolHandle;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the hook task wakes to see which upstream is due.
+const TICK: Duration = Duration::from_millis(100);
+/// Longest a command or webhook call may take.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Output kept in the log, per stream.
+const MAX_OUTPUT: usize = 2048;
+
+/// The count to scale to, if any: out as soon as `ceil(active / target)` exceeds `current`,
+/// in once the load fits a smaller count with the `hysteresis` margin; clamped to the scale
+/// section's min and max.
+pub fn decide(active: u64, scale: &ScaleConfig, hysteresis: f64, current: usize) -> Option<usize> {
+    let clamp = |n: u64| (n as usize).clamp(scale.min as usize, scale.max as usize);
+    let target = f64::from(scale.target_per_backend);
+    let out = clamp(active.div_ceil(u64::from(scale.target_per_backend)));
+    if out > current {
+        return Some(out);
+    }
+    let fits = clamp((active as f64 / (target * (1.0 - hysteresis))).ceil() as u64);
+    (fits < current).then_some(fits)
+}
+
+/// What one run of the hook is told.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Change {
+    pub upstream: String,
+    pub backends: usize,
+    pub previous_backends: usize,
+    pub active_connections: u64,
+    pub target_per_backend: u32,
+}
+
+/// Per upstream: the count in place and when the hook last ran.
+#[derive(Default)]
+struct Track {
+    reference: Option<usize>,
+    last_run: Option<Instant>,
+    next_check: Option<Instant>,
+    /// A run is under way; its outcome sets `reference`.
+    running: Arc<AtomicBool>,
+    /// Set by a run that succeeded, taken at the next check.
+    applied: Arc<Mutex<Option<usize>>>,
+}
+
+/// Run the hooks for the life of the process.
+pub fn spawn(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
+    tokio::spawn(async move {
+        let mut tracks: HashMap<String, Track> = HashMap::new();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            step(&pool, fleet.as_deref(), &mut tracks, Instant::now());
+        }
+    });
+}
+
+/// Is this instance the one that runs the hooks?
+fn leads(fleet: Option<&Fleet>) -> bool {
+    fleet.is_none_or(|f| f.instances().iter().all(|other| f.instance <= *other))
+}
+
+fn step(
+    pool: &PoolHandle,
+    fleet: Option<&Fleet>,
+    tracks: &mut HashMap<String, Track>,
+    now: Instant,
+) {
+    let snap = pool.snapshot();
+    tracks.retain(|name, _| {
+        snap.upstream(name)
+            .is_some_and(|u| u.policy.autoscale.is_some())
+    });
+    for (name, up) in &snap.upstreams {
+        let (Some(cfg), Some(scale)) = (&up.policy.autoscale, &up.policy.scale) else {
+            continue;
+        };
+        let t = tracks.entry(name.clone()).or_default();
+        if t.next_check.is_some_and(|at| now < at) || t.running.load(Ordering::Acquire) {
+            continue;
+        }
+        t.next_check = Some(now + cfg.interval);
+        if let Some(n) = t.applied.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.reference = Some(n);
+        }
+        let signal = ScaleView::of(up, fleet);
+        let active = signal.active_connections;
+        let Some(current) = t.reference else {
+            t.reference = Some(signal.recommended_backends);
+            tracing::info!(upstream = %name, backends = signal.recommended_backends, "autoscale: reference count");
+            continue;
+        };
+        let Some(want) = decide(active, scale, cfg.hysteresis, current) else {
+            continue;
+        };
+        if t.last_run
+            .is_some_and(|at| now.duration_since(at) < cfg.cooldown)
+            || !leads(fleet)
+        {
+            continue;
+        }
+        t.last_run = Some(now);
+        t.running.store(true, Ordering::Release);
+        let change = Change {
+            upstream: name.clone(),
+            backends: want,
+            previous_backends: current,
+            active_connections: active,
+            target_per_backend: scale.target_per_backend,
+        };
+        let (running, applied, cfg) = (t.running.clone(), t.applied.clone(), cfg.clone());
+        tokio::spawn(async move {
+            let ok = run(&cfg, &change).await;
+            let outcome = if ok { "ok" } else { "failed" };
+            let m = crate::metrics::global();
+            m.autoscale_runs
+                .with_label_values(&[&change.upstream, outcome])
+                .inc();
+            if ok {
+                m.autoscale_backends
+                    .with_label_values(&[&change.upstream])
+                    .set(change.backends as i64);
+                *applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(change.backends);
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Run the hook once; true when it succeeded (exit 0, or a 2xx answer).
+async fn run(cfg: &AutoscaleConfig, c: &Change) -> bool {
+    tracing::info!(upstream = %c.upstream, from = c.previous_backends, to = c.backends, active = c.active_connections, "autoscale: running the hook");
+    match &cfg.hook {
+        ScaleHook::Exec(cmd) => exec(cmd, c).await,
+        ScaleHook::Webhook(url) => webhook(url, c).await,
+    }
+}
+
+fn clip(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT)]);
+    text.trim_end().to_string()
+}
+
+async fn exec(cmd: &str, c: &Change) -> bool {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("TIDEWAY_UPSTREAM", &c.upstream)
+        .env("TIDEWAY_BACKENDS", c.backends.to_string())
+        .env("TIDEWAY_PREVIOUS_BACKENDS", c.previous_backends.to_string())
+        .env(
+            "TIDEWAY_ACTIVE_CONNECTIONS",
+            c.active_connections.to_string(),
+        )
+        .env(
+            "TIDEWAY_TARGET_PER_BACKEND",
+            c.target_per_backend.to_string(),
+        )
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(HOOK_TIMEOUT, child).await {
+        Err(_) => {
+            tracing::warn!(upstream = %c.upstream, "autoscale: the command timed out and was killed");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %c.upstream, error = %e, "autoscale: the command could not run");
+            false
+        }
+        Ok(Ok(out)) => {
+            let (stdout, stderr) = (clip(&out.stdout), clip(&out.stderr));
+            if out.status.success() {
+                tracing::info!(upstream = %c.upstream, status = %out.status, %stdout, %stderr, "autoscale: command done");
+            } else {
+                tracing::warn!(upstream = %c.upstream, status = %out.status, %stdout, %stderr, "autoscale: command failed");
+            }
+            out.status.success()
+        }
+    }
+}
+
+async fn webhook(url: &str, c: &Change) -> bool {
+    let sent = reqwest::Client::new()
+        .post(url)
+        .timeout(HOOK_TIMEOUT)
+        .json(c)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {
+            tracing::info!(upstream = %c.upstream, status = %r.status(), "autoscale: webhook done");
+            true
+        }
+        Ok(r) => {
+            tracing::warn!(upstream = %c.upstream, status = %r.status(), "autoscale: webhook refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(upstream = %c.upstream, error = %e, "autoscale: webhook failed");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_at_once_in_with_a_margin() {
+        let s = ScaleConfig {
+            target_per_backend: 2,
+            min: 1,
+            max: 10,
+        };
+        assert_eq!(decide(5, &s, 0.2, 1), Some(3));
+        assert_eq!(decide(5, &s, 0.2, 3), None);
+        // 5 fits 3 backends exactly, but not with a 20% margin (3.2 > 3 -> 4).
+        assert_eq!(decide(5, &s, 0.2, 5), Some(4));
+        assert_eq!(decide(5, &s, 0.0, 5), Some(3));
+        assert_eq!(decide(0, &s, 0.2, 3), Some(1));
+        assert_eq!(decide(1000, &s, 0.2, 3), Some(10), "clamped to max");
+        assert_eq!(decide(0, &s, 0.2, 1), None, "clamped to min");
+    }
+}

@@ -1,0 +1,190 @@
+//! The autoscale hook on a real tideway: a command runs with the recommended count as live
+//! WebSockets rise and fall, with hysteresis on the way in and a cooldown between runs; a
+//! webhook gets the same as JSON, and a failed run is counted and tried again.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(p: &Proxy, n: usize) -> Vec<Ws> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(p.ws_url("/"))
+            .await
+            .unwrap();
+        // One echo: the tunnel is up and counted before we go on.
+        ws.send(Message::text("hi")).await.unwrap();
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+        out.push(ws);
+    }
+    out
+}
+
+async fn close(conns: &mut Vec<Ws>, n: usize) {
+    for mut ws in conns.drain(..n) {
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+}
+
+use futures_util::{SinkExt, StreamExt};
+
+/// The lines the hook command appended: (previous, new, time in seconds).
+fn runs(file: &std::path::Path) -> Vec<(usize, usize, f64)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (
+                v[0].parse().unwrap(),
+                v[1].parse().unwrap(),
+                v[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Wait until the hook task has taken its reference count (before any load).
+async fn wait_reference(p: &Proxy) {
+    let log = p.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("autoscale: reference count"))
+    })
+    .await;
+}
+
+async fn wait_runs(file: &std::path::Path, n: usize) -> Vec<(usize, usize, f64)> {
+    wait_until(Duration::from_secs(20), || async { runs(file).len() >= n }).await;
+    runs(file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_follows_the_load_with_hysteresis_and_cooldown() {
+    let b = backend("a1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs");
+    let p = start_proxy(&format!(
+        "[upstream.app]\n{}\nscale = {{ target_per_backend = 2, min = 1, max = 10 }}\n\
+         [upstream.app.autoscale]\nexec = \"echo $TIDEWAY_PREVIOUS_BACKENDS $TIDEWAY_BACKENDS $(date +%s.%N) >> {}; echo scaled-to-$TIDEWAY_BACKENDS\"\n\
+         cooldown = \"1s\"\nhysteresis = 0.2\ninterval = \"100ms\"\n",
+        backends_toml(&[(&b, 1)]),
+        file.display()
+    ))
+    .await;
+
+    wait_reference(&p).await;
+    // 5 connections at 2 per backend: 3 backends, at once.
+    let mut conns = open(&p, 5).await;
+    let r = wait_runs(&file, 1).await;
+    assert_eq!((r[0].0, r[0].1), (1, 3), "{r:?}");
+    // 9: 5.
+    conns.extend(open(&p, 4).await);
+    let r = wait_runs(&file, 2).await;
+    assert_eq!((r[1].0, r[1].1), (3, 5), "{r:?}");
+    // Down to 4 right away, within the cooldown: one run when it ends, with the count then.
+    // 4 connections fit 2 backends exactly, but not with the 20% margin: 3.
+    close(&mut conns, 5).await;
+    let r = wait_runs(&file, 3).await;
+    assert_eq!((r[2].0, r[2].1), (5, 3), "{r:?}");
+    // 3 connections: 3 / (2 * 0.8) = 1.9 -> 2.
+    close(&mut conns, 1).await;
+    let r = wait_runs(&file, 4).await;
+    assert_eq!((r[3].0, r[3].1), (3, 2), "{r:?}");
+    close(&mut conns, 3).await;
+    let r = wait_runs(&file, 5).await;
+    assert_eq!((r[4].0, r[4].1), (2, 1), "{r:?}");
+    for pair in r.windows(2) {
+        assert!(
+            pair[1].2 - pair[0].2 >= 1.0,
+            "runs closer than the cooldown: {r:?}"
+        );
+    }
+    // Nothing more while the load stays put.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(runs(&file).len(), 5);
+    assert_eq!(
+        metric(
+            &p,
+            "tideway_autoscale_runs_total{outcome=\"ok\",upstream=\"app\"}"
+        )
+        .await,
+        5.0
+    );
+    let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
+    assert!(
+        log.contains("scaled-to-3") && log.contains("exit status: 0"),
+        "output and status logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gets_the_counts_and_a_failure_is_retried() {
+    let b = backend("w1").await;
+    // A webhook receiver that refuses its first call.
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = listener.local_addr().unwrap();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/scale",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                let mut all = seen.lock().unwrap();
+                all.push(v);
+                if all.len() == 1 {
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let p = start_proxy(&format!(
+        "[upstream.app]\n{}\nscale = {{ target_per_backend = 1, min = 1, max = 4 }}\n\
+         [upstream.app.autoscale]\nwebhook = \"http://{hook}/scale\"\ncooldown = \"500ms\"\ninterval = \"100ms\"\n",
+        backends_toml(&[(&b, 1)]),
+    ))
+    .await;
+    wait_reference(&p).await;
+    let _conns = open(&p, 3).await;
+    wait_until(Duration::from_secs(20), || async {
+        got.lock().unwrap().len() >= 2
+    })
+    .await;
+    let calls = got.lock().unwrap().clone();
+    for c in &calls {
+        assert_eq!(c["upstream"], "app");
+        assert_eq!(c["backends"], 3, "{c}");
+        assert_eq!(c["previous_backends"], 1, "{c}");
+        assert_eq!(c["active_connections"], 3, "{c}");
+    }
+    assert_eq!(
+        metric(
+            &p,
+            "tideway_autoscale_runs_total{outcome=\"failed\",upstream=\"app\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &p,
+            "tideway_autoscale_runs_total{outcome=\"ok\",upstream=\"app\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(&p, "tideway_autoscale_backends{upstream=\"app\"}").await,
+        3.0
+    );
+}

@@ -12,9 +12,10 @@
 //! - **Cooldown**: at least `cooldown` between two runs; changes meanwhile are folded into the
 //!   next run, which carries the count as it is then.
 //! - **Fleet**: every instance computes the same fleet-wide count, and only the instance with
-//!   the smallest name among the live ones runs the hook (without etcd, the only instance).
+//!   the smallest name among the live ones runs the hook (without etcd, the only instance);
+//!   the others take each count as in place, so one taking over starts from it.
 //!
-//! The command gets `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
+//! The command gets `TIDEWAY_INSTANCE`, `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
 //! `TIDEWAY_PREVIOUS_BACKENDS`, `TIDEWAY_ACTIVE_CONNECTIONS` and `TIDEWAY_TARGET_PER_BACKEND`;
 //! the webhook the same as JSON. Output and exit status are logged; runs are counted by outcome.
 //!
@@ -53,6 +54,8 @@ pub fn decide(active: u64, scale: &ScaleConfig, hysteresis: f64, current: usize)
 /// What one run of the hook is told.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Change {
+    /// The instance running the hook (its fleet name, or "local" without etcd).
+    pub instance: String,
     pub upstream: String,
     pub backends: usize,
     pub previous_backends: usize,
@@ -132,6 +135,7 @@ fn step(
         t.last_run = Some(now);
         t.running.store(true, Ordering::Release);
         let change = Change {
+            instance: fleet.map_or_else(|| "local".to_string(), |f| f.instance.clone()),
             upstream: name.clone(),
             backends: want,
             previous_backends: current,
@@ -175,6 +179,7 @@ async fn exec(cmd: &str, c: &Change) -> bool {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .env("TIDEWAY_INSTANCE", &c.instance)
         .env("TIDEWAY_UPSTREAM", &c.upstream)
         .env("TIDEWAY_BACKENDS", c.backends.to_string())
         .env("TIDEWAY_PREVIOUS_BACKENDS", c.previous_backends.to_string())

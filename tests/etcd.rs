@@ -723,3 +723,65 @@ async fn racing_registrations_of_one_id_have_one_winner() {
     .await;
     println!("both instances agree {winner:?} after the race");
 }
+
+#[tokio::test]
+async fn the_autoscale_hook_runs_once_for_the_fleet_with_the_fleet_count() {
+    let etcd = Etcd::start().await;
+    let (fa, fb) = (backend("fa").await, backend("fb").await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs");
+    let upstream = format!(
+        "[upstream.app]\nbalance = \"round_robin\"\nscale = {{ target_per_backend = 2, min = 1, max = 10 }}\nbackends = [{{ addr = \"{}\", id = \"fa\" }}, {{ addr = \"{}\", id = \"fb\" }}]\n\
+         [upstream.app.autoscale]\nexec = \"echo $TIDEWAY_INSTANCE $TIDEWAY_BACKENDS $TIDEWAY_ACTIVE_CONNECTIONS >> {}\"\ncooldown = \"500ms\"\nhysteresis = 0.0\ninterval = \"100ms\"\n",
+        fa.addr, fb.addr, file.display()
+    );
+    let one = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let runs = || -> Vec<Vec<String>> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    // Each instance must know the other before the load comes, or both would lead.
+    for p in [&one, &two] {
+        wait_until(Duration::from_secs(10), || async {
+            let v: serde_json::Value = p
+                .admin_req(reqwest::Method::GET, "/v1/upstreams/app/scale", ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["instances"].as_array().is_some_and(|a| a.len() == 2)
+        })
+        .await;
+    }
+    // 3 WebSockets through one, 2 through two: 5 in the fleet, 3 backends at 2 each.
+    let mut held = sockets_on(&one, "fa", 3).await;
+    held.extend(sockets_on(&two, "fa", 2).await);
+    wait_until(Duration::from_secs(20), || async {
+        runs().iter().any(|r| r[1] == "3")
+    })
+    .await;
+    // Then all close: back to 1.
+    drop(held);
+    wait_until(Duration::from_secs(20), || async {
+        runs().last().is_some_and(|r| r[1] == "1")
+    })
+    .await;
+    let all = runs();
+    let leader = &all[0][0];
+    assert!(
+        all.iter().all(|r| &r[0] == leader),
+        "one instance runs the hook: {all:?}"
+    );
+    // 3 backends needs 5 connections, more than either instance ever holds alone (at most
+    // 3 + 1 being placed): the count is the fleet's.
+    let three = all.iter().find(|r| r[1] == "3").unwrap();
+    assert!(three[2].parse::<u64>().unwrap() >= 5, "{all:?}");
+    assert_eq!(all.last().unwrap()[1], "1", "{all:?}");
+    println!("hook runs: {all:?}");
+}

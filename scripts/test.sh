@@ -9,6 +9,7 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v c++ >/dev/null || need+=(g++)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
 command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
+command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook drives a real supervisord
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -1,0 +1,22 @@
+#!/bin/sh
+# tideway autoscale hook for Supervisor: run N chat processes, N = $TIDEWAY_BACKENDS.
+# Starts chat_<first>..chat_<first+N-1> and stops the others (they drain before exiting).
+# Arguments are passed to supervisorctl (e.g. -c /etc/supervisor/supervisord.conf).
+#
+#   [upstream.chat.autoscale]
+#   exec = "/etc/tideway/scale.sh"
+set -eu
+N=${TIDEWAY_BACKENDS:?TIDEWAY_BACKENDS is set by tideway}
+FIRST=${CHAT_FIRST:-7001}
+MAX=${CHAT_MAX:-10}
+start="" stop=""
+i=0
+while [ "$i" -lt "$MAX" ]; do
+    name="chat:chat_$((FIRST + i))"
+    if [ "$i" -lt "$N" ]; then start="$start $name"; else stop="$stop $name"; fi
+    i=$((i + 1))
+done
+# Start first: the new processes register while the leaving ones still serve.
+if [ -n "$start" ]; then supervisorctl "$@" start $start; fi
+if [ -n "$stop" ]; then supervisorctl "$@" stop $stop; fi
+echo "chat: $N of $MAX running (was ${TIDEWAY_PREVIOUS_BACKENDS:-?})"

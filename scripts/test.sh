@@ -10,6 +10,10 @@ command -v c++ >/dev/null || need+=(g++)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
 command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
 command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook drives a real supervisord
+command -v php >/dev/null || need+=(php-cli)             # the Workerman registration helper is tested with php-cli
+command -v chromium >/dev/null || need+=(chromium)       # the dashboard is tested in headless Chromium
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v pip3 >/dev/null || need+=(python3-pip python3-venv)  # deploy validation tools (PyPI)
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

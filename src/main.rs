@@ -63,6 +63,10 @@ enum Command {
         /// Upstream to register in.
         #[arg(long)]
         upstream: Option<String>,
+        /// Address to register (HOST:PORT as tideway reaches this backend), when it differs
+        /// from the listen address (0.0.0.0, containers, NAT).
+        #[arg(long, requires = "register")]
+        advertise: Option<String>,
         /// Registration token (default: env TIDEWAY_REGISTER_TOKEN).
         #[arg(long, env = "TIDEWAY_REGISTER_TOKEN", hide_env_values = true)]
         token: Option<String>,
@@ -235,13 +239,16 @@ fn main() -> anyhow::Result<()> {
             tcp,
             register,
             upstream,
+            advertise,
             token,
         } => rt()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             let addr = listener.local_addr()?;
-            let id = id.unwrap_or_else(|| addr.to_string());
+            let id = id
+                .or_else(|| advertise.clone())
+                .unwrap_or_else(|| addr.to_string());
             tracing::info!(%addr, %id, "demo backend listening");
             let server = if tcp {
                 tokio::spawn(tideway::demo::serve_tcp(listener, id.clone()))
@@ -257,7 +264,14 @@ fn main() -> anyhow::Result<()> {
                             "--register needs a token (--token or TIDEWAY_REGISTER_TOKEN)",
                         )?,
                         id,
-                        addr,
+                        addr: match advertise {
+                            Some(a) => tokio::net::lookup_host(&a)
+                                .await
+                                .with_context(|| format!("--advertise {a}"))?
+                                .next()
+                                .with_context(|| format!("--advertise {a}: no address"))?,
+                            None => addr,
+                        },
                     };
                     reg.run_until_sigterm().await?;
                 }

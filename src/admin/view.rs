@@ -14,6 +14,8 @@ pub struct BackendView<'a> {
     pub state: crate::pool::State,
     pub healthy: bool,
     pub active_connections: u64,
+    /// Requests and tunnels ever started on this backend (by this instance).
+    pub requests_total: u64,
     pub source: crate::pool::Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<u64>,
@@ -28,6 +30,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             state: b.state,
             healthy: b.healthy,
             active_connections: b.live.active(),
+            requests_total: b.live.requests(),
             source: b.source,
             expires_in_ms: b.live.expires_in_ms(),
         }

@@ -26,6 +26,11 @@ pub enum CtlCommand {
         id: String,
         weight: u32,
     },
+    /// Drain then remove (DELETE): what a leaving backend does last.
+    Deregister {
+        upstream: String,
+        id: String,
+    },
 }
 
 /// Why a ctl call failed.
@@ -42,8 +47,14 @@ pub enum CtlError {
 }
 
 /// Run one command against the admin API at `admin` and return its JSON answer (or, for a
-/// text answer such as an nginx block, a JSON string).
-pub async fn run(admin: &str, token: &str, cmd: &CtlCommand) -> Result<Value, CtlError> {
+/// text answer such as an nginx block, a JSON string). `secret`: a registration's secret, sent
+/// as `X-Registration-Secret`, so the register token can drain and deregister that backend.
+pub async fn run(
+    admin: &str,
+    token: &str,
+    secret: Option<&str>,
+    cmd: &CtlCommand,
+) -> Result<Value, CtlError> {
     let base = admin.trim_end_matches('/');
     let (method, path, body) = match cmd {
         CtlCommand::List => (Method::GET, "/v1/upstreams".to_string(), None),
@@ -82,11 +93,19 @@ pub async fn run(admin: &str, token: &str, cmd: &CtlCommand) -> Result<Value, Ct
             format!("/v1/upstreams/{upstream}/backends/{id}"),
             Some(serde_json::json!({ "weight": weight })),
         ),
+        CtlCommand::Deregister { upstream, id } => (
+            Method::DELETE,
+            format!("/v1/upstreams/{upstream}/backends/{id}"),
+            None,
+        ),
     };
     let url = format!("{base}{path}");
     let mut req = Client::new().request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
+    }
+    if let Some(secret) = secret {
+        req = req.header(crate::admin::owners::SECRET_HEADER, secret);
     }
     let unreachable = |source| CtlError::Unreachable {
         url: url.clone(),

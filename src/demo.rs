@@ -135,6 +135,8 @@ pub struct Registration {
     pub token: String,
     pub id: String,
     pub addr: SocketAddr,
+    /// Where to keep the registration's secret (mode 0600), for `tideway ctl --secret-file`.
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 /// Registration TTL the demo backend asks for; it heartbeats at a third of it.
@@ -147,6 +149,25 @@ impl Registration {
             self.admin.trim_end_matches('/'),
             self.upstream
         )
+    }
+
+    /// Write the secret to `secret_file`, readable by this user only.
+    fn keep_secret(&self, secret: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(path) = &self.secret_file else {
+            return;
+        };
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(secret.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the registration secret");
+        }
     }
 
     /// Register, heartbeat until SIGTERM/SIGINT, then drain (waiting) and deregister.
@@ -168,6 +189,7 @@ impl Registration {
             .json()
             .await?;
         let mut secret = answer["secret"].as_str().unwrap_or_default().to_string();
+        self.keep_secret(&secret);
         tracing::info!(id = %self.id, "registered");
         let mut term = signal(SignalKind::terminate()).expect("signal handler");
         let mut int = signal(SignalKind::interrupt()).expect("signal handler");
@@ -186,6 +208,7 @@ impl Registration {
                             if let Ok(v) = r.json::<serde_json::Value>().await {
                                 if let Some(s) = v["secret"].as_str() {
                                     secret = s.to_string();
+                                    self.keep_secret(&secret);
                                 }
                             }
                         }

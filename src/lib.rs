@@ -9,6 +9,7 @@ pub mod admin;
 pub mod app;
 pub mod autoscale;
 pub mod balance;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;

@@ -1,142 +1,9 @@
 //! The `tideway` command line.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use clap::Parser;
+use tideway::cli::{Cli, Command, CtlCmd};
 use tideway::reload::ConfigSource;
-
-#[derive(Parser)]
-#[command(
-    name = "tideway",
-    version,
-    about = "A load-balancing proxy for services that scale in and out all day"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the proxy.
-    Run {
-        /// TOML config file.
-        #[arg(long, default_value = "conf/tideway.toml", conflicts_with = "nginx")]
-        config: PathBuf,
-        /// Run from an nginx config instead (upstream/server/location/stream are read as is).
-        #[arg(long)]
-        nginx: Option<PathBuf>,
-        /// Override the admin listen address.
-        #[arg(long)]
-        admin: Option<std::net::SocketAddr>,
-        /// Override the data directory.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Take the listening sockets over from a running tideway on the same data_dir: start
-        /// this, then send the old process SIGUSR2.
-        #[arg(long)]
-        upgrade: bool,
-    },
-    /// Validate a config file; exit 1 with the errors.
-    Check {
-        #[arg(long, required_unless_present = "nginx", conflicts_with = "nginx")]
-        config: Option<PathBuf>,
-        /// Validate an nginx config (and list what tideway ignores in it).
-        #[arg(long)]
-        nginx: Option<PathBuf>,
-    },
-    /// Print the tideway TOML equivalent of an nginx config (warnings go to stderr).
-    ImportNginx { file: PathBuf },
-    /// Run the demo backend (HTTP + WebSocket echo, /health, its id in every answer).
-    DemoBackend {
-        #[arg(long)]
-        listen: String,
-        /// Identity to report (default: the listen address).
-        #[arg(long)]
-        id: Option<String>,
-        /// Raw TCP echo instead of HTTP/WebSocket: greets each connection with its id.
-        #[arg(long)]
-        tcp: bool,
-        /// Register with this tideway admin URL, heartbeat, and deregister on SIGTERM.
-        #[arg(long, requires = "upstream")]
-        register: Option<String>,
-        /// Upstream to register in.
-        #[arg(long)]
-        upstream: Option<String>,
-        /// Address to register (HOST:PORT as tideway reaches this backend), when it differs
-        /// from the listen address (0.0.0.0, containers, NAT).
-        #[arg(long, requires = "register")]
-        advertise: Option<String>,
-        /// Registration token (default: env TIDEWAY_REGISTER_TOKEN).
-        #[arg(long, env = "TIDEWAY_REGISTER_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-    },
-    /// A WebSocket load client: N connections keyed by uid, messages at a set rate,
-    /// reconnecting on 1001; prints progress and a final JSON report.
-    DemoClient {
-        /// WebSocket URL of the proxy; `?KEY=UID` is appended per connection.
-        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
-        url: String,
-        #[arg(long, default_value_t = 100)]
-        connections: usize,
-        /// Query argument that carries the uid.
-        #[arg(long, default_value = "uid")]
-        key: String,
-        /// uid of the first connection.
-        #[arg(long, default_value_t = 1)]
-        first_uid: u64,
-        /// Messages per second per connection.
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// How long to run (e.g. 30s, 5m); until Ctrl-C without it.
-        #[arg(long)]
-        duration: Option<String>,
-        /// Seconds between progress lines.
-        #[arg(long, default_value_t = 5)]
-        every: u64,
-    },
-    /// Operate a running tideway through its admin API.
-    Ctl {
-        /// Admin API URL.
-        #[arg(long, default_value = "http://127.0.0.1:9090")]
-        admin: String,
-        /// Admin token (default: env TIDEWAY_ADMIN_TOKEN, else data/admin.token).
-        #[arg(long, env = "TIDEWAY_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        #[command(subcommand)]
-        cmd: CtlCmd,
-    },
-}
-
-#[derive(Subcommand)]
-enum CtlCmd {
-    /// All upstreams and their backends.
-    List,
-    /// One upstream.
-    Show {
-        upstream: String,
-        /// Print it as an nginx `upstream` block.
-        #[arg(long)]
-        nginx: bool,
-    },
-    /// Let a backend take traffic again.
-    Enable { upstream: String, id: String },
-    /// Stop new traffic to a backend; leave its connections alone.
-    Disable { upstream: String, id: String },
-    /// Stop new traffic, wait for connections to end (drain_timeout closes tunnels with 1001).
-    Drain {
-        upstream: String,
-        id: String,
-        #[arg(long)]
-        wait: Option<String>,
-    },
-    /// Change a backend's weight.
-    Weight {
-        upstream: String,
-        id: String,
-        weight: u32,
-    },
-}
 
 fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -240,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             register,
             upstream,
             advertise,
+            secret_file,
             token,
         } => rt()?.block_on(async {
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -264,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                             "--register needs a token (--token or TIDEWAY_REGISTER_TOKEN)",
                         )?,
                         id,
+                        secret_file,
                         addr: match advertise {
                             Some(a) => tokio::net::lookup_host(&a)
                                 .await
@@ -330,7 +199,19 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
-        Command::Ctl { admin, token, cmd } => {
+        Command::Ctl {
+            admin,
+            token,
+            secret_file,
+            cmd,
+        } => {
+            let secret = secret_file
+                .map(|f| {
+                    std::fs::read_to_string(&f)
+                        .map(|s| s.trim().to_string())
+                        .with_context(|| format!("--secret-file {}", f.display()))
+                })
+                .transpose()?;
             let token = match token {
                 Some(t) => t,
                 None => std::fs::read_to_string("data/admin.token")
@@ -353,6 +234,7 @@ fn main() -> anyhow::Result<()> {
                     state: "disabled",
                 },
                 CtlCmd::Drain { upstream, id, wait } => C::Drain { upstream, id, wait },
+                CtlCmd::Deregister { upstream, id } => C::Deregister { upstream, id },
                 CtlCmd::Weight {
                     upstream,
                     id,
@@ -363,7 +245,7 @@ fn main() -> anyhow::Result<()> {
                     weight,
                 },
             };
-            match rt()?.block_on(tideway::ctl::run(&admin, &token, &cmd)) {
+            match rt()?.block_on(tideway::ctl::run(&admin, &token, secret.as_deref(), &cmd)) {
                 Ok(serde_json::Value::String(text)) => {
                     print!("{text}");
                     Ok(())

@@ -19,9 +19,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy.
     Run {
-        /// TOML config file.
-        #[arg(long, default_value = "conf/tideway.toml", conflicts_with = "nginx")]
-        config: PathBuf,
+        /// TOML config file; without it (and without --nginx), the built-in config: a
+        /// listener on 127.0.0.1:8080 in front of upstream `app`, hashed by `query:uid`, that
+        /// backends fill by registering; admin on 127.0.0.1:9090.
+        #[arg(long, conflicts_with = "nginx")]
+        config: Option<PathBuf>,
         /// Run from an nginx config instead (upstream/server/location/stream are read as is).
         #[arg(long)]
         nginx: Option<PathBuf>,
@@ -35,6 +37,21 @@ pub enum Command {
         /// this, then send the old process SIGUSR2.
         #[arg(long)]
         upgrade: bool,
+    },
+    /// The one-command tour: the built-in config plus three in-process demo backends that
+    /// register over HTTP; prints what to try.
+    Demo {
+        /// Traffic listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Admin listener (API, dashboard, metrics).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Demo backends to start.
+        #[arg(long, default_value_t = 3)]
+        backends: usize,
     },
     /// Validate a config file; exit 1 with the errors.
     Check {

@@ -170,39 +170,47 @@ impl Registration {
         }
     }
 
-    /// Register, heartbeat until SIGTERM/SIGINT, then drain (waiting) and deregister.
-    pub async fn run_until_sigterm(&self) -> Result<(), reqwest::Error> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let client = reqwest::Client::new();
-        let body = serde_json::json!({
-            "addr": self.addr.to_string(), "id": self.id, "ttl": DEMO_TTL.as_secs(),
-        });
-        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
-        // The secret a new registration returns: what lets this backend manage it later.
+    /// Register; returns the registration's secret.
+    pub async fn register(&self, client: &reqwest::Client) -> Result<String, reqwest::Error> {
         let answer: serde_json::Value = client
             .post(self.url(""))
             .bearer_auth(&self.token)
-            .json(&body)
+            .json(&self.body())
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let mut secret = answer["secret"].as_str().unwrap_or_default().to_string();
+        let secret = answer["secret"].as_str().unwrap_or_default().to_string();
         self.keep_secret(&secret);
         tracing::info!(id = %self.id, "registered");
-        let mut term = signal(SignalKind::terminate()).expect("signal handler");
-        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        Ok(secret)
+    }
+
+    fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "addr": self.addr.to_string(), "id": self.id, "ttl": DEMO_TTL.as_secs(),
+        })
+    }
+
+    /// Heartbeat at a third of the TTL until `stop` completes; a lapsed registration (404) is
+    /// renewed by registering again. Returns the secret in force at the end.
+    pub async fn keep_alive(
+        &self,
+        client: &reqwest::Client,
+        mut secret: String,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> String {
+        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
+        let mut stop = std::pin::pin!(stop);
         let mut beat = tokio::time::interval(DEMO_TTL / 3);
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
+                () = &mut stop => return secret,
                 _ = beat.tick() => {
-                    // A lapsed registration (404) is renewed by registering again.
                     let hb = client.put(self.url(&format!("/{}/heartbeat", self.id))).bearer_auth(&self.token).header(SECRET, &secret).send().await;
                     if !hb.is_ok_and(|r| r.status().is_success()) {
-                        let again = client.post(self.url("")).bearer_auth(&self.token).header(SECRET, &secret).json(&body).send().await;
+                        let again = client.post(self.url("")).bearer_auth(&self.token).header(SECRET, &secret).json(&self.body()).send().await;
                         // Gone for good meanwhile: a new registration, with a new secret.
                         if let Ok(r) = again {
                             if let Ok(v) = r.json::<serde_json::Value>().await {
@@ -216,20 +224,42 @@ impl Registration {
                 }
             }
         }
+    }
+
+    /// Drain (waiting up to 30 s for connections to end), then deregister.
+    pub async fn leave(&self, client: &reqwest::Client, secret: &str) {
+        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
         tracing::info!(id = %self.id, "draining before exit");
         let _ = client
             .post(self.url(&format!("/{}/drain?wait=30s", self.id)))
             .bearer_auth(&self.token)
-            .header(SECRET, &secret)
+            .header(SECRET, secret)
             .send()
             .await;
         let _ = client
             .delete(self.url(&format!("/{}", self.id)))
             .bearer_auth(&self.token)
-            .header(SECRET, &secret)
+            .header(SECRET, secret)
             .send()
             .await;
         tracing::info!(id = %self.id, "deregistered");
+    }
+
+    /// Register, heartbeat until SIGTERM/SIGINT, then drain (waiting) and deregister.
+    pub async fn run_until_sigterm(&self) -> Result<(), reqwest::Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let client = reqwest::Client::new();
+        let secret = self.register(&client).await?;
+        let mut term = signal(SignalKind::terminate()).expect("signal handler");
+        let mut int = signal(SignalKind::interrupt()).expect("signal handler");
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        let secret = self.keep_alive(&client, secret, stop).await;
+        self.leave(&client, &secret).await;
         Ok(())
     }
 }

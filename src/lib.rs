@@ -26,4 +26,5 @@ pub mod rebalance;
 pub mod reload;
 pub mod signals;
 pub mod store;
+pub mod tour;
 pub mod wire;

@@ -36,7 +36,21 @@ fn main() -> anyhow::Result<()> {
                     }
                     (cfg, ConfigSource::Nginx(file))
                 }
-                None => (tideway::config::load(&config)?, ConfigSource::Toml(config)),
+                None => match config {
+                    Some(file) => (tideway::config::load(&file)?, ConfigSource::Toml(file)),
+                    None => {
+                        use tideway::config::default::{default_toml, BUILT_IN, DEFAULT_LISTEN};
+                        let text = default_toml(
+                            DEFAULT_LISTEN.parse()?,
+                            admin.unwrap_or(tideway::config::DEFAULT_ADMIN_LISTEN.parse()?),
+                            data_dir
+                                .as_deref()
+                                .unwrap_or(std::path::Path::new(tideway::config::DEFAULT_DATA_DIR)),
+                        );
+                        let cfg = tideway::config::parse(&text, std::path::Path::new(BUILT_IN))?;
+                        (cfg, ConfigSource::BuiltIn(text))
+                    }
+                },
             };
             if let Some(a) = admin {
                 cfg.admin.listen = a;
@@ -52,6 +66,20 @@ fn main() -> anyhow::Result<()> {
             server.run(pingora::server::RunArgs {
                 shutdown_signal: Box::new(tideway::signals::Signals),
             });
+            std::process::exit(0);
+        }
+        Command::Demo {
+            listen,
+            admin,
+            data_dir,
+            backends,
+        } => {
+            tideway::tour::run(tideway::tour::Tour {
+                listen,
+                admin,
+                data_dir,
+                backends,
+            })?;
             std::process::exit(0);
         }
         Command::Check { config, nginx } => {

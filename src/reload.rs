@@ -25,6 +25,8 @@ use std::sync::Arc;
 pub enum ConfigSource {
     Toml(PathBuf),
     Nginx(PathBuf),
+    /// The built-in config, as TOML text (a reload reads it again: nothing changes).
+    BuiltIn(String),
 }
 
 impl ConfigSource {
@@ -35,6 +37,11 @@ impl ConfigSource {
                 .map(|c| (c, Vec::new()))
                 .map_err(|e| e.to_string()),
             ConfigSource::Nginx(p) => crate::nginx::load(p).map_err(|e| e.to_string()),
+            ConfigSource::BuiltIn(text) => {
+                crate::config::parse(text, std::path::Path::new(crate::config::default::BUILT_IN))
+                    .map(|c| (c, Vec::new()))
+                    .map_err(|e| e.to_string())
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
+pub mod default;
 mod duration;
 mod error;
 mod file;

@@ -31,6 +31,7 @@ pub fn route(pool: &PoolHandle, l: &Listener, tls: bool) -> Route {
             (Protocol::Http, true) => "https",
             (Protocol::Http, false) => "http",
         },
+        metrics: crate::metrics::UpstreamMetrics::of(&l.upstream),
     }
 }
 

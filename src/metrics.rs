@@ -1,19 +1,66 @@
-//! Process-wide event counters (tunnels opened and how they ended). Per-backend gauges and
-//! counters are not kept here: they live in the pool's live counters and are rendered from the
-//! snapshot at scrape time, so the request path touches no registry.
+//! Process-wide metrics: event counters, latency histograms, process and build facts.
+//! Per-backend gauges and counters are not kept here: they live in the pool's live counters and
+//! are rendered from the snapshot at scrape time, so a removed backend's series disappear with
+//! it and the request path touches no registry for them. Per-upstream series here are pruned
+//! by [`forget_upstream`] when a reload removes the upstream.
+//!
+//! Conventions (Prometheus): base units (seconds, bytes), `_total` for counters, labels
+//! bounded by the config (upstream, listener) or by a fixed list (reason, class, outcome).
 //!
 //! Imports: nothing else in tideway.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
 use std::sync::OnceLock;
+
+/// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
+pub const FAILURE_REASONS: [&str; 6] = [
+    "no_backend",
+    "connect",
+    "send",
+    "unanswered",
+    "timeout",
+    "bad_response",
+];
+/// How tunnels end, as counted in `tideway_tunnels_ended_total`.
+pub const TUNNEL_ENDS: [&str; 4] = ["closed", "idle", "signalled", "error"];
+/// Status classes of `tideway_http_responses_total`.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Latency buckets for requests and upstream phases, in seconds.
+const LATENCY: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Tunnel lifetime buckets, in seconds (a second to a day).
+const LIFETIME: [f64; 9] = [
+    1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
+];
 
 /// The process registry.
 pub struct Metrics {
     pub registry: Registry,
     /// Tunnels ended, by upstream and reason (closed, idle, signalled, error).
     pub tunnels_ended: IntCounterVec,
-    /// Health transitions, by upstream, backend and direction (up, down).
-    pub health_transitions: IntCounterVec,
+    /// HTTP requests from the complete request head to the end of the answer, by upstream.
+    pub request_duration: HistogramVec,
+    /// HTTP answers sent to clients, by upstream and status class.
+    pub responses: IntCounterVec,
+    /// Connecting to a backend (TCP handshake and PROXY header), by upstream.
+    pub connect_duration: HistogramVec,
+    /// From the request sent to the backend to its response head, by upstream.
+    pub response_duration: HistogramVec,
+    /// How long WebSocket and TCP tunnels lived, by upstream.
+    pub tunnel_duration: HistogramVec,
+    /// Failed attempts and requests, by upstream and reason ([`FAILURE_REASONS`]).
+    pub failures: IntCounterVec,
+    /// Config reloads, by result (ok, failed).
+    pub reloads: IntCounterVec,
+    /// When the last reload was applied (seconds since the epoch).
+    pub last_reload: Gauge,
+    /// A served certificate's notAfter (seconds since the epoch), by listener and file.
+    pub cert_expiry: GaugeVec,
     /// 1 while the etcd watch is established.
     pub etcd_up: IntGauge,
     /// etcd sessions (list + watch) lost and restarted.
@@ -30,103 +77,222 @@ pub struct Metrics {
     pub autoscale_backends: IntGaugeVec,
 }
 
+/// One upstream's histograms, resolved once (a listener's route keeps them), so observing
+/// costs no label lookup.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    pub request: Histogram,
+    pub connect: Histogram,
+    pub response: Histogram,
+    pub tunnel: Histogram,
+}
+
+impl UpstreamMetrics {
+    /// The histograms of `upstream`.
+    pub fn of(upstream: &str) -> Self {
+        let m = global();
+        UpstreamMetrics {
+            request: m.request_duration.with_label_values(&[upstream]),
+            connect: m.connect_duration.with_label_values(&[upstream]),
+            response: m.response_duration.with_label_values(&[upstream]),
+            tunnel: m.tunnel_duration.with_label_values(&[upstream]),
+        }
+    }
+}
+
+/// Count a failure of `upstream` (`reason` is one of [`FAILURE_REASONS`]).
+pub fn failure(upstream: &str, reason: &'static str) {
+    global()
+        .failures
+        .with_label_values(&[upstream, reason])
+        .inc();
+}
+
+/// Count an answer of `status` on `upstream`.
+pub fn response(upstream: &str, status: u16) {
+    let class = match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    global()
+        .responses
+        .with_label_values(&[upstream, class])
+        .inc();
+}
+
+/// Drop every series of an upstream a reload removed.
+pub fn forget_upstream(upstream: &str) {
+    let m = global();
+    for h in [
+        &m.request_duration,
+        &m.connect_duration,
+        &m.response_duration,
+        &m.tunnel_duration,
+    ] {
+        let _ = h.remove_label_values(&[upstream]);
+    }
+    for r in FAILURE_REASONS {
+        let _ = m.failures.remove_label_values(&[upstream, r]);
+    }
+    for r in TUNNEL_ENDS {
+        let _ = m.tunnels_ended.remove_label_values(&[upstream, r]);
+    }
+    for c in STATUS_CLASSES {
+        let _ = m.responses.remove_label_values(&[upstream, c]);
+    }
+    for o in ["ok", "failed"] {
+        let _ = m.autoscale_runs.remove_label_values(&[upstream, o]);
+    }
+    let _ = m.autoscale_backends.remove_label_values(&[upstream]);
+    let _ = m.rebalance_closed.remove_label_values(&[upstream]);
+    let _ = m.rebalance_misplaced.remove_label_values(&[upstream]);
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn histogram_vec(name: &str, help: &str, buckets: &[f64]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        &["upstream"],
+    )
+    .expect("valid metric")
+}
+
 /// The process-wide metrics.
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let registry = Registry::new();
-        let tunnels_ended = IntCounterVec::new(
-            Opts::new(
+        let m = Metrics {
+            registry: Registry::new(),
+            tunnels_ended: counter_vec(
                 "tideway_tunnels_ended_total",
                 "WebSocket/TCP tunnels ended, by reason",
+                &["upstream", "reason"],
             ),
-            &["upstream", "reason"],
-        )
-        .expect("valid metric");
-        let health_transitions = IntCounterVec::new(
-            Opts::new(
-                "tideway_health_transitions_total",
-                "Backend health changes, by direction",
+            request_duration: histogram_vec(
+                "tideway_request_duration_seconds",
+                "HTTP requests, from the complete request head to the end of the answer",
+                &LATENCY,
             ),
-            &["upstream", "backend", "to"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(tunnels_ended.clone()))
-            .expect("registered once");
-        registry
-            .register(Box::new(health_transitions.clone()))
-            .expect("registered once");
-        let etcd_up = IntGauge::new("tideway_etcd_up", "1 while the etcd watch is established")
-            .expect("valid metric");
-        let etcd_sessions_lost = IntCounter::new(
-            "tideway_etcd_sessions_lost_total",
-            "etcd sessions (list + watch) lost and restarted",
-        )
-        .expect("valid metric");
-        let etcd_malformed = IntCounter::new(
-            "tideway_etcd_malformed_total",
-            "Malformed etcd entries ignored",
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(etcd_up.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(etcd_sessions_lost.clone()),
-            Box::new(etcd_malformed.clone()),
-        ] {
-            registry.register(c).expect("registered once");
-        }
-        let rebalance_closed = IntCounterVec::new(
-            Opts::new(
+            responses: counter_vec(
+                "tideway_http_responses_total",
+                "HTTP answers sent to clients, by status class",
+                &["upstream", "class"],
+            ),
+            connect_duration: histogram_vec(
+                "tideway_upstream_connect_duration_seconds",
+                "Connecting to a backend (TCP handshake and PROXY header)",
+                &LATENCY,
+            ),
+            response_duration: histogram_vec(
+                "tideway_upstream_response_duration_seconds",
+                "From the request sent to the backend to its response head",
+                &LATENCY,
+            ),
+            tunnel_duration: histogram_vec(
+                "tideway_tunnel_duration_seconds",
+                "How long WebSocket and TCP tunnels lived",
+                &LIFETIME,
+            ),
+            failures: counter_vec(
+                "tideway_upstream_failures_total",
+                "Failed backend attempts and requests, by reason (no_backend, connect, send, unanswered, timeout, bad_response)",
+                &["upstream", "reason"],
+            ),
+            reloads: counter_vec(
+                "tideway_config_reloads_total",
+                "Config reloads (SIGHUP, POST /v1/reload), by result",
+                &["result"],
+            ),
+            last_reload: Gauge::new(
+                "tideway_config_last_reload_success_timestamp_seconds",
+                "When the config was last loaded or reloaded successfully",
+            )
+            .expect("valid metric"),
+            cert_expiry: GaugeVec::new(
+                Opts::new(
+                    "tideway_tls_certificate_expiry_timestamp_seconds",
+                    "notAfter of each served certificate",
+                ),
+                &["listener", "cert"],
+            )
+            .expect("valid metric"),
+            etcd_up: IntGauge::new("tideway_etcd_up", "1 while the etcd watch is established")
+                .expect("valid metric"),
+            etcd_sessions_lost: IntCounter::new(
+                "tideway_etcd_sessions_lost_total",
+                "etcd sessions (list + watch) lost and restarted",
+            )
+            .expect("valid metric"),
+            etcd_malformed: IntCounter::new(
+                "tideway_etcd_malformed_total",
+                "Malformed etcd entries ignored",
+            )
+            .expect("valid metric"),
+            rebalance_closed: counter_vec(
                 "tideway_rebalance_closed_total",
                 "WebSockets closed with 1001 to move them to the backend that should have them",
+                &["upstream"],
             ),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        let rebalance_misplaced = IntGaugeVec::new(
-            Opts::new(
+            rebalance_misplaced: gauge_vec(
                 "tideway_rebalance_misplaced",
                 "Misplaced WebSockets still to be moved, as of the last check",
+                &["upstream"],
             ),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        let autoscale_runs = IntCounterVec::new(
-            Opts::new(
+            autoscale_runs: counter_vec(
                 "tideway_autoscale_runs_total",
                 "Autoscale hook runs, by outcome (ok, failed)",
+                &["upstream", "outcome"],
             ),
-            &["upstream", "outcome"],
-        )
-        .expect("valid metric");
-        let autoscale_backends = IntGaugeVec::new(
-            Opts::new(
+            autoscale_backends: gauge_vec(
                 "tideway_autoscale_backends",
                 "Backend count the autoscale hook last reported successfully",
+                &["upstream"],
             ),
-            &["upstream"],
-        )
-        .expect("valid metric");
-        for c in [
-            Box::new(rebalance_closed.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(rebalance_misplaced.clone()),
-            Box::new(autoscale_runs.clone()),
-            Box::new(autoscale_backends.clone()),
-        ] {
-            registry.register(c).expect("registered once");
+        };
+        let build = gauge_vec(
+            "tideway_build_info",
+            "Always 1; the labels say which build runs",
+            &["version"],
+        );
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let r = &m.registry;
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.tunnels_ended.clone()),
+            Box::new(m.request_duration.clone()),
+            Box::new(m.responses.clone()),
+            Box::new(m.connect_duration.clone()),
+            Box::new(m.response_duration.clone()),
+            Box::new(m.tunnel_duration.clone()),
+            Box::new(m.failures.clone()),
+            Box::new(m.reloads.clone()),
+            Box::new(m.last_reload.clone()),
+            Box::new(m.cert_expiry.clone()),
+            Box::new(m.etcd_up.clone()),
+            Box::new(m.etcd_sessions_lost.clone()),
+            Box::new(m.etcd_malformed.clone()),
+            Box::new(m.rebalance_closed.clone()),
+            Box::new(m.rebalance_misplaced.clone()),
+            Box::new(m.autoscale_runs.clone()),
+            Box::new(m.autoscale_backends.clone()),
+            Box::new(build),
+            // RSS, virtual memory, open fds and their limit, CPU seconds, start time.
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+        ];
+        for c in collectors {
+            r.register(c).expect("registered once");
         }
-        Metrics {
-            registry,
-            rebalance_closed,
-            rebalance_misplaced,
-            autoscale_runs,
-            autoscale_backends,
-            tunnels_ended,
-            health_transitions,
-            etcd_up,
-            etcd_sessions_lost,
-            etcd_malformed,
-        }
+        m
     })
 }

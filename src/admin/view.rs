@@ -132,6 +132,22 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         "tideway_backend_failures_total",
         "Failed connects and failed requests per backend",
     );
+    let sent = counter(
+        "tideway_backend_sent_bytes_total",
+        "Bytes sent to the backend (HTTP requests as relayed, tunnels as they move)",
+    );
+    let received = counter(
+        "tideway_backend_received_bytes_total",
+        "Bytes received from the backend (HTTP responses as relayed, tunnels as they move)",
+    );
+    let transitions = IntCounterVec::new(
+        Opts::new(
+            "tideway_health_transitions_total",
+            "Backend health changes, by direction (up, down)",
+        ),
+        &["upstream", "backend", "to"],
+    )
+    .expect("valid metric");
     let eligible = IntGaugeVec::new(
         Opts::new(
             "tideway_upstream_available_backends",
@@ -164,13 +180,22 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
             weight.with_label_values(&l).set(i64::from(b.weight));
             requests.with_label_values(&l).inc_by(b.live.requests());
             failures.with_label_values(&l).inc_by(b.live.failures());
+            let (out, back) = b.live.bytes();
+            sent.with_label_values(&l).inc_by(out);
+            received.with_label_values(&l).inc_by(back);
+            let (went_up, went_down) = b.live.transitions();
+            if went_up + went_down > 0 {
+                let t = |to: &'static str| [name.as_str(), &*b.id, to];
+                transitions.with_label_values(&t("up")).inc_by(went_up);
+                transitions.with_label_values(&t("down")).inc_by(went_down);
+            }
         }
     }
     let mut families = Vec::new();
     for c in [&active, &up, &weight, &eligible, &recommended] {
         families.extend(prometheus::core::Collector::collect(c));
     }
-    for c in [&requests, &failures] {
+    for c in [&requests, &failures, &sent, &received, &transitions] {
         families.extend(prometheus::core::Collector::collect(c));
     }
     families.extend(crate::metrics::global().registry.gather());

@@ -107,6 +107,12 @@ pub struct Live {
     ttl_ms: AtomicU64,
     /// Failures in a row (passive health); reset by a success.
     fail_streak: AtomicU64,
+    /// Bytes sent to the backend and received from it (HTTP as relayed, tunnels as they move).
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    /// Health transitions: to healthy, to unhealthy.
+    went_up: AtomicU64,
+    went_down: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -172,6 +178,46 @@ impl Live {
         if self.fail_streak.load(Ordering::Relaxed) != 0 {
             self.fail_streak.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Count bytes sent to the backend.
+    pub fn sent(&self, n: u64) {
+        if n > 0 {
+            self.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Count bytes received from the backend.
+    pub fn received(&self, n: u64) {
+        if n > 0 {
+            self.bytes_received.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes sent to and received from the backend so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_sent.load(Ordering::Relaxed),
+            self.bytes_received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Count a health transition.
+    pub fn transition(&self, healthy: bool) {
+        let c = if healthy {
+            &self.went_up
+        } else {
+            &self.went_down
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Health transitions so far: (to healthy, to unhealthy).
+    pub fn transitions(&self) -> (u64, u64) {
+        (
+            self.went_up.load(Ordering::Relaxed),
+            self.went_down.load(Ordering::Relaxed),
+        )
     }
 
     /// Start a new streak (after an ejection).

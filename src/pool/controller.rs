@@ -60,13 +60,6 @@ impl Entry {
     }
 }
 
-fn count_transition(upstream: &str, id: &str, healthy: bool) {
-    crate::metrics::global()
-        .health_transitions
-        .with_label_values(&[upstream, id, if healthy { "up" } else { "down" }])
-        .inc();
-}
-
 fn checks_on(policy: &UpstreamPolicy) -> bool {
     policy
         .health
@@ -393,7 +386,7 @@ impl Controller {
                     }
                     e.backend.healthy = healthy;
                     e.readmit_at = None;
-                    count_transition(&name, &id, healthy);
+                    e.backend.live.transition(healthy);
                     true
                 }
             }
@@ -408,7 +401,7 @@ impl Controller {
                     tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
                     e.backend.healthy = false;
                     e.readmit_at = (!active_checks).then(|| Instant::now() + fail_timeout);
-                    count_transition(&name, &id, false);
+                    e.backend.live.transition(false);
                     true
                 }
             }
@@ -488,7 +481,7 @@ impl Controller {
                     tracing::info!(upstream = %name, backend = %e.backend.id, "fail_timeout over; backend readmitted");
                     e.readmit_at = None;
                     e.backend.healthy = true;
-                    count_transition(name, &e.backend.id, true);
+                    e.backend.live.transition(true);
                     if slow_start.is_some() {
                         e.ramp_from = Some(now);
                     }

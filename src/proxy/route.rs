@@ -79,6 +79,8 @@ pub struct Route {
     pub upstream: Arc<str>,
     /// Scheme for X-Forwarded-Proto.
     pub proto: &'static str,
+    /// The upstream's histograms.
+    pub metrics: crate::metrics::UpstreamMetrics,
 }
 
 /// Why no backend could be chosen.
@@ -140,7 +142,10 @@ impl Route {
                     let snap = self.pool.load();
                     match self.pick(&snap, how.key, &tried) {
                         Ok(b) => (b.id.clone(), b.addr, b.live.begin(), b.close.clone()),
-                        Err(e) if tried.is_empty() => return Err((503, e.to_string())),
+                        Err(e) if tried.is_empty() => {
+                            crate::metrics::failure(&self.upstream, "no_backend");
+                            return Err((503, e.to_string()));
+                        }
                         Err(_) => return Err((502, "no backend could be reached".into())),
                     }
                 }
@@ -152,6 +157,7 @@ impl Route {
                 None => match self.open(addr, policy, how.client, how.local).await {
                     Ok(io) => io,
                     Err(why) => {
+                        crate::metrics::failure(&self.upstream, "connect");
                         tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend connect failed");
                         self.failed(guard.live(), &id, max_fails, &why);
                         tried.push(id);
@@ -193,11 +199,21 @@ impl Route {
                 again = Some((id, addr, guard, close));
                 continue;
             }
+            crate::metrics::failure(
+                &self.upstream,
+                match &failed {
+                    Failure::Unsent(_) => "send",
+                    Failure::Unanswered(_) => "unanswered",
+                    Failure::Answered(504, _) => "timeout",
+                    Failure::Answered(..) => "bad_response",
+                },
+            );
             let (status, why, next_backend) = match failed {
                 Failure::Unsent(why) => (502, why, true),
                 Failure::Unanswered(why) => (502, why, how.idempotent),
                 Failure::Answered(status, why) => (status, why, false),
             };
+
             tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend failed the request");
             self.failed(guard.live(), &id, max_fails, &why);
             tried.push(id);
@@ -215,6 +231,7 @@ impl Route {
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
     ) -> Result<TcpStream, String> {
+        let started = std::time::Instant::now();
         let mut io =
             match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(io)) => io,
@@ -228,6 +245,9 @@ impl Route {
                 .await
                 .map_err(|e| format!("sending the PROXY header: {e}"))?;
         }
+        self.metrics
+            .connect
+            .observe(started.elapsed().as_secs_f64());
         Ok(io)
     }
 

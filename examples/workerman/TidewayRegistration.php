@@ -1,0 +1,434 @@
+<?php
+/**
+ * TidewayRegistration: registers one listening address with a tideway admin API, keeps the
+ * registration alive with heartbeats, and on stop drains it (waiting) and deregisters it.
+ *
+ * One file, no dependencies: PHP 7.4+ / 8.x with the standard http stream wrapper (no curl).
+ * An https:// admin URL needs the openssl extension.
+ *
+ * Workerman use (see start.php beside this file):
+ *
+ *     $worker->onWorkerStart = function () use (&$reg) {
+ *         $reg = TidewayRegistration::fromEnv(['addr' => '10.0.0.5:2346', 'id' => 'web-1-2346']);
+ *         $reg->start();      // register now, then heartbeat on a \Workerman\Timer
+ *     };
+ *     $worker->onWorkerStop = function () use (&$reg) {
+ *         $reg->stop();       // drain (waiting up to drainWait), then deregister
+ *     };
+ *
+ * Without Workerman, call register() (or heartbeat(), which registers when not registered
+ * yet) and then heartbeat() every `heartbeatEvery` seconds from your own loop, and stop() on
+ * the way out.
+ *
+ * The API it speaks (tideway's admin listener, register token as the bearer):
+ *   POST   /v1/upstreams/{u}/backends                   register (201 + secret) or refresh (200)
+ *   PUT    /v1/upstreams/{u}/backends/{id}/heartbeat    200; 404 when unknown or lapsed
+ *   POST   /v1/upstreams/{u}/backends/{id}/drain?wait=  {"active_connections":n,"drained":bool}
+ *   DELETE /v1/upstreams/{u}/backends/{id}              202
+ * A new registration's answer carries a secret, returned once; every later call for that
+ * registration sends it in X-Registration-Secret. A heartbeat answered 404 (the registration
+ * lapsed, or was removed) is followed by registering again with the same id and address and
+ * the secret; when that makes a new registration, its new secret is adopted.
+ *
+ * Neither the token nor the secret is ever printed or logged by this class.
+ *
+ * With `secret_file` set, the secret is also kept in that file (mode 0600) and read back at
+ * construction, so a process that replaces one which died without deregistering (a crash, a
+ * SIGKILL) takes the registration over at once instead of being refused until it lapses.
+ *
+ * Every HTTP call blocks the calling process for at most `timeout` seconds (drain: up to the
+ * drain wait plus `timeout`). In a Workerman worker that means its event loop waits too.
+ */
+final class TidewayRegistration
+{
+    /** @var string admin base URL, e.g. http://10.0.0.1:9090 */
+    private $admin;
+    /** @var string */
+    private $upstream;
+    /** @var string register token (never logged) */
+    private $token;
+    /** @var string advertised ip:port */
+    private $addr;
+    /** @var string */
+    private $id;
+    /** @var int */
+    private $weight;
+    /** @var int registration TTL, seconds */
+    private $ttl;
+    /** @var float seconds between heartbeats */
+    private $heartbeatEvery;
+    /** @var string drain wait, as tideway reads it ("30s", "500ms", "0s") */
+    private $drainWait;
+    /** @var float seconds for one HTTP call (connect and read) */
+    private $timeout;
+    /** @var callable|null function (string $event, string $detail): void */
+    private $log;
+    /** @var string|null where the secret is kept between processes */
+    private $secretFile;
+
+    /** @var string|null the registration's secret (never logged) */
+    private $secret = null;
+    /** @var bool whether tideway has answered a registration of ours with 2xx */
+    private $registered = false;
+    /** @var int|null Workerman timer id */
+    private $timerId = null;
+
+    /**
+     * Options:
+     *   admin (required)    tideway admin base URL, "http://host:port"
+     *   token (required)    the register token (TIDEWAY_REGISTER_TOKEN on tideway's side)
+     *   addr (required)     the address tideway should connect to, "ip:port" ("[v6]:port")
+     *   upstream            default "app"
+     *   id                  default: tideway's own default, "ip:port" (IPv6 without brackets)
+     *   weight              default 1
+     *   ttl                 seconds, default 30 (tideway accepts 1 s to 24 h)
+     *   heartbeat_every     seconds, default ttl / 3
+     *   drain_wait          default "30s"; "0s" drains without waiting
+     *   timeout             seconds per HTTP call, default 5
+ *   secret_file         keep the secret in this file (0600) across processes; default none
+     *   log                 callable (string $event, string $detail): void; default: STDERR
+     *
+     * @param array<string, mixed> $options
+     */
+    public function __construct(array $options)
+    {
+        foreach (['admin', 'token', 'addr'] as $required) {
+            if (!isset($options[$required]) || (string)$options[$required] === '') {
+                throw new InvalidArgumentException("TidewayRegistration: option '$required' is required");
+            }
+        }
+        $this->admin = rtrim((string)$options['admin'], '/');
+        $this->token = (string)$options['token'];
+        $this->addr = (string)$options['addr'];
+        $this->upstream = isset($options['upstream']) ? (string)$options['upstream'] : 'app';
+        $this->id = isset($options['id']) && $options['id'] !== ''
+            ? (string)$options['id']
+            : str_replace(['[', ']'], '', $this->addr);
+        $this->weight = isset($options['weight']) ? (int)$options['weight'] : 1;
+        $this->ttl = isset($options['ttl']) ? max(1, (int)$options['ttl']) : 30;
+        $this->heartbeatEvery = isset($options['heartbeat_every'])
+            ? max(0.1, (float)$options['heartbeat_every'])
+            : max(1.0, $this->ttl / 3);
+        $this->drainWait = isset($options['drain_wait']) ? (string)$options['drain_wait'] : '30s';
+        $this->timeout = isset($options['timeout']) ? (float)$options['timeout'] : 5.0;
+        $this->log = isset($options['log']) && is_callable($options['log']) ? $options['log'] : null;
+        $this->secretFile = isset($options['secret_file']) && $options['secret_file'] !== ''
+            ? (string)$options['secret_file']
+            : null;
+        if ($this->secretFile !== null && is_readable($this->secretFile)) {
+            $kept = trim((string)file_get_contents($this->secretFile));
+            $this->secret = $kept === '' ? null : $kept;
+        }
+    }
+
+    /**
+     * From the environment: TIDEWAY_ADMIN, TIDEWAY_REGISTER_TOKEN, TIDEWAY_ADVERTISE (addr),
+     * and optionally TIDEWAY_UPSTREAM, TIDEWAY_ID, TIDEWAY_WEIGHT, TIDEWAY_TTL,
+     * TIDEWAY_HEARTBEAT_EVERY, TIDEWAY_DRAIN_WAIT, TIDEWAY_TIMEOUT, TIDEWAY_SECRET_FILE.
+     * `$options` wins over them.
+     *
+     * @param array<string, mixed> $options
+     */
+    public static function fromEnv(array $options = []): self
+    {
+        $env = [
+            'admin' => 'TIDEWAY_ADMIN',
+            'token' => 'TIDEWAY_REGISTER_TOKEN',
+            'addr' => 'TIDEWAY_ADVERTISE',
+            'upstream' => 'TIDEWAY_UPSTREAM',
+            'id' => 'TIDEWAY_ID',
+            'weight' => 'TIDEWAY_WEIGHT',
+            'ttl' => 'TIDEWAY_TTL',
+            'heartbeat_every' => 'TIDEWAY_HEARTBEAT_EVERY',
+            'drain_wait' => 'TIDEWAY_DRAIN_WAIT',
+            'timeout' => 'TIDEWAY_TIMEOUT',
+            'secret_file' => 'TIDEWAY_SECRET_FILE',
+        ];
+        foreach ($env as $key => $name) {
+            $value = getenv($name);
+            if (!array_key_exists($key, $options) && $value !== false && $value !== '') {
+                $options[$key] = $value;
+            }
+        }
+        return new self($options);
+    }
+
+    public function id(): string
+    {
+        return $this->id;
+    }
+
+    public function addr(): string
+    {
+        return $this->addr;
+    }
+
+    public function isRegistered(): bool
+    {
+        return $this->registered;
+    }
+
+    public function heartbeatEvery(): float
+    {
+        return $this->heartbeatEvery;
+    }
+
+    /**
+     * Register now and, inside a Workerman worker, heartbeat on a \Workerman\Timer. A failed
+     * first registration is retried by the timer (heartbeat() registers while unregistered).
+     * Returns whether the registration was accepted now.
+     */
+    public function start(): bool
+    {
+        $ok = $this->register();
+        if ($this->timerId === null && class_exists('\Workerman\Timer')) {
+            $this->timerId = \Workerman\Timer::add($this->heartbeatEvery, function () {
+                $this->heartbeat();
+            });
+        }
+        return $ok;
+    }
+
+    /**
+     * POST the registration (id, addr, weight, ttl), with the secret when one is held: a new
+     * registration (201) hands out a secret, which is kept; a refresh of ours answers 200.
+     * Returns whether tideway accepted it.
+     */
+    public function register(): bool
+    {
+        $status = $this->registerStatus();
+        return $status >= 200 && $status < 300;
+    }
+
+    /** register(), returning the HTTP status (0 when tideway could not be reached). */
+    private function registerStatus(): int
+    {
+        $body = json_encode([
+            'addr' => $this->addr,
+            'id' => $this->id,
+            'weight' => $this->weight,
+            'ttl' => $this->ttl,
+        ]);
+        [$status, $answer] = $this->call('POST', '', $body);
+        if ($status >= 200 && $status < 300) {
+            $renewed = false;
+            if (is_array($answer) && isset($answer['secret']) && is_string($answer['secret'])) {
+                $renewed = $this->secret !== null;
+                $this->secret = $answer['secret'];
+                $this->keepSecret();
+            }
+            $this->registered = true;
+            $this->emit('registered', $this->id . ' ' . $status . ($renewed ? ' new-secret' : ''));
+        } else {
+            $this->emit('register_failed', $status . ' ' . $this->errorOf($answer));
+        }
+        return $status;
+    }
+
+    /**
+     * One heartbeat: PUT .../heartbeat. A 404 (lapsed or removed) registers again with the same
+     * id and address and the secret; while not registered at all, it registers. Returns the
+     * heartbeat's HTTP status (0 when tideway could not be reached; the registration's status
+     * when it registered instead).
+     */
+    public function heartbeat(): int
+    {
+        if (!$this->registered || $this->secret === null) {
+            return $this->registerStatus();
+        }
+        [$status, $answer] = $this->call('PUT', '/' . rawurlencode($this->id) . '/heartbeat');
+        $this->emit('heartbeat', (string)$status);
+        if ($status === 404) {
+            $this->emit('lapsed', $this->id . ' ' . $this->errorOf($answer));
+            $this->register();
+        } elseif ($status === 0 || $status >= 400) {
+            // Kept as is: tried again on the next beat.
+            $this->emit('heartbeat_failed', $status . ' ' . $this->errorOf($answer));
+        }
+        return $status;
+    }
+
+    /**
+     * Drain: tideway sends this address no new connections, and the call returns when tideway
+     * holds no connection to it or the wait ends. Returns tideway's answer
+     * (["active_connections" => n, "drained" => bool]) or null when it failed.
+     *
+     * @return array<string, mixed>|null
+     */
+    public function drain(?string $wait = null): ?array
+    {
+        $wait = $wait ?? $this->drainWait;
+        $seconds = self::seconds($wait);
+        [$status, $answer] = $this->call(
+            'POST',
+            '/' . rawurlencode($this->id) . '/drain?wait=' . rawurlencode($wait),
+            null,
+            $seconds + $this->timeout
+        );
+        if ($status === 200 && is_array($answer)) {
+            $this->emit('drained', (string)json_encode($answer));
+            return $answer;
+        }
+        $this->emit('drain_failed', $status . ' ' . $this->errorOf($answer));
+        return null;
+    }
+
+    /** DELETE the registration. Returns the HTTP status (202 when accepted, 0 unreachable). */
+    public function deregister(): int
+    {
+        [$status, $answer] = $this->call('DELETE', '/' . rawurlencode($this->id));
+        $this->registered = false;
+        if ($status === 202 && $this->secretFile !== null && is_file($this->secretFile)) {
+            @unlink($this->secretFile);
+        }
+        $this->emit('deregistered', (string)$status . ($status >= 400 ? ' ' . $this->errorOf($answer) : ''));
+        return $status;
+    }
+
+    /**
+     * On the way out: stop the heartbeat timer, drain (waiting up to the drain wait), then
+     * deregister. Returns ["drain" => answer|null, "deregister" => status], or null when there
+     * was no registration to end.
+     *
+     * @return array{drain: array<string, mixed>|null, deregister: int}|null
+     */
+    public function stop(?string $wait = null): ?array
+    {
+        if ($this->timerId !== null && class_exists('\Workerman\Timer')) {
+            \Workerman\Timer::del($this->timerId);
+            $this->timerId = null;
+        }
+        if ($this->secret === null) {
+            return null;
+        }
+        $drain = $this->drain($wait);
+        $status = $this->deregister();
+        return ['drain' => $drain, 'deregister' => $status];
+    }
+
+    /**
+     * One HTTP call to the admin API. Returns [status, decoded JSON body or null]; status 0
+     * when no answer came.
+     *
+     * @return array{0: int, 1: mixed}
+     */
+    private function call(string $method, string $tail, ?string $body = null, ?float $timeout = null): array
+    {
+        $url = $this->admin . '/v1/upstreams/' . rawurlencode($this->upstream) . '/backends' . $tail;
+        $headers = [
+            'Authorization: Bearer ' . $this->token,
+            'Accept: application/json',
+            'Connection: close',
+        ];
+        if ($this->secret !== null) {
+            $headers[] = 'X-Registration-Secret: ' . $this->secret;
+        }
+        $http = [
+            'method' => $method,
+            'ignore_errors' => true,       // 4xx/5xx bodies are read, not turned into warnings
+            'follow_location' => 0,
+            'protocol_version' => 1.1,
+            'timeout' => $timeout ?? $this->timeout,
+        ];
+        if ($body !== null) {
+            $headers[] = 'Content-Type: application/json';
+            $headers[] = 'Content-Length: ' . strlen($body);
+            $http['content'] = $body;
+        } else {
+            $headers[] = 'Content-Length: 0';
+        }
+        $http['header'] = implode("\r\n", $headers);
+        $context = stream_context_create(['http' => $http]);
+
+        // Warnings (connection refused, timeouts) would name the URL only, never the headers;
+        // they are silenced and reported as status 0 instead.
+        set_error_handler(static function (): bool {
+            return true;
+        });
+        try {
+            $fp = fopen($url, 'rb', false, $context);
+            if ($fp === false) {
+                return [0, ['error' => 'cannot reach ' . $this->admin]];
+            }
+            $text = stream_get_contents($fp);
+            $meta = stream_get_meta_data($fp);
+            fclose($fp);
+        } finally {
+            restore_error_handler();
+        }
+        $status = 0;
+        foreach ((array)($meta['wrapper_data'] ?? []) as $line) {
+            // The last status line wins (there is one: redirects are not followed).
+            if (is_string($line) && preg_match('#^HTTP/\S+\s+(\d{3})#', $line, $m)) {
+                $status = (int)$m[1];
+            }
+        }
+        if (!empty($meta['timed_out'])) {
+            return [0, ['error' => 'timed out']];
+        }
+        $decoded = ($text === false || $text === '') ? null : json_decode($text, true);
+        return [$status, $decoded];
+    }
+
+    /** Write the secret to `secret_file`, readable by this user only. */
+    private function keepSecret(): void
+    {
+        if ($this->secretFile === null || $this->secret === null) {
+            return;
+        }
+        $umask = umask(0077);
+        $tmp = $this->secretFile . '.' . getmypid() . '.tmp';
+        $ok = @file_put_contents($tmp, $this->secret) !== false
+            && @chmod($tmp, 0600)
+            && @rename($tmp, $this->secretFile);
+        umask($umask);
+        if (!$ok) {
+            @unlink($tmp);
+            $this->emit('secret_file_failed', $this->secretFile);
+        }
+    }
+
+    /** @param mixed $answer */
+    private function errorOf($answer): string
+    {
+        return is_array($answer) && isset($answer['error']) && is_string($answer['error'])
+            ? $answer['error']
+            : '';
+    }
+
+    private function emit(string $event, string $detail): void
+    {
+        if ($this->log !== null) {
+            ($this->log)($event, $detail);
+            return;
+        }
+        $line = 'tideway ' . $event . ' ' . $detail;
+        if (defined('STDERR')) {
+            fwrite(STDERR, $line . "\n");
+        } else {
+            error_log($line);
+        }
+    }
+
+    /**
+     * Seconds in a duration as tideway reads it ("30s", "500ms", "2m", "1h"), for the drain
+     * call's read timeout; tideway's longest wait (1 h) when it is not that simple.
+     */
+    private static function seconds(string $d): float
+    {
+        if (!preg_match('/^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/', $d, $m)) {
+            return 3600.0;
+        }
+        $n = (float)$m[1];
+        switch ($m[2] ?? 's') {
+            case 'ms':
+                return $n / 1000;
+            case 'm':
+                return $n * 60;
+            case 'h':
+                return $n * 3600;
+            default:
+                return $n;
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The PHP registration helper for Workerman apps (examples/workerman/TidewayRegistration.php),
+//! driven by a plain PHP HTTP server (tests/php/worker.php) against a real tideway: it
+//! registers, is kept alive by heartbeats past its TTL, renews a registration that lapsed or
+//! was removed behind its back (adopting the new secret), and on SIGTERM drains, deregisters
+//! and exits 0. Every step is observed (tideway's admin API, requests through tideway, the PHP
+//! side's progress lines); nothing is slept on.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::cell::Cell;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const UPSTREAM: &str = "[upstream.app]\nbalance = \"round_robin\"\n";
+const ID: &str = "php-1";
+/// Registration TTL the worker asks for (seconds), and its heartbeat period.
+const TTL: u64 = 3;
+const EVERY: &str = "1";
+
+/// The PHP worker process and what it printed so far.
+struct Php {
+    child: Child,
+    out: Arc<Mutex<Vec<String>>>,
+    err: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Php {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+impl Php {
+    /// `php tests/php/worker.php` registering with `p` as [`ID`] (any free port, advertised as
+    /// bound), TTL [`TTL`], heartbeat every [`EVERY`] s, the default drain wait (30s).
+    fn start(p: &Proxy) -> Php {
+        Php::start_with(p, &[])
+    }
+
+    /// Like [`Php::start`], with more (or overriding) environment variables.
+    fn start_with(p: &Proxy, env: &[(&str, &str)]) -> Php {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/php/worker.php");
+        let mut cmd = Command::new("php");
+        cmd.arg(script)
+            .env("WORKER_ID", ID)
+            .env("WORKER_PORT", "0")
+            .env("TIDEWAY_ADMIN", format!("http://{}", p.admin))
+            .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
+            .env("TIDEWAY_UPSTREAM", "app")
+            .env("TIDEWAY_TTL", TTL.to_string())
+            .env("TIDEWAY_HEARTBEAT_EVERY", EVERY)
+            .env_remove("TIDEWAY_ADVERTISE")
+            .env_remove("TIDEWAY_ID")
+            .env_remove("TIDEWAY_WEIGHT")
+            .env_remove("TIDEWAY_DRAIN_WAIT")
+            .env_remove("TIDEWAY_TIMEOUT")
+            .env_remove("TIDEWAY_SECRET_FILE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned = cmd.spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`php` not found: this test runs the PHP registration helper with php-cli \
+                 (scripts/test.sh installs php-cli)"
+            ),
+            Err(e) => panic!("cannot run php: {e}"),
+        };
+        let out = collect(child.stdout.take().unwrap());
+        let err = collect(child.stderr.take().unwrap());
+        Php { child, out, err }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Everything the worker printed, for failure messages.
+    fn transcript(&self) -> String {
+        format!(
+            "php stdout:\n{}\nphp stderr:\n{}",
+            self.lines().join("\n"),
+            self.err.lock().unwrap().join("\n")
+        )
+    }
+
+    /// Wait for the first line at index `from` or later that `pred` accepts; its index and text.
+    async fn line_from(
+        &self,
+        from: usize,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> (usize, String) {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .lines()
+                .into_iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| pred(l));
+            if let Some(hit) = found {
+                return hit;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "PHP worker did not print {what} within {limit:?}\n{}",
+                self.transcript()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait for the worker to exit; its exit code.
+    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "PHP worker did not exit within {limit:?}\n{}",
+                self.transcript()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The worker's bound (and advertised) address, once it listens and said how it stops.
+    async fn listening(&self) -> String {
+        let (_, l) = self
+            .line_from(0, Duration::from_secs(10), "listening", |l| {
+                l.starts_with("listening ")
+            })
+            .await;
+        let (_, how) = self
+            .line_from(0, Duration::from_secs(10), "stop-on", |l| {
+                l.starts_with("stop-on ")
+            })
+            .await;
+        assert_eq!(
+            how,
+            "stop-on sigterm",
+            "the PHP worker needs the pcntl extension to stop on SIGTERM (Debian's php-cli has \
+             it built in)\n{}",
+            self.transcript()
+        );
+        l["listening ".len()..].to_string()
+    }
+}
+
+fn signal(pid: &str, sig: &str) {
+    let status = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Backend [`ID`] of upstream `app` as tideway shows it, if present.
+async fn php_backend(p: &Proxy) -> Option<Value> {
+    p.upstream_json().await["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == ID)
+        .cloned()
+}
+
+/// Poll (every 20 ms) until `f` holds; panics after `limit` with `what` and the transcripts.
+async fn until<F, Fut>(p: &Proxy, php: &Php, limit: Duration, what: &str, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        if start.elapsed() >= limit {
+            let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap_or_default();
+            panic!(
+                "{what}: not within {limit:?}\ntideway: {}\n{}\ntideway log:\n{log}",
+                p.upstream_json().await,
+                php.transcript()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+/// Poll until backend [`ID`] is in the pool, active, at `addr`.
+async fn until_active(p: &Proxy, php: &Php, addr: &str, what: &str) -> Duration {
+    until(p, php, Duration::from_secs(10), what, || async {
+        php_backend(p)
+            .await
+            .is_some_and(|b| b["addr"] == addr && b["state"] == "active")
+    })
+    .await
+}
+
+/// Poll until upstream `app` has no backends at all.
+async fn until_empty(p: &Proxy, php: &Php, limit: Duration, what: &str) -> Duration {
+    until(p, php, limit, what, || async {
+        p.upstream_json().await["backends"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await
+}
+
+/// A GET through tideway answered by the PHP worker.
+async fn served_by_php(p: &Proxy) {
+    let r = reqwest::get(p.url("/"))
+        .await
+        .expect("request through tideway");
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], ID, "{body}");
+}
+
+/// Is this a `heartbeat <status>` line with that status?
+fn heartbeat(status: u16) -> impl Fn(&str) -> bool {
+    move |l| l == format!("heartbeat {status}")
+}
+
+#[tokio::test]
+async fn registers_heartbeats_then_drains_and_deregisters_on_sigterm() {
+    let p = start_proxy(UPSTREAM).await;
+    assert!(p.upstream_json().await["backends"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let mut php = Php::start(&p);
+    let addr = php.listening().await;
+
+    // 1. Registered: in the pool, active, at the advertised address, and serving through tideway.
+    let (_, reg) = php
+        .line_from(0, Duration::from_secs(10), "registered", |l| {
+            l.starts_with("registered ")
+        })
+        .await;
+    assert_eq!(reg, format!("registered {ID} 201"), "{}", php.transcript());
+    let registered_at = Instant::now();
+    until_active(&p, &php, &addr, "registered backend active").await;
+    let b = php_backend(&p).await.unwrap();
+    let first_expiry = b["expires_in_ms"].as_u64().unwrap();
+    assert!(first_expiry <= TTL * 1000, "{b}");
+    served_by_php(&p).await;
+
+    // 2. Heartbeats: the expiry goes back up, and the backend outlives its TTL (with room to
+    // spare), present and active at every look.
+    let last = Cell::new(first_expiry);
+    let rose = until(
+        &p,
+        &php,
+        Duration::from_secs(5),
+        "expires_in_ms rose",
+        || async {
+            let b = php_backend(&p)
+                .await
+                .expect("registered backend still present");
+            let e = b["expires_in_ms"].as_u64().unwrap();
+            e > last.replace(e)
+        },
+    )
+    .await;
+    let (looks, lowest) = (Cell::new(0u32), Cell::new(u64::MAX));
+    let outlived = Duration::from_millis(TTL * 1000 + 1500);
+    until(
+        &p,
+        &php,
+        outlived + Duration::from_secs(5),
+        "outlived its TTL",
+        || async {
+            let b = php_backend(&p)
+                .await
+                .expect("kept alive by heartbeats, the backend never leaves the pool");
+            assert_eq!(b["state"], "active", "{b}");
+            lowest.set(lowest.get().min(b["expires_in_ms"].as_u64().unwrap()));
+            looks.set(looks.get() + 1);
+            registered_at.elapsed() > outlived
+        },
+    )
+    .await;
+    let (looks, lowest) = (looks.get(), lowest.get());
+    assert!(
+        lowest > 0,
+        "the registration came close to lapsing: {lowest} ms"
+    );
+    let beats = php.lines().iter().filter(|l| heartbeat(200)(l)).count();
+    assert!(
+        beats >= 3,
+        "heartbeats answered 200: {beats}\n{}",
+        php.transcript()
+    );
+    assert!(
+        !php.lines().iter().any(|l| l.starts_with("lapsed")),
+        "{}",
+        php.transcript()
+    );
+    served_by_php(&p).await;
+    println!(
+        "registered; expiry rose after {rose:?}; present at all {looks} looks over {:?} \
+         (TTL {TTL}s), lowest expires_in_ms {lowest}; {beats} heartbeats answered 200",
+        registered_at.elapsed()
+    );
+
+    // 3. SIGTERM: drain (nothing held, so no waiting out the 30s), deregister, exit 0, gone.
+    let before = php.lines().len();
+    let term = Instant::now();
+    signal(&php.pid(), "-TERM");
+    let (_, drained) = php
+        .line_from(before, Duration::from_secs(10), "drained", |l| {
+            l.starts_with("drained ") || l.starts_with("drain_failed")
+        })
+        .await;
+    let answer: Value = serde_json::from_str(drained.trim_start_matches("drained "))
+        .unwrap_or_else(|e| panic!("{drained:?}: {e}\n{}", php.transcript()));
+    assert_eq!(answer["drained"], true, "{answer}");
+    assert_eq!(answer["active_connections"], 0, "{answer}");
+    php.line_from(before, Duration::from_secs(10), "deregistered 202", |l| {
+        l == "deregistered 202"
+    })
+    .await;
+    assert_eq!(php.exit_code(Duration::from_secs(10)).await, Some(0));
+    let exited = term.elapsed();
+    let gone = until_empty(
+        &p,
+        &php,
+        Duration::from_secs(10),
+        "deregistered backend gone",
+    )
+    .await;
+    let r = reqwest::get(p.url("/")).await.expect("tideway answers");
+    assert!(
+        !r.status().is_success(),
+        "no backend left, yet {}",
+        r.status()
+    );
+    println!(
+        "SIGTERM: {drained}; exited 0 after {exited:?}; pool empty {gone:?} later; \
+         request now {}",
+        r.status()
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_or_removed_registration_is_renewed() {
+    let p = start_proxy(UPSTREAM).await;
+    let mut php = Php::start(&p);
+    let addr = php.listening().await;
+    php.line_from(0, Duration::from_secs(10), "registered", |l| {
+        l == format!("registered {ID} 201")
+    })
+    .await;
+    until_active(&p, &php, &addr, "registered backend active").await;
+
+    // Removed behind its back (admin token): the next heartbeat is answered 404, and the helper
+    // registers again with the same id and address, adopting the new secret.
+    let mark = php.lines().len();
+    let r = p
+        .admin_req(
+            reqwest::Method::DELETE,
+            &format!("/v1/upstreams/app/backends/{ID}"),
+            ADMIN_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deleted = Instant::now();
+    let (at, _) = php
+        .line_from(
+            mark,
+            Duration::from_secs(10),
+            "heartbeat 404",
+            heartbeat(404),
+        )
+        .await;
+    let (at, again) = php
+        .line_from(at, Duration::from_secs(5), "registered again", |l| {
+            l.starts_with("registered ")
+        })
+        .await;
+    assert_eq!(again, format!("registered {ID} 201 new-secret"));
+    until_active(&p, &php, &addr, "re-registered backend active").await;
+    let back = deleted.elapsed();
+    // The new secret is the one it uses now: its heartbeats are answered 200 again.
+    php.line_from(at, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
+        .await;
+    served_by_php(&p).await;
+    println!("removed by the admin: registered again {back:?} later");
+
+    // Lapsed: the worker freezes (SIGSTOP) past its TTL, tideway drops the registration; once it
+    // runs again its heartbeat is answered 404 and it registers again.
+    let mark = php.lines().len();
+    signal(&php.pid(), "-STOP");
+    let stopped = Instant::now();
+    let lapsed = until_empty(
+        &p,
+        &php,
+        Duration::from_secs(TTL + 10),
+        "lapsed backend gone",
+    )
+    .await;
+    signal(&php.pid(), "-CONT");
+    let (at, _) = php
+        .line_from(
+            mark,
+            Duration::from_secs(5),
+            "heartbeat 404",
+            heartbeat(404),
+        )
+        .await;
+    let (at, again) = php
+        .line_from(at, Duration::from_secs(5), "registered again", |l| {
+            l.starts_with("registered ")
+        })
+        .await;
+    assert_eq!(again, format!("registered {ID} 201 new-secret"));
+    until_active(&p, &php, &addr, "renewed backend active").await;
+    php.line_from(at, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
+        .await;
+    served_by_php(&p).await;
+    println!(
+        "frozen: registration lapsed and removed {lapsed:?} after SIGSTOP; renewed {:?} after it",
+        stopped.elapsed()
+    );
+
+    // And the renewed registration is the worker's to end: drain and deregister with its secret.
+    let before = php.lines().len();
+    signal(&php.pid(), "-TERM");
+    php.line_from(before, Duration::from_secs(10), "deregistered 202", |l| {
+        l == "deregistered 202"
+    })
+    .await;
+    assert!(
+        php.lines()[before..]
+            .iter()
+            .any(|l| l.starts_with("drained ") && l.contains("\"drained\":true")),
+        "{}",
+        php.transcript()
+    );
+    assert_eq!(php.exit_code(Duration::from_secs(10)).await, Some(0));
+    until_empty(
+        &p,
+        &php,
+        Duration::from_secs(10),
+        "deregistered backend gone",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_replacement_process_takes_the_registration_over_with_the_secret_file() {
+    let p = start_proxy(UPSTREAM).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("php-1.secret");
+    let file_env = file.to_str().unwrap();
+    let mut first = Php::start_with(&p, &[("TIDEWAY_SECRET_FILE", file_env)]);
+    let addr = first.listening().await;
+    first
+        .line_from(0, Duration::from_secs(10), "registered", |l| {
+            l == format!("registered {ID} 201")
+        })
+        .await;
+    until_active(&p, &first, &addr, "registered backend active").await;
+
+    // The secret is kept for the next process, readable by this user only, and printed nowhere.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "secret file mode {mode:o}");
+    let secret = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(secret.trim().len(), 32, "a 128-bit hex secret");
+    let said = first.transcript();
+    assert!(
+        !said.contains(secret.trim()),
+        "the secret was printed:\n{said}"
+    );
+    assert!(
+        !said.contains(REGISTER_TOKEN),
+        "the token was printed:\n{said}"
+    );
+
+    // The process dies without deregistering; a new one on the same address takes over at once
+    // (200: the same registration, proven by the kept secret), well before the TTL would end.
+    signal(&first.pid(), "-KILL");
+    first.exit_code(Duration::from_secs(5)).await;
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let second = Php::start_with(
+        &p,
+        &[("TIDEWAY_SECRET_FILE", file_env), ("WORKER_PORT", &port)],
+    );
+    assert_eq!(second.listening().await, addr);
+    second
+        .line_from(0, Duration::from_secs(10), "took over", |l| {
+            l.starts_with("registered") || l.starts_with("register_failed")
+        })
+        .await;
+    assert_eq!(
+        second.lines().iter().find(|l| l.starts_with("regist")),
+        Some(&format!("registered {ID} 200")),
+        "{}",
+        second.transcript()
+    );
+    until_active(&p, &second, &addr, "taken-over backend active").await;
+    second
+        .line_from(0, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
+        .await;
+    served_by_php(&p).await;
+
+    // It ends the registration as its own; a clean deregistration removes the secret file.
+    signal(&second.pid(), "-TERM");
+    second
+        .line_from(0, Duration::from_secs(10), "deregistered 202", |l| {
+            l == "deregistered 202"
+        })
+        .await;
+    let mut second = second;
+    assert_eq!(second.exit_code(Duration::from_secs(10)).await, Some(0));
+    until_empty(
+        &p,
+        &second,
+        Duration::from_secs(10),
+        "deregistered backend gone",
+    )
+    .await;
+    assert!(!file.exists(), "secret file left after deregistration");
+}

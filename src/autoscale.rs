@@ -3,7 +3,7 @@
 //! with etcd) is read every `interval`; when it moves, a command runs (`exec`, through `sh -c`)
 //! or a webhook gets a JSON POST, so a Supervisor or systemd setup can add or remove workers.
 //!
-//! - **Reference**: the first reading after start is the count in place; the hook fires when
+//! - **Reference**: at start, the backends in place (active ones in the pool); the hook fires when
 //!   the recommendation leaves it, and a successful run makes the new count the reference. A
 //!   failed run leaves the reference, so the change is tried again after the cooldown.
 //! - **Hysteresis**: scaling out follows `ceil(active / target)` at once; scaling in waits until
@@ -25,6 +25,7 @@ use crate::admin::view::ScaleView;
 use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook};
 use crate::discovery::fleet::Fleet;
 use crate::pool::PoolHandle;
+use crate::pool::State;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,8 +33,6 @@ use std::time::{Duration, Instant};
 
 /// How often the hook task wakes to see which upstream is due.
 const TICK: Duration = Duration::from_millis(100);
-/// Longest a command or webhook call may take.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Output kept in the log, per stream.
 const MAX_OUTPUT: usize = 2048;
 
@@ -119,8 +118,14 @@ fn step(
         let signal = ScaleView::of(up, fleet);
         let active = signal.active_connections;
         let Some(current) = t.reference else {
-            t.reference = Some(signal.recommended_backends);
-            tracing::info!(upstream = %name, backends = signal.recommended_backends, "autoscale: reference count");
+            // The count in place: the backends taking part (not draining or disabled).
+            let in_place = up
+                .backends
+                .iter()
+                .filter(|b| b.state == State::Active)
+                .count();
+            t.reference = Some(in_place);
+            tracing::info!(upstream = %name, backends = in_place, "autoscale: reference count");
             continue;
         };
         let Some(want) = decide(active, scale, cfg.hysteresis, current) else {
@@ -128,11 +133,16 @@ fn step(
         };
         if t.last_run
             .is_some_and(|at| now.duration_since(at) < cfg.cooldown)
-            || !leads(fleet)
         {
             continue;
         }
         t.last_run = Some(now);
+        if !leads(fleet) {
+            // The leader runs the hook for the same count; follow it, so that taking over
+            // (when the leader leaves) starts from the count in place.
+            t.reference = Some(want);
+            continue;
+        }
         t.running.store(true, Ordering::Release);
         let change = Change {
             instance: fleet.map_or_else(|| "local".to_string(), |f| f.instance.clone()),
@@ -144,6 +154,7 @@ fn step(
         };
         let (running, applied, cfg) = (t.running.clone(), t.applied.clone(), cfg.clone());
         tokio::spawn(async move {
+            let _done = Running(running);
             let ok = run(&cfg, &change).await;
             let outcome = if ok { "ok" } else { "failed" };
             let m = crate::metrics::global();
@@ -156,8 +167,16 @@ fn step(
                     .set(change.backends as i64);
                 *applied.lock().unwrap_or_else(|e| e.into_inner()) = Some(change.backends);
             }
-            running.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Clears a track's `running` flag when its run ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -165,18 +184,46 @@ fn step(
 async fn run(cfg: &AutoscaleConfig, c: &Change) -> bool {
     tracing::info!(upstream = %c.upstream, from = c.previous_backends, to = c.backends, active = c.active_connections, "autoscale: running the hook");
     match &cfg.hook {
-        ScaleHook::Exec(cmd) => exec(cmd, c).await,
-        ScaleHook::Webhook(url) => webhook(url, c).await,
+        ScaleHook::Exec(cmd) => exec(cmd, c, cfg.timeout).await,
+        ScaleHook::Webhook(url) => webhook(url, c, cfg.timeout).await,
     }
 }
 
-fn clip(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_OUTPUT)]);
-    text.trim_end().to_string()
+/// Read a pipe to its end, keeping the first [`MAX_OUTPUT`] bytes (reading on, so the writer
+/// never blocks on a full pipe).
+fn drain_pipe<R>(pipe: Option<R>) -> tokio::task::JoinHandle<Vec<u8>>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut kept = Vec::new();
+        let Some(mut pipe) = pipe else {
+            return kept;
+        };
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
+            let room = MAX_OUTPUT.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..n.min(room)]);
+        }
+        kept
+    })
 }
 
-async fn exec(cmd: &str, c: &Change) -> bool {
-    let child = tokio::process::Command::new("sh")
+/// What a pipe held by the time the command ended; a background process that keeps the
+/// pipe open is not waited for.
+async fn taken(h: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    let bytes = tokio::time::timeout(Duration::from_millis(500), h)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim_end().to_string()
+}
+
+/// Run the command in a process group of its own; on `limit`, kill the whole group.
+async fn exec(cmd: &str, c: &Change, limit: Duration) -> bool {
+    let spawned = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .env("TIDEWAY_INSTANCE", &c.instance)
@@ -192,36 +239,61 @@ async fn exec(cmd: &str, c: &Change) -> bool {
             c.target_per_backend.to_string(),
         )
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(HOOK_TIMEOUT, child).await {
-        Err(_) => {
-            tracing::warn!(upstream = %c.upstream, "autoscale: the command timed out and was killed");
-            false
-        }
-        Ok(Err(e)) => {
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
             tracing::warn!(upstream = %c.upstream, error = %e, "autoscale: the command could not run");
+            return false;
+        }
+    };
+    let (out, err) = (
+        drain_pipe(child.stdout.take()),
+        drain_pipe(child.stderr.take()),
+    );
+    let status = match tokio::time::timeout(limit, child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %c.upstream, error = %e, "autoscale: lost the command");
+            None
+        }
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status()
+                    .await;
+            }
+            tracing::warn!(upstream = %c.upstream, ?limit, "autoscale: the command timed out; its process group was killed");
+            None
+        }
+    };
+    let (stdout, stderr) = (taken(out).await, taken(err).await);
+    match status {
+        Some(s) if s.success() => {
+            tracing::info!(upstream = %c.upstream, status = %s, %stdout, %stderr, "autoscale: command done");
+            true
+        }
+        Some(s) => {
+            tracing::warn!(upstream = %c.upstream, status = %s, %stdout, %stderr, "autoscale: command failed");
             false
         }
-        Ok(Ok(out)) => {
-            let (stdout, stderr) = (clip(&out.stdout), clip(&out.stderr));
-            if out.status.success() {
-                tracing::info!(upstream = %c.upstream, status = %out.status, %stdout, %stderr, "autoscale: command done");
-            } else {
-                tracing::warn!(upstream = %c.upstream, status = %out.status, %stdout, %stderr, "autoscale: command failed");
-            }
-            out.status.success()
-        }
+        None => false,
     }
 }
 
-async fn webhook(url: &str, c: &Change) -> bool {
+async fn webhook(url: &str, c: &Change, limit: Duration) -> bool {
     let sent = reqwest::Client::new()
         .post(url)
-        .timeout(HOOK_TIMEOUT)
+        .timeout(limit)
         .json(c)
         .send()
         .await;
+    // The URL may carry a credential: it is never logged.
     match sent {
         Ok(r) if r.status().is_success() => {
             tracing::info!(upstream = %c.upstream, status = %r.status(), "autoscale: webhook done");
@@ -232,7 +304,9 @@ async fn webhook(url: &str, c: &Change) -> bool {
             false
         }
         Err(e) => {
-            tracing::warn!(upstream = %c.upstream, error = %e, "autoscale: webhook failed");
+            let e = e.without_url();
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            tracing::warn!(upstream = %c.upstream, error = %e, cause = cause.as_deref().unwrap_or(""), "autoscale: webhook failed");
             false
         }
     }

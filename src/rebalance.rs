@@ -3,18 +3,24 @@
 //! backend that should have them. Without it, a scale-out leaves the new backends idle: a
 //! WebSocket never moves by itself.
 //!
-//! Misplaced means:
-//! - `hash`: a new connection with the session's key would go to another backend (the ring's
-//!   pick, with bounded load and `max_conns` as a new connection sees them, not counting the
-//!   session itself);
-//! - the other algorithms: the session's backend holds more than `factor` times its weighted
-//!   share of the upstream's sessions; the newest sessions above that share go.
+//! The plan works on each backend's load as placement sees it (`active`: requests in flight
+//! and tunnels), less the sessions already closing, and moves sessions one at a time,
+//! updating those loads as it goes, so a batch never moves more than the placement needs:
+//! - `hash`: a session is misplaced when a new connection with its key would go to another
+//!   backend: the ring's first backend that has room (`max_conns`) and, with
+//!   `hash_balance_factor`, is under the bounded-load cap, counting the session itself on its
+//!   own backend only once. A session whose key the upstream no longer hashes by (a reload
+//!   changed it) is left alone;
+//! - the other algorithms: a backend over `factor` times its weighted share of the load sheds
+//!   its newest sessions down to that share; the sessions closing still count in the total,
+//!   since they come back.
 //!
 //! A session on a draining, disabled or unhealthy backend is never touched (drain has its own
-//! deadline, and a disabled backend keeps its connections), and a session placed right is
-//! never closed. Closes wait until the pool has stayed unchanged for `settle`, so a burst of
-//! registrations moves each session once, and then go at `per_second` divided among the
-//! fleet's instances, each closing its own sessions.
+//! deadline, and a disabled backend keeps its connections), nor is one whose new home has just
+//! failed a connection (it would only bounce back). Closes wait until what placement depends
+//! on (backends, their eligibility, weights, limits) has stayed unchanged for `settle`, so a
+//! burst of registrations moves each session once, and then go at `per_second` divided among
+//! the fleet's instances, each closing its own sessions.
 //!
 //! Imports: `pool`, `config`, `metrics`, `discovery::fleet`.
 
@@ -30,44 +36,72 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// algorithms other than `hash`).
 pub const RESCAN: Duration = Duration::from_secs(10);
 
-/// The sessions of `up` that are misplaced, in the order to close them. Sessions already
-/// closing are left out.
+/// The sessions of `up` to close, in order; sessions already closing are left out.
 pub fn misplaced(up: &Upstream, sessions: &[(u64, Session)], factor: f64) -> Vec<u64> {
+    let n = up.backends.len();
     let index: HashMap<&str, usize> = up
         .backends
         .iter()
         .enumerate()
         .map(|(i, b)| (&*b.id, i))
         .collect();
-    // Sessions still open, on a backend that takes traffic, with that backend's index.
-    let placed: Vec<(u64, &Session, usize)> = sessions
-        .iter()
-        .filter(|(_, s)| !s.close.is_cancelled())
-        .filter_map(|(n, s)| {
-            let i = *index.get(&*s.backend)?;
-            up.backends[i].eligible().then_some((*n, s, i))
-        })
-        .collect();
-    if up.policy.balance == crate::config::Balance::Hash {
-        return placed
-            .into_iter()
-            .filter(|(_, s, i)| {
-                up.selector
-                    .home(&up.backends, s.key, *i)
-                    .is_some_and(|home| home != *i)
-            })
-            .map(|(n, _, _)| n)
-            .collect();
+    // Load as placement sees it, less the sessions already on their way out.
+    let mut load: Vec<i64> = up.backends.iter().map(|b| b.live.active() as i64).collect();
+    let mut open: Vec<(u64, &Session, usize)> = Vec::new();
+    for (k, s) in sessions {
+        let Some(&i) = index.get(&*s.backend) else {
+            continue;
+        };
+        if s.close.is_cancelled() {
+            load[i] -= 1;
+        } else if up.backends[i].eligible() {
+            open.push((*k, s, i));
+        }
     }
-    shed(up, placed, factor)
+    let total: i64 = (0..n)
+        .filter(|&i| up.backends[i].eligible())
+        .map(|i| up.backends[i].live.active() as i64)
+        .sum();
+    match up.selector.ring() {
+        Some((ring, bound)) => {
+            let hashed_by = &up.policy.hash_key;
+            let eligible = up.selector.eligible_count().max(1) as u64;
+            let limit = (total.max(0) as u64 * u64::from(bound))
+                .div_ceil(100 * eligible)
+                .max(1) as i64;
+            let mut out = Vec::new();
+            for (k, s, i) in open {
+                if s.hashed_by.as_ref() != Some(hashed_by) {
+                    continue;
+                }
+                let room = |j: usize| {
+                    let m = i64::from(up.backends[j].max_conns);
+                    j == i || m == 0 || load[j] < m
+                };
+                let under = |j: usize| bound == 0 || load[j] - i64::from(j == i) < limit;
+                let mut walk = ring.walk(s.key).map(|j| j as usize).filter(|&j| room(j));
+                let first = walk.next();
+                let home = first.into_iter().chain(walk).find(|&j| under(j)).or(first);
+                if let Some(h) = home.filter(|&h| h != i && !up.backends[h].live.failing()) {
+                    load[i] -= 1;
+                    load[h] += 1;
+                    out.push(k);
+                }
+            }
+            out
+        }
+        None => shed(up, open, &load, total, factor),
+    }
 }
 
-/// The newest sessions above `factor` times each backend's weighted share.
-fn shed(up: &Upstream, placed: Vec<(u64, &Session, usize)>, factor: f64) -> Vec<u64> {
-    let mut on: HashMap<usize, Vec<u64>> = HashMap::new();
-    for (n, _, i) in &placed {
-        on.entry(*i).or_default().push(*n);
-    }
+/// The newest sessions of each backend whose load is over `factor` times its weighted share.
+fn shed(
+    up: &Upstream,
+    open: Vec<(u64, &Session, usize)>,
+    load: &[i64],
+    total: i64,
+    factor: f64,
+) -> Vec<u64> {
     let total_weight: f64 = up
         .backends
         .iter()
@@ -77,24 +111,40 @@ fn shed(up: &Upstream, placed: Vec<(u64, &Session, usize)>, factor: f64) -> Vec<
     if total_weight == 0.0 {
         return Vec::new();
     }
-    let total = placed.len() as f64;
+    let mut on: HashMap<usize, Vec<u64>> = HashMap::new();
+    for (k, _, i) in open {
+        on.entry(i).or_default().push(k);
+    }
     let mut out = Vec::new();
-    for (i, mut ns) in on {
-        let share = total * f64::from(up.backends[i].weight) / total_weight;
-        let cap = (share * factor).ceil() as usize;
-        if ns.len() > cap {
-            ns.sort_unstable();
-            out.extend(ns.drain(cap..));
-        }
+    for (i, mut ks) in on {
+        let share = total as f64 * f64::from(up.backends[i].weight) / total_weight;
+        let cap = (share * factor).ceil() as i64;
+        let over = (load[i] - cap).clamp(0, ks.len() as i64) as usize;
+        ks.sort_unstable();
+        out.extend(ks.split_off(ks.len() - over));
     }
     out.sort_unstable();
     out
 }
 
+/// What placement on `up` depends on: its backends, their eligibility, weights and limits, and
+/// how it balances. A change of anything else (slow start, counters) does not reset `settle`.
+fn fingerprint(up: &Upstream) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    up.policy.balance.to_string().hash(&mut h);
+    up.policy.hash_key.to_string().hash(&mut h);
+    up.policy.hash_balance_factor.hash(&mut h);
+    for b in &up.backends {
+        (&*b.id, b.eligible(), b.weight, b.max_conns).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Per upstream: what the rebalancer remembers between ticks.
 struct Watch {
-    /// The upstream as last seen; a different one means the pool changed.
-    seen: Arc<Upstream>,
+    /// The upstream's placement fingerprint as last seen.
+    seen: u64,
     changed_at: Instant,
     /// Misplaced sessions may remain: look again as soon as the budget allows.
     pending: bool,
@@ -145,15 +195,16 @@ fn step(
         let Some(cfg) = &up.policy.rebalance else {
             continue;
         };
+        let print = fingerprint(up);
         let w = watches.entry(name.clone()).or_insert_with(|| Watch {
-            seen: up.clone(),
+            seen: print,
             changed_at: now,
             pending: true,
             last_scan: now,
             budget: 0.0,
         });
-        if !Arc::ptr_eq(&w.seen, up) {
-            w.seen = up.clone();
+        if w.seen != print {
+            w.seen = print;
             w.changed_at = now;
             w.pending = true;
         }
@@ -195,16 +246,16 @@ fn step(
 mod tests {
     use super::*;
     use crate::config::{Balance, HashKey, UpstreamPolicy};
-    use crate::pool::backend::{Backend, Live, Source, State};
+    use crate::pool::backend::{ActiveGuard, Backend, Live, Source, State};
     use crate::pool::Sessions;
 
-    fn backend(id: &str, state: State) -> Backend {
+    fn backend(id: &str, state: State, max_conns: u32) -> Backend {
         Backend {
             id: id.into(),
             addr: ([127, 0, 0, 1], 1000).into(),
             weight: 1,
             effective_weight: 100,
-            max_conns: 0,
+            max_conns,
             state,
             healthy: true,
             source: Source::Static,
@@ -213,106 +264,219 @@ mod tests {
         }
     }
 
-    fn upstream(balance: Balance, ids: &[(&str, State)]) -> Upstream {
+    fn uid() -> HashKey {
+        HashKey::Query("uid".into())
+    }
+
+    fn upstream(balance: Balance, factor: u32, ids: &[(&str, State, u32)]) -> Upstream {
         let policy = UpstreamPolicy {
             balance,
-            hash_key: HashKey::Query("uid".into()),
+            hash_key: uid(),
+            hash_balance_factor: factor,
             ..UpstreamPolicy::default()
         };
         Upstream::new(
             "chat".into(),
             Arc::new(policy),
-            ids.iter().map(|(id, st)| backend(id, *st)).collect(),
+            ids.iter().map(|(id, st, m)| backend(id, *st, *m)).collect(),
         )
     }
+
+    fn active(ids: &[&str]) -> Vec<(&'static str, State, u32)> {
+        ids.iter()
+            .map(|id| {
+                (
+                    &*Box::leak(id.to_string().into_boxed_str()),
+                    State::Active,
+                    0,
+                )
+            })
+            .collect()
+    }
+
+    /// Open sessions as tunnels do: registered, and counted on their backend.
+    struct Open {
+        reg: Arc<Sessions>,
+        held: Vec<(crate::pool::SessionGuard, ActiveGuard)>,
+    }
+
+    impl Open {
+        fn new() -> Self {
+            Open {
+                reg: Arc::new(Sessions::default()),
+                held: Vec::new(),
+            }
+        }
+
+        fn add(
+            &mut self,
+            up: &Upstream,
+            on: &str,
+            key: u32,
+            hashed: bool,
+        ) -> CancellationTokenAlias {
+            let b = up.backend(on).unwrap();
+            let name: Arc<str> = "chat".into();
+            let (close, g) =
+                self.reg
+                    .open(&name, on.into(), key, hashed.then(uid), &Default::default());
+            self.held.push((g, b.live.begin()));
+            close
+        }
+
+        fn all(&self) -> Vec<(u64, Session)> {
+            self.reg.of("chat")
+        }
+    }
+
+    type CancellationTokenAlias = tokio_util::sync::CancellationToken;
 
     fn owner(up: &Upstream, key: u32) -> String {
         up.pick(key, |_| false).unwrap().id.to_string()
     }
 
+    fn key(uid: u32) -> u32 {
+        crate::balance::key_hash(uid.to_string().as_bytes())
+    }
+
     #[test]
-    fn on_hash_only_sessions_the_ring_moved_are_misplaced() {
-        let two = upstream(Balance::Hash, &[("a", State::Active), ("b", State::Active)]);
-        let four = upstream(
-            Balance::Hash,
-            &[
-                ("a", State::Active),
-                ("b", State::Active),
-                ("c", State::Active),
-                ("d", State::Active),
-            ],
-        );
-        let reg = Arc::new(Sessions::default());
-        let name: Arc<str> = "chat".into();
-        let mut guards = Vec::new();
+    fn on_hash_exactly_the_sessions_the_ring_moved_are_misplaced() {
+        let two = upstream(Balance::Hash, 0, &active(&["a", "b"]));
+        let four = upstream(Balance::Hash, 0, &active(&["a", "b", "c", "d"]));
+        let mut open = Open::new();
         let mut expect = Vec::new();
-        for uid in 0..400u32 {
-            let key = crate::balance::key_hash(uid.to_string().as_bytes());
-            let was = owner(&two, key);
-            let (_, g) = reg.open(&name, was.as_str().into(), key, &Default::default());
-            guards.push(g);
-            if owner(&four, key) != was {
-                expect.push(uid as u64);
+        for u in 0..400u32 {
+            let was = owner(&two, key(u));
+            open.add(&two, &was, key(u), true);
+            if owner(&four, key(u)) != was {
+                expect.push(u as u64);
             }
         }
-        assert_eq!(misplaced(&two, &reg.of("chat"), 1.25), Vec::<u64>::new());
-        let got = misplaced(&four, &reg.of("chat"), 1.25);
+        assert_eq!(misplaced(&two, &open.all(), 1.25), Vec::<u64>::new());
+        // The live counters are shared by both views, as snapshots share them.
+        let four = Upstream::new(
+            "chat".into(),
+            four.policy.clone(),
+            ["a", "b", "c", "d"]
+                .iter()
+                .map(|id| match two.backend(id) {
+                    Some(b) => b.clone(),
+                    None => backend(id, State::Active, 0),
+                })
+                .collect(),
+        );
+        let got = misplaced(&four, &open.all(), 1.25);
         assert_eq!(got, expect, "exactly the keys the ring moved");
         assert!(got.len() > 100, "about half move to the new backends");
     }
 
     #[test]
-    fn sessions_on_draining_or_closing_backends_are_left_alone() {
-        let up = upstream(
-            Balance::Hash,
-            &[("a", State::Active), ("gone", State::Draining)],
-        );
-        let reg = Arc::new(Sessions::default());
-        let name: Arc<str> = "chat".into();
-        let (_, _g1) = reg.open(&name, "gone".into(), 1, &Default::default());
-        let (close, _g2) = reg.open(&name, "nowhere".into(), 2, &Default::default());
-        close.cancel();
-        assert!(misplaced(&up, &reg.of("chat"), 1.25).is_empty());
+    fn bounded_load_moves_only_what_the_cap_needs() {
+        // Factor 125 over 2 backends: 5 sessions whose keys start on a.
+        let up = upstream(Balance::Hash, 125, &active(&["a", "b"]));
+        let ring_a: Vec<u32> = (0..1000u32)
+            .map(key)
+            .filter(|&k| up.selector.ring().unwrap().0.walk(k).next() == Some(0))
+            .take(5)
+            .collect();
+        let mut open = Open::new();
+        for &k in &ring_a {
+            open.add(&up, "a", k, true);
+        }
+        // Total 5, cap ceil(5 * 1.25 / 2) = 4: one session moves, not all five.
+        assert_eq!(misplaced(&up, &open.all(), 1.25).len(), 1);
     }
 
     #[test]
-    fn other_algorithms_shed_the_newest_above_the_factor() {
+    fn max_conns_moves_only_into_free_slots() {
         let up = upstream(
-            Balance::LeastConn,
-            &[
-                ("a", State::Active),
-                ("b", State::Active),
-                ("c", State::Active),
-                ("d", State::Active),
-            ],
+            Balance::Hash,
+            0,
+            &[("a", State::Active, 10), ("b", State::Active, 0)],
         );
-        let reg = Arc::new(Sessions::default());
-        let name: Arc<str> = "chat".into();
-        let mut guards = Vec::new();
-        for i in 0..100 {
-            let b = if i % 2 == 0 { "a" } else { "b" };
-            guards.push(reg.open(&name, b.into(), 0, &Default::default()).1);
+        // a holds 9 requests; 10 sessions whose home is a sit on b.
+        let held: Vec<ActiveGuard> = (0..9).map(|_| up.backends[0].live.begin()).collect();
+        let keys: Vec<u32> = (0..5000u32)
+            .map(key)
+            .filter(|&k| up.selector.ring().unwrap().0.walk(k).next() == Some(0))
+            .take(10)
+            .collect();
+        let mut open = Open::new();
+        for &k in &keys {
+            open.add(&up, "b", k, true);
         }
-        // 100 sessions over 4 backends: a share of 25, capped at 32 with factor 1.25.
-        let got = misplaced(&up, &reg.of("chat"), 1.25);
+        assert_eq!(misplaced(&up, &open.all(), 1.25).len(), 1, "one free slot");
+        drop(held);
+    }
+
+    #[test]
+    fn sessions_left_alone_draining_closing_rehashed_or_bound_for_a_failing_home() {
+        let up = upstream(Balance::Hash, 0, &active(&["a", "b"]));
+        let mut open = Open::new();
+        let on_b: Vec<u32> = (0..1000u32)
+            .map(key)
+            .filter(|&k| owner(&up, k) == "a")
+            .take(3)
+            .collect();
+        // Opened before a reload changed the key: not judged by the new one.
+        open.add(&up, "b", on_b[0], false);
+        // Already closing.
+        open.add(&up, "b", on_b[1], true).cancel();
+        assert!(misplaced(&up, &open.all(), 1.25).is_empty());
+        // A real candidate, until its home fails a connection.
+        open.add(&up, "b", on_b[2], true);
+        assert_eq!(misplaced(&up, &open.all(), 1.25).len(), 1);
+        up.backends[0].live.record_failure();
+        assert!(misplaced(&up, &open.all(), 1.25).is_empty());
+        // On a draining backend: drain's business.
+        let draining = upstream(
+            Balance::Hash,
+            0,
+            &[("a", State::Active, 0), ("b", State::Draining, 0)],
+        );
+        let mut open = Open::new();
+        open.add(&draining, "b", 1, true);
+        assert!(misplaced(&draining, &open.all(), 1.25).is_empty());
+    }
+
+    #[test]
+    fn other_algorithms_shed_the_newest_above_the_factor_of_the_load() {
+        let up = upstream(Balance::LeastConn, 0, &active(&["a", "b", "c", "d"]));
+        let mut open = Open::new();
+        for i in 0..100 {
+            open.add(&up, if i % 2 == 0 { "a" } else { "b" }, 0, false);
+        }
+        // 100 over 4 backends: a share of 25, capped at 32 with factor 1.25.
+        let got = misplaced(&up, &open.all(), 1.25);
         assert_eq!(got.len(), 2 * (50 - 32));
-        let all = reg.of("chat");
-        let newest_a: Vec<u64> = all
+        let newest_a: Vec<u64> = open
+            .all()
             .iter()
             .filter(|(_, s)| &*s.backend == "a")
             .map(|(n, _)| *n)
             .skip(32)
             .collect();
         assert!(newest_a.iter().all(|n| got.contains(n)));
-        // Within the factor: nothing moves.
-        let even: Vec<(u64, Session)> = all
-            .into_iter()
-            .enumerate()
-            .map(|(i, (n, mut s))| {
-                s.backend = ["a", "b", "c", "d"][i % 4].into();
-                (n, s)
-            })
-            .collect();
-        assert!(misplaced(&up, &even, 1.25).is_empty());
+        // Once those close, they still count (they come back): nothing more to shed.
+        let all = open.all();
+        for (n, s) in &all {
+            if got.contains(n) {
+                s.close.cancel();
+            }
+        }
+        assert!(misplaced(&up, &open.all(), 1.25).is_empty());
+    }
+
+    #[test]
+    fn load_that_is_not_sessions_does_not_make_sessions_churn() {
+        // b carries 100 requests in flight; a the 100 WebSockets least_conn put there.
+        let up = upstream(Balance::LeastConn, 0, &active(&["a", "b"]));
+        let held: Vec<ActiveGuard> = (0..100).map(|_| up.backends[1].live.begin()).collect();
+        let mut open = Open::new();
+        for _ in 0..100 {
+            open.add(&up, "a", 0, false);
+        }
+        assert!(misplaced(&up, &open.all(), 1.25).is_empty());
+        drop(held);
     }
 }

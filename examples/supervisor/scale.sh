@@ -16,7 +16,10 @@ while [ "$i" -lt "$MAX" ]; do
     if [ "$i" -lt "$N" ]; then start="$start $name"; else stop="$stop $name"; fi
     i=$((i + 1))
 done
-# Start first: the new processes register while the leaving ones still serve.
+# Start first: the new processes register while the leaving ones still serve. Stops run side
+# by side: each waits for its process to drain (up to its stopwaitsecs), and one after the
+# other they would add up past the hook's timeout.
 if [ -n "$start" ]; then supervisorctl "$@" start $start; fi
-if [ -n "$stop" ]; then supervisorctl "$@" stop $stop; fi
+for name in $stop; do supervisorctl "$@" stop "$name" & done
+wait
 echo "chat: $N of $MAX running (was ${TIDEWAY_PREVIOUS_BACKENDS:-?})"

@@ -69,6 +69,14 @@ impl Selector {
         }
     }
 
+    /// For `hash`: the ring (over backend indices) and the bounded-load factor (0 = off).
+    pub fn ring(&self) -> Option<(&Ring, u32)> {
+        match &self.algo {
+            Algo::Hash { ring, factor } => Some((ring, *factor)),
+            _ => None,
+        }
+    }
+
     /// Number of backends that may take new traffic.
     pub fn eligible_count(&self) -> usize {
         self.eligible.len()
@@ -95,64 +103,33 @@ impl Selector {
             }
             Algo::LeastConn => self.least_loaded(backends, &ok),
             Algo::P2c => self.two_choices(backends, &ok),
-            Algo::Hash { ring, factor } => self.hashed(backends, ring, *factor, key, ok, None),
+            Algo::Hash { ring, factor } => {
+                let mut walk = ring.walk(key).filter(|&i| ok(i));
+                if *factor == 0 {
+                    walk.next()
+                } else {
+                    let first = walk.next();
+                    let limit = self.bounded_limit(backends, *factor);
+                    std::iter::once(first)
+                        .flatten()
+                        .chain(walk)
+                        .find(|&i| backends[i as usize].live.active() < limit)
+                        .or(first)
+                }
+            }
         };
         found.map(|i| i as usize)
     }
 
-    /// Where a `hash` upstream would place a new connection with key hash `key` if the
-    /// connection already open on backend `own` were not there: for the rebalancer, which
-    /// must not move a connection only because it counts toward its own backend's load (or
-    /// fills its own backend's `max_conns`). `None` on other algorithms, or with no backend.
-    pub fn home(&self, backends: &[Backend], key: u32, own: usize) -> Option<usize> {
-        let Algo::Hash { ring, factor } = &self.algo else {
-            return None;
-        };
-        let ok = |i: u32| i as usize == own || !backends[i as usize].at_capacity();
-        self.hashed(backends, ring, *factor, key, ok, Some(own))
-            .map(|i| i as usize)
-    }
-
-    /// The ring's pick: the first acceptable backend from the key on, or with a bounded-load
-    /// `factor` the first under the cap. `discount`: one connection on that backend is the one
-    /// being placed, so it neither counts toward its load nor adds to the total.
-    fn hashed(
-        &self,
-        backends: &[Backend],
-        ring: &Ring,
-        factor: u32,
-        key: u32,
-        ok: impl Fn(u32) -> bool,
-        discount: Option<usize>,
-    ) -> Option<u32> {
-        let mut walk = ring.walk(key).filter(|&i| ok(i));
-        if factor == 0 {
-            return walk.next();
-        }
-        let first = walk.next();
-        let limit = self.bounded_limit(backends, factor, discount.is_some());
-        let load = |i: u32| {
-            let a = backends[i as usize].live.active();
-            a.saturating_sub(u64::from(discount == Some(i as usize)))
-        };
-        std::iter::once(first)
-            .flatten()
-            .chain(walk)
-            .find(|&i| load(i) < limit)
-            .or(first)
-    }
-
-    /// Bounded-load cap: `factor`% of the average load after this connection, rounded up
-    /// (`placed`: the connection is already counted).
-    fn bounded_limit(&self, backends: &[Backend], factor: u32, placed: bool) -> u64 {
+    /// Bounded-load cap: `factor`% of the average load after this connection, rounded up.
+    fn bounded_limit(&self, backends: &[Backend], factor: u32) -> u64 {
         let n = self.eligible.len().max(1) as u64;
         let total: u64 = self
             .eligible
             .iter()
             .map(|&i| backends[i as usize].live.active())
             .sum();
-        let after = if placed { total } else { total + 1 };
-        (after * u64::from(factor)).div_ceil(100 * n).max(1)
+        ((total + 1) * u64::from(factor)).div_ceil(100 * n).max(1)
     }
 
     /// Fewest active connections per unit of weight; ties rotate.

@@ -175,6 +175,7 @@ struct AutoscaleSection {
     cooldown: Option<Dur>,
     hysteresis: Option<f64>,
     interval: Option<Dur>,
+    timeout: Option<Dur>,
 }
 
 /// Turns spans into located errors.
@@ -438,8 +439,12 @@ fn autoscale(
     let s = a.get_ref();
     let hook = match (&s.exec, &s.webhook) {
         (Some(cmd), None) if !cmd.trim().is_empty() => ScaleHook::Exec(cmd.clone()),
-        (None, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
-            ScaleHook::Webhook(url.clone())
+        (None, Some(url)) if url.starts_with("http://") => ScaleHook::Webhook(url.clone()),
+        (None, Some(url)) if url.starts_with("https://") => {
+            return Err(cx.err(
+                a.span(),
+                "autoscale.webhook must be an http:// URL (this build has no TLS client); use exec with curl for https",
+            ))
         }
         _ => {
             return Err(cx.err(
@@ -462,11 +467,16 @@ fn autoscale(
     if interval.is_zero() {
         return Err(cx.err(a.span(), "autoscale.interval must be more than 0"));
     }
+    let timeout = s.timeout.map_or(DEFAULT_AUTOSCALE_TIMEOUT, |d| d.0);
+    if timeout.is_zero() {
+        return Err(cx.err(a.span(), "autoscale.timeout must be more than 0"));
+    }
     Ok(AutoscaleConfig {
         hook,
         cooldown: s.cooldown.map_or(DEFAULT_AUTOSCALE_COOLDOWN, |d| d.0),
         hysteresis,
         interval,
+        timeout,
     })
 }
 

@@ -242,12 +242,16 @@ pub struct AutoscaleConfig {
     pub hysteresis: f64,
     /// How often the recommendation is read.
     pub interval: Duration,
+    /// Longest a run may take; a command still running then is killed with its process group.
+    pub timeout: Duration,
 }
 
 /// Default `autoscale.cooldown`.
 pub const DEFAULT_AUTOSCALE_COOLDOWN: Duration = Duration::from_secs(60);
 /// Default `autoscale.hysteresis`.
 pub const DEFAULT_AUTOSCALE_HYSTERESIS: f64 = 0.1;
+/// Default `autoscale.timeout`.
+pub const DEFAULT_AUTOSCALE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `autoscale.interval`.
 pub const DEFAULT_AUTOSCALE_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -180,6 +180,11 @@ impl Live {
         }
     }
 
+    /// Did the last attempt on this backend fail (a failure streak is running)?
+    pub fn failing(&self) -> bool {
+        self.fail_streak.load(Ordering::Relaxed) > 0
+    }
+
     /// Count bytes sent to the backend.
     pub fn sent(&self, n: u64) {
         if n > 0 {

@@ -8,6 +8,7 @@
 //! closes the tunnel, while closing one session leaves its neighbours alone.
 
 use super::backend::BackendId;
+use crate::config::HashKey;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,11 @@ pub struct Session {
     pub backend: BackendId,
     /// The hash of the request's sticky key, as the pick used it.
     pub key: u32,
+    /// The key the upstream hashed when the session opened (None: it did not hash). A reload
+    /// that changes it leaves the session out of the ring's placement.
+    pub hashed_by: Option<HashKey>,
+    /// When the tunnel started.
+    pub opened: std::time::Instant,
     /// Cancelled to close this tunnel (with 1001, at a frame boundary).
     pub close: CancellationToken,
 }
@@ -63,6 +69,7 @@ impl Sessions {
         upstream: &Arc<str>,
         backend: BackendId,
         key: u32,
+        hashed_by: Option<HashKey>,
         parent: &CancellationToken,
     ) -> (CancellationToken, SessionGuard) {
         let close = parent.child_token();
@@ -72,6 +79,8 @@ impl Sessions {
             Session {
                 backend,
                 key,
+                hashed_by,
+                opened: std::time::Instant::now(),
                 close: close.clone(),
             },
         );
@@ -109,8 +118,8 @@ mod tests {
         let s = Arc::new(Sessions::default());
         let up: Arc<str> = "chat".into();
         let parent = CancellationToken::new();
-        let (a, ga) = s.open(&up, "b1".into(), 7, &parent);
-        let (b, gb) = s.open(&up, "b1".into(), 8, &parent);
+        let (a, ga) = s.open(&up, "b1".into(), 7, None, &parent);
+        let (b, gb) = s.open(&up, "b1".into(), 8, None, &parent);
         assert_eq!(s.count("chat"), 2);
         a.cancel();
         assert!(!b.is_cancelled() && !parent.is_cancelled());

@@ -246,7 +246,11 @@ impl Gateway {
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
             let idle = policy.as_ref().map(|p| p.idle_timeout);
-            let rebalanced = policy.as_ref().is_some_and(|p| p.rebalance.is_some());
+            // Rebalanced: register the tunnel, with the key the upstream hashes (if it does).
+            let rebalanced = policy
+                .as_ref()
+                .filter(|p| p.rebalance.is_some())
+                .map(|p| (p.balance == crate::config::Balance::Hash).then(|| p.hash_key.clone()));
             let next = self
                 .path
                 .forward(&mut stream, &mut bufs, head_len, req, policy, peers)

@@ -12,25 +12,28 @@ use std::time::Duration;
 
 /// Tunnel `client` to the backend that switched. `early` holds what the client sent behind
 /// its handshake, held back until the 101 and sent now. `rebalanced`: register the tunnel so the
-/// rebalancer can move it.
+/// rebalancer can move it (with the key the upstream hashes by, if it hashes).
 pub async fn tunnel(
     route: &Route,
     client: Stream,
     early: Vec<u8>,
     up: Upgraded,
     idle: Duration,
-    rebalanced: bool,
+    rebalanced: Option<Option<crate::config::HashKey>>,
 ) {
     let Upgraded { conn, down, key } = up;
-    let (close, session) = if rebalanced {
-        let (close, guard) =
-            route
-                .pool
-                .sessions()
-                .open(&route.upstream, conn.id.clone(), key, &conn.close);
-        (close, Some(guard))
-    } else {
-        (conn.close, None)
+    let (close, session) = match rebalanced {
+        Some(hashed_by) => {
+            let (close, guard) = route.pool.sessions().open(
+                &route.upstream,
+                conn.id.clone(),
+                key,
+                hashed_by,
+                &conn.close,
+            );
+            (close, Some(guard))
+        }
+        None => (conn.close, None),
     };
     let mut io = conn.io;
     if !early.is_empty()

@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod backends;
+pub mod dashboard;
 pub mod owners;
 pub mod token;
 pub mod view;
@@ -122,6 +123,7 @@ fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError
 /// The admin API router.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),

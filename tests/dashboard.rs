@@ -1,0 +1,485 @@
+//! The dashboard at `/` on the admin listener: its headers, and the page itself driven end to
+//! end in headless Chromium through chromedriver (W3C WebDriver over HTTP, with reqwest).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Upstream `app` with the static demo backends `b1` and `b2`.
+async fn proxy_with_two_backends() -> (Proxy, Backend, Backend) {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\n{}\n",
+        backends_toml(&[(&b1, 1), (&b2, 1)])
+    ))
+    .await;
+    (p, b1, b2)
+}
+
+#[tokio::test]
+async fn page_is_served_without_token_with_strict_headers_and_nothing_external() {
+    let (p, _b1, _b2) = proxy_with_two_backends().await;
+    let r = reqwest::get(p.admin_url("/")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    let header = |name: &str| {
+        h.get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(header("content-type").starts_with("text/html"));
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "no-referrer");
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "CSP lacks {directive:?}: {csp}");
+    }
+    assert!(
+        csp.contains("script-src 'sha256-") && csp.contains("style-src 'sha256-"),
+        "{csp}"
+    );
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("<!doctype html>"));
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "the page references an external URL"
+    );
+
+    // Only `/` is the page: the API still wants the token, unknown paths are still 404.
+    let r = reqwest::get(p.admin_url("/v1/upstreams")).await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = reqwest::get(p.admin_url("/index.html")).await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn dashboard_shows_backends_and_disables_one_in_headless_chromium() {
+    let (p, back1, _back2) = proxy_with_two_backends().await;
+    let (_driver, wd) = Chromedriver::start().await;
+
+    wd.goto(&format!("http://{}/#token={ADMIN_TOKEN}", p.admin))
+        .await;
+    let b1 = r#"tr[data-backend="app/b1"]"#;
+    let b2 = r#"tr[data-backend="app/b2"]"#;
+    wd.wait_for(b1).await;
+    wd.wait_for(b2).await;
+    for row in [b1, b2] {
+        wd.wait_text(&format!(r#"{row} [data-field="state"]"#), "active")
+            .await;
+        wd.wait_text(&format!(r#"{row} [data-field="health"]"#), "healthy")
+            .await;
+        wd.wait_text(&format!(r#"{row} [data-field="weight"]"#), "1")
+            .await;
+    }
+    let addr = wd
+        .text(&format!(r#"{b1} [data-field="addr"]"#))
+        .await
+        .unwrap();
+    assert_eq!(addr, back1.addr.to_string());
+    no_token_kept(&wd).await;
+    // The inline style ran too (the CSP allows it by hash; a blocked sheet leaves no border).
+    let border = wd
+        .execute("return getComputedStyle(document.querySelector('section')).borderTopStyle")
+        .await;
+    assert_eq!(border, "solid", "the page's style was not applied");
+
+    // Disable b1 with its button: the pool has it disabled, b2 stays active.
+    let button = wd
+        .find(&format!(r#"{b1} button[data-action="disable"]"#))
+        .await
+        .expect("a Disable button");
+    wd.click(&button).await;
+    let pr = &p;
+    wait_until(Duration::from_secs(10), || async move {
+        pr.backends()
+            .await
+            .iter()
+            .any(|b| b.0 == "b1" && b.2 == "disabled")
+    })
+    .await;
+    let states: Vec<(String, String)> =
+        p.backends().await.into_iter().map(|b| (b.0, b.2)).collect();
+    assert_eq!(
+        states,
+        [
+            ("b1".into(), "disabled".into()),
+            ("b2".into(), "active".into())
+        ]
+    );
+    // ... and the page shows it after its refresh.
+    wd.wait_text(&format!(r#"{b1} [data-field="state"]"#), "disabled")
+        .await;
+    wd.wait_text(&format!(r#"{b2} [data-field="state"]"#), "active")
+        .await;
+    wd.wait_text("#status", "app/b1: state set to disabled")
+        .await;
+
+    // A new weight for b2 through its input and Set button.
+    let input = wd
+        .find(&format!(r#"{b2} input[data-input="weight"]"#))
+        .await
+        .expect("a weight input");
+    wd.type_into(&input, "7").await;
+    let set = wd
+        .find(&format!(r#"{b2} button[data-action="set-weight"]"#))
+        .await
+        .expect("a Set button");
+    wd.click(&set).await;
+    wait_until(Duration::from_secs(10), || async move {
+        pr.backends().await.iter().any(|b| b.0 == "b2" && b.3 == 7)
+    })
+    .await;
+    wd.wait_text(&format!(r#"{b2} [data-field="weight"]"#), "7")
+        .await;
+
+    // Requests per second appear from the second poll on.
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        backend_id(&client, &p.url("/")).await;
+    }
+    wd.wait_until_text(&format!(r#"{b2} [data-field="rps"]"#), |t| {
+        t.parse::<f64>().is_ok()
+    })
+    .await;
+
+    // A wrong token: the 401 shows in the status line and the table is gone.
+    wd.goto(&format!("http://{}/#token=wrong-token", p.admin))
+        .await;
+    wd.wait_until_text("#status", |t| {
+        t.contains("401") && t.contains("invalid token")
+    })
+    .await;
+    assert!(
+        wd.find(b1).await.is_none(),
+        "rows left after a refused token"
+    );
+    no_token_kept(&wd).await;
+}
+
+/// Nothing of the token outside the page's memory: no storage, no cookie, no fragment.
+async fn no_token_kept(wd: &WebDriver) {
+    let kept = wd
+        .execute(
+            "return [localStorage.length, sessionStorage.length, document.cookie, location.hash]",
+        )
+        .await;
+    assert_eq!(
+        kept,
+        json!([0, 0, "", ""]),
+        "the page kept the token somewhere"
+    );
+}
+
+/// How long the page gets to show something (Chromium on a busy machine is slow to start).
+const PAGE_WAIT: Duration = Duration::from_secs(20);
+
+/// chromedriver (and, through it, Chromium) for one test: on drop, even when the test panics,
+/// the session is closed and the process group is killed.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    session: Option<String>,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Chromedriver {
+    async fn start() -> (Chromedriver, WebDriver) {
+        for bin in ["chromium", "chromedriver"] {
+            assert!(
+                on_path(bin).is_some(),
+                "{bin} not found: scripts/test.sh installs it (Debian packages chromium and \
+                 chromium-driver)"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("chromedriver.log");
+        let port = free_port();
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                // Its own process group, so the browser it starts can be killed with it.
+                .process_group(0)
+                .spawn()
+                .expect("chromedriver runs")
+        };
+        let mut driver = Chromedriver {
+            child,
+            port,
+            session: None,
+            log,
+            dir,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = match http.get(format!("{base}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            assert!(
+                driver.child.try_wait().unwrap().is_none(),
+                "chromedriver exited"
+            );
+            assert!(Instant::now() < deadline, "chromedriver did not get ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = driver.dir.path().join("profile");
+        let caps = json!({
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--disable-dev-shm-usage",
+                            format!("--user-data-dir={}", profile.display()),
+                            "--no-first-run",
+                            "--no-default-browser-check",
+                            "--disable-extensions",
+                            "--no-proxy-server",
+                        ]
+                    }
+                }
+            }
+        });
+        let r = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("chromedriver answers");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session ({status}): {v}"))
+            .to_string();
+        driver.session = Some(id.clone());
+        let wd = WebDriver {
+            http,
+            base: format!("{base}/session/{id}"),
+        };
+        (driver, wd)
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Some(id) = self.session.take() {
+            delete_session(self.port, &id);
+        }
+        let pid = self.child.id();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            print_tail(&self.log);
+        }
+    }
+}
+
+/// `DELETE /session/{id}` (closes the browser), blocking: it runs in `drop`.
+fn delete_session(port: u16, id: &str) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "DELETE /session/{id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(request.as_bytes()).is_ok() {
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+    }
+}
+
+fn print_tail(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+    eprintln!("--- chromedriver log (tail) ---\n{tail}");
+}
+
+/// A W3C WebDriver session.
+struct WebDriver {
+    http: reqwest::Client,
+    /// `http://127.0.0.1:{port}/session/{id}`
+    base: String,
+}
+
+/// The key of an element reference in W3C WebDriver answers.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl WebDriver {
+    /// A command: `Ok(value)`, or `Err((error code, message))`.
+    async fn command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, (String, String)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("chromedriver answers");
+        let ok = r.status().is_success();
+        let v: Value = r.json().await.expect("a JSON answer");
+        if ok {
+            Ok(v["value"].clone())
+        } else {
+            Err((
+                v["value"]["error"].as_str().unwrap_or("?").to_string(),
+                v["value"]["message"].as_str().unwrap_or("").to_string(),
+            ))
+        }
+    }
+
+    async fn must(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.command(method, path, body).await {
+            Ok(v) => v,
+            Err((code, msg)) => panic!("WebDriver {path}: {code}: {msg}"),
+        }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.must(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// The element matching `css` now, if any.
+    async fn find(&self, css: &str) -> Option<String> {
+        let body = json!({ "using": "css selector", "value": css });
+        match self
+            .command(reqwest::Method::POST, "/element", Some(body))
+            .await
+        {
+            Ok(v) => Some(
+                v[ELEMENT]
+                    .as_str()
+                    .expect("an element reference")
+                    .to_string(),
+            ),
+            Err((code, _)) if code == "no such element" => None,
+            Err((code, msg)) => panic!("find {css}: {code}: {msg}"),
+        }
+    }
+
+    /// Poll until an element matches `css`.
+    async fn wait_for(&self, css: &str) -> String {
+        let deadline = Instant::now() + PAGE_WAIT;
+        loop {
+            if let Some(e) = self.find(css).await {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no {css} within {PAGE_WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The rendered text of the element matching `css`, if there is one (and it did not go
+    /// away in between).
+    async fn text(&self, css: &str) -> Option<String> {
+        let e = self.find(css).await?;
+        match self
+            .command(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await
+        {
+            Ok(v) => Some(v.as_str().unwrap_or_default().to_string()),
+            Err((code, _)) if code == "stale element reference" => None,
+            Err((code, msg)) => panic!("text of {css}: {code}: {msg}"),
+        }
+    }
+
+    /// Poll until the text of `css` satisfies `ok`; returns it.
+    async fn wait_until_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PAGE_WAIT;
+        let mut last = None;
+        loop {
+            last = self.text(css).await.or(last);
+            if let Some(t) = &last {
+                if ok(t) {
+                    return t.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} not as expected within {PAGE_WAIT:?}; last text: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_text(&self, css: &str, want: &str) {
+        self.wait_until_text(css, |t| t == want).await;
+    }
+
+    async fn click(&self, element: &str) {
+        self.must(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, element: &str, text: &str) {
+        self.must(
+            reqwest::Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn execute(&self, script: &str) -> Value {
+        self.must(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+        .await
+    }
+}

@@ -182,6 +182,10 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 /// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
 /// [`crate::signals::Signals`].
 pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
+    crate::proxy::access::enable(config.server.access_log);
+    crate::metrics::global()
+        .last_reload
+        .set(crate::reload::now_secs());
     let close_all = CancellationToken::new();
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);

@@ -11,8 +11,18 @@ use std::path::PathBuf;
     about = "A load-balancing proxy for services that scale in and out all day"
 )]
 pub struct Cli {
+    /// Log lines as text or as JSON objects (every line, the access log included).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -42,7 +42,10 @@ pub fn http_gateway(
     turned_away: Arc<AtomicBool>,
 ) -> Result<(Gateway, Option<Arc<SniResolver>>), crate::config::tls::TlsError> {
     let resolver = match &l.tls {
-        Some(files) => Some(Arc::new(SniResolver::load(files.clone())?)),
+        Some(files) => Some(Arc::new(SniResolver::load(
+            files.clone(),
+            l.listen.to_string(),
+        )?)),
         None => None,
     };
     let tls = resolver.clone().map(Terminator::new);

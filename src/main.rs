@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use tideway::cli::{Cli, Command, CtlCmd};
+use tideway::cli::{Cli, Command, CtlCmd, LogFormat};
 use tideway::reload::ConfigSource;
 
 fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -13,13 +13,16 @@ fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match cli.command {
         Command::Run {
             config,

@@ -64,16 +64,44 @@ pub struct Reloader {
 impl Reload for Reloader {
     async fn reload(&self) -> Result<serde_json::Value, String> {
         let _one = self.running.lock().await;
+        let result = self.apply().await;
+        let m = crate::metrics::global();
+        match &result {
+            Ok(_) => {
+                m.reloads.with_label_values(&["ok"]).inc();
+                m.last_reload.set(now_secs());
+            }
+            Err(_) => m.reloads.with_label_values(&["failed"]).inc(),
+        }
+        result
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Reloader {
+    /// Read the config again and apply it.
+    async fn apply(&self) -> Result<serde_json::Value, String> {
         let source = self.source.clone();
         let (config, mut warnings) = tokio::task::spawn_blocking(move || source.load())
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
+        let before: Vec<String> = self.pool.snapshot().upstreams.keys().cloned().collect();
         // Upstreams first, so an added listener finds its upstream.
         let changed = self
             .pool
             .reconfigure(config.upstreams)
             .await
             .map_err(|e| e.to_string())?;
+        let after = self.pool.snapshot();
+        for gone in before.iter().filter(|u| after.upstream(u).is_none()) {
+            crate::metrics::forget_upstream(gone);
+        }
         self.checkers.ensure();
         warnings.extend(self.listeners.apply(&config.listeners)?);
         for r in &self.resolvers {

@@ -34,6 +34,7 @@ struct ServerSection {
     threads: Option<Spanned<usize>>,
     shutdown_grace: Option<Dur>,
     work_stealing: Option<bool>,
+    access_log: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -262,6 +263,7 @@ impl FileConfig {
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
+            access_log: self.server.access_log.unwrap_or(false),
         };
 
         let admin = AdminSettings {

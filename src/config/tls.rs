@@ -21,6 +21,8 @@ pub struct TlsFiles {
 pub struct LoadedCert {
     pub names: Vec<String>,
     pub key: Arc<CertifiedKey>,
+    /// The leaf certificate's notAfter, in seconds since the epoch.
+    pub not_after: i64,
 }
 
 /// Why TLS material could not be loaded.
@@ -73,9 +75,11 @@ pub fn load_cert(files: &TlsFiles) -> Result<LoadedCert, TlsError> {
             }
         }
     }
+    let not_after = x509.validity().not_after.timestamp();
     Ok(LoadedCert {
         names,
         key: Arc::new(certified),
+        not_after,
     })
 }
 

@@ -44,6 +44,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// One shared work-stealing runtime (true) or one single-threaded runtime per thread.
     pub work_stealing: bool,
+    /// Log every HTTP request and tunnel end (target `tideway::access`).
+    pub access_log: bool,
 }
 
 /// `[admin]`

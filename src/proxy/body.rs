@@ -38,6 +38,8 @@ pub struct Progress {
     left: u64,
     chunks: ChunkDecoder,
     done: bool,
+    /// Bytes [`relay`] has written to the receiver.
+    sent: u64,
 }
 
 impl Progress {
@@ -52,12 +54,18 @@ impl Progress {
             left,
             chunks: ChunkDecoder::default(),
             done: matches!(framing, Framing::Empty | Framing::Length(0)),
+            sent: 0,
         }
     }
 
     /// Are the body's bytes passed on as they came (no decoding, no encoding)?
     pub fn verbatim(&self) -> bool {
         self.encoding == Encoding::Raw && self.framing != Framing::Chunked
+    }
+
+    /// Bytes [`relay`] has written so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Has the body ended?
@@ -203,6 +211,7 @@ where
                 send(dst, &framed, how.write)
                     .await
                     .map_err(RelayError::Write)?;
+                progress.sent += framed.len() as u64;
                 break;
             }
             return Err(RelayError::Truncated);
@@ -216,6 +225,7 @@ where
         };
         if !out.is_empty() {
             send(dst, out, how.write).await.map_err(RelayError::Write)?;
+            progress.sent += out.len() as u64;
         }
     }
     Ok(extra)

@@ -12,6 +12,7 @@
 //! first frames) are kept for later: they reach the backend only after this exchange ends, or
 //! after its 101.
 
+use super::access::Outcome;
 use super::body::{relay, send, Framing, Progress, Relay};
 use super::chunked::ChunkDecoder;
 use super::keepalive::Keepalive;
@@ -144,6 +145,16 @@ struct Done {
     /// The backend connection is at a message boundary and may carry another request.
     reusable: bool,
     health: Health,
+    /// Bytes sent to the client and to the backend, and how long the backend took to answer.
+    io: Io,
+}
+
+/// What an exchange moved, for the metrics and the access log.
+#[derive(Clone, Copy, Debug, Default)]
+struct Io {
+    to_client: u64,
+    to_backend: u64,
+    waited: Option<std::time::Duration>,
 }
 
 impl Done {
@@ -155,6 +166,7 @@ impl Done {
             status: 0,
             reusable: false,
             health: Health::Unknown,
+            io: Io::default(),
         })
     }
 }
@@ -177,28 +189,32 @@ impl HttpPath {
 
     /// Forward the request whose head was `bufs.client[..head_len]` and whose backend head
     /// (all but its framing) is in `bufs.out`. `policy` is the upstream's (None: the upstream
-    /// does not exist).
+    /// does not exist). What happened is written to `out`.
     pub async fn forward(
         &self,
         client: &mut Stream,
         bufs: &mut Buffers,
         head_len: usize,
-        req: Request,
-        policy: Option<Arc<UpstreamPolicy>>,
+        (req, policy): (Request, Option<Arc<UpstreamPolicy>>),
         peers: Peers,
+        out: &mut Outcome,
     ) -> Next {
         bufs.client.drain(..head_len);
+        out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let streamed = match self.read_body(client, bufs, &req).await {
-            Ok(streamed) => streamed,
+            Ok((streamed, body)) => {
+                out.received += body;
+                streamed
+            }
             Err(BodyError::Gone) => return Next::Abort,
             Err(BodyError::Refused(status, why)) => {
-                return reply_error(client, status, why, true).await
+                return refuse(client, status, why, true, out).await
             }
         };
         let Some(policy) = policy else {
             let msg = format!("no upstream named {:?}", &*self.route.upstream);
-            return reply_error(client, 503, &msg, req.close || streamed > 0).await;
+            return refuse(client, 503, &msg, req.close || streamed > 0, out).await;
         };
         let how = Attempts {
             key: req.key,
@@ -221,9 +237,16 @@ impl HttpPath {
         let (done, conn) = match tried {
             Ok(done) => done,
             Err((status, msg)) => {
-                return reply_error(client, status, &msg, req.close || streamed > 0).await
+                return refuse(client, status, &msg, req.close || streamed > 0, out).await
             }
         };
+        let live = conn.guard.live();
+        live.sent(done.io.to_backend);
+        live.received(done.io.to_client);
+        out.status = done.status;
+        out.backend = Some(conn.addr);
+        out.sent = done.io.to_client;
+        out.upstream = done.io.waited;
         let max_fails = policy.passive.max_fails;
         match done.health {
             Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
@@ -255,13 +278,13 @@ impl HttpPath {
 
     /// Read the request body as far as it is read before sending: the whole of a small or
     /// chunked body goes into `bufs.out` after the head's framing header. Returns how many
-    /// body bytes are left to stream from the client after that.
+    /// body bytes are left to stream from the client after that, and how long the body is.
     async fn read_body(
         &self,
         client: &mut Stream,
         bufs: &mut Buffers,
         req: &Request,
-    ) -> Result<u64, BodyError> {
+    ) -> Result<(u64, u64), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
         if req.expect_continue && waiting {
@@ -272,7 +295,7 @@ impl HttpPath {
         match req.body {
             RequestBody::None => {
                 finish_head(&mut bufs.out, req, 0);
-                Ok(0)
+                Ok((0, 0))
             }
             RequestBody::Length(n) => {
                 finish_head(&mut bufs.out, req, n);
@@ -282,7 +305,7 @@ impl HttpPath {
                 let in_hand = (n as usize).min(bufs.client.len());
                 bufs.out.extend_from_slice(&bufs.client[..in_hand]);
                 bufs.client.drain(..in_hand);
-                Ok(n - in_hand as u64)
+                Ok((n - in_hand as u64, n))
             }
             RequestBody::Chunked => {
                 let mut body = std::mem::take(&mut bufs.upstream);
@@ -314,11 +337,12 @@ impl HttpPath {
                         Ok(Ok(_)) => {}
                     }
                 }
-                finish_head(&mut bufs.out, req, body.len() as u64);
+                let len = body.len() as u64;
+                finish_head(&mut bufs.out, req, len);
                 bufs.out.extend_from_slice(&body);
                 body.clear();
                 bufs.upstream = body;
-                Ok(0)
+                Ok((0, len))
             }
         }
     }
@@ -335,9 +359,14 @@ impl HttpPath {
     ) -> Result<Done, Failure> {
         let idle = policy.idle_timeout;
         let io = &mut conn.io;
+        let started = std::time::Instant::now();
         send(io, &bufs.out, DEFAULT_SEND_TIMEOUT)
             .await
             .map_err(|e| Failure::Unsent(format!("sending the request: {e}")))?;
+        let mut moved = Io {
+            to_backend: bufs.out.len() as u64 + streamed,
+            ..Io::default()
+        };
         if streamed > 0 {
             let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
             let how = Relay {
@@ -384,6 +413,9 @@ impl HttpPath {
                     return Err(Failure::Answered(502, "closed mid-answer".into()))
                 }
             };
+            let waited = started.elapsed();
+            moved.waited = Some(waited);
+            self.route.metrics.response.observe(waited.as_secs_f64());
             match inspect_response(&bufs.upstream[..head_len], req, req.close, &mut bufs.reply) {
                 Ok(Answer::Interim) if interim == MAX_INTERIM => {
                     return Err(Failure::Answered(502, "too many interim answers".into()))
@@ -400,6 +432,7 @@ impl HttpPath {
                     {
                         return Done::client_gone();
                     }
+                    moved.to_client = bufs.upstream.len() as u64;
                     let down = bufs.upstream.split_off(head_len);
                     return Ok(Done {
                         next: Next::Close,
@@ -407,6 +440,7 @@ impl HttpPath {
                         status: 101,
                         reusable: false,
                         health: Health::Success,
+                        io: moved,
                     });
                 }
                 Ok(Answer::Final(res)) => break (res, head_len),
@@ -436,8 +470,10 @@ impl HttpPath {
                 status,
                 reusable: reusable && body.done() && !extra,
                 health: Health::Success,
+                io: moved,
             });
         }
+        moved.to_client = bufs.reply.len() as u64;
         if !body.done() {
             let how = Relay {
                 read: idle,
@@ -451,16 +487,19 @@ impl HttpPath {
                     } else {
                         Health::Unknown
                     };
+                    moved.to_client += body.sent();
                     return Ok(Done {
                         next: Next::Abort,
                         switched: None,
                         status,
                         reusable: false,
                         health,
+                        io: moved,
                     });
                 }
             }
         }
+        moved.to_client += body.sent();
         Ok(Done {
             next: if res.close {
                 Next::Close
@@ -471,6 +510,7 @@ impl HttpPath {
             status,
             reusable: reusable && !extra,
             health: Health::Success,
+            io: moved,
         })
     }
 }
@@ -503,15 +543,37 @@ enum BodyError {
     Refused(u16, &'static str),
 }
 
-/// Answer the client with a JSON error.
-pub async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
+/// Answer the client with a JSON error, and say so in `out`.
+pub async fn refuse(
+    client: &mut Stream,
+    status: u16,
+    msg: &str,
+    close: bool,
+    out: &mut Outcome,
+) -> Next {
+    let resp = error_response(status, msg, close);
+    out.status = status;
+    out.sent = resp.len() as u64;
+    answer(client, &resp, close).await
+}
+
+/// A JSON error response.
+fn error_response(status: u16, msg: &str, close: bool) -> String {
     let body = error_body(msg);
-    let resp = format!(
+    format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
         reason(status),
         body.len(),
         if close { "connection: close\r\n" } else { "" },
-    );
+    )
+}
+
+/// Answer the client with a JSON error.
+pub async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
+    answer(client, &error_response(status, msg, close), close).await
+}
+
+async fn answer(client: &mut Stream, resp: &str, close: bool) -> Next {
     match send(client, resp.as_bytes(), DEFAULT_SEND_TIMEOUT).await {
         Err(_) => Next::Abort,
         Ok(()) if close => Next::Close,

@@ -5,7 +5,8 @@
 //! answers with 101 becomes a [`super::websocket`] tunnel. Nothing is handed to a second
 //! parser.
 
-use super::exchange::{reply_error, Buffers, HttpPath, Next, Peers};
+use super::access::{self, Outcome};
+use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::request::{classify, Refusal, Request};
@@ -52,6 +53,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Count a request that got an answer (or none), and log it when the access log is on.
+    fn finished(
+        &self,
+        ip: Option<std::net::IpAddr>,
+        logged: Option<&access::Head>,
+        out: &Outcome,
+        took: std::time::Duration,
+    ) {
+        self.route.metrics.request.observe(took.as_secs_f64());
+        if out.status > 0 {
+            crate::metrics::response(&self.route.upstream, out.status);
+        }
+        if let Some(head) = logged {
+            access::request(ip, head, &self.route.upstream, out, took);
+        }
+    }
+
     pub fn new(
         route: Route,
         tls: Option<Terminator>,
@@ -235,11 +253,18 @@ impl Gateway {
                 }
             };
             served += 1;
+            let logged = access::enabled().then(|| access::Head::parse(&bufs.client[..head_len]));
+            let started = std::time::Instant::now();
             let (mut req, policy) = match self.classify(&bufs.client[..head_len], ip, &mut bufs.out)
             {
                 Ok(classified) => classified,
                 Err(r) => {
-                    let _ = reply_error(&mut stream, r.status, r.reason, true).await;
+                    let mut out = Outcome {
+                        received: head_len as u64,
+                        ..Outcome::default()
+                    };
+                    let _ = refuse(&mut stream, r.status, r.reason, true, &mut out).await;
+                    self.finished(ip, logged.as_ref(), &out, started.elapsed());
                     close(&mut stream).await;
                     return None;
                 }
@@ -251,10 +276,19 @@ impl Gateway {
                 .as_ref()
                 .filter(|p| p.rebalance.is_some())
                 .map(|p| (p.balance == crate::config::Balance::Hash).then(|| p.hash_key.clone()));
+            let mut out = Outcome::default();
             let next = self
                 .path
-                .forward(&mut stream, &mut bufs, head_len, req, policy, peers)
+                .forward(
+                    &mut stream,
+                    &mut bufs,
+                    head_len,
+                    (req, policy),
+                    peers,
+                    &mut out,
+                )
                 .await;
+            self.finished(ip, logged.as_ref(), &out, started.elapsed());
             match next {
                 Next::KeepAlive => bufs.reset(),
                 Next::Close => {
@@ -273,7 +307,7 @@ impl Gateway {
                     let route = self.route.clone();
                     let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
                     tokio::spawn(async move {
-                        websocket::tunnel(&route, stream, early, up, idle, rebalanced).await;
+                        websocket::tunnel(&route, stream, early, up, idle, rebalanced, ip).await;
                         drop(permit);
                     });
                     return None;

@@ -5,11 +5,12 @@
 //! [`tunnel::Tunnel`], as does every TCP connection ([`tcp`]). One retry loop
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
 //! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
-//! (listeners, runtimes, signals, graceful shutdown).
+//! (listeners, runtimes, signals, graceful shutdown). [`access`] writes the access log.
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config` and `pool`; never `admin`.
 
+pub mod access;
 pub mod body;
 pub mod chunked;
 pub mod exchange;

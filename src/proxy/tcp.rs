@@ -2,6 +2,7 @@
 //! picked by the client address (so `hash` keeps a client on one backend), with the same
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
+use super::access::TunnelRecord;
 use super::key::ip_hash;
 use super::route::{Attempts, Connect, Route};
 use super::tls::{local, peer};
@@ -76,8 +77,23 @@ impl TcpGateway {
             }
         };
         conn.guard.live().record_success();
-        let tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false);
-        finish(&self.route.upstream, tunnel.await);
+        let started = std::time::Instant::now();
+        let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
+            .counting(conn.guard.live().clone());
+        let end = (&mut tunnel).await;
+        let (up, down) = tunnel.moved();
+        drop(tunnel);
+        let rec = TunnelRecord {
+            client: peer.map(|p| p.ip()),
+            upstream: &self.route.upstream,
+            backend: conn.addr,
+            kind: "tcp",
+            up,
+            down,
+            duration: started.elapsed(),
+            end: "",
+        };
+        finish(&self.route, rec, end);
         drop(conn.guard);
     }
 }

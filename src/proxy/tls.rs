@@ -28,23 +28,39 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SniResolver {
     files: Vec<TlsFiles>,
     certs: ArcSwap<Vec<LoadedCert>>,
+    /// The listener's address, for the expiry metric.
+    listener: String,
 }
 
 impl SniResolver {
-    /// Load the certificates of a listener.
-    pub fn load(files: Vec<TlsFiles>) -> Result<Self, TlsError> {
+    /// Load the certificates of the listener at `listener`.
+    pub fn load(files: Vec<TlsFiles>, listener: String) -> Result<Self, TlsError> {
         let certs = load_all(&files)?;
-        Ok(SniResolver {
+        let r = SniResolver {
             files,
             certs: ArcSwap::from_pointee(certs),
-        })
+            listener,
+        };
+        r.export_expiry();
+        Ok(r)
     }
 
     /// Re-read every file; on any error keep the old set and report it.
     pub fn reload(&self) -> Result<(), TlsError> {
         let certs = load_all(&self.files)?;
         self.certs.store(Arc::new(certs));
+        self.export_expiry();
         Ok(())
+    }
+
+    /// Publish each certificate's notAfter (`tideway_tls_certificate_expiry_timestamp_seconds`).
+    fn export_expiry(&self) {
+        let gauge = &crate::metrics::global().cert_expiry;
+        for (f, c) in self.files.iter().zip(self.certs.load().iter()) {
+            gauge
+                .with_label_values(&[&self.listener, &f.cert.display().to_string()])
+                .set(c.not_after as f64);
+        }
     }
 
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {

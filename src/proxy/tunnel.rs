@@ -10,11 +10,15 @@
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
 
+use super::access::TunnelRecord;
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
+use super::route::Route;
+use crate::pool::Live;
 use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,6 +57,9 @@ struct Half {
     track: bool,
     read_closed: bool,
     write_closed: bool,
+    /// Bytes read from the source, and how many of them the backend's counters have seen.
+    total: u64,
+    counted: u64,
 }
 
 impl Half {
@@ -100,6 +107,8 @@ pub struct Tunnel<C, B> {
     timer: Pin<Box<Sleep>>,
     close: Pin<Box<WaitForCancellationFutureOwned>>,
     phase: Phase,
+    /// The backend's counters, for the bytes each way.
+    live: Option<Arc<Live>>,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -133,6 +142,28 @@ where
             timer: Box::pin(tokio::time::sleep(idle)),
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
+            live: None,
+        }
+    }
+
+    /// Count the bytes moved in the backend's counters as they move.
+    pub fn counting(mut self, live: Arc<Live>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Bytes moved so far: client to backend, backend to client.
+    pub fn moved(&self) -> (u64, u64) {
+        (self.up.total, self.down.total)
+    }
+
+    /// Hand the bytes moved since the last call to the backend's counters.
+    fn account(&mut self) {
+        if let Some(live) = &self.live {
+            live.sent(self.up.total - self.up.counted);
+            live.received(self.down.total - self.down.counted);
+            self.up.counted = self.up.total;
+            self.down.counted = self.down.total;
         }
     }
 
@@ -220,6 +251,7 @@ where
             continue;
         }
         moved = true;
+        h.total += data.len() as u64;
         if h.track {
             h.frames.feed(data);
         }
@@ -286,6 +318,7 @@ where
                         &mut this.down,
                         false,
                     );
+                    this.account();
                     match (up, down) {
                         (Err(e), _) | (_, Err(e)) => return Poll::Ready(TunnelEnd::Error(e)),
                         (Ok(a), Ok(b)) if a || b => this.last = Instant::now(),
@@ -366,9 +399,10 @@ where
     }
 }
 
-/// Count how a tunnel of `upstream` ended.
-pub fn finish(upstream: &str, end: TunnelEnd) {
-    let reason = match end {
+/// Count how a tunnel ended and how long it lived, and log it when the access log is on.
+/// `rec.end` is set from `end`.
+pub fn finish(route: &Route, mut rec: TunnelRecord<'_>, end: TunnelEnd) {
+    rec.end = match end {
         TunnelEnd::Closed => "closed",
         TunnelEnd::Idle => "idle",
         TunnelEnd::Signalled => "signalled",
@@ -379,6 +413,10 @@ pub fn finish(upstream: &str, end: TunnelEnd) {
     };
     crate::metrics::global()
         .tunnels_ended
-        .with_label_values(&[upstream, reason])
+        .with_label_values(&[&route.upstream, rec.end])
         .inc();
+    route.metrics.tunnel.observe(rec.duration.as_secs_f64());
+    if super::access::enabled() {
+        super::access::tunnel(&rec);
+    }
 }

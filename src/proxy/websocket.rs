@@ -4,6 +4,7 @@
 //! no per-connection buffer, a 1001 close frame when tideway closes it. On an upstream with
 //! `rebalance`, the tunnel is registered in the pool's sessions, with a close signal of its own.
 
+use super::access::TunnelRecord;
 use super::exchange::{Upgraded, DEFAULT_SEND_TIMEOUT};
 use super::route::Route;
 use super::tunnel::{finish, Tunnel};
@@ -20,7 +21,9 @@ pub async fn tunnel(
     up: Upgraded,
     idle: Duration,
     rebalanced: Option<Option<crate::config::HashKey>>,
+    client_ip: Option<std::net::IpAddr>,
 ) {
+    let started = std::time::Instant::now();
     let Upgraded { conn, down, key } = up;
     let (close, session) = match rebalanced {
         Some(hashed_by) => {
@@ -43,11 +46,24 @@ pub async fn tunnel(
     {
         return;
     }
-    let mut tunnel = Tunnel::new(client, io, idle, close, true);
+    let mut tunnel = Tunnel::new(client, io, idle, close, true).counting(conn.guard.live().clone());
     tunnel.already_sent_down(&down);
     tunnel.already_sent_up(&early);
     drop((down, early));
-    finish(&route.upstream, tunnel.await);
+    let end = (&mut tunnel).await;
+    let (up, down) = tunnel.moved();
+    let rec = TunnelRecord {
+        client: client_ip,
+        upstream: &route.upstream,
+        backend: conn.addr,
+        kind: "websocket",
+        up,
+        down,
+        duration: started.elapsed(),
+        end: "",
+    };
+    drop(tunnel);
+    finish(route, rec, end);
     drop(session);
     drop(conn.guard);
 }

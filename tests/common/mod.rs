@@ -114,11 +114,23 @@ pub async fn start_proxy_with(listener_extra: &str, upstreams: &str) -> Proxy {
 
 /// Like [`start_proxy_with`], with extra keys for the `[store]` table too (e.g. `etcd = ...`).
 pub async fn start_proxy_full(store_extra: &str, listener_extra: &str, upstreams: &str) -> Proxy {
+    start_proxy_opts("", store_extra, listener_extra, upstreams, &[]).await
+}
+
+/// The most general start: extra keys for `[server]`, `[store]` and the listener, and extra
+/// `run` arguments (e.g. `--log-format json`).
+pub async fn start_proxy_opts(
+    server_extra: &str,
+    store_extra: &str,
+    listener_extra: &str,
+    upstreams: &str,
+    args: &[&str],
+) -> Proxy {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n{store_extra}\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
+        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n{store_extra}\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
         dir.path().join("data").display()
     );
     let config_path = dir.path().join("tideway.toml");
@@ -126,7 +138,7 @@ pub async fn start_proxy_full(store_extra: &str, listener_extra: &str, upstreams
         .unwrap()
         .write_all(config.as_bytes())
         .unwrap();
-    let child = spawn_tideway(&config_path, dir.path());
+    let child = spawn_tideway_with(&config_path, dir.path(), args);
     let proxy = Proxy {
         child,
         http,

@@ -53,9 +53,10 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
     serde_json::from_slice(&body_bytes(body)?).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-#[derive(Deserialize)]
+/// A TTL: seconds, or a duration such as `"10s"` (1 s to 24 h).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum Ttl {
+pub(crate) enum Ttl {
     Seconds(u64),
     Text(String),
 }
@@ -73,9 +74,10 @@ impl Ttl {
     }
 }
 
-#[derive(Deserialize)]
+/// A registration.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Register {
+pub(crate) struct Register {
     addr: String,
     weight: Option<u32>,
     id: Option<String>,
@@ -294,7 +296,19 @@ async fn register_inner(
     Ok((status, Json(body)).into_response())
 }
 
+/// A heartbeat's optional body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Hb {
+    ttl: Option<Ttl>,
+}
+
 /// `PUT /v1/upstreams/{u}/backends/{id}/heartbeat`
+#[utoipa::path(put, path = "/v1/upstreams/{u}/backends/{id}/heartbeat", tag = "registration",
+    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    request_body(content = Option<Hb>, description = "optional new TTL"),
+    responses((status = 200, description = "TTL refreshed"), (status = 404, description = "unknown or lapsed", body = super::ErrorBody)),
+    security(("admin" = []), ("register" = [])))]
 pub async fn heartbeat(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
@@ -303,11 +317,6 @@ pub async fn heartbeat(
 ) -> Result<Response, ApiError> {
     let role = caller(&s, &headers)?;
     check_own(&s, role, &headers, &u, &id).await?;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Hb {
-        ttl: Option<Ttl>,
-    }
     let bytes = body_bytes(body)?;
     let ttl = if bytes.is_empty() {
         None
@@ -382,9 +391,10 @@ async fn deregister_inner(
         .into_response())
 }
 
-#[derive(Deserialize)]
+/// A new operator state: `active`, `disabled` or `draining`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetState {
+pub(crate) struct SetState {
     state: String,
 }
 
@@ -448,9 +458,10 @@ async fn toggle(
     Ok(0)
 }
 
-#[derive(Deserialize)]
+/// A new weight, 1-1000.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SetWeight {
+pub(crate) struct SetWeight {
     weight: u32,
 }
 
@@ -467,7 +478,8 @@ async fn set_weight_inner(
     Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response())
 }
 
-#[derive(Deserialize)]
+/// How long `drain` waits for the backend's connections to end (e.g. `30s`).
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct DrainQuery {
     wait: Option<String>,
 }
@@ -556,6 +568,15 @@ async fn audited(
 }
 
 /// `POST /v1/upstreams/{u}/backends`
+#[utoipa::path(post, path = "/v1/upstreams/{u}/backends", tag = "registration",
+    params(("u" = String, Path, description = "upstream")),
+    request_body = Register,
+    responses((status = 201, description = "registered; a new registration's answer carries its `secret`"),
+        (status = 200, description = "a repeat: acts as a heartbeat"),
+        (status = 400, description = "bad body or address", body = super::ErrorBody),
+        (status = 403, description = "outside the registration scope", body = super::ErrorBody),
+        (status = 409, description = "the id has another address", body = super::ErrorBody)),
+    security(("admin" = []), ("register" = [])))]
 pub async fn register(
     AxState(s): St,
     Path(u): Path<String>,
@@ -578,6 +599,10 @@ pub async fn register(
 }
 
 /// `DELETE /v1/upstreams/{u}/backends/{id}`: drain, then remove.
+#[utoipa::path(delete, path = "/v1/upstreams/{u}/backends/{id}", tag = "registration",
+    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    responses((status = 202, description = "draining, removed when it has no connections"), (status = 404, description = "unknown", body = super::ErrorBody)),
+    security(("admin" = []), ("register" = [])))]
 pub async fn deregister(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
@@ -593,6 +618,11 @@ pub async fn deregister(
 }
 
 /// `POST /v1/upstreams/{u}/backends/{id}/state`
+#[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/state", tag = "operators",
+    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    request_body = SetState,
+    responses((status = 200, description = "state set (persisted)"), (status = 400, description = "unknown state", body = super::ErrorBody)),
+    security(("admin" = [])))]
 pub async fn set_state(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
@@ -610,6 +640,11 @@ pub async fn set_state(
 }
 
 /// `PATCH /v1/upstreams/{u}/backends/{id}`
+#[utoipa::path(patch, path = "/v1/upstreams/{u}/backends/{id}", tag = "operators",
+    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    request_body = SetWeight,
+    responses((status = 200, description = "weight set (persisted)"), (status = 400, description = "out of range", body = super::ErrorBody)),
+    security(("admin" = [])))]
 pub async fn set_weight(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,
@@ -627,6 +662,10 @@ pub async fn set_weight(
 }
 
 /// `POST /v1/upstreams/{u}/backends/{id}/drain?wait=30s`
+#[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/drain", tag = "operators",
+    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id"), DrainQuery),
+    responses((status = 200, description = "`{active_connections, drained}` once drained or the wait ended")),
+    security(("admin" = []), ("register" = [])))]
 pub async fn drain(
     AxState(s): St,
     Path((u, id)): Path<(String, String)>,

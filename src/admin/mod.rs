@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod backends;
 pub mod dashboard;
+pub mod openapi;
 pub mod owners;
 pub mod token;
 pub mod view;
@@ -82,6 +83,12 @@ pub trait Reload: Send + Sync {
 #[derive(Debug)]
 pub struct ApiError(pub StatusCode, pub String);
 
+/// Every error's body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
@@ -124,10 +131,8 @@ fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
@@ -153,6 +158,12 @@ pub fn router(state: AdminState) -> Router {
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint".into(),
+            )
+        })
         .with_state(Arc::new(state))
 }
 
@@ -188,6 +199,15 @@ pub async fn until_applied(
     Ok(())
 }
 
+/// `GET /healthz`
+#[utoipa::path(get, path = "/healthz", tag = "probes", responses((status = 200, description = "`{\"status\": \"ok\"}`")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[utoipa::path(post, path = "/v1/reload", tag = "operators",
+    responses((status = 200, description = "`{changed, warnings}`"), (status = 400, description = "the file is refused; the running config stays", body = ErrorBody)),
+    security(("admin" = [])))]
 async fn reload(
     State(s): State<Arc<AdminState>>,
     axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<std::net::SocketAddr>,
@@ -212,6 +232,7 @@ async fn reload(
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, description = "the pool is loaded"), (status = 503, description = "not yet", body = ErrorBody)))]
 async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     if s.ready.load(std::sync::atomic::Ordering::Acquire) {
         Json(serde_json::json!({ "status": "ready" })).into_response()
@@ -224,11 +245,15 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     let text = view::prometheus_text(&s.pool.snapshot(), s.fleet.as_deref());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+#[utoipa::path(get, path = "/v1/upstreams", tag = "operators",
+    responses((status = 200, description = "`{version, upstreams}`"), (status = 401, description = "no or wrong token", body = ErrorBody)),
+    security(("admin" = [])))]
 async fn list(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Response, ApiError> {
     require_admin(&s, &headers)?;
     let snap = s.pool.snapshot();
@@ -240,6 +265,10 @@ async fn list(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Result<Re
     Ok(Json(serde_json::json!({ "version": snap.version, "upstreams": ups })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/upstreams/{u}/scale", tag = "operators",
+    params(("u" = String, Path, description = "upstream")),
+    responses((status = 200, description = "the autoscaling signal", body = view::ScaleView), (status = 404, description = "unknown upstream", body = ErrorBody)),
+    security(("admin" = [])))]
 async fn scale(
     State(s): State<Arc<AdminState>>,
     Path(u): Path<String>,
@@ -265,6 +294,10 @@ struct ShowQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/upstreams/{u}", tag = "operators",
+    params(("u" = String, Path, description = "upstream"), ("format" = Option<String>, Query, description = "`nginx`: an nginx upstream block")),
+    responses((status = 200, description = "the upstream and its backends"), (status = 404, description = "unknown upstream", body = ErrorBody)),
+    security(("admin" = [])))]
 async fn show(
     State(s): State<Arc<AdminState>>,
     Path(u): Path<String>,

@@ -58,7 +58,7 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
 }
 
 /// The autoscaling signal of an upstream (`GET /v1/upstreams/{u}/scale`).
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, utoipa::ToSchema)]
 pub struct ScaleView {
     pub backends: usize,
     pub healthy: usize,

@@ -69,7 +69,7 @@ pub struct Fleet {
 }
 
 /// One instance's share of an upstream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct InstanceCount {
     pub instance: String,
     pub active_connections: u64,

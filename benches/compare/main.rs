@@ -136,6 +136,32 @@ fn start_tideway(dir: &Path, backend: u16) -> Proxy {
     launch_tideway(dir, backend, "http")
 }
 
+/// tideway with its access log on, written to a file (as nginx would write its own).
+fn start_tideway_logged(dir: &Path, backend: u16) -> Proxy {
+    let (port, admin) = (free_port(), free_port());
+    let config = format!(
+        "[server]\nthreads = 1\naccess_log = true\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        dir.join("data").display()
+    );
+    let cfg = dir.join("tideway-logged.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let log = std::fs::File::create(dir.join("access.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn,tideway::access=info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Proxy {
+        name: "tideway, access log on",
+        child,
+        port,
+    }
+}
+
 /// Start the demo backend (`--tcp`: its TCP echo) on a free port; returns it and the port.
 fn spawn_backend(tcp: bool) -> (Child, u16) {
     let port = free_port();
@@ -314,7 +340,7 @@ fn main() {
     let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
         &[]
     } else {
-        &[start_nginx, start_haproxy, start_tideway]
+        &[start_nginx, start_haproxy, start_tideway, start_tideway_logged]
     };
     for start in http_proxies {
         let sub = dir.path().join(format!("p{}", rows.len()));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 async fn proxy_with_two_backends() -> (Proxy, Backend, Backend) {
     let (b1, b2) = (backend("b1").await, backend("b2").await);
     let p = start_proxy(&format!(
-        "[upstream.app]\n{}\n",
+        "[upstream.app]\nrebalance = {{ per_second = 10 }}\n{}\n",
         backends_toml(&[(&b1, 1), (&b2, 1)])
     ))
     .await;
@@ -84,6 +84,12 @@ async fn dashboard_shows_backends_and_disables_one_in_headless_chromium() {
         wd.wait_text(&format!(r#"{row} [data-field="weight"]"#), "1")
             .await;
     }
+    // Rebalancing is shown with its upstream.
+    wd.wait_until_text(
+        r#"section[data-upstream="app"] [data-field="policy"]"#,
+        |t| t.contains("rebalanced: 0 moved, 0 misplaced"),
+    )
+    .await;
     let addr = wd
         .text(&format!(r#"{b1} [data-field="addr"]"#))
         .await

@@ -120,6 +120,13 @@ async fn scale_out_moves_exactly_the_keys_the_ring_moved_and_scale_in_drains() {
         metric(&p, "tideway_rebalance_closed_total").await >= ideal as f64,
         "the moves are counted"
     );
+    let shown = p.upstream_json().await["rebalance"]["moved"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        shown >= ideal as u64,
+        "the API (and the dashboard) show them: {shown}"
+    );
 
     // Scale in: 6 -> 2 by DELETE, which drains (1001 at drain_timeout).
     let closed_before = out.going_away_closes;

@@ -43,7 +43,17 @@ pub struct UpstreamView<'a> {
     pub name: &'a str,
     pub balance: String,
     pub hash_key: String,
+    /// With `rebalance`: WebSockets moved so far and still misplaced (this instance's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceView>,
     pub backends: Vec<BackendView<'a>>,
+}
+
+/// Rebalancing, as counted by this instance.
+#[derive(Serialize)]
+pub struct RebalanceView {
+    pub moved: u64,
+    pub misplaced: i64,
 }
 
 impl<'a> From<&'a Upstream> for UpstreamView<'a> {
@@ -52,6 +62,13 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
             name: &u.name,
             balance: u.policy.balance.to_string(),
             hash_key: u.policy.hash_key.to_string(),
+            rebalance: u.policy.rebalance.as_ref().map(|_| {
+                let m = crate::metrics::global();
+                RebalanceView {
+                    moved: m.rebalance_closed.with_label_values(&[&u.name]).get(),
+                    misplaced: m.rebalance_misplaced.with_label_values(&[&u.name]).get(),
+                }
+            }),
             backends: u.backends.iter().map(BackendView::from).collect(),
         }
     }

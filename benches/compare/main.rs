@@ -340,7 +340,12 @@ fn main() {
     let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
         &[]
     } else {
-        &[start_nginx, start_haproxy, start_tideway, start_tideway_logged]
+        &[
+            start_nginx,
+            start_haproxy,
+            start_tideway,
+            start_tideway_logged,
+        ]
     };
     for start in http_proxies {
         let sub = dir.path().join(format!("p{}", rows.len()));

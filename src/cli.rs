@@ -43,6 +43,9 @@ pub enum Command {
         /// Override the data directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The built-in config's traffic listener (default 127.0.0.1:8080).
+        #[arg(long, conflicts_with_all = ["config", "nginx"])]
+        listen: Option<std::net::SocketAddr>,
         /// Take the listening sockets over from a running tideway on the same data_dir: start
         /// this, then send the old process SIGUSR2.
         #[arg(long)]

@@ -29,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             nginx,
             admin,
             data_dir,
+            listen,
             upgrade,
         } => {
             let (mut cfg, source) = match nginx {
@@ -44,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                     None => {
                         use tideway::config::default::{default_toml, BUILT_IN, DEFAULT_LISTEN};
                         let text = default_toml(
-                            DEFAULT_LISTEN.parse()?,
+                            listen.unwrap_or(DEFAULT_LISTEN.parse()?),
                             admin.unwrap_or(tideway::config::DEFAULT_ADMIN_LISTEN.parse()?),
                             data_dir
                                 .as_deref()

@@ -120,12 +120,14 @@ async fn the_demo_serves_http_and_websockets_through_registered_backends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_without_a_config_uses_the_built_in_one() {
     let dir = tempfile::tempdir().unwrap();
-    let admin = free_port();
+    let (admin, listen) = (free_port(), free_port());
     let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
         .args([
             "run",
             "--admin",
             &format!("127.0.0.1:{admin}"),
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
@@ -142,6 +144,9 @@ async fn run_without_a_config_uses_the_built_in_one() {
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
+            && tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .is_ok()
     })
     .await;
     let v: serde_json::Value = c
@@ -159,4 +164,11 @@ async fn run_without_a_config_uses_the_built_in_one() {
     assert_eq!(ups[0]["balance"], "hash");
     assert_eq!(ups[0]["hash_key"], "query:uid");
     assert!(ups[0]["backends"].as_array().unwrap().is_empty());
+    // Its listener serves, and says there is no backend yet.
+    let r = c
+        .get(format!("http://127.0.0.1:{listen}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
 }

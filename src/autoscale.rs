@@ -11,9 +11,11 @@
 //!   load hovering at a boundary does not flap.
 //! - **Cooldown**: at least `cooldown` between two runs; changes meanwhile are folded into the
 //!   next run, which carries the count as it is then.
+//! - **Start**: the cooldown also runs from start, since connections are still coming back.
 //! - **Fleet**: every instance computes the same fleet-wide count, and only the instance with
 //!   the smallest name among the live ones runs the hook (without etcd, the only instance);
-//!   the others take each count as in place, so one taking over starts from it.
+//!   the others take each count as in place, so one taking over starts from it. An instance
+//!   runs the hook only after leading for two rounds of fleet reports in a row.
 //!
 //! The command gets `TIDEWAY_INSTANCE`, `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
 //! `TIDEWAY_PREVIOUS_BACKENDS`, `TIDEWAY_ACTIVE_CONNECTIONS` and `TIDEWAY_TARGET_PER_BACKEND`;
@@ -72,7 +74,15 @@ struct Track {
     running: Arc<AtomicBool>,
     /// Set by a run that succeeded, taken at the next check.
     applied: Arc<Mutex<Option<usize>>>,
+    /// Since when this instance has led the fleet without a break.
+    leader_since: Option<Instant>,
 }
+
+/// How long an instance must have led, in every view it read, before it runs the hook: two
+/// rounds of fleet reports, so an instance that has not seen a newcomer yet (or a newcomer
+/// that has not seen the others) never runs it beside the real leader.
+const LEAD_SETTLE: Duration =
+    Duration::from_secs(2 * crate::discovery::fleet::PUBLISH_EVERY.as_secs());
 
 /// Run the hooks for the life of the process.
 pub fn spawn(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
@@ -117,14 +127,23 @@ fn step(
         }
         let signal = ScaleView::of(up, fleet);
         let active = signal.active_connections;
+        let lead = leads(fleet);
+        t.leader_since = if lead {
+            Some(t.leader_since.unwrap_or(now))
+        } else {
+            None
+        };
         let Some(current) = t.reference else {
-            // The count in place: the backends taking part (not draining or disabled).
+            // The count in place: the backends taking part (not draining or disabled). The
+            // cooldown runs from here too: right after a start, connections are still coming
+            // back, and the load would read as low.
             let in_place = up
                 .backends
                 .iter()
                 .filter(|b| b.state == State::Active)
                 .count();
             t.reference = Some(in_place);
+            t.last_run = Some(now);
             tracing::info!(upstream = %name, backends = in_place, "autoscale: reference count");
             continue;
         };
@@ -137,7 +156,10 @@ fn step(
             continue;
         }
         t.last_run = Some(now);
-        if !leads(fleet) {
+        let settled = fleet.is_none()
+            || t.leader_since
+                .is_some_and(|at| now.duration_since(at) >= LEAD_SETTLE);
+        if !settled {
             // The leader runs the hook for the same count; follow it, so that taking over
             // (when the leader leaves) starts from the count in place.
             t.reference = Some(want);

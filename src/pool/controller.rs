@@ -335,7 +335,9 @@ impl Controller {
             }
             Diff::SetState { id, state, .. } => {
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                if e.backend.state == state {
+                // A leaving backend stays draining until it is removed: with etcd, the
+                // deregistration deletes its state key too, which arrives as "back to active".
+                if e.backend.state == state || (e.retiring && state != State::Draining) {
                     false
                 } else {
                     self.set_state(&name, &id, state);

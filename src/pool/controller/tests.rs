@@ -492,3 +492,35 @@ fn a_registration_refresh_keeps_toggles_and_a_new_one_starts_clean() {
     let b = backend(&c.current().load_full(), "r").unwrap().clone();
     assert_eq!((b.state, b.weight), (State::Active, 1));
 }
+
+#[test]
+fn a_leaving_backend_stays_draining_when_its_state_key_goes_too() {
+    // With etcd, a drain then a deregistration deletes the backend's key and its state key in
+    // one transaction; the watch delivers Retire, then SetState Active (the toggle is gone).
+    let mut c = controller();
+    c.apply(add("r", 2001)).unwrap();
+    for diff in [
+        Diff::SetState {
+            upstream: "u".into(),
+            id: "r".into(),
+            state: State::Draining,
+        },
+        Diff::Retire {
+            upstream: "u".into(),
+            id: "r".into(),
+        },
+    ] {
+        c.apply(diff).unwrap();
+    }
+    let changed = c
+        .apply(Diff::SetState {
+            upstream: "u".into(),
+            id: "r".into(),
+            state: State::Active,
+        })
+        .unwrap();
+    assert!(!changed);
+    let b = backend(&c.current().load_full(), "r").unwrap().clone();
+    assert_eq!(b.state, State::Draining);
+    assert!(!b.eligible());
+}

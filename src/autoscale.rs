@@ -234,12 +234,14 @@ where
 
 /// What a pipe held by the time the command ended; a background process that keeps the
 /// pipe open is not waited for.
-async fn taken(h: tokio::task::JoinHandle<Vec<u8>>) -> String {
-    let bytes = tokio::time::timeout(Duration::from_millis(500), h)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+async fn taken(mut h: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    let bytes = match tokio::time::timeout(Duration::from_millis(500), &mut h).await {
+        Ok(Ok(bytes)) => bytes,
+        _ => {
+            h.abort();
+            Vec::new()
+        }
+    };
     String::from_utf8_lossy(&bytes).trim_end().to_string()
 }
 
@@ -284,13 +286,26 @@ async fn exec(cmd: &str, c: &Change, limit: Duration) -> bool {
             None
         }
         Err(_) => {
-            if let Some(pid) = child.id() {
-                let _ = tokio::process::Command::new("kill")
+            // The whole group (procps `kill`; the library forbids unsafe code, so no
+            // killpg); without it, at least the shell.
+            let group = match child.id() {
+                Some(pid) => tokio::process::Command::new("kill")
                     .args(["-KILL", "--", &format!("-{pid}")])
                     .status()
-                    .await;
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| s.success().then_some(()).ok_or(s.to_string())),
+                None => Err("no process id".into()),
+            };
+            match group {
+                Ok(()) => {
+                    tracing::warn!(upstream = %c.upstream, ?limit, "autoscale: the command timed out; its process group was killed")
+                }
+                Err(e) => {
+                    let _ = child.start_kill();
+                    tracing::warn!(upstream = %c.upstream, ?limit, error = %e, "autoscale: the command timed out; only its shell could be killed");
+                }
             }
-            tracing::warn!(upstream = %c.upstream, ?limit, "autoscale: the command timed out; its process group was killed");
             None
         }
     };

@@ -151,21 +151,28 @@ impl Registration {
         )
     }
 
-    /// Write the secret to `secret_file`, readable by this user only.
+    /// Write the secret to `secret_file`, readable by this user only: into a new file (never
+    /// an existing one or a symlink's target) created 0600 beside it, then renamed over it.
     fn keep_secret(&self, secret: &str) {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let Some(path) = &self.secret_file else {
             return;
         };
+        let tmp = path.with_extension(format!(
+            "tmp.{}.{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(path)
-            .and_then(|mut f| f.write_all(secret.as_bytes()));
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(secret.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), error = %e, "cannot write the registration secret");
         }
     }

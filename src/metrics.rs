@@ -123,6 +123,19 @@ pub fn response(upstream: &str, status: u16) {
         .inc();
 }
 
+/// Every `upstream` label value in the process registry.
+pub fn upstreams_seen() -> std::collections::BTreeSet<String> {
+    global()
+        .registry
+        .gather()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .flat_map(|m| m.get_label())
+        .filter(|l| l.name() == "upstream")
+        .map(|l| l.value().to_string())
+        .collect()
+}
+
 /// Drop every series of an upstream a reload removed.
 pub fn forget_upstream(upstream: &str) {
     let m = global();

@@ -91,15 +91,19 @@ impl Reloader {
         let (config, mut warnings) = tokio::task::spawn_blocking(move || source.load())
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
-        let before: Vec<String> = self.pool.snapshot().upstreams.keys().cloned().collect();
         // Upstreams first, so an added listener finds its upstream.
         let changed = self
             .pool
             .reconfigure(config.upstreams)
             .await
             .map_err(|e| e.to_string())?;
+        // Every upstream series whose upstream is gone (connections left on a removed one may
+        // have counted after an earlier reload pruned it).
         let after = self.pool.snapshot();
-        for gone in before.iter().filter(|u| after.upstream(u).is_none()) {
+        for gone in crate::metrics::upstreams_seen()
+            .iter()
+            .filter(|u| after.upstream(u).is_none())
+        {
             crate::metrics::forget_upstream(gone);
         }
         self.checkers.ensure();

@@ -132,3 +132,70 @@ async fn json_mode_makes_every_line_json() {
     assert_eq!(tunnel["end"], "closed");
     assert!(tunnel["bytes_up"].as_u64().unwrap() >= 5);
 }
+
+/// A User-Agent that tries to add fields of its own.
+const FORGED: &str = "evil\" status=200 backend=6.6.6.6:1 client=9.9.9.9";
+
+async fn forged_request(p: &Proxy) {
+    let r = reqwest::Client::new()
+        .get(p.url("/forge?uid=1"))
+        .header("user-agent", FORGED)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_forge_fields_of_the_text_line() {
+    let (a1, a2) = (backend("a1").await, backend("a2").await);
+    let p = start(&a1, &a2, &[]).await;
+    forged_request(&p).await;
+    wait_until(Duration::from_secs(10), || async {
+        log(&p).contains("/forge")
+    })
+    .await;
+    let text = log(&p);
+    let line = text.lines().find(|l| l.contains("/forge")).unwrap();
+    assert!(!line.contains('\x1b'), "no colours in a file: {line}");
+    // The User-Agent stays inside its quotes, its quote escaped; the line ends with tideway's
+    // own fields and nothing a client sent comes after them.
+    assert!(
+        line.contains("\"evil\\\" status=200 backend=6.6.6.6:1 client=9.9.9.9\""),
+        "{line}"
+    );
+    let tail = line.rsplit_once("\" ").unwrap().1;
+    assert!(
+        tail.starts_with("upstream=app backend=127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        tail.split(' ')
+            .next_back()
+            .unwrap()
+            .starts_with("bytes_received="),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("backend=").count(),
+        2,
+        "the forged one and ours: {line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_fields_carry_what_the_client_sent_exactly() {
+    let (a1, a2) = (backend("a1").await, backend("a2").await);
+    let p = start(&a1, &a2, &["--log-format", "json"]).await;
+    forged_request(&p).await;
+    wait_until(Duration::from_secs(10), || async {
+        log(&p).contains("/forge")
+    })
+    .await;
+    let text = log(&p);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().find(|l| l.contains("/forge")).unwrap()).unwrap();
+    assert_eq!(v["user_agent"], FORGED);
+    assert_eq!(v["status"], 200);
+    assert_ne!(v["backend"], "6.6.6.6:1");
+}

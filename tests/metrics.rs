@@ -199,3 +199,73 @@ async fn counts_histograms_bytes_failures_and_pruned_series() {
         Some(1.0)
     );
 }
+
+/// Send a GET on a kept-alive raw connection and read its answer's status.
+async fn get_on(conn: &mut tokio::net::TcpStream, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed early");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return head[9..12].parse().unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_prunes_the_series_of_a_removed_upstream_even_counted_again() {
+    let b = backend("k1").await;
+    let old_port = free_port();
+    let old = format!(
+        "# old\n[upstream.old]\n{}\n[[listener]]\nlisten = \"127.0.0.1:{old_port}\"\nupstream = \"old\"\n",
+        backends_toml(&[(&b, 1)])
+    );
+    let p = start_proxy(&format!(
+        "[upstream.app]\n{}\n{old}",
+        backends_toml(&[(&b, 1)])
+    ))
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", old_port))
+        .await
+        .unwrap();
+    assert_eq!(get_on(&mut conn, "/").await, 200);
+    let has_old = |t: &str| t.lines().any(|l| l.contains("upstream=\"old\""));
+    assert!(has_old(&scrape(&p).await));
+    let reload = || async {
+        let r = p
+            .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    };
+    // The upstream and its listener leave.
+    let text = std::fs::read_to_string(&p.config_path).unwrap();
+    std::fs::write(&p.config_path, text.split("# old").next().unwrap()).unwrap();
+    reload().await;
+    assert!(!has_old(&scrape(&p).await), "pruned by the reload");
+    // The connection left open on the removed upstream counts again...
+    assert_eq!(get_on(&mut conn, "/").await, 503);
+    assert!(has_old(&scrape(&p).await));
+    // ...until the next reload.
+    reload().await;
+    let t = scrape(&p).await;
+    assert!(!has_old(&t), "{t}");
+}

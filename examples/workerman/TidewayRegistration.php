@@ -115,7 +115,10 @@ final class TidewayRegistration
         $this->secretFile = isset($options['secret_file']) && $options['secret_file'] !== ''
             ? (string)$options['secret_file']
             : null;
-        if ($this->secretFile !== null && is_readable($this->secretFile)) {
+        // Only a secret file this user owns and nobody else can read is trusted.
+        if ($this->secretFile !== null && is_readable($this->secretFile)
+            && fileowner($this->secretFile) === getmyuid()
+            && (fileperms($this->secretFile) & 0077) === 0) {
             $kept = trim((string)file_get_contents($this->secretFile));
             $this->secret = $kept === '' ? null : $kept;
         }
@@ -376,13 +379,21 @@ final class TidewayRegistration
         if ($this->secretFile === null || $this->secret === null) {
             return;
         }
+        // A new file with an unguessable name ('x': never an existing file or a symlink's
+        // target), created 0600 before anything is written, then renamed into place.
         $umask = umask(0077);
-        $tmp = $this->secretFile . '.' . getmypid() . '.tmp';
-        $ok = @file_put_contents($tmp, $this->secret) !== false
-            && @chmod($tmp, 0600)
-            && @rename($tmp, $this->secretFile);
+        $tmp = $this->secretFile . '.' . bin2hex(random_bytes(8)) . '.tmp';
+        $fh = @fopen($tmp, 'x');
         umask($umask);
+        $ok = $fh !== false
+            && @chmod($tmp, 0600)
+            && @fwrite($fh, $this->secret) === strlen($this->secret)
+            && @fclose($fh)
+            && @rename($tmp, $this->secretFile);
         if (!$ok) {
+            if (is_resource($fh)) {
+                @fclose($fh);
+            }
             @unlink($tmp);
             $this->emit('secret_file_failed', $this->secretFile);
         }

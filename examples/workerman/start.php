@@ -91,7 +91,8 @@ $worker->onWorkerStart = function (Worker $w) use (&$registration, $env) {
     $registration = TidewayRegistration::fromEnv([
         'addr' => $env('TIDEWAY_ADVERTISE', '127.0.0.1:' . LISTEN_PORT),
         'id' => $id,
-        'secret_file' => $env('TIDEWAY_SECRET_FILE', sys_get_temp_dir() . "/tideway-$id.secret"),
+        // A directory only this user can write to (not a shared /tmp): the secret must stay ours.
+        'secret_file' => $env('TIDEWAY_SECRET_FILE', __DIR__ . "/.tideway-$id.secret"),
         'log' => static function (string $event, string $detail) {
             // Event names and statuses only: the token and the secret never reach the log.
             Worker::log("tideway $event $detail");

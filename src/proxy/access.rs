@@ -9,7 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
 
+/// Write access events for JSON logs (fields only) or text logs (the line only: fields in the
+/// text formatter's tail would repeat client-controlled strings unquoted, letting a client
+/// forge `key=value` pairs).
+pub fn set_json(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
 /// Turn the access log on or off (at start; `[server]` is not reloaded).
 pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::Relaxed);
@@ -61,21 +72,25 @@ impl Head {
     }
 }
 
-/// Printable ASCII as is (with `"` and `\` escaped), anything else as `\xHH`; at most `max`
-/// input bytes.
+/// Printable ASCII as is, anything else as `\xHH`; at most `max` input bytes.
 fn escape(bytes: &[u8], max: usize) -> String {
     let mut out = String::with_capacity(bytes.len().min(max));
     for &b in bytes.iter().take(max) {
         match b {
-            b'"' | b'\\' => {
-                out.push('\\');
-                out.push(b as char);
-            }
             0x20..=0x7e => out.push(b as char),
             _ => out.push_str(&format!("\\x{b:02X}")),
         }
     }
     out
+}
+
+/// For a quoted field of the text line: `"` and `\` escaped, as nginx does.
+fn quoted(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['"', '\\']) {
+        s.replace('\\', "\\\\").replace('"', "\\\"").into()
+    } else {
+        s.into()
+    }
 }
 
 fn dash(s: &str) -> &str {
@@ -110,31 +125,38 @@ pub fn request(client: Option<IpAddr>, head: &Head, upstream: &str, o: &Outcome,
     let client = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
     let backend = o.backend.map_or_else(|| "-".to_string(), |a| a.to_string());
     let upstream_time = o.upstream.map_or_else(|| "-".to_string(), secs);
+    if json() {
+        tracing::info!(
+            target: "tideway::access",
+            kind = "http",
+            client = %client,
+            method = %head.method,
+            uri = %head.target,
+            version = %head.version,
+            status = o.status,
+            bytes_sent = o.sent,
+            bytes_received = o.received,
+            referer = %head.referer,
+            user_agent = %head.user_agent,
+            upstream,
+            backend = %backend,
+            request_time = %secs(total),
+            upstream_time = %upstream_time,
+            "access"
+        );
+        return;
+    }
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
     tracing::info!(
         target: "tideway::access",
-        kind = "http",
-        client = %client,
-        method = %head.method,
-        uri = %head.target,
-        version = %head.version,
-        status = o.status,
-        bytes_sent = o.sent,
-        bytes_received = o.received,
-        referer = %head.referer,
-        user_agent = %head.user_agent,
-        upstream,
-        backend = %backend,
-        request_time = %secs(total),
-        upstream_time = %upstream_time,
         "{client} - - [{time}] \"{} {} {}\" {} {} \"{}\" \"{}\" upstream={upstream} backend={backend} request_time={} upstream_time={upstream_time} bytes_received={}",
-        head.method,
-        head.target,
-        head.version,
+        quoted(&head.method),
+        quoted(&head.target),
+        quoted(&head.version),
         o.status,
         o.sent,
-        dash(&head.referer),
-        dash(&head.user_agent),
+        quoted(dash(&head.referer)),
+        quoted(dash(&head.user_agent)),
         secs(total),
         o.received,
     );
@@ -161,17 +183,24 @@ pub fn tunnel(t: &TunnelRecord<'_>) {
     let client = t
         .client
         .map_or_else(|| "-".to_string(), |ip| ip.to_string());
+    if json() {
+        tracing::info!(
+            target: "tideway::access",
+            kind = t.kind,
+            client = %client,
+            upstream = t.upstream,
+            backend = %t.backend,
+            bytes_up = t.up,
+            bytes_down = t.down,
+            duration = %secs(t.duration),
+            end = t.end,
+            "access"
+        );
+        return;
+    }
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
     tracing::info!(
         target: "tideway::access",
-        kind = t.kind,
-        client = %client,
-        upstream = t.upstream,
-        backend = %t.backend,
-        bytes_up = t.up,
-        bytes_down = t.down,
-        duration = %secs(t.duration),
-        end = t.end,
         "{client} - - [{time}] \"{} tunnel\" end={} upstream={} backend={} duration={} bytes_up={} bytes_down={}",
         t.kind,
         t.end,
@@ -195,7 +224,8 @@ mod tests {
         assert_eq!(h.method, "GET");
         assert_eq!(h.target, "/a?uid=42");
         assert_eq!(h.version, "HTTP/1.1");
-        assert_eq!(h.user_agent, "curl/8 \\\"q\\\"");
+        assert_eq!(h.user_agent, "curl/8 \"q\"");
+        assert_eq!(quoted(&h.user_agent), "curl/8 \\\"q\\\"");
         assert_eq!(h.referer, "http://r/");
         assert_eq!(escape(b"a\x1b[31m\xff", 100), "a\\x1B[31m\\xFF");
     }

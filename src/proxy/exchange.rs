@@ -347,6 +347,13 @@ impl HttpPath {
         }
     }
 
+    /// Time to the final response head (interim answers do not count as answers).
+    fn observe_wait(&self, moved: &Io) {
+        if let Some(waited) = moved.waited {
+            self.route.metrics.response.observe(waited.as_secs_f64());
+        }
+    }
+
     /// Send the request on `conn` and relay the answer.
     async fn exchange(
         &self,
@@ -413,9 +420,7 @@ impl HttpPath {
                     return Err(Failure::Answered(502, "closed mid-answer".into()))
                 }
             };
-            let waited = started.elapsed();
-            moved.waited = Some(waited);
-            self.route.metrics.response.observe(waited.as_secs_f64());
+            moved.waited = Some(started.elapsed());
             match inspect_response(&bufs.upstream[..head_len], req, req.close, &mut bufs.reply) {
                 Ok(Answer::Interim) if interim == MAX_INTERIM => {
                     return Err(Failure::Answered(502, "too many interim answers".into()))
@@ -425,6 +430,7 @@ impl HttpPath {
                     bufs.upstream.drain(..head_len);
                 }
                 Ok(Answer::Switched) => {
+                    self.observe_wait(&moved);
                     // The 101 and whatever the backend sent behind it go to the client as is.
                     if send(client, &bufs.upstream, DEFAULT_SEND_TIMEOUT)
                         .await
@@ -443,7 +449,10 @@ impl HttpPath {
                         io: moved,
                     });
                 }
-                Ok(Answer::Final(res)) => break (res, head_len),
+                Ok(Answer::Final(res)) => {
+                    self.observe_wait(&moved);
+                    break (res, head_len);
+                }
                 Err(e) => return Err(Failure::Answered(502, e.to_string())),
             }
         };
@@ -552,9 +561,12 @@ pub async fn refuse(
     out: &mut Outcome,
 ) -> Next {
     let resp = error_response(status, msg, close);
-    out.status = status;
-    out.sent = resp.len() as u64;
-    answer(client, &resp, close).await
+    let next = answer(client, &resp, close).await;
+    if !matches!(next, Next::Abort) {
+        out.status = status;
+        out.sent = resp.len() as u64;
+    }
+    next
 }
 
 /// A JSON error response.

@@ -152,8 +152,10 @@ where
         self
     }
 
-    /// Bytes moved so far: client to backend, backend to client.
-    pub fn moved(&self) -> (u64, u64) {
+    /// Bytes moved so far: client to backend, backend to client. Whatever the backend's
+    /// counters have not seen yet (bytes moved while closing) is handed to them now.
+    pub fn moved(&mut self) -> (u64, u64) {
+        self.account();
         (self.up.total, self.down.total)
     }
 

@@ -39,20 +39,7 @@ pub async fn tunnel(
         None => (conn.close, None),
     };
     let mut io = conn.io;
-    if !early.is_empty()
-        && super::body::send(&mut io, &early, DEFAULT_SEND_TIMEOUT)
-            .await
-            .is_err()
-    {
-        return;
-    }
-    let mut tunnel = Tunnel::new(client, io, idle, close, true).counting(conn.guard.live().clone());
-    tunnel.already_sent_down(&down);
-    tunnel.already_sent_up(&early);
-    drop((down, early));
-    let end = (&mut tunnel).await;
-    let (up, down) = tunnel.moved();
-    let rec = TunnelRecord {
+    let record = |up: u64, down: u64| TunnelRecord {
         client: client_ip,
         upstream: &route.upstream,
         backend: conn.addr,
@@ -62,6 +49,19 @@ pub async fn tunnel(
         duration: started.elapsed(),
         end: "",
     };
+    if !early.is_empty() {
+        if let Err(e) = super::body::send(&mut io, &early, DEFAULT_SEND_TIMEOUT).await {
+            finish(route, record(0, 0), super::tunnel::TunnelEnd::Error(e));
+            return;
+        }
+    }
+    let mut tunnel = Tunnel::new(client, io, idle, close, true).counting(conn.guard.live().clone());
+    tunnel.already_sent_down(&down);
+    tunnel.already_sent_up(&early);
+    drop((down, early));
+    let end = (&mut tunnel).await;
+    let (up, down) = tunnel.moved();
+    let rec = record(up, down);
     drop(tunnel);
     finish(route, rec, end);
     drop(session);

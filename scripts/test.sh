@@ -13,7 +13,8 @@ command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook dr
 command -v php >/dev/null || need+=(php-cli)             # the Workerman registration helper is tested with php-cli
 command -v chromium >/dev/null || need+=(chromium)       # the dashboard is tested in headless Chromium
 command -v chromedriver >/dev/null || need+=(chromium-driver)
-command -v pip3 >/dev/null || need+=(python3-pip python3-venv)  # deploy validation tools (PyPI)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)  # deploy validation tools (PyPI, in a venv)
+command -v kubectl >/dev/null || need+=(kubernetes-client)  # deploy validation renders the kustomizations
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -65,6 +65,58 @@ async fn page_is_served_without_token_with_strict_headers_and_nothing_external()
     assert_eq!(r.status(), 404);
 }
 
+/// `tideway demo` as a user runs it, then its dashboard in the browser: the three backends
+/// that registered themselves are there.
+#[tokio::test]
+async fn the_demo_dashboard_shows_the_self_registered_backends() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env_remove("TIDEWAY_ADMIN_TOKEN")
+        .env_remove("TIDEWAY_REGISTER_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _demo = Killed(child);
+    // The dashboard URL, with its token, as the demo prints it.
+    let url = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("dashboard: ").nth(1).map(str::to_string))
+            .expect("the demo prints its dashboard URL")
+    })
+    .await
+    .unwrap();
+    let (_driver, wd) = Chromedriver::start().await;
+    wd.goto(url.trim()).await;
+    for i in 1..=3 {
+        let row = format!(r#"tr[data-backend="app/demo-{i}"]"#);
+        wd.wait_for(&row).await;
+        wd.wait_text(&format!(r#"{row} [data-field="state"]"#), "active")
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn dashboard_shows_backends_and_disables_one_in_headless_chromium() {
     let (p, back1, _back2) = proxy_with_two_backends().await;

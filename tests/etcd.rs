@@ -609,14 +609,7 @@ async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
     // /scale on either instance counts both: 5 WebSockets on fb, 3 + 2.
     for p in [&one, &two] {
         let counted = wait_until(Duration::from_secs(5), || async {
-            let v: serde_json::Value = p
-                .admin_req(reqwest::Method::GET, "/v1/upstreams/app/scale", ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = p.admin_json("/v1/upstreams/app/scale").await;
             v["active_connections"] == 5 && v["instances"].as_array().is_some_and(|a| a.len() == 2)
         })
         .await;
@@ -747,14 +740,7 @@ async fn the_autoscale_hook_runs_once_for_the_fleet_with_the_fleet_count() {
     // Each instance must know the other before the load comes, or both would lead.
     for p in [&one, &two] {
         wait_until(Duration::from_secs(10), || async {
-            let v: serde_json::Value = p
-                .admin_req(reqwest::Method::GET, "/v1/upstreams/app/scale", ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = p.admin_json("/v1/upstreams/app/scale").await;
             v["instances"].as_array().is_some_and(|a| a.len() == 2)
         })
         .await;

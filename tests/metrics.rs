@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
-use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,22 +29,12 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-async fn register(p: &Proxy, id: &str, addr: &str) {
-    let r = p
-        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
-        .json(&json!({"addr": addr, "id": id, "ttl": 3600}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_histograms_bytes_failures_and_pruned_series() {
     let (m1, m2) = (backend("m1").await, backend("m2").await);
     let p = start_proxy("[upstream.app]\nbalance = \"round_robin\"\nmax_fails = 0\n").await;
-    register(&p, "m1", &m1.addr.to_string()).await;
-    register(&p, "m2", &m2.addr.to_string()).await;
+    p.register("m1", &m1.addr.to_string()).await;
+    p.register("m2", &m2.addr.to_string()).await;
 
     let c = reqwest::Client::new();
     let mut body_bytes = 0;
@@ -156,16 +145,7 @@ async fn counts_histograms_bytes_failures_and_pruned_series() {
 
     // Both leave: their series go with them.
     for id in ["m1", "m2"] {
-        let r = p
-            .admin_req(
-                Method::DELETE,
-                &format!("/v1/upstreams/app/backends/{id}"),
-                ADMIN_TOKEN,
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        p.deregister(id).await;
     }
     wait_until(Duration::from_secs(10), || async {
         p.backends().await.is_empty()
@@ -179,7 +159,7 @@ async fn counts_histograms_bytes_failures_and_pruned_series() {
     );
     // A backend that refuses connections: failures by reason.
     let dead = format!("127.0.0.1:{}", free_port());
-    register(&p, "dead", &dead).await;
+    p.register("dead", &dead).await;
     let r = c.get(p.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
     let t = scrape(&p).await;

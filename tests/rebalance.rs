@@ -6,8 +6,6 @@
 mod common;
 
 use common::*;
-use reqwest::Method;
-use serde_json::json;
 use std::time::{Duration, Instant};
 use tideway::balance::key_hash;
 use tideway::balance::ring::Ring;
@@ -17,26 +15,7 @@ const SESSIONS: usize = 600;
 const PER_SECOND: u32 = 100;
 
 async fn register(p: &Proxy, b: &Backend) {
-    let r = p
-        .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
-        .json(&json!({"addr": b.addr.to_string(), "id": b.id, "ttl": 3600}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
-async fn deregister(p: &Proxy, id: &str) {
-    let r = p
-        .admin_req(
-            Method::DELETE,
-            &format!("/v1/upstreams/app/backends/{id}"),
-            ADMIN_TOKEN,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    p.register(&b.id, &b.addr.to_string()).await;
 }
 
 /// The backend a weight-1 ring over `ids` names for each uid, 1..=SESSIONS.
@@ -132,7 +111,7 @@ async fn scale_out_moves_exactly_the_keys_the_ring_moved_and_scale_in_drains() {
     let closed_before = out.going_away_closes;
     let start = Instant::now();
     for id in ["b3", "b4", "b5", "b6"] {
-        deregister(&p, id).await;
+        p.deregister(id).await;
     }
     wait_until(Duration::from_secs(30), || async {
         placed_as(&client, &two)

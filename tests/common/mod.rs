@@ -200,15 +200,50 @@ impl Proxy {
             .bearer_auth(token)
     }
 
-    /// `GET /v1/upstreams/app` as JSON.
-    pub async fn upstream_json(&self) -> serde_json::Value {
-        self.admin_req(reqwest::Method::GET, "/v1/upstreams/app", ADMIN_TOKEN)
+    /// Register `id` at `addr` in upstream `app` with the register token (TTL 1 h); asserts 201.
+    pub async fn register(&self, id: &str, addr: &str) {
+        let r = self
+            .admin_req(
+                reqwest::Method::POST,
+                "/v1/upstreams/app/backends",
+                REGISTER_TOKEN,
+            )
+            .json(&serde_json::json!({"addr": addr, "id": id, "ttl": 3600}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    /// DELETE backend `id` of upstream `app` with the admin token (drain, then remove);
+    /// asserts 202.
+    pub async fn deregister(&self, id: &str) {
+        let r = self
+            .admin_req(
+                reqwest::Method::DELETE,
+                &format!("/v1/upstreams/app/backends/{id}"),
+                ADMIN_TOKEN,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    }
+
+    /// `GET path` on the admin API with the admin token, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.admin_req(reqwest::Method::GET, path, ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap()
+    }
+
+    /// `GET /v1/upstreams/app` as JSON.
+    pub async fn upstream_json(&self) -> serde_json::Value {
+        self.admin_json("/v1/upstreams/app").await
     }
 
     /// Health of each backend of upstream `app`, by id.

@@ -98,6 +98,20 @@ async fn wss_echo_with_a_certificate_per_sni_name() {
     tls.read_to_string(&mut body).await.unwrap();
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("\"x_forwarded_proto\":\"https\""), "{body}");
+    // Each certificate's notAfter is exported, by listener and file.
+    for cert in [&a, &b] {
+        let (_, x509) = x509_parser::parse_x509_certificate(cert.der.as_ref()).unwrap();
+        let series = format!(
+            "tideway_tls_certificate_expiry_timestamp_seconds{{cert=\"{}\",listener=\"{}\"}}",
+            cert.cert.display(),
+            p.http
+        );
+        assert_eq!(
+            metric(&p, &series).await,
+            x509.validity().not_after.timestamp() as f64,
+            "{series}"
+        );
+    }
 }
 
 async fn tcp_backend(id: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {

@@ -67,9 +67,9 @@ pub struct Report {
     pub duplicates: u64,
     /// Messages never echoed by the end.
     pub lost: u64,
-    /// Connections open now.
+    /// Connections open now (in the report of [`Client::stop`]: when it was called).
     pub open: usize,
-    /// Open connections per backend id.
+    /// Open connections per backend id (likewise).
     pub spread: BTreeMap<String, usize>,
 }
 
@@ -146,6 +146,7 @@ impl Client {
     /// Stop sending, wait a few seconds for the echoes still due, close every connection
     /// normally, and report. Messages not echoed by then count as lost.
     pub async fn stop(mut self) -> Report {
+        let at_stop = self.report();
         self.stop.cancel();
         let deadline = tokio::time::Instant::now() + STOP_GRACE + Duration::from_secs(2);
         for t in self.tasks.iter_mut() {
@@ -156,7 +157,11 @@ impl Client {
         for t in &self.tasks {
             t.abort();
         }
-        self.report()
+        Report {
+            open: at_stop.open,
+            spread: at_stop.spread,
+            ..self.report()
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Module graph (imports flow one way): `config`, `metrics`, `wire` <- `pool` <- `store`
 //! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
-//! `signals`, `rebalance`, `autoscale` <- `main`. `proxy` never imports `admin`, `discovery` or `health`, and they never
-//! import `proxy`. Only the pool's controller calls `store()` on the snapshot.
+//! `signals`, `rebalance`, `autoscale`, `demo`, `ctl` <- `tour` <- `main` (with `cli` and
+//! `demo_client`, which import no other module). `proxy` never imports `admin`, `discovery` or
+//! `health`, and they never import `proxy`. Only the pool's controller calls `store()` on the
+//! snapshot.
 
 pub mod admin;
 pub mod app;

@@ -11,6 +11,10 @@
 
 #[path = "compare/proc.rs"]
 mod proc;
+#[path = "support.rs"]
+mod support;
+
+use support::{free_port, wait_port};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,22 +28,6 @@ const SESSIONS: usize = 600;
 const GAP: Duration = Duration::from_secs(3);
 /// Backends in the pool after each event: +1 four times, then -1 twice.
 const STEPS: [usize; 6] = [3, 4, 5, 6, 5, 4];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 struct Backends {
     addrs: Vec<SocketAddr>,

@@ -63,25 +63,24 @@ pub fn misplaced(up: &Upstream, sessions: &[(u64, Session)], factor: f64) -> Vec
         .map(|i| up.backends[i].live.active() as i64)
         .sum();
     match up.selector.ring() {
-        Some((ring, bound)) => {
+        Some(_) => {
             let hashed_by = &up.policy.hash_key;
-            let eligible = up.selector.eligible_count().max(1) as u64;
-            let limit = (total.max(0) as u64 * u64::from(bound))
-                .div_ceil(100 * eligible)
-                .max(1) as i64;
             let mut out = Vec::new();
             for (k, s, i) in open {
                 if s.hashed_by.as_ref() != Some(hashed_by) {
                     continue;
                 }
-                let room = |j: usize| {
-                    let m = i64::from(up.backends[j].max_conns);
+                // As a new connection would be placed if this session were not there: room
+                // by `max_conns` on the others, and this session counted once.
+                let room = |j: u32| {
+                    let (j, m) = (j as usize, i64::from(up.backends[j as usize].max_conns));
                     j == i || m == 0 || load[j] < m
                 };
-                let under = |j: usize| bound == 0 || load[j] - i64::from(j == i) < limit;
-                let mut walk = ring.walk(s.key).map(|j| j as usize).filter(|&j| room(j));
-                let first = walk.next();
-                let home = first.into_iter().chain(walk).find(|&j| under(j)).or(first);
+                let own = |j: u32| (load[j as usize] - i64::from(j as usize == i)).max(0) as u64;
+                let home = up
+                    .selector
+                    .ring_place(s.key, room, own, total.max(0) as u64)
+                    .map(|h| h as usize);
                 if let Some(h) = home.filter(|&h| h != i && !up.backends[h].live.failing()) {
                     load[i] -= 1;
                     load[h] += 1;

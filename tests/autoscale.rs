@@ -128,7 +128,9 @@ async fn the_command_follows_the_load_with_hysteresis_and_cooldown() {
         );
     }
     let n = r.len();
-    // Nothing more while the load stays put.
+    // Nothing more while the load stays put. An absence can only be watched over a window:
+    // this one spans the 1 s cooldown plus several 100 ms checks, so a hook that fired again
+    // without a change would show here.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(runs(&file).len(), n);
     assert_eq!(

@@ -72,31 +72,7 @@ async fn the_demo_dashboard_shows_the_self_registered_backends() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (free_port(), free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args([
-            "demo",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("TIDEWAY_ADMIN_TOKEN")
-        .env_remove("TIDEWAY_REGISTER_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _demo = Killed(child);
+    let (_demo, stdout) = spawn_demo(dir.path(), listen, admin);
     // The dashboard URL, with its token, as the demo prints it.
     let url = tokio::task::spawn_blocking(move || {
         BufReader::new(stdout)

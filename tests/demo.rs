@@ -10,37 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_serves_http_and_websockets_through_registered_backends() {
     let dir = tempfile::tempdir().unwrap();
     let (listen, admin) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args([
-            "demo",
-            "--listen",
-            &format!("127.0.0.1:{listen}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("TIDEWAY_ADMIN_TOKEN")
-        .env_remove("TIDEWAY_REGISTER_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Killed(child);
+    let (_demo, stdout) = spawn_demo(dir.path(), listen, admin);
     // Read what it prints until the tour's last line.
     let printed = tokio::task::spawn_blocking(move || {
         let mut all = String::new();
@@ -91,15 +65,11 @@ async fn the_demo_serves_http_and_websockets_through_registered_backends() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
 
     // The API lists the three, registered over HTTP; the dashboard is served.
-    let v: serde_json::Value = c
-        .get(format!("http://127.0.0.1:{admin}/v1/upstreams/app"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &format!("http://127.0.0.1:{admin}/v1/upstreams/app"),
+        &token,
+    )
+    .await;
     let backends = v["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 3, "{v}");
     assert!(backends
@@ -149,15 +119,11 @@ async fn run_without_a_config_uses_the_built_in_one() {
                 .is_ok()
     })
     .await;
-    let v: serde_json::Value = c
-        .get(format!("http://127.0.0.1:{admin}/v1/upstreams"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = get_json(
+        &format!("http://127.0.0.1:{admin}/v1/upstreams"),
+        ADMIN_TOKEN,
+    )
+    .await;
     let ups = v["upstreams"].as_array().unwrap();
     assert_eq!(ups.len(), 1, "{v}");
     assert_eq!(ups[0]["name"], "app");

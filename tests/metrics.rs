@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use reqwest::Method;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -129,12 +128,7 @@ async fn counts_histograms_bytes_failures_and_pruned_series() {
     );
 
     // A reload is counted.
-    let r = p
-        .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    p.reload().await;
     assert_eq!(
         sample(
             &scrape(&p).await,
@@ -228,24 +222,16 @@ async fn a_reload_prunes_the_series_of_a_removed_upstream_even_counted_again() {
     assert_eq!(get_on(&mut conn, "/").await, 200);
     let has_old = |t: &str| t.lines().any(|l| l.contains("upstream=\"old\""));
     assert!(has_old(&scrape(&p).await));
-    let reload = || async {
-        let r = p
-            .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    };
     // The upstream and its listener leave.
     let text = std::fs::read_to_string(&p.config_path).unwrap();
     std::fs::write(&p.config_path, text.split("# old").next().unwrap()).unwrap();
-    reload().await;
+    p.reload().await;
     assert!(!has_old(&scrape(&p).await), "pruned by the reload");
     // The connection left open on the removed upstream counts again...
     assert_eq!(get_on(&mut conn, "/").await, 503);
     assert!(has_old(&scrape(&p).await));
     // ...until the next reload.
-    reload().await;
+    p.reload().await;
     let t = scrape(&p).await;
     assert!(!has_old(&t), "{t}");
 }

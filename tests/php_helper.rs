@@ -188,6 +188,24 @@ async fn php_backend(p: &Proxy) -> Option<Value> {
         .cloned()
 }
 
+/// After lines `mark`: a heartbeat answered 404 within `wait`, then a new registration (201,
+/// a new secret), the backend active again at `addr`, and heartbeats answered 200 with the
+/// new secret.
+async fn renewed(p: &Proxy, php: &Php, addr: &str, mark: usize, wait: Duration, what: &str) {
+    let (at, _) = php
+        .line_from(mark, wait, "heartbeat 404", heartbeat(404))
+        .await;
+    let (at, again) = php
+        .line_from(at, Duration::from_secs(5), "registered again", |l| {
+            l.starts_with("registered ")
+        })
+        .await;
+    assert_eq!(again, format!("registered {ID} 201 new-secret"));
+    until_active(p, php, addr, &format!("{what} backend active")).await;
+    php.line_from(at, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
+        .await;
+}
+
 /// Poll (every 20 ms) until `f` holds; panics after `limit` with `what` and the transcripts.
 async fn until<F, Fut>(p: &Proxy, php: &Php, limit: Duration, what: &str, mut f: F) -> Duration
 where
@@ -391,25 +409,16 @@ async fn a_lapsed_or_removed_registration_is_renewed() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let deleted = Instant::now();
-    let (at, _) = php
-        .line_from(
-            mark,
-            Duration::from_secs(10),
-            "heartbeat 404",
-            heartbeat(404),
-        )
-        .await;
-    let (at, again) = php
-        .line_from(at, Duration::from_secs(5), "registered again", |l| {
-            l.starts_with("registered ")
-        })
-        .await;
-    assert_eq!(again, format!("registered {ID} 201 new-secret"));
-    until_active(&p, &php, &addr, "re-registered backend active").await;
+    renewed(
+        &p,
+        &php,
+        &addr,
+        mark,
+        Duration::from_secs(10),
+        "re-registered",
+    )
+    .await;
     let back = deleted.elapsed();
-    // The new secret is the one it uses now: its heartbeats are answered 200 again.
-    php.line_from(at, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
-        .await;
     served_by_php(&p).await;
     println!("removed by the admin: registered again {back:?} later");
 
@@ -426,23 +435,7 @@ async fn a_lapsed_or_removed_registration_is_renewed() {
     )
     .await;
     signal(&php.pid(), "-CONT");
-    let (at, _) = php
-        .line_from(
-            mark,
-            Duration::from_secs(5),
-            "heartbeat 404",
-            heartbeat(404),
-        )
-        .await;
-    let (at, again) = php
-        .line_from(at, Duration::from_secs(5), "registered again", |l| {
-            l.starts_with("registered ")
-        })
-        .await;
-    assert_eq!(again, format!("registered {ID} 201 new-secret"));
-    until_active(&p, &php, &addr, "renewed backend active").await;
-    php.line_from(at, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
-        .await;
+    renewed(&p, &php, &addr, mark, Duration::from_secs(5), "renewed").await;
     served_by_php(&p).await;
     println!(
         "frozen: registration lapsed and removed {lapsed:?} after SIGSTOP; renewed {:?} after it",

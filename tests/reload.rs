@@ -63,7 +63,7 @@ async fn five_reloads_under_load_lose_nothing() {
                 .status()
                 .unwrap();
         } else {
-            let report = reload(&p).await;
+            let report = p.reload().await;
             assert_eq!(report["changed"], true, "{report}");
         }
         let want: BTreeSet<String> = step.iter().map(|x| x.id.clone()).collect();
@@ -118,16 +118,6 @@ fn rewrite_listeners(p: &Proxy, addrs: &[std::net::SocketAddr]) {
     std::fs::write(&p.config_path, format!("{head}{listeners}{tail}")).unwrap();
 }
 
-async fn reload(p: &Proxy) -> serde_json::Value {
-    let r = p
-        .admin_req(Method::POST, "/v1/reload", ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
-
 /// Does a fresh connection to `addr` get a 200?
 async fn serves(addr: std::net::SocketAddr) -> bool {
     let c = reqwest::Client::builder()
@@ -156,7 +146,7 @@ async fn a_reload_adds_and_removes_listeners() {
 
     // Added: the new port serves.
     rewrite_listeners(&p, &[first, second]);
-    let report = reload(&p).await;
+    let report = p.reload().await;
     assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
     assert!(serves(second).await);
     assert!(serves(first).await);
@@ -164,7 +154,7 @@ async fn a_reload_adds_and_removes_listeners() {
     // The first removed: new connections to it are turned away; the open one keeps working,
     // and the second listener is untouched.
     rewrite_listeners(&p, &[second]);
-    reload(&p).await;
+    p.reload().await;
     assert!(
         !serves(first).await,
         "a removed listener turns new connections away"
@@ -174,7 +164,7 @@ async fn a_reload_adds_and_removes_listeners() {
 
     // Back again, and the added one removed: its port is free.
     rewrite_listeners(&p, &[first]);
-    reload(&p).await;
+    p.reload().await;
     assert!(serves(first).await);
     assert!(!serves(second).await);
     assert!(

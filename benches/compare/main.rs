@@ -9,10 +9,13 @@
 //! small, noisy machine.
 
 mod proc;
+#[path = "../support.rs"]
+mod support;
 mod tcp;
 
+pub(crate) use support::{free_port, wait_port};
+
 use futures_util::{SinkExt, StreamExt};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,14 +25,6 @@ const HTTP_SECONDS: u64 = 10;
 const WS_SECONDS: u64 = 10;
 const WS_CONNS: usize = 64;
 const IDLE_CONNS: usize = 4000;
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn ensure_tools() {
     let mut missing: Vec<&str> = [
@@ -75,14 +70,6 @@ impl Drop for Proxy {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -296,6 +296,17 @@ async fn register_inner(
     Ok((status, Json(body)).into_response())
 }
 
+/// The path of a backend's endpoints (for the API document).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read by utoipa only; the handlers take `Path<(String, String)>`
+pub(crate) struct BackendPath {
+    /// The upstream.
+    u: String,
+    /// The backend id.
+    id: String,
+}
+
 /// A heartbeat's optional body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -305,7 +316,7 @@ pub(crate) struct Hb {
 
 /// `PUT /v1/upstreams/{u}/backends/{id}/heartbeat`
 #[utoipa::path(put, path = "/v1/upstreams/{u}/backends/{id}/heartbeat", tag = "registration",
-    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    params(BackendPath),
     request_body(content = Option<Hb>, description = "optional new TTL"),
     responses((status = 200, description = "TTL refreshed"), (status = 404, description = "unknown or lapsed", body = super::ErrorBody)),
     security(("admin" = []), ("register" = [])))]
@@ -600,7 +611,7 @@ pub async fn register(
 
 /// `DELETE /v1/upstreams/{u}/backends/{id}`: drain, then remove.
 #[utoipa::path(delete, path = "/v1/upstreams/{u}/backends/{id}", tag = "registration",
-    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    params(BackendPath),
     responses((status = 202, description = "draining, removed when it has no connections"), (status = 404, description = "unknown", body = super::ErrorBody)),
     security(("admin" = []), ("register" = [])))]
 pub async fn deregister(
@@ -619,7 +630,7 @@ pub async fn deregister(
 
 /// `POST /v1/upstreams/{u}/backends/{id}/state`
 #[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/state", tag = "operators",
-    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    params(BackendPath),
     request_body = SetState,
     responses((status = 200, description = "state set (persisted)"), (status = 400, description = "unknown state", body = super::ErrorBody)),
     security(("admin" = [])))]
@@ -641,7 +652,7 @@ pub async fn set_state(
 
 /// `PATCH /v1/upstreams/{u}/backends/{id}`
 #[utoipa::path(patch, path = "/v1/upstreams/{u}/backends/{id}", tag = "operators",
-    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id")),
+    params(BackendPath),
     request_body = SetWeight,
     responses((status = 200, description = "weight set (persisted)"), (status = 400, description = "out of range", body = super::ErrorBody)),
     security(("admin" = [])))]
@@ -663,7 +674,7 @@ pub async fn set_weight(
 
 /// `POST /v1/upstreams/{u}/backends/{id}/drain?wait=30s`
 #[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/drain", tag = "operators",
-    params(("u" = String, Path, description = "upstream"), ("id" = String, Path, description = "backend id"), DrainQuery),
+    params(BackendPath, DrainQuery),
     responses((status = 200, description = "`{active_connections, drained}` once drained or the wait ended")),
     security(("admin" = []), ("register" = [])))]
 pub async fn drain(

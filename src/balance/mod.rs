@@ -104,32 +104,51 @@ impl Selector {
             Algo::LeastConn => self.least_loaded(backends, &ok),
             Algo::P2c => self.two_choices(backends, &ok),
             Algo::Hash { ring, factor } => {
-                let mut walk = ring.walk(key).filter(|&i| ok(i));
-                if *factor == 0 {
-                    walk.next()
-                } else {
-                    let first = walk.next();
-                    let limit = self.bounded_limit(backends, *factor);
-                    std::iter::once(first)
-                        .flatten()
-                        .chain(walk)
-                        .find(|&i| backends[i as usize].live.active() < limit)
-                        .or(first)
-                }
+                // The cap counts this connection: one more than the load now.
+                let cap = || {
+                    let total: u64 = self
+                        .eligible
+                        .iter()
+                        .map(|&i| backends[i as usize].live.active())
+                        .sum();
+                    self.bounded_cap(total + 1, *factor)
+                };
+                ring_choice(
+                    ring,
+                    *factor,
+                    key,
+                    ok,
+                    |i| backends[i as usize].live.active(),
+                    cap,
+                )
             }
         };
         found.map(|i| i as usize)
     }
 
-    /// Bounded-load cap: `factor`% of the average load after this connection, rounded up.
-    fn bounded_limit(&self, backends: &[Backend], factor: u32) -> u64 {
+    /// For `hash`: where the ring places a connection with key hash `key`, when `ok` tells
+    /// which backends can take it and `load` how loaded each is (the rebalancer places existing
+    /// sessions with loads of its own). `total` is the load the bounded-load cap is taken
+    /// from. `None` on the other algorithms.
+    pub fn ring_place(
+        &self,
+        key: u32,
+        ok: impl Fn(u32) -> bool,
+        load: impl Fn(u32) -> u64,
+        total: u64,
+    ) -> Option<u32> {
+        let Algo::Hash { ring, factor } = &self.algo else {
+            return None;
+        };
+        ring_choice(ring, *factor, key, ok, load, || {
+            self.bounded_cap(total, *factor)
+        })
+    }
+
+    /// Bounded-load cap for `total` connections: `factor`% of the average, rounded up.
+    fn bounded_cap(&self, total: u64, factor: u32) -> u64 {
         let n = self.eligible.len().max(1) as u64;
-        let total: u64 = self
-            .eligible
-            .iter()
-            .map(|&i| backends[i as usize].live.active())
-            .sum();
-        ((total + 1) * u64::from(factor)).div_ceil(100 * n).max(1)
+        (total * u64::from(factor)).div_ceil(100 * n).max(1)
     }
 
     /// Fewest active connections per unit of weight; ties rotate.
@@ -183,6 +202,29 @@ impl Selector {
             }
         }
     }
+}
+
+/// The ring's choice for `key`: the first backend `ok` accepts from the key on; with a
+/// bounded-load `factor`, the first whose `load` is under `cap()`, else that first one.
+fn ring_choice(
+    ring: &Ring,
+    factor: u32,
+    key: u32,
+    ok: impl Fn(u32) -> bool,
+    load: impl Fn(u32) -> u64,
+    cap: impl FnOnce() -> u64,
+) -> Option<u32> {
+    let mut walk = ring.walk(key).filter(|&i| ok(i));
+    let first = walk.next();
+    if factor == 0 {
+        return first;
+    }
+    let cap = cap();
+    std::iter::once(first)
+        .flatten()
+        .chain(walk)
+        .find(|&i| load(i) < cap)
+        .or(first)
 }
 
 #[cfg(test)]

@@ -230,15 +230,20 @@ impl Proxy {
         assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     }
 
-    /// `GET path` on the admin API with the admin token, as JSON.
-    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
-        self.admin_req(reqwest::Method::GET, path, ADMIN_TOKEN)
+    /// `POST /v1/reload` with the admin token; asserts 200 and returns the report.
+    pub async fn reload(&self) -> serde_json::Value {
+        let r = self
+            .admin_req(reqwest::Method::POST, "/v1/reload", ADMIN_TOKEN)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// `GET path` on the admin API with the admin token, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        get_json(&self.admin_url(path), ADMIN_TOKEN).await
     }
 
     /// `GET /v1/upstreams/app` as JSON.
@@ -440,4 +445,54 @@ pub async fn expect_going_away<S>(
         Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Away, "{what}"),
         other => panic!("expected close 1001 ({what}), got {other:?}"),
     }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tideway demo` on free ports with its own data dir and no token in the environment; the
+/// process and its stdout (where it prints the tour).
+pub fn spawn_demo(
+    dir: &std::path::Path,
+    listen: u16,
+    admin: u16,
+) -> (Killed, std::process::ChildStdout) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{listen}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .env_remove("TIDEWAY_ADMIN_TOKEN")
+        .env_remove("TIDEWAY_REGISTER_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    (Killed(child), stdout)
+}
+
+/// GET `url` with a bearer token, as JSON.
+pub async fn get_json(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }

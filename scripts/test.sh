@@ -23,6 +23,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}"
 fi
 
+# A clean build needs a few GB; say so up front rather than fail deep inside a link.
+export CARGO_INCREMENTAL=0  # one-shot build: incremental caches would only take disk
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "disk: $((avail_kb / 1024 / 1024)) GiB free where the build runs"
+if [ "$avail_kb" -lt $((4 * 1024 * 1024)) ]; then
+  echo "warning: under 4 GiB free; the build may not fit" >&2
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)

@@ -2,24 +2,15 @@
 //! Run with `cargo bench --bench etcd_put` (installs Debian `etcd-server` if missing).
 //! nginx-upsync polls every 5 s; the target here is p99 under 50 ms.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support.rs"]
 mod support;
 
-use support::free_port;
+use support::{free_port, Killed};
 
 const PUTS: usize = 200;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);

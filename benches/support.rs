@@ -2,7 +2,18 @@
 
 #![allow(dead_code)]
 
+use std::process::Child;
 use std::time::{Duration, Instant};
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {

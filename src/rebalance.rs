@@ -38,66 +38,70 @@ pub const RESCAN: Duration = Duration::from_secs(10);
 
 /// The sessions of `up` to close, in order; sessions already closing are left out.
 pub fn misplaced(up: &Upstream, sessions: &[(u64, Session)], factor: f64) -> Vec<u64> {
-    let n = up.backends.len();
-    let index: HashMap<&str, usize> = up
+    // Load by slot, as placement sees it, less the sessions already on their way out.
+    let mut load: HashMap<usize, i64> = up
         .backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (&*b.id, i))
+        .slots()
+        .map(|(s, b)| (s as usize, b.live.active() as i64))
         .collect();
-    // Load as placement sees it, less the sessions already on their way out.
-    let mut load: Vec<i64> = up.backends.iter().map(|b| b.live.active() as i64).collect();
     let mut open: Vec<(u64, &Session, usize)> = Vec::new();
     for (k, s) in sessions {
-        let Some(&i) = index.get(&*s.backend) else {
+        let Some(i) = up.backends.slot_of(&s.backend).map(|i| i as usize) else {
             continue;
         };
         if s.close.is_cancelled() {
-            load[i] -= 1;
+            *load.entry(i).or_default() -= 1;
         } else if up.backends[i].eligible() {
             open.push((*k, s, i));
         }
     }
-    let total: i64 = (0..n)
-        .filter(|&i| up.backends[i].eligible())
-        .map(|i| up.backends[i].live.active() as i64)
+    let total: i64 = up
+        .backends
+        .iter()
+        .filter(|b| b.eligible())
+        .map(|b| b.live.active() as i64)
         .sum();
-    match up.selector.ring() {
-        Some(_) => {
-            let hashed_by = &up.policy.hash_key;
-            let mut out = Vec::new();
-            for (k, s, i) in open {
-                if s.hashed_by.as_ref() != Some(hashed_by) {
-                    continue;
-                }
-                // As a new connection would be placed if this session were not there: room
-                // by `max_conns` on the others, and this session counted once.
-                let room = |j: u32| {
-                    let (j, m) = (j as usize, i64::from(up.backends[j as usize].max_conns));
-                    j == i || m == 0 || load[j] < m
-                };
-                let own = |j: u32| (load[j as usize] - i64::from(j as usize == i)).max(0) as u64;
-                let home = up
-                    .selector
-                    .ring_place(s.key, room, own, total.max(0) as u64)
-                    .map(|h| h as usize);
-                if let Some(h) = home.filter(|&h| h != i && !up.backends[h].live.failing()) {
-                    load[i] -= 1;
-                    load[h] += 1;
-                    out.push(k);
-                }
-            }
-            out
-        }
-        None => shed(up, open, &load, total, factor),
+    if !up.selector.is_hash() {
+        return shed(up, open, &load, total, factor);
     }
+    let hashed_by = &up.policy.hash_key;
+    let mut out = Vec::new();
+    for (k, s, i) in open {
+        if s.hashed_by.as_ref() != Some(hashed_by) {
+            continue;
+        }
+        // As a new connection would be placed if this session were not there: room
+        // by `max_conns` on the others, and this session counted once. A slot this snapshot
+        // does not hold (a change in flight) has no room.
+        let room = |j: u32| {
+            let j = j as usize;
+            up.backends.get(j as u32).is_some_and(|b| {
+                let m = i64::from(b.max_conns);
+                j == i || m == 0 || load.get(&j).copied().unwrap_or(0) < m
+            })
+        };
+        let own = |j: u32| {
+            let l = load.get(&(j as usize)).copied().unwrap_or(0);
+            (l - i64::from(j as usize == i)).max(0) as u64
+        };
+        let home = up
+            .selector
+            .ring_place(s.key, room, own, total.max(0) as u64)
+            .map(|h| h as usize);
+        if let Some(h) = home.filter(|&h| h != i && !up.backends[h].live.failing()) {
+            *load.entry(i).or_default() -= 1;
+            *load.entry(h).or_default() += 1;
+            out.push(k);
+        }
+    }
+    out
 }
 
 /// The newest sessions of each backend whose load is over `factor` times its weighted share.
 fn shed(
     up: &Upstream,
     open: Vec<(u64, &Session, usize)>,
-    load: &[i64],
+    load: &HashMap<usize, i64>,
     total: i64,
     factor: f64,
 ) -> Vec<u64> {
@@ -118,7 +122,7 @@ fn shed(
     for (i, mut ks) in on {
         let share = total as f64 * f64::from(up.backends[i].weight) / total_weight;
         let cap = (share * factor).ceil() as i64;
-        let over = (load[i] - cap).clamp(0, ks.len() as i64) as usize;
+        let over = (load.get(&i).copied().unwrap_or(0) - cap).clamp(0, ks.len() as i64) as usize;
         ks.sort_unstable();
         out.extend(ks.split_off(ks.len() - over));
     }
@@ -375,7 +379,7 @@ mod tests {
         let up = upstream(Balance::Hash, 125, &active(&["a", "b"]));
         let ring_a: Vec<u32> = (0..1000u32)
             .map(key)
-            .filter(|&k| up.selector.ring().unwrap().0.walk(k).next() == Some(0))
+            .filter(|&k| up.selector.ring_walk(k).next() == Some(0))
             .take(5)
             .collect();
         let mut open = Open::new();
@@ -397,7 +401,7 @@ mod tests {
         let held: Vec<ActiveGuard> = (0..9).map(|_| up.backends[0].live.begin()).collect();
         let keys: Vec<u32> = (0..5000u32)
             .map(key)
-            .filter(|&k| up.selector.ring().unwrap().0.walk(k).next() == Some(0))
+            .filter(|&k| up.selector.ring_walk(k).next() == Some(0))
             .take(10)
             .collect();
         let mut open = Open::new();

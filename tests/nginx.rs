@@ -163,10 +163,10 @@ async fn the_seed_config_serves_http_and_websocket() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("seed"));
 }
 
-fn nginx_conf(dir: &Path, port: u16, backends: &[&Backend]) -> String {
+fn nginx_conf(dir: &Path, port: u16, backends: &[(&Backend, u32)]) -> String {
     let servers: String = backends
         .iter()
-        .map(|b| format!("        server {};\n", b.addr))
+        .map(|(b, w)| format!("        server {} weight={w};\n", b.addr))
         .collect();
     format!(
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    upstream app {{\n        hash $arg_uid consistent;\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{port};\n        location / {{ proxy_pass http://app; }}\n    }}\n}}\n",
@@ -188,15 +188,17 @@ async fn same_sticky_mapping_as_real_nginx() {
     if Command::new("nginx").arg("-v").output().is_err() {
         panic!("nginx is not installed (scripts/test.sh installs nginx-light)");
     }
+    // The weights nginx configs use, each a different number of ring points.
+    const WEIGHTS: [u32; 5] = [1, 2, 3, 7, 10];
     let mut all = Vec::new();
     for i in 0..5 {
         all.push(backend(&format!("n{i}")).await);
     }
-    let refs: Vec<&Backend> = all.iter().collect();
+    let refs: Vec<(&Backend, u32)> = all.iter().zip(WEIGHTS).collect();
     let dir = tempfile::tempdir().unwrap();
     for round in 0..2 {
         // Round 1 removes the third backend from both.
-        let members: Vec<&Backend> = refs
+        let members: Vec<(&Backend, u32)> = refs
             .iter()
             .enumerate()
             .filter(|(i, _)| round == 0 || *i != 2)
@@ -229,7 +231,7 @@ async fn same_sticky_mapping_as_real_nginx() {
             .filter(|(a, b)| a != b)
             .count();
         println!(
-            "round {round}: {} backends, 2000 uids, {differ} differ",
+            "round {round}: {} backends (weights {WEIGHTS:?}), 2000 uids, {differ} differ",
             members.len()
         );
         assert_eq!(

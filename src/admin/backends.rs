@@ -172,11 +172,7 @@ async fn register_inner(
         let up = snap
             .upstream(&u)
             .ok_or_else(|| ApiError::from(PoolError::UnknownUpstream(u.clone())))?;
-        let registered = up
-            .backends
-            .iter()
-            .filter(|b| b.source != Source::Static)
-            .count();
+        let registered = up.backends.registered();
         let existed = up.backend(&id).map(|b| b.source);
         (existed, registered, up.policy.registration.clone())
     };

@@ -1,80 +1,103 @@
-//! Backend selection. A [`Selector`] is built once per snapshot from the upstream's backends and
-//! policy, so the per-request work is a lookup, never a rebuild.
+//! Backend selection. A [`Selector`] is what a snapshot picks with; per request the work is a
+//! lookup, never a rebuild. Nothing in it is rebuilt per snapshot either: the controller keeps
+//! a [`Membership`] per upstream (eligible slots and round-robin groups, as persistent
+//! vectors) and one [`Ring`] per `hash` upstream, changes them one backend at a time, and a
+//! snapshot's selector takes O(1) clones of them.
+//!
+//! Backends are named by slot (see [`Table`]): stable while a backend is in the pool.
 //!
 //! Invariants: only eligible backends (active, healthy, weight > 0) are ever picked; the
 //! `exclude` predicate lets a retry skip backends it already tried.
 //!
 //! Imports: `config` (policy types) and `pool::backend` (the backend type); nothing above.
 
+pub mod chunked;
+pub mod membership;
 pub mod ring;
-mod sequence;
+mod rotation;
 
-use crate::config::{Balance, UpstreamPolicy};
+use crate::config::UpstreamPolicy;
 use crate::pool::backend::Backend;
-use ring::Ring;
+use rotation::Rotation;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-pub use ring::key_hash;
+pub use membership::Membership;
+pub use ring::{key_hash, Ring};
 
-/// Precomputed selection structures for one upstream in one snapshot.
+/// Backends by slot, as a selector sees them.
+pub trait Table {
+    /// The backend in `slot`, if any.
+    fn at(&self, slot: u32) -> Option<&Backend>;
+}
+
+impl Table for [Backend] {
+    fn at(&self, slot: u32) -> Option<&Backend> {
+        self.get(slot as usize)
+    }
+}
+
+impl Table for Vec<Backend> {
+    fn at(&self, slot: u32) -> Option<&Backend> {
+        self.get(slot as usize)
+    }
+}
+
+/// Selection structures for one upstream in one snapshot.
 #[derive(Debug)]
 pub struct Selector {
     algo: Algo,
-    /// Indices of eligible backends, in id order.
-    eligible: Vec<u32>,
-    cursor: AtomicUsize,
+    /// Slots of eligible backends (no order).
+    eligible: chunked::Chunked<u32>,
+    /// Where `least_conn` starts its scan; shared across snapshots.
+    cursor: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
 enum Algo {
-    /// One period of nginx's smooth weighted round robin, as backend indices.
-    RoundRobin(Vec<u32>),
+    /// Smooth weighted round robin over groups of equal weight, rotating inside each group.
+    RoundRobin(Rotation),
     LeastConn,
     P2c,
     Hash {
-        ring: Ring,
+        ring: Arc<Ring>,
         factor: u32,
     },
 }
 
 impl Selector {
-    /// Build the selection structures for `backends` (sorted by id) under `policy`.
+    /// Build the selection structures for `backends` under `policy` from scratch, slot `i`
+    /// being `backends[i]`, with a ring of its own for `hash` (tests, benchmarks).
     pub fn build(policy: &UpstreamPolicy, backends: &[Backend]) -> Self {
-        let eligible: Vec<u32> = backends
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.eligible())
-            .map(|(i, _)| i as u32)
-            .collect();
-        let algo = match policy.balance {
-            Balance::RoundRobin => Algo::RoundRobin(sequence::smooth_weighted(
-                eligible
-                    .iter()
-                    .map(|&i| (i, backends[i as usize].effective_weight)),
-            )),
-            Balance::LeastConn => Algo::LeastConn,
-            Balance::P2c => Algo::P2c,
-            Balance::Hash => Algo::Hash {
-                ring: Ring::build(eligible.iter().map(|&i| {
-                    let b = &backends[i as usize];
-                    (&*b.id, b.weight, i)
-                })),
-                factor: policy.hash_balance_factor,
-            },
-        };
-        Selector {
-            algo,
-            eligible,
-            cursor: AtomicUsize::new(0),
+        let mut members = Membership::default();
+        for (i, b) in backends.iter().enumerate() {
+            members.set(i as u32, b.eligible().then_some(b.effective_weight));
         }
+        let ring = (policy.balance == crate::config::Balance::Hash).then(|| {
+            Arc::new(Ring::build(
+                backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.eligible())
+                    .map(|(i, b)| (&*b.id, b.weight, i as u32)),
+            ))
+        });
+        members.selector(policy, ring)
     }
 
-    /// For `hash`: the ring (over backend indices) and the bounded-load factor (0 = off).
-    pub fn ring(&self) -> Option<(&Ring, u32)> {
-        match &self.algo {
-            Algo::Hash { ring, factor } => Some((ring, *factor)),
+    /// Is this a `hash` selector?
+    pub fn is_hash(&self) -> bool {
+        matches!(self.algo, Algo::Hash { .. })
+    }
+
+    /// For `hash`: slots in ring order from `key` (see [`Ring::walk`]); empty on the other
+    /// algorithms.
+    pub fn ring_walk(&self, key: u32) -> impl Iterator<Item = u32> + '_ {
+        let walk = match &self.algo {
+            Algo::Hash { ring, .. } => Some(ring.walk(key)),
             _ => None,
-        }
+        };
+        walk.into_iter().flatten()
     }
 
     /// Number of backends that may take new traffic.
@@ -82,52 +105,34 @@ impl Selector {
         self.eligible.len()
     }
 
-    /// Pick a backend index. `key` is the hash of the request's key (only used by `hash`);
+    /// Pick a backend's slot. `key` is the hash of the request's key (only used by `hash`);
     /// `exclude` rejects backends already tried.
-    pub fn pick(
+    pub fn pick<T: Table + ?Sized>(
         &self,
-        backends: &[Backend],
+        backends: &T,
         key: u32,
         exclude: impl Fn(&Backend) -> bool,
-    ) -> Option<usize> {
-        let ok = |i: u32| !exclude(&backends[i as usize]);
-        let found = match &self.algo {
-            Algo::RoundRobin(seq) => {
-                if seq.is_empty() {
-                    return None;
-                }
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..seq.len())
-                    .map(|k| seq[(start + k) % seq.len()])
-                    .find(|&i| ok(i))
-            }
+    ) -> Option<u32> {
+        // A slot the ring names but this snapshot does not hold (a change in flight) is passed.
+        let ok = |s: u32| backends.at(s).is_some_and(|b| !exclude(b));
+        match &self.algo {
+            Algo::RoundRobin(rotation) => rotation.pick(&ok),
             Algo::LeastConn => self.least_loaded(backends, &ok),
             Algo::P2c => self.two_choices(backends, &ok),
-            Algo::Hash { ring, factor } => {
+            Algo::Hash { factor, .. } => {
+                let active = |s: u32| backends.at(s).map_or(0, |b| b.live.active());
                 // The cap counts this connection: one more than the load now.
                 let cap = || {
-                    let total: u64 = self
-                        .eligible
-                        .iter()
-                        .map(|&i| backends[i as usize].live.active())
-                        .sum();
+                    let total: u64 = self.eligible.iter().map(|&s| active(s)).sum();
                     self.bounded_cap(total + 1, *factor)
                 };
-                ring_choice(
-                    ring,
-                    *factor,
-                    key,
-                    ok,
-                    |i| backends[i as usize].live.active(),
-                    cap,
-                )
+                ring_choice(self.ring_walk(key), *factor, ok, active, cap)
             }
-        };
-        found.map(|i| i as usize)
+        }
     }
 
     /// For `hash`: where the ring places a connection with key hash `key`, when `ok` tells
-    /// which backends can take it and `load` how loaded each is (the rebalancer places existing
+    /// which slots can take it and `load` how loaded each is (the rebalancer places existing
     /// sessions with loads of its own). `total` is the load the bounded-load cap is taken
     /// from. `None` on the other algorithms.
     pub fn ring_place(
@@ -137,10 +142,10 @@ impl Selector {
         load: impl Fn(u32) -> u64,
         total: u64,
     ) -> Option<u32> {
-        let Algo::Hash { ring, factor } = &self.algo else {
+        let Algo::Hash { factor, .. } = &self.algo else {
             return None;
         };
-        ring_choice(ring, *factor, key, ok, load, || {
+        ring_choice(self.ring_walk(key), *factor, ok, load, || {
             self.bounded_cap(total, *factor)
         })
     }
@@ -152,69 +157,92 @@ impl Selector {
     }
 
     /// Fewest active connections per unit of weight; ties rotate.
-    fn least_loaded(&self, backends: &[Backend], ok: &impl Fn(u32) -> bool) -> Option<u32> {
+    fn least_loaded<T: Table + ?Sized>(
+        &self,
+        backends: &T,
+        ok: &impl Fn(u32) -> bool,
+    ) -> Option<u32> {
         let n = self.eligible.len();
         if n == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
         let mut best: Option<(u32, u64, u64)> = None;
-        for k in 0..n {
-            let i = self.eligible[(start + k) % n];
-            if !ok(i) {
+        for &s in self.eligible.iter_from(start) {
+            if !ok(s) {
                 continue;
             }
-            let b = &backends[i as usize];
+            let Some(b) = backends.at(s) else { continue };
             let (load, w) = (b.live.active(), u64::from(b.effective_weight));
             let better = match best {
                 None => true,
                 Some((_, bl, bw)) => (load as u128) * (bw as u128) < (bl as u128) * (w as u128),
             };
             if better {
-                best = Some((i, load, w));
+                best = Some((s, load, w));
             }
         }
         best.map(|b| b.0)
     }
 
-    /// Two random candidates; the one with less load per weight wins.
-    fn two_choices(&self, backends: &[Backend], ok: &impl Fn(u32) -> bool) -> Option<u32> {
-        let candidates: Vec<u32> = self.eligible.iter().copied().filter(|&i| ok(i)).collect();
-        match candidates.len() {
-            0 => None,
-            1 => Some(candidates[0]),
-            n => {
-                let a = rand::random_range(0..n);
-                let mut b = rand::random_range(0..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let load = |i: u32| {
-                    let be = &backends[i as usize];
-                    (be.live.active() as u128, u128::from(be.effective_weight))
+    /// Two random candidates; the one with less load per weight wins. In a large pool the
+    /// candidates are drawn (again, a few times, when `ok` rejects one), so a pick does not
+    /// scan the pool; in a small one, or when draws keep missing, from the accepted backends.
+    fn two_choices<T: Table + ?Sized>(
+        &self,
+        backends: &T,
+        ok: &impl Fn(u32) -> bool,
+    ) -> Option<u32> {
+        const SMALL: usize = 16;
+        const DRAWS: usize = 8;
+        let n = self.eligible.len();
+        let drawn = (n > SMALL)
+            .then(|| {
+                let draw = |avoid: Option<u32>| {
+                    (0..DRAWS)
+                        .map(|_| self.eligible[rand::random_range(0..n)])
+                        .find(|&s| ok(s) && Some(s) != avoid)
                 };
-                let ((la, wa), (lb, wb)) = (load(candidates[a]), load(candidates[b]));
-                Some(if la * wb <= lb * wa {
-                    candidates[a]
-                } else {
-                    candidates[b]
-                })
+                let a = draw(None)?;
+                Some((a, draw(Some(a))?))
+            })
+            .flatten();
+        let (a, b) = match drawn {
+            Some(pair) => pair,
+            None => {
+                let rest: Vec<u32> = self.eligible.iter().copied().filter(|&s| ok(s)).collect();
+                match rest.len() {
+                    0 => return None,
+                    1 => return Some(rest[0]),
+                    m => {
+                        let a = rand::random_range(0..m);
+                        let b = (a + rand::random_range(1..m)) % m;
+                        (rest[a], rest[b])
+                    }
+                }
             }
-        }
+        };
+        let load = |s: u32| {
+            backends.at(s).map_or((u128::from(u64::MAX), 1), |b| {
+                (b.live.active() as u128, u128::from(b.effective_weight))
+            })
+        };
+        let ((la, wa), (lb, wb)) = (load(a), load(b));
+        Some(if la * wb <= lb * wa { a } else { b })
     }
 }
 
-/// The ring's choice for `key`: the first backend `ok` accepts from the key on; with a
-/// bounded-load `factor`, the first whose `load` is under `cap()`, else that first one.
+/// The ring's choice along `walk` (backends in ring order from a key): the first backend `ok`
+/// accepts; with a bounded-load `factor`, the first whose `load` is under `cap()`, else that
+/// first one.
 fn ring_choice(
-    ring: &Ring,
+    walk: impl Iterator<Item = u32>,
     factor: u32,
-    key: u32,
     ok: impl Fn(u32) -> bool,
     load: impl Fn(u32) -> u64,
     cap: impl FnOnce() -> u64,
 ) -> Option<u32> {
-    let mut walk = ring.walk(key).filter(|&i| ok(i));
+    let mut walk = walk.filter(|&i| ok(i));
     let first = walk.next();
     if factor == 0 {
         return first;

@@ -35,7 +35,7 @@ fn round_robin_follows_weights_exactly_per_period() {
     let s = Selector::build(&policy(Balance::RoundRobin), &bs);
     let mut counts = [0; 3];
     for _ in 0..600 {
-        counts[s.pick(&bs, 0, |_| false).unwrap()] += 1;
+        counts[s.pick(&bs, 0, |_| false).unwrap() as usize] += 1;
     }
     assert_eq!(counts, [100, 200, 300]);
 }
@@ -104,7 +104,7 @@ fn bounded_load_moves_keys_off_an_overloaded_owner() {
     let s0 = Selector::build(&p, &bs);
     let key = key_hash(b"sticky-user");
     let owner = s0.pick(&bs, key, |_| false).unwrap();
-    let _g: Vec<_> = (0..10).map(|_| bs[owner].live.begin()).collect();
+    let _g: Vec<_> = (0..10).map(|_| bs[owner as usize].live.begin()).collect();
     // Without a bound the owner keeps the key; with 150% it must move.
     assert_eq!(s0.pick(&bs, key, |_| false), Some(owner));
     p.hash_balance_factor = 150;

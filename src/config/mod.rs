@@ -49,20 +49,41 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     raw.validate(text, path)
 }
 
-/// Check a backend id: 1-128 characters of letters, digits and `-_.:@`.
+/// Check a backend id: 1-128 characters of letters, digits and `-_.:@`, not ending in `:` and
+/// not starting with `unix:`. The ketama ring hashes `NAME:` and `unix:NAME` exactly like
+/// `NAME` (nginx's host and port split), so such an id could take over another's keys.
 pub fn validate_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:@".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !ok {
+        return Err(format!(
             "invalid backend id {id:?}; expected 1-128 letters, digits or - _ . : @"
-        ))
+        ));
     }
+    if id.ends_with(':') || id.starts_with("unix:") {
+        return Err(format!(
+            "invalid backend id {id:?}: it may not end with ':' or start with 'unix:' (it would hash like another id)"
+        ));
+    }
+    Ok(())
 }
 
 pub use file::resolve_addr;
+
+#[cfg(test)]
+mod id_tests {
+    use super::validate_id;
+
+    #[test]
+    fn ids_that_hash_like_another_are_refused() {
+        for ok in ["worker-7", "10.0.0.1:2346", "chat@host"] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["worker-7:", "unix:worker-7", "", "a b", "x/y"] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+}

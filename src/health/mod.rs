@@ -100,7 +100,8 @@ async fn check_upstream(pool: PoolHandle, name: String) {
                 .collect(),
             None => return,
         };
-        trackers.retain(|id, _| targets.iter().any(|t| t.0 == *id));
+        let listed: std::collections::HashSet<&BackendId> = targets.iter().map(|t| &t.0).collect();
+        trackers.retain(|id, _| listed.contains(id));
         let results =
             futures_util::future::join_all(targets.iter().map(|t| probe(&cfg, t.1))).await;
         for ((id, _, healthy), result) in targets.into_iter().zip(results) {

@@ -16,7 +16,7 @@ use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State, WEIGH
 use super::deadlines::{Deadline, Deadlines};
 use super::diff::{Diff, PoolError};
 use super::inbox::Verdict;
-use super::snapshot::{Snapshot, Upstream};
+use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use upstream::UpstreamState;
 
 /// Something the controller wants done outside the (synchronous) apply step.
 #[derive(Debug, PartialEq)]
@@ -38,6 +39,11 @@ pub enum Effect {
 
 struct Entry {
     backend: Backend,
+    /// The tag the upstream's table, ring and selectors know this backend by: its slot and the
+    /// slot's generation (see `pool::table`), stable while it is in the pool.
+    slot: u32,
+    /// The weight its points in the ring stand for (0: not in the ring).
+    in_ring: u32,
     /// Which drain this backend is in (0 = none); a deadline for an older drain is ignored.
     drain_epoch: u64,
     /// Draining on its way out: removed once it has no connections or its drain deadline passes.
@@ -78,11 +84,6 @@ fn effective_weight(e: &Entry, slow_start: Option<Duration>, now: Instant) -> u3
         }
         _ => full,
     }
-}
-
-struct UpstreamState {
-    policy: Arc<UpstreamPolicy>,
-    backends: BTreeMap<BackendId, Entry>,
 }
 
 /// The pool's single writer.
@@ -153,18 +154,15 @@ impl Controller {
     fn configure_one(&mut self, u: &UpstreamConfig) -> bool {
         let mut changed = false;
         match self.upstreams.get_mut(&u.name) {
-            Some(up) if *up.policy == u.policy => {}
+            Some(up) if **up.policy() == u.policy => {}
             Some(up) => {
-                up.policy = Arc::new(u.policy.clone());
+                up.set_policy(Arc::new(u.policy.clone()));
                 changed = true;
             }
             None => {
                 self.upstreams.insert(
                     u.name.clone(),
-                    UpstreamState {
-                        policy: Arc::new(u.policy.clone()),
-                        backends: BTreeMap::new(),
-                    },
+                    UpstreamState::new(Arc::new(u.policy.clone())),
                 );
                 changed = true;
             }
@@ -324,13 +322,13 @@ impl Controller {
                         let entry = self.new_entry(&name, spec);
                         entry.backend.live.set_ttl(ttl);
                         let up = self.upstreams.get_mut(&name).expect("checked above");
-                        up.backends.insert(entry.backend.id.clone(), entry);
+                        up.insert(entry);
                         true
                     }
                 }
             }
             Diff::Remove { id, .. } => {
-                up.backends.remove(&id).ok_or_else(|| unknown(&id))?;
+                up.take(&id).ok_or_else(|| unknown(&id))?;
                 true
             }
             Diff::SetState { id, state, .. } => {
@@ -373,7 +371,7 @@ impl Controller {
                 reason,
                 ..
             } => {
-                let slow = up.policy.slow_start.is_some();
+                let slow = up.policy().slow_start.is_some();
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
                 if e.backend.healthy == healthy {
                     false
@@ -393,8 +391,8 @@ impl Controller {
                 }
             }
             Diff::Eject { id, reason, .. } => {
-                let fail_timeout = up.policy.passive.fail_timeout;
-                let active_checks = checks_on(&up.policy);
+                let fail_timeout = up.policy().passive.fail_timeout;
+                let active_checks = checks_on(up.policy());
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
                 e.backend.live.reset_streak();
                 if !e.backend.healthy {
@@ -431,7 +429,8 @@ impl Controller {
     /// Change a known backend's state; entering `Draining` schedules its drain deadline.
     fn set_state(&mut self, upstream: &str, id: &BackendId, state: State) {
         let up = self.upstreams.get_mut(upstream).expect("checked by caller");
-        let drain_timeout = up.policy.drain_timeout;
+        let drain_timeout = up.policy().drain_timeout;
+        let slow_start = up.policy().slow_start.is_some();
         let e = up.backends.get_mut(id).expect("checked by caller");
         if state == State::Draining {
             e.drain_epoch = self.next_epoch;
@@ -445,10 +444,7 @@ impl Controller {
                 },
             );
         } else {
-            if state == State::Active
-                && e.backend.state != State::Active
-                && up.policy.slow_start.is_some()
-            {
+            if state == State::Active && e.backend.state != State::Active && slow_start {
                 e.ramp_from = Some(Instant::now());
             }
             e.drain_epoch = 0;
@@ -477,8 +473,9 @@ impl Controller {
         let now = Instant::now();
         let mut changed = !lapsed.is_empty() || !gone.is_empty();
         for (name, up) in self.upstreams.iter_mut() {
-            let slow_start = up.policy.slow_start;
-            for e in up.backends.values_mut() {
+            let slow_start = up.policy().slow_start;
+            up.backends.update_each(|e| {
+                let mut touched = false;
                 if e.readmit_at.is_some_and(|t| t <= now) {
                     tracing::info!(upstream = %name, backend = %e.backend.id, "fail_timeout over; backend readmitted");
                     e.readmit_at = None;
@@ -487,16 +484,18 @@ impl Controller {
                     if slow_start.is_some() {
                         e.ramp_from = Some(now);
                     }
-                    changed = true;
+                    touched = true;
                 }
                 if let (Some(from), Some(ss)) = (e.ramp_from, slow_start) {
                     // Republish while ramping; stop once at full weight.
-                    changed = true;
+                    touched = true;
                     if now.saturating_duration_since(from) >= ss {
                         e.ramp_from = None;
                     }
                 }
-            }
+                changed |= touched;
+                touched
+            });
         }
         for (name, id) in lapsed {
             tracing::info!(upstream = %name, backend = %id, "registration lapsed; draining");
@@ -524,7 +523,7 @@ impl Controller {
 
     fn remove(&mut self, upstream: &str, id: &BackendId) {
         if let Some(up) = self.upstreams.get_mut(upstream) {
-            up.backends.remove(id);
+            up.take(id);
         }
         self.toggles.forget(upstream, id);
     }
@@ -544,11 +543,7 @@ impl Controller {
             .map(|e| e.backend.id.clone())
             .collect();
         for id in stale {
-            self.upstreams
-                .get_mut(upstream)
-                .expect("exists")
-                .backends
-                .remove(&id);
+            self.upstreams.get_mut(upstream).expect("exists").take(&id);
             changed = true;
         }
         for (id, mut spec) in wanted {
@@ -581,8 +576,7 @@ impl Controller {
                     self.upstreams
                         .get_mut(upstream)
                         .expect("exists")
-                        .backends
-                        .insert(id, entry);
+                        .insert(entry);
                     changed = true;
                 }
             }
@@ -596,7 +590,7 @@ impl Controller {
             .get(upstream, &spec.id)
             .cloned()
             .unwrap_or_default();
-        let policy = &self.upstreams[upstream].policy;
+        let policy = self.upstreams[upstream].policy();
         // With active checks on, a new backend takes traffic only after its first passing check.
         let healthy = !checks_on(policy);
         let ramp_from = (healthy && policy.slow_start.is_some()).then(Instant::now);
@@ -613,6 +607,8 @@ impl Controller {
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),
             },
+            slot: 0,
+            in_ring: 0,
             drain_epoch: 0,
             retiring: false,
             ramp_from,
@@ -648,28 +644,20 @@ impl Controller {
         let now = Instant::now();
         let upstreams = self
             .upstreams
-            .iter()
-            .map(|(name, u)| {
-                let backends = u
-                    .backends
-                    .values()
-                    .map(|e| Backend {
-                        effective_weight: effective_weight(e, u.policy.slow_start, now),
-                        ..e.backend.clone()
-                    })
-                    .collect();
-                (
-                    name.clone(),
-                    Arc::new(Upstream::new(name.clone(), u.policy.clone(), backends)),
-                )
-            })
+            .iter_mut()
+            .map(|(name, u)| (name.clone(), u.snapshot(name, now)))
             .collect();
         self.current.store(Arc::new(Snapshot {
             version: self.version,
             upstreams,
         }));
+        for u in self.upstreams.values_mut() {
+            u.published();
+        }
     }
 }
+
+mod upstream;
 
 #[cfg(test)]
 mod tests;

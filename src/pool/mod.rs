@@ -15,6 +15,7 @@ pub mod handle;
 pub mod inbox;
 pub mod sessions;
 pub mod snapshot;
+pub mod table;
 pub mod toggles;
 
 pub use backend::{Backend, BackendId, BackendSpec, Live, Source, State};
@@ -24,3 +25,4 @@ pub use handle::{ControllerTask, PoolHandle};
 pub use inbox::Verdict;
 pub use sessions::{Session, SessionGuard, Sessions};
 pub use snapshot::{Snapshot, Upstream};
+pub use table::Backends;

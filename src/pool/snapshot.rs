@@ -1,7 +1,12 @@
 //! The immutable view the data plane reads: every upstream, its backends, and their selection
 //! structures, all from one version. Readers `load()` it once per request or connection.
+//!
+//! A publish rebuilds only the upstreams that changed, and those from persistent parts
+//! ([`Backends`], the selector's membership lists, the shared ring), so a snapshot costs about
+//! the changes, not the pool (switching an upstream's `balance` to `hash` fills a new ring).
 
 use super::backend::{Backend, BackendId};
+use super::table::Backends;
 use crate::balance::Selector;
 use crate::config::UpstreamPolicy;
 use std::collections::BTreeMap;
@@ -27,19 +32,20 @@ impl Snapshot {
 pub struct Upstream {
     pub name: String,
     pub policy: Arc<UpstreamPolicy>,
-    /// Sorted by id.
-    pub backends: Vec<Backend>,
+    /// By slot; iterates in id order.
+    pub backends: Backends,
     pub selector: Selector,
 }
 
 impl Upstream {
-    /// Build the upstream view and its selection structures. `backends` must be sorted by id.
+    /// Build the upstream view and its selection structures from scratch, `backends[i]` in
+    /// slot `i` (tests, benchmarks).
     pub fn new(name: String, policy: Arc<UpstreamPolicy>, backends: Vec<Backend>) -> Self {
         let selector = Selector::build(&policy, &backends);
         Upstream {
             name,
             policy,
-            backends,
+            backends: Backends::from_vec(backends),
             selector,
         }
     }
@@ -48,18 +54,15 @@ impl Upstream {
     pub fn pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
         self.selector
             .pick(&self.backends, key, exclude)
-            .map(|i| &self.backends[i])
+            .and_then(|s| self.backends.get(s))
     }
 
     /// Find a backend by id.
     pub fn backend(&self, id: &str) -> Option<&Backend> {
-        self.backends
-            .binary_search_by(|b| (*b.id).cmp(id))
-            .ok()
-            .map(|i| &self.backends[i])
+        self.backends.by_id(id)
     }
 
-    /// Ids of all backends, for diagnostics.
+    /// Ids of all backends, in id order, for diagnostics.
     pub fn ids(&self) -> impl Iterator<Item = &BackendId> {
         self.backends.iter().map(|b| &b.id)
     }

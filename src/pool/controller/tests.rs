@@ -446,7 +446,7 @@ fn a_reload_takes_the_new_config_and_keeps_registrations() {
         ["127.0.0.1:1002", "reg"],
         "static re-listed, registration kept"
     );
-    assert_eq!(u.backends[0].state, State::Disabled);
+    assert_eq!(u.backend("127.0.0.1:1002").unwrap().state, State::Disabled);
     assert_eq!(u.policy.drain_timeout, Duration::from_secs(9));
     assert!(snap.upstream("w").is_some());
     // An upstream left out of the config goes.
@@ -523,4 +523,204 @@ fn a_leaving_backend_stays_draining_when_its_state_key_goes_too() {
     let b = backend(&c.current().load_full(), "r").unwrap().clone();
     assert_eq!(b.state, State::Draining);
     assert!(!b.eligible());
+}
+
+#[test]
+fn the_ring_changed_in_place_maps_keys_as_one_built_from_scratch() {
+    let mut cfg = config();
+    cfg[0].policy.balance = Balance::Hash;
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    let check = |c: &Controller, step: &str| {
+        let snap = c.current().load_full();
+        let up = snap.upstream("u").unwrap();
+        let all: Vec<Backend> = up.backends.iter().cloned().collect();
+        let fresh = crate::pool::Upstream::new("u".into(), up.policy.clone(), all);
+        for k in 0..3000u32 {
+            let key = k.wrapping_mul(2_654_435_761);
+            assert_eq!(
+                up.pick(key, |_| false).map(|b| b.id.clone()),
+                fresh.pick(key, |_| false).map(|b| b.id.clone()),
+                "{step}: key {key}"
+            );
+        }
+    };
+    check(&c, "start");
+    // Enough backends to grow the ring's buckets more than once.
+    for i in 0..60u16 {
+        c.apply(add(&format!("r{i}"), 2000 + i)).unwrap();
+    }
+    check(&c, "60 registered");
+    for i in (0..60u16).step_by(3) {
+        c.apply(Diff::Remove {
+            upstream: "u".into(),
+            id: format!("r{i}").into(),
+        })
+        .unwrap();
+    }
+    check(&c, "every third removed");
+    // Slots freed above are reused by new backends.
+    for i in 100..110u16 {
+        c.apply(add(&format!("r{i}"), 2000 + i)).unwrap();
+    }
+    check(&c, "slots reused");
+    c.apply(Diff::SetState {
+        upstream: "u".into(),
+        id: "r1".into(),
+        state: State::Disabled,
+    })
+    .unwrap();
+    c.apply(Diff::SetWeight {
+        upstream: "u".into(),
+        id: "r2".into(),
+        weight: 7,
+    })
+    .unwrap();
+    c.verdict(
+        "u".into(),
+        "r4".into(),
+        Verdict::Eject {
+            reason: "test".into(),
+        },
+    );
+    check(&c, "disabled, reweighted, unhealthy");
+    // Switching away from hash and back rebuilds the ring.
+    cfg[0].policy.balance = Balance::LeastConn;
+    c.configure(&cfg);
+    cfg[0].policy.balance = Balance::Hash;
+    c.configure(&cfg);
+    check(&c, "policy switched and back");
+}
+
+fn hash_controller() -> Controller {
+    let mut cfg = config();
+    cfg[0].policy.balance = Balance::Hash;
+    Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory())
+}
+
+fn keys() -> impl Iterator<Item = u32> {
+    (0..5000u32).map(|k| k.wrapping_mul(2_654_435_761))
+}
+
+#[test]
+fn a_policy_change_is_published_even_with_no_backends() {
+    let mut cfg = config();
+    cfg[0].backends.clear();
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    cfg[0].policy.registration.max_weight = 5;
+    assert!(c.configure(&cfg));
+    let snap = c.current().load_full();
+    assert_eq!(
+        snap.upstream("u").unwrap().policy.registration.max_weight,
+        5
+    );
+}
+
+#[test]
+fn an_old_snapshot_never_reaches_a_removed_backend_through_its_reused_slot() {
+    let mut c = hash_controller();
+    c.apply(add("x", 2001)).unwrap();
+    let old = c.current().load_full();
+    c.apply(Diff::Remove {
+        upstream: "u".into(),
+        id: "x".into(),
+    })
+    .unwrap();
+    // The removal was published, so the next backend reuses x's slot.
+    c.apply(add("y", 2002)).unwrap();
+    let now = c.current().load_full();
+    let slot = |s: &Snapshot, id: &str| s.upstream("u").unwrap().backends.slot_of(id);
+    let (x, y) = (slot(&old, "x").unwrap(), slot(&now, "y").unwrap());
+    assert_eq!(
+        crate::pool::table::slot(x),
+        crate::pool::table::slot(y),
+        "y took x's slot"
+    );
+    assert_ne!(x, y, "under another generation");
+    let up = old.upstream("u").unwrap();
+    let to_x = keys()
+        .filter(|&k| up.pick(k, |_| false).map(|b| &*b.id) == Some("x"))
+        .count();
+    assert_eq!(to_x, 0, "the old snapshot sent keys to removed x");
+}
+
+#[test]
+fn a_policy_change_keeps_the_ring_and_a_new_ring_is_full_when_published() {
+    let mut c = hash_controller();
+    let before = c.current().load_full();
+    let owners: Vec<Option<BackendId>> = keys()
+        .map(|k| {
+            before
+                .upstream("u")
+                .unwrap()
+                .pick(k, |_| false)
+                .map(|b| b.id.clone())
+        })
+        .collect();
+    let up = c.upstreams.get_mut("u").unwrap();
+    // A field the ring does not depend on: the snapshot stored maps every key as before.
+    let mut p = (**up.policy()).clone();
+    p.drain_timeout = Duration::from_secs(99);
+    up.set_policy(Arc::new(p.clone()));
+    let s = up.snapshot("u", Instant::now());
+    let same = keys()
+        .zip(&owners)
+        .all(|(k, o)| s.pick(k, |_| false).map(|b| b.id.clone()) == *o);
+    assert!(same, "keys moved on an unrelated policy change");
+    up.published();
+    // Away from hash and back: the new ring is full in the very snapshot that brings it.
+    p.balance = Balance::RoundRobin;
+    up.set_policy(Arc::new(p.clone()));
+    up.snapshot("u", Instant::now());
+    up.published();
+    p.balance = Balance::Hash;
+    up.set_policy(Arc::new(p));
+    let s = up.snapshot("u", Instant::now());
+    let same = keys()
+        .zip(&owners)
+        .all(|(k, o)| s.pick(k, |_| false).map(|b| b.id.clone()) == *o);
+    assert!(same, "the new ring was not full before its first publish");
+    up.published();
+}
+
+#[test]
+fn a_weight_change_moves_only_the_keys_it_must_even_mid_publish() {
+    let mut c = hash_controller();
+    let before = c.current().load_full();
+    let owner = |s: &crate::pool::Upstream, k: u32| s.pick(k, |_| false).map(|b| b.id.clone());
+    let owners: Vec<_> = keys()
+        .map(|k| owner(before.upstream("u").unwrap(), k))
+        .collect();
+    let up = c.upstreams.get_mut("u").unwrap();
+    up.backends
+        .get_mut("127.0.0.1:1001")
+        .unwrap()
+        .backend
+        .weight = 3;
+    // Between the store and the points' arrival: nothing moves yet.
+    let mid = up.snapshot("u", Instant::now());
+    assert!(keys().zip(&owners).all(|(k, o)| owner(&mid, k) == *o));
+    up.published();
+    // After: keys move only to the heavier backend.
+    let mut gained = 0;
+    for (k, o) in keys().zip(&owners) {
+        let now = owner(&mid, k);
+        if now != *o {
+            assert_eq!(now.as_deref(), Some("127.0.0.1:1001"));
+            gained += 1;
+        }
+    }
+    assert!(
+        gained > 500,
+        "weight 1 -> 3 of 2 backends moved {gained} of 5000"
+    );
+    // And down again: back to where they were, with none moving elsewhere meanwhile.
+    let up = c.upstreams.get_mut("u").unwrap();
+    up.backends
+        .get_mut("127.0.0.1:1001")
+        .unwrap()
+        .backend
+        .weight = 1;
+    let down = up.snapshot("u", Instant::now());
+    assert!(keys().zip(&owners).all(|(k, o)| owner(&down, k) == *o));
+    up.published();
 }

@@ -1,0 +1,245 @@
+//! One upstream as the controller holds it: its entries by id, which of them changed since the
+//! last publish, the slots the ring and the selectors know them by, and the persistent parts a
+//! snapshot is made of (the backend table, the membership lists, the `hash` ring), which it
+//! changes one backend at a time.
+//!
+//! Every mutable access to an entry marks it changed ([`Entries::get_mut`]), so a publish
+//! visits exactly the changed backends: O(changes x log n), not O(n).
+
+use super::{effective_weight, Entry};
+use crate::balance::ring::{Ring, POINTS_PER_WEIGHT};
+use crate::balance::Membership;
+use crate::config::{Balance, UpstreamPolicy};
+use crate::pool::backend::{Backend, BackendId};
+use crate::pool::snapshot::Upstream;
+use crate::pool::table::{slot, Backends, SLOT_BITS};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Entries by id, remembering which ones were touched since the last publish.
+#[derive(Default)]
+pub(super) struct Entries {
+    map: BTreeMap<BackendId, Entry>,
+    changed: BTreeSet<BackendId>,
+}
+
+impl Entries {
+    pub(super) fn get(&self, id: &str) -> Option<&Entry> {
+        self.map.get(id)
+    }
+
+    /// A mutable entry; marks it changed.
+    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
+        let e = self.map.get_mut(id)?;
+        self.changed.insert(e.backend.id.clone());
+        Some(e)
+    }
+
+    pub(super) fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.map.values()
+    }
+
+    /// Let `f` change entries; those it returns `true` for are marked changed.
+    pub(super) fn update_each(&mut self, mut f: impl FnMut(&mut Entry) -> bool) {
+        for e in self.map.values_mut() {
+            if f(e) {
+                self.changed.insert(e.backend.id.clone());
+            }
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl std::ops::Index<&BackendId> for Entries {
+    type Output = Entry;
+    fn index(&self, id: &BackendId) -> &Entry {
+        &self.map[id]
+    }
+}
+
+pub(super) struct UpstreamState {
+    policy: Arc<UpstreamPolicy>,
+    pub(super) backends: Entries,
+    /// For `hash`: the ring, changed one backend at a time and shared by every snapshot.
+    ring: Option<Arc<Ring>>,
+    /// The snapshot parts, as of the last publish plus the changes applied since.
+    table: Backends,
+    members: Membership,
+    /// Ring points to add once the snapshot that holds their backends is out:
+    /// tag -> (id, weight in the ring now, weight wanted).
+    pending: HashMap<u32, (BackendId, u32, u32)>,
+    /// Slot -> id of the backend holding it.
+    slot_ids: Vec<Option<BackendId>>,
+    /// Slot -> its generation (the high bits of the tag of whoever holds it next).
+    generations: Vec<u8>,
+    /// Slots free to reuse, and slots freed since the last publish (reused only after it).
+    free_slots: Vec<u32>,
+    freed: Vec<u32>,
+    /// What the last publish made of this upstream; reused while nothing changes.
+    published: Option<Arc<Upstream>>,
+    /// The policy changed: publish this upstream anew at the next publish.
+    policy_changed: bool,
+    /// `balance` changed to or from `hash`: the ring is made anew.
+    new_ring: bool,
+}
+
+impl UpstreamState {
+    pub(super) fn new(policy: Arc<UpstreamPolicy>) -> Self {
+        UpstreamState {
+            policy,
+            backends: Entries::default(),
+            ring: None,
+            table: Backends::default(),
+            members: Membership::default(),
+            pending: HashMap::new(),
+            slot_ids: Vec::new(),
+            generations: Vec::new(),
+            free_slots: Vec::new(),
+            freed: Vec::new(),
+            published: None,
+            policy_changed: true,
+            new_ring: true,
+        }
+    }
+
+    pub(super) fn policy(&self) -> &Arc<UpstreamPolicy> {
+        &self.policy
+    }
+
+    /// Replace the policy; the next publish publishes the upstream anew, and makes a new ring
+    /// only if `balance` changed (the ring does not depend on anything else in the policy).
+    pub(super) fn set_policy(&mut self, policy: Arc<UpstreamPolicy>) {
+        self.new_ring |= policy.balance != self.policy.balance;
+        self.policy = policy;
+        self.policy_changed = true;
+    }
+
+    /// Add `entry` under a slot of its own.
+    pub(super) fn insert(&mut self, mut entry: Entry) {
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slot_ids.push(None);
+            self.generations.push(0);
+            (self.slot_ids.len() - 1) as u32
+        });
+        assert!(
+            slot < 1 << SLOT_BITS,
+            "more than 2^24 backends in one upstream"
+        );
+        self.slot_ids[slot as usize] = Some(entry.backend.id.clone());
+        entry.slot = u32::from(self.generations[slot as usize]) << SLOT_BITS | slot;
+        entry.in_ring = 0;
+        let id = entry.backend.id.clone();
+        self.backends.changed.insert(id.clone());
+        self.backends.map.insert(id, entry);
+    }
+
+    /// Remove a backend: from the table and the membership lists (seen at the next publish)
+    /// and from the ring (at once).
+    pub(super) fn take(&mut self, id: &BackendId) -> Option<Entry> {
+        let e = self.backends.map.remove(id)?;
+        // Marked changed so the next publish is not skipped (the loop passes missing ids).
+        self.backends.changed.insert(id.clone());
+        if let (Some(ring), w @ 1..) = (&self.ring, e.in_ring) {
+            ring.remove(e.slot, &e.backend.id, w);
+        }
+        self.pending.remove(&e.slot);
+        self.table.clear(e.slot);
+        self.members.set(e.slot, None);
+        let i = slot(e.slot);
+        self.slot_ids[i] = None;
+        self.generations[i] = self.generations[i].wrapping_add(1);
+        self.freed.push(i as u32);
+        Some(e)
+    }
+
+    /// This upstream for the next snapshot: the last one when nothing changed, else one built
+    /// from the persistent parts after applying the changed entries to them. Ring points that
+    /// go (a backend leaving, a weight going down) are taken out now; those that come wait in
+    /// `pending` for [`Self::published`], unless the ring is new and no snapshot has it yet.
+    pub(super) fn snapshot(&mut self, name: &str, now: Instant) -> Arc<Upstream> {
+        let hash = self.policy.balance == Balance::Hash;
+        let mut fresh = false;
+        if std::mem::take(&mut self.new_ring) {
+            self.ring = None;
+            self.pending.clear();
+            self.backends.update_each(|e| {
+                e.in_ring = 0;
+                true
+            });
+        }
+        let republish = std::mem::take(&mut self.policy_changed);
+        if let (false, false, Some(up)) = (
+            republish,
+            !self.backends.changed.is_empty(),
+            &self.published,
+        ) {
+            return up.clone();
+        }
+        if hash && self.ring.is_none() {
+            let points = self.backends.len() * POINTS_PER_WEIGHT as usize;
+            self.ring = Some(Arc::new(Ring::with_capacity(points)));
+            fresh = true;
+        }
+        let mut extra = 0usize;
+        for id in std::mem::take(&mut self.backends.changed) {
+            let Some(e) = self.backends.map.get_mut(&id) else {
+                continue;
+            };
+            let b = Backend {
+                effective_weight: effective_weight(e, self.policy.slow_start, now),
+                ..e.backend.clone()
+            };
+            let eligible = b.eligible();
+            self.members
+                .set(e.slot, eligible.then_some(b.effective_weight));
+            if let Some(ring) = &self.ring {
+                let want = if eligible { b.weight } else { 0 };
+                if want < e.in_ring {
+                    ring.reweigh(e.slot, &b.id, e.in_ring, want, |_| "");
+                } else if want > e.in_ring {
+                    self.pending.insert(e.slot, (b.id.clone(), e.in_ring, want));
+                    extra += ((want - e.in_ring) * POINTS_PER_WEIGHT) as usize;
+                }
+                e.in_ring = want;
+            }
+            self.table.set(e.slot, b);
+        }
+        if let Some(ring) = self.ring.as_ref().filter(|r| r.crowded_with(extra)) {
+            self.ring = Some(Arc::new(ring.grown(extra)));
+            fresh = true;
+        }
+        if fresh {
+            // No snapshot holds this ring yet: its points can all go in before it is seen.
+            self.add_pending();
+        }
+        let up = Arc::new(Upstream {
+            name: name.to_string(),
+            policy: self.policy.clone(),
+            backends: self.table.clone(),
+            selector: self.members.selector(&self.policy, self.ring.clone()),
+        });
+        self.published = Some(up.clone());
+        up
+    }
+
+    fn add_pending(&mut self) {
+        if let Some(ring) = &self.ring {
+            let ids = &self.slot_ids;
+            let id_of = |t: u32| ids.get(slot(t)).and_then(|i| i.as_deref()).unwrap_or("");
+            for (tag, (id, from, to)) in self.pending.drain() {
+                ring.reweigh(tag, &id, from, to, id_of);
+            }
+        }
+    }
+
+    /// The snapshot is out: add the ring points that waited for it, and free the slots
+    /// released before it.
+    pub(super) fn published(&mut self) {
+        self.add_pending();
+        self.free_slots.append(&mut self.freed);
+    }
+}

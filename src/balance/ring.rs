@@ -22,8 +22,8 @@
 //! `&self` because readers share the ring through an `Arc` across snapshots). Readers never
 //! block; a reader racing a change sees each bucket either before or after it.
 //!
-//! Backends are named by a stable slot number, which the controller maps to a snapshot's
-//! backend table.
+//! Backends are named by tag (a slot number and its generation, see `pool::table`), which a
+//! snapshot's backend table resolves; a tag the table does not hold resolves to nothing.
 
 use arc_swap::{ArcSwapOption, Guard};
 use crc32fast::Hasher;

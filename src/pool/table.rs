@@ -7,10 +7,11 @@
 //! backends as at 10.
 //!
 //! Backends are named by tag: a slot number in the low [`SLOT_BITS`] bits and the slot's
-//! generation above them, bumped each time the slot changes hands. Tags are the controller's,
-//! stable while a backend is in the pool. A tag whose generation is not the slot's current one
-//! finds nothing, so a ring point or list entry left from the slot's previous holder never
-//! resolves to its next one. Iteration is in id order.
+//! generation above them, bumped each time the slot changes hands (a slot whose generation
+//! would wrap is never reused). Tags are the controller's, stable while a backend is in the
+//! pool. A tag whose generation is not the slot's current one finds nothing, so a ring point or
+//! list entry left from the slot's previous holder never resolves to its next one. Iteration
+//! is in id order.
 
 use super::backend::{Backend, BackendId, Source};
 use crate::balance::chunked::Chunked;
@@ -97,6 +98,10 @@ impl Backends {
         while self.slots.len() <= i {
             self.slots.push(None);
         }
+        // The id under another tag (not something the controller does): that entry goes.
+        if let Some(other) = self.ids.get(&backend.id).copied().filter(|&t| t != tag) {
+            self.clear(other);
+        }
         self.vacate(i);
         self.registered += usize::from(backend.source != Source::Static);
         self.ids.insert(backend.id.clone(), tag);
@@ -111,9 +116,11 @@ impl Backends {
     }
 
     fn vacate(&mut self, i: usize) {
-        if let Some((_, old)) = self.slots.get(i).and_then(Option::as_ref) {
+        if let Some((tag, old)) = self.slots.get(i).and_then(Option::as_ref) {
             self.registered -= usize::from(old.source != Source::Static);
-            self.ids.remove(&old.id);
+            if self.ids.get(&old.id) == Some(tag) {
+                self.ids.remove(&old.id);
+            }
             self.slots.set(i, None);
         }
     }
@@ -181,6 +188,15 @@ mod tests {
         assert!(t.by_id("a").is_none() && t.by_id("c").is_none());
         assert_eq!(t.slot_of("d"), Some(1));
         assert_eq!(t.get(2).map(|b| &*b.id), None);
+        // A stale tag (the slot's earlier generation) finds nothing and clears nothing.
+        let stale = 1 | 1 << SLOT_BITS;
+        assert!(t.get(stale).is_none());
+        t.clear(stale);
+        assert_eq!(t.slot_of("d"), Some(1));
+        // The same id under another tag moves, counted once.
+        t.set(5, backend("d", Source::Http));
+        assert_eq!((t.len(), t.registered(), t.slot_of("d")), (2, 1, Some(5)));
+        assert!(t.get(1).is_none());
         // The copy taken before is untouched.
         assert_eq!((before.len(), before.registered()), (3, 2));
         assert_eq!(before.by_id("a").map(|b| b.source), Some(Source::Http));

@@ -68,7 +68,14 @@ pub fn parse_key<'a>(prefix: &str, key: &'a str) -> Option<Key<'a>> {
     let rest = key.strip_prefix(prefix)?.strip_prefix("/upstreams/")?;
     let mut parts = rest.splitn(3, '/');
     let (upstream, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
-    if upstream.is_empty() || id.is_empty() || id.contains('/') {
+    // Ids that hash on the ring like another id (`NAME:`, `unix:NAME` ~ `NAME`) are refused,
+    // as the admin API refuses them.
+    if upstream.is_empty()
+        || id.is_empty()
+        || id.contains('/')
+        || id.ends_with(':')
+        || id.starts_with("unix:")
+    {
         return None;
     }
     match kind {
@@ -154,6 +161,11 @@ mod tests {
             })
         );
         assert_eq!(parse_key("/tw", "/tw/upstreams/chat/other/b1"), None);
+        assert_eq!(parse_key("/tw", "/tw/upstreams/chat/backends/b1:"), None);
+        assert_eq!(
+            parse_key("/tw", "/tw/upstreams/chat/backends/unix:b1"),
+            None
+        );
         assert_eq!(parse_key("/tw", "/other/upstreams/chat/backends/b1"), None);
         let plain = parse_backend(b"10.0.0.5:2346").unwrap();
         assert_eq!((plain.addr.port(), plain.weight), (2346, 1));

@@ -724,3 +724,26 @@ fn a_weight_change_moves_only_the_keys_it_must_even_mid_publish() {
     assert!(keys().zip(&owners).all(|(k, o)| owner(&down, k) == *o));
     up.published();
 }
+
+#[test]
+fn a_tag_is_never_handed_out_twice_however_often_slots_change_hands() {
+    let mut c = controller();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..600u16 {
+        let id = format!("churn{i}");
+        c.apply(add(&id, 3000 + i)).unwrap();
+        let tag = c
+            .current()
+            .load()
+            .upstream("u")
+            .unwrap()
+            .backends
+            .slot_of(&id);
+        assert!(seen.insert(tag.unwrap()), "tag {tag:?} handed out twice");
+        c.apply(Diff::Remove {
+            upstream: "u".into(),
+            id: id.as_str().into(),
+        })
+        .unwrap();
+    }
+}

@@ -76,8 +76,10 @@ pub(super) struct UpstreamState {
     slot_ids: Vec<Option<BackendId>>,
     /// Slot -> its generation (the high bits of the tag of whoever holds it next).
     generations: Vec<u8>,
-    /// Slots free to reuse, and slots freed since the last publish (reused only after it).
-    free_slots: Vec<u32>,
+    /// Slots free to reuse, oldest first, and slots freed since the last publish (reused only
+    /// after it). A slot whose generation has gone all the way round is not reused at all, so
+    /// a tag is never handed out twice.
+    free_slots: std::collections::VecDeque<u32>,
     freed: Vec<u32>,
     /// What the last publish made of this upstream; reused while nothing changes.
     published: Option<Arc<Upstream>>,
@@ -98,7 +100,7 @@ impl UpstreamState {
             pending: HashMap::new(),
             slot_ids: Vec::new(),
             generations: Vec::new(),
-            free_slots: Vec::new(),
+            free_slots: std::collections::VecDeque::new(),
             freed: Vec::new(),
             published: None,
             policy_changed: true,
@@ -110,8 +112,8 @@ impl UpstreamState {
         &self.policy
     }
 
-    /// Replace the policy; the next publish publishes the upstream anew, and makes a new ring
-    /// only if `balance` changed (the ring does not depend on anything else in the policy).
+    /// Replace the policy; the next publish publishes the upstream anew, and makes the ring
+    /// anew only if `balance` changed (the ring depends on nothing else in the policy).
     pub(super) fn set_policy(&mut self, policy: Arc<UpstreamPolicy>) {
         self.new_ring |= policy.balance != self.policy.balance;
         self.policy = policy;
@@ -120,7 +122,7 @@ impl UpstreamState {
 
     /// Add `entry` under a slot of its own.
     pub(super) fn insert(&mut self, mut entry: Entry) {
-        let slot = self.free_slots.pop().unwrap_or_else(|| {
+        let slot = self.free_slots.pop_front().unwrap_or_else(|| {
             self.slot_ids.push(None);
             self.generations.push(0);
             (self.slot_ids.len() - 1) as u32
@@ -151,8 +153,10 @@ impl UpstreamState {
         self.members.set(e.slot, None);
         let i = slot(e.slot);
         self.slot_ids[i] = None;
-        self.generations[i] = self.generations[i].wrapping_add(1);
-        self.freed.push(i as u32);
+        if let Some(next) = self.generations[i].checked_add(1) {
+            self.generations[i] = next;
+            self.freed.push(i as u32);
+        }
         Some(e)
     }
 
@@ -196,6 +200,8 @@ impl UpstreamState {
             let eligible = b.eligible();
             self.members
                 .set(e.slot, eligible.then_some(b.effective_weight));
+            // Marked but unchanged (a refused or no-op diff): nothing to copy.
+            let same = self.table.get(e.slot).is_some_and(|old| unchanged(old, &b));
             if let Some(ring) = &self.ring {
                 let want = if eligible { b.weight } else { 0 };
                 if want < e.in_ring {
@@ -206,7 +212,9 @@ impl UpstreamState {
                 }
                 e.in_ring = want;
             }
-            self.table.set(e.slot, b);
+            if !same {
+                self.table.set(e.slot, b);
+            }
         }
         if let Some(ring) = self.ring.as_ref().filter(|r| r.crowded_with(extra)) {
             self.ring = Some(Arc::new(ring.grown(extra)));
@@ -240,6 +248,20 @@ impl UpstreamState {
     /// released before it.
     pub(super) fn published(&mut self) {
         self.add_pending();
-        self.free_slots.append(&mut self.freed);
+        self.free_slots.extend(self.freed.drain(..));
     }
+}
+
+/// Would publishing `new` over `old` change anything a reader sees?
+fn unchanged(old: &Backend, new: &Backend) -> bool {
+    old.id == new.id
+        && old.addr == new.addr
+        && old.weight == new.weight
+        && old.effective_weight == new.effective_weight
+        && old.max_conns == new.max_conns
+        && old.state == new.state
+        && old.healthy == new.healthy
+        && old.source == new.source
+        && Arc::ptr_eq(&old.live, &new.live)
+        && old.close.is_cancelled() == new.close.is_cancelled()
 }

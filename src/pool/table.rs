@@ -16,6 +16,7 @@
 use super::backend::{Backend, BackendId, Source};
 use crate::balance::chunked::Chunked;
 use crate::balance::Table;
+use std::sync::Arc;
 
 /// Bits of a tag that are the slot number; the bits above are its generation.
 pub const SLOT_BITS: u32 = 24;
@@ -28,8 +29,9 @@ pub fn slot(tag: u32) -> usize {
 /// The backends of one upstream in one snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Backends {
-    /// By slot: the holder's tag and the backend.
-    slots: Chunked<Option<(u32, Backend)>>,
+    /// By slot: the holder's tag and the backend (behind an `Arc`, so copying a chunk of 64
+    /// costs 64 reference counts, not 64 backends' worth of them).
+    slots: Chunked<Option<(u32, Arc<Backend>)>>,
     /// Id -> tag.
     ids: imbl::OrdMap<BackendId, u32>,
     /// How many came from a registration or etcd (not from the config).
@@ -105,7 +107,7 @@ impl Backends {
         self.vacate(i);
         self.registered += usize::from(backend.source != Source::Static);
         self.ids.insert(backend.id.clone(), tag);
-        self.slots.set(i, Some((tag, backend)));
+        self.slots.set(i, Some((tag, Arc::new(backend))));
     }
 
     /// Remove the backend tagged `tag`, if it is there.
@@ -154,7 +156,6 @@ impl<'a> IntoIterator for &'a Backends {
 mod tests {
     use super::*;
     use crate::pool::backend::{Live, State};
-    use std::sync::Arc;
 
     fn backend(id: &str, source: Source) -> Backend {
         Backend {

@@ -2,16 +2,17 @@
 //! running tideway, 500 from an empty pool and 500 more at 5,000 backends, for every algorithm
 //! (each the best of 3 runs: this machine is noisy).
 //!
-//! `cargo bench --bench registrations`. Prints one line per algorithm with both times and
-//! their ratio (the figure the pool must keep near 1: a change must not cost more in a large
-//! pool).
+//! `cargo bench --bench registrations`. Prints one line per algorithm: wall time per
+//! registration and tideway's own CPU time per registration (all its threads, from
+//! /proc/PID/task/*/schedstat), from empty and at 5,000, and their ratios (the figure the pool
+//! must keep near 1: a change must not cost more in a large pool).
 
 #[path = "support.rs"]
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, wait_port, Killed};
+use support::{free_port, wait_port, Http, Killed};
 
 const TOKEN: &str = "bench-admin-token";
 const TIMED: u32 = 500;
@@ -39,35 +40,52 @@ fn start(balance: &str, dir: &std::path::Path) -> (Killed, u16) {
     (Killed(child), admin)
 }
 
-async fn register(client: &reqwest::Client, admin: u16, i: u32) {
+fn register(http: &mut Http, i: u32) {
     let body = serde_json::json!({
         "id": format!("b{i}"),
         "addr": format!("10.{}.{}.{}:2346", i >> 16, (i >> 8) & 255, i & 255),
         "weight": 1 + i % 3,
-    });
-    let r = client
-        .post(format!(
-            "http://127.0.0.1:{admin}/v1/upstreams/app/backends"
-        ))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin answers");
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    })
+    .to_string();
+    let status = http.request("POST", "/v1/upstreams/app/backends", TOKEN, &body);
+    assert!(
+        (200..300).contains(&status),
+        "registration answered {status}"
+    );
 }
 
-/// Time `TIMED` registrations, one after another, numbered from `from`.
-async fn timed(client: &reqwest::Client, admin: u16, from: u32) -> Duration {
-    let start = Instant::now();
+/// CPU time `pid` has used, all threads, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `TIMED` registrations, one after another on one connection, numbered from `from`: the wall
+/// time, and the CPU time tideway (`pid`) spent meanwhile.
+fn timed(admin: u16, pid: u32, from: u32) -> (Duration, Duration) {
+    let mut http = Http::connect(admin);
+    let (start, cpu) = (Instant::now(), cpu_ns(pid));
     for i in from..from + TIMED {
-        register(client, admin, i).await;
+        register(&mut http, i);
     }
-    start.elapsed()
+    (
+        start.elapsed(),
+        Duration::from_nanos(cpu_ns(pid).saturating_sub(cpu)),
+    )
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
+/// The best of runs: the least wall time and the least CPU time.
+fn best(a: (Duration, Duration), b: (Duration, Duration)) -> (Duration, Duration) {
+    (a.0.min(b.0), a.1.min(b.1))
+}
+
+fn main() {
     let dir = tempfile::tempdir().unwrap();
     println!(
         "registrations: {TIMED} one after another, from an empty pool and at {LARGE} backends"
@@ -80,35 +98,44 @@ async fn main() {
         }
         // Each figure is the best of 3: from an empty pool, 3 fresh proxies; at LARGE, 3
         // batches one after another (LARGE, then LARGE + 500, then LARGE + 1000).
-        let client = reqwest::Client::new();
-        let mut empty = Duration::MAX;
+        let mut empty = (Duration::MAX, Duration::MAX);
         for _ in 0..3 {
-            let (_proxy, admin) = start(balance, dir.path());
-            empty = empty.min(timed(&client, admin, 0).await);
+            let (proxy, admin) = start(balance, dir.path());
+            empty = best(empty, timed(admin, proxy.0.id(), 0));
         }
-        let (_proxy, admin) = start(balance, dir.path());
-        // Fill to LARGE, 16 at a time.
-        let mut i = 0;
-        while i < LARGE {
-            let batch: Vec<_> = (i..(i + 16).min(LARGE))
-                .map(|k| register(&client, admin, k))
-                .collect();
-            futures_util::future::join_all(batch).await;
-            i += 16;
+        let (proxy, admin) = start(balance, dir.path());
+        // Fill to LARGE over 16 connections.
+        std::thread::scope(|s| {
+            for k in 0..16 {
+                s.spawn(move || {
+                    let mut http = Http::connect(admin);
+                    for i in (k..LARGE).step_by(16) {
+                        register(&mut http, i);
+                    }
+                });
+            }
+        });
+        if std::env::var("REGISTRATIONS_PAUSE").is_ok() {
+            // For profiling: time to attach to the filled proxy, then a long run to sample.
+            eprintln!("filled: tideway pid {}", proxy.0.id());
+            std::thread::sleep(Duration::from_secs(3));
+            for round in 0..20 {
+                timed(admin, proxy.0.id(), 100_000 + round * TIMED);
+            }
         }
-        // A client of its own, like the empty runs' (the fill left it 16 pooled connections).
-        let client = reqwest::Client::new();
-        let mut large = Duration::MAX;
+        let mut large = (Duration::MAX, Duration::MAX);
         for round in 0..3 {
-            large = large.min(timed(&client, admin, LARGE + round * TIMED).await);
+            large = best(large, timed(admin, proxy.0.id(), LARGE + round * TIMED));
         }
+        let each = |d: Duration| d.as_secs_f64() * 1e6 / f64::from(TIMED);
         println!(
-            "{balance:<12} empty {:>7.1} ms ({:.0} us each)   at {LARGE} {:>7.1} ms ({:.0} us each)   ratio {:.2}x",
-            empty.as_secs_f64() * 1e3,
-            empty.as_secs_f64() * 1e6 / f64::from(TIMED),
-            large.as_secs_f64() * 1e3,
-            large.as_secs_f64() * 1e6 / f64::from(TIMED),
-            large.as_secs_f64() / empty.as_secs_f64()
+            "{balance:<12} wall us/registration: empty {:>5.0}, at {LARGE} {:>5.0} ({:.2}x)   tideway CPU us/registration: empty {:>5.1}, at {LARGE} {:>5.1} ({:.2}x)",
+            each(empty.0),
+            each(large.0),
+            large.0.as_secs_f64() / empty.0.as_secs_f64(),
+            each(empty.1),
+            each(large.1),
+            large.1.as_secs_f64() / empty.1.as_secs_f64(),
         );
     }
 }

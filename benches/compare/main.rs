@@ -3,11 +3,14 @@
 //! from Debian when missing.
 //!
 //! Reports, for each proxy: proxy CPU time per HTTP keep-alive request (wrk, 64 connections),
-//! proxy CPU per WebSocket echo round trip (64 connections, 64-byte messages), RSS per idle
-//! proxied WebSocket at 4,000 connections, and RSS after they close relative to before. Each
-//! figure is also given as a ratio to nginx and to HAProxy, since absolute numbers drift on a
-//! small, noisy machine.
+//! its requests per second, the p50/p99 latency of an open-loop load at half of nginx's
+//! requests per second (the same rate for every proxy), proxy CPU per WebSocket echo round
+//! trip (64 connections, 64-byte messages), RSS per idle proxied WebSocket at 8,000
+//! connections, and RSS after they close relative to before. A last row sends the same loads
+//! straight to the backend: the limit no proxy can beat. Each figure is also given as a ratio
+//! to nginx and to HAProxy, since absolute numbers drift on a small, noisy machine.
 
+mod latency;
 mod proc;
 #[path = "../support.rs"]
 mod support;
@@ -24,7 +27,8 @@ use tokio_tungstenite::tungstenite::Message;
 const HTTP_SECONDS: u64 = 10;
 const WS_SECONDS: u64 = 10;
 const WS_CONNS: usize = 64;
-const IDLE_CONNS: usize = 4000;
+const IDLE_CONNS: usize = 8000;
+const TAIL_SECONDS: u64 = 10;
 
 fn ensure_tools() {
     let mut missing: Vec<&str> = [
@@ -206,6 +210,7 @@ fn start_haproxy(dir: &Path, backend: u16) -> Proxy {
 struct Row {
     us_per_req: f64,
     rps: f64,
+    tail: latency::Tail,
     us_per_echo: f64,
     kib_per_idle_ws: f64,
     rss_before_kib: f64,
@@ -213,13 +218,19 @@ struct Row {
 }
 
 fn http_bench(p: &Proxy) -> (f64, f64) {
-    let cpu0 = proc::cpu_seconds(p.child.id());
+    let (cpu, requests) = wrk(p.child.id(), p.port, p.name);
+    (cpu / requests * 1e6, requests / HTTP_SECONDS as f64)
+}
+
+/// wrk against `port` for `HTTP_SECONDS`: CPU seconds `pid` used meanwhile, and requests done.
+fn wrk(pid: u32, port: u16, name: &str) -> (f64, f64) {
+    let cpu0 = proc::cpu_seconds(pid);
     let out = Command::new("wrk")
         .args(["-t1", "-c64", &format!("-d{HTTP_SECONDS}s")])
-        .arg(format!("http://127.0.0.1:{}/", p.port))
+        .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .expect("wrk runs");
-    let cpu = proc::cpu_seconds(p.child.id()) - cpu0;
+    let cpu = proc::cpu_seconds(pid) - cpu0;
     let text = String::from_utf8_lossy(&out.stdout);
     let requests: f64 = text
         .lines()
@@ -231,9 +242,9 @@ fn http_bench(p: &Proxy) -> (f64, f64) {
         .lines()
         .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     if let Some(e) = errors {
-        eprintln!("{}: wrk reported: {e}", p.name);
+        eprintln!("{name}: wrk reported: {e}");
     }
-    (cpu / requests * 1e6, requests / HTTP_SECONDS as f64)
+    (cpu, requests)
 }
 
 async fn ws_echo_bench(p: &Proxy) -> f64 {
@@ -323,7 +334,9 @@ fn main() {
     // measures only idle WebSocket memory.
     let only_tcp = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "tcp");
     let only_idle = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "idle");
-    let mut rows = Vec::new();
+    let mut rows: Vec<(&str, Row)> = Vec::new();
+    // The fixed rate of the tail-latency load: half of nginx's requests per second.
+    let mut tail_rate = 0.0;
     let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
         &[]
     } else {
@@ -348,16 +361,35 @@ fn main() {
             continue;
         }
         let (us_req, rps) = http_bench(&p);
+        if tail_rate == 0.0 {
+            tail_rate = rps / 2.0;
+        }
+        let tail = rt.block_on(latency::run(p.port, tail_rate, TAIL_SECONDS));
         let us_echo = rt.block_on(ws_echo_bench(&p));
         rows.push((
             p.name,
             Row {
                 us_per_req: us_req,
                 rps,
+                tail,
                 us_per_echo: us_echo,
                 kib_per_idle_ws: idle,
                 rss_before_kib: before,
                 rss_after_close_kib: after,
+            },
+        ));
+    }
+    if !only_idle && !rows.is_empty() {
+        // The limit: the same loads straight to the backend (no proxy CPU to count).
+        eprintln!("measuring direct to the backend");
+        let (_, requests) = wrk(backend.id(), backend_port, "direct");
+        let tail = rt.block_on(latency::run(backend_port, tail_rate, TAIL_SECONDS));
+        rows.push((
+            "direct to the backend",
+            Row {
+                rps: requests / HTTP_SECONDS as f64,
+                tail,
+                ..Row::default()
             },
         ));
     }
@@ -384,25 +416,49 @@ fn main() {
     if !rows.is_empty() {
         let nginx = rows[0].1;
         let haproxy = rows[1].1;
-        out.push_str("| proxy | CPU µs/HTTP req | vs nginx | vs HAProxy | req/s | CPU µs/WS echo | vs nginx | vs HAProxy | KiB/idle WS (4,000) | vs nginx | vs HAProxy | RSS after close / before |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str(&format!("| proxy | CPU µs/HTTP req | vs nginx | vs HAProxy | req/s | p50 / p99 µs at {tail_rate:.0} req/s | p99 vs nginx | CPU µs/WS echo | vs nginx | vs HAProxy | KiB/idle WS ({IDLE_CONNS}) | vs nginx | vs HAProxy | RSS after close / before |\n"));
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        // Columns a row has no figure for (the direct row has no proxy) show a dash.
+        let fig = |v: f64, digits: usize| {
+            if v > 0.0 {
+                format!("{v:.digits$}")
+            } else {
+                "-".into()
+            }
+        };
+        let rat = |a: f64, b: f64| if a > 0.0 { ratio(a, b) } else { "-".into() };
         for (name, r) in &rows {
+            let rss = if r.rss_before_kib > 0.0 {
+                format!(
+                    "{:.2} ({:.1} / {:.1} MiB)",
+                    r.rss_after_close_kib / r.rss_before_kib,
+                    r.rss_after_close_kib / 1024.0,
+                    r.rss_before_kib / 1024.0
+                )
+            } else {
+                "-".into()
+            };
+            let failed = if r.tail.failed > 0 {
+                format!(" ({} failed)", r.tail.failed)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-            "| {name} | {:.1} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {} | {} | {:.2} ({:.1} / {:.1} MiB) |\n",
-            r.us_per_req,
-            ratio(r.us_per_req, nginx.us_per_req),
-            ratio(r.us_per_req, haproxy.us_per_req),
-            r.rps,
-            r.us_per_echo,
-            ratio(r.us_per_echo, nginx.us_per_echo),
-            ratio(r.us_per_echo, haproxy.us_per_echo),
-            r.kib_per_idle_ws,
-            ratio(r.kib_per_idle_ws, nginx.kib_per_idle_ws),
-            ratio(r.kib_per_idle_ws, haproxy.kib_per_idle_ws),
-            r.rss_after_close_kib / r.rss_before_kib,
-            r.rss_after_close_kib / 1024.0,
-            r.rss_before_kib / 1024.0,
-        ));
+                "| {name} | {} | {} | {} | {:.0} | {:.0} / {:.0}{failed} | {} | {} | {} | {} | {} | {} | {} | {rss} |\n",
+                fig(r.us_per_req, 1),
+                rat(r.us_per_req, nginx.us_per_req),
+                rat(r.us_per_req, haproxy.us_per_req),
+                r.rps,
+                r.tail.p50,
+                r.tail.p99,
+                ratio(r.tail.p99, nginx.tail.p99),
+                fig(r.us_per_echo, 1),
+                rat(r.us_per_echo, nginx.us_per_echo),
+                rat(r.us_per_echo, haproxy.us_per_echo),
+                fig(r.kib_per_idle_ws, 1),
+                rat(r.kib_per_idle_ws, nginx.kib_per_idle_ws),
+                rat(r.kib_per_idle_ws, haproxy.kib_per_idle_ws),
+            ));
         }
     }
     let (n_mbps, n_cpu) = (tcp_rows[0].1, tcp_rows[0].2);

@@ -2,7 +2,7 @@
 # Every benchmark in one command: the side-by-side table (tideway, nginx, HAProxy, and the
 # backend direct as the limit), then the pool at scale (picks and changes, registrations by
 # pool size, latency under churn). Writes everything to target/bench-all.md as well.
-# Takes about 15 minutes on a 2-core machine; run it on a quiet one.
+# Took about 8 minutes on a 2-core machine (with the release build already there); run it on a quiet one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-all.md

@@ -22,7 +22,7 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_CONNECT_RETRIES: u32 = 1;
 /// Default weight of a backend.
 pub const DEFAULT_WEIGHT: u32 = 1;
-/// Largest weight accepted (keeps the precomputed selection tables small).
+/// Largest weight accepted (bounds a `hash` backend at 160,000 ring points).
 pub const MAX_WEIGHT: u32 = 1000;
 
 /// The whole validated configuration.

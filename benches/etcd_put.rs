@@ -8,17 +8,9 @@ use std::time::{Duration, Instant};
 #[path = "support.rs"]
 mod support;
 
-use support::{free_port, Killed};
+use support::{free_port, wait_port, Killed};
 
 const PUTS: usize = 200;
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

@@ -86,6 +86,12 @@ fn best(a: (Duration, Duration), b: (Duration, Duration)) -> (Duration, Duration
 }
 
 fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "registrations: run with `cargo bench --bench registrations`; skipped under cargo test"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     println!(
         "registrations: {TIMED} one after another, from an empty pool and at {LARGE} backends"
@@ -115,14 +121,6 @@ fn main() {
                 });
             }
         });
-        if std::env::var("REGISTRATIONS_PAUSE").is_ok() {
-            // For profiling: time to attach to the filled proxy, then a long run to sample.
-            eprintln!("filled: tideway pid {}", proxy.0.id());
-            std::thread::sleep(Duration::from_secs(3));
-            for round in 0..20 {
-                timed(admin, proxy.0.id(), 100_000 + round * TIMED);
-            }
-        }
         let mut large = (Duration::MAX, Duration::MAX);
         for round in 0..3 {
             large = best(large, timed(admin, proxy.0.id(), LARGE + round * TIMED));

@@ -6,29 +6,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-all.md
+log=target/bench-all.log   # cargo's own output (builds, criterion's details), for when a step fails
 mkdir -p target
+: > "$log"
 {
-  echo "# tideway benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "# tideway benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>>"$log" || echo unknown)"
   echo
   echo "## tideway vs nginx vs HAProxy (cargo bench --bench compare)"
   echo
-  cargo bench --bench compare 2>/dev/null | sed -n '/^| proxy/,$p'
+  cargo bench --bench compare 2>>"$log" | sed -n '/^| proxy/,$p'
   echo
   echo "## The pool at scale (cargo bench --bench pool)"
   echo
   echo '```'
-  cargo bench --bench pool 2>/dev/null | grep -E '^(weights:|pick/|change/)|time:'
+  cargo bench --bench pool 2>>"$log" | grep -E '^(weights:|pick/|change/)|time:'
   echo '```'
   echo
   echo "## Registrations by pool size (cargo bench --bench registrations)"
   echo
   echo '```'
-  cargo bench --bench registrations 2>/dev/null | grep -E 'us/registration|^registrations:'
+  cargo bench --bench registrations 2>>"$log" | grep -E 'us/registration|^registrations:'
   echo '```'
   echo
   echo "## HTTP latency under pool churn (cargo bench --bench churn)"
   echo
   echo '```'
-  cargo bench --bench churn 2>/dev/null | grep -E '^(churn:|quiet:|churning:|p99)'
+  cargo bench --bench churn 2>>"$log" | grep -E '^(churn:|quiet:|churning:|p99)'
   echo '```'
 } | tee "$out"

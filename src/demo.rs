@@ -65,6 +65,8 @@ async fn health(State(demo): State<Demo>) -> Response {
 
 /// Largest request body the demo backend reads.
 const MAX_DEMO_BODY: usize = 16 * 1024 * 1024;
+/// The header a registration's secret travels in.
+const SECRET: &str = crate::admin::owners::SECRET_HEADER;
 
 async fn handle(State(demo): State<Demo>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -208,7 +210,6 @@ impl Registration {
         mut secret: String,
         stop: impl std::future::Future<Output = ()>,
     ) -> String {
-        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
         let mut stop = std::pin::pin!(stop);
         let mut beat = tokio::time::interval(DEMO_TTL / 3);
         loop {
@@ -235,7 +236,6 @@ impl Registration {
 
     /// Drain (waiting up to 30 s for connections to end), then deregister.
     pub async fn leave(&self, client: &reqwest::Client, secret: &str) {
-        const SECRET: &str = crate::admin::owners::SECRET_HEADER;
         tracing::info!(id = %self.id, "draining before exit");
         let _ = client
             .post(self.url(&format!("/{}/drain?wait=30s", self.id)))

@@ -135,8 +135,8 @@ fn shed(
 fn fingerprint(up: &Upstream) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    up.policy.balance.to_string().hash(&mut h);
-    up.policy.hash_key.to_string().hash(&mut h);
+    up.policy.balance.hash(&mut h);
+    up.policy.hash_key.hash(&mut h);
     up.policy.hash_balance_factor.hash(&mut h);
     for b in &up.backends {
         (&*b.id, b.eligible(), b.weight, b.max_conns).hash(&mut h);

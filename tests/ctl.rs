@@ -29,25 +29,28 @@ async fn a_backend_drains_and_deregisters_itself_with_its_secret_file() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     let port = free_port();
-    let mut backend = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args([
-            "demo-backend",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--id",
-            "pod-1",
-            "--register",
-            &p.admin_url(""),
-            "--upstream",
-            "app",
-            "--secret-file",
-        ])
-        .arg(&secret)
-        .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Killed when dropped, so a failed assertion does not leave it heartbeating.
+    let _backend = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .args([
+                "demo-backend",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--id",
+                "pod-1",
+                "--register",
+                &p.admin_url(""),
+                "--upstream",
+                "app",
+                "--secret-file",
+            ])
+            .arg(&secret)
+            .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(20), || async {
         secret.exists() && p.backends().await.len() == 1
     })
@@ -77,6 +80,4 @@ async fn a_backend_drains_and_deregisters_itself_with_its_secret_file() {
         p.backends().await.is_empty()
     })
     .await;
-    let _ = backend.kill();
-    let _ = backend.wait();
 }

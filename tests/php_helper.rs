@@ -398,16 +398,7 @@ async fn a_lapsed_or_removed_registration_is_renewed() {
     // Removed behind its back (admin token): the next heartbeat is answered 404, and the helper
     // registers again with the same id and address, adopting the new secret.
     let mark = php.lines().len();
-    let r = p
-        .admin_req(
-            reqwest::Method::DELETE,
-            &format!("/v1/upstreams/app/backends/{ID}"),
-            ADMIN_TOKEN,
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    p.deregister(ID).await;
     let deleted = Instant::now();
     renewed(
         &p,

@@ -31,12 +31,6 @@ pub trait Table {
     fn at(&self, slot: u32) -> Option<&Backend>;
 }
 
-impl Table for [Backend] {
-    fn at(&self, slot: u32) -> Option<&Backend> {
-        self.get(slot as usize)
-    }
-}
-
 impl Table for Vec<Backend> {
     fn at(&self, slot: u32) -> Option<&Backend> {
         self.get(slot as usize)
@@ -67,7 +61,7 @@ enum Algo {
 
 impl Selector {
     /// Build the selection structures for `backends` under `policy` from scratch, slot `i`
-    /// being `backends[i]`, with a ring of its own for `hash` (tests, benchmarks).
+    /// being `backends[i]`, with a ring of its own for `hash` (tests).
     pub fn build(policy: &UpstreamPolicy, backends: &[Backend]) -> Self {
         let mut members = Membership::default();
         for (i, b) in backends.iter().enumerate() {

@@ -49,6 +49,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     raw.validate(text, path)
 }
 
+/// Would `id` hash on the ketama ring exactly like a shorter id? `NAME:` and `unix:NAME` split
+/// into the same host and port as `NAME` (nginx's split).
+pub fn hashes_like_another(id: &str) -> bool {
+    id.ends_with(':') || id.starts_with("unix:")
+}
+
 /// Check a backend id: 1-128 characters of letters, digits and `-_.:@`, not ending in `:` and
 /// not starting with `unix:`. The ketama ring hashes `NAME:` and `unix:NAME` exactly like
 /// `NAME` (nginx's host and port split), so such an id could take over another's keys.
@@ -63,7 +69,7 @@ pub fn validate_id(id: &str) -> Result<(), String> {
             "invalid backend id {id:?}; expected 1-128 letters, digits or - _ . : @"
         ));
     }
-    if id.ends_with(':') || id.starts_with("unix:") {
+    if hashes_like_another(id) {
         return Err(format!(
             "invalid backend id {id:?}: it may not end with ':' or start with 'unix:' (it would hash like another id)"
         ));

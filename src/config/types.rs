@@ -333,7 +333,7 @@ pub struct ScaleConfig {
 }
 
 /// Selection algorithm of an upstream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's algorithm).
     RoundRobin,
@@ -346,7 +346,7 @@ pub enum Balance {
 }
 
 /// What `hash` hashes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum HashKey {
     Ip,
     Header(String),

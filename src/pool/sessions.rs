@@ -24,8 +24,6 @@ pub struct Session {
     /// The key the upstream hashed when the session opened (None: it did not hash). A reload
     /// that changes it leaves the session out of the ring's placement.
     pub hashed_by: Option<HashKey>,
-    /// When the tunnel started.
-    pub opened: std::time::Instant,
     /// Cancelled to close this tunnel (with 1001, at a frame boundary).
     pub close: CancellationToken,
 }
@@ -80,7 +78,6 @@ impl Sessions {
                 backend,
                 key,
                 hashed_by,
-                opened: std::time::Instant::now(),
                 close: close.clone(),
             },
         );

@@ -39,7 +39,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Build the upstream view and its selection structures from scratch, `backends[i]` in
-    /// slot `i` (tests, benchmarks).
+    /// slot `i` (tests).
     pub fn new(name: String, policy: Arc<UpstreamPolicy>, backends: Vec<Backend>) -> Self {
         let selector = Selector::build(&policy, &backends);
         Upstream {

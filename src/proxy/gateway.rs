@@ -271,11 +271,9 @@ impl Gateway {
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
             let idle = policy.as_ref().map(|p| p.idle_timeout);
-            // Rebalanced: register the tunnel, with the key the upstream hashes (if it does).
-            let rebalanced = policy
-                .as_ref()
-                .filter(|p| p.rebalance.is_some())
-                .map(|p| (p.balance == crate::config::Balance::Hash).then(|| p.hash_key.clone()));
+            // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
+            // an Arc clone, only on upstreams with `rebalance`.
+            let rebalanced = policy.as_ref().filter(|p| p.rebalance.is_some()).cloned();
             let mut out = Outcome::default();
             let next = self
                 .path

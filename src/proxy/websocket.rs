@@ -12,21 +12,24 @@ use pingora::protocols::Stream;
 use std::time::Duration;
 
 /// Tunnel `client` to the backend that switched. `early` holds what the client sent behind
-/// its handshake, held back until the 101 and sent now. `rebalanced`: register the tunnel so the
-/// rebalancer can move it (with the key the upstream hashes by, if it hashes).
+/// its handshake, held back until the 101 and sent now. `rebalanced`: the policy of an upstream
+/// with `rebalance`; the tunnel registers so the rebalancer can move it (with the key the
+/// upstream hashes by, if it hashes).
 pub async fn tunnel(
     route: &Route,
     client: Stream,
     early: Vec<u8>,
     up: Upgraded,
     idle: Duration,
-    rebalanced: Option<Option<crate::config::HashKey>>,
+    rebalanced: Option<std::sync::Arc<crate::config::UpstreamPolicy>>,
     client_ip: Option<std::net::IpAddr>,
 ) {
     let started = std::time::Instant::now();
     let Upgraded { conn, down, key } = up;
     let (close, session) = match rebalanced {
-        Some(hashed_by) => {
+        Some(policy) => {
+            let hashed_by =
+                (policy.balance == crate::config::Balance::Hash).then(|| policy.hash_key.clone());
             let (close, guard) = route.pool.sessions().open(
                 &route.upstream,
                 conn.id.clone(),

@@ -73,8 +73,7 @@ pub fn parse_key<'a>(prefix: &str, key: &'a str) -> Option<Key<'a>> {
     if upstream.is_empty()
         || id.is_empty()
         || id.contains('/')
-        || id.ends_with(':')
-        || id.starts_with("unix:")
+        || crate::config::hashes_like_another(id)
     {
         return None;
     }

@@ -72,8 +72,6 @@ pub(super) struct UpstreamState {
     /// Ring points to add once the snapshot that holds their backends is out:
     /// tag -> (id, weight in the ring now, weight wanted).
     pending: HashMap<u32, (BackendId, u32, u32)>,
-    /// Slot -> id of the backend holding it.
-    slot_ids: Vec<Option<BackendId>>,
     /// Slot -> its generation (the high bits of the tag of whoever holds it next).
     generations: Vec<u8>,
     /// Slots free to reuse, oldest first, and slots freed since the last publish (reused only
@@ -98,7 +96,6 @@ impl UpstreamState {
             table: Backends::default(),
             members: Membership::default(),
             pending: HashMap::new(),
-            slot_ids: Vec::new(),
             generations: Vec::new(),
             free_slots: std::collections::VecDeque::new(),
             freed: Vec::new(),
@@ -123,15 +120,13 @@ impl UpstreamState {
     /// Add `entry` under a slot of its own.
     pub(super) fn insert(&mut self, mut entry: Entry) {
         let slot = self.free_slots.pop_front().unwrap_or_else(|| {
-            self.slot_ids.push(None);
             self.generations.push(0);
-            (self.slot_ids.len() - 1) as u32
+            (self.generations.len() - 1) as u32
         });
         assert!(
             slot < 1 << SLOT_BITS,
             "more than 2^24 backends in one upstream"
         );
-        self.slot_ids[slot as usize] = Some(entry.backend.id.clone());
         entry.slot = u32::from(self.generations[slot as usize]) << SLOT_BITS | slot;
         entry.in_ring = 0;
         let id = entry.backend.id.clone();
@@ -152,7 +147,6 @@ impl UpstreamState {
         self.table.clear(e.slot);
         self.members.set(e.slot, None);
         let i = slot(e.slot);
-        self.slot_ids[i] = None;
         if let Some(next) = self.generations[i].checked_add(1) {
             self.generations[i] = next;
             self.freed.push(i as u32);
@@ -236,8 +230,9 @@ impl UpstreamState {
 
     fn add_pending(&mut self) {
         if let Some(ring) = &self.ring {
-            let ids = &self.slot_ids;
-            let id_of = |t: u32| ids.get(slot(t)).and_then(|i| i.as_deref()).unwrap_or("");
+            // Every backend with points in the ring is in the table under the same tag.
+            let table = &self.table;
+            let id_of = |t: u32| table.get(t).map_or("", |b| &*b.id);
             for (tag, (id, from, to)) in self.pending.drain() {
                 ring.reweigh(tag, &id, from, to, id_of);
             }

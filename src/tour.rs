@@ -66,13 +66,18 @@ pub fn run(t: Tour) -> Result<(), TourError> {
 /// Start the demo backends, register them, print the tour, and heartbeat for ever.
 async fn backends(t: Tour, admin_url: String, register: String, admin_token: String) {
     let client = reqwest::Client::new();
-    // The admin API comes up with the proxy.
+    // The admin API comes up with the proxy; polled, for at most 30 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !client
         .get(format!("{admin_url}/healthz"))
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
     {
+        if std::time::Instant::now() >= deadline {
+            eprintln!("demo: the admin API at {admin_url} did not come up within 30 s; no demo backends started");
+            return;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut keep = Vec::new();

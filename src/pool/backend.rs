@@ -144,6 +144,14 @@ impl Live {
         }
     }
 
+    /// When the registration lapses; `None` if it never does.
+    pub fn expires_at(&self) -> Option<Instant> {
+        match self.expires_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(epoch() + Duration::from_millis(at)),
+        }
+    }
+
     /// Milliseconds until the registration lapses; `None` if it never does. 0 once lapsed.
     pub fn expires_in_ms(&self) -> Option<u64> {
         match self.expires_at_ms.load(Ordering::Relaxed) {

@@ -20,6 +20,7 @@ use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
+use housekeeping::watch_expiry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,8 @@ struct Entry {
     ramp_from: Option<Instant>,
     /// Passive ejection: when to take the backend back (no active checks configured).
     readmit_at: Option<Instant>,
+    /// When a deadline is due to look whether the registration lapsed (see `housekeeping`).
+    expiry_check: Option<Instant>,
 }
 
 impl Entry {
@@ -230,21 +233,6 @@ impl Controller {
         self.deadlines.next()
     }
 
-    /// Serve every deadline due at `now`. Returns how many still applied.
-    pub fn serve_deadlines(&mut self, now: Instant) -> usize {
-        let mut served = 0;
-        for due in self.deadlines.due(now) {
-            match due {
-                Deadline::Drain {
-                    upstream,
-                    id,
-                    epoch,
-                } => served += usize::from(self.drain_deadline(&upstream, &id, epoch)),
-            }
-        }
-        served
-    }
-
     /// Apply a health verdict (ignored when the backend has gone meanwhile).
     pub fn verdict(&mut self, upstream: String, id: BackendId, verdict: Verdict) -> bool {
         let diff = match verdict {
@@ -296,6 +284,7 @@ impl Controller {
                     }
                     Some(e) => {
                         e.backend.live.set_ttl(ttl);
+                        watch_expiry(&mut self.deadlines, &name, e);
                         // An operator's weight toggle outlives a refresh of the registration.
                         let weight = self
                             .toggles
@@ -319,8 +308,9 @@ impl Controller {
                             // one with the same id (a drain before it left) do not apply.
                             self.toggles.forget(&name, &spec.id);
                         }
-                        let entry = self.new_entry(&name, spec);
+                        let mut entry = self.new_entry(&name, spec);
                         entry.backend.live.set_ttl(ttl);
+                        watch_expiry(&mut self.deadlines, &name, &mut entry);
                         let up = self.upstreams.get_mut(&name).expect("checked above");
                         up.insert(entry);
                         true
@@ -401,12 +391,22 @@ impl Controller {
                     tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
                     e.backend.healthy = false;
                     e.readmit_at = (!active_checks).then(|| Instant::now() + fail_timeout);
+                    if let Some(at) = e.readmit_at {
+                        self.deadlines.schedule(
+                            at,
+                            Deadline::Readmit {
+                                upstream: name.clone(),
+                                id: id.clone(),
+                                at,
+                            },
+                        );
+                    }
                     e.backend.live.transition(false);
                     true
                 }
             }
             Diff::Heartbeat { id, ttl, .. } => {
-                let e = up.backends.get(&id).ok_or_else(|| unknown(&id))?;
+                let e = up.backends.get_quiet(&id).ok_or_else(|| unknown(&id))?;
                 if e.backend.source != Source::Http {
                     return Err(PoolError::OtherSource {
                         id: id.to_string(),
@@ -414,6 +414,7 @@ impl Controller {
                     });
                 }
                 e.backend.live.set_ttl(Some(ttl));
+                watch_expiry(&mut self.deadlines, &name, e);
                 false
             }
             Diff::Reset {
@@ -454,71 +455,6 @@ impl Controller {
             }
         }
         e.backend.state = state;
-    }
-
-    /// Periodic housekeeping: lapsed registrations start retiring, and retiring backends with
-    /// no connections left are removed. Returns whether a snapshot was published.
-    pub fn tick(&mut self) -> bool {
-        let mut lapsed = Vec::new();
-        let mut gone = Vec::new();
-        for (name, up) in &self.upstreams {
-            for e in up.backends.values() {
-                if e.retiring && e.backend.live.active() == 0 {
-                    gone.push((name.clone(), e.backend.id.clone()));
-                } else if !e.retiring && e.backend.live.expires_in_ms() == Some(0) {
-                    lapsed.push((name.clone(), e.backend.id.clone()));
-                }
-            }
-        }
-        let now = Instant::now();
-        let mut changed = !lapsed.is_empty() || !gone.is_empty();
-        for (name, up) in self.upstreams.iter_mut() {
-            let slow_start = up.policy().slow_start;
-            up.backends.update_each(|e| {
-                let mut touched = false;
-                if e.readmit_at.is_some_and(|t| t <= now) {
-                    tracing::info!(upstream = %name, backend = %e.backend.id, "fail_timeout over; backend readmitted");
-                    e.readmit_at = None;
-                    e.backend.healthy = true;
-                    e.backend.live.transition(true);
-                    if slow_start.is_some() {
-                        e.ramp_from = Some(now);
-                    }
-                    touched = true;
-                }
-                if let (Some(from), Some(ss)) = (e.ramp_from, slow_start) {
-                    // Republish while ramping; stop once at full weight.
-                    touched = true;
-                    if now.saturating_duration_since(from) >= ss {
-                        e.ramp_from = None;
-                    }
-                }
-                changed |= touched;
-                touched
-            });
-        }
-        for (name, id) in lapsed {
-            tracing::info!(upstream = %name, backend = %id, "registration lapsed; draining");
-            self.upstreams
-                .get_mut(&name)
-                .expect("listed")
-                .backends
-                .get_mut(&id)
-                .expect("listed")
-                .retiring = true;
-            let state = self.upstreams[&name].backends[&id].backend.state;
-            if state != State::Draining {
-                self.set_state(&name, &id, State::Draining);
-            }
-        }
-        for (name, id) in gone {
-            tracing::info!(upstream = %name, backend = %id, "drained; removed");
-            self.remove(&name, &id);
-        }
-        if changed {
-            self.publish();
-        }
-        changed
     }
 
     fn remove(&mut self, upstream: &str, id: &BackendId) {
@@ -613,29 +549,7 @@ impl Controller {
             retiring: false,
             ramp_from,
             readmit_at: None,
-        }
-    }
-
-    /// A drain deadline fell: close the backend's tunnels if it is still in that drain.
-    /// Returns whether it was (a retiring backend is removed too).
-    pub fn drain_deadline(&mut self, upstream: &str, id: &BackendId, epoch: u64) -> bool {
-        let Some(e) = self
-            .upstreams
-            .get(upstream)
-            .and_then(|u| u.backends.get(id))
-        else {
-            return false;
-        };
-        if e.backend.state == State::Draining && e.drain_epoch == epoch {
-            tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
-            e.backend.close.cancel();
-            if e.retiring {
-                self.remove(upstream, id);
-                self.publish();
-            }
-            true
-        } else {
-            false
+            expiry_check: None,
         }
     }
 
@@ -657,6 +571,7 @@ impl Controller {
     }
 }
 
+mod housekeeping;
 mod upstream;
 
 #[cfg(test)]

@@ -16,6 +16,20 @@ pub enum Deadline {
         id: BackendId,
         epoch: u64,
     },
+    /// Look whether a registration has lapsed: it was due to at `at`, unless a heartbeat
+    /// renewed it since (then the look is put off until the new expiry).
+    Expiry {
+        upstream: String,
+        id: BackendId,
+        at: Instant,
+    },
+    /// Take back a backend ejected by passive health at `at` (its `fail_timeout` is over),
+    /// unless something else took it back or ejected it again since.
+    Readmit {
+        upstream: String,
+        id: BackendId,
+        at: Instant,
+    },
 }
 
 /// Deadlines in time order (ties in scheduling order).

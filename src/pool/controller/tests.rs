@@ -3,11 +3,11 @@ use crate::config::{Balance, StaticBackend, UpstreamConfig, UpstreamPolicy};
 use crate::pool::Verdict;
 use std::net::SocketAddr;
 
-fn addr(port: u16) -> SocketAddr {
+pub(super) fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn config() -> Vec<UpstreamConfig> {
+pub(super) fn config() -> Vec<UpstreamConfig> {
     vec![UpstreamConfig {
         name: "u".into(),
         policy: UpstreamPolicy {
@@ -34,11 +34,11 @@ fn config() -> Vec<UpstreamConfig> {
     }]
 }
 
-fn controller() -> Controller {
+pub(super) fn controller() -> Controller {
     Controller::new(&config(), CancellationToken::new(), Toggles::in_memory())
 }
 
-fn spec(id: &str, port: u16) -> BackendSpec {
+pub(super) fn spec(id: &str, port: u16) -> BackendSpec {
     BackendSpec {
         id: id.into(),
         addr: addr(port),
@@ -48,7 +48,7 @@ fn spec(id: &str, port: u16) -> BackendSpec {
     }
 }
 
-fn add(id: &str, port: u16) -> Diff {
+pub(super) fn add(id: &str, port: u16) -> Diff {
     Diff::Add {
         upstream: "u".into(),
         backend: spec(id, port),
@@ -56,7 +56,7 @@ fn add(id: &str, port: u16) -> Diff {
     }
 }
 
-fn backend<'a>(snap: &'a Snapshot, id: &str) -> Option<&'a Backend> {
+pub(super) fn backend<'a>(snap: &'a Snapshot, id: &str) -> Option<&'a Backend> {
     snap.upstream("u").unwrap().backend(id)
 }
 
@@ -153,7 +153,10 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
         .unwrap()
         .close
         .is_cancelled());
-    assert!(!c.drain_deadline("u", &"127.0.0.1:1001".into(), epoch));
+    assert_eq!(
+        c.drain_deadline("u", &"127.0.0.1:1001".into(), epoch),
+        (false, false)
+    );
 }
 
 #[test]
@@ -350,7 +353,7 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
     .unwrap();
     let close = backend(&pool.snapshot(), "r").unwrap().close.clone();
     let guard = backend(&pool.snapshot(), "r").unwrap().live.begin();
-    // Nothing else is sent: the tick finds the lapse, the timer queue serves the deadline.
+    // Nothing else is sent: the expiry deadline finds the lapse, then the drain deadline falls.
     let closed = tokio::time::timeout(Duration::from_secs(2), close.cancelled()).await;
     assert!(
         closed.is_ok(),

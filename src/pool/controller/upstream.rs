@@ -22,6 +22,9 @@ use std::time::Instant;
 pub(super) struct Entries {
     map: BTreeMap<BackendId, Entry>,
     changed: BTreeSet<BackendId>,
+    /// The entries the periodic tick must look at: retiring, or ramping up in slow start.
+    /// Kept up to date from `changed` (every change to those fields marks the entry).
+    watched: BTreeSet<BackendId>,
 }
 
 impl Entries {
@@ -34,6 +37,33 @@ impl Entries {
         let e = self.map.get_mut(id)?;
         self.changed.insert(e.backend.id.clone());
         Some(e)
+    }
+
+    /// A mutable entry, not marked changed: for the controller's own bookkeeping, which no
+    /// snapshot shows (when to look at an expiry), and for renewing a registration's TTL (an
+    /// atomic in `Live`, shared with the snapshots).
+    pub(super) fn get_quiet(&mut self, id: &str) -> Option<&mut Entry> {
+        self.map.get_mut(id)
+    }
+
+    /// The ids the tick must look at (see `watched`), after taking in the changes since the
+    /// last look: O(changes + watched), not O(entries).
+    pub(super) fn watched(&mut self) -> Vec<BackendId> {
+        self.sync_watched();
+        self.watched.iter().cloned().collect()
+    }
+
+    fn sync_watched(&mut self) {
+        for id in &self.changed {
+            match self.map.get(id) {
+                Some(e) if e.retiring || e.ramp_from.is_some() => {
+                    self.watched.insert(id.clone());
+                }
+                _ => {
+                    self.watched.remove(id);
+                }
+            }
+        }
     }
 
     pub(super) fn values(&self) -> impl Iterator<Item = &Entry> {
@@ -183,6 +213,7 @@ impl UpstreamState {
             fresh = true;
         }
         let mut extra = 0usize;
+        self.backends.sync_watched();
         for id in std::mem::take(&mut self.backends.changed) {
             let Some(e) = self.backends.map.get_mut(&id) else {
                 continue;

@@ -1,0 +1,201 @@
+//! What the controller does with time, at a cost that follows what is due, not the pool size:
+//! - deadlines ([`Deadlines`]) for what falls at a known time: a drain's end, a registration's
+//!   expiry, the end of a passive ejection's `fail_timeout`;
+//! - a periodic tick ([`DEFAULT_TICK`](super::DEFAULT_TICK)) for what has to be polled: the
+//!   backends still ramping up in slow start, and the retiring ones waiting for their last
+//!   connection to close. Only those are visited ([`Entries::watched`](super::upstream::Entries)).
+//!
+//! A heartbeat does not touch the queue when a look at the registration is already scheduled
+//! no later than its new expiry: that look finds the registration renewed and puts itself off
+//! to the new expiry. So a registration renewed every few seconds costs one queue entry per
+//! TTL, not one per heartbeat.
+
+use super::{Controller, Entry};
+use crate::pool::backend::{BackendId, State};
+use crate::pool::deadlines::{Deadline, Deadlines};
+use std::time::Instant;
+
+/// After a registration's TTL was set or renewed: make sure a deadline looks at it by the time
+/// it may lapse.
+pub(super) fn watch_expiry(deadlines: &mut Deadlines, upstream: &str, e: &mut Entry) {
+    let Some(at) = e.backend.live.expires_at() else {
+        return;
+    };
+    if e.expiry_check.is_some_and(|scheduled| scheduled <= at) {
+        return;
+    }
+    e.expiry_check = Some(at);
+    deadlines.schedule(
+        at,
+        Deadline::Expiry {
+            upstream: upstream.to_string(),
+            id: e.backend.id.clone(),
+            at,
+        },
+    );
+}
+
+impl Controller {
+    /// Serve every deadline due at `now`, and publish once if any changed the pool. Returns how
+    /// many still applied (a deadline made stale by a later change does nothing).
+    pub fn serve_deadlines(&mut self, now: Instant) -> usize {
+        let mut served = 0;
+        let mut changed = false;
+        for due in self.deadlines.due(now) {
+            let (applied, changes) = match due {
+                Deadline::Drain {
+                    upstream,
+                    id,
+                    epoch,
+                } => self.drain_deadline(&upstream, &id, epoch),
+                Deadline::Expiry { upstream, id, at } => self.expiry(&upstream, &id, at),
+                Deadline::Readmit { upstream, id, at } => self.readmit(&upstream, &id, at, now),
+            };
+            served += usize::from(applied);
+            changed |= changes;
+        }
+        if changed {
+            self.publish();
+        }
+        served
+    }
+
+    /// Periodic housekeeping over the watched backends only: slow-start ramps republish until
+    /// they reach full weight, and retiring backends with no connections left are removed.
+    /// Returns whether a snapshot was published.
+    pub fn tick(&mut self) -> bool {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        let mut changed = false;
+        for (name, up) in self.upstreams.iter_mut() {
+            let slow_start = up.policy().slow_start;
+            for id in up.backends.watched() {
+                let Some(e) = up.backends.get(&id) else {
+                    continue;
+                };
+                if e.retiring {
+                    if e.backend.live.active() == 0 {
+                        gone.push((name.clone(), id));
+                    }
+                    continue;
+                }
+                let Some(from) = e.ramp_from else {
+                    continue;
+                };
+                let e = up.backends.get_mut(&id).expect("just read");
+                match slow_start {
+                    // Republish while ramping; stop once at full weight.
+                    Some(ss) => {
+                        if now.saturating_duration_since(from) >= ss {
+                            e.ramp_from = None;
+                        }
+                        changed = true;
+                    }
+                    // Slow start was switched off by a reload: the weight is already full.
+                    None => e.ramp_from = None,
+                }
+            }
+        }
+        for (name, id) in gone {
+            tracing::info!(upstream = %name, backend = %id, "drained; removed");
+            self.remove(&name, &id);
+            changed = true;
+        }
+        if changed {
+            self.publish();
+        }
+        changed
+    }
+
+    /// A drain deadline fell: close the backend's tunnels if it is still in that drain (a
+    /// retiring backend is removed too). Returns (whether it applied, whether the pool changed).
+    pub(super) fn drain_deadline(
+        &mut self,
+        upstream: &str,
+        id: &BackendId,
+        epoch: u64,
+    ) -> (bool, bool) {
+        let Some(e) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.backends.get(id))
+        else {
+            return (false, false);
+        };
+        if e.backend.state != State::Draining || e.drain_epoch != epoch {
+            return (false, false);
+        }
+        tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
+        e.backend.close.cancel();
+        let retiring = e.retiring;
+        if retiring {
+            self.remove(upstream, id);
+        }
+        (true, retiring)
+    }
+
+    /// A registration's expiry fell: it lapses (starts retiring, draining) unless renewed since,
+    /// in which case the look is put off to the new expiry.
+    fn expiry(&mut self, upstream: &str, id: &BackendId, at: Instant) -> (bool, bool) {
+        let Some(up) = self.upstreams.get_mut(upstream) else {
+            return (false, false);
+        };
+        let Some(e) = up.backends.get_quiet(id) else {
+            return (false, false);
+        };
+        if e.expiry_check != Some(at) {
+            return (false, false); // another look is scheduled
+        }
+        e.expiry_check = None;
+        match e.backend.live.expires_in_ms() {
+            Some(0) if !e.retiring => {}
+            // Already leaving, or no longer expiring: nothing to look at (a renewal schedules
+            // its own look).
+            Some(0) | None => return (false, false),
+            Some(_) => {
+                watch_expiry(&mut self.deadlines, upstream, e);
+                return (false, false);
+            }
+        }
+        tracing::info!(upstream, backend = %id, "registration lapsed; draining");
+        let e = up.backends.get_mut(id).expect("just read");
+        e.retiring = true;
+        if e.backend.state != State::Draining {
+            self.set_state(upstream, id, State::Draining);
+        }
+        (true, true)
+    }
+
+    /// A passive ejection's `fail_timeout` is over: take the backend back, unless it was taken
+    /// back or ejected again since.
+    fn readmit(
+        &mut self,
+        upstream: &str,
+        id: &BackendId,
+        at: Instant,
+        now: Instant,
+    ) -> (bool, bool) {
+        let Some(up) = self.upstreams.get_mut(upstream) else {
+            return (false, false);
+        };
+        let slow_start = up.policy().slow_start.is_some();
+        let Some(e) = up.backends.get(id) else {
+            return (false, false);
+        };
+        if e.readmit_at != Some(at) {
+            return (false, false);
+        }
+        tracing::info!(upstream, backend = %id, "fail_timeout over; backend readmitted");
+        let e = up.backends.get_mut(id).expect("just read");
+        e.readmit_at = None;
+        e.backend.healthy = true;
+        e.backend.live.transition(true);
+        if slow_start {
+            e.ramp_from = Some(now);
+        }
+        (true, true)
+    }
+}
+
+#[cfg(test)]
+mod tests;

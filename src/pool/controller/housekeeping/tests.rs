@@ -1,0 +1,118 @@
+use super::super::tests::{add, backend, controller};
+use crate::pool::backend::State;
+use crate::pool::diff::Diff;
+use std::time::{Duration, Instant};
+
+fn heartbeat(id: &str, ttl: Duration) -> Diff {
+    Diff::Heartbeat {
+        upstream: "u".into(),
+        id: id.into(),
+        ttl,
+    }
+}
+
+#[test]
+fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
+    let mut c = controller();
+    assert_eq!(c.apply(add("a", 2001)), Ok(true));
+    let first = c.next_deadline().expect("a look at the expiry");
+    for _ in 0..100 {
+        assert_eq!(c.apply(heartbeat("a", Duration::from_secs(30))), Ok(false));
+    }
+    assert_eq!(c.deadlines.len(), 1, "renewals queue nothing more");
+    // The look falls, finds the registration renewed, and puts itself off: nothing published.
+    let version = c.version();
+    assert_eq!(c.serve_deadlines(first), 0);
+    assert_eq!(c.version(), version);
+    assert_eq!(c.deadlines.len(), 1);
+    assert!(c.next_deadline().unwrap() >= first);
+    let snap = c.current().load_full();
+    assert_eq!(backend(&snap, "a").unwrap().state, State::Active);
+    // A shorter TTL brings a look forward; this one lapses now.
+    assert_eq!(c.apply(heartbeat("a", Duration::ZERO)), Ok(false));
+    assert_eq!(c.deadlines.len(), 2);
+    // Expiries are kept in whole milliseconds: the look is due within one. Wait for that
+    // instant itself (the registration's clock reads it too), then serve.
+    let due = c.next_deadline().unwrap();
+    assert!(due <= Instant::now() + Duration::from_millis(2));
+    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    assert_eq!(c.serve_deadlines(Instant::now()), 1);
+    assert_eq!(c.version(), version + 1);
+    let snap = c.current().load_full();
+    assert_eq!(backend(&snap, "a").unwrap().state, State::Draining);
+    // Later: the old look finds it leaving and does nothing; the drain deadline removes it.
+    assert_eq!(
+        c.serve_deadlines(Instant::now() + Duration::from_secs(60)),
+        1
+    );
+    assert!(backend(&c.current().load_full(), "a").is_none());
+    assert!(c.next_deadline().is_none());
+}
+
+#[test]
+fn an_ejected_backend_is_readmitted_by_its_own_deadline_only() {
+    let mut c = controller();
+    let eject = || Diff::Eject {
+        upstream: "u".into(),
+        id: "127.0.0.1:1001".into(),
+        reason: "test".into(),
+    };
+    let healthy = |c: &super::Controller| {
+        backend(&c.current().load_full(), "127.0.0.1:1001")
+            .unwrap()
+            .healthy
+    };
+    assert_eq!(c.apply(eject()), Ok(true));
+    assert!(!healthy(&c));
+    let first = c.next_deadline().expect("a readmission deadline");
+    assert_eq!(c.serve_deadlines(first), 1);
+    assert!(healthy(&c));
+    // Ejected again: a readmission made stale (here by a health verdict) does nothing.
+    assert_eq!(c.apply(eject()), Ok(true));
+    let second = c.next_deadline().unwrap();
+    assert_eq!(
+        c.apply(Diff::SetHealth {
+            upstream: "u".into(),
+            id: "127.0.0.1:1001".into(),
+            healthy: true,
+            reason: "test".into(),
+        }),
+        Ok(true)
+    );
+    assert_eq!(c.apply(eject()), Ok(true));
+    assert_eq!(c.serve_deadlines(second), 0, "the stale one");
+    assert!(!healthy(&c));
+    let third = c.next_deadline().unwrap();
+    assert_eq!(c.serve_deadlines(third), 1);
+    assert!(healthy(&c));
+}
+
+#[test]
+fn the_tick_looks_only_at_retiring_and_ramping_backends() {
+    let mut c = controller();
+    for i in 0..1000u16 {
+        assert_eq!(c.apply(add(&format!("r{i}"), 3000 + i)), Ok(true));
+    }
+    let watched = |c: &mut super::Controller| c.upstreams.get_mut("u").unwrap().backends.watched();
+    assert!(
+        watched(&mut c).is_empty(),
+        "registrations with a TTL are not polled"
+    );
+    let version = c.version();
+    assert!(!c.tick());
+    assert_eq!(c.version(), version);
+    // One retires while a connection is open: watched until that connection ends.
+    let snap = c.current().load_full();
+    let guard = backend(&snap, "r7").unwrap().live.begin();
+    let retire = Diff::Retire {
+        upstream: "u".into(),
+        id: "r7".into(),
+    };
+    assert_eq!(c.apply(retire), Ok(true));
+    assert_eq!(watched(&mut c), ["r7".into()]);
+    assert!(!c.tick());
+    drop(guard);
+    assert!(c.tick());
+    assert!(backend(&c.current().load_full(), "r7").is_none());
+    assert!(watched(&mut c).is_empty());
+}

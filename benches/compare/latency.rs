@@ -135,3 +135,34 @@ pub async fn run(port: u16, rate: f64, seconds: u64) -> Tail {
         failed,
     }
 }
+
+/// [`run`] on each of `ports` in turn, `rounds` times over. For each port: the median p50 and
+/// the median p99 of its rounds (failures summed), and its p99 round by round.
+pub async fn rounds(
+    ports: &[u16],
+    rate: f64,
+    seconds: u64,
+    rounds: usize,
+) -> Vec<(Tail, Vec<f64>)> {
+    let mut runs: Vec<Vec<Tail>> = vec![Vec::new(); ports.len()];
+    for _ in 0..rounds {
+        for (port, runs) in ports.iter().zip(runs.iter_mut()) {
+            runs.push(run(*port, rate, seconds).await);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    runs.into_iter()
+        .map(|r| {
+            let p99s: Vec<f64> = r.iter().map(|t| t.p99).collect();
+            let tail = Tail {
+                p50: median(r.iter().map(|t| t.p50).collect()),
+                p99: median(p99s.clone()),
+                failed: r.iter().map(|t| t.failed).sum(),
+            };
+            (tail, p99s)
+        })
+        .collect()
+}

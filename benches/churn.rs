@@ -6,6 +6,7 @@
 //! `cargo bench --bench churn`. Prints p50 and p99 for both runs and the p99 ratio.
 
 #[path = "compare/latency.rs"]
+#[allow(dead_code)] // the compare bench's load; this bench runs it once (`run`), not in rounds
 mod latency;
 #[path = "support.rs"]
 mod support;

@@ -20,7 +20,7 @@ use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
-use housekeeping::watch_expiry;
+use housekeeping::{forget_expiry, watch_expiry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,8 @@ struct Entry {
     ramp_from: Option<Instant>,
     /// Passive ejection: when to take the backend back (no active checks configured).
     readmit_at: Option<Instant>,
-    /// When a deadline is due to look whether the registration lapsed (see `housekeeping`).
-    expiry_check: Option<Instant>,
+    /// The queued look at whether the registration lapsed, if any (see `housekeeping`).
+    expiry_check: Option<crate::pool::deadlines::Key>,
 }
 
 impl Entry {
@@ -142,7 +142,11 @@ impl Controller {
         let mut changed = !gone.is_empty();
         for name in gone {
             tracing::info!(upstream = %name, "reload: upstream removed");
-            self.upstreams.remove(&name);
+            if let Some(up) = self.upstreams.remove(&name) {
+                for e in up.backends.values() {
+                    forget_expiry(&mut self.deadlines, e);
+                }
+            }
         }
         for u in upstreams {
             changed |= self.configure_one(u);
@@ -318,7 +322,8 @@ impl Controller {
                 }
             }
             Diff::Remove { id, .. } => {
-                up.take(&id).ok_or_else(|| unknown(&id))?;
+                let e = up.take(&id).ok_or_else(|| unknown(&id))?;
+                forget_expiry(&mut self.deadlines, &e);
                 true
             }
             Diff::SetState { id, state, .. } => {
@@ -459,7 +464,9 @@ impl Controller {
 
     fn remove(&mut self, upstream: &str, id: &BackendId) {
         if let Some(up) = self.upstreams.get_mut(upstream) {
-            up.take(id);
+            if let Some(e) = up.take(id) {
+                forget_expiry(&mut self.deadlines, &e);
+            }
         }
         self.toggles.forget(upstream, id);
     }
@@ -479,7 +486,10 @@ impl Controller {
             .map(|e| e.backend.id.clone())
             .collect();
         for id in stale {
-            self.upstreams.get_mut(upstream).expect("exists").take(&id);
+            let up = self.upstreams.get_mut(upstream).expect("exists");
+            if let Some(e) = up.take(&id) {
+                forget_expiry(&mut self.deadlines, &e);
+            }
             changed = true;
         }
         for (id, mut spec) in wanted {

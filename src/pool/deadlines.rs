@@ -32,17 +32,27 @@ pub enum Deadline {
     },
 }
 
+/// A scheduled deadline's key: its time, and its place among deadlines at the same time.
+pub type Key = (Instant, u64);
+
 /// Deadlines in time order (ties in scheduling order).
 #[derive(Debug, Default)]
 pub struct Deadlines {
-    queue: BTreeMap<(Instant, u64), Deadline>,
+    queue: BTreeMap<Key, Deadline>,
     seq: u64,
 }
 
 impl Deadlines {
-    pub fn schedule(&mut self, at: Instant, what: Deadline) {
+    /// Schedule `what` at `at`. Returns its key, for [`Self::cancel`].
+    pub fn schedule(&mut self, at: Instant, what: Deadline) -> Key {
         self.seq += 1;
         self.queue.insert((at, self.seq), what);
+        (at, self.seq)
+    }
+
+    /// Take a scheduled deadline back (nothing if it was served already).
+    pub fn cancel(&mut self, key: Key) {
+        self.queue.remove(&key);
     }
 
     /// When the earliest deadline falls, if any.

@@ -7,8 +7,8 @@
 //!
 //! A heartbeat does not touch the queue when a look at the registration is already scheduled
 //! no later than its new expiry: that look finds the registration renewed and puts itself off
-//! to the new expiry. So a registration renewed every few seconds costs one queue entry per
-//! TTL, not one per heartbeat.
+//! to the new expiry. So a registration renewed every few seconds costs one queue operation
+//! per TTL, not one per heartbeat, and never more than one queued look.
 
 use super::{Controller, Entry};
 use crate::pool::backend::{BackendId, State};
@@ -17,15 +17,19 @@ use std::time::Instant;
 
 /// After a registration's TTL was set or renewed: make sure a deadline looks at it by the time
 /// it may lapse.
+/// An entry has at most one look queued: a renewal to an earlier expiry (a shorter TTL) moves
+/// it, and a backend taken out of the pool takes its look with it ([`forget_expiry`]), so the
+/// queue holds no more looks than there are registrations, whatever the heartbeats say.
 pub(super) fn watch_expiry(deadlines: &mut Deadlines, upstream: &str, e: &mut Entry) {
     let Some(at) = e.backend.live.expires_at() else {
         return;
     };
-    if e.expiry_check.is_some_and(|scheduled| scheduled <= at) {
-        return;
+    match e.expiry_check {
+        Some((scheduled, _)) if scheduled <= at => return,
+        Some(key) => deadlines.cancel(key),
+        None => {}
     }
-    e.expiry_check = Some(at);
-    deadlines.schedule(
+    let key = deadlines.schedule(
         at,
         Deadline::Expiry {
             upstream: upstream.to_string(),
@@ -33,6 +37,14 @@ pub(super) fn watch_expiry(deadlines: &mut Deadlines, upstream: &str, e: &mut En
             at,
         },
     );
+    e.expiry_check = Some(key);
+}
+
+/// A backend leaves the pool: its look at its expiry goes too.
+pub(super) fn forget_expiry(deadlines: &mut Deadlines, e: &Entry) {
+    if let Some(key) = e.expiry_check {
+        deadlines.cancel(key);
+    }
 }
 
 impl Controller {
@@ -143,8 +155,8 @@ impl Controller {
         let Some(e) = up.backends.get_quiet(id) else {
             return (false, false);
         };
-        if e.expiry_check != Some(at) {
-            return (false, false); // another look is scheduled
+        if e.expiry_check.map(|(when, _)| when) != Some(at) {
+            return (false, false); // not this entry's look (defensive: looks are cancelled)
         }
         e.expiry_check = None;
         match e.backend.live.expires_in_ms() {

@@ -28,9 +28,11 @@ fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
     assert!(c.next_deadline().unwrap() >= first);
     let snap = c.current().load_full();
     assert_eq!(backend(&snap, "a").unwrap().state, State::Active);
-    // A shorter TTL brings a look forward; this one lapses now.
+    // A shorter TTL brings the look forward (moved, not added); this one lapses now.
+    let later = c.next_deadline().unwrap();
     assert_eq!(c.apply(heartbeat("a", Duration::ZERO)), Ok(false));
-    assert_eq!(c.deadlines.len(), 2);
+    assert_eq!(c.deadlines.len(), 1);
+    assert!(c.next_deadline().unwrap() < later);
     // Expiries are kept in whole milliseconds: the look is due within one. Wait for that
     // instant itself (the registration's clock reads it too), then serve.
     let due = c.next_deadline().unwrap();
@@ -40,7 +42,7 @@ fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
     assert_eq!(c.version(), version + 1);
     let snap = c.current().load_full();
     assert_eq!(backend(&snap, "a").unwrap().state, State::Draining);
-    // Later: the old look finds it leaving and does nothing; the drain deadline removes it.
+    // Later: the drain deadline removes it, and nothing else is queued.
     assert_eq!(
         c.serve_deadlines(Instant::now() + Duration::from_secs(60)),
         1
@@ -115,4 +117,30 @@ fn the_tick_looks_only_at_retiring_and_ramping_backends() {
     assert!(c.tick());
     assert!(backend(&c.current().load_full(), "r7").is_none());
     assert!(watched(&mut c).is_empty());
+}
+
+#[test]
+fn the_queue_holds_one_look_per_registration_whatever_the_heartbeats_and_removals() {
+    let mut c = controller();
+    assert_eq!(c.apply(add("a", 2001)), Ok(true));
+    // Ever shorter TTLs: each moves the one look earlier rather than adding one.
+    for ms in (0..200u64).rev() {
+        let ttl = Duration::from_secs(20) + Duration::from_millis(ms * 10);
+        assert_eq!(c.apply(heartbeat("a", ttl)), Ok(false));
+        assert_eq!(c.deadlines.len(), 1);
+    }
+    // Registered and removed again and again: the looks leave with the backends.
+    for i in 0..100u16 {
+        let id = format!("gone{i}");
+        assert_eq!(c.apply(add(&id, 4000 + i)), Ok(true));
+        let remove = Diff::Remove {
+            upstream: "u".into(),
+            id: id.as_str().into(),
+        };
+        assert_eq!(c.apply(remove), Ok(true));
+    }
+    assert_eq!(c.deadlines.len(), 1);
+    // A reload without the upstream takes its looks too.
+    assert!(c.configure(&[]));
+    assert!(c.deadlines.is_empty());
 }

@@ -361,7 +361,7 @@ fn main() {
         let (idle, before, after) = rt.block_on(idle_bench(&p));
         if only_idle {
             eprintln!(
-                "{}: {idle:.1} KiB per idle WebSocket ({before} -> {after} KiB after)",
+                "{}: {idle:.2} KiB per idle WebSocket ({before} -> {after} KiB after)",
                 p.name
             );
             continue;
@@ -471,7 +471,7 @@ fn main() {
                 fig(r.us_per_echo, 1),
                 rat(r.us_per_echo, nginx.us_per_echo),
                 rat(r.us_per_echo, haproxy.us_per_echo),
-                fig(r.kib_per_idle_ws, 1),
+                fig(r.kib_per_idle_ws, 2),
                 rat(r.kib_per_idle_ws, nginx.kib_per_idle_ws),
                 rat(r.kib_per_idle_ws, haproxy.kib_per_idle_ws),
             ));

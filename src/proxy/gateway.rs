@@ -302,12 +302,15 @@ impl Gateway {
                     // allocations cost every idle WebSocket (7.6 KiB each instead of 3.4).
                     let early = bufs.client.to_vec();
                     drop(bufs);
-                    let route = self.route.clone();
                     let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
-                    tokio::spawn(async move {
-                        websocket::tunnel(&route, stream, early, up, idle, rebalanced, ip).await;
-                        drop(permit);
-                    });
+                    let ws = websocket::Setup {
+                        early,
+                        idle,
+                        rebalanced,
+                        client_ip: ip,
+                        permit,
+                    };
+                    tokio::spawn(websocket::start(&self.route, stream, up, ws));
                     return None;
                 }
             }

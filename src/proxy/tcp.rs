@@ -2,11 +2,10 @@
 //! picked by the client address (so `hash` keeps a client on one backend), with the same
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
-use super::access::TunnelRecord;
 use super::key::ip_hash;
 use super::route::{Attempts, Connect, Route};
 use super::tls::{local, peer};
-use super::tunnel::{finish, Tunnel};
+use super::tunnel::{Ending, Tunnel};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
@@ -77,23 +76,13 @@ impl TcpGateway {
             }
         };
         conn.guard.live().record_success();
-        let started = std::time::Instant::now();
+        let ending = Ending::new(&self.route, peer.map(|p| p.ip()), conn.addr, false);
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
             .counting(conn.guard.live().clone());
         let end = (&mut tunnel).await;
-        let (up, down) = tunnel.moved();
+        let moved = tunnel.moved();
         drop(tunnel);
-        let rec = TunnelRecord {
-            client: peer.map(|p| p.ip()),
-            upstream: &self.route.upstream,
-            backend: conn.addr,
-            kind: "tcp",
-            up,
-            down,
-            duration: started.elapsed(),
-            end: "",
-        };
-        finish(&self.route, rec, end);
+        ending.report(end, moved);
         drop(conn.guard);
     }
 }

@@ -47,19 +47,28 @@ pub enum TunnelEnd {
     Error(io::Error),
 }
 
+/// One direction of the relay. Its fields are sized with care: every idle WebSocket holds
+/// two of these (a `u32` offset into a pending copy is plenty: a copy holds at most one read
+/// step, or what the client sent behind its handshake).
 #[derive(Default)]
 struct Half {
     /// Bytes read but not yet written; empty (and unallocated) most of the time.
     pending: Vec<u8>,
-    pos: usize,
-    frames: FrameTracker,
+    pos: u32,
     /// Track WebSocket frames (not on a plain byte pipe, where it would only cost CPU).
     track: bool,
     read_closed: bool,
     write_closed: bool,
-    /// Bytes read from the source, and how many of them the backend's counters have seen.
+    frames: FrameTracker,
+    /// Bytes read from the source (each read is handed to the backend's counters as it goes).
     total: u64,
-    counted: u64,
+}
+
+/// Which way bytes go: client to backend, or backend to client.
+#[derive(Clone, Copy)]
+enum Way {
+    Up,
+    Down,
 }
 
 impl Half {
@@ -101,7 +110,6 @@ pub struct Tunnel<C, B> {
     backend: B,
     up: Half,
     down: Half,
-    websocket: bool,
     idle: Duration,
     last: Instant,
     timer: Pin<Box<Sleep>>,
@@ -136,7 +144,6 @@ where
                 track: websocket,
                 ..Half::default()
             },
-            websocket,
             idle,
             last: Instant::now(),
             timer: Box::pin(tokio::time::sleep(idle)),
@@ -152,21 +159,40 @@ where
         self
     }
 
-    /// Bytes moved so far: client to backend, backend to client. Whatever the backend's
-    /// counters have not seen yet (bytes moved while closing) is handed to them now.
-    pub fn moved(&mut self) -> (u64, u64) {
-        self.account();
+    /// Bytes moved so far: client to backend, backend to client.
+    pub fn moved(&self) -> (u64, u64) {
         (self.up.total, self.down.total)
     }
 
-    /// Hand the bytes moved since the last call to the backend's counters.
-    fn account(&mut self) {
-        if let Some(live) = &self.live {
-            live.sent(self.up.total - self.up.counted);
-            live.received(self.down.total - self.down.counted);
-            self.up.counted = self.up.total;
-            self.down.counted = self.down.total;
+    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters.
+    fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
+        let Tunnel {
+            client,
+            backend,
+            up,
+            down,
+            live,
+            ..
+        } = self;
+        let (h, result) = match way {
+            Way::Up => {
+                let before = up.total;
+                let r = pump(cx, client, backend, up, to_boundary);
+                (up.total - before, r)
+            }
+            Way::Down => {
+                let before = down.total;
+                let r = pump(cx, backend, client, down, to_boundary);
+                (down.total - before, r)
+            }
+        };
+        if let (Some(live), 1..) = (live.as_ref(), h) {
+            match way {
+                Way::Up => live.sent(h),
+                Way::Down => live.received(h),
+            }
         }
+        result
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
@@ -174,13 +200,18 @@ where
         self.down.frames.feed(bytes);
     }
 
-    /// Account for client-to-server bytes already forwarded before the tunnel started.
-    pub fn already_sent_up(&mut self, bytes: &[u8]) {
-        self.up.frames.feed(bytes);
+    /// Client-to-server bytes that came before the tunnel started (behind the handshake): the
+    /// tunnel sends them to the backend first, ahead of anything it reads from the client.
+    /// Not counted in [`Self::moved`] (bytes read by the tunnel), but framed like them.
+    pub fn send_first(&mut self, bytes: Vec<u8>) {
+        self.up.frames.feed(&bytes);
+        debug_assert!(self.up.pending.is_empty());
+        self.up.pending = bytes;
+        self.up.pos = 0;
     }
 
     fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
-        if !self.websocket {
+        if !self.up.track {
             return Some(why.end());
         }
         self.phase = Phase::Closing(why);
@@ -205,11 +236,11 @@ where
 {
     let mut moved = false;
     for _ in 0..ROUNDS {
-        while h.pos < h.pending.len() {
-            match Pin::new(&mut *dst).poll_write(cx, &h.pending[h.pos..]) {
+        while (h.pos as usize) < h.pending.len() {
+            match Pin::new(&mut *dst).poll_write(cx, &h.pending[h.pos as usize..]) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    h.pos += n;
+                    h.pos += n as u32;
                     moved = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
@@ -312,15 +343,8 @@ where
                             None => continue,
                         }
                     }
-                    let up = pump(cx, &mut this.client, &mut this.backend, &mut this.up, false);
-                    let down = pump(
-                        cx,
-                        &mut this.backend,
-                        &mut this.client,
-                        &mut this.down,
-                        false,
-                    );
-                    this.account();
+                    let up = this.pump(cx, Way::Up, false);
+                    let down = this.pump(cx, Way::Down, false);
                     match (up, down) {
                         (Err(e), _) | (_, Err(e)) => return Poll::Ready(TunnelEnd::Error(e)),
                         (Ok(a), Ok(b)) if a || b => this.last = Instant::now(),
@@ -343,15 +367,7 @@ where
                     return Poll::Pending;
                 }
                 Phase::Closing(why) => {
-                    if pump(
-                        cx,
-                        &mut this.backend,
-                        &mut this.client,
-                        &mut this.down,
-                        true,
-                    )
-                    .is_err()
-                    {
+                    if this.pump(cx, Way::Down, true).is_err() {
                         return Poll::Ready(why.end());
                     }
                     if this.down.frames.at_boundary() && this.down.pending.is_empty() {
@@ -374,14 +390,8 @@ where
                     return Poll::Pending;
                 }
                 Phase::Lingering(why) => {
-                    let down = pump(
-                        cx,
-                        &mut this.backend,
-                        &mut this.client,
-                        &mut this.down,
-                        false,
-                    );
-                    let _ = pump(cx, &mut this.client, &mut this.backend, &mut this.up, false);
+                    let down = this.pump(cx, Way::Down, false);
+                    let _ = this.pump(cx, Way::Up, false);
                     if down.is_err() {
                         return Poll::Ready(why.end());
                     }
@@ -401,24 +411,66 @@ where
     }
 }
 
-/// Count how a tunnel ended and how long it lived, and log it when the access log is on.
-/// `rec.end` is set from `end`.
-pub fn finish(route: &Route, mut rec: TunnelRecord<'_>, end: TunnelEnd) {
-    rec.end = match end {
-        TunnelEnd::Closed => "closed",
-        TunnelEnd::Idle => "idle",
-        TunnelEnd::Signalled => "signalled",
-        TunnelEnd::Error(e) => {
-            tracing::debug!(error = %e, "tunnel ended with an error");
-            "error"
+/// What a tunnel reports when it ends: how it ended, how long it lived, the bytes both ways,
+/// counted and, with the access log on, logged. Kept beside the relay rather than in it, and
+/// only what the report needs (not the whole [`Route`]): an idle tunnel's memory is the point.
+pub struct Ending {
+    upstream: Arc<str>,
+    histogram: prometheus::Histogram,
+    client: Option<std::net::IpAddr>,
+    backend: std::net::SocketAddr,
+    /// A WebSocket (else a TCP tunnel).
+    websocket: bool,
+    started: std::time::Instant,
+}
+
+impl Ending {
+    /// A tunnel (a WebSocket if `websocket`, else TCP) from `client` to `backend` on `route`,
+    /// starting now.
+    pub fn new(
+        route: &Route,
+        client: Option<std::net::IpAddr>,
+        backend: std::net::SocketAddr,
+        websocket: bool,
+    ) -> Self {
+        Ending {
+            upstream: route.upstream.clone(),
+            histogram: route.metrics.tunnel.clone(),
+            client,
+            backend,
+            websocket,
+            started: std::time::Instant::now(),
         }
-    };
-    crate::metrics::global()
-        .tunnels_ended
-        .with_label_values(&[&route.upstream, rec.end])
-        .inc();
-    route.metrics.tunnel.observe(rec.duration.as_secs_f64());
-    if super::access::enabled() {
-        super::access::tunnel(&rec);
+    }
+
+    /// The tunnel ended with `end`, having moved `(up, down)` bytes.
+    pub fn report(self, end: TunnelEnd, (up, down): (u64, u64)) {
+        let end = match end {
+            TunnelEnd::Closed => "closed",
+            TunnelEnd::Idle => "idle",
+            TunnelEnd::Signalled => "signalled",
+            TunnelEnd::Error(e) => {
+                tracing::debug!(error = %e, "tunnel ended with an error");
+                "error"
+            }
+        };
+        let duration = self.started.elapsed();
+        crate::metrics::global()
+            .tunnels_ended
+            .with_label_values(&[&self.upstream, end])
+            .inc();
+        self.histogram.observe(duration.as_secs_f64());
+        if super::access::enabled() {
+            super::access::tunnel(&TunnelRecord {
+                client: self.client,
+                upstream: &self.upstream,
+                backend: self.backend,
+                kind: if self.websocket { "websocket" } else { "tcp" },
+                up,
+                down,
+                duration,
+                end,
+            });
+        }
     }
 }

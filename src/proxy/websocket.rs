@@ -3,29 +3,50 @@
 //! backend's 101 switches. From there the connection is a [`Tunnel`]: no 60 s read timeout,
 //! no per-connection buffer, a 1001 close frame when tideway closes it. On an upstream with
 //! `rebalance`, the tunnel is registered in the pool's sessions, with a close signal of its own.
+//!
+//! An idle WebSocket costs what its task holds, so the task holds little: [`start`] does the
+//! setup before the task exists, and the task's future is the relay, its [`Ending`] and the
+//! guards that must live as long as it does; nothing else from the handshake.
 
-use super::access::TunnelRecord;
-use super::exchange::{Upgraded, DEFAULT_SEND_TIMEOUT};
+use super::exchange::Upgraded;
 use super::route::Route;
-use super::tunnel::{finish, Tunnel};
+use super::tunnel::{Ending, Tunnel};
 use pingora::protocols::Stream;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
 
-/// Tunnel `client` to the backend that switched. `early` holds what the client sent behind
-/// its handshake, held back until the 101 and sent now. `rebalanced`: the policy of an upstream
-/// with `rebalance`; the tunnel registers so the rebalancer can move it (with the key the
-/// upstream hashes by, if it hashes).
-pub async fn tunnel(
+/// What the tunnel takes over from the connection it was.
+pub struct Setup {
+    /// What the client sent behind its handshake, held back until the 101: sent first.
+    pub early: Vec<u8>,
+    pub idle: Duration,
+    /// The policy of an upstream with `rebalance`: the tunnel registers so the rebalancer can
+    /// move it (with the key the upstream hashes by, if it hashes).
+    pub rebalanced: Option<Arc<crate::config::UpstreamPolicy>>,
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The listener's connection slot, held until the tunnel ends.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
+/// that runs it, to be spawned as it is: wrapping it in another future would store it twice.
+pub fn start(
     route: &Route,
     client: Stream,
-    early: Vec<u8>,
     up: Upgraded,
-    idle: Duration,
-    rebalanced: Option<std::sync::Arc<crate::config::UpstreamPolicy>>,
-    client_ip: Option<std::net::IpAddr>,
-) {
-    let started = std::time::Instant::now();
+    setup: Setup,
+) -> impl Future<Output = ()> + Send + 'static {
+    let Setup {
+        early,
+        idle,
+        rebalanced,
+        client_ip,
+        permit,
+    } = setup;
     let Upgraded { conn, down, key } = up;
+    let ending = Ending::new(route, client_ip, conn.addr, true);
     let (close, session) = match rebalanced {
         Some(policy) => {
             let hashed_by =
@@ -41,32 +62,20 @@ pub async fn tunnel(
         }
         None => (conn.close, None),
     };
-    let mut io = conn.io;
-    let record = |up: u64, down: u64| TunnelRecord {
-        client: client_ip,
-        upstream: &route.upstream,
-        backend: conn.addr,
-        kind: "websocket",
-        up,
-        down,
-        duration: started.elapsed(),
-        end: "",
-    };
-    if !early.is_empty() {
-        if let Err(e) = super::body::send(&mut io, &early, DEFAULT_SEND_TIMEOUT).await {
-            finish(route, record(0, 0), super::tunnel::TunnelEnd::Error(e));
-            return;
-        }
-    }
-    let mut tunnel = Tunnel::new(client, io, idle, close, true).counting(conn.guard.live().clone());
+    let guard = conn.guard;
+    let mut tunnel = Tunnel::new(client, conn.io, idle, close, true).counting(guard.live().clone());
     tunnel.already_sent_down(&down);
-    tunnel.already_sent_up(&early);
-    drop((down, early));
-    let end = (&mut tunnel).await;
-    let (up, down) = tunnel.moved();
-    let rec = record(up, down);
-    drop(tunnel);
-    finish(route, rec, end);
-    drop(session);
-    drop(conn.guard);
+    drop(down);
+    if !early.is_empty() {
+        tunnel.send_first(early);
+    }
+    async move {
+        let end = (&mut tunnel).await;
+        let moved = tunnel.moved();
+        drop(tunnel);
+        ending.report(end, moved);
+        drop(session);
+        drop(guard);
+        drop(permit);
+    }
 }

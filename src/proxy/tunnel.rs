@@ -49,7 +49,7 @@ pub enum TunnelEnd {
 
 /// One direction of the relay. Its fields are sized with care: every idle WebSocket holds
 /// two of these (a `u32` offset into a pending copy is plenty: a copy holds at most one read
-/// step, or what the client sent behind its handshake).
+/// step, or what the client sent behind its handshake (under 16 KiB), plus a close frame).
 #[derive(Default)]
 struct Half {
     /// Bytes read but not yet written; empty (and unallocated) most of the time.
@@ -206,6 +206,7 @@ where
     pub fn send_first(&mut self, bytes: Vec<u8>) {
         self.up.frames.feed(&bytes);
         debug_assert!(self.up.pending.is_empty());
+        debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
         self.up.pending = bytes;
         self.up.pos = 0;
     }

@@ -341,8 +341,6 @@ fn main() {
     let mut rows: Vec<(&str, Row)> = Vec::new();
     // The fixed rate of the tail-latency load: half of nginx's requests per second.
     let mut tail_rate = 0.0;
-    // The proxies measured, kept running (idle) for the tail-latency rounds at the end.
-    let mut alive: Vec<Proxy> = Vec::new();
     let http_proxies: &[fn(&Path, u16) -> Proxy] = if only_tcp {
         &[]
     } else {
@@ -383,7 +381,6 @@ fn main() {
                 rss_after_close_kib: after,
             },
         ));
-        alive.push(p);
     }
     if !only_idle && !rows.is_empty() {
         // The limit: the same loads straight to the backend (no proxy CPU to count).
@@ -396,6 +393,17 @@ fn main() {
                 ..Row::default()
             },
         ));
+        // Each proxy measured alone above (the others stopped); for the tail rounds, all of
+        // them anew, side by side and idle but for the one under load.
+        let alive: Vec<Proxy> = http_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, start)| {
+                let sub = dir.path().join(format!("tail{i}"));
+                std::fs::create_dir_all(&sub).unwrap();
+                start(&sub, backend_port)
+            })
+            .collect();
         let ports: Vec<u16> = alive.iter().map(|p| p.port).chain([backend_port]).collect();
         let tails = rt.block_on(latency::rounds(
             &ports,
@@ -408,7 +416,6 @@ fn main() {
             row.tail = tail;
         }
     }
-    drop(alive);
     let _ = backend.kill();
     let _ = backend.wait();
     if only_idle {

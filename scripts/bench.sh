@@ -4,7 +4,7 @@
 # Before the table, each benchmark's own output: the side-by-side comparison, the pool at
 # scale (picks and changes), registrations by pool size, latency under churn.
 # Writes everything to target/bench-all.md as well, and cargo's output to target/bench-all.log.
-# Took about 12 minutes on a 2-core machine (with the release build already there); run it on a quiet one.
+# Took 7-10 minutes on a 2-core machine (with the release build already there); run it on a quiet one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench-all.md

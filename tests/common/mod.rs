@@ -11,13 +11,40 @@ use std::time::{Duration, Instant};
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const REGISTER_TOKEN: &str = "test-register-token";
 
-/// A free loopback port (bound then released; the kernel will not hand it out again soon).
+/// A free loopback port for a process a test starts, which binds it a moment later.
+///
+/// Not a port the kernel picked with bind(0): Linux hands a port freed that way to the next
+/// bind(0) or outgoing connection soon enough (a demo backend of a test running alongside
+/// took one before the tideway it was meant for, and that test's request reached the
+/// backend instead). Ports here come from below the kernel's ephemeral range, where bind(0)
+/// and outgoing connections never land, checked free, and never handed out twice in one
+/// test binary (cargo runs test binaries one at a time).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_start);
+    assert!(
+        hi > lo + 1000,
+        "ephemeral range starts at {hi}: no room below it"
+    );
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    let span = u32::from(hi - lo);
+    let start = rand::random::<u32>() % span;
+    (0..span)
+        .map(|i| lo + ((start + i) % span) as u16)
+        .find(|&port| {
+            !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        })
+        .inspect(|&port| {
+            handed.insert(port);
+        })
+        .expect("a free port below the ephemeral range")
 }
 
 /// A demo backend serving on a real socket until dropped.

@@ -11,11 +11,10 @@ mod latency;
 #[path = "support.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{free_port, wait_port, Http, Killed};
+use support::{free_port, tideway, wait_port, Http};
 
 const TOKEN: &str = "bench-admin-token";
 const BACKENDS: u32 = 10_000;
@@ -39,15 +38,8 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let backend = free_port();
-    let _demo = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["demo-backend", "--listen", &format!("127.0.0.1:{backend}")])
-            .args(["--id", "churn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let listen = format!("127.0.0.1:{backend}");
+    let _demo = tideway(&["demo-backend", "--listen", &listen, "--id", "churn"], &[]);
     wait_port(backend);
     let (http, admin) = (free_port(), free_port());
     let config = format!(
@@ -56,16 +48,9 @@ fn main() {
     );
     let path = dir.path().join("churn.toml");
     std::fs::write(&path, config).unwrap();
-    let _proxy = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("TIDEWAY_ADMIN_TOKEN", TOKEN)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _proxy = tideway(
+        &["run", "--config", path.to_str().unwrap()],
+        &[("TIDEWAY_ADMIN_TOKEN", TOKEN)],
     );
     wait_port(admin);
     wait_port(http);

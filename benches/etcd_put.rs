@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 #[path = "support.rs"]
 mod support;
 
-use support::{free_port, wait_port, Killed};
+use support::{free_port, tideway, wait_port, Killed};
 
 const PUTS: usize = 200;
 
@@ -55,14 +55,8 @@ fn main() {
             .expect("etcd"),
     );
     wait_port(cp);
-    let _backend = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["demo-backend", "--listen", &format!("127.0.0.1:{be}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let listen = format!("127.0.0.1:{be}");
+    let _backend = tideway(&["demo-backend", "--listen", &listen], &[]);
     wait_port(be);
     let cfg = dir.path().join("tideway.toml");
     std::fs::write(
@@ -73,16 +67,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let _tideway = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _tideway = tideway(&["run", "--config", cfg.to_str().unwrap()], &[]);
     wait_port(http);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,12 +7,13 @@
 //! its own), from empty and at 5,000, and their ratios (the figure the pool
 //! must keep near 1: a change must not cost more in a large pool).
 
+#[path = "compare/proc.rs"]
+mod proc;
 #[path = "support.rs"]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{free_port, wait_port, Http, Killed};
+use support::{free_port, tideway, wait_port, Http, Killed};
 
 const TOKEN: &str = "bench-admin-token";
 const TIMED: u32 = 500;
@@ -29,17 +30,12 @@ fn start(balance: &str, dir: &std::path::Path) -> (Killed, u16) {
     );
     let path = dir.join(format!("{balance}.toml"));
     std::fs::write(&path, config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("TIDEWAY_ADMIN_TOKEN", TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("tideway runs");
+    let proxy = tideway(
+        &["run", "--config", path.to_str().unwrap()],
+        &[("TIDEWAY_ADMIN_TOKEN", TOKEN)],
+    );
     wait_port(admin);
-    (Killed(child), admin)
+    (proxy, admin)
 }
 
 fn register(http: &mut Http, i: u32) {
@@ -93,19 +89,7 @@ impl CpuMeter {
                     .unwrap_or(0);
                 Duration::from_micros(usec)
             }
-            None => {
-                let stat =
-                    std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-                // utime and stime: fields 14 and 15, counted after the ")" closing the name.
-                let ticks: u64 = stat
-                    .rsplit_once(')')
-                    .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.parse::<u64>().ok())
-                    .sum();
-                Duration::from_millis(ticks * 10)
-            }
+            None => Duration::from_secs_f64(proc::cpu_seconds(self.pid)),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process killed (and reaped) when dropped.
@@ -86,4 +86,19 @@ impl Http {
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+/// The tideway binary run with `args` and `env` (RUST_LOG=warn, output dropped), killed when
+/// dropped: `run --config PATH` for a proxy, `demo-backend ...` for a backend.
+pub fn tideway(args: &[&str], env: &[(&str, &str)]) -> Killed {
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the tideway binary runs"),
+    )
 }

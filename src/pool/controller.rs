@@ -322,8 +322,7 @@ impl Controller {
                 }
             }
             Diff::Remove { id, .. } => {
-                let e = up.take(&id).ok_or_else(|| unknown(&id))?;
-                forget_expiry(&mut self.deadlines, &e);
+                self.take(&name, &id).ok_or_else(|| unknown(&id))?;
                 true
             }
             Diff::SetState { id, state, .. } => {
@@ -462,12 +461,16 @@ impl Controller {
         e.backend.state = state;
     }
 
+    /// Take a backend out of its upstream: the one way out of the pool, so its queued look at
+    /// its expiry goes with it.
+    fn take(&mut self, upstream: &str, id: &BackendId) -> Option<Entry> {
+        let e = self.upstreams.get_mut(upstream)?.take(id)?;
+        forget_expiry(&mut self.deadlines, &e);
+        Some(e)
+    }
+
     fn remove(&mut self, upstream: &str, id: &BackendId) {
-        if let Some(up) = self.upstreams.get_mut(upstream) {
-            if let Some(e) = up.take(id) {
-                forget_expiry(&mut self.deadlines, &e);
-            }
-        }
+        self.take(upstream, id);
         self.toggles.forget(upstream, id);
     }
 
@@ -486,10 +489,7 @@ impl Controller {
             .map(|e| e.backend.id.clone())
             .collect();
         for id in stale {
-            let up = self.upstreams.get_mut(upstream).expect("exists");
-            if let Some(e) = up.take(&id) {
-                forget_expiry(&mut self.deadlines, &e);
-            }
+            self.take(upstream, &id);
             changed = true;
         }
         for (id, mut spec) in wanted {

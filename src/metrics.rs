@@ -16,13 +16,19 @@ use prometheus::{
 use std::sync::OnceLock;
 
 /// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
-pub const FAILURE_REASONS: [&str; 6] = [
+/// Those starting `client_` were provoked by the request and count against no backend;
+/// `loop` is a backend that is one of tideway's own listeners.
+pub const FAILURE_REASONS: [&str; 10] = [
     "no_backend",
     "connect",
     "send",
     "unanswered",
     "timeout",
     "bad_response",
+    "client_upgrade",
+    "client_body",
+    "client_misread",
+    "loop",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
 pub const TUNNEL_ENDS: [&str; 4] = ["closed", "idle", "signalled", "error"];
@@ -71,6 +77,8 @@ pub struct Metrics {
     pub rebalance_closed: IntCounterVec,
     /// Misplaced WebSockets still waiting for a close, as of the last check, by upstream.
     pub rebalance_misplaced: IntGaugeVec,
+    /// Chunked request bodies refused or evicted by the memory budget, by reason.
+    pub chunked_refused: IntCounterVec,
     /// Autoscale hook runs, by upstream and outcome (ok, failed).
     pub autoscale_runs: IntCounterVec,
     /// The backend count the autoscale hook last reported successfully, by upstream.
@@ -106,6 +114,11 @@ pub fn failure(upstream: &str, reason: &'static str) {
         .failures
         .with_label_values(&[upstream, reason])
         .inc();
+}
+
+/// Count a chunked body the memory budget refused or evicted.
+pub fn chunked_refused(reason: &'static str) {
+    global().chunked_refused.with_label_values(&[reason]).inc();
 }
 
 /// Count an answer of `status` on `upstream`.
@@ -218,7 +231,7 @@ pub fn global() -> &'static Metrics {
             ),
             failures: counter_vec(
                 "tideway_upstream_failures_total",
-                "Failed backend attempts and requests, by reason (no_backend, connect, send, unanswered, timeout, bad_response)",
+                "Failed backend attempts and requests, by reason (no_backend, connect, send, unanswered, timeout, bad_response; client_upgrade, client_body, client_misread: provoked by the request, never counted against the backend; loop)",
                 &["upstream", "reason"],
             ),
             reloads: counter_vec(
@@ -261,6 +274,11 @@ pub fn global() -> &'static Metrics {
                 "Misplaced WebSockets still to be moved, as of the last check",
                 &["upstream"],
             ),
+            chunked_refused: counter_vec(
+                "tideway_chunked_refused_total",
+                "Chunked request bodies the memory budget refused (share, full) or evicted for a client holding less (evicted)",
+                &["reason"],
+            ),
             autoscale_runs: counter_vec(
                 "tideway_autoscale_runs_total",
                 "Autoscale hook runs, by outcome (ok, failed)",
@@ -297,6 +315,7 @@ pub fn global() -> &'static Metrics {
             Box::new(m.etcd_malformed.clone()),
             Box::new(m.rebalance_closed.clone()),
             Box::new(m.rebalance_misplaced.clone()),
+            Box::new(m.chunked_refused.clone()),
             Box::new(m.autoscale_runs.clone()),
             Box::new(m.autoscale_backends.clone()),
             Box::new(build),

@@ -261,6 +261,7 @@ mod tests {
             max_conns,
             state,
             healthy: true,
+            ejected: false,
             source: Source::Static,
             live: Arc::new(Live::default()),
             close: Default::default(),

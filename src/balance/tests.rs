@@ -15,6 +15,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             max_conns: 0,
             state: State::Active,
             healthy: true,
+            ejected: false,
             source: Source::Static,
             live: Arc::new(Live::default()),
             close: Default::default(),

@@ -78,6 +78,7 @@ struct LimitsSection {
     max_headers: Option<usize>,
     header_timeout: Option<Dur>,
     body_timeout: Option<Dur>,
+    chunked_body_time: Option<Dur>,
     keepalive_timeout: Option<Dur>,
     keepalive_requests: Option<u32>,
     max_connections: Option<usize>,
@@ -111,6 +112,7 @@ struct UpstreamSection {
     max_fails: Option<u32>,
     fail_timeout: Option<Dur>,
     fail_on_5xx: Option<bool>,
+    max_ejection_percent: Option<Spanned<u32>>,
     slow_start: Option<Dur>,
     proxy_protocol: Option<Spanned<String>>,
     #[serde(default)]
@@ -402,6 +404,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         keepalive_requests: l.keepalive_requests.unwrap_or(d.keepalive_requests),
         max_connections: l.max_connections.unwrap_or(d.max_connections),
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
+        chunked_body_time: l.chunked_body_time.map_or(d.chunked_body_time, |v| v.0),
     };
     let positive = [
         ("max_request_line", limits.max_request_line as u64),
@@ -424,6 +427,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
     for (name, v) in [
         ("header_timeout", limits.header_timeout),
         ("body_timeout", limits.body_timeout),
+        ("chunked_body_time", limits.chunked_body_time),
         ("keepalive_timeout", limits.keepalive_timeout),
     ] {
         if v.is_zero() {
@@ -536,6 +540,16 @@ fn validate_upstream(
     }
     if let Some(f) = up.fail_on_5xx {
         policy.passive.fail_on_5xx = f;
+    }
+    if let Some(p) = &up.max_ejection_percent {
+        let pct = *p.get_ref();
+        if pct > 100 {
+            return Err(cx.err(
+                p.span(),
+                "max_ejection_percent is a share of the upstream's backends, 0 to 100",
+            ));
+        }
+        policy.passive.max_ejection_percent = pct;
     }
     policy.slow_start = up.slow_start.map(|d| d.0).filter(|d| !d.is_zero());
     if let Some(pp) = &up.proxy_protocol {

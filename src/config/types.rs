@@ -105,6 +105,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Requests served on one client connection before it is closed (nginx's `keepalive_requests`).
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
+/// Longest a whole chunked request body may take to arrive (it is held in memory meanwhile).
+pub const DEFAULT_CHUNKED_BODY_TIME: Duration = Duration::from_secs(60);
 /// Largest chunked request body; it is read whole and sent on with a Content-Length (nginx's
 /// `client_max_body_size` default).
 pub const DEFAULT_MAX_CHUNKED_BODY: u64 = 1024 * 1024;
@@ -123,6 +125,8 @@ pub struct HttpLimits {
     /// Concurrent client connections (0: no limit).
     pub max_connections: usize,
     pub max_chunked_body: u64,
+    /// Deadline of a whole chunked body, from its first byte on.
+    pub chunked_body_time: Duration,
 }
 
 impl Default for HttpLimits {
@@ -138,6 +142,7 @@ impl Default for HttpLimits {
             keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
             max_connections: 0,
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
+            chunked_body_time: DEFAULT_CHUNKED_BODY_TIME,
         }
     }
 }
@@ -285,12 +290,17 @@ pub struct PassiveConfig {
     pub fail_timeout: Duration,
     /// Count 5xx answers as failures (connect errors and resets always count).
     pub fail_on_5xx: bool,
+    /// Most backends of the upstream passive health may hold out at once, in percent, rounded
+    /// down (Envoy's `max_ejection_percent`): a one-backend upstream is never ejected.
+    pub max_ejection_percent: u32,
 }
 
 /// nginx's defaults: one failure ejects for 10 s.
 pub const DEFAULT_MAX_FAILS: u32 = 1;
 /// nginx's default `fail_timeout`.
 pub const DEFAULT_FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Passive health ejects at most half of an upstream's backends (rounded down).
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
 
 impl Default for PassiveConfig {
     fn default() -> Self {
@@ -298,6 +308,7 @@ impl Default for PassiveConfig {
             max_fails: DEFAULT_MAX_FAILS,
             fail_timeout: DEFAULT_FAIL_TIMEOUT,
             fail_on_5xx: false,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
         }
     }
 }

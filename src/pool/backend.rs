@@ -75,6 +75,9 @@ pub struct Backend {
     pub max_conns: u32,
     pub state: State,
     pub healthy: bool,
+    /// Unhealthy by passive health alone (ejected for `fail_timeout`, not failed by an active
+    /// check): when nothing else can take a request, such backends still may (panic routing).
+    pub ejected: bool,
     pub source: Source,
     /// Shared with every connection to this backend; survives snapshot swaps.
     pub live: Arc<Live>,

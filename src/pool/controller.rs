@@ -379,6 +379,8 @@ impl Controller {
                         tracing::warn!(upstream = %name, backend = %id, %reason, "backend is unhealthy");
                     }
                     e.backend.healthy = healthy;
+                    // An active verdict either way ends a passive ejection.
+                    e.backend.ejected = false;
                     e.readmit_at = None;
                     e.backend.live.transition(healthy);
                     true
@@ -387,13 +389,20 @@ impl Controller {
             Diff::Eject { id, reason, .. } => {
                 let fail_timeout = up.policy().passive.fail_timeout;
                 let active_checks = checks_on(up.policy());
-                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
+                let pct = up.policy().passive.max_ejection_percent as usize;
+                let room = up.backends.len() * pct / 100 > up.ejected_count();
+                let e = up.backends.get_quiet(&id).ok_or_else(|| unknown(&id))?;
                 e.backend.live.reset_streak();
                 if !e.backend.healthy {
                     false
+                } else if !room {
+                    tracing::warn!(upstream = %name, backend = %id, %reason, max_ejection_percent = pct, "backend kept in: passive health holds out as many backends as it may");
+                    false
                 } else {
+                    let e = up.backends.get_mut(&id).expect("found above");
                     tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
                     e.backend.healthy = false;
+                    e.backend.ejected = true;
                     e.readmit_at = (!active_checks).then(|| Instant::now() + fail_timeout);
                     if let Some(at) = e.readmit_at {
                         self.deadlines.schedule(
@@ -549,6 +558,7 @@ impl Controller {
                 max_conns: spec.max_conns,
                 state: toggle.state.unwrap_or(State::Active),
                 healthy,
+                ejected: false,
                 source: spec.source,
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),

@@ -5,10 +5,10 @@
 //! ([`Backends`], the selector's membership lists, the shared ring), so a snapshot costs about
 //! the changes, not the pool (switching an upstream's `balance` to `hash` fills a new ring).
 
-use super::backend::{Backend, BackendId};
+use super::backend::{Backend, BackendId, State};
 use super::table::Backends;
 use crate::balance::Selector;
-use crate::config::UpstreamPolicy;
+use crate::config::{Balance, UpstreamPolicy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ pub struct Upstream {
     /// By slot; iterates in id order.
     pub backends: Backends,
     pub selector: Selector,
+    /// Tags of the backends passive health holds out (see [`Backend::ejected`]).
+    pub ejected: Arc<[u32]>,
 }
 
 impl Upstream {
@@ -45,16 +47,49 @@ impl Upstream {
         Upstream {
             name,
             policy,
+            ejected: backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.ejected)
+                .map(|(i, _)| i as u32)
+                .collect(),
             backends: Backends::from_vec(backends),
             selector,
         }
     }
 
     /// Pick a backend for a request whose key hashes to `key`, skipping `exclude`d ones.
+    /// When no backend is eligible and some are out by passive health alone, one of those
+    /// is picked (Envoy's panic routing): passive health never empties an upstream, active
+    /// checks do when backends are really down.
     pub fn pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
+        if self.selector.eligible_count() == 0 && !self.ejected.is_empty() {
+            return self.panic_pick(key, exclude);
+        }
         self.selector
             .pick(&self.backends, key, exclude)
             .and_then(|s| self.backends.get(s))
+    }
+
+    /// Panic routing: a backend of those passive health holds out, by key (`hash`) or at
+    /// random.
+    fn panic_pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
+        let candidates = || {
+            self.ejected
+                .iter()
+                .filter_map(|&t| self.backends.get(t))
+                .filter(|b| b.ejected && b.state == State::Active && b.weight > 0 && !exclude(b))
+        };
+        let n = candidates().count();
+        if n == 0 {
+            return None;
+        }
+        let at = if self.policy.balance == Balance::Hash {
+            key
+        } else {
+            rand::random::<u32>()
+        };
+        candidates().nth(at as usize % n)
     }
 
     /// Find a backend by id.

@@ -166,6 +166,7 @@ mod tests {
             max_conns: 0,
             state: State::Active,
             healthy: true,
+            ejected: false,
             source,
             live: Arc::new(Live::default()),
             close: Default::default(),

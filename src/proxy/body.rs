@@ -202,6 +202,15 @@ where
         let want = progress.want(STEP);
         let n = match tokio::time::timeout(how.read, src.take(want as u64).read_buf(buf)).await {
             Err(_) => return Err(RelayError::Timeout(how.read)),
+            // A body that ends at the close ends at a reset too: the sender closed with bytes
+            // of ours unread (Workerman's 413 to an upload it stopped reading), and nothing
+            // else could mark its end.
+            Ok(Err(e))
+                if e.kind() == io::ErrorKind::ConnectionReset
+                    && progress.framing == Framing::UntilClose =>
+            {
+                0
+            }
             Ok(Err(e)) => return Err(RelayError::Read(e)),
             Ok(Ok(n)) => n,
         };

@@ -14,16 +14,18 @@
 
 use super::access::Outcome;
 use super::body::{relay, send, Framing, Progress, Relay};
+use super::budget::{Budget, Refused};
 use super::chunked::ChunkDecoder;
+use super::error::Error;
 use super::keepalive::Keepalive;
 use super::request::{finish_head, Request, RequestBody};
+use super::response::BadResponse;
 use super::response::{inspect_response, Answer};
-use super::route::{error_body, Attempt, Attempts, Conn, Failure, Route};
+use super::route::{error_body, Attempt, Attempts, Conn, Route};
 use crate::config::{HttpLimits, UpstreamPolicy};
 use crate::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -36,34 +38,15 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// `proxy_send_timeout`).
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A request (head and body) at most this long is sent in one write that any live backend
+/// takes into its socket buffer whole.
+const SMALL_REQUEST: usize = 64 * 1024;
+
+/// After a backend stopped taking a request, how long its answer may take to arrive.
+const EARLY_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Most interim (1xx) answers a backend may send before its final one.
 const MAX_INTERIM: u32 = 8;
-
-/// Bytes of chunked request bodies all connections may hold in memory at once; a body that
-/// would go over gets a 503 (the listener's `max_chunked_body` bounds each one).
-pub const CHUNKED_BUDGET: u64 = 64 * 1024 * 1024;
-
-/// Chunked body bytes held now, over all connections.
-static CHUNKED_HELD: AtomicU64 = AtomicU64::new(0);
-
-/// A share of [`CHUNKED_BUDGET`], given back when dropped.
-struct Held(u64);
-
-impl Held {
-    /// Grow to `len` bytes; `false` when the budget would be exceeded.
-    fn grow(&mut self, len: u64) -> bool {
-        let more = len.saturating_sub(self.0);
-        let before = CHUNKED_HELD.fetch_add(more, Ordering::AcqRel);
-        self.0 += more;
-        before + more <= CHUNKED_BUDGET
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        CHUNKED_HELD.fetch_sub(self.0, Ordering::AcqRel);
-    }
-}
 
 /// The interim answer tideway sends a client that expects one before its body.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -106,6 +89,10 @@ pub enum Next {
     KeepAlive,
     /// Close cleanly.
     Close,
+    /// Close cleanly, then read and drop what the client still sends for a while (nginx's
+    /// lingering close): its request body was not read whole, and closing on unread bytes
+    /// would reset the connection and could destroy the answer before the client reads it.
+    Linger,
     /// Drop the connection without a clean close (no TLS close_notify): the response was cut.
     Abort,
     /// The backend switched to WebSocket: tunnel the client to this connection.
@@ -159,7 +146,7 @@ struct Io {
 
 impl Done {
     /// The client went away or stopped sending: nothing to answer, no fault of the backend.
-    fn client_gone() -> Result<Done, Failure> {
+    fn client_gone() -> Result<Done, Error> {
         Ok(Done {
             next: Next::Abort,
             switched: None,
@@ -202,7 +189,8 @@ impl HttpPath {
         bufs.client.drain(..head_len);
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
-        let streamed = match self.read_body(client, bufs, &req).await {
+        let client_ip = peers.client.map(|a| a.ip());
+        let streamed = match self.read_body(client, bufs, &req, client_ip).await {
             Ok((streamed, body)) => {
                 out.received += body;
                 streamed
@@ -210,6 +198,10 @@ impl HttpPath {
             Err(BodyError::Gone) => return Next::Abort,
             Err(BodyError::Refused(status, why)) => {
                 return refuse(client, status, why, true, out).await
+            }
+            Err(BodyError::Budget(why)) => {
+                crate::metrics::chunked_refused(why.label());
+                return refuse(client, 503, &why.to_string(), true, out).await;
             }
         };
         let Some(policy) = policy else {
@@ -237,7 +229,11 @@ impl HttpPath {
         let (done, conn) = match tried {
             Ok(done) => done,
             Err((status, msg)) => {
-                return refuse(client, status, &msg, req.close || streamed > 0, out).await
+                let next = refuse(client, status, &msg, req.close || streamed > 0, out).await;
+                return match next {
+                    Next::Close if streamed > 0 => Next::Linger,
+                    next => next,
+                };
             }
         };
         let live = conn.guard.live();
@@ -284,6 +280,7 @@ impl HttpPath {
         client: &mut Stream,
         bufs: &mut Buffers,
         req: &Request,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Result<(u64, u64), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
@@ -312,7 +309,8 @@ impl HttpPath {
                 body.clear();
                 let mut decoder = ChunkDecoder::default();
                 let limit = self.limits.max_chunked_body;
-                let mut held = Held(0);
+                let mut held = Budget::global().hold(client_ip);
+                let deadline = tokio::time::Instant::now() + self.limits.chunked_body_time;
                 loop {
                     let d = decoder
                         .decode(&bufs.client, |data| body.extend_from_slice(data))
@@ -321,20 +319,24 @@ impl HttpPath {
                     if body.len() as u64 > limit {
                         return Err(BodyError::Refused(413, "the chunked body is too large"));
                     }
-                    if !held.grow(body.len() as u64) {
-                        return Err(BodyError::Refused(
-                            503,
-                            "too many chunked bodies in memory; try again",
-                        ));
+                    if let Err(why) = held.grow(body.len() as u64) {
+                        return Err(BodyError::Budget(why));
                     }
                     if d.done {
                         break;
                     }
                     bufs.client.reserve(16 * 1024);
-                    match tokio::time::timeout(timeout, client.read_buf(&mut bufs.client)).await {
-                        Err(_) => return Err(BodyError::Refused(408, "the body timed out")),
-                        Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Gone),
-                        Ok(Ok(_)) => {}
+                    // A pause may take `body_timeout`; the whole body `chunked_body_time`.
+                    let next = deadline.min(tokio::time::Instant::now() + timeout);
+                    tokio::select! {
+                        r = tokio::time::timeout_at(next, client.read_buf(&mut bufs.client)) => match r {
+                            Err(_) => return Err(BodyError::Refused(408, "the body timed out")),
+                            Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Gone),
+                            Ok(Ok(_)) => {}
+                        },
+                        _ = held.evicted().cancelled() => {
+                            return Err(BodyError::Budget(Refused::Evicted))
+                        }
                     }
                 }
                 let len = body.len() as u64;
@@ -344,6 +346,44 @@ impl HttpPath {
                 bufs.upstream = body;
                 Ok((0, len))
             }
+        }
+    }
+
+    /// Relay the `streamed` body bytes still to come from the client to the backend, watching
+    /// the backend: one that answers before the body ends (a 413 to an upload over its limit)
+    /// or stops reading cuts the request short. On a cut, what the backend sent is left in
+    /// `bufs.upstream`, to be read as its answer.
+    async fn stream_body(
+        &self,
+        client: &mut Stream,
+        io: &mut tokio::net::TcpStream,
+        bufs: &mut Buffers,
+        streamed: u64,
+    ) -> Streamed {
+        let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
+        let how = Relay {
+            read: self.limits.body_timeout,
+            write: DEFAULT_SEND_TIMEOUT,
+        };
+        let (mut from_backend, mut to_backend) = io.split();
+        let mut early = Vec::new();
+        let relayed = tokio::select! {
+            r = relay(client, &mut to_backend, &mut body, &mut bufs.upstream, how) => r,
+            n = from_backend.read_buf(&mut early) => {
+                bufs.upstream.clear();
+                bufs.upstream.append(&mut early);
+                return Streamed::Cut(match n {
+                    Ok(0) => "the backend closed before the body was sent".into(),
+                    Ok(_) => "the backend answered before the body was sent".into(),
+                    Err(e) => format!("sending the body: {e}"),
+                });
+            }
+        };
+        bufs.upstream.clear();
+        match relayed {
+            Ok(_) => Streamed::Whole,
+            Err(e) if e.on_read() => Streamed::ClientGone,
+            Err(e) => Streamed::Cut(format!("sending the body: {e}")),
         }
     }
 
@@ -363,35 +403,42 @@ impl HttpPath {
         req: &Request,
         policy: &UpstreamPolicy,
         streamed: u64,
-    ) -> Result<Done, Failure> {
+    ) -> Result<Done, Error> {
         let idle = policy.idle_timeout;
         let io = &mut conn.io;
         let started = std::time::Instant::now();
-        send(io, &bufs.out, DEFAULT_SEND_TIMEOUT)
-            .await
-            .map_err(|e| Failure::Unsent(format!("sending the request: {e}")))?;
         let mut moved = Io {
             to_backend: bufs.out.len() as u64 + streamed,
             ..Io::default()
         };
-        if streamed > 0 {
-            let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
-            let how = Relay {
-                read: self.limits.body_timeout,
-                write: DEFAULT_SEND_TIMEOUT,
-            };
-            if let Err(e) = relay(client, io, &mut body, &mut bufs.upstream, how).await {
-                if e.on_read() {
-                    return Done::client_gone();
-                }
-                return Err(Failure::Answered(502, format!("sending the body: {e}")));
+        bufs.upstream.clear();
+        // `cut`: the backend stopped taking the request before all of it went out. What it
+        // answered (a 413 to an upload over its limit) is relayed and the client connection
+        // closes; without an answer, the client is told, and the backend is not blamed.
+        // A request that fits a socket buffer is taken whole by any live backend: failing to
+        // send one, with no answer, says the connection is broken (a stale pooled one, or a
+        // dead backend), and it may go again.
+        let small = bufs.out.len() <= SMALL_REQUEST && streamed == 0;
+        let mut cut = None;
+        if let Err(e) = send(io, &bufs.out, DEFAULT_SEND_TIMEOUT).await {
+            cut = Some(format!("sending the request: {e}"));
+        } else if streamed > 0 {
+            match self.stream_body(client, io, bufs, streamed).await {
+                Streamed::Whole => {}
+                Streamed::ClientGone => return Done::client_gone(),
+                Streamed::Cut(why) => cut = Some(why),
             }
         }
 
-        bufs.upstream.clear();
         let mut interim = 0;
         let (res, head_len) = loop {
-            let deadline = tokio::time::Instant::now() + idle;
+            // After a cut, an answer is already on its way or not coming.
+            let wait = if cut.is_some() {
+                idle.min(EARLY_ANSWER_WAIT)
+            } else {
+                idle
+            };
+            let deadline = tokio::time::Instant::now() + wait;
             // While the backend thinks, watch the client: if it goes away (a long poll given
             // up), so does this exchange, instead of holding the backend until `idle_timeout`.
             // As with nginx, a client that only half-closes after its request counts as gone.
@@ -407,23 +454,32 @@ impl HttpPath {
                     }
                 }
             };
-            let head_len = match read {
-                Err(_) => return Err(Failure::Answered(504, "the backend timed out".into())),
-                Ok(Ok(HeadRead::Complete(n))) => n,
-                Ok(Ok(HeadRead::TooLarge)) => {
-                    return Err(Failure::Answered(502, "response head too large".into()))
+            let head_len = match (read, &cut) {
+                (Ok(Ok(HeadRead::Complete(n))), _) => n,
+                (_, Some(why)) if interim == 0 && small => return Err(Error::unsent(why.clone())),
+                (_, Some(why)) if interim == 0 => return Err(Error::cut_body(why.clone())),
+                (Err(_), _) => return Err(Error::timeout()),
+                (Ok(Ok(HeadRead::TooLarge)), _) => {
+                    return Err(Error::bad_response(
+                        "response head too large",
+                        req.misreadable,
+                    ))
                 }
-                Ok(Ok(HeadRead::Eof) | Err(_)) if bufs.upstream.is_empty() && interim == 0 => {
-                    return Err(Failure::Unanswered("closed without answering".into()))
+                (Ok(Ok(HeadRead::Eof) | Err(_)), _) if bufs.upstream.is_empty() && interim == 0 => {
+                    return Err(Error::unanswered("closed without answering"))
                 }
-                Ok(Ok(HeadRead::Eof) | Err(_)) => {
-                    return Err(Failure::Answered(502, "closed mid-answer".into()))
+                (Ok(Ok(HeadRead::Eof) | Err(_)), _) => {
+                    return Err(Error::bad_response("closed mid-answer", req.misreadable))
                 }
             };
             moved.waited = Some(started.elapsed());
-            match inspect_response(&bufs.upstream[..head_len], req, req.close, &mut bufs.reply) {
+            let close = req.close || cut.is_some();
+            match inspect_response(&bufs.upstream[..head_len], req, close, &mut bufs.reply) {
                 Ok(Answer::Interim) if interim == MAX_INTERIM => {
-                    return Err(Failure::Answered(502, "too many interim answers".into()))
+                    return Err(Error::bad_response(
+                        "too many interim answers",
+                        req.misreadable,
+                    ))
                 }
                 Ok(Answer::Interim) => {
                     interim += 1;
@@ -453,7 +509,9 @@ impl HttpPath {
                     self.observe_wait(&moved);
                     break (res, head_len);
                 }
-                Err(e) => return Err(Failure::Answered(502, e.to_string())),
+                // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
+                Err(BadResponse::Upgrade) if !req.websocket => return Err(Error::unasked_upgrade()),
+                Err(e) => return Err(Error::bad_response(e.to_string(), req.misreadable)),
             }
         };
 
@@ -461,14 +519,15 @@ impl HttpPath {
         let rest = &bufs.upstream[head_len..];
         let first = body
             .take(rest, &mut bufs.reply)
-            .map_err(|e| Failure::Answered(502, e.to_string()))?;
+            .map_err(|e| Error::bad_response(e.to_string(), req.misreadable))?;
         if body.verbatim() {
             bufs.reply.extend_from_slice(&rest[..first]);
         }
         let mut extra = first < rest.len();
         let status = res.status;
-        // A refused upgrade: the backend may think the connection switched all the same.
-        let reusable = res.reusable && !req.websocket;
+        // A refused upgrade: the backend may think the connection switched all the same. A
+        // cut request leaves the backend mid-body.
+        let reusable = res.reusable && !req.websocket && cut.is_none();
         if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
             .await
             .is_err()
@@ -491,7 +550,9 @@ impl HttpPath {
             match relay(io, client, &mut body, &mut bufs.upstream, how).await {
                 Ok(more) => extra |= more,
                 Err(e) => {
-                    let health = if e.on_read() {
+                    // The backend broke off an answer to a request it got whole and could
+                    // not misread.
+                    let health = if e.on_read() && cut.is_none() && !req.misreadable {
                         Health::Failed(format!("response body: {e}"))
                     } else {
                         Health::Unknown
@@ -510,7 +571,9 @@ impl HttpPath {
         }
         moved.to_client += body.sent();
         Ok(Done {
-            next: if res.close {
+            next: if cut.is_some() {
+                Next::Linger
+            } else if res.close {
                 Next::Close
             } else {
                 Next::KeepAlive
@@ -536,12 +599,21 @@ struct HttpAttempt<'a> {
 
 impl Attempt for HttpAttempt<'_> {
     type Output = Done;
-    async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Failure> {
+    async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
             .exchange(self.client, conn, self.bufs, req, policy, streamed)
             .await
     }
+}
+
+/// How relaying a streamed request body ended.
+enum Streamed {
+    Whole,
+    /// The client went away or stopped sending.
+    ClientGone,
+    /// The backend answered early or stopped reading; why.
+    Cut(String),
 }
 
 /// Why a request body could not be read.
@@ -550,6 +622,8 @@ enum BodyError {
     Gone,
     /// Answer with this status and close.
     Refused(u16, &'static str),
+    /// The chunked-body budget refused it (503) or took it back.
+    Budget(Refused),
 }
 
 /// Answer the client with a JSON error, and say so in `out`.
@@ -631,21 +705,4 @@ async fn read_to(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_share_one_memory_budget() {
-        let mut a = Held(0);
-        assert!(a.grow(CHUNKED_BUDGET / 2));
-        let mut b = Held(0);
-        assert!(!b.grow(CHUNKED_BUDGET / 2 + 1), "over the budget together");
-        drop(b);
-        drop(a);
-        let mut c = Held(0);
-        assert!(c.grow(CHUNKED_BUDGET), "given back when dropped");
-    }
 }

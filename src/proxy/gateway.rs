@@ -36,6 +36,12 @@ const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
 /// How long closing a client connection may take (a TLS close_notify to send).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// nginx's `lingering_time`: longest a closing connection's unread request body is drained.
+const LINGERING_TIME: Duration = Duration::from_secs(30);
+
+/// nginx's `lingering_timeout`: longest pause in what the client sends while draining.
+const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The answer to a connection over the listener's `max_connections`.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
 
@@ -128,6 +134,20 @@ async fn stopped(mut watch: ShutdownWatch) {
 async fn close(stream: &mut Stream) {
     let end = tokio::io::AsyncWriteExt::shutdown(stream);
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
+}
+
+/// After [`close`], read and drop what the client still sends until it closes, it pauses for
+/// [`LINGERING_TIMEOUT`], or [`LINGERING_TIME`] has passed (nginx's `lingering_close`).
+async fn linger(stream: &mut Stream) {
+    let until = Instant::now() + LINGERING_TIME;
+    let mut sink = vec![0u8; 4096];
+    loop {
+        let next = (Instant::now() + LINGERING_TIMEOUT).min(until);
+        match tokio::time::timeout_at(next, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
 }
 
 #[async_trait]
@@ -291,6 +311,11 @@ impl Gateway {
                 Next::KeepAlive => bufs.reset(),
                 Next::Close => {
                     close(&mut stream).await;
+                    return None;
+                }
+                Next::Linger => {
+                    close(&mut stream).await;
+                    linger(&mut stream).await;
                     return None;
                 }
                 // A cut response: no close_notify, so a TLS client sees the cut.

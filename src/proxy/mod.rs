@@ -12,7 +12,9 @@
 
 pub mod access;
 pub mod body;
+pub mod budget;
 pub mod chunked;
+pub mod error;
 pub mod exchange;
 pub mod frame;
 pub mod gateway;

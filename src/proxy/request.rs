@@ -60,6 +60,10 @@ pub struct Request {
     pub length_always: bool,
     /// The sticky key hash, when the caller asked for one.
     pub key: u32,
+    /// Not a WebSocket handshake, yet the head the backend gets holds `Sec-WebSocket-Key:`
+    /// (in the target or inside another header's value): Workerman answers such a GET with
+    /// 101. A malformed answer to it is the client's doing, not the backend's.
+    pub misreadable: bool,
 }
 
 /// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
@@ -357,9 +361,12 @@ pub fn classify(
     for h in headers {
         // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
         // `X_Real_IP` and `X-Real-IP` to the same variable.
+        // `Sec-WebSocket-*` belongs to a handshake: on any other request it only invites a
+        // lenient backend to switch protocols.
         if REQUEST_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
             || h.name.contains('_')
             || named_by(connection, h.name)
+            || (!websocket && is_websocket_field(h.name))
         {
             continue;
         }
@@ -369,6 +376,7 @@ pub fn classify(
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
     write_forwarding(out, &seen.xff[..seen.n_xff], client, proto);
+    let misreadable = !websocket && holds_websocket_key(out);
 
     Ok(Request {
         body,
@@ -380,7 +388,21 @@ pub fn classify(
         expect_continue,
         length_always: !bodiless,
         key,
+        misreadable,
     })
+}
+
+/// Is `name` one of the WebSocket handshake's `Sec-WebSocket-*` fields?
+fn is_websocket_field(name: &str) -> bool {
+    name.len() > 14 && name.as_bytes()[..14].eq_ignore_ascii_case(b"sec-websocket-")
+}
+
+/// Does `head` hold `Sec-WebSocket-Key:` anywhere, in any case (what Workerman's handshake
+/// looks for: `/Sec-WebSocket-Key: *(.*?)\r\n/i`)?
+fn holds_websocket_key(head: &[u8]) -> bool {
+    const KEY: &[u8] = b"sec-websocket-key:";
+    head.windows(KEY.len())
+        .any(|w| (w[0] | 0x20) == b's' && w.eq_ignore_ascii_case(KEY))
 }
 
 /// A version httparse does not take: 505 for a well-formed `HTTP/d.d` it does not speak,

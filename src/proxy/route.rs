@@ -1,5 +1,6 @@
 //! What a listener serves: one upstream of the pool.
 
+use super::error::{Error, Kind, Retry};
 use super::keepalive::Keepalive;
 use crate::config::UpstreamPolicy;
 use crate::pool::backend::ActiveGuard;
@@ -20,18 +21,6 @@ pub struct Conn {
     pub close: CancellationToken,
     /// Taken from the idle pool rather than opened for this attempt.
     pub reused: bool,
-}
-
-/// How one attempt on a backend failed before the client got anything.
-#[derive(Debug)]
-pub enum Failure {
-    /// Sending the request failed: the backend did not get it whole.
-    Unsent(String),
-    /// The backend closed without a byte of answer.
-    Unanswered(String),
-    /// The backend answered too slowly, or with something that cannot be forwarded: the
-    /// client gets this status.
-    Answered(u16, String),
 }
 
 /// What the retry loop needs to know about a request.
@@ -56,7 +45,7 @@ pub trait Attempt {
     fn attempt(
         &mut self,
         conn: &mut Conn,
-    ) -> impl std::future::Future<Output = Result<Self::Output, Failure>> + Send;
+    ) -> impl std::future::Future<Output = Result<Self::Output, Error>> + Send;
 }
 
 /// The attempt of a tunnel: being connected is all it takes.
@@ -64,7 +53,7 @@ pub struct Connect;
 
 impl Attempt for Connect {
     type Output = ();
-    async fn attempt(&mut self, _: &mut Conn) -> Result<(), Failure> {
+    async fn attempt(&mut self, _: &mut Conn) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -152,73 +141,68 @@ impl Route {
             };
             let pooled = keepalive.filter(|_| !fresh).and_then(|k| k.take(addr));
             let reused = pooled.is_some();
-            let io = match pooled {
-                Some(io) => io,
-                None => match self.open(addr, policy, how.client, how.local).await {
-                    Ok(io) => io,
-                    Err(why) => {
-                        crate::metrics::failure(&self.upstream, "connect");
-                        tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend connect failed");
-                        self.failed(guard.live(), &id, max_fails, &why);
-                        tried.push(id);
-                        if tried.len() as u32 > policy.retries {
-                            return Err((502, "no backend could be reached".into()));
+            let opened = match pooled {
+                Some(io) => Ok(io),
+                None => self.open(addr, policy, how.client, how.local).await,
+            };
+            let failed = match opened {
+                Ok(io) => {
+                    let mut conn = Conn {
+                        io,
+                        id,
+                        addr,
+                        guard,
+                        close,
+                        reused,
+                    };
+                    match attempt.attempt(&mut conn).await {
+                        Ok(t) => return Ok((t, conn)),
+                        Err(failed) => {
+                            let Conn {
+                                id,
+                                addr,
+                                guard,
+                                close,
+                                ..
+                            } = conn;
+                            // A pooled connection gone stale is not the backend's fault:
+                            // retry on a fresh one to the same backend, if the request cannot
+                            // have been acted on twice.
+                            if reused
+                                && how.replayable
+                                && failed.stale_retry(how.idempotent)
+                                && stale < MAX_STALE_RETRIES
+                            {
+                                stale += 1;
+                                again = Some((id, addr, guard, close));
+                                continue;
+                            }
+                            (failed, id, addr, guard)
                         }
-                        continue;
                     }
-                },
+                }
+                Err(failed) => (failed, id, addr, guard),
             };
-            let mut conn = Conn {
-                io,
-                id,
-                addr,
-                guard,
-                close,
-                reused,
-            };
-            let failed = match attempt.attempt(&mut conn).await {
-                Ok(t) => return Ok((t, conn)),
-                Err(failed) => failed,
-            };
-            let Conn {
-                id,
-                addr,
-                guard,
-                close,
-                ..
-            } = conn;
-            // A pooled connection gone stale is not the backend's fault: retry on a fresh one
-            // to the same backend, if the request cannot have been acted on twice.
-            let stale_retry = match &failed {
-                Failure::Unsent(_) => true,
-                Failure::Unanswered(_) => how.idempotent,
-                Failure::Answered(..) => false,
-            };
-            if reused && how.replayable && stale_retry && stale < MAX_STALE_RETRIES {
-                stale += 1;
-                again = Some((id, addr, guard, close));
-                continue;
+            let (failed, id, addr, guard) = failed;
+            crate::metrics::failure(&self.upstream, failed.label());
+            if !failed.counts() {
+                // Provoked by the request (or tideway's own configuration): the backend is
+                // not blamed and the request goes nowhere else.
+                tracing::info!(upstream = %self.upstream, backend = %id, %addr, side = ?failed.side(), error = %failed, "request failed, backend not blamed");
+                return Err((failed.status(), format!("backend failed: {failed}")));
             }
-            crate::metrics::failure(
-                &self.upstream,
-                match &failed {
-                    Failure::Unsent(_) => "send",
-                    Failure::Unanswered(_) => "unanswered",
-                    Failure::Answered(504, _) => "timeout",
-                    Failure::Answered(..) => "bad_response",
-                },
-            );
-            let (status, why, next_backend) = match failed {
-                Failure::Unsent(why) => (502, why, true),
-                Failure::Unanswered(why) => (502, why, how.idempotent),
-                Failure::Answered(status, why) => (status, why, false),
-            };
-
-            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %why, "backend failed the request");
-            self.failed(guard.live(), &id, max_fails, &why);
+            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "backend failed the request");
+            self.failed(guard.live(), &id, max_fails, &failed.to_string());
             tried.push(id);
-            if !(next_backend && how.replayable) || tried.len() as u32 > policy.retries {
-                return Err((status, format!("backend failed: {why}")));
+            // A connection never made took none of the request: any request may go on.
+            let next_backend = match failed.retry() {
+                _ if failed.kind() == Kind::Connect => true,
+                Retry::Anywhere => how.replayable,
+                Retry::IfIdempotent => how.idempotent && how.replayable,
+                Retry::Never => false,
+            };
+            if !next_backend || tried.len() as u32 > policy.retries {
+                return Err((failed.status(), format!("backend failed: {failed}")));
             }
         }
     }
@@ -230,20 +214,20 @@ impl Route {
         policy: &UpstreamPolicy,
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
-    ) -> Result<TcpStream, String> {
+    ) -> Result<TcpStream, Error> {
         let started = std::time::Instant::now();
         let mut io =
             match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(io)) => io,
-                Ok(Err(e)) => return Err(format!("connect: {e}")),
-                Err(_) => return Err("connect timed out".into()),
+                Ok(Err(e)) => return Err(Error::connect(format!("connect: {e}"))),
+                Err(_) => return Err(Error::connect("connect timed out")),
             };
         let _ = io.set_nodelay(true);
         if let (Some(v), Some(c), Some(l)) = (policy.proxy_protocol, client, local) {
             let header = super::proxy_protocol::header(v, c, l);
             io.write_all(&header)
                 .await
-                .map_err(|e| format!("sending the PROXY header: {e}"))?;
+                .map_err(|e| Error::connect(format!("sending the PROXY header: {e}")))?;
         }
         self.metrics
             .connect

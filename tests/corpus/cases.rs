@@ -181,6 +181,7 @@ fn case(name: &str, clients: Vec<Client>, want: Vec<Want>, why: &'static str) ->
         backend: Options {
             mode: Mode::Lenient42,
             accept_ws: false,
+            ..Options::default()
         },
         clients,
         want,

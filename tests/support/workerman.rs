@@ -48,6 +48,25 @@ pub struct Options {
     pub mode: Mode,
     /// Answer a WebSocket upgrade that has a key with `101` (else `200`, a refused upgrade).
     pub accept_ws: bool,
+    /// Workerman's `Websocket::dealHandshake`: any GET whose head holds `Sec-WebSocket-Key:`
+    /// (case-insensitive; as a header, inside another header's value, or in the target) is
+    /// answered `101`, with or without `Upgrade` and `Connection`, and becomes a tunnel.
+    pub deal_handshake: bool,
+    /// Workerman's `maxPackageSize`: a request whose body length is over it is answered
+    /// `HTTP/1.1 413 Request Entity Too Large` and the connection closed at once, mid-body
+    /// (with unread bytes, so the close is a reset).
+    pub max_package: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: Mode::Lenient42,
+            accept_ws: false,
+            deal_handshake: false,
+            max_package: None,
+        }
+    }
 }
 
 /// One request as the backend framed it.
@@ -74,6 +93,8 @@ pub struct Upgrade {
 #[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
+    /// Heads of requests refused for their size (413 and a close).
+    too_large: Vec<Vec<u8>>,
     upgrades: Vec<Upgrade>,
     store: Vec<u8>,
     /// Per connection: bytes received and not (yet) framed as a request.
@@ -145,6 +166,11 @@ impl Workerman {
         self.state.lock().unwrap().pending.values().sum()
     }
 
+    /// Heads of the requests refused with 413 for a body over `max_package`.
+    pub fn too_large(&self) -> Vec<Vec<u8>> {
+        self.state.lock().unwrap().too_large.clone()
+    }
+
     /// What `POST /store` requests have stored.
     pub fn store(&self) -> Vec<u8> {
         self.state.lock().unwrap().store.clone()
@@ -204,7 +230,16 @@ impl Conn {
                 }
                 self.pending(buf.len());
             };
-            let total = head_len + body_len(&buf[..head_len], self.options.mode);
+            let body = body_len(&buf[..head_len], self.options.mode);
+            if self.options.max_package.is_some_and(|max| body > max) {
+                let head = buf[..head_len].to_vec();
+                self.state.lock().unwrap().too_large.push(head);
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Request Entity Too Large\r\n\r\n")
+                    .await;
+                return; // dropped with the body unread: a reset, as Workerman's close does
+            }
+            let total = head_len + body;
             while buf.len() < total {
                 if !self.read_more(&mut s, &mut buf).await {
                     return;
@@ -220,7 +255,12 @@ impl Conn {
                 st.requests.len()
             };
             let head = String::from_utf8_lossy(rec.head()).to_ascii_lowercase();
-            let answer = if has_header(&head, "upgrade", "websocket") {
+            let handshake = if self.options.deal_handshake {
+                rec.method() == "GET" && head.contains("sec-websocket-key:")
+            } else {
+                has_header(&head, "upgrade", "websocket")
+            };
+            let answer = if handshake {
                 match self.upgrade(&mut s, &mut buf, &rec).await {
                     Some(answer) => answer,
                     None => return, // tunnelled until the end
@@ -267,7 +307,11 @@ impl Conn {
             }
             self.pending(buf.len());
         }
-        let key = rec.header_values("sec-websocket-key").into_iter().next();
+        let key = if self.options.deal_handshake {
+            deal_handshake_key(rec.head())
+        } else {
+            rec.header_values("sec-websocket-key").into_iter().next()
+        };
         let accept = self.options.accept_ws.then_some(key).flatten();
         let up = Upgrade {
             conn: self.no,
@@ -340,6 +384,19 @@ pub fn body_len(head: &[u8], mode: Mode) -> usize {
         .take_while(|b| b.is_ascii_digit())
         .fold(0usize, |n, b| n * 10 + usize::from(b - b'0'));
     digits
+}
+
+/// The key Workerman's handshake takes: `/Sec-WebSocket-Key: *(.*?)\r\n/i` on the whole head.
+fn deal_handshake_key(head: &[u8]) -> Option<String> {
+    let lower = head.to_ascii_lowercase();
+    let at = find(&lower, b"sec-websocket-key:")? + b"sec-websocket-key:".len();
+    let rest = &head[at..];
+    let end = find(rest, b"\r\n")?;
+    Some(
+        String::from_utf8_lossy(&rest[..end])
+            .trim_start_matches(' ')
+            .to_string(),
+    )
 }
 
 /// Whether the lower-cased `head` has a header `name` whose value contains `token`.

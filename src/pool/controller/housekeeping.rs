@@ -201,6 +201,7 @@ impl Controller {
         let e = up.backends.get_mut(id).expect("just read");
         e.readmit_at = None;
         e.backend.healthy = true;
+        e.backend.ejected = false;
         e.backend.live.transition(true);
         if slow_start {
             e.ramp_from = Some(now);

@@ -115,6 +115,10 @@ pub(super) struct UpstreamState {
     policy_changed: bool,
     /// `balance` changed to or from `hash`: the ring is made anew.
     new_ring: bool,
+    /// Tags of the backends passive health holds out, as of the last publish (at most
+    /// `max_ejection_percent` of them), and the list the snapshot has of them.
+    ejected: BTreeSet<u32>,
+    panic: Arc<[u32]>,
 }
 
 impl UpstreamState {
@@ -132,7 +136,14 @@ impl UpstreamState {
             published: None,
             policy_changed: true,
             new_ring: true,
+            ejected: BTreeSet::new(),
+            panic: Arc::from([]),
         }
+    }
+
+    /// How many backends passive health holds out now.
+    pub(super) fn ejected_count(&self) -> usize {
+        self.ejected.len()
     }
 
     pub(super) fn policy(&self) -> &Arc<UpstreamPolicy> {
@@ -174,6 +185,9 @@ impl UpstreamState {
             ring.remove(e.slot, &e.backend.id, w);
         }
         self.pending.remove(&e.slot);
+        if self.ejected.remove(&e.slot) {
+            self.panic = self.ejected.iter().copied().collect();
+        }
         self.table.clear(e.slot);
         self.members.set(e.slot, None);
         let i = slot(e.slot);
@@ -213,6 +227,7 @@ impl UpstreamState {
             fresh = true;
         }
         let mut extra = 0usize;
+        let mut ejections_changed = false;
         self.backends.sync_watched();
         for id in std::mem::take(&mut self.backends.changed) {
             let Some(e) = self.backends.map.get_mut(&id) else {
@@ -223,6 +238,11 @@ impl UpstreamState {
                 ..e.backend.clone()
             };
             let eligible = b.eligible();
+            ejections_changed |= if b.ejected {
+                self.ejected.insert(e.slot)
+            } else {
+                self.ejected.remove(&e.slot)
+            };
             self.members
                 .set(e.slot, eligible.then_some(b.effective_weight));
             // Marked but unchanged (a refused or no-op diff): nothing to copy.
@@ -249,11 +269,15 @@ impl UpstreamState {
             // No snapshot holds this ring yet: its points can all go in before it is seen.
             self.add_pending();
         }
+        if ejections_changed {
+            self.panic = self.ejected.iter().copied().collect();
+        }
         let up = Arc::new(Upstream {
             name: name.to_string(),
             policy: self.policy.clone(),
             backends: self.table.clone(),
             selector: self.members.selector(&self.policy, self.ring.clone()),
+            ejected: self.panic.clone(),
         });
         self.published = Some(up.clone());
         up
@@ -287,6 +311,7 @@ fn unchanged(old: &Backend, new: &Backend) -> bool {
         && old.max_conns == new.max_conns
         && old.state == new.state
         && old.healthy == new.healthy
+        && old.ejected == new.ejected
         && old.source == new.source
         && Arc::ptr_eq(&old.live, &new.live)
         && old.close.is_cancelled() == new.close.is_cancelled()

@@ -1,0 +1,223 @@
+//! Why an attempt on a backend failed, and whose fault it was.
+//!
+//! Every failure of an exchange with a backend is one [`Error`]: what went wrong ([`Kind`]),
+//! the [`Side`] that caused it, the [`Retry`] it allows, and the status the client gets. The
+//! retry loop ([`super::route::Route::attempts`]), passive health and the failure metric read
+//! these fields and nothing else; no reason is ever guessed from a status code.
+//!
+//! Invariant: only [`Side::Backend`] failures count toward passive health, and only they send
+//! a request on to another backend. The backends tideway fronts parse leniently (Workerman
+//! answers 101 to any GET whose head contains `Sec-WebSocket-Key:`, and 413 plus a close to a
+//! body over its limit), so a client can provoke a backend into answers that look broken; those
+//! are the client's failures, and a client must never be able to get a backend ejected.
+//!
+//! Imports nothing else in tideway.
+
+use std::fmt;
+
+/// Who caused a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The request provoked it (a lenient backend misread what the client sent).
+    Client,
+    /// The backend: refused, reset, timed out, or answered nonsense to a plain request.
+    Backend,
+    /// tideway itself (its configuration: a backend that is one of its own listeners).
+    Proxy,
+}
+
+/// What a failure allows the retry loop to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The backend got none of the request: another backend may get it.
+    Anywhere,
+    /// The backend may have acted on the request: only an idempotent one goes on.
+    IfIdempotent,
+    /// The request stays failed.
+    Never,
+}
+
+/// What went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The backend refused the connection or did not take it in time.
+    Connect,
+    /// Sending the request failed before all of it went out.
+    Send,
+    /// The backend closed without a byte of answer.
+    Unanswered,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The backend's answer cannot be forwarded.
+    BadResponse,
+    /// A `101 Switching Protocols` to a request that was not a WebSocket handshake.
+    UnaskedUpgrade,
+    /// The backend stopped taking a request body (and said nothing tideway could relay).
+    CutBody,
+    /// The backend's address is one of tideway's own listeners.
+    Loop,
+}
+
+/// One failed attempt on a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: Kind,
+    side: Side,
+    why: String,
+}
+
+impl Error {
+    fn new(kind: Kind, side: Side, why: impl Into<String>) -> Self {
+        Error {
+            kind,
+            side,
+            why: why.into(),
+        }
+    }
+
+    /// Connecting failed (refused, unreachable, timed out).
+    pub fn connect(why: impl Into<String>) -> Self {
+        Error::new(Kind::Connect, Side::Backend, why)
+    }
+
+    /// Writing the request failed before all of it was sent.
+    pub fn unsent(why: impl Into<String>) -> Self {
+        Error::new(Kind::Send, Side::Backend, why)
+    }
+
+    /// The backend closed (or reset) without answering a request it got whole.
+    pub fn unanswered(why: impl Into<String>) -> Self {
+        Error::new(Kind::Unanswered, Side::Backend, why)
+    }
+
+    /// No answer within the upstream's timeout, to a request the backend got whole.
+    pub fn timeout() -> Self {
+        Error::new(Kind::Timeout, Side::Backend, "the backend timed out")
+    }
+
+    /// An answer that cannot be forwarded. `misreadable`: the request carried something a
+    /// lenient backend may misread (see [`super::request::Request::misreadable`]), so the
+    /// client is to blame.
+    pub fn bad_response(why: impl Into<String>, misreadable: bool) -> Self {
+        let side = if misreadable {
+            Side::Client
+        } else {
+            Side::Backend
+        };
+        Error::new(Kind::BadResponse, side, why)
+    }
+
+    /// The backend switched protocols on a request that asked for no such thing: a lenient
+    /// backend misread the client's head. The connection is closed, the backend not blamed.
+    pub fn unasked_upgrade() -> Self {
+        Error::new(
+            Kind::UnaskedUpgrade,
+            Side::Client,
+            "the backend switched protocols without a WebSocket handshake",
+        )
+    }
+
+    /// The backend stopped taking the request body and sent no answer to relay (a backend
+    /// refusing an upload closes mid-body). The request was not sent whole, so nothing says
+    /// the backend is broken.
+    pub fn cut_body(why: impl Into<String>) -> Self {
+        Error::new(Kind::CutBody, Side::Client, why)
+    }
+
+    /// The backend's address is one of tideway's own: the request would come back.
+    pub fn looped(why: impl Into<String>) -> Self {
+        Error::new(Kind::Loop, Side::Proxy, why)
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// What the retry loop may do with the request after this failure.
+    pub fn retry(&self) -> Retry {
+        match (self.side, self.kind) {
+            (Side::Backend, Kind::Connect | Kind::Send) => Retry::Anywhere,
+            (Side::Backend, Kind::Unanswered) => Retry::IfIdempotent,
+            _ => Retry::Never,
+        }
+    }
+
+    /// Does this failure count toward the backend's passive health?
+    pub fn counts(&self) -> bool {
+        self.side == Side::Backend
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            Kind::Timeout => 504,
+            Kind::Loop => 508,
+            _ => 502,
+        }
+    }
+
+    /// The `reason` label of `tideway_upstream_failures_total`; a client-caused failure's
+    /// label starts with `client_` and never names a backend fault.
+    pub fn label(&self) -> &'static str {
+        match (self.side, self.kind) {
+            (Side::Client, Kind::UnaskedUpgrade) => "client_upgrade",
+            (Side::Client, Kind::CutBody) => "client_body",
+            (Side::Client, _) => "client_misread",
+            (Side::Proxy, _) => "loop",
+            (Side::Backend, Kind::Connect) => "connect",
+            (Side::Backend, Kind::Send) => "send",
+            (Side::Backend, Kind::Unanswered) => "unanswered",
+            (Side::Backend, Kind::Timeout) => "timeout",
+            (Side::Backend, _) => "bad_response",
+        }
+    }
+
+    /// May the same request go again on a fresh connection to the same backend, after a
+    /// pooled connection turned out stale (closed by the backend while idle)?
+    pub fn stale_retry(&self, idempotent: bool) -> bool {
+        match self.retry() {
+            Retry::Anywhere => true,
+            Retry::IfIdempotent => idempotent,
+            Retry::Never => false,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_backend_failures_count_or_retry() {
+        let provoked = [
+            Error::unasked_upgrade(),
+            Error::bad_response("x", true),
+            Error::cut_body("x"),
+            Error::looped("x"),
+        ];
+        for e in provoked {
+            assert!(!e.counts(), "{e:?}");
+            assert_eq!(e.retry(), Retry::Never, "{e:?}");
+            assert!(!e.stale_retry(true), "{e:?}");
+        }
+        assert!(Error::bad_response("x", false).counts());
+        assert_eq!(Error::connect("x").retry(), Retry::Anywhere);
+        assert_eq!(Error::unanswered("x").retry(), Retry::IfIdempotent);
+        assert!(!Error::unanswered("x").stale_retry(false));
+        assert_eq!(Error::timeout().status(), 504);
+        assert_eq!(Error::looped("x").status(), 508);
+        assert_eq!(Error::unasked_upgrade().label(), "client_upgrade");
+    }
+}

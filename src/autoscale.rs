@@ -17,14 +17,17 @@
 //!   the others take each count as in place, so one taking over starts from it. An instance
 //!   runs the hook only after leading for two rounds of fleet reports in a row.
 //!
-//! The command gets `TIDEWAY_INSTANCE`, `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
-//! `TIDEWAY_PREVIOUS_BACKENDS`, `TIDEWAY_ACTIVE_CONNECTIONS` and `TIDEWAY_TARGET_PER_BACKEND`;
-//! the webhook the same as JSON. Output and exit status are logged; runs are counted by outcome.
+//! The command runs in a clean environment: `PATH` and `HOME` (when tideway has them), the
+//! variables `env` lists (never a token: the config refuses them, and they are skipped here
+//! too), then `TIDEWAY_INSTANCE`, `TIDEWAY_UPSTREAM`, `TIDEWAY_BACKENDS` (the new count),
+//! `TIDEWAY_PREVIOUS_BACKENDS`, `TIDEWAY_ACTIVE_CONNECTIONS` and `TIDEWAY_TARGET_PER_BACKEND`,
+//! which win over a listed variable of the same name. The webhook gets the same counts as
+//! JSON. Output and exit status are logged; runs are counted by outcome.
 //!
 //! Imports: `config`, `pool`, `admin::view` (the scale signal), `discovery::fleet`, `metrics`.
 
 use crate::admin::view::ScaleView;
-use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook};
+use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook, SECRET_ENV};
 use crate::discovery::fleet::Fleet;
 use crate::pool::PoolHandle;
 use crate::pool::State;
@@ -206,7 +209,7 @@ impl Drop for Running {
 async fn run(cfg: &AutoscaleConfig, c: &Change) -> bool {
     tracing::info!(upstream = %c.upstream, from = c.previous_backends, to = c.backends, active = c.active_connections, "autoscale: running the hook");
     match &cfg.hook {
-        ScaleHook::Exec(cmd) => exec(cmd, c, cfg.timeout).await,
+        ScaleHook::Exec(cmd) => exec(cmd, &hook_env(c, &cfg.env), c, cfg.timeout).await,
         ScaleHook::Webhook(url) => webhook(url, c, cfg.timeout).await,
     }
 }
@@ -245,23 +248,48 @@ async fn taken(mut h: tokio::task::JoinHandle<Vec<u8>>) -> String {
     String::from_utf8_lossy(&bytes).trim_end().to_string()
 }
 
-/// Run the command in a process group of its own; on `limit`, kill the whole group.
-async fn exec(cmd: &str, c: &Change, limit: Duration) -> bool {
+/// Variables of tideway's environment every command gets, when set.
+const BASE_ENV: [&str; 2] = ["PATH", "HOME"];
+
+/// The whole environment of a command run: [`BASE_ENV`], the `listed` variables of tideway's
+/// environment (never a token), then the counts of `c`.
+fn hook_env(c: &Change, listed: &[String]) -> Vec<(String, std::ffi::OsString)> {
+    let inherited = BASE_ENV
+        .into_iter()
+        .chain(listed.iter().map(String::as_str))
+        .filter(|name| !SECRET_ENV.contains(name))
+        .filter_map(|name| std::env::var_os(name).map(|v| (name.to_string(), v)));
+    let counts = [
+        ("TIDEWAY_INSTANCE", c.instance.clone()),
+        ("TIDEWAY_UPSTREAM", c.upstream.clone()),
+        ("TIDEWAY_BACKENDS", c.backends.to_string()),
+        ("TIDEWAY_PREVIOUS_BACKENDS", c.previous_backends.to_string()),
+        (
+            "TIDEWAY_ACTIVE_CONNECTIONS",
+            c.active_connections.to_string(),
+        ),
+        (
+            "TIDEWAY_TARGET_PER_BACKEND",
+            c.target_per_backend.to_string(),
+        ),
+    ]
+    .map(|(name, v)| (name.to_string(), v.into()));
+    inherited.chain(counts).collect()
+}
+
+/// Run the command in a process group of its own, with `env` as its whole environment; on
+/// `limit`, kill the whole group.
+async fn exec(
+    cmd: &str,
+    env: &[(String, std::ffi::OsString)],
+    c: &Change,
+    limit: Duration,
+) -> bool {
     let spawned = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .env("TIDEWAY_INSTANCE", &c.instance)
-        .env("TIDEWAY_UPSTREAM", &c.upstream)
-        .env("TIDEWAY_BACKENDS", c.backends.to_string())
-        .env("TIDEWAY_PREVIOUS_BACKENDS", c.previous_backends.to_string())
-        .env(
-            "TIDEWAY_ACTIVE_CONNECTIONS",
-            c.active_connections.to_string(),
-        )
-        .env(
-            "TIDEWAY_TARGET_PER_BACKEND",
-            c.target_per_backend.to_string(),
-        )
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

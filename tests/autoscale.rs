@@ -221,3 +221,74 @@ async fn a_webhook_gets_the_counts_and_a_failure_is_retried() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_runs_in_a_clean_environment_without_the_tokens() {
+    let b = backend("e1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("env");
+    // One backend in place and min = 2: the hook runs once the start cooldown is over.
+    let p = start_proxy_env(
+        "",
+        "",
+        "",
+        &format!(
+            "[upstream.app]\n{}\nscale = {{ target_per_backend = 1, min = 2, max = 4 }}\n\
+             [upstream.app.autoscale]\nexec = \"env > {f}.tmp && mv {f}.tmp {f}\"\n\
+             env = [\"HOOK_LISTED\"]\ncooldown = \"200ms\"\ninterval = \"100ms\"\n",
+            backends_toml(&[(&b, 1)]),
+            f = file.display()
+        ),
+        &[],
+        &[
+            ("HOME", "/hook/home"),
+            ("HOOK_LISTED", "listed value"),
+            ("HOOK_UNLISTED", "unlisted value"),
+        ],
+    )
+    .await;
+    wait_until(Duration::from_secs(20), || async { file.exists() }).await;
+    let seen: std::collections::BTreeMap<String, String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let path = std::env::var("PATH").unwrap();
+    let expected = [
+        ("PATH", path.as_str()),
+        ("HOME", "/hook/home"),
+        ("HOOK_LISTED", "listed value"),
+        ("TIDEWAY_INSTANCE", "local"),
+        ("TIDEWAY_UPSTREAM", "app"),
+        ("TIDEWAY_BACKENDS", "2"),
+        ("TIDEWAY_PREVIOUS_BACKENDS", "1"),
+        ("TIDEWAY_ACTIVE_CONNECTIONS", "0"),
+        ("TIDEWAY_TARGET_PER_BACKEND", "1"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(
+            seen.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {seen:?}"
+        );
+    }
+    // Nothing else of tideway's environment: not the tokens, not an unlisted variable, not
+    // RUST_LOG. Only what the shell sets for itself may be added.
+    let shell_own = ["PWD", "OLDPWD", "SHLVL", "_"];
+    let extra: Vec<&String> = seen
+        .keys()
+        .filter(|k| !expected.iter().any(|(n, _)| n == k) && !shell_own.contains(&k.as_str()))
+        .collect();
+    assert!(extra.is_empty(), "unexpected variables {extra:?}");
+    for secret in ["TIDEWAY_ADMIN_TOKEN", "TIDEWAY_REGISTER_TOKEN"] {
+        assert!(!seen.contains_key(secret), "{secret} reached the hook");
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text.contains(ADMIN_TOKEN) && !text.contains(REGISTER_TOKEN),
+        "a token's value reached the hook"
+    );
+    assert!(!seen.contains_key("HOOK_UNLISTED"));
+    drop(p);
+}

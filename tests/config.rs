@@ -51,6 +51,18 @@ fn check_names_file_line_and_what_was_expected() {
             "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:1\", weight = 0 }]\n",
             ":2:46: weight must be between 1 and 1000",
         ),
+        (
+            "[upstream.app]\nscale = { target_per_backend = 1 }\n[upstream.app.autoscale]\nexec = \"true\"\nenv = [\"LANG\", \"TIDEWAY_ADMIN_TOKEN\"]\n",
+            ":5:16: autoscale.env may not list TIDEWAY_ADMIN_TOKEN: the tokens never reach the hook",
+        ),
+        (
+            "[upstream.app]\nscale = { target_per_backend = 1 }\n[upstream.app.autoscale]\nexec = \"true\"\nenv = [\"TIDEWAY_REGISTER_TOKEN\"]\n",
+            ":5:8: autoscale.env may not list TIDEWAY_REGISTER_TOKEN",
+        ),
+        (
+            "[upstream.app]\nscale = { target_per_backend = 1 }\n[upstream.app.autoscale]\nwebhook = \"http://127.0.0.1:1/\"\nenv = [\"LANG\"]\n",
+            ":5:7: autoscale.env applies to exec only",
+        ),
     ];
     for (text, expected) in cases {
         let (code, stderr, path) = check(text);

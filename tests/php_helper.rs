@@ -3,7 +3,9 @@
 //! registers, is kept alive by heartbeats past its TTL, renews a registration that lapsed or
 //! was removed behind its back (adopting the new secret), and on SIGTERM drains, deregisters
 //! and exits 0. Every step is observed (tideway's admin API, requests through tideway, the PHP
-//! side's progress lines); nothing is slept on.
+//! side's progress lines); nothing is slept on. The helper's own guards are driven by
+//! `php -r`: a call's `timeout` bounds the whole call against an admin that trickles its answer,
+//! and a secret file that is a symlink or another user's is refused.
 
 mod common;
 
@@ -532,4 +534,143 @@ async fn a_replacement_process_takes_the_registration_over_with_the_secret_file(
     )
     .await;
     assert!(!file.exists(), "secret file left after deregistration");
+}
+
+/// Run `code` (after the helper is required) with `php -r` and `env`; its stdout, once it
+/// exited (killed and failed after 60 s), and how long it ran.
+fn php_snippet(code: &str, env: &[(&str, &str)]) -> (String, Duration) {
+    let helper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/workerman/TidewayRegistration.php"
+    );
+    let started = Instant::now();
+    let mut child = Command::new("php")
+        .arg("-r")
+        .arg(format!("require '{helper}';\n{code}"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("php-cli runs (scripts/test.sh installs it)");
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("php -r still running after 60 s: {:?}", out.lock().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ran = started.elapsed();
+    // The readers end at EOF, right after the exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&out) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let text = out.lock().unwrap().join("\n");
+    (format!("{text}\n{}", err.lock().unwrap().join("\n")), ran)
+}
+
+#[test]
+fn the_timeout_bounds_the_whole_call_against_a_trickling_admin() {
+    // A fake admin: reads the request head, then answers one byte a second.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = listener.local_addr().unwrap();
+    let head = Arc::new(Mutex::new(String::new()));
+    let seen = head.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(n @ 1..) => got.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        *seen.lock().unwrap() = String::from_utf8_lossy(&got).into_owned();
+        let answer =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        for byte in answer {
+            if conn.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let (out, ran) = php_snippet(
+        r#"$r = new TidewayRegistration([
+            'admin' => getenv('ADMIN'), 'token' => 'tok', 'addr' => '127.0.0.1:1', 'timeout' => 2,
+            'log' => function ($e, $d) { echo "$e $d\n"; },
+        ]);
+        echo $r->register() ? "result ok\n" : "result failed\n";"#,
+        &[("ADMIN", &format!("http://{admin}"))],
+    );
+    assert!(
+        head.lock()
+            .unwrap()
+            .starts_with("POST /v1/upstreams/app/backends HTTP/1.1\r\n"),
+        "the admin got the call: {:?}",
+        head.lock().unwrap()
+    );
+    assert!(out.contains("register_failed 0 timed out"), "{out}");
+    assert!(out.contains("result failed"), "{out}");
+    // A correctness bound: the deadline is 2 s (a timeout per read let this call run ~70 s).
+    assert!(ran < Duration::from_secs(5), "the call ran {ran:?}\n{out}");
+}
+
+#[test]
+fn a_secret_file_that_is_a_symlink_or_another_users_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.secret");
+    let secret = "0123456789abcdef0123456789abcdef";
+    let write_0600 = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, secret).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_0600(&good);
+    let link = dir.path().join("link.secret");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    let other = dir.path().join("other.secret");
+    write_0600(&other);
+    std::os::unix::fs::chown(&other, Some(65534), Some(65534))
+        .expect("chown to uid 65534 (this test runs as root)");
+    let construct = r#"try {
+            new TidewayRegistration([
+                'admin' => 'http://127.0.0.1:1', 'token' => 'tok', 'addr' => '127.0.0.1:1',
+                'secret_file' => getenv('SECRET_FILE'),
+            ]);
+            echo "accepted\n";
+        } catch (InvalidArgumentException $e) {
+            echo 'refused: ', $e->getMessage(), "\n";
+        }"#;
+    let run = |path: &std::path::Path| {
+        php_snippet(construct, &[("SECRET_FILE", path.to_str().unwrap())]).0
+    };
+
+    // The file itself, this user's and 0600: taken.
+    let out = run(&good);
+    assert!(out.starts_with("accepted"), "{out}");
+    let out = run(&link);
+    assert!(
+        out.starts_with(&format!(
+            "refused: TidewayRegistration: secret_file '{}' is a symlink; refusing it",
+            link.display()
+        )),
+        "{out}"
+    );
+    let out = run(&other);
+    assert!(
+        out.starts_with(&format!(
+            "refused: TidewayRegistration: secret_file '{}' is owned by uid 65534, not by this \
+             process's user",
+            other.display()
+        )),
+        "{out}"
+    );
+    for out in [run(&link), run(&other)] {
+        assert!(!out.contains(secret), "the secret was printed: {out}");
+    }
 }

@@ -5,6 +5,7 @@
 #
 #   [upstream.chat.autoscale]
 #   exec = "/etc/tideway/scale.sh"
+#   env = ["CHAT_FIRST", "CHAT_MAX"]   # the hook's environment is clean: pass these on if set
 set -eu
 N=${TIDEWAY_BACKENDS:?TIDEWAY_BACKENDS is set by tideway}
 FIRST=${CHAT_FIRST:-7001}

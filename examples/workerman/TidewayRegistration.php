@@ -3,7 +3,7 @@
  * TidewayRegistration: registers one listening address with a tideway admin API, keeps the
  * registration alive with heartbeats, and on stop drains it (waiting) and deregisters it.
  *
- * One file, no dependencies: PHP 7.4+ / 8.x with the standard http stream wrapper (no curl).
+ * One file, no dependencies: PHP 7.4+ / 8.x, HTTP/1.1 on PHP's own socket streams (no curl).
  * An https:// admin URL needs the openssl extension.
  *
  * Workerman use (see start.php beside this file):
@@ -37,7 +37,13 @@
  * SIGKILL) takes the registration over at once instead of being refused until it lapses.
  *
  * Every HTTP call blocks the calling process for at most `timeout` seconds (drain: up to the
- * drain wait plus `timeout`). In a Workerman worker that means its event loop waits too.
+ * drain wait plus `timeout`), all of it together: one deadline is set when the call starts, and
+ * the connect, each write and each read get only the time left (name resolution is not
+ * bounded: give `admin` as an IP address). In a Workerman worker the event loop waits too.
+ *
+ * `secret_file` must be a regular file owned by the process's effective user and readable by
+ * nobody else; a symlink, a file of another user, or one others may read is refused with an
+ * InvalidArgumentException at construction.
  */
 final class TidewayRegistration
 {
@@ -59,7 +65,7 @@ final class TidewayRegistration
     private $heartbeatEvery;
     /** @var string drain wait, as tideway reads it ("30s", "500ms", "0s") */
     private $drainWait;
-    /** @var float seconds for one HTTP call (connect and read) */
+    /** @var float seconds for one whole HTTP call (connect, write and read) */
     private $timeout;
     /** @var callable|null function (string $event, string $detail): void */
     private $log;
@@ -84,8 +90,8 @@ final class TidewayRegistration
      *   ttl                 seconds, default 30 (tideway accepts 1 s to 24 h)
      *   heartbeat_every     seconds, default ttl / 3
      *   drain_wait          default "30s"; "0s" drains without waiting
-     *   timeout             seconds per HTTP call, default 5
- *   secret_file         keep the secret in this file (0600) across processes; default none
+     *   timeout             seconds for a whole HTTP call, default 5
+     *   secret_file         keep the secret in this file (0600) across processes; default none
      *   log                 callable (string $event, string $detail): void; default: STDERR
      *
      * @param array<string, mixed> $options
@@ -98,6 +104,13 @@ final class TidewayRegistration
             }
         }
         $this->admin = rtrim((string)$options['admin'], '/');
+        $parts = parse_url($this->admin);
+        if (!is_array($parts) || !isset($parts['host'])
+            || !in_array($parts['scheme'] ?? '', ['http', 'https'], true)) {
+            throw new InvalidArgumentException(
+                "TidewayRegistration: option 'admin' must be an http:// or https:// URL"
+            );
+        }
         $this->token = (string)$options['token'];
         $this->addr = (string)$options['addr'];
         $this->upstream = isset($options['upstream']) ? (string)$options['upstream'] : 'app';
@@ -115,13 +128,74 @@ final class TidewayRegistration
         $this->secretFile = isset($options['secret_file']) && $options['secret_file'] !== ''
             ? (string)$options['secret_file']
             : null;
-        // Only a secret file this user owns and nobody else can read is trusted.
-        if ($this->secretFile !== null && is_readable($this->secretFile)
-            && fileowner($this->secretFile) === getmyuid()
-            && (fileperms($this->secretFile) & 0077) === 0) {
-            $kept = trim((string)file_get_contents($this->secretFile));
+        if ($this->secretFile !== null) {
+            $kept = self::readSecretFile($this->secretFile);
             $this->secret = $kept === '' ? null : $kept;
         }
+    }
+
+    /**
+     * The secret kept in `$path` ('' when there is no file yet). Only a regular file (not a
+     * symlink) owned by this process's effective user and readable by nobody else is trusted;
+     * anything else is refused. The checks are made on the opened file, and it must be the one
+     * the path named without following a link.
+     */
+    private static function readSecretFile(string $path): string
+    {
+        $refuse = static function (string $why) use ($path): InvalidArgumentException {
+            return new InvalidArgumentException("TidewayRegistration: secret_file '$path' $why; refusing it");
+        };
+        clearstatcache(true, $path);
+        $link = @lstat($path);
+        if ($link === false) {
+            return '';
+        }
+        if (is_link($path)) {
+            throw $refuse('is a symlink');
+        }
+        $fh = @fopen($path, 'rb');
+        $st = $fh === false ? false : fstat($fh);
+        if ($st === false) {
+            if (is_resource($fh)) {
+                fclose($fh);
+            }
+            throw $refuse('cannot be read');
+        }
+        try {
+            if ($st['dev'] !== $link['dev'] || $st['ino'] !== $link['ino']) {
+                throw $refuse('changed while it was opened');
+            }
+            if (($st['mode'] & 0170000) !== 0100000) {
+                throw $refuse('is not a regular file');
+            }
+            $me = self::effectiveUid();
+            if ($st['uid'] !== $me) {
+                throw $refuse("is owned by uid {$st['uid']}, not by this process's user (uid $me)");
+            }
+            if (($st['mode'] & 0077) !== 0) {
+                throw $refuse(sprintf('may be read by others (mode %o; it must be 0600)', $st['mode'] & 0777));
+            }
+            return trim((string)stream_get_contents($fh));
+        } finally {
+            fclose($fh);
+        }
+    }
+
+    /** This process's effective uid (without the posix extension: the owner of a new file). */
+    private static function effectiveUid(): int
+    {
+        if (function_exists('posix_geteuid')) {
+            return posix_geteuid();
+        }
+        $probe = tmpfile();
+        $st = $probe === false ? false : fstat($probe);
+        if ($probe !== false) {
+            fclose($probe);
+        }
+        if ($st === false) {
+            throw new RuntimeException('TidewayRegistration: cannot tell this process\'s user (no posix extension, no temporary file)');
+        }
+        return $st['uid'];
     }
 
     /**
@@ -310,67 +384,174 @@ final class TidewayRegistration
     }
 
     /**
-     * One HTTP call to the admin API. Returns [status, decoded JSON body or null]; status 0
-     * when no answer came.
+     * One HTTP call to the admin API, bounded as a whole by `$timeout` (default `timeout`)
+     * seconds. Returns [status, decoded JSON body or null]; status 0 when no answer came.
      *
      * @return array{0: int, 1: mixed}
      */
     private function call(string $method, string $tail, ?string $body = null, ?float $timeout = null): array
     {
-        $url = $this->admin . '/v1/upstreams/' . rawurlencode($this->upstream) . '/backends' . $tail;
+        $deadline = microtime(true) + ($timeout ?? $this->timeout);
+        $url = parse_url($this->admin);
+        $tls = $url['scheme'] === 'https';
+        $port = $url['port'] ?? ($tls ? 443 : 80);
+        $path = ($url['path'] ?? '') . '/v1/upstreams/' . rawurlencode($this->upstream) . '/backends' . $tail;
+        $body = $body ?? '';
         $headers = [
+            "$method $path HTTP/1.1",
+            'Host: ' . $url['host'] . (isset($url['port']) ? ':' . $url['port'] : ''),
             'Authorization: Bearer ' . $this->token,
             'Accept: application/json',
             'Connection: close',
+            'Content-Length: ' . strlen($body),
         ];
         if ($this->secret !== null) {
             $headers[] = 'X-Registration-Secret: ' . $this->secret;
         }
-        $http = [
-            'method' => $method,
-            'ignore_errors' => true,       // 4xx/5xx bodies are read, not turned into warnings
-            'follow_location' => 0,
-            'protocol_version' => 1.1,
-            'timeout' => $timeout ?? $this->timeout,
-        ];
-        if ($body !== null) {
+        if ($body !== '') {
             $headers[] = 'Content-Type: application/json';
-            $headers[] = 'Content-Length: ' . strlen($body);
-            $http['content'] = $body;
-        } else {
-            $headers[] = 'Content-Length: 0';
         }
-        $http['header'] = implode("\r\n", $headers);
-        $context = stream_context_create(['http' => $http]);
+        $request = implode("\r\n", $headers) . "\r\n\r\n" . $body;
+        $context = stream_context_create(['ssl' => [
+            'peer_name' => trim($url['host'], '[]'),
+            'verify_peer' => true,
+            'verify_peer_name' => true,
+        ]]);
 
-        // Warnings (connection refused, timeouts) would name the URL only, never the headers;
-        // they are silenced and reported as status 0 instead.
+        // Warnings (connection refused, timeouts) would name the address only, never the
+        // headers; they are silenced and reported as status 0 instead.
         set_error_handler(static function (): bool {
             return true;
         });
         try {
-            $fp = fopen($url, 'rb', false, $context);
+            $fp = stream_socket_client(
+                ($tls ? 'tls://' : 'tcp://') . $url['host'] . ':' . $port,
+                $errno,
+                $errstr,
+                max(0.001, $deadline - microtime(true)),
+                STREAM_CLIENT_CONNECT,
+                $context
+            );
             if ($fp === false) {
                 return [0, ['error' => 'cannot reach ' . $this->admin]];
             }
-            $text = stream_get_contents($fp);
-            $meta = stream_get_meta_data($fp);
+            $raw = self::exchange($fp, $request, $deadline);
             fclose($fp);
         } finally {
             restore_error_handler();
         }
-        $status = 0;
-        foreach ((array)($meta['wrapper_data'] ?? []) as $line) {
-            // The last status line wins (there is one: redirects are not followed).
-            if (is_string($line) && preg_match('#^HTTP/\S+\s+(\d{3})#', $line, $m)) {
-                $status = (int)$m[1];
-            }
-        }
-        if (!empty($meta['timed_out'])) {
+        if ($raw === null) {
             return [0, ['error' => 'timed out']];
         }
-        $decoded = ($text === false || $text === '') ? null : json_decode($text, true);
+        if ($raw === '') {
+            return [0, ['error' => 'closed without an answer']];
+        }
+        $answer = self::parseAnswer($raw);
+        if ($answer === null) {
+            return [0, ['error' => 'malformed answer']];
+        }
+        [$status, $text] = $answer;
+        $decoded = $text === '' ? null : json_decode($text, true);
         return [$status, $decoded];
+    }
+
+    /**
+     * Send `$request` and read the answer, by `$deadline` (microtime): every write and read
+     * waits at most for the time left. The raw answer, or null when the deadline passed.
+     *
+     * @param resource $fp
+     */
+    private static function exchange($fp, string $request, float $deadline): ?string
+    {
+        $waitLeft = static function () use ($fp, $deadline): bool {
+            $left = $deadline - microtime(true);
+            if ($left <= 0) {
+                return false;
+            }
+            stream_set_timeout($fp, (int)$left, (int)(($left - floor($left)) * 1e6));
+            return true;
+        };
+        $timedOut = static function () use ($fp): bool {
+            return !empty(stream_get_meta_data($fp)['timed_out']);
+        };
+        for ($sent = 0; $sent < strlen($request);) {
+            if (!$waitLeft()) {
+                return null;
+            }
+            $n = fwrite($fp, substr($request, $sent));
+            if ($timedOut()) {
+                return null;
+            }
+            if ($n === false || $n === 0) {
+                return '';
+            }
+            $sent += $n;
+        }
+        $raw = '';
+        while (!feof($fp) && !self::complete($raw)) {
+            if (!$waitLeft()) {
+                return null;
+            }
+            $chunk = fread($fp, 65536);
+            if ($timedOut()) {
+                return null;
+            }
+            if ($chunk === false) {
+                break;
+            }
+            $raw .= $chunk;
+        }
+        return $raw;
+    }
+
+    /**
+     * Has `$raw` a whole answer: all of a Content-Length, or a chunked body's last chunk
+     * (without trailers)? Other answers end when tideway closes (the call sends
+     * Connection: close).
+     */
+    private static function complete(string $raw): bool
+    {
+        $end = strpos($raw, "\r\n\r\n");
+        if ($end === false) {
+            return false;
+        }
+        $head = substr($raw, 0, $end + 2);
+        if (preg_match('/\r\ncontent-length:\s*(\d+)\s*\r\n/i', $head, $m)) {
+            return strlen($raw) - $end - 4 >= (int)$m[1];
+        }
+        return preg_match('/\r\ntransfer-encoding:[^\r]*chunked/i', $head) === 1
+            && preg_match('/(^|\r\n)0\r\n\r\n$/', substr($raw, $end + 4)) === 1;
+    }
+
+    /**
+     * The status and body of a raw HTTP/1.x answer (a chunked body decoded), or null when it
+     * is not one.
+     *
+     * @return array{0: int, 1: string}|null
+     */
+    private static function parseAnswer(string $raw): ?array
+    {
+        $end = strpos($raw, "\r\n\r\n");
+        if ($end === false || !preg_match('#^HTTP/1\.[01] (\d{3})#', $raw, $m)) {
+            return null;
+        }
+        $head = substr($raw, 0, $end + 2);
+        $body = substr($raw, $end + 4);
+        if (preg_match('/\r\ncontent-length:\s*(\d+)\s*\r\n/i', $head, $len)) {
+            $body = substr($body, 0, (int)$len[1]);
+        } elseif (preg_match('/\r\ntransfer-encoding:[^\r]*chunked/i', $head)) {
+            $decoded = '';
+            while (preg_match('/^([0-9a-fA-F]+)[^\r]*\r\n/', $body, $size)) {
+                $n = hexdec($size[1]);
+                if ($n === 0) {
+                    break;
+                }
+                $decoded .= substr($body, strlen($size[0]), $n);
+                $body = substr($body, strlen($size[0]) + $n + 2);
+            }
+            $body = $decoded;
+        }
+        return [(int)$m[1], $body];
     }
 
     /** Write the secret to `secret_file`, readable by this user only. */

@@ -7,10 +7,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
-/// Env var holding the admin token.
-pub const ADMIN_TOKEN_ENV: &str = "TIDEWAY_ADMIN_TOKEN";
-/// Env var holding the registration token.
-pub const REGISTER_TOKEN_ENV: &str = "TIDEWAY_REGISTER_TOKEN";
+pub use crate::config::{ADMIN_TOKEN_ENV, REGISTER_TOKEN_ENV};
 
 /// A secret that does not print itself.
 #[derive(Clone)]

@@ -179,6 +179,7 @@ struct AutoscaleSection {
     hysteresis: Option<f64>,
     interval: Option<Dur>,
     timeout: Option<Dur>,
+    env: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Turns spans into located errors.
@@ -478,12 +479,48 @@ fn autoscale(
         return Err(cx.err(a.span(), "autoscale.timeout must be more than 0"));
     }
     Ok(AutoscaleConfig {
+        env: autoscale_env(cx, s.env.as_ref(), &hook)?,
         hook,
         cooldown: s.cooldown.map_or(DEFAULT_AUTOSCALE_COOLDOWN, |d| d.0),
         hysteresis,
         interval,
         timeout,
     })
+}
+
+/// `autoscale.env`: names of variables passed on to the command; never a token.
+fn autoscale_env(
+    cx: &Ctx<'_>,
+    env: Option<&Spanned<Vec<Spanned<String>>>>,
+    hook: &ScaleHook,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(env) = env else {
+        return Ok(Vec::new());
+    };
+    if matches!(hook, ScaleHook::Webhook(_)) {
+        return Err(cx.err(
+            env.span(),
+            "autoscale.env applies to exec only (a webhook gets no environment)",
+        ));
+    }
+    let mut names = Vec::new();
+    for name in env.get_ref() {
+        let n = name.get_ref();
+        if SECRET_ENV.contains(&n.as_str()) {
+            return Err(cx.err(
+                name.span(),
+                format!("autoscale.env may not list {n}: the tokens never reach the hook"),
+            ));
+        }
+        if n.is_empty() || n.contains(['=', '\0']) {
+            return Err(cx.err(
+                name.span(),
+                "autoscale.env expects variable names (not empty, without '=')",
+            ));
+        }
+        names.push(n.clone());
+    }
+    Ok(names)
 }
 
 fn validate_upstream(

@@ -251,7 +251,17 @@ pub struct AutoscaleConfig {
     pub interval: Duration,
     /// Longest a run may take; a command still running then is killed with its process group.
     pub timeout: Duration,
+    /// Variables of tideway's environment passed on to the command (`env = [...]`), besides
+    /// `PATH`, `HOME` and the `TIDEWAY_*` counts; never a token (refused at load).
+    pub env: Vec<String>,
 }
+
+/// Env var holding the admin token.
+pub const ADMIN_TOKEN_ENV: &str = "TIDEWAY_ADMIN_TOKEN";
+/// Env var holding the registration token.
+pub const REGISTER_TOKEN_ENV: &str = "TIDEWAY_REGISTER_TOKEN";
+/// The variables of tideway's environment that hold secrets: never passed to a hook.
+pub const SECRET_ENV: [&str; 2] = [ADMIN_TOKEN_ENV, REGISTER_TOKEN_ENV];
 
 /// Default `autoscale.cooldown`.
 pub const DEFAULT_AUTOSCALE_COOLDOWN: Duration = Duration::from_secs(60);

@@ -153,6 +153,26 @@ pub async fn start_proxy_opts(
     upstreams: &str,
     args: &[&str],
 ) -> Proxy {
+    start_proxy_env(
+        server_extra,
+        store_extra,
+        listener_extra,
+        upstreams,
+        args,
+        &[],
+    )
+    .await
+}
+
+/// Like [`start_proxy_opts`], with variables added to tideway's environment.
+pub async fn start_proxy_env(
+    server_extra: &str,
+    store_extra: &str,
+    listener_extra: &str,
+    upstreams: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proxy {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -165,7 +185,7 @@ pub async fn start_proxy_opts(
         .unwrap()
         .write_all(config.as_bytes())
         .unwrap();
-    let child = spawn_tideway_with(&config_path, dir.path(), args);
+    let child = spawn_tideway_env(&config_path, dir.path(), args, env);
     let proxy = Proxy {
         child,
         http,
@@ -188,6 +208,16 @@ pub fn spawn_tideway_with(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> Child {
+    spawn_tideway_env(config, dir, extra, &[])
+}
+
+/// Like [`spawn_tideway_with`], with variables added to tideway's environment.
+pub fn spawn_tideway_env(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -200,6 +230,7 @@ pub fn spawn_tideway_with(
         .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("TIDEWAY_REGISTER_TOKEN", REGISTER_TOKEN)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -4,6 +4,7 @@
 
 use super::duration::Dur;
 use super::error::{line_col, ConfigError};
+use super::real_ip::{RealIp, RealIpHeader};
 use super::types::*;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -67,6 +68,16 @@ struct ListenerSection {
     upstream: Spanned<String>,
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
+    proxy_protocol: Option<bool>,
+    real_ip: Option<Spanned<RealIpSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealIpSection {
+    from: Vec<String>,
+    header: Option<String>,
+    recursive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -369,12 +380,19 @@ impl FileConfig {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
             };
+            let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+            let real_ip = match &l.real_ip {
+                None => None,
+                Some(sp) => Some(validate_real_ip(&cx, sp, protocol, proxy_protocol)?),
+            };
             listeners.push(Listener {
                 listen,
                 protocol,
                 upstream,
                 tls,
                 limits,
+                proxy_protocol,
+                real_ip,
             });
         }
 
@@ -431,6 +449,46 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         }
     }
     Ok(limits)
+}
+
+fn validate_real_ip(
+    cx: &Ctx<'_>,
+    sp: &Spanned<RealIpSection>,
+    protocol: Protocol,
+    proxy_protocol: bool,
+) -> Result<RealIp, ConfigError> {
+    let r = sp.get_ref();
+    let header = match &r.header {
+        None => RealIpHeader::XRealIp,
+        Some(h) => RealIpHeader::parse(h).ok_or_else(|| {
+            cx.err(
+                sp.span(),
+                format!("real_ip.header {h:?}: expected \"X-Real-IP\", \"X-Forwarded-For\" or \"proxy_protocol\""),
+            )
+        })?,
+    };
+    let from = r
+        .from
+        .iter()
+        .map(|s| super::real_ip::parse_range(s).map_err(|e| cx.err(sp.span(), format!("real_ip.from: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if header == RealIpHeader::ProxyProtocol && !proxy_protocol {
+        return Err(cx.err(
+            sp.span(),
+            "real_ip.header = \"proxy_protocol\" needs proxy_protocol = true on the listener",
+        ));
+    }
+    if header != RealIpHeader::ProxyProtocol && protocol == Protocol::Tcp {
+        return Err(cx.err(
+            sp.span(),
+            "a tcp listener has no headers: real_ip.header must be \"proxy_protocol\"",
+        ));
+    }
+    Ok(RealIp {
+        from,
+        header,
+        recursive: r.recursive.unwrap_or(false),
+    })
 }
 
 fn autoscale(

@@ -12,6 +12,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         expect_continue: false,
         length_always: false,
         key: 0,
+        client: None,
     }
 }
 

@@ -1,11 +1,9 @@
-//! PROXY protocol headers (v1 text, v2 binary) so backends learn the client's address.
+//! The outbound PROXY header (v1 text, v2 binary) tideway sends a backend before the
+//! client's bytes, so the backend learns the client's address.
 
+use super::V2_SIGNATURE;
 use crate::config::ProxyProtocol;
 use std::net::SocketAddr;
-
-const V2_SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
 
 /// The header for a connection from `client` to `local` (tideway's listening address).
 pub fn header(version: ProxyProtocol, client: SocketAddr, local: SocketAddr) -> Vec<u8> {

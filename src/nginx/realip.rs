@@ -82,7 +82,7 @@ impl RealIpConf {
         let from = self.from.as_ref().filter(|f| !f.is_empty());
         if proxy_protocol && !(header == RealIpHeader::ProxyProtocol && from.is_some()) {
             warnings.push(format!(
-                "{at}: listen ... proxy_protocol without set_real_ip_from and real_ip_header proxy_protocol: nginx keeps the balancer's address as $remote_addr, tideway takes the PROXY header's"
+                "{at}: listen ... proxy_protocol: nginx's $remote_addr stays the balancer's without set_real_ip_from and real_ip_header proxy_protocol; tideway takes the PROXY header's address as the client's (and checks real_ip.from against it)"
             ));
         }
         let from = from?;

@@ -17,7 +17,11 @@ const READ_LIMIT: Duration = Duration::from_secs(10);
 
 fn v1(src: &str, sport: u16) -> Vec<u8> {
     let family = if src.contains(':') { "TCP6" } else { "TCP4" };
-    let dst = if src.contains(':') { "::1" } else { "127.0.0.1" };
+    let dst = if src.contains(':') {
+        "::1"
+    } else {
+        "127.0.0.1"
+    };
     format!("PROXY {family} {src} {dst} {sport} 80\r\n").into_bytes()
 }
 
@@ -30,7 +34,11 @@ fn v2(src: &str, sport: u16) -> Vec<u8> {
         std::net::IpAddr::V4(a) => (0x11, [a.octets().to_vec(), vec![127, 0, 0, 1]].concat()),
         std::net::IpAddr::V6(a) => (
             0x21,
-            [a.octets().to_vec(), std::net::Ipv6Addr::LOCALHOST.octets().to_vec()].concat(),
+            [
+                a.octets().to_vec(),
+                std::net::Ipv6Addr::LOCALHOST.octets().to_vec(),
+            ]
+            .concat(),
         ),
     };
     body.extend_from_slice(&sport.to_be_bytes());
@@ -119,14 +127,28 @@ async fn proxy_v1_and_v2_name_the_client_the_backend_sees() {
     let got = exchange(p.http, &[&h[..3], &h[3..13], &h[13..17], &h[17..], GET]).await;
     assert_eq!(seen(&got), pair("192.0.2.33", "192.0.2.33"));
     let h = v1("192.0.2.34", 7000);
-    let got = exchange(p.http, &[&h[..1], &h[1..9], &h[9..h.len() - 1], &h[h.len() - 1..], GET]).await;
+    let got = exchange(
+        p.http,
+        &[
+            &h[..1],
+            &h[1..9],
+            &h[9..h.len() - 1],
+            &h[h.len() - 1..],
+            GET,
+        ],
+    )
+    .await;
     assert_eq!(seen(&got), pair("192.0.2.34", "192.0.2.34"));
     // Keep-alive: every request on the connection is the header's client's.
     let keep = b"GET / HTTP/1.1\r\nHost: app\r\n\r\n";
     let got = exchange(p.http, &[&[&v1("192.0.2.35", 1)[..], keep, GET].concat()]).await;
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
-    assert_eq!(text.matches("\"x_real_ip\":\"192.0.2.35\"").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("\"x_real_ip\":\"192.0.2.35\"").count(),
+        2,
+        "{text}"
+    );
     // The access log names the header's client, not the balancer.
     let log = p.dir.path().join("tideway.log");
     let deadline = Instant::now() + READ_LIMIT;
@@ -135,7 +157,10 @@ async fn proxy_v1_and_v2_name_the_client_the_backend_sees() {
         if text.contains("198.51.100.4 - - [") && text.contains("2001:db8::7 - - [") {
             break;
         }
-        assert!(Instant::now() < deadline, "access log lacks the clients:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "access log lacks the clients:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -154,7 +179,9 @@ async fn recording_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceive
                 let n = c.read(&mut buf).await.unwrap_or(0);
                 let _ = tx.send(buf[..n].to_vec());
                 let _ = c
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
                     .await;
             });
         }
@@ -174,7 +201,7 @@ async fn without_a_valid_header_a_connection_is_closed_and_reaches_no_backend() 
     bad_v2[12] = 0x22; // command 2 does not exist
     let too_long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 120], b"\r\n", GET].concat();
     let garbage: [&[u8]; 6] = [
-        GET,                                      // no header at all
+        GET,                                     // no header at all
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc", // a TLS ClientHello
         b"PROXY TCP4 203.0.113.7 127.0.0.1 99999 80\r\nGET / HTTP/1.1\r\n\r\n",
         &bad_v2,
@@ -197,7 +224,10 @@ async fn without_a_valid_header_a_connection_is_closed_and_reaches_no_backend() 
     // The first connection the backend ever sees is the first valid one.
     let got = exchange(p.http, &[&[&v1("203.0.113.7", 5)[..], GET].concat()]).await;
     assert!(got.ends_with(b"ok"), "{}", String::from_utf8_lossy(&got));
-    let first = tokio::time::timeout(READ_LIMIT, accepted.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(READ_LIMIT, accepted.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let first = String::from_utf8_lossy(&first);
     assert!(first.starts_with("GET /who HTTP/1.1\r\n"), "{first}");
     assert!(first.contains("x-real-ip: 203.0.113.7\r\n"), "{first}");
@@ -251,14 +281,20 @@ async fn a_trusted_proxys_forwarded_for_is_believed_a_spoof_is_not() {
     )
     .await;
     let got = exchange(trusted.http, &[&xff]).await;
-    assert_eq!(seen(&got), pair("10.0.0.2", "203.0.113.9, 10.0.0.2, 10.0.0.2"));
+    assert_eq!(
+        seen(&got),
+        pair("10.0.0.2", "203.0.113.9, 10.0.0.2, 10.0.0.2")
+    );
     let recursive = proxy(
         "real_ip = { from = [\"127.0.0.0/8\", \"10.0.0.0/8\"], header = \"X-Forwarded-For\", recursive = true }",
         &up,
     )
     .await;
     let got = exchange(recursive.http, &[&xff]).await;
-    assert_eq!(seen(&got), pair("203.0.113.9", "203.0.113.9, 10.0.0.2, 203.0.113.9"));
+    assert_eq!(
+        seen(&got),
+        pair("203.0.113.9", "203.0.113.9, 10.0.0.2, 203.0.113.9")
+    );
     // Not a trusted proxy: the spoof is only a prior hop; the socket's address is the client.
     let untrusted = proxy(
         "real_ip = { from = [\"10.0.0.0/8\"], header = \"X-Forwarded-For\" }",
@@ -266,7 +302,10 @@ async fn a_trusted_proxys_forwarded_for_is_believed_a_spoof_is_not() {
     )
     .await;
     let got = exchange(untrusted.http, &[&xff]).await;
-    assert_eq!(seen(&got), pair("127.0.0.1", "203.0.113.9, 10.0.0.2, 127.0.0.1"));
+    assert_eq!(
+        seen(&got),
+        pair("127.0.0.1", "203.0.113.9, 10.0.0.2, 127.0.0.1")
+    );
     // X-Real-IP (the default header).
     let real = proxy("real_ip = { from = [\"127.0.0.1\"] }", &up).await;
     let got = exchange(real.http, &[&req("X-Real-IP: 192.0.2.44\r\n")]).await;
@@ -282,7 +321,10 @@ async fn a_trusted_proxys_forwarded_for_is_believed_a_spoof_is_not() {
     let got = exchange(behind.http, &[&v1("10.1.1.1", 1), &spoof]).await;
     assert_eq!(seen(&got), pair("203.0.113.9", "203.0.113.9, 203.0.113.9"));
     let got = exchange(behind.http, &[&v1("198.51.100.1", 1), &spoof]).await;
-    assert_eq!(seen(&got), pair("198.51.100.1", "203.0.113.9, 198.51.100.1"));
+    assert_eq!(
+        seen(&got),
+        pair("198.51.100.1", "203.0.113.9, 198.51.100.1")
+    );
     // `header = "proxy_protocol"`: the PROXY address only from a trusted balancer.
     for (from, client) in [("127.0.0.0/8", "198.51.100.1"), ("10.0.0.0/8", "127.0.0.1")] {
         let pp = proxy(

@@ -361,7 +361,11 @@ async fn same_real_client_address_as_real_nginx() {
         let ndir = dir.path().join(format!("c{n}"));
         std::fs::create_dir_all(&ndir).unwrap();
         let conf = |port: u16| {
-            let pp = if *proxy_protocol { " proxy_protocol" } else { "" };
+            let pp = if *proxy_protocol {
+                " proxy_protocol"
+            } else {
+                ""
+            };
             format!(
                 "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    upstream app {{ server {b}; }}\n    server {{\n        listen 127.0.0.1:{port}{pp};\n        {realip}\n        location / {{\n            proxy_pass http://app;\n            proxy_set_header X-Real-IP $remote_addr;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n        }}\n    }}\n}}\n",
                 d = ndir.display(),
@@ -389,12 +393,7 @@ async fn same_real_client_address_as_real_nginx() {
             let want = forwarded_as(np, req).await;
             let got = forwarded_as(tp, req).await;
             println!("{realip} {:?}: {want:?}", String::from_utf8_lossy(req));
-            assert_eq!(
-                got,
-                want,
-                "{realip}: {:?}",
-                String::from_utf8_lossy(req)
-            );
+            assert_eq!(got, want, "{realip}: {:?}", String::from_utf8_lossy(req));
         }
     }
 }

@@ -416,7 +416,9 @@ async fn tcp_listener_takes_a_proxy_header_and_passes_the_client_on() {
     let backend_addr = l.local_addr().unwrap();
     let p = start_proxy_with(
         "protocol = \"tcp\"\nproxy_protocol = true",
-        &format!("[upstream.app]\nproxy_protocol = \"v1\"\nbackends = [{{ addr = \"{backend_addr}\" }}]"),
+        &format!(
+            "[upstream.app]\nproxy_protocol = \"v1\"\nbackends = [{{ addr = \"{backend_addr}\" }}]"
+        ),
     )
     .await;
     // Garbage, a bad header and a truncated one: closed, and no backend connection.
@@ -437,7 +439,12 @@ async fn tcp_listener_takes_a_proxy_header_and_passes_the_client_on() {
     }
     // A v2 header from an IPv6 client, its first bytes in the same segment.
     let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
-    h.extend_from_slice(&"2001:db8::70".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    h.extend_from_slice(
+        &"2001:db8::70"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
     h.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
     h.extend_from_slice(&4242u16.to_be_bytes());
     h.extend_from_slice(&443u16.to_be_bytes());

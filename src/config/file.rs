@@ -470,7 +470,10 @@ fn validate_real_ip(
     let from = r
         .from
         .iter()
-        .map(|s| super::real_ip::parse_range(s).map_err(|e| cx.err(sp.span(), format!("real_ip.from: {e}"))))
+        .map(|s| {
+            super::real_ip::parse_range(s)
+                .map_err(|e| cx.err(sp.span(), format!("real_ip.from: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if header == RealIpHeader::ProxyProtocol && !proxy_protocol {
         return Err(cx.err(

@@ -60,7 +60,11 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .map(|n| n.trunc())
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("invalid address range {s:?}; expected an address or CIDR such as \"10.0.0.0/8\""))
+        .map_err(|_| {
+            format!(
+                "invalid address range {s:?}; expected an address or CIDR such as \"10.0.0.0/8\""
+            )
+        })
 }
 
 #[cfg(test)]

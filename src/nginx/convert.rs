@@ -312,9 +312,11 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let mut pass = None;
     for s in d.block.as_deref().unwrap_or_default() {
         match s.name.as_str() {
-            "listen" => listens.extend(s.args.first().map(|a| {
-                (listen_addr(a), s.args.iter().any(|x| x == "proxy_protocol"))
-            })),
+            "listen" => listens.extend(
+                s.args
+                    .first()
+                    .map(|a| (listen_addr(a), s.args.iter().any(|x| x == "proxy_protocol"))),
+            ),
             _ if realip.take(s, true, &mut cx.warnings) => {}
             "proxy_pass" => pass = target(cx, s, false),
             "proxy_timeout" => {
@@ -372,7 +374,10 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 }
                 // The block's realip settings, wherever they stand in it, hold for its servers.
                 let mut realip = RealIpConf::default();
-                for s in b.iter().filter(|x| x.name != "upstream" && x.name != "server") {
+                for s in b
+                    .iter()
+                    .filter(|x| x.name != "upstream" && x.name != "server")
+                {
                     realip.take(s, stream, &mut cx.warnings);
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {

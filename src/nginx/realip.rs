@@ -137,9 +137,17 @@ mod tests {
             merged.render(false, false, "s", &mut w).unwrap(),
             r#"{ from = ["192.168.0.1"], header = "X-Forwarded-For", recursive = true }"#
         );
-        assert_eq!(http.over(&RealIpConf::default()).render(false, false, "s", &mut w).unwrap(), r#"{ from = ["10.0.0.0/8"], header = "X-Forwarded-For" }"#);
+        assert_eq!(
+            http.over(&RealIpConf::default())
+                .render(false, false, "s", &mut w)
+                .unwrap(),
+            r#"{ from = ["10.0.0.0/8"], header = "X-Forwarded-For" }"#
+        );
         // No set_real_ip_from: realip is off.
-        assert_eq!(RealIpConf::default().render(false, false, "s", &mut w), None);
+        assert_eq!(
+            RealIpConf::default().render(false, false, "s", &mut w),
+            None
+        );
     }
 
     #[test]

@@ -204,7 +204,10 @@ mod tests {
         let t = "127.0.0.1:5000";
         assert_eq!(ip(&r, t, None, &["1.1.1.1, 2.2.2.2, 10.0.0.2"]), "2.2.2.2");
         assert_eq!(ip(&r, t, None, &["1.1.1.1", "2.2.2.2 10.0.0.2"]), "2.2.2.2");
-        assert_eq!(ip(&r, t, None, &["1.1.1.1", "10.0.0.3", "10.0.0.2"]), "1.1.1.1");
+        assert_eq!(
+            ip(&r, t, None, &["1.1.1.1", "10.0.0.3", "10.0.0.2"]),
+            "1.1.1.1"
+        );
         // All trusted: the leftmost.
         assert_eq!(ip(&r, t, None, &["10.0.0.5, 10.0.0.2"]), "10.0.0.5");
         // A bad entry stops the walk at the last address taken.
@@ -215,7 +218,10 @@ mod tests {
     #[test]
     fn x_real_ip_and_no_settings() {
         let r = real_ip(RealIpHeader::XRealIp, false);
-        assert_eq!(ip(&r, "10.0.0.1:1", Some("5.5.5.5"), &["6.6.6.6"]), "5.5.5.5");
+        assert_eq!(
+            ip(&r, "10.0.0.1:1", Some("5.5.5.5"), &["6.6.6.6"]),
+            "5.5.5.5"
+        );
         assert_eq!(ip(&r, "10.0.0.1:1", None, &["6.6.6.6"]), "10.0.0.1");
         assert_eq!(ip(&r, "9.9.9.9:1", Some("5.5.5.5"), &[]), "9.9.9.9");
         let conn = Some("9.9.9.9:1".parse().unwrap());

@@ -41,12 +41,12 @@ fn v1_tcp4_tcp6_and_unknown() {
 #[test]
 fn v1_refuses_what_the_spec_does_not_allow() {
     let bad: [&[u8]; 16] = [
-        b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\n",  // LF without CR
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443\n", // LF without CR
         b"PROXY TCP4  203.0.113.7 10.0.0.1 51000 443\r\n", // two spaces
-        b"PROXY TCP4 203.0.113.7 10.0.0.1 51000\r\n",    // a port missing
+        b"PROXY TCP4 203.0.113.7 10.0.0.1 51000\r\n",   // a port missing
         b"PROXY TCP4 203.0.113.7 10.0.0.1 51000 443 9\r\n", // one field too many
         b"PROXY TCP4 2001:db8::7 10.0.0.1 51000 443\r\n", // family mismatch
-        b"PROXY TCP6 203.0.113.7 ::1 51000 443\r\n",     // family mismatch
+        b"PROXY TCP6 203.0.113.7 ::1 51000 443\r\n",    // family mismatch
         b"PROXY TCP4 203.0.113.256 10.0.0.1 51000 443\r\n",
         b"PROXY TCP4 203.0.113.07 10.0.0.1 51000 443\r\n", // leading zero in an octet
         b"PROXY TCP4 203.0.113.7 10.0.0.1 65536 443\r\n",
@@ -78,7 +78,11 @@ fn v1_over_107_bytes_is_refused_and_107_is_taken() {
     assert_eq!(done(&max).len, V1_MAX);
     let mut over = b"PROXY UNKNOWN ".to_vec();
     over.resize(V1_MAX - 1, b'x');
-    assert_eq!(parse(&over), Ok(None), "106 bytes without CRLF may still end");
+    assert_eq!(
+        parse(&over),
+        Ok(None),
+        "106 bytes without CRLF may still end"
+    );
     over.push(b'x');
     assert_eq!(parse(&over), Err(HeaderError::V1TooLong));
     over.extend_from_slice(b"\r\n");
@@ -114,7 +118,10 @@ fn v2_round_trips_what_tideway_sends() {
         prefixes_incomplete(&wire);
         wire.extend_from_slice(b"\x16\x03\x01");
         let h = done(&wire);
-        assert_eq!((h.len, h.source, h.destination), (n, Some(sa(c)), Some(sa(l))));
+        assert_eq!(
+            (h.len, h.source, h.destination),
+            (n, Some(sa(c)), Some(sa(l)))
+        );
         let v1 = super::super::header(ProxyProtocol::V1, sa(c), sa(l));
         assert_eq!(done(&v1).source, Some(sa(c)));
     }
@@ -153,11 +160,17 @@ fn v2_refuses_bad_version_command_family_and_lengths() {
     assert_eq!(parse(&v2(0x11, 0x11, &v4)), Err(HeaderError::V2Command));
     assert_eq!(parse(&v2(0x22, 0x11, &v4)), Err(HeaderError::V2Command));
     // Refused as soon as the wrong byte is in, before the length is.
-    assert_eq!(parse(&v2(0x31, 0x11, &v4)[..13]), Err(HeaderError::V2Command));
+    assert_eq!(
+        parse(&v2(0x31, 0x11, &v4)[..13]),
+        Err(HeaderError::V2Command)
+    );
     assert_eq!(parse(&v2(0x21, 0x12, &v4)), Err(HeaderError::V2Family)); // UDP
     assert_eq!(parse(&v2(0x21, 0x41, &v4)), Err(HeaderError::V2Family));
     assert_eq!(parse(&v2(0x21, 0x11, &v4[..11])), Err(HeaderError::V2Short));
-    assert_eq!(parse(&v2(0x21, 0x21, &[0u8; 35])), Err(HeaderError::V2Short));
+    assert_eq!(
+        parse(&v2(0x21, 0x21, &[0u8; 35])),
+        Err(HeaderError::V2Short)
+    );
     assert_eq!(parse(&v2(0x20, 0x11, &v4[..4])), Err(HeaderError::V2Short));
     let huge = v2(0x21, 0x11, &vec![0u8; MAX_V2_HEADER]);
     assert_eq!(parse(&huge[..16]), Err(HeaderError::V2TooLong));

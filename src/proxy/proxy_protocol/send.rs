@@ -98,6 +98,12 @@ mod tests {
         );
         let v2 = header(ProxyProtocol::V2, l, c);
         assert_eq!(v2[12..16], [0x21, 0x21, 0, 36]);
-        assert_eq!(&v2[16..32], &"::ffff:10.9.9.9".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            &v2[16..32],
+            &"::ffff:10.9.9.9"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use super::duration::Dur;
 use super::error::{line_col, ConfigError};
-use super::real_ip::{RealIp, RealIpHeader};
+use super::real_ip::RealIp;
 use super::types::*;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -458,40 +458,15 @@ fn validate_real_ip(
     proxy_protocol: bool,
 ) -> Result<RealIp, ConfigError> {
     let r = sp.get_ref();
-    let header = match &r.header {
-        None => RealIpHeader::XRealIp,
-        Some(h) => RealIpHeader::parse(h).ok_or_else(|| {
-            cx.err(
-                sp.span(),
-                format!("real_ip.header {h:?}: expected \"X-Real-IP\", \"X-Forwarded-For\" or \"proxy_protocol\""),
-            )
-        })?,
-    };
-    let from = r
-        .from
-        .iter()
-        .map(|s| {
-            super::real_ip::parse_range(s)
-                .map_err(|e| cx.err(sp.span(), format!("real_ip.from: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if header == RealIpHeader::ProxyProtocol && !proxy_protocol {
-        return Err(cx.err(
-            sp.span(),
-            "real_ip.header = \"proxy_protocol\" needs proxy_protocol = true on the listener",
-        ));
-    }
-    if header != RealIpHeader::ProxyProtocol && protocol == Protocol::Tcp {
-        return Err(cx.err(
-            sp.span(),
-            "a tcp listener has no headers: real_ip.header must be \"proxy_protocol\"",
-        ));
-    }
-    Ok(RealIp {
-        from,
-        header,
-        recursive: r.recursive.unwrap_or(false),
-    })
+    let tcp = protocol == Protocol::Tcp;
+    super::real_ip::validate(
+        &r.from,
+        r.header.as_deref(),
+        r.recursive,
+        tcp,
+        proxy_protocol,
+    )
+    .map_err(|e| cx.err(sp.span(), e))
 }
 
 fn autoscale(

@@ -67,6 +67,43 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
         })
 }
 
+/// Check `real_ip = { from, header, recursive }` on a listener (`tcp`: a tcp listener) with or
+/// without `proxy_protocol`; the error says what was expected.
+pub fn validate(
+    from: &[String],
+    header: Option<&str>,
+    recursive: Option<bool>,
+    tcp: bool,
+    proxy_protocol: bool,
+) -> Result<RealIp, String> {
+    let header = match header {
+        None => RealIpHeader::XRealIp,
+        Some(h) => RealIpHeader::parse(h).ok_or_else(|| {
+            format!("real_ip.header {h:?}: expected \"X-Real-IP\", \"X-Forwarded-For\" or \"proxy_protocol\"")
+        })?,
+    };
+    let from = from
+        .iter()
+        .map(|s| parse_range(s).map_err(|e| format!("real_ip.from: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if header == RealIpHeader::ProxyProtocol && !proxy_protocol {
+        return Err(
+            "real_ip.header = \"proxy_protocol\" needs proxy_protocol = true on the listener"
+                .into(),
+        );
+    }
+    if header != RealIpHeader::ProxyProtocol && tcp {
+        return Err(
+            "a tcp listener has no headers: real_ip.header must be \"proxy_protocol\"".into(),
+        );
+    }
+    Ok(RealIp {
+        from,
+        header,
+        recursive: recursive.unwrap_or(false),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 
 use crate::config::{HttpLimits, Listener, Protocol};
 use crate::pool::PoolHandle;
+use crate::proxy::client::Addressing;
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
@@ -50,7 +51,8 @@ pub fn http_gateway(
     };
     let tls = resolver.clone().map(Terminator::new);
     let limits: HttpLimits = l.limits.clone();
-    let gw = Gateway::new(route(pool, l, tls.is_some()), tls, limits, turned_away);
+    let gw = Gateway::new(route(pool, l, tls.is_some()), tls, limits, turned_away)
+        .with_addressing(Addressing::of(l));
     Ok((gw, resolver))
 }
 
@@ -71,6 +73,8 @@ fn same(a: &Listener, b: &Listener) -> bool {
         && a.upstream == b.upstream
         && a.tls.is_some() == b.tls.is_some()
         && a.limits == b.limits
+        && a.proxy_protocol == b.proxy_protocol
+        && a.real_ip == b.real_ip
 }
 
 impl Listeners {
@@ -104,7 +108,7 @@ impl Listeners {
                     }
                 }
                 Some(_) => warnings.push(format!(
-                    "listener {} changed in place: its upstream, protocol, TLS and limits stay as \
+                    "listener {} changed in place: its upstream, protocol, TLS, limits, proxy_protocol and real_ip stay as \
                      started until a restart or a hand-over (SIGUSR2)",
                     l.listen
                 )),
@@ -155,7 +159,8 @@ impl Listeners {
                 tokio::spawn(accept(socket, Arc::new(gw), shutdown))
             }
             Protocol::Tcp => {
-                let gw = TcpGateway::new(route(&self.pool, l, false), never);
+                let gw = TcpGateway::new(route(&self.pool, l, false), never)
+                    .with_addressing(Addressing::of(l));
                 tokio::spawn(accept(socket, Arc::new(gw), shutdown))
             }
         })

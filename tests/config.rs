@@ -112,3 +112,40 @@ fn tls_errors_name_the_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn real_ip_and_proxy_protocol_errors_say_what_was_expected() {
+    let l = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n";
+    let cases = [
+        (
+            "real_ip = { from = [\"10.0.0.0/33\"] }",
+            ":6:11: real_ip.from: invalid address range \"10.0.0.0/33\"",
+        ),
+        (
+            "real_ip = { from = [\"10.0.0.0/8\"], header = \"CF-Connecting-IP\" }",
+            ":6:11: real_ip.header \"CF-Connecting-IP\": expected \"X-Real-IP\", \"X-Forwarded-For\" or \"proxy_protocol\"",
+        ),
+        (
+            "real_ip = { from = [\"10.0.0.0/8\"], header = \"proxy_protocol\" }",
+            ":6:11: real_ip.header = \"proxy_protocol\" needs proxy_protocol = true",
+        ),
+        (
+            "protocol = \"tcp\"\nreal_ip = { from = [\"10.0.0.0/8\"], header = \"X-Forwarded-For\" }",
+            ":7:11: a tcp listener has no headers",
+        ),
+        ("proxy_protocol = \"v1\"", ":6:18: invalid type: string \"v1\", expected a boolean"),
+        ("real_ip = { from = [], hdr = \"X-Real-IP\" }", "unknown field `hdr`"),
+    ];
+    for (extra, expected) in cases {
+        let (code, stderr, path) = check(&format!("{l}{extra}\n"));
+        assert_eq!(code, 1, "{extra}");
+        assert!(stderr.starts_with(&path), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
+    let good = "proxy_protocol = true\nreal_ip = { from = [\"10.0.0.0/8\", \"192.168.1.7\"], header = \"proxy_protocol\" }";
+    let (code, stderr, _) = check(&format!("{l}{good}\n"));
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -288,3 +288,112 @@ async fn export_renders_the_live_pool_as_an_upstream_block() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
+
+/// One request's raw bytes to `port`; what the demo backend says it got as (X-Real-IP,
+/// X-Forwarded-For).
+async fn forwarded_as(port: u16, bytes: &[u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: port {port} answered {text}"));
+    let f = |k: &str| v[k].as_str().unwrap_or("").to_string();
+    (f("x_real_ip"), f("x_forwarded_for"))
+}
+
+/// The same realip settings in nginx and in tideway (`run --nginx` on the same file): every
+/// request's bytes reach the backend with the same X-Real-IP and X-Forwarded-For.
+#[tokio::test]
+async fn same_real_client_address_as_real_nginx() {
+    let b = backend("r").await;
+    let dir = tempfile::tempdir().unwrap();
+    let get = |headers: &str| {
+        format!("GET / HTTP/1.1\r\nHost: app\r\n{headers}Connection: close\r\n\r\n").into_bytes()
+    };
+    let header_cases: Vec<Vec<u8>> = [
+        "",
+        "X-Forwarded-For: 203.0.113.9\r\n",
+        "X-Forwarded-For: 203.0.113.9, 10.0.0.2\r\n",
+        "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 10.0.0.3, 10.0.0.2\r\n",
+        "X-Forwarded-For: 10.0.0.5 10.0.0.2\r\n",
+        "X-Forwarded-For: junk, 10.0.0.2\r\n",
+        "X-Forwarded-For: 203.0.113.9:8080\r\n",
+        "X-Forwarded-For: 2001:db8::5\r\n",
+        "X-Real-IP: 192.0.2.44\r\n",
+        "X-Real-IP: 192.0.2.44\r\nX-Forwarded-For: 203.0.113.9\r\n",
+        "X-Real-IP: 192.0.2.44\r\nX-Real-IP: 192.0.2.45\r\n",
+    ]
+    .iter()
+    .map(|h| get(h))
+    .collect();
+    let pp = |line: &str, headers: &str| [line.as_bytes(), &get(headers)].concat();
+    let pp_cases = vec![
+        pp("PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n", ""),
+        pp(
+            "PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n",
+            "X-Forwarded-For: 203.0.113.9\r\n",
+        ),
+        pp("PROXY TCP6 2001:db8::7 ::1 5000 80\r\n", ""),
+    ];
+    // (realip directives, proxy_protocol on the listen line, the requests)
+    let configs = [
+        ("set_real_ip_from 127.0.0.0/8; real_ip_header X-Forwarded-For;", false, &header_cases),
+        (
+            "set_real_ip_from 127.0.0.0/8; set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;",
+            false,
+            &header_cases,
+        ),
+        ("set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For;", false, &header_cases),
+        ("set_real_ip_from 127.0.0.1;", false, &header_cases),
+        ("set_real_ip_from 127.0.0.0/8; real_ip_header proxy_protocol;", true, &pp_cases),
+        ("set_real_ip_from 10.0.0.0/8; real_ip_header proxy_protocol;", true, &pp_cases),
+    ];
+    for (n, (realip, proxy_protocol, requests)) in configs.iter().enumerate() {
+        let ndir = dir.path().join(format!("c{n}"));
+        std::fs::create_dir_all(&ndir).unwrap();
+        let conf = |port: u16| {
+            let pp = if *proxy_protocol {
+                " proxy_protocol"
+            } else {
+                ""
+            };
+            format!(
+                "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    upstream app {{ server {b}; }}\n    server {{\n        listen 127.0.0.1:{port}{pp};\n        {realip}\n        location / {{\n            proxy_pass http://app;\n            proxy_set_header X-Real-IP $remote_addr;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n        }}\n    }}\n}}\n",
+                d = ndir.display(),
+                b = b.addr,
+            )
+        };
+        let (np, tp) = (free_port(), free_port());
+        let nfile = ndir.join("nginx.conf");
+        std::fs::write(&nfile, conf(np)).unwrap();
+        let tfile = ndir.join("tideway-nginx.conf");
+        std::fs::write(&tfile, conf(tp)).unwrap();
+        let _nginx = Running(
+            Command::new("nginx")
+                .arg("-p")
+                .arg(&ndir)
+                .arg("-c")
+                .arg(&nfile)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_port(np).await;
+        let _tideway = run_tideway_nginx(&tfile, tp, &ndir).await;
+        for req in requests.iter() {
+            let want = forwarded_as(np, req).await;
+            let got = forwarded_as(tp, req).await;
+            println!("{realip} {:?}: {want:?}", String::from_utf8_lossy(req));
+            assert_eq!(got, want, "{realip}: {:?}", String::from_utf8_lossy(req));
+        }
+    }
+}

@@ -36,6 +36,15 @@ async fn tls_connect(
     name: &str,
     roots: &[&Cert],
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_over(TcpStream::connect(addr).await.unwrap(), name, roots).await
+}
+
+/// A TLS handshake with tideway over `tcp` (which may have carried bytes before it).
+async fn tls_over(
+    tcp: TcpStream,
+    name: &str,
+    roots: &[&Cert],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut store = rustls::RootCertStore::empty();
     for c in roots {
         store.add(c.der.clone()).unwrap();
@@ -48,7 +57,6 @@ async fn tls_connect(
     .with_root_certificates(store)
     .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(addr).await.unwrap();
     connector
         .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
         .await
@@ -326,4 +334,130 @@ async fn sighup_reloads_certificates() {
         ws.next().await.unwrap().unwrap(),
         Message::text("after reload")
     );
+}
+
+#[tokio::test]
+async fn tls_listener_reads_the_proxy_header_before_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_cert(dir.path(), "pp.test");
+    let b = backend("b").await;
+    let p = start_proxy_with(
+        &format!(
+            "proxy_protocol = true\ntls = {{ cert = \"{}\", key = \"{}\" }}",
+            cert.cert.display(),
+            cert.key.display()
+        ),
+        &format!("[upstream.app]\n{}", backends_toml(&[(&b, 1)])),
+    )
+    .await;
+    for split in [false, true] {
+        let mut tcp = TcpStream::connect(p.http).await.unwrap();
+        let header = b"PROXY TCP4 203.0.113.70 10.0.0.1 40000 443\r\n";
+        if split {
+            // The header alone, then the handshake in later segments.
+            tcp.write_all(&header[..10]).await.unwrap();
+            tcp.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tcp.write_all(&header[10..]).await.unwrap();
+        } else {
+            // The ClientHello will follow in the same burst as the header.
+            tcp.write_all(header).await.unwrap();
+        }
+        let mut tls = tls_over(tcp, "pp.test", &[&cert]).await;
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("\"x_real_ip\":\"203.0.113.70\""), "{text}");
+        assert!(text.contains("\"x_forwarded_proto\":\"https\""), "{text}");
+    }
+    // A TLS handshake without the header is refused before any certificate is sent.
+    let tcp = TcpStream::connect(p.http).await.unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    store.add(cert.der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    let name = ServerName::try_from("pp.test".to_string()).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let handshake = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp));
+    assert!(handshake.await.unwrap().is_err());
+}
+
+/// The first connection a raw backend accepts, and what it read on it until `end`.
+async fn first_connection(l: &tokio::net::TcpListener, end: &[u8]) -> Vec<u8> {
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(10), l.accept())
+        .await
+        .expect("a connection reached the backend")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !got.ends_with(end) {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn tcp_listener_takes_a_proxy_header_and_passes_the_client_on() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_addr = l.local_addr().unwrap();
+    let p = start_proxy_with(
+        "protocol = \"tcp\"\nproxy_protocol = true",
+        &format!(
+            "[upstream.app]\nproxy_protocol = \"v1\"\nbackends = [{{ addr = \"{backend_addr}\" }}]"
+        ),
+    )
+    .await;
+    // Garbage, a bad header and a truncated one: closed, and no backend connection.
+    for bad in [
+        &b"hello"[..],
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 1 2 3\r\nhello",
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c",
+        b"PROXY TCP6 ::1",
+    ] {
+        let mut c = TcpStream::connect(p.http).await.unwrap();
+        c.write_all(bad).await.unwrap();
+        let _ = c.shutdown().await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+            .await
+            .expect("closed");
+        assert!(got.is_empty(), "{bad:?}: {got:?}");
+    }
+    // A v2 header from an IPv6 client, its first bytes in the same segment.
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x21\x00\x24".to_vec();
+    h.extend_from_slice(
+        &"2001:db8::70"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    h.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    h.extend_from_slice(&4242u16.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h.extend_from_slice(b"hello");
+    let mut c = TcpStream::connect(p.http).await.unwrap();
+    c.write_all(&h).await.unwrap();
+    // The first connection the backend ever gets is this client's, named by its header
+    // (an IPv6 client behind an IPv4 listener: both written as IPv6).
+    let got = first_connection(&l, b"hello").await;
+    let text = String::from_utf8_lossy(&got);
+    let want = format!(
+        "PROXY TCP6 2001:db8::70 ::ffff:127.0.0.1 4242 {}\r\nhello",
+        p.http.port()
+    );
+    assert_eq!(text, want);
 }

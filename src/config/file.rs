@@ -4,6 +4,7 @@
 
 use super::duration::Dur;
 use super::error::{line_col, ConfigError};
+use super::real_ip::RealIp;
 use super::types::*;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -67,6 +68,16 @@ struct ListenerSection {
     upstream: Spanned<String>,
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
+    proxy_protocol: Option<bool>,
+    real_ip: Option<Spanned<RealIpSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealIpSection {
+    from: Vec<String>,
+    header: Option<String>,
+    recursive: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -372,12 +383,19 @@ impl FileConfig {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
             };
+            let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+            let real_ip = match &l.real_ip {
+                None => None,
+                Some(sp) => Some(validate_real_ip(&cx, sp, protocol, proxy_protocol)?),
+            };
             listeners.push(Listener {
                 listen,
                 protocol,
                 upstream,
                 tls,
                 limits,
+                proxy_protocol,
+                real_ip,
             });
         }
 
@@ -436,6 +454,24 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         }
     }
     Ok(limits)
+}
+
+fn validate_real_ip(
+    cx: &Ctx<'_>,
+    sp: &Spanned<RealIpSection>,
+    protocol: Protocol,
+    proxy_protocol: bool,
+) -> Result<RealIp, ConfigError> {
+    let r = sp.get_ref();
+    let tcp = protocol == Protocol::Tcp;
+    super::real_ip::validate(
+        &r.from,
+        r.header.as_deref(),
+        r.recursive,
+        tcp,
+        proxy_protocol,
+    )
+    .map_err(|e| cx.err(sp.span(), e))
 }
 
 fn autoscale(

@@ -12,12 +12,14 @@ pub mod default;
 mod duration;
 mod error;
 mod file;
+pub mod real_ip;
 pub mod scope;
 pub mod tls;
 mod types;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use real_ip::{RealIp, RealIpHeader};
 pub use scope::RegistrationScope;
 pub use types::*;
 

@@ -86,6 +86,11 @@ pub struct Listener {
     pub tls: Option<Vec<super::tls::TlsFiles>>,
     /// What the listener accepts from a client (http listeners; `max_connections` for both).
     pub limits: HttpLimits,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address is
+    /// the client's; a connection without a valid one is closed.
+    pub proxy_protocol: bool,
+    /// Trusted proxies whose forwarding header names the client (nginx's realip module).
+    pub real_ip: Option<super::real_ip::RealIp>,
 }
 
 /// Largest request line (nginx: one `large_client_header_buffers` buffer, 8k).

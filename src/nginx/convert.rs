@@ -2,6 +2,7 @@
 //! warning naming the directive and its file:line, and is ignored.
 
 use super::parse::Directive;
+use super::realip::RealIpConf;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -37,6 +38,9 @@ struct Listener {
     protocol: &'static str,
     upstream: String,
     tls: Option<(String, String)>,
+    proxy_protocol: bool,
+    /// The `real_ip = { ... }` value, when realip is on.
+    real_ip: Option<String>,
 }
 
 struct Cx {
@@ -216,7 +220,8 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     Some(name)
 }
 
-fn http_server(cx: &mut Cx, d: &Directive) {
+fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
+    let mut realip = RealIpConf::default();
     let mut listens = Vec::new();
     let mut cert = None;
     let mut key = None;
@@ -225,9 +230,11 @@ fn http_server(cx: &mut Cx, d: &Directive) {
         match s.name.as_str() {
             "listen" => {
                 if let Some(a) = s.args.first() {
-                    listens.push((listen_addr(a), s.args.iter().any(|x| x == "ssl")));
+                    let has = |flag: &str| s.args.iter().any(|x| x == flag);
+                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol")));
                 }
             }
+            _ if realip.take(s, false, &mut cx.warnings) => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
             "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" => {}
@@ -269,9 +276,10 @@ fn http_server(cx: &mut Cx, d: &Directive) {
         return cx.warn(d, "has no location with proxy_pass");
     };
     if listens.is_empty() {
-        listens.push(("0.0.0.0:80".into(), false));
+        listens.push(("0.0.0.0:80".into(), false, false));
     }
-    for (listen, ssl) in listens {
+    let realip = realip.over(block_realip);
+    for (listen, ssl, proxy_protocol) in listens {
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => {
                 let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
@@ -286,21 +294,30 @@ fn http_server(cx: &mut Cx, d: &Directive) {
             }
             _ => None,
         };
+        let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
         cx.listeners.push(Listener {
             listen,
             protocol: "http",
             upstream: upstream.clone(),
             tls,
+            proxy_protocol,
+            real_ip,
         });
     }
 }
 
-fn stream_server(cx: &mut Cx, d: &Directive) {
+fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
+    let mut realip = RealIpConf::default();
     let mut listens = Vec::new();
     let mut pass = None;
     for s in d.block.as_deref().unwrap_or_default() {
         match s.name.as_str() {
-            "listen" => listens.extend(s.args.first().map(|a| listen_addr(a))),
+            "listen" => listens.extend(
+                s.args
+                    .first()
+                    .map(|a| (listen_addr(a), s.args.iter().any(|x| x == "proxy_protocol"))),
+            ),
+            _ if realip.take(s, true, &mut cx.warnings) => {}
             "proxy_pass" => pass = target(cx, s, false),
             "proxy_timeout" => {
                 if let (Some(t), Some(p)) = (s.args.first().and_then(|v| time(v)), pass.clone()) {
@@ -316,12 +333,16 @@ fn stream_server(cx: &mut Cx, d: &Directive) {
     let Some(upstream) = pass else {
         return cx.warn(d, "has no proxy_pass");
     };
-    for listen in listens {
+    let realip = realip.over(block_realip);
+    for (listen, proxy_protocol) in listens {
+        let real_ip = realip.render(true, proxy_protocol, &d.at(), &mut cx.warnings);
         cx.listeners.push(Listener {
             listen,
             protocol: "tcp",
             upstream: upstream.clone(),
             tls: None,
+            proxy_protocol,
+            real_ip,
         });
     }
 }
@@ -351,17 +372,26 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 for u in b.iter().filter(|x| x.name == "upstream") {
                     upstream(&mut cx, u);
                 }
+                // The block's realip settings, wherever they stand in it, hold for its servers.
+                let mut realip = RealIpConf::default();
+                for s in b
+                    .iter()
+                    .filter(|x| x.name != "upstream" && x.name != "server")
+                {
+                    realip.take(s, stream, &mut cx.warnings);
+                }
                 for s in b.iter().filter(|x| x.name != "upstream") {
                     match (s.name.as_str(), stream) {
-                        ("server", false) => http_server(&mut cx, s),
-                        ("server", true) => stream_server(&mut cx, s),
+                        ("server", false) => http_server(&mut cx, s, &realip),
+                        ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
+                        (name, _) if RealIpConf::reads(name, stream) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
             }
             // A conf.d snippet: its server blocks are http servers.
-            ("server", Some(_)) => http_server(&mut cx, d),
+            ("server", Some(_)) => http_server(&mut cx, d, &RealIpConf::default()),
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
@@ -387,6 +417,12 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         let _ = writeln!(out, "upstream = {:?}", l.upstream);
         if let Some((c, k)) = &l.tls {
             let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+        }
+        if l.proxy_protocol {
+            out.push_str("proxy_protocol = true\n");
+        }
+        if let Some(r) = &l.real_ip {
+            let _ = writeln!(out, "real_ip = {r}");
         }
     }
     for (name, u) in upstreams {

@@ -8,6 +8,7 @@
 pub mod convert;
 pub mod export;
 pub mod parse;
+pub mod realip;
 
 use crate::config::{Config, ConfigError};
 use std::path::Path;

@@ -161,6 +161,8 @@ impl Done {
 /// The peers of one client connection.
 #[derive(Clone, Copy)]
 pub struct Peers {
+    /// The real client address (after the PROXY header, per request after trusted proxies'
+    /// headers; see [`super::client`]): every per-client feature goes by this one value.
     pub client: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
 }

@@ -6,12 +6,13 @@
 //! parser.
 
 use super::access::{self, Outcome};
+use super::client::Addressing;
 use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::request::{classify, Refusal, Request};
 use super::route::Route;
-use super::tls::{local, peer, Terminator};
+use super::tls::Terminator;
 use super::websocket;
 use crate::config::{Balance, HttpLimits, UpstreamPolicy};
 use async_trait::async_trait;
@@ -56,6 +57,8 @@ pub struct Gateway {
     slots: Option<Arc<Semaphore>>,
     /// Set while a reload has removed this listener: new connections are closed at once.
     turned_away: Arc<AtomicBool>,
+    /// Where the real client address comes from (PROXY header, trusted proxies).
+    addressing: Addressing,
 }
 
 impl Gateway {
@@ -92,7 +95,14 @@ impl Gateway {
             tls,
             slots,
             turned_away,
+            addressing: Addressing::default(),
         }
+    }
+
+    /// Learn client addresses as `addressing` says (by default: the socket's peer).
+    pub fn with_addressing(mut self, addressing: Addressing) -> Self {
+        self.addressing = addressing;
+        self
     }
 
     /// Classify a complete request head against the current snapshot: the request, and the
@@ -100,7 +110,7 @@ impl Gateway {
     fn classify(
         &self,
         head: &[u8],
-        client: Option<std::net::IpAddr>,
+        client: Option<std::net::SocketAddr>,
         out: &mut Vec<u8>,
     ) -> Result<(Request, Option<Arc<UpstreamPolicy>>), Refusal> {
         let snap = self.route.pool.load();
@@ -111,7 +121,7 @@ impl Gateway {
             .map(|p| &p.hash_key);
         let req = classify(
             head,
-            client,
+            (client, self.addressing.for_requests()),
             self.route.proto,
             hash,
             &self.route.upstream,
@@ -196,9 +206,14 @@ impl Gateway {
         shutdown: ShutdownWatch,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Option<()> {
-        let peers = Peers {
-            client: peer(&stream),
-            local: local(&stream),
+        // The PROXY header (if the listener expects one) comes before any TLS.
+        let header_timeout = self.path.limits.header_timeout;
+        let (stream, conn) = match self.addressing.accept(stream, header_timeout).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection refused");
+                return None;
+            }
         };
         let mut stream = match &self.tls {
             None => stream,
@@ -214,7 +229,6 @@ impl Gateway {
         let limits = &self.path.limits;
         let mut served: u32 = 0;
         let mut bufs = Buffers::default();
-        let ip = peers.client.map(|a| a.ip());
         let mut stop = std::pin::pin!(stopped(shutdown.clone()));
         let mut stopping = false;
         loop {
@@ -275,10 +289,11 @@ impl Gateway {
             served += 1;
             let logged = access::enabled().then(|| access::Head::parse(&bufs.client[..head_len]));
             let started = std::time::Instant::now();
-            let (mut req, policy) = match self.classify(&bufs.client[..head_len], ip, &mut bufs.out)
-            {
+            let classified = self.classify(&bufs.client[..head_len], conn.client, &mut bufs.out);
+            let (mut req, policy) = match classified {
                 Ok(classified) => classified,
                 Err(r) => {
+                    let ip = conn.client.map(|a| a.ip());
                     let mut out = Outcome {
                         received: head_len as u64,
                         ..Outcome::default()
@@ -290,6 +305,12 @@ impl Gateway {
                 }
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
+            // The request's real client: what every per-client feature goes by.
+            let peers = Peers {
+                client: req.client,
+                local: conn.local,
+            };
+            let ip = peers.client.map(|a| a.ip());
             let idle = policy.as_ref().map(|p| p.idle_timeout);
             // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
             // an Arc clone, only on upstreams with `rebalance`.

@@ -6,6 +6,8 @@
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
 //! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
 //! (listeners, runtimes, signals, graceful shutdown). [`access`] writes the access log.
+//! [`client`] works out the real client address ([`proxy_protocol`] reads the inbound PROXY
+//! header and writes the outbound one).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config` and `pool`; never `admin`.
@@ -14,6 +16,7 @@ pub mod access;
 pub mod body;
 pub mod budget;
 pub mod chunked;
+pub mod client;
 pub mod error;
 pub mod exchange;
 pub mod frame;

@@ -8,10 +8,11 @@
 //! canonical form, written by [`finish_head`] once the body's length is known. Anything
 //! ambiguous is refused rather than guessed at (see [`Refusal`] and the README's table).
 
+use super::client::believe;
 use super::key::request_hash;
-use crate::config::HashKey;
+use crate::config::{HashKey, RealIp};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Most header fields the parser takes; [`crate::config::HttpLimits::max_headers`] is
 /// enforced before parsing and may not exceed it.
@@ -64,6 +65,8 @@ pub struct Request {
     /// (in the target or inside another header's value): Workerman answers such a GET with
     /// 101. A malformed answer to it is the client's doing, not the backend's.
     pub misreadable: bool,
+    /// The real client address of this request (see [`super::client`]).
+    pub client: Option<SocketAddr>,
 }
 
 /// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
@@ -166,6 +169,8 @@ struct Seen<'h> {
     n_connection: usize,
     xff: [&'h [u8]; 4],
     n_xff: usize,
+    /// The first `X-Real-IP` (what nginx's realip module reads).
+    x_real_ip: Option<&'h [u8]>,
 }
 
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
@@ -173,10 +178,11 @@ struct Seen<'h> {
 /// and final blank line, which [`finish_head`] adds. With a `hash_key`, the request's sticky
 /// key hash is computed too. An HTTP/1.0 request without Host is sent with `host:
 /// default_host` (the upstream's name, as nginx's `$proxy_host`), since the backend gets
-/// HTTP/1.1.
+/// HTTP/1.1. `conn` is the connection's client; with `real_ip`, a trusted proxy's header may
+/// name another ([`super::client::believe`]): [`Request::client`] says who it is.
 pub fn classify(
     raw: &[u8],
-    client: Option<IpAddr>,
+    (conn, real_ip): (Option<SocketAddr>, Option<&RealIp>),
     proto: &str,
     hash_key: Option<&HashKey>,
     default_host: &str,
@@ -237,8 +243,12 @@ pub fn classify(
             }
             seen.xff[seen.n_xff] = value;
             seen.n_xff += 1;
+        } else if name.eq_ignore_ascii_case("x-real-ip") && seen.x_real_ip.is_none() {
+            seen.x_real_ip = Some(value);
         }
     }
+    let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
+    let ip = client.map(|c| c.ip());
     let connection = &seen.connection[..seen.n_connection];
 
     // Where the request goes: Host, and an absolute-form target that must agree with it.
@@ -339,7 +349,7 @@ pub fn classify(
 
     let key = hash_key.map_or(0, |k| {
         let query = path.split_once('?').map(|(_, q)| q);
-        request_hash(k, client, query, |name| {
+        request_hash(k, ip, query, |name| {
             headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
@@ -375,7 +385,7 @@ pub fn classify(
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
-    write_forwarding(out, &seen.xff[..seen.n_xff], client, proto);
+    write_forwarding(out, &seen.xff[..seen.n_xff], ip, proto);
     let misreadable = !websocket && holds_websocket_key(out);
 
     Ok(Request {
@@ -389,6 +399,7 @@ pub fn classify(
         length_always: !bodiless,
         key,
         misreadable,
+        client,
     })
 }
 

@@ -2,9 +2,10 @@
 //! picked by the client address (so `hash` keeps a client on one backend), with the same
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
+use super::client::Addressing;
 use super::key::ip_hash;
+use super::proxy_protocol::receive::DEFAULT_PROXY_HEADER_TIMEOUT;
 use super::route::{Attempts, Connect, Route};
-use super::tls::{local, peer};
 use super::tunnel::{Ending, Tunnel};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -19,11 +20,23 @@ pub struct TcpGateway {
     route: Route,
     /// Set while a reload has removed this listener: new connections are closed at once.
     turned_away: Arc<AtomicBool>,
+    /// Where the real client address comes from (a PROXY header, when expected).
+    addressing: Addressing,
 }
 
 impl TcpGateway {
     pub fn new(route: Route, turned_away: Arc<AtomicBool>) -> Self {
-        TcpGateway { route, turned_away }
+        TcpGateway {
+            route,
+            turned_away,
+            addressing: Addressing::default(),
+        }
+    }
+
+    /// Learn client addresses as `addressing` says (by default: the socket's peer).
+    pub fn with_addressing(mut self, addressing: Addressing) -> Self {
+        self.addressing = addressing;
+        self
     }
 }
 
@@ -46,8 +59,17 @@ impl ServerApp for TcpGateway {
 }
 
 impl TcpGateway {
-    async fn serve(self: Arc<Self>, mut client: Stream) {
-        let (peer, local) = (peer(&client), local(&client));
+    async fn serve(self: Arc<Self>, client: Stream) {
+        let timeout = DEFAULT_PROXY_HEADER_TIMEOUT;
+        let (mut client, peers) = match self.addressing.accept(client, timeout).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "tcp: connection refused");
+                return;
+            }
+        };
+        // The real client: what hashing, the PROXY header and the log go by.
+        let peer = peers.client;
         let policy = {
             let snap = self.route.pool.load();
             match self.route.upstream(&snap) {
@@ -65,7 +87,7 @@ impl TcpGateway {
             replayable: true,
             idempotent: true,
             client: peer,
-            local,
+            local: peers.local,
         };
         let conn = match self.route.attempts(how, &mut Connect).await {
             Ok(((), conn)) => conn,

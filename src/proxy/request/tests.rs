@@ -5,7 +5,8 @@ const IP: &str = "10.0.0.9";
 fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, String) {
     let mut out = Vec::new();
     let ip: IpAddr = IP.parse().unwrap();
-    let r = classify(raw.as_bytes(), Some(ip), "http", hash, "app", &mut out);
+    let conn = Some(SocketAddr::new(ip, 40000));
+    let r = classify(raw.as_bytes(), (conn, None), "http", hash, "app", &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 

@@ -13,6 +13,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         length_always: false,
         key: 0,
         misreadable: false,
+        client: None,
     }
 }
 

@@ -1,14 +1,23 @@
-//! PROXY protocol headers (v1 text, v2 binary) so backends learn the client's address.
+//! The outbound PROXY header (v1 text, v2 binary) tideway sends a backend before the
+//! client's bytes, so the backend learns the client's address.
 
+use super::V2_SIGNATURE;
 use crate::config::ProxyProtocol;
 use std::net::SocketAddr;
 
-const V2_SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
-
-/// The header for a connection from `client` to `local` (tideway's listening address).
+/// The header for a connection from `client` to `local` (tideway's listening address). When
+/// one is IPv4 and the other IPv6 (a client named by a PROXY header or a trusted proxy), both
+/// are written as IPv6, the IPv4 one mapped, so the client's address is never lost.
 pub fn header(version: ProxyProtocol, client: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let v6 = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+        v6 => v6,
+    };
+    let (client, local) = if client.is_ipv4() == local.is_ipv4() {
+        (client, local)
+    } else {
+        (v6(client), v6(local))
+    };
     match version {
         ProxyProtocol::V1 => match (client, local) {
             (SocketAddr::V4(c), SocketAddr::V4(l)) => format!(
@@ -77,5 +86,24 @@ mod tests {
         assert_eq!(&v2[16..20], &[10, 1, 2, 3]);
         assert_eq!(&v2[24..26], &5555u16.to_be_bytes());
         assert_eq!(v2.len(), 28);
+    }
+
+    #[test]
+    fn mixed_families_are_written_as_ipv6() {
+        let c: SocketAddr = "[2001:db8::7]:5555".parse().unwrap();
+        let l: SocketAddr = "10.9.9.9:443".parse().unwrap();
+        assert_eq!(
+            header(ProxyProtocol::V1, c, l),
+            b"PROXY TCP6 2001:db8::7 ::ffff:10.9.9.9 5555 443\r\n"
+        );
+        let v2 = header(ProxyProtocol::V2, l, c);
+        assert_eq!(v2[12..16], [0x21, 0x21, 0, 36]);
+        assert_eq!(
+            &v2[16..32],
+            &"::ffff:10.9.9.9"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
     }
 }

@@ -16,13 +16,14 @@ use prometheus::{
 use std::sync::OnceLock;
 
 /// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
-pub const FAILURE_REASONS: [&str; 6] = [
+pub const FAILURE_REASONS: [&str; 7] = [
     "no_backend",
     "connect",
     "send",
     "unanswered",
     "timeout",
     "bad_response",
+    "loop",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
 pub const TUNNEL_ENDS: [&str; 4] = ["closed", "idle", "signalled", "error"];

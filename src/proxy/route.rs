@@ -152,6 +152,13 @@ impl Route {
             };
             let pooled = keepalive.filter(|_| !fresh).and_then(|k| k.take(addr));
             let reused = pooled.is_some();
+            // A backend that is tideway's own listener would nest requests without end: 508,
+            // and not the backend's failure.
+            if let Some(own) = (!reused).then(|| self.pool.own().reaches(addr)).flatten() {
+                crate::metrics::failure(&self.upstream, "loop");
+                tracing::warn!(upstream = %self.upstream, backend = %id, %addr, %own, "backend is tideway's own listener; not connecting");
+                return Err((508, format!("loop detected: backend {id} ({addr}) is tideway's own listener {own}")));
+            }
             let io = match pooled {
                 Some(io) => io,
                 None => match self.open(addr, policy, how.client, how.local).await {

@@ -615,3 +615,6 @@ mod upstream;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod decision_tests;

@@ -314,8 +314,12 @@ async fn an_operator_disable_outlives_the_registrant() {
     // left the pool (a new registration, with a new secret).
     for gone_first in [false, true] {
         let (status, body) = answer(
-            p.admin_req(Method::DELETE, "/v1/upstreams/app/backends/x", REGISTER_TOKEN)
-                .header(SECRET, &secret),
+            p.admin_req(
+                Method::DELETE,
+                "/v1/upstreams/app/backends/x",
+                REGISTER_TOKEN,
+            )
+            .header(SECRET, &secret),
         )
         .await;
         assert_eq!(status, 202, "{body}");
@@ -331,7 +335,11 @@ async fn an_operator_disable_outlives_the_registrant() {
         if let Some(s) = body["secret"].as_str() {
             secret = s.to_string();
         }
-        assert_eq!(state().await.as_deref(), Some("disabled"), "gone first: {gone_first}");
+        assert_eq!(
+            state().await.as_deref(),
+            Some("disabled"),
+            "gone first: {gone_first}"
+        );
         let c = reqwest::Client::new();
         for _ in 0..10 {
             assert_eq!(backend_id(&c, &p.url("/")).await, "a");

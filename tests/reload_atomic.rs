@@ -136,9 +136,10 @@ async fn a_refused_reload_changes_nothing(via: Via) {
                 .unwrap();
             let log = p.dir.path().join("tideway.log");
             wait_until(Duration::from_secs(10), || async {
-                std::fs::read_to_string(&log).unwrap().lines().any(|l| {
-                    l.contains("SIGHUP: config refused") && l.contains(&taken.to_string())
-                })
+                std::fs::read_to_string(&log)
+                    .unwrap()
+                    .lines()
+                    .any(|l| l.contains("SIGHUP: config refused") && l.contains(&taken.to_string()))
             })
             .await;
             assert_eq!(
@@ -252,8 +253,14 @@ async fn tideway_never_proxies_to_itself() {
             responses + 1.0
         );
         let b = &p.upstream_json().await["backends"][0];
-        assert_eq!((b["id"].as_str(), b["requests_total"].as_u64()), (Some(id), Some(1)));
-        assert_eq!(b["healthy"], true, "not counted as the backend's failure: {b}");
+        assert_eq!(
+            (b["id"].as_str(), b["requests_total"].as_u64()),
+            (Some(id), Some(1))
+        );
+        assert_eq!(
+            b["healthy"], true,
+            "not counted as the backend's failure: {b}"
+        );
         let failures = metric(&p, "tideway_backend_failures_total{").await;
         assert_eq!(failures, 0.0);
     }

@@ -532,7 +532,15 @@ async fn drain_inner(
     // no instance holds a connection to the backend (as each reports it, draining, after the
     // drain began).
     let expected = s.fleet.as_ref().map(|f| f.instances()).unwrap_or_default();
-    let since = toggle(&s, &u, &id, Some(State::Draining), None, role == Role::Admin).await?;
+    let since = toggle(
+        &s,
+        &u,
+        &id,
+        Some(State::Draining),
+        None,
+        role == Role::Admin,
+    )
+    .await?;
     let live = s
         .pool
         .snapshot()

@@ -351,7 +351,9 @@ impl Controller {
                 };
                 let Some(e) = up.backends.get_mut(&id) else {
                     // Gone, with a decision that stuck: the decision changes.
-                    self.toggles.decided(&name, &id).ok_or_else(|| unknown(&id))?;
+                    self.toggles
+                        .decided(&name, &id)
+                        .ok_or_else(|| unknown(&id))?;
                     match state {
                         State::Active => self.toggles.update(&name, &id, |t| t.operator = false),
                         _ => self.toggles.update(&name, &id, record),

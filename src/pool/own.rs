@@ -84,16 +84,31 @@ mod tests {
     #[test]
     fn exact_loopback_and_wildcard_matches() {
         let own = OwnAddrs::default();
-        own.set(vec![a("127.0.0.1:8080"), a("0.0.0.0:9000"), a("10.9.9.9:7000")]);
+        own.set(vec![
+            a("127.0.0.1:8080"),
+            a("0.0.0.0:9000"),
+            a("10.9.9.9:7000"),
+        ]);
         assert_eq!(own.reaches(a("127.0.0.1:8080")), Some(a("127.0.0.1:8080")));
-        assert_eq!(own.reaches(a("[::ffff:127.0.0.1]:8080")), Some(a("127.0.0.1:8080")));
+        assert_eq!(
+            own.reaches(a("[::ffff:127.0.0.1]:8080")),
+            Some(a("127.0.0.1:8080"))
+        );
         assert_eq!(own.reaches(a("0.0.0.0:8080")), Some(a("127.0.0.1:8080")));
         assert_eq!(own.reaches(a("127.0.0.1:8081")), None, "another port");
-        assert_eq!(own.reaches(a("127.0.0.2:8080")), None, "another loopback address");
+        assert_eq!(
+            own.reaches(a("127.0.0.2:8080")),
+            None,
+            "another loopback address"
+        );
         // A wildcard bind takes every local address on its port, and no remote one.
         assert_eq!(own.reaches(a("127.0.0.5:9000")), Some(a("0.0.0.0:9000")));
         assert_eq!(own.reaches(a("[::1]:9000")), Some(a("0.0.0.0:9000")));
-        assert_eq!(own.reaches(a("192.0.2.1:9000")), None, "TEST-NET-1 is not ours");
+        assert_eq!(
+            own.reaches(a("192.0.2.1:9000")),
+            None,
+            "TEST-NET-1 is not ours"
+        );
         assert_eq!(own.reaches(a("10.9.9.9:7000")), Some(a("10.9.9.9:7000")));
         own.set(vec![]);
         assert_eq!(own.reaches(a("127.0.0.1:8080")), None, "replaced whole");

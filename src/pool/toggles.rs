@@ -87,11 +87,7 @@ impl Toggles {
             return;
         };
         match u.get_mut(id) {
-            Some(t) if t.operator => {
-                if t.weight.take().is_some() {
-                    self.unsaved = true;
-                }
-            }
+            Some(t) if t.operator => self.unsaved |= t.weight.take().is_some(),
             Some(_) => {
                 u.remove(id);
                 self.unsaved = true;

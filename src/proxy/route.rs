@@ -157,7 +157,10 @@ impl Route {
             if let Some(own) = (!reused).then(|| self.pool.own().reaches(addr)).flatten() {
                 crate::metrics::failure(&self.upstream, "loop");
                 tracing::warn!(upstream = %self.upstream, backend = %id, %addr, %own, "backend is tideway's own listener; not connecting");
-                return Err((508, format!("loop detected: backend {id} ({addr}) is tideway's own listener {own}")));
+                return Err((
+                    508,
+                    format!("loop detected: backend {id} ({addr}) is tideway's own listener {own}"),
+                ));
             }
             let io = match pooled {
                 Some(io) => io,

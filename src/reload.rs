@@ -97,11 +97,19 @@ impl Reloader {
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
         let mut plan = self.listeners.prepare(&config.listeners)?;
+        // The certificates of the started TLS listeners that stay (a removed one serves none).
+        let stays = |r: &&Arc<SniResolver>| {
+            config
+                .listeners
+                .iter()
+                .any(|l| l.listen.to_string() == r.listener())
+        };
         let certs = self
             .resolvers
             .iter()
-            .map(|r| r.read().map_err(|e| format!("certificates: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter(stays)
+            .map(|r| Ok((r, r.read().map_err(|e| format!("certificates: {e}"))?)))
+            .collect::<Result<Vec<_>, String>>()?;
 
         // The switch. Upstreams first, so an added listener finds its upstream.
         let changed = self
@@ -111,7 +119,7 @@ impl Reloader {
             .map_err(|e| e.to_string())?;
         warnings.extend(std::mem::take(&mut plan.warnings));
         self.listeners.commit(plan);
-        for (r, c) in self.resolvers.iter().zip(certs) {
+        for (r, c) in certs {
             r.install(c);
         }
         // Every upstream series whose upstream is gone (connections left on a removed one may

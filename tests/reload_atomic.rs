@@ -222,7 +222,17 @@ async fn tideway_never_proxies_to_itself() {
 
     // A static backend pointing back (the started listener, and the reload's over
     // loopback): 508 with a JSON error, one hop, and no mark against its health.
-    for (id, target) in [("self", p.http), ("wild", local(port))] {
+    let mut loops = vec![("self", p.http), ("wild", local(port))];
+    // This host's address on its default route, if it has one, reaches the wildcard bind too.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    if probe.connect("8.8.8.8:53").is_ok() {
+        let ip = probe.local_addr().unwrap().ip();
+        if !ip.is_loopback() && !ip.is_unspecified() {
+            loops.push(("host", SocketAddr::new(ip, port)));
+        }
+    }
+    println!("pointing back: {loops:?}");
+    for (id, target) in loops {
         let text = std::fs::read_to_string(&p.config_path).unwrap();
         let head = &text[..text.find("[upstream.app]").unwrap()];
         std::fs::write(

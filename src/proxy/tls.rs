@@ -48,6 +48,11 @@ impl SniResolver {
         Ok(r)
     }
 
+    /// The address of the listener these certificates are for.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
     /// Re-read every file, changing nothing yet (a reload's preparation).
     pub fn read(&self) -> Result<Certs, TlsError> {
         load_all(&self.files).map(Certs)

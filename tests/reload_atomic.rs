@@ -4,8 +4,8 @@
 //! answer about them stay exactly as they were.
 //!
 //! tideway's own addresses, a reload's listeners too, are never a backend: a registration
-//! naming one is refused, and a backend that points back is answered 508 without a
-//! connection, a nested request or a mark against its health.
+//! naming one is refused, and a backend that points back is answered 508, with no nested
+//! request and no mark against its health.
 
 mod common;
 
@@ -162,7 +162,7 @@ async fn a_refused_reload_changes_nothing(via: Via) {
         }
     }
     assert_eq!(seen, old, "{via:?}: only the old backends answer");
-    // The held port is still the holder's alone.
+    // The pool holds the old backends only.
     let pool = p.upstream_json().await;
     let ids: BTreeSet<&str> = pool["backends"]
         .as_array()

@@ -459,17 +459,18 @@ async fn toggle(
     if let Some(state) = state {
         let (upstream, id) = (u.into(), id.into());
         s.pool
-            .apply(match operator {
-                true => Diff::Decide {
+            .apply(if operator {
+                Diff::Decide {
                     upstream,
                     id,
                     state,
-                },
-                false => Diff::SetState {
+                }
+            } else {
+                Diff::SetState {
                     upstream,
                     id,
                     state,
-                },
+                }
             })
             .await?;
     }

@@ -32,11 +32,10 @@ const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
     write: Some(0),
 };
 
-/// tideway's own addresses, which the register token may not register: the listeners, the
-/// admin API and the etcd endpoints given as ip:port.
+/// The etcd endpoints given as ip:port, which no registration may name (the listeners and
+/// the admin API are tideway's own addresses, kept by [`Listeners`]).
 fn reserved_addrs(config: &Config) -> Vec<std::net::SocketAddr> {
-    let mut out: Vec<std::net::SocketAddr> = config.listeners.iter().map(|l| l.listen).collect();
-    out.push(config.admin.listen);
+    let mut out = Vec::new();
     for e in config.store.etcd.iter().flat_map(|e| &e.endpoints) {
         let hostport = e.rsplit("://").next().unwrap_or(e).trim_end_matches('/');
         if let Ok(a) = hostport.parse() {
@@ -267,7 +266,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     let reloader = Arc::new(Reloader {
         source,
         pool: pool.clone(),
-        listeners: Arc::new(Listeners::new(pool.clone(), started)),
+        listeners: Arc::new(Listeners::new(pool.clone(), started, config.admin.listen)),
         resolvers,
         checkers: Arc::new(crate::health::Checkers::new(pool.clone())),
         running: tokio::sync::Mutex::new(()),

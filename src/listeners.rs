@@ -4,7 +4,12 @@
 //! accept loop of its own. A reload that removes a listener stops it: an added one is closed
 //! (its port is free again); a started one stays bound but turns every new connection away
 //! until a reload brings it back or the process is restarted. Open connections are never
-//! touched, and an unchanged listener keeps its socket.
+//! touched, and an unchanged listener keeps its socket (a changed added one too).
+//!
+//! A reload comes in two steps, so that it is all or nothing: [`Listeners::prepare`] binds
+//! and builds everything new and may fail; [`Listeners::commit`] cannot fail. The commit also
+//! publishes tideway's own addresses (every listener and the admin API) to the pool's
+//! [`crate::pool::own::OwnAddrs`].
 
 use crate::config::{HttpLimits, Listener, Protocol};
 use crate::pool::PoolHandle;
@@ -62,9 +67,37 @@ pub struct Listeners {
     /// The listeners pingora started with, each with its "turned away" switch.
     started: Vec<(Listener, Arc<AtomicBool>)>,
     /// Listeners added by reloads, with their accept loops.
-    added: Mutex<HashMap<SocketAddr, (Listener, JoinHandle<()>)>>,
+    added: Mutex<HashMap<SocketAddr, Added>>,
+    /// The admin API's address, one of tideway's own with the listeners'.
+    admin: SocketAddr,
     /// pingora's shutdown signal, once the control plane runs.
     shutdown: OnceLock<ShutdownWatch>,
+}
+
+/// A listener a reload added: its socket and its accept loop.
+struct Added {
+    listener: Listener,
+    socket: Arc<tokio::net::TcpListener>,
+    task: JoinHandle<()>,
+}
+
+/// What serves a listener.
+enum App {
+    Http(Arc<Gateway>),
+    Tcp(Arc<TcpGateway>),
+}
+
+/// A reload's listener changes, prepared and not applied: new sockets bound, gateways built
+/// (certificates read). [`Listeners::commit`] applies it; dropping it instead closes the new
+/// sockets and changes nothing.
+pub struct Plan {
+    /// Whether each started listener turns new connections away, in `started` order.
+    turned_away: Vec<bool>,
+    /// Added listeners to stop (a changed one is stopped, then started again on its socket).
+    remove: Vec<SocketAddr>,
+    add: Vec<(Listener, Arc<tokio::net::TcpListener>, App)>,
+    /// What the reload does not apply (started listeners changed in place).
+    pub warnings: Vec<String>,
 }
 
 fn same(a: &Listener, b: &Listener) -> bool {
@@ -78,13 +111,22 @@ fn same(a: &Listener, b: &Listener) -> bool {
 }
 
 impl Listeners {
-    pub fn new(pool: PoolHandle, started: Vec<(Listener, Arc<AtomicBool>)>) -> Self {
-        Listeners {
+    /// The listeners pingora started, and the admin API's address; publishes them as
+    /// tideway's own ([`PoolHandle::own`]).
+    pub fn new(
+        pool: PoolHandle,
+        started: Vec<(Listener, Arc<AtomicBool>)>,
+        admin: SocketAddr,
+    ) -> Self {
+        let l = Listeners {
             pool,
             started,
             added: Mutex::new(HashMap::new()),
+            admin,
             shutdown: OnceLock::new(),
-        }
+        };
+        l.publish_own(&l.lock());
+        l
     }
 
     /// Give the added listeners pingora's shutdown signal (from the control plane's start).
@@ -92,84 +134,130 @@ impl Listeners {
         let _ = self.shutdown.set(shutdown);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, (Listener, JoinHandle<()>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Added>> {
         self.added.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Make the listeners `wanted`; returns warnings, or why a new listener could not start
-    /// (the listeners already applied stay).
-    pub fn apply(&self, wanted: &[Listener]) -> Result<Vec<String>, String> {
-        let mut warnings = Vec::new();
-        for (l, turned_away) in &self.started {
-            match wanted.iter().find(|w| w.listen == l.listen) {
-                Some(w) if same(w, l) => {
-                    if turned_away.swap(false, Ordering::AcqRel) {
-                        tracing::info!(listen = %l.listen, "reload: listener back");
-                    }
-                }
-                Some(_) => warnings.push(format!(
+    /// Every address tideway listens on: started listeners (a turned-away one is still
+    /// bound), added ones and the admin API.
+    fn publish_own(&self, added: &HashMap<SocketAddr, Added>) {
+        let mut own: Vec<SocketAddr> = self.started.iter().map(|(l, _)| l.listen).collect();
+        own.extend(added.keys());
+        own.push(self.admin);
+        self.pool.own().set(own);
+    }
+
+    /// Prepare the listeners `wanted`: bind the new ones and build their gateways, changing
+    /// nothing that serves. `Err` says why a listener cannot start (its port is taken, its
+    /// certificates unreadable).
+    pub fn prepare(&self, wanted: &[Listener]) -> Result<Plan, String> {
+        if self.shutdown.get().is_none() {
+            return Err("the control plane is not running yet".into());
+        }
+        let mut plan = Plan {
+            turned_away: Vec::new(),
+            remove: Vec::new(),
+            add: Vec::new(),
+            warnings: Vec::new(),
+        };
+        for (l, _) in &self.started {
+            let w = wanted.iter().find(|w| w.listen == l.listen);
+            if w.is_some_and(|w| !same(w, l)) {
+                plan.warnings.push(format!(
                     "listener {} changed in place: its upstream, protocol, TLS, limits, proxy_protocol and real_ip stay as \
                      started until a restart or a hand-over (SIGUSR2)",
                     l.listen
-                )),
-                None => {
-                    if !turned_away.swap(true, Ordering::AcqRel) {
-                        tracing::info!(listen = %l.listen, "reload: listener removed; new connections are turned away");
-                    }
+                ));
+            }
+            plan.turned_away.push(w.is_none());
+        }
+        let added = self.lock();
+        plan.remove = added
+            .iter()
+            .filter(|(_, a)| !wanted.iter().any(|w| same(w, &a.listener)))
+            .map(|(addr, _)| *addr)
+            .collect();
+        for w in wanted {
+            if self.started.iter().any(|(l, _)| l.listen == w.listen) {
+                continue;
+            }
+            let socket = match added.get(&w.listen) {
+                Some(a) if same(w, &a.listener) => continue,
+                // Changed: served anew on the socket it has.
+                Some(a) => a.socket.clone(),
+                None => Arc::new(bind(w.listen)?),
+            };
+            let app = self.app(w)?;
+            plan.add.push((w.clone(), socket, app));
+        }
+        Ok(plan)
+    }
+
+    /// Apply a prepared plan: nothing in it can fail.
+    pub fn commit(&self, plan: Plan) {
+        for ((l, turned_away), away) in self.started.iter().zip(plan.turned_away) {
+            if turned_away.swap(away, Ordering::AcqRel) != away {
+                if away {
+                    tracing::info!(listen = %l.listen, "reload: listener removed; new connections are turned away");
+                } else {
+                    tracing::info!(listen = %l.listen, "reload: listener back");
                 }
             }
         }
         let mut added = self.lock();
-        added.retain(|addr, (l, task)| {
-            let keep = wanted.iter().any(|w| same(w, l));
-            if !keep {
+        for addr in plan.remove {
+            if let Some(a) = added.remove(&addr) {
                 tracing::info!(listen = %addr, "reload: listener removed");
-                task.abort();
+                a.task.abort();
             }
-            keep
-        });
-        for w in wanted {
-            let started = self.started.iter().any(|(l, _)| l.listen == w.listen);
-            if started || added.contains_key(&w.listen) {
-                continue;
-            }
-            let task = self.start(w)?;
-            tracing::info!(listen = %w.listen, upstream = %w.upstream, "reload: listener added");
-            added.insert(w.listen, (w.clone(), task));
         }
-        Ok(warnings)
+        let shutdown = self.shutdown.get().cloned().expect("checked by prepare");
+        for (l, socket, app) in plan.add {
+            let task = match app {
+                App::Http(gw) => tokio::spawn(accept(socket.clone(), gw, shutdown.clone())),
+                App::Tcp(gw) => tokio::spawn(accept(socket.clone(), gw, shutdown.clone())),
+            };
+            tracing::info!(listen = %l.listen, upstream = %l.upstream, "reload: listener added");
+            added.insert(
+                l.listen,
+                Added {
+                    listener: l,
+                    socket,
+                    task,
+                },
+            );
+        }
+        self.publish_own(&added);
     }
 
-    /// Bind `l` and serve it on an accept loop of its own.
-    fn start(&self, l: &Listener) -> Result<JoinHandle<()>, String> {
-        let std = std::net::TcpListener::bind(l.listen)
-            .and_then(|s| s.set_nonblocking(true).map(|_| s))
-            .map_err(|e| format!("listener {}: {e}", l.listen))?;
-        let socket = tokio::net::TcpListener::from_std(std)
-            .map_err(|e| format!("listener {}: {e}", l.listen))?;
-        let shutdown = self
-            .shutdown
-            .get()
-            .cloned()
-            .ok_or_else(|| "the control plane is not running yet".to_string())?;
+    /// The gateway that serves `l` (reading its certificates).
+    fn app(&self, l: &Listener) -> Result<App, String> {
         let never = Arc::new(AtomicBool::new(false));
         Ok(match l.protocol {
             Protocol::Http => {
-                let (gw, _) = http_gateway(&self.pool, l, never).map_err(|e| e.to_string())?;
-                tokio::spawn(accept(socket, Arc::new(gw), shutdown))
+                let (gw, _) = http_gateway(&self.pool, l, never)
+                    .map_err(|e| format!("listener {}: {e}", l.listen))?;
+                App::Http(Arc::new(gw))
             }
-            Protocol::Tcp => {
-                let gw = TcpGateway::new(route(&self.pool, l, false), never)
-                    .with_addressing(Addressing::of(l));
-                tokio::spawn(accept(socket, Arc::new(gw), shutdown))
-            }
+            Protocol::Tcp => App::Tcp(Arc::new(
+                TcpGateway::new(route(&self.pool, l, false), never)
+                    .with_addressing(Addressing::of(l)),
+            )),
         })
     }
 }
 
+/// Bind a listener's socket, ready for an accept loop.
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let std = std::net::TcpListener::bind(addr)
+        .and_then(|s| s.set_nonblocking(true).map(|_| s))
+        .map_err(|e| format!("listener {addr}: {e}"))?;
+    tokio::net::TcpListener::from_std(std).map_err(|e| format!("listener {addr}: {e}"))
+}
+
 /// Accept connections on `socket` and hand them to `app` as pingora would, until shutdown.
 async fn accept<A: ServerApp + Send + Sync + 'static>(
-    socket: tokio::net::TcpListener,
+    socket: Arc<tokio::net::TcpListener>,
     app: Arc<A>,
     mut shutdown: ShutdownWatch,
 ) {

@@ -6,10 +6,12 @@
 //!   static backends are re-listed (registrations and etcd backends stay), and no open
 //!   connection is touched.
 //! - TLS certificates are re-read.
-//! - An invalid file is refused: the error is logged (and returned by the API), and the
-//!   running config stays as it was.
 //! - Listeners are added and removed ([`crate::listeners`]); an unchanged one keeps its socket.
 //!   `[server]`, `[admin]` and `[store]` are what the process started with.
+//! - All or nothing: the file is validated, new listeners bound and every certificate read
+//!   before anything changes. A refusal (an invalid file, a port taken, an unreadable
+//!   certificate) is logged and returned by the API, and the pool, the listeners and the
+//!   certificates stay exactly as they were.
 
 use crate::admin::Reload;
 use crate::config::Config;
@@ -85,18 +87,41 @@ pub fn now_secs() -> f64 {
 }
 
 impl Reloader {
-    /// Read the config again and apply it.
+    /// Read the config again and apply it, all or nothing: everything that can fail is done
+    /// first (the file read and validated, new listeners bound, every certificate read), and
+    /// only then the switch, which cannot fail: the pool, the listeners and the certificates
+    /// change together. A refusal changes nothing and says why.
     async fn apply(&self) -> Result<serde_json::Value, String> {
         let source = self.source.clone();
         let (config, mut warnings) = tokio::task::spawn_blocking(move || source.load())
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
-        // Upstreams first, so an added listener finds its upstream.
+        let mut plan = self.listeners.prepare(&config.listeners)?;
+        // The certificates of the started TLS listeners that stay (a removed one serves none).
+        let stays = |r: &&Arc<SniResolver>| {
+            config
+                .listeners
+                .iter()
+                .any(|l| l.listen.to_string() == r.listener())
+        };
+        let certs = self
+            .resolvers
+            .iter()
+            .filter(stays)
+            .map(|r| Ok((r, r.read().map_err(|e| format!("certificates: {e}"))?)))
+            .collect::<Result<Vec<_>, String>>()?;
+
+        // The switch. Upstreams first, so an added listener finds its upstream.
         let changed = self
             .pool
             .reconfigure(config.upstreams)
             .await
             .map_err(|e| e.to_string())?;
+        warnings.extend(std::mem::take(&mut plan.warnings));
+        self.listeners.commit(plan);
+        for (r, c) in certs {
+            r.install(c);
+        }
         // Every upstream series whose upstream is gone (connections left on a removed one may
         // have counted after an earlier reload pruned it).
         let after = self.pool.snapshot();
@@ -107,14 +132,6 @@ impl Reloader {
             crate::metrics::forget_upstream(gone);
         }
         self.checkers.ensure();
-        warnings.extend(self.listeners.apply(&config.listeners)?);
-        for r in &self.resolvers {
-            if let Err(e) = r.reload() {
-                warnings.push(format!(
-                    "certificates not reloaded, keeping the old ones: {e}"
-                ));
-            }
-        }
         for w in &warnings {
             tracing::warn!("reload: {w}");
         }

@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const SECRET: &str = "x-registration-secret";
 
@@ -274,4 +275,92 @@ async fn every_change_is_audited_with_role_remote_before_and_after() {
         !log.contains(ADMIN_TOKEN) && !log.contains(REGISTER_TOKEN),
         "a token was logged"
     );
+}
+
+/// Issue 20: an operator's disable survives the registrant deleting and registering its
+/// backend again, until the operator enables it (or deletes it).
+#[tokio::test]
+async fn an_operator_disable_outlives_the_registrant() {
+    let (a, x) = (backend("a").await, backend("x").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"round_robin\"\n{}",
+        backends_toml(&[(&a, 1)])
+    ))
+    .await;
+    let reg = json!({"addr": x.addr.to_string(), "id": "x", "ttl": 3600});
+    let (status, body) = register(&p, reg.clone()).await;
+    assert_eq!(status, 201, "{body}");
+    let mut secret = body["secret"].as_str().unwrap().to_string();
+    let set_state = |state: &str| {
+        p.admin_req(
+            Method::POST,
+            "/v1/upstreams/app/backends/x/state",
+            ADMIN_TOKEN,
+        )
+        .json(&json!({ "state": state }))
+    };
+    let state = || async {
+        let v = p.upstream_json().await;
+        v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == "x")
+            .map(|b| b["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(answer(set_state("disabled")).await.0, 200);
+
+    // The registrant deletes and registers again at once (while it drains), then once it has
+    // left the pool (a new registration, with a new secret).
+    for gone_first in [false, true] {
+        let (status, body) = answer(
+            p.admin_req(
+                Method::DELETE,
+                "/v1/upstreams/app/backends/x",
+                REGISTER_TOKEN,
+            )
+            .header(SECRET, &secret),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        if gone_first {
+            wait_until(Duration::from_secs(5), || async { state().await.is_none() }).await;
+        }
+        let r = p
+            .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .header(SECRET, &secret)
+            .json(&reg);
+        let (status, body) = answer(r).await;
+        assert!(status == 200 || status == 201, "{status} {body}");
+        if let Some(s) = body["secret"].as_str() {
+            secret = s.to_string();
+        }
+        assert_eq!(
+            state().await.as_deref(),
+            Some("disabled"),
+            "gone first: {gone_first}"
+        );
+        let c = reqwest::Client::new();
+        for _ in 0..10 {
+            assert_eq!(backend_id(&c, &p.url("/")).await, "a");
+        }
+    }
+
+    // The operator enables it: it takes traffic again.
+    assert_eq!(answer(set_state("active")).await.0, 200);
+    assert_eq!(state().await.as_deref(), Some("active"));
+    let c = reqwest::Client::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(backend_id(&c, &p.url("/")).await);
+    }
+    assert!(seen.contains("x"), "{seen:?}");
+
+    // Disabled again, then deleted by the operator: the decision goes with it.
+    assert_eq!(answer(set_state("disabled")).await.0, 200);
+    p.deregister("x").await;
+    wait_until(Duration::from_secs(5), || async { state().await.is_none() }).await;
+    let (status, body) = register(&p, reg).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(state().await.as_deref(), Some("active"));
 }

@@ -176,15 +176,14 @@ async fn register_inner(
         let existed = up.backend(&id).map(|b| b.source);
         (existed, registered, up.policy.registration.clone())
     };
+    // Not even the admin token's: tideway would proxy to itself.
+    if s.is_reserved(addr) {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{addr} is one of tideway's own addresses (a listener, the admin API or etcd)"),
+        ));
+    }
     if role == Role::Register {
-        if s.is_reserved(addr) {
-            return Err(ApiError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{addr} is one of tideway's own addresses (a listener, the admin API or etcd)"
-                ),
-            ));
-        }
         if !scope.allows(addr.ip()) {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -387,10 +386,20 @@ async fn deregister_inner(
     }
     s.pool
         .apply(Diff::Retire {
-            upstream: u,
+            upstream: u.clone(),
             id: id.as_str().into(),
         })
         .await?;
+    if role == Role::Admin {
+        // An operator's delete ends the operator's decision on the id.
+        s.pool
+            .apply(Diff::Decide {
+                upstream: u,
+                id: id.as_str().into(),
+                state: State::Active,
+            })
+            .await?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "id": id, "state": "draining" })),
@@ -415,18 +424,21 @@ async fn set_state_inner(
     require_admin(&s, &headers)?;
     let req: SetState = json_body(body)?;
     let state: State = req.state.parse().map_err(bad)?;
-    toggle(&s, &u, &id, Some(state), None).await?;
+    toggle(&s, &u, &id, Some(state), None, true).await?;
     Ok(Json(serde_json::json!({ "id": id, "state": state })).into_response())
 }
 
 /// Apply an operator toggle: through etcd when configured (every instance applies it; answered
 /// once this one has; returns the etcd revision of the write), else to the local pool (0).
+/// Without etcd, a state set by the admin token (`operator`) is a decision that sticks to the
+/// id across deregistration and registration ([`Diff::Decide`]).
 async fn toggle(
     s: &AdminState,
     u: &str,
     id: &str,
     state: Option<State>,
     weight: Option<u32>,
+    operator: bool,
 ) -> Result<i64, ApiError> {
     if weight.is_some_and(|w| !(1..=crate::config::MAX_WEIGHT).contains(&w)) {
         return Err(PoolError::InvalidWeight.into());
@@ -445,11 +457,20 @@ async fn toggle(
         return Ok(revision);
     }
     if let Some(state) = state {
+        let (upstream, id) = (u.into(), id.into());
         s.pool
-            .apply(Diff::SetState {
-                upstream: u.into(),
-                id: id.into(),
-                state,
+            .apply(if operator {
+                Diff::Decide {
+                    upstream,
+                    id,
+                    state,
+                }
+            } else {
+                Diff::SetState {
+                    upstream,
+                    id,
+                    state,
+                }
             })
             .await?;
     }
@@ -481,7 +502,7 @@ async fn set_weight_inner(
 ) -> Result<Response, ApiError> {
     require_admin(&s, &headers)?;
     let req: SetWeight = json_body(body)?;
-    toggle(&s, &u, &id, None, Some(req.weight)).await?;
+    toggle(&s, &u, &id, None, Some(req.weight), true).await?;
     Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response())
 }
 
@@ -512,7 +533,15 @@ async fn drain_inner(
     // no instance holds a connection to the backend (as each reports it, draining, after the
     // drain began).
     let expected = s.fleet.as_ref().map(|f| f.instances()).unwrap_or_default();
-    let since = toggle(&s, &u, &id, Some(State::Draining), None).await?;
+    let since = toggle(
+        &s,
+        &u,
+        &id,
+        Some(State::Draining),
+        None,
+        role == Role::Admin,
+    )
+    .await?;
     let live = s
         .pool
         .snapshot()

@@ -56,14 +56,18 @@ pub struct AdminState {
     pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
     /// Re-reads and applies the config file (`POST /v1/reload`), when there is one.
     pub reloader: Option<Arc<dyn Reload>>,
-    /// tideway's own addresses (listeners, admin, etcd): never a registration's.
+    /// The etcd endpoints given as ip:port: never a registration's (tideway's listening
+    /// addresses, kept current by reloads, are in [`PoolHandle::own`]).
     pub reserved: Vec<std::net::SocketAddr>,
 }
 
 impl AdminState {
-    /// Is `addr` one of tideway's own (a listener on 0.0.0.0 or :: covers every local
-    /// address on its port)?
+    /// Is `addr` one of tideway's own: a listener (those a reload added too; one on 0.0.0.0
+    /// or :: covers every local address on its port), the admin API or an etcd endpoint?
     pub fn is_reserved(&self, addr: std::net::SocketAddr) -> bool {
+        if self.pool.own().reaches(addr).is_some() {
+            return true;
+        }
         let ip = addr.ip().to_canonical();
         self.reserved.iter().any(|r| {
             r.port() == addr.port()

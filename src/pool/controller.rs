@@ -58,11 +58,12 @@ struct Entry {
 }
 
 impl Entry {
-    /// A backend that was leaving stays: active again, with a fresh close signal.
-    fn take_back(&mut self, shutdown: &CancellationToken) {
+    /// A backend that was leaving stays: in `state` again (active, or what an operator
+    /// decided), with a fresh close signal.
+    fn take_back(&mut self, shutdown: &CancellationToken, state: Option<State>) {
         self.retiring = false;
         self.drain_epoch = 0;
-        self.backend.state = State::Active;
+        self.backend.state = state.unwrap_or(State::Active);
         if self.backend.close.is_cancelled() {
             self.backend.close = shutdown.child_token();
         }
@@ -300,8 +301,9 @@ impl Controller {
                         e.backend.weight = weight;
                         e.backend.max_conns = spec.max_conns;
                         if e.retiring && ttl.is_some() {
-                            // Renewed while lapsing (or leaving): it stays, and takes traffic.
-                            e.take_back(&self.shutdown);
+                            // Renewed while lapsing (or leaving): it stays, and takes traffic
+                            // unless an operator decided otherwise.
+                            e.take_back(&self.shutdown, self.toggles.decided(&name, &spec.id));
                             changed = true;
                         }
                         changed
@@ -309,7 +311,8 @@ impl Controller {
                     None => {
                         if spec.source == Source::Http {
                             // A new registration starts clean: toggles left by an earlier
-                            // one with the same id (a drain before it left) do not apply.
+                            // one with the same id (a drain before it left) do not apply,
+                            // except an operator's decision.
                             self.toggles.forget(&name, &spec.id);
                         }
                         let mut entry = self.new_entry(&name, spec);
@@ -333,9 +336,37 @@ impl Controller {
                     false
                 } else {
                     self.set_state(&name, &id, state);
-                    self.toggles.update(&name, &id, |t| t.state = Some(state));
+                    // An operator's decision stands for when the backend comes back.
+                    if self.toggles.decided(&name, &id).is_none() {
+                        self.toggles.update(&name, &id, |t| t.state = Some(state));
+                    }
                     true
                 }
+            }
+            Diff::Decide { id, state, .. } => {
+                // Enabling ends the decision; a disable or drain sticks to the id.
+                let record = |t: &mut super::toggles::Toggle| {
+                    t.state = Some(state);
+                    t.operator = state != State::Active;
+                };
+                let Some(e) = up.backends.get_mut(&id) else {
+                    // Gone, with a decision that stuck: the decision changes.
+                    self.toggles
+                        .decided(&name, &id)
+                        .ok_or_else(|| unknown(&id))?;
+                    match state {
+                        State::Active => self.toggles.update(&name, &id, |t| t.operator = false),
+                        _ => self.toggles.update(&name, &id, record),
+                    }
+                    self.toggles.forget(&name, &id);
+                    return Ok(false);
+                };
+                let changed = e.backend.state != state && !(e.retiring && state != State::Draining);
+                if changed {
+                    self.set_state(&name, &id, state);
+                }
+                self.toggles.update(&name, &id, record);
+                changed
             }
             Diff::Retire { id, .. } => {
                 let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
@@ -511,7 +542,7 @@ impl Controller {
                 Some(e) => {
                     if e.retiring {
                         // Back before it finished leaving (re-registered): take it back.
-                        e.take_back(&self.shutdown);
+                        e.take_back(&self.shutdown, self.toggles.decided(upstream, &id));
                         changed = true;
                     }
                     if e.backend.addr != spec.addr
@@ -596,3 +627,6 @@ mod upstream;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod decision_tests;

@@ -23,6 +23,14 @@ pub enum Diff {
         id: BackendId,
         state: State,
     },
+    /// An operator's state decision (the admin token): as `SetState`, and a disable or drain
+    /// sticks to the id when the backend leaves and registers again, until an operator sets
+    /// it `Active` or deletes it. Applies to an id no longer in the pool whose decision stuck.
+    Decide {
+        upstream: String,
+        id: BackendId,
+        state: State,
+    },
     /// Drain, then remove: no new connections; removed once its connections are gone, or at
     /// the drain deadline after its tunnels got their 1001 close.
     Retire { upstream: String, id: BackendId },
@@ -68,6 +76,7 @@ impl Diff {
             | Diff::Remove { upstream, .. }
             | Diff::Retire { upstream, .. }
             | Diff::SetState { upstream, .. }
+            | Diff::Decide { upstream, .. }
             | Diff::SetWeight { upstream, .. }
             | Diff::SetHealth { upstream, .. }
             | Diff::Eject { upstream, .. }

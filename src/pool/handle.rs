@@ -49,12 +49,18 @@ pub struct PoolHandle {
     tx: mpsc::Sender<Command>,
     inbox: Arc<Inbox>,
     sessions: Arc<super::sessions::Sessions>,
+    own: Arc<super::own::OwnAddrs>,
 }
 
 impl PoolHandle {
     /// The live WebSockets of rebalanced upstreams.
     pub fn sessions(&self) -> &Arc<super::sessions::Sessions> {
         &self.sessions
+    }
+
+    /// tideway's own listening addresses (set at start and by each reload).
+    pub fn own(&self) -> &Arc<super::own::OwnAddrs> {
+        &self.own
     }
 
     /// The current snapshot (cheap; do not hold it across long waits).
@@ -117,6 +123,7 @@ impl Controller {
             tx,
             inbox: inbox.clone(),
             sessions: Arc::default(),
+            own: Arc::default(),
         };
         let task = ControllerTask {
             controller: self,

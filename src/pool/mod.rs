@@ -13,6 +13,7 @@ pub mod deadlines;
 pub mod diff;
 pub mod handle;
 pub mod inbox;
+pub mod own;
 pub mod sessions;
 pub mod snapshot;
 pub mod table;

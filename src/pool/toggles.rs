@@ -1,5 +1,7 @@
 //! Operator toggles (state, weight) persisted in `data_dir/toggles.json`, so a restart keeps
-//! what operators set. Changed by the controller only; the file is written outside its apply
+//! what operators set. A state set with the admin token is an operator's decision: it stays
+//! with the id when the backend leaves and registers again, until an operator enables it or
+//! deletes it. Changed by the controller only; the file is written outside its apply
 //! step ([`Toggles::take_unsaved`] hands the bytes to the run loop, [`write`] writes them).
 
 use super::backend::State;
@@ -17,6 +19,16 @@ pub struct Toggle {
     pub state: Option<State>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// `state` is an operator's decision (admin token): it outlives the registration.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
+}
+
+impl Toggle {
+    /// The state an operator decided, if one did.
+    pub fn decided(&self) -> Option<State> {
+        self.state.filter(|_| self.operator)
+    }
 }
 
 /// All toggles, by upstream then backend id.
@@ -68,13 +80,25 @@ impl Toggles {
         self.unsaved = true;
     }
 
-    /// Forget a backend that left for good.
+    /// Forget a backend that left, or one that registers anew: its toggles go, except an
+    /// operator's state decision, which stays with the id (see [`Toggle::operator`]).
     pub fn forget(&mut self, upstream: &str, id: &str) {
-        if let Some(u) = self.map.get_mut(upstream) {
-            if u.remove(id).is_some() {
+        let Some(u) = self.map.get_mut(upstream) else {
+            return;
+        };
+        match u.get_mut(id) {
+            Some(t) if t.operator => self.unsaved |= t.weight.take().is_some(),
+            Some(_) => {
+                u.remove(id);
                 self.unsaved = true;
             }
+            None => {}
         }
+    }
+
+    /// The operator's state decision for an id, if one stuck.
+    pub fn decided(&self, upstream: &str, id: &str) -> Option<State> {
+        self.get(upstream, id).and_then(Toggle::decided)
     }
 
     /// The file and its new contents, if anything changed since the last call.

@@ -141,9 +141,15 @@ impl Route {
             };
             let pooled = keepalive.filter(|_| !fresh).and_then(|k| k.take(addr));
             let reused = pooled.is_some();
-            let opened = match pooled {
-                Some(io) => Ok(io),
-                None => self.open(addr, policy, how.client, how.local).await,
+            // A backend that is tideway's own listener would nest requests without end: 508,
+            // and not the backend's failure.
+            let own = (!reused).then(|| self.pool.own().reaches(addr)).flatten();
+            let opened = match (pooled, own) {
+                (_, Some(own)) => Err(Error::looped(format!(
+                    "loop detected: backend {id} ({addr}) is tideway's own listener {own}"
+                ))),
+                (Some(io), None) => Ok(io),
+                (None, None) => self.open(addr, policy, how.client, how.local).await,
             };
             let failed = match opened {
                 Ok(io) => {

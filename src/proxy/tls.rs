@@ -23,6 +23,9 @@ use tokio_rustls::server::TlsStream;
 /// How long a client may take to finish the TLS handshake.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A listener's certificates, read and not yet served ([`SniResolver::read`]).
+pub struct Certs(Vec<LoadedCert>);
+
 /// Picks a certificate by SNI from the current set.
 #[derive(Debug)]
 pub struct SniResolver {
@@ -45,12 +48,20 @@ impl SniResolver {
         Ok(r)
     }
 
-    /// Re-read every file; on any error keep the old set and report it.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let certs = load_all(&self.files)?;
-        self.certs.store(Arc::new(certs));
+    /// The address of the listener these certificates are for.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// Re-read every file, changing nothing yet (a reload's preparation).
+    pub fn read(&self) -> Result<Certs, TlsError> {
+        load_all(&self.files).map(Certs)
+    }
+
+    /// Serve `certs` from now on (a reload's switch).
+    pub fn install(&self, certs: Certs) {
+        self.certs.store(Arc::new(certs.0));
         self.export_expiry();
-        Ok(())
     }
 
     /// Publish each certificate's notAfter (`tideway_tls_certificate_expiry_timestamp_seconds`).

@@ -1,7 +1,7 @@
 //! Listeners a reload adds, changes or removes. pingora binds the listeners of the config the
 //! process started with, and keeps them for the process's life (they are what a binary upgrade
-//! hands over); a listener a reload adds is bound here and served by the same gateways, on an
-//! accept loop of its own. A reload that removes a listener stops it: an added one is closed
+//! hands over); a listener a reload adds is bound here and served by the same gateways, on the
+//! same accept path ([`crate::accept::serve`]). A reload that removes a listener stops it: an added one is closed
 //! (its port is free again); a started one stays bound but turns every new connection away
 //! until a reload brings it back or the process is restarted. Open connections are never
 //! touched, and an unchanged listener keeps its socket.
@@ -11,12 +11,9 @@ use crate::pool::PoolHandle;
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
-use pingora::apps::ServerApp;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::server::ShutdownWatch;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
@@ -138,9 +135,7 @@ impl Listeners {
 
     /// Bind `l` and serve it on an accept loop of its own.
     fn start(&self, l: &Listener) -> Result<JoinHandle<()>, String> {
-        let std = std::net::TcpListener::bind(l.listen)
-            .and_then(|s| s.set_nonblocking(true).map(|_| s))
-            .map_err(|e| format!("listener {}: {e}", l.listen))?;
+        let std = crate::accept::bind(l.listen).map_err(|e| format!("listener {}: {e}", l.listen))?;
         let socket = tokio::net::TcpListener::from_std(std)
             .map_err(|e| format!("listener {}: {e}", l.listen))?;
         let shutdown = self
@@ -152,38 +147,12 @@ impl Listeners {
         Ok(match l.protocol {
             Protocol::Http => {
                 let (gw, _) = http_gateway(&self.pool, l, never).map_err(|e| e.to_string())?;
-                tokio::spawn(accept(socket, Arc::new(gw), shutdown))
+                tokio::spawn(crate::accept::serve(socket, Arc::new(gw), shutdown))
             }
             Protocol::Tcp => {
                 let gw = TcpGateway::new(route(&self.pool, l, false), never);
-                tokio::spawn(accept(socket, Arc::new(gw), shutdown))
+                tokio::spawn(crate::accept::serve(socket, Arc::new(gw), shutdown))
             }
         })
-    }
-}
-
-/// Accept connections on `socket` and hand them to `app` as pingora would, until shutdown.
-async fn accept<A: ServerApp + Send + Sync + 'static>(
-    socket: tokio::net::TcpListener,
-    app: Arc<A>,
-    mut shutdown: ShutdownWatch,
-) {
-    loop {
-        let io = tokio::select! {
-            r = socket.accept() => match r {
-                Ok((io, _)) => io,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = io.set_nodelay(true);
-        let mut stream = pingora::protocols::l4::stream::Stream::from(io);
-        let fd = stream.as_raw_fd();
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        let stream: pingora::protocols::Stream = Box::new(stream);
-        app.process_new(stream, &shutdown).await;
     }
 }

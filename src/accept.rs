@@ -139,7 +139,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// The socket for `addr`: the one a binary upgrade handed over, or a new one, added to the
 /// table for the next upgrade.
-fn take_or_bind(addr: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<std::net::TcpListener> {
+fn take_or_bind(
+    addr: SocketAddr,
+    fds: Option<ListenFds>,
+) -> std::io::Result<std::net::TcpListener> {
     let key = addr.to_string();
     let Some(table) = fds else {
         return bind(addr);
@@ -151,7 +154,8 @@ fn take_or_bind(addr: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<std
         // listener). The table keeps the number only, to hand it on at the next upgrade, and
         // the listener stays open until this process shuts down, after that hand-over.
         #[allow(unsafe_code)]
-        let listener = unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let listener =
+            unsafe { <std::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         listener.set_nonblocking(true)?;
         return Ok(listener);
     }
@@ -188,8 +192,7 @@ impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for DataLi
         let Some(app) = self.app.take() else {
             return;
         };
-        let socket = take_or_bind(self.addr, fds)
-            .and_then(tokio::net::TcpListener::from_std);
+        let socket = take_or_bind(self.addr, fds).and_then(tokio::net::TcpListener::from_std);
         match socket {
             Ok(socket) => serve(socket, app, shutdown).await,
             Err(e) => {

@@ -11,17 +11,16 @@ use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 
+use crate::accept::DataListener;
 use crate::listeners::Listeners;
 use crate::reload::{ConfigSource, Reloader};
 use async_trait::async_trait;
-use crate::accept::DataListener;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-
 
 /// tideway's own addresses, which the register token may not register: the listeners, the
 /// admin API and the etcd endpoints given as ip:port.

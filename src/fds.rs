@@ -24,7 +24,10 @@ pub const MIN_FD_RESERVE: usize = 32;
 pub fn soft_limit() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line.trim_start_matches("Max open files").split_whitespace().next()?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
     match soft {
         "unlimited" => Some(usize::MAX),
         n => n.parse().ok(),

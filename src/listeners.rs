@@ -135,7 +135,8 @@ impl Listeners {
 
     /// Bind `l` and serve it on an accept loop of its own.
     fn start(&self, l: &Listener) -> Result<JoinHandle<()>, String> {
-        let std = crate::accept::bind(l.listen).map_err(|e| format!("listener {}: {e}", l.listen))?;
+        let std =
+            crate::accept::bind(l.listen).map_err(|e| format!("listener {}: {e}", l.listen))?;
         let socket = tokio::net::TcpListener::from_std(std)
             .map_err(|e| format!("listener {}: {e}", l.listen))?;
         let shutdown = self

@@ -100,8 +100,10 @@ async fn idle_admin_connections_cannot_starve_proxied_requests() {
 /// the test runs, the descriptor reserve alone keeps the data plane served.
 #[tokio::test]
 async fn the_descriptor_reserve_holds_without_the_admin_cap() {
-    admin_flood_leaves_the_data_plane_served("header_timeout = \"60s\"\nmax_connections = 100000\n")
-        .await;
+    admin_flood_leaves_the_data_plane_served(
+        "header_timeout = \"60s\"\nmax_connections = 100000\n",
+    )
+    .await;
 }
 
 async fn admin_flood_leaves_the_data_plane_served(admin_extra: &str) {
@@ -144,8 +146,14 @@ async fn admin_flood_leaves_the_data_plane_served(admin_extra: &str) {
         let mut s = TcpStream::connect(admin).await.unwrap();
         match i % 3 {
             0 => {}
-            1 => s.write_all(b"GET /v1/upstreams HTTP/1.1\r\nHost: x\r\nX-A: ").await.unwrap(),
-            _ => s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap(),
+            1 => s
+                .write_all(b"GET /v1/upstreams HTTP/1.1\r\nHost: x\r\nX-A: ")
+                .await
+                .unwrap(),
+            _ => s
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap(),
         }
         held.push(s);
     }
@@ -190,7 +198,10 @@ async fn admin_flood_leaves_the_data_plane_served(admin_extra: &str) {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    eprintln!("admin answering again {} ms after the release", took.as_millis());
+    eprintln!(
+        "admin answering again {} ms after the release",
+        took.as_millis()
+    );
     let r = p
         .admin_req(reqwest::Method::GET, "/v1/upstreams", ADMIN_TOKEN)
         .send()
@@ -226,7 +237,9 @@ async fn admin_connections_with_no_request_under_way_close_when_idle() {
 
 /// Send a keep-alive GET on `s` and read one answer's head and body (Content-Length framed).
 async fn get(s: &mut TcpStream) -> String {
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -260,7 +273,10 @@ async fn a_full_process_answers_503_and_serves_again_when_a_place_frees() {
         "max_connections = 3",
         "",
         "",
-        &format!("[upstream.app]\nbackends = [{{ addr = \"{}\", id = \"b1\" }}]\n", b.addr),
+        &format!(
+            "[upstream.app]\nbackends = [{{ addr = \"{}\", id = \"b1\" }}]\n",
+            b.addr
+        ),
         &[],
     )
     .await;
@@ -278,16 +294,20 @@ async fn a_full_process_answers_503_and_serves_again_when_a_place_frees() {
         }
     }
     let mut fourth = TcpStream::connect(p.http).await.unwrap();
-    let _ = fourth
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    let _ = fourth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (all, closed) = read_to_close(&mut fourth, Duration::from_secs(10)).await;
     assert!(closed, "{all}");
     let (head, body) = all.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 503 "), "{all}");
-    assert!(head.to_ascii_lowercase().contains("connection: close"), "{all}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{all}"
+    );
     let json: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert!(json["error"].as_str().unwrap().contains("too many connections"));
+    assert!(json["error"]
+        .as_str()
+        .unwrap()
+        .contains("too many connections"));
     // The held connections are still served.
     assert!(get(&mut held[0]).await.starts_with("HTTP/1.1 200 "));
     // A place freed is a place taken again.
@@ -308,7 +328,10 @@ async fn a_full_process_closes_tcp_connections_over_its_cap() {
         "max_connections = 1",
         "",
         "protocol = \"tcp\"",
-        &format!("[upstream.app]\nbackends = [{{ addr = \"{}\", id = \"b1\" }}]\n", b.addr),
+        &format!(
+            "[upstream.app]\nbackends = [{{ addr = \"{}\", id = \"b1\" }}]\n",
+            b.addr
+        ),
         &[],
     )
     .await;
@@ -323,9 +346,7 @@ async fn a_full_process_closes_tcp_connections_over_its_cap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let mut second = TcpStream::connect(p.http).await.unwrap();
-    let _ = second
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
+    let _ = second.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let (all, closed) = read_to_close(&mut second, Duration::from_secs(10)).await;
     assert!(closed);
     assert_eq!(all, "", "the backend answered past the cap");

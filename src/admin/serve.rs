@@ -120,9 +120,9 @@ impl Activity {
         let now = stamp(self.base);
         self.last.store(now, Ordering::Release);
         if self.in_flight.load(Ordering::Acquire) == 0 {
-            let _ =
-                self.head_since
-                    .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+            let _ = self
+                .head_since
+                .compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -223,16 +223,17 @@ async fn connection(
         _place: place,
     });
     let watch = activity.clone();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let under_way = watch.request();
-        let mut router = router.clone();
-        async move {
-            let answer = tower_service::Service::call(&mut router, req).await;
-            drop(under_way);
-            answer
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let under_way = watch.request();
+            let mut router = router.clone();
+            async move {
+                let answer = tower_service::Service::call(&mut router, req).await;
+                drop(under_way);
+                answer
+            }
+        });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut tick = tokio::time::interval(limits.tick());

@@ -1,7 +1,8 @@
-//! Listeners a reload adds, changes or removes. pingora binds the listeners of the config the
-//! process started with, and keeps them for the process's life (they are what a binary upgrade
-//! hands over); a listener a reload adds is bound here and served by the same gateways, on the
-//! same accept path ([`crate::accept::serve`]). A reload that removes a listener stops it: an added one is closed
+//! Listeners a reload adds, changes or removes. The listeners of the config the process
+//! started with are pingora services ([`crate::accept::DataListener`]), kept for the process's
+//! life (they are what a binary upgrade hands over); a listener a reload adds is bound here and
+//! served by the same gateways, on the same accept path ([`crate::accept::serve`]). A reload
+//! that removes a listener stops it: an added one is closed
 //! (its port is free again); a started one stays bound but turns every new connection away
 //! until a reload brings it back or the process is restarted. Open connections are never
 //! touched, and an unchanged listener keeps its socket.
@@ -133,7 +134,7 @@ impl Listeners {
         Ok(warnings)
     }
 
-    /// Bind `l` and serve it on an accept loop of its own.
+    /// Bind `l` and serve it on the one accept path, in a task of its own.
     fn start(&self, l: &Listener) -> Result<JoinHandle<()>, String> {
         let std =
             crate::accept::bind(l.listen).map_err(|e| format!("listener {}: {e}", l.listen))?;

@@ -7,8 +7,9 @@
 //!   reserve ([`crate::fds::Budget`]): those are closed at once too.
 //! - A request head has `header_timeout` from its first byte; a connection with no request
 //!   under way and no head begun (silent from the start, or kept alive after an answer) is
-//!   closed after `idle_timeout`. A request under way (a drain that waits, say) is the
-//!   handler's business.
+//!   closed after `idle_timeout`. A request body may not stall either: no byte of it for
+//!   `header_timeout` closes the connection. Otherwise a request under way (a drain that
+//!   waits, say) is the handler's business.
 //! - Accept backs off when descriptors run out ([`crate::accept::Backoff`]), never spinning.
 //!
 //! HTTP/1.1 through hyper's connection builder; each request carries its peer's
@@ -103,6 +104,10 @@ struct Activity {
     head_since: AtomicU64,
     /// When the last byte moved or the last answer was given.
     last: AtomicU64,
+    /// When the last byte was read.
+    last_read: AtomicU64,
+    /// Request bodies not yet read to their end.
+    bodies: AtomicUsize,
 }
 
 impl Activity {
@@ -113,12 +118,15 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_since: AtomicU64::new(0),
             last: AtomicU64::new(stamp(base)),
+            last_read: AtomicU64::new(stamp(base)),
+            bodies: AtomicUsize::new(0),
         }
     }
 
     fn read(&self) {
         let now = stamp(self.base);
         self.last.store(now, Ordering::Release);
+        self.last_read.store(now, Ordering::Release);
         if self.in_flight.load(Ordering::Acquire) == 0 {
             let _ = self
                 .head_since
@@ -138,17 +146,72 @@ impl Activity {
 
     /// Why the connection should close now, if it should.
     fn expired(&self, limits: &ConnLimits) -> Option<&'static str> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
         let now = stamp(self.base);
         let since = |t: u64| Duration::from_millis(now.saturating_sub(t));
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            let stalled = self.bodies.load(Ordering::Acquire) > 0
+                && since(self.last_read.load(Ordering::Acquire)) >= limits.header_timeout;
+            return stalled.then_some("request body stalled");
+        }
         match self.head_since.load(Ordering::Acquire) {
             0 if since(self.last.load(Ordering::Acquire)) >= limits.idle_timeout => Some("idle"),
             0 => None,
             t if since(t) >= limits.header_timeout => Some("request head timed out"),
             _ => None,
         }
+    }
+}
+
+/// A request body, counted as pending until read to its end or dropped.
+struct Tracked {
+    body: hyper::body::Incoming,
+    activity: Option<Arc<Activity>>,
+}
+
+impl Tracked {
+    fn new(body: hyper::body::Incoming, activity: &Arc<Activity>) -> Self {
+        use http_body::Body;
+        let activity = (!body.is_end_stream()).then(|| {
+            activity.bodies.fetch_add(1, Ordering::AcqRel);
+            activity.clone()
+        });
+        Tracked { body, activity }
+    }
+
+    fn ended(&mut self) {
+        if let Some(a) = self.activity.take() {
+            a.bodies.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.ended();
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || self.body.is_end_stream() {
+            self.ended();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -223,17 +286,17 @@ async fn connection(
         _place: place,
     });
     let watch = activity.clone();
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            let under_way = watch.request();
-            let mut router = router.clone();
-            async move {
-                let answer = tower_service::Service::call(&mut router, req).await;
-                drop(under_way);
-                answer
-            }
-        });
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let under_way = watch.request();
+        let mut req = req.map(|body| Tracked::new(body, &watch));
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move {
+            let answer = tower_service::Service::call(&mut router, req).await;
+            drop(under_way);
+            answer
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut tick = tokio::time::interval(limits.tick());
@@ -260,6 +323,22 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_expires_after_the_header_timeout() {
+        let a = Arc::new(Activity::new());
+        a.read();
+        let _under_way = a.request();
+        a.bodies.fetch_add(1, Ordering::AcqRel);
+        tokio::time::advance(Duration::from_millis(900)).await;
+        a.read();
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(a.expired(&limits()), None);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(a.expired(&limits()), Some("request body stalled"));
+        a.bodies.fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(a.expired(&limits()), None);
+    }
 
     fn limits() -> ConnLimits {
         ConnLimits {

@@ -1,4 +1,5 @@
-//! The front door of an HTTP listener: pingora accepts each connection and hands it over raw;
+//! The front door of an HTTP listener: the accept path ([`crate::accept`]) hands each
+//! connection over raw; over the process-wide cap it gets a JSON 503 ([`crate::fds`]);
 //! from there tideway's one HTTP engine serves it. Each request head is read under the
 //! listener's limits ([`super::head`]), classified ([`super::request`]), refused with a clear
 //! answer or forwarded ([`super::exchange`]); a connection whose handshake the backend

@@ -11,26 +11,16 @@ use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 
+use crate::accept::DataListener;
 use crate::listeners::Listeners;
 use crate::reload::{ConfigSource, Reloader};
 use async_trait::async_trait;
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
-use pingora::services::listening::Service;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-
-/// Downstream socket buffers: none. tideway's head reader has its own read buffer, its HTTP
-/// path sends a response head and its first body bytes in one write, and an idle WebSocket
-/// must hold no buffer (64 KiB read, 1.4 KiB write by default).
-const DOWNSTREAM_BUFFERS: L4BufferSettings = L4BufferSettings {
-    read: Some(0),
-    write: Some(0),
-};
 
 /// The etcd endpoints given as ip:port, which no registration may name (the listeners and
 /// the admin API are tideway's own addresses, kept by [`Listeners`]).
@@ -98,7 +88,7 @@ pub enum StartError {
 struct ControlPlane {
     controller: Mutex<Option<ControllerTask>>,
     pool: crate::pool::PoolHandle,
-    admin: Mutex<Option<(std::net::TcpListener, AdminState)>>,
+    admin: Mutex<Option<(std::net::TcpListener, AdminState, admin::serve::ConnLimits)>>,
     close_all: CancellationToken,
     /// Re-reads the config (and TLS certificates) on SIGHUP and `POST /v1/reload`.
     reloader: Arc<Reloader>,
@@ -135,20 +125,10 @@ impl BackgroundService for ControlPlane {
         crate::rebalance::spawn(self.pool.clone(), self.fleet.clone());
         crate::autoscale::spawn(self.pool.clone(), self.fleet.clone());
         self.reloader.checkers.ensure();
-        if let Some((listener, state)) = self.admin.lock().expect("not poisoned").take() {
+        if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = axum::serve(
-                            l,
-                            admin::router(state)
-                                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                        )
-                        .await
-                        {
-                            tracing::error!(error = %e, "admin listener stopped");
-                        }
-                    });
+                    tokio::spawn(admin::serve::serve(l, admin::router(state), limits));
                 }
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
@@ -214,6 +194,18 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             source,
         })?;
     tracing::info!(addr = %config.admin.listen, "admin API listening");
+    let budget = crate::fds::Budget::of_process(config.server.fd_reserve);
+    let cap = config
+        .server
+        .max_connections
+        .unwrap_or_else(|| budget.default_connection_cap());
+    crate::fds::proxied().set(cap);
+    tracing::info!(
+        open_files = ?budget.limit,
+        reserve = budget.reserve,
+        max_connections = cap,
+        "descriptor budget"
+    );
 
     let conf = ServerConf {
         threads: config.server.threads,
@@ -239,10 +231,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                     crate::listeners::http_gateway(&pool, l, turned_away.clone())?;
                 resolvers.extend(resolver);
                 started.push((l.clone(), turned_away));
-                let mut svc = Service::new(format!("http {}", l.listen), gateway);
-                svc.add_listener(
-                    ListenerConfig::tcp(l.listen.to_string()).l4_buffer(DOWNSTREAM_BUFFERS),
-                );
+                let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
             }
@@ -252,11 +241,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 started.push((l.clone(), turned_away.clone()));
                 let gateway = TcpGateway::new(route, turned_away)
                     .with_addressing(crate::proxy::client::Addressing::of(l));
-                let mut svc = Service::new(format!("tcp {}", l.listen), gateway);
-                svc.add_listener(
-                    ListenerConfig::tcp(l.listen.to_string())
-                        .l4_buffer(L4BufferSettings::unbuffered()),
-                );
+                let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
             }
@@ -299,6 +284,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 reloader: Some(reloader.clone()),
                 reserved: reserved_addrs(config),
             },
+            admin::serve::ConnLimits::new(&config.admin, budget),
         ))),
         close_all,
         reloader,

@@ -1,12 +1,13 @@
 //! tideway: a load-balancing proxy for services that scale in and out all day.
 //!
-//! Module graph (imports flow one way): `config`, `metrics`, `wire` <- `pool` <- `store`
+//! Module graph (imports flow one way): `config`, `metrics`, `wire`, `fds`, `accept` <- `pool` <- `store`
 //! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
 //! `signals`, `rebalance`, `autoscale`, `demo`, `ctl` <- `tour` <- `main` (with `cli` and
 //! `demo_client`, which import no other module). `proxy` never imports `admin`, `discovery` or
 //! `health`, and they never import `proxy`. Only the pool's controller calls `store()` on the
 //! snapshot.
 
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod autoscale;
@@ -17,6 +18,7 @@ pub mod ctl;
 pub mod demo;
 pub mod demo_client;
 pub mod discovery;
+pub mod fds;
 pub mod health;
 pub mod listeners;
 pub mod memory;

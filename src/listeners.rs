@@ -1,7 +1,8 @@
-//! Listeners a reload adds, changes or removes. pingora binds the listeners of the config the
-//! process started with, and keeps them for the process's life (they are what a binary upgrade
-//! hands over); a listener a reload adds is bound here and served by the same gateways, on an
-//! accept loop of its own. A reload that removes a listener stops it: an added one is closed
+//! Listeners a reload adds, changes or removes. The listeners of the config the process
+//! started with are pingora services ([`crate::accept::DataListener`]), kept for the process's
+//! life (they are what a binary upgrade hands over); a listener a reload adds is bound here and
+//! served by the same gateways, on the same accept path ([`crate::accept::serve`]). A reload
+//! that removes a listener stops it: an added one is closed
 //! (its port is free again); a started one stays bound but turns every new connection away
 //! until a reload brings it back or the process is restarted. Open connections are never
 //! touched, and an unchanged listener keeps its socket (a changed added one too).
@@ -17,12 +18,9 @@ use crate::proxy::client::Addressing;
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
-use pingora::apps::ServerApp;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::server::ShutdownWatch;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::task::JoinHandle;
@@ -214,8 +212,12 @@ impl Listeners {
         let shutdown = self.shutdown.get().cloned().expect("checked by prepare");
         for (l, socket, app) in plan.add {
             let task = match app {
-                App::Http(gw) => tokio::spawn(accept(socket.clone(), gw, shutdown.clone())),
-                App::Tcp(gw) => tokio::spawn(accept(socket.clone(), gw, shutdown.clone())),
+                App::Http(gw) => {
+                    tokio::spawn(crate::accept::serve(socket.clone(), gw, shutdown.clone()))
+                }
+                App::Tcp(gw) => {
+                    tokio::spawn(crate::accept::serve(socket.clone(), gw, shutdown.clone()))
+                }
             };
             tracing::info!(listen = %l.listen, upstream = %l.upstream, "reload: listener added");
             added.insert(
@@ -247,36 +249,8 @@ impl Listeners {
     }
 }
 
-/// Bind a listener's socket, ready for an accept loop.
+/// Bind a listener's socket, ready for the accept path.
 fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    let std = std::net::TcpListener::bind(addr)
-        .and_then(|s| s.set_nonblocking(true).map(|_| s))
-        .map_err(|e| format!("listener {addr}: {e}"))?;
+    let std = crate::accept::bind(addr).map_err(|e| format!("listener {addr}: {e}"))?;
     tokio::net::TcpListener::from_std(std).map_err(|e| format!("listener {addr}: {e}"))
-}
-
-/// Accept connections on `socket` and hand them to `app` as pingora would, until shutdown.
-async fn accept<A: ServerApp + Send + Sync + 'static>(
-    socket: Arc<tokio::net::TcpListener>,
-    app: Arc<A>,
-    mut shutdown: ShutdownWatch,
-) {
-    loop {
-        let io = tokio::select! {
-            r = socket.accept() => match r {
-                Ok((io, _)) => io,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
-        let _ = io.set_nodelay(true);
-        let mut stream = pingora::protocols::l4::stream::Stream::from(io);
-        let fd = stream.as_raw_fd();
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        let stream: pingora::protocols::Stream = Box::new(stream);
-        app.process_new(stream, &shutdown).await;
-    }
 }

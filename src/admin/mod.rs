@@ -16,7 +16,9 @@
 //! - `POST /v1/reload`: re-read the config file and apply it (as SIGHUP), admin token.
 //!
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
-//! ([`audit`]). Errors are `{"error": "..."}` with a 4xx status. Imports `pool`, `config`, `metrics`; never
+//! ([`audit`]). Connections are served under their own timeouts, cap and descriptor reserve
+//! ([`serve`]), so the admin port cannot starve the data plane. Errors are `{"error": "..."}`
+//! with a 4xx status. Imports `pool`, `config`, `metrics`, `fds`, `accept`; never
 //! `proxy`.
 
 pub mod audit;
@@ -24,6 +26,7 @@ pub mod backends;
 pub mod dashboard;
 pub mod openapi;
 pub mod owners;
+pub mod serve;
 pub mod token;
 pub mod view;
 

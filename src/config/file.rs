@@ -36,6 +36,8 @@ struct ServerSection {
     shutdown_grace: Option<Dur>,
     work_stealing: Option<bool>,
     access_log: Option<bool>,
+    max_connections: Option<usize>,
+    fd_reserve: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,6 +46,9 @@ struct AdminSection {
     listen: Option<Spanned<String>>,
     token_file: Option<PathBuf>,
     register_token_file: Option<PathBuf>,
+    header_timeout: Option<Spanned<Dur>>,
+    idle_timeout: Option<Spanned<Dur>>,
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -217,6 +222,22 @@ impl Ctx<'_> {
     fn addr(&self, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
         resolve_addr(v.get_ref()).map_err(|m| self.err(v.span(), m))
     }
+
+    /// A duration that must be more than 0, or `default` when absent.
+    fn positive_dur(
+        &self,
+        v: &Option<Spanned<Dur>>,
+        name: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            Some(d) if d.get_ref().0.is_zero() => {
+                Err(self.err(d.span(), format!("{name} must be more than 0")))
+            }
+            Some(d) => Ok(d.get_ref().0),
+            None => Ok(default),
+        }
+    }
 }
 
 /// "200", "200-399" or "2xx".
@@ -278,6 +299,8 @@ impl FileConfig {
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
             access_log: self.server.access_log.unwrap_or(false),
+            max_connections: self.server.max_connections,
+            fd_reserve: self.server.fd_reserve,
         };
 
         let admin = AdminSettings {
@@ -287,6 +310,23 @@ impl FileConfig {
             },
             token_file: self.admin.token_file.clone(),
             register_token_file: self.admin.register_token_file.clone(),
+            header_timeout: cx.positive_dur(
+                &self.admin.header_timeout,
+                "admin.header_timeout",
+                DEFAULT_ADMIN_HEADER_TIMEOUT,
+            )?,
+            idle_timeout: cx.positive_dur(
+                &self.admin.idle_timeout,
+                "admin.idle_timeout",
+                DEFAULT_ADMIN_IDLE_TIMEOUT,
+            )?,
+            max_connections: match &self.admin.max_connections {
+                Some(m) if *m.get_ref() == 0 => {
+                    return Err(cx.err(m.span(), "admin.max_connections must be at least 1"))
+                }
+                Some(m) => *m.get_ref(),
+                None => DEFAULT_ADMIN_MAX_CONNECTIONS,
+            },
         };
 
         let etcd = match &self.store.etcd {

@@ -46,6 +46,12 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     /// Log every HTTP request and tunnel end (target `tideway::access`).
     pub access_log: bool,
+    /// Process-wide cap on proxied client connections (None: `(open files - reserve) / 2`;
+    /// 0: none).
+    pub max_connections: Option<usize>,
+    /// File descriptors the admin listener leaves to the data plane (None: a quarter of the
+    /// open-files limit, see [`crate::fds::Budget`]).
+    pub fd_reserve: Option<usize>,
 }
 
 /// `[admin]`
@@ -54,7 +60,20 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
     pub register_token_file: Option<PathBuf>,
+    /// Longest a request head may take from its first byte.
+    pub header_timeout: Duration,
+    /// Longest a connection may stay open with no request under way and no head begun.
+    pub idle_timeout: Duration,
+    /// Concurrent admin connections; more are closed at once.
+    pub max_connections: usize,
 }
+
+/// Default `[admin] header_timeout`: a request head has this long from its first byte.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `[admin] idle_timeout`: a connection with no request under way closes after this.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `[admin] max_connections`: concurrent admin connections.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 128;
 
 /// `[store]`
 #[derive(Clone, Debug)]

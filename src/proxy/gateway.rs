@@ -1,4 +1,5 @@
-//! The front door of an HTTP listener: pingora accepts each connection and hands it over raw;
+//! The front door of an HTTP listener: the accept path ([`crate::accept`]) hands each
+//! connection over raw; over the process-wide cap it gets a JSON 503 ([`crate::fds`]);
 //! from there tideway's one HTTP engine serves it. Each request head is read under the
 //! listener's limits ([`super::head`]), classified ([`super::request`]), refused with a clear
 //! answer or forwarded ([`super::exchange`]); a connection whose handshake the backend
@@ -45,6 +46,16 @@ const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to a connection over the listener's `max_connections`.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
+
+/// The answer to a connection over the process-wide cap (`[server] max_connections`).
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 48\r\nconnection: close\r\n\r\n{\"error\":\"too many connections in this process\"}";
+
+/// The places a client connection holds while it lives (a WebSocket it becomes included): its
+/// place under the process-wide cap, and under the listener's `max_connections`.
+pub struct Places {
+    pub process: crate::fds::Slot,
+    pub listener: Option<OwnedSemaphorePermit>,
+}
 
 /// Serves one HTTP listener.
 pub struct Gateway {
@@ -167,7 +178,7 @@ impl ServerApp for Gateway {
     /// for as long as the connection lives.
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         self.sweeper
@@ -175,23 +186,21 @@ impl ServerApp for Gateway {
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }
-        let permit = match &self.slots {
+        let Some(process) = crate::fds::proxied().try_take() else {
+            self.turn_away(stream, FULL);
+            return None;
+        };
+        let listener = match &self.slots {
             None => None,
             Some(slots) => match slots.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    let plain = self.tls.is_none();
-                    tokio::spawn(async move {
-                        if plain {
-                            let answer = super::body::send(&mut stream, BUSY, CLOSE_TIMEOUT);
-                            let _ = answer.await;
-                        }
-                        close(&mut stream).await;
-                    });
+                    self.turn_away(stream, BUSY);
                     return None;
                 }
             },
         };
+        let permit = Places { process, listener };
         let (me, shutdown) = (self.clone(), shutdown.clone());
         tokio::spawn(async move { me.serve(stream, shutdown, permit).await });
         None
@@ -199,12 +208,24 @@ impl ServerApp for Gateway {
 }
 
 impl Gateway {
+    /// Answer `busy` (on plain HTTP; a TLS client is just closed) and close, on a task of its
+    /// own.
+    fn turn_away(&self, mut stream: Stream, busy: &'static [u8]) {
+        let plain = self.tls.is_none();
+        tokio::spawn(async move {
+            if plain {
+                let _ = super::body::send(&mut stream, busy, CLOSE_TIMEOUT).await;
+            }
+            close(&mut stream).await;
+        });
+    }
+
     /// Serve one connection: every request on it, or the WebSocket it becomes.
     async fn serve(
         self: Arc<Self>,
         stream: Stream,
         shutdown: ShutdownWatch,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Places,
     ) -> Option<()> {
         // The PROXY header (if the listener expects one) comes before any TLS.
         let header_timeout = self.path.limits.header_timeout;
@@ -367,10 +388,12 @@ impl Gateway {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_busy_answer_is_framed_right() {
-        let text = std::str::from_utf8(super::BUSY).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
-        assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+    fn the_busy_answers_are_framed_right() {
+        for answer in [super::BUSY, super::FULL] {
+            let text = std::str::from_utf8(answer).unwrap();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap();
+            assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+            assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
+        }
     }
 }

@@ -5,12 +5,14 @@
 //! [`tunnel::Tunnel`], as does every TCP connection ([`tcp`]). One retry loop
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
 //! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
-//! (listeners, runtimes, signals, graceful shutdown). [`access`] writes the access log.
-//! [`client`] works out the real client address ([`proxy_protocol`] reads the inbound PROXY
-//! header and writes the outbound one).
+//! (services, runtimes, signals, graceful shutdown); connections arrive through
+//! [`crate::accept`]. [`access`] writes the access log. Every client connection takes a place
+//! under the process-wide cap ([`crate::fds::proxied`]) first. [`client`] works out the real
+//! client address ([`proxy_protocol`] reads the inbound PROXY header and writes the outbound
+//! one).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
-//! never locks. Imports `config` and `pool`; never `admin`.
+//! never locks. Imports `config`, `pool` and `fds`; never `admin`.
 
 pub mod access;
 pub mod body;

@@ -52,8 +52,13 @@ impl ServerApp for TcpGateway {
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }
+        // A full process closes the connection (the process-wide cap).
+        let place = crate::fds::proxied().try_take()?;
         let me = self.clone();
-        tokio::spawn(async move { me.serve(client).await });
+        tokio::spawn(async move {
+            me.serve(client).await;
+            drop(place);
+        });
         None
     }
 }

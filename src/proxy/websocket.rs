@@ -15,7 +15,6 @@ use pingora::protocols::Stream;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// What the tunnel takes over from the connection it was.
 pub struct Setup {
@@ -26,8 +25,8 @@ pub struct Setup {
     /// move it (with the key the upstream hashes by, if it hashes).
     pub rebalanced: Option<Arc<crate::config::UpstreamPolicy>>,
     pub client_ip: Option<std::net::IpAddr>,
-    /// The listener's connection slot, held until the tunnel ends.
-    pub permit: Option<OwnedSemaphorePermit>,
+    /// The connection's places (process and listener), held until the tunnel ends.
+    pub permit: super::gateway::Places,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future

@@ -251,7 +251,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 let turned_away = Arc::new(AtomicBool::new(false));
                 let route = crate::listeners::route(&pool, l, false);
                 started.push((l.clone(), turned_away.clone()));
-                let gateway = TcpGateway::new(route, turned_away);
+                let gateway = TcpGateway::new(route, turned_away).limited(&l.limits.per_client);
                 let mut svc = Service::new(format!("tcp {}", l.listen), gateway);
                 svc.add_listener(
                     ListenerConfig::tcp(l.listen.to_string())

@@ -155,7 +155,8 @@ impl Listeners {
                 tokio::spawn(accept(socket, Arc::new(gw), shutdown))
             }
             Protocol::Tcp => {
-                let gw = TcpGateway::new(route(&self.pool, l, false), never);
+                let gw = TcpGateway::new(route(&self.pool, l, false), never)
+                    .limited(&l.limits.per_client);
                 tokio::spawn(accept(socket, Arc::new(gw), shutdown))
             }
         })

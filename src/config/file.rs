@@ -26,6 +26,8 @@ pub(super) struct FileConfig {
     listener: Vec<ListenerSection>,
     #[serde(default)]
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
+    #[serde(default)]
+    limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,6 +69,7 @@ struct ListenerSection {
     upstream: Spanned<String>,
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
+    client_limits: Option<Vec<Spanned<super::limit::UseSection>>>,
 }
 
 #[derive(Deserialize)]
@@ -180,13 +183,13 @@ struct AutoscaleSection {
 }
 
 /// Turns spans into located errors.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
         let (line, col) = line_col(self.text, span.start);
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
@@ -315,6 +318,7 @@ impl FileConfig {
             upstreams.push(validate_upstream(&cx, name, up)?);
         }
 
+        let zones = super::limit::zones(&cx, &self.limit_zone)?;
         let mut listeners = Vec::new();
         let mut seen = HashSet::new();
         for l in &self.listener {
@@ -365,10 +369,14 @@ impl FileConfig {
                     ),
                 ));
             }
-            let limits = match &l.limits {
+            let mut limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
             };
+            if let Some(uses) = &l.client_limits {
+                let tcp = protocol == Protocol::Tcp;
+                limits.per_client = super::limit::uses(&cx, uses, &zones, tcp)?;
+            }
             listeners.push(Listener {
                 listen,
                 protocol,
@@ -402,6 +410,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         keepalive_requests: l.keepalive_requests.unwrap_or(d.keepalive_requests),
         max_connections: l.max_connections.unwrap_or(d.max_connections),
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
+        per_client: Vec::new(),
     };
     let positive = [
         ("max_request_line", limits.max_request_line as u64),

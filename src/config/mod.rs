@@ -12,12 +12,14 @@ pub mod default;
 mod duration;
 mod error;
 mod file;
+pub mod limit;
 pub mod scope;
 pub mod tls;
 mod types;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 pub use scope::RegistrationScope;
 pub use types::*;
 

@@ -123,6 +123,8 @@ pub struct HttpLimits {
     /// Concurrent client connections (0: no limit).
     pub max_connections: usize,
     pub max_chunked_body: u64,
+    /// Per-client limits (`client_limits`), each with its zone; empty: none.
+    pub per_client: Vec<super::limit::ClientLimit>,
 }
 
 impl Default for HttpLimits {
@@ -138,6 +140,7 @@ impl Default for HttpLimits {
             keepalive_requests: DEFAULT_KEEPALIVE_REQUESTS,
             max_connections: 0,
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
+            per_client: Vec::new(),
         }
     }
 }

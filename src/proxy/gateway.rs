@@ -9,7 +9,8 @@ use super::access::{self, Outcome};
 use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
-use super::request::{classify, Refusal, Request};
+use super::limit::ClientLimits;
+use super::request::{classify, Refusal, Request, RequestBody};
 use super::route::Route;
 use super::tls::{local, peer, Terminator};
 use super::websocket;
@@ -50,6 +51,8 @@ pub struct Gateway {
     slots: Option<Arc<Semaphore>>,
     /// Set while a reload has removed this listener: new connections are closed at once.
     turned_away: Arc<AtomicBool>,
+    /// Per-client limits (`client_limits`).
+    clients: ClientLimits,
 }
 
 impl Gateway {
@@ -79,7 +82,9 @@ impl Gateway {
         let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
         let slots =
             (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+        let clients = ClientLimits::new(&limits.per_client);
         Gateway {
+            clients,
             path: HttpPath::new(route.clone(), keepalive, limits),
             sweeper: std::sync::Once::new(),
             route,
@@ -270,6 +275,26 @@ impl Gateway {
                 }
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
+            let held = match self.clients.admit(ip).await {
+                Ok(held) => held,
+                Err(no) => {
+                    // Answered like nginx; a body not read means the connection cannot go on.
+                    let keep = !req.close && matches!(req.body, RequestBody::None);
+                    let mut out = Outcome {
+                        received: head_len as u64,
+                        ..Outcome::default()
+                    };
+                    let next = refuse(&mut stream, no.status, no.message, !keep, &mut out).await;
+                    self.finished(ip, logged.as_ref(), &out, started.elapsed());
+                    if matches!(next, Next::KeepAlive) {
+                        bufs.client.drain(..head_len);
+                        bufs.reset();
+                        continue;
+                    }
+                    close(&mut stream).await;
+                    return None;
+                }
+            };
             let idle = policy.as_ref().map(|p| p.idle_timeout);
             // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
             // an Arc clone, only on upstreams with `rebalance`.
@@ -309,6 +334,7 @@ impl Gateway {
                         rebalanced,
                         client_ip: ip,
                         permit,
+                        held,
                     };
                     tokio::spawn(websocket::start(&self.route, stream, up, ws));
                     return None;

@@ -5,7 +5,8 @@
 //! [`tunnel::Tunnel`], as does every TCP connection ([`tcp`]). One retry loop
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
 //! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
-//! (listeners, runtimes, signals, graceful shutdown). [`access`] writes the access log.
+//! (listeners, runtimes, signals, graceful shutdown). [`access`] writes the access log;
+//! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config` and `pool`; never `admin`.
@@ -19,6 +20,7 @@ pub mod gateway;
 pub mod head;
 pub mod keepalive;
 pub mod key;
+pub mod limit;
 pub mod proxy_protocol;
 pub mod request;
 pub mod response;

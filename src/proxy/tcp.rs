@@ -3,6 +3,7 @@
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
 use super::key::ip_hash;
+use super::limit::ClientLimits;
 use super::route::{Attempts, Connect, Route};
 use super::tls::{local, peer};
 use super::tunnel::{Ending, Tunnel};
@@ -19,11 +20,25 @@ pub struct TcpGateway {
     route: Route,
     /// Set while a reload has removed this listener: new connections are closed at once.
     turned_away: Arc<AtomicBool>,
+    /// Per-client connection limits: a socket over one is closed.
+    clients: ClientLimits,
 }
 
 impl TcpGateway {
     pub fn new(route: Route, turned_away: Arc<AtomicBool>) -> Self {
-        TcpGateway { route, turned_away }
+        TcpGateway {
+            route,
+            turned_away,
+            clients: ClientLimits::default(),
+        }
+    }
+
+    /// The same gateway, counting each client's sockets in these zones (`client_limits`).
+    pub fn limited(self, limits: &[crate::config::ClientLimit]) -> Self {
+        TcpGateway {
+            clients: ClientLimits::new(limits),
+            ..self
+        }
     }
 }
 
@@ -48,6 +63,10 @@ impl ServerApp for TcpGateway {
 impl TcpGateway {
     async fn serve(self: Arc<Self>, mut client: Stream) {
         let (peer, local) = (peer(&client), local(&client));
+        let Ok(_held) = self.clients.conn(peer.map(|p| p.ip())) else {
+            let _ = client.shutdown().await;
+            return;
+        };
         let policy = {
             let snap = self.route.pool.load();
             match self.route.upstream(&snap) {

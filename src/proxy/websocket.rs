@@ -28,6 +28,8 @@ pub struct Setup {
     pub client_ip: Option<std::net::IpAddr>,
     /// The listener's connection slot, held until the tunnel ends.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// The client's per-client connection counts, held until the tunnel ends.
+    pub held: super::limit::Held,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -44,6 +46,7 @@ pub fn start(
         rebalanced,
         client_ip,
         permit,
+        held,
     } = setup;
     let Upgraded { conn, down, key } = up;
     let ending = Ending::new(route, client_ip, conn.addr, true);
@@ -77,5 +80,6 @@ pub fn start(
         drop(session);
         drop(guard);
         drop(permit);
+        drop(held);
     }
 }

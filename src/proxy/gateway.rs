@@ -312,6 +312,14 @@ impl Gateway {
                 )
                 .await;
             self.finished(ip, logged.as_ref(), &out, started.elapsed());
+            // The request is over: its connection counts go back, unless it became a tunnel.
+            let held = match next {
+                Next::Upgraded(_) => held,
+                _ => {
+                    drop(held);
+                    super::limit::Held::default()
+                }
+            };
             match next {
                 Next::KeepAlive => bufs.reset(),
                 Next::Close => {

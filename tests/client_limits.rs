@@ -390,3 +390,40 @@ async fn the_same_nginx_config_gives_the_same_answers_as_real_nginx() {
         ]
     );
 }
+
+#[test]
+fn an_nginx_limit_tideway_cannot_honour_is_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nginx.conf");
+    let cases = [
+        (
+            "limit_req_zone $uri zone=u:1m rate=1r/s;",
+            3,
+            "tideway limits by client address only",
+        ),
+        (
+            "limit_conn nowhere 1;",
+            4,
+            "unknown limit_conn_zone \"nowhere\"",
+        ),
+        ("limit_req zone=x burst=-1;", 3, "invalid burst"),
+    ];
+    for (line, at, want) in cases {
+        std::fs::write(
+            &file,
+            format!("http {{\n    upstream app {{ server 127.0.0.1:1; }}\n    {line}\n    server {{ listen 8080; location / {{ proxy_pass http://app; }} }}\n}}\n"),
+        )
+        .unwrap();
+        let err = tideway::nginx::import(&file).err().unwrap().to_string();
+        let place = format!("{}:{at}", file.display());
+        // An unknown zone is found where a server uses it (the server's line, 4).
+        assert!(err.contains(want) && err.contains(&place), "{err}");
+        let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .args(["check", "--nginx"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{line}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want));
+    }
+}

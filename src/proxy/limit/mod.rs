@@ -144,7 +144,8 @@ impl ClientLimits {
     pub async fn admit(&self, ip: Option<IpAddr>) -> Result<Held, Refused> {
         let wait = self.rate(ip)?;
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            // Boxed: a connection's task stays small for the requests that never wait.
+            Box::pin(tokio::time::sleep(wait)).await;
         }
         self.conn(ip)
     }

@@ -185,9 +185,11 @@ async fn a_tcp_listener_closes_a_socket_over_the_limit() {
         &app_and_zones(b.addr, CONNS),
     )
     .await;
-    let mut first = connect_from(ONE, p.http).await;
+    // From 127.0.0.3: the harness's readiness check connected from 127.0.0.1, and its tunnel
+    // may not have ended yet.
+    let mut first = connect_from(THREE, p.http).await;
     assert_eq!(keepalive_get(&mut first).await.0, 200);
-    let mut second = connect_from(ONE, p.http).await;
+    let mut second = connect_from(THREE, p.http).await;
     let _ = second
         .write_all(b"GET / HTTP/1.1\r\nHost: limits.test\r\n\r\n")
         .await;
@@ -201,7 +203,7 @@ async fn a_tcp_listener_closes_a_socket_over_the_limit() {
     assert_eq!(keepalive_get(&mut first).await.0, 200);
     drop(first);
     wait_until(Duration::from_secs(10), || async {
-        get_from(ONE, p.http, "/").await == 200
+        get_from(THREE, p.http, "/").await == 200
     })
     .await;
     assert!(

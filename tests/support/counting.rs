@@ -180,3 +180,5 @@ impl Volley {
 pub const ONE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
 /// `127.0.0.2`: another client.
 pub const TWO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+/// `127.0.0.3`: a client no harness helper uses (readiness checks connect from `127.0.0.1`).
+pub const THREE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 3));

@@ -290,19 +290,21 @@ async fn wait_for_port(port: u16) {
     .await;
 }
 
-/// Three servers: a burst with nodelay, a delayed burst with its own status, a connection cap.
-fn limits_conf(dir: &Path, backend: SocketAddr, ports: [u16; 3]) -> String {
+/// Four servers: a burst with nodelay, a delayed burst with its own status, a connection cap,
+/// and a rate limit with a connection cap (which one judges first).
+fn limits_conf(dir: &Path, backend: SocketAddr, ports: [u16; 4]) -> String {
     format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    limit_req_zone $binary_remote_addr zone=burst:1m rate=1r/m;\n    limit_req_zone $remote_addr zone=delayed:1m rate=1r/m;\n    limit_conn_zone $binary_remote_addr zone=addr:1m;\n    upstream app {{ server {backend}; }}\n    server {{\n        listen 127.0.0.1:{p0};\n        limit_req zone=burst burst=3 nodelay;\n        location / {{ proxy_pass http://app; }}\n    }}\n    server {{\n        listen 127.0.0.1:{p1};\n        limit_req_status 429;\n        location / {{\n            limit_req zone=delayed burst=2;\n            proxy_pass http://app;\n        }}\n    }}\n    server {{\n        listen 127.0.0.1:{p2};\n        limit_conn addr 1;\n        limit_conn_status 429;\n        location / {{ proxy_pass http://app; }}\n    }}\n}}\n",
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n    limit_req_zone $binary_remote_addr zone=burst:1m rate=1r/m;\n    limit_req_zone $remote_addr zone=delayed:1m rate=1r/m;\n    limit_conn_zone $binary_remote_addr zone=addr:1m;\n    limit_conn_zone $binary_remote_addr zone=addr2:1m;\n    limit_req_zone $binary_remote_addr zone=both:1m rate=1r/m;\n    upstream app {{ server {backend}; }}\n    server {{\n        listen 127.0.0.1:{p0};\n        limit_req zone=burst burst=3 nodelay;\n        location / {{ proxy_pass http://app; }}\n    }}\n    server {{\n        listen 127.0.0.1:{p1};\n        limit_req_status 429;\n        location / {{\n            limit_req zone=delayed burst=2;\n            proxy_pass http://app;\n        }}\n    }}\n    server {{\n        listen 127.0.0.1:{p2};\n        limit_conn addr 1;\n        limit_conn_status 429;\n        location / {{ proxy_pass http://app; }}\n    }}\n    server {{\n        listen 127.0.0.1:{p3};\n        limit_req zone=both burst=5 nodelay;\n        limit_conn addr2 1;\n        limit_conn_status 429;\n        location / {{ proxy_pass http://app; }}\n    }}\n}}\n",
         d = dir.display(),
         p0 = ports[0],
         p1 = ports[1],
         p2 = ports[2],
+        p3 = ports[3],
     )
 }
 
 /// What one server gave the same requests: statuses, and the backend's count after each part.
-async fn exercise(ports: [u16; 3], b: &Counting) -> Vec<String> {
+async fn exercise(ports: [u16; 4], b: &Counting) -> Vec<String> {
     let mut seen = Vec::new();
     let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     // Burst with nodelay, one connection after another; then another client.
@@ -339,6 +341,25 @@ async fn exercise(ports: [u16; 3], b: &Counting) -> Vec<String> {
         "conn cap: held {held}, over {over}, other client {other}, backend {}",
         b.received()
     ));
+    // Rate and connection limits together: a request over the connection cap is charged to
+    // the rate first (nginx runs limit_req before limit_conn), so the bucket fills with it.
+    b.hold();
+    let slow = tokio::spawn(get_from(ONE, at(ports[3]), "/slow"));
+    let before = b.received();
+    wait_until(Duration::from_secs(10), || async {
+        b.received() == before + 1
+    })
+    .await;
+    let mut over = Vec::new();
+    for _ in 0..7 {
+        over.push(get_from(ONE, at(ports[3]), "/").await);
+    }
+    b.release();
+    let held = slow.await.unwrap();
+    seen.push(format!(
+        "rate and conn: held {held}, over {over:?}, backend {}",
+        b.received()
+    ));
     seen
 }
 
@@ -351,7 +372,7 @@ async fn the_same_nginx_config_gives_the_same_answers_as_real_nginx() {
     let mut results = Vec::new();
     for who in ["nginx", "tideway"] {
         let b = Counting::start().await;
-        let ports = [free_port(), free_port(), free_port()];
+        let ports = [free_port(), free_port(), free_port(), free_port()];
         let d = dir.path().join(who);
         std::fs::create_dir_all(&d).unwrap();
         let file = d.join("nginx.conf");
@@ -389,6 +410,7 @@ async fn the_same_nginx_config_gives_the_same_answers_as_real_nginx() {
             "nodelay burst: [200, 200, 200, 200, 503, 503, 503, 200], backend 5",
             "delayed burst: prompt [200, 429, 429, 429], late [], backend 6",
             "conn cap: held 200, over 429, other client 200, backend 8",
+            "rate and conn: held 200, over [429, 429, 429, 429, 429, 503, 503], backend 9",
         ]
     );
 }

@@ -2,7 +2,8 @@
 //! source address, for per-client limit tests.
 //!
 //! The backend reads request heads (no bodies), counts each one, and answers `200 OK` with
-//! `ok`; a request for `/slow` is held until [`Counting::release`] (or its client goes). It
+//! `ok`; a request for `/slow` is held until [`Counting::release`] (or its client goes), and
+//! again after [`Counting::hold`]. It
 //! keeps the connection open unless the request says `Connection: close` (nginx sends that).
 //!
 //! Clients bind their socket to a chosen loopback address (`127.0.0.1`, `127.0.0.2`, ...) so
@@ -60,6 +61,11 @@ impl Counting {
     /// Answer every held `/slow` request, and every later one at once.
     pub fn release(&self) {
         let _ = self.release.send(true);
+    }
+
+    /// Hold `/slow` requests again, until the next [`Counting::release`].
+    pub fn hold(&self) {
+        let _ = self.release.send(false);
     }
 }
 

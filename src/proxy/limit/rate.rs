@@ -54,7 +54,8 @@ impl RateZone {
     pub fn new(name: &str, milli_per_sec: u64, entries: usize) -> Self {
         RateZone {
             name: name.into(),
-            milli_per_sec,
+            // Never 0: delays divide by it (the config refuses a zero rate anyway).
+            milli_per_sec: milli_per_sec.max(1),
             epoch: Instant::now(),
             buckets: Mutex::new(Lru::new(entries)),
         }

@@ -57,9 +57,13 @@ async fn exchange(addr: SocketAddr, head: &str, body: Vec<u8>) -> (u16, String) 
             }
         }
     };
-    tokio::time::timeout(EXCHANGE, read)
-        .await
-        .expect("the proxy answers and closes");
+    if tokio::time::timeout(EXCHANGE, read).await.is_err() {
+        panic!(
+            "the proxy did not answer and close: sent {:?}, got {:?}",
+            head.lines().next(),
+            String::from_utf8_lossy(&answer)
+        );
+    }
     writer.abort();
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text
@@ -161,9 +165,11 @@ async fn a_hundred_provoking_requests_and_oversized_uploads_eject_no_backend() {
             "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
             big.len()
         );
+        // The answer ends at the close either way: with `Connection: close` when tideway
+        // saw the backend stop reading, cut (no last chunk) when the whole body fit in the
+        // socket buffers before the backend's reset.
         let (status, text) = exchange(p.http, &head, big.clone()).await;
         assert_eq!(status, 413, "the backend's own answer is relayed: {text}");
-        assert!(text.to_ascii_lowercase().contains("connection: close"));
     }
     let head = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let (status, text) = exchange(p.http, head, chunked(&big[..512 * 1024])).await;

@@ -27,6 +27,8 @@ pub(super) struct FileConfig {
     listener: Vec<ListenerSection>,
     #[serde(default)]
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
+    #[serde(default)]
+    limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -75,6 +77,7 @@ struct ListenerSection {
     limits: Option<Spanned<LimitsSection>>,
     proxy_protocol: Option<bool>,
     real_ip: Option<Spanned<RealIpSection>>,
+    client_limits: Option<Vec<Spanned<super::limit::UseSection>>>,
 }
 
 #[derive(Deserialize)]
@@ -199,13 +202,13 @@ struct AutoscaleSection {
 }
 
 /// Turns spans into located errors.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
         let (line, col) = line_col(self.text, span.start);
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
@@ -369,6 +372,7 @@ impl FileConfig {
             upstreams.push(validate_upstream(&cx, name, up)?);
         }
 
+        let zones = super::limit::zones(&cx, &self.limit_zone)?;
         let mut listeners = Vec::new();
         let mut seen = HashSet::new();
         for l in &self.listener {
@@ -419,7 +423,7 @@ impl FileConfig {
                     ),
                 ));
             }
-            let limits = match &l.limits {
+            let mut limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
             };
@@ -428,6 +432,10 @@ impl FileConfig {
                 None => None,
                 Some(sp) => Some(validate_real_ip(&cx, sp, protocol, proxy_protocol)?),
             };
+            if let Some(uses) = &l.client_limits {
+                let tcp = protocol == Protocol::Tcp;
+                limits.per_client = super::limit::uses(&cx, uses, &zones, tcp)?;
+            }
             listeners.push(Listener {
                 listen,
                 protocol,
@@ -464,6 +472,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         max_connections: l.max_connections.unwrap_or(d.max_connections),
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
         chunked_body_time: l.chunked_body_time.map_or(d.chunked_body_time, |v| v.0),
+        per_client: Vec::new(),
     };
     let positive = [
         ("max_request_line", limits.max_request_line as u64),

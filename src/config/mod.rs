@@ -12,6 +12,7 @@ pub mod default;
 mod duration;
 mod error;
 mod file;
+pub mod limit;
 pub mod real_ip;
 pub mod scope;
 pub mod tls;
@@ -19,6 +20,7 @@ mod types;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 pub use real_ip::{RealIp, RealIpHeader};
 pub use scope::RegistrationScope;
 pub use types::*;

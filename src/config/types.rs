@@ -151,6 +151,8 @@ pub struct HttpLimits {
     pub max_chunked_body: u64,
     /// Deadline of a whole chunked body, from its first byte on.
     pub chunked_body_time: Duration,
+    /// Per-client limits (`client_limits`), each with its zone; empty: none.
+    pub per_client: Vec<super::limit::ClientLimit>,
 }
 
 impl Default for HttpLimits {
@@ -167,6 +169,7 @@ impl Default for HttpLimits {
             max_connections: 0,
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
             chunked_body_time: DEFAULT_CHUNKED_BODY_TIME,
+            per_client: Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! nginx directives -> tideway TOML. What is understood becomes config; anything else is a
 //! warning naming the directive and its file:line, and is ignored.
 
+use super::limit::Scope;
 use super::parse::Directive;
 use super::realip::RealIpConf;
 use std::collections::BTreeMap;
@@ -11,6 +12,9 @@ use std::fmt::Write;
 pub struct Converted {
     pub toml: String,
     pub warnings: Vec<String>,
+    /// What nginx itself would refuse, or tideway cannot honour (a limit keyed by other than
+    /// the client address): each with file:line. Any makes the config unusable.
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -41,6 +45,8 @@ struct Listener {
     proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     real_ip: Option<String>,
+    /// The `client_limits = [...]` line, or empty.
+    limits: String,
 }
 
 struct Cx {
@@ -49,9 +55,34 @@ struct Cx {
     warnings: Vec<String>,
     upstreams: BTreeMap<String, Upstream>,
     listeners: Vec<Listener>,
+    errors: Vec<String>,
+    /// `limit_req_zone` and `limit_conn_zone`, by name.
+    zones: BTreeMap<String, super::limit::Zone>,
+    /// The limit directives of the enclosing http or stream block.
+    outer: Scope,
 }
 
 impl Cx {
+    /// Read a limit directive into `scope`; true if `d` was one.
+    fn limit(&mut self, scope: &mut Scope, d: &Directive) -> bool {
+        match scope.read(d) {
+            None => false,
+            Some(r) => {
+                self.errors.extend(r.err());
+                true
+            }
+        }
+    }
+
+    /// The `client_limits` line for a listener with these limits.
+    fn client_limits(&mut self, scope: &Scope, d: &Directive, tcp: bool) -> String {
+        let all = scope.under(&self.outer);
+        all.render(&self.zones, tcp).unwrap_or_else(|e| {
+            self.errors.push(format!("{}: {e}", d.at()));
+            String::new()
+        })
+    }
+
     fn warn(&mut self, d: &Directive, why: &str) {
         self.warnings
             .push(format!("{}: \"{}\" {why}; ignored", d.at(), d.name));
@@ -226,7 +257,12 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let mut cert = None;
     let mut key = None;
     let mut pass = None;
+    let mut limits = Scope::default();
+    let mut proxied_limits = Scope::default();
     for s in d.block.as_deref().unwrap_or_default() {
+        if cx.limit(&mut limits, s) {
+            continue;
+        }
         match s.name.as_str() {
             "listen" => {
                 if let Some(a) = s.args.first() {
@@ -242,7 +278,11 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 let path = s.args.last().cloned().unwrap_or_default();
                 let mut found = None;
                 let mut idle = None;
+                let mut here = Scope::default();
                 for l in s.block.as_deref().unwrap_or_default() {
+                    if cx.limit(&mut here, l) {
+                        continue;
+                    }
                     match l.name.as_str() {
                         "proxy_pass" => found = target(cx, l, true),
                         "proxy_read_timeout" => idle = l.args.first().and_then(|v| time(v)),
@@ -264,9 +304,14 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                             cx.warnings.push(format!("{}: location {path:?} is served for every path (tideway routes a listener to one upstream)", s.at()));
                         }
                         pass = Some(up);
+                        proxied_limits = here;
+                        continue;
                     }
                     (Some(_), true) => cx.warn(s, "is a second proxied location in one server (tideway routes a listener to one upstream)"),
                     (None, _) => {}
+                }
+                if here.is_set() {
+                    cx.warn(s, "sets per-client limits in a location tideway does not route on its own (only the proxied location's apply)");
                 }
             }
             _ => cx.warn(s, "is not understood in a server block"),
@@ -275,6 +320,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let Some(upstream) = pass else {
         return cx.warn(d, "has no location with proxy_pass");
     };
+    let limits = cx.client_limits(&proxied_limits.under(&limits), d, false);
     if listens.is_empty() {
         listens.push(("0.0.0.0:80".into(), false, false));
     }
@@ -302,6 +348,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             tls,
             proxy_protocol,
             real_ip,
+            limits: limits.clone(),
         });
     }
 }
@@ -310,7 +357,11 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let mut realip = RealIpConf::default();
     let mut listens = Vec::new();
     let mut pass = None;
+    let mut limits = Scope::default();
     for s in d.block.as_deref().unwrap_or_default() {
+        if cx.limit(&mut limits, s) {
+            continue;
+        }
         match s.name.as_str() {
             "listen" => listens.extend(
                 s.args
@@ -333,6 +384,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let Some(upstream) = pass else {
         return cx.warn(d, "has no proxy_pass");
     };
+    let limits = cx.client_limits(&limits, d, true);
     let realip = realip.over(block_realip);
     for (listen, proxy_protocol) in listens {
         let real_ip = realip.render(true, proxy_protocol, &d.at(), &mut cx.warnings);
@@ -343,6 +395,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             tls: None,
             proxy_protocol,
             real_ip,
+            limits: limits.clone(),
         });
     }
 }
@@ -354,6 +407,9 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         warnings: Vec::new(),
         upstreams: BTreeMap::new(),
         listeners: Vec::new(),
+        errors: Vec::new(),
+        zones: BTreeMap::new(),
+        outer: Scope::default(),
     };
     for d in top
         .iter()
@@ -372,6 +428,21 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 for u in b.iter().filter(|x| x.name == "upstream") {
                     upstream(&mut cx, u);
                 }
+                // Zones and block-level limits too: every server inherits them.
+                let mut outer = Scope::default();
+                for z in b.iter() {
+                    if z.name == "limit_req_zone" || z.name == "limit_conn_zone" {
+                        match super::limit::zone(z) {
+                            Ok((name, zone)) => {
+                                cx.zones.insert(name, zone);
+                            }
+                            Err(e) => cx.errors.push(e),
+                        }
+                    } else {
+                        cx.limit(&mut outer, z);
+                    }
+                }
+                cx.outer = outer;
                 // The block's realip settings, wherever they stand in it, hold for its servers.
                 let mut realip = RealIpConf::default();
                 for s in b
@@ -382,6 +453,11 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
                     match (s.name.as_str(), stream) {
+                        (
+                            "limit_req_zone" | "limit_conn_zone" | "limit_req" | "limit_conn"
+                            | "limit_req_status" | "limit_conn_status",
+                            _,
+                        ) => {}
                         ("server", false) => http_server(&mut cx, s, &realip),
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
@@ -396,14 +472,19 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         }
     }
     let Cx {
-        base: _,
         warnings,
         upstreams,
         listeners,
+        errors,
+        zones,
+        ..
     } = cx;
+    let mut toml = render(&upstreams, &listeners);
+    toml.push_str(&super::limit::render_zones(&zones));
     Converted {
-        toml: render(&upstreams, &listeners),
+        toml,
         warnings,
+        errors,
     }
 }
 
@@ -424,6 +505,7 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if let Some(r) = &l.real_ip {
             let _ = writeln!(out, "real_ip = {r}");
         }
+        out.push_str(&l.limits);
     }
     for (name, u) in upstreams {
         let _ = write!(out, "\n[upstream.{name}]\n");

@@ -1,5 +1,5 @@
 //! Drop-in for nginx: read an existing nginx config (`upstream`, `server`, `location
-//! proxy_pass`, `stream`), convert what tideway understands, warn about the rest with
+//! proxy_pass`, `stream`, per-client `limit_req` / `limit_conn`), convert what tideway understands, warn about the rest with
 //! file:line, and render a live upstream back as an nginx `upstream` block.
 //!
 //! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod export;
+pub mod limit;
 pub mod parse;
 pub mod realip;
 
@@ -28,7 +29,11 @@ pub enum ImportError {
 pub fn import(path: &Path) -> Result<convert::Converted, NginxError> {
     let top = parse::parse_file(path)?;
     let base = path.parent().unwrap_or(Path::new(""));
-    Ok(convert::convert(&top, base))
+    let converted = convert::convert(&top, base);
+    if !converted.errors.is_empty() {
+        return Err(NginxError::Refused(converted.errors.join("\n")));
+    }
+    Ok(converted)
 }
 
 /// Load an nginx config as a validated tideway [`Config`], with the conversion warnings.

@@ -38,6 +38,9 @@ pub enum NginxError {
         col: usize,
         msg: String,
     },
+    /// Directives that cannot be used as written, each line starting with its file:line.
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, PartialEq)]

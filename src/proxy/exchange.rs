@@ -366,6 +366,7 @@ impl HttpPath {
         let how = Relay {
             read: self.limits.body_timeout,
             write: DEFAULT_SEND_TIMEOUT,
+            reset_ends: false,
         };
         let (mut from_backend, mut to_backend) = io.split();
         let mut early = Vec::new();
@@ -548,17 +549,21 @@ impl HttpPath {
             let how = Relay {
                 read: idle,
                 write: DEFAULT_SEND_TIMEOUT,
+                reset_ends: cut.is_some(),
             };
             match relay(io, client, &mut body, &mut bufs.upstream, how).await {
                 Ok(more) => extra |= more,
                 Err(e) => {
                     // The backend broke off an answer to a request it got whole and could
-                    // not misread.
-                    let health = if e.on_read() && cut.is_none() && !req.misreadable {
-                        Health::Failed(format!("response body: {e}"))
-                    } else {
-                        Health::Unknown
-                    };
+                    // not misread. A reset of a body that ends at the close says it did not
+                    // read all it was sent (an early answer to an upload): not its failure.
+                    let early_answer = e.reset() && res.framing == Framing::UntilClose;
+                    let health =
+                        if e.on_read() && cut.is_none() && !req.misreadable && !early_answer {
+                            Health::Failed(format!("response body: {e}"))
+                        } else {
+                            Health::Unknown
+                        };
                     moved.to_client += body.sent();
                     return Ok(Done {
                         next: Next::Abort,

@@ -56,6 +56,9 @@ pub enum Kind {
     CutBody,
     /// The backend's address is one of tideway's own listeners.
     Loop,
+    /// tideway ran out of something of its own (descriptors, memory, local ports) before the
+    /// backend could take part.
+    Local,
 }
 
 /// One failed attempt on a backend.
@@ -124,6 +127,25 @@ impl Error {
         Error::new(Kind::CutBody, Side::Client, why)
     }
 
+    /// Connecting failed for want of tideway's own resources (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM, EADDRNOTAVAIL): no backend is to blame, and no other would fare better.
+    pub fn local(why: impl Into<String>) -> Self {
+        Error::new(Kind::Local, Side::Proxy, why)
+    }
+
+    /// The connect error `e`, typed by who ran out: tideway or the backend.
+    pub fn connecting(e: &std::io::Error) -> Self {
+        let local = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        );
+        if local {
+            Error::local(format!("connect: {e}"))
+        } else {
+            Error::connect(format!("connect: {e}"))
+        }
+    }
+
     /// The backend's address is one of tideway's own: the request would come back.
     pub fn looped(why: impl Into<String>) -> Self {
         Error::new(Kind::Loop, Side::Proxy, why)
@@ -156,6 +178,7 @@ impl Error {
         match self.kind {
             Kind::Timeout => 504,
             Kind::Loop => 508,
+            Kind::Local => 503,
             _ => 502,
         }
     }
@@ -167,6 +190,7 @@ impl Error {
             (Side::Client, Kind::UnaskedUpgrade) => "client_upgrade",
             (Side::Client, Kind::CutBody) => "client_body",
             (Side::Client, _) => "client_misread",
+            (Side::Proxy, Kind::Local) => "local",
             (Side::Proxy, _) => "loop",
             (Side::Backend, Kind::Connect) => "connect",
             (Side::Backend, Kind::Send) => "send",
@@ -219,5 +243,9 @@ mod tests {
         assert_eq!(Error::timeout().status(), 504);
         assert_eq!(Error::looped("x").status(), 508);
         assert_eq!(Error::unasked_upgrade().label(), "client_upgrade");
+        let emfile = Error::connecting(&std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(!emfile.counts() && emfile.status() == 503 && emfile.label() == "local");
+        let refused = Error::connecting(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(refused.counts() && refused.retry() == Retry::Anywhere);
     }
 }

@@ -13,8 +13,8 @@
 //! after its 101.
 
 use super::access::Outcome;
-use super::body::{relay, send, Framing, Progress, Relay};
-use super::budget::{Budget, Refused};
+use super::body::{relay, send, Framing, Progress, Relay, RelayError};
+use super::budget::{Budget, Hold, Refused};
 use super::chunked::ChunkDecoder;
 use super::error::Error;
 use super::keepalive::Keepalive;
@@ -192,10 +192,12 @@ impl HttpPath {
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let client_ip = peers.client.map(|a| a.ip());
-        let streamed = match self.read_body(client, bufs, &req, client_ip).await {
-            Ok((streamed, body)) => {
+        // A chunked body read whole stays counted in the budget until the exchange ends:
+        // until then it is in `bufs.out`.
+        let (streamed, _held) = match self.read_body(client, bufs, &req, client_ip).await {
+            Ok((streamed, body, held)) => {
                 out.received += body;
-                streamed
+                (streamed, held)
             }
             Err(BodyError::Gone) => return Next::Abort,
             Err(BodyError::Refused(status, why)) => {
@@ -283,7 +285,7 @@ impl HttpPath {
         bufs: &mut Buffers,
         req: &Request,
         client_ip: Option<std::net::IpAddr>,
-    ) -> Result<(u64, u64), BodyError> {
+    ) -> Result<(u64, u64, Option<Hold>), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
         if req.expect_continue && waiting {
@@ -294,7 +296,7 @@ impl HttpPath {
         match req.body {
             RequestBody::None => {
                 finish_head(&mut bufs.out, req, 0);
-                Ok((0, 0))
+                Ok((0, 0, None))
             }
             RequestBody::Length(n) => {
                 finish_head(&mut bufs.out, req, n);
@@ -304,7 +306,7 @@ impl HttpPath {
                 let in_hand = (n as usize).min(bufs.client.len());
                 bufs.out.extend_from_slice(&bufs.client[..in_hand]);
                 bufs.client.drain(..in_hand);
-                Ok((n - in_hand as u64, n))
+                Ok((n - in_hand as u64, n, None))
             }
             RequestBody::Chunked => {
                 let mut body = std::mem::take(&mut bufs.upstream);
@@ -344,9 +346,10 @@ impl HttpPath {
                 let len = body.len() as u64;
                 finish_head(&mut bufs.out, req, len);
                 bufs.out.extend_from_slice(&body);
-                body.clear();
-                bufs.upstream = body;
-                Ok((0, len))
+                // The body's own buffer goes now; its copy in `bufs.out` is what stays held.
+                drop(body);
+                held.seal();
+                Ok((0, len, Some(held)))
             }
         }
     }
@@ -408,6 +411,7 @@ impl HttpPath {
         streamed: u64,
     ) -> Result<Done, Error> {
         let idle = policy.idle_timeout;
+        let reused = conn.reused;
         let io = &mut conn.io;
         let started = std::time::Instant::now();
         let mut moved = Io {
@@ -421,7 +425,9 @@ impl HttpPath {
         // A request that fits a socket buffer is taken whole by any live backend: failing to
         // send one, with no answer, says the connection is broken (a stale pooled one, or a
         // dead backend), and it may go again.
-        let small = bufs.out.len() <= SMALL_REQUEST && streamed == 0;
+        // On a pooled connection, a send that fails with nothing answered is the stale
+        // connection's, whatever the size: the retry loop sends it again on a fresh one.
+        let small = (bufs.out.len() <= SMALL_REQUEST || reused) && streamed == 0;
         let mut cut = None;
         if let Err(e) = send(io, &bufs.out, DEFAULT_SEND_TIMEOUT).await {
             cut = Some(format!("sending the request: {e}"));
@@ -459,14 +465,17 @@ impl HttpPath {
             };
             let head_len = match (read, &cut) {
                 (Ok(Ok(HeadRead::Complete(n))), _) => n,
-                (_, Some(why)) if interim == 0 && small => return Err(Error::unsent(why.clone())),
-                (_, Some(why)) if interim == 0 => return Err(Error::cut_body(why.clone())),
+                (_, Some(why)) if interim == 0 && small && bufs.upstream.is_empty() => {
+                    return Err(Error::unsent(why.clone()))
+                }
+                // The backend stopped taking the request and gave no final answer (an interim
+                // one, or none): nothing says it is broken.
+                (_, Some(why)) => return Err(Error::cut_body(why.clone())),
                 (Err(_), _) => return Err(Error::timeout()),
+                // An app that reflects request headers (CORS's Allow-Headers) answers a large
+                // head with a larger one: the request's doing as often as the backend's.
                 (Ok(Ok(HeadRead::TooLarge)), _) => {
-                    return Err(Error::bad_response(
-                        "response head too large",
-                        req.misreadable,
-                    ))
+                    return Err(Error::bad_response("response head too large", true))
                 }
                 (Ok(Ok(HeadRead::Eof) | Err(_)), _) if bufs.upstream.is_empty() && interim == 0 => {
                     return Err(Error::unanswered("closed without answering"))
@@ -558,12 +567,15 @@ impl HttpPath {
                     // not misread. A reset of a body that ends at the close says it did not
                     // read all it was sent (an early answer to an upload): not its failure.
                     let early_answer = e.reset() && res.framing == Framing::UntilClose;
-                    let health =
-                        if e.on_read() && cut.is_none() && !req.misreadable && !early_answer {
-                            Health::Failed(format!("response body: {e}"))
-                        } else {
-                            Health::Unknown
-                        };
+                    // A quiet stream (SSE, a long poll) that outlives `idle_timeout` is not
+                    // a failure either, as with nginx.
+                    let quiet = matches!(e, RelayError::Timeout(_));
+                    let blamed = e.on_read() && cut.is_none() && !req.misreadable;
+                    let health = if blamed && !early_answer && !quiet {
+                        Health::Failed(format!("response body: {e}"))
+                    } else {
+                        Health::Unknown
+                    };
                     moved.to_client += body.sent();
                     return Ok(Done {
                         next: Next::Abort,

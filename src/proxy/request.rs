@@ -86,6 +86,10 @@ const REQUEST_DROP: [&str; 13] = [
     "x-forwarded-proto",
 ];
 
+/// Most addresses an `X-Forwarded-For` chain may hold: a request that has been through more
+/// proxies is refused with 508 (it is most likely going round in a loop).
+pub const MAX_FORWARDED_HOPS: usize = 20;
+
 /// Largest request body length taken: 10 digits, all a Workerman 4.x backend reads.
 pub const MAX_CONTENT_LENGTH: u64 = 9_999_999_999;
 
@@ -250,6 +254,15 @@ pub fn classify(
     let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
     let ip = client.map(|c| c.ip());
     let connection = &seen.connection[..seen.n_connection];
+    // Each proxy on the way adds one address; a chain this long is a request going round (a
+    // backend that is tideway itself behind NAT or a port forward), or a client pretending.
+    let hops: usize = seen.xff[..seen.n_xff]
+        .iter()
+        .map(|v| v.iter().filter(|&&b| b == b',').count() + 1)
+        .sum();
+    if hops > MAX_FORWARDED_HOPS {
+        return Err(Refusal::new(508, "too many forwarding hops: a proxy loop?"));
+    }
 
     // Where the request goes: Host, and an absolute-form target that must agree with it.
     if seen.hosts > 1 {

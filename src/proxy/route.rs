@@ -225,7 +225,7 @@ impl Route {
         let mut io =
             match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(io)) => io,
-                Ok(Err(e)) => return Err(Error::connect(format!("connect: {e}"))),
+                Ok(Err(e)) => return Err(Error::connecting(&e)),
                 Err(_) => return Err(Error::connect("connect timed out")),
             };
         let _ = io.set_nodelay(true);

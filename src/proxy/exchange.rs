@@ -467,6 +467,12 @@ impl HttpPath {
                         req.misreadable,
                     ))
                 }
+                (Ok(Ok(HeadRead::BareCr)), _) => {
+                    return Err(Error::bad_response(
+                        "a bare CR in the response head",
+                        req.misreadable,
+                    ))
+                }
                 (Ok(Ok(HeadRead::Eof) | Err(_)), _) if bufs.upstream.is_empty() && interim == 0 => {
                     return Err(Error::unanswered("closed without answering"))
                 }

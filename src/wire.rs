@@ -166,7 +166,10 @@ mod tests {
         ] {
             assert_eq!(scan(head, None), HeadLine::End(end), "{head:?}");
         }
-        assert_eq!(scan(b"GET / HTTP/1.1\rHost: x\r\n\r\n", None), HeadLine::BareCr);
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\rHost: x\r\n\r\n", None),
+            HeadLine::BareCr
+        );
         assert_eq!(scan(b"GET / HTTP/1.1\r\n\r\r\n", None), HeadLine::BareCr);
         assert_eq!(scan(b"GET / HTTP/1.1\r\nA: b\r", None), HeadLine::More);
     }
@@ -211,8 +214,10 @@ mod tests {
     fn agrees_with_httparse_on_every_small_head() {
         let tails = strings(b"\r\nx: ", 7);
         for (first, response) in [(&b"GET / HTTP/1.1"[..], false), (b"HTTP/1.1 200 OK", true)] {
-            let mut heads: Vec<Vec<u8>> =
-                tails.iter().map(|t| [first, t.as_slice()].concat()).collect();
+            let mut heads: Vec<Vec<u8>> = tails
+                .iter()
+                .map(|t| [first, t.as_slice()].concat())
+                .collect();
             heads.extend(
                 strings(b"\r\nx", 5)
                     .iter()

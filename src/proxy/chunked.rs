@@ -264,7 +264,10 @@ mod tests {
             b"5 \nhello\n0\r\nT: 1\r\nU: 2\n\nNEXT",
         ] {
             let (data, used, done) = decode_all(body).unwrap();
-            assert_eq!((data.as_slice(), used, done), (&b"hello"[..], body.len() - 4, true));
+            assert_eq!(
+                (data.as_slice(), used, done),
+                (&b"hello"[..], body.len() - 4, true)
+            );
             let mut d = ChunkDecoder::default();
             let mut data = Vec::new();
             for (i, b) in body[..body.len() - 4].iter().enumerate() {

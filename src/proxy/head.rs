@@ -170,7 +170,10 @@ mod tests {
         }
         // A bare CR is refused as soon as the byte after it shows it is not a line end.
         assert_eq!(status(scan_all(b"GET / HTTP/1.1\rHost", &l)), Some(400));
-        assert_eq!(status(scan_all(b"GET / HTTP/1.1\r\nA: b\r\r\n", &l)), Some(400));
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\r\nA: b\r\r\n", &l)),
+            Some(400)
+        );
         assert_eq!(scan_all(b"GET / HTTP/1.1\r\nA: b\r", &l), None);
     }
 

@@ -229,6 +229,9 @@ fn a_bare_lf_head_is_rebuilt_with_crlf() {
         "HTTP/1.1 200 OK\nX-A: 1\n 2\nContent-Length: 5\n\n",
         "HTTP/1.1 200 OK\nX-A: 1\r2\nContent-Length: 5\n\n",
     ] {
-        assert_eq!(response(bad, &GET(), false).unwrap_err(), BadResponse::Malformed);
+        assert_eq!(
+            response(bad, &GET(), false).unwrap_err(),
+            BadResponse::Malformed
+        );
     }
 }

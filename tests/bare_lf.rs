@@ -250,12 +250,15 @@ fn line_and_body(raw: &[u8]) -> (String, Vec<u8>) {
     )
 }
 
+/// A case's name, the client's bytes, and each request the backend must get.
+type Sent = (&'static str, &'static [u8], Vec<Vec<u8>>);
+
 /// Client bytes with bare-LF or mixed line ends: tideway and nginx both answer 200 to each
 /// request and their backends get the same request lines and bodies, in CRLF; tideway's
 /// backend gets exactly the head tideway rebuilds.
 #[tokio::test]
 async fn bare_lf_requests_are_taken_and_sent_on_in_crlf() {
-    let cases: [(&str, &[u8], Vec<Vec<u8>>); 5] = [
+    let cases: [Sent; 5] = [
         (
             "bare-LF head",
             b"GET /a HTTP/1.1\nHost: x\nX-A: 1\n\n",

@@ -89,6 +89,7 @@ impl HeadScan {
     }
 }
 
+/// The refusal of a head over `max_head`.
 fn too_large() -> HeadRead {
     HeadRead::Refused(Refusal::new(431, "the request head is too large"))
 }

@@ -477,6 +477,12 @@ impl HttpPath {
                 (Ok(Ok(HeadRead::TooLarge)), _) => {
                     return Err(Error::bad_response("response head too large", true))
                 }
+                (Ok(Ok(HeadRead::BareCr)), _) => {
+                    return Err(Error::bad_response(
+                        "a bare CR in the response head",
+                        req.misreadable,
+                    ))
+                }
                 (Ok(Ok(HeadRead::Eof) | Err(_)), _) if bufs.upstream.is_empty() && interim == 0 => {
                     return Err(Error::unanswered("closed without answering"))
                 }
@@ -499,15 +505,16 @@ impl HttpPath {
                 }
                 Ok(Answer::Switched) => {
                     self.observe_wait(&moved);
-                    // The 101 and whatever the backend sent behind it go to the client as is.
-                    if send(client, &bufs.upstream, DEFAULT_SEND_TIMEOUT)
+                    // The rebuilt 101, then whatever the backend sent behind it as is.
+                    let down = bufs.upstream.split_off(head_len);
+                    bufs.reply.extend_from_slice(&down);
+                    if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
                         .await
                         .is_err()
                     {
                         return Done::client_gone();
                     }
-                    moved.to_client = bufs.upstream.len() as u64;
-                    let down = bufs.upstream.split_off(head_len);
+                    moved.to_client = bufs.reply.len() as u64;
                     return Ok(Done {
                         next: Next::Close,
                         switched: Some(down),

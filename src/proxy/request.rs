@@ -432,7 +432,11 @@ fn holds_websocket_key(head: &[u8]) -> bool {
 /// A version httparse does not take: 505 for a well-formed `HTTP/d.d` it does not speak,
 /// 400 for anything else.
 fn version_refusal(raw: &[u8]) -> Refusal {
-    let line = raw.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = raw
+        .trim_ascii_start()
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
     if line.split(|&b| b == b' ').count() != 3 {
         return Refusal::new(400, "malformed request line");
     }

@@ -280,3 +280,21 @@ fn websocket_fields_are_dropped_from_requests_that_are_not_handshakes() {
         "a handshake keeps its fields"
     );
 }
+
+#[test]
+fn a_bare_lf_head_is_rebuilt_with_crlf() {
+    let crlf = forwarded("POST /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n");
+    for raw in [
+        "POST /a HTTP/1.1\nHost: x\nX-A: 1\nContent-Length: 5\n\n",
+        "POST /a HTTP/1.1\r\nHost: x\nX-A: 1\r\nContent-Length: 5\n\r\n",
+        "\n\r\nPOST /a HTTP/1.1\nHost: x\r\nX-A: 1   \nContent-Length: 5\r\n\n",
+    ] {
+        assert_eq!(forwarded(raw), crlf, "{raw:?}");
+    }
+    assert_eq!(refused("GET / HTTP/2.0\nHost: x\n\n"), 505);
+    assert_eq!(refused("\r\nGET / HTTP/1.2\r\nHost: x\r\n\r\n"), 505);
+    // obs-fold after a bare LF, and a CR inside a value, are refused as with CRLF.
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\nX: a\n b\n\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\nX: a\rb\n\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\n\tX: a\n\n"), 400);
+}

@@ -269,7 +269,10 @@ impl Controller {
         };
         let changed = match diff {
             Diff::Add {
-                backend: spec, ttl, ..
+                backend: spec,
+                ttl,
+                operator,
+                ..
             } => {
                 if !(1..=MAX_WEIGHT).contains(&spec.weight) {
                     return Err(PoolError::InvalidWeight);
@@ -309,6 +312,18 @@ impl Controller {
                         changed
                     }
                     None => {
+                        // An operator's disable or drain holds the address out, not only the
+                        // id: the register token may not bring it back under a new id.
+                        let decided = self.toggles.decided_at(&name, spec.addr, &spec.id);
+                        if let (Some((id, state)), Source::Http, false) =
+                            (decided, spec.source, operator)
+                        {
+                            return Err(PoolError::Decided {
+                                addr: spec.addr,
+                                id: id.to_string(),
+                                state,
+                            });
+                        }
                         if spec.source == Source::Http {
                             // A new registration starts clean: toggles left by an earlier
                             // one with the same id (a drain before it left) do not apply,
@@ -345,9 +360,12 @@ impl Controller {
             }
             Diff::Decide { id, state, .. } => {
                 // Enabling ends the decision; a disable or drain sticks to the id.
+                let addr = up.backends.get(&id).map(|e| e.backend.addr);
                 let record = |t: &mut super::toggles::Toggle| {
                     t.state = Some(state);
                     t.operator = state != State::Active;
+                    // The address the decision holds out (kept while the id is gone).
+                    t.addr = if t.operator { addr.or(t.addr) } else { None };
                 };
                 let Some(e) = up.backends.get_mut(&id) else {
                     // Gone, with a decision that stuck: the decision changes.

@@ -20,7 +20,7 @@ use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
-use housekeeping::{forget_expiry, watch_expiry};
+use housekeeping::{forget_expiry, readmit_later, watch_expiry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,8 @@ struct Entry {
     retiring: bool,
     /// Slow start: when the backend last became eligible.
     ramp_from: Option<Instant>,
-    /// Passive ejection: when to take the backend back (no active checks configured).
+    /// When to take the backend back: a passive ejection with no active checks configured, or
+    /// any backend held out when a reload turned them off.
     readmit_at: Option<Instant>,
     /// The queued look at whether the registration lapsed, if any (see `housekeeping`).
     expiry_check: Option<crate::pool::deadlines::Key>,
@@ -164,7 +165,11 @@ impl Controller {
         match self.upstreams.get_mut(&u.name) {
             Some(up) if **up.policy() == u.policy => {}
             Some(up) => {
+                let checks_went_off = checks_on(up.policy()) && !checks_on(&u.policy);
                 up.set_policy(Arc::new(u.policy.clone()));
+                if checks_went_off {
+                    readmit_later(&mut self.deadlines, &u.name, up, Instant::now());
+                }
                 changed = true;
             }
             None => {

@@ -35,6 +35,7 @@ fn add(i: u32, weight: u32) -> Diff {
         upstream: "u".into(),
         backend: spec(i, weight),
         ttl: None,
+        operator: false,
     }
 }
 

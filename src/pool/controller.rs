@@ -20,7 +20,7 @@ use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
-use housekeeping::{forget_expiry, watch_expiry};
+use housekeeping::{forget_expiry, readmit_later, watch_expiry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,8 @@ struct Entry {
     retiring: bool,
     /// Slow start: when the backend last became eligible.
     ramp_from: Option<Instant>,
-    /// Passive ejection: when to take the backend back (no active checks configured).
+    /// When to take the backend back: a passive ejection with no active checks configured, or
+    /// any backend held out when a reload turned them off.
     readmit_at: Option<Instant>,
     /// The queued look at whether the registration lapsed, if any (see `housekeeping`).
     expiry_check: Option<crate::pool::deadlines::Key>,
@@ -164,7 +165,11 @@ impl Controller {
         match self.upstreams.get_mut(&u.name) {
             Some(up) if **up.policy() == u.policy => {}
             Some(up) => {
+                let checks_went_off = checks_on(up.policy()) && !checks_on(&u.policy);
                 up.set_policy(Arc::new(u.policy.clone()));
+                if checks_went_off {
+                    readmit_later(&mut self.deadlines, &u.name, up, Instant::now());
+                }
                 changed = true;
             }
             None => {
@@ -269,7 +274,10 @@ impl Controller {
         };
         let changed = match diff {
             Diff::Add {
-                backend: spec, ttl, ..
+                backend: spec,
+                ttl,
+                operator,
+                ..
             } => {
                 if !(1..=MAX_WEIGHT).contains(&spec.weight) {
                     return Err(PoolError::InvalidWeight);
@@ -309,6 +317,18 @@ impl Controller {
                         changed
                     }
                     None => {
+                        // An operator's disable or drain holds the address out, not only the
+                        // id: the register token may not bring it back under a new id.
+                        let decided = self.toggles.decided_at(&name, spec.addr, &spec.id);
+                        if let (Some((id, state)), Source::Http, false) =
+                            (decided, spec.source, operator)
+                        {
+                            return Err(PoolError::Decided {
+                                addr: spec.addr,
+                                id: id.to_string(),
+                                state,
+                            });
+                        }
                         if spec.source == Source::Http {
                             // A new registration starts clean: toggles left by an earlier
                             // one with the same id (a drain before it left) do not apply,
@@ -345,9 +365,12 @@ impl Controller {
             }
             Diff::Decide { id, state, .. } => {
                 // Enabling ends the decision; a disable or drain sticks to the id.
+                let addr = up.backends.get(&id).map(|e| e.backend.addr);
                 let record = |t: &mut super::toggles::Toggle| {
                     t.state = Some(state);
                     t.operator = state != State::Active;
+                    // The address the decision holds out (kept while the id is gone).
+                    t.addr = if t.operator { addr.or(t.addr) } else { None };
                 };
                 let Some(e) = up.backends.get_mut(&id) else {
                     // Gone, with a decision that stuck: the decision changes.

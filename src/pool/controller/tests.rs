@@ -53,6 +53,7 @@ pub(super) fn add(id: &str, port: u16) -> Diff {
         upstream: "u".into(),
         backend: spec(id, port),
         ttl: Some(Duration::from_secs(30)),
+        operator: false,
     }
 }
 
@@ -192,6 +193,7 @@ fn heartbeat_refreshes_without_publishing() {
         upstream: "u".into(),
         backend: spec("a", 2001),
         ttl: Some(Duration::from_secs(1)),
+        operator: false,
     })
     .unwrap();
     let v = c.version();
@@ -348,6 +350,7 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
         upstream: "u".into(),
         backend: spec("r", 3001),
         ttl: Some(Duration::from_millis(200)),
+        operator: false,
     })
     .await
     .unwrap();

@@ -17,6 +17,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             healthy: true,
             ejected: false,
             source: Source::Static,
+            server: Default::default(),
             live: Arc::new(Live::default()),
             close: Default::default(),
         })

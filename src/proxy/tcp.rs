@@ -3,7 +3,7 @@
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
 use super::client::Addressing;
-use super::key::ip_hash;
+use super::key::ip_key;
 use super::proxy_protocol::receive::DEFAULT_PROXY_HEADER_TIMEOUT;
 use super::route::{Attempts, Connect, Route};
 use super::tunnel::{Ending, Tunnel};
@@ -86,7 +86,7 @@ impl TcpGateway {
             }
         };
         let how = Attempts {
-            key: ip_hash(peer.map(|p| p.ip())),
+            key: ip_key(peer.map(|p| p.ip())),
             policy: &policy,
             keepalive: None,
             replayable: true,

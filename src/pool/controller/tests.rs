@@ -22,6 +22,9 @@ pub(super) fn config() -> Vec<UpstreamConfig> {
                 weight: 1,
                 max_conns: 0,
                 disabled: false,
+                backup: false,
+                max_fails: None,
+                fail_timeout: None,
             },
             StaticBackend {
                 id: "127.0.0.1:1002".into(),
@@ -29,6 +32,9 @@ pub(super) fn config() -> Vec<UpstreamConfig> {
                 weight: 2,
                 max_conns: 0,
                 disabled: false,
+                backup: false,
+                max_fails: None,
+                fail_timeout: None,
             },
         ],
     }]
@@ -45,6 +51,7 @@ pub(super) fn spec(id: &str, port: u16) -> BackendSpec {
         weight: 1,
         max_conns: 0,
         source: Source::Http,
+        server: Default::default(),
     }
 }
 

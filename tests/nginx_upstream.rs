@@ -176,7 +176,10 @@ async fn plain_hash_maps_2000_keys_as_nginx_before_and_after_a_server_goes() {
             used.insert(want);
         }
         println!("round {round}: 2000 keys, {differ} differ");
-        assert_eq!(differ, 0, "round {round}: nginx and tideway disagree on {differ} keys");
+        assert_eq!(
+            differ, 0,
+            "round {round}: nginx and tideway disagree on {differ} keys"
+        );
         assert_eq!(used.len(), if round == 0 { 5 } else { 4 });
     }
 }
@@ -225,7 +228,10 @@ async fn backup_takes_over_while_the_primary_is_down_as_in_nginx() {
     for p in ports {
         let deadline = Instant::now() + Duration::from_secs(15);
         while ask(p, "GET", "/").await.1 != "a" {
-            assert!(Instant::now() < deadline, "port {p}: the primary never came back");
+            assert!(
+                Instant::now() < deadline,
+                "port {p}: the primary never came back"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for _ in 0..5 {
@@ -243,7 +249,10 @@ const RETRY_UPSTREAMS: [(&str, &str); 9] = [
     ("h502", "proxy_next_upstream error http_502;"),
     ("h503", "proxy_next_upstream error http_503;"),
     ("h404", "proxy_next_upstream error http_404;"),
-    ("nonidem", "proxy_next_upstream error http_502 non_idempotent;"),
+    (
+        "nonidem",
+        "proxy_next_upstream error http_502 non_idempotent;",
+    ),
     ("off", "proxy_next_upstream off;"),
     (
         "tries",
@@ -321,8 +330,13 @@ async fn next_upstream_conditions_retry_as_nginx_does() {
         }
     }
     // Each condition that lists a failure went on to another backend at least once.
-    for u in ["error", "timeout", "invalid", "h502", "h503", "h404", "nonidem", "tries"] {
-        assert!(retried.get(u).copied().unwrap_or(0) > 0, "{u}: never retried");
+    for u in [
+        "error", "timeout", "invalid", "h502", "h503", "h404", "nonidem", "tries",
+    ] {
+        assert!(
+            retried.get(u).copied().unwrap_or(0) > 0,
+            "{u}: never retried"
+        );
     }
     assert_eq!(retried.get("off"), None, "off never retries");
 }

@@ -151,9 +151,7 @@ impl Selector {
         match &self.algo {
             Algo::Modulo(modulo, rotation) => {
                 let usable = |s: u32| backends.at(s).is_some_and(|b| b.eligible() && !exclude(b));
-                modulo
-                    .pick(full, usable)
-                    .or_else(|| rotation.pick(&ok))
+                modulo.pick(full, usable).or_else(|| rotation.pick(&ok))
             }
             Algo::RoundRobin(rotation) => rotation.pick(&ok),
             Algo::LeastConn => self.least_loaded(backends, &ok),

@@ -41,7 +41,10 @@ impl Key {
     fn rehashed(self, n: u32) -> u32 {
         let mut h = Hasher::new();
         h.update(n.to_string().as_bytes());
-        h.combine(&Hasher::new_with_initial_len(self.hash, u64::from(self.len)));
+        h.combine(&Hasher::new_with_initial_len(
+            self.hash,
+            u64::from(self.len),
+        ));
         h.finalize()
     }
 }

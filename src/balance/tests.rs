@@ -124,7 +124,10 @@ fn backups_come_after_primaries_and_before_panic_routing() {
         let all = up(bs.clone());
         for _ in 0..20 {
             let b = all.pick(0, |_| false).unwrap();
-            assert_ne!(&*b.id, "b2", "{balance}: a backup while primaries can take it");
+            assert_ne!(
+                &*b.id, "b2",
+                "{balance}: a backup while primaries can take it"
+            );
         }
         // Every primary tried: the backup.
         let id = |b: Option<&Backend>| b.map(|b| b.id.to_string());
@@ -149,7 +152,9 @@ fn plain_hash_keeps_down_servers_in_place() {
     p.hash_consistent = false;
     let mut bs = backends(&[1, 2, 3]);
     let up = crate::pool::Upstream::new("u".into(), Arc::new(p.clone()), bs.clone());
-    let keys: Vec<Key> = (0..300).map(|i| Key::of(format!("k{i}").as_bytes())).collect();
+    let keys: Vec<Key> = (0..300)
+        .map(|i| Key::of(format!("k{i}").as_bytes()))
+        .collect();
     let before: Vec<_> = keys
         .iter()
         .map(|&k| up.pick_key(k, |_| false).unwrap().id.clone())

@@ -69,14 +69,16 @@ impl Retry {
             }
             "proxy_next_upstream_tries" => match d.args.first().and_then(|v| v.parse().ok()) {
                 Some(n) => self.tries = n,
-                None => warnings.push(format!("{}: \"{}\" needs a number; ignored", d.at(), d.name)),
+                None => warnings.push(format!(
+                    "{}: \"{}\" needs a number; ignored",
+                    d.at(),
+                    d.name
+                )),
             },
-            "proxy_next_upstream_timeout" => {
-                match d.args.first().and_then(|v| time(v)) {
-                    Some(t) => self.timeout = Some(t).filter(|t| t != "0s" && t != "0"),
-                    None => warnings.push(format!("{}: \"{}\" needs a time; ignored", d.at(), d.name)),
-                }
-            }
+            "proxy_next_upstream_timeout" => match d.args.first().and_then(|v| time(v)) {
+                Some(t) => self.timeout = Some(t).filter(|t| t != "0s" && t != "0"),
+                None => warnings.push(format!("{}: \"{}\" needs a time; ignored", d.at(), d.name)),
+            },
             _ => return false,
         }
         true
@@ -168,7 +170,9 @@ fn upstream(cx: &mut Cx, d: &Directive) {
                     if consistent {
                         hash_key(k)
                     } else {
-                        k.parse::<crate::config::key_expr::KeyExpr>().ok().map(|_| k.clone())
+                        k.parse::<crate::config::key_expr::KeyExpr>()
+                            .ok()
+                            .map(|_| k.clone())
                     }
                 });
                 match key {
@@ -200,7 +204,14 @@ fn upstream(cx: &mut Cx, d: &Directive) {
     }
     // nginx refuses `backup` under `hash` and `ip_hash` ("invalid parameter").
     if up.balance == Some("hash") {
-        for (s, srv) in d.block.as_deref().unwrap_or_default().iter().filter(|s| s.name == "server").zip(&up.servers) {
+        for (s, srv) in d
+            .block
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.name == "server")
+            .zip(&up.servers)
+        {
             if srv.backup {
                 cx.warnings.push(format!("{}: backup server {} is not allowed with hash or ip_hash (nginx: invalid parameter \"backup\"); ignored", s.at(), srv.addr));
             }

@@ -107,7 +107,7 @@ impl Upstream {
             }
         };
         let (primaries, backups) = (of(false), of(true));
-        let (mut candidates, mut n) = (primaries.clone(), primaries().count());
+        let (mut candidates, mut n) = (primaries, primaries().count());
         if n == 0 {
             n = backups().count();
             if n == 0 {

@@ -241,7 +241,10 @@ mod tests {
             assert!(!e.stale_retry(true), "{e:?}");
         }
         assert!(Error::bad_response("x", false).counts());
-        assert!(!Error::timeout().stale_retry(true), "a timeout is not a stale connection");
+        assert!(
+            !Error::timeout().stale_retry(true),
+            "a timeout is not a stale connection"
+        );
         assert!(Error::answered(502).counts() && !Error::answered(404).counts());
         assert_eq!(Error::answered(503).status(), 503);
         assert_eq!(Error::connect("x").retry(), Retry::Anywhere);

@@ -237,7 +237,12 @@ impl Route {
                     },
                 ),
             };
-            let (failed, Picked { id, addr, guard, .. }) = failed;
+            let (
+                failed,
+                Picked {
+                    id, addr, guard, ..
+                },
+            ) = failed;
             crate::metrics::failure(&self.upstream, failed.label());
             if failed.side() != Side::Backend {
                 // Provoked by the request (or tideway's own configuration): the backend is

@@ -27,7 +27,10 @@ pub(super) fn retries(
         }
         policy.retries = t.get_ref().checked_sub(1).unwrap_or(u32::MAX);
     }
-    policy.next_upstream_timeout = up.next_upstream_timeout.map(|d| d.0).filter(|d| !d.is_zero());
+    policy.next_upstream_timeout = up
+        .next_upstream_timeout
+        .map(|d| d.0)
+        .filter(|d| !d.is_zero());
     if let Some(c) = up.hash_consistent {
         if policy.balance != Balance::Hash {
             let span = up.balance.as_ref().map_or(0..0, |b| b.span());

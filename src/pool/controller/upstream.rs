@@ -306,8 +306,10 @@ impl UpstreamState {
     /// Record the static backends' order in the config; returns whether it changed (the
     /// next publish then rebuilds the upstream).
     pub(super) fn set_order<'a>(&mut self, ids: impl Iterator<Item = &'a str>) -> bool {
-        let order: HashMap<BackendId, u32> =
-            ids.enumerate().map(|(i, id)| (id.into(), i as u32)).collect();
+        let order: HashMap<BackendId, u32> = ids
+            .enumerate()
+            .map(|(i, id)| (id.into(), i as u32))
+            .collect();
         if order == self.order {
             return false;
         }
@@ -324,7 +326,13 @@ impl UpstreamState {
             .table
             .slots()
             .filter(|(_, b)| !b.server.backup)
-            .map(|(tag, b)| (self.order.get(&b.id).copied().unwrap_or(u32::MAX), tag, b.weight))
+            .map(|(tag, b)| {
+                (
+                    self.order.get(&b.id).copied().unwrap_or(u32::MAX),
+                    tag,
+                    b.weight,
+                )
+            })
             .collect();
         // Stable: backends outside the config keep their id order.
         peers.sort_by_key(|p| p.0);

@@ -355,3 +355,83 @@ fn may_go_on(how: &Attempts<'_>, done: usize, started: std::time::Instant) -> bo
 pub fn error_body(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn how(policy: &UpstreamPolicy, idempotent: bool, replayable: bool) -> Attempts<'_> {
+        Attempts {
+            key: Key::default(),
+            policy,
+            keepalive: None,
+            replayable,
+            idempotent,
+            client: None,
+            local: None,
+        }
+    }
+
+    #[test]
+    fn next_upstream_decides_only_for_backend_failures() {
+        let all = [
+            "error",
+            "timeout",
+            "invalid_header",
+            "http_502",
+            "non_idempotent",
+        ];
+        let policy = UpstreamPolicy {
+            next_upstream: NextUpstream::parse(all).unwrap(),
+            ..UpstreamPolicy::default()
+        };
+        // Whatever is listed, a failure the client provoked stays with its backend.
+        for e in [
+            Error::unasked_upgrade(),
+            Error::bad_response("x", true),
+            Error::cut_body("x"),
+            Error::looped("x"),
+        ] {
+            assert!(!goes_on(&e, &how(&policy, true, true)), "{e:?}");
+        }
+        assert!(goes_on(&Error::timeout(), &how(&policy, false, true)));
+        assert!(
+            !goes_on(&Error::timeout(), &how(&policy, true, false)),
+            "body streamed"
+        );
+        // The default: connect failures go on, read timeouts and bad answers do not.
+        let default = UpstreamPolicy::default();
+        assert!(goes_on(
+            &Error::connect_timeout(),
+            &how(&default, false, false)
+        ));
+        assert!(!goes_on(&Error::timeout(), &how(&default, true, true)));
+        assert!(!goes_on(
+            &Error::bad_response("x", false),
+            &how(&default, true, true)
+        ));
+        assert!(
+            !goes_on(&Error::unanswered("x"), &how(&default, false, true)),
+            "POST"
+        );
+        let off = UpstreamPolicy {
+            next_upstream: NextUpstream::OFF,
+            ..UpstreamPolicy::default()
+        };
+        assert!(!goes_on(&Error::connect("x"), &how(&off, true, true)));
+    }
+
+    #[test]
+    fn tries_and_the_timeout_bound_the_attempts() {
+        let policy = UpstreamPolicy {
+            retries: 2,
+            next_upstream_timeout: Some(std::time::Duration::from_millis(50)),
+            ..UpstreamPolicy::default()
+        };
+        let now = std::time::Instant::now();
+        assert!(may_go_on(&how(&policy, true, true), 2, now));
+        assert!(!may_go_on(&how(&policy, true, true), 3, now));
+        let long_ago = now - std::time::Duration::from_millis(60);
+        assert!(!may_go_on(&how(&policy, true, true), 1, long_ago));
+    }
+}

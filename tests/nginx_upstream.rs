@@ -340,3 +340,61 @@ async fn next_upstream_conditions_retry_as_nginx_does() {
     }
     assert_eq!(retried.get("off"), None, "off never retries");
 }
+
+/// A status `proxy_next_upstream` lists takes its backend out for `fail_timeout` when it sends
+/// the request on, as with nginx; a listed 404 sends it on without counting.
+#[tokio::test]
+async fn listed_5xx_ejects_its_backend_and_404_does_not_as_in_nginx() {
+    let log: Log = Arc::default();
+    let mut bs = Vec::new();
+    for id in ["a", "b", "c"] {
+        bs.push(test_backend(id, log.clone()).await);
+    }
+    let servers: String = bs
+        .iter()
+        .map(|b| format!("        server {} max_fails=1 fail_timeout=60s;\n", b.addr))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let head = http_head(dir.path());
+    let http = |ports: &[u16]| {
+        let mut out = head.clone();
+        for (i, status) in ["502", "404"].iter().enumerate() {
+            out += &format!(
+                "    upstream u{status} {{\n        hash $arg_key;\n{servers}    }}\n    server {{\n        listen 127.0.0.1:{};\n        location / {{\n            proxy_pass http://u{status};\n            proxy_http_version 1.1;\n            proxy_next_upstream error http_{status};\n        }}\n    }}\n",
+                ports[i]
+            );
+        }
+        out + "}\n"
+    };
+    let (_n, _t, np, tp) = both(dir.path(), http, 2).await;
+    let mut hits_on_a = Vec::new();
+    for (i, status) in ["502", "404"].iter().enumerate() {
+        let mut runs = Vec::new();
+        for ports in [&np, &tp] {
+            let mut run = Vec::new();
+            for key in 0..8 {
+                for target in [
+                    format!("/s{status}?key=k{key}&fail=a"),
+                    format!("/?key=k{key}"),
+                ] {
+                    log.lock().unwrap().clear();
+                    let answer = ask(ports[i], "GET", &target).await;
+                    run.push((target, answer, std::mem::take(&mut *log.lock().unwrap())));
+                }
+            }
+            runs.push(run);
+        }
+        for (want, got) in runs[0].iter().zip(&runs[1]) {
+            assert_eq!(got, want, "http_{status}: tideway vs nginx");
+        }
+        let a = runs[0]
+            .iter()
+            .flat_map(|r| &r.2)
+            .filter(|l| l.starts_with("a "))
+            .count();
+        println!("http_{status}: backend a got {a} requests");
+        hits_on_a.push(a);
+    }
+    assert_eq!(hits_on_a[0], 1, "a 502 took a out after its first");
+    assert!(hits_on_a[1] > 2, "404s never take a out: {hits_on_a:?}");
+}

@@ -472,11 +472,12 @@ impl Default for NextUpstream {
     }
 }
 
-/// Does an answer with `status` count as a failed attempt, under `next_upstream` (a listed
-/// 5xx or 429; never 403 or 404, as nginx) or `fail_on_5xx` (500, 502, 503, 504)?
+/// Does an answer with `status` that reached the client count as a failed attempt? Only with
+/// `fail_on_5xx` (any 5xx). A status `next_upstream` lists counts when it sends the request on
+/// (a 403 or 404 never does); the one passed to the client, when no backend is left to try,
+/// does not, as with nginx (its `peer.free` sees a finished request).
 pub fn status_fails(policy: &UpstreamPolicy, status: u16) -> bool {
-    let listed = policy.next_upstream.on_status(status) && !matches!(status, 403 | 404);
-    listed || (policy.passive.fail_on_5xx && status >= 500)
+    policy.passive.fail_on_5xx && status >= 500
 }
 
 /// Active health check settings.

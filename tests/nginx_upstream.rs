@@ -398,3 +398,41 @@ async fn listed_5xx_ejects_its_backend_and_404_does_not_as_in_nginx() {
     assert_eq!(hits_on_a[0], 1, "a 502 took a out after its first");
     assert!(hits_on_a[1] > 2, "404s never take a out: {hits_on_a:?}");
 }
+
+/// TOML's `backup = true`: shown by the API, idle while the primary serves, serving while an
+/// operator has the primary disabled.
+#[tokio::test]
+async fn a_toml_backup_serves_only_while_no_primary_can() {
+    let (primary, spare) = (backend("p").await, backend("s").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"least_conn\"\nbackends = [{{ addr = \"{}\", id = \"p\" }}, {{ addr = \"{}\", id = \"s\", backup = true }}]",
+        primary.addr, spare.addr
+    ))
+    .await;
+    let v = p.upstream_json().await;
+    let backup: Vec<_> = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap().to_string(), b["backup"].as_bool()))
+        .collect();
+    assert_eq!(backup, [("p".into(), None), ("s".into(), Some(true))]);
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        assert_eq!(backend_id(&client, &p.url("/")).await, "p");
+    }
+    let r = p
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/p/state",
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({ "state": "disabled" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    for _ in 0..10 {
+        assert_eq!(backend_id(&client, &p.url("/")).await, "s");
+    }
+}

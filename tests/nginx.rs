@@ -3,11 +3,12 @@
 
 mod common;
 
+use common::nginx::*;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 const GOLDEN: &str = "tests/nginx/golden";
@@ -93,47 +94,6 @@ fn check_nginx_reports_file_line_col_and_warnings() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream.workerman_servers]"));
-}
-
-/// A child process stopped on drop: with SIGTERM, so an nginx master takes its workers
-/// down with it (SIGKILL would leave them running).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "port {port} never opened");
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-}
-
-/// `tideway run --nginx FILE` with its own admin port and data dir.
-async fn run_tideway_nginx(file: &Path, port: u16, dir: &Path) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--nginx"])
-        .arg(file)
-        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let r = Running(child);
-    wait_port(port).await;
-    r
 }
 
 #[tokio::test]

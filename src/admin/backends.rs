@@ -269,6 +269,7 @@ async fn register_inner(
                     weight,
                     max_conns: 0,
                     source: Source::Http,
+                    server: Default::default(),
                 },
                 ttl: Some(ttl),
                 operator: role == Role::Admin,

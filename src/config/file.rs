@@ -12,6 +12,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+mod next;
 use toml::Spanned;
 
 #[derive(Deserialize)]
@@ -141,6 +143,10 @@ struct UpstreamSection {
     rebalance: Option<Spanned<RebalanceSection>>,
     autoscale: Option<Spanned<AutoscaleSection>>,
     registration: Option<Spanned<RegistrationSection>>,
+    hash_consistent: Option<bool>,
+    next_upstream: Option<Spanned<Vec<String>>>,
+    next_upstream_tries: Option<Spanned<u32>>,
+    next_upstream_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -151,6 +157,9 @@ struct BackendSection {
     max_conns: Option<u32>,
     id: Option<Spanned<String>>,
     state: Option<Spanned<String>>,
+    backup: Option<Spanned<bool>>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -654,6 +663,7 @@ fn validate_upstream(
     if let Some(r) = up.retries {
         policy.retries = r;
     }
+    next::retries(cx, up, &mut policy)?;
     if let Some(m) = up.max_fails {
         policy.passive.max_fails = m;
     }
@@ -821,6 +831,9 @@ fn validate_upstream(
             weight,
             max_conns: bs.max_conns.unwrap_or(0),
             disabled,
+            backup: next::backup(cx, &policy, &bs.backup)?,
+            max_fails: bs.max_fails,
+            fail_timeout: bs.fail_timeout.map(|d| d.0),
         });
     }
     Ok(UpstreamConfig {

@@ -12,6 +12,7 @@ pub mod default;
 mod duration;
 mod error;
 mod file;
+pub mod key_expr;
 pub mod limit;
 pub mod real_ip;
 pub mod scope;

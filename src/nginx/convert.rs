@@ -21,19 +21,72 @@ pub struct Converted {
 struct Upstream {
     balance: Option<&'static str>,
     hash_key: Option<String>,
+    /// `hash KEY` without `consistent`.
+    plain_hash: bool,
     servers: Vec<Server>,
-    max_fails: Option<u32>,
-    fail_timeout: Option<String>,
     slow_start: Option<String>,
     idle_timeout: Option<String>,
+    /// The `proxy_next_upstream*` settings of the locations that proxy here.
+    retry: Option<Retry>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Server {
     addr: String,
     weight: u32,
     max_conns: u32,
     down: bool,
+    backup: bool,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
+}
+
+/// nginx's `proxy_next_upstream`, `proxy_next_upstream_tries` and
+/// `proxy_next_upstream_timeout` as they hold in one location (inherited from its server and
+/// the http block), nginx's defaults where unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Retry {
+    conditions: Vec<String>,
+    tries: u32,
+    timeout: Option<String>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            conditions: vec!["error".into(), "timeout".into()],
+            tries: 0,
+            timeout: None,
+        }
+    }
+}
+
+impl Retry {
+    /// Take `d` if it is one of the three directives; returns whether it was.
+    fn take(&mut self, d: &Directive, warnings: &mut Vec<String>) -> bool {
+        match d.name.as_str() {
+            "proxy_next_upstream" => {
+                match crate::config::NextUpstream::parse(d.args.iter().map(String::as_str)) {
+                    Ok(_) => self.conditions = d.args.clone(),
+                    Err(e) => warnings.push(format!("{}: {e}; ignored", d.at())),
+                }
+            }
+            "proxy_next_upstream_tries" => match d.args.first().and_then(|v| v.parse().ok()) {
+                Some(n) => self.tries = n,
+                None => warnings.push(format!(
+                    "{}: \"{}\" needs a number; ignored",
+                    d.at(),
+                    d.name
+                )),
+            },
+            "proxy_next_upstream_timeout" => match d.args.first().and_then(|v| time(v)) {
+                Some(t) => self.timeout = Some(t).filter(|t| t != "0s" && t != "0"),
+                None => warnings.push(format!("{}: \"{}\" needs a time; ignored", d.at(), d.name)),
+            },
+            _ => return false,
+        }
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -110,8 +163,17 @@ fn listen_addr(v: &str) -> String {
     }
 }
 
-/// nginx hash key -> tideway hash_key.
+/// nginx hash key -> tideway hash_key: the short forms for one variable, else the nginx
+/// expression itself (when tideway can evaluate it).
 fn hash_key(v: &str) -> Option<String> {
+    simple_hash_key(v).or_else(|| {
+        v.parse::<crate::config::key_expr::KeyExpr>()
+            .ok()
+            .map(|_| v.to_string())
+    })
+}
+
+fn simple_hash_key(v: &str) -> Option<String> {
     if v == "$remote_addr" || v == "$binary_remote_addr" {
         Some("ip".into())
     } else if let Some(h) = v.strip_prefix("$http_") {
@@ -132,13 +194,23 @@ fn upstream(cx: &mut Cx, d: &Directive) {
         match s.name.as_str() {
             "server" => server(cx, &mut up, s),
             "hash" => {
-                match s.args.first().and_then(|k| hash_key(k)) {
+                let consistent = s.args.get(1).map(String::as_str) == Some("consistent");
+                // Plain hash: the key as nginx writes it, which never falls back to the
+                // client address (an empty key goes round robin, as in nginx).
+                let key = s.args.first().and_then(|k| {
+                    if consistent {
+                        hash_key(k)
+                    } else {
+                        k.parse::<crate::config::key_expr::KeyExpr>()
+                            .ok()
+                            .map(|_| k.clone())
+                    }
+                });
+                match key {
                     Some(k) => up.hash_key = Some(k),
-                    None => cx.warn(s, "uses a key tideway cannot hash ($remote_addr, $http_*, $cookie_*, $arg_* are understood); hashing the client address instead"),
+                    None => cx.warn(s, "uses a key tideway cannot hash ($remote_addr, $binary_remote_addr, $request_uri, $args, $request_method, $host, $http_*, $cookie_*, $arg_* and text are understood); hashing the client address instead"),
                 }
-                if s.args.get(1).map(String::as_str) != Some("consistent") {
-                    cx.warnings.push(format!("{}: \"hash\" without \"consistent\": tideway always hashes consistently (ketama), so keys may map differently than nginx's plain hash", s.at()));
-                }
+                up.plain_hash = !consistent;
                 up.balance = Some("hash");
             }
             "ip_hash" => {
@@ -161,6 +233,22 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
     }
+    // nginx refuses `backup` under `hash` and `ip_hash` ("invalid parameter").
+    if up.balance == Some("hash") {
+        for (s, srv) in d
+            .block
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.name == "server")
+            .zip(&up.servers)
+        {
+            if srv.backup {
+                cx.warnings.push(format!("{}: backup server {} is not allowed with hash or ip_hash (nginx: invalid parameter \"backup\"); ignored", s.at(), srv.addr));
+            }
+        }
+        up.servers.retain(|s| !s.backup);
+    }
     cx.upstreams.insert(name.clone(), up);
 }
 
@@ -176,8 +264,7 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
     let mut s = Server {
         addr,
         weight: 1,
-        max_conns: 0,
-        down: false,
+        ..Server::default()
     };
     for p in &d.args[1..] {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -186,18 +273,17 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
                 Ok(w) => s.weight = w,
                 Err(_) => cx.warn(d, &format!("has an invalid weight {v:?}")),
             },
-            "max_fails" => up.max_fails = v.parse().ok().or(up.max_fails),
-            "fail_timeout" => up.fail_timeout = time(v).or(up.fail_timeout.take()),
+            "max_fails" => match v.parse() {
+                Ok(n) => s.max_fails = Some(n),
+                Err(_) => cx.warn(d, &format!("has an invalid max_fails {v:?}")),
+            },
+            "fail_timeout" => match time(v) {
+                Some(t) => s.fail_timeout = Some(t),
+                None => cx.warn(d, &format!("has an invalid fail_timeout {v:?}")),
+            },
             "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
             "down" => s.down = true,
-            "backup" => {
-                cx.warnings.push(format!(
-                    "{}: backup server {} is not supported; ignored",
-                    d.at(),
-                    s.addr
-                ));
-                return;
-            }
+            "backup" => s.backup = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
@@ -243,16 +329,22 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
                     format!("{host}:80")
                 },
                 weight: 1,
-                max_conns: 0,
-                down: false,
+                ..Server::default()
             }],
             ..Upstream::default()
         });
     Some(name)
 }
 
-fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
+fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, block_retry: &Retry) {
     let mut realip = RealIpConf::default();
+    // Server-level retry settings hold for every location, wherever they stand.
+    let mut retry = block_retry.clone();
+    let mut ignored = Vec::new();
+    for s in d.block.as_deref().unwrap_or_default() {
+        retry.take(s, &mut ignored);
+    }
+    cx.warnings.append(&mut ignored);
     let mut listens = Vec::new();
     let mut cert = None;
     let mut key = None;
@@ -271,6 +363,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 }
             }
             _ if realip.take(s, false, &mut cx.warnings) => {}
+            _ if s.name.starts_with("proxy_next_upstream") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
             "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" => {}
@@ -278,9 +371,10 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 let path = s.args.last().cloned().unwrap_or_default();
                 let mut found = None;
                 let mut idle = None;
-                let mut here = Scope::default();
+                let mut here = retry.clone();
+                let mut here_limits = Scope::default();
                 for l in s.block.as_deref().unwrap_or_default() {
-                    if cx.limit(&mut here, l) {
+                    if cx.limit(&mut here_limits, l) || here.take(l, &mut cx.warnings) {
                         continue;
                     }
                     match l.name.as_str() {
@@ -300,17 +394,28 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                         if let (Some(t), Some(u)) = (idle, cx.upstreams.get_mut(&up)) {
                             u.idle_timeout = Some(t);
                         }
+                        let clash = cx.upstreams.get_mut(&up).and_then(|u| match &u.retry {
+                            Some(r) if *r != here => Some(()),
+                            Some(_) => None,
+                            None => {
+                                u.retry = Some(here);
+                                None
+                            }
+                        });
+                        if clash.is_some() {
+                            cx.warnings.push(format!("{}: proxy_next_upstream settings differ from another location's for upstream {up:?} (tideway keeps them per upstream: the first location's hold)", s.at()));
+                        }
                         if path != "/" {
                             cx.warnings.push(format!("{}: location {path:?} is served for every path (tideway routes a listener to one upstream)", s.at()));
                         }
                         pass = Some(up);
-                        proxied_limits = here;
+                        proxied_limits = here_limits;
                         continue;
                     }
                     (Some(_), true) => cx.warn(s, "is a second proxied location in one server (tideway routes a listener to one upstream)"),
                     (None, _) => {}
                 }
-                if here.is_set() {
+                if here_limits.is_set() {
                     cx.warn(s, "sets per-client limits in a location tideway does not route on its own (only the proxied location's apply)");
                 }
             }
@@ -443,13 +548,18 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                     }
                 }
                 cx.outer = outer;
-                // The block's realip settings, wherever they stand in it, hold for its servers.
+                // The block's realip and retry settings, wherever they stand in it, hold for its
+                // servers.
                 let mut realip = RealIpConf::default();
+                let mut retry = Retry::default();
                 for s in b
                     .iter()
                     .filter(|x| x.name != "upstream" && x.name != "server")
                 {
                     realip.take(s, stream, &mut cx.warnings);
+                    if !stream {
+                        retry.take(s, &mut cx.warnings);
+                    }
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
                     match (s.name.as_str(), stream) {
@@ -458,16 +568,19 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                             | "limit_req_status" | "limit_conn_status",
                             _,
                         ) => {}
-                        ("server", false) => http_server(&mut cx, s, &realip),
+                        ("server", false) => http_server(&mut cx, s, &realip, &retry),
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
+                        (name, false) if name.starts_with("proxy_next_upstream") => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
             }
             // A conf.d snippet: its server blocks are http servers.
-            ("server", Some(_)) => http_server(&mut cx, d, &RealIpConf::default()),
+            ("server", Some(_)) => {
+                http_server(&mut cx, d, &RealIpConf::default(), &Retry::default())
+            }
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
@@ -515,11 +628,15 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if let Some(k) = &u.hash_key {
             let _ = writeln!(out, "hash_key = {k:?}");
         }
-        if let Some(m) = u.max_fails {
-            let _ = writeln!(out, "max_fails = {m}");
+        if u.plain_hash {
+            out.push_str("hash_consistent = false\n");
         }
-        if let Some(t) = &u.fail_timeout {
-            let _ = writeln!(out, "fail_timeout = {t:?}");
+        if let Some(r) = &u.retry {
+            let _ = writeln!(out, "next_upstream = {:?}", r.conditions);
+            let _ = writeln!(out, "next_upstream_tries = {}", r.tries);
+            if let Some(t) = &r.timeout {
+                let _ = writeln!(out, "next_upstream_timeout = {t:?}");
+            }
         }
         if let Some(t) = &u.slow_start {
             let _ = writeln!(out, "slow_start = {t:?}");
@@ -538,6 +655,15 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             }
             if s.down {
                 out.push_str(", state = \"disabled\"");
+            }
+            if s.backup {
+                out.push_str(", backup = true");
+            }
+            if let Some(m) = s.max_fails {
+                let _ = write!(out, ", max_fails = {m}");
+            }
+            if let Some(t) = &s.fail_timeout {
+                let _ = write!(out, ", fail_timeout = {t:?}");
             }
             out.push_str(" },\n");
         }

@@ -12,7 +12,9 @@
 //! - Live counters are keyed by (upstream, id) and reused across versions, so they survive
 //!   swaps; a removed backend's counters live on in its open connections.
 
-use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State, WEIGHT_SCALE};
+use super::backend::{
+    Backend, BackendId, BackendSpec, Live, ServerParams, Source, State, WEIGHT_SCALE,
+};
 use super::deadlines::{Deadline, Deadlines};
 use super::diff::{Diff, PoolError};
 use super::inbox::Verdict;
@@ -189,9 +191,16 @@ impl Controller {
                 weight: b.weight,
                 max_conns: b.max_conns,
                 source: Source::Static,
+                server: ServerParams {
+                    backup: b.backup,
+                    max_fails: b.max_fails,
+                    fail_timeout: b.fail_timeout,
+                },
             })
             .collect();
         changed |= self.reset(&u.name, Source::Static, specs);
+        let up = self.upstreams.get_mut(&u.name).expect("inserted above");
+        changed |= up.set_order(u.backends.iter().map(|b| b.id.as_str()));
         // `state = "disabled"` in the config (nginx's `down`), unless an operator toggled it.
         for b in &u.backends {
             if self
@@ -441,7 +450,7 @@ impl Controller {
                 }
             }
             Diff::Eject { id, reason, .. } => {
-                let fail_timeout = up.policy().passive.fail_timeout;
+                let upstream_timeout = up.policy().passive.fail_timeout;
                 let active_checks = checks_on(up.policy());
                 let pct = up.policy().passive.max_ejection_percent as usize;
                 let room = up.backends.len() * pct / 100 > up.ejected_count();
@@ -454,6 +463,7 @@ impl Controller {
                     false
                 } else {
                     let e = up.backends.get_mut(&id).expect("found above");
+                    let fail_timeout = e.backend.server.fail_timeout.unwrap_or(upstream_timeout);
                     tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
                     e.backend.healthy = false;
                     e.backend.ejected = true;
@@ -572,11 +582,13 @@ impl Controller {
                         || e.backend.weight != spec.weight
                         || e.backend.source != spec.source
                         || e.backend.max_conns != spec.max_conns
+                        || e.backend.server != spec.server
                     {
                         e.backend.addr = spec.addr;
                         e.backend.weight = spec.weight;
                         e.backend.source = spec.source;
                         e.backend.max_conns = spec.max_conns;
+                        e.backend.server = spec.server;
                         changed = true;
                     }
                 }
@@ -614,6 +626,7 @@ impl Controller {
                 healthy,
                 ejected: false,
                 source: spec.source,
+                server: spec.server,
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),
             },

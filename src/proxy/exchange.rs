@@ -247,9 +247,9 @@ impl HttpPath {
         out.backend = Some(conn.addr);
         out.sent = done.io.to_client;
         out.upstream = done.io.waited;
-        let max_fails = policy.passive.max_fails;
+        let max_fails = conn.max_fails;
         match done.health {
-            Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
+            Health::Success if crate::config::status_fails(&policy, done.status) => {
                 let why = format!("answered {}", done.status);
                 self.route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
@@ -266,7 +266,7 @@ impl HttpPath {
             return Next::Upgraded(Upgraded {
                 conn,
                 down,
-                key: req.key,
+                key: req.key.hash,
             });
         }
         // A connection that carries a PROXY header names one client: never pooled.
@@ -407,7 +407,7 @@ impl HttpPath {
         conn: &mut Conn,
         bufs: &mut Buffers,
         req: &Request,
-        policy: &UpstreamPolicy,
+        (policy, more): (&UpstreamPolicy, bool),
         streamed: u64,
     ) -> Result<Done, Error> {
         let idle = policy.idle_timeout;
@@ -524,6 +524,14 @@ impl HttpPath {
                         io: moved,
                     });
                 }
+                // nginx's `proxy_next_upstream http_502` and the like: the head is still
+                // ours, so the next backend may answer instead.
+                Ok(Answer::Final(res))
+                    if more && cut.is_none() && policy.next_upstream.on_status(res.status) =>
+                {
+                    self.observe_wait(&moved);
+                    return Err(Error::answered(res.status));
+                }
                 Ok(Answer::Final(res)) => {
                     self.observe_wait(&moved);
                     break (res, head_len);
@@ -625,10 +633,10 @@ struct HttpAttempt<'a> {
 
 impl Attempt for HttpAttempt<'_> {
     type Output = Done;
-    async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Error> {
+    async fn attempt(&mut self, conn: &mut Conn, more: bool) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
-            .exchange(self.client, conn, self.bufs, req, policy, streamed)
+            .exchange(self.client, conn, self.bufs, req, (policy, more), streamed)
             .await
     }
 }

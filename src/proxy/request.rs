@@ -9,7 +9,7 @@
 //! ambiguous is refused rather than guessed at (see [`Refusal`] and the README's table).
 
 use super::client::believe;
-use super::key::request_hash;
+use super::key::{request_key, KeyParts};
 use crate::config::{HashKey, RealIp};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -59,8 +59,8 @@ pub struct Request {
     pub expect_continue: bool,
     /// `POST`, `PUT`, `PATCH` and unknown methods get `content-length: 0` when bodiless.
     pub length_always: bool,
-    /// The sticky key hash, when the caller asked for one.
-    pub key: u32,
+    /// The sticky key, when the caller asked for one.
+    pub key: crate::balance::Key,
     /// Not a WebSocket handshake, yet the head the backend gets holds `Sec-WebSocket-Key:`
     /// (in the target or inside another header's value): Workerman answers such a GET with
     /// 101. A malformed answer to it is the client's doing, not the backend's.
@@ -360,9 +360,13 @@ pub fn classify(
         named_by(connection, "close")
     };
 
-    let key = hash_key.map_or(0, |k| {
-        let query = path.split_once('?').map(|(_, q)| q);
-        request_hash(k, ip, query, |name| {
+    let key = hash_key.map_or_else(Default::default, |k| {
+        let parts = KeyParts {
+            client_ip: ip,
+            method,
+            target: path,
+        };
+        request_key(k, &parts, |name| {
             headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))

@@ -3,7 +3,7 @@
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
 use super::client::Addressing;
-use super::key::ip_hash;
+use super::key::ip_key;
 use super::limit::ClientLimits;
 use super::proxy_protocol::receive::DEFAULT_PROXY_HEADER_TIMEOUT;
 use super::route::{Attempts, Connect, Route};
@@ -102,7 +102,7 @@ impl TcpGateway {
             }
         };
         let how = Attempts {
-            key: ip_hash(peer.map(|p| p.ip())),
+            key: ip_key(peer.map(|p| p.ip())),
             policy: &policy,
             keepalive: None,
             replayable: true,

@@ -57,16 +57,16 @@ fn computes_the_sticky_key_only_when_asked() {
     let raw = "GET /chat?uid=42 HTTP/1.1\r\nHost: x\r\n\r\n";
     let key = HashKey::Query("uid".into());
     assert_eq!(
-        classified(raw, Some(&key)).0.unwrap().key,
+        classified(raw, Some(&key)).0.unwrap().key.hash,
         crate::balance::key_hash(b"42")
     );
     let key = HashKey::Header("x-user".into());
     let raw = "GET / HTTP/1.1\r\nHost: x\r\nX-User: bob\r\n\r\n";
     assert_eq!(
-        classified(raw, Some(&key)).0.unwrap().key,
+        classified(raw, Some(&key)).0.unwrap().key.hash,
         crate::balance::key_hash(b"bob")
     );
-    assert_eq!(classified(raw, None).0.unwrap().key, 0);
+    assert_eq!(classified(raw, None).0.unwrap().key.hash, 0);
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         websocket,
         expect_continue: false,
         length_always: false,
-        key: 0,
+        key: Default::default(),
         misreadable: false,
         client: None,
     }

@@ -365,10 +365,6 @@ async fn one_client_holds_one_share_of_chunked_memory_and_each_body_has_a_deadli
             .expect("one body is refused");
     assert_eq!(status, 503);
     held.remove(refused);
-    assert_eq!(
-        metric(&p, "tideway_chunked_refused_total{reason=\"share\"}").await,
-        1.0
-    );
 
     // Another client still uploads.
     let mut other = connect_from([127, 0, 0, 2], p.http).await;
@@ -380,12 +376,28 @@ async fn one_client_holds_one_share_of_chunked_memory_and_each_body_has_a_deadli
     let status = tokio::time::timeout(EXCHANGE, status_of(&mut other)).await;
     assert_eq!(status.unwrap(), 200);
 
-    // The eight held bodies end at their whole-body deadline (8 s), long before the 60 s
-    // between reads (`body_timeout`).
+    // The held bodies end at their whole-body deadline (8 s), long before the 60 s between
+    // reads (`body_timeout`). Eight fit the share; when the last two grow at the same moment,
+    // both may be refused before the first one's bytes are given back, so seven may be left.
+    let mut deadline = 0;
     for s in &mut held {
         let status = tokio::time::timeout(EXCHANGE, status_of(s)).await;
-        assert_eq!(status.expect("the whole-body deadline"), 408);
+        match status.expect("an answer by the whole-body deadline") {
+            408 => deadline += 1,
+            503 => {}
+            other => panic!("answered {other}"),
+        }
     }
+    let refused = metric(&p, "tideway_chunked_refused_total{reason=\"share\"}").await;
+    assert!(
+        (7..=8).contains(&deadline),
+        "{deadline} bodies held to the deadline"
+    );
+    assert_eq!(
+        refused as usize + deadline,
+        9,
+        "every other body refused for the share"
+    );
 }
 
 /// A backend that reads a request head and then does `act` with the connection.

@@ -501,3 +501,52 @@ async fn a_reset_mid_answer_reaches_the_client_as_a_cut() {
         "no last chunk: the client sees the cut: {text:?}"
     );
 }
+
+#[tokio::test]
+async fn a_chunked_body_goes_from_the_budget_once_its_answer_goes_to_the_client() {
+    // The backend takes the body whole, then answers 8 MiB that the client never reads: the
+    // exchange lasts, the body's bytes need not.
+    const BODY: usize = 1000 * 1024;
+    let (addr, _t) = scripted(|mut s: TcpStream| async move {
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        // (The head was read in 1 KiB reads: up to 1 KiB of the body went with it.)
+        while got + 1024 < BODY {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+        let len = 8 * 1024 * 1024;
+        let _ = s
+            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes())
+            .await;
+        let _ = s.write_all(&vec![b'y'; len]).await;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{addr}\", id = \"a\" }}]"
+    ))
+    .await;
+    let mut body = format!("{BODY:x}\r\n").into_bytes();
+    body.extend(std::iter::repeat_n(b'x', BODY));
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    let head = "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // Twelve from one address: more than its 8 MiB share if each stayed counted while its
+    // answer is stuck on the way to the client.
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let mut s = connect_from([127, 0, 0, 1], p.http).await;
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&body).await.unwrap();
+        let status = tokio::time::timeout(EXCHANGE, status_of(&mut s)).await;
+        assert_eq!(status.expect("an answer"), 200, "upload {i}");
+        held.push(s);
+    }
+    assert_eq!(
+        metric(&p, "tideway_chunked_refused_total").await,
+        0.0,
+        "nothing refused"
+    );
+}

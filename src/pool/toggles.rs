@@ -67,7 +67,21 @@ impl Toggles {
             unsaved: false,
         }
     }
+}
 
+/// One spelling per address: an IPv4-mapped IPv6 address (`[::ffff:10.0.0.5]:80`) is the
+/// IPv4 address it maps, so it cannot stand for another backend than the one it reaches.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+impl Toggles {
     /// The toggles of one backend.
     pub fn get(&self, upstream: &str, id: &str) -> Option<&Toggle> {
         self.map.get(upstream)?.get(id)
@@ -114,10 +128,11 @@ impl Toggles {
         addr: SocketAddr,
         except: &str,
     ) -> Option<(&str, State)> {
+        let addr = canonical(addr);
         self.map.get(upstream)?.iter().find_map(|(id, t)| {
             let state = t
                 .decided()
-                .filter(|_| t.addr == Some(addr) && id != except)?;
+                .filter(|_| t.addr.map(canonical) == Some(addr) && id != except)?;
             Some((id.as_str(), state))
         })
     }
@@ -152,4 +167,35 @@ pub fn write(path: &Path, json: &[u8]) -> std::io::Result<()> {
     write().inspect_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "could not save toggles");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decided_address_is_held_under_any_spelling() {
+        let mut t = Toggles::in_memory();
+        t.update("u", "a", |t| {
+            t.state = Some(State::Disabled);
+            t.operator = true;
+            t.addr = Some("127.0.0.3:8081".parse().unwrap());
+        });
+        for other in ["127.0.0.3:8081", "[::ffff:127.0.0.3]:8081"] {
+            let addr: SocketAddr = other.parse().unwrap();
+            assert_eq!(
+                t.decided_at("u", addr, "b"),
+                Some(("a", State::Disabled)),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            t.decided_at("u", "127.0.0.3:8082".parse().unwrap(), "b"),
+            None
+        );
+        assert_eq!(
+            t.decided_at("u", "127.0.0.3:8081".parse().unwrap(), "a"),
+            None
+        );
+    }
 }

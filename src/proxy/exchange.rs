@@ -62,12 +62,24 @@ pub struct Buffers {
     upstream: Vec<u8>,
     /// The response head (and first body bytes) for the client.
     reply: Vec<u8>,
+    /// The chunked-budget hold of a request body read whole, kept while `out` holds the body
+    /// for another try, and given back once the answer goes to the client.
+    held: Option<Hold>,
 }
 
 impl Buffers {
+    /// The answer is going to the client: the request will not be sent again, so its body
+    /// (and its hold on the chunked budget) can go now, however long the answer takes.
+    fn sent_for_good(&mut self) {
+        if self.held.take().is_some() {
+            self.out = Vec::new();
+        }
+    }
+
     /// Between requests: forget the last exchange and let go of buffers a large message grew,
     /// so an idle keep-alive connection stays small.
     pub fn reset(&mut self) {
+        self.held = None;
         self.out.clear();
         self.upstream.clear();
         self.reply.clear();
@@ -192,12 +204,10 @@ impl HttpPath {
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let client_ip = peers.client.map(|a| a.ip());
-        // A chunked body read whole stays counted in the budget until the exchange ends:
-        // until then it is in `bufs.out`.
-        let (streamed, _held) = match self.read_body(client, bufs, &req, client_ip).await {
-            Ok((streamed, body, held)) => {
+        let streamed = match self.read_body(client, bufs, &req, client_ip).await {
+            Ok((streamed, body)) => {
                 out.received += body;
-                (streamed, held)
+                streamed
             }
             Err(BodyError::Gone) => return Next::Abort,
             Err(BodyError::Refused(status, why)) => {
@@ -210,7 +220,9 @@ impl HttpPath {
         };
         let Some(policy) = policy else {
             let msg = format!("no upstream named {:?}", &*self.route.upstream);
-            return refuse(client, 503, &msg, req.close || streamed > 0, out).await;
+            // An answer of tideway's own to HEAD carries a body: the connection cannot go on.
+            let close = req.close || streamed > 0 || req.head_method;
+            return refuse(client, 503, &msg, close, out).await;
         };
         let how = Attempts {
             key: req.key,
@@ -233,7 +245,8 @@ impl HttpPath {
         let (done, conn) = match tried {
             Ok(done) => done,
             Err((status, msg)) => {
-                let next = refuse(client, status, &msg, req.close || streamed > 0, out).await;
+                let close = req.close || streamed > 0 || req.head_method;
+                let next = refuse(client, status, &msg, close, out).await;
                 return match next {
                     Next::Close if streamed > 0 => Next::Linger,
                     next => next,
@@ -285,7 +298,7 @@ impl HttpPath {
         bufs: &mut Buffers,
         req: &Request,
         client_ip: Option<std::net::IpAddr>,
-    ) -> Result<(u64, u64, Option<Hold>), BodyError> {
+    ) -> Result<(u64, u64), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
         if req.expect_continue && waiting {
@@ -296,7 +309,7 @@ impl HttpPath {
         match req.body {
             RequestBody::None => {
                 finish_head(&mut bufs.out, req, 0);
-                Ok((0, 0, None))
+                Ok((0, 0))
             }
             RequestBody::Length(n) => {
                 finish_head(&mut bufs.out, req, n);
@@ -306,7 +319,7 @@ impl HttpPath {
                 let in_hand = (n as usize).min(bufs.client.len());
                 bufs.out.extend_from_slice(&bufs.client[..in_hand]);
                 bufs.client.drain(..in_hand);
-                Ok((n - in_hand as u64, n, None))
+                Ok((n - in_hand as u64, n))
             }
             RequestBody::Chunked => {
                 let mut body = std::mem::take(&mut bufs.upstream);
@@ -348,8 +361,11 @@ impl HttpPath {
                 bufs.out.extend_from_slice(&body);
                 // The body's own buffer goes now; its copy in `bufs.out` is what stays held.
                 drop(body);
+                // Counted until the answer goes to the client (`bufs.out` holds it for
+                // another try until then), and no longer evicted.
                 held.seal();
-                Ok((0, len, Some(held)))
+                bufs.held = Some(held);
+                Ok((0, len))
             }
         }
     }
@@ -555,6 +571,7 @@ impl HttpPath {
         // A refused upgrade: the backend may think the connection switched all the same. A
         // cut request leaves the backend mid-body.
         let reusable = res.reusable && !req.websocket && cut.is_none();
+        bufs.sent_for_good();
         if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
             .await
             .is_err()

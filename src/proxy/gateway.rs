@@ -341,7 +341,9 @@ impl Gateway {
                 Ok(held) => held,
                 Err(no) => {
                     // Answered like nginx; a body not read means the connection cannot go on.
-                    let keep = !req.close && matches!(req.body, RequestBody::None);
+                    // (A HEAD's answer here carries a body, so its connection ends too.)
+                    let keep =
+                        !req.close && matches!(req.body, RequestBody::None) && !req.head_method;
                     let mut out = Outcome {
                         received: head_len as u64,
                         ..Outcome::default()

@@ -14,6 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use toml::Spanned;
 
+mod routes;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -70,7 +72,10 @@ struct EtcdSection {
 struct ListenerSection {
     listen: Spanned<String>,
     protocol: Option<Spanned<String>>,
-    upstream: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    /// The routes form (`[[listener.route]]`); `upstream` is the one-route shorthand.
+    #[serde(default)]
+    route: Vec<Spanned<routes::RouteSection>>,
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
     proxy_protocol: Option<bool>,
@@ -408,17 +413,53 @@ impl FileConfig {
                     Some(files)
                 }
             };
-            let upstream = l.upstream.get_ref().clone();
-            if !self.upstream.contains_key(&upstream) {
-                let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
-                return Err(cx.err(
-                    l.upstream.span(),
-                    format!(
-                        "unknown upstream {upstream:?}; defined upstreams: [{}]",
-                        known.join(", ")
-                    ),
-                ));
-            }
+            let (upstream, servers) = match (&l.upstream, l.route.is_empty()) {
+                (Some(u), true) => {
+                    let upstream = u.get_ref().clone();
+                    if !self.upstream.contains_key(&upstream) {
+                        let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
+                        return Err(cx.err(
+                            u.span(),
+                            format!(
+                                "unknown upstream {upstream:?}; defined upstreams: [{}]",
+                                known.join(", ")
+                            ),
+                        ));
+                    }
+                    let (line, _) = line_col(text, u.span().start);
+                    let at = format!("{}:{line}", path.display());
+                    let servers = super::routes::single(&upstream, &at);
+                    (upstream, servers)
+                }
+                (Some(u), false) => {
+                    return Err(cx.err(
+                        u.span(),
+                        "a listener has upstream = \"NAME\" (one route) or [[listener.route]] tables, not both",
+                    ))
+                }
+                (None, true) => {
+                    return Err(cx.err(
+                        l.listen.span(),
+                        "a listener needs upstream = \"NAME\" or [[listener.route]] tables",
+                    ))
+                }
+                (None, false) if protocol == Protocol::Tcp => {
+                    return Err(cx.err(
+                        l.route[0].span(),
+                        "a tcp listener has one upstream = \"NAME\"; routes are for http",
+                    ))
+                }
+                (None, false) => {
+                    let servers = routes::servers(&cx, &l.route, &self.upstream)?;
+                    let first = servers
+                        .iter()
+                        .flat_map(|s| &s.locations)
+                        .find_map(|l| l.action.upstream())
+                        .unwrap_or_default()
+                        .to_string();
+                    (first, servers)
+                }
+            };
             let limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
@@ -432,6 +473,7 @@ impl FileConfig {
                 listen,
                 protocol,
                 upstream,
+                routes: servers,
                 tls,
                 limits,
                 proxy_protocol,

@@ -13,6 +13,7 @@ mod duration;
 mod error;
 mod file;
 pub mod real_ip;
+pub mod routes;
 pub mod scope;
 pub mod tls;
 mod types;
@@ -20,6 +21,7 @@ mod types;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use real_ip::{RealIp, RealIpHeader};
+pub use routes::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
 pub use scope::RegistrationScope;
 pub use types::*;
 

@@ -110,9 +110,16 @@ pub struct Upgraded {
 
 /// tideway's HTTP path of one listener.
 pub struct HttpPath {
-    pub route: Route,
     pub keepalive: Arc<Keepalive>,
     pub limits: HttpLimits,
+}
+
+/// Where one request goes: its route's binding to an upstream, and the route's send timeout
+/// (nginx's `proxy_send_timeout`).
+#[derive(Clone, Copy)]
+pub struct Routed<'a> {
+    pub route: &'a Route,
+    pub send_timeout: Duration,
 }
 
 /// What an exchange that reached the client says about the backend.
@@ -168,9 +175,8 @@ pub struct Peers {
 }
 
 impl HttpPath {
-    pub fn new(route: Route, keepalive: Keepalive, limits: HttpLimits) -> Self {
+    pub fn new(keepalive: Keepalive, limits: HttpLimits) -> Self {
         HttpPath {
-            route,
             keepalive: Arc::new(keepalive),
             limits,
         }
@@ -181,6 +187,7 @@ impl HttpPath {
     /// does not exist). What happened is written to `out`.
     pub async fn forward(
         &self,
+        routed: Routed<'_>,
         client: &mut Stream,
         bufs: &mut Buffers,
         head_len: usize,
@@ -207,7 +214,7 @@ impl HttpPath {
             }
         };
         let Some(policy) = policy else {
-            let msg = format!("no upstream named {:?}", &*self.route.upstream);
+            let msg = format!("no upstream named {:?}", &*routed.route.upstream);
             return refuse(client, 503, &msg, req.close || streamed > 0, out).await;
         };
         let how = Attempts {
@@ -221,13 +228,14 @@ impl HttpPath {
         };
         let mut attempt = HttpAttempt {
             path: self,
+            routed,
             client,
             bufs,
             req: &req,
             policy: &policy,
             streamed,
         };
-        let tried = self.route.attempts(how, &mut attempt).await;
+        let tried = routed.route.attempts(how, &mut attempt).await;
         let (done, conn) = match tried {
             Ok(done) => done,
             Err((status, msg)) => {
@@ -249,13 +257,15 @@ impl HttpPath {
         match done.health {
             Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
                 let why = format!("answered {}", done.status);
-                self.route
+                routed
+                    .route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
             }
             Health::Success => conn.guard.live().record_success(),
             Health::Failed(why) => {
-                tracing::warn!(upstream = %self.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
-                self.route
+                tracing::warn!(upstream = %routed.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
+                routed
+                    .route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
             }
             Health::Unknown => {}
@@ -361,11 +371,12 @@ impl HttpPath {
         io: &mut tokio::net::TcpStream,
         bufs: &mut Buffers,
         streamed: u64,
+        send_timeout: Duration,
     ) -> Streamed {
         let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
         let how = Relay {
             read: self.limits.body_timeout,
-            write: DEFAULT_SEND_TIMEOUT,
+            write: send_timeout,
         };
         let (mut from_backend, mut to_backend) = io.split();
         let mut early = Vec::new();
@@ -390,15 +401,16 @@ impl HttpPath {
     }
 
     /// Time to the final response head (interim answers do not count as answers).
-    fn observe_wait(&self, moved: &Io) {
+    fn observe_wait(route: &Route, moved: &Io) {
         if let Some(waited) = moved.waited {
-            self.route.metrics.response.observe(waited.as_secs_f64());
+            route.metrics.response.observe(waited.as_secs_f64());
         }
     }
 
     /// Send the request on `conn` and relay the answer.
     async fn exchange(
         &self,
+        routed: Routed<'_>,
         client: &mut Stream,
         conn: &mut Conn,
         bufs: &mut Buffers,
@@ -422,10 +434,10 @@ impl HttpPath {
         // dead backend), and it may go again.
         let small = bufs.out.len() <= SMALL_REQUEST && streamed == 0;
         let mut cut = None;
-        if let Err(e) = send(io, &bufs.out, DEFAULT_SEND_TIMEOUT).await {
+        if let Err(e) = send(io, &bufs.out, routed.send_timeout).await {
             cut = Some(format!("sending the request: {e}"));
         } else if streamed > 0 {
-            match self.stream_body(client, io, bufs, streamed).await {
+            match self.stream_body(client, io, bufs, streamed, routed.send_timeout).await {
                 Streamed::Whole => {}
                 Streamed::ClientGone => return Done::client_gone(),
                 Streamed::Cut(why) => cut = Some(why),
@@ -488,7 +500,7 @@ impl HttpPath {
                     bufs.upstream.drain(..head_len);
                 }
                 Ok(Answer::Switched) => {
-                    self.observe_wait(&moved);
+                    Self::observe_wait(routed.route, &moved);
                     // The 101 and whatever the backend sent behind it go to the client as is.
                     if send(client, &bufs.upstream, DEFAULT_SEND_TIMEOUT)
                         .await
@@ -508,7 +520,7 @@ impl HttpPath {
                     });
                 }
                 Ok(Answer::Final(res)) => {
-                    self.observe_wait(&moved);
+                    Self::observe_wait(routed.route, &moved);
                     break (res, head_len);
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
@@ -592,6 +604,7 @@ impl HttpPath {
 /// One try of an HTTP request, for the retry loop.
 struct HttpAttempt<'a> {
     path: &'a HttpPath,
+    routed: Routed<'a>,
     client: &'a mut Stream,
     bufs: &'a mut Buffers,
     req: &'a Request,
@@ -604,7 +617,7 @@ impl Attempt for HttpAttempt<'_> {
     async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
-            .exchange(self.client, conn, self.bufs, req, policy, streamed)
+            .exchange(self.routed, self.client, conn, self.bufs, req, policy, streamed)
             .await
     }
 }
@@ -670,8 +683,17 @@ async fn answer(client: &mut Stream, resp: &str, close: bool) -> Next {
 }
 
 /// The reason phrase of a status tideway answers with itself.
-fn reason(status: u16) -> &'static str {
+pub(super) fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        403 => "Forbidden",
+        404 => "Not Found",
         400 => "Bad Request",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

@@ -3,6 +3,8 @@
 
 use super::parse::Directive;
 use super::realip::RealIpConf;
+use super::routes::{Inherited, Notes};
+use crate::config::{LocationConfig, RouteAction, ServerConfig};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -11,6 +13,8 @@ use std::fmt::Write;
 pub struct Converted {
     pub toml: String,
     pub warnings: Vec<String>,
+    /// What makes the import fail, each with its nginx file:line.
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -37,7 +41,10 @@ struct Listener {
     listen: String,
     protocol: &'static str,
     upstream: String,
-    tls: Option<(String, String)>,
+    /// An http listener's servers (the `server` blocks on its `listen`, in file order).
+    servers: Vec<ServerConfig>,
+    /// Certificates, in the order of the servers that name them (the first is the default).
+    tls: Vec<(String, String)>,
     proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     real_ip: Option<String>,
@@ -47,6 +54,7 @@ struct Cx {
     /// Directory relative file names (certificates) resolve against: the main file's.
     base: std::path::PathBuf,
     warnings: Vec<String>,
+    errors: Vec<String>,
     upstreams: BTreeMap<String, Upstream>,
     listeners: Vec<Listener>,
 }
@@ -201,6 +209,13 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     if cx.upstreams.contains_key(&host) {
         return Some(host);
     }
+    if host.contains('$') {
+        cx.errors.push(format!(
+            "{}: \"proxy_pass\" with a variable ({raw}) is not supported",
+            d.at()
+        ));
+        return None;
+    }
     let name = host.replace([':', '.'], "_");
     cx.upstreams
         .entry(name.clone())
@@ -220,66 +235,47 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     Some(name)
 }
 
-fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
+/// `proxy_pass http://NAME[/URI]` -> the upstream and the URI part.
+fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
+    let name = target(cx, d, true)?;
+    let raw = d.args.first()?;
+    let rest = raw.split_once("://").map_or(raw.as_str(), |(_, r)| r);
+    let uri = rest.find('/').map(|i| rest[i..].to_string());
+    Some((name, uri))
+}
+
+fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inherited) {
     let mut realip = RealIpConf::default();
     let mut listens = Vec::new();
     let mut cert = None;
     let mut key = None;
-    let mut pass = None;
     for s in d.block.as_deref().unwrap_or_default() {
         match s.name.as_str() {
             "listen" => {
                 if let Some(a) = s.args.first() {
                     let has = |flag: &str| s.args.iter().any(|x| x == flag);
-                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol")));
+                    let default = has("default_server") || has("default");
+                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol"), default));
                 }
             }
             _ if realip.take(s, false, &mut cx.warnings) => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
-            "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" => {}
-            "location" => {
-                let path = s.args.last().cloned().unwrap_or_default();
-                let mut found = None;
-                let mut idle = None;
-                for l in s.block.as_deref().unwrap_or_default() {
-                    match l.name.as_str() {
-                        "proxy_pass" => found = target(cx, l, true),
-                        "proxy_read_timeout" => idle = l.args.first().and_then(|v| time(v)),
-                        "proxy_http_version"
-                        | "proxy_set_header"
-                        | "proxy_connect_timeout"
-                        | "proxy_send_timeout"
-                        | "proxy_buffering"
-                        | "proxy_redirect" => {}
-                        _ => cx.warn(l, "is not understood in a location"),
-                    }
-                }
-                match (found, pass.is_some()) {
-                    (Some(up), false) => {
-                        if let (Some(t), Some(u)) = (idle, cx.upstreams.get_mut(&up)) {
-                            u.idle_timeout = Some(t);
-                        }
-                        if path != "/" {
-                            cx.warnings.push(format!("{}: location {path:?} is served for every path (tideway routes a listener to one upstream)", s.at()));
-                        }
-                        pass = Some(up);
-                    }
-                    (Some(_), true) => cx.warn(s, "is a second proxied location in one server (tideway routes a listener to one upstream)"),
-                    (None, _) => {}
-                }
-            }
+            "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers"
+            | "location" | "return" | "proxy_http_version" | "proxy_set_header" => {}
+            _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
     }
-    let Some(upstream) = pass else {
-        return cx.warn(d, "has no location with proxy_pass");
-    };
+    let mut notes = Notes::default();
+    let server = super::routes::server(d, http, false, &mut notes, &mut |s| pass(cx, s));
+    cx.warnings.append(&mut notes.warnings);
+    cx.errors.append(&mut notes.errors);
     if listens.is_empty() {
-        listens.push(("0.0.0.0:80".into(), false, false));
+        listens.push(("0.0.0.0:80".into(), false, false, false));
     }
     let realip = realip.over(block_realip);
-    for (listen, ssl, proxy_protocol) in listens {
+    for (listen, ssl, proxy_protocol, default) in listens {
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => {
                 let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
@@ -294,12 +290,32 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             }
             _ => None,
         };
+        let mut server = server.clone();
+        server.default = default;
+        let existing = cx
+            .listeners
+            .iter_mut()
+            .find(|l| l.listen == listen && l.protocol == "http");
+        if let Some(l) = existing {
+            // Another server on the same listen: one more set of names.
+            if default && l.servers.iter().any(|s| s.default) {
+                cx.errors.push(format!(
+                    "{}: a duplicate default server for {listen}",
+                    d.at()
+                ));
+            }
+            l.servers.push(server);
+            l.tls.extend(tls);
+            l.proxy_protocol |= proxy_protocol;
+            continue;
+        }
         let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
         cx.listeners.push(Listener {
             listen,
             protocol: "http",
-            upstream: upstream.clone(),
-            tls,
+            upstream: String::new(),
+            servers: vec![server],
+            tls: tls.into_iter().collect(),
             proxy_protocol,
             real_ip,
         });
@@ -340,7 +356,8 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             listen,
             protocol: "tcp",
             upstream: upstream.clone(),
-            tls: None,
+            servers: Vec::new(),
+            tls: Vec::new(),
             proxy_protocol,
             real_ip,
         });
@@ -352,6 +369,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
     let mut cx = Cx {
         base: base.to_path_buf(),
         warnings: Vec::new(),
+        errors: Vec::new(),
         upstreams: BTreeMap::new(),
         listeners: Vec::new(),
     };
@@ -374,6 +392,10 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 }
                 // The block's realip settings, wherever they stand in it, hold for its servers.
                 let mut realip = RealIpConf::default();
+                // So do its proxy settings (timeouts, body size, proxy_set_header).
+                let mut notes = Notes::default();
+                let http = Inherited::default().within(b, &mut notes);
+                cx.errors.append(&mut notes.errors);
                 for s in b
                     .iter()
                     .filter(|x| x.name != "upstream" && x.name != "server")
@@ -382,28 +404,100 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
                     match (s.name.as_str(), stream) {
-                        ("server", false) => http_server(&mut cx, s, &realip),
+                        ("server", false) => http_server(&mut cx, s, &realip, &http),
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
+                        ("proxy_set_header" | "proxy_http_version", false) => {}
+                        (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
             }
             // A conf.d snippet: its server blocks are http servers.
-            ("server", Some(_)) => http_server(&mut cx, d, &RealIpConf::default()),
+            ("server", Some(_)) => {
+                http_server(&mut cx, d, &RealIpConf::default(), &Inherited::default())
+            }
             _ => cx.warn(d, "is not understood at the top level"),
         }
+    }
+    // Every listener proxies somewhere or answers itself; an upstream is named for the tcp
+    // path and the logs.
+    for l in cx.listeners.iter_mut().filter(|l| l.protocol == "http") {
+        l.upstream = l
+            .servers
+            .iter()
+            .flat_map(|s| &s.locations)
+            .find_map(|loc| loc.action.upstream())
+            .unwrap_or_default()
+            .to_string();
     }
     let Cx {
         base: _,
         warnings,
+        errors,
         upstreams,
         listeners,
     } = cx;
     Converted {
         toml: render(&upstreams, &listeners),
         warnings,
+        errors,
+    }
+}
+
+/// One `[[listener.route]]` table (with the server's host list when `server` is given), then
+/// its nested routes.
+fn render_route(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &LocationConfig) {
+    let _ = writeln!(out, "\n[[{table}]]");
+    if let Some(s) = server.filter(|s| !s.names.is_empty()) {
+        let hosts: Vec<String> = s.names.iter().map(|n| format!("{n:?}")).collect();
+        let _ = writeln!(out, "host = [{}]", hosts.join(", "));
+    }
+    if let Some(s) = server {
+        if s.default {
+            out.push_str("default = true\n");
+        }
+    }
+    let _ = writeln!(out, "path = {:?}", l.rule.to_string());
+    match &l.action {
+        RouteAction::Proxy { upstream, uri } => {
+            let _ = writeln!(out, "upstream = {upstream:?}");
+            if let Some(u) = uri {
+                let _ = writeln!(out, "uri = {u:?}");
+            }
+        }
+        RouteAction::Return { code, text } => {
+            let _ = writeln!(out, "return = {{ code = {code}, text = {text:?} }}");
+        }
+        RouteAction::None => {}
+    }
+    let s = &l.settings;
+    for (name, t) in [
+        ("connect_timeout", s.connect_timeout),
+        ("send_timeout", s.send_timeout),
+        ("read_timeout", s.read_timeout),
+    ] {
+        match t.map(|t| t.as_millis()) {
+            Some(ms) if ms % 1000 == 0 => {
+                let _ = writeln!(out, "{name} = \"{}s\"", ms / 1000);
+            }
+            Some(ms) => {
+                let _ = writeln!(out, "{name} = \"{ms}ms\"");
+            }
+            None => {}
+        }
+    }
+    if let Some(w) = s.websocket {
+        let _ = writeln!(out, "websocket = {w}");
+    }
+    if let Some(m) = s.max_body {
+        let _ = writeln!(out, "max_body = {m}");
+    }
+    let _ = writeln!(out, "origin = {:?}", l.at);
+    let inner = format!("{table}.route");
+    for n in &l.nested {
+        render_route(out, &inner, None, n);
     }
 }
 
@@ -414,15 +508,32 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if l.protocol != "http" {
             let _ = writeln!(out, "protocol = {:?}", l.protocol);
         }
-        let _ = writeln!(out, "upstream = {:?}", l.upstream);
-        if let Some((c, k)) = &l.tls {
-            let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+        if l.servers.is_empty() {
+            let _ = writeln!(out, "upstream = {:?}", l.upstream);
+        }
+        match &l.tls[..] {
+            [] => {}
+            [(c, k)] => {
+                let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+            }
+            many => {
+                out.push_str("tls = [\n");
+                for (c, k) in many {
+                    let _ = writeln!(out, "  {{ cert = {c:?}, key = {k:?} }},");
+                }
+                out.push_str("]\n");
+            }
         }
         if l.proxy_protocol {
             out.push_str("proxy_protocol = true\n");
         }
         if let Some(r) = &l.real_ip {
             let _ = writeln!(out, "real_ip = {r}");
+        }
+        for s in &l.servers {
+            for loc in &s.locations {
+                render_route(&mut out, "listener.route", Some(s), loc);
+            }
         }
     }
     for (name, u) in upstreams {

@@ -1,5 +1,6 @@
-//! Drop-in for nginx: read an existing nginx config (`upstream`, `server`, `location
-//! proxy_pass`, `stream`), convert what tideway understands, warn about the rest with
+//! Drop-in for nginx: read an existing nginx config (`upstream`, `server` with
+//! `server_name`, `location` with every modifier and nested ones, `proxy_pass`, `return`,
+//! `stream`; see [`routes`]), convert what tideway understands, warn about the rest with
 //! file:line, and render a live upstream back as an nginx `upstream` block.
 //!
 //! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
@@ -9,6 +10,7 @@ pub mod convert;
 pub mod export;
 pub mod parse;
 pub mod realip;
+pub mod routes;
 
 use crate::config::{Config, ConfigError};
 use std::path::Path;
@@ -28,7 +30,11 @@ pub enum ImportError {
 pub fn import(path: &Path) -> Result<convert::Converted, NginxError> {
     let top = parse::parse_file(path)?;
     let base = path.parent().unwrap_or(Path::new(""));
-    Ok(convert::convert(&top, base))
+    let converted = convert::convert(&top, base);
+    if !converted.errors.is_empty() {
+        return Err(NginxError::Refused(converted.errors));
+    }
+    Ok(converted)
 }
 
 /// Load an nginx config as a validated tideway [`Config`], with the conversion warnings.

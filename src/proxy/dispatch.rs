@@ -131,19 +131,29 @@ pub struct SelfAnswer {
 }
 
 /// What tideway answers for a pick that does not go to a backend. `host` is the request's
-/// Host (for an absolute Location, as nginx's `absolute_redirect`), `target` its target,
-/// `port` the listener's port.
+/// Host (for an absolute Location, as nginx's `absolute_redirect`: lowercased, without port
+/// and trailing dot; without one, the listener's address `local`), `target` its target.
 pub fn self_answer(
     routes: &Routes,
     pick: Pick,
-    (proto, host, port): (&str, Option<&str>, u16),
+    (proto, host, local): (&str, Option<&str>, Option<std::net::SocketAddr>),
     target: &str,
 ) -> Option<SelfAnswer> {
+    let port = local.map_or(0, |a| a.port());
     let absolute = |path: &str| {
-        let host = host.unwrap_or("localhost");
-        let host = match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host.split(':').next().unwrap_or(host),
+        let host = match host {
+            Some(h) => {
+                let h = match h.find(']') {
+                    Some(end) => &h[..=end],
+                    None => h.split(':').next().unwrap_or(h),
+                };
+                h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
+            }
+            None => match local.map(|a| a.ip()) {
+                Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+                Some(ip) => ip.to_string(),
+                None => "localhost".into(),
+            },
         };
         let default_port = if proto == "https" { 443 } else { 80 };
         if port == default_port {

@@ -472,8 +472,7 @@ impl Gateway {
         local: Option<std::net::SocketAddr>,
     ) -> (Next, Outcome) {
         let (host, target) = dispatch::host_and_target(&bufs.client[..head_len]);
-        let port = local.map_or(0, |a| a.port());
-        let where_ = (self.route.proto, host.as_deref(), port);
+        let where_ = (self.route.proto, host.as_deref(), local);
         let mut out = Outcome {
             received: head_len as u64,
             ..Outcome::default()

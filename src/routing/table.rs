@@ -4,7 +4,7 @@
 use super::host::Hosts;
 use super::location::{Found, Level};
 use super::uri::normalize;
-use crate::config::{LocationConfig, ServerConfig};
+use crate::config::{LocationConfig, RouteAction, ServerConfig};
 use std::sync::Arc;
 
 /// One route: a location of a server, as configured.
@@ -14,6 +14,8 @@ pub struct RouteInfo {
     pub server: usize,
     /// The server's names.
     pub hosts: Arc<[String]>,
+    /// The server is the listener's default one.
+    pub default_server: bool,
     /// The location (its nested ones are routes of their own).
     pub location: LocationConfig,
 }
@@ -45,6 +47,10 @@ impl Table {
     /// Build the table of `servers` (validated config). `Err` says which regex failed.
     pub fn new(servers: &[ServerConfig]) -> Result<Table, String> {
         let default = servers.iter().position(|s| s.default).unwrap_or(0);
+        let defaults = servers.iter().filter(|s| s.default).count();
+        if defaults > 1 {
+            return Err(format!("{defaults} servers are the default server; one may be"));
+        }
         let hosts = Hosts::new(servers.iter().map(|s| s.names.as_slice()), default)?;
         let mut routes = Vec::new();
         let mut levels = Vec::new();
@@ -56,6 +62,7 @@ impl Table {
                 routes.push(RouteInfo {
                     server: i,
                     hosts: names.clone(),
+                    default_server: i == default,
                     location,
                 });
                 routes.len() - 1
@@ -97,5 +104,42 @@ impl Table {
     /// Every route, in the order of the config (nested ones after their parent).
     pub fn routes(&self) -> &[RouteInfo] {
         &self.routes
+    }
+
+    /// The routes as JSON, for the admin API (`GET /v1/routes`).
+    pub fn view(&self) -> serde_json::Value {
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let l = &r.location;
+                let s = &l.settings;
+                let secs = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64());
+                let mut v = serde_json::json!({
+                    "server": r.server,
+                    "hosts": &*r.hosts,
+                    "default_server": r.default_server,
+                    "path": l.rule.to_string(),
+                    "at": l.at,
+                    "connect_timeout": secs(s.connect_timeout),
+                    "send_timeout": secs(s.send_timeout),
+                    "read_timeout": secs(s.read_timeout),
+                    "websocket": s.websocket.unwrap_or(true),
+                    "max_body": s.max_body,
+                });
+                match &l.action {
+                    RouteAction::Proxy { upstream, uri } => {
+                        v["upstream"] = upstream.as_str().into();
+                        v["uri"] = uri.as_deref().into();
+                    }
+                    RouteAction::Return { code, text } => {
+                        v["return"] = serde_json::json!({ "code": code, "text": text });
+                    }
+                    RouteAction::None => v["none"] = true.into(),
+                }
+                v
+            })
+            .collect();
+        serde_json::Value::Array(routes)
     }
 }

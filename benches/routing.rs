@@ -65,8 +65,7 @@ fn selection(c: &mut Criterion) {
             (s..n)
                 .step_by(SERVERS.min(n))
                 .skip(usize::from(n > 1))
-                .filter(|i| i % 3 == m)
-                .last()
+                .rfind(|i| i % 3 == m)
         };
         let requests: Vec<String> = [
             last(0).map(|i| format!("/p{i}")),

@@ -65,8 +65,14 @@ pub fn http_gateway(
     let tls = resolver.clone().map(Terminator::new);
     let limits: HttpLimits = l.limits.clone();
     let shared = routes(pool, l)?.shared();
-    let gw = Gateway::new(route(pool, l, tls.is_some()), shared, tls, limits, turned_away)
-        .with_addressing(Addressing::of(l));
+    let gw = Gateway::new(
+        route(pool, l, tls.is_some()),
+        shared,
+        tls,
+        limits,
+        turned_away,
+    )
+    .with_addressing(Addressing::of(l));
     Ok((gw, resolver))
 }
 

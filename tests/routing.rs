@@ -40,7 +40,9 @@ async fn recorder(name: &'static str) -> u16 {
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -97,7 +99,10 @@ async fn send(port: u16, raw: &str) -> Seen {
         .unwrap_or(0);
     let location = head
         .lines()
-        .find_map(|l| l.strip_prefix("Location: ").or(l.strip_prefix("location: ")))
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or(l.strip_prefix("location: "))
+        })
         .map(|l| l.replace(&port.to_string(), "PORT"));
     let recorded = body.split(' ').count() == 3 && !body.starts_with('{') && !body.starts_with('<');
     Seen {
@@ -121,7 +126,8 @@ async fn differential(name: &str, conf: &str, requests: &[String]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     let (np, tp) = (free_port(), free_port());
-    let main = format!("daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n");
+    let main =
+        format!("daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n");
     let http = format!(
         "http {{\n    access_log off;\n    client_body_temp_path {d};\n    proxy_temp_path {d};\n"
     );
@@ -174,7 +180,10 @@ async fn differential(name: &str, conf: &str, requests: &[String]) {
     for raw in requests {
         let from_nginx = send(np, raw).await;
         let from_tideway = send(tp, raw).await;
-        println!("{name}: {:?} -> nginx {from_nginx:?}", raw.lines().next().unwrap_or(""));
+        println!(
+            "{name}: {:?} -> nginx {from_nginx:?}",
+            raw.lines().next().unwrap_or("")
+        );
         if from_nginx != from_tideway {
             differ.push(format!(
                 "{raw:?}\n  nginx:   {from_nginx:?}\n  tideway: {from_tideway:?}"
@@ -197,9 +206,15 @@ fn requests(methods: &[&str], hosts: &[Option<&str>], paths: &[&str]) -> Vec<Str
     for m in methods {
         for h in hosts {
             for p in paths {
-                let body = if *m == "POST" { "content-length: 2\r\n\r\nhi" } else { "\r\n" };
+                let body = if *m == "POST" {
+                    "content-length: 2\r\n\r\nhi"
+                } else {
+                    "\r\n"
+                };
                 out.push(match h {
-                    Some(h) => format!("{m} {p} HTTP/1.1\r\nHost: {h}\r\nconnection: close\r\n{body}"),
+                    Some(h) => {
+                        format!("{m} {p} HTTP/1.1\r\nHost: {h}\r\nconnection: close\r\n{body}")
+                    }
                     None => format!("{m} {p} HTTP/1.0\r\n{body}"),
                 });
             }
@@ -217,20 +232,35 @@ fn seed(file: &str, upstream: &str, ports: (u16, u16)) -> String {
         .replace("127.0.0.1:2347", &format!("127.0.0.1:{}", ports.1))
         .replace("listen 80;", "listen LISTEN;");
     assert!(text.contains(upstream));
-    format!("events {{ worker_connections 64; }}\nhttp {{\n    proxy_http_version 1.1;\n{text}\n}}\n")
+    format!(
+        "events {{ worker_connections 64; }}\nhttp {{\n    proxy_http_version 1.1;\n{text}\n}}\n"
+    )
 }
 
-const SEED_PATHS: [&str; 6] = ["/", "/chat", "/api/", "/a%20b?x=1", "/a//b/../c", "/%7Euser/"];
+const SEED_PATHS: [&str; 6] = [
+    "/",
+    "/chat",
+    "/api/",
+    "/a%20b?x=1",
+    "/a//b/../c",
+    "/%7Euser/",
+];
 
 #[tokio::test]
 async fn the_seed_configs_route_as_nginx_does() {
-    let ports = (recorder("workerman_backend").await, recorder("workerman_backend").await);
+    let ports = (
+        recorder("workerman_backend").await,
+        recorder("workerman_backend").await,
+    );
     let conf = seed("seed-workerman-backend.conf", "workerman_backend", ports);
     let hosts = [Some("your_domain.com"), Some("unknown.test"), None];
     let reqs = requests(&["GET", "POST", "DELETE"], &hosts, &SEED_PATHS);
     differential("seed 1", &conf, &reqs).await;
 
-    let ports = (recorder("workerman_servers").await, recorder("workerman_servers").await);
+    let ports = (
+        recorder("workerman_servers").await,
+        recorder("workerman_servers").await,
+    );
     let conf = seed("seed-workerman-servers.conf", "workerman_servers", ports);
     let reqs = requests(&["GET", "HEAD"], &hosts, &SEED_PATHS);
     differential("seed 2", &conf, &reqs).await;
@@ -295,7 +325,13 @@ async fn the_workerman_site_routes_as_nginx_does() {
 }
 
 /// The routes of a TOML config for `[[listener]]` at `http` (without its `listen`).
-fn toml_config(admin: std::net::SocketAddr, http: std::net::SocketAddr, dir: &Path, routes: &str, upstreams: &str) -> String {
+fn toml_config(
+    admin: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    dir: &Path,
+    routes: &str,
+    upstreams: &str,
+) -> String {
     format!(
         "[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\n{routes}\n{upstreams}\n",
         dir.join("data").display()
@@ -307,7 +343,11 @@ async fn start_routes(routes: &str, upstreams: &str) -> Proxy {
     let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("tideway.toml");
-    std::fs::write(&config_path, toml_config(admin, http, dir.path(), routes, upstreams)).unwrap();
+    std::fs::write(
+        &config_path,
+        toml_config(admin, http, dir.path(), routes, upstreams),
+    )
+    .unwrap();
     let child = spawn_tideway_with(&config_path, dir.path(), &[]);
     let p = Proxy {
         child,
@@ -328,9 +368,16 @@ async fn get(p: &Proxy, host: &str, path: &str) -> (u16, serde_json::Value) {
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();
     let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 const TOML_ROUTES: &str = r#"
@@ -365,7 +412,10 @@ async fn toml_routes_dispatch_reload_and_are_listed() {
     );
     let p = start_routes(TOML_ROUTES, &upstreams).await;
     let (status, v) = get(&p, "api.example.com", "/api/users?id=7").await;
-    assert_eq!((status, v["id"].as_str(), v["uri"].as_str()), (200, Some("api-1"), Some("/v1/users?id=7")));
+    assert_eq!(
+        (status, v["id"].as_str(), v["uri"].as_str()),
+        (200, Some("api-1"), Some("/v1/users?id=7"))
+    );
     // The api server has no location for /other: 404, as nginx.
     assert_eq!(get(&p, "API.example.com:80", "/other").await.0, 404);
     let (status, v) = get(&p, "unknown.test", "/api/users").await;
@@ -380,10 +430,16 @@ async fn toml_routes_dispatch_reload_and_are_listed() {
 
     // The body limit of the catch-all route: 413, and the backend never sees it.
     let mut s = TcpStream::connect(p.http).await.unwrap();
-    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello").await.unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();
-    assert!(got.starts_with(b"HTTP/1.1 413 "), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 413 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 
     let listed = p.admin_json("/v1/routes").await;
     let routes = listed["listeners"][0]["routes"].as_array().unwrap().clone();
@@ -394,12 +450,22 @@ async fn toml_routes_dispatch_reload_and_are_listed() {
     assert_eq!(routes[1]["return"]["code"], 200);
 
     // A WebSocket opened now keeps its route after a reload sends / elsewhere.
-    let (mut ws, _) = tokio_tungstenite::connect_async(p.ws_url("/chat")).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
+        .await
+        .unwrap();
     let swapped = TOML_ROUTES.replace("upstream = \"app\"", "upstream = \"api\"");
-    std::fs::write(&p.config_path, toml_config(p.admin, p.http, p.dir.path(), &swapped, &upstreams)).unwrap();
+    std::fs::write(
+        &p.config_path,
+        toml_config(p.admin, p.http, p.dir.path(), &swapped, &upstreams),
+    )
+    .unwrap();
     p.reload().await;
     let (_, v) = get(&p, "x", "/other").await;
-    assert_eq!(v["id"].as_str(), Some("api-1"), "the reload applied the routes");
+    assert_eq!(
+        v["id"].as_str(),
+        Some("api-1"),
+        "the reload applied the routes"
+    );
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     ws.send(Message::text("id")).await.unwrap();
@@ -412,10 +478,16 @@ fn route_errors_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad = [
         ("path = \"~ (\"\nupstream = \"app\"", "invalid regex"),
-        ("path = \"~ x\"\nupstream = \"app\"\nuri = \"/v1/\"", "regex location"),
+        (
+            "path = \"~ x\"\nupstream = \"app\"\nuri = \"/v1/\"",
+            "regex location",
+        ),
         ("path = \"/\"\nupstream = \"nope\"", "unknown upstream"),
         ("path = \"/\"", "a route needs"),
-        ("host = [\"a*b\"]\nupstream = \"app\"", "invalid server_name"),
+        (
+            "host = [\"a*b\"]\nupstream = \"app\"",
+            "invalid server_name",
+        ),
     ];
     for (route, want) in bad {
         let text = format!("[[listener]]\nlisten = \"127.0.0.1:1\"\n[[listener.route]]\n{route}\n\n[upstream.app]\nbackends = []\n");

@@ -184,7 +184,10 @@ pub fn server_name(name: &str) -> Result<String, String> {
     let stars = lower.matches('*').count();
     let ok = match stars {
         0 => true,
-        1 => (lower.starts_with("*.") && lower.len() > 2) || (lower.ends_with(".*") && lower.len() > 2),
+        1 => {
+            (lower.starts_with("*.") && lower.len() > 2)
+                || (lower.ends_with(".*") && lower.len() > 2)
+        }
         _ => false,
     };
     if !ok {
@@ -205,11 +208,17 @@ pub fn check_locations(
     let mut seen: Vec<&PathRule> = Vec::new();
     for l in locations {
         if let (Some(PathRule::Exact(p)), _) = (parent, &l.rule) {
-            return Err((l.at.clone(), format!("location {} is inside exact location {p:?}", l.rule)));
+            return Err((
+                l.at.clone(),
+                format!("location {} is inside exact location {p:?}", l.rule),
+            ));
         }
         if let (Some(outer), Some(inner)) = (parent.and_then(PathRule::path), l.rule.path()) {
             if !inner.starts_with(outer) {
-                return Err((l.at.clone(), format!("location {inner:?} is outside location {outer:?}")));
+                return Err((
+                    l.at.clone(),
+                    format!("location {inner:?} is outside location {outer:?}"),
+                ));
             }
         }
         let static_path = |r: &PathRule| match r {
@@ -217,14 +226,19 @@ pub fn check_locations(
             PathRule::Exact(p) => Some((true, p.clone())),
             PathRule::Regex { .. } => None,
         };
-        if seen.iter().any(|s| match (static_path(s), static_path(&l.rule)) {
-            (Some(a), Some(b)) => a == b,
-            _ => **s == l.rule,
-        }) {
+        if seen
+            .iter()
+            .any(|s| match (static_path(s), static_path(&l.rule)) {
+                (Some(a), Some(b)) => a == b,
+                _ => **s == l.rule,
+            })
+        {
             return Err((l.at.clone(), format!("duplicate location {}", l.rule)));
         }
         seen.push(&l.rule);
-        if let (RouteAction::Proxy { uri: Some(_), .. }, PathRule::Regex { .. }) = (&l.action, &l.rule) {
+        if let (RouteAction::Proxy { uri: Some(_), .. }, PathRule::Regex { .. }) =
+            (&l.action, &l.rule)
+        {
             return Err((
                 l.at.clone(),
                 "a proxy_pass URI part cannot be used in a regex location (nginx refuses it too)"
@@ -247,13 +261,28 @@ mod tests {
 
     #[test]
     fn path_rules_read_as_nginx_writes_them() {
-        assert_eq!(PathRule::parse("/api/").unwrap(), PathRule::Prefix("/api/".into()));
-        assert_eq!(PathRule::parse("= /status").unwrap(), PathRule::Exact("/status".into()));
-        assert_eq!(PathRule::parse("=/status").unwrap(), PathRule::Exact("/status".into()));
-        assert_eq!(PathRule::parse("^~ /img").unwrap(), PathRule::NoRegex("/img".into()));
+        assert_eq!(
+            PathRule::parse("/api/").unwrap(),
+            PathRule::Prefix("/api/".into())
+        );
+        assert_eq!(
+            PathRule::parse("= /status").unwrap(),
+            PathRule::Exact("/status".into())
+        );
+        assert_eq!(
+            PathRule::parse("=/status").unwrap(),
+            PathRule::Exact("/status".into())
+        );
+        assert_eq!(
+            PathRule::parse("^~ /img").unwrap(),
+            PathRule::NoRegex("/img".into())
+        );
         assert_eq!(
             PathRule::parse("~* \\.PHP$").unwrap(),
-            PathRule::Regex { pattern: "\\.PHP$".into(), caseless: true }
+            PathRule::Regex {
+                pattern: "\\.PHP$".into(),
+                caseless: true
+            }
         );
         assert!(PathRule::parse("~ (").is_err());
         assert!(PathRule::parse("@fallback").is_err());

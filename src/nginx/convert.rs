@@ -261,8 +261,14 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inh
             _ if realip.take(s, false, &mut cx.warnings) => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
-            "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers"
-            | "location" | "return" | "proxy_http_version" | "proxy_set_header" => {}
+            "server_name"
+            | "ssl_protocols"
+            | "ssl_ciphers"
+            | "ssl_prefer_server_ciphers"
+            | "location"
+            | "return"
+            | "proxy_http_version"
+            | "proxy_set_header" => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }

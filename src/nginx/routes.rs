@@ -22,6 +22,10 @@ pub struct Inherited {
     upgrade: bool,
 }
 
+/// Turns a `proxy_pass` into an upstream name and its URI part (None: not understood,
+/// already warned about).
+pub type Pass<'a> = &'a mut dyn FnMut(&Directive) -> Option<(String, Option<String>)>;
+
 /// What the conversion found wrong or left out.
 #[derive(Default)]
 pub struct Notes {
@@ -63,9 +67,11 @@ impl Inherited {
     pub fn take(&mut self, d: &Directive, notes: &mut Notes) -> bool {
         let arg = d.args.first().map(String::as_str).unwrap_or_default();
         let bad = |notes: &mut Notes, what: &str| {
-            notes
-                .errors
-                .push(format!("{}: \"{}\" has an invalid {what} {arg:?}", d.at(), d.name))
+            notes.errors.push(format!(
+                "{}: \"{}\" has an invalid {what} {arg:?}",
+                d.at(),
+                d.name
+            ))
         };
         match d.name.as_str() {
             "proxy_connect_timeout" => match time(arg) {
@@ -92,7 +98,10 @@ impl Inherited {
 
     /// The level's own `proxy_set_header`s replace the inherited ones, as in nginx.
     fn headers(&mut self, block: &[Directive]) {
-        let mut sets = block.iter().filter(|d| d.name == "proxy_set_header").peekable();
+        let mut sets = block
+            .iter()
+            .filter(|d| d.name == "proxy_set_header")
+            .peekable();
         if sets.peek().is_some() {
             self.upgrade = sets.any(|d| {
                 d.args
@@ -126,8 +135,7 @@ impl Inherited {
 /// `return CODE [text|URL]` or `return URL`.
 fn answer(d: &Directive, notes: &mut Notes) -> Option<RouteAction> {
     let (first, rest) = (d.args.first()?, d.args.get(1));
-    if first.starts_with("http://") || first.starts_with("https://") || first.starts_with('$')
-    {
+    if first.starts_with("http://") || first.starts_with("https://") || first.starts_with('$') {
         return Some(RouteAction::Return {
             code: 302,
             text: first.clone(),
@@ -154,7 +162,7 @@ pub fn server(
     outer: &Inherited,
     default: bool,
     notes: &mut Notes,
-    pass: &mut dyn FnMut(&Directive) -> Option<(String, Option<String>)>,
+    pass: Pass<'_>,
 ) -> ServerConfig {
     let block = d.block.as_deref().unwrap_or_default();
     let inherited = outer.within(block, notes);
@@ -205,7 +213,7 @@ fn location(
     d: &Directive,
     outer: &Inherited,
     notes: &mut Notes,
-    pass: &mut dyn FnMut(&Directive) -> Option<(String, Option<String>)>,
+    pass: Pass<'_>,
 ) -> Option<LocationConfig> {
     let block = d.block.as_deref().unwrap_or_default();
     let rule = match PathRule::parse(&d.args.join(" ")) {
@@ -264,7 +272,10 @@ mod tests {
         assert_eq!(super::size("8K"), Some(8 * 1024));
         assert_eq!(super::size("100"), Some(100));
         assert_eq!(super::size("x"), None);
-        assert_eq!(super::time("300"), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(
+            super::time("300"),
+            Some(std::time::Duration::from_secs(300))
+        );
         assert_eq!(super::time("5m"), Some(std::time::Duration::from_secs(300)));
     }
 }

@@ -8,8 +8,8 @@
 //! request, or a WebSocket tunnel, keeps the route it started on.
 
 use super::route::Route;
-use crate::config::{routes::is_redirect, RouteAction, RouteSettings, ServerConfig};
 use crate::config::UpstreamPolicy;
+use crate::config::{routes::is_redirect, RouteAction, RouteSettings, ServerConfig};
 use crate::pool::PoolHandle;
 use crate::routing::{Pick, Table};
 use arc_swap::ArcSwap;
@@ -27,9 +27,12 @@ pub struct Routes {
 
 /// What one route does.
 pub enum Entry {
-    Proxy(Proxy),
+    Proxy(Box<Proxy>),
     /// `return CODE [text|URL]`.
-    Return { code: u16, text: Box<str> },
+    Return {
+        code: u16,
+        text: Box<str>,
+    },
     /// A location without a handler of its own.
     NotFound,
 }
@@ -80,7 +83,7 @@ impl Routes {
             .map(|info| {
                 let l = &info.location;
                 match &l.action {
-                    RouteAction::Proxy { upstream, uri } => Entry::Proxy(Proxy {
+                    RouteAction::Proxy { upstream, uri } => Entry::Proxy(Box::new(Proxy {
                         route: Route {
                             pool: pool.clone(),
                             upstream: upstream.as_str().into(),
@@ -93,7 +96,7 @@ impl Routes {
                         }),
                         settings: l.settings.clone(),
                         path: l.rule.path().unwrap_or_default().into(),
-                    }),
+                    })),
                     RouteAction::Return { code, text } => Entry::Return {
                         code: *code,
                         text: text.as_str().into(),
@@ -235,7 +238,13 @@ pub async fn send_answer(
         resp.push_str(&a.body);
     }
     let sent = resp.len() as u64;
-    match super::body::send(client, resp.as_bytes(), super::exchange::DEFAULT_SEND_TIMEOUT).await {
+    match super::body::send(
+        client,
+        resp.as_bytes(),
+        super::exchange::DEFAULT_SEND_TIMEOUT,
+    )
+    .await
+    {
         Err(_) => (Next::Abort, 0),
         Ok(()) if close => (Next::Close, sent),
         Ok(()) => (Next::KeepAlive, sent),

@@ -185,6 +185,7 @@ impl HttpPath {
     /// Forward the request whose head was `bufs.client[..head_len]` and whose backend head
     /// (all but its framing) is in `bufs.out`. `policy` is the upstream's (None: the upstream
     /// does not exist). What happened is written to `out`.
+    #[allow(clippy::too_many_arguments)] // the exchange's parts, each borrowed differently
     pub async fn forward(
         &self,
         routed: Routed<'_>,
@@ -408,6 +409,7 @@ impl HttpPath {
     }
 
     /// Send the request on `conn` and relay the answer.
+    #[allow(clippy::too_many_arguments)] // the exchange's parts, each borrowed differently
     async fn exchange(
         &self,
         routed: Routed<'_>,
@@ -437,7 +439,10 @@ impl HttpPath {
         if let Err(e) = send(io, &bufs.out, routed.send_timeout).await {
             cut = Some(format!("sending the request: {e}"));
         } else if streamed > 0 {
-            match self.stream_body(client, io, bufs, streamed, routed.send_timeout).await {
+            match self
+                .stream_body(client, io, bufs, streamed, routed.send_timeout)
+                .await
+            {
                 Streamed::Whole => {}
                 Streamed::ClientGone => return Done::client_gone(),
                 Streamed::Cut(why) => cut = Some(why),
@@ -617,7 +622,15 @@ impl Attempt for HttpAttempt<'_> {
     async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
-            .exchange(self.routed, self.client, conn, self.bufs, req, policy, streamed)
+            .exchange(
+                self.routed,
+                self.client,
+                conn,
+                self.bufs,
+                req,
+                policy,
+                streamed,
+            )
             .await
     }
 }

@@ -342,8 +342,12 @@ impl Gateway {
             let logged = access::enabled().then(|| access::Head::parse(&bufs.client[..head_len]));
             let started = std::time::Instant::now();
             let routes = self.routes.load_full();
-            let classified =
-                self.classify(&routes, &bufs.client[..head_len], conn.client, &mut bufs.out);
+            let classified = self.classify(
+                &routes,
+                &bufs.client[..head_len],
+                conn.client,
+                &mut bufs.out,
+            );
             let (mut req, pick, policy) = match classified {
                 Ok(classified) => classified,
                 Err(r) => {
@@ -362,7 +366,15 @@ impl Gateway {
             let Some(proxy) = routes.proxy(pick) else {
                 // Answered by tideway: a `return`, nginx's trailing-slash 301, 404 or 400.
                 let next = self
-                    .answer(&mut stream, &routes, pick, &mut bufs, head_len, &req, conn.local)
+                    .answer(
+                        &mut stream,
+                        &routes,
+                        pick,
+                        &mut bufs,
+                        head_len,
+                        &req,
+                        conn.local,
+                    )
                     .await;
                 let ip = req.client.map(|a| a.ip());
                 Self::finished(&self.route, ip, logged.as_ref(), &next.1, started.elapsed());
@@ -395,8 +407,14 @@ impl Gateway {
             if let (Some(max), RequestBody::Length(n)) = (proxy.settings.max_body, req.body) {
                 if n > max {
                     out.received = head_len as u64;
-                    let _ = refuse(&mut stream, 413, "the request body is too large", true, &mut out)
-                        .await;
+                    let _ = refuse(
+                        &mut stream,
+                        413,
+                        "the request body is too large",
+                        true,
+                        &mut out,
+                    )
+                    .await;
                     Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
                     close(&mut stream).await;
                     linger(&mut stream).await;

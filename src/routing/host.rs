@@ -97,7 +97,9 @@ fn push_new(list: &mut Vec<(Box<str>, usize)>, s: &str, i: usize) {
 fn normal<'b>(raw: &[u8], buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
     let raw = raw.trim_ascii();
     let end = if raw.starts_with(b"[") {
-        raw.iter().position(|&b| b == b']').map_or(raw.len(), |i| i + 1)
+        raw.iter()
+            .position(|&b| b == b']')
+            .map_or(raw.len(), |i| i + 1)
     } else {
         raw.iter().position(|&b| b == b':').unwrap_or(raw.len())
     };
@@ -142,8 +144,16 @@ mod tests {
         assert_eq!(h.find(Some(b"API.Example.COM:8080")), 1);
         assert_eq!(h.find(Some(b"api.example.com.")), 1);
         assert_eq!(h.find(Some(b"x.example.com")), 2);
-        assert_eq!(h.find(Some(b"v1.api.example.com")), 3, "longest leading wildcard");
-        assert_eq!(h.find(Some(b"www.example.com")), 2, "leading before trailing");
+        assert_eq!(
+            h.find(Some(b"v1.api.example.com")),
+            3,
+            "longest leading wildcard"
+        );
+        assert_eq!(
+            h.find(Some(b"www.example.com")),
+            2,
+            "leading before trailing"
+        );
         assert_eq!(h.find(Some(b"www.example.org")), 4);
         assert_eq!(h.find(Some(b"www.other.org")), 5);
         assert_eq!(h.find(Some(b"wx.other.org")), 5);

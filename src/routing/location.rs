@@ -116,7 +116,11 @@ impl Level {
 
     /// Nothing but one prefix location `/` with nothing nested: every path goes there.
     pub fn only_root(&self) -> Option<usize> {
-        match (&self.prefixes[..], self.exact.is_empty(), self.regexes.is_empty()) {
+        match (
+            &self.prefixes[..],
+            self.exact.is_empty(),
+            self.regexes.is_empty(),
+        ) {
             ([p], true, true) if &*p.path == b"/" && p.nested.is_empty() => Some(p.id),
             _ => None,
         }

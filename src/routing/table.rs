@@ -49,7 +49,9 @@ impl Table {
         let default = servers.iter().position(|s| s.default).unwrap_or(0);
         let defaults = servers.iter().filter(|s| s.default).count();
         if defaults > 1 {
-            return Err(format!("{defaults} servers are the default server; one may be"));
+            return Err(format!(
+                "{defaults} servers are the default server; one may be"
+            ));
         }
         let hosts = Hosts::new(servers.iter().map(|s| s.names.as_slice()), default)?;
         let mut routes = Vec::new();

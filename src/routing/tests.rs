@@ -66,7 +66,10 @@ fn nested_regexes_come_first_and_slashes_redirect() {
         loc(
             "/api/",
             true,
-            vec![loc("~ \\.json$", false, vec![]), loc("/api/v2/", true, vec![])],
+            vec![
+                loc("~ \\.json$", false, vec![]),
+                loc("/api/v2/", true, vec![]),
+            ],
         ),
         loc("~ \\.json$", true, vec![]),
         loc("~ ^/api/v2/x", false, vec![]),
@@ -76,7 +79,11 @@ fn nested_regexes_come_first_and_slashes_redirect() {
     assert_eq!(pick("/api/a.json"), "~ \\.json$");
     assert_eq!(t.select(None, b"/api/a.json"), Pick::Route(2));
     assert_eq!(t.select(None, b"/b.json"), Pick::Route(4));
-    assert_eq!(pick("/api/v2/x"), "~ ^/api/v2/x", "outer regex after nested prefix");
+    assert_eq!(
+        pick("/api/v2/x"),
+        "~ ^/api/v2/x",
+        "outer regex after nested prefix"
+    );
     assert_eq!(pick("/api/v2/y"), "/api/v2/");
     assert_eq!(pick("/api"), "301 /api/");
     assert_eq!(pick("/api/v2"), "301 /api/v2/");

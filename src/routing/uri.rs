@@ -27,7 +27,10 @@ pub fn normalize(target: &[u8]) -> Result<Cow<'_, [u8]>, BadPath> {
         let b = path[i];
         if b == b'%' {
             let hex = |c: u8| (c as char).to_digit(16);
-            match (path.get(i + 1).and_then(|&c| hex(c)), path.get(i + 2).and_then(|&c| hex(c))) {
+            match (
+                path.get(i + 1).and_then(|&c| hex(c)),
+                path.get(i + 2).and_then(|&c| hex(c)),
+            ) {
                 (Some(h), Some(l)) => {
                     let v = (h * 16 + l) as u8;
                     if v == 0 {

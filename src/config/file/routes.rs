@@ -76,7 +76,11 @@ pub(super) fn servers(
     }
     for s in &servers {
         check_locations(&s.locations, None).map_err(|(at, msg)| {
-            let line = at.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(0);
+            let line = at
+                .rsplit(':')
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
             ConfigError::Invalid {
                 path: cx.path.to_path_buf(),
                 line,
@@ -160,7 +164,10 @@ fn location(
     let mut nested = Vec::new();
     for n in &r.route {
         if !n.get_ref().host.is_empty() || n.get_ref().default.is_some() {
-            return Err(cx.err(n.span(), "a nested route takes its host from the route it is in"));
+            return Err(cx.err(
+                n.span(),
+                "a nested route takes its host from the route it is in",
+            ));
         }
         nested.push(location(cx, n, upstreams)?);
     }

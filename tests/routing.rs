@@ -237,13 +237,15 @@ fn seed(file: &str, upstream: &str, ports: (u16, u16)) -> String {
     )
 }
 
-const SEED_PATHS: [&str; 6] = [
+const SEED_PATHS: [&str; 8] = [
     "/",
     "/chat",
     "/api/",
     "/a%20b?x=1",
     "/a//b/../c",
     "/%7Euser/",
+    "/%zz",
+    "/../etc/passwd",
 ];
 
 #[tokio::test]

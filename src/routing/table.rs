@@ -39,7 +39,8 @@ pub struct Table {
     hosts: Hosts,
     servers: Vec<Level>,
     routes: Vec<RouteInfo>,
-    /// One server with only `location /`: every request is this route, with no matching.
+    /// One server with only `location /` (no URI part): every request with a valid path is
+    /// this route, with no matching.
     single: Option<usize>,
 }
 
@@ -72,7 +73,12 @@ impl Table {
             levels.push(Level::new(&s.locations, &mut add)?);
         }
         let single = match &levels[..] {
-            [only] => only.only_root(),
+            [only] => only.only_root().filter(|&i| {
+                !matches!(
+                    routes[i].location.action,
+                    RouteAction::Proxy { uri: Some(_), .. }
+                )
+            }),
             _ => None,
         };
         Ok(Table {
@@ -87,7 +93,11 @@ impl Table {
     /// `target` (origin form, query included).
     pub fn select(&self, host: Option<&[u8]>, target: &[u8]) -> Pick {
         if let Some(only) = self.single {
-            return Pick::Route(only);
+            // Only checked (borrowed, no allocation, unless it has `%` or dot segments).
+            return match normalize(target) {
+                Ok(_) => Pick::Route(only),
+                Err(_) => Pick::BadPath,
+            };
         }
         let Some(level) = self.servers.get(self.hosts.find(host)) else {
             return Pick::NotFound;

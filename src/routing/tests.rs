@@ -113,5 +113,6 @@ fn servers_by_host_and_a_single_route_needs_no_matching() {
     assert_eq!(t.select(Some(b"other"), b"/b"), Pick::Route(1));
     assert_eq!(t.select(Some(b"other"), b"/x"), Pick::NotFound);
     let one = table(vec![loc("/", true, vec![])]);
-    assert_eq!(one.select(Some(b"x"), b"/%zz"), Pick::Route(0));
+    assert_eq!(one.select(Some(b"x"), b"/a%20b/../c"), Pick::Route(0));
+    assert_eq!(one.select(Some(b"x"), b"/%zz"), Pick::BadPath);
 }

@@ -114,12 +114,14 @@ pub struct HttpPath {
     pub limits: HttpLimits,
 }
 
-/// Where one request goes: its route's binding to an upstream, and the route's send timeout
-/// (nginx's `proxy_send_timeout`).
+/// Where one request goes: its route's binding to an upstream, the route's send timeout
+/// (nginx's `proxy_send_timeout`) and body limit (`client_max_body_size`; a longer
+/// Content-Length is refused before, a longer chunked body while it is read).
 #[derive(Clone, Copy)]
 pub struct Routed<'a> {
     pub route: &'a Route,
     pub send_timeout: Duration,
+    pub max_body: Option<u64>,
 }
 
 /// What an exchange that reached the client says about the backend.
@@ -200,7 +202,10 @@ impl HttpPath {
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let client_ip = peers.client.map(|a| a.ip());
-        let streamed = match self.read_body(client, bufs, &req, client_ip).await {
+        let streamed = match self
+            .read_body(client, bufs, &req, (client_ip, routed.max_body))
+            .await
+        {
             Ok((streamed, body)) => {
                 out.received += body;
                 streamed
@@ -293,7 +298,7 @@ impl HttpPath {
         client: &mut Stream,
         bufs: &mut Buffers,
         req: &Request,
-        client_ip: Option<std::net::IpAddr>,
+        (client_ip, max_body): (Option<std::net::IpAddr>, Option<u64>),
     ) -> Result<(u64, u64), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
@@ -321,7 +326,9 @@ impl HttpPath {
                 let mut body = std::mem::take(&mut bufs.upstream);
                 body.clear();
                 let mut decoder = ChunkDecoder::default();
-                let limit = self.limits.max_chunked_body;
+                let limit = max_body.map_or(self.limits.max_chunked_body, |m| {
+                    m.min(self.limits.max_chunked_body)
+                });
                 let mut held = Budget::global().hold(client_ip);
                 let deadline = tokio::time::Instant::now() + self.limits.chunked_body_time;
                 loop {

@@ -424,6 +424,7 @@ impl Gateway {
             let routed = Routed {
                 route,
                 send_timeout: proxy.send_timeout(),
+                max_body: proxy.settings.max_body,
             };
             let next = self
                 .path

@@ -427,8 +427,21 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
-    // Every listener proxies somewhere or answers itself; an upstream is named for the tcp
-    // path and the logs.
+    // A listen whose servers have no location serves nothing tideway can serve.
+    let mut empty = Vec::new();
+    cx.listeners.retain(|l| {
+        let keep = l.protocol != "http" || l.servers.iter().any(|s| !s.locations.is_empty());
+        if !keep {
+            empty.push(l.listen.clone());
+        }
+        keep
+    });
+    for listen in empty {
+        cx.warnings.push(format!(
+            "listen {listen}: no server on it has a location; not served"
+        ));
+    }
+    // An upstream is named for the logs of each http listener.
     for l in cx.listeners.iter_mut().filter(|l| l.protocol == "http") {
         l.upstream = l
             .servers

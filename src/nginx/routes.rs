@@ -199,6 +199,12 @@ pub fn server(
             }];
         }
     }
+    if locations.is_empty() {
+        notes.warnings.push(format!(
+            "{}: this server has no location; tideway leaves it out (requests for its names go to the default server)",
+            d.at()
+        ));
+    }
     if let Err((at, msg)) = check_locations(&locations, None) {
         notes.errors.push(format!("{at}: {msg}"));
     }

@@ -160,11 +160,17 @@ impl Listeners {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every HTTP listener's current routes, by address (for the admin API).
+    /// Every serving HTTP listener's current routes, by address (for the admin API).
     pub fn current_routes(&self) -> Vec<(SocketAddr, Arc<Routes>)> {
+        let away = |addr: &SocketAddr| {
+            self.started
+                .iter()
+                .any(|(l, t)| l.listen == *addr && t.load(Ordering::Acquire))
+        };
         let mut all: Vec<_> = self
             .routes_lock()
             .iter()
+            .filter(|(a, _)| !away(a))
             .map(|(a, r)| (*a, r.load_full()))
             .collect();
         all.sort_by_key(|(a, _)| *a);
@@ -262,6 +268,7 @@ impl Listeners {
         let mut added = self.lock();
         for addr in plan.remove {
             if let Some(a) = added.remove(&addr) {
+                self.routes_lock().remove(&addr);
                 tracing::info!(listen = %addr, "reload: listener removed");
                 a.task.abort();
             }

@@ -413,53 +413,7 @@ impl FileConfig {
                     Some(files)
                 }
             };
-            let (upstream, servers) = match (&l.upstream, l.route.is_empty()) {
-                (Some(u), true) => {
-                    let upstream = u.get_ref().clone();
-                    if !self.upstream.contains_key(&upstream) {
-                        let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
-                        return Err(cx.err(
-                            u.span(),
-                            format!(
-                                "unknown upstream {upstream:?}; defined upstreams: [{}]",
-                                known.join(", ")
-                            ),
-                        ));
-                    }
-                    let (line, _) = line_col(text, u.span().start);
-                    let at = format!("{}:{line}", path.display());
-                    let servers = super::routes::single(&upstream, &at);
-                    (upstream, servers)
-                }
-                (Some(u), false) => {
-                    return Err(cx.err(
-                        u.span(),
-                        "a listener has upstream = \"NAME\" (one route) or [[listener.route]] tables, not both",
-                    ))
-                }
-                (None, true) => {
-                    return Err(cx.err(
-                        l.listen.span(),
-                        "a listener needs upstream = \"NAME\" or [[listener.route]] tables",
-                    ))
-                }
-                (None, false) if protocol == Protocol::Tcp => {
-                    return Err(cx.err(
-                        l.route[0].span(),
-                        "a tcp listener has one upstream = \"NAME\"; routes are for http",
-                    ))
-                }
-                (None, false) => {
-                    let servers = routes::servers(&cx, &l.route, &self.upstream)?;
-                    let first = servers
-                        .iter()
-                        .flat_map(|s| &s.locations)
-                        .find_map(|l| l.action.upstream())
-                        .unwrap_or_default()
-                        .to_string();
-                    (first, servers)
-                }
-            };
+            let (upstream, servers) = routes::of_listener(&cx, l, protocol, &self.upstream)?;
             let limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,

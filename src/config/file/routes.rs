@@ -39,6 +39,71 @@ struct ReturnSection {
     text: String,
 }
 
+/// A listener's upstream (its first, with routes) and servers: from `upstream = "NAME"` (one
+/// route `/`) or its `[[listener.route]]` tables (http only), never both.
+pub(super) fn of_listener(
+    cx: &Ctx<'_>,
+    l: &super::ListenerSection,
+    protocol: crate::config::Protocol,
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<(String, Vec<ServerConfig>), ConfigError> {
+    Ok(match (&l.upstream, l.route.is_empty()) {
+        (Some(u), true) => {
+            let upstream = known_upstream(cx, u, upstreams)?;
+            let (line, _) = super::line_col(cx.text, u.span().start);
+            let at = format!("{}:{line}", cx.path.display());
+            let servers = single(&upstream, &at);
+            (upstream, servers)
+        }
+        (Some(u), false) => return Err(cx.err(
+            u.span(),
+            "a listener has upstream = \"NAME\" (one route) or [[listener.route]] tables, not both",
+        )),
+        (None, true) => {
+            return Err(cx.err(
+                l.listen.span(),
+                "a listener needs upstream = \"NAME\" or [[listener.route]] tables",
+            ))
+        }
+        (None, false) if protocol == crate::config::Protocol::Tcp => {
+            return Err(cx.err(
+                l.route[0].span(),
+                "a tcp listener has one upstream = \"NAME\"; routes are for http",
+            ))
+        }
+        (None, false) => {
+            let servers = servers(cx, &l.route, upstreams)?;
+            let first = servers
+                .iter()
+                .flat_map(|s| &s.locations)
+                .find_map(|l| l.action.upstream())
+                .unwrap_or_default()
+                .to_string();
+            (first, servers)
+        }
+    })
+}
+
+/// The upstream `u` names, if it is defined.
+fn known_upstream(
+    cx: &Ctx<'_>,
+    u: &Spanned<String>,
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<String, ConfigError> {
+    if upstreams.contains_key(u.get_ref()) {
+        return Ok(u.get_ref().clone());
+    }
+    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+    Err(cx.err(
+        u.span(),
+        format!(
+            "unknown upstream {:?}; defined upstreams: [{}]",
+            u.get_ref(),
+            known.join(", ")
+        ),
+    ))
+}
+
 /// The servers of one listener's `route` tables; `upstreams` are the defined ones.
 pub(super) fn servers(
     cx: &Ctx<'_>,
@@ -108,17 +173,7 @@ fn location(
             return Err(cx.err(a.span(), "a route has either upstream or return, not both"))
         }
         (Some(u), None) => {
-            if !upstreams.contains_key(u.get_ref()) {
-                let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
-                return Err(cx.err(
-                    u.span(),
-                    format!(
-                        "unknown upstream {:?}; defined upstreams: [{}]",
-                        u.get_ref(),
-                        known.join(", ")
-                    ),
-                ));
-            }
+            known_upstream(cx, u, upstreams)?;
             RouteAction::Proxy {
                 upstream: u.get_ref().clone(),
                 uri: r.uri.as_ref().map(|u| u.get_ref().clone()),

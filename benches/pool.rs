@@ -27,6 +27,7 @@ fn spec(i: u32, weight: u32) -> BackendSpec {
         weight,
         max_conns: 0,
         source: Source::Http,
+        server: Default::default(),
     }
 }
 
@@ -35,6 +36,7 @@ fn add(i: u32, weight: u32) -> Diff {
         upstream: "u".into(),
         backend: spec(i, weight),
         ttl: None,
+        operator: false,
     }
 }
 

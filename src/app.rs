@@ -246,7 +246,8 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 let route = crate::listeners::route(&pool, l, false);
                 started.push((l.clone(), turned_away.clone()));
                 let gateway = TcpGateway::new(route, turned_away)
-                    .with_addressing(crate::proxy::client::Addressing::of(l));
+                    .with_addressing(crate::proxy::client::Addressing::of(l))
+                    .limited(&l.limits.per_client);
                 let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");

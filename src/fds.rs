@@ -9,10 +9,14 @@
 //! fail `accept`.
 //!
 //! Linux only: the limit is read from `/proc/self/limits`, the open count from
-//! `/proc/self/fd`; elsewhere the limit is unknown and nothing is refused for it.
+//! `/proc/self/fd` (at most every [`OPEN_COUNT_MAX_AGE`] for admin admissions, which count
+//! what may have opened in between); elsewhere the limit is unknown and nothing is refused
+//! for it.
 //! Imports nothing of tideway's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Descriptors kept for the data plane when `[server] fd_reserve` is not set: a quarter of
 /// the soft limit, at least [`MIN_FD_RESERVE`] (and never more than half the limit).
@@ -34,8 +38,12 @@ pub fn soft_limit() -> Option<usize> {
     }
 }
 
-/// Descriptors open in this process now, when they can be counted.
+/// Reads of `/proc/self/fd` so far (by [`open_count`]).
+static OPEN_COUNT_READS: AtomicUsize = AtomicUsize::new(0);
+
+/// Descriptors open in this process now, when they can be counted: O(open descriptors).
 pub fn open_count() -> Option<usize> {
+    OPEN_COUNT_READS.fetch_add(1, Ordering::Relaxed);
     let dir = std::fs::read_dir("/proc/self/fd").ok()?;
     // The directory being read is one of them.
     Some(dir.count().saturating_sub(1))
@@ -91,9 +99,78 @@ impl Budget {
         if newest >= ceiling {
             return false;
         }
-        open_count().is_none_or(|open| open <= ceiling)
+        CENSUS.admit(ceiling, Instant::now(), proxied().open(), open_count)
     }
 }
+
+/// How long the admin listener reuses a count of `/proc/self/fd`, so that an admission check
+/// costs O(1), not O(open descriptors), however fast connections come and go.
+pub const OPEN_COUNT_MAX_AGE: Duration = Duration::from_millis(100);
+
+/// The open-descriptor count admin admissions are checked against: read at most every
+/// [`OPEN_COUNT_MAX_AGE`], and in between the last count plus what may have opened since
+/// (each admin connection admitted, two descriptors per proxied connection over those open at
+/// the read). Descriptors closed since are still counted until the next read: it errs towards
+/// refusing, never towards eating into the reserve.
+struct Census {
+    last: Mutex<Option<Seen>>,
+}
+
+/// One read of the open count, and the admissions since.
+struct Seen {
+    at: Instant,
+    /// Open descriptors at the read, the newest accepted one included.
+    open: usize,
+    /// Proxied connections open at the read.
+    proxied: usize,
+    /// Admin connections admitted since the read.
+    admitted: usize,
+}
+
+impl Census {
+    const fn new() -> Self {
+        Census {
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether a just-accepted admin connection keeps the open count within `ceiling`, with
+    /// `proxied` connections open now; `count` reads the open count (called only when the last
+    /// read is [`OPEN_COUNT_MAX_AGE`] old). Unknown counts refuse nothing.
+    fn admit(
+        &self,
+        ceiling: usize,
+        now: Instant,
+        proxied: usize,
+        count: impl FnOnce() -> Option<usize>,
+    ) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        match last.as_mut() {
+            Some(seen) if now.saturating_duration_since(seen.at) < OPEN_COUNT_MAX_AGE => {
+                let grown = 2 * proxied.saturating_sub(seen.proxied);
+                // The newest descriptor is one more than the read and the admissions since.
+                let open = seen.open + seen.admitted + 1 + grown;
+                let ok = open <= ceiling;
+                seen.admitted += usize::from(ok);
+                ok
+            }
+            _ => {
+                let Some(open) = count() else {
+                    return true;
+                };
+                *last = Some(Seen {
+                    at: now,
+                    open,
+                    proxied,
+                    admitted: 0,
+                });
+                open <= ceiling
+            }
+        }
+    }
+}
+
+static CENSUS: Census = Census::new();
 
 /// The process-wide cap on proxied client connections (0: none), and how many are open.
 pub struct ConnectionCap {
@@ -191,6 +268,54 @@ mod tests {
         assert!(!b.admin_may_take(192));
         assert!(!b.admin_may_take(500));
         assert!(Budget::new(None, None).admin_may_take(100_000));
+    }
+
+    #[test]
+    fn many_admission_checks_in_a_row_do_not_read_proc_each_time() {
+        let b = Budget::new(Some(1 << 20), Some(64));
+        let calls = 1000;
+        let before = OPEN_COUNT_READS.load(Ordering::Relaxed);
+        for _ in 0..calls {
+            assert!(b.admin_may_take(3));
+        }
+        let reads = OPEN_COUNT_READS.load(Ordering::Relaxed) - before;
+        assert!(
+            reads <= calls / 10,
+            "{reads} reads of /proc/self/fd for {calls} checks"
+        );
+    }
+
+    #[test]
+    fn between_reads_admissions_and_proxied_connections_count_towards_the_ceiling() {
+        let census = Census::new();
+        let reads = std::cell::Cell::new(0);
+        let count = |n| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                Some(n)
+            }
+        };
+        let t = Instant::now();
+        // Read: 6 open. Then 6 + 0 + 1 and 6 + 1 + 1 (the read, the admissions since, the
+        // newest) without a read; 6 + 2 + 1 is over 8.
+        assert!(census.admit(8, t, 0, count(6)));
+        assert!(census.admit(8, t, 0, count(0)));
+        assert!(census.admit(8, t, 0, count(0)));
+        assert!(!census.admit(8, t, 0, count(0)));
+        assert_eq!(reads.get(), 1);
+        // The next read, once the last is old enough, starts over; a proxied connection
+        // opened since counts for two.
+        let later = t + OPEN_COUNT_MAX_AGE;
+        assert!(census.admit(9, later, 1, count(6)));
+        assert_eq!(reads.get(), 2);
+        assert!(census.admit(9, later, 2, count(0)), "6 + 0 + 1 + 2");
+        assert!(!census.admit(9, later, 2, count(0)), "6 + 1 + 1 + 2");
+        assert_eq!(reads.get(), 2);
+        // A count over the ceiling refuses; no count refuses nothing.
+        let census = Census::new();
+        assert!(!census.admit(9, t, 0, count(10)));
+        assert!(census.admit(9, t + OPEN_COUNT_MAX_AGE, 0, || None));
     }
 
     #[test]

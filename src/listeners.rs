@@ -308,7 +308,8 @@ impl Listeners {
             }
             Protocol::Tcp => App::Tcp(Arc::new(
                 TcpGateway::new(route(&self.pool, l, false), never)
-                    .with_addressing(Addressing::of(l)),
+                    .with_addressing(Addressing::of(l))
+                    .limited(&l.limits.per_client),
             )),
         })
     }

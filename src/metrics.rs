@@ -17,8 +17,9 @@ use std::sync::OnceLock;
 
 /// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
 /// Those starting `client_` were provoked by the request and count against no backend;
-/// `loop` is a backend that is one of tideway's own listeners.
-pub const FAILURE_REASONS: [&str; 10] = [
+/// `loop` is a backend that is one of tideway's own listeners; `local`, tideway short of its
+/// own descriptors, memory or ports.
+pub const FAILURE_REASONS: [&str; 11] = [
     "no_backend",
     "connect",
     "send",
@@ -29,6 +30,7 @@ pub const FAILURE_REASONS: [&str; 10] = [
     "client_body",
     "client_misread",
     "loop",
+    "local",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
 pub const TUNNEL_ENDS: [&str; 4] = ["closed", "idle", "signalled", "error"];
@@ -231,7 +233,7 @@ pub fn global() -> &'static Metrics {
             ),
             failures: counter_vec(
                 "tideway_upstream_failures_total",
-                "Failed backend attempts and requests, by reason (no_backend, connect, send, unanswered, timeout, bad_response; client_upgrade, client_body, client_misread: provoked by the request, never counted against the backend; loop)",
+                "Failed backend attempts and requests, by reason (no_backend, connect, send, unanswered, timeout, bad_response; client_upgrade, client_body, client_misread: provoked by the request, never counted against the backend; loop, local: tideway's own)",
                 &["upstream", "reason"],
             ),
             reloads: counter_vec(

@@ -263,6 +263,7 @@ mod tests {
             healthy: true,
             ejected: false,
             source: Source::Static,
+            server: Default::default(),
             live: Arc::new(Live::default()),
             close: Default::default(),
         }

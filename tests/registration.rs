@@ -364,3 +364,80 @@ async fn an_operator_disable_outlives_the_registrant() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(state().await.as_deref(), Some("active"));
 }
+
+/// The same address under a new id does not undo an operator's disable or drain: the register
+/// token is refused (409, the pool unchanged), while the decision stands on the old id, present
+/// or gone; the admin token is not bound, and an operator's enable frees the address.
+#[tokio::test]
+async fn an_operator_disable_is_not_undone_by_a_new_id_for_the_same_address() {
+    let (a, x) = (backend("a").await, backend("x").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"round_robin\"\n{}",
+        backends_toml(&[(&a, 1)])
+    ))
+    .await;
+    let addr = x.addr.to_string();
+    let (status, body) = register(&p, json!({"addr": addr, "id": "x", "ttl": 3600})).await;
+    assert_eq!(status, 201, "{body}");
+    let secret = body["secret"].as_str().unwrap().to_string();
+    let set_state = |id: &str, state: &str| {
+        p.admin_req(
+            Method::POST,
+            &format!("/v1/upstreams/app/backends/{id}/state"),
+            ADMIN_TOKEN,
+        )
+        .json(&json!({ "state": state }))
+    };
+    let only_a = || async {
+        let c = reqwest::Client::new();
+        for _ in 0..10 {
+            assert_eq!(backend_id(&c, &p.url("/")).await, "a");
+        }
+    };
+    let new_id = |id: &str| {
+        p.admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)
+            .json(&json!({"addr": addr, "id": id, "ttl": 3600}))
+    };
+    for decided in ["disabled", "draining"] {
+        assert_eq!(answer(set_state("x", decided)).await.0, 200);
+        // In the pool under its old id: the address is refused under another.
+        refused(&p, new_id("x2"), 409, "operator").await;
+        only_a().await;
+        assert_eq!(answer(set_state("x", "active")).await.0, 200);
+    }
+    // Disabled, then deleted by its registrant and gone from the pool: still refused.
+    assert_eq!(answer(set_state("x", "disabled")).await.0, 200);
+    let (status, body) = answer(
+        p.admin_req(
+            Method::DELETE,
+            "/v1/upstreams/app/backends/x",
+            REGISTER_TOKEN,
+        )
+        .header(SECRET, &secret),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let gone = || async {
+        let v = p.upstream_json().await;
+        !v["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == "x")
+    };
+    wait_until(Duration::from_secs(5), gone).await;
+    refused(&p, new_id("x2"), 409, "operator").await;
+    only_a().await;
+    // The admin token is not bound by it.
+    let (status, body) = answer(
+        p.admin_req(Method::POST, "/v1/upstreams/app/backends", ADMIN_TOKEN)
+            .json(&json!({"addr": addr, "id": "x3", "ttl": 3600})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    p.deregister("x3").await;
+    // The operator enables the id (out of the pool): the address may register again.
+    assert_eq!(answer(set_state("x", "active")).await.0, 200);
+    let (status, body) = answer(new_id("x2")).await;
+    assert_eq!(status, 201, "{body}");
+}

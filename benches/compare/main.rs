@@ -9,8 +9,10 @@
 //! connections, and RSS after they close relative to before. A last row sends the same loads
 //! straight to the backend: the limit no proxy can beat. Each figure is also given as a ratio
 //! to nginx and to HAProxy, since absolute numbers drift on a small, noisy machine.
+//! `COMPARE_ONLY=limits` compares tideway with per-client limits on and off instead ([`limits`]).
 
 mod latency;
+mod limits;
 mod proc;
 #[path = "../support.rs"]
 mod support;
@@ -334,6 +336,14 @@ fn main() {
         .unwrap();
     let (mut backend, backend_port) = spawn_backend(false);
 
+    // COMPARE_ONLY=limits measures only tideway with per-client limits on against off.
+    if std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "limits") {
+        let out = limits::run(dir.path(), backend_port);
+        println!("{out}");
+        let _ = backend.kill();
+        let _ = backend.wait();
+        return;
+    }
     // COMPARE_ONLY=tcp skips the HTTP/WebSocket part (for quick TCP runs); COMPARE_ONLY=idle
     // measures only idle WebSocket memory.
     let only_tcp = std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "tcp");

@@ -36,8 +36,8 @@ fn fnv(data: &[u8]) -> u64 {
 }
 
 /// Scan `data` whole, and in two reads split at `cut`: both must give the same answer.
-/// Outside strict mode, two refusals may differ in status: a line both too long and ended by
-/// a bare LF is refused for what is seen first, which depends on where a read ends (only
+/// Outside strict mode, two refusals may differ in status: a line both too long and holding
+/// a bare CR is refused for what is seen first, which depends on where a read ends (only
 /// reached with inputs over 8 KiB, `-max_len`).
 fn scan(data: &[u8], cut: usize, limits: &HttpLimits) -> Option<HeadRead> {
     let whole = HeadScan::default().scan(data, limits);

@@ -32,7 +32,9 @@ impl From<PoolError> for ApiError {
             PoolError::UnknownUpstream(_) | PoolError::UnknownBackend { .. } => {
                 StatusCode::NOT_FOUND
             }
-            PoolError::Conflict { .. } | PoolError::OtherSource { .. } => StatusCode::CONFLICT,
+            PoolError::Conflict { .. }
+            | PoolError::OtherSource { .. }
+            | PoolError::Decided { .. } => StatusCode::CONFLICT,
             PoolError::InvalidWeight => StatusCode::BAD_REQUEST,
             PoolError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
             PoolError::NotSaved(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -267,8 +269,10 @@ async fn register_inner(
                     weight,
                     max_conns: 0,
                     source: Source::Http,
+                    server: Default::default(),
                 },
                 ttl: Some(ttl),
+                operator: role == Role::Admin,
             })
             .await?;
         if let Some(owner) = owner {
@@ -611,7 +615,7 @@ async fn audited(
         (status = 200, description = "a repeat: acts as a heartbeat"),
         (status = 400, description = "bad body or address", body = super::ErrorBody),
         (status = 403, description = "outside the registration scope", body = super::ErrorBody),
-        (status = 409, description = "the id has another address", body = super::ErrorBody)),
+        (status = 409, description = "the id has another address, or (register token) an operator's disable or drain holds the address out under another id", body = super::ErrorBody)),
     security(("admin" = []), ("register" = [])))]
 pub async fn register(
     AxState(s): St,

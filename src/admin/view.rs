@@ -19,6 +19,9 @@ pub struct BackendView<'a> {
     pub source: crate::pool::Source,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<u64>,
+    /// A backup (nginx's `backup`): picked only when no other backend can be.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backup: bool,
 }
 
 impl<'a> From<&'a Backend> for BackendView<'a> {
@@ -33,6 +36,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             requests_total: b.live.requests(),
             source: b.source,
             expires_in_ms: b.live.expires_in_ms(),
+            backup: b.server.backup,
         }
     }
 }

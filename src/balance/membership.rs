@@ -8,6 +8,7 @@
 //! place in its lists is tracked here, so leaving is a swap with the last entry, not a search.
 
 use super::chunked::Chunked;
+use super::modulo::Modulo;
 use super::ring::Ring;
 use super::rotation::{group_weight, Group, Rotation};
 use super::{Algo, Selector};
@@ -118,10 +119,18 @@ impl Membership {
         )
     }
 
-    /// A selector for a snapshot, under `policy`; `ring` is the upstream's ring for `hash`.
-    /// Costs O(groups), not O(backends).
-    pub fn selector(&self, policy: &UpstreamPolicy, ring: Option<Arc<Ring>>) -> Selector {
+    /// A selector for a snapshot, under `policy`; `ring` is the upstream's ring for `hash`,
+    /// `modulo` its server list for plain `hash`. Costs O(groups), not O(backends).
+    pub fn selector(
+        &self,
+        policy: &UpstreamPolicy,
+        ring: Option<Arc<Ring>>,
+        modulo: Option<Arc<Modulo>>,
+    ) -> Selector {
         let algo = match policy.balance {
+            Balance::Hash if !policy.hash_consistent => {
+                Algo::Modulo(modulo.unwrap_or_default(), self.rotation())
+            }
             Balance::Hash => Algo::Hash {
                 ring: ring.unwrap_or_default(),
                 factor: policy.hash_balance_factor,
@@ -129,6 +138,21 @@ impl Membership {
             Balance::RoundRobin => Algo::RoundRobin(self.rotation()),
             Balance::LeastConn => Algo::LeastConn,
             Balance::P2c => Algo::P2c,
+        };
+        Selector {
+            algo,
+            eligible: self.eligible.items.clone(),
+            cursor: self.cursor.clone(),
+        }
+    }
+
+    /// The selector of an upstream's backups: as the policy balances, except that `hash`
+    /// (which refuses backups) rotates.
+    pub fn backup_selector(&self, policy: &UpstreamPolicy) -> Selector {
+        let algo = match policy.balance {
+            Balance::LeastConn => Algo::LeastConn,
+            Balance::P2c => Algo::P2c,
+            Balance::RoundRobin | Balance::Hash => Algo::RoundRobin(self.rotation()),
         };
         Selector {
             algo,

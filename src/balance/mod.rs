@@ -13,6 +13,7 @@
 
 pub mod chunked;
 pub mod membership;
+pub mod modulo;
 pub mod ring;
 mod rotation;
 
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use membership::Membership;
+pub use modulo::{Key, Modulo};
 pub use ring::{key_hash, Ring};
 
 /// Backends by slot, as a selector sees them.
@@ -57,26 +59,52 @@ enum Algo {
         ring: Arc<Ring>,
         factor: u32,
     },
+    /// nginx's plain `hash`, round robin when it gives up.
+    Modulo(Arc<Modulo>, Rotation),
 }
 
 impl Selector {
     /// Build the selection structures for `backends` under `policy` from scratch, slot `i`
     /// being `backends[i]`, with a ring of its own for `hash` (tests).
+    /// Backups (nginx's `backup`) are left out: see [`Self::build_backups`].
     pub fn build(policy: &UpstreamPolicy, backends: &[Backend]) -> Self {
         let mut members = Membership::default();
+        let primary = |b: &Backend| b.eligible() && !b.server.backup;
         for (i, b) in backends.iter().enumerate() {
-            members.set(i as u32, b.eligible().then_some(b.effective_weight));
+            members.set(i as u32, primary(b).then_some(b.effective_weight));
         }
-        let ring = (policy.balance == crate::config::Balance::Hash).then(|| {
+        let ring = consistent(policy).then(|| {
             Arc::new(Ring::build(
                 backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| b.eligible())
+                    .filter(|(_, b)| primary(b))
                     .map(|(i, b)| (&*b.id, b.weight, i as u32)),
             ))
         });
-        members.selector(policy, ring)
+        let modulo = modulo(policy).then(|| {
+            Arc::new(Modulo::new(
+                backends
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| !b.server.backup)
+                    .map(|(i, b)| (i as u32, b.weight)),
+            ))
+        });
+        members.selector(policy, ring, modulo)
+    }
+
+    /// The selector of the backups among `backends` (None when there are none), slot `i`
+    /// being `backends[i]` (tests).
+    pub fn build_backups(policy: &UpstreamPolicy, backends: &[Backend]) -> Option<Self> {
+        let mut members = Membership::default();
+        for (i, b) in backends.iter().enumerate().filter(|(_, b)| b.server.backup) {
+            members.set(i as u32, b.eligible().then_some(b.effective_weight));
+        }
+        backends
+            .iter()
+            .any(|b| b.server.backup)
+            .then(|| members.backup_selector(policy))
     }
 
     /// Is this a `hash` selector?
@@ -107,9 +135,24 @@ impl Selector {
         key: u32,
         exclude: impl Fn(&Backend) -> bool,
     ) -> Option<u32> {
+        self.pick_key(backends, Key::hash_only(key), exclude)
+    }
+
+    /// [`Self::pick`] with the whole key, which nginx's plain `hash` rehashes.
+    pub fn pick_key<T: Table + ?Sized>(
+        &self,
+        backends: &T,
+        key: Key,
+        exclude: impl Fn(&Backend) -> bool,
+    ) -> Option<u32> {
         // A slot the ring names but this snapshot does not hold (a change in flight) is passed.
         let ok = |s: u32| backends.at(s).is_some_and(|b| !exclude(b));
+        let (full, key) = (key, key.hash);
         match &self.algo {
+            Algo::Modulo(modulo, rotation) => {
+                let usable = |s: u32| backends.at(s).is_some_and(|b| b.eligible() && !exclude(b));
+                modulo.pick(full, usable).or_else(|| rotation.pick(&ok))
+            }
             Algo::RoundRobin(rotation) => rotation.pick(&ok),
             Algo::LeastConn => self.least_loaded(backends, &ok),
             Algo::P2c => self.two_choices(backends, &ok),
@@ -224,6 +267,16 @@ impl Selector {
         let ((la, wa), (lb, wb)) = (load(a), load(b));
         Some(if la * wb <= lb * wa { a } else { b })
     }
+}
+
+/// Does `policy` hash consistently (a ring)?
+pub fn consistent(policy: &UpstreamPolicy) -> bool {
+    policy.balance == crate::config::Balance::Hash && policy.hash_consistent
+}
+
+/// Does `policy` hash as nginx's plain `hash`?
+pub fn modulo(policy: &UpstreamPolicy) -> bool {
+    policy.balance == crate::config::Balance::Hash && !policy.hash_consistent
 }
 
 /// The ring's choice along `walk` (backends in ring order from a key): the first backend `ok`

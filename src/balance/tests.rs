@@ -17,6 +17,7 @@ fn backends(weights: &[u32]) -> Vec<Backend> {
             healthy: true,
             ejected: false,
             source: Source::Static,
+            server: Default::default(),
             live: Arc::new(Live::default()),
             close: Default::default(),
         })
@@ -111,4 +112,61 @@ fn bounded_load_moves_keys_off_an_overloaded_owner() {
     p.hash_balance_factor = 150;
     let s = Selector::build(&p, &bs);
     assert_ne!(s.pick(&bs, key, |_| false), Some(owner));
+}
+
+#[test]
+fn backups_come_after_primaries_and_before_panic_routing() {
+    use crate::pool::Upstream;
+    for balance in [Balance::RoundRobin, Balance::LeastConn, Balance::P2c] {
+        let mut bs = backends(&[1, 1, 1]);
+        bs[2].server.backup = true;
+        let up = |bs: Vec<Backend>| Upstream::new("u".into(), Arc::new(policy(balance)), bs);
+        let all = up(bs.clone());
+        for _ in 0..20 {
+            let b = all.pick(0, |_| false).unwrap();
+            assert_ne!(
+                &*b.id, "b2",
+                "{balance}: a backup while primaries can take it"
+            );
+        }
+        // Every primary tried: the backup.
+        let id = |b: Option<&Backend>| b.map(|b| b.id.to_string());
+        let b = all.pick(0, |b| !b.server.backup);
+        assert_eq!(id(b), Some("b2".into()), "{balance}");
+        // Primaries out by passive health: the backup, not panic routing.
+        for b in &mut bs[..2] {
+            (b.healthy, b.ejected) = (false, true);
+        }
+        assert_eq!(id(up(bs.clone()).pick(0, |_| false)), Some("b2".into()));
+        // The backup out by an active check too: panic routing among the primaries.
+        bs[2].healthy = false;
+        let last = up(bs);
+        let panic = last.pick(0, |_| false).unwrap();
+        assert!(panic.id.as_ref() != "b2" && panic.ejected, "{balance}");
+    }
+}
+
+#[test]
+fn plain_hash_keeps_down_servers_in_place() {
+    let mut p = policy(Balance::Hash);
+    p.hash_consistent = false;
+    let mut bs = backends(&[1, 2, 3]);
+    let up = crate::pool::Upstream::new("u".into(), Arc::new(p.clone()), bs.clone());
+    let keys: Vec<Key> = (0..300)
+        .map(|i| Key::of(format!("k{i}").as_bytes()))
+        .collect();
+    let before: Vec<_> = keys
+        .iter()
+        .map(|&k| up.pick_key(k, |_| false).unwrap().id.clone())
+        .collect();
+    bs[1].state = State::Disabled;
+    let up = crate::pool::Upstream::new("u".into(), Arc::new(p), bs);
+    for (k, was) in keys.iter().zip(&before) {
+        let now = up.pick_key(*k, |_| false).unwrap().id.clone();
+        if &**was != "b1" {
+            assert_eq!(&now, was, "only keys of the down server move");
+        } else {
+            assert_ne!(&*now, "b1");
+        }
+    }
 }

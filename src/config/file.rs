@@ -12,6 +12,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+mod next;
 use toml::Spanned;
 
 mod routes;
@@ -29,6 +31,8 @@ pub(super) struct FileConfig {
     listener: Vec<ListenerSection>,
     #[serde(default)]
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
+    #[serde(default)]
+    limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +84,7 @@ struct ListenerSection {
     limits: Option<Spanned<LimitsSection>>,
     proxy_protocol: Option<bool>,
     real_ip: Option<Spanned<RealIpSection>>,
+    client_limits: Option<Vec<Spanned<super::limit::UseSection>>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +148,10 @@ struct UpstreamSection {
     rebalance: Option<Spanned<RebalanceSection>>,
     autoscale: Option<Spanned<AutoscaleSection>>,
     registration: Option<Spanned<RegistrationSection>>,
+    hash_consistent: Option<bool>,
+    next_upstream: Option<Spanned<Vec<String>>>,
+    next_upstream_tries: Option<Spanned<u32>>,
+    next_upstream_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -153,6 +162,9 @@ struct BackendSection {
     max_conns: Option<u32>,
     id: Option<Spanned<String>>,
     state: Option<Spanned<String>>,
+    backup: Option<Spanned<bool>>,
+    max_fails: Option<u32>,
+    fail_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -204,13 +216,13 @@ struct AutoscaleSection {
 }
 
 /// Turns spans into located errors.
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, span: std::ops::Range<usize>, msg: impl Into<String>) -> ConfigError {
         let (line, col) = line_col(self.text, span.start);
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
@@ -374,6 +386,7 @@ impl FileConfig {
             upstreams.push(validate_upstream(&cx, name, up)?);
         }
 
+        let zones = super::limit::zones(&cx, &self.limit_zone)?;
         let mut listeners = Vec::new();
         let mut seen = HashSet::new();
         for l in &self.listener {
@@ -414,7 +427,7 @@ impl FileConfig {
                 }
             };
             let (upstream, servers) = routes::of_listener(&cx, l, protocol, &self.upstream)?;
-            let limits = match &l.limits {
+            let mut limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
             };
@@ -423,6 +436,10 @@ impl FileConfig {
                 None => None,
                 Some(sp) => Some(validate_real_ip(&cx, sp, protocol, proxy_protocol)?),
             };
+            if let Some(uses) = &l.client_limits {
+                let tcp = protocol == Protocol::Tcp;
+                limits.per_client = super::limit::uses(&cx, uses, &zones, tcp)?;
+            }
             listeners.push(Listener {
                 listen,
                 protocol,
@@ -460,6 +477,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         max_connections: l.max_connections.unwrap_or(d.max_connections),
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
         chunked_body_time: l.chunked_body_time.map_or(d.chunked_body_time, |v| v.0),
+        per_client: Vec::new(),
     };
     let positive = [
         ("max_request_line", limits.max_request_line as u64),
@@ -641,6 +659,7 @@ fn validate_upstream(
     if let Some(r) = up.retries {
         policy.retries = r;
     }
+    next::retries(cx, up, &mut policy)?;
     if let Some(m) = up.max_fails {
         policy.passive.max_fails = m;
     }
@@ -808,6 +827,9 @@ fn validate_upstream(
             weight,
             max_conns: bs.max_conns.unwrap_or(0),
             disabled,
+            backup: next::backup(cx, &policy, &bs.backup)?,
+            max_fails: bs.max_fails,
+            fail_timeout: bs.fail_timeout.map(|d| d.0),
         });
     }
     Ok(UpstreamConfig {

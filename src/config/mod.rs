@@ -12,6 +12,8 @@ pub mod default;
 mod duration;
 mod error;
 mod file;
+pub mod key_expr;
+pub mod limit;
 pub mod real_ip;
 pub mod routes;
 pub mod scope;
@@ -20,6 +22,7 @@ mod types;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 pub use real_ip::{RealIp, RealIpHeader};
 pub use routes::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
 pub use scope::RegistrationScope;

@@ -156,6 +156,8 @@ pub struct HttpLimits {
     pub max_chunked_body: u64,
     /// Deadline of a whole chunked body, from its first byte on.
     pub chunked_body_time: Duration,
+    /// Per-client limits (`client_limits`), each with its zone; empty: none.
+    pub per_client: Vec<super::limit::ClientLimit>,
 }
 
 impl Default for HttpLimits {
@@ -172,6 +174,7 @@ impl Default for HttpLimits {
             max_connections: 0,
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
             chunked_body_time: DEFAULT_CHUNKED_BODY_TIME,
+            per_client: Vec::new(),
         }
     }
 }
@@ -200,10 +203,21 @@ pub struct UpstreamPolicy {
     pub hash_key: HashKey,
     /// Bounded-load factor for `hash`, in percent (HAProxy's `hash-balance-factor`); 0 = off.
     pub hash_balance_factor: u32,
+    /// `hash`: consistent (ketama, nginx's `hash KEY consistent`; the default) or nginx's
+    /// plain `hash KEY` (CRC-32 of the key over the servers' weights, see
+    /// [`crate::balance::modulo`]).
+    pub hash_consistent: bool,
     pub drain_timeout: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Attempts after the first one (`next_upstream_tries - 1`; `u32::MAX`: no limit but the
+    /// upstream's backends).
     pub retries: u32,
+    /// When a failed attempt goes on to the next backend (nginx's `proxy_next_upstream`).
+    pub next_upstream: NextUpstream,
+    /// No attempt starts this long after the first one did (nginx's
+    /// `proxy_next_upstream_timeout`); None: no limit.
+    pub next_upstream_timeout: Option<Duration>,
     pub health: Option<HealthConfig>,
     pub passive: PassiveConfig,
     /// Send a PROXY protocol header to backends (WebSocket and TCP paths).
@@ -225,10 +239,13 @@ impl Default for UpstreamPolicy {
             balance: Balance::RoundRobin,
             hash_key: HashKey::Ip,
             hash_balance_factor: 0,
+            hash_consistent: true,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retries: DEFAULT_CONNECT_RETRIES,
+            next_upstream: NextUpstream::default(),
+            next_upstream_timeout: None,
             health: None,
             passive: PassiveConfig::default(),
             proxy_protocol: None,
@@ -311,6 +328,12 @@ pub struct StaticBackend {
     pub max_conns: u32,
     /// Starts disabled (nginx's `down`), unless a persisted toggle says otherwise.
     pub disabled: bool,
+    /// Gets requests only when no other backend can take them (nginx's `backup`).
+    pub backup: bool,
+    /// This backend's own `max_fails` and `fail_timeout` (nginx's per-server parameters);
+    /// None: the upstream's.
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Duration>,
 }
 
 /// PROXY protocol version.
@@ -350,6 +373,119 @@ impl Default for PassiveConfig {
             max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
         }
     }
+}
+
+/// nginx's `proxy_next_upstream` conditions: which failures send a request on to the next
+/// backend. Whatever is listed, only failures the backend caused go on, and a request the
+/// backend may have acted on goes on only when it is idempotent or `non_idempotent` is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NextUpstream(u32);
+
+impl NextUpstream {
+    /// Refused or reset connections, a failed send, no answer (nginx's `error`).
+    pub const ERROR: u32 = 1;
+    /// No answer in time (nginx's `timeout`, which also names connect timeouts).
+    pub const TIMEOUT: u32 = 1 << 1;
+    /// Connecting timed out.
+    pub const CONNECT_TIMEOUT: u32 = 1 << 2;
+    /// An answer that cannot be forwarded (nginx's `invalid_header`).
+    pub const INVALID_HEADER: u32 = 1 << 3;
+    /// POST, PATCH and unknown methods go on too (nginx's `non_idempotent`).
+    pub const NON_IDEMPOTENT: u32 = 1 << 4;
+    /// Statuses, each a bit above these (see [`Self::STATUSES`]).
+    const STATUS_SHIFT: u32 = 8;
+    /// The statuses nginx can retry on, in bit order.
+    pub const STATUSES: [u16; 7] = [500, 502, 503, 504, 403, 404, 429];
+
+    /// Nothing goes on (nginx's `off`).
+    pub const OFF: NextUpstream = NextUpstream(0);
+
+    /// Parse nginx's condition names; `Err` names the one not understood.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut bits = 0;
+        let mut off = false;
+        for n in names {
+            bits |= match n {
+                "error" => Self::ERROR,
+                "timeout" => Self::TIMEOUT | Self::CONNECT_TIMEOUT,
+                "invalid_header" => Self::INVALID_HEADER,
+                "non_idempotent" => Self::NON_IDEMPOTENT,
+                "off" => {
+                    off = true;
+                    0
+                }
+                _ => match n
+                    .strip_prefix("http_")
+                    .and_then(|c| c.parse::<u16>().ok())
+                    .and_then(|c| Self::STATUSES.iter().position(|&s| s == c))
+                {
+                    Some(i) => 1 << (Self::STATUS_SHIFT + i as u32),
+                    None => return Err(format!(
+                        "unknown next_upstream condition {n:?}; expected error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent or off"
+                    )),
+                },
+            };
+        }
+        if off && bits != 0 {
+            return Err("next_upstream \"off\" cannot be combined with other conditions".into());
+        }
+        Ok(NextUpstream(bits))
+    }
+
+    /// Is every bit of `flag` set?
+    pub fn has(self, flag: u32) -> bool {
+        flag != 0 && self.0 & flag == flag
+    }
+
+    /// Does an answer with `status` go on to the next backend?
+    pub fn on_status(self, status: u16) -> bool {
+        Self::STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .is_some_and(|i| self.0 & (1 << (Self::STATUS_SHIFT + i as u32)) != 0)
+    }
+
+    /// The conditions by nginx's names, in nginx's order (`off` when none).
+    pub fn names(self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (flag, name) in [
+            (Self::ERROR, "error"),
+            (Self::TIMEOUT, "timeout"),
+            (Self::INVALID_HEADER, "invalid_header"),
+        ] {
+            if self.has(flag) {
+                out.push(name.to_string());
+            }
+        }
+        for s in Self::STATUSES {
+            if self.on_status(s) {
+                out.push(format!("http_{s}"));
+            }
+        }
+        if self.has(Self::NON_IDEMPOTENT) {
+            out.push("non_idempotent".into());
+        }
+        if out.is_empty() {
+            out.push("off".into());
+        }
+        out
+    }
+}
+
+impl Default for NextUpstream {
+    /// Without `next_upstream`: tideway's own default, connect failures (refused or timed out)
+    /// and broken connections; a read timeout does not go on.
+    fn default() -> Self {
+        NextUpstream(Self::ERROR | Self::CONNECT_TIMEOUT)
+    }
+}
+
+/// Does an answer with `status` that reached the client count as a failed attempt? Only with
+/// `fail_on_5xx` (any 5xx). A status `next_upstream` lists counts when it sends the request on
+/// (a 403 or 404 never does); the one passed to the client, when no backend is left to try,
+/// does not, as with nginx (its `peer.free` sees a finished request).
+pub fn status_fails(policy: &UpstreamPolicy, status: u16) -> bool {
+    policy.passive.fail_on_5xx && status >= 500
 }
 
 /// Active health check settings.
@@ -402,6 +538,9 @@ pub enum HashKey {
     Header(String),
     Cookie(String),
     Query(String),
+    /// An nginx variable expression (`$host$request_uri`), hashed as nginx hashes it: no
+    /// fallback to the client address; an empty value is an empty key.
+    Expr(super::key_expr::KeyExpr),
 }
 
 macro_rules! string_enum {
@@ -453,9 +592,11 @@ impl FromStr for HashKey {
             Ok(HashKey::Cookie(n))
         } else if let Some(n) = named("query:") {
             Ok(HashKey::Query(n))
+        } else if s.contains('$') {
+            s.parse().map(HashKey::Expr)
         } else {
             Err(format!(
-                "unknown hash_key {s:?}; expected ip, header:NAME, cookie:NAME or query:NAME"
+                "unknown hash_key {s:?}; expected ip, header:NAME, cookie:NAME, query:NAME or an nginx expression such as \"$request_uri\""
             ))
         }
     }
@@ -468,6 +609,7 @@ impl fmt::Display for HashKey {
             HashKey::Header(n) => write!(f, "header:{n}"),
             HashKey::Cookie(n) => write!(f, "cookie:{n}"),
             HashKey::Query(n) => write!(f, "query:{n}"),
+            HashKey::Expr(e) => write!(f, "{e}"),
         }
     }
 }

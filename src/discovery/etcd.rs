@@ -230,6 +230,7 @@ fn specs(set: &BTreeMap<String, BackendValue>) -> Vec<BackendSpec> {
             weight: v.weight,
             max_conns: 0,
             source: Source::Etcd,
+            server: Default::default(),
         })
         .collect()
 }

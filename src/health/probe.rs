@@ -39,6 +39,7 @@ async fn run(cfg: &HealthConfig, addr: SocketAddr) -> Result<(), String> {
     let mut buf = Vec::new();
     let len = match read_head(&mut s, &mut buf).await {
         Ok(HeadRead::Complete(n)) => n,
+        Ok(HeadRead::BareCr) => return Err("a bare CR in the response head".into()),
         Ok(_) => return Err("no complete response head".into()),
         Err(e) => return Err(format!("read: {e}")),
     };

@@ -1,10 +1,12 @@
 //! nginx directives -> tideway TOML. What is understood becomes config; anything else is a
 //! warning naming the directive and its file:line, and is ignored.
 
+use super::limit::Scope;
 use super::parse::Directive;
 use super::realip::RealIpConf;
+use super::retry::Retry;
 use super::routes::{Inherited, Notes};
-use crate::config::{LocationConfig, RouteAction, ServerConfig};
+use crate::config::ServerConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -13,7 +15,9 @@ use std::fmt::Write;
 pub struct Converted {
     pub toml: String,
     pub warnings: Vec<String>,
-    /// What makes the import fail, each with its nginx file:line.
+    /// What makes the import fail: what nginx itself would refuse, or what tideway cannot
+    /// honour (a limit keyed by other than the client address, access control), each with its
+    /// nginx file:line.
     pub errors: Vec<String>,
 }
 
@@ -21,19 +25,24 @@ pub struct Converted {
 struct Upstream {
     balance: Option<&'static str>,
     hash_key: Option<String>,
+    /// `hash KEY` without `consistent`.
+    plain_hash: bool,
     servers: Vec<Server>,
-    max_fails: Option<u32>,
-    fail_timeout: Option<String>,
     slow_start: Option<String>,
     idle_timeout: Option<String>,
+    /// The `proxy_next_upstream*` settings of the locations that proxy here.
+    retry: Option<Retry>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Server {
     addr: String,
     weight: u32,
     max_conns: u32,
     down: bool,
+    backup: bool,
+    max_fails: Option<u32>,
+    fail_timeout: Option<String>,
 }
 
 #[derive(Debug)]
@@ -48,6 +57,8 @@ struct Listener {
     proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     real_ip: Option<String>,
+    /// The `client_limits = [...]` line, or empty.
+    limits: String,
 }
 
 struct Cx {
@@ -57,9 +68,33 @@ struct Cx {
     errors: Vec<String>,
     upstreams: BTreeMap<String, Upstream>,
     listeners: Vec<Listener>,
+    /// `limit_req_zone` and `limit_conn_zone`, by name.
+    zones: BTreeMap<String, super::limit::Zone>,
+    /// The limit directives of the enclosing http or stream block.
+    outer: Scope,
 }
 
 impl Cx {
+    /// Read a limit directive into `scope`; true if `d` was one.
+    fn limit(&mut self, scope: &mut Scope, d: &Directive) -> bool {
+        match scope.read(d) {
+            None => false,
+            Some(r) => {
+                self.errors.extend(r.err());
+                true
+            }
+        }
+    }
+
+    /// The `client_limits` line for a listener with these limits.
+    fn client_limits(&mut self, scope: &Scope, d: &Directive, tcp: bool) -> String {
+        let all = scope.under(&self.outer);
+        all.render(&self.zones, tcp).unwrap_or_else(|e| {
+            self.errors.push(format!("{}: {e}", d.at()));
+            String::new()
+        })
+    }
+
     fn warn(&mut self, d: &Directive, why: &str) {
         self.warnings
             .push(format!("{}: \"{}\" {why}; ignored", d.at(), d.name));
@@ -67,7 +102,7 @@ impl Cx {
 }
 
 /// nginx time ("30", "10s", "1m", "500ms") as a tideway duration string.
-fn time(v: &str) -> Option<String> {
+pub(super) fn time(v: &str) -> Option<String> {
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         return Some(format!("{v}s"));
     }
@@ -87,8 +122,17 @@ fn listen_addr(v: &str) -> String {
     }
 }
 
-/// nginx hash key -> tideway hash_key.
+/// nginx hash key -> tideway hash_key: the short forms for one variable, else the nginx
+/// expression itself (when tideway can evaluate it).
 fn hash_key(v: &str) -> Option<String> {
+    simple_hash_key(v).or_else(|| {
+        v.parse::<crate::config::key_expr::KeyExpr>()
+            .ok()
+            .map(|_| v.to_string())
+    })
+}
+
+fn simple_hash_key(v: &str) -> Option<String> {
     if v == "$remote_addr" || v == "$binary_remote_addr" {
         Some("ip".into())
     } else if let Some(h) = v.strip_prefix("$http_") {
@@ -109,13 +153,23 @@ fn upstream(cx: &mut Cx, d: &Directive) {
         match s.name.as_str() {
             "server" => server(cx, &mut up, s),
             "hash" => {
-                match s.args.first().and_then(|k| hash_key(k)) {
+                let consistent = s.args.get(1).map(String::as_str) == Some("consistent");
+                // Plain hash: the key as nginx writes it, which never falls back to the
+                // client address (an empty key goes round robin, as in nginx).
+                let key = s.args.first().and_then(|k| {
+                    if consistent {
+                        hash_key(k)
+                    } else {
+                        k.parse::<crate::config::key_expr::KeyExpr>()
+                            .ok()
+                            .map(|_| k.clone())
+                    }
+                });
+                match key {
                     Some(k) => up.hash_key = Some(k),
-                    None => cx.warn(s, "uses a key tideway cannot hash ($remote_addr, $http_*, $cookie_*, $arg_* are understood); hashing the client address instead"),
+                    None => cx.warn(s, "uses a key tideway cannot hash ($remote_addr, $binary_remote_addr, $request_uri, $args, $request_method, $host, $http_*, $cookie_*, $arg_* and text are understood); hashing the client address instead"),
                 }
-                if s.args.get(1).map(String::as_str) != Some("consistent") {
-                    cx.warnings.push(format!("{}: \"hash\" without \"consistent\": tideway always hashes consistently (ketama), so keys may map differently than nginx's plain hash", s.at()));
-                }
+                up.plain_hash = !consistent;
                 up.balance = Some("hash");
             }
             "ip_hash" => {
@@ -138,6 +192,22 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
     }
+    // nginx refuses `backup` under `hash` and `ip_hash` ("invalid parameter").
+    if up.balance == Some("hash") {
+        for (s, srv) in d
+            .block
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.name == "server")
+            .zip(&up.servers)
+        {
+            if srv.backup {
+                cx.warnings.push(format!("{}: backup server {} is not allowed with hash or ip_hash (nginx: invalid parameter \"backup\"); ignored", s.at(), srv.addr));
+            }
+        }
+        up.servers.retain(|s| !s.backup);
+    }
     cx.upstreams.insert(name.clone(), up);
 }
 
@@ -153,8 +223,7 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
     let mut s = Server {
         addr,
         weight: 1,
-        max_conns: 0,
-        down: false,
+        ..Server::default()
     };
     for p in &d.args[1..] {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
@@ -163,18 +232,17 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
                 Ok(w) => s.weight = w,
                 Err(_) => cx.warn(d, &format!("has an invalid weight {v:?}")),
             },
-            "max_fails" => up.max_fails = v.parse().ok().or(up.max_fails),
-            "fail_timeout" => up.fail_timeout = time(v).or(up.fail_timeout.take()),
+            "max_fails" => match v.parse() {
+                Ok(n) => s.max_fails = Some(n),
+                Err(_) => cx.warn(d, &format!("has an invalid max_fails {v:?}")),
+            },
+            "fail_timeout" => match time(v) {
+                Some(t) => s.fail_timeout = Some(t),
+                None => cx.warn(d, &format!("has an invalid fail_timeout {v:?}")),
+            },
             "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
             "down" => s.down = true,
-            "backup" => {
-                cx.warnings.push(format!(
-                    "{}: backup server {} is not supported; ignored",
-                    d.at(),
-                    s.addr
-                ));
-                return;
-            }
+            "backup" => s.backup = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
@@ -227,8 +295,7 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
                     format!("{host}:80")
                 },
                 weight: 1,
-                max_conns: 0,
-                down: false,
+                ..Server::default()
             }],
             ..Upstream::default()
         });
@@ -244,12 +311,107 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
     Some((name, uri))
 }
 
-fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inherited) {
+/// Access control tideway does not implement: never dropped, the import fails (issue 21).
+pub(super) const ACCESS: [&str; 5] = [
+    "allow",
+    "deny",
+    "auth_basic",
+    "auth_basic_user_file",
+    "auth_request",
+];
+
+/// An error with file:line for each access control directive, at any depth.
+fn refuse_access(errors: &mut Vec<String>, block: &[Directive]) {
+    for d in block {
+        if ACCESS.contains(&d.name.as_str()) {
+            errors.push(format!(
+                "{}: \"{}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
+                d.at(),
+                d.name
+            ));
+        }
+        refuse_access(errors, d.block.as_deref().unwrap_or_default());
+    }
+}
+
+/// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
+/// settings (inherited from `retry`) go to its upstream, the first location's holding.
+/// Per-client limits are per listen: `whole` (the server's only location is `location /`,
+/// with none nested) takes that location's, returned, as the server's own, since every request
+/// goes through it; in any other location they are an error.
+fn locations(
+    cx: &mut Cx,
+    block: &[Directive],
+    retry: &Retry,
+    passed: &BTreeMap<String, String>,
+    whole: bool,
+) -> Scope {
+    let mut limits = Scope::default();
+    for s in block.iter().filter(|s| s.name == "location") {
+        let inner = s.block.as_deref().unwrap_or_default();
+        let mut here = retry.clone();
+        for l in inner {
+            if here.take(l, &mut cx.warnings) || (whole && cx.limit(&mut limits, l)) {
+                continue;
+            }
+            if Scope::default().read(l).is_some() {
+                cx.errors.push(format!(
+                    "{}: \"{}\": per-location limits are not supported yet (only in a server's sole `location /`); set them at server level",
+                    l.at(),
+                    l.name
+                ));
+            }
+        }
+        let up = inner
+            .iter()
+            .filter(|l| l.name == "proxy_pass")
+            .find_map(|l| passed.get(&l.at()));
+        if let Some(u) = up.and_then(|up| cx.upstreams.get_mut(up)) {
+            match &u.retry {
+                Some(r) if *r != here => cx.warnings.push(format!(
+                    "{}: proxy_next_upstream settings differ from another location's for upstream {:?} (tideway keeps them per upstream: the first location's hold)",
+                    s.at(),
+                    up.unwrap_or(&String::new())
+                )),
+                Some(_) => {}
+                None => u.retry = Some(here.clone()),
+            }
+        }
+        locations(cx, inner, &here, passed, false);
+    }
+    limits
+}
+
+/// The settings an http block passes to its servers.
+struct Outer<'a> {
+    realip: &'a RealIpConf,
+    /// Timeouts, body size, `proxy_set_header`.
+    proxy: &'a Inherited,
+    retry: &'a Retry,
+}
+
+fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
+    let Outer {
+        realip: block_realip,
+        proxy: http,
+        retry: block_retry,
+    } = outer;
     let mut realip = RealIpConf::default();
+    // Server-level retry settings hold for every location, wherever they stand.
+    let mut retry = block_retry.clone();
+    let mut ignored = Vec::new();
+    for s in d.block.as_deref().unwrap_or_default() {
+        retry.take(s, &mut ignored);
+    }
+    cx.warnings.append(&mut ignored);
     let mut listens = Vec::new();
     let mut cert = None;
     let mut key = None;
+    let mut limits = Scope::default();
     for s in d.block.as_deref().unwrap_or_default() {
+        if cx.limit(&mut limits, s) {
+            continue;
+        }
         match s.name.as_str() {
             "listen" => {
                 if let Some(a) = s.args.first() {
@@ -259,6 +421,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inh
                 }
             }
             _ if realip.take(s, false, &mut cx.warnings) => {}
+            _ if s.name.starts_with("proxy_next_upstream") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
             "server_name"
@@ -269,14 +432,29 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inh
             | "return"
             | "proxy_http_version"
             | "proxy_set_header" => {}
+            name if ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
     }
     let mut notes = Notes::default();
-    let server = super::routes::server(d, http, false, &mut notes, &mut |s| pass(cx, s));
+    // Each proxy_pass's upstream, by the directive's file:line.
+    let mut passed = BTreeMap::new();
+    let server = super::routes::server(d, http, false, &mut notes, &mut |s| {
+        let found = pass(cx, s);
+        if let Some((up, _)) = &found {
+            passed.insert(s.at(), up.clone());
+        }
+        found
+    });
     cx.warnings.append(&mut notes.warnings);
     cx.errors.append(&mut notes.errors);
+    let block = d.block.as_deref().unwrap_or_default();
+    let located: Vec<&Directive> = block.iter().filter(|s| s.name == "location").collect();
+    let whole = matches!(&located[..], [l] if l.args == ["/"]
+        && !l.block.as_deref().unwrap_or_default().iter().any(|n| n.name == "location"));
+    let located = locations(cx, block, &retry, &passed, whole);
+    let limits = cx.client_limits(&located.under(&limits), d, false);
     if listens.is_empty() {
         listens.push(("0.0.0.0:80".into(), false, false, false));
     }
@@ -310,6 +488,12 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inh
                     d.at()
                 ));
             }
+            if l.limits != limits {
+                cx.errors.push(format!(
+                    "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",
+                    d.at()
+                ));
+            }
             l.servers.push(server);
             l.tls.extend(tls);
             l.proxy_protocol |= proxy_protocol;
@@ -324,6 +508,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, http: &Inh
             tls: tls.into_iter().collect(),
             proxy_protocol,
             real_ip,
+            limits: limits.clone(),
         });
     }
 }
@@ -332,7 +517,11 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
     let mut realip = RealIpConf::default();
     let mut listens = Vec::new();
     let mut pass = None;
+    let mut limits = Scope::default();
     for s in d.block.as_deref().unwrap_or_default() {
+        if cx.limit(&mut limits, s) {
+            continue;
+        }
         match s.name.as_str() {
             "listen" => listens.extend(
                 s.args
@@ -349,12 +538,14 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 }
             }
             "proxy_connect_timeout" => {}
+            name if ACCESS.contains(&name) => {}
             _ => cx.warn(s, "is not understood in a stream server block"),
         }
     }
     let Some(upstream) = pass else {
         return cx.warn(d, "has no proxy_pass");
     };
+    let limits = cx.client_limits(&limits, d, true);
     let realip = realip.over(block_realip);
     for (listen, proxy_protocol) in listens {
         let real_ip = realip.render(true, proxy_protocol, &d.at(), &mut cx.warnings);
@@ -366,6 +557,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             tls: Vec::new(),
             proxy_protocol,
             real_ip,
+            limits: limits.clone(),
         });
     }
 }
@@ -378,7 +570,10 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         errors: Vec::new(),
         upstreams: BTreeMap::new(),
         listeners: Vec::new(),
+        zones: BTreeMap::new(),
+        outer: Scope::default(),
     };
+    refuse_access(&mut cx.errors, top);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -396,33 +591,72 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 for u in b.iter().filter(|x| x.name == "upstream") {
                     upstream(&mut cx, u);
                 }
-                // The block's realip settings, wherever they stand in it, hold for its servers.
+                // Zones and block-level limits too: every server inherits them.
+                let mut outer = Scope::default();
+                for z in b.iter() {
+                    if z.name == "limit_req_zone" || z.name == "limit_conn_zone" {
+                        match super::limit::zone(z) {
+                            Ok((name, zone)) => {
+                                cx.zones.insert(name, zone);
+                            }
+                            Err(e) => cx.errors.push(e),
+                        }
+                    } else {
+                        cx.limit(&mut outer, z);
+                    }
+                }
+                cx.outer = outer;
+                // The block's realip and retry settings, wherever they stand in it, hold for its
+                // servers.
                 let mut realip = RealIpConf::default();
                 // So do its proxy settings (timeouts, body size, proxy_set_header).
                 let mut notes = Notes::default();
                 let http = Inherited::default().within(b, &mut notes);
                 cx.errors.append(&mut notes.errors);
+                let mut retry = Retry::default();
                 for s in b
                     .iter()
                     .filter(|x| x.name != "upstream" && x.name != "server")
                 {
                     realip.take(s, stream, &mut cx.warnings);
+                    if !stream {
+                        retry.take(s, &mut cx.warnings);
+                    }
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
                     match (s.name.as_str(), stream) {
-                        ("server", false) => http_server(&mut cx, s, &realip, &http),
+                        (
+                            "limit_req_zone" | "limit_conn_zone" | "limit_req" | "limit_conn"
+                            | "limit_req_status" | "limit_conn_status",
+                            _,
+                        ) => {}
+                        ("server", false) => {
+                            let outer = Outer {
+                                realip: &realip,
+                                proxy: &http,
+                                retry: &retry,
+                            };
+                            http_server(&mut cx, s, outer)
+                        }
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
+                        (name, false) if name.starts_with("proxy_next_upstream") => {}
+                        (name, _) if ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
             }
             // A conf.d snippet: its server blocks are http servers.
             ("server", Some(_)) => {
-                http_server(&mut cx, d, &RealIpConf::default(), &Inherited::default())
+                let outer = Outer {
+                    realip: &RealIpConf::default(),
+                    proxy: &Inherited::default(),
+                    retry: &Retry::default(),
+                };
+                http_server(&mut cx, d, outer)
             }
             _ => cx.warn(d, "is not understood at the top level"),
         }
@@ -452,71 +686,19 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
             .to_string();
     }
     let Cx {
-        base: _,
         warnings,
         errors,
         upstreams,
         listeners,
+        zones,
+        ..
     } = cx;
+    let mut toml = render(&upstreams, &listeners);
+    toml.push_str(&super::limit::render_zones(&zones));
     Converted {
-        toml: render(&upstreams, &listeners),
+        toml,
         warnings,
         errors,
-    }
-}
-
-/// One `[[listener.route]]` table (with the server's host list when `server` is given), then
-/// its nested routes.
-fn render_route(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &LocationConfig) {
-    let _ = writeln!(out, "\n[[{table}]]");
-    if let Some(s) = server.filter(|s| !s.names.is_empty()) {
-        let hosts: Vec<String> = s.names.iter().map(|n| format!("{n:?}")).collect();
-        let _ = writeln!(out, "host = [{}]", hosts.join(", "));
-    }
-    if let Some(s) = server {
-        if s.default {
-            out.push_str("default = true\n");
-        }
-    }
-    let _ = writeln!(out, "path = {:?}", l.rule.to_string());
-    match &l.action {
-        RouteAction::Proxy { upstream, uri } => {
-            let _ = writeln!(out, "upstream = {upstream:?}");
-            if let Some(u) = uri {
-                let _ = writeln!(out, "uri = {u:?}");
-            }
-        }
-        RouteAction::Return { code, text } => {
-            let _ = writeln!(out, "return = {{ code = {code}, text = {text:?} }}");
-        }
-        RouteAction::None => {}
-    }
-    let s = &l.settings;
-    for (name, t) in [
-        ("connect_timeout", s.connect_timeout),
-        ("send_timeout", s.send_timeout),
-        ("read_timeout", s.read_timeout),
-    ] {
-        match t.map(|t| t.as_millis()) {
-            Some(ms) if ms % 1000 == 0 => {
-                let _ = writeln!(out, "{name} = \"{}s\"", ms / 1000);
-            }
-            Some(ms) => {
-                let _ = writeln!(out, "{name} = \"{ms}ms\"");
-            }
-            None => {}
-        }
-    }
-    if let Some(w) = s.websocket {
-        let _ = writeln!(out, "websocket = {w}");
-    }
-    if let Some(m) = s.max_body {
-        let _ = writeln!(out, "max_body = {m}");
-    }
-    let _ = writeln!(out, "origin = {:?}", l.at);
-    let inner = format!("{table}.route");
-    for n in &l.nested {
-        render_route(out, &inner, None, n);
     }
 }
 
@@ -549,9 +731,10 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if let Some(r) = &l.real_ip {
             let _ = writeln!(out, "real_ip = {r}");
         }
+        out.push_str(&l.limits);
         for s in &l.servers {
             for loc in &s.locations {
-                render_route(&mut out, "listener.route", Some(s), loc);
+                super::routes::render(&mut out, "listener.route", Some(s), loc);
             }
         }
     }
@@ -563,11 +746,15 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if let Some(k) = &u.hash_key {
             let _ = writeln!(out, "hash_key = {k:?}");
         }
-        if let Some(m) = u.max_fails {
-            let _ = writeln!(out, "max_fails = {m}");
+        if u.plain_hash {
+            out.push_str("hash_consistent = false\n");
         }
-        if let Some(t) = &u.fail_timeout {
-            let _ = writeln!(out, "fail_timeout = {t:?}");
+        if let Some(r) = &u.retry {
+            let _ = writeln!(out, "next_upstream = {:?}", r.conditions);
+            let _ = writeln!(out, "next_upstream_tries = {}", r.tries);
+            if let Some(t) = &r.timeout {
+                let _ = writeln!(out, "next_upstream_timeout = {t:?}");
+            }
         }
         if let Some(t) = &u.slow_start {
             let _ = writeln!(out, "slow_start = {t:?}");
@@ -586,6 +773,15 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             }
             if s.down {
                 out.push_str(", state = \"disabled\"");
+            }
+            if s.backup {
+                out.push_str(", backup = true");
+            }
+            if let Some(m) = s.max_fails {
+                let _ = write!(out, ", max_fails = {m}");
+            }
+            if let Some(t) = &s.fail_timeout {
+                let _ = write!(out, ", fail_timeout = {t:?}");
             }
             out.push_str(" },\n");
         }

@@ -18,8 +18,10 @@ pub fn upstream_block(up: &Upstream) -> String {
                 HashKey::Header(h) => format!("$http_{}", h.replace('-', "_")),
                 HashKey::Cookie(c) => format!("$cookie_{c}"),
                 HashKey::Query(q) => format!("$arg_{q}"),
+                HashKey::Expr(e) => e.to_string(),
             };
-            let _ = writeln!(out, "    hash {key} consistent;");
+            let consistent = if p.hash_consistent { " consistent" } else { "" };
+            let _ = writeln!(out, "    hash {key}{consistent};");
         }
     }
     for b in &up.backends {
@@ -27,11 +29,16 @@ pub fn upstream_block(up: &Upstream) -> String {
         if b.weight != 1 {
             let _ = write!(out, " weight={}", b.weight);
         }
-        if p.passive.max_fails != crate::config::DEFAULT_MAX_FAILS {
-            let _ = write!(out, " max_fails={}", p.passive.max_fails);
+        let max_fails = b.max_fails(p);
+        if max_fails != crate::config::DEFAULT_MAX_FAILS {
+            let _ = write!(out, " max_fails={max_fails}");
         }
-        if p.passive.fail_timeout != crate::config::DEFAULT_FAIL_TIMEOUT {
-            let _ = write!(out, " fail_timeout={}s", p.passive.fail_timeout.as_secs());
+        let fail_timeout = b.server.fail_timeout.unwrap_or(p.passive.fail_timeout);
+        if fail_timeout != crate::config::DEFAULT_FAIL_TIMEOUT {
+            let _ = write!(out, " fail_timeout={}s", fail_timeout.as_secs());
+        }
+        if b.server.backup {
+            out.push_str(" backup");
         }
         if b.state != State::Active || !b.healthy {
             out.push_str(" down");

@@ -9,6 +9,7 @@
 use super::parse::Directive;
 use crate::config::routes::{check_locations, server_name};
 use crate::config::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
+use std::fmt::Write;
 use std::time::Duration;
 
 /// Settings a level passes to the levels inside it.
@@ -243,6 +244,10 @@ fn location(
             "return" => returned = returned.or_else(|| answer(s, notes)),
             "location" => nested.extend(location(s, &inherited, notes, pass)),
             name if QUIET.contains(&name) => {}
+            // Read by the conversion: retries per upstream, limits and access control refused.
+            name if name.starts_with("proxy_next_upstream")
+                || name.starts_with("limit_")
+                || super::convert::ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => notes.warnings.push(format!(
                 "{}: \"{}\" is not understood in a location; ignored",
@@ -268,6 +273,61 @@ fn location(
         nested,
         at: d.at(),
     })
+}
+
+/// One `[[listener.route]]` table (with the server's host list when `server` is given), then
+/// its nested routes.
+pub fn render(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &LocationConfig) {
+    let _ = writeln!(out, "\n[[{table}]]");
+    if let Some(s) = server.filter(|s| !s.names.is_empty()) {
+        let hosts: Vec<String> = s.names.iter().map(|n| format!("{n:?}")).collect();
+        let _ = writeln!(out, "host = [{}]", hosts.join(", "));
+    }
+    if let Some(s) = server {
+        if s.default {
+            out.push_str("default = true\n");
+        }
+    }
+    let _ = writeln!(out, "path = {:?}", l.rule.to_string());
+    match &l.action {
+        RouteAction::Proxy { upstream, uri } => {
+            let _ = writeln!(out, "upstream = {upstream:?}");
+            if let Some(u) = uri {
+                let _ = writeln!(out, "uri = {u:?}");
+            }
+        }
+        RouteAction::Return { code, text } => {
+            let _ = writeln!(out, "return = {{ code = {code}, text = {text:?} }}");
+        }
+        RouteAction::None => {}
+    }
+    let s = &l.settings;
+    for (name, t) in [
+        ("connect_timeout", s.connect_timeout),
+        ("send_timeout", s.send_timeout),
+        ("read_timeout", s.read_timeout),
+    ] {
+        match t.map(|t| t.as_millis()) {
+            Some(ms) if ms % 1000 == 0 => {
+                let _ = writeln!(out, "{name} = \"{}s\"", ms / 1000);
+            }
+            Some(ms) => {
+                let _ = writeln!(out, "{name} = \"{ms}ms\"");
+            }
+            None => {}
+        }
+    }
+    if let Some(w) = s.websocket {
+        let _ = writeln!(out, "websocket = {w}");
+    }
+    if let Some(m) = s.max_body {
+        let _ = writeln!(out, "max_body = {m}");
+    }
+    let _ = writeln!(out, "origin = {:?}", l.at);
+    let inner = format!("{table}.route");
+    for n in &l.nested {
+        render(out, &inner, None, n);
+    }
 }
 
 #[cfg(test)]

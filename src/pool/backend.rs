@@ -57,6 +57,19 @@ pub struct BackendSpec {
     /// Most active connections (requests and tunnels) at once; 0: no limit (nginx `max_conns`).
     pub max_conns: u32,
     pub source: Source,
+    /// nginx's per-server parameters.
+    pub server: ServerParams,
+}
+
+/// nginx's per-server parameters of a backend (static backends; registered ones take the
+/// defaults).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerParams {
+    /// Gets requests only when no other backend can take them (nginx's `backup`).
+    pub backup: bool,
+    /// Its own `max_fails` / `fail_timeout`; None: the upstream's.
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Duration>,
 }
 
 /// `effective_weight` units per unit of weight.
@@ -79,6 +92,8 @@ pub struct Backend {
     /// check): when nothing else can take a request, such backends still may (panic routing).
     pub ejected: bool,
     pub source: Source,
+    /// nginx's per-server parameters (`backup`, `max_fails`, `fail_timeout`).
+    pub server: ServerParams,
     /// Shared with every connection to this backend; survives snapshot swaps.
     pub live: Arc<Live>,
     /// Cancelled to close the tunnels opened under this state of the backend (drain deadline,
@@ -90,6 +105,11 @@ impl Backend {
     /// Is the backend at its `max_conns` (so a pick must pass it by)?
     pub fn at_capacity(&self) -> bool {
         self.max_conns > 0 && self.live.active() >= u64::from(self.max_conns)
+    }
+
+    /// Consecutive failures that eject this backend (0: never), under `policy`.
+    pub fn max_fails(&self, policy: &crate::config::UpstreamPolicy) -> u32 {
+        self.server.max_fails.unwrap_or(policy.passive.max_fails)
     }
 
     /// May this backend get a new connection or request?

@@ -12,7 +12,9 @@
 //! - Live counters are keyed by (upstream, id) and reused across versions, so they survive
 //!   swaps; a removed backend's counters live on in its open connections.
 
-use super::backend::{Backend, BackendId, BackendSpec, Live, Source, State, WEIGHT_SCALE};
+use super::backend::{
+    Backend, BackendId, BackendSpec, Live, ServerParams, Source, State, WEIGHT_SCALE,
+};
 use super::deadlines::{Deadline, Deadlines};
 use super::diff::{Diff, PoolError};
 use super::inbox::Verdict;
@@ -20,7 +22,7 @@ use super::snapshot::Snapshot;
 use super::toggles::Toggles;
 use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
 use arc_swap::ArcSwap;
-use housekeeping::{forget_expiry, watch_expiry};
+use housekeeping::{forget_expiry, readmit_later, watch_expiry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +53,8 @@ struct Entry {
     retiring: bool,
     /// Slow start: when the backend last became eligible.
     ramp_from: Option<Instant>,
-    /// Passive ejection: when to take the backend back (no active checks configured).
+    /// When to take the backend back: a passive ejection with no active checks configured, or
+    /// any backend held out when a reload turned them off.
     readmit_at: Option<Instant>,
     /// The queued look at whether the registration lapsed, if any (see `housekeeping`).
     expiry_check: Option<crate::pool::deadlines::Key>,
@@ -164,7 +167,11 @@ impl Controller {
         match self.upstreams.get_mut(&u.name) {
             Some(up) if **up.policy() == u.policy => {}
             Some(up) => {
+                let checks_went_off = checks_on(up.policy()) && !checks_on(&u.policy);
                 up.set_policy(Arc::new(u.policy.clone()));
+                if checks_went_off {
+                    readmit_later(&mut self.deadlines, &u.name, up, Instant::now());
+                }
                 changed = true;
             }
             None => {
@@ -184,9 +191,16 @@ impl Controller {
                 weight: b.weight,
                 max_conns: b.max_conns,
                 source: Source::Static,
+                server: ServerParams {
+                    backup: b.backup,
+                    max_fails: b.max_fails,
+                    fail_timeout: b.fail_timeout,
+                },
             })
             .collect();
         changed |= self.reset(&u.name, Source::Static, specs);
+        let up = self.upstreams.get_mut(&u.name).expect("inserted above");
+        changed |= up.set_order(u.backends.iter().map(|b| b.id.as_str()));
         // `state = "disabled"` in the config (nginx's `down`), unless an operator toggled it.
         for b in &u.backends {
             if self
@@ -269,7 +283,10 @@ impl Controller {
         };
         let changed = match diff {
             Diff::Add {
-                backend: spec, ttl, ..
+                backend: spec,
+                ttl,
+                operator,
+                ..
             } => {
                 if !(1..=MAX_WEIGHT).contains(&spec.weight) {
                     return Err(PoolError::InvalidWeight);
@@ -309,6 +326,18 @@ impl Controller {
                         changed
                     }
                     None => {
+                        // An operator's disable or drain holds the address out, not only the
+                        // id: the register token may not bring it back under a new id.
+                        let decided = self.toggles.decided_at(&name, spec.addr, &spec.id);
+                        if let (Some((id, state)), Source::Http, false) =
+                            (decided, spec.source, operator)
+                        {
+                            return Err(PoolError::Decided {
+                                addr: spec.addr,
+                                id: id.to_string(),
+                                state,
+                            });
+                        }
                         if spec.source == Source::Http {
                             // A new registration starts clean: toggles left by an earlier
                             // one with the same id (a drain before it left) do not apply,
@@ -345,9 +374,12 @@ impl Controller {
             }
             Diff::Decide { id, state, .. } => {
                 // Enabling ends the decision; a disable or drain sticks to the id.
+                let addr = up.backends.get(&id).map(|e| e.backend.addr);
                 let record = |t: &mut super::toggles::Toggle| {
                     t.state = Some(state);
                     t.operator = state != State::Active;
+                    // The address the decision holds out (kept while the id is gone).
+                    t.addr = if t.operator { addr.or(t.addr) } else { None };
                 };
                 let Some(e) = up.backends.get_mut(&id) else {
                     // Gone, with a decision that stuck: the decision changes.
@@ -418,7 +450,7 @@ impl Controller {
                 }
             }
             Diff::Eject { id, reason, .. } => {
-                let fail_timeout = up.policy().passive.fail_timeout;
+                let upstream_timeout = up.policy().passive.fail_timeout;
                 let active_checks = checks_on(up.policy());
                 let pct = up.policy().passive.max_ejection_percent as usize;
                 let room = up.backends.len() * pct / 100 > up.ejected_count();
@@ -431,6 +463,7 @@ impl Controller {
                     false
                 } else {
                     let e = up.backends.get_mut(&id).expect("found above");
+                    let fail_timeout = e.backend.server.fail_timeout.unwrap_or(upstream_timeout);
                     tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
                     e.backend.healthy = false;
                     e.backend.ejected = true;
@@ -549,11 +582,13 @@ impl Controller {
                         || e.backend.weight != spec.weight
                         || e.backend.source != spec.source
                         || e.backend.max_conns != spec.max_conns
+                        || e.backend.server != spec.server
                     {
                         e.backend.addr = spec.addr;
                         e.backend.weight = spec.weight;
                         e.backend.source = spec.source;
                         e.backend.max_conns = spec.max_conns;
+                        e.backend.server = spec.server;
                         changed = true;
                     }
                 }
@@ -591,6 +626,7 @@ impl Controller {
                 healthy,
                 ejected: false,
                 source: spec.source,
+                server: spec.server,
                 live: Arc::new(Live::default()),
                 close: self.shutdown.child_token(),
             },

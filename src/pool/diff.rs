@@ -14,6 +14,9 @@ pub enum Diff {
         backend: BackendSpec,
         /// Registration TTL; `None` never expires.
         ttl: Option<Duration>,
+        /// Sent with the admin token: a new registration is not refused for an address an
+        /// operator's decision covers under another id ([`PoolError::Decided`]).
+        operator: bool,
     },
     /// Remove a backend from the snapshot. Its open tunnels are not touched.
     Remove { upstream: String, id: BackendId },
@@ -99,6 +102,12 @@ pub enum PoolError {
     OtherSource {
         id: String,
         origin: super::backend::Source,
+    },
+    #[error("address {addr} is held out by an operator's decision on backend {id:?} ({state:?}); only the admin token may register it under another id until an operator enables or deletes {id:?}")]
+    Decided {
+        addr: std::net::SocketAddr,
+        id: String,
+        state: super::backend::State,
     },
     #[error("weight must be between 1 and {max}", max = crate::config::MAX_WEIGHT)]
     InvalidWeight,

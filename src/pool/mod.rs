@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod table;
 pub mod toggles;
 
-pub use backend::{Backend, BackendId, BackendSpec, Live, Source, State};
+pub use backend::{Backend, BackendId, BackendSpec, Live, ServerParams, Source, State};
 pub use controller::Controller;
 pub use diff::{Diff, PoolError};
 pub use handle::{ControllerTask, PoolHandle};

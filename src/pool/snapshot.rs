@@ -7,7 +7,7 @@
 
 use super::backend::{Backend, BackendId, State};
 use super::table::Backends;
-use crate::balance::Selector;
+use crate::balance::{Key, Selector};
 use crate::config::{Balance, UpstreamPolicy};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +34,10 @@ pub struct Upstream {
     pub policy: Arc<UpstreamPolicy>,
     /// By slot; iterates in id order.
     pub backends: Backends,
+    /// Picks among the primary backends.
     pub selector: Selector,
+    /// Picks among the backups (nginx's `backup`), when the upstream has any.
+    pub backups: Option<Selector>,
     /// Tags of the backends passive health holds out (see [`Backend::ejected`]).
     pub ejected: Arc<[u32]>,
 }
@@ -44,8 +47,10 @@ impl Upstream {
     /// slot `i` (tests).
     pub fn new(name: String, policy: Arc<UpstreamPolicy>, backends: Vec<Backend>) -> Self {
         let selector = Selector::build(&policy, &backends);
+        let backups = Selector::build_backups(&policy, &backends);
         Upstream {
             name,
+            backups,
             policy,
             ejected: backends
                 .iter()
@@ -59,30 +64,56 @@ impl Upstream {
     }
 
     /// Pick a backend for a request whose key hashes to `key`, skipping `exclude`d ones.
-    /// When no backend is eligible and some are out by passive health alone, one of those
-    /// is picked (Envoy's panic routing): passive health never empties an upstream, active
-    /// checks do when backends are really down.
     pub fn pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
-        if self.selector.eligible_count() == 0 && !self.ejected.is_empty() {
-            return self.panic_pick(key, exclude);
+        self.pick_key(Key::hash_only(key), exclude)
+    }
+
+    /// Pick a backend for a request with `key`, skipping `exclude`d ones: a primary backend;
+    /// when none can take the request, a backup (nginx's `backup`); when none of those
+    /// either, and no primary is eligible while some are out by passive health alone, one of
+    /// those (Envoy's panic routing): passive health never empties an upstream, active checks
+    /// do when backends are really down.
+    pub fn pick_key(&self, key: Key, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
+        let picked = self
+            .selector
+            .pick_key(&self.backends, key, &exclude)
+            .or_else(|| {
+                let backups = self.backups.as_ref()?;
+                backups.pick(&self.backends, key.hash, &exclude)
+            });
+        if picked.is_none() && self.selector.eligible_count() == 0 && !self.ejected.is_empty() {
+            return self.panic_pick(key.hash, exclude);
         }
-        self.selector
-            .pick(&self.backends, key, exclude)
-            .and_then(|s| self.backends.get(s))
+        picked.and_then(|s| self.backends.get(s))
     }
 
     /// Panic routing: a backend of those passive health holds out, by key (`hash`) or at
     /// random.
     fn panic_pick(&self, key: u32, exclude: impl Fn(&Backend) -> bool) -> Option<&Backend> {
-        let candidates = || {
-            self.ejected
-                .iter()
-                .filter_map(|&t| self.backends.get(t))
-                .filter(|b| b.ejected && b.state == State::Active && b.weight > 0 && !exclude(b))
+        // Primaries first: a backup is held out only when no primary is.
+        let of = |backup: bool| {
+            let exclude = &exclude;
+            move || {
+                self.ejected
+                    .iter()
+                    .filter_map(|&t| self.backends.get(t))
+                    .filter(move |b| {
+                        b.ejected
+                            && b.server.backup == backup
+                            && b.state == State::Active
+                            && b.weight > 0
+                            && !exclude(b)
+                    })
+            }
         };
-        let n = candidates().count();
+        let (primaries, backups) = (of(false), of(true));
+        let (mut candidates, mut n) = (primaries, primaries().count());
         if n == 0 {
-            return None;
+            n = backups().count();
+            if n == 0 {
+                return None;
+            }
+            candidates = backups;
         }
         let at = if self.policy.balance == Balance::Hash {
             key

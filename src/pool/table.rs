@@ -168,6 +168,7 @@ mod tests {
             healthy: true,
             ejected: false,
             source,
+            server: Default::default(),
             live: Arc::new(Live::default()),
             close: Default::default(),
         }

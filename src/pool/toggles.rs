@@ -1,12 +1,13 @@
 //! Operator toggles (state, weight) persisted in `data_dir/toggles.json`, so a restart keeps
 //! what operators set. A state set with the admin token is an operator's decision: it stays
 //! with the id when the backend leaves and registers again, until an operator enables it or
-//! deletes it. Changed by the controller only; the file is written outside its apply
+//! deletes it, and the register token may not bring its address back under another id. Changed by the controller only; the file is written outside its apply
 //! step ([`Toggles::take_unsaved`] hands the bytes to the run loop, [`write`] writes them).
 
 use super::backend::State;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// File name inside `data_dir`.
@@ -22,6 +23,10 @@ pub struct Toggle {
     /// `state` is an operator's decision (admin token): it outlives the registration.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub operator: bool,
+    /// The backend's address when the operator decided: the register token may not register
+    /// it again under another id while the decision stands ([`Toggles::decided_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
 }
 
 impl Toggle {
@@ -99,6 +104,22 @@ impl Toggles {
     /// The operator's state decision for an id, if one stuck.
     pub fn decided(&self, upstream: &str, id: &str) -> Option<State> {
         self.get(upstream, id).and_then(Toggle::decided)
+    }
+
+    /// An id other than `except` (and its decided state) whose standing operator decision
+    /// covers `addr` in `upstream`, if one does. Looks at that upstream's toggles only.
+    pub fn decided_at(
+        &self,
+        upstream: &str,
+        addr: SocketAddr,
+        except: &str,
+    ) -> Option<(&str, State)> {
+        self.map.get(upstream)?.iter().find_map(|(id, t)| {
+            let state = t
+                .decided()
+                .filter(|_| t.addr == Some(addr) && id != except)?;
+            Some((id.as_str(), state))
+        })
     }
 
     /// The file and its new contents, if anything changed since the last call.

@@ -49,7 +49,10 @@ impl Head {
     /// request parser. Bytes that are not printable ASCII are escaped as `\xHH`.
     pub fn parse(raw: &[u8]) -> Head {
         let mut lines = raw.split(|&b| b == b'\n');
-        let first = lines.next().unwrap_or_default();
+        // Empty lines before the request line are skipped, as the parser skips them.
+        let first = lines
+            .find(|l| !l.trim_ascii().is_empty())
+            .unwrap_or_default();
         let mut parts = first.trim_ascii().splitn(3, |&b| b == b' ');
         let mut head = Head {
             method: escape(parts.next().unwrap_or_default(), 32),
@@ -228,5 +231,12 @@ mod tests {
         assert_eq!(quoted(&h.user_agent), "curl/8 \\\"q\\\"");
         assert_eq!(h.referer, "http://r/");
         assert_eq!(escape(b"a\x1b[31m\xff", 100), "a\\x1B[31m\\xFF");
+    }
+
+    #[test]
+    fn reads_a_bare_lf_head_after_empty_lines() {
+        let h = Head::parse(b"\r\n\nGET /a HTTP/1.1\nHost: x\nUser-Agent: u\n\n");
+        assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/a"));
+        assert_eq!(h.user_agent, "u");
     }
 }

@@ -153,6 +153,12 @@ impl RelayError {
     pub fn on_read(&self) -> bool {
         !matches!(self, RelayError::Write(_))
     }
+
+    /// Did the sender reset the connection? A peer resets when it closes with bytes it was
+    /// sent still unread.
+    pub fn reset(&self) -> bool {
+        matches!(self, RelayError::Read(e) if e.kind() == io::ErrorKind::ConnectionReset)
+    }
 }
 
 /// How to relay a body.
@@ -162,6 +168,9 @@ pub struct Relay {
     pub read: Duration,
     /// Longest wait for the receiver to take bytes (nginx's `send_timeout`).
     pub write: Duration,
+    /// A reset ends a body that ends at the close, as a close does: the sender is known to
+    /// have stopped reading what it was sent (it answered a request it did not take whole).
+    pub reset_ends: bool,
 }
 
 /// Write all of `bytes` and flush, within `limit`.
@@ -202,11 +211,12 @@ where
         let want = progress.want(STEP);
         let n = match tokio::time::timeout(how.read, src.take(want as u64).read_buf(buf)).await {
             Err(_) => return Err(RelayError::Timeout(how.read)),
-            // A body that ends at the close ends at a reset too: the sender closed with bytes
-            // of ours unread (Workerman's 413 to an upload it stopped reading), and nothing
-            // else could mark its end.
+            // A body that ends at the close ends at a reset too when the sender is known to
+            // have closed with bytes of ours unread (Workerman's 413 to an upload it stopped
+            // reading); otherwise a reset is a cut, and the receiver must see it as one.
             Ok(Err(e))
-                if e.kind() == io::ErrorKind::ConnectionReset
+                if how.reset_ends
+                    && e.kind() == io::ErrorKind::ConnectionReset
                     && progress.framing == Framing::UntilClose =>
             {
                 0
@@ -247,6 +257,7 @@ mod tests {
     const HOW: Relay = Relay {
         read: Duration::from_secs(5),
         write: Duration::from_secs(5),
+        reset_ends: false,
     };
 
     #[test]

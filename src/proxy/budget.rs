@@ -59,12 +59,20 @@ struct Holdings {
     by_client: HashMap<IpAddr, Holder>,
 }
 
-/// What one client address holds: its bodies by number, each with its size and its eviction
-/// signal.
+/// What one client address holds: its bodies by number.
 #[derive(Debug, Default)]
 struct Holder {
     total: u64,
-    bodies: HashMap<u64, (u64, CancellationToken)>,
+    bodies: HashMap<u64, Body>,
+}
+
+/// One held body: its size, its eviction signal, and whether it is complete (a body read
+/// whole is being sent to a backend and is no longer evicted; it goes when its exchange ends).
+#[derive(Debug)]
+struct Body {
+    size: u64,
+    evicted: CancellationToken,
+    sealed: bool,
 }
 
 impl Budget {
@@ -85,16 +93,19 @@ impl Budget {
     /// A new body of `client` (None: no address, counted as one anonymous client), holding
     /// nothing yet.
     pub fn hold(self: &Arc<Self>, client: Option<IpAddr>) -> Hold {
-        let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let client = holder_key(client);
         let mut h = self.inner.lock().expect("budget lock");
         let id = h.next;
         h.next += 1;
         let evicted = CancellationToken::new();
-        h.by_client
-            .entry(client)
-            .or_default()
-            .bodies
-            .insert(id, (0, evicted.clone()));
+        h.by_client.entry(client).or_default().bodies.insert(
+            id,
+            Body {
+                size: 0,
+                evicted: evicted.clone(),
+                sealed: false,
+            },
+        );
         Hold {
             budget: self.clone(),
             client,
@@ -114,7 +125,7 @@ impl Budget {
         let Some(holder) = h.by_client.get(&client) else {
             return Err(Refused::Evicted);
         };
-        let Some(&(size, _)) = holder.bodies.get(&id) else {
+        let Some(size) = holder.bodies.get(&id).map(|b| b.size) else {
             return Err(Refused::Evicted);
         };
         let more = len.saturating_sub(size);
@@ -126,7 +137,7 @@ impl Budget {
             let heaviest = h
                 .by_client
                 .iter()
-                .filter(|(ip, _)| **ip != client)
+                .filter(|(ip, holder)| **ip != client && holder.bodies.values().any(|b| !b.sealed))
                 .max_by_key(|(_, holder)| holder.total)
                 .map(|(ip, holder)| (*ip, holder.total));
             match heaviest {
@@ -137,8 +148,20 @@ impl Budget {
         h.total += more;
         let holder = h.by_client.get_mut(&client).expect("checked above");
         holder.total += more;
-        holder.bodies.get_mut(&id).expect("checked above").0 = len.max(size);
+        holder.bodies.get_mut(&id).expect("checked above").size = len.max(size);
         Ok(())
+    }
+
+    /// Body `id` of `client` is complete: no longer evicted.
+    fn seal(&self, client: IpAddr, id: u64) {
+        let mut h = self.inner.lock().expect("budget lock");
+        if let Some(b) = h
+            .by_client
+            .get_mut(&client)
+            .and_then(|holder| holder.bodies.get_mut(&id))
+        {
+            b.sealed = true;
+        }
     }
 
     /// Body `id` of `client` is done with (read whole, refused, or its connection gone).
@@ -147,7 +170,7 @@ impl Budget {
         let Some(holder) = h.by_client.get_mut(&client) else {
             return;
         };
-        let Some((size, _)) = holder.bodies.remove(&id) else {
+        let Some(Body { size, .. }) = holder.bodies.remove(&id) else {
             return; // evicted: already given back
         };
         holder.total -= size;
@@ -160,20 +183,45 @@ impl Budget {
 }
 
 impl Holdings {
-    /// Evict the largest body of `client`: its bytes are given back now, and its reader is
-    /// told to give up.
+    /// Evict the largest body of `client` still arriving: its bytes are given back now, and
+    /// its reader is told to give up.
     fn evict_largest(&mut self, client: IpAddr) {
         let Some(holder) = self.by_client.get_mut(&client) else {
             return;
         };
-        let Some((&id, _)) = holder.bodies.iter().max_by_key(|(_, (size, _))| *size) else {
+        let Some((&id, _)) = holder
+            .bodies
+            .iter()
+            .filter(|(_, b)| !b.sealed)
+            .max_by_key(|(_, b)| b.size)
+        else {
             return;
         };
-        let (size, evicted) = holder.bodies.remove(&id).expect("just found");
-        holder.total -= size;
-        self.total -= size;
-        evicted.cancel();
-        tracing::info!(%client, bytes = size, "chunked body evicted for a client holding less");
+        let body = holder.bodies.remove(&id).expect("just found");
+        holder.total -= body.size;
+        let empty = holder.bodies.is_empty();
+        self.total -= body.size;
+        if empty {
+            self.by_client.remove(&client);
+        }
+        body.evicted.cancel();
+        tracing::info!(%client, bytes = body.size, "chunked body evicted for a client holding less");
+    }
+}
+
+/// Whose share a body counts in: an IPv4 address, or an IPv6 address's /64 (one host's
+/// usual allocation: it could otherwise take a share per address).
+fn holder_key(client: Option<IpAddr>) -> IpAddr {
+    match client {
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+        Some(v4) => v4,
     }
 }
 
@@ -190,6 +238,11 @@ impl Hold {
     /// Grow to `len` bytes.
     pub fn grow(&mut self, len: u64) -> Result<(), Refused> {
         self.budget.grow(self.client, self.id, len)
+    }
+
+    /// The body is complete: it stays counted until dropped, but is no longer evicted.
+    pub fn seal(&self) {
+        self.budget.seal(self.client, self.id);
     }
 
     /// Cancelled when this body has been evicted.
@@ -265,6 +318,42 @@ mod tests {
             "client 2 (140) is the heaviest"
         );
         assert!(!d.evicted().is_cancelled() && !a2.evicted().is_cancelled());
+    }
+
+    #[test]
+    fn sealed_bodies_are_not_evicted_and_evictions_leave_no_holder_behind() {
+        let b = Arc::new(Budget::new(200, 1));
+        let mut sealed = b.hold(ip(1));
+        sealed.grow(150).unwrap();
+        sealed.seal();
+        let mut newcomer = b.hold(ip(2));
+        assert_eq!(
+            newcomer.grow(100),
+            Err(Refused::Full),
+            "a complete body stays"
+        );
+        let mut open = b.hold(ip(3));
+        drop(sealed);
+        open.grow(150).unwrap();
+        assert_eq!(newcomer.grow(100), Ok(()), "the open one goes");
+        assert!(open.evicted().is_cancelled());
+        assert!(!b
+            .inner
+            .lock()
+            .unwrap()
+            .by_client
+            .contains_key(&ip(3).unwrap()));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let b = Arc::new(Budget::new(800, 8)); // share 100
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let c: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let mut one = b.hold(Some(a));
+        one.grow(100).unwrap();
+        let mut two = b.hold(Some(c));
+        assert_eq!(two.grow(1), Err(Refused::ShareFull));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! chunk framing, and the encoder it writes chunks with. Decoded data is always re-encoded
 //! by tideway (or sent with a Content-Length), so no peer ever gets another peer's framing.
 //!
-//! Strict means: every line ends in CRLF (a bare LF could end the body early for a lenient
-//! reader and let what follows pass as a second message), a chunk size is 1 to 15 hex digits,
-//! an extension is visible ASCII, spaces and tabs only, and a size or trailer line is at most
-//! [`MAX_LINE`] bytes.
+//! Strict means: a chunk size is 1 to 15 hex digits, an extension is visible ASCII, spaces
+//! and tabs only, a size or trailer line is at most [`MAX_LINE`] bytes, and a line ends in
+//! CRLF or a bare LF (RFC 9112 §2.2 lets a recipient take one, and nginx does), while a CR
+//! not followed by LF is refused. Taking a bare LF cannot split one message in two for a
+//! lenient peer: the framing read here is never passed on.
 
 /// A malformed chunked body.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,7 +23,7 @@ enum State {
         value: u64,
         digits: u8,
     },
-    /// After the size: extensions until CR.
+    /// After the size: extensions until the line end.
     Extension {
         value: u64,
     },
@@ -32,7 +33,7 @@ enum State {
     },
     /// Chunk data still to pass.
     Data(u64),
-    /// CR then LF after chunk data.
+    /// The line end after chunk data (CRLF or LF), then the LF of a CRLF.
     DataCr,
     DataLf,
     /// At the start of a trailer line (or the final empty line).
@@ -41,7 +42,7 @@ enum State {
     TrailerLine,
     /// LF ending a trailer field line.
     TrailerLf,
-    /// LF of the final empty line.
+    /// LF of the final empty line (after its CR).
     EndLf,
     Done,
 }
@@ -100,6 +101,7 @@ impl ChunkDecoder {
             if self.line > MAX_LINE {
                 return Err(BadChunk);
             }
+            // Each line ends in CRLF or LF: a CR moves to a state that takes only LF.
             self.state = match self.state {
                 State::Size { value, digits } => match (b as char).to_digit(16) {
                     Some(d) if digits < 15 => State::Size {
@@ -109,24 +111,19 @@ impl ChunkDecoder {
                     Some(_) => return Err(BadChunk),
                     None if digits == 0 => return Err(BadChunk),
                     None if b == b'\r' => State::SizeLf { value },
+                    None if b == b'\n' => self.size_line_end(value),
                     None if b == b';' || b == b' ' || b == b'\t' => State::Extension { value },
                     None => return Err(BadChunk),
                 },
                 State::Extension { value } => match b {
                     b'\r' => State::SizeLf { value },
+                    b'\n' => self.size_line_end(value),
                     b' ' | b'\t' | 0x21..=0x7e => State::Extension { value },
                     _ => return Err(BadChunk),
                 },
-                State::SizeLf { value } if b == b'\n' => {
-                    self.line = 0;
-                    if value == 0 {
-                        State::TrailerStart
-                    } else {
-                        State::Data(value)
-                    }
-                }
+                State::SizeLf { value } if b == b'\n' => self.size_line_end(value),
                 State::DataCr if b == b'\r' => State::DataLf,
-                State::DataLf if b == b'\n' => {
+                State::DataCr | State::DataLf if b == b'\n' => {
                     self.line = 0;
                     State::Size {
                         value: 0,
@@ -134,14 +131,13 @@ impl ChunkDecoder {
                     }
                 }
                 State::TrailerStart if b == b'\r' => State::EndLf,
-                State::TrailerStart | State::TrailerLine if b == b'\n' => return Err(BadChunk),
-                State::TrailerStart | State::TrailerLine if b == b'\r' => State::TrailerLf,
-                State::TrailerStart | State::TrailerLine => State::TrailerLine,
-                State::TrailerLf if b == b'\n' => {
+                State::TrailerLine if b == b'\r' => State::TrailerLf,
+                State::TrailerLine | State::TrailerLf if b == b'\n' => {
                     self.line = 0;
                     State::TrailerStart
                 }
-                State::EndLf if b == b'\n' => {
+                State::TrailerStart | State::TrailerLine if b != b'\n' => State::TrailerLine,
+                State::TrailerStart | State::EndLf if b == b'\n' => {
                     self.state = State::Done;
                     return Ok(Decoded {
                         used: i,
@@ -155,6 +151,16 @@ impl ChunkDecoder {
             used: i,
             done: self.state == State::Done,
         })
+    }
+
+    /// The size line of a chunk of `value` bytes has ended.
+    fn size_line_end(&mut self, value: u64) -> State {
+        self.line = 0;
+        if value == 0 {
+            State::TrailerStart
+        } else {
+            State::Data(value)
+        }
     }
 }
 
@@ -221,15 +227,20 @@ mod tests {
             &b"x\r\n"[..],
             b"\r\n",
             b"5\r\nhelloXX",
-            b"5\nhello",
+            b"5\rhello",
+            b"5\r\nhello\rX",
+            b"5\r\nhello\n\r",
             b"1234567890abcdef0\r\n",
-            b"3;ext\n",
+            b"3;ext\rx",
+            b"3\r\nabc\n\n",
             b"3;e\x00t\r\n",
             b"3;\x7f\r\n",
             b"+3\r\n",
             b"0x3\r\n",
-            b"0\r\nx: y\n\r\n",
-            b"0\r\n\n",
+            b"0\r\nx: y\rz",
+            b"0\r\nx: y\r\r\n",
+            b"0\r\n\rx",
+            b"0\n\r\r",
         ] {
             assert_eq!(
                 decode_all(bad),
@@ -242,6 +253,29 @@ mod tests {
         let mut d = ChunkDecoder::default();
         assert!(d.decode(b"1;", |_| {}).is_ok());
         assert_eq!(d.decode(&long, |_| {}), Err(BadChunk));
+    }
+
+    #[test]
+    fn takes_bare_lf_line_ends() {
+        for body in [
+            &b"5\nhello\n0\n\nNEXT"[..],
+            b"5\r\nhello\n0\r\n\nNEXT",
+            b"5;e=1\nhello\r\n0\nT: 1\n\r\nNEXT",
+            b"5 \nhello\n0\r\nT: 1\r\nU: 2\n\nNEXT",
+        ] {
+            let (data, used, done) = decode_all(body).unwrap();
+            assert_eq!(
+                (data.as_slice(), used, done),
+                (&b"hello"[..], body.len() - 4, true)
+            );
+            let mut d = ChunkDecoder::default();
+            let mut data = Vec::new();
+            for (i, b) in body[..body.len() - 4].iter().enumerate() {
+                let r = d.decode(std::slice::from_ref(b), |x| data.extend_from_slice(x));
+                assert_eq!(r.unwrap().done, i == body.len() - 5, "{body:?} at {i}");
+            }
+            assert_eq!(data, b"hello");
+        }
     }
 
     #[test]

@@ -40,8 +40,10 @@ pub enum Retry {
 /// What went wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The backend refused the connection or did not take it in time.
+    /// The backend refused the connection.
     Connect,
+    /// The backend did not take the connection in time.
+    ConnectTimeout,
     /// Sending the request failed before all of it went out.
     Send,
     /// The backend closed without a byte of answer.
@@ -56,6 +58,12 @@ pub enum Kind {
     CutBody,
     /// The backend's address is one of tideway's own listeners.
     Loop,
+    /// tideway ran out of something of its own (descriptors, memory, local ports) before the
+    /// backend could take part.
+    Local,
+    /// The backend answered with a status `next_upstream` lists (its head not yet sent to the
+    /// client), and another backend may be tried.
+    Status,
 }
 
 /// One failed attempt on a backend.
@@ -64,6 +72,8 @@ pub struct Error {
     kind: Kind,
     side: Side,
     why: String,
+    /// For [`Kind::Status`]: the status the backend answered.
+    code: u16,
 }
 
 impl Error {
@@ -72,12 +82,26 @@ impl Error {
             kind,
             side,
             why: why.into(),
+            code: 0,
         }
     }
 
-    /// Connecting failed (refused, unreachable, timed out).
+    /// Connecting failed (refused, unreachable).
     pub fn connect(why: impl Into<String>) -> Self {
         Error::new(Kind::Connect, Side::Backend, why)
+    }
+
+    /// Connecting timed out.
+    pub fn connect_timeout() -> Self {
+        Error::new(Kind::ConnectTimeout, Side::Backend, "connect timed out")
+    }
+
+    /// The backend answered `code`, a status `next_upstream` sends on to the next backend.
+    pub fn answered(code: u16) -> Self {
+        Error {
+            code,
+            ..Error::new(Kind::Status, Side::Backend, format!("answered {code}"))
+        }
     }
 
     /// Writing the request failed before all of it was sent.
@@ -124,6 +148,25 @@ impl Error {
         Error::new(Kind::CutBody, Side::Client, why)
     }
 
+    /// Connecting failed for want of tideway's own resources (EMFILE, ENFILE, ENOBUFS,
+    /// ENOMEM, EADDRNOTAVAIL): no backend is to blame, and no other would fare better.
+    pub fn local(why: impl Into<String>) -> Self {
+        Error::new(Kind::Local, Side::Proxy, why)
+    }
+
+    /// The connect error `e`, typed by who ran out: tideway or the backend.
+    pub fn connecting(e: &std::io::Error) -> Self {
+        let local = matches!(
+            e.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+        );
+        if local {
+            Error::local(format!("connect: {e}"))
+        } else {
+            Error::connect(format!("connect: {e}"))
+        }
+    }
+
     /// The backend's address is one of tideway's own: the request would come back.
     pub fn looped(why: impl Into<String>) -> Self {
         Error::new(Kind::Loop, Side::Proxy, why)
@@ -137,25 +180,32 @@ impl Error {
         self.side
     }
 
-    /// What the retry loop may do with the request after this failure.
+    /// What the retry loop may do with the request after this failure, when the upstream's
+    /// `next_upstream` lists it (see [`super::route`]).
     pub fn retry(&self) -> Retry {
         match (self.side, self.kind) {
-            (Side::Backend, Kind::Connect | Kind::Send) => Retry::Anywhere,
-            (Side::Backend, Kind::Unanswered) => Retry::IfIdempotent,
+            (Side::Backend, Kind::Connect | Kind::ConnectTimeout | Kind::Send) => Retry::Anywhere,
+            (
+                Side::Backend,
+                Kind::Unanswered | Kind::Timeout | Kind::BadResponse | Kind::Status,
+            ) => Retry::IfIdempotent,
             _ => Retry::Never,
         }
     }
 
-    /// Does this failure count toward the backend's passive health?
+    /// Does this failure count toward the backend's passive health? A 403 or 404 never does,
+    /// as with nginx.
     pub fn counts(&self) -> bool {
-        self.side == Side::Backend
+        self.side == Side::Backend && !(self.kind == Kind::Status && matches!(self.code, 403 | 404))
     }
 
     /// The status the client gets.
     pub fn status(&self) -> u16 {
         match self.kind {
-            Kind::Timeout => 504,
+            Kind::Timeout | Kind::ConnectTimeout => 504,
             Kind::Loop => 508,
+            Kind::Local => 503,
+            Kind::Status => self.code,
             _ => 502,
         }
     }
@@ -167,8 +217,10 @@ impl Error {
             (Side::Client, Kind::UnaskedUpgrade) => "client_upgrade",
             (Side::Client, Kind::CutBody) => "client_body",
             (Side::Client, _) => "client_misread",
+            (Side::Proxy, Kind::Local) => "local",
             (Side::Proxy, _) => "loop",
-            (Side::Backend, Kind::Connect) => "connect",
+            (Side::Backend, Kind::Connect | Kind::ConnectTimeout) => "connect",
+            (Side::Backend, Kind::Status) => "status",
             (Side::Backend, Kind::Send) => "send",
             (Side::Backend, Kind::Unanswered) => "unanswered",
             (Side::Backend, Kind::Timeout) => "timeout",
@@ -179,10 +231,10 @@ impl Error {
     /// May the same request go again on a fresh connection to the same backend, after a
     /// pooled connection turned out stale (closed by the backend while idle)?
     pub fn stale_retry(&self, idempotent: bool) -> bool {
-        match self.retry() {
-            Retry::Anywhere => true,
-            Retry::IfIdempotent => idempotent,
-            Retry::Never => false,
+        match (self.side, self.kind) {
+            (Side::Backend, Kind::Connect | Kind::Send) => true,
+            (Side::Backend, Kind::Unanswered) => idempotent,
+            _ => false,
         }
     }
 }
@@ -213,11 +265,21 @@ mod tests {
             assert!(!e.stale_retry(true), "{e:?}");
         }
         assert!(Error::bad_response("x", false).counts());
+        assert!(
+            !Error::timeout().stale_retry(true),
+            "a timeout is not a stale connection"
+        );
+        assert!(Error::answered(502).counts() && !Error::answered(404).counts());
+        assert_eq!(Error::answered(503).status(), 503);
         assert_eq!(Error::connect("x").retry(), Retry::Anywhere);
         assert_eq!(Error::unanswered("x").retry(), Retry::IfIdempotent);
         assert!(!Error::unanswered("x").stale_retry(false));
         assert_eq!(Error::timeout().status(), 504);
         assert_eq!(Error::looped("x").status(), 508);
         assert_eq!(Error::unasked_upgrade().label(), "client_upgrade");
+        let emfile = Error::connecting(&std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(!emfile.counts() && emfile.status() == 503 && emfile.label() == "local");
+        let refused = Error::connecting(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(refused.counts() && refused.retry() == Retry::Anywhere);
     }
 }

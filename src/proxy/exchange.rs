@@ -13,8 +13,8 @@
 //! after its 101.
 
 use super::access::Outcome;
-use super::body::{relay, send, Framing, Progress, Relay};
-use super::budget::{Budget, Refused};
+use super::body::{relay, send, Framing, Progress, Relay, RelayError};
+use super::budget::{Budget, Hold, Refused};
 use super::chunked::ChunkDecoder;
 use super::error::Error;
 use super::keepalive::Keepalive;
@@ -202,13 +202,15 @@ impl HttpPath {
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let client_ip = peers.client.map(|a| a.ip());
-        let streamed = match self
+        // A chunked body read whole stays counted in the budget until the exchange ends:
+        // until then it is in `bufs.out`.
+        let (streamed, _held) = match self
             .read_body(client, bufs, &req, (client_ip, routed.max_body))
             .await
         {
-            Ok((streamed, body)) => {
+            Ok((streamed, body, held)) => {
                 out.received += body;
-                streamed
+                (streamed, held)
             }
             Err(BodyError::Gone) => return Next::Abort,
             Err(BodyError::Refused(status, why)) => {
@@ -259,9 +261,9 @@ impl HttpPath {
         out.backend = Some(conn.addr);
         out.sent = done.io.to_client;
         out.upstream = done.io.waited;
-        let max_fails = policy.passive.max_fails;
+        let max_fails = conn.max_fails;
         match done.health {
-            Health::Success if policy.passive.fail_on_5xx && done.status >= 500 => {
+            Health::Success if crate::config::status_fails(&policy, done.status) => {
                 let why = format!("answered {}", done.status);
                 routed
                     .route
@@ -280,7 +282,7 @@ impl HttpPath {
             return Next::Upgraded(Upgraded {
                 conn,
                 down,
-                key: req.key,
+                key: req.key.hash,
             });
         }
         // A connection that carries a PROXY header names one client: never pooled.
@@ -299,7 +301,7 @@ impl HttpPath {
         bufs: &mut Buffers,
         req: &Request,
         (client_ip, max_body): (Option<std::net::IpAddr>, Option<u64>),
-    ) -> Result<(u64, u64), BodyError> {
+    ) -> Result<(u64, u64, Option<Hold>), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
         if req.expect_continue && waiting {
@@ -310,7 +312,7 @@ impl HttpPath {
         match req.body {
             RequestBody::None => {
                 finish_head(&mut bufs.out, req, 0);
-                Ok((0, 0))
+                Ok((0, 0, None))
             }
             RequestBody::Length(n) => {
                 finish_head(&mut bufs.out, req, n);
@@ -320,7 +322,7 @@ impl HttpPath {
                 let in_hand = (n as usize).min(bufs.client.len());
                 bufs.out.extend_from_slice(&bufs.client[..in_hand]);
                 bufs.client.drain(..in_hand);
-                Ok((n - in_hand as u64, n))
+                Ok((n - in_hand as u64, n, None))
             }
             RequestBody::Chunked => {
                 let mut body = std::mem::take(&mut bufs.upstream);
@@ -362,9 +364,10 @@ impl HttpPath {
                 let len = body.len() as u64;
                 finish_head(&mut bufs.out, req, len);
                 bufs.out.extend_from_slice(&body);
-                body.clear();
-                bufs.upstream = body;
-                Ok((0, len))
+                // The body's own buffer goes now; its copy in `bufs.out` is what stays held.
+                drop(body);
+                held.seal();
+                Ok((0, len, Some(held)))
             }
         }
     }
@@ -385,6 +388,7 @@ impl HttpPath {
         let how = Relay {
             read: self.limits.body_timeout,
             write: send_timeout,
+            reset_ends: false,
         };
         let (mut from_backend, mut to_backend) = io.split();
         let mut early = Vec::new();
@@ -424,10 +428,11 @@ impl HttpPath {
         conn: &mut Conn,
         bufs: &mut Buffers,
         req: &Request,
-        policy: &UpstreamPolicy,
+        (policy, more): (&UpstreamPolicy, bool),
         streamed: u64,
     ) -> Result<Done, Error> {
         let idle = policy.idle_timeout;
+        let reused = conn.reused;
         let io = &mut conn.io;
         let started = std::time::Instant::now();
         let mut moved = Io {
@@ -441,7 +446,9 @@ impl HttpPath {
         // A request that fits a socket buffer is taken whole by any live backend: failing to
         // send one, with no answer, says the connection is broken (a stale pooled one, or a
         // dead backend), and it may go again.
-        let small = bufs.out.len() <= SMALL_REQUEST && streamed == 0;
+        // On a pooled connection, a send that fails with nothing answered is the stale
+        // connection's, whatever the size: the retry loop sends it again on a fresh one.
+        let small = (bufs.out.len() <= SMALL_REQUEST || reused) && streamed == 0;
         let mut cut = None;
         if let Err(e) = send(io, &bufs.out, routed.send_timeout).await {
             cut = Some(format!("sending the request: {e}"));
@@ -482,12 +489,21 @@ impl HttpPath {
             };
             let head_len = match (read, &cut) {
                 (Ok(Ok(HeadRead::Complete(n))), _) => n,
-                (_, Some(why)) if interim == 0 && small => return Err(Error::unsent(why.clone())),
-                (_, Some(why)) if interim == 0 => return Err(Error::cut_body(why.clone())),
+                (_, Some(why)) if interim == 0 && small && bufs.upstream.is_empty() => {
+                    return Err(Error::unsent(why.clone()))
+                }
+                // The backend stopped taking the request and gave no final answer (an interim
+                // one, or none): nothing says it is broken.
+                (_, Some(why)) => return Err(Error::cut_body(why.clone())),
                 (Err(_), _) => return Err(Error::timeout()),
+                // An app that reflects request headers (CORS's Allow-Headers) answers a large
+                // head with a larger one: the request's doing as often as the backend's.
                 (Ok(Ok(HeadRead::TooLarge)), _) => {
+                    return Err(Error::bad_response("response head too large", true))
+                }
+                (Ok(Ok(HeadRead::BareCr)), _) => {
                     return Err(Error::bad_response(
-                        "response head too large",
+                        "a bare CR in the response head",
                         req.misreadable,
                     ))
                 }
@@ -513,15 +529,16 @@ impl HttpPath {
                 }
                 Ok(Answer::Switched) => {
                     Self::observe_wait(routed.route, &moved);
-                    // The 101 and whatever the backend sent behind it go to the client as is.
-                    if send(client, &bufs.upstream, DEFAULT_SEND_TIMEOUT)
+                    // The rebuilt 101, then whatever the backend sent behind it as is.
+                    let down = bufs.upstream.split_off(head_len);
+                    bufs.reply.extend_from_slice(&down);
+                    if send(client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
                         .await
                         .is_err()
                     {
                         return Done::client_gone();
                     }
-                    moved.to_client = bufs.upstream.len() as u64;
-                    let down = bufs.upstream.split_off(head_len);
+                    moved.to_client = bufs.reply.len() as u64;
                     return Ok(Done {
                         next: Next::Close,
                         switched: Some(down),
@@ -530,6 +547,14 @@ impl HttpPath {
                         health: Health::Success,
                         io: moved,
                     });
+                }
+                // nginx's `proxy_next_upstream http_502` and the like: the head is still
+                // ours, so the next backend may answer instead.
+                Ok(Answer::Final(res))
+                    if more && cut.is_none() && policy.next_upstream.on_status(res.status) =>
+                {
+                    Self::observe_wait(routed.route, &moved);
+                    return Err(Error::answered(res.status));
                 }
                 Ok(Answer::Final(res)) => {
                     Self::observe_wait(routed.route, &moved);
@@ -572,13 +597,20 @@ impl HttpPath {
             let how = Relay {
                 read: idle,
                 write: DEFAULT_SEND_TIMEOUT,
+                reset_ends: cut.is_some(),
             };
             match relay(io, client, &mut body, &mut bufs.upstream, how).await {
                 Ok(more) => extra |= more,
                 Err(e) => {
                     // The backend broke off an answer to a request it got whole and could
-                    // not misread.
-                    let health = if e.on_read() && cut.is_none() && !req.misreadable {
+                    // not misread. A reset of a body that ends at the close says it did not
+                    // read all it was sent (an early answer to an upload): not its failure.
+                    let early_answer = e.reset() && res.framing == Framing::UntilClose;
+                    // A quiet stream (SSE, a long poll) that outlives `idle_timeout` is not
+                    // a failure either, as with nginx.
+                    let quiet = matches!(e, RelayError::Timeout(_));
+                    let blamed = e.on_read() && cut.is_none() && !req.misreadable;
+                    let health = if blamed && !early_answer && !quiet {
                         Health::Failed(format!("response body: {e}"))
                     } else {
                         Health::Unknown
@@ -626,7 +658,7 @@ struct HttpAttempt<'a> {
 
 impl Attempt for HttpAttempt<'_> {
     type Output = Done;
-    async fn attempt(&mut self, conn: &mut Conn) -> Result<Done, Error> {
+    async fn attempt(&mut self, conn: &mut Conn, more: bool) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
             .exchange(
@@ -635,7 +667,7 @@ impl Attempt for HttpAttempt<'_> {
                 conn,
                 self.bufs,
                 req,
-                policy,
+                (policy, more),
                 streamed,
             )
             .await

@@ -13,6 +13,7 @@ use super::dispatch::{self, Routes, SharedRoutes};
 use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Routed};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
+use super::limit::ClientLimits;
 use super::request::{classify, Refusal, Request, RequestBody, Steer};
 use super::route::Route;
 use super::tls::Terminator;
@@ -76,6 +77,8 @@ pub struct Gateway {
     turned_away: Arc<AtomicBool>,
     /// Where the real client address comes from (PROXY header, trusted proxies).
     addressing: Addressing,
+    /// Per-client limits (`client_limits`).
+    clients: ClientLimits,
 }
 
 impl Gateway {
@@ -106,7 +109,9 @@ impl Gateway {
         let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
         let slots =
             (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+        let clients = ClientLimits::new(&limits.per_client);
         Gateway {
+            clients,
             path: HttpPath::new(keepalive, limits),
             sweeper: std::sync::Once::new(),
             route,
@@ -399,6 +404,26 @@ impl Gateway {
                 local: conn.local,
             };
             let ip = peers.client.map(|a| a.ip());
+            let held = match self.clients.admit(ip).await {
+                Ok(held) => held,
+                Err(no) => {
+                    // Answered like nginx; a body not read means the connection cannot go on.
+                    let keep = !req.close && matches!(req.body, RequestBody::None);
+                    let mut out = Outcome {
+                        received: head_len as u64,
+                        ..Outcome::default()
+                    };
+                    let next = refuse(&mut stream, no.status, no.message, !keep, &mut out).await;
+                    Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
+                    if matches!(next, Next::KeepAlive) {
+                        bufs.client.drain(..head_len);
+                        bufs.reset();
+                        continue;
+                    }
+                    close(&mut stream).await;
+                    return None;
+                }
+            };
             let idle = policy.as_ref().map(|p| p.idle_timeout);
             // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
             // an Arc clone, only on upstreams with `rebalance`.
@@ -439,6 +464,14 @@ impl Gateway {
                 )
                 .await;
             Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
+            // The request is over: its connection counts go back, unless it became a tunnel.
+            let held = match next {
+                Next::Upgraded(_) => held,
+                _ => {
+                    drop(held);
+                    super::limit::Held::default()
+                }
+            };
             match next {
                 Next::KeepAlive => bufs.reset(),
                 Next::Close => {
@@ -466,6 +499,7 @@ impl Gateway {
                         rebalanced,
                         client_ip: ip,
                         permit,
+                        held,
                     };
                     // The tunnel keeps the route it started on, whatever a reload does.
                     tokio::spawn(websocket::start(route, stream, up, ws));

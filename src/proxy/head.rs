@@ -2,12 +2,14 @@
 //!
 //! The reader only finds where the head ends and enforces sizes as bytes arrive: a request
 //! line over its limit is refused with 414, a header line, a head or a header count over
-//! theirs with 431, and a bare LF (a line not ended by CRLF) with 400, each as soon as the
+//! theirs with 431, and a bare CR (a CR not followed by LF) with 400, each as soon as the
 //! offending byte is read, never after waiting for the end of a line that may never come.
-//! Parsing is [`super::request`]'s alone.
+//! A line ends in CRLF or a bare LF, by [`crate::wire::HeadLines`], the rule the parser reads
+//! the head by. Parsing is [`super::request`]'s alone.
 
 use super::request::Refusal;
 use crate::config::HttpLimits;
+use crate::wire::{HeadLine, HeadLines};
 
 /// Outcome of reading a request head.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,49 +25,35 @@ pub enum HeadRead {
 /// Where scanning a head stands; kept across reads so every byte is looked at once.
 #[derive(Debug, Default)]
 pub struct HeadScan {
-    /// Bytes of the buffer already scanned.
-    scanned: usize,
-    /// Start of the line being scanned.
-    line_start: usize,
+    lines: HeadLines,
     /// Lines seen so far, not counting empty lines before the request line.
-    lines: usize,
+    count: usize,
 }
 
 impl HeadScan {
     /// Scan what `buf` holds beyond the last call: `Some` once the head ends or breaks a rule.
     pub fn scan(&mut self, buf: &[u8], limits: &HttpLimits) -> Option<HeadRead> {
-        while self.scanned < buf.len() {
-            let i = self.scanned;
-            self.scanned += 1;
-            if buf[i] != b'\n' {
-                continue;
-            }
-            if i == 0 || buf[i - 1] != b'\r' {
-                return Some(HeadRead::Refused(Refusal::new(
-                    400,
-                    "a line of the request head does not end with CRLF",
-                )));
-            }
-            let len = i - 1 - self.line_start;
-            self.line_start = i + 1;
-            if self.line_start > limits.max_head {
-                return Some(HeadRead::Refused(Refusal::new(
-                    431,
-                    "the request head is too large",
-                )));
-            }
-            if len == 0 {
-                if self.lines == 0 {
-                    // Empty lines before the request line are skipped (RFC 9112 §2.2).
-                    continue;
+        loop {
+            let len = match self.lines.next(buf) {
+                HeadLine::More => break,
+                HeadLine::BareCr => {
+                    return Some(HeadRead::Refused(Refusal::new(
+                        400,
+                        "a CR in the request head is not followed by LF",
+                    )))
                 }
-                return Some(HeadRead::Complete(i + 1));
+                HeadLine::End(end) if end > limits.max_head => return Some(too_large()),
+                HeadLine::End(end) => return Some(HeadRead::Complete(end)),
+                HeadLine::Line(len) => len,
+            };
+            if self.lines.line_start() > limits.max_head {
+                return Some(too_large());
             }
             if let Some(refused) = self.line_too_long(len, limits) {
                 return Some(refused);
             }
-            self.lines += 1;
-            if self.lines > limits.max_headers + 1 {
+            self.count += 1;
+            if self.count > limits.max_headers + 1 {
                 return Some(HeadRead::Refused(Refusal::new(
                     431,
                     "too many header fields",
@@ -74,26 +62,23 @@ impl HeadScan {
         }
         // The line still arriving may already be too long, and so may the head. A CR at the
         // end of what arrived may be the line's end: it is not counted.
-        let partial = buf.len() - self.line_start - usize::from(buf.ends_with(b"\r"));
+        let partial = buf.len() - self.lines.line_start() - usize::from(buf.ends_with(b"\r"));
         if let Some(refused) = self.line_too_long(partial, limits) {
             return Some(refused);
         }
         if buf.len() > limits.max_head {
-            return Some(HeadRead::Refused(Refusal::new(
-                431,
-                "the request head is too large",
-            )));
+            return Some(too_large());
         }
         None
     }
 
     fn line_too_long(&self, len: usize, limits: &HttpLimits) -> Option<HeadRead> {
-        if self.lines == 0 && len > limits.max_request_line {
+        if self.count == 0 && len > limits.max_request_line {
             Some(HeadRead::Refused(Refusal::new(
                 414,
                 "the request line is too long",
             )))
-        } else if self.lines > 0 && len > limits.max_header_line {
+        } else if self.count > 0 && len > limits.max_header_line {
             Some(HeadRead::Refused(Refusal::new(
                 431,
                 "a header field line is too long",
@@ -102,6 +87,11 @@ impl HeadScan {
             None
         }
     }
+}
+
+/// The refusal of a head over `max_head`.
+fn too_large() -> HeadRead {
+    HeadRead::Refused(Refusal::new(431, "the request head is too large"))
 }
 
 #[cfg(test)]
@@ -164,7 +154,32 @@ mod tests {
     }
 
     #[test]
-    fn refuses_bare_lf_and_oversized_lines_at_once() {
+    fn takes_bare_lf_line_ends_and_refuses_bare_cr_at_once() {
+        let l = HttpLimits::default();
+        for head in [
+            &b"GET / HTTP/1.1\nHost: x\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\nHost: x\r\n\n",
+            b"\n\r\nGET / HTTP/1.1\nHost: x\n\n",
+        ] {
+            assert_eq!(scan_all(head, &l), Some(HeadRead::Complete(head.len())));
+            let mut scan = HeadScan::default();
+            for n in 1..head.len() {
+                assert_eq!(scan.scan(&head[..n], &l), None, "at {n}");
+            }
+            assert_eq!(scan.scan(head, &l), Some(HeadRead::Complete(head.len())));
+        }
+        // A bare CR is refused as soon as the byte after it shows it is not a line end.
+        assert_eq!(status(scan_all(b"GET / HTTP/1.1\rHost", &l)), Some(400));
+        assert_eq!(
+            status(scan_all(b"GET / HTTP/1.1\r\nA: b\r\r\n", &l)),
+            Some(400)
+        );
+        assert_eq!(scan_all(b"GET / HTTP/1.1\r\nA: b\r", &l), None);
+    }
+
+    #[test]
+    fn refuses_oversized_lines_at_once() {
         let l = HttpLimits {
             max_request_line: 20,
             max_header_line: 10,
@@ -172,14 +187,12 @@ mod tests {
             max_headers: 2,
             ..HttpLimits::default()
         };
+        // A line ended by a bare LF has the same limit as one ended by CRLF.
         assert_eq!(
-            status(scan_all(b"GET / HTTP/1.1\nHost: x\n\n", &l)),
-            Some(400)
+            status(scan_all(b"GET / HTTP/1.1\nX: aaaaaaaaa\n", &l)),
+            Some(431)
         );
-        assert_eq!(
-            status(scan_all(b"GET / HTTP/1.1\r\nHost: x\n", &l)),
-            Some(400)
-        );
+        assert_eq!(scan_all(b"GET / HTTP/1.1\nX: aaaaaaa\n", &l), None);
         // A line that never ends is refused once it is over the limit, not at its end.
         assert_eq!(
             status(scan_all(b"GET /aaaaaaaaaaaaaaaaaaaaaa", &l)),

@@ -10,6 +10,7 @@
 //! under the process-wide cap ([`crate::fds::proxied`]) first. [`client`] works out the real
 //! client address ([`proxy_protocol`] reads the inbound PROXY header and writes the outbound
 //! one).
+//! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config`, `pool` and `fds`; never `admin`.
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod head;
 pub mod keepalive;
 pub mod key;
+pub mod limit;
 pub mod proxy_protocol;
 pub mod request;
 pub mod response;

@@ -9,7 +9,7 @@
 //! ambiguous is refused rather than guessed at (see [`Refusal`] and the README's table).
 
 use super::client::believe;
-use super::key::request_hash;
+use super::key::{request_key, KeyParts};
 use crate::config::{HashKey, RealIp};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -59,8 +59,8 @@ pub struct Request {
     pub expect_continue: bool,
     /// `POST`, `PUT`, `PATCH` and unknown methods get `content-length: 0` when bodiless.
     pub length_always: bool,
-    /// The sticky key hash, when the caller asked for one.
-    pub key: u32,
+    /// The sticky key, when the caller asked for one.
+    pub key: crate::balance::Key,
     /// Not a WebSocket handshake, yet the head the backend gets holds `Sec-WebSocket-Key:`
     /// (in the target or inside another header's value): Workerman answers such a GET with
     /// 101. A malformed answer to it is the client's doing, not the backend's.
@@ -85,6 +85,10 @@ const REQUEST_DROP: [&str; 13] = [
     "x-real-ip",
     "x-forwarded-proto",
 ];
+
+/// Most addresses an `X-Forwarded-For` chain may hold: a request that has been through more
+/// proxies is refused with 508 (it is most likely going round in a loop).
+pub const MAX_FORWARDED_HOPS: usize = 20;
 
 /// Largest request body length taken: 10 digits, all a Workerman 4.x backend reads.
 pub const MAX_CONTENT_LENGTH: u64 = 9_999_999_999;
@@ -265,6 +269,15 @@ pub fn classify<'s>(
     let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
     let ip = client.map(|c| c.ip());
     let connection = &seen.connection[..seen.n_connection];
+    // Each proxy on the way adds one address; a chain this long is a request going round (a
+    // backend that is tideway itself behind NAT or a port forward), or a client pretending.
+    let hops: usize = seen.xff[..seen.n_xff]
+        .iter()
+        .map(|v| v.iter().filter(|&&b| b == b',').count() + 1)
+        .sum();
+    if hops > MAX_FORWARDED_HOPS {
+        return Err(Refusal::new(508, "too many forwarding hops: a proxy loop?"));
+    }
 
     // Where the request goes: Host, and an absolute-form target that must agree with it.
     if seen.hosts > 1 {
@@ -370,9 +383,13 @@ pub fn classify<'s>(
         named_by(connection, "close")
     };
 
-    let key = hash_key.map_or(0, |k| {
-        let query = path.split_once('?').map(|(_, q)| q);
-        request_hash(k, ip, query, |name| {
+    let key = hash_key.map_or_else(Default::default, |k| {
+        let parts = KeyParts {
+            client_ip: ip,
+            method,
+            target: path,
+        };
+        request_key(k, &parts, |name| {
             headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
@@ -446,7 +463,11 @@ fn holds_websocket_key(head: &[u8]) -> bool {
 /// A version httparse does not take: 505 for a well-formed `HTTP/d.d` it does not speak,
 /// 400 for anything else.
 fn version_refusal(raw: &[u8]) -> Refusal {
-    let line = raw.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = raw
+        .trim_ascii_start()
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
     if line.split(|&b| b == b' ').count() != 3 {
         return Refusal::new(400, "malformed request line");
     }

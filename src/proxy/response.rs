@@ -15,7 +15,8 @@ use std::io::Write;
 pub enum Answer {
     /// A 1xx interim response other than 101: dropped; the final one follows.
     Interim,
-    /// `101 Switching Protocols` to a WebSocket handshake: the head goes to the client as is.
+    /// `101 Switching Protocols` to a WebSocket handshake; its head for the client has been
+    /// written, with all its headers.
     Switched,
     /// The final response; its head for the client has been written.
     Final(Response),
@@ -73,8 +74,8 @@ fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, BadRe
 }
 
 /// Inspect the complete response head `raw` to `req` (`close`: the client connection closes
-/// after this exchange whatever the answer). For a final response, write the head for the
-/// client into `out` (cleared first).
+/// after this exchange whatever the answer). For a final response or a switch, write the head
+/// for the client into `out` (cleared first), always with CRLF line ends.
 pub fn inspect_response(
     raw: &[u8],
     req: &Request,
@@ -96,7 +97,16 @@ pub fn inspect_response(
                 h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, "websocket")
             }) =>
         {
-            return Ok(Answer::Switched)
+            // Rebuilt too, every header kept (the handshake's `Upgrade` and `Connection`
+            // included), so the client gets CRLF line ends whatever the backend sent.
+            out.clear();
+            out.reserve(raw.len() + 8);
+            let _ = write!(out, "HTTP/1.1 101 {}\r\n", res.reason.unwrap_or(""));
+            for h in headers {
+                write_field(out, h.name.as_bytes(), h.value);
+            }
+            out.extend_from_slice(b"\r\n");
+            return Ok(Answer::Switched);
         }
         101 => return Err(BadResponse::Upgrade),
         100..=199 => return Ok(Answer::Interim),

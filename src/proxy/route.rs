@@ -1,8 +1,9 @@
 //! What a listener serves: one upstream of the pool.
 
-use super::error::{Error, Kind, Retry};
+use super::error::{Error, Kind, Retry, Side};
 use super::keepalive::Keepalive;
-use crate::config::UpstreamPolicy;
+use crate::balance::Key;
+use crate::config::{NextUpstream, UpstreamPolicy};
 use crate::pool::backend::ActiveGuard;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
 use std::net::SocketAddr;
@@ -21,12 +22,14 @@ pub struct Conn {
     pub close: CancellationToken,
     /// Taken from the idle pool rather than opened for this attempt.
     pub reused: bool,
+    /// Failures in a row that eject this backend (its own `max_fails`, or the upstream's).
+    pub max_fails: u32,
 }
 
 /// What the retry loop needs to know about a request.
 pub struct Attempts<'a> {
-    /// The sticky key hash.
-    pub key: u32,
+    /// The sticky key.
+    pub key: Key,
     pub policy: &'a UpstreamPolicy,
     /// Idle connections to reuse and return (HTTP; None for tunnels).
     pub keepalive: Option<&'a Keepalive>,
@@ -39,12 +42,15 @@ pub struct Attempts<'a> {
     pub local: Option<SocketAddr>,
 }
 
-/// One try of a request on a backend connection, run by [`Route::attempts`].
+/// One try of a request on a backend connection, run by [`Route::attempts`]. `more`: an
+/// answer whose status `next_upstream` lists may go on to another backend (return
+/// [`Error::answered`] before any of it reaches the client); otherwise it is the answer.
 pub trait Attempt {
     type Output;
     fn attempt(
         &mut self,
         conn: &mut Conn,
+        more: bool,
     ) -> impl std::future::Future<Output = Result<Self::Output, Error>> + Send;
 }
 
@@ -53,7 +59,7 @@ pub struct Connect;
 
 impl Attempt for Connect {
     type Output = ();
-    async fn attempt(&mut self, _: &mut Conn) -> Result<(), Error> {
+    async fn attempt(&mut self, _: &mut Conn, _: bool) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -88,49 +94,69 @@ impl Route {
             .ok_or_else(|| NoBackend::UnknownUpstream(self.upstream.to_string()))
     }
 
-    /// Pick a backend for a request with key hash `key`, skipping the ids in `tried`.
+    /// Pick a backend for a request with `key`, skipping the ids in `tried`.
     pub fn pick<'s>(
         &self,
         snap: &'s Snapshot,
-        key: u32,
+        key: Key,
         tried: &[BackendId],
     ) -> Result<&'s Backend, NoBackend> {
         let up = self.upstream(snap)?;
-        up.pick(key, |b| tried.contains(&b.id) || b.at_capacity())
+        up.pick_key(key, |b| tried.contains(&b.id) || b.at_capacity())
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
     }
 }
 
 impl Route {
     /// The retry loop, the one for HTTP requests and tunnels alike (nginx's
-    /// `proxy_next_upstream error timeout`): pick a backend, reuse an idle connection to it or
-    /// open one (sending a PROXY protocol header when the upstream asks), and run `attempt`
-    /// on it. A backend that cannot be connected to counts as failed and the next one is tried,
-    /// up to the upstream's `retries`; so is one that broke before answering a request that
-    /// may be sent again. A pooled connection that turns out stale is retried on a fresh
-    /// connection to the same backend, so a sticky request stays put. On success the
-    /// connection is handed back with `attempt`'s result; `Err` is the status and message for
-    /// the client.
+    /// `proxy_next_upstream`): pick a backend, reuse an idle connection to it or open one
+    /// (sending a PROXY protocol header when the upstream asks), and run `attempt` on it. A
+    /// failure the backend caused counts toward its passive health (a listed 403 or 404 does
+    /// not), and goes on to the next backend when the upstream's `next_upstream` lists it and
+    /// the request can go: a connection never made took none of it; otherwise the request must
+    /// be in hand, and idempotent unless `non_idempotent` is listed. At most `retries` more
+    /// backends are tried, and none after `next_upstream_timeout`. A pooled connection that
+    /// turns out stale is retried on a fresh connection to the same backend, so a sticky
+    /// request stays put. On success the connection is handed back with `attempt`'s result;
+    /// `Err` is the status and message for the client. A failure the client provoked never
+    /// goes to another backend.
     pub async fn attempts<A: Attempt>(
         &self,
         how: Attempts<'_>,
         attempt: &mut A,
     ) -> Result<(A::Output, Conn), (u16, String)> {
         let policy = how.policy;
-        let max_fails = policy.passive.max_fails;
+        let started = std::time::Instant::now();
         // A PROXY protocol header names one client: such connections are never shared.
         let keepalive = how.keepalive.filter(|_| policy.proxy_protocol.is_none());
         let mut tried: Vec<BackendId> = Vec::new();
         let mut stale = 0;
-        let mut again: Option<(BackendId, SocketAddr, ActiveGuard, CancellationToken)> = None;
+        let mut again: Option<Picked> = None;
+        // Backends in the upstream (nginx's `peer.tries`, the most attempts there can be).
+        let mut peers = 0;
         loop {
             let fresh = again.is_some();
-            let (id, addr, guard, close) = match again.take() {
+            let Picked {
+                id,
+                addr,
+                guard,
+                close,
+                max_fails,
+            } = match again.take() {
                 Some(same) => same,
                 None => {
                     let snap = self.pool.load();
                     match self.pick(&snap, how.key, &tried) {
-                        Ok(b) => (b.id.clone(), b.addr, b.live.begin(), b.close.clone()),
+                        Ok(b) => {
+                            peers = self.upstream(&snap).map_or(0, |u| u.backends.len());
+                            Picked {
+                                id: b.id.clone(),
+                                addr: b.addr,
+                                guard: b.live.begin(),
+                                close: b.close.clone(),
+                                max_fails: b.max_fails(policy),
+                            }
+                        }
                         Err(e) if tried.is_empty() => {
                             crate::metrics::failure(&self.upstream, "no_backend");
                             return Err((503, e.to_string()));
@@ -151,6 +177,11 @@ impl Route {
                 (Some(io), None) => Ok(io),
                 (None, None) => self.open(addr, policy, how.client, how.local).await,
             };
+            // May an answer with a listed status go on after this attempt?
+            let more = tried.len() + 1 < peers
+                && may_go_on(&how, tried.len() + 1, started)
+                && how.replayable
+                && (how.idempotent || policy.next_upstream.has(NextUpstream::NON_IDEMPOTENT));
             let failed = match opened {
                 Ok(io) => {
                     let mut conn = Conn {
@@ -160,8 +191,9 @@ impl Route {
                         guard,
                         close,
                         reused,
+                        max_fails,
                     };
-                    match attempt.attempt(&mut conn).await {
+                    match attempt.attempt(&mut conn, more).await {
                         Ok(t) => return Ok((t, conn)),
                         Err(failed) => {
                             let Conn {
@@ -171,6 +203,13 @@ impl Route {
                                 close,
                                 ..
                             } = conn;
+                            let picked = Picked {
+                                id,
+                                addr,
+                                guard,
+                                close,
+                                max_fails,
+                            };
                             // A pooled connection gone stale is not the backend's fault:
                             // retry on a fresh one to the same backend, if the request cannot
                             // have been acted on twice.
@@ -180,34 +219,45 @@ impl Route {
                                 && stale < MAX_STALE_RETRIES
                             {
                                 stale += 1;
-                                again = Some((id, addr, guard, close));
+                                again = Some(picked);
                                 continue;
                             }
-                            (failed, id, addr, guard)
+                            (failed, picked)
                         }
                     }
                 }
-                Err(failed) => (failed, id, addr, guard),
+                Err(failed) => (
+                    failed,
+                    Picked {
+                        id,
+                        addr,
+                        guard,
+                        close,
+                        max_fails,
+                    },
+                ),
             };
-            let (failed, id, addr, guard) = failed;
+            let (
+                failed,
+                Picked {
+                    id, addr, guard, ..
+                },
+            ) = failed;
             crate::metrics::failure(&self.upstream, failed.label());
-            if !failed.counts() {
+            if failed.side() != Side::Backend {
                 // Provoked by the request (or tideway's own configuration): the backend is
                 // not blamed and the request goes nowhere else.
                 tracing::info!(upstream = %self.upstream, backend = %id, %addr, side = ?failed.side(), error = %failed, "request failed, backend not blamed");
                 return Err((failed.status(), format!("backend failed: {failed}")));
             }
-            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "backend failed the request");
-            self.failed(guard.live(), &id, max_fails, &failed.to_string());
+            if failed.counts() {
+                tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "backend failed the request");
+                self.failed(guard.live(), &id, max_fails, &failed.to_string());
+            } else {
+                tracing::info!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "next backend (not a failure)");
+            }
             tried.push(id);
-            // A connection never made took none of the request: any request may go on.
-            let next_backend = match failed.retry() {
-                _ if failed.kind() == Kind::Connect => true,
-                Retry::Anywhere => how.replayable,
-                Retry::IfIdempotent => how.idempotent && how.replayable,
-                Retry::Never => false,
-            };
-            if !next_backend || tried.len() as u32 > policy.retries {
+            if !goes_on(&failed, &how) || !may_go_on(&how, tried.len(), started) {
                 return Err((failed.status(), format!("backend failed: {failed}")));
             }
         }
@@ -225,8 +275,8 @@ impl Route {
         let mut io =
             match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(io)) => io,
-                Ok(Err(e)) => return Err(Error::connect(format!("connect: {e}"))),
-                Err(_) => return Err(Error::connect("connect timed out")),
+                Ok(Err(e)) => return Err(Error::connecting(&e)),
+                Err(_) => return Err(Error::connect_timeout()),
             };
         let _ = io.set_nodelay(true);
         if let (Some(v), Some(c), Some(l)) = (policy.proxy_protocol, client, local) {
@@ -253,7 +303,135 @@ impl Route {
     }
 }
 
+/// A picked backend, for one attempt.
+struct Picked {
+    id: BackendId,
+    addr: SocketAddr,
+    guard: ActiveGuard,
+    close: CancellationToken,
+    max_fails: u32,
+}
+
+/// The `next_upstream` condition that must be listed for `failed` to go on (0: none).
+fn condition(failed: &Error) -> u32 {
+    match failed.kind() {
+        Kind::Connect | Kind::Send | Kind::Unanswered => NextUpstream::ERROR,
+        Kind::ConnectTimeout => NextUpstream::CONNECT_TIMEOUT,
+        Kind::Timeout => NextUpstream::TIMEOUT,
+        Kind::BadResponse => NextUpstream::INVALID_HEADER,
+        _ => 0,
+    }
+}
+
+/// May the request go on after `failed` (a backend's failure), as far as the failure and the
+/// request go?
+fn goes_on(failed: &Error, how: &Attempts<'_>) -> bool {
+    let nu = how.policy.next_upstream;
+    // A status error is made only when the status is listed and the request may go on.
+    if failed.kind() != Kind::Status && !nu.has(condition(failed)) {
+        return false;
+    }
+    match failed.retry() {
+        // A connection never made took none of the request: any request may go on.
+        _ if matches!(failed.kind(), Kind::Connect | Kind::ConnectTimeout) => true,
+        Retry::Anywhere => how.replayable,
+        Retry::IfIdempotent => {
+            how.replayable && (how.idempotent || nu.has(NextUpstream::NON_IDEMPOTENT))
+        }
+        Retry::Never => false,
+    }
+}
+
+/// May attempt number `done + 1` start, as far as `retries` and `next_upstream_timeout` go?
+fn may_go_on(how: &Attempts<'_>, done: usize, started: std::time::Instant) -> bool {
+    let policy = how.policy;
+    done as u64 <= u64::from(policy.retries)
+        && policy
+            .next_upstream_timeout
+            .is_none_or(|t| started.elapsed() < t)
+}
+
 /// JSON error body, as everywhere in tideway.
 pub fn error_body(msg: &str) -> String {
     serde_json::json!({ "error": msg }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn how(policy: &UpstreamPolicy, idempotent: bool, replayable: bool) -> Attempts<'_> {
+        Attempts {
+            key: Key::default(),
+            policy,
+            keepalive: None,
+            replayable,
+            idempotent,
+            client: None,
+            local: None,
+        }
+    }
+
+    #[test]
+    fn next_upstream_decides_only_for_backend_failures() {
+        let all = [
+            "error",
+            "timeout",
+            "invalid_header",
+            "http_502",
+            "non_idempotent",
+        ];
+        let policy = UpstreamPolicy {
+            next_upstream: NextUpstream::parse(all).unwrap(),
+            ..UpstreamPolicy::default()
+        };
+        // Whatever is listed, a failure the client provoked stays with its backend.
+        for e in [
+            Error::unasked_upgrade(),
+            Error::bad_response("x", true),
+            Error::cut_body("x"),
+            Error::looped("x"),
+        ] {
+            assert!(!goes_on(&e, &how(&policy, true, true)), "{e:?}");
+        }
+        assert!(goes_on(&Error::timeout(), &how(&policy, false, true)));
+        assert!(
+            !goes_on(&Error::timeout(), &how(&policy, true, false)),
+            "body streamed"
+        );
+        // The default: connect failures go on, read timeouts and bad answers do not.
+        let default = UpstreamPolicy::default();
+        assert!(goes_on(
+            &Error::connect_timeout(),
+            &how(&default, false, false)
+        ));
+        assert!(!goes_on(&Error::timeout(), &how(&default, true, true)));
+        assert!(!goes_on(
+            &Error::bad_response("x", false),
+            &how(&default, true, true)
+        ));
+        assert!(
+            !goes_on(&Error::unanswered("x"), &how(&default, false, true)),
+            "POST"
+        );
+        let off = UpstreamPolicy {
+            next_upstream: NextUpstream::OFF,
+            ..UpstreamPolicy::default()
+        };
+        assert!(!goes_on(&Error::connect("x"), &how(&off, true, true)));
+    }
+
+    #[test]
+    fn tries_and_the_timeout_bound_the_attempts() {
+        let policy = UpstreamPolicy {
+            retries: 2,
+            next_upstream_timeout: Some(std::time::Duration::from_millis(50)),
+            ..UpstreamPolicy::default()
+        };
+        let now = std::time::Instant::now();
+        assert!(may_go_on(&how(&policy, true, true), 2, now));
+        assert!(!may_go_on(&how(&policy, true, true), 3, now));
+        let long_ago = now - std::time::Duration::from_millis(60);
+        assert!(!may_go_on(&how(&policy, true, true), 1, long_ago));
+    }
 }

@@ -3,7 +3,8 @@
 //! health, drain and PROXY protocol handling as WebSocket tunnels.
 
 use super::client::Addressing;
-use super::key::ip_hash;
+use super::key::ip_key;
+use super::limit::ClientLimits;
 use super::proxy_protocol::receive::DEFAULT_PROXY_HEADER_TIMEOUT;
 use super::route::{Attempts, Connect, Route};
 use super::tunnel::{Ending, Tunnel};
@@ -22,6 +23,8 @@ pub struct TcpGateway {
     turned_away: Arc<AtomicBool>,
     /// Where the real client address comes from (a PROXY header, when expected).
     addressing: Addressing,
+    /// Per-client connection limits: a socket over one is closed.
+    clients: ClientLimits,
 }
 
 impl TcpGateway {
@@ -30,6 +33,7 @@ impl TcpGateway {
             route,
             turned_away,
             addressing: Addressing::default(),
+            clients: ClientLimits::default(),
         }
     }
 
@@ -37,6 +41,14 @@ impl TcpGateway {
     pub fn with_addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = addressing;
         self
+    }
+
+    /// The same gateway, counting each client's sockets in these zones (`client_limits`).
+    pub fn limited(self, limits: &[crate::config::ClientLimit]) -> Self {
+        TcpGateway {
+            clients: ClientLimits::new(limits),
+            ..self
+        }
     }
 }
 
@@ -75,6 +87,10 @@ impl TcpGateway {
         };
         // The real client: what hashing, the PROXY header and the log go by.
         let peer = peers.client;
+        let Ok(_held) = self.clients.conn(peer.map(|p| p.ip())) else {
+            let _ = client.shutdown().await;
+            return;
+        };
         let policy = {
             let snap = self.route.pool.load();
             match self.route.upstream(&snap) {
@@ -86,7 +102,7 @@ impl TcpGateway {
             }
         };
         let how = Attempts {
-            key: ip_hash(peer.map(|p| p.ip())),
+            key: ip_key(peer.map(|p| p.ip())),
             policy: &policy,
             keepalive: None,
             replayable: true,

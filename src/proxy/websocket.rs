@@ -27,6 +27,8 @@ pub struct Setup {
     pub client_ip: Option<std::net::IpAddr>,
     /// The connection's places (process and listener), held until the tunnel ends.
     pub permit: super::gateway::Places,
+    /// The client's per-client connection counts, held until the tunnel ends.
+    pub held: super::limit::Held,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -43,6 +45,7 @@ pub fn start(
         rebalanced,
         client_ip,
         permit,
+        held,
     } = setup;
     let Upgraded { conn, down, key } = up;
     let ending = Ending::new(route, client_ip, conn.addr, true);
@@ -76,5 +79,6 @@ pub fn start(
         drop(session);
         drop(guard);
         drop(permit);
+        drop(held);
     }
 }

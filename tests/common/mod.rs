@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

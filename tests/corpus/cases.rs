@@ -147,11 +147,6 @@ const WHY_BIG_LINE: &str = "\
 const WHY_CHUNK_ZEROS: &str = "\
     nginx allows leading zeros in a chunk size (it limits the value, not the digits); \
     tideway refuses more than 15 hex digits";
-const WHY_CHUNK_LF: &str = "\
-    nginx accepts a bare LF as the end of a chunk line; tideway wants CRLF";
-const WHY_BARE_LF: &str = "\
-    nginx accepts bare LF line ends in a head; tideway refuses them (a backend that wants \
-    CRLF would frame those bytes differently)";
 const WHY_CONNECT: &str = "\
     nginx refuses CONNECT with 400, tideway with 501 Not Implemented";
 const WHY_ABSOLUTE: &str = "\
@@ -451,11 +446,23 @@ pub fn base() -> Vec<Case> {
             400,
             "",
         ),
-        refused(
+        accepted(
             "chunk framing with bare LF",
             chunked("5\nhello\n0\n\n"),
+            fwd("POST /a HTTP/1.1", b"hello"),
+            "",
+        ),
+        accepted(
+            "chunk framing, mixed CRLF and LF, trailer",
+            chunked("5\r\nhello\n6;e=1\n world\r\n0\nX-Trailer: 1\n\r\n"),
+            fwd("POST /a HTTP/1.1", b"hello world"),
+            "",
+        ),
+        refused(
+            "chunk framing with bare CR",
+            chunked("5\rhello\r\n0\r\n\r\n"),
             400,
-            WHY_CHUNK_LF,
+            "",
         ),
         accepted(
             "chunked body",
@@ -481,11 +488,41 @@ pub fn base() -> Vec<Case> {
             vec![fwd("POST /a HTTP/1.1", b"abcd")],
             "",
         ),
-        refused(
+        accepted(
             "bare-LF head",
             "GET /a HTTP/1.1\nHost: x\n\n",
+            fwd("GET /a HTTP/1.1", b""),
+            "",
+        ),
+        accepted(
+            "head ending LF CRLF",
+            "POST /a HTTP/1.1\r\nHost: x\nContent-Length: 5\n\r\nhello",
+            fwd("POST /a HTTP/1.1", b"hello"),
+            "",
+        ),
+        accepted(
+            "head ending CRLF LF",
+            "POST /a HTTP/1.1\nHost: x\r\nContent-Length: 5\r\n\nhello",
+            fwd("POST /a HTTP/1.1", b"hello"),
+            "",
+        ),
+        refused(
+            "bare CR ending the request line",
+            "GET /a HTTP/1.1\rHost: x\r\n\r\n",
             400,
-            WHY_BARE_LF,
+            "",
+        ),
+        refused(
+            "bare CR ending a header line",
+            "GET /a HTTP/1.1\r\nHost: x\rX: y\r\n\r\n",
+            400,
+            "",
+        ),
+        refused(
+            "TE obs-fold, bare LF",
+            "POST /a HTTP/1.1\nHost: x\nTransfer-Encoding:\n chunked\n\n5\nhello\n0\n\n",
+            400,
+            "",
         ),
         refused(
             "HTTP/2.0 version",

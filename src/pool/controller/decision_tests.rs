@@ -77,3 +77,30 @@ fn an_operator_may_change_a_decision_on_an_absent_id_and_no_other() {
         Err(PoolError::UnknownBackend { .. })
     ));
 }
+
+#[test]
+fn a_decision_holds_its_address_out_under_other_ids_unless_the_operator_adds_it() {
+    let mut c = controller();
+    c.apply(add("r", 2001)).unwrap();
+    c.apply(decide("r", State::Disabled)).unwrap();
+    let other = |id: &str, operator: bool| Diff::Add {
+        upstream: "u".into(),
+        backend: super::tests::spec(id, 2001),
+        ttl: Some(Duration::from_secs(30)),
+        operator,
+    };
+    let version = c.version();
+    assert!(matches!(
+        c.apply(other("r2", false)),
+        Err(PoolError::Decided { ref id, state: State::Disabled, .. }) if id == "r"
+    ));
+    assert_eq!(c.version(), version, "a refusal publishes nothing");
+    assert_eq!(state(&c, "r2"), None);
+    // Another address is not held; the operator's own registration is not bound.
+    c.apply(add("r3", 2002)).unwrap();
+    assert_eq!(c.apply(other("r4", true)), Ok(true));
+    assert_eq!(state(&c, "r4"), Some(State::Active));
+    // Enabled: the address is free again.
+    c.apply(decide("r", State::Active)).unwrap();
+    assert_eq!(c.apply(other("r2", false)), Ok(true));
+}

@@ -1,6 +1,7 @@
 //! What the controller does with time, at a cost that follows what is due, not the pool size:
 //! - deadlines ([`Deadlines`]) for what falls at a known time: a drain's end, a registration's
-//!   expiry, the end of a passive ejection's `fail_timeout`;
+//!   expiry, the end of a passive ejection's `fail_timeout` (also scheduled for every backend
+//!   held out when a reload turns active checks off: [`readmit_later`]);
 //! - a periodic tick ([`DEFAULT_TICK`](super::DEFAULT_TICK)) for what has to be polled: the
 //!   backends still ramping up in slow start, and the retiring ones waiting for their last
 //!   connection to close. Only those are visited ([`Entries::watched`](super::upstream::Entries)).
@@ -10,6 +11,7 @@
 //! to the new expiry. So a registration renewed every few seconds costs one queue operation
 //! per TTL, not one per heartbeat, and never more than one queued look.
 
+use super::upstream::UpstreamState;
 use super::{Controller, Entry};
 use crate::pool::backend::{BackendId, State};
 use crate::pool::deadlines::{Deadline, Deadlines};
@@ -45,6 +47,31 @@ pub(super) fn forget_expiry(deadlines: &mut Deadlines, e: &Entry) {
     if let Some(key) = e.expiry_check {
         deadlines.cancel(key);
     }
+}
+
+/// Active checks were turned off (a reload): nothing will judge the backends they found down,
+/// nor those passive health ejected and left to them, so each is readmitted after the new
+/// policy's `fail_timeout`, as passive health alone readmits (nginx's `max_fails` /
+/// `fail_timeout`: a failed server is tried again after it). An ejected one keeps its
+/// ejection place until then.
+pub(super) fn readmit_later(
+    deadlines: &mut Deadlines,
+    upstream: &str,
+    up: &mut UpstreamState,
+    now: Instant,
+) {
+    let at = now + up.policy().passive.fail_timeout;
+    up.backends.update_each(|e| {
+        if e.backend.healthy || e.readmit_at.is_some() {
+            return false;
+        }
+        e.readmit_at = Some(at);
+        let id = e.backend.id.clone();
+        tracing::info!(upstream, backend = %id, "active checks off: readmitted after fail_timeout");
+        let upstream = upstream.to_string();
+        deadlines.schedule(at, Deadline::Readmit { upstream, id, at });
+        true
+    });
 }
 
 impl Controller {

@@ -22,6 +22,9 @@ pub(super) fn config() -> Vec<UpstreamConfig> {
                 weight: 1,
                 max_conns: 0,
                 disabled: false,
+                backup: false,
+                max_fails: None,
+                fail_timeout: None,
             },
             StaticBackend {
                 id: "127.0.0.1:1002".into(),
@@ -29,6 +32,9 @@ pub(super) fn config() -> Vec<UpstreamConfig> {
                 weight: 2,
                 max_conns: 0,
                 disabled: false,
+                backup: false,
+                max_fails: None,
+                fail_timeout: None,
             },
         ],
     }]
@@ -45,6 +51,7 @@ pub(super) fn spec(id: &str, port: u16) -> BackendSpec {
         weight: 1,
         max_conns: 0,
         source: Source::Http,
+        server: Default::default(),
     }
 }
 
@@ -53,6 +60,7 @@ pub(super) fn add(id: &str, port: u16) -> Diff {
         upstream: "u".into(),
         backend: spec(id, port),
         ttl: Some(Duration::from_secs(30)),
+        operator: false,
     }
 }
 
@@ -192,6 +200,7 @@ fn heartbeat_refreshes_without_publishing() {
         upstream: "u".into(),
         backend: spec("a", 2001),
         ttl: Some(Duration::from_secs(1)),
+        operator: false,
     })
     .unwrap();
     let v = c.version();
@@ -348,6 +357,7 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
         upstream: "u".into(),
         backend: spec("r", 3001),
         ttl: Some(Duration::from_millis(200)),
+        operator: false,
     })
     .await
     .unwrap();
@@ -748,5 +758,30 @@ fn a_tag_is_never_handed_out_twice_however_often_slots_change_hands() {
             id: id.as_str().into(),
         })
         .unwrap();
+    }
+}
+
+#[test]
+fn plain_hash_orders_static_backends_as_configured_then_the_others_by_id() {
+    let mut cfg = config();
+    cfg[0].policy.balance = Balance::Hash;
+    cfg[0].policy.hash_consistent = false;
+    // Config order 1002 then 1001: not id order.
+    cfg[0].backends.reverse();
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    c.apply(add("zz", 3001)).unwrap();
+    c.apply(add("aa", 3002)).unwrap();
+    let snap = c.current().load_full();
+    let up = snap.upstream("u").unwrap();
+    let tag = |id: &str| up.backends.slot_of(id).unwrap();
+    let order = ["127.0.0.1:1002", "127.0.0.1:1001", "aa", "zz"];
+    let weights = [2, 1, 1, 1];
+    let want = crate::balance::Modulo::new(order.iter().zip(weights).map(|(id, w)| (tag(id), w)));
+    for i in 0..500 {
+        let key = crate::balance::Key::of(format!("key-{i}").as_bytes());
+        let got = up
+            .pick_key(key, |_| false)
+            .map(|b| up.backends.slot_of(&b.id).unwrap());
+        assert_eq!(got, want.pick(key, |_| true), "key-{i}");
     }
 }

@@ -9,7 +9,7 @@
 use super::{effective_weight, Entry};
 use crate::balance::ring::{Ring, POINTS_PER_WEIGHT};
 use crate::balance::Membership;
-use crate::config::{Balance, UpstreamPolicy};
+use crate::config::UpstreamPolicy;
 use crate::pool::backend::{Backend, BackendId};
 use crate::pool::snapshot::Upstream;
 use crate::pool::table::{slot, Backends, SLOT_BITS};
@@ -99,6 +99,11 @@ pub(super) struct UpstreamState {
     /// The snapshot parts, as of the last publish plus the changes applied since.
     table: Backends,
     members: Membership,
+    /// The backups (nginx's `backup`), picked only when no other backend can be.
+    backups: Membership,
+    /// Static backends' places in the config (nginx's server order, which plain `hash` maps
+    /// keys by); registered and etcd backends come after them, in id order.
+    order: HashMap<BackendId, u32>,
     /// Ring points to add once the snapshot that holds their backends is out:
     /// tag -> (id, weight in the ring now, weight wanted).
     pending: HashMap<u32, (BackendId, u32, u32)>,
@@ -129,6 +134,8 @@ impl UpstreamState {
             ring: None,
             table: Backends::default(),
             members: Membership::default(),
+            backups: Membership::default(),
+            order: HashMap::new(),
             pending: HashMap::new(),
             generations: Vec::new(),
             free_slots: std::collections::VecDeque::new(),
@@ -153,7 +160,8 @@ impl UpstreamState {
     /// Replace the policy; the next publish publishes the upstream anew, and makes the ring
     /// anew only if `balance` changed (the ring depends on nothing else in the policy).
     pub(super) fn set_policy(&mut self, policy: Arc<UpstreamPolicy>) {
-        self.new_ring |= policy.balance != self.policy.balance;
+        self.new_ring |= policy.balance != self.policy.balance
+            || policy.hash_consistent != self.policy.hash_consistent;
         self.policy = policy;
         self.policy_changed = true;
     }
@@ -190,6 +198,7 @@ impl UpstreamState {
         }
         self.table.clear(e.slot);
         self.members.set(e.slot, None);
+        self.backups.set(e.slot, None);
         let i = slot(e.slot);
         if let Some(next) = self.generations[i].checked_add(1) {
             self.generations[i] = next;
@@ -203,7 +212,7 @@ impl UpstreamState {
     /// go (a backend leaving, a weight going down) are taken out now; those that come wait in
     /// `pending` for [`Self::published`], unless the ring is new and no snapshot has it yet.
     pub(super) fn snapshot(&mut self, name: &str, now: Instant) -> Arc<Upstream> {
-        let hash = self.policy.balance == Balance::Hash;
+        let hash = crate::balance::consistent(&self.policy);
         let mut fresh = false;
         if std::mem::take(&mut self.new_ring) {
             self.ring = None;
@@ -243,12 +252,14 @@ impl UpstreamState {
             } else {
                 self.ejected.remove(&e.slot)
             };
-            self.members
-                .set(e.slot, eligible.then_some(b.effective_weight));
+            let backup = b.server.backup;
+            let weight = eligible.then_some(b.effective_weight);
+            self.members.set(e.slot, weight.filter(|_| !backup));
+            self.backups.set(e.slot, weight.filter(|_| backup));
             // Marked but unchanged (a refused or no-op diff): nothing to copy.
             let same = self.table.get(e.slot).is_some_and(|old| unchanged(old, &b));
             if let Some(ring) = &self.ring {
-                let want = if eligible { b.weight } else { 0 };
+                let want = if eligible && !backup { b.weight } else { 0 };
                 if want < e.in_ring {
                     ring.reweigh(e.slot, &b.id, e.in_ring, want, |_| "");
                 } else if want > e.in_ring {
@@ -272,15 +283,60 @@ impl UpstreamState {
         if ejections_changed {
             self.panic = self.ejected.iter().copied().collect();
         }
+        let modulo = crate::balance::modulo(&self.policy).then(|| Arc::new(self.modulo()));
+        let backups = self
+            .table
+            .iter()
+            .any(|b| b.server.backup)
+            .then(|| self.backups.backup_selector(&self.policy));
         let up = Arc::new(Upstream {
             name: name.to_string(),
             policy: self.policy.clone(),
             backends: self.table.clone(),
-            selector: self.members.selector(&self.policy, self.ring.clone()),
+            selector: self
+                .members
+                .selector(&self.policy, self.ring.clone(), modulo),
+            backups,
             ejected: self.panic.clone(),
         });
         self.published = Some(up.clone());
         up
+    }
+
+    /// Record the static backends' order in the config; returns whether it changed (the
+    /// next publish then rebuilds the upstream).
+    pub(super) fn set_order<'a>(&mut self, ids: impl Iterator<Item = &'a str>) -> bool {
+        let order: HashMap<BackendId, u32> = ids
+            .enumerate()
+            .map(|(i, id)| (id.into(), i as u32))
+            .collect();
+        if order == self.order {
+            return false;
+        }
+        self.order = order;
+        self.policy_changed = true;
+        true
+    }
+
+    /// nginx's server list for plain `hash`: the primary backends, static ones in config
+    /// order, then the others in id order; each holds its place whatever its state. O(n log n)
+    /// per publish that changes this upstream, and only for plain `hash`.
+    fn modulo(&self) -> crate::balance::Modulo {
+        let mut peers: Vec<(u32, u32, u32)> = self
+            .table
+            .slots()
+            .filter(|(_, b)| !b.server.backup)
+            .map(|(tag, b)| {
+                (
+                    self.order.get(&b.id).copied().unwrap_or(u32::MAX),
+                    tag,
+                    b.weight,
+                )
+            })
+            .collect();
+        // Stable: backends outside the config keep their id order.
+        peers.sort_by_key(|p| p.0);
+        crate::balance::Modulo::new(peers.into_iter().map(|(_, tag, w)| (tag, w)))
     }
 
     fn add_pending(&mut self) {

@@ -63,16 +63,16 @@ fn computes_the_sticky_key_only_when_asked() {
     let raw = "GET /chat?uid=42 HTTP/1.1\r\nHost: x\r\n\r\n";
     let key = HashKey::Query("uid".into());
     assert_eq!(
-        classified(raw, Some(&key)).0.unwrap().key,
+        classified(raw, Some(&key)).0.unwrap().key.hash,
         crate::balance::key_hash(b"42")
     );
     let key = HashKey::Header("x-user".into());
     let raw = "GET / HTTP/1.1\r\nHost: x\r\nX-User: bob\r\n\r\n";
     assert_eq!(
-        classified(raw, Some(&key)).0.unwrap().key,
+        classified(raw, Some(&key)).0.unwrap().key.hash,
         crate::balance::key_hash(b"bob")
     );
-    assert_eq!(classified(raw, None).0.unwrap().key, 0);
+    assert_eq!(classified(raw, None).0.unwrap().key.hash, 0);
 }
 
 #[test]
@@ -244,4 +244,63 @@ fn names_with_underscores_are_dropped_as_nginx_does() {
         !out.contains("6.6.6.6") && out.contains("X-Ok: 1\r\n"),
         "{out}"
     );
+}
+
+#[test]
+fn a_forwarding_chain_past_twenty_hops_is_a_loop() {
+    let chain = |n: usize| {
+        let hops: Vec<String> = (0..n).map(|i| format!("10.0.0.{i}")).collect();
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {}\r\n\r\n",
+            hops.join(", ")
+        )
+    };
+    let (_, out) = forwarded(&chain(MAX_FORWARDED_HOPS));
+    assert!(out.contains("10.0.0.19, 10.0.0.9\r\n"), "{out}");
+    assert_eq!(refused(&chain(MAX_FORWARDED_HOPS + 1)), 508);
+    // Split over several headers, the hops add up.
+    let split = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.1.1.1, 1.1.1.2, 1.1.1.3, 1.1.1.4, 1.1.1.5, 1.1.1.6, 1.1.1.7, 1.1.1.8, 1.1.1.9, 1.1.1.10, 1.1.1.11\r\nX-Forwarded-For: 2.2.2.1, 2.2.2.2, 2.2.2.3, 2.2.2.4, 2.2.2.5, 2.2.2.6, 2.2.2.7, 2.2.2.8, 2.2.2.9, 2.2.2.10\r\n\r\n";
+    assert_eq!(refused(split), 508);
+}
+
+#[test]
+fn websocket_fields_are_dropped_from_requests_that_are_not_handshakes() {
+    let (req, out) = forwarded(
+        "GET /chat HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\nSec-WebSocket-Extensions: x\r\n\r\n",
+    );
+    assert!(!req.websocket && !req.misreadable);
+    assert!(!out.to_ascii_lowercase().contains("sec-websocket"), "{out}");
+    let (req, _) = forwarded("GET /chat?Sec-WebSocket-Key:abc HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        req.misreadable,
+        "a key in the target stays: the backend may misread it"
+    );
+    let (req, _) = forwarded("GET / HTTP/1.1\r\nHost: x\r\nX-Note: sec-websocket-KEY: a\r\n\r\n");
+    assert!(req.misreadable);
+    let (req, out) = forwarded(
+        "GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(req.websocket && !req.misreadable);
+    assert!(
+        out.contains("Sec-WebSocket-Key: dGhl"),
+        "a handshake keeps its fields"
+    );
+}
+
+#[test]
+fn a_bare_lf_head_is_rebuilt_with_crlf() {
+    let crlf = forwarded("POST /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n");
+    for raw in [
+        "POST /a HTTP/1.1\nHost: x\nX-A: 1\nContent-Length: 5\n\n",
+        "POST /a HTTP/1.1\r\nHost: x\nX-A: 1\r\nContent-Length: 5\n\r\n",
+        "\n\r\nPOST /a HTTP/1.1\nHost: x\r\nX-A: 1   \nContent-Length: 5\r\n\n",
+    ] {
+        assert_eq!(forwarded(raw), crlf, "{raw:?}");
+    }
+    assert_eq!(refused("GET / HTTP/2.0\nHost: x\n\n"), 505);
+    assert_eq!(refused("\r\nGET / HTTP/1.2\r\nHost: x\r\n\r\n"), 505);
+    // obs-fold after a bare LF, and a CR inside a value, are refused as with CRLF.
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\nX: a\n b\n\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\nX: a\rb\n\n"), 400);
+    assert_eq!(refused("GET / HTTP/1.1\nHost: x\n\tX: a\n\n"), 400);
 }

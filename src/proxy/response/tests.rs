@@ -11,7 +11,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         websocket,
         expect_continue: false,
         length_always: false,
-        key: 0,
+        key: Default::default(),
         misreadable: false,
         client: None,
     }
@@ -158,7 +158,12 @@ fn interim_switched_and_bad_answers() {
     );
     assert!(matches!(
         response(switch, &req(false, false, true), false),
-        Ok((Answer::Switched, _))
+        Ok((Answer::Switched, out)) if out == switch
+    ));
+    // A bare-LF 101 reaches the client with CRLF line ends.
+    assert!(matches!(
+        response(&switch.replace("\r\n", "\n"), &req(false, false, true), false),
+        Ok((Answer::Switched, out)) if out == switch
     ));
     assert_eq!(
         response(
@@ -206,4 +211,27 @@ fn connection_cannot_drop_framing_headers() {
     );
     assert_eq!(r.framing, Framing::Length(5));
     assert!(out.contains("content-length: 5\r\n"), "{out}");
+}
+
+#[test]
+fn a_bare_lf_head_is_rebuilt_with_crlf() {
+    let crlf = "HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n\r\n";
+    let want = final_response(crlf, &GET(), false);
+    for raw in [
+        "HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 5\n\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 5\r\n\n",
+    ] {
+        assert_eq!(final_response(raw, &GET(), false), want, "{raw:?}");
+    }
+    assert!(!want.1.replace("\r\n", "").contains(['\r', '\n']));
+    // obs-fold and a CR inside a value are refused with either line end.
+    for bad in [
+        "HTTP/1.1 200 OK\nX-A: 1\n 2\nContent-Length: 5\n\n",
+        "HTTP/1.1 200 OK\nX-A: 1\r2\nContent-Length: 5\n\n",
+    ] {
+        assert_eq!(
+            response(bad, &GET(), false).unwrap_err(),
+            BadResponse::Malformed
+        );
+    }
 }

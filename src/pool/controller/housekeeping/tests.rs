@@ -1,7 +1,10 @@
-use super::super::tests::{add, backend, controller};
+use super::super::tests::{add, backend, config, controller};
+use super::super::Controller;
 use crate::pool::backend::State;
 use crate::pool::diff::Diff;
+use crate::pool::toggles::Toggles;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 fn heartbeat(id: &str, ttl: Duration) -> Diff {
     Diff::Heartbeat {
@@ -143,4 +146,57 @@ fn the_queue_holds_one_look_per_registration_whatever_the_heartbeats_and_removal
     // A reload without the upstream takes its looks too.
     assert!(c.configure(&[]));
     assert!(c.deadlines.is_empty());
+}
+
+/// Active checks turned off by a reload: nothing will judge the backends they (or passive
+/// health, which then leaves readmission to them) held out, so each is readmitted after
+/// `fail_timeout`, as passive health alone does, and its ejection place is freed.
+#[test]
+fn backends_held_out_are_readmitted_after_fail_timeout_when_checks_go_off() {
+    let mut cfg = config();
+    cfg[0].policy.health = Some(crate::config::HealthConfig {
+        kind: crate::config::HealthKind::Tcp,
+        path: "/".into(),
+        expect: (200, 399),
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        rise: 1,
+        fall: 1,
+    });
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    let (one, two) = ("127.0.0.1:1001", "127.0.0.1:1002");
+    let verdict = |id: &str, healthy| Diff::SetHealth {
+        upstream: "u".into(),
+        id: id.into(),
+        healthy,
+        reason: "test".into(),
+    };
+    let eject = |id: &str| Diff::Eject {
+        upstream: "u".into(),
+        id: id.into(),
+        reason: "test".into(),
+    };
+    c.apply(verdict(one, true)).unwrap();
+    // Ejected by passive health (readmission left to the checks), the other found down.
+    assert_eq!(c.apply(eject(one)), Ok(true));
+    c.apply(verdict(two, false)).unwrap();
+    assert!(c.next_deadline().is_none());
+    cfg[0].policy.health = None;
+    let reloaded = Instant::now();
+    assert!(c.configure(&cfg));
+    let at = c.next_deadline().expect("a readmission is scheduled");
+    let fail_timeout = cfg[0].policy.passive.fail_timeout;
+    assert!(at >= reloaded + fail_timeout && at <= Instant::now() + fail_timeout);
+    let snap = c.current().load_full();
+    assert!(backend(&snap, one).unwrap().ejected, "still out until then");
+    assert_eq!(snap.upstream("u").unwrap().ejected.len(), 1);
+    assert_eq!(c.serve_deadlines(at), 2);
+    let snap = c.current().load_full();
+    for id in [one, two] {
+        let b = backend(&snap, id).unwrap();
+        assert!(b.healthy && !b.ejected, "{id}");
+    }
+    assert!(snap.upstream("u").unwrap().ejected.is_empty());
+    // Its ejection place is free again (one of two backends, at 50%).
+    assert_eq!(c.apply(eject(two)), Ok(true));
 }

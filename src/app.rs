@@ -70,6 +70,9 @@ pub enum StartError {
     Token(#[from] token::TokenError),
     #[error("tls: {0}")]
     Tls(#[from] crate::config::tls::TlsError),
+    /// A listener's certificates or routes.
+    #[error("{0}")]
+    Listener(String),
     #[error("data_dir {path}: {source}")]
     DataDir {
         path: std::path::PathBuf,
@@ -223,12 +226,15 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
 
     let mut resolvers = Vec::new();
     let mut started = Vec::new();
+    let mut routes = Vec::new();
     for l in &config.listeners {
         match l.protocol {
             Protocol::Http => {
                 let turned_away = Arc::new(AtomicBool::new(false));
                 let (gateway, resolver) =
-                    crate::listeners::http_gateway(&pool, l, turned_away.clone())?;
+                    crate::listeners::http_gateway(&pool, l, turned_away.clone())
+                        .map_err(StartError::Listener)?;
+                routes.push((l.listen, gateway.routes().clone()));
                 resolvers.extend(resolver);
                 started.push((l.clone(), turned_away));
                 let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
@@ -252,7 +258,9 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     let reloader = Arc::new(Reloader {
         source,
         pool: pool.clone(),
-        listeners: Arc::new(Listeners::new(pool.clone(), started, config.admin.listen)),
+        listeners: Arc::new(
+            Listeners::new(pool.clone(), started, config.admin.listen).with_routes(routes),
+        ),
         resolvers,
         checkers: Arc::new(crate::health::Checkers::new(pool.clone())),
         running: tokio::sync::Mutex::new(()),

@@ -1,6 +1,7 @@
 //! tideway: a load-balancing proxy for services that scale in and out all day.
 //!
-//! Module graph (imports flow one way): `config`, `metrics`, `wire`, `fds`, `accept` <- `pool` <- `store`
+//! Module graph (imports flow one way): `config`, `metrics`, `wire`, `fds`, `accept` <- `routing`,
+//! `pool` <- `store`
 //! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
 //! `signals`, `rebalance`, `autoscale`, `demo`, `ctl` <- `tour` <- `main` (with `cli` and
 //! `demo_client`, which import no other module). `proxy` never imports `admin`, `discovery` or
@@ -28,6 +29,7 @@ pub mod pool;
 pub mod proxy;
 pub mod rebalance;
 pub mod reload;
+pub mod routing;
 pub mod signals;
 pub mod store;
 pub mod tour;

@@ -7,6 +7,10 @@
 //! until a reload brings it back or the process is restarted. Open connections are never
 //! touched, and an unchanged listener keeps its socket (a changed added one too).
 //!
+//! Routes are applied on every reload, to started and added listeners alike: each HTTP
+//! listener's routes sit in a [`SharedRoutes`] that the commit swaps whole (a request in
+//! flight, or a WebSocket, keeps the route it started on).
+//!
 //! A reload comes in two steps, so that it is all or nothing: [`Listeners::prepare`] binds
 //! and builds everything new and may fail; [`Listeners::commit`] cannot fail. The commit also
 //! publishes tideway's own addresses (every listener and the admin API) to the pool's
@@ -15,6 +19,7 @@
 use crate::config::{HttpLimits, Listener, Protocol};
 use crate::pool::PoolHandle;
 use crate::proxy::client::Addressing;
+use crate::proxy::dispatch::{Routes, SharedRoutes};
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
@@ -39,23 +44,35 @@ pub fn route(pool: &PoolHandle, l: &Listener, tls: bool) -> Route {
     }
 }
 
+/// The routes of an HTTP listener.
+pub fn routes(pool: &PoolHandle, l: &Listener) -> Result<Routes, String> {
+    let proto = if l.tls.is_some() { "https" } else { "http" };
+    Routes::build(pool, &l.routes, proto).map_err(|e| format!("listener {}: {e}", l.listen))
+}
+
 /// An HTTP listener's gateway (with its certificates, when it terminates TLS).
 pub fn http_gateway(
     pool: &PoolHandle,
     l: &Listener,
     turned_away: Arc<AtomicBool>,
-) -> Result<(Gateway, Option<Arc<SniResolver>>), crate::config::tls::TlsError> {
+) -> Result<(Gateway, Option<Arc<SniResolver>>), String> {
     let resolver = match &l.tls {
-        Some(files) => Some(Arc::new(SniResolver::load(
-            files.clone(),
-            l.listen.to_string(),
-        )?)),
+        Some(files) => Some(Arc::new(
+            SniResolver::load(files.clone(), l.listen.to_string()).map_err(|e| e.to_string())?,
+        )),
         None => None,
     };
     let tls = resolver.clone().map(Terminator::new);
     let limits: HttpLimits = l.limits.clone();
-    let gw = Gateway::new(route(pool, l, tls.is_some()), tls, limits, turned_away)
-        .with_addressing(Addressing::of(l));
+    let shared = routes(pool, l)?.shared();
+    let gw = Gateway::new(
+        route(pool, l, tls.is_some()),
+        shared,
+        tls,
+        limits,
+        turned_away,
+    )
+    .with_addressing(Addressing::of(l));
     Ok((gw, resolver))
 }
 
@@ -70,6 +87,8 @@ pub struct Listeners {
     admin: SocketAddr,
     /// pingora's shutdown signal, once the control plane runs.
     shutdown: OnceLock<ShutdownWatch>,
+    /// The routes of every HTTP listener serving (started or added), by address.
+    routes: Mutex<HashMap<SocketAddr, SharedRoutes>>,
 }
 
 /// A listener a reload added: its socket and its accept loop.
@@ -94,14 +113,17 @@ pub struct Plan {
     /// Added listeners to stop (a changed one is stopped, then started again on its socket).
     remove: Vec<SocketAddr>,
     add: Vec<(Listener, Arc<tokio::net::TcpListener>, App)>,
+    /// New routes for the HTTP listeners that stay.
+    routes: Vec<(SharedRoutes, Routes)>,
     /// What the reload does not apply (started listeners changed in place).
     pub warnings: Vec<String>,
 }
 
+/// Would `b` be served as `a` is? Routes are not compared: a reload swaps them in place.
 fn same(a: &Listener, b: &Listener) -> bool {
     a.listen == b.listen
         && a.protocol == b.protocol
-        && a.upstream == b.upstream
+        && (a.protocol == Protocol::Http || a.upstream == b.upstream)
         && a.tls.is_some() == b.tls.is_some()
         && a.limits == b.limits
         && a.proxy_protocol == b.proxy_protocol
@@ -122,9 +144,37 @@ impl Listeners {
             added: Mutex::new(HashMap::new()),
             admin,
             shutdown: OnceLock::new(),
+            routes: Mutex::new(HashMap::new()),
         };
         l.publish_own(&l.lock());
         l
+    }
+
+    /// Register the routes of a listener pingora started.
+    pub fn with_routes(self, routes: Vec<(SocketAddr, SharedRoutes)>) -> Self {
+        self.routes_lock().extend(routes);
+        self
+    }
+
+    fn routes_lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, SharedRoutes>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every serving HTTP listener's current routes, by address (for the admin API).
+    pub fn current_routes(&self) -> Vec<(SocketAddr, Arc<Routes>)> {
+        let away = |addr: &SocketAddr| {
+            self.started
+                .iter()
+                .any(|(l, t)| l.listen == *addr && t.load(Ordering::Acquire))
+        };
+        let mut all: Vec<_> = self
+            .routes_lock()
+            .iter()
+            .filter(|(a, _)| !away(a))
+            .map(|(a, r)| (*a, r.load_full()))
+            .collect();
+        all.sort_by_key(|(a, _)| *a);
+        all
     }
 
     /// Give the added listeners pingora's shutdown signal (from the control plane's start).
@@ -156,18 +206,28 @@ impl Listeners {
             turned_away: Vec::new(),
             remove: Vec::new(),
             add: Vec::new(),
+            routes: Vec::new(),
             warnings: Vec::new(),
         };
         for (l, _) in &self.started {
             let w = wanted.iter().find(|w| w.listen == l.listen);
             if w.is_some_and(|w| !same(w, l)) {
                 plan.warnings.push(format!(
-                    "listener {} changed in place: its upstream, protocol, TLS, limits, proxy_protocol and real_ip stay as \
-                     started until a restart or a hand-over (SIGUSR2)",
+                    "listener {} changed in place: its protocol, TLS, limits, proxy_protocol and real_ip (and a tcp \
+                     listener's upstream) stay as started until a restart or a hand-over (SIGUSR2); routes are applied",
                     l.listen
                 ));
             }
             plan.turned_away.push(w.is_none());
+        }
+        // The routes of HTTP listeners that stay serving: built now, swapped at the commit.
+        {
+            let current = self.routes_lock();
+            for w in wanted.iter().filter(|w| w.protocol == Protocol::Http) {
+                if let Some(shared) = current.get(&w.listen) {
+                    plan.routes.push((shared.clone(), routes(&self.pool, w)?));
+                }
+            }
         }
         let added = self.lock();
         plan.remove = added
@@ -202,9 +262,13 @@ impl Listeners {
                 }
             }
         }
+        for (shared, routes) in plan.routes {
+            shared.store(Arc::new(routes));
+        }
         let mut added = self.lock();
         for addr in plan.remove {
             if let Some(a) = added.remove(&addr) {
+                self.routes_lock().remove(&addr);
                 tracing::info!(listen = %addr, "reload: listener removed");
                 a.task.abort();
             }
@@ -213,6 +277,7 @@ impl Listeners {
         for (l, socket, app) in plan.add {
             let task = match app {
                 App::Http(gw) => {
+                    self.routes_lock().insert(l.listen, gw.routes().clone());
                     tokio::spawn(crate::accept::serve(socket.clone(), gw, shutdown.clone()))
                 }
                 App::Tcp(gw) => {

@@ -77,6 +77,16 @@ impl Reload for Reloader {
         }
         result
     }
+
+    fn routes(&self) -> serde_json::Value {
+        let listeners = self
+            .listeners
+            .current_routes()
+            .into_iter()
+            .map(|(addr, r)| serde_json::json!({ "listen": addr.to_string(), "routes": r.table.view() }))
+            .collect();
+        serde_json::Value::Array(listeners)
+    }
 }
 
 /// Seconds since the epoch.

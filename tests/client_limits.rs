@@ -177,6 +177,17 @@ async fn open_websockets_count_until_they_close() {
     .await;
 }
 
+/// A request on `socket` gets no byte back, and the socket closes.
+async fn closed_unanswered(mut socket: tokio::net::TcpStream) {
+    let _ = socket
+        .write_all(b"GET / HTTP/1.1\r\nHost: limits.test\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the socket over the limit was not closed");
+    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+}
+
 #[tokio::test]
 async fn a_tcp_listener_closes_a_socket_over_the_limit() {
     let b = Counting::start().await;
@@ -189,14 +200,8 @@ async fn a_tcp_listener_closes_a_socket_over_the_limit() {
     // may not have ended yet.
     let mut first = connect_from(THREE, p.http).await;
     assert_eq!(keepalive_get(&mut first).await.0, 200);
-    let mut second = connect_from(THREE, p.http).await;
-    let _ = second
-        .write_all(b"GET / HTTP/1.1\r\nHost: limits.test\r\n\r\n")
-        .await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), second.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the second socket was not closed");
-    assert!(buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    let second = connect_from(THREE, p.http).await;
+    closed_unanswered(second).await;
     assert_eq!(b.received(), 1);
     // Another client gets through; the first one's socket still works.
     assert_eq!(get_from(TWO, p.http, "/").await, 200);
@@ -450,4 +455,30 @@ fn an_nginx_limit_tideway_cannot_honour_is_refused_with_file_and_line() {
         assert_eq!(out.status.code(), Some(1), "{line}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(want));
     }
+}
+
+/// A TCP listener that a reload adds gets its per-client limits, as one there at startup does.
+#[tokio::test]
+async fn a_tcp_listener_added_by_reload_keeps_its_limit() {
+    let b = Counting::start().await;
+    let p = start_proxy(&app_and_zones(b.addr, CONNS)).await;
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&p.config_path).unwrap();
+    text.push_str(&format!(
+        "\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nupstream = \"app\"\nclient_limits = [{{ zone = \"addr\", conn = 1 }}]\n"
+    ));
+    std::fs::write(&p.config_path, text).unwrap();
+    p.reload().await;
+    let tcp: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until(Duration::from_secs(10), || async {
+        get_from(TWO, tcp, "/").await == 200
+    })
+    .await;
+    let mut first = connect_from(THREE, tcp).await;
+    assert_eq!(keepalive_get(&mut first).await.0, 200);
+    let before = b.received();
+    let second = connect_from(THREE, tcp).await;
+    closed_unanswered(second).await;
+    assert_eq!(b.received(), before);
+    assert_eq!(keepalive_get(&mut first).await.0, 200);
 }

@@ -357,3 +357,83 @@ async fn same_real_client_address_as_real_nginx() {
         }
     }
 }
+
+/// The import error for `conf` (written to a file of its own), or a panic if it imports.
+fn import_error(conf: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.conf");
+    std::fs::write(&path, conf).unwrap();
+    let err = tideway::nginx::import(&path)
+        .err()
+        .unwrap_or_else(|| panic!("imported: {conf}"))
+        .to_string();
+    (err, path.display().to_string())
+}
+
+/// Access control is never dropped (issue 21): `allow`, `deny`, `auth_basic` and
+/// `auth_request` fail the import with file:line, at every level.
+#[test]
+fn access_control_fails_the_import_with_file_and_line() {
+    for (at, line) in [
+        ("http", "allow 10.0.0.0/8;"),
+        ("server", "deny all;"),
+        ("location", "auth_basic \"closed\";"),
+        ("nested", "auth_request /auth;"),
+    ] {
+        let (h, s, l, n) = match at {
+            "http" => (line, "", "", ""),
+            "server" => ("", line, "", ""),
+            "location" => ("", "", line, ""),
+            _ => ("", "", "", line),
+        };
+        let conf = format!(
+            "http {{\n{h}\nupstream app {{ server 127.0.0.1:1; }}\nserver {{\nlisten 8080;\n{s}\nlocation / {{\n{l}\nproxy_pass http://app;\nlocation /in {{\n{n}\nproxy_pass http://app;\n}}\n}}\n}}\n}}\n"
+        );
+        let want_line = conf.lines().position(|x| x == line).unwrap() + 1;
+        let (err, file) = import_error(&conf);
+        let name = line.split(' ').next().unwrap();
+        assert!(
+            err.contains(&format!("{file}:{want_line}: \"{name}\" is access control")),
+            "{at}: {err}"
+        );
+    }
+}
+
+/// Per-client limits hold per listen: in a server's sole `location /` they are the server's;
+/// in any other location they fail the import with file:line, and so do servers sharing a
+/// listen with different limits.
+#[test]
+fn limits_in_locations_are_refused_unless_the_location_covers_the_server() {
+    let zone = "limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;\nupstream app { server 127.0.0.1:1; }";
+    let (err, file) = import_error(&format!(
+        "http {{\n{zone}\nserver {{\nlisten 8080;\nlocation /api/ {{\nlimit_req zone=z;\nproxy_pass http://app;\n}}\n}}\n}}\n"
+    ));
+    assert!(
+        err.contains(&format!(
+            "{file}:7: \"limit_req\": per-location limits are not supported yet"
+        )),
+        "{err}"
+    );
+    let (err, file) = import_error(&format!(
+        "http {{\n{zone}\nserver {{\nlisten 8080;\nserver_name a;\nlimit_req zone=z;\nlocation / {{ proxy_pass http://app; }}\n}}\nserver {{\nlisten 8080;\nserver_name b;\nlocation / {{ proxy_pass http://app; }}\n}}\n}}\n"
+    ));
+    assert!(
+        err.contains(&format!(
+            "{file}:10: per-client limits differ from another server's"
+        )),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ok.conf");
+    std::fs::write(
+        &path,
+        format!("http {{\n{zone}\nserver {{\nlisten 8080;\nlocation / {{\nlimit_req zone=z;\nproxy_pass http://app;\n}}\n}}\n}}\n"),
+    )
+    .unwrap();
+    let got = tideway::nginx::import(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        got.toml.contains("client_limits = [{ zone = \"z\" }]"),
+        "{}",
+        got.toml
+    );
+}

@@ -7,11 +7,12 @@ use common::*;
 use reqwest::Method;
 
 /// Every route the admin router serves (besides the dashboard page and the document itself).
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 14] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("post", "/v1/reload"),
+    ("get", "/v1/routes"),
     ("get", "/v1/upstreams"),
     ("get", "/v1/upstreams/{u}"),
     ("get", "/v1/upstreams/{u}/scale"),

@@ -14,6 +14,7 @@
 //! - `POST .../backends/{id}/state`, `PATCH .../backends/{id}`: admin token.
 //! - `GET /v1/upstreams/{u}/scale`: the autoscaling signal, admin token.
 //! - `POST /v1/reload`: re-read the config file and apply it (as SIGHUP), admin token.
+//! - `GET /v1/routes`: every HTTP listener's routes (servers and locations), admin token.
 //!
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
 //! ([`audit`]). Connections are served under their own timeouts, cap and descriptor reserve
@@ -84,6 +85,12 @@ impl AdminState {
 #[async_trait::async_trait]
 pub trait Reload: Send + Sync {
     async fn reload(&self) -> Result<serde_json::Value, String>;
+
+    /// Every HTTP listener's current routes (`GET /v1/routes`):
+    /// `[{"listen": ADDR, "routes": [...]}]`.
+    fn routes(&self) -> serde_json::Value {
+        serde_json::Value::Array(Vec::new())
+    }
 }
 
 /// An API error: a status and a message, sent as `{"error": message}`.
@@ -143,6 +150,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
+        .route("/v1/routes", get(routes))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
         .route("/v1/upstreams/{u}/scale", get(scale))
@@ -237,6 +245,22 @@ async fn reload(
         Ok(report) => Ok(Json(report).into_response()),
         Err(why) => Err(ApiError(StatusCode::BAD_REQUEST, why)),
     }
+}
+
+/// `GET /v1/routes`
+#[utoipa::path(get, path = "/v1/routes", tag = "operators",
+    responses((status = 200, description = "`{\"listeners\": [{\"listen\", \"routes\": [{server, hosts, default_server, path, upstream | return, uri, timeouts, websocket, max_body, at}]}]}`: every HTTP listener's routes, in the order they are matched within their kind")),
+    security(("admin" = [])))]
+async fn routes(
+    State(s): State<Arc<AdminState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_admin(&s, &headers)?;
+    let listeners = s
+        .reloader
+        .as_ref()
+        .map_or(serde_json::Value::Array(Vec::new()), |r| r.routes());
+    Ok(Json(serde_json::json!({ "listeners": listeners })))
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "probes", responses((status = 200, description = "the pool is loaded"), (status = 503, description = "not yet", body = ErrorBody)))]

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         super::readyz,
         super::metrics,
         super::reload,
+        super::routes,
         super::list,
         super::show,
         super::scale,

@@ -16,6 +16,8 @@ use std::time::Duration;
 mod next;
 use toml::Spanned;
 
+mod routes;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -74,7 +76,10 @@ struct EtcdSection {
 struct ListenerSection {
     listen: Spanned<String>,
     protocol: Option<Spanned<String>>,
-    upstream: Spanned<String>,
+    upstream: Option<Spanned<String>>,
+    /// The routes form (`[[listener.route]]`); `upstream` is the one-route shorthand.
+    #[serde(default)]
+    route: Vec<Spanned<routes::RouteSection>>,
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
     proxy_protocol: Option<bool>,
@@ -421,17 +426,7 @@ impl FileConfig {
                     Some(files)
                 }
             };
-            let upstream = l.upstream.get_ref().clone();
-            if !self.upstream.contains_key(&upstream) {
-                let known: Vec<&str> = self.upstream.keys().map(String::as_str).collect();
-                return Err(cx.err(
-                    l.upstream.span(),
-                    format!(
-                        "unknown upstream {upstream:?}; defined upstreams: [{}]",
-                        known.join(", ")
-                    ),
-                ));
-            }
+            let (upstream, servers) = routes::of_listener(&cx, l, protocol, &self.upstream)?;
             let mut limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,
@@ -449,6 +444,7 @@ impl FileConfig {
                 listen,
                 protocol,
                 upstream,
+                routes: servers,
                 tls,
                 limits,
                 proxy_protocol,

@@ -15,6 +15,7 @@ mod file;
 pub mod key_expr;
 pub mod limit;
 pub mod real_ip;
+pub mod routes;
 pub mod scope;
 pub mod tls;
 mod types;
@@ -23,6 +24,7 @@ pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 pub use real_ip::{RealIp, RealIpHeader};
+pub use routes::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
 pub use scope::RegistrationScope;
 pub use types::*;
 

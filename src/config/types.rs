@@ -99,7 +99,12 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/tideway";
 pub struct Listener {
     pub listen: SocketAddr,
     pub protocol: Protocol,
+    /// The upstream of a one-route listener; with routes, the first one they proxy to (for
+    /// logs and the tcp path).
     pub upstream: String,
+    /// Servers and their locations ([`super::routes`]); `upstream = "NAME"` is one server with
+    /// one location `/`.
+    pub routes: Vec<super::routes::ServerConfig>,
     /// Certificates for TLS termination (http listeners); the first is the default when no
     /// SNI name matches. Checked at load time.
     pub tls: Option<Vec<super::tls::TlsFiles>>,

@@ -4,6 +4,9 @@
 use super::limit::Scope;
 use super::parse::Directive;
 use super::realip::RealIpConf;
+use super::retry::Retry;
+use super::routes::{Inherited, Notes};
+use crate::config::ServerConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -12,8 +15,9 @@ use std::fmt::Write;
 pub struct Converted {
     pub toml: String,
     pub warnings: Vec<String>,
-    /// What nginx itself would refuse, or tideway cannot honour (a limit keyed by other than
-    /// the client address): each with file:line. Any makes the config unusable.
+    /// What makes the import fail: what nginx itself would refuse, or what tideway cannot
+    /// honour (a limit keyed by other than the client address, access control), each with its
+    /// nginx file:line.
     pub errors: Vec<String>,
 }
 
@@ -41,60 +45,15 @@ struct Server {
     fail_timeout: Option<String>,
 }
 
-/// nginx's `proxy_next_upstream`, `proxy_next_upstream_tries` and
-/// `proxy_next_upstream_timeout` as they hold in one location (inherited from its server and
-/// the http block), nginx's defaults where unset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Retry {
-    conditions: Vec<String>,
-    tries: u32,
-    timeout: Option<String>,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Retry {
-            conditions: vec!["error".into(), "timeout".into()],
-            tries: 0,
-            timeout: None,
-        }
-    }
-}
-
-impl Retry {
-    /// Take `d` if it is one of the three directives; returns whether it was.
-    fn take(&mut self, d: &Directive, warnings: &mut Vec<String>) -> bool {
-        match d.name.as_str() {
-            "proxy_next_upstream" => {
-                match crate::config::NextUpstream::parse(d.args.iter().map(String::as_str)) {
-                    Ok(_) => self.conditions = d.args.clone(),
-                    Err(e) => warnings.push(format!("{}: {e}; ignored", d.at())),
-                }
-            }
-            "proxy_next_upstream_tries" => match d.args.first().and_then(|v| v.parse().ok()) {
-                Some(n) => self.tries = n,
-                None => warnings.push(format!(
-                    "{}: \"{}\" needs a number; ignored",
-                    d.at(),
-                    d.name
-                )),
-            },
-            "proxy_next_upstream_timeout" => match d.args.first().and_then(|v| time(v)) {
-                Some(t) => self.timeout = Some(t).filter(|t| t != "0s" && t != "0"),
-                None => warnings.push(format!("{}: \"{}\" needs a time; ignored", d.at(), d.name)),
-            },
-            _ => return false,
-        }
-        true
-    }
-}
-
 #[derive(Debug)]
 struct Listener {
     listen: String,
     protocol: &'static str,
     upstream: String,
-    tls: Option<(String, String)>,
+    /// An http listener's servers (the `server` blocks on its `listen`, in file order).
+    servers: Vec<ServerConfig>,
+    /// Certificates, in the order of the servers that name them (the first is the default).
+    tls: Vec<(String, String)>,
     proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     real_ip: Option<String>,
@@ -106,9 +65,9 @@ struct Cx {
     /// Directory relative file names (certificates) resolve against: the main file's.
     base: std::path::PathBuf,
     warnings: Vec<String>,
+    errors: Vec<String>,
     upstreams: BTreeMap<String, Upstream>,
     listeners: Vec<Listener>,
-    errors: Vec<String>,
     /// `limit_req_zone` and `limit_conn_zone`, by name.
     zones: BTreeMap<String, super::limit::Zone>,
     /// The limit directives of the enclosing http or stream block.
@@ -143,7 +102,7 @@ impl Cx {
 }
 
 /// nginx time ("30", "10s", "1m", "500ms") as a tideway duration string.
-fn time(v: &str) -> Option<String> {
+pub(super) fn time(v: &str) -> Option<String> {
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         return Some(format!("{v}s"));
     }
@@ -318,6 +277,13 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     if cx.upstreams.contains_key(&host) {
         return Some(host);
     }
+    if host.contains('$') {
+        cx.errors.push(format!(
+            "{}: \"proxy_pass\" with a variable ({raw}) is not supported",
+            d.at()
+        ));
+        return None;
+    }
     let name = host.replace([':', '.'], "_");
     cx.upstreams
         .entry(name.clone())
@@ -336,7 +302,100 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     Some(name)
 }
 
-fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, block_retry: &Retry) {
+/// `proxy_pass http://NAME[/URI]` -> the upstream and the URI part.
+fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
+    let name = target(cx, d, true)?;
+    let raw = d.args.first()?;
+    let rest = raw.split_once("://").map_or(raw.as_str(), |(_, r)| r);
+    let uri = rest.find('/').map(|i| rest[i..].to_string());
+    Some((name, uri))
+}
+
+/// Access control tideway does not implement: never dropped, the import fails (issue 21).
+pub(super) const ACCESS: [&str; 5] = [
+    "allow",
+    "deny",
+    "auth_basic",
+    "auth_basic_user_file",
+    "auth_request",
+];
+
+/// An error with file:line for each access control directive, at any depth.
+fn refuse_access(errors: &mut Vec<String>, block: &[Directive]) {
+    for d in block {
+        if ACCESS.contains(&d.name.as_str()) {
+            errors.push(format!(
+                "{}: \"{}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
+                d.at(),
+                d.name
+            ));
+        }
+        refuse_access(errors, d.block.as_deref().unwrap_or_default());
+    }
+}
+
+/// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
+/// settings (inherited from `retry`) go to its upstream, the first location's holding.
+/// Per-client limits are per listen: `whole` (the server's only location is `location /`,
+/// with none nested) takes that location's, returned, as the server's own, since every request
+/// goes through it; in any other location they are an error.
+fn locations(
+    cx: &mut Cx,
+    block: &[Directive],
+    retry: &Retry,
+    passed: &BTreeMap<String, String>,
+    whole: bool,
+) -> Scope {
+    let mut limits = Scope::default();
+    for s in block.iter().filter(|s| s.name == "location") {
+        let inner = s.block.as_deref().unwrap_or_default();
+        let mut here = retry.clone();
+        for l in inner {
+            if here.take(l, &mut cx.warnings) || (whole && cx.limit(&mut limits, l)) {
+                continue;
+            }
+            if Scope::default().read(l).is_some() {
+                cx.errors.push(format!(
+                    "{}: \"{}\": per-location limits are not supported yet (only in a server's sole `location /`); set them at server level",
+                    l.at(),
+                    l.name
+                ));
+            }
+        }
+        let up = inner
+            .iter()
+            .filter(|l| l.name == "proxy_pass")
+            .find_map(|l| passed.get(&l.at()));
+        if let Some(u) = up.and_then(|up| cx.upstreams.get_mut(up)) {
+            match &u.retry {
+                Some(r) if *r != here => cx.warnings.push(format!(
+                    "{}: proxy_next_upstream settings differ from another location's for upstream {:?} (tideway keeps them per upstream: the first location's hold)",
+                    s.at(),
+                    up.unwrap_or(&String::new())
+                )),
+                Some(_) => {}
+                None => u.retry = Some(here.clone()),
+            }
+        }
+        locations(cx, inner, &here, passed, false);
+    }
+    limits
+}
+
+/// The settings an http block passes to its servers.
+struct Outer<'a> {
+    realip: &'a RealIpConf,
+    /// Timeouts, body size, `proxy_set_header`.
+    proxy: &'a Inherited,
+    retry: &'a Retry,
+}
+
+fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
+    let Outer {
+        realip: block_realip,
+        proxy: http,
+        retry: block_retry,
+    } = outer;
     let mut realip = RealIpConf::default();
     // Server-level retry settings hold for every location, wherever they stand.
     let mut retry = block_retry.clone();
@@ -348,9 +407,7 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, block_retr
     let mut listens = Vec::new();
     let mut cert = None;
     let mut key = None;
-    let mut pass = None;
     let mut limits = Scope::default();
-    let mut proxied_limits = Scope::default();
     for s in d.block.as_deref().unwrap_or_default() {
         if cx.limit(&mut limits, s) {
             continue;
@@ -359,78 +416,50 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, block_retr
             "listen" => {
                 if let Some(a) = s.args.first() {
                     let has = |flag: &str| s.args.iter().any(|x| x == flag);
-                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol")));
+                    let default = has("default_server") || has("default");
+                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol"), default));
                 }
             }
             _ if realip.take(s, false, &mut cx.warnings) => {}
             _ if s.name.starts_with("proxy_next_upstream") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
-            "server_name" | "ssl_protocols" | "ssl_ciphers" | "ssl_prefer_server_ciphers" => {}
-            "location" => {
-                let path = s.args.last().cloned().unwrap_or_default();
-                let mut found = None;
-                let mut idle = None;
-                let mut here = retry.clone();
-                let mut here_limits = Scope::default();
-                for l in s.block.as_deref().unwrap_or_default() {
-                    if cx.limit(&mut here_limits, l) || here.take(l, &mut cx.warnings) {
-                        continue;
-                    }
-                    match l.name.as_str() {
-                        "proxy_pass" => found = target(cx, l, true),
-                        "proxy_read_timeout" => idle = l.args.first().and_then(|v| time(v)),
-                        "proxy_http_version"
-                        | "proxy_set_header"
-                        | "proxy_connect_timeout"
-                        | "proxy_send_timeout"
-                        | "proxy_buffering"
-                        | "proxy_redirect" => {}
-                        _ => cx.warn(l, "is not understood in a location"),
-                    }
-                }
-                match (found, pass.is_some()) {
-                    (Some(up), false) => {
-                        if let (Some(t), Some(u)) = (idle, cx.upstreams.get_mut(&up)) {
-                            u.idle_timeout = Some(t);
-                        }
-                        let clash = cx.upstreams.get_mut(&up).and_then(|u| match &u.retry {
-                            Some(r) if *r != here => Some(()),
-                            Some(_) => None,
-                            None => {
-                                u.retry = Some(here);
-                                None
-                            }
-                        });
-                        if clash.is_some() {
-                            cx.warnings.push(format!("{}: proxy_next_upstream settings differ from another location's for upstream {up:?} (tideway keeps them per upstream: the first location's hold)", s.at()));
-                        }
-                        if path != "/" {
-                            cx.warnings.push(format!("{}: location {path:?} is served for every path (tideway routes a listener to one upstream)", s.at()));
-                        }
-                        pass = Some(up);
-                        proxied_limits = here_limits;
-                        continue;
-                    }
-                    (Some(_), true) => cx.warn(s, "is a second proxied location in one server (tideway routes a listener to one upstream)"),
-                    (None, _) => {}
-                }
-                if here_limits.is_set() {
-                    cx.warn(s, "sets per-client limits in a location tideway does not route on its own (only the proxied location's apply)");
-                }
-            }
+            "server_name"
+            | "ssl_protocols"
+            | "ssl_ciphers"
+            | "ssl_prefer_server_ciphers"
+            | "location"
+            | "return"
+            | "proxy_http_version"
+            | "proxy_set_header" => {}
+            name if ACCESS.contains(&name) => {}
+            _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
     }
-    let Some(upstream) = pass else {
-        return cx.warn(d, "has no location with proxy_pass");
-    };
-    let limits = cx.client_limits(&proxied_limits.under(&limits), d, false);
+    let mut notes = Notes::default();
+    // Each proxy_pass's upstream, by the directive's file:line.
+    let mut passed = BTreeMap::new();
+    let server = super::routes::server(d, http, false, &mut notes, &mut |s| {
+        let found = pass(cx, s);
+        if let Some((up, _)) = &found {
+            passed.insert(s.at(), up.clone());
+        }
+        found
+    });
+    cx.warnings.append(&mut notes.warnings);
+    cx.errors.append(&mut notes.errors);
+    let block = d.block.as_deref().unwrap_or_default();
+    let located: Vec<&Directive> = block.iter().filter(|s| s.name == "location").collect();
+    let whole = matches!(&located[..], [l] if l.args == ["/"]
+        && !l.block.as_deref().unwrap_or_default().iter().any(|n| n.name == "location"));
+    let located = locations(cx, block, &retry, &passed, whole);
+    let limits = cx.client_limits(&located.under(&limits), d, false);
     if listens.is_empty() {
-        listens.push(("0.0.0.0:80".into(), false, false));
+        listens.push(("0.0.0.0:80".into(), false, false, false));
     }
     let realip = realip.over(block_realip);
-    for (listen, ssl, proxy_protocol) in listens {
+    for (listen, ssl, proxy_protocol, default) in listens {
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => {
                 let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
@@ -445,12 +474,38 @@ fn http_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, block_retr
             }
             _ => None,
         };
+        let mut server = server.clone();
+        server.default = default;
+        let existing = cx
+            .listeners
+            .iter_mut()
+            .find(|l| l.listen == listen && l.protocol == "http");
+        if let Some(l) = existing {
+            // Another server on the same listen: one more set of names.
+            if default && l.servers.iter().any(|s| s.default) {
+                cx.errors.push(format!(
+                    "{}: a duplicate default server for {listen}",
+                    d.at()
+                ));
+            }
+            if l.limits != limits {
+                cx.errors.push(format!(
+                    "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",
+                    d.at()
+                ));
+            }
+            l.servers.push(server);
+            l.tls.extend(tls);
+            l.proxy_protocol |= proxy_protocol;
+            continue;
+        }
         let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
         cx.listeners.push(Listener {
             listen,
             protocol: "http",
-            upstream: upstream.clone(),
-            tls,
+            upstream: String::new(),
+            servers: vec![server],
+            tls: tls.into_iter().collect(),
             proxy_protocol,
             real_ip,
             limits: limits.clone(),
@@ -483,6 +538,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 }
             }
             "proxy_connect_timeout" => {}
+            name if ACCESS.contains(&name) => {}
             _ => cx.warn(s, "is not understood in a stream server block"),
         }
     }
@@ -497,7 +553,8 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             listen,
             protocol: "tcp",
             upstream: upstream.clone(),
-            tls: None,
+            servers: Vec::new(),
+            tls: Vec::new(),
             proxy_protocol,
             real_ip,
             limits: limits.clone(),
@@ -510,12 +567,13 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
     let mut cx = Cx {
         base: base.to_path_buf(),
         warnings: Vec::new(),
+        errors: Vec::new(),
         upstreams: BTreeMap::new(),
         listeners: Vec::new(),
-        errors: Vec::new(),
         zones: BTreeMap::new(),
         outer: Scope::default(),
     };
+    refuse_access(&mut cx.errors, top);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -551,6 +609,10 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 // The block's realip and retry settings, wherever they stand in it, hold for its
                 // servers.
                 let mut realip = RealIpConf::default();
+                // So do its proxy settings (timeouts, body size, proxy_set_header).
+                let mut notes = Notes::default();
+                let http = Inherited::default().within(b, &mut notes);
+                cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
                 for s in b
                     .iter()
@@ -568,27 +630,66 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                             | "limit_req_status" | "limit_conn_status",
                             _,
                         ) => {}
-                        ("server", false) => http_server(&mut cx, s, &realip, &retry),
+                        ("server", false) => {
+                            let outer = Outer {
+                                realip: &realip,
+                                proxy: &http,
+                                retry: &retry,
+                            };
+                            http_server(&mut cx, s, outer)
+                        }
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
+                        ("proxy_set_header" | "proxy_http_version", false) => {}
+                        (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
+                        (name, _) if ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
             }
             // A conf.d snippet: its server blocks are http servers.
             ("server", Some(_)) => {
-                http_server(&mut cx, d, &RealIpConf::default(), &Retry::default())
+                let outer = Outer {
+                    realip: &RealIpConf::default(),
+                    proxy: &Inherited::default(),
+                    retry: &Retry::default(),
+                };
+                http_server(&mut cx, d, outer)
             }
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
+    // A listen whose servers have no location serves nothing tideway can serve.
+    let mut empty = Vec::new();
+    cx.listeners.retain(|l| {
+        let keep = l.protocol != "http" || l.servers.iter().any(|s| !s.locations.is_empty());
+        if !keep {
+            empty.push(l.listen.clone());
+        }
+        keep
+    });
+    for listen in empty {
+        cx.warnings.push(format!(
+            "listen {listen}: no server on it has a location; not served"
+        ));
+    }
+    // An upstream is named for the logs of each http listener.
+    for l in cx.listeners.iter_mut().filter(|l| l.protocol == "http") {
+        l.upstream = l
+            .servers
+            .iter()
+            .flat_map(|s| &s.locations)
+            .find_map(|loc| loc.action.upstream())
+            .unwrap_or_default()
+            .to_string();
+    }
     let Cx {
         warnings,
+        errors,
         upstreams,
         listeners,
-        errors,
         zones,
         ..
     } = cx;
@@ -608,9 +709,21 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         if l.protocol != "http" {
             let _ = writeln!(out, "protocol = {:?}", l.protocol);
         }
-        let _ = writeln!(out, "upstream = {:?}", l.upstream);
-        if let Some((c, k)) = &l.tls {
-            let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+        if l.servers.is_empty() {
+            let _ = writeln!(out, "upstream = {:?}", l.upstream);
+        }
+        match &l.tls[..] {
+            [] => {}
+            [(c, k)] => {
+                let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
+            }
+            many => {
+                out.push_str("tls = [\n");
+                for (c, k) in many {
+                    let _ = writeln!(out, "  {{ cert = {c:?}, key = {k:?} }},");
+                }
+                out.push_str("]\n");
+            }
         }
         if l.proxy_protocol {
             out.push_str("proxy_protocol = true\n");
@@ -619,6 +732,11 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             let _ = writeln!(out, "real_ip = {r}");
         }
         out.push_str(&l.limits);
+        for s in &l.servers {
+            for loc in &s.locations {
+                super::routes::render(&mut out, "listener.route", Some(s), loc);
+            }
+        }
     }
     for (name, u) in upstreams {
         let _ = write!(out, "\n[upstream.{name}]\n");

@@ -1,5 +1,6 @@
-//! Drop-in for nginx: read an existing nginx config (`upstream`, `server`, `location
-//! proxy_pass`, `stream`, per-client `limit_req` / `limit_conn`), convert what tideway understands, warn about the rest with
+//! Drop-in for nginx: read an existing nginx config (`upstream`, `server` with
+//! `server_name`, `location` with every modifier and nested ones, `proxy_pass`, `return`,
+//! `stream`, per-client `limit_req` / `limit_conn`; see [`routes`]), convert what tideway understands, warn about the rest with
 //! file:line, and render a live upstream back as an nginx `upstream` block.
 //!
 //! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
@@ -10,6 +11,8 @@ pub mod export;
 pub mod limit;
 pub mod parse;
 pub mod realip;
+pub mod retry;
+pub mod routes;
 
 use crate::config::{Config, ConfigError};
 use std::path::Path;
@@ -31,7 +34,7 @@ pub fn import(path: &Path) -> Result<convert::Converted, NginxError> {
     let base = path.parent().unwrap_or(Path::new(""));
     let converted = convert::convert(&top, base);
     if !converted.errors.is_empty() {
-        return Err(NginxError::Refused(converted.errors.join("\n")));
+        return Err(NginxError::Refused(converted.errors));
     }
     Ok(converted)
 }

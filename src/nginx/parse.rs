@@ -38,9 +38,9 @@ pub enum NginxError {
         col: usize,
         msg: String,
     },
-    /// Directives that cannot be used as written, each line starting with its file:line.
-    #[error("{0}")]
-    Refused(String),
+    /// What the config asks cannot be done as nginx would (each with its file:line).
+    #[error("{}", .0.join("\n"))]
+    Refused(Vec<String>),
 }
 
 #[derive(Debug, PartialEq)]
@@ -125,7 +125,7 @@ impl<'a> Lexer<'a> {
                     match self.bump() {
                         None => return Err(self.err("unterminated quoted string")),
                         Some(b'\\') => match self.bump() {
-                            Some(e) => out.push(e),
+                            Some(e) => unescape(&mut out, e),
                             None => return Err(self.err("unterminated quoted string")),
                         },
                         Some(q) if q == c => break,
@@ -149,7 +149,7 @@ impl<'a> Lexer<'a> {
                     if c == b'\\' {
                         self.bump();
                         if let Some(e) = self.bump() {
-                            out.push(e);
+                            unescape(&mut out, e);
                         }
                         continue;
                     }
@@ -160,6 +160,18 @@ impl<'a> Lexer<'a> {
             }
         };
         Ok(Some((tok, line, col)))
+    }
+}
+
+/// nginx's escapes (`ngx_conf_read_token`): `\"`, `\'` and `\\` stand for the character,
+/// `\t`, `\r` and `\n` for tab, CR and LF; any other backslash is kept (`\.` in a regex).
+fn unescape(out: &mut Vec<u8>, e: u8) {
+    match e {
+        b'"' | b'\'' | b'\\' => out.push(e),
+        b't' => out.push(b'\t'),
+        b'r' => out.push(b'\r'),
+        b'n' => out.push(b'\n'),
+        _ => out.extend_from_slice(&[b'\\', e]),
     }
 }
 

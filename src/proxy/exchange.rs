@@ -122,9 +122,18 @@ pub struct Upgraded {
 
 /// tideway's HTTP path of one listener.
 pub struct HttpPath {
-    pub route: Route,
     pub keepalive: Arc<Keepalive>,
     pub limits: HttpLimits,
+}
+
+/// Where one request goes: its route's binding to an upstream, the route's send timeout
+/// (nginx's `proxy_send_timeout`) and body limit (`client_max_body_size`; a longer
+/// Content-Length is refused before, a longer chunked body while it is read).
+#[derive(Clone, Copy)]
+pub struct Routed<'a> {
+    pub route: &'a Route,
+    pub send_timeout: Duration,
+    pub max_body: Option<u64>,
 }
 
 /// What an exchange that reached the client says about the backend.
@@ -180,9 +189,8 @@ pub struct Peers {
 }
 
 impl HttpPath {
-    pub fn new(route: Route, keepalive: Keepalive, limits: HttpLimits) -> Self {
+    pub fn new(keepalive: Keepalive, limits: HttpLimits) -> Self {
         HttpPath {
-            route,
             keepalive: Arc::new(keepalive),
             limits,
         }
@@ -191,8 +199,10 @@ impl HttpPath {
     /// Forward the request whose head was `bufs.client[..head_len]` and whose backend head
     /// (all but its framing) is in `bufs.out`. `policy` is the upstream's (None: the upstream
     /// does not exist). What happened is written to `out`.
+    #[allow(clippy::too_many_arguments)] // the exchange's parts, each borrowed differently
     pub async fn forward(
         &self,
+        routed: Routed<'_>,
         client: &mut Stream,
         bufs: &mut Buffers,
         head_len: usize,
@@ -204,7 +214,10 @@ impl HttpPath {
         out.received = head_len as u64;
         // The body in hand (read whole when it can be), or the part that streams after it.
         let client_ip = peers.client.map(|a| a.ip());
-        let streamed = match self.read_body(client, bufs, &req, client_ip).await {
+        let streamed = match self
+            .read_body(client, bufs, &req, (client_ip, routed.max_body))
+            .await
+        {
             Ok((streamed, body)) => {
                 out.received += body;
                 streamed
@@ -219,7 +232,7 @@ impl HttpPath {
             }
         };
         let Some(policy) = policy else {
-            let msg = format!("no upstream named {:?}", &*self.route.upstream);
+            let msg = format!("no upstream named {:?}", &*routed.route.upstream);
             // An answer of tideway's own to HEAD carries a body: the connection cannot go on.
             let close = req.close || streamed > 0 || req.head_method;
             return refuse(client, 503, &msg, close, out).await;
@@ -235,13 +248,14 @@ impl HttpPath {
         };
         let mut attempt = HttpAttempt {
             path: self,
+            routed,
             client,
             bufs,
             req: &req,
             policy: &policy,
             streamed,
         };
-        let tried = self.route.attempts(how, &mut attempt).await;
+        let tried = routed.route.attempts(how, &mut attempt).await;
         let (done, conn) = match tried {
             Ok(done) => done,
             Err((status, msg)) => {
@@ -264,13 +278,15 @@ impl HttpPath {
         match done.health {
             Health::Success if crate::config::status_fails(&policy, done.status) => {
                 let why = format!("answered {}", done.status);
-                self.route
+                routed
+                    .route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
             }
             Health::Success => conn.guard.live().record_success(),
             Health::Failed(why) => {
-                tracing::warn!(upstream = %self.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
-                self.route
+                tracing::warn!(upstream = %routed.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
+                routed
+                    .route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
             }
             Health::Unknown => {}
@@ -297,7 +313,7 @@ impl HttpPath {
         client: &mut Stream,
         bufs: &mut Buffers,
         req: &Request,
-        client_ip: Option<std::net::IpAddr>,
+        (client_ip, max_body): (Option<std::net::IpAddr>, Option<u64>),
     ) -> Result<(u64, u64), BodyError> {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
@@ -325,7 +341,9 @@ impl HttpPath {
                 let mut body = std::mem::take(&mut bufs.upstream);
                 body.clear();
                 let mut decoder = ChunkDecoder::default();
-                let limit = self.limits.max_chunked_body;
+                let limit = max_body.map_or(self.limits.max_chunked_body, |m| {
+                    m.min(self.limits.max_chunked_body)
+                });
                 let mut held = Budget::global().hold(client_ip);
                 let deadline = tokio::time::Instant::now() + self.limits.chunked_body_time;
                 loop {
@@ -380,11 +398,12 @@ impl HttpPath {
         io: &mut tokio::net::TcpStream,
         bufs: &mut Buffers,
         streamed: u64,
+        send_timeout: Duration,
     ) -> Streamed {
         let mut body = Progress::new(Framing::Length(streamed), super::body::Encoding::Raw);
         let how = Relay {
             read: self.limits.body_timeout,
-            write: DEFAULT_SEND_TIMEOUT,
+            write: send_timeout,
             reset_ends: false,
         };
         let (mut from_backend, mut to_backend) = io.split();
@@ -410,15 +429,17 @@ impl HttpPath {
     }
 
     /// Time to the final response head (interim answers do not count as answers).
-    fn observe_wait(&self, moved: &Io) {
+    fn observe_wait(route: &Route, moved: &Io) {
         if let Some(waited) = moved.waited {
-            self.route.metrics.response.observe(waited.as_secs_f64());
+            route.metrics.response.observe(waited.as_secs_f64());
         }
     }
 
     /// Send the request on `conn` and relay the answer.
+    #[allow(clippy::too_many_arguments)] // the exchange's parts, each borrowed differently
     async fn exchange(
         &self,
+        routed: Routed<'_>,
         client: &mut Stream,
         conn: &mut Conn,
         bufs: &mut Buffers,
@@ -445,10 +466,13 @@ impl HttpPath {
         // connection's, whatever the size: the retry loop sends it again on a fresh one.
         let small = (bufs.out.len() <= SMALL_REQUEST || reused) && streamed == 0;
         let mut cut = None;
-        if let Err(e) = send(io, &bufs.out, DEFAULT_SEND_TIMEOUT).await {
+        if let Err(e) = send(io, &bufs.out, routed.send_timeout).await {
             cut = Some(format!("sending the request: {e}"));
         } else if streamed > 0 {
-            match self.stream_body(client, io, bufs, streamed).await {
+            match self
+                .stream_body(client, io, bufs, streamed, routed.send_timeout)
+                .await
+            {
                 Streamed::Whole => {}
                 Streamed::ClientGone => return Done::client_gone(),
                 Streamed::Cut(why) => cut = Some(why),
@@ -520,7 +544,7 @@ impl HttpPath {
                     bufs.upstream.drain(..head_len);
                 }
                 Ok(Answer::Switched) => {
-                    self.observe_wait(&moved);
+                    Self::observe_wait(routed.route, &moved);
                     // The rebuilt 101, then whatever the backend sent behind it as is.
                     let down = bufs.upstream.split_off(head_len);
                     bufs.reply.extend_from_slice(&down);
@@ -545,11 +569,11 @@ impl HttpPath {
                 Ok(Answer::Final(res))
                     if more && cut.is_none() && policy.next_upstream.on_status(res.status) =>
                 {
-                    self.observe_wait(&moved);
+                    Self::observe_wait(routed.route, &moved);
                     return Err(Error::answered(res.status));
                 }
                 Ok(Answer::Final(res)) => {
-                    self.observe_wait(&moved);
+                    Self::observe_wait(routed.route, &moved);
                     break (res, head_len);
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
@@ -641,6 +665,7 @@ impl HttpPath {
 /// One try of an HTTP request, for the retry loop.
 struct HttpAttempt<'a> {
     path: &'a HttpPath,
+    routed: Routed<'a>,
     client: &'a mut Stream,
     bufs: &'a mut Buffers,
     req: &'a Request,
@@ -653,7 +678,15 @@ impl Attempt for HttpAttempt<'_> {
     async fn attempt(&mut self, conn: &mut Conn, more: bool) -> Result<Done, Error> {
         let (req, policy, streamed) = (self.req, self.policy, self.streamed);
         self.path
-            .exchange(self.client, conn, self.bufs, req, (policy, more), streamed)
+            .exchange(
+                self.routed,
+                self.client,
+                conn,
+                self.bufs,
+                req,
+                (policy, more),
+                streamed,
+            )
             .await
     }
 }
@@ -719,8 +752,17 @@ async fn answer(client: &mut Stream, resp: &str, close: bool) -> Next {
 }
 
 /// The reason phrase of a status tideway answers with itself.
-fn reason(status: u16) -> &'static str {
+pub(super) fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        403 => "Forbidden",
+        404 => "Not Found",
         400 => "Bad Request",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

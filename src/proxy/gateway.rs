@@ -1,22 +1,25 @@
 //! The front door of an HTTP listener: the accept path ([`crate::accept`]) hands each
 //! connection over raw; over the process-wide cap it gets a JSON 503 ([`crate::fds`]);
 //! from there tideway's one HTTP engine serves it. Each request head is read under the
-//! listener's limits ([`super::head`]), classified ([`super::request`]), refused with a clear
-//! answer or forwarded ([`super::exchange`]); a connection whose handshake the backend
+//! listener's limits ([`super::head`]), routed by its Host and path on the listener's current
+//! routes ([`super::dispatch`]), classified ([`super::request`]), refused with a clear
+//! answer, answered by its route, or forwarded ([`super::exchange`]); a connection whose handshake the backend
 //! answers with 101 becomes a [`super::websocket`] tunnel. Nothing is handed to a second
 //! parser.
 
 use super::access::{self, Outcome};
 use super::client::Addressing;
-use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers};
+use super::dispatch::{self, Routes, SharedRoutes};
+use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Routed};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::ClientLimits;
-use super::request::{classify, Refusal, Request, RequestBody};
+use super::request::{classify, Refusal, Request, RequestBody, Steer};
 use super::route::Route;
 use super::tls::Terminator;
 use super::websocket;
 use crate::config::{Balance, HttpLimits, UpstreamPolicy};
+use crate::routing::Pick;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
@@ -63,7 +66,10 @@ pub struct Gateway {
     path: HttpPath,
     /// Starts the idle-connection sweeper on the first connection (inside pingora's runtime).
     sweeper: std::sync::Once,
+    /// The listener's first upstream: requests refused before they are routed count there.
     route: Route,
+    /// The listener's routes, loaded per request; a reload swaps them.
+    routes: SharedRoutes,
     tls: Option<Terminator>,
     /// Connections still allowed (`max_connections`), when limited.
     slots: Option<Arc<Semaphore>>,
@@ -78,23 +84,24 @@ pub struct Gateway {
 impl Gateway {
     /// Count a request that got an answer (or none), and log it when the access log is on.
     fn finished(
-        &self,
+        route: &Route,
         ip: Option<std::net::IpAddr>,
         logged: Option<&access::Head>,
         out: &Outcome,
         took: std::time::Duration,
     ) {
-        self.route.metrics.request.observe(took.as_secs_f64());
+        route.metrics.request.observe(took.as_secs_f64());
         if out.status > 0 {
-            crate::metrics::response(&self.route.upstream, out.status);
+            crate::metrics::response(&route.upstream, out.status);
         }
         if let Some(head) = logged {
-            access::request(ip, head, &self.route.upstream, out, took);
+            access::request(ip, head, &route.upstream, out, took);
         }
     }
 
     pub fn new(
         route: Route,
+        routes: SharedRoutes,
         tls: Option<Terminator>,
         limits: HttpLimits,
         turned_away: Arc<AtomicBool>,
@@ -105,9 +112,10 @@ impl Gateway {
         let clients = ClientLimits::new(&limits.per_client);
         Gateway {
             clients,
-            path: HttpPath::new(route.clone(), keepalive, limits),
+            path: HttpPath::new(keepalive, limits),
             sweeper: std::sync::Once::new(),
             route,
+            routes,
             tls,
             slots,
             turned_away,
@@ -121,29 +129,52 @@ impl Gateway {
         self
     }
 
-    /// Classify a complete request head against the current snapshot: the request, and the
-    /// upstream's policy (None when the upstream does not exist).
+    /// The listener's routes, for a reload to swap.
+    pub fn routes(&self) -> &SharedRoutes {
+        &self.routes
+    }
+
+    /// Classify a complete request head against `routes` and the current snapshot: the
+    /// request, its route, and the route's upstream policy (None when the upstream does not
+    /// exist or the route does not proxy).
     fn classify(
         &self,
+        routes: &Routes,
         head: &[u8],
         client: Option<std::net::SocketAddr>,
         out: &mut Vec<u8>,
-    ) -> Result<(Request, Option<Arc<UpstreamPolicy>>), Refusal> {
+    ) -> Result<(Request, Pick, Option<Arc<UpstreamPolicy>>), Refusal> {
         let snap = self.route.pool.load();
-        let policy = self.route.upstream(&snap).ok().map(|u| u.policy.clone());
-        let hash = policy
-            .as_deref()
-            .filter(|p| p.balance == Balance::Hash)
-            .map(|p| &p.hash_key);
+        let mut pick = Pick::NotFound;
+        let mut policy = None;
+        let steer = |host: Option<&[u8]>, target: &str| {
+            pick = routes.table.select(host, target.as_bytes());
+            let Some(p) = routes.proxy(pick) else {
+                return Steer::default();
+            };
+            let up = p.route.upstream(&snap).ok();
+            policy = up.map(|u| p.policy(&u.policy));
+            let rewritten = p.uri.as_ref().and_then(|(prefix, uri)| {
+                crate::routing::uri::replace_prefix(target.as_bytes(), prefix, uri).ok()
+            });
+            Steer {
+                hash_key: up
+                    .map(|u| &u.policy)
+                    .filter(|p| p.balance == Balance::Hash)
+                    .map(|p| &p.hash_key),
+                default_host: &p.route.upstream,
+                target: rewritten,
+                websocket: p.settings.websocket.unwrap_or(true),
+            }
+        };
         let req = classify(
             head,
             (client, self.addressing.for_requests()),
             self.route.proto,
-            hash,
-            &self.route.upstream,
+            steer,
             out,
         )?;
-        Ok((req, policy))
+        Ok((req, pick, policy))
     }
 }
 
@@ -315,8 +346,14 @@ impl Gateway {
             served += 1;
             let logged = access::enabled().then(|| access::Head::parse(&bufs.client[..head_len]));
             let started = std::time::Instant::now();
-            let classified = self.classify(&bufs.client[..head_len], conn.client, &mut bufs.out);
-            let (mut req, policy) = match classified {
+            let routes = self.routes.load_full();
+            let classified = self.classify(
+                &routes,
+                &bufs.client[..head_len],
+                conn.client,
+                &mut bufs.out,
+            );
+            let (mut req, pick, policy) = match classified {
                 Ok(classified) => classified,
                 Err(r) => {
                     let ip = conn.client.map(|a| a.ip());
@@ -325,12 +362,42 @@ impl Gateway {
                         ..Outcome::default()
                     };
                     let _ = refuse(&mut stream, r.status, r.reason, true, &mut out).await;
-                    self.finished(ip, logged.as_ref(), &out, started.elapsed());
+                    Self::finished(&self.route, ip, logged.as_ref(), &out, started.elapsed());
                     close(&mut stream).await;
                     return None;
                 }
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
+            let Some(proxy) = routes.proxy(pick) else {
+                // Answered by tideway: a `return`, nginx's trailing-slash 301, 404 or 400.
+                let next = self
+                    .answer(
+                        &mut stream,
+                        &routes,
+                        pick,
+                        &mut bufs,
+                        head_len,
+                        &req,
+                        conn.local,
+                    )
+                    .await;
+                let ip = req.client.map(|a| a.ip());
+                Self::finished(&self.route, ip, logged.as_ref(), &next.1, started.elapsed());
+                match next.0 {
+                    Next::KeepAlive => {
+                        bufs.reset();
+                        continue;
+                    }
+                    Next::Linger => {
+                        close(&mut stream).await;
+                        linger(&mut stream).await;
+                    }
+                    Next::Abort => {}
+                    _ => close(&mut stream).await,
+                }
+                return None;
+            };
+            let route = &proxy.route;
             // The request's real client: what every per-client feature goes by.
             let peers = Peers {
                 client: req.client,
@@ -349,7 +416,7 @@ impl Gateway {
                         ..Outcome::default()
                     };
                     let next = refuse(&mut stream, no.status, no.message, !keep, &mut out).await;
-                    self.finished(ip, logged.as_ref(), &out, started.elapsed());
+                    Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
                     if matches!(next, Next::KeepAlive) {
                         bufs.client.drain(..head_len);
                         bufs.reset();
@@ -364,9 +431,32 @@ impl Gateway {
             // an Arc clone, only on upstreams with `rebalance`.
             let rebalanced = policy.as_ref().filter(|p| p.rebalance.is_some()).cloned();
             let mut out = Outcome::default();
+            if let (Some(max), RequestBody::Length(n)) = (proxy.settings.max_body, req.body) {
+                if n > max {
+                    out.received = head_len as u64;
+                    let _ = refuse(
+                        &mut stream,
+                        413,
+                        "the request body is too large",
+                        true,
+                        &mut out,
+                    )
+                    .await;
+                    Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
+                    close(&mut stream).await;
+                    linger(&mut stream).await;
+                    return None;
+                }
+            }
+            let routed = Routed {
+                route,
+                send_timeout: proxy.send_timeout(),
+                max_body: proxy.settings.max_body,
+            };
             let next = self
                 .path
                 .forward(
+                    routed,
                     &mut stream,
                     &mut bufs,
                     head_len,
@@ -375,7 +465,7 @@ impl Gateway {
                     &mut out,
                 )
                 .await;
-            self.finished(ip, logged.as_ref(), &out, started.elapsed());
+            Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
             // The request is over: its connection counts go back, unless it became a tunnel.
             let held = match next {
                 Next::Upgraded(_) => held,
@@ -413,11 +503,49 @@ impl Gateway {
                         permit,
                         held,
                     };
-                    tokio::spawn(websocket::start(&self.route, stream, up, ws));
+                    // The tunnel keeps the route it started on, whatever a reload does.
+                    tokio::spawn(websocket::start(route, stream, up, ws));
                     return None;
                 }
             }
         }
+    }
+}
+
+impl Gateway {
+    /// Answer a request whose route does not proxy. A request with a body closes the
+    /// connection after the answer (its body is not read).
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        stream: &mut Stream,
+        routes: &Routes,
+        pick: Pick,
+        bufs: &mut Buffers,
+        head_len: usize,
+        req: &Request,
+        local: Option<std::net::SocketAddr>,
+    ) -> (Next, Outcome) {
+        let (host, target) = dispatch::host_and_target(&bufs.client[..head_len]);
+        let where_ = (self.route.proto, host.as_deref(), local);
+        let mut out = Outcome {
+            received: head_len as u64,
+            ..Outcome::default()
+        };
+        let Some(a) = dispatch::self_answer(routes, pick, where_, &target) else {
+            return (Next::Close, out);
+        };
+        bufs.client.drain(..head_len);
+        let body = req.body != RequestBody::None;
+        let (next, sent) =
+            dispatch::send_answer(stream, &a, req.head_method, req.close || body).await;
+        out.status = a.status;
+        out.sent = sent;
+        let next = match next {
+            Next::Close if body => Next::Linger,
+            next => next,
+        };
+        (next, out)
     }
 }
 

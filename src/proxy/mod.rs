@@ -20,6 +20,7 @@ pub mod body;
 pub mod budget;
 pub mod chunked;
 pub mod client;
+pub mod dispatch;
 pub mod error;
 pub mod exchange;
 pub mod frame;

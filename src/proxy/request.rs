@@ -177,19 +177,34 @@ struct Seen<'h> {
     x_real_ip: Option<&'h [u8]>,
 }
 
+/// What a request's route says about the head the backend gets, given by the caller once
+/// the Host and the path are known (see [`classify`]).
+#[derive(Default)]
+pub struct Steer<'s> {
+    /// The upstream hashes requests by this key.
+    pub hash_key: Option<&'s HashKey>,
+    /// The Host sent for an HTTP/1.0 request without one (the upstream's name, as nginx's
+    /// `$proxy_host`).
+    pub default_host: &'s str,
+    /// The target the backend gets instead of the client's (proxy_pass with a URI part).
+    pub target: Option<Vec<u8>>,
+    /// WebSocket handshakes may be passed on.
+    pub websocket: bool,
+}
+
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
 /// to forward, write the backend's head into `out` (cleared first), all but its framing header
 /// and final blank line, which [`finish_head`] adds. With a `hash_key`, the request's sticky
 /// key hash is computed too. An HTTP/1.0 request without Host is sent with `host:
-/// default_host` (the upstream's name, as nginx's `$proxy_host`), since the backend gets
-/// HTTP/1.1. `conn` is the connection's client; with `real_ip`, a trusted proxy's header may
+/// default_host`, since the backend gets HTTP/1.1. The request's route decides those: `steer` is called with the Host (None: none
+/// sent) and the origin-form target once the head is known to be valid. `conn` is the
+/// connection's client; with `real_ip`, a trusted proxy's header may
 /// name another ([`super::client::believe`]): [`Request::client`] says who it is.
-pub fn classify(
+pub fn classify<'s>(
     raw: &[u8],
     (conn, real_ip): (Option<SocketAddr>, Option<&RealIp>),
     proto: &str,
-    hash_key: Option<&HashKey>,
-    default_host: &str,
+    steer: impl FnOnce(Option<&[u8]>, &str) -> Steer<'s>,
     out: &mut Vec<u8>,
 ) -> Result<Request, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -343,8 +358,16 @@ pub fn classify(
         Some(_) => return Err(Refusal::new(417, "unsupported expectation")),
     };
 
+    let Steer {
+        hash_key,
+        default_host,
+        target: rewritten,
+        websocket: websocket_allowed,
+    } = steer(seen.host, path);
+
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
-    let websocket = method == "GET"
+    let websocket = websocket_allowed
+        && method == "GET"
         && !http10
         && seen.upgrades == 1
         && named_by(connection, "upgrade")
@@ -379,10 +402,14 @@ pub fn classify(
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     // An absolute-form target's path may be empty (`http://h` or `http://h?q`).
-    if !path.starts_with('/') && path != "*" {
-        out.push(b'/');
+    if let Some(t) = &rewritten {
+        out.extend_from_slice(t);
+    } else {
+        if !path.starts_with('/') && path != "*" {
+            out.push(b'/');
+        }
+        out.extend_from_slice(path.as_bytes());
     }
-    out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
     for h in headers {

@@ -6,7 +6,13 @@ fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, S
     let mut out = Vec::new();
     let ip: IpAddr = IP.parse().unwrap();
     let conn = Some(SocketAddr::new(ip, 40000));
-    let r = classify(raw.as_bytes(), (conn, None), "http", hash, "app", &mut out);
+    let steer = |_: Option<&[u8]>, _: &str| Steer {
+        hash_key: hash,
+        default_host: "app",
+        target: None,
+        websocket: true,
+    };
+    let r = classify(raw.as_bytes(), (conn, None), "http", steer, &mut out);
     (r, String::from_utf8(out).unwrap())
 }
 

@@ -1,0 +1,243 @@
+//! `[[listener.route]]` as written, and its validation into [`crate::config::ServerConfig`]s:
+//! routes with the same `host` list form one server (nginx's `server` block), in the order
+//! they first appear; the first server is the default one unless a route says `default`.
+
+use super::super::duration::Dur;
+use super::super::routes::*;
+use super::Ctx;
+use crate::config::ConfigError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteSection {
+    #[serde(default)]
+    host: Vec<Spanned<String>>,
+    default: Option<bool>,
+    path: Option<Spanned<String>>,
+    upstream: Option<Spanned<String>>,
+    uri: Option<Spanned<String>>,
+    #[serde(rename = "return")]
+    answer: Option<Spanned<ReturnSection>>,
+    connect_timeout: Option<Spanned<Dur>>,
+    send_timeout: Option<Spanned<Dur>>,
+    read_timeout: Option<Spanned<Dur>>,
+    websocket: Option<bool>,
+    max_body: Option<u64>,
+    origin: Option<String>,
+    #[serde(default)]
+    route: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReturnSection {
+    code: u16,
+    #[serde(default)]
+    text: String,
+}
+
+/// A listener's upstream (its first, with routes) and servers: from `upstream = "NAME"` (one
+/// route `/`) or its `[[listener.route]]` tables (http only), never both.
+pub(super) fn of_listener(
+    cx: &Ctx<'_>,
+    l: &super::ListenerSection,
+    protocol: crate::config::Protocol,
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<(String, Vec<ServerConfig>), ConfigError> {
+    Ok(match (&l.upstream, l.route.is_empty()) {
+        (Some(u), true) => {
+            let upstream = known_upstream(cx, u, upstreams)?;
+            let (line, _) = super::line_col(cx.text, u.span().start);
+            let at = format!("{}:{line}", cx.path.display());
+            let servers = single(&upstream, &at);
+            (upstream, servers)
+        }
+        (Some(u), false) => return Err(cx.err(
+            u.span(),
+            "a listener has upstream = \"NAME\" (one route) or [[listener.route]] tables, not both",
+        )),
+        (None, true) => {
+            return Err(cx.err(
+                l.listen.span(),
+                "a listener needs upstream = \"NAME\" or [[listener.route]] tables",
+            ))
+        }
+        (None, false) if protocol == crate::config::Protocol::Tcp => {
+            return Err(cx.err(
+                l.route[0].span(),
+                "a tcp listener has one upstream = \"NAME\"; routes are for http",
+            ))
+        }
+        (None, false) => {
+            let servers = servers(cx, &l.route, upstreams)?;
+            let first = servers
+                .iter()
+                .flat_map(|s| &s.locations)
+                .find_map(|l| l.action.upstream())
+                .unwrap_or_default()
+                .to_string();
+            (first, servers)
+        }
+    })
+}
+
+/// The upstream `u` names, if it is defined.
+fn known_upstream(
+    cx: &Ctx<'_>,
+    u: &Spanned<String>,
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<String, ConfigError> {
+    if upstreams.contains_key(u.get_ref()) {
+        return Ok(u.get_ref().clone());
+    }
+    let known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+    Err(cx.err(
+        u.span(),
+        format!(
+            "unknown upstream {:?}; defined upstreams: [{}]",
+            u.get_ref(),
+            known.join(", ")
+        ),
+    ))
+}
+
+/// The servers of one listener's `route` tables; `upstreams` are the defined ones.
+pub(super) fn servers(
+    cx: &Ctx<'_>,
+    routes: &[Spanned<RouteSection>],
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<Vec<ServerConfig>, ConfigError> {
+    let mut servers: Vec<ServerConfig> = Vec::new();
+    let mut defaults = 0;
+    for sp in routes {
+        let r = sp.get_ref();
+        let mut names = Vec::new();
+        for h in &r.host {
+            names.push(server_name(h.get_ref()).map_err(|e| cx.err(h.span(), e))?);
+        }
+        let location = location(cx, sp, upstreams)?;
+        let i = match servers.iter().position(|s| s.names == names) {
+            Some(i) => i,
+            None => {
+                servers.push(ServerConfig {
+                    names,
+                    default: false,
+                    locations: Vec::new(),
+                });
+                servers.len() - 1
+            }
+        };
+        if r.default == Some(true) && !servers[i].default {
+            defaults += 1;
+            if defaults > 1 {
+                return Err(cx.err(sp.span(), "only one server (host list) may be the default"));
+            }
+            servers[i].default = true;
+        }
+        servers[i].locations.push(location);
+    }
+    for s in &servers {
+        check_locations(&s.locations, None).map_err(|(at, msg)| {
+            let line = at
+                .rsplit(':')
+                .next()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            ConfigError::Invalid {
+                path: cx.path.to_path_buf(),
+                line,
+                col: 1,
+                msg: format!("{msg} (defined at {at})"),
+            }
+        })?;
+    }
+    Ok(servers)
+}
+
+/// One route table (and the ones nested in it) as a location.
+fn location(
+    cx: &Ctx<'_>,
+    sp: &Spanned<RouteSection>,
+    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+) -> Result<LocationConfig, ConfigError> {
+    let r = sp.get_ref();
+    let rule = match &r.path {
+        None => PathRule::Prefix("/".into()),
+        Some(p) => PathRule::parse(p.get_ref()).map_err(|e| cx.err(p.span(), e))?,
+    };
+    let action = match (&r.upstream, &r.answer) {
+        (Some(_), Some(a)) => {
+            return Err(cx.err(a.span(), "a route has either upstream or return, not both"))
+        }
+        (Some(u), None) => {
+            known_upstream(cx, u, upstreams)?;
+            RouteAction::Proxy {
+                upstream: u.get_ref().clone(),
+                uri: r.uri.as_ref().map(|u| u.get_ref().clone()),
+            }
+        }
+        (None, Some(a)) => {
+            let a = a.get_ref();
+            RouteAction::Return {
+                code: a.code,
+                text: a.text.clone(),
+            }
+        }
+        (None, None) if !r.route.is_empty() => RouteAction::None,
+        (None, None) => {
+            return Err(cx.err(
+                sp.span(),
+                "a route needs upstream = \"NAME\", return = { code = N, text = \"...\" }, or nested routes",
+            ))
+        }
+    };
+    if let (Some(u), None) = (&r.uri, &r.upstream) {
+        return Err(cx.err(u.span(), "uri is the URI part of an upstream route"));
+    }
+    if let Some(u) = &r.uri {
+        if !u.get_ref().starts_with('/') {
+            return Err(cx.err(u.span(), "uri must start with /"));
+        }
+    }
+    let positive = |d: &Option<Spanned<Dur>>, name: &str| match d {
+        Some(d) if d.get_ref().0.is_zero() => {
+            Err(cx.err(d.span(), format!("{name} must be more than 0")))
+        }
+        Some(d) => Ok(Some(d.get_ref().0)),
+        None => Ok(None),
+    };
+    let settings = RouteSettings {
+        connect_timeout: positive(&r.connect_timeout, "connect_timeout")?,
+        send_timeout: positive(&r.send_timeout, "send_timeout")?,
+        read_timeout: positive(&r.read_timeout, "read_timeout")?,
+        websocket: r.websocket,
+        max_body: r.max_body,
+    };
+    let mut nested = Vec::new();
+    for n in &r.route {
+        if !n.get_ref().host.is_empty() || n.get_ref().default.is_some() {
+            return Err(cx.err(
+                n.span(),
+                "a nested route takes its host from the route it is in",
+            ));
+        }
+        nested.push(location(cx, n, upstreams)?);
+    }
+    let at = match &r.origin {
+        Some(o) => o.clone(),
+        None => {
+            let (line, _) = super::line_col(cx.text, sp.span().start);
+            format!("{}:{line}", cx.path.display())
+        }
+    };
+    Ok(LocationConfig {
+        rule,
+        action,
+        settings,
+        nested,
+        at,
+    })
+}

@@ -1,0 +1,347 @@
+//! nginx `server` and `location` blocks -> tideway routes ([`crate::config::ServerConfig`]).
+//!
+//! Read: `server_name`, `listen ... default_server`, `location` with every modifier (nested),
+//! `proxy_pass` with or without a URI part, `return`, `proxy_connect_timeout`,
+//! `proxy_send_timeout`, `proxy_read_timeout`, `client_max_body_size` (inherited from `http`
+//! to `server` to `location` as in nginx), and whether `proxy_set_header Upgrade` passes
+//! WebSocket handshakes on. Every error names the nginx file:line.
+
+use super::parse::Directive;
+use crate::config::routes::{check_locations, server_name};
+use crate::config::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Settings a level passes to the levels inside it.
+#[derive(Clone, Debug, Default)]
+pub struct Inherited {
+    connect: Option<Duration>,
+    send: Option<Duration>,
+    read: Option<Duration>,
+    max_body: Option<u64>,
+    /// `proxy_set_header Upgrade ...` is in effect: WebSocket handshakes go through.
+    upgrade: bool,
+}
+
+/// Turns a `proxy_pass` into an upstream name and its URI part (None: not understood,
+/// already warned about).
+pub type Pass<'a> = &'a mut dyn FnMut(&Directive) -> Option<(String, Option<String>)>;
+
+/// What the conversion found wrong or left out.
+#[derive(Default)]
+pub struct Notes {
+    pub warnings: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Directives a location may hold that tideway reads elsewhere or that change nothing it
+/// does.
+const QUIET: [&str; 4] = [
+    "proxy_http_version",
+    "proxy_buffering",
+    "proxy_redirect",
+    "proxy_set_header",
+];
+
+/// nginx time ("30", "10s", "1m", "500ms").
+fn time(v: &str) -> Option<Duration> {
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().ok().map(Duration::from_secs);
+    }
+    crate::config::parse_duration(v).ok()
+}
+
+/// nginx size ("1024", "8k", "10m", "1g"); 0 is no limit.
+fn size(v: &str) -> Option<u64> {
+    let lower = v.to_ascii_lowercase();
+    let (num, unit) = match lower.as_bytes().last()? {
+        b'k' => (&lower[..lower.len() - 1], 1024),
+        b'm' => (&lower[..lower.len() - 1], 1024 * 1024),
+        b'g' => (&lower[..lower.len() - 1], 1024 * 1024 * 1024),
+        _ => (&lower[..], 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * unit)
+}
+
+impl Inherited {
+    /// Take a setting directive of any level; false if `d` is not one.
+    pub fn take(&mut self, d: &Directive, notes: &mut Notes) -> bool {
+        let arg = d.args.first().map(String::as_str).unwrap_or_default();
+        let bad = |notes: &mut Notes, what: &str| {
+            notes.errors.push(format!(
+                "{}: \"{}\" has an invalid {what} {arg:?}",
+                d.at(),
+                d.name
+            ))
+        };
+        match d.name.as_str() {
+            "proxy_connect_timeout" => match time(arg) {
+                Some(t) => self.connect = Some(t),
+                None => bad(notes, "time"),
+            },
+            "proxy_send_timeout" => match time(arg) {
+                Some(t) => self.send = Some(t),
+                None => bad(notes, "time"),
+            },
+            "proxy_read_timeout" => match time(arg) {
+                Some(t) => self.read = Some(t),
+                None => bad(notes, "time"),
+            },
+            "client_max_body_size" => match size(arg) {
+                Some(0) => self.max_body = None,
+                Some(n) => self.max_body = Some(n),
+                None => bad(notes, "size"),
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    /// The level's own `proxy_set_header`s replace the inherited ones, as in nginx.
+    fn headers(&mut self, block: &[Directive]) {
+        let mut sets = block
+            .iter()
+            .filter(|d| d.name == "proxy_set_header")
+            .peekable();
+        if sets.peek().is_some() {
+            self.upgrade = sets.any(|d| {
+                d.args
+                    .first()
+                    .is_some_and(|h| h.eq_ignore_ascii_case("upgrade"))
+            });
+        }
+    }
+
+    /// The level inside `block`: these settings, then the block's own.
+    pub fn within(&self, block: &[Directive], notes: &mut Notes) -> Inherited {
+        let mut inner = self.clone();
+        inner.headers(block);
+        for d in block {
+            inner.take(d, notes);
+        }
+        inner
+    }
+
+    fn settings(&self) -> RouteSettings {
+        RouteSettings {
+            connect_timeout: self.connect,
+            send_timeout: self.send,
+            read_timeout: self.read,
+            websocket: Some(self.upgrade),
+            max_body: self.max_body,
+        }
+    }
+}
+
+/// `return CODE [text|URL]` or `return URL`.
+fn answer(d: &Directive, notes: &mut Notes) -> Option<RouteAction> {
+    let (first, rest) = (d.args.first()?, d.args.get(1));
+    if first.starts_with("http://") || first.starts_with("https://") || first.starts_with('$') {
+        return Some(RouteAction::Return {
+            code: 302,
+            text: first.clone(),
+        });
+    }
+    match first.parse::<u16>() {
+        Ok(code) if code <= 999 => Some(RouteAction::Return {
+            code,
+            text: rest.cloned().unwrap_or_default(),
+        }),
+        _ => {
+            notes
+                .errors
+                .push(format!("{}: invalid return code {first:?}", d.at()));
+            None
+        }
+    }
+}
+
+/// A `server` block's routes; `pass` turns a `proxy_pass` into an upstream name and its URI
+/// part (None: not understood, already warned about).
+pub fn server(
+    d: &Directive,
+    outer: &Inherited,
+    default: bool,
+    notes: &mut Notes,
+    pass: Pass<'_>,
+) -> ServerConfig {
+    let block = d.block.as_deref().unwrap_or_default();
+    let inherited = outer.within(block, notes);
+    let mut names = Vec::new();
+    for s in block.iter().filter(|s| s.name == "server_name") {
+        for n in &s.args {
+            match server_name(n) {
+                Ok(n) => names.push(n),
+                Err(e) => notes.errors.push(format!("{}: {e}", s.at())),
+            }
+        }
+    }
+    let mut locations = Vec::new();
+    for s in block.iter().filter(|s| s.name == "location") {
+        if let Some(l) = location(s, &inherited, notes, pass) {
+            locations.push(l);
+        }
+    }
+    // A `return` at the server level answers before any location is chosen.
+    if let Some(r) = block.iter().find(|s| s.name == "return") {
+        if let Some(action) = answer(r, notes) {
+            if !locations.is_empty() {
+                notes.warnings.push(format!(
+                    "{}: \"return\" in the server block answers every request; its locations are never used",
+                    r.at()
+                ));
+            }
+            locations = vec![LocationConfig {
+                rule: PathRule::Prefix("/".into()),
+                action,
+                settings: inherited.settings(),
+                nested: Vec::new(),
+                at: r.at(),
+            }];
+        }
+    }
+    if locations.is_empty() {
+        notes.warnings.push(format!(
+            "{}: this server has no location; tideway leaves it out (requests for its names go to the default server)",
+            d.at()
+        ));
+    }
+    if let Err((at, msg)) = check_locations(&locations, None) {
+        notes.errors.push(format!("{at}: {msg}"));
+    }
+    ServerConfig {
+        names,
+        default,
+        locations,
+    }
+}
+
+fn location(
+    d: &Directive,
+    outer: &Inherited,
+    notes: &mut Notes,
+    pass: Pass<'_>,
+) -> Option<LocationConfig> {
+    let block = d.block.as_deref().unwrap_or_default();
+    let rule = match PathRule::parse(&d.args.join(" ")) {
+        Ok(r) => r,
+        Err(e) => {
+            notes.errors.push(format!("{}: location: {e}", d.at()));
+            return None;
+        }
+    };
+    let inherited = outer.within(block, notes);
+    let mut action = RouteAction::None;
+    let mut returned = None;
+    let mut nested = Vec::new();
+    for s in block {
+        match s.name.as_str() {
+            "proxy_pass" => {
+                if let Some((upstream, uri)) = pass(s) {
+                    action = RouteAction::Proxy { upstream, uri };
+                }
+            }
+            "return" => returned = returned.or_else(|| answer(s, notes)),
+            "location" => nested.extend(location(s, &inherited, notes, pass)),
+            name if QUIET.contains(&name) => {}
+            // Read by the conversion: retries per upstream, limits and access control refused.
+            name if name.starts_with("proxy_next_upstream")
+                || name.starts_with("limit_")
+                || super::convert::ACCESS.contains(&name) => {}
+            _ if Inherited::default().take(s, &mut Notes::default()) => {}
+            _ => notes.warnings.push(format!(
+                "{}: \"{}\" is not understood in a location; ignored",
+                s.at(),
+                s.name
+            )),
+        }
+    }
+    // `return` runs before the content phase: it wins over proxy_pass.
+    if let Some(r) = returned {
+        action = r;
+    }
+    if action == RouteAction::None && nested.is_empty() {
+        notes.warnings.push(format!(
+            "{}: location {rule} neither proxies nor returns (nginx would serve files); tideway answers 404",
+            d.at()
+        ));
+    }
+    Some(LocationConfig {
+        rule,
+        action,
+        settings: inherited.settings(),
+        nested,
+        at: d.at(),
+    })
+}
+
+/// One `[[listener.route]]` table (with the server's host list when `server` is given), then
+/// its nested routes.
+pub fn render(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &LocationConfig) {
+    let _ = writeln!(out, "\n[[{table}]]");
+    if let Some(s) = server.filter(|s| !s.names.is_empty()) {
+        let hosts: Vec<String> = s.names.iter().map(|n| format!("{n:?}")).collect();
+        let _ = writeln!(out, "host = [{}]", hosts.join(", "));
+    }
+    if let Some(s) = server {
+        if s.default {
+            out.push_str("default = true\n");
+        }
+    }
+    let _ = writeln!(out, "path = {:?}", l.rule.to_string());
+    match &l.action {
+        RouteAction::Proxy { upstream, uri } => {
+            let _ = writeln!(out, "upstream = {upstream:?}");
+            if let Some(u) = uri {
+                let _ = writeln!(out, "uri = {u:?}");
+            }
+        }
+        RouteAction::Return { code, text } => {
+            let _ = writeln!(out, "return = {{ code = {code}, text = {text:?} }}");
+        }
+        RouteAction::None => {}
+    }
+    let s = &l.settings;
+    for (name, t) in [
+        ("connect_timeout", s.connect_timeout),
+        ("send_timeout", s.send_timeout),
+        ("read_timeout", s.read_timeout),
+    ] {
+        match t.map(|t| t.as_millis()) {
+            Some(ms) if ms % 1000 == 0 => {
+                let _ = writeln!(out, "{name} = \"{}s\"", ms / 1000);
+            }
+            Some(ms) => {
+                let _ = writeln!(out, "{name} = \"{ms}ms\"");
+            }
+            None => {}
+        }
+    }
+    if let Some(w) = s.websocket {
+        let _ = writeln!(out, "websocket = {w}");
+    }
+    if let Some(m) = s.max_body {
+        let _ = writeln!(out, "max_body = {m}");
+    }
+    let _ = writeln!(out, "origin = {:?}", l.at);
+    let inner = format!("{table}.route");
+    for n in &l.nested {
+        render(out, &inner, None, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_and_times_read_as_nginx_writes_them() {
+        assert_eq!(super::size("10m"), Some(10 * 1024 * 1024));
+        assert_eq!(super::size("8K"), Some(8 * 1024));
+        assert_eq!(super::size("100"), Some(100));
+        assert_eq!(super::size("x"), None);
+        assert_eq!(
+            super::time("300"),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(super::time("5m"), Some(std::time::Duration::from_secs(300)));
+    }
+}

@@ -1,0 +1,265 @@
+//! A listener's routes as the data plane holds them: the [`crate::routing::Table`] that picks
+//! a route for each request, and for each route what it does: proxy through its
+//! [`Route`] (a binding to one upstream) with its own settings, or answer itself
+//! (`return`, nginx's trailing-slash 301, 404).
+//!
+//! The routes of a listener sit in one [`SharedRoutes`]: every request loads the current
+//! table (as it loads the pool snapshot), and a reload swaps in a new table as a whole. A
+//! request, or a WebSocket tunnel, keeps the route it started on.
+
+use super::route::Route;
+use crate::config::UpstreamPolicy;
+use crate::config::{routes::is_redirect, RouteAction, RouteSettings, ServerConfig};
+use crate::pool::PoolHandle;
+use crate::routing::{Pick, Table};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The current routes of one listener, swapped whole by a reload.
+pub type SharedRoutes = Arc<ArcSwap<Routes>>;
+
+/// A listener's route table and what each route does.
+pub struct Routes {
+    pub table: Table,
+    pub entries: Vec<Entry>,
+}
+
+/// What one route does.
+pub enum Entry {
+    Proxy(Box<Proxy>),
+    /// `return CODE [text|URL]`.
+    Return {
+        code: u16,
+        text: Box<str>,
+    },
+    /// A location without a handler of its own.
+    NotFound,
+}
+
+/// A route to an upstream.
+pub struct Proxy {
+    pub route: Route,
+    /// proxy_pass's URI part and the location prefix it replaces.
+    pub uri: Option<(Box<str>, Box<str>)>,
+    pub settings: RouteSettings,
+    /// The location's path, for nginx's trailing-slash redirect.
+    pub path: Box<str>,
+}
+
+impl Proxy {
+    /// The upstream's policy with this route's timeouts. Borrowed as is when the route sets
+    /// none (no allocation); a route with timeouts of its own pays one copy per request.
+    pub fn policy(&self, upstream: &Arc<UpstreamPolicy>) -> Arc<UpstreamPolicy> {
+        let s = &self.settings;
+        if s.connect_timeout.is_none() && s.read_timeout.is_none() {
+            return upstream.clone();
+        }
+        let mut p = UpstreamPolicy::clone(upstream);
+        p.connect_timeout = s.connect_timeout.unwrap_or(p.connect_timeout);
+        p.idle_timeout = s.read_timeout.unwrap_or(p.idle_timeout);
+        Arc::new(p)
+    }
+
+    /// nginx's `proxy_send_timeout` for this route.
+    pub fn send_timeout(&self) -> Duration {
+        self.settings
+            .send_timeout
+            .unwrap_or(super::exchange::DEFAULT_SEND_TIMEOUT)
+    }
+}
+
+impl Routes {
+    /// Build the routes of `servers`; `proto` is the listener's scheme (`http`, `https`).
+    pub fn build(
+        pool: &PoolHandle,
+        servers: &[ServerConfig],
+        proto: &'static str,
+    ) -> Result<Routes, String> {
+        let table = Table::new(servers)?;
+        let entries = table
+            .routes()
+            .iter()
+            .map(|info| {
+                let l = &info.location;
+                match &l.action {
+                    RouteAction::Proxy { upstream, uri } => Entry::Proxy(Box::new(Proxy {
+                        route: Route {
+                            pool: pool.clone(),
+                            upstream: upstream.as_str().into(),
+                            proto,
+                            metrics: crate::metrics::UpstreamMetrics::of(upstream),
+                        },
+                        uri: uri.as_ref().map(|u| {
+                            let prefix = l.rule.path().unwrap_or("/");
+                            (prefix.into(), u.as_str().into())
+                        }),
+                        settings: l.settings.clone(),
+                        path: l.rule.path().unwrap_or_default().into(),
+                    })),
+                    RouteAction::Return { code, text } => Entry::Return {
+                        code: *code,
+                        text: text.as_str().into(),
+                    },
+                    RouteAction::None => Entry::NotFound,
+                }
+            })
+            .collect();
+        Ok(Routes { table, entries })
+    }
+
+    /// The routes as a shared, swappable value.
+    pub fn shared(self) -> SharedRoutes {
+        Arc::new(ArcSwap::from_pointee(self))
+    }
+
+    /// The proxy route a pick names, if it is one.
+    pub fn proxy(&self, pick: Pick) -> Option<&Proxy> {
+        match pick {
+            Pick::Route(i) => match self.entries.get(i) {
+                Some(Entry::Proxy(p)) => Some(p),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A request answered by tideway itself.
+pub struct SelfAnswer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// What tideway answers for a pick that does not go to a backend. `host` is the request's
+/// Host (for an absolute Location, as nginx's `absolute_redirect`: lowercased, without port
+/// and trailing dot; without one, the listener's address `local`), `target` its target.
+pub fn self_answer(
+    routes: &Routes,
+    pick: Pick,
+    (proto, host, local): (&str, Option<&str>, Option<std::net::SocketAddr>),
+    target: &str,
+) -> Option<SelfAnswer> {
+    let port = local.map_or(0, |a| a.port());
+    let absolute = |path: &str| {
+        let host = match host {
+            Some(h) => {
+                let h = match h.find(']') {
+                    Some(end) => &h[..=end],
+                    None => h.split(':').next().unwrap_or(h),
+                };
+                h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase()
+            }
+            None => match local.map(|a| a.ip()) {
+                Some(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+                Some(ip) => ip.to_string(),
+                None => "localhost".into(),
+            },
+        };
+        let default_port = if proto == "https" { 443 } else { 80 };
+        if port == default_port {
+            format!("{proto}://{host}{path}")
+        } else {
+            format!("{proto}://{host}:{port}{path}")
+        }
+    };
+    let json = |status, msg: &str| SelfAnswer {
+        status,
+        location: None,
+        content_type: "application/json",
+        body: super::route::error_body(msg),
+    };
+    Some(match pick {
+        Pick::Route(i) => match routes.entries.get(i)? {
+            Entry::Proxy(_) => return None,
+            Entry::NotFound => json(404, "no route for this path"),
+            Entry::Return { code, text } if is_redirect(*code) => SelfAnswer {
+                status: *code,
+                location: Some(if text.starts_with('/') {
+                    absolute(text)
+                } else {
+                    text.to_string()
+                }),
+                content_type: "text/plain",
+                body: String::new(),
+            },
+            Entry::Return { code, text } => SelfAnswer {
+                status: *code,
+                location: None,
+                content_type: "text/plain",
+                body: text.to_string(),
+            },
+        },
+        Pick::Redirect(i) => {
+            let Some(Entry::Proxy(p)) = routes.entries.get(i) else {
+                return Some(json(404, "no route for this path"));
+            };
+            let args = target.find('?').map_or("", |q| &target[q..]);
+            SelfAnswer {
+                status: 301,
+                location: Some(absolute(&format!("{}{args}", p.path))),
+                content_type: "text/plain",
+                body: String::new(),
+            }
+        }
+        Pick::NotFound => json(404, "no route for this host and path"),
+        Pick::BadPath => json(400, "invalid request path"),
+    })
+}
+
+/// Send `a` to the client (without its body for a HEAD request); `close` ends the connection
+/// after it.
+pub async fn send_answer(
+    client: &mut pingora::protocols::Stream,
+    a: &SelfAnswer,
+    head_only: bool,
+    close: bool,
+) -> (super::exchange::Next, u64) {
+    use super::exchange::Next;
+    use std::fmt::Write;
+    let mut resp = format!(
+        "HTTP/1.1 {} {}\r\n",
+        a.status,
+        super::exchange::reason(a.status)
+    );
+    if let Some(l) = &a.location {
+        let _ = write!(resp, "location: {l}\r\n");
+    }
+    let _ = write!(
+        resp,
+        "content-type: {}\r\ncontent-length: {}\r\n{}\r\n",
+        a.content_type,
+        a.body.len(),
+        if close { "connection: close\r\n" } else { "" }
+    );
+    if !head_only {
+        resp.push_str(&a.body);
+    }
+    let sent = resp.len() as u64;
+    match super::body::send(
+        client,
+        resp.as_bytes(),
+        super::exchange::DEFAULT_SEND_TIMEOUT,
+    )
+    .await
+    {
+        Err(_) => (Next::Abort, 0),
+        Ok(()) if close => (Next::Close, sent),
+        Ok(()) => (Next::KeepAlive, sent),
+    }
+}
+
+/// The Host and the target of a complete request head, for a Location tideway writes.
+pub fn host_and_target(head: &[u8]) -> (Option<String>, String) {
+    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let _ = req.parse(head);
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
+    (host, req.path.unwrap_or("/").to_string())
+}

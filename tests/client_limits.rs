@@ -89,18 +89,24 @@ async fn a_burst_with_nodelay_passes_burst_plus_one_and_refuses_the_rest() {
     );
 }
 
+/// A proxy whose listener delays requests over 30 a minute (a request drains in 2 s), with a
+/// burst of 2.
+async fn slow_zone(backend: SocketAddr) -> Proxy {
+    start_proxy_with(
+        "client_limits = [{ zone = \"slow\", burst = 2 }]",
+        &app_and_zones(
+            backend,
+            "[limit_zone.slow]\nkind = \"rate\"\nrate = \"30r/m\"\n",
+        ),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn without_nodelay_the_burst_is_delayed_not_refused() {
     let b = Counting::start().await;
     // 30r/m: a request drains in 2 s, so the volley is judged long before anything drains.
-    let p = start_proxy_with(
-        "client_limits = [{ zone = \"slow\", burst = 2 }]",
-        &app_and_zones(
-            b.addr,
-            "[limit_zone.slow]\nkind = \"rate\"\nrate = \"30r/m\"\n",
-        ),
-    )
-    .await;
+    let p = slow_zone(b.addr).await;
     let mut volley = Volley::fire(ONE, p.http, "/", 5).await;
     // One passes, two are over the burst; the two within it wait (2 s and 4 s).
     let first = volley.answers(3, Duration::from_secs(10)).await;
@@ -109,6 +115,29 @@ async fn without_nodelay_the_burst_is_delayed_not_refused() {
     let rest = volley.answers(2, Duration::from_secs(20)).await;
     assert_eq!(rest, [200, 200]);
     assert_eq!(b.received(), 3);
+}
+
+#[tokio::test]
+async fn a_delayed_request_whose_client_leaves_is_never_sent() {
+    let b = Counting::start().await;
+    let p = slow_zone(b.addr).await;
+    assert_eq!(get_from(ONE, p.http, "/").await, 200);
+    // The second waits 2 s; its client leaves at once.
+    let mut gone = connect_from(ONE, p.http).await;
+    gone.write_all(b"GET /gone HTTP/1.1\r\nHost: limits.test\r\n\r\n")
+        .await
+        .unwrap();
+    drop(gone);
+    // Watch a window twice its delay for an absence: sent, it would arrive at 2 s.
+    let window = std::time::Instant::now();
+    while window.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            b.received(),
+            1,
+            "the request whose client left reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -187,6 +187,22 @@ async fn stopped(mut watch: ShutdownWatch) {
     }
 }
 
+/// Wait `wait` (a `limit_req` delay) while reading what the client sends on into `buf` (its
+/// body, pipelined requests); `false` when the client goes away first.
+async fn wait_watching(stream: &mut Stream, buf: &mut Vec<u8>, wait: Duration) -> bool {
+    // Boxed: a connection's task stays small for the requests that never wait.
+    let mut sleep = Box::pin(tokio::time::sleep(wait));
+    loop {
+        tokio::select! {
+            _ = &mut sleep => return true,
+            n = stream.read_buf(buf), if buf.len() < crate::wire::MAX_HEAD => match n {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
 /// Close a client connection cleanly: TLS sends its close_notify, TCP its FIN.
 async fn close(stream: &mut Stream) {
     let end = tokio::io::AsyncWriteExt::shutdown(stream);
@@ -404,7 +420,19 @@ impl Gateway {
                 local: conn.local,
             };
             let ip = peers.client.map(|a| a.ip());
-            let held = match self.clients.admit(ip).await {
+            // A request `limit_req` delays waits watching its client: one that leaves ends
+            // it there, as nginx's does, instead of holding its place until the delay is over.
+            let admitted = match self.clients.rate(ip) {
+                Ok(wait) if wait.is_zero() => self.clients.conn(ip),
+                Ok(wait) => {
+                    if !wait_watching(&mut stream, &mut bufs.client, wait).await {
+                        return None;
+                    }
+                    self.clients.conn(ip)
+                }
+                Err(no) => Err(no),
+            };
+            let held = match admitted {
                 Ok(held) => held,
                 Err(no) => {
                     // Answered like nginx; a body not read means the connection cannot go on.

@@ -49,10 +49,13 @@ impl PathRule {
         let text = text.trim();
         let (modifier, value) = match text.split_once(char::is_whitespace) {
             Some((m, v)) if ["=", "^~", "~", "~*"].contains(&m) => (m, v.trim()),
-            _ => match text.strip_prefix('=') {
-                Some(v) if !v.is_empty() => ("=", v),
-                _ => ("", text),
-            },
+            // Glued to the value, as nginx also takes them (`~*\.sql$`, `^~/admin`, `=/x`):
+            // the longest modifier first.
+            _ => ["^~", "~*", "~", "="]
+                .iter()
+                .find_map(|m| text.strip_prefix(m).map(|v| (*m, v.trim())))
+                .filter(|(_, v)| !v.is_empty())
+                .unwrap_or(("", text)),
         };
         let rule = match modifier {
             "=" => PathRule::Exact(value.to_string()),
@@ -77,6 +80,13 @@ impl PathRule {
         };
         if value.is_empty() {
             return Err("a location needs a path".into());
+        }
+        // A prefix or exact path that does not start with `/` never matches a request: say so
+        // rather than leave a location (perhaps one that denies) dead.
+        if !value.starts_with('/') {
+            return Err(format!(
+                "location path {value:?} does not start with \"/\" (a modifier is =, ^~, ~ or ~*)"
+            ));
         }
         Ok(rule)
     }
@@ -286,6 +296,29 @@ mod tests {
         );
         assert!(PathRule::parse("~ (").is_err());
         assert!(PathRule::parse("@fallback").is_err());
+        // Modifiers glued to the value, as nginx takes them.
+        assert_eq!(
+            PathRule::parse("~\\.(env|git)").unwrap(),
+            PathRule::Regex {
+                pattern: "\\.(env|git)".into(),
+                caseless: false
+            }
+        );
+        assert_eq!(
+            PathRule::parse("~*\\.sql$").unwrap(),
+            PathRule::Regex {
+                pattern: "\\.sql$".into(),
+                caseless: true
+            }
+        );
+        assert_eq!(
+            PathRule::parse("^~/admin").unwrap(),
+            PathRule::NoRegex("/admin".into())
+        );
+        assert!(
+            PathRule::parse("admin").is_err(),
+            "a path that never matches is refused"
+        );
     }
 
     #[test]

@@ -302,6 +302,9 @@ pub fn classify<'s>(
     } else if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
         return Err(Refusal::new(400, "invalid request target"));
     }
+    if let Some(why) = ambiguous_path(path) {
+        return Err(Refusal::new(400, why));
+    }
     match seen.host {
         Some(h) if !valid_host(h) => return Err(Refusal::new(400, "invalid Host header")),
         None if !http10 => return Err(Refusal::new(400, "HTTP/1.1 request without Host")),
@@ -445,6 +448,57 @@ pub fn classify<'s>(
         misreadable,
         client,
     })
+}
+
+/// Why a request target must not reach a lenient backend as written, if it must not: tideway
+/// picks a route on the normalized path, while the backend (PHP's `parse_url`, which
+/// normalizes nothing) reads the raw one. A fragment (PHP stops at `#`), a dot segment (`..`
+/// or `.`, also as `%2e`, or hidden behind an encoded `/`) or a leading `//` (read as a host)
+/// would let the two see different paths, and a route that denies be passed by. nginx
+/// forwards these as they are; tideway is stricter.
+fn ambiguous_path(target: &str) -> Option<&'static str> {
+    if target.contains('#') {
+        return Some("a fragment (#) in the request target");
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    if path.starts_with("//") {
+        return Some("a request target starting with //");
+    }
+    if has_dot_segment(path.as_bytes()) {
+        return Some("a dot segment (. or ..) in the request path");
+    }
+    None
+}
+
+/// Does `path` hold a segment that is `.` or `..`, with dots also as `%2e` and separators
+/// also as `\\`, `%2f` or `%5c`? One pass, no allocation.
+fn has_dot_segment(path: &[u8]) -> bool {
+    let (mut dots, mut other) = (0u32, false);
+    let mut i = 0;
+    loop {
+        let (sep, dot, step) = match path.get(i..).unwrap_or_default() {
+            [] | [b'/' | b'\\', ..] => (true, false, 1),
+            [b'%', b'2', x, ..] if x | 0x20 == b'f' => (true, false, 3),
+            [b'%', b'5', x, ..] if x | 0x20 == b'c' => (true, false, 3),
+            [b'%', b'2', x, ..] if x | 0x20 == b'e' => (false, true, 3),
+            [b'.', ..] => (false, true, 1),
+            _ => (false, false, 1),
+        };
+        if sep {
+            if !other && (dots == 1 || dots == 2) {
+                return true;
+            }
+            if i >= path.len() {
+                return false;
+            }
+            (dots, other) = (0, false);
+        } else if dot {
+            dots += 1;
+        } else {
+            other = true;
+        }
+        i += step;
+    }
 }
 
 /// Is `name` one of the WebSocket handshake's `Sec-WebSocket-*` fields?

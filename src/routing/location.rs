@@ -67,8 +67,11 @@ impl Level {
                     nested,
                 }),
                 PathRule::Regex { pattern, caseless } => {
+                    // Bytes, not characters, as nginx's PCRE matches them: `.` and `[^/]`
+                    // match a decoded byte that is not UTF-8 (`%FF`) too.
                     let re = RegexBuilder::new(pattern)
                         .case_insensitive(*caseless)
+                        .unicode(false)
                         .build()
                         .map_err(|e| format!("{}: location {}: {e}", l.at, l.rule))?;
                     level.regexes.push((re, id, nested));

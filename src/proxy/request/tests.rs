@@ -304,3 +304,33 @@ fn a_bare_lf_head_is_rebuilt_with_crlf() {
     assert_eq!(refused("GET / HTTP/1.1\nHost: x\nX: a\rb\n\n"), 400);
     assert_eq!(refused("GET / HTTP/1.1\nHost: x\n\tX: a\n\n"), 400);
 }
+
+#[test]
+fn targets_a_lenient_backend_would_read_otherwise_are_refused() {
+    for t in [
+        "/admin#/../x",
+        "/admin#",
+        "//x/admin",
+        "/admin/../pub",
+        "/admin/..%2Fpub",
+        "/admin/%2e%2E/pub",
+        "/a/./b",
+        "/a/..",
+        "/a\\..\\b",
+        "/a%5c..%5cb",
+    ] {
+        let raw = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(refused(&raw), 400, "{t}");
+    }
+    for t in [
+        "/a..b/c",
+        "/.well-known/x",
+        "/a/...",
+        "/a//b",
+        "/x.css?y=../z",
+        "/%2e%2ex",
+    ] {
+        let raw = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
+        forwarded(&raw);
+    }
+}

@@ -270,6 +270,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_nested_route_inherits_what_it_leaves_out() {
+        let text = "[[listener]]\nlisten = \"127.0.0.1:8080\"\n\n\
+            [[listener.route]]\npath = \"/upload/\"\nupstream = \"app\"\nmax_body = 1000\nwebsocket = false\n\n\
+            [[listener.route.route]]\npath = \"~ \\\\.php$\"\nupstream = \"app\"\n\n\
+            [[listener.route.route]]\npath = \"/upload/big/\"\nupstream = \"app\"\nmax_body = 5000\n\n\
+            [upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n";
+        let c = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let upload = &c.listeners[0].routes[0].locations[0];
+        let [php, big] = &upload.nested[..] else {
+            panic!("two nested routes: {:?}", upload.nested)
+        };
+        assert_eq!(php.settings.max_body, Some(1000));
+        assert_eq!(php.settings.websocket, Some(false));
+        assert_eq!(big.settings.max_body, Some(5000), "its own wins");
+        assert_eq!(big.settings.websocket, Some(false));
+    }
+
+    #[test]
     fn path_rules_read_as_nginx_writes_them() {
         assert_eq!(
             PathRule::parse("/api/").unwrap(),

@@ -118,7 +118,7 @@ pub(super) fn servers(
         for h in &r.host {
             names.push(server_name(h.get_ref()).map_err(|e| cx.err(h.span(), e))?);
         }
-        let location = location(cx, sp, upstreams)?;
+        let location = location(cx, sp, upstreams, &RouteSettings::default())?;
         let i = match servers.iter().position(|s| s.names == names) {
             Some(i) => i,
             None => {
@@ -157,11 +157,13 @@ pub(super) fn servers(
     Ok(servers)
 }
 
-/// One route table (and the ones nested in it) as a location.
+/// One route table (and the ones nested in it) as a location. A setting the table leaves out
+/// is its parent's (`parent`), as a nested nginx location inherits its enclosing one's.
 fn location(
     cx: &Ctx<'_>,
     sp: &Spanned<RouteSection>,
     upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+    parent: &RouteSettings,
 ) -> Result<LocationConfig, ConfigError> {
     let r = sp.get_ref();
     let rule = match &r.path {
@@ -210,11 +212,12 @@ fn location(
         None => Ok(None),
     };
     let settings = RouteSettings {
-        connect_timeout: positive(&r.connect_timeout, "connect_timeout")?,
-        send_timeout: positive(&r.send_timeout, "send_timeout")?,
-        read_timeout: positive(&r.read_timeout, "read_timeout")?,
-        websocket: r.websocket,
-        max_body: r.max_body,
+        connect_timeout: positive(&r.connect_timeout, "connect_timeout")?
+            .or(parent.connect_timeout),
+        send_timeout: positive(&r.send_timeout, "send_timeout")?.or(parent.send_timeout),
+        read_timeout: positive(&r.read_timeout, "read_timeout")?.or(parent.read_timeout),
+        websocket: r.websocket.or(parent.websocket),
+        max_body: r.max_body.or(parent.max_body),
     };
     let mut nested = Vec::new();
     for n in &r.route {
@@ -224,7 +227,7 @@ fn location(
                 "a nested route takes its host from the route it is in",
             ));
         }
-        nested.push(location(cx, n, upstreams)?);
+        nested.push(location(cx, n, upstreams, &settings)?);
     }
     let at = match &r.origin {
         Some(o) => o.clone(),

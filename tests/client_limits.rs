@@ -7,6 +7,7 @@ mod common;
 #[path = "support/counting.rs"]
 mod counting;
 
+use common::nginx::{wait_port, Running};
 use common::*;
 use counting::*;
 use futures_util::{SinkExt, StreamExt};
@@ -303,27 +304,6 @@ fn a_limit_that_cannot_be_honoured_is_a_config_error_with_its_line() {
 
 // ---- the same nginx config, served by real nginx and by tideway ----
 
-/// nginx (or tideway) stopped with SIGTERM on drop.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_for_port(port: u16) {
-    wait_until(Duration::from_secs(15), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
-}
-
 /// Four servers: a burst with nodelay, a delayed burst with its own status, a connection cap,
 /// and a rate limit with a connection cap (which one judges first).
 fn limits_conf(dir: &Path, backend: SocketAddr, ports: [u16; 4]) -> String {
@@ -431,7 +411,7 @@ async fn the_same_nginx_config_gives_the_same_answers_as_real_nginx() {
                 .unwrap(),
         );
         for p in ports {
-            wait_for_port(p).await;
+            wait_port(p).await;
         }
         results.push(exercise(ports, &b).await);
     }

@@ -613,6 +613,14 @@ fn autoscale_env(
     Ok(names)
 }
 
+/// An upstream or zone name: letters, digits, `-`, `_` and `.`, at least one.
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 fn validate_upstream(
     cx: &Ctx<'_>,
     name: &str,
@@ -620,11 +628,7 @@ fn validate_upstream(
 ) -> Result<UpstreamConfig, ConfigError> {
     let span = up.span();
     let up = up.get_ref();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !valid_name(name) {
         return Err(cx.err(
             span,
             format!("invalid upstream name {name:?}; expected letters, digits, '-', '_' or '.'"),

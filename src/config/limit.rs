@@ -133,11 +133,7 @@ pub(super) fn zones(
     for (name, z) in raw {
         let span = z.span();
         let z = z.get_ref();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if !super::file::valid_name(name) {
             return Err(cx.err(
                 span,
                 format!("invalid zone name {name:?}; expected letters, digits, '-', '_' or '.'"),

@@ -140,16 +140,6 @@ impl ClientLimits {
         self.rates.is_empty() && self.conns.is_empty()
     }
 
-    /// Check an HTTP request: its rate (waiting out any delay), then its connection count.
-    pub async fn admit(&self, ip: Option<IpAddr>) -> Result<Held, Refused> {
-        let wait = self.rate(ip)?;
-        if !wait.is_zero() {
-            // Boxed: a connection's task stays small for the requests that never wait.
-            Box::pin(tokio::time::sleep(wait)).await;
-        }
-        self.conn(ip)
-    }
-
     /// Charge a request to every rate limit: how long it must wait, or why it is refused. As
     /// nginx: every limit is looked up in order; the first one over its burst refuses the
     /// request and nothing is charged; otherwise each is charged and the longest delay wins.

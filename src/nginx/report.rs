@@ -153,13 +153,20 @@ impl Report {
 
     fn visit(&mut self, block: &[Directive]) {
         for d in block {
+            let lead = |verb: &str, w: &str| {
+                if w.starts_with("is ") || w.starts_with("becomes ") {
+                    w.to_string()
+                } else {
+                    format!("{verb}: {w}")
+                }
+            };
             let (class, why) = match directives::classify(d) {
                 Kind::Read => (Class::Read, String::new()),
-                Kind::Approximated(w) => (Class::Approximated, w.to_string()),
-                Kind::NoEffect(w) => (Class::NoEffect, w.to_string()),
-                Kind::Ignored(w) => (Class::Ignored, w.to_string()),
+                Kind::Approximated(w) => (Class::Approximated, lead("is approximated", w)),
+                Kind::NoEffect(w) => (Class::NoEffect, lead("has no effect", w)),
+                Kind::Ignored(w) => (Class::Ignored, lead("is ignored", w)),
                 // A content directive's location is judged as a whole by the conversion.
-                Kind::Content => (Class::NoEffect, directives::CONTENT_WHY.to_string()),
+                Kind::Content => (Class::NoEffect, lead("has no effect", directives::CONTENT_WHY)),
                 Kind::Refused(w) => (Class::Error, w.to_string()),
             };
             self.findings.push(Finding::of(d, class, why));
@@ -187,16 +194,13 @@ impl Report {
                 _ => None,
             });
         match target {
-            Some(i) if self.findings[i].class == Class::NoEffect && n.class == Class::Ignored => {}
-            Some(i) if self.findings[i].class > n.class && self.findings[i].class == Class::Error => {}
-            Some(i) => {
-                let f = &mut self.findings[i];
-                f.class = n.class;
-                f.why = n.why;
-                if f.name.is_empty() {
-                    f.name = n.name;
-                }
-            }
+            // The table's reason why a directive is not used says more than "not understood".
+            Some(i)
+                if matches!(self.findings[i].class, Class::NoEffect | Class::Ignored)
+                    && n.class == Class::Ignored => {}
+            Some(i) if self.findings[i].class == Class::Error && n.class < Class::Error => {}
+            // A message naming no directive is shown as written.
+            Some(i) => self.findings[i] = n,
             None => self.findings.push(n),
         }
     }

@@ -73,7 +73,10 @@ impl fmt::Display for Finding {
         match (self.name.is_empty(), self.why.is_empty()) {
             (true, _) => write!(f, "{}: {}", self.at, self.why),
             (false, true) => write!(f, "{}: \"{}\"", self.at, self.name),
-            (false, false) => write!(f, "{}: \"{}\" {}", self.at, self.name, self.why),
+            (false, false) => {
+                let sep = if self.why.starts_with([':', ';', ',']) { "" } else { " " };
+                write!(f, "{}: \"{}\"{sep}{}", self.at, self.name, self.why)
+            }
         }
     }
 }

@@ -122,8 +122,7 @@ fn main() -> anyhow::Result<()> {
             }
         },
         Command::Check {
-            config: Some(file),
-            ..
+            config: Some(file), ..
         } => match tideway::config::load(&file) {
             Ok(cfg) => {
                 println!(

@@ -88,7 +88,10 @@ fn check_nginx_reports_file_line_col_and_warnings() {
         ignored.contains("  tests/nginx/golden/full.conf:33: \"gzip\" is ignored"),
         "{report}"
     );
-    assert!(ignored.contains("conf.d/chat.conf:6: backup server"), "{report}");
+    assert!(
+        ignored.contains("conf.d/chat.conf:6: backup server"),
+        "{report}"
+    );
 
     let good = Path::new(GOLDEN).join("seed-workerman-servers.conf");
 

@@ -74,7 +74,12 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
     let at = |text: &str| format!("{}:{}", path.display(), line_of(&conf, text));
     let out = tideway(&["check", "--nginx"], &path);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read = group(&report, "read");
     for (text, name) in [
         ("proxy_pass", "proxy_pass"),
@@ -84,10 +89,17 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
         ("location /", "location"),
     ] {
         let want = format!("{}: \"{name}\"", at(text));
-        assert!(read.contains(&want.as_str()), "{want} not read in:\n{report}");
+        assert!(
+            read.contains(&want.as_str()),
+            "{want} not read in:\n{report}"
+        );
     }
     let approximated = group(&report, "approximated");
-    for (text, name) in [("ip_hash", "ip_hash"), ("listen", "http2"), ("slow_start", "slow_start")] {
+    for (text, name) in [
+        ("ip_hash", "ip_hash"),
+        ("listen", "http2"),
+        ("slow_start", "slow_start"),
+    ] {
         let want = format!("{}: \"{name}\"", at(text));
         assert!(
             approximated.iter().any(|l| l.starts_with(&want)),
@@ -109,7 +121,10 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
         );
     }
     assert!(group(&report, "errors").is_empty(), "{report}");
-    assert!(report.contains(": ok (1 listeners, 1 upstreams)"), "{report}");
+    assert!(
+        report.contains(": ok (1 listeners, 1 upstreams)"),
+        "{report}"
+    );
 
     // --strict: each ignored directive is an error, with its file:line; exit 1.
     let out = tideway(&["check", "--strict", "--nginx"], &path);
@@ -196,7 +211,12 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
 
     let out = tideway(&["check", "--skip-unproxied", "--nginx"], &path);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let skipped = group(&report, "skipped");
     assert_eq!(skipped.len(), 5, "{report}");
     assert!(skipped.iter().all(|l| l.contains("404")), "{report}");
@@ -217,7 +237,14 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     assert_eq!(backend_id(&client, &url("/api/x")).await, "api");
-    for p in ["/", "/index.php", "/api/x.php", "/files/a", "/secure/", "/dyn/"] {
+    for p in [
+        "/",
+        "/index.php",
+        "/api/x.php",
+        "/files/a",
+        "/secure/",
+        "/dyn/",
+    ] {
         let r = client.get(url(p)).send().await.unwrap();
         // `/api/x.php`: the regex location wins in nginx too, so it is not proxied.
         assert_eq!(r.status(), 404, "{p}");

@@ -52,7 +52,12 @@ pub fn unproxied(d: &Directive) -> Option<Finding> {
 /// Check every location in `block` (nested ones too) against the routes built from it,
 /// `locations`. An unproxied one is an error in `notes`, or with `skip` a finding of its
 /// own and a 404 answer in its route.
-pub fn check(block: &[Directive], locations: &mut [LocationConfig], skip: bool, notes: &mut Vec<Finding>) {
+pub fn check(
+    block: &[Directive],
+    locations: &mut [LocationConfig],
+    skip: bool,
+    notes: &mut Vec<Finding>,
+) {
     for d in block.iter().filter(|d| d.name == "location") {
         let Some(route) = locations.iter_mut().find(|l| l.at == d.at()) else {
             continue;
@@ -60,13 +65,15 @@ pub fn check(block: &[Directive], locations: &mut [LocationConfig], skip: bool, 
         if let Some(mut f) = unproxied(d) {
             if skip {
                 f.class = Class::Skipped;
-                f.why.push_str("; left out (--skip-unproxied): tideway answers 404 there");
+                f.why
+                    .push_str("; left out (--skip-unproxied): tideway answers 404 there");
                 route.action = RouteAction::Return {
                     code: 404,
                     text: String::new(),
                 };
             } else {
-                f.why.push_str(" (--skip-unproxied leaves such a location out)");
+                f.why
+                    .push_str(" (--skip-unproxied leaves such a location out)");
             }
             notes.push(f);
         }

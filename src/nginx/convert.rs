@@ -4,8 +4,8 @@
 
 use super::limit::Scope;
 use super::parse::Directive;
-use super::report::{warning_class, Class, Finding, Report};
 use super::realip::RealIpConf;
+use super::report::{warning_class, Class, Finding, Report};
 use super::retry::Retry;
 use super::routes::{Inherited, Notes};
 use crate::config::ServerConfig;
@@ -249,7 +249,12 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
             },
             "slow_start" => {
                 up.slow_start = time(v).or(up.slow_start.take());
-                cx.notes.push(param(d, k, Class::Approximated, "(server parameter) applies to the whole upstream in tideway"));
+                cx.notes.push(param(
+                    d,
+                    k,
+                    Class::Approximated,
+                    "(server parameter) applies to the whole upstream in tideway",
+                ));
             }
             "down" => s.down = true,
             "backup" => s.backup = true,
@@ -257,7 +262,12 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
             },
-            _ => cx.notes.push(param(d, k, Class::Ignored, "(server parameter) is not understood")),
+            _ => cx.notes.push(param(
+                d,
+                k,
+                Class::Ignored,
+                "(server parameter) is not understood",
+            )),
         }
     }
     up.servers.push(s);
@@ -289,7 +299,11 @@ pub(super) fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String>
     }
     if host.contains('$') {
         if !scheme {
-            cx.note(d, Class::Error, format!("with a variable ({raw}) is not supported"));
+            cx.note(
+                d,
+                Class::Error,
+                format!("with a variable ({raw}) is not supported"),
+            );
         }
         return None;
     }

@@ -222,7 +222,9 @@ pub fn classify(d: &Directive) -> Kind {
                 .iter()
                 .any(|(h, v)| *h == name && v.contains(&arg(1)))
             {
-                Approximated("tideway sends this header with this value itself (Host as the client sent it)")
+                Approximated(
+                    "tideway sends this header with this value itself (Host as the client sent it)",
+                )
             } else {
                 Ignored("is not read yet: tideway sets only Host, X-Real-IP, X-Forwarded-For and X-Forwarded-Proto")
             }
@@ -232,7 +234,9 @@ pub fn classify(d: &Directive) -> Kind {
         "proxy_redirect" if arg(0) == "off" => Read,
         "proxy_buffering" | "proxy_request_buffering" if arg(0) == "off" => Read,
         "autoindex" if arg(0) == "off" => NoEffect("is off"),
-        "random" if arg(0) != "two" => Approximated("becomes p2c (two random choices, the less loaded wins)"),
+        "random" if arg(0) != "two" => {
+            Approximated("becomes p2c (two random choices, the less loaded wins)")
+        }
         name => kind(name),
     }
 }

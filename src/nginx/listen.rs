@@ -115,13 +115,32 @@ mod tests {
         let (l, n) = listen(&["53", "udp"], true, false);
         assert_eq!(l, None);
         assert_eq!(n[0].class, Class::Error);
-        assert!(n[0].to_string().starts_with("n.conf:3: \"udp\""), "{}", n[0]);
+        assert!(
+            n[0].to_string().starts_with("n.conf:3: \"udp\""),
+            "{}",
+            n[0]
+        );
         let (l, n) = listen(&["53", "udp", "reuseport"], true, true);
         assert_eq!(l, None);
-        assert_eq!(n.iter().map(|f| f.class).collect::<Vec<_>>(), [Class::NoEffect, Class::Skipped]);
-        let (l, n) = listen(&["443", "ssl", "http2", "default_server", "ipv6only=on"], false, false);
+        assert_eq!(
+            n.iter().map(|f| f.class).collect::<Vec<_>>(),
+            [Class::NoEffect, Class::Skipped]
+        );
+        let (l, n) = listen(
+            &["443", "ssl", "http2", "default_server", "ipv6only=on"],
+            false,
+            false,
+        );
         let l = l.unwrap();
-        assert_eq!((l.addr.as_str(), l.ssl, l.default), ("0.0.0.0:443", true, true));
-        assert_eq!(n.iter().map(|f| (f.name.as_str(), f.class)).collect::<Vec<_>>(), [("http2", Class::Approximated), ("ipv6only", Class::Ignored)]);
+        assert_eq!(
+            (l.addr.as_str(), l.ssl, l.default),
+            ("0.0.0.0:443", true, true)
+        );
+        assert_eq!(
+            n.iter()
+                .map(|f| (f.name.as_str(), f.class))
+                .collect::<Vec<_>>(),
+            [("http2", Class::Approximated), ("ipv6only", Class::Ignored)]
+        );
     }
 }

@@ -82,7 +82,9 @@ pub fn check(path: &Path, options: Options) -> Result<(Report, Option<Config>), 
     match validate(path, &converted.toml) {
         Ok(config) => Ok((converted.report, Some(config))),
         Err(e) => {
-            converted.report.note(report::Finding::from_message(&e.to_string(), Class::Error));
+            converted
+                .report
+                .note(report::Finding::from_message(&e.to_string(), Class::Error));
             Ok((converted.report, None))
         }
     }
@@ -95,10 +97,7 @@ fn validate(path: &Path, toml: &str) -> Result<Config, ImportError> {
     match crate::config::parse(toml, &converted) {
         Ok(c) => Ok(c),
         Err(ConfigError::Invalid {
-            path: p,
-            line,
-            msg,
-            ..
+            path: p, line, msg, ..
         }) if p != converted => Err(ImportError::Invalid {
             at: format!("{}:{line}", p.display()),
             msg,

@@ -74,7 +74,11 @@ impl fmt::Display for Finding {
             (true, _) => write!(f, "{}: {}", self.at, self.why),
             (false, true) => write!(f, "{}: \"{}\"", self.at, self.name),
             (false, false) => {
-                let sep = if self.why.starts_with([':', ';', ',']) { "" } else { " " };
+                let sep = if self.why.starts_with([':', ';', ',']) {
+                    ""
+                } else {
+                    " "
+                };
                 write!(f, "{}: \"{}\"{sep}{}", self.at, self.name, self.why)
             }
         }
@@ -169,7 +173,10 @@ impl Report {
                 Kind::NoEffect(w) => (Class::NoEffect, lead("has no effect", w)),
                 Kind::Ignored(w) => (Class::Ignored, lead("is ignored", w)),
                 // A content directive's location is judged as a whole by the conversion.
-                Kind::Content => (Class::NoEffect, lead("has no effect", directives::CONTENT_WHY)),
+                Kind::Content => (
+                    Class::NoEffect,
+                    lead("has no effect", directives::CONTENT_WHY),
+                ),
                 Kind::Refused(w) => (Class::Error, w.to_string()),
             };
             self.findings.push(Finding::of(d, class, why));
@@ -273,9 +280,15 @@ mod tests {
             f.to_string(),
             "a/b.conf:12: \"gzip\" is not understood in a server block; ignored"
         );
-        let f = Finding::from_message("x.conf:3: backup server 1.2.3.4:80 is not allowed", Class::Ignored);
+        let f = Finding::from_message(
+            "x.conf:3: backup server 1.2.3.4:80 is not allowed",
+            Class::Ignored,
+        );
         assert_eq!((f.at.as_str(), f.name.as_str()), ("x.conf:3", ""));
-        assert_eq!(f.to_string(), "x.conf:3: backup server 1.2.3.4:80 is not allowed");
+        assert_eq!(
+            f.to_string(),
+            "x.conf:3: backup server 1.2.3.4:80 is not allowed"
+        );
         assert_eq!(warning_class("x; ignored"), Class::Ignored);
         assert_eq!(warning_class("becomes p2c"), Class::Approximated);
     }

@@ -63,4 +63,3 @@ pub(super) fn server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
         });
     }
 }
-

@@ -320,18 +320,34 @@ fn validation_errors_name_the_nginx_file_and_line() {
     let (_dir, path) = site(clash);
     let e = tideway::nginx::load(&path).unwrap_err().to_string();
     assert!(!e.contains("converted"), "{e}");
-    assert!(
-        e.starts_with(&format!("{}:9: duplicate location /", path.display())),
-        "{e}"
-    );
+    let want = format!("{}:7: server_name \"\" is another server's", path.display());
+    assert!(e.starts_with(&want), "{e}");
     let out = tideway(&["check", "--nginx"], &path);
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         group(&report, "errors")
             .iter()
-            .any(|l| l.starts_with(&format!("{}:9: duplicate location /", path.display()))),
+            .any(|l| l.starts_with(&want)),
         "{report}"
+    );
+    // Names in another order are the same clash.
+    let names = clash
+        .replacen(
+            "listen 127.0.0.1:8080;",
+            "listen 127.0.0.1:8080; server_name a b;",
+            1,
+        )
+        .replacen(
+            "listen 127.0.0.1:8080;\n        location",
+            "listen 127.0.0.1:8080; server_name c B;\n        location",
+            1,
+        );
+    let (_dir, path) = site(&names);
+    let e = tideway::nginx::load(&path).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:7: server_name b is another", path.display())),
+        "{e}"
     );
 
     let twice = "http {

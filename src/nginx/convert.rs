@@ -519,7 +519,20 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             .iter_mut()
             .find(|l| l.listen == listen && l.protocol == "http");
         if let Some(l) = existing {
-            // Another server on the same listen: one more set of names.
+            // Another server on the same listen: one more set of names, none of them taken.
+            let taken = l
+                .servers
+                .iter()
+                .find_map(|s| match (&s.names[..], &server.names[..]) {
+                    ([], []) => Some("\"\""),
+                    (theirs, ours) => ours.iter().find(|n| theirs.contains(n)).map(String::as_str),
+                });
+            if let Some(name) = taken {
+                cx.errors.push(format!(
+                    "{}: server_name {name} is another server's on {listen} too; nginx would ignore it here (\"conflicting server name\"), tideway refuses it: keep it in one server",
+                    d.at()
+                ));
+            }
             if default && l.servers.iter().any(|s| s.default) {
                 cx.errors.push(format!(
                     "{}: a duplicate default server for {listen}",

@@ -99,6 +99,7 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("ssl_ciphers", TLS_PARAMS),
     ("ssl_prefer_server_ciphers", TLS_PARAMS),
     ("ssl_ecdh_curve", TLS_PARAMS),
+    ("http2", Approximated("tideway speaks HTTP/1.1 to clients (its TLS offers only http/1.1 by ALPN)")),
     ("ssl_session_cache", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_timeout", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_tickets", NoEffect("tideway keeps rustls's session cache")),

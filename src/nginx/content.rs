@@ -19,6 +19,10 @@ use crate::config::{LocationConfig, RouteAction};
 pub fn unproxied(d: &Directive) -> Option<Finding> {
     let block = d.block.as_deref().unwrap_or_default();
     let place = d.args.join(" ");
+    // `return` answers before nginx's content phase: nothing else here is ever used.
+    if block.iter().any(|s| s.name == "return") {
+        return None;
+    }
     if let Some(s) = block.iter().find(|s| serves_content(s)) {
         return Some(Finding::of(
             s,
@@ -38,9 +42,6 @@ pub fn unproxied(d: &Directive) -> Option<Finding> {
             return None;
         };
         return Some(Finding::of(p, Class::Error, format!("{target}: {why}")));
-    }
-    if block.iter().any(|s| s.name == "return") {
-        return None;
     }
     Some(Finding::of(
         d,
@@ -82,6 +83,38 @@ pub fn check(
             &mut route.nested,
             skip,
             notes,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(body: &str) -> Directive {
+        let text = format!("location / {{\n{body}\n}}\n");
+        let p = std::path::Path::new("n.conf");
+        super::super::parse::parse_text(&text, p, p, 0)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn the_directive_that_decides_is_named() {
+        let f = unproxied(&location("root /srv;\ntry_files $uri =404;")).unwrap();
+        assert_eq!((f.at.as_str(), f.name.as_str()), ("n.conf:3", "try_files"));
+        let f = unproxied(&location("root /srv;")).unwrap();
+        assert_eq!((f.at.as_str(), f.name.as_str()), ("n.conf:1", "location"));
+        let f = unproxied(&location("proxy_pass https://app;")).unwrap();
+        assert!(f.why.contains("TLS"), "{f}");
+        // Proxied, `root` beside it is never used; `return` answers before any content.
+        assert_eq!(
+            unproxied(&location("root /srv;\nproxy_pass http://app;")),
+            None
+        );
+        assert_eq!(
+            unproxied(&location("try_files $uri =404;\nreturn 403;")),
+            None
         );
     }
 }

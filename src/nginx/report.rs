@@ -71,6 +71,7 @@ pub struct Finding {
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.name.is_empty(), self.why.is_empty()) {
+            (true, _) if self.at.is_empty() => write!(f, "{}", self.why),
             (true, _) => write!(f, "{}: {}", self.at, self.why),
             (false, true) => write!(f, "{}: \"{}\"", self.at, self.name),
             (false, false) => {

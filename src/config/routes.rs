@@ -159,6 +159,11 @@ pub struct RouteSettings {
     pub websocket: Option<bool>,
     /// nginx's `client_max_body_size`: a longer body gets 413 (None: no limit of its own).
     pub max_body: Option<u64>,
+    /// nginx's `allow`/`deny`, in order (None: everyone may use the route).
+    pub access: Option<super::AccessList>,
+    /// nginx's `limit_req`/`limit_conn` of a location: these per-client limits instead of the
+    /// listener's `client_limits` (None: the listener's).
+    pub client_limits: Option<Vec<super::ClientLimit>>,
 }
 
 /// The route table of a listener that has only `upstream = "NAME"`: one server, one location

@@ -311,56 +311,58 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
     Some((name, uri))
 }
 
+/// Access control tideway reads in http, server and location blocks: `allow`/`deny` (a
+/// route's `access`), and `satisfy`, which changes nothing when they are the only access
+/// checks (auth fails the import).
+pub(super) const ACCESS: [&str; 3] = ["allow", "deny", "satisfy"];
+
 /// Access control tideway does not implement: never dropped, the import fails (issue 21).
-pub(super) const ACCESS: [&str; 5] = [
-    "allow",
-    "deny",
+/// `limit_except` is access control by method.
+pub(super) const REFUSED_ACCESS: [&str; 6] = [
     "auth_basic",
     "auth_basic_user_file",
     "auth_request",
+    "auth_request_set",
+    "auth_jwt",
+    "limit_except",
 ];
 
-/// An error with file:line for each access control directive, at any depth.
-fn refuse_access(errors: &mut Vec<String>, block: &[Directive]) {
+/// An error with file:line for each access control directive tideway does not implement, at
+/// any depth, and for `allow`/`deny` where tideway does not read them (a stream server, a
+/// `limit_except` or `if` block). `read`: `block` is an http, server or location block;
+/// `top`: it is the file's top level.
+fn refuse_access(errors: &mut Vec<String>, block: &[Directive], read: bool, top: bool) {
     for d in block {
-        if ACCESS.contains(&d.name.as_str()) {
+        let name = d.name.as_str();
+        if REFUSED_ACCESS.contains(&name) {
             errors.push(format!(
-                "{}: \"{}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
+                "{}: \"{name}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
                 d.at(),
-                d.name
+            ));
+        } else if ACCESS.contains(&name) && !read {
+            errors.push(format!(
+                "{}: \"{name}\" is access control, which tideway reads only in http, server and location blocks; remove it only if the backend enforces the same rule",
+                d.at(),
             ));
         }
-        refuse_access(errors, d.block.as_deref().unwrap_or_default());
+        let inner = match name {
+            "http" => top,
+            "server" => top || read,
+            "location" => read,
+            _ => false,
+        };
+        refuse_access(errors, d.block.as_deref().unwrap_or_default(), inner, false);
     }
 }
 
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
 /// settings (inherited from `retry`) go to its upstream, the first location's holding.
-/// Per-client limits are per listen: `whole` (the server's only location is `location /`,
-/// with none nested) takes that location's, returned, as the server's own, since every request
-/// goes through it; in any other location they are an error.
-fn locations(
-    cx: &mut Cx,
-    block: &[Directive],
-    retry: &Retry,
-    passed: &BTreeMap<String, String>,
-    whole: bool,
-) -> Scope {
-    let mut limits = Scope::default();
+fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
     for s in block.iter().filter(|s| s.name == "location") {
         let inner = s.block.as_deref().unwrap_or_default();
         let mut here = retry.clone();
         for l in inner {
-            if here.take(l, &mut cx.warnings) || (whole && cx.limit(&mut limits, l)) {
-                continue;
-            }
-            if Scope::default().read(l).is_some() {
-                cx.errors.push(format!(
-                    "{}: \"{}\": per-location limits are not supported yet (only in a server's sole `location /`); set them at server level",
-                    l.at(),
-                    l.name
-                ));
-            }
+            here.take(l, &mut cx.warnings);
         }
         let up = inner
             .iter()
@@ -377,9 +379,27 @@ fn locations(
                 None => u.retry = Some(here.clone()),
             }
         }
-        locations(cx, inner, &here, passed, false);
+        locations(cx, inner, &here, passed);
     }
-    limits
+}
+
+/// Give every route in `locations` without limits of its own the limits `own` (a server's,
+/// on a listen whose `client_limits` are another server's).
+fn carry_limits(
+    locations: &mut [crate::config::LocationConfig],
+    own: &[crate::config::ClientLimit],
+) {
+    for l in locations {
+        l.settings.client_limits.get_or_insert_with(|| own.to_vec());
+        carry_limits(&mut l.nested, own);
+    }
+}
+
+/// Does any route in `locations` have an access list?
+fn guarded(locations: &[crate::config::LocationConfig]) -> bool {
+    locations
+        .iter()
+        .any(|l| l.settings.access.is_some() || guarded(&l.nested))
 }
 
 /// The settings an http block passes to its servers.
@@ -440,7 +460,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     let mut notes = Notes::default();
     // Each proxy_pass's upstream, by the directive's file:line.
     let mut passed = BTreeMap::new();
-    let server = super::routes::server(d, http, false, &mut notes, &mut |s| {
+    let http = http.limited(limits.under(&cx.outer), &cx.zones);
+    let server = super::routes::server(d, &http, false, &mut notes, &mut |s| {
         let found = pass(cx, s);
         if let Some((up, _)) = &found {
             passed.insert(s.at(), up.clone());
@@ -449,17 +470,20 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     });
     cx.warnings.append(&mut notes.warnings);
     cx.errors.append(&mut notes.errors);
-    let block = d.block.as_deref().unwrap_or_default();
-    let located: Vec<&Directive> = block.iter().filter(|s| s.name == "location").collect();
-    let whole = matches!(&located[..], [l] if l.args == ["/"]
-        && !l.block.as_deref().unwrap_or_default().iter().any(|n| n.name == "location"));
-    let located = locations(cx, block, &retry, &passed, whole);
-    let limits = cx.client_limits(&located.under(&limits), d, false);
+    locations(cx, d.block.as_deref().unwrap_or_default(), &retry, &passed);
+    let scope = limits.under(&cx.outer);
+    let limits = cx.client_limits(&limits, d, false);
     if listens.is_empty() {
         listens.push(("0.0.0.0:80".into(), false, false, false));
     }
     let realip = realip.over(block_realip);
     for (listen, ssl, proxy_protocol, default) in listens {
+        if proxy_protocol && guarded(&server.locations) && !realip.trusts_proxy_protocol() {
+            cx.errors.push(format!(
+                "{}: allow/deny on a proxy_protocol listen ({listen}) without set_real_ip_from and real_ip_header proxy_protocol: nginx checks the balancer's address, tideway would check the address in the PROXY header, which any client that reaches the port can write; add set_real_ip_from BALANCER; real_ip_header proxy_protocol;",
+                d.at()
+            ));
+        }
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => {
                 let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
@@ -489,10 +513,9 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                 ));
             }
             if l.limits != limits {
-                cx.errors.push(format!(
-                    "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",
-                    d.at()
-                ));
+                // Limits other than the listen's: each of the server's routes carries them.
+                let own = scope.resolve(&cx.zones, false).unwrap_or_default();
+                carry_limits(&mut server.locations, &own);
             }
             l.servers.push(server);
             l.tls.extend(tls);
@@ -573,7 +596,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         zones: BTreeMap::new(),
         outer: Scope::default(),
     };
-    refuse_access(&mut cx.errors, top);
+    refuse_access(&mut cx.errors, top, false, true);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())

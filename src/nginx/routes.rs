@@ -137,7 +137,17 @@ impl Inherited {
         {
             let text = format!("{} {}", d.name, d.args.join(" "));
             match AccessRule::parse(&text) {
-                Ok(r) => rules.push(r),
+                Ok(r) => {
+                    let written = d.args.first().and_then(|a| a.parse::<ipnet::IpNet>().ok());
+                    if written.is_some_and(|n| n != n.trunc()) {
+                        notes.warnings.push(format!(
+                            "{}: low address bits of {} are meaningless (nginx warns too)",
+                            d.at(),
+                            d.args[0]
+                        ));
+                    }
+                    rules.push(r)
+                }
                 Err(e) => notes
                     .errors
                     .push(format!("{}: \"{}\": {e}", d.at(), d.name)),

@@ -310,7 +310,8 @@ async fn allow_and_deny_answer_as_nginx_does_and_a_denied_request_reaches_no_bac
 }
 
 /// A denied request on a keep-alive connection gets its 403 and the connection serves the
-/// next request (nginx keeps it too).
+/// next request (nginx keeps it too); a denied request is refused before the route's
+/// `limit_req` is charged (a second denied request still gets 403, not the limit's 503).
 #[tokio::test]
 async fn a_denied_request_leaves_a_keepalive_connection_usable() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,7 +321,7 @@ async fn a_denied_request_leaves_a_keepalive_connection_usable() {
     std::fs::write(
         &file,
         format!(
-            "http {{\n  upstream app {{ server {}; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; }}\n    location /in/ {{ deny 127.0.0.0/8; proxy_pass http://app; }}\n  }}\n}}\n",
+            "http {{\n  limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;\n  upstream app {{ server {}; }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ proxy_pass http://app; }}\n    location /in/ {{ limit_req zone=one nodelay; deny 127.0.0.0/8; proxy_pass http://app; }}\n  }}\n}}\n",
             b.addr
         ),
     )
@@ -328,7 +329,7 @@ async fn a_denied_request_leaves_a_keepalive_connection_usable() {
     let _tideway = start_tideway(dir.path(), &file);
     wait_port(port).await;
     let mut io = connect_from(counting::TWO, SocketAddr::from(([127, 0, 0, 1], port))).await;
-    io.write_all(b"GET /in/x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    io.write_all(b"GET /in/x HTTP/1.1\r\nHost: a\r\n\r\nGET /in/z HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut got = Vec::new();
@@ -338,6 +339,7 @@ async fn a_denied_request_leaves_a_keepalive_connection_usable() {
         .unwrap();
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 403 "), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 403 ").count(), 2, "{text}");
     assert!(
         text.contains("{\"error\":\"access forbidden by rule\"}"),
         "{text}"

@@ -311,50 +311,6 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
     Some((name, uri))
 }
 
-/// Access control tideway reads in http, server and location blocks: `allow`/`deny` (a
-/// route's `access`), and `satisfy`, which changes nothing when they are the only access
-/// checks (auth fails the import).
-pub(super) const ACCESS: [&str; 3] = ["allow", "deny", "satisfy"];
-
-/// Access control tideway does not implement: never dropped, the import fails (issue 21).
-/// `limit_except` is access control by method.
-pub(super) const REFUSED_ACCESS: [&str; 6] = [
-    "auth_basic",
-    "auth_basic_user_file",
-    "auth_request",
-    "auth_request_set",
-    "auth_jwt",
-    "limit_except",
-];
-
-/// An error with file:line for each access control directive tideway does not implement, at
-/// any depth, and for `allow`/`deny` where tideway does not read them (a stream server, a
-/// `limit_except` or `if` block). `read`: `block` is an http, server or location block;
-/// `top`: it is the file's top level.
-fn refuse_access(errors: &mut Vec<String>, block: &[Directive], read: bool, top: bool) {
-    for d in block {
-        let name = d.name.as_str();
-        if REFUSED_ACCESS.contains(&name) {
-            errors.push(format!(
-                "{}: \"{name}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
-                d.at(),
-            ));
-        } else if ACCESS.contains(&name) && !read {
-            errors.push(format!(
-                "{}: \"{name}\" is access control, which tideway reads only in http, server and location blocks; remove it only if the backend enforces the same rule",
-                d.at(),
-            ));
-        }
-        let inner = match name {
-            "http" => top,
-            "server" => top || read,
-            "location" => read,
-            _ => false,
-        };
-        refuse_access(errors, d.block.as_deref().unwrap_or_default(), inner, false);
-    }
-}
-
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
 /// settings (inherited from `retry`) go to its upstream, the first location's holding.
 fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
@@ -381,25 +337,6 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
         }
         locations(cx, inner, &here, passed);
     }
-}
-
-/// Give every route in `locations` without limits of its own the limits `own` (a server's,
-/// on a listen whose `client_limits` are another server's).
-fn carry_limits(
-    locations: &mut [crate::config::LocationConfig],
-    own: &[crate::config::ClientLimit],
-) {
-    for l in locations {
-        l.settings.client_limits.get_or_insert_with(|| own.to_vec());
-        carry_limits(&mut l.nested, own);
-    }
-}
-
-/// Does any route in `locations` have an access list?
-fn guarded(locations: &[crate::config::LocationConfig]) -> bool {
-    locations
-        .iter()
-        .any(|l| l.settings.access.is_some() || guarded(&l.nested))
 }
 
 /// The settings an http block passes to its servers.
@@ -452,7 +389,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             | "return"
             | "proxy_http_version"
             | "proxy_set_header" => {}
-            name if ACCESS.contains(&name) => {}
+            name if super::access::ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
@@ -478,7 +415,10 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     }
     let realip = realip.over(block_realip);
     for (listen, ssl, proxy_protocol, default) in listens {
-        if proxy_protocol && guarded(&server.locations) && !realip.trusts_proxy_protocol() {
+        if proxy_protocol
+            && super::access::guarded(&server.locations)
+            && !realip.trusts_proxy_protocol()
+        {
             cx.errors.push(format!(
                 "{}: allow/deny on a proxy_protocol listen ({listen}) without set_real_ip_from and real_ip_header proxy_protocol: nginx checks the balancer's address, tideway would check the address in the PROXY header, which any client that reaches the port can write; add set_real_ip_from BALANCER; real_ip_header proxy_protocol;",
                 d.at()
@@ -515,7 +455,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             if l.limits != limits {
                 // Limits other than the listen's: each of the server's routes carries them.
                 let own = scope.resolve(&cx.zones, false).unwrap_or_default();
-                carry_limits(&mut server.locations, &own);
+                super::limit::carry(&mut server.locations, &own);
             }
             l.servers.push(server);
             l.tls.extend(tls);
@@ -561,7 +501,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
                 }
             }
             "proxy_connect_timeout" => {}
-            name if ACCESS.contains(&name) => {}
+            name if super::access::ACCESS.contains(&name) => {}
             _ => cx.warn(s, "is not understood in a stream server block"),
         }
     }
@@ -596,7 +536,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         zones: BTreeMap::new(),
         outer: Scope::default(),
     };
-    refuse_access(&mut cx.errors, top, false, true);
+    super::access::refuse(&mut cx.errors, top, false, true);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -667,7 +607,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
-                        (name, _) if ACCESS.contains(&name) => {}
+                        (name, _) if super::access::ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }

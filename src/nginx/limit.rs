@@ -291,6 +291,15 @@ fn status(d: &Directive) -> Result<u16, String> {
         .ok_or_else(|| "expects a status between 400 and 599".into())
 }
 
+/// Give every route in `locations` without limits of its own the limits `own` (a server's,
+/// on a listen whose `client_limits` are another server's).
+pub fn carry(locations: &mut [crate::config::LocationConfig], own: &[crate::config::ClientLimit]) {
+    for l in locations {
+        l.settings.client_limits.get_or_insert_with(|| own.to_vec());
+        carry(&mut l.nested, own);
+    }
+}
+
 /// The `[limit_zone.NAME]` tables.
 pub fn render_zones(zones: &BTreeMap<String, Zone>) -> String {
     let mut out = String::new();

@@ -330,8 +330,8 @@ fn location(
             // above, or refused by the conversion.
             name if name.starts_with("proxy_next_upstream")
                 || name.starts_with("limit_")
-                || super::convert::ACCESS.contains(&name)
-                || super::convert::REFUSED_ACCESS.contains(&name) => {}
+                || super::access::ACCESS.contains(&name)
+                || super::access::REFUSED_ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => notes.warnings.push(format!(
                 "{}: \"{}\" is not understood in a location; ignored",

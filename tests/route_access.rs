@@ -460,3 +460,69 @@ async fn a_location_limit_holds_only_on_its_location_as_in_nginx() {
         ]
     );
 }
+
+/// The TOML form on a dual-stack listener (`[::]:PORT`): an IPv4 client arrives as
+/// `::ffff:127.0.0.x` and is checked against the IPv4 rules, as nginx checks it; an IPv6
+/// client meets only `all` and IPv6 rules; a nested route's own list replaces its parent's;
+/// `GET /v1/routes` shows the lists.
+#[tokio::test]
+async fn toml_access_lists_check_mapped_ipv4_clients_as_ipv4() {
+    let b = Counting::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n\n\
+         [[listener]]\nlisten = \"[::]:{port}\"\n\n\
+         [[listener.route]]\npath = \"/\"\nupstream = \"app\"\naccess = [\"allow 127.0.0.2\", \"deny all\"]\n\n\
+         [[listener.route]]\npath = \"/open/\"\nupstream = \"app\"\naccess = []\n\n\
+         [[listener.route.route]]\npath = \"/open/shut/\"\nupstream = \"app\"\naccess = [\"deny 127.0.0.0/8\"]\n\n\
+         [upstream.app]\nbackends = [{{ addr = \"{}\" }}]\n",
+        dir.path().join("data").display(),
+        b.addr
+    );
+    let config_path = dir.path().join("tideway.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let p = Proxy {
+        child: spawn_tideway_with(&config_path, dir.path(), &[]),
+        http: SocketAddr::from(([127, 0, 0, 1], port)),
+        admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        dir,
+        config_path,
+    };
+    wait_ready(&p).await;
+    let v4 = |n: u8| IpAddr::from([127, 0, 0, n]);
+    let v6: IpAddr = "::1".parse().unwrap();
+    let to = |from: IpAddr| SocketAddr::new(if from.is_ipv6() { v6 } else { v4(1) }, port);
+    let mut got = Vec::new();
+    for (from, path) in [
+        (v4(2), "/"),
+        (v4(3), "/"),
+        (v6, "/"),
+        (v4(3), "/open/x"),
+        (v4(2), "/open/shut/x"),
+        (v6, "/open/shut/x"),
+    ] {
+        got.push(get(from, to(from), "x", path).await);
+    }
+    assert_eq!(got, [200, 403, 403, 200, 403, 200]);
+    assert_eq!(
+        b.received(),
+        3,
+        "only the allowed requests reached the backend"
+    );
+    let routes = p.admin_json("/v1/routes").await;
+    let lists: Vec<&serde_json::Value> = routes["listeners"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["access"])
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            &serde_json::json!(["allow 127.0.0.2", "deny all"]),
+            &serde_json::json!([]),
+            &serde_json::json!(["deny 127.0.0.0/8"]),
+        ]
+    );
+}

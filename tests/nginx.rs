@@ -455,7 +455,16 @@ fn allow_and_deny_are_read_with_nginx_inheritance() {
         "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080 proxy_protocol;\nlocation / {\nallow 10.0.0.0/8;\ndeny all;\nproxy_pass http://app;\n}\n}\n}\n",
     );
     assert!(
-        err.contains(&format!("{file}:3: allow/deny on a proxy_protocol listen")),
+        err.contains(&format!("{file}:5: allow/deny on a proxy_protocol listen")),
+        "{err}"
+    );
+    // The PROXY header is the listen's: a server on it whose own listen line lacks the flag
+    // is no safer.
+    let (err, file) = import_error(
+        "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080 proxy_protocol;\nlocation / { proxy_pass http://app; }\n}\nserver {\nlisten 8080;\nserver_name b;\nlocation / {\ndeny 10.0.0.1;\nproxy_pass http://app;\n}\n}\n}\n",
+    );
+    assert!(
+        err.contains(&format!("{file}:10: allow/deny on a proxy_protocol listen")),
         "{err}"
     );
     std::fs::write(

@@ -5,6 +5,7 @@
 //! expose what nginx protected.
 
 use super::parse::Directive;
+use crate::config::{LocationConfig, ServerConfig};
 
 /// Access control tideway reads in http, server and location blocks: `allow`/`deny` (a
 /// route's `access`), and `satisfy`, which changes nothing when they are the only access
@@ -50,9 +51,26 @@ pub fn refuse(errors: &mut Vec<String>, block: &[Directive], read: bool, top: bo
     }
 }
 
-/// Does any route in `locations` have an access list?
-pub fn guarded(locations: &[crate::config::LocationConfig]) -> bool {
-    locations
-        .iter()
-        .any(|l| l.settings.access.is_some() || guarded(&l.nested))
+/// The first route in `locations` with an access list: where it was defined.
+fn guarded(locations: &[LocationConfig]) -> Option<&str> {
+    locations.iter().find_map(|l| match &l.settings.access {
+        Some(_) => Some(l.at.as_str()),
+        None => guarded(&l.nested),
+    })
+}
+
+/// An error for each listen (`listen`, `spoofable`, its servers) whose PROXY header's address
+/// tideway would believe from anyone while a route on it has an access list: nginx checks the
+/// balancer's address there, and any client that reaches the port could write the address.
+pub fn refuse_spoofable<'a>(
+    errors: &mut Vec<String>,
+    listens: impl Iterator<Item = (&'a str, bool, &'a [ServerConfig])>,
+) {
+    for (listen, _, servers) in listens.filter(|l| l.1) {
+        if let Some(at) = servers.iter().find_map(|s| guarded(&s.locations)) {
+            errors.push(format!(
+                "{at}: allow/deny on a proxy_protocol listen ({listen}) without set_real_ip_from and real_ip_header proxy_protocol: nginx checks the balancer's address, tideway would check the address in the PROXY header, which any client that reaches the port can write; add set_real_ip_from BALANCER; real_ip_header proxy_protocol;"
+            ));
+        }
+    }
 }

@@ -59,6 +59,8 @@ struct Listener {
     real_ip: Option<String>,
     /// The `client_limits = [...]` line, or empty.
     limits: String,
+    /// A PROXY header's address is believed only from trusted balancers (`real_ip`).
+    trusts_proxy: bool,
 }
 
 struct Cx {
@@ -415,15 +417,6 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     }
     let realip = realip.over(block_realip);
     for (listen, ssl, proxy_protocol, default) in listens {
-        if proxy_protocol
-            && super::access::guarded(&server.locations)
-            && !realip.trusts_proxy_protocol()
-        {
-            cx.errors.push(format!(
-                "{}: allow/deny on a proxy_protocol listen ({listen}) without set_real_ip_from and real_ip_header proxy_protocol: nginx checks the balancer's address, tideway would check the address in the PROXY header, which any client that reaches the port can write; add set_real_ip_from BALANCER; real_ip_header proxy_protocol;",
-                d.at()
-            ));
-        }
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => {
                 let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
@@ -470,6 +463,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             servers: vec![server],
             tls: tls.into_iter().collect(),
             proxy_protocol,
+            trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
             limits: limits.clone(),
         });
@@ -519,6 +513,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             servers: Vec::new(),
             tls: Vec::new(),
             proxy_protocol,
+            trusts_proxy: false,
             real_ip,
             limits: limits.clone(),
         });
@@ -624,6 +619,16 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
+    super::access::refuse_spoofable(
+        &mut cx.errors,
+        cx.listeners.iter().map(|l| {
+            (
+                l.listen.as_str(),
+                l.proxy_protocol && !l.trusts_proxy,
+                &l.servers[..],
+            )
+        }),
+    );
     // A listen whose servers have no location serves nothing tideway can serve.
     let mut empty = Vec::new();
     cx.listeners.retain(|l| {

@@ -414,10 +414,10 @@ impl Gateway {
                 }
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
-            if routes.forbids(pick, req.client.map(|a| a.ip())) {
+            let ip = req.client.map(|a| a.ip());
+            if routes.forbids(pick, ip) {
                 // nginx's `deny`: answered before anything else is done for the request.
                 let route = routes.proxy(pick).map_or(&self.route, |p| &p.route);
-                let ip = req.client.map(|a| a.ip());
                 let (next, out) =
                     turn_down(&mut stream, &mut bufs, head_len, &req, FORBIDDEN).await;
                 Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());

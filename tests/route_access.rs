@@ -526,3 +526,49 @@ async fn toml_access_lists_check_mapped_ipv4_clients_as_ipv4() {
         ]
     );
 }
+
+/// A denied upload gets its 403 whole: tideway does not read the body, so it closes after
+/// the answer and drains what the client still sends (nginx's lingering close) rather than
+/// reset the connection under the client before it reads the answer.
+#[tokio::test]
+async fn a_denied_upload_still_gets_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Counting::start().await;
+    let port = free_port();
+    let file = dir.path().join("site.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "http {{\n  upstream app {{ server {}; }}\n  server {{\n    listen 127.0.0.1:{port};\n    deny 127.0.0.2;\n    location / {{ proxy_pass http://app; }}\n  }}\n}}\n",
+            b.addr
+        ),
+    )
+    .unwrap();
+    let _tideway = start_tideway(dir.path(), &file);
+    wait_port(port).await;
+    let mut io = connect_from(counting::TWO, SocketAddr::from(([127, 0, 0, 1], port))).await;
+    // The client sends its whole body before it reads (as a simple uploader does).
+    io.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 4000000\r\n\r\n")
+        .await
+        .unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut sent = 0;
+    while sent < 4_000_000 {
+        let n = chunk.len().min(4_000_000 - sent);
+        let write = tokio::time::timeout(Duration::from_secs(20), io.write_all(&chunk[..n])).await;
+        assert!(
+            matches!(write, Ok(Ok(()))),
+            "the body was cut after {sent} bytes: {write:?}"
+        );
+        sent += n;
+    }
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), io.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the connection was reset: {read:?}, got {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.1 403 "), "{text}");
+    assert_eq!(b.received(), 0);
+}

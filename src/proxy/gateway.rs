@@ -233,6 +233,15 @@ async fn turn_down(
     (next, out)
 }
 
+/// Close the connection of a refused request; a body it did not read is drained first
+/// ([`linger`]), so the client, still sending it, does not get a reset in place of the answer.
+async fn close_unread(stream: &mut Stream, req: &Request) {
+    close(stream).await;
+    if req.body != RequestBody::None {
+        linger(stream).await;
+    }
+}
+
 /// Close a client connection cleanly: TLS sends its close_notify, TCP its FIN.
 async fn close(stream: &mut Stream) {
     let end = tokio::io::AsyncWriteExt::shutdown(stream);
@@ -424,7 +433,7 @@ impl Gateway {
                 if matches!(next, Next::KeepAlive) {
                     continue;
                 }
-                close(&mut stream).await;
+                close_unread(&mut stream, &req).await;
                 return None;
             }
             let Some(proxy) = routes.proxy(pick) else {
@@ -484,7 +493,7 @@ impl Gateway {
                     if matches!(next, Next::KeepAlive) {
                         continue;
                     }
-                    close(&mut stream).await;
+                    close_unread(&mut stream, &req).await;
                     return None;
                 }
             };

@@ -3,7 +3,7 @@
 //! each fails the import with the file:line that decides it, unless `--skip-unproxied` leaves
 //! it out.
 //!
-//! A location left out stays in the route table answering 404, so every other request is
+//! A location left out stays in the route table answering 404 (after its access list), so every other request is
 //! routed exactly as nginx routes it: dropping it would hand its requests to the next
 //! matching location (`location ~ \.php$` to `location /`), sending a backend requests nginx
 //! never sent it.
@@ -68,9 +68,17 @@ pub fn check(
                 f.class = Class::Skipped;
                 f.why
                     .push_str("; left out (--skip-unproxied): tideway answers 404 there");
-                route.action = RouteAction::Return {
-                    code: 404,
-                    text: String::new(),
+                // 404. One holding nested locations keeps them and becomes a location
+                // without a handler, which answers after its access list (a denied client
+                // gets 403, as from nginx); a leaf one answers 404 to everyone (nothing
+                // is served either way).
+                route.action = if route.nested.is_empty() {
+                    RouteAction::Return {
+                        code: 404,
+                        text: String::new(),
+                    }
+                } else {
+                    RouteAction::None
                 };
             } else {
                 f.why

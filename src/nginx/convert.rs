@@ -78,6 +78,8 @@ pub(super) struct Listener {
     pub(super) real_ip: Option<String>,
     /// The `client_limits = [...]` line, or empty.
     pub(super) limits: String,
+    /// A PROXY header's address is believed only from trusted balancers (`real_ip`).
+    pub(super) trusts_proxy: bool,
 }
 
 pub(super) struct Cx {
@@ -336,56 +338,14 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
     Some((name, uri))
 }
 
-/// Access control tideway does not implement: never dropped, the import fails (issue 21).
-pub(super) const ACCESS: [&str; 5] = [
-    "allow",
-    "deny",
-    "auth_basic",
-    "auth_basic_user_file",
-    "auth_request",
-];
-
-/// An error with file:line for each access control directive, at any depth.
-fn refuse_access(errors: &mut Vec<String>, block: &[Directive]) {
-    for d in block {
-        if ACCESS.contains(&d.name.as_str()) {
-            errors.push(format!(
-                "{}: \"{}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
-                d.at(),
-                d.name
-            ));
-        }
-        refuse_access(errors, d.block.as_deref().unwrap_or_default());
-    }
-}
-
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
 /// settings (inherited from `retry`) go to its upstream, the first location's holding.
-/// Per-client limits are per listen: `whole` (the server's only location is `location /`,
-/// with none nested) takes that location's, returned, as the server's own, since every request
-/// goes through it; in any other location they are an error.
-fn locations(
-    cx: &mut Cx,
-    block: &[Directive],
-    retry: &Retry,
-    passed: &BTreeMap<String, String>,
-    whole: bool,
-) -> Scope {
-    let mut limits = Scope::default();
+fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
     for s in block.iter().filter(|s| s.name == "location") {
         let inner = s.block.as_deref().unwrap_or_default();
         let mut here = retry.clone();
         for l in inner {
-            if here.take(l, &mut cx.warnings) || (whole && cx.limit(&mut limits, l)) {
-                continue;
-            }
-            if Scope::default().read(l).is_some() {
-                cx.errors.push(format!(
-                    "{}: \"{}\": per-location limits are not supported yet (only in a server's sole `location /`); set them at server level",
-                    l.at(),
-                    l.name
-                ));
-            }
+            here.take(l, &mut cx.warnings);
         }
         let up = inner
             .iter()
@@ -402,9 +362,8 @@ fn locations(
                 None => u.retry = Some(here.clone()),
             }
         }
-        locations(cx, inner, &here, passed, false);
+        locations(cx, inner, &here, passed);
     }
-    limits
 }
 
 /// The settings an http block passes to its servers.
@@ -454,7 +413,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             | "return"
             | "proxy_http_version"
             | "proxy_set_header" => {}
-            name if ACCESS.contains(&name) => {}
+            name if super::access::ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
@@ -462,7 +421,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     let mut notes = Notes::default();
     // Each proxy_pass's upstream, by the directive's file:line.
     let mut passed = BTreeMap::new();
-    let mut server = super::routes::server(d, http, false, &mut notes, &mut |s| {
+    let http = http.limited(limits.under(&cx.outer), &cx.zones);
+    let mut server = super::routes::server(d, &http, false, &mut notes, &mut |s| {
         let found = pass(cx, s);
         if let Some((up, _)) = &found {
             passed.insert(s.at(), up.clone());
@@ -477,11 +437,9 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
         let skip = cx.options.skip_unproxied;
         super::content::check(block, &mut server.locations, skip, &mut cx.notes);
     }
-    let located: Vec<&Directive> = block.iter().filter(|s| s.name == "location").collect();
-    let whole = matches!(&located[..], [l] if l.args == ["/"]
-        && !l.block.as_deref().unwrap_or_default().iter().any(|n| n.name == "location"));
-    let located = locations(cx, block, &retry, &passed, whole);
-    let limits = cx.client_limits(&located.under(&limits), d, false);
+    locations(cx, block, &retry, &passed);
+    let scope = limits.under(&cx.outer);
+    let limits = cx.client_limits(&limits, d, false);
     if listens.is_empty() && !block.iter().any(|s| s.name == "listen") {
         let all = super::listen::Listen {
             addr: "0.0.0.0:80".into(),
@@ -540,10 +498,9 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                 ));
             }
             if l.limits != limits {
-                cx.errors.push(format!(
-                    "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",
-                    d.at()
-                ));
+                // Limits other than the listen's: each of the server's routes carries them.
+                let own = scope.resolve(&cx.zones, false).unwrap_or_default();
+                super::limit::carry(&mut server.locations, &own);
             }
             l.servers.push(server);
             l.tls.extend(tls);
@@ -559,6 +516,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             servers: vec![server],
             tls: tls.into_iter().collect(),
             proxy_protocol,
+            trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
             limits: limits.clone(),
         });
@@ -578,7 +536,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
         options,
         notes: Vec::new(),
     };
-    refuse_access(&mut cx.errors, top);
+    super::access::refuse(&mut cx.errors, top, false, true);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -649,7 +607,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
-                        (name, _) if ACCESS.contains(&name) => {}
+                        (name, _) if super::access::ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
@@ -666,6 +624,16 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
+    super::access::refuse_spoofable(
+        &mut cx.errors,
+        cx.listeners.iter().map(|l| {
+            (
+                l.listen.as_str(),
+                l.proxy_protocol && !l.trusts_proxy,
+                &l.servers[..],
+            )
+        }),
+    );
     // A listen whose servers have no location serves nothing tideway can serve.
     let mut empty = Vec::new();
     cx.listeners.retain(|l| {

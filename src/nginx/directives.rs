@@ -110,11 +110,15 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("proxy_ssl_certificate", TLS_UPSTREAM),
     ("proxy_ssl_certificate_key", TLS_UPSTREAM),
     // Access control: never dropped.
-    ("allow", ACCESS),
-    ("deny", ACCESS),
+    ("allow", Read),
+    ("deny", Read),
+    ("satisfy", Read),
     ("auth_basic", ACCESS),
     ("auth_basic_user_file", ACCESS),
     ("auth_request", ACCESS),
+    ("auth_request_set", ACCESS),
+    ("auth_jwt", ACCESS),
+    ("limit_except", ACCESS),
     // Content nginx serves itself.
     ("root", Content),
     ("alias", Content),

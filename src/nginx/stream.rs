@@ -3,7 +3,8 @@
 //!
 //! Imports: what `convert` does.
 
-use super::convert::{target, time, Cx, Listener, ACCESS};
+use super::access::ACCESS;
+use super::convert::{target, time, Cx, Listener};
 use super::limit::Scope;
 use super::parse::Directive;
 use super::realip::RealIpConf;
@@ -58,6 +59,7 @@ pub(super) fn server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             servers: Vec::new(),
             tls: Vec::new(),
             proxy_protocol,
+            trusts_proxy: false,
             real_ip,
             limits: limits.clone(),
         });

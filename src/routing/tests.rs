@@ -116,3 +116,21 @@ fn servers_by_host_and_a_single_route_needs_no_matching() {
     assert_eq!(one.select(Some(b"x"), b"/a%20b/../c"), Pick::Route(0));
     assert_eq!(one.select(Some(b"x"), b"/%zz"), Pick::BadPath);
 }
+
+#[test]
+fn the_view_shows_a_routes_access_list() {
+    let mut guarded = loc("/admin/", true, vec![]);
+    guarded.settings.access = Some(crate::config::AccessList {
+        rules: ["allow 10.0.0.0/8", "deny all"]
+            .iter()
+            .map(|r| crate::config::access::AccessRule::parse(r).unwrap())
+            .collect(),
+    });
+    let t = table(vec![loc("/", true, vec![]), guarded]);
+    let view = t.view();
+    assert_eq!(view[0].get("access"), None, "no list: no key");
+    assert_eq!(
+        view[1]["access"],
+        serde_json::json!(["allow 10.0.0.0/8", "deny all"])
+    );
+}

@@ -32,6 +32,8 @@ struct Upstream {
     idle_timeout: Option<String>,
     /// The `proxy_next_upstream*` settings of the locations that proxy here.
     retry: Option<Retry>,
+    /// NGINX Plus's `sticky cookie`.
+    sticky: Option<super::sticky::Sticky>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -187,10 +189,22 @@ fn upstream(cx: &mut Cx, d: &Directive) {
                 }
                 up.balance = Some("p2c");
             }
+            "sticky" => match super::sticky::read(s) {
+                Ok(Some(st)) => up.sticky = Some(st),
+                Ok(None) => cx.warn(s, "is read only in its \"cookie\" form"),
+                Err(e) => cx.errors.push(e),
+            },
             "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
             | "zone" => {}
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
+    }
+    if let Some(e) = up
+        .sticky
+        .as_ref()
+        .and_then(|st| super::sticky::conflict(st, up.balance))
+    {
+        cx.errors.push(e);
     }
     // nginx refuses `backup` under `hash` and `ip_hash` ("invalid parameter").
     if up.balance == Some("hash") {
@@ -755,6 +769,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             if let Some(t) = &r.timeout {
                 let _ = writeln!(out, "next_upstream_timeout = {t:?}");
             }
+        }
+        if let Some(st) = &u.sticky {
+            let _ = writeln!(out, "sticky = {}", st.toml);
         }
         if let Some(t) = &u.slow_start {
             let _ = writeln!(out, "slow_start = {t:?}");

@@ -1,6 +1,7 @@
 //! Drop-in for nginx: read an existing nginx config (`upstream`, `server` with
 //! `server_name`, `location` with every modifier and nested ones, `proxy_pass`, `return`,
-//! `stream`, per-client `limit_req` / `limit_conn`; see [`routes`]), convert what tideway understands, warn about the rest with
+//! `stream`, per-client `limit_req` / `limit_conn`; see [`routes`]; NGINX Plus's `sticky
+//! cookie`, see [`sticky`]), convert what tideway understands, warn about the rest with
 //! file:line, and render a live upstream back as an nginx `upstream` block.
 //!
 //! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
@@ -13,6 +14,7 @@ pub mod parse;
 pub mod realip;
 pub mod retry;
 pub mod routes;
+pub mod sticky;
 
 use crate::config::{Config, ConfigError};
 use std::path::Path;

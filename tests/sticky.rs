@@ -166,6 +166,9 @@ async fn a_removed_backends_cookie_is_replaced() {
         get(&url, &[&cookie]).await == ("r1".to_string(), None)
     })
     .await;
+    for _ in 0..10 {
+        assert_eq!(get(&url, &[&cookie]).await, ("r1".to_string(), None));
+    }
     p.deregister("r1").await;
     wait_until(Duration::from_secs(10), || async {
         !p.backends().await.iter().any(|b| b.0 == "r1")

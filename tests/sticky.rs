@@ -353,6 +353,37 @@ fn sticky_with_hash_is_refused_with_its_line() {
         "{err}"
     );
 
+    for (upstream, line, want) in [
+        (
+            "rebalance = { per_second = 5 }\nsticky = { cookie = \"srv_id\" }\n",
+            7,
+            "sticky cannot be combined with rebalance",
+        ),
+        (
+            "sticky = { cookie = \"srv_id\", path = \"/a; secure\" }\n",
+            6,
+            "must start with '/' and hold no spaces, controls or ';'",
+        ),
+        ("sticky = { cookie = \"a b\" }\n", 6, "is not a cookie name"),
+        (
+            "sticky = { cookie = \"s\", expires = \"soon\" }\n",
+            6,
+            "sticky expires",
+        ),
+    ] {
+        std::fs::write(
+            &toml,
+            format!("[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n\n[upstream.app]\n{upstream}backends = [{{ addr = \"127.0.0.1:2\" }}]\n"),
+        )
+        .unwrap();
+        let (code, err) = check(&["--config"], &toml);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&format!("t.toml:{line}:")) && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+
     let conf = dir.path().join("n.conf");
     std::fs::write(
         &conf,

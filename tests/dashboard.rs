@@ -278,7 +278,7 @@ backends = [{{ addr = "{addr}", id = "r1" }}]
     wd.wait_text(&field(2, "action"), "upstream app").await;
     wd.wait_text(&field(2, "settings"), "websocket on \u{b7} max body 1024 B")
         .await;
-    wd.wait_until_text(&field(1, "at"), |t| t.starts_with("tideway.toml:"))
+    wd.wait_until_text(&field(1, "at"), |t| t.ends_with("/tideway.toml:17"))
         .await;
     wd.wait_until_text(&format!("{listener} div"), |t| t.contains("3 routes"))
         .await;

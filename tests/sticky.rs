@@ -136,6 +136,24 @@ async fn cookie_pins_requests_and_is_replaced_when_its_backend_goes() {
     let among = format!("a=1; srv_id={value}; b=2");
     assert_eq!(get(&url, &["x=y", &among]).await, (first.clone(), None));
 
+    // The live upstream rendered as nginx says it back.
+    let block = p
+        .admin_req(
+            reqwest::Method::GET,
+            "/v1/upstreams/app?format=nginx",
+            ADMIN_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        block.contains("    sticky cookie srv_id expires=3600s domain=.example.com path=/;\n"),
+        "{block}"
+    );
+
     // Disabled: the next request lands elsewhere and gets a cookie for where it landed.
     set_state(&p, &first, "disabled").await;
     let (moved, set) = get(&url, &[&cookie]).await;
@@ -155,7 +173,7 @@ async fn cookie_pins_requests_and_is_replaced_when_its_backend_goes() {
 async fn a_removed_backends_cookie_is_replaced() {
     let (s1, r1) = (backend("s1").await, backend("r1").await);
     let p = start_proxy(&format!(
-        "[upstream.app]\nsticky = {{ cookie = \"srv_id\" }}\n{}\n",
+        "[upstream.app]\nsticky = {{ cookie = \"srv_id\", httponly = true, secure = true, samesite = \"Strict\" }}\n{}\n",
         backends_toml(&[(&s1, 1)])
     ))
     .await;
@@ -176,8 +194,14 @@ async fn a_removed_backends_cookie_is_replaced() {
     .await;
     let (id, set) = get(&url, &[&cookie]).await;
     assert_eq!(id, "s1");
-    // A session cookie: no attributes.
-    assert_eq!(set.as_deref(), Some(&*format!("srv_id={}", value_of("s1"))));
+    // A session cookie (no expires), with its flags.
+    assert_eq!(
+        set.as_deref(),
+        Some(&*format!(
+            "srv_id={}; secure; httponly; samesite=strict",
+            value_of("s1")
+        ))
+    );
 }
 
 /// What a client may send instead of a value the proxy gave: each is balanced as if there

@@ -1,5 +1,5 @@
 //! Cookie-insert stickiness, as NGINX Plus's `sticky cookie NAME [expires=TIME]
-//! [domain=DOMAIN] [path=PATH]`: a request whose cookie NAME names an available backend goes
+//! [domain=DOMAIN] [path=PATH] [httponly] [secure] [samesite=strict|lax|none]`: a request whose cookie NAME names an available backend goes
 //! there; otherwise the balancer picks, and the answer sets the cookie to the backend picked.
 //!
 //! This module holds the validated setting and writes the `Set-Cookie` value; the cookie's
@@ -10,7 +10,8 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `sticky = { cookie = "NAME", expires = "1h", domain = ".example.com", path = "/" }`.
+/// `sticky = { cookie = "NAME", expires = "1h", domain = ".example.com", path = "/",
+/// httponly = true, secure = true, samesite = "lax" }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StickyCookie {
     /// The cookie's name (an RFC 6265 token).
@@ -19,6 +20,11 @@ pub struct StickyCookie {
     pub expires: Option<Expires>,
     pub domain: Option<String>,
     pub path: Option<String>,
+    /// The cookie's `HttpOnly` and `Secure` flags.
+    pub httponly: bool,
+    pub secure: bool,
+    /// The cookie's `SameSite`: `strict`, `lax` or `none`.
+    pub samesite: Option<&'static str>,
 }
 
 /// How long the browser keeps the cookie.
@@ -88,7 +94,21 @@ impl StickyCookie {
             expires,
             domain: domain.map(str::to_string),
             path: path.map(str::to_string),
+            httponly: false,
+            secure: false,
+            samesite: None,
         })
+    }
+
+    /// Set `SameSite` from its value as written (`strict`, `lax` or `none`, any case).
+    pub fn with_samesite(mut self, value: &str) -> Result<Self, String> {
+        let known = ["strict", "lax", "none"];
+        let v = known
+            .into_iter()
+            .find(|k| k.eq_ignore_ascii_case(value))
+            .ok_or_else(|| format!("sticky samesite {value:?}: expected strict, lax or none"))?;
+        self.samesite = Some(v);
+        Ok(self)
     }
 
     /// The `Set-Cookie` value naming a backend by `value`, for an answer sent at `now`:
@@ -113,6 +133,15 @@ impl StickyCookie {
         }
         if let Some(p) = &self.path {
             let _ = write!(out, "; path={p}");
+        }
+        if self.secure {
+            out.push_str("; secure");
+        }
+        if self.httponly {
+            out.push_str("; httponly");
+        }
+        if let Some(v) = self.samesite {
+            let _ = write!(out, "; samesite={v}");
         }
         out
     }
@@ -179,6 +208,18 @@ mod tests {
             c.set_cookie("abc", now),
             "srv_id=abc; expires=Sun, 06 Nov 1994 09:49:37 GMT; max-age=3600; domain=.example.com; path=/"
         );
+        let flags = StickyCookie {
+            httponly: true,
+            secure: true,
+            ..StickyCookie::new("s", None, None, Some("/app")).unwrap()
+        }
+        .with_samesite("Lax")
+        .unwrap();
+        assert_eq!(
+            flags.set_cookie("v", now),
+            "s=v; path=/app; secure; httponly; samesite=lax"
+        );
+        assert!(flags.with_samesite("$var").is_err());
         let session = StickyCookie::new("s", None, None, None).unwrap();
         assert_eq!(session.set_cookie("v", now), "s=v");
         let max = StickyCookie::new("s", Some("max"), None, None).unwrap();

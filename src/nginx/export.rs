@@ -39,6 +39,14 @@ pub fn upstream_block(up: &Upstream) -> String {
                 let _ = write!(out, " {k}={v}");
             }
         }
+        for (k, on) in [("httponly", c.httponly), ("secure", c.secure)] {
+            if on {
+                let _ = write!(out, " {k}");
+            }
+        }
+        if let Some(v) = c.samesite {
+            let _ = write!(out, " samesite={v}");
+        }
         out.push_str(";\n");
     }
     for b in &up.backends {

@@ -1,4 +1,5 @@
-//! NGINX Plus's `sticky cookie NAME [expires=TIME] [domain=DOMAIN] [path=PATH]` in an
+//! NGINX Plus's `sticky cookie NAME [expires=TIME] [domain=DOMAIN] [path=PATH] [httponly]
+//! [secure] [samesite=strict|lax|none]` in an
 //! `upstream` block, as the TOML `sticky = { cookie = ..., ... }`. Checked here with
 //! [`crate::config::StickyCookie::new`], so a bad parameter fails the import at the
 //! directive's file:line. `sticky route` and `sticky learn` (the other NGINX Plus forms) are
@@ -29,14 +30,18 @@ pub fn read(d: &Directive) -> Result<Option<Sticky>, String> {
     let Some((name, params)) = rest.split_first() else {
         return Err(fail("cookie needs a cookie name".into()));
     };
-    let (mut expires, mut domain, mut path) = (None, None, None);
+    let (mut expires, mut domain, mut path, mut samesite) = (None, None, None, None);
+    let (mut httponly, mut secure) = (None, None);
     for p in params {
-        let (slot, v) = match p.split_once('=') {
-            Some(("expires", v)) => (&mut expires, v),
-            Some(("domain", v)) => (&mut domain, v),
-            Some(("path", v)) => (&mut path, v),
+        let (slot, v) = match (p.as_str(), p.split_once('=')) {
+            (_, Some(("expires", v))) => (&mut expires, v),
+            (_, Some(("domain", v))) => (&mut domain, v),
+            (_, Some(("path", v))) => (&mut path, v),
+            (_, Some(("samesite", v))) => (&mut samesite, v),
+            ("httponly", _) => (&mut httponly, ""),
+            ("secure", _) => (&mut secure, ""),
             _ => return Err(fail(format!(
-                "has a parameter tideway does not read: {p:?} (expires=, domain= and path= are read)"
+                "has a parameter tideway does not read: {p:?} (expires=, domain=, path=, httponly, secure and samesite= are read)"
             ))),
         };
         if slot.replace(v).is_some() {
@@ -50,15 +55,24 @@ pub fn read(d: &Directive) -> Result<Option<Sticky>, String> {
             super::convert::time(t).ok_or_else(|| fail(format!("has an invalid expires {t:?}")))?,
         ),
     };
-    StickyCookie::new(name, expires.as_deref(), domain, path).map_err(fail)?;
+    let cookie = StickyCookie::new(name, expires.as_deref(), domain, path).map_err(&fail)?;
+    if let Some(v) = samesite {
+        cookie.with_samesite(v).map_err(&fail)?;
+    }
     let mut toml = format!("{{ cookie = {name:?}");
     for (k, v) in [
         ("expires", expires.as_deref()),
         ("domain", domain),
         ("path", path),
+        ("samesite", samesite),
     ] {
         if let Some(v) = v {
             toml.push_str(&format!(", {k} = {v:?}"));
+        }
+    }
+    for (k, v) in [("httponly", httponly), ("secure", secure)] {
+        if v.is_some() {
+            toml.push_str(&format!(", {k} = true"));
         }
     }
     toml.push_str(" }");
@@ -110,6 +124,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(plain.toml, r#"{ cookie = "s", expires = "30s" }"#);
+        let flags = read(&directive(&[
+            "cookie",
+            "s",
+            "secure",
+            "samesite=lax",
+            "httponly",
+        ]));
+        assert_eq!(
+            flags.unwrap().unwrap().toml,
+            r#"{ cookie = "s", samesite = "lax", httponly = true, secure = true }"#
+        );
         assert_eq!(
             conflict(&s, Some("hash")).unwrap().split(':').next(),
             Some("site.conf")
@@ -126,7 +151,9 @@ mod tests {
         for bad in [
             &["cookie"][..],
             &["cookie", "s", "expires=soon"],
-            &["cookie", "s", "secure"],
+            &["cookie", "s", "max_age=1"],
+            &["cookie", "s", "samesite=$v"],
+            &["cookie", "s", "secure", "secure"],
             &["cookie", "s", "path=/a;b"],
             &["cookie", "s", "domain=a", "domain=b"],
             &["cookie", "a b"],

@@ -1,4 +1,5 @@
-//! An upstream's `sticky = { cookie = "NAME", expires = "1h", domain = "...", path = "/" }`
+//! An upstream's `sticky = { cookie = "NAME", expires = "1h", domain = "...", path = "/",
+//! httponly = true, secure = true, samesite = "lax" }`
 //! (NGINX Plus's `sticky cookie`). Stickiness is a balancing method of its own, as in nginx:
 //! it is refused with `balance = "hash"`, whose key already decides the backend, and with
 //! `rebalance`, which would move sessions that the cookie brings straight back.
@@ -16,6 +17,11 @@ pub(super) struct StickySection {
     expires: Option<String>,
     domain: Option<String>,
     path: Option<String>,
+    #[serde(default)]
+    httponly: bool,
+    #[serde(default)]
+    secure: bool,
+    samesite: Option<String>,
 }
 
 /// Read `sticky` into `policy` (after `balance` and `rebalance`).
@@ -46,7 +52,15 @@ pub(super) fn sticky(
         st.domain.as_deref(),
         st.path.as_deref(),
     )
+    .and_then(|c| match &st.samesite {
+        Some(v) => c.with_samesite(v),
+        None => Ok(c),
+    })
     .map_err(|m| cx.err(span, m))?;
-    policy.sticky = Some(cookie);
+    policy.sticky = Some(StickyCookie {
+        httponly: st.httponly,
+        secure: st.secure,
+        ..cookie
+    });
     Ok(())
 }

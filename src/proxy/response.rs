@@ -211,9 +211,6 @@ pub fn inspect_response(
     }))
 }
 
-#[cfg(test)]
-mod tests;
-
 /// Add one header field to a head [`inspect_response`] wrote into `out`, before its blank
 /// line (a field tideway adds itself, such as a sticky cookie).
 pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -223,3 +220,6 @@ pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
         out.extend_from_slice(b"\r\n");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -416,6 +416,26 @@ fn sticky_with_hash_is_refused_with_its_line() {
     .unwrap();
     let (code, err) = check(&["--nginx"], &conf);
     assert_eq!(code, Some(1), "{err}");
+    // The import report: `sticky cookie` is read, the other NGINX Plus forms are ignored.
+    let good = dir.path().join("good.conf");
+    std::fs::write(
+        &good,
+        "http {\n  upstream app {\n    sticky cookie srv_id expires=1h;\n    server 127.0.0.1:2;\n  }\n  upstream b {\n    sticky route $x;\n    server 127.0.0.1:3;\n  }\n  server {\n    listen 127.0.0.1:1;\n    location / { proxy_pass http://app; }\n    location /b { proxy_pass http://b; }\n  }\n}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--nginx"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    let (read, ignored) = report.split_once("ignored (").expect("an ignored group");
+    assert!(read.contains("good.conf:3: \"sticky\""), "{report}");
+    assert!(
+        ignored.contains("good.conf:7: \"sticky\" is read only in its \"cookie\" form"),
+        "{report}"
+    );
     assert!(
         err.contains("n.conf:4: \"sticky\" cannot be combined with \"hash\" or \"ip_hash\""),
         "{err}"

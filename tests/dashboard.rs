@@ -203,6 +203,93 @@ async fn dashboard_shows_backends_and_disables_one_in_headless_chromium() {
     no_token_kept(&wd).await;
 }
 
+/// A listener with routes: the page lists each route of `GET /v1/routes` with its hosts,
+/// location rule, action (upstream or return) and settings; a sticky upstream says so.
+#[tokio::test]
+async fn dashboard_shows_the_routes_of_a_routes_config() {
+    let b = backend("r1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let config = format!(
+        r#"[admin]
+listen = "127.0.0.1:{admin}"
+[store]
+data_dir = "{data}"
+
+[[listener]]
+listen = "127.0.0.1:{http}"
+
+[[listener.route]]
+host = ["api.example.com", "*.api.example.com"]
+path = "^~ /api/"
+upstream = "app"
+uri = "/v1/"
+connect_timeout = "2s"
+websocket = false
+
+[[listener.route]]
+host = ["api.example.com", "*.api.example.com"]
+path = "= /status"
+return = {{ code = 200, text = "ok" }}
+
+[[listener.route]]
+path = "/"
+upstream = "app"
+default = true
+max_body = 1024
+
+[upstream.app]
+sticky = {{ cookie = "srv_id" }}
+backends = [{{ addr = "{addr}", id = "r1" }}]
+"#,
+        data = dir.path().join("data").display(),
+        addr = b.addr,
+    );
+    let config_path = dir.path().join("tideway.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = spawn_tideway_with(&config_path, dir.path(), &[]);
+    let p = Proxy {
+        child,
+        http: format!("127.0.0.1:{http}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+        dir,
+        config_path,
+    };
+    wait_ready(&p).await;
+    let (_driver, wd) = Chromedriver::start().await;
+    wd.goto(&format!("http://{}/#token={ADMIN_TOKEN}", p.admin))
+        .await;
+    let listener = format!(r#"section[data-listener="127.0.0.1:{http}"]"#);
+    let field = |route: usize, field: &str| {
+        format!(r#"{listener} tr[data-route="{route}"] [data-field="{field}"]"#)
+    };
+    wd.wait_for(&field(0, "path")).await;
+    wd.wait_text(&field(0, "hosts"), "api.example.com *.api.example.com")
+        .await;
+    wd.wait_text(&field(0, "path"), "^~ /api/").await;
+    wd.wait_text(&field(0, "action"), "upstream app (uri /v1/)")
+        .await;
+    wd.wait_text(&field(0, "settings"), "connect 2 s \u{b7} websocket off")
+        .await;
+    wd.wait_text(&field(1, "path"), "= /status").await;
+    wd.wait_text(&field(1, "action"), "return 200 ok").await;
+    wd.wait_text(&field(2, "hosts"), "any host (default)").await;
+    wd.wait_text(&field(2, "path"), "/").await;
+    wd.wait_text(&field(2, "action"), "upstream app").await;
+    wd.wait_text(&field(2, "settings"), "websocket on \u{b7} max body 1024 B")
+        .await;
+    wd.wait_until_text(&field(1, "at"), |t| t.ends_with("/tideway.toml:17"))
+        .await;
+    wd.wait_until_text(&format!("{listener} div"), |t| t.contains("3 routes"))
+        .await;
+    assert!(wd.find(&field(3, "path")).await.is_none(), "a fourth route");
+    wd.wait_until_text(
+        r#"section[data-upstream="app"] [data-field="policy"]"#,
+        |t| t.contains("sticky cookie srv_id"),
+    )
+    .await;
+}
+
 /// Nothing of the token outside the page's memory: no storage, no cookie, no fragment.
 async fn no_token_kept(wd: &WebDriver) {
     let kept = wd

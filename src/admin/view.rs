@@ -50,6 +50,9 @@ pub struct UpstreamView<'a> {
     /// With `rebalance`: WebSockets moved so far and still misplaced (this instance's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceView>,
+    /// With `sticky`: the sticky cookie's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<&'a str>,
     pub backends: Vec<BackendView<'a>>,
 }
 
@@ -73,6 +76,7 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
                     misplaced: m.rebalance_misplaced.with_label_values(&[&u.name]).get(),
                 }
             }),
+            sticky_cookie: u.policy.sticky.as_ref().map(|c| &*c.name),
             backends: u.backends.iter().map(BackendView::from).collect(),
         }
     }

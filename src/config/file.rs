@@ -17,6 +17,7 @@ mod next;
 use toml::Spanned;
 
 mod routes;
+mod sticky;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +153,7 @@ struct UpstreamSection {
     next_upstream: Option<Spanned<Vec<String>>>,
     next_upstream_tries: Option<Spanned<u32>>,
     next_upstream_timeout: Option<Dur>,
+    sticky: Option<Spanned<sticky::StickySection>>,
 }
 
 #[derive(Deserialize)]
@@ -748,6 +750,7 @@ fn validate_upstream(
             settle: rs.settle.map_or(DEFAULT_REBALANCE_SETTLE, |d| d.0),
         });
     }
+    sticky::sticky(cx, &up.sticky, &mut policy)?;
     if let Some(a) = &up.autoscale {
         policy.autoscale = Some(autoscale(cx, a, policy.scale.is_some())?);
     }

@@ -18,6 +18,7 @@ pub mod limit;
 pub mod real_ip;
 pub mod routes;
 pub mod scope;
+pub mod sticky;
 pub mod tls;
 mod types;
 
@@ -28,6 +29,7 @@ pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 pub use real_ip::{RealIp, RealIpHeader};
 pub use routes::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
 pub use scope::RegistrationScope;
+pub use sticky::StickyCookie;
 pub use types::*;
 
 use std::path::Path;

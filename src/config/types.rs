@@ -231,6 +231,8 @@ pub struct UpstreamPolicy {
     pub autoscale: Option<AutoscaleConfig>,
     /// What the register token may do here.
     pub registration: super::scope::RegistrationScope,
+    /// Cookie-insert stickiness (NGINX Plus's `sticky cookie`); HTTP listeners only.
+    pub sticky: Option<super::sticky::StickyCookie>,
 }
 
 impl Default for UpstreamPolicy {
@@ -254,6 +256,7 @@ impl Default for UpstreamPolicy {
             rebalance: None,
             autoscale: None,
             registration: super::scope::RegistrationScope::default(),
+            sticky: None,
         }
     }
 }

@@ -49,6 +49,8 @@ pub(super) struct Upstream {
     retry: Option<Retry>,
     /// The nginx file:line it comes from (its `upstream` block or `proxy_pass`).
     at: String,
+    /// NGINX Plus's `sticky cookie`.
+    sticky: Option<super::sticky::Sticky>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -196,10 +198,22 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             }
             "least_conn" => up.balance = Some("least_conn"),
             "random" => up.balance = Some("p2c"),
+            "sticky" => match super::sticky::read(s) {
+                Ok(Some(st)) => up.sticky = Some(st),
+                Ok(None) => cx.warn(s, "is read only in its \"cookie\" form"),
+                Err(e) => cx.errors.push(e),
+            },
             "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
             | "zone" => {}
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
+    }
+    if let Some(e) = up
+        .sticky
+        .as_ref()
+        .and_then(|st| super::sticky::conflict(st, up.balance))
+    {
+        cx.errors.push(e);
     }
     // nginx refuses `backup` under `hash` and `ip_hash` ("invalid parameter").
     if up.balance == Some("hash") {
@@ -743,6 +757,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             if let Some(t) = &r.timeout {
                 let _ = writeln!(out, "next_upstream_timeout = {t:?}");
             }
+        }
+        if let Some(st) = &u.sticky {
+            let _ = writeln!(out, "sticky = {}", st.toml);
         }
         if let Some(t) = &u.slow_start {
             let _ = writeln!(out, "slow_start = {t:?}");

@@ -76,8 +76,8 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("keepalive_requests", Approximated("tideway keeps its own pool of idle upstream connections")),
     ("keepalive_time", Approximated("tideway keeps its own pool of idle upstream connections")),
     ("zone", NoEffect("shared memory for nginx's workers; tideway's threads share one pool")),
+    ("sticky", Read),
     // Hooks for work in progress: flip to Read when read.
-    ("sticky", Ignored("is not read yet")),
     ("resolver", Ignored("is not read yet: names are resolved once, at load")),
     ("add_header", Ignored("is not read yet: tideway adds no response headers")),
     ("map", Approximated("is not evaluated; the WebSocket idiom ($http_upgrade -> $connection_upgrade) works because tideway passes Upgrade and Connection itself")),
@@ -239,6 +239,7 @@ pub fn classify(d: &Directive) -> Kind {
         "proxy_redirect" if arg(0) == "off" => Read,
         "proxy_buffering" | "proxy_request_buffering" if arg(0) == "off" => Read,
         "autoindex" if arg(0) == "off" => NoEffect("is off"),
+        "sticky" if arg(0) != "cookie" => Ignored("is read only in its \"cookie\" form"),
         "random" if arg(0) != "two" => {
             Approximated("becomes p2c (two random choices, the less loaded wins)")
         }

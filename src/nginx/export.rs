@@ -1,5 +1,6 @@
 //! A live upstream as an nginx `upstream` block.
 
+use crate::config::sticky::Expires;
 use crate::config::{Balance, HashKey};
 use crate::pool::{State, Upstream};
 use std::fmt::Write;
@@ -23,6 +24,30 @@ pub fn upstream_block(up: &Upstream) -> String {
             let consistent = if p.hash_consistent { " consistent" } else { "" };
             let _ = writeln!(out, "    hash {key}{consistent};");
         }
+    }
+    if let Some(c) = &p.sticky {
+        let _ = write!(out, "    sticky cookie {}", c.name);
+        match c.expires {
+            Some(Expires::Max) => out.push_str(" expires=max"),
+            Some(Expires::After(d)) => {
+                let _ = write!(out, " expires={}s", d.as_secs());
+            }
+            None => {}
+        }
+        for (k, v) in [("domain", &c.domain), ("path", &c.path)] {
+            if let Some(v) = v {
+                let _ = write!(out, " {k}={v}");
+            }
+        }
+        for (k, on) in [("httponly", c.httponly), ("secure", c.secure)] {
+            if on {
+                let _ = write!(out, " {k}");
+            }
+        }
+        if let Some(v) = c.samesite {
+            let _ = write!(out, " samesite={v}");
+        }
+        out.push_str(";\n");
     }
     for b in &up.backends {
         let _ = write!(out, "    server {}", b.addr);

@@ -1,8 +1,8 @@
 //! Drop-in for nginx: read an existing nginx config (`upstream`, `server` with
 //! `server_name`, `location` with every modifier and nested ones, `proxy_pass`, `return`,
-//! `stream`, per-client `limit_req` / `limit_conn`, `allow` / `deny`; see [`routes`]),
-//! convert what tideway understands, warn about the rest with file:line, and render a live
-//! upstream back as an nginx `upstream` block.
+//! `stream`, per-client `limit_req` / `limit_conn`, `allow` / `deny`; see [`routes`]; NGINX
+//! Plus's `sticky cookie`, see [`sticky`]), convert what tideway understands, warn about the
+//! rest with file:line, and render a live upstream back as an nginx `upstream` block.
 //!
 //! Imports: `config` (the converted TOML goes through the normal validation) and `pool`
 //! (export). Never `proxy` or `admin`.
@@ -19,6 +19,7 @@ pub mod realip;
 pub mod report;
 pub mod retry;
 pub mod routes;
+pub mod sticky;
 pub mod stream;
 
 use crate::config::{Config, ConfigError};

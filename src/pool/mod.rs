@@ -16,6 +16,7 @@ pub mod inbox;
 pub mod own;
 pub mod sessions;
 pub mod snapshot;
+pub mod sticky;
 pub mod table;
 pub mod toggles;
 

@@ -123,6 +123,22 @@ impl Upstream {
         candidates().nth(at as usize % n)
     }
 
+    /// The backend a sticky cookie names, if it may take this request now: in the pool,
+    /// eligible (active, healthy, weight > 0), not `exclude`d, and, for a backup, only while no
+    /// primary is eligible (the balancer would be picking among backups then too). None: the
+    /// balancer picks, and the answer carries a new cookie.
+    pub fn sticky(
+        &self,
+        value: super::sticky::StickyId,
+        exclude: impl Fn(&Backend) -> bool,
+    ) -> Option<&Backend> {
+        let b = self.backends.by_sticky(value)?;
+        let usable = b.eligible()
+            && !exclude(b)
+            && (!b.server.backup || self.selector.eligible_count() == 0);
+        usable.then_some(b)
+    }
+
     /// Find a backend by id.
     pub fn backend(&self, id: &str) -> Option<&Backend> {
         self.backends.by_id(id)

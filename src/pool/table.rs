@@ -14,6 +14,7 @@
 //! is in id order.
 
 use super::backend::{Backend, BackendId, Source};
+use super::sticky::StickyId;
 use crate::balance::chunked::Chunked;
 use crate::balance::Table;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct Backends {
     slots: Chunked<Option<(u32, Arc<Backend>)>>,
     /// Id -> tag.
     ids: imbl::OrdMap<BackendId, u32>,
+    /// Sticky cookie value ([`StickyId`] of the id) -> tag.
+    sticky: imbl::OrdMap<StickyId, u32>,
     /// How many came from a registration or etcd (not from the config).
     registered: usize,
 }
@@ -82,6 +85,11 @@ impl Backends {
         self.slot_of(id).and_then(|s| self.get(s))
     }
 
+    /// The backend a sticky cookie names.
+    pub fn by_sticky(&self, value: StickyId) -> Option<&Backend> {
+        self.sticky.get(&value).and_then(|&s| self.get(s))
+    }
+
     /// Backends in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Backend> + '_ {
         self.slots().map(|(_, b)| b)
@@ -107,6 +115,7 @@ impl Backends {
         self.vacate(i);
         self.registered += usize::from(backend.source != Source::Static);
         self.ids.insert(backend.id.clone(), tag);
+        self.sticky.insert(StickyId::of(&backend.id), tag);
         self.slots.set(i, Some((tag, Arc::new(backend))));
     }
 
@@ -122,6 +131,10 @@ impl Backends {
             self.registered -= usize::from(old.source != Source::Static);
             if self.ids.get(&old.id) == Some(tag) {
                 self.ids.remove(&old.id);
+            }
+            let value = StickyId::of(&old.id);
+            if self.sticky.get(&value) == Some(tag) {
+                self.sticky.remove(&value);
             }
             self.slots.set(i, None);
         }
@@ -191,6 +204,13 @@ mod tests {
         assert!(t.by_id("a").is_none() && t.by_id("c").is_none());
         assert_eq!(t.slot_of("d"), Some(1));
         assert_eq!(t.get(2).map(|b| &*b.id), None);
+        let sticky = |id: &str| t.by_sticky(StickyId::of(id)).map(|b| b.id.to_string());
+        assert_eq!(sticky("d").as_deref(), Some("d"));
+        assert_eq!(
+            (sticky("a"), sticky("c")),
+            (None, None),
+            "gone with their slots"
+        );
         // A stale tag (the slot's earlier generation) finds nothing and clears nothing.
         let stale = 1 | 1 << SLOT_BITS;
         assert!(t.get(stale).is_none());

@@ -239,6 +239,7 @@ impl HttpPath {
         };
         let how = Attempts {
             key: req.key,
+            sticky: req.sticky,
             policy: &policy,
             keepalive: Some(&self.keepalive),
             replayable: streamed == 0,
@@ -545,6 +546,7 @@ impl HttpPath {
                 }
                 Ok(Answer::Switched) => {
                     Self::observe_wait(routed.route, &moved);
+                    super::sticky::stamp(&mut bufs.reply, policy, req, &conn.id);
                     // The rebuilt 101, then whatever the backend sent behind it as is.
                     let down = bufs.upstream.split_off(head_len);
                     bufs.reply.extend_from_slice(&down);
@@ -574,6 +576,7 @@ impl HttpPath {
                 }
                 Ok(Answer::Final(res)) => {
                     Self::observe_wait(routed.route, &moved);
+                    super::sticky::stamp(&mut bufs.reply, policy, req, &conn.id);
                     break (res, head_len);
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.

@@ -165,6 +165,7 @@ impl Gateway {
                 default_host: &p.route.upstream,
                 target: rewritten,
                 websocket: p.settings.websocket.unwrap_or(true),
+                sticky: up.and_then(|u| u.policy.sticky.as_ref()).map(|c| &*c.name),
             }
         };
         let req = classify(

@@ -10,7 +10,8 @@
 //! under the process-wide cap ([`crate::fds::proxied`]) first. [`client`] works out the real
 //! client address ([`proxy_protocol`] reads the inbound PROXY header and writes the outbound
 //! one).
-//! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`).
+//! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`); [`sticky`]
+//! sets an upstream's sticky cookie on the answer.
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config`, `pool` and `fds`; never `admin`.
@@ -33,6 +34,7 @@ pub mod proxy_protocol;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod sticky;
 pub mod tcp;
 pub mod tls;
 pub mod tunnel;

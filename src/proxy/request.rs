@@ -67,6 +67,9 @@ pub struct Request {
     pub misreadable: bool,
     /// The real client address of this request (see [`super::client`]).
     pub client: Option<SocketAddr>,
+    /// The backend the request's sticky cookie names, when the upstream has `sticky` and the
+    /// first cookie of that name is a well-formed value.
+    pub sticky: Option<crate::pool::sticky::StickyId>,
 }
 
 /// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
@@ -190,6 +193,8 @@ pub struct Steer<'s> {
     pub target: Option<Vec<u8>>,
     /// WebSocket handshakes may be passed on.
     pub websocket: bool,
+    /// The upstream's sticky cookie name.
+    pub sticky: Option<&'s str>,
 }
 
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
@@ -366,6 +371,7 @@ pub fn classify<'s>(
         default_host,
         target: rewritten,
         websocket: websocket_allowed,
+        sticky,
     } = steer(seen.host, path);
 
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
@@ -447,7 +453,21 @@ pub fn classify<'s>(
         key,
         misreadable,
         client,
+        sticky: sticky.and_then(|name| sticky_cookie(headers, name)),
     })
+}
+
+/// The value of the first cookie `name` in the `Cookie` headers, read as a sticky value (see
+/// [`crate::pool::sticky::StickyId::parse`]); a malformed one is as good as none.
+fn sticky_cookie(
+    headers: &[httparse::Header<'_>],
+    name: &str,
+) -> Option<crate::pool::sticky::StickyId> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .find_map(|h| super::key::cookie(h.value, name))
+        .and_then(crate::pool::sticky::StickyId::parse)
 }
 
 /// Why a request target must not reach a lenient backend as written, if it must not: tideway

@@ -211,5 +211,15 @@ pub fn inspect_response(
     }))
 }
 
+/// Add one header field to a head [`inspect_response`] wrote into `out`, before its blank
+/// line (a field tideway adds itself, such as a sticky cookie).
+pub fn add_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    if out.ends_with(b"\r\n\r\n") {
+        out.truncate(out.len() - 2);
+        write_field(out, name, value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use super::keepalive::Keepalive;
 use crate::balance::Key;
 use crate::config::{NextUpstream, UpstreamPolicy};
 use crate::pool::backend::ActiveGuard;
+use crate::pool::sticky::StickyId;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Conn {
 pub struct Attempts<'a> {
     /// The sticky key.
     pub key: Key,
+    /// The backend the request's sticky cookie names (upstreams with `sticky`): tried first.
+    pub sticky: Option<StickyId>,
     pub policy: &'a UpstreamPolicy,
     /// Idle connections to reuse and return (HTTP; None for tunnels).
     pub keepalive: Option<&'a Keepalive>,
@@ -94,15 +97,21 @@ impl Route {
             .ok_or_else(|| NoBackend::UnknownUpstream(self.upstream.to_string()))
     }
 
-    /// Pick a backend for a request with `key`, skipping the ids in `tried`.
+    /// Pick a backend for a request with `key`, skipping the ids in `tried`: the one its
+    /// `sticky` cookie names when it can take the request, else the balancer's choice.
     pub fn pick<'s>(
         &self,
         snap: &'s Snapshot,
-        key: Key,
+        (key, sticky): (Key, Option<StickyId>),
         tried: &[BackendId],
     ) -> Result<&'s Backend, NoBackend> {
         let up = self.upstream(snap)?;
-        up.pick_key(key, |b| tried.contains(&b.id) || b.at_capacity())
+        let exclude = |b: &Backend| tried.contains(&b.id) || b.at_capacity();
+        let named = sticky
+            .filter(|_| up.policy.sticky.is_some())
+            .and_then(|v| up.sticky(v, exclude));
+        named
+            .or_else(|| up.pick_key(key, exclude))
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
     }
 }
@@ -146,7 +155,7 @@ impl Route {
                 Some(same) => same,
                 None => {
                     let snap = self.pool.load();
-                    match self.pick(&snap, how.key, &tried) {
+                    match self.pick(&snap, (how.key, how.sticky), &tried) {
                         Ok(b) => {
                             peers = self.upstream(&snap).map_or(0, |u| u.backends.len());
                             Picked {
@@ -363,6 +372,7 @@ mod tests {
     fn how(policy: &UpstreamPolicy, idempotent: bool, replayable: bool) -> Attempts<'_> {
         Attempts {
             key: Key::default(),
+            sticky: None,
             policy,
             keepalive: None,
             replayable,

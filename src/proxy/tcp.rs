@@ -103,6 +103,7 @@ impl TcpGateway {
         };
         let how = Attempts {
             key: ip_key(peer.map(|p| p.ip())),
+            sticky: None,
             policy: &policy,
             keepalive: None,
             replayable: true,

@@ -18,6 +18,8 @@ use toml::Spanned;
 
 mod routes;
 
+mod names;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -33,6 +35,7 @@ pub(super) struct FileConfig {
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
     #[serde(default)]
     limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
+    resolver: Option<Spanned<names::ResolverSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -165,6 +168,8 @@ struct BackendSection {
     backup: Option<Spanned<bool>>,
     max_fails: Option<u32>,
     fail_timeout: Option<Dur>,
+    /// Resolve the name again on its TTL (nginx's `resolve`).
+    resolve: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -381,9 +386,11 @@ impl FileConfig {
             etcd,
         };
 
+        let resolver = names::resolver(&cx, &self.resolver)?;
+        let answers = super::dns::resolve_at_load(&resolver, &names::hosts(&self.upstream));
         let mut upstreams = Vec::new();
         for (name, up) in &self.upstream {
-            upstreams.push(validate_upstream(&cx, name, up)?);
+            upstreams.push(validate_upstream(&cx, name, up, &answers)?);
         }
 
         let zones = super::limit::zones(&cx, &self.limit_zone)?;
@@ -458,6 +465,7 @@ impl FileConfig {
             store,
             listeners,
             upstreams,
+            resolver,
         })
     }
 }
@@ -625,6 +633,7 @@ fn validate_upstream(
     cx: &Ctx<'_>,
     name: &str,
     up: &Spanned<UpstreamSection>,
+    answers: &names::Answers,
 ) -> Result<UpstreamConfig, ConfigError> {
     let span = up.span();
     let up = up.get_ref();
@@ -785,10 +794,12 @@ fn validate_upstream(
     }
 
     let mut backends = Vec::new();
+    let mut named = Vec::new();
     let mut ids = HashSet::new();
     for b in &up.backends {
         let bs = b.get_ref();
-        let addr = cx.addr(&bs.addr)?;
+        let target =
+            super::names::target(bs.addr.get_ref()).map_err(|m| cx.err(bs.addr.span(), m))?;
         let weight = match &bs.weight {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > MAX_WEIGHT => {
                 return Err(cx.err(
@@ -804,33 +815,44 @@ fn validate_upstream(
                 crate::config::validate_id(id.get_ref()).map_err(|m| cx.err(id.span(), m))?;
                 id.get_ref().clone()
             }
-            None => bs.addr.get_ref().clone(),
+            None => match &target {
+                super::names::Target::Name(host, port) => format!("{host}:{port}"),
+                super::names::Target::Addr(_) => bs.addr.get_ref().clone(),
+            },
         };
+        let addr = match target {
+            super::names::Target::Addr(a) => a,
+            super::names::Target::Name(host, port) => {
+                let template = StaticBackend {
+                    id,
+                    addr: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+                    weight,
+                    max_conns: bs.max_conns.unwrap_or(0),
+                    disabled: disabled(cx, bs)?,
+                    backup: next::backup(cx, &policy, &bs.backup)?,
+                    max_fails: bs.max_fails,
+                    fail_timeout: bs.fail_timeout.map(|d| d.0),
+                };
+                let into = (&mut backends, &mut named, &mut ids);
+                names::expand(cx, b, template, (host, port), answers, into)?;
+                continue;
+            }
+        };
+        if let Some(r) = &bs.resolve {
+            return Err(cx.err(r.span(), "resolve is for a backend given by name"));
+        }
         if !ids.insert(id.clone()) {
             return Err(cx.err(
                 b.span(),
                 format!("backend id {id:?} is listed twice in upstream {name:?}"),
             ));
         }
-        let disabled = match &bs.state {
-            None => false,
-            Some(st) => match st.get_ref().as_str() {
-                "active" => false,
-                "disabled" => true,
-                other => {
-                    return Err(cx.err(
-                        st.span(),
-                        format!("unknown state {other:?}; expected active or disabled"),
-                    ))
-                }
-            },
-        };
         backends.push(StaticBackend {
             id,
             addr,
             weight,
             max_conns: bs.max_conns.unwrap_or(0),
-            disabled,
+            disabled: disabled(cx, bs)?,
             backup: next::backup(cx, &policy, &bs.backup)?,
             max_fails: bs.max_fails,
             fail_timeout: bs.fail_timeout.map(|d| d.0),
@@ -840,5 +862,21 @@ fn validate_upstream(
         name: name.to_string(),
         policy,
         backends,
+        names: named,
     })
+}
+
+/// A backend's `state`: disabled or not.
+fn disabled(cx: &Ctx<'_>, bs: &BackendSection) -> Result<bool, ConfigError> {
+    match &bs.state {
+        None => Ok(false),
+        Some(st) => match st.get_ref().as_str() {
+            "active" => Ok(false),
+            "disabled" => Ok(true),
+            other => Err(cx.err(
+                st.span(),
+                format!("unknown state {other:?}; expected active or disabled"),
+            )),
+        },
+    }
 }

@@ -9,11 +9,13 @@
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
 pub mod default;
+pub mod dns;
 mod duration;
 mod error;
 mod file;
 pub mod key_expr;
 pub mod limit;
+pub mod names;
 pub mod real_ip;
 pub mod routes;
 pub mod scope;

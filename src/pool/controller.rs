@@ -102,6 +102,8 @@ pub struct Controller {
     next_epoch: u64,
     deadlines: Deadlines,
     toggles: Toggles,
+    /// The config of each upstream with `resolve` names, which a [`Diff::Resolved`] updates.
+    resolving: BTreeMap<String, UpstreamConfig>,
 }
 
 /// How often the controller looks for lapsed registrations and drained backends to remove.
@@ -124,6 +126,7 @@ impl Controller {
             next_epoch: 1,
             deadlines: Deadlines::default(),
             toggles,
+            resolving: BTreeMap::new(),
         };
         for u in upstreams {
             c.configure_one(u);
@@ -146,6 +149,7 @@ impl Controller {
         let mut changed = !gone.is_empty();
         for name in gone {
             tracing::info!(upstream = %name, "reload: upstream removed");
+            self.resolving.remove(&name);
             if let Some(up) = self.upstreams.remove(&name) {
                 for e in up.backends.values() {
                     forget_expiry(&mut self.deadlines, e);
@@ -163,6 +167,11 @@ impl Controller {
 
     /// Add or update one upstream from the config; returns whether it changed.
     fn configure_one(&mut self, u: &UpstreamConfig) -> bool {
+        if u.names.iter().any(|n| n.resolve) {
+            self.resolving.insert(u.name.clone(), u.clone());
+        } else {
+            self.resolving.remove(&u.name);
+        }
         let mut changed = false;
         match self.upstreams.get_mut(&u.name) {
             Some(up) if **up.policy() == u.policy => {}
@@ -497,6 +506,17 @@ impl Controller {
             Diff::Reset {
                 source, backends, ..
             } => self.reset(&name, source, backends),
+            Diff::Resolved { host, addrs, .. } => {
+                // The upstream as configured, with the name's backends made these addresses.
+                match self
+                    .resolving
+                    .get(&name)
+                    .and_then(|u| u.with_addresses(&host, &addrs))
+                {
+                    Some(next) => self.configure_one(&next),
+                    None => false,
+                }
+            }
         };
         if changed {
             self.publish();

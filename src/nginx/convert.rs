@@ -43,6 +43,8 @@ struct Server {
     backup: bool,
     max_fails: Option<u32>,
     fail_timeout: Option<String>,
+    /// nginx's `resolve`: the name is resolved again on its TTL.
+    resolve: bool,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,8 @@ struct Cx {
     zones: BTreeMap<String, super::limit::Zone>,
     /// The limit directives of the enclosing http or stream block.
     outer: Scope,
+    /// The `resolver` read (http or upstream block).
+    resolver: super::resolver::ResolverConf,
 }
 
 impl Cx {
@@ -189,6 +193,7 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             }
             "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
             | "zone" => {}
+            "resolver" => cx.resolver.take(s, &mut cx.warnings),
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
     }
@@ -243,6 +248,12 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
             "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
             "down" => s.down = true,
             "backup" => s.backup = true,
+            "resolve" if s.addr.parse::<std::net::SocketAddr>().is_ok() => cx.warnings.push(format!(
+                "{}: \"resolve\" on an address ({}) has nothing to resolve; ignored",
+                d.at(),
+                s.addr
+            )),
+            "resolve" => s.resolve = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
@@ -572,6 +583,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         listeners: Vec::new(),
         zones: BTreeMap::new(),
         outer: Scope::default(),
+        resolver: Default::default(),
     };
     refuse_access(&mut cx.errors, top);
     for d in top
@@ -639,6 +651,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                             http_server(&mut cx, s, outer)
                         }
                         ("server", true) => stream_server(&mut cx, s, &realip),
+                        ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
@@ -691,10 +704,12 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         upstreams,
         listeners,
         zones,
+        resolver,
         ..
     } = cx;
     let mut toml = render(&upstreams, &listeners);
     toml.push_str(&super::limit::render_zones(&zones));
+    toml.push_str(&resolver.render());
     Converted {
         toml,
         warnings,
@@ -782,6 +797,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             }
             if let Some(t) = &s.fail_timeout {
                 let _ = write!(out, ", fail_timeout = {t:?}");
+            }
+            if s.resolve {
+                out.push_str(", resolve = true");
             }
             out.push_str(" },\n");
         }

@@ -11,6 +11,7 @@ pub mod export;
 pub mod limit;
 pub mod parse;
 pub mod realip;
+pub mod resolver;
 pub mod retry;
 pub mod routes;
 

@@ -184,3 +184,124 @@ impl UpstreamConfig {
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::UpstreamPolicy;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn targets_are_addresses_or_names() {
+        assert!(matches!(target("127.0.0.1:80"), Ok(Target::Addr(_))));
+        assert!(matches!(target("[::1]:80"), Ok(Target::Addr(_))));
+        match target("Chat.Internal.:2346") {
+            Ok(Target::Name(h, p)) => assert_eq!((h.as_str(), p), ("chat.internal", 2346)),
+            _ => panic!("a name"),
+        }
+        for bad in ["nowhere", "chat:0", "chat:x", "::1:80", "-a.b:1", "a..b:1", ":80", "a b:1"] {
+            assert!(target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_are_sorted_deduplicated_filtered_and_capped() {
+        let (addrs, out) = settle(
+            ["10.0.0.2", "0.0.0.0", "10.0.0.1", "::", "224.0.0.1", "255.255.255.255", "10.0.0.2", "::ffff:10.0.0.3", "fd00::1"]
+                .map(ip),
+        );
+        assert_eq!(addrs, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"].map(ip));
+        assert_eq!(out, 4, "unusable ones are counted; duplicates are not");
+        // A flood of records: the lowest DEFAULT_MAX_ADDRESSES, whatever their order.
+        let many: Vec<IpAddr> = (0..5000u32)
+            .rev()
+            .map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)))
+            .collect();
+        let (addrs, out) = settle(many);
+        assert_eq!(addrs.len(), DEFAULT_MAX_ADDRESSES);
+        assert_eq!(out, 5000 - DEFAULT_MAX_ADDRESSES);
+        assert_eq!(addrs[0], ip("10.0.0.0"));
+    }
+
+    #[test]
+    fn waits_are_clamped_and_valid_overrides_the_ttl() {
+        let s = ResolverSettings::default();
+        assert_eq!(s.next_lookup(Some(Duration::ZERO)), DEFAULT_MIN_TTL);
+        assert_eq!(s.next_lookup(Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(s.next_lookup(Some(Duration::from_secs(86400 * 7))), DEFAULT_MAX_TTL);
+        assert_eq!(s.retry(), DEFAULT_RETRY);
+        let v = ResolverSettings {
+            valid: Some(Duration::from_secs(2)),
+            ..ResolverSettings::default()
+        };
+        assert_eq!(v.next_lookup(Some(Duration::from_secs(300))), Duration::from_secs(2));
+        assert_eq!(v.retry(), Duration::from_secs(2));
+    }
+
+    fn backend(id: &str, addr: &str) -> StaticBackend {
+        StaticBackend {
+            id: id.into(),
+            addr: addr.parse().unwrap(),
+            weight: 1,
+            max_conns: 0,
+            disabled: false,
+            backup: false,
+            max_fails: None,
+            fail_timeout: None,
+        }
+    }
+
+    /// `a`, then the name `n.test:80` (resolve) at 10.0.0.1 and 10.0.0.2, then `z`.
+    pub(crate) fn upstream() -> UpstreamConfig {
+        let named = NamedServer {
+            host: "n.test".into(),
+            port: 80,
+            resolve: true,
+            id: "n.test:80".into(),
+            template: StaticBackend {
+                weight: 3,
+                ..backend("n.test:80", "0.0.0.0:80")
+            },
+            at: 1,
+            count: 2,
+            ttl: Some(Duration::from_secs(1)),
+            addrs: vec![ip("10.0.0.1"), ip("10.0.0.2")],
+        };
+        let mut backends = vec![backend("a", "127.0.0.1:1")];
+        backends.extend(named.backends(&named.addrs));
+        backends.push(backend("z", "127.0.0.1:2"));
+        UpstreamConfig {
+            name: "u".into(),
+            policy: UpstreamPolicy::default(),
+            backends,
+            names: vec![named],
+        }
+    }
+
+    #[test]
+    fn a_new_answer_replaces_the_names_backends_in_its_place() {
+        let u = upstream();
+        let ids = |u: &UpstreamConfig| u.backends.iter().map(|b| b.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&u), ["a", "n.test:80@10.0.0.1", "n.test:80@10.0.0.2", "z"]);
+        assert!(u.with_addresses("n.test", &u.names[0].addrs).is_none(), "unchanged");
+        assert!(u.with_addresses("other.test", &[ip("10.0.0.9")]).is_none());
+        let v = u
+            .with_addresses("n.test", &[ip("10.0.0.2"), ip("10.0.0.3"), ip("fd00::1")])
+            .unwrap();
+        assert_eq!(
+            ids(&v),
+            ["a", "n.test:80@10.0.0.2", "n.test:80@10.0.0.3", "n.test:80@fd00::1", "z"]
+        );
+        assert!(v.backends[1..4].iter().all(|b| b.weight == 3 && b.addr.port() == 80));
+        assert_eq!((v.names[0].at, v.names[0].count), (1, 3));
+        let w = v.with_addresses("n.test", &[ip("10.0.0.1")]).unwrap();
+        assert_eq!(ids(&w), ["a", "n.test:80@10.0.0.1", "z"]);
+        // A name that is not resolved again never changes.
+        let mut fixed = upstream();
+        fixed.names[0].resolve = false;
+        assert!(fixed.with_addresses("n.test", &[ip("10.0.0.7")]).is_none());
+    }
+}

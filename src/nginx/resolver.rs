@@ -1,8 +1,9 @@
 //! nginx's `resolver ADDRESS ... [valid=TIME] [ipv6=on|off]` (in the http block or an
 //! upstream block) -> tideway's `[resolver]`, which `server NAME resolve` lines use.
 //!
-//! tideway has one resolver for the process: the first `resolver` read is used, and a later
-//! one that says otherwise is a warning. A server given by name (`resolver dns.local`) is
+//! tideway has one resolver for the process: the first `resolver` read is used (those in
+//! upstream blocks are read before the http block's), and one that says otherwise is a
+//! warning. A server given by name (`resolver dns.local`) is
 //! a warning and left out; `ipv6=off` is a warning (tideway asks for AAAA records too).
 
 use super::convert::time;
@@ -65,5 +66,63 @@ impl ResolverConf {
             out.push_str(&format!("valid = {v:?}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn convert(text: &str) -> super::super::convert::Converted {
+        let top = super::super::parse::parse_text(text, Path::new("n.conf"), Path::new(""), 0)
+            .expect("parses");
+        super::super::convert::convert(&top, Path::new(""))
+    }
+
+    #[test]
+    fn resolver_and_resolve_become_the_resolver_table_and_the_key() {
+        let c = convert(
+            "http {\n resolver 127.0.0.1:5353 [::1] dns.local valid=30s ipv6=off;\n upstream u {\n  zone u 64k;\n  server chat.internal:2346 resolve weight=2;\n  server 10.0.0.1:80 resolve;\n }\n server { listen 8080; location / { proxy_pass http://u; } }\n}\n",
+        );
+        assert!(
+            c.toml.contains("{ addr = \"chat.internal:2346\", weight = 2, resolve = true }"),
+            "{}",
+            c.toml
+        );
+        assert!(c.toml.contains("{ addr = \"10.0.0.1:80\" }"), "{}", c.toml);
+        assert!(
+            c.toml
+                .contains("[resolver]\nservers = [\"127.0.0.1:5353\", \"::1\"]\nvalid = \"30s\"\n"),
+            "{}",
+            c.toml
+        );
+        let w = c.warnings.join("\n");
+        for expected in [
+            "n.conf:2: resolver \"dns.local\" is not an address",
+            "n.conf:2: resolver ipv6=off is not honoured",
+            "n.conf:6: \"resolve\" on an address (10.0.0.1:80) has nothing to resolve",
+        ] {
+            assert!(w.contains(expected), "{expected}\n{w}");
+        }
+        assert!(c.errors.is_empty(), "{:?}", c.errors);
+    }
+
+    #[test]
+    fn one_resolver_for_the_process_upstream_blocks_first() {
+        // Upstream blocks are read before the http block's directives: theirs is used.
+        let c = convert(
+            "http {\n resolver 10.0.0.53;\n upstream u {\n  resolver 10.9.9.9 valid=5s;\n  server chat.internal:2346 resolve;\n }\n}\n",
+        );
+        assert!(
+            c.toml
+                .contains("[resolver]\nservers = [\"10.9.9.9\"]\nvalid = \"5s\"\n"),
+            "{}",
+            c.toml
+        );
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("n.conf:2: tideway has one resolver for the process; the one at n.conf:4 is used"),
+            "{w}"
+        );
     }
 }

@@ -686,3 +686,6 @@ mod tests;
 
 #[cfg(test)]
 mod decision_tests;
+
+#[cfg(test)]
+mod names_tests;

@@ -167,6 +167,14 @@ impl Controller {
 
     /// Add or update one upstream from the config; returns whether it changed.
     fn configure_one(&mut self, u: &UpstreamConfig) -> bool {
+        let kept;
+        let u = match self.keep_addresses(u) {
+            Some(k) => {
+                kept = k;
+                &kept
+            }
+            None => u,
+        };
         if u.names.iter().any(|n| n.resolve) {
             self.resolving.insert(u.name.clone(), u.clone());
         } else {
@@ -235,6 +243,29 @@ impl Controller {
             }
         }
         changed
+    }
+
+    /// `u` (a reloaded config) with the addresses its `resolve` names had before where their
+    /// lookup at load failed: a name that stops resolving keeps its last addresses, across a
+    /// reload too. None when there is nothing to keep.
+    fn keep_addresses(&self, u: &UpstreamConfig) -> Option<UpstreamConfig> {
+        let old = self.resolving.get(&u.name)?;
+        let mut kept: Option<UpstreamConfig> = None;
+        for n in u.names.iter().filter(|n| n.resolve && n.addrs.is_empty()) {
+            let Some(prev) = old
+                .names
+                .iter()
+                .find(|o| o.resolve && o.host == n.host && !o.addrs.is_empty())
+            else {
+                continue;
+            };
+            let base = kept.as_ref().unwrap_or(u);
+            if let Some(next) = base.with_addresses(&n.host, &prev.addrs) {
+                tracing::warn!(upstream = %u.name, name = %n.host, addresses = prev.addrs.len(), "name does not resolve; keeping its last addresses");
+                kept = Some(next);
+            }
+        }
+        kept
     }
 
     /// The snapshot cell, for readers built before the controller starts running.

@@ -65,3 +65,22 @@ fn a_new_answer_adds_and_removes_the_names_backends_only() {
     assert_eq!(c.apply(resolved(&["10.0.0.5"])), Ok(false));
     assert_eq!(ids(&c), ["a", "z"]);
 }
+
+#[test]
+fn a_reload_whose_lookup_failed_keeps_the_last_addresses() {
+    let cfg = vec![crate::config::names::tests::upstream()];
+    let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
+    c.apply(resolved(&["10.0.0.3"])).unwrap();
+    // The reloaded config's lookup failed: the name has no addresses in it.
+    let mut failed = crate::config::names::tests::upstream();
+    failed.backends.retain(|b| !b.id.starts_with("n.test"));
+    failed.backends.truncate(1);
+    failed.backends.push(crate::config::names::tests::upstream().backends[3].clone());
+    failed.names[0].addrs.clear();
+    failed.names[0].count = 0;
+    c.configure(&[failed]);
+    assert_eq!(ids(&c), ["a", "n.test:80@10.0.0.3", "z"]);
+    // And the next answer still applies.
+    assert_eq!(c.apply(resolved(&["10.0.0.4"])), Ok(true));
+    assert_eq!(ids(&c), ["a", "n.test:80@10.0.0.4", "z"]);
+}

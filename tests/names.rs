@@ -81,7 +81,10 @@ async fn every_address_of_a_name_is_a_backend_and_gets_traffic() {
             .map(|i| format!("127.0.0.{i}:{port}"))
             .collect::<Vec<_>>()
     );
-    assert_eq!(answering(&p, 9).await, ["b1", "b2", "b3"].map(String::from).into());
+    assert_eq!(
+        answering(&p, 9).await,
+        ["b1", "b2", "b3"].map(String::from).into()
+    );
 }
 
 #[tokio::test]
@@ -145,12 +148,21 @@ async fn resolve_follows_the_answer_without_a_reload() {
     .await;
     let states: Vec<String> = p.backends().await.into_iter().map(|b| b.2).collect();
     assert_eq!(states, ["active", "disabled", "active"]);
-    assert_eq!(answering(&p, 8).await, ["b1", "b3"].map(String::from).into());
+    assert_eq!(
+        answering(&p, 8).await,
+        ["b1", "b3"].map(String::from).into()
+    );
 
     dns.set("chat.test", &["127.0.0.3"], 1);
-    wait_until(Duration::from_secs(15), || async { ids(&p).await == [id(3)] }).await;
+    wait_until(Duration::from_secs(15), || async {
+        ids(&p).await == [id(3)]
+    })
+    .await;
     assert_eq!(answering(&p, 4).await, ["b3"].map(String::from).into());
-    assert_eq!(metric(&p, "tideway_name_addresses{name=\"chat.test\"}").await, 1.0);
+    assert_eq!(
+        metric(&p, "tideway_name_addresses{name=\"chat.test\"}").await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -165,7 +177,10 @@ async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
     .await;
     let before = ids(&p).await;
     assert_eq!(before.len(), 2);
-    assert_eq!(metric(&p, "tideway_name_failing{name=\"chat.test\"}").await, 0.0);
+    assert_eq!(
+        metric(&p, "tideway_name_failing{name=\"chat.test\"}").await,
+        0.0
+    );
 
     dns.remove("chat.test");
     wait_until(Duration::from_secs(15), || async {
@@ -173,7 +188,10 @@ async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
     })
     .await;
     assert_eq!(ids(&p).await, before, "the last addresses stay");
-    assert_eq!(answering(&p, 6).await, ["b1", "b2"].map(String::from).into());
+    assert_eq!(
+        answering(&p, 6).await,
+        ["b1", "b2"].map(String::from).into()
+    );
     let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
     assert!(
         log.contains("name does not resolve; keeping its last addresses")
@@ -187,7 +205,10 @@ async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
         ids(&p).await == [format!("chat.test:{port}@127.0.0.2")]
     })
     .await;
-    assert_eq!(metric(&p, "tideway_name_failing{name=\"chat.test\"}").await, 0.0);
+    assert_eq!(
+        metric(&p, "tideway_name_failing{name=\"chat.test\"}").await,
+        0.0
+    );
 }
 
 #[tokio::test]

@@ -104,9 +104,7 @@ pub fn backend_id(id: &str, ip: IpAddr) -> String {
 /// not multicast or broadcast.
 pub fn usable(ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    !(ip.is_unspecified()
-        || ip.is_multicast()
-        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+    !(ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
 }
 
 /// An answer made into backend addresses: unusable ones out, ascending, deduplicated, at most
@@ -133,7 +131,9 @@ pub fn target(s: &str) -> Result<Target, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(Target::Addr(a));
     }
-    let expected = || format!("invalid address {s:?}; expected host:port, e.g. \"127.0.0.1:8080\" or \"chat.internal:2346\"");
+    let expected = || {
+        format!("invalid address {s:?}; expected host:port, e.g. \"127.0.0.1:8080\" or \"chat.internal:2346\"")
+    };
     let (host, port) = s.rsplit_once(':').ok_or_else(expected)?;
     let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(expected)?;
     let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
@@ -142,7 +142,8 @@ pub fn target(s: &str) -> Result<Target, String> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
         return Err(expected());
@@ -167,7 +168,10 @@ impl UpstreamConfig {
             n.at = backends.len();
             if n.resolve && n.host == host {
                 let new = n.backends(addrs);
-                changed |= new.iter().map(|b| (&b.id, b.addr)).ne(old.iter().map(|b| (&b.id, b.addr)));
+                changed |= new
+                    .iter()
+                    .map(|b| (&b.id, b.addr))
+                    .ne(old.iter().map(|b| (&b.id, b.addr)));
                 backends.extend(new);
                 n.addrs = addrs.to_vec();
             } else {
@@ -202,7 +206,9 @@ pub(crate) mod tests {
             Ok(Target::Name(h, p)) => assert_eq!((h.as_str(), p), ("chat.internal", 2346)),
             _ => panic!("a name"),
         }
-        for bad in ["nowhere", "chat:0", "chat:x", "::1:80", "-a.b:1", "a..b:1", ":80", "a b:1"] {
+        for bad in [
+            "nowhere", "chat:0", "chat:x", "::1:80", "-a.b:1", "a..b:1", ":80", "a b:1",
+        ] {
             assert!(target(bad).is_err(), "{bad}");
         }
     }
@@ -210,10 +216,23 @@ pub(crate) mod tests {
     #[test]
     fn answers_are_sorted_deduplicated_filtered_and_capped() {
         let (addrs, out) = settle(
-            ["10.0.0.2", "0.0.0.0", "10.0.0.1", "::", "224.0.0.1", "255.255.255.255", "10.0.0.2", "::ffff:10.0.0.3", "fd00::1"]
-                .map(ip),
+            [
+                "10.0.0.2",
+                "0.0.0.0",
+                "10.0.0.1",
+                "::",
+                "224.0.0.1",
+                "255.255.255.255",
+                "10.0.0.2",
+                "::ffff:10.0.0.3",
+                "fd00::1",
+            ]
+            .map(ip),
         );
-        assert_eq!(addrs, ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"].map(ip));
+        assert_eq!(
+            addrs,
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"].map(ip)
+        );
         assert_eq!(out, 4, "unusable ones are counted; duplicates are not");
         // A flood of records: the lowest DEFAULT_MAX_ADDRESSES, whatever their order.
         let many: Vec<IpAddr> = (0..5000u32)
@@ -230,14 +249,23 @@ pub(crate) mod tests {
     fn waits_are_clamped_and_valid_overrides_the_ttl() {
         let s = ResolverSettings::default();
         assert_eq!(s.next_lookup(Some(Duration::ZERO)), DEFAULT_MIN_TTL);
-        assert_eq!(s.next_lookup(Some(Duration::from_secs(30))), Duration::from_secs(30));
-        assert_eq!(s.next_lookup(Some(Duration::from_secs(86400 * 7))), DEFAULT_MAX_TTL);
+        assert_eq!(
+            s.next_lookup(Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            s.next_lookup(Some(Duration::from_secs(86400 * 7))),
+            DEFAULT_MAX_TTL
+        );
         assert_eq!(s.retry(), DEFAULT_RETRY);
         let v = ResolverSettings {
             valid: Some(Duration::from_secs(2)),
             ..ResolverSettings::default()
         };
-        assert_eq!(v.next_lookup(Some(Duration::from_secs(300))), Duration::from_secs(2));
+        assert_eq!(
+            v.next_lookup(Some(Duration::from_secs(300))),
+            Duration::from_secs(2)
+        );
         assert_eq!(v.retry(), Duration::from_secs(2));
     }
 
@@ -285,17 +313,31 @@ pub(crate) mod tests {
     fn a_new_answer_replaces_the_names_backends_in_its_place() {
         let u = upstream();
         let ids = |u: &UpstreamConfig| u.backends.iter().map(|b| b.id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(&u), ["a", "n.test:80@10.0.0.1", "n.test:80@10.0.0.2", "z"]);
-        assert!(u.with_addresses("n.test", &u.names[0].addrs).is_none(), "unchanged");
+        assert_eq!(
+            ids(&u),
+            ["a", "n.test:80@10.0.0.1", "n.test:80@10.0.0.2", "z"]
+        );
+        assert!(
+            u.with_addresses("n.test", &u.names[0].addrs).is_none(),
+            "unchanged"
+        );
         assert!(u.with_addresses("other.test", &[ip("10.0.0.9")]).is_none());
         let v = u
             .with_addresses("n.test", &[ip("10.0.0.2"), ip("10.0.0.3"), ip("fd00::1")])
             .unwrap();
         assert_eq!(
             ids(&v),
-            ["a", "n.test:80@10.0.0.2", "n.test:80@10.0.0.3", "n.test:80@fd00::1", "z"]
+            [
+                "a",
+                "n.test:80@10.0.0.2",
+                "n.test:80@10.0.0.3",
+                "n.test:80@fd00::1",
+                "z"
+            ]
         );
-        assert!(v.backends[1..4].iter().all(|b| b.weight == 3 && b.addr.port() == 80));
+        assert!(v.backends[1..4]
+            .iter()
+            .all(|b| b.weight == 3 && b.addr.port() == 80));
         assert_eq!((v.names[0].at, v.names[0].count), (1, 3));
         let w = v.with_addresses("n.test", &[ip("10.0.0.1")]).unwrap();
         assert_eq!(ids(&w), ["a", "n.test:80@10.0.0.1", "z"]);

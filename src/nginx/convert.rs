@@ -248,11 +248,13 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
             "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
             "down" => s.down = true,
             "backup" => s.backup = true,
-            "resolve" if s.addr.parse::<std::net::SocketAddr>().is_ok() => cx.warnings.push(format!(
-                "{}: \"resolve\" on an address ({}) has nothing to resolve; ignored",
-                d.at(),
-                s.addr
-            )),
+            "resolve" if s.addr.parse::<std::net::SocketAddr>().is_ok() => {
+                cx.warnings.push(format!(
+                    "{}: \"resolve\" on an address ({}) has nothing to resolve; ignored",
+                    d.at(),
+                    s.addr
+                ))
+            }
             "resolve" => s.resolve = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,

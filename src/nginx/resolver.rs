@@ -27,10 +27,16 @@ impl ResolverConf {
             if let Some(v) = a.strip_prefix("valid=") {
                 match time(v) {
                     Some(t) => valid = Some(t),
-                    None => warnings.push(format!("{}: resolver valid={v:?} is not a time; ignored", d.at())),
+                    None => warnings.push(format!(
+                        "{}: resolver valid={v:?} is not a time; ignored",
+                        d.at()
+                    )),
                 }
             } else if a == "ipv6=off" {
-                warnings.push(format!("{}: resolver ipv6=off is not honoured: tideway asks for AAAA records too", d.at()));
+                warnings.push(format!(
+                    "{}: resolver ipv6=off is not honoured: tideway asks for AAAA records too",
+                    d.at()
+                ));
             } else if a == "ipv6=on" || a.starts_with("status_zone=") || a.starts_with("ipv4=") {
             } else if a.parse::<SocketAddr>().is_ok() || a.parse::<IpAddr>().is_ok() {
                 servers.push(a.clone());
@@ -85,7 +91,8 @@ mod tests {
             "http {\n resolver 127.0.0.1:5353 [::1] dns.local valid=30s ipv6=off;\n upstream u {\n  zone u 64k;\n  server chat.internal:2346 resolve weight=2;\n  server 10.0.0.1:80 resolve;\n }\n server { listen 8080; location / { proxy_pass http://u; } }\n}\n",
         );
         assert!(
-            c.toml.contains("{ addr = \"chat.internal:2346\", weight = 2, resolve = true }"),
+            c.toml
+                .contains("{ addr = \"chat.internal:2346\", weight = 2, resolve = true }"),
             "{}",
             c.toml
         );
@@ -121,7 +128,9 @@ mod tests {
         );
         let w = c.warnings.join("\n");
         assert!(
-            w.contains("n.conf:2: tideway has one resolver for the process; the one at n.conf:4 is used"),
+            w.contains(
+                "n.conf:2: tideway has one resolver for the process; the one at n.conf:4 is used"
+            ),
             "{w}"
         );
     }

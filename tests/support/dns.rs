@@ -70,7 +70,11 @@ impl Dns {
 
     /// `name` no longer exists (NXDOMAIN).
     pub fn remove(&self, name: &str) {
-        self.zone.lock().unwrap().names.remove(&name.to_ascii_lowercase());
+        self.zone
+            .lock()
+            .unwrap()
+            .names
+            .remove(&name.to_ascii_lowercase());
     }
 
     /// Queries received for `name` so far (A and AAAA each count).

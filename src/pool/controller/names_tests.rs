@@ -30,7 +30,10 @@ fn resolved(addrs: &[&str]) -> Diff {
 fn a_new_answer_adds_and_removes_the_names_backends_only() {
     let cfg = vec![crate::config::names::tests::upstream()];
     let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
-    assert_eq!(ids(&c), ["a", "n.test:80@10.0.0.1", "n.test:80@10.0.0.2", "z"]);
+    assert_eq!(
+        ids(&c),
+        ["a", "n.test:80@10.0.0.1", "n.test:80@10.0.0.2", "z"]
+    );
     // An operator's decision on a name's backend holds while the name keeps that address.
     let id: BackendId = "n.test:80@10.0.0.2".into();
     c.apply(Diff::SetState {
@@ -39,11 +42,18 @@ fn a_new_answer_adds_and_removes_the_names_backends_only() {
         state: State::Disabled,
     })
     .unwrap();
-    assert_eq!(c.apply(resolved(&["10.0.0.1", "10.0.0.2"])), Ok(false), "the same answer");
+    assert_eq!(
+        c.apply(resolved(&["10.0.0.1", "10.0.0.2"])),
+        Ok(false),
+        "the same answer"
+    );
     let v = c.version();
     assert_eq!(c.apply(resolved(&["10.0.0.2", "10.0.0.3"])), Ok(true));
     assert!(c.version() > v);
-    assert_eq!(ids(&c), ["a", "n.test:80@10.0.0.2", "n.test:80@10.0.0.3", "z"]);
+    assert_eq!(
+        ids(&c),
+        ["a", "n.test:80@10.0.0.2", "n.test:80@10.0.0.3", "z"]
+    );
     let snap = c.current().load();
     let b = snap.upstreams["u"].backend(&id).unwrap();
     assert_eq!(b.state, State::Disabled);
@@ -75,7 +85,9 @@ fn a_reload_whose_lookup_failed_keeps_the_last_addresses() {
     let mut failed = crate::config::names::tests::upstream();
     failed.backends.retain(|b| !b.id.starts_with("n.test"));
     failed.backends.truncate(1);
-    failed.backends.push(crate::config::names::tests::upstream().backends[3].clone());
+    failed
+        .backends
+        .push(crate::config::names::tests::upstream().backends[3].clone());
     failed.names[0].addrs.clear();
     failed.names[0].count = 0;
     c.configure(&[failed]);

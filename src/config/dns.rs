@@ -94,13 +94,14 @@ impl Resolver {
 
     /// Look `host` up: A and AAAA, within [`DEFAULT_LOOKUP_TIMEOUT`].
     pub async fn lookup(&self, host: &str) -> Result<Answer, LookupError> {
-        let fqdn = format!("{host}.");
+        // As written, not as a FQDN: the system's search domains and ndots apply (a
+        // Kubernetes service's short name).
         for t in [RecordType::A, RecordType::AAAA] {
-            self.inner.clear_lookup_cache(fqdn.as_str(), t);
+            self.inner.clear_lookup_cache(host, t);
         }
         let both = futures_util::future::join(
-            self.inner.lookup(fqdn.as_str(), RecordType::A),
-            self.inner.lookup(fqdn.as_str(), RecordType::AAAA),
+            self.inner.lookup(host, RecordType::A),
+            self.inner.lookup(host, RecordType::AAAA),
         );
         let (a, aaaa) = tokio::time::timeout(DEFAULT_LOOKUP_TIMEOUT, both)
             .await

@@ -101,10 +101,18 @@ pub fn backend_id(id: &str, ip: IpAddr) -> String {
 }
 
 /// May an answer's address be a backend? Not the unspecified address (it reaches this host),
-/// not multicast or broadcast.
+/// not multicast or broadcast, and not link-local (169.254.0.0/16, fe80::/10: where cloud
+/// metadata services answer, which a DNS answer must not send clients to).
 pub fn usable(ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    !(ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(ip.is_unspecified()
+        || ip.is_multicast()
+        || link_local
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
 }
 
 /// An answer made into backend addresses: unusable ones out, ascending, deduplicated, at most
@@ -226,6 +234,8 @@ pub(crate) mod tests {
                 "10.0.0.2",
                 "::ffff:10.0.0.3",
                 "fd00::1",
+                "169.254.169.254",
+                "fe80::1",
             ]
             .map(ip),
         );
@@ -233,7 +243,7 @@ pub(crate) mod tests {
             addrs,
             ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"].map(ip)
         );
-        assert_eq!(out, 4, "unusable ones are counted; duplicates are not");
+        assert_eq!(out, 6, "unusable ones are counted; duplicates are not");
         // A flood of records: the lowest DEFAULT_MAX_ADDRESSES, whatever their order.
         let many: Vec<IpAddr> = (0..5000u32)
             .rev()

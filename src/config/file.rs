@@ -292,7 +292,8 @@ fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
     Ok(range)
 }
 
-/// Resolve `host:port` once, at load time (like nginx does for `server` lines).
+/// Resolve a listen address `host:port` once, at load time, to its first address (backends
+/// given by name are [`super::names`]).
 pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -820,43 +821,18 @@ fn validate_upstream(
                 super::names::Target::Addr(_) => bs.addr.get_ref().clone(),
             },
         };
-        let addr = match target {
-            super::names::Target::Addr(a) => a,
-            super::names::Target::Name(host, port) => {
-                let template = StaticBackend {
-                    id,
-                    addr: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
-                    weight,
-                    max_conns: bs.max_conns.unwrap_or(0),
-                    disabled: disabled(cx, bs)?,
-                    backup: next::backup(cx, &policy, &bs.backup)?,
-                    max_fails: bs.max_fails,
-                    fail_timeout: bs.fail_timeout.map(|d| d.0),
-                };
-                let into = (&mut backends, &mut named, &mut ids);
-                names::expand(cx, b, template, (host, port), answers, into)?;
-                continue;
-            }
-        };
-        if let Some(r) = &bs.resolve {
-            return Err(cx.err(r.span(), "resolve is for a backend given by name"));
-        }
-        if !ids.insert(id.clone()) {
-            return Err(cx.err(
-                b.span(),
-                format!("backend id {id:?} is listed twice in upstream {name:?}"),
-            ));
-        }
-        backends.push(StaticBackend {
+        let backend = StaticBackend {
             id,
-            addr,
+            addr: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
             weight,
             max_conns: bs.max_conns.unwrap_or(0),
             disabled: disabled(cx, bs)?,
             backup: next::backup(cx, &policy, &bs.backup)?,
             max_fails: bs.max_fails,
             fail_timeout: bs.fail_timeout.map(|d| d.0),
-        });
+        };
+        let into = (&mut backends, &mut named, &mut ids);
+        names::place(cx, b, backend, target, answers, into)?;
     }
     Ok(UpstreamConfig {
         name: name.to_string(),

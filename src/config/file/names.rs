@@ -80,21 +80,49 @@ pub(super) fn hosts(upstreams: &BTreeMap<String, Spanned<UpstreamSection>>) -> V
         .collect()
 }
 
-/// Add the backends of `b`, given by name `host:port`, to `backends`: one per address of the
-/// load-time answer, each `template` with its id and address.
-pub(super) fn expand(
+/// Where a backend's backends go: the upstream's list, its names, the ids taken so far.
+pub(super) type Dest<'a> = (
+    &'a mut Vec<StaticBackend>,
+    &'a mut Vec<NamedServer>,
+    &'a mut HashSet<String>,
+);
+
+/// Add backend `b` to the upstream: `backend` at its address, or, given by name, one per
+/// address of the load-time answer (each `backend` with its id and address).
+pub(super) fn place(
     cx: &Ctx<'_>,
     b: &Spanned<BackendSection>,
-    template: StaticBackend,
-    (host, port): (String, u16),
+    mut backend: StaticBackend,
+    target: Target,
     answers: &Answers,
-    (backends, names, ids): (
-        &mut Vec<StaticBackend>,
-        &mut Vec<NamedServer>,
-        &mut HashSet<String>,
-    ),
+    (backends, names, ids): Dest<'_>,
 ) -> Result<(), ConfigError> {
     let bs = b.get_ref();
+    let (host, port) = match target {
+        Target::Name(host, port) => (host, port),
+        Target::Addr(addr) => {
+            if let Some(r) = bs.resolve.as_ref().filter(|r| *r.get_ref()) {
+                return Err(cx.err(
+                    r.span(),
+                    "resolve is for a backend given by name (host:port)",
+                ));
+            }
+            if !ids.insert(backend.id.clone()) {
+                return Err(cx.err(
+                    b.span(),
+                    format!(
+                        "backend id {:?} is listed twice in this upstream",
+                        backend.id
+                    ),
+                ));
+            }
+            backend.addr = addr;
+            backends.push(backend);
+            return Ok(());
+        }
+    };
+    backend.addr.set_port(port);
+    let template = backend;
     let resolve = bs.resolve.as_ref().is_some_and(|r| *r.get_ref());
     let answer = answers.get(&host).cloned().unwrap_or_else(|| {
         Err(LookupError::Failed {

@@ -264,3 +264,27 @@ async fn nginx_resolver_and_server_resolve() {
     }
     assert_eq!(seen, ["b2", "b3"].map(String::from).into());
 }
+
+#[tokio::test]
+async fn a_reload_while_the_name_fails_keeps_its_addresses() {
+    let dns = Dns::start().await;
+    let (port, _b) = same_port_backends(3).await;
+    dns.set("chat.test", &["127.0.0.1", "127.0.0.2"], 300);
+    let p = start_proxy(&format!(
+        "{}\n[upstream.app]\nbackends = [{{ addr = \"chat.test:{port}\", resolve = true }}]\n",
+        resolver(&dns)
+    ))
+    .await;
+    let before = ids(&p).await;
+    assert_eq!(before.len(), 2);
+    dns.remove("chat.test");
+    let v = p.reload().await;
+    assert_eq!(v["changed"], false, "{v}");
+    assert_eq!(ids(&p).await, before);
+    assert_eq!(answering(&p, 6).await, ["b1", "b2"].map(String::from).into());
+    // Resolving again: a reload takes the new answer at once.
+    dns.set("chat.test", &["127.0.0.3"], 300);
+    let v = p.reload().await;
+    assert_eq!(v["changed"], true, "{v}");
+    assert_eq!(ids(&p).await, [format!("chat.test:{port}@127.0.0.3")]);
+}

@@ -281,7 +281,10 @@ async fn a_reload_while_the_name_fails_keeps_its_addresses() {
     let v = p.reload().await;
     assert_eq!(v["changed"], false, "{v}");
     assert_eq!(ids(&p).await, before);
-    assert_eq!(answering(&p, 6).await, ["b1", "b2"].map(String::from).into());
+    assert_eq!(
+        answering(&p, 6).await,
+        ["b1", "b2"].map(String::from).into()
+    );
     // Resolving again: a reload takes the new answer at once.
     dns.set("chat.test", &["127.0.0.3"], 300);
     let v = p.reload().await;

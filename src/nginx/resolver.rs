@@ -19,33 +19,33 @@ pub struct ResolverConf {
 }
 
 impl ResolverConf {
-    /// Read a `resolver` directive.
+    /// Read a `resolver` directive. What is not taken from it is one warning for the
+    /// directive (the import report keeps one finding per directive).
     pub fn take(&mut self, d: &Directive, warnings: &mut Vec<String>) {
         let mut servers = Vec::new();
         let mut valid = None;
+        let mut issues = Vec::new();
         for a in &d.args {
             if let Some(v) = a.strip_prefix("valid=") {
                 match time(v) {
                     Some(t) => valid = Some(t),
-                    None => warnings.push(format!(
-                        "{}: resolver valid={v:?} is not a time; ignored",
-                        d.at()
-                    )),
+                    None => issues.push(format!("valid={v:?} is not a time")),
                 }
             } else if a == "ipv6=off" {
-                warnings.push(format!(
-                    "{}: resolver ipv6=off is not honoured: tideway asks for AAAA records too",
-                    d.at()
-                ));
+                issues.push("ipv6=off is not honoured (tideway asks for AAAA records too)".into());
             } else if a == "ipv6=on" || a.starts_with("status_zone=") || a.starts_with("ipv4=") {
+                // Defaults, or nothing that changes an answer.
             } else if a.parse::<SocketAddr>().is_ok() || a.parse::<IpAddr>().is_ok() {
                 servers.push(a.clone());
             } else if let Some(v6) = a.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
                 servers.push(v6.to_string());
             } else {
-                warnings.push(format!("{}: resolver {a:?} is not an address (tideway takes DNS servers by address); left out", d.at()));
+                issues.push(format!(
+                    "{a:?} is not an address (tideway takes DNS servers by address), left out"
+                ));
             }
         }
+        let mut used = !servers.is_empty() || valid.is_some();
         match &self.at {
             None => {
                 self.servers = servers;
@@ -53,12 +53,20 @@ impl ResolverConf {
                 self.at = Some(d.at());
             }
             Some(first) if self.servers != servers || self.valid != valid => {
-                warnings.push(format!(
-                    "{}: tideway has one resolver for the process; the one at {first} is used",
-                    d.at()
+                issues.push(format!(
+                    "differs from the one at {first}, which tideway uses (one resolver for the process)"
                 ));
+                used = false;
             }
             Some(_) => {}
+        }
+        if !issues.is_empty() {
+            let ignored = if used { "" } else { "; ignored" };
+            warnings.push(format!(
+                "{}: \"resolver\" {}{ignored}",
+                d.at(),
+                issues.join("; ")
+            ));
         }
     }
 
@@ -82,7 +90,7 @@ mod tests {
     fn convert(text: &str) -> super::super::convert::Converted {
         let top = super::super::parse::parse_text(text, Path::new("n.conf"), Path::new(""), 0)
             .expect("parses");
-        super::super::convert::convert(&top, Path::new(""))
+        super::super::convert::convert(&top, Path::new(""), Default::default())
     }
 
     #[test]
@@ -105,9 +113,8 @@ mod tests {
         );
         let w = c.warnings.join("\n");
         for expected in [
-            "n.conf:2: resolver \"dns.local\" is not an address",
-            "n.conf:2: resolver ipv6=off is not honoured",
-            "n.conf:6: \"resolve\" on an address (10.0.0.1:80) has nothing to resolve",
+            "n.conf:2: \"resolver\" \"dns.local\" is not an address (tideway takes DNS servers by address), left out; ipv6=off is not honoured",
+            "n.conf:6: \"resolve\" (server parameter) on an address has nothing to resolve",
         ] {
             assert!(w.contains(expected), "{expected}\n{w}");
         }
@@ -129,7 +136,7 @@ mod tests {
         let w = c.warnings.join("\n");
         assert!(
             w.contains(
-                "n.conf:2: tideway has one resolver for the process; the one at n.conf:4 is used"
+                "n.conf:2: \"resolver\" differs from the one at n.conf:4, which tideway uses (one resolver for the process); ignored"
             ),
             "{w}"
         );

@@ -260,12 +260,7 @@ fn location(
     if let Some(r) = returned {
         action = r;
     }
-    if action == RouteAction::None && nested.is_empty() {
-        notes.warnings.push(format!(
-            "{}: location {rule} neither proxies nor returns (nginx would serve files); tideway answers 404",
-            d.at()
-        ));
-    }
+    // A location that neither proxies nor returns is judged by `super::content`.
     Some(LocationConfig {
         rule,
         action,

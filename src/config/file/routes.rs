@@ -140,17 +140,17 @@ pub(super) fn servers(
         servers[i].locations.push(location);
     }
     for s in &servers {
+        // `at` is where the route was defined: this file, or the nginx file it came from.
         check_locations(&s.locations, None).map_err(|(at, msg)| {
-            let line = at
-                .rsplit(':')
-                .next()
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
+            let (path, line) = at
+                .rsplit_once(':')
+                .and_then(|(p, l)| Some((p.into(), l.parse().ok()?)))
+                .unwrap_or_else(|| (cx.path.to_path_buf(), 0));
             ConfigError::Invalid {
-                path: cx.path.to_path_buf(),
+                path,
                 line,
                 col: 1,
-                msg: format!("{msg} (defined at {at})"),
+                msg,
             }
         })?;
     }

@@ -49,6 +49,7 @@ fn pool(balance: Balance, n: u32) -> Controller {
             ..UpstreamPolicy::default()
         },
         backends: Vec::new(),
+        names: Vec::new(),
     }];
     let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
     for i in 0..n {

@@ -102,6 +102,8 @@ struct ControlPlane {
     data_dir: std::path::PathBuf,
     /// Set once the pool is loaded (`/readyz`).
     ready: Arc<AtomicBool>,
+    /// The config started with, whose `resolve` names are followed from the start.
+    names: Config,
 }
 
 #[async_trait]
@@ -128,6 +130,7 @@ impl BackgroundService for ControlPlane {
         crate::rebalance::spawn(self.pool.clone(), self.fleet.clone());
         crate::autoscale::spawn(self.pool.clone(), self.fleet.clone());
         self.reloader.checkers.ensure();
+        self.reloader.names.follow(&self.names);
         if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => {
@@ -264,6 +267,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         resolvers,
         checkers: Arc::new(crate::health::Checkers::new(pool.clone())),
         running: tokio::sync::Mutex::new(()),
+        names: Arc::new(crate::discovery::names::Names::new(pool.clone())),
     });
     let ready = Arc::new(AtomicBool::new(false));
     // The one etcd store (and client) of the process.
@@ -302,6 +306,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
         data_dir: config.store.data_dir.clone(),
         ready,
+        names: config.clone(),
     };
     server.add_service(background_service("control plane", control));
     Ok(server)

@@ -6,6 +6,8 @@
 //!   static backends are re-listed (registrations and etcd backends stay), and no open
 //!   connection is touched.
 //! - TLS certificates are re-read.
+//! - Backend names are resolved again with the file, and the `resolve` names followed from
+//!   there ([`crate::discovery::names`]).
 //! - Listeners are added and removed ([`crate::listeners`]); an unchanged one keeps its socket.
 //!   `[server]`, `[admin]` and `[store]` are what the process started with.
 //! - All or nothing: the file is validated, new listeners bound and every certificate read
@@ -61,6 +63,8 @@ pub struct Reloader {
     pub checkers: Arc<crate::health::Checkers>,
     /// One reload at a time.
     pub running: tokio::sync::Mutex<()>,
+    /// The re-resolution of `resolve` backend names, restarted with each applied config.
+    pub names: Arc<crate::discovery::names::Names>,
 }
 
 #[async_trait]
@@ -125,9 +129,10 @@ impl Reloader {
         // The switch. Upstreams first, so an added listener finds its upstream.
         let changed = self
             .pool
-            .reconfigure(config.upstreams)
+            .reconfigure(config.upstreams.clone())
             .await
             .map_err(|e| e.to_string())?;
+        self.names.follow(&config);
         warnings.extend(std::mem::take(&mut plan.warnings));
         self.listeners.commit(plan);
         for (r, c) in certs {

@@ -19,6 +19,8 @@ use toml::Spanned;
 mod routes;
 mod sticky;
 
+mod names;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -34,6 +36,7 @@ pub(super) struct FileConfig {
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
     #[serde(default)]
     limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
+    resolver: Option<Spanned<names::ResolverSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,6 +170,8 @@ struct BackendSection {
     backup: Option<Spanned<bool>>,
     max_fails: Option<u32>,
     fail_timeout: Option<Dur>,
+    /// Resolve the name again on its TTL (nginx's `resolve`).
+    resolve: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -289,7 +294,8 @@ fn parse_status_range(s: &str) -> Result<(u16, u16), String> {
     Ok(range)
 }
 
-/// Resolve `host:port` once, at load time (like nginx does for `server` lines).
+/// Resolve a listen address `host:port` once, at load time, to its first address (backends
+/// given by name are [`super::names`]).
 pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -383,9 +389,11 @@ impl FileConfig {
             etcd,
         };
 
+        let resolver = names::resolver(&cx, &self.resolver)?;
+        let answers = super::dns::resolve_at_load(&resolver, &names::hosts(&self.upstream));
         let mut upstreams = Vec::new();
         for (name, up) in &self.upstream {
-            upstreams.push(validate_upstream(&cx, name, up)?);
+            upstreams.push(validate_upstream(&cx, name, up, &answers)?);
         }
 
         let zones = super::limit::zones(&cx, &self.limit_zone)?;
@@ -461,6 +469,7 @@ impl FileConfig {
             store,
             listeners,
             upstreams,
+            resolver,
         })
     }
 }
@@ -628,6 +637,7 @@ fn validate_upstream(
     cx: &Ctx<'_>,
     name: &str,
     up: &Spanned<UpstreamSection>,
+    answers: &names::Answers,
 ) -> Result<UpstreamConfig, ConfigError> {
     let span = up.span();
     let up = up.get_ref();
@@ -789,10 +799,12 @@ fn validate_upstream(
     }
 
     let mut backends = Vec::new();
+    let mut named = Vec::new();
     let mut ids = HashSet::new();
     for b in &up.backends {
         let bs = b.get_ref();
-        let addr = cx.addr(&bs.addr)?;
+        let target =
+            super::names::target(bs.addr.get_ref()).map_err(|m| cx.err(bs.addr.span(), m))?;
         let weight = match &bs.weight {
             Some(w) if *w.get_ref() == 0 || *w.get_ref() > MAX_WEIGHT => {
                 return Err(cx.err(
@@ -808,41 +820,43 @@ fn validate_upstream(
                 crate::config::validate_id(id.get_ref()).map_err(|m| cx.err(id.span(), m))?;
                 id.get_ref().clone()
             }
-            None => bs.addr.get_ref().clone(),
-        };
-        if !ids.insert(id.clone()) {
-            return Err(cx.err(
-                b.span(),
-                format!("backend id {id:?} is listed twice in upstream {name:?}"),
-            ));
-        }
-        let disabled = match &bs.state {
-            None => false,
-            Some(st) => match st.get_ref().as_str() {
-                "active" => false,
-                "disabled" => true,
-                other => {
-                    return Err(cx.err(
-                        st.span(),
-                        format!("unknown state {other:?}; expected active or disabled"),
-                    ))
-                }
+            None => match &target {
+                super::names::Target::Name(host, port) => format!("{host}:{port}"),
+                super::names::Target::Addr(_) => bs.addr.get_ref().clone(),
             },
         };
-        backends.push(StaticBackend {
+        let backend = StaticBackend {
             id,
-            addr,
+            addr: SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0),
             weight,
             max_conns: bs.max_conns.unwrap_or(0),
-            disabled,
+            disabled: disabled(cx, bs)?,
             backup: next::backup(cx, &policy, &bs.backup)?,
             max_fails: bs.max_fails,
             fail_timeout: bs.fail_timeout.map(|d| d.0),
-        });
+        };
+        let into = (&mut backends, &mut named, &mut ids);
+        names::place(cx, b, backend, target, answers, into)?;
     }
     Ok(UpstreamConfig {
         name: name.to_string(),
         policy,
         backends,
+        names: named,
     })
+}
+
+/// A backend's `state`: disabled or not.
+fn disabled(cx: &Ctx<'_>, bs: &BackendSection) -> Result<bool, ConfigError> {
+    match &bs.state {
+        None => Ok(false),
+        Some(st) => match st.get_ref().as_str() {
+            "active" => Ok(false),
+            "disabled" => Ok(true),
+            other => Err(cx.err(
+                st.span(),
+                format!("unknown state {other:?}; expected active or disabled"),
+            )),
+        },
+    }
 }

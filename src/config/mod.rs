@@ -10,11 +10,13 @@
 
 pub mod access;
 pub mod default;
+pub mod dns;
 mod duration;
 mod error;
 mod file;
 pub mod key_expr;
 pub mod limit;
+pub mod names;
 pub mod real_ip;
 pub mod routes;
 pub mod scope;

@@ -33,6 +33,8 @@ pub struct Config {
     pub store: StoreSettings,
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<UpstreamConfig>,
+    /// `[resolver]`: how backend names are resolved ([`super::names`]).
+    pub resolver: super::names::ResolverSettings,
 }
 
 /// `[server]`
@@ -193,7 +195,10 @@ pub enum Protocol {
 pub struct UpstreamConfig {
     pub name: String,
     pub policy: UpstreamPolicy,
+    /// Every backend, those of names included (one per address, in the names' places).
     pub backends: Vec<StaticBackend>,
+    /// The backends given by name, each with its place in `backends` ([`super::names`]).
+    pub names: Vec<super::names::NamedServer>,
 }
 
 /// How an upstream picks and treats its backends.

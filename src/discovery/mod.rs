@@ -1,4 +1,5 @@
-//! Sources that feed the pool from outside: etcd (v3) registrations and toggles.
+//! Sources that feed the pool from outside: etcd (v3) registrations and toggles, and the DNS
+//! answers of backend names (`resolve`).
 //!
 //! Sources send diffs through a [`crate::pool::PoolHandle`]; they never touch the snapshot.
 //! Imports: `config`, `pool`, `metrics`, `store` (all etcd access goes through it). Never
@@ -6,3 +7,4 @@
 
 pub mod etcd;
 pub mod fleet;
+pub mod names;

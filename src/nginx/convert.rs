@@ -62,6 +62,8 @@ struct Server {
     backup: bool,
     max_fails: Option<u32>,
     fail_timeout: Option<String>,
+    /// nginx's `resolve`: the name is resolved again on its TTL.
+    resolve: bool,
 }
 
 #[derive(Debug)]
@@ -98,6 +100,8 @@ pub(super) struct Cx {
     pub(super) options: Options,
     /// Findings with their class known where they are made.
     pub(super) notes: Vec<Finding>,
+    /// The `resolver` read (http or upstream block).
+    pub(super) resolver: super::resolver::ResolverConf,
 }
 
 impl Cx {
@@ -205,6 +209,7 @@ fn upstream(cx: &mut Cx, d: &Directive) {
             },
             "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
             | "zone" => {}
+            "resolver" => cx.resolver.take(s, &mut cx.warnings),
             _ => cx.warn(s, "is not understood in an upstream block"),
         }
     }
@@ -274,6 +279,13 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
             }
             "down" => s.down = true,
             "backup" => s.backup = true,
+            "resolve" if s.addr.parse::<std::net::SocketAddr>().is_ok() => cx.notes.push(param(
+                d,
+                k,
+                Class::Ignored,
+                "(server parameter) on an address has nothing to resolve",
+            )),
+            "resolve" => s.resolve = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
@@ -549,6 +561,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
         outer: Scope::default(),
         options,
         notes: Vec::new(),
+        resolver: Default::default(),
     };
     super::access::refuse(&mut cx.errors, top, false, true);
     for d in top
@@ -616,6 +629,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                             http_server(&mut cx, s, outer)
                         }
                         ("server", true) => super::stream::server(&mut cx, s, &realip),
+                        ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
@@ -679,10 +693,12 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
         listeners,
         zones,
         notes,
+        resolver,
         ..
     } = cx;
     let mut toml = render(&upstreams, &listeners);
     toml.push_str(&super::limit::render_zones(&zones));
+    toml.push_str(&resolver.render());
     let mut report = Report::walk(top);
     for w in &warnings {
         report.note(Finding::from_message(w, warning_class(w)));
@@ -787,6 +803,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             }
             if let Some(t) = &s.fail_timeout {
                 let _ = write!(out, ", fail_timeout = {t:?}");
+            }
+            if s.resolve {
+                out.push_str(", resolve = true");
             }
             out.push_str(" },\n");
         }

@@ -77,8 +77,7 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("keepalive_time", Approximated("tideway keeps its own pool of idle upstream connections")),
     ("zone", NoEffect("shared memory for nginx's workers; tideway's threads share one pool")),
     ("sticky", Read),
-    // Hooks for work in progress: flip to Read when read.
-    ("resolver", Ignored("is not read yet: names are resolved once, at load")),
+    ("resolver", Read),
     ("add_header", Ignored("is not read yet: tideway adds no response headers")),
     ("map", Approximated("is not evaluated; the WebSocket idiom ($http_upgrade -> $connection_upgrade) works because tideway passes Upgrade and Connection itself")),
     // Per-client limits.

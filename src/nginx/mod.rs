@@ -17,6 +17,7 @@ pub mod listen;
 pub mod parse;
 pub mod realip;
 pub mod report;
+pub mod resolver;
 pub mod retry;
 pub mod routes;
 pub mod sticky;

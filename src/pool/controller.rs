@@ -102,6 +102,8 @@ pub struct Controller {
     next_epoch: u64,
     deadlines: Deadlines,
     toggles: Toggles,
+    /// The config of each upstream with `resolve` names, which a [`Diff::Resolved`] updates.
+    resolving: BTreeMap<String, UpstreamConfig>,
 }
 
 /// How often the controller looks for lapsed registrations and drained backends to remove.
@@ -124,6 +126,7 @@ impl Controller {
             next_epoch: 1,
             deadlines: Deadlines::default(),
             toggles,
+            resolving: BTreeMap::new(),
         };
         for u in upstreams {
             c.configure_one(u);
@@ -146,6 +149,7 @@ impl Controller {
         let mut changed = !gone.is_empty();
         for name in gone {
             tracing::info!(upstream = %name, "reload: upstream removed");
+            self.resolving.remove(&name);
             if let Some(up) = self.upstreams.remove(&name) {
                 for e in up.backends.values() {
                     forget_expiry(&mut self.deadlines, e);
@@ -163,6 +167,19 @@ impl Controller {
 
     /// Add or update one upstream from the config; returns whether it changed.
     fn configure_one(&mut self, u: &UpstreamConfig) -> bool {
+        let kept;
+        let u = match self.keep_addresses(u) {
+            Some(k) => {
+                kept = k;
+                &kept
+            }
+            None => u,
+        };
+        if u.names.iter().any(|n| n.resolve) {
+            self.resolving.insert(u.name.clone(), u.clone());
+        } else {
+            self.resolving.remove(&u.name);
+        }
         let mut changed = false;
         match self.upstreams.get_mut(&u.name) {
             Some(up) if **up.policy() == u.policy => {}
@@ -226,6 +243,29 @@ impl Controller {
             }
         }
         changed
+    }
+
+    /// `u` (a reloaded config) with the addresses its `resolve` names had before where their
+    /// lookup at load failed: a name that stops resolving keeps its last addresses, across a
+    /// reload too. None when there is nothing to keep.
+    fn keep_addresses(&self, u: &UpstreamConfig) -> Option<UpstreamConfig> {
+        let old = self.resolving.get(&u.name)?;
+        let mut kept: Option<UpstreamConfig> = None;
+        for n in u.names.iter().filter(|n| n.resolve && n.addrs.is_empty()) {
+            let Some(prev) = old
+                .names
+                .iter()
+                .find(|o| o.resolve && o.host == n.host && !o.addrs.is_empty())
+            else {
+                continue;
+            };
+            let base = kept.as_ref().unwrap_or(u);
+            if let Some(next) = base.with_addresses(&n.host, &prev.addrs) {
+                tracing::warn!(upstream = %u.name, name = %n.host, addresses = prev.addrs.len(), "name does not resolve; keeping its last addresses");
+                kept = Some(next);
+            }
+        }
+        kept
     }
 
     /// The snapshot cell, for readers built before the controller starts running.
@@ -497,6 +537,17 @@ impl Controller {
             Diff::Reset {
                 source, backends, ..
             } => self.reset(&name, source, backends),
+            Diff::Resolved { host, addrs, .. } => {
+                // The upstream as configured, with the name's backends made these addresses.
+                match self
+                    .resolving
+                    .get(&name)
+                    .and_then(|u| u.with_addresses(&host, &addrs))
+                {
+                    Some(next) => self.configure_one(&next),
+                    None => false,
+                }
+            }
         };
         if changed {
             self.publish();
@@ -666,3 +717,6 @@ mod tests;
 
 #[cfg(test)]
 mod decision_tests;
+
+#[cfg(test)]
+mod names_tests;

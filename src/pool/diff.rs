@@ -69,6 +69,14 @@ pub enum Diff {
         source: Source,
         backends: Vec<BackendSpec>,
     },
+    /// A backend name (`resolve`) now resolves to `addrs` (ascending): its backends in
+    /// `upstream` become one per address, in the name's place, as the config describes them
+    /// (`config::names`). A name the upstream's config no longer resolves is ignored.
+    Resolved {
+        upstream: String,
+        host: String,
+        addrs: Vec<std::net::IpAddr>,
+    },
 }
 
 impl Diff {
@@ -84,7 +92,8 @@ impl Diff {
             | Diff::SetHealth { upstream, .. }
             | Diff::Eject { upstream, .. }
             | Diff::Heartbeat { upstream, .. }
-            | Diff::Reset { upstream, .. } => upstream,
+            | Diff::Reset { upstream, .. }
+            | Diff::Resolved { upstream, .. } => upstream,
         }
     }
 }

@@ -37,6 +37,7 @@ pub(super) fn config() -> Vec<UpstreamConfig> {
                 fail_timeout: None,
             },
         ],
+        names: Vec::new(),
     }]
 }
 

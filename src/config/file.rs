@@ -18,6 +18,8 @@ use toml::Spanned;
 
 mod routes;
 
+mod headers;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -33,6 +35,8 @@ pub(super) struct FileConfig {
     upstream: BTreeMap<String, Spanned<UpstreamSection>>,
     #[serde(default)]
     limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
+    #[serde(default)]
+    map: BTreeMap<String, Spanned<headers::MapSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,6 +223,8 @@ struct AutoscaleSection {
 pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// The `[map.NAME]` variables header values may use.
+    maps: super::headers::Maps,
 }
 
 impl Ctx<'_> {
@@ -299,7 +305,12 @@ pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
 
 impl FileConfig {
     pub(super) fn validate(self, text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cx = Ctx { text, path };
+        let mut cx = Ctx {
+            text,
+            path,
+            maps: Default::default(),
+        };
+        cx.maps = headers::maps(&cx, &self.map)?;
 
         let threads = match &self.server.threads {
             Some(t) if *t.get_ref() == 0 || *t.get_ref() > 256 => {

@@ -9,6 +9,7 @@
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
 pub mod default;
+pub mod headers;
 mod duration;
 mod error;
 mod file;

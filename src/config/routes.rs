@@ -159,6 +159,8 @@ pub struct RouteSettings {
     pub websocket: Option<bool>,
     /// nginx's `client_max_body_size`: a longer body gets 413 (None: no limit of its own).
     pub max_body: Option<u64>,
+    /// nginx's `proxy_set_header` and `add_header` (None: the route sets none).
+    pub headers: Option<std::sync::Arc<super::headers::RouteHeaders>>,
 }
 
 /// The route table of a listener that has only `upstream = "NAME"`: one server, one location

@@ -431,7 +431,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             | "location"
             | "return"
             | "proxy_http_version"
-            | "proxy_set_header" => {}
+            | "proxy_set_header"
+            | "add_header" => {}
             name if ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
@@ -574,6 +575,8 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         outer: Scope::default(),
     };
     refuse_access(&mut cx.errors, top);
+    // The http blocks' `map`s, as `[map.NAME]` tables.
+    let mut maps = String::new();
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -612,6 +615,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                 // So do its proxy settings (timeouts, body size, proxy_set_header).
                 let mut notes = Notes::default();
                 let http = Inherited::default().within(b, &mut notes);
+                maps.push_str(&http.render_maps());
                 cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
                 for s in b
@@ -640,7 +644,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                         }
                         ("server", true) => stream_server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
-                        ("proxy_set_header" | "proxy_http_version", false) => {}
+                        ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
@@ -695,6 +699,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
     } = cx;
     let mut toml = render(&upstreams, &listeners);
     toml.push_str(&super::limit::render_zones(&zones));
+    toml.push_str(&maps);
     Converted {
         toml,
         warnings,

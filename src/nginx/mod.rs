@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod export;
 pub mod limit;
+pub mod maps;
 pub mod parse;
 pub mod realip;
 pub mod retry;

@@ -45,6 +45,8 @@ pub struct Proxy {
     pub settings: RouteSettings,
     /// The location's path, for nginx's trailing-slash redirect.
     pub path: Box<str>,
+    /// The server's first name (`$host` for a request without Host).
+    pub server_name: Box<str>,
 }
 
 impl Proxy {
@@ -96,6 +98,7 @@ impl Routes {
                         }),
                         settings: l.settings.clone(),
                         path: l.rule.path().unwrap_or_default().into(),
+                        server_name: info.hosts.first().map_or("", |h| h.as_str()).into(),
                     })),
                     RouteAction::Return { code, text } => Entry::Return {
                         code: *code,

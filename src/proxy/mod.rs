@@ -25,6 +25,7 @@ pub mod error;
 pub mod exchange;
 pub mod frame;
 pub mod gateway;
+pub mod headers;
 pub mod head;
 pub mod keepalive;
 pub mod key;

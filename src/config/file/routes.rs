@@ -29,6 +29,8 @@ pub(super) struct RouteSection {
     origin: Option<String>,
     #[serde(default)]
     route: Vec<Spanned<RouteSection>>,
+    set_header: Option<Spanned<super::headers::Ordered<String>>>,
+    add_header: Option<Spanned<super::headers::Ordered<super::headers::Added>>>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +220,7 @@ fn location(
         read_timeout: positive(&r.read_timeout, "read_timeout")?.or(parent.read_timeout),
         websocket: r.websocket.or(parent.websocket),
         max_body: r.max_body.or(parent.max_body),
+        headers: super::headers::route(cx, &r.set_header, &r.add_header, parent.headers.as_ref())?,
     };
     let mut nested = Vec::new();
     for n in &r.route {

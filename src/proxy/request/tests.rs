@@ -11,6 +11,7 @@ fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, S
         default_host: "app",
         target: None,
         websocket: true,
+        ..Steer::default()
     };
     let r = classify(raw.as_bytes(), (conn, None), "http", steer, &mut out);
     (r, String::from_utf8(out).unwrap())

@@ -14,6 +14,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         key: Default::default(),
         misreadable: false,
         client: None,
+        added: None,
     }
 }
 

@@ -67,13 +67,20 @@ pub struct MapDef {
 impl PartialEq for MapDef {
     fn eq(&self, o: &Self) -> bool {
         let pats = |m: &MapDef| -> Vec<String> {
-            m.regexes.iter().map(|(r, _)| r.as_str().to_owned()).collect()
+            m.regexes
+                .iter()
+                .map(|(r, _)| r.as_str().to_owned())
+                .collect()
         };
         self.name == o.name
             && self.source == o.source
             && self.exact == o.exact
             && pats(self) == pats(o)
-            && self.regexes.iter().map(|r| &r.1).eq(o.regexes.iter().map(|r| &r.1))
+            && self
+                .regexes
+                .iter()
+                .map(|r| &r.1)
+                .eq(o.regexes.iter().map(|r| &r.1))
             && self.default == o.default
     }
 }
@@ -109,7 +116,12 @@ pub struct RouteHeaders {
 pub const ADD_HEADER_STATUSES: [u16; 10] = [200, 201, 204, 206, 301, 302, 303, 304, 307, 308];
 
 /// Headers only the engine writes: framing and connection management.
-const ENGINE_ONLY: [&str; 4] = ["content-length", "transfer-encoding", "connection", "upgrade"];
+const ENGINE_ONLY: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+];
 
 /// Hop-by-hop headers tideway never forwards: setting one to a value is refused, to "" is a
 /// no-op.
@@ -130,7 +142,10 @@ fn is_name_byte(b: u8) -> bool {
 /// Compile a header value. `maps` are the maps that may be used; variables outside them and
 /// the built-in ones are an error naming the variable.
 pub fn compile(text: &str, maps: &Maps) -> Result<Template, String> {
-    if let Some(b) = text.bytes().find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if let Some(b) = text
+        .bytes()
+        .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(format!(
             "a header value may not hold control byte 0x{b:02x} (CR and LF would split the head)"
         ));
@@ -151,7 +166,10 @@ pub fn compile(text: &str, maps: &Maps) -> Result<Template, String> {
                 .ok_or_else(|| format!("unclosed \"${{\" in {text:?}"))?;
             (&text[i + 2..i + 2 + end], i + 3 + end)
         } else {
-            let len = bytes[i + 1..].iter().take_while(|&&b| is_name_byte(b)).count();
+            let len = bytes[i + 1..]
+                .iter()
+                .take_while(|&&b| is_name_byte(b))
+                .count();
             (&text[i + 1..i + 1 + len], i + 1 + len)
         };
         if name.is_empty() || !name.bytes().all(is_name_byte) {
@@ -262,7 +280,9 @@ pub fn check_set(name: &str, value: Template) -> Result<Option<SetHeader>, Strin
         ));
     }
     if lower == "host" && value.text() == Some(b"") {
-        return Err("Host cannot be set to \"\": the backend gets HTTP/1.1, which needs one".into());
+        return Err(
+            "Host cannot be set to \"\": the backend gets HTTP/1.1, which needs one".into(),
+        );
     }
     Ok(Some(SetHeader {
         name: name.into(),
@@ -301,7 +321,8 @@ pub fn map(
     }
     let none = Maps::new();
     let value = |v: &str| {
-        compile(v, &none).map_err(|e| format!("{e} (a map's values may use request variables, not maps)"))
+        compile(v, &none)
+            .map_err(|e| format!("{e} (a map's values may use request variables, not maps)"))
     };
     let mut exact = BTreeMap::new();
     let mut regexes = Vec::new();
@@ -323,7 +344,9 @@ pub fn map(
             }
             None => {
                 let k = k.strip_prefix('\\').unwrap_or(k);
-                exact.entry(k.to_ascii_lowercase().into_bytes()).or_insert(v);
+                exact
+                    .entry(k.to_ascii_lowercase().into_bytes())
+                    .or_insert(v);
             }
         }
     }
@@ -377,7 +400,11 @@ mod tests {
 
     #[test]
     fn templates_render_back_to_themselves() {
-        for text in ["a $host-${scheme}b$http_x_real_ip;$cookie_sid$arg_uid", "plain", ""] {
+        for text in [
+            "a $host-${scheme}b$http_x_real_ip;$cookie_sid$arg_uid",
+            "plain",
+            "",
+        ] {
             let once = t(text);
             assert_eq!(t(&once.to_string()), once, "{text}");
         }
@@ -399,7 +426,12 @@ mod tests {
 
     #[test]
     fn framing_and_hop_by_hop_stay_the_engines() {
-        for n in ["Content-Length", "transfer-encoding", "Connection", "Upgrade"] {
+        for n in [
+            "Content-Length",
+            "transfer-encoding",
+            "Connection",
+            "Upgrade",
+        ] {
             assert!(check_set(n, t("x")).is_err(), "{n}");
             assert!(check_set(n, t("")).is_err(), "{n}");
             assert!(check_add(n, t("x"), false).is_err(), "{n}");
@@ -416,7 +448,10 @@ mod tests {
         let m = map(
             "connection_upgrade",
             "$http_upgrade",
-            &[("".into(), "close".into()), ("~*^web".into(), "upgrade".into())],
+            &[
+                ("".into(), "close".into()),
+                ("~*^web".into(), "upgrade".into()),
+            ],
             Some("upgrade"),
         )
         .unwrap();

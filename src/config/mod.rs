@@ -9,10 +9,10 @@
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
 pub mod default;
-pub mod headers;
 mod duration;
 mod error;
 mod file;
+pub mod headers;
 pub mod key_expr;
 pub mod limit;
 pub mod real_ip;

@@ -35,9 +35,10 @@ impl Read {
         for d in block.iter().filter(|d| d.name == "map") {
             let (Some(source), Some(var), Some(body)) = (d.args.first(), d.args.get(1), &d.block)
             else {
-                notes
-                    .errors
-                    .push(format!("{}: map takes a source, a $variable and a block", d.at()));
+                notes.errors.push(format!(
+                    "{}: map takes a source, a $variable and a block",
+                    d.at()
+                ));
                 continue;
             };
             let Some(name) = var.strip_prefix('$').filter(|_| d.args.len() == 2) else {
@@ -62,13 +63,17 @@ impl Read {
                     )),
                     ("default", [v]) => spec.default = Some(v.clone()),
                     (k, [v]) => spec.entries.push((k.to_string(), v.clone())),
-                    _ => notes.errors.push(format!(
-                        "{}: map: an entry is a key and one value",
-                        e.at()
-                    )),
+                    _ => notes
+                        .errors
+                        .push(format!("{}: map: an entry is a key and one value", e.at())),
                 }
             }
-            match headers::map(&spec.name, &spec.source, &spec.entries, spec.default.as_deref()) {
+            match headers::map(
+                &spec.name,
+                &spec.source,
+                &spec.entries,
+                spec.default.as_deref(),
+            ) {
                 Ok(def) => {
                     self.defs.insert(def.name.clone(), Arc::new(def));
                     self.specs.push(spec);
@@ -146,8 +151,16 @@ mod tests {
         let c = super::super::convert::convert(&top, std::path::Path::new("."));
         assert!(c.errors.is_empty(), "{:?}", c.errors);
         assert!(c.toml.contains("websocket = true"), "{}", c.toml);
-        assert!(c.toml.contains("set_header = { \"X-Ver\" = \"${ver}\" }"), "{}", c.toml);
-        assert!(!c.toml.to_ascii_lowercase().contains("\"connection\""), "{}", c.toml);
+        assert!(
+            c.toml.contains("set_header = { \"X-Ver\" = \"${ver}\" }"),
+            "{}",
+            c.toml
+        );
+        assert!(
+            !c.toml.to_ascii_lowercase().contains("\"connection\""),
+            "{}",
+            c.toml
+        );
         let config = crate::config::parse(&c.toml, std::path::Path::new("t.toml")).unwrap();
         let s = &config.listeners[0].routes[0].locations[0].settings;
         assert_eq!(s.websocket, Some(true));
@@ -159,10 +172,22 @@ mod tests {
     #[test]
     fn unknown_variables_and_framing_fail_the_import_at_their_line() {
         for (conf, want) in [
-            ("proxy_set_header X-A $nope;", "t.conf:2: proxy_set_header: unknown variable \"$nope\""),
-            ("proxy_set_header Content-Length 5;", "t.conf:2: proxy_set_header: Content-Length"),
-            ("add_header Transfer-Encoding x;", "t.conf:2: add_header: Transfer-Encoding"),
-            ("proxy_set_header X-A $1;", "t.conf:2: proxy_set_header: unknown variable \"$1\""),
+            (
+                "proxy_set_header X-A $nope;",
+                "t.conf:2: proxy_set_header: unknown variable \"$nope\"",
+            ),
+            (
+                "proxy_set_header Content-Length 5;",
+                "t.conf:2: proxy_set_header: Content-Length",
+            ),
+            (
+                "add_header Transfer-Encoding x;",
+                "t.conf:2: add_header: Transfer-Encoding",
+            ),
+            (
+                "proxy_set_header X-A $1;",
+                "t.conf:2: proxy_set_header: unknown variable \"$1\"",
+            ),
         ] {
             let text = format!(
                 "http {{ server {{ listen 127.0.0.1:8080;\nlocation / {{ proxy_pass http://127.0.0.1:2346; {conf} }} }} }}"
@@ -175,7 +200,11 @@ mod tests {
             )
             .unwrap();
             let c = super::super::convert::convert(&top, std::path::Path::new("."));
-            assert!(c.errors.iter().any(|e| e.starts_with(want)), "{conf}: {:?}", c.errors);
+            assert!(
+                c.errors.iter().any(|e| e.starts_with(want)),
+                "{conf}: {:?}",
+                c.errors
+            );
         }
     }
 }

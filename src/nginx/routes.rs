@@ -112,7 +112,10 @@ impl Inherited {
         }
         for d in own("proxy_set_header") {
             let [name, value] = &d.args[..] else {
-                notes.errors.push(format!("{}: proxy_set_header takes a name and a value", d.at()));
+                notes.errors.push(format!(
+                    "{}: proxy_set_header takes a name and a value",
+                    d.at()
+                ));
                 continue;
             };
             if name.eq_ignore_ascii_case("upgrade") {

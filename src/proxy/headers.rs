@@ -8,8 +8,8 @@
 //! not (nginx's rule for empty values). The engine writes the framing headers; templates
 //! cannot name them (refused at load).
 
-use crate::config::headers::{AddHeader, MapDef, Part, RouteHeaders, Template, Var};
 use crate::config::headers::ADD_HEADER_STATUSES;
+use crate::config::headers::{AddHeader, MapDef, Part, RouteHeaders, Template, Var};
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -90,7 +90,11 @@ fn header(vars: &Vars<'_>, name: &str, out: &mut Vec<u8>) {
 /// value up to `;`.
 fn cookie<'v>(vars: &Vars<'v>, name: &str) -> Option<&'v [u8]> {
     let name = name.as_bytes();
-    for h in vars.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("cookie")) {
+    for h in vars
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+    {
         let mut rest = h.value;
         while !rest.is_empty() {
             if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
@@ -208,7 +212,11 @@ impl Vars<'_> {
             always,
         } in &headers.add
         {
-            let out = if *always { &mut a.always } else { &mut a.listed };
+            let out = if *always {
+                &mut a.always
+            } else {
+                &mut a.listed
+            };
             self.field(name, value, out);
         }
         Some(Box::new(a))
@@ -280,7 +288,10 @@ mod tests {
         assert_eq!(e("$cookie_sid|$cookie_X|$cookie_none"), "s1|y|");
         assert_eq!(e("$arg_uid|$arg_a|$arg_x|$arg_none"), "42|1|%0d%0a|");
         assert_eq!(eval("GET / HTTP/1.0\r\n\r\n", "$host", &m), "example.com");
-        assert_eq!(eval("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "$host", &m), "[::1]");
+        assert_eq!(
+            eval("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "$host", &m),
+            "[::1]"
+        );
     }
 
     #[test]
@@ -302,7 +313,11 @@ mod tests {
             let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{up}\r\n");
             eval(&raw, "$connection_upgrade", &maps)
         };
-        assert_eq!(e("Upgrade: WebSocket\r\n"), "upgrade", "exact keys ignore case");
+        assert_eq!(
+            e("Upgrade: WebSocket\r\n"),
+            "upgrade",
+            "exact keys ignore case"
+        );
         assert_eq!(e(""), "close");
         assert_eq!(e("Upgrade: h2c\r\n"), "h2:h");
         assert_eq!(e("Upgrade: x\r\n"), "other");
@@ -324,7 +339,9 @@ mod tests {
         let bad = Template {
             parts: vec![Part::Text(b"a\rb".to_vec().into())].into(),
         };
-        with(RAW.as_bytes(), |v| assert!(!v.field("X-Bad", &bad, &mut out)));
+        with(RAW.as_bytes(), |v| {
+            assert!(!v.field("X-Bad", &bad, &mut out))
+        });
         assert_eq!(out, b"keep");
     }
 
@@ -335,7 +352,8 @@ mod tests {
             set: Vec::new(),
             add: vec![
                 crate::config::headers::check_add("X-A", compile("a", &m).unwrap(), false).unwrap(),
-                crate::config::headers::check_add("X-B", compile("$host", &m).unwrap(), true).unwrap(),
+                crate::config::headers::check_add("X-B", compile("$host", &m).unwrap(), true)
+                    .unwrap(),
             ],
         };
         let a = with(RAW.as_bytes(), |v| v.added(&h)).unwrap();

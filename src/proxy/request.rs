@@ -438,7 +438,8 @@ pub fn classify<'s>(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // Exactly one Host: the route's (when it comes out sendable) or the client's.
-    let set_host = route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
+    let set_host =
+        route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
     if !matches!((set_host, &vars), (Some(s), Some(v)) if v.field("host", &s.value, out)) {
         write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
     }
@@ -462,11 +463,17 @@ pub fn classify<'s>(
     }
     write_forwarding(out, &seen.xff[..seen.n_xff], ip, proto, route_headers);
     if let (Some(h), Some(v)) = (route_headers, &vars) {
-        for s in h.set.iter().filter(|s| !s.name.eq_ignore_ascii_case("host")) {
+        for s in h
+            .set
+            .iter()
+            .filter(|s| !s.name.eq_ignore_ascii_case("host"))
+        {
             v.field(&s.name, &s.value, out);
         }
     }
-    let added = route_headers.zip(vars.as_ref()).and_then(|(h, v)| v.added(h));
+    let added = route_headers
+        .zip(vars.as_ref())
+        .and_then(|(h, v)| v.added(h));
     let misreadable = !websocket && holds_websocket_key(out);
 
     Ok(Request {

@@ -133,8 +133,6 @@ pub fn render_headers(h: &RouteHeaders) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_websocket_idiom_and_maps_import() {
         let top = super::super::parse::parse_text(

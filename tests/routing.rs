@@ -681,6 +681,9 @@ http {
             proxy_set_header X-Arg \"a=${arg_a};\";
             proxy_set_header X-Ver $ver;
             proxy_set_header X-Empty $http_x_absent;
+            proxy_set_header X-Method $request_method;
+            proxy_set_header X-Args \"$is_args$args\";
+            proxy_set_header X-Server-Name $server_name;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             add_header X-Added \"for $host\";
@@ -694,7 +697,7 @@ http {
 ";
 
 /// Headers `location /` sets; `location /inherit/` sets only X-Static (inherited).
-const SET_NAMES: [&str; 14] = [
+const SET_NAMES: [&str; 17] = [
     "host",
     "x-static",
     "x-host",
@@ -709,6 +712,9 @@ const SET_NAMES: [&str; 14] = [
     "x-arg",
     "x-ver",
     "x-empty",
+    "x-method",
+    "x-args",
+    "x-server-name",
 ];
 
 #[tokio::test]
@@ -731,7 +737,14 @@ async fn proxy_set_header_and_add_header_match_nginx() {
     }
     reqs.push((
         "GET / HTTP/1.0\r\n\r\n".to_string(),
-        &["x-host", "x-http-host", "x-agent", "x-sid", "x-empty"],
+        &[
+            "x-host",
+            "x-http-host",
+            "x-agent",
+            "x-sid",
+            "x-empty",
+            "x-args",
+        ],
     ));
     reqs.push((
         format!("GET /inherit/x HTTP/1.1\r\n{base}"),
@@ -788,6 +801,9 @@ async fn proxy_set_header_and_add_header_match_nginx() {
         ("x-sid", "s%20id"),
         ("x-arg", "a=1;"),
         ("x-ver", "one"),
+        ("x-method", "GET"),
+        ("x-args", "?a=1&v=v1"),
+        ("x-server-name", "example.com"),
     ] {
         assert_eq!(values(&t.backend, name, both.tideway), [want], "{name}");
     }

@@ -3,7 +3,8 @@
 //! (no parsing per request). The data plane evaluates them ([`crate::proxy::headers`]).
 //!
 //! Variables: `$host`, `$http_host`, `$remote_addr`, `$proxy_add_x_forwarded_for`, `$scheme`,
-//! `$request_uri`, `$server_port`, `$http_NAME`, `$cookie_NAME`, `$arg_NAME` (also written
+//! `$request_uri`, `$server_port`, `$server_name`, `$remote_port`, `$request_method`, `$args`
+//! (`$query_string`), `$is_args`, `$http_NAME`, `$cookie_NAME`, `$arg_NAME` (also written
 //! `${name}`), and the names of `map`s. Any other is a config error.
 //!
 //! Framing and hop-by-hop headers stay the engine's: `Content-Length`, `Transfer-Encoding`,
@@ -29,6 +30,16 @@ pub enum Var {
     RequestUri,
     /// `$server_port`: the port the request came in on.
     ServerPort,
+    /// `$server_name`: the matched server's first name.
+    ServerName,
+    /// `$remote_port`: the client's port.
+    RemotePort,
+    /// `$request_method`.
+    RequestMethod,
+    /// `$args` (also `$query_string`): the query, raw.
+    Args,
+    /// `$is_args`: `?` when the target has a query, else empty.
+    IsArgs,
     /// `$http_NAME`: a request header (`NAME` lowercased, `_` for `-`); `$http_host` too.
     Http(Box<str>),
     /// `$cookie_NAME`: a cookie's value, raw.
@@ -200,6 +211,11 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
         "scheme" => Var::Scheme,
         "request_uri" => Var::RequestUri,
         "server_port" => Var::ServerPort,
+        "server_name" => Var::ServerName,
+        "remote_port" => Var::RemotePort,
+        "request_method" => Var::RequestMethod,
+        "args" | "query_string" => Var::Args,
+        "is_args" => Var::IsArgs,
         _ if maps.contains_key(&lower) => Var::Map(maps[&lower].clone()),
         _ => {
             if let Some(h) = suffix("http_") {
@@ -211,7 +227,7 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
                 Var::Arg(a.into())
             } else {
                 return Err(format!(
-                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $proxy_add_x_forwarded_for, $scheme, $request_uri, $server_port, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
+                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $remote_port, $proxy_add_x_forwarded_for, $scheme, $request_method, $request_uri, $args, $is_args, $server_name, $server_port, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
                 ));
             }
         }
@@ -238,6 +254,11 @@ impl std::fmt::Display for Var {
             Var::Scheme => f.write_str("scheme"),
             Var::RequestUri => f.write_str("request_uri"),
             Var::ServerPort => f.write_str("server_port"),
+            Var::ServerName => f.write_str("server_name"),
+            Var::RemotePort => f.write_str("remote_port"),
+            Var::RequestMethod => f.write_str("request_method"),
+            Var::Args => f.write_str("args"),
+            Var::IsArgs => f.write_str("is_args"),
             Var::Http(h) => write!(f, "http_{}", h.replace('-', "_")),
             Var::Cookie(c) => write!(f, "cookie_{c}"),
             Var::Arg(a) => write!(f, "arg_{a}"),
@@ -393,6 +414,12 @@ mod tests {
             "$proxy_add_x_forwarded_for",
             "$request_uri",
             "$server_port",
+            "$server_name",
+            "$remote_port",
+            "$request_method",
+            "$args",
+            "$query_string",
+            "$is_args",
         ] {
             assert!(compile(v, &Maps::new()).is_ok(), "{v}");
         }

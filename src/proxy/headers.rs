@@ -11,7 +11,7 @@
 use crate::config::headers::ADD_HEADER_STATUSES;
 use crate::config::headers::{AddHeader, MapDef, Part, RouteHeaders, Template, Var};
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 /// What the variables of one request read.
 pub struct Vars<'r> {
@@ -20,7 +20,8 @@ pub struct Vars<'r> {
     pub host: Option<&'r [u8]>,
     /// The matched server's first name: `$host` without a Host.
     pub server_name: &'r str,
-    pub client: Option<IpAddr>,
+    pub client: Option<SocketAddr>,
+    pub method: &'r str,
     /// The client's `X-Forwarded-For` values.
     pub xff: &'r [&'r [u8]],
     pub scheme: &'r str,
@@ -157,8 +158,24 @@ impl Vars<'_> {
                 None => out.extend_from_slice(self.server_name.as_bytes()),
             },
             Var::RemoteAddr => {
-                if let Some(ip) = self.client {
-                    let _ = write!(out, "{ip}");
+                if let Some(c) = self.client {
+                    let _ = write!(out, "{}", c.ip());
+                }
+            }
+            Var::RemotePort => {
+                if let Some(c) = self.client {
+                    let _ = write!(out, "{}", c.port());
+                }
+            }
+            Var::ServerName => out.extend_from_slice(self.server_name.as_bytes()),
+            Var::RequestMethod => out.extend_from_slice(self.method.as_bytes()),
+            Var::Args => {
+                let q = self.target.split_once('?').map_or("", |(_, q)| q);
+                out.extend_from_slice(q.as_bytes());
+            }
+            Var::IsArgs => {
+                if self.target.contains('?') {
+                    out.push(b'?');
                 }
             }
             Var::ProxyAddXForwardedFor => {
@@ -168,8 +185,8 @@ impl Vars<'_> {
                         out.extend_from_slice(b", ");
                     }
                 }
-                if let Some(ip) = self.client {
-                    let _ = write!(out, "{ip}");
+                if let Some(c) = self.client {
+                    let _ = write!(out, "{}", c.ip());
                 }
             }
             Var::Scheme => out.extend_from_slice(self.scheme.as_bytes()),
@@ -254,7 +271,8 @@ mod tests {
             headers,
             host,
             server_name: "example.com",
-            client: Some("10.0.0.7".parse().unwrap()),
+            client: Some("10.0.0.7:40001".parse().unwrap()),
+            method: req.method.unwrap(),
             xff: &xff,
             scheme: "https",
             target,
@@ -287,6 +305,12 @@ mod tests {
         assert_eq!(e("[$http_x_thing][$http_nope]"), "[t][]");
         assert_eq!(e("$cookie_sid|$cookie_X|$cookie_none"), "s1|y|");
         assert_eq!(e("$arg_uid|$arg_a|$arg_x|$arg_none"), "42|1|%0d%0a|");
+        assert_eq!(
+            e("$request_method $server_name $remote_port"),
+            "GET example.com 40001"
+        );
+        assert_eq!(e("${is_args}${query_string}"), "?a=1&UID=42&x=%0d%0a");
+        assert_eq!(eval("GET /p HTTP/1.0\r\n\r\n", "[$is_args$args]", &m), "[]");
         assert_eq!(eval("GET / HTTP/1.0\r\n\r\n", "$host", &m), "example.com");
         assert_eq!(
             eval("GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "$host", &m),

@@ -114,12 +114,16 @@ async fn echo(port: u16, raw: &[u8]) -> Echoed {
     }
 }
 
-/// The values of `name` in `fields`, with the proxy's own port made generic.
+/// The values of `name` in `fields`, with the proxy's own `port` made generic (0: as they
+/// are).
 fn values(fields: &[(String, String)], name: &str, port: u16) -> Vec<String> {
     fields
         .iter()
         .filter(|(n, _)| n == name)
-        .map(|(_, v)| v.replace(&port.to_string(), "PORT"))
+        .map(|(_, v)| match port {
+            0 => v.clone(),
+            p => v.replace(&p.to_string(), "PORT"),
+        })
         .collect()
 }
 
@@ -347,4 +351,38 @@ fn header_tables_in_toml() {
             .to_string();
         assert!(e.contains("t.toml:7") && e.contains(want), "{bad}: {e}");
     }
+}
+
+/// The TOML form end to end: a route's set_header overrides tideway's own X-Real-IP and the
+/// client's header of the same name (one copy each), an empty value removes a header,
+/// add_header follows the status list, and `GET /v1/routes` shows both.
+#[tokio::test]
+async fn toml_set_header_and_add_header_apply() {
+    let port = head_echo().await;
+    let routes = "[[listener.route]]\npath = \"/\"\nupstream = \"echo\"\n\
+        set_header = { \"X-Real-IP\" = \"real=$remote_addr\", \"X-Forwarded-Proto\" = \"\", \"X-Tag\" = \"${arg_t}!\", \"Host\" = \"backend.internal\" }\n\
+        add_header = { \"X-A\" = \"a\", \"X-B\" = { value = \"$request_method\", always = true } }\n";
+    let upstreams = format!("[upstream.echo]\nbackends = [{{ addr = \"127.0.0.1:{port}\" }}]\n");
+    let p = start_routes(routes, &upstreams).await;
+    let port = p.http.port();
+    let raw = "GET /x?t=1 HTTP/1.1\r\nHost: front.example\r\nX-Real-IP: 6.6.6.6\r\nX-Tag: client\r\nconnection: close\r\n\r\n";
+    let e = echo(port, raw.as_bytes()).await;
+    assert_eq!(e.status, 200);
+    assert_eq!(values(&e.backend, "host", 0), ["backend.internal"]);
+    assert_eq!(values(&e.backend, "x-real-ip", 0), ["real=127.0.0.1"]);
+    assert_eq!(values(&e.backend, "x-tag", 0), ["1!"]);
+    assert!(values(&e.backend, "x-forwarded-proto", 0).is_empty());
+    assert_eq!(values(&e.backend, "x-forwarded-for", 0), ["127.0.0.1"]);
+    assert_eq!(values(&e.response, "x-a", 0), ["a"]);
+    assert_eq!(values(&e.response, "x-b", 0), ["GET"]);
+    let raw = "GET /x?status=503 HTTP/1.1\r\nHost: h\r\nconnection: close\r\n\r\n";
+    let e = echo(port, raw.as_bytes()).await;
+    assert_eq!(e.status, 503);
+    assert!(values(&e.response, "x-a", 0).is_empty(), "not on a 503");
+    assert_eq!(values(&e.response, "x-b", 0), ["GET"], "always");
+
+    let listed = p.admin_json("/v1/routes").await;
+    let route = &listed["listeners"][0]["routes"][0];
+    assert_eq!(route["set_header"]["X-Tag"], "${arg_t}!", "{listed}");
+    assert_eq!(route["add_header"]["X-B"]["always"], true, "{listed}");
 }

@@ -97,10 +97,16 @@ async fn send(port: u16, raw: &str) -> Seen {
     }
 }
 
-/// Serve `conf` (with `LISTEN` for the address) with nginx and with tideway, send each of
-/// `requests` (with `HOSTLINE` standing for the Host line) to both, and compare. Returns
-/// tideway's answers.
-async fn differential(name: &str, conf: &str, requests: &[String]) -> Vec<Seen> {
+/// nginx and tideway serving the same config: their ports, and the processes (stopped on
+/// drop) with their directory.
+struct Both {
+    nginx: u16,
+    tideway: u16,
+    _procs: (Running, Running, tempfile::TempDir),
+}
+
+/// Serve `conf` (with `LISTEN` for the address) with nginx and with tideway.
+async fn serve_both(conf: &str) -> Both {
     assert!(
         Path::new("/usr/sbin/nginx").exists(),
         "nginx is not installed (scripts/test.sh installs nginx-light)"
@@ -158,6 +164,18 @@ async fn differential(name: &str, conf: &str, requests: &[String]) -> Vec<Seen> 
     );
     wait_port(np).await;
     wait_port(tp).await;
+    Both {
+        nginx: np,
+        tideway: tp,
+        _procs: (_nginx, _tideway, dir),
+    }
+}
+
+/// Serve `conf` with nginx and with tideway ([`serve_both`]), send each of `requests` to
+/// both, and compare. Returns tideway's answers.
+async fn differential(name: &str, conf: &str, requests: &[String]) -> Vec<Seen> {
+    let both = serve_both(conf).await;
+    let (np, tp) = (both.nginx, both.tideway);
     let mut differ = Vec::new();
     let mut seen = Vec::new();
     for raw in requests {
@@ -548,3 +566,6 @@ fn route_errors_name_the_line() {
     let e = tideway::nginx::load(&conf).unwrap_err().to_string();
     assert!(e.contains("bad.conf:4"), "{e}");
 }
+
+#[path = "routing/headers.rs"]
+mod headers;

@@ -21,6 +21,8 @@ mod sticky;
 
 mod names;
 
+mod headers;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileConfig {
@@ -37,6 +39,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     limit_zone: BTreeMap<String, Spanned<super::limit::ZoneSection>>,
     resolver: Option<Spanned<names::ResolverSection>>,
+    #[serde(default)]
+    map: BTreeMap<String, Spanned<headers::MapSection>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -226,6 +230,8 @@ struct AutoscaleSection {
 pub(super) struct Ctx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// The `[map.NAME]` variables header values may use.
+    maps: super::headers::Maps,
 }
 
 impl Ctx<'_> {
@@ -307,7 +313,12 @@ pub fn resolve_addr(s: &str) -> Result<SocketAddr, String> {
 
 impl FileConfig {
     pub(super) fn validate(self, text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cx = Ctx { text, path };
+        let mut cx = Ctx {
+            text,
+            path,
+            maps: Default::default(),
+        };
+        cx.maps = headers::maps(&cx, &self.map)?;
 
         let threads = match &self.server.threads {
             Some(t) if *t.get_ref() == 0 || *t.get_ref() > 256 => {

@@ -14,6 +14,7 @@ pub mod dns;
 mod duration;
 mod error;
 mod file;
+pub mod headers;
 pub mod key_expr;
 pub mod limit;
 pub mod names;

@@ -164,6 +164,8 @@ pub struct RouteSettings {
     /// nginx's `limit_req`/`limit_conn` of a location: these per-client limits instead of the
     /// listener's `client_limits` (None: the listener's).
     pub client_limits: Option<Vec<super::ClientLimit>>,
+    /// nginx's `proxy_set_header` and `add_header` (None: the route sets none).
+    pub headers: Option<std::sync::Arc<super::headers::RouteHeaders>>,
 }
 
 /// The route table of a listener that has only `upstream = "NAME"`: one server, one location

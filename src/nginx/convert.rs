@@ -438,7 +438,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             | "location"
             | "return"
             | "proxy_http_version"
-            | "proxy_set_header" => {}
+            | "proxy_set_header"
+            | "add_header" => {}
             name if super::access::ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
@@ -564,6 +565,8 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
         resolver: Default::default(),
     };
     super::access::refuse(&mut cx.errors, top, false, true);
+    // The http blocks' `map`s, as `[map.NAME]` tables.
+    let mut maps = String::new();
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -602,6 +605,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                 // So do its proxy settings (timeouts, body size, proxy_set_header).
                 let mut notes = Notes::default();
                 let http = Inherited::default().within(b, &mut notes);
+                maps.push_str(&http.render_maps());
                 cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
                 for s in b
@@ -631,7 +635,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                         ("server", true) => super::stream::server(&mut cx, s, &realip),
                         ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
-                        ("proxy_set_header" | "proxy_http_version", false) => {}
+                        ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
@@ -699,6 +703,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
     let mut toml = render(&upstreams, &listeners);
     toml.push_str(&super::limit::render_zones(&zones));
     toml.push_str(&resolver.render());
+    toml.push_str(&maps);
     let mut report = Report::walk(top);
     for w in &warnings {
         report.note(Finding::from_message(w, warning_class(w)));

@@ -14,6 +14,7 @@ pub mod directives;
 pub mod export;
 pub mod limit;
 pub mod listen;
+pub mod maps;
 pub mod parse;
 pub mod realip;
 pub mod report;

@@ -3,14 +3,17 @@
 //! Read: `server_name`, `listen ... default_server`, `location` with every modifier (nested),
 //! `proxy_pass` with or without a URI part, `return`, `proxy_connect_timeout`,
 //! `proxy_send_timeout`, `proxy_read_timeout`, `client_max_body_size` (inherited from `http`
-//! to `server` to `location` as in nginx), whether `proxy_set_header Upgrade` passes
-//! WebSocket handshakes on, `allow`/`deny` (a level with any replaces the enclosing level's
-//! list) and a location's `limit_req`/`limit_conn` (as the route's own `client_limits`, the
-//! http and server levels' under it). Every error names the nginx file:line.
+//! to `server` to `location` as in nginx), `proxy_set_header` and `add_header` (a level that
+//! has any replaces all inherited ones, as in nginx; `Upgrade` with a value passes WebSocket
+//! handshakes on, and `Upgrade`/`Connection` are otherwise the engine's), `map` blocks (see
+//! [`super::maps`]), `allow`/`deny` (a level with any replaces the enclosing level's list)
+//! and a location's `limit_req`/`limit_conn` (as the route's own `client_limits`, the http
+//! and server levels' under it). Every error names the nginx file:line.
 
 use super::limit::{Scope, Zone};
 use super::parse::Directive;
 use crate::config::access::AccessRule;
+use crate::config::headers::{AddHeader, RouteHeaders, SetHeader};
 use crate::config::routes::{check_locations, server_name};
 use crate::config::{
     AccessList, LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig,
@@ -37,6 +40,12 @@ pub struct Inherited {
     limits: Scope,
     own_limits: bool,
     zones: Arc<BTreeMap<String, Zone>>,
+    /// `proxy_set_header`s in effect, `Connection` and `Upgrade` left out.
+    set: Vec<SetHeader>,
+    /// `add_header`s in effect.
+    add: Vec<AddHeader>,
+    /// The `map` variables of the http block.
+    maps: super::maps::Read,
 }
 
 /// Turns a `proxy_pass` into an upstream name and its URI part (None: not understood,
@@ -52,12 +61,7 @@ pub struct Notes {
 
 /// Directives a location may hold that tideway reads elsewhere or that change nothing it
 /// does.
-const QUIET: [&str; 4] = [
-    "proxy_http_version",
-    "proxy_buffering",
-    "proxy_redirect",
-    "proxy_set_header",
-];
+const QUIET: [&str; 3] = ["proxy_http_version", "proxy_buffering", "proxy_redirect"];
 
 /// nginx time ("30", "10s", "1m", "500ms").
 fn time(v: &str) -> Option<Duration> {
@@ -113,18 +117,71 @@ impl Inherited {
         true
     }
 
-    /// The level's own `proxy_set_header`s replace the inherited ones, as in nginx.
-    fn headers(&mut self, block: &[Directive]) {
-        let mut sets = block
-            .iter()
-            .filter(|d| d.name == "proxy_set_header")
-            .peekable();
-        if sets.peek().is_some() {
-            self.upgrade = sets.any(|d| {
-                d.args
-                    .first()
-                    .is_some_and(|h| h.eq_ignore_ascii_case("upgrade"))
-            });
+    /// The level's own `proxy_set_header`s (and `add_header`s) replace the inherited ones, as
+    /// in nginx. Each is checked here, so an error names its file:line.
+    fn headers(&mut self, block: &[Directive], notes: &mut Notes) {
+        use crate::config::headers::{check_add, check_set, compile};
+        let own = |name: &'static str| block.iter().filter(move |d| d.name == name);
+        if own("proxy_set_header").next().is_some() {
+            self.upgrade = false;
+            self.set.clear();
+        }
+        for d in own("proxy_set_header") {
+            let [name, value] = &d.args[..] else {
+                notes.errors.push(format!(
+                    "{}: proxy_set_header takes a name and a value",
+                    d.at()
+                ));
+                continue;
+            };
+            if name.eq_ignore_ascii_case("upgrade") {
+                self.upgrade = !value.is_empty();
+                continue;
+            }
+            // The engine writes Connection itself (upgrade for a WebSocket, keep-alive to
+            // its pool): `Connection $connection_upgrade`, "" or close all mean that.
+            if name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            let checked = compile(value, &self.maps.defs).and_then(|t| check_set(name, t));
+            match checked {
+                Err(e) => notes.errors.push(format!("{}: proxy_set_header: {e}", d.at())),
+                Ok(None) => {}
+                Ok(Some(_)) if self.set.iter().any(|s| s.name.eq_ignore_ascii_case(name)) => {
+                    notes.warnings.push(format!(
+                        "{}: proxy_set_header {name} is set twice at this level; tideway sends the first",
+                        d.at()
+                    ))
+                }
+                Ok(Some(s)) => self.set.push(s),
+            }
+        }
+        if own("add_header").next().is_some() {
+            self.add.clear();
+        }
+        for d in own("add_header") {
+            let (name, value, always) = match &d.args[..] {
+                [n, v] => (n, v, false),
+                [n, v, a] if a == "always" => (n, v, true),
+                _ => {
+                    notes.errors.push(format!(
+                        "{}: add_header takes a name, a value and perhaps \"always\"",
+                        d.at()
+                    ));
+                    continue;
+                }
+            };
+            let checked = compile(value, &self.maps.defs).and_then(|t| check_add(name, t, always));
+            match checked {
+                Err(e) => notes.errors.push(format!("{}: add_header: {e}", d.at())),
+                Ok(_) if self.add.iter().any(|a| a.name.eq_ignore_ascii_case(name)) => {
+                    notes.warnings.push(format!(
+                        "{}: add_header {name} is given twice at this level; tideway adds the first only",
+                        d.at()
+                    ))
+                }
+                Ok(a) => self.add.push(a),
+            }
         }
     }
 
@@ -161,7 +218,8 @@ impl Inherited {
     /// The level inside `block`: these settings, then the block's own.
     pub fn within(&self, block: &[Directive], notes: &mut Notes) -> Inherited {
         let mut inner = self.clone();
-        inner.headers(block);
+        inner.maps.read(block, notes);
+        inner.headers(block, notes);
         inner.access(block, notes);
         for d in block {
             inner.take(d, notes);
@@ -210,7 +268,18 @@ impl Inherited {
             max_body: self.max_body,
             access: self.access.clone(),
             client_limits,
+            headers: (!self.set.is_empty() || !self.add.is_empty()).then(|| {
+                std::sync::Arc::new(RouteHeaders {
+                    set: self.set.clone(),
+                    add: self.add.clone(),
+                })
+            }),
         }
+    }
+
+    /// The `[map.NAME]` tables of the maps read so far.
+    pub fn render_maps(&self) -> String {
+        self.maps.render()
     }
 }
 
@@ -326,6 +395,8 @@ fn location(
             "return" => returned = returned.or_else(|| answer(s, notes)),
             "location" => nested.extend(location(s, &inherited, notes, pass)),
             name if QUIET.contains(&name) => {}
+            // Read by `Inherited::within`.
+            "proxy_set_header" | "add_header" => {}
             // Read by the conversion: retries per upstream; limits and access control read
             // above, or refused by the conversion.
             name if name.starts_with("proxy_next_upstream")
@@ -407,6 +478,9 @@ pub fn render(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &
     }
     if let Some(c) = &s.client_limits {
         let _ = writeln!(out, "client_limits = {}", super::limit::render_limits(c));
+    }
+    if let Some(h) = &s.headers {
+        out.push_str(&super::maps::render_headers(h));
     }
     let _ = writeln!(out, "origin = {:?}", l.at);
     let inner = format!("{table}.route");

@@ -47,6 +47,8 @@ pub struct Proxy {
     pub path: Box<str>,
     /// The route's own per-client limits (None: the listener's).
     pub clients: Option<super::limit::ClientLimits>,
+    /// The server's first name (`$host` for a request without Host).
+    pub server_name: Box<str>,
 }
 
 impl Proxy {
@@ -103,6 +105,7 @@ impl Routes {
                             .client_limits
                             .as_deref()
                             .map(super::limit::ClientLimits::new),
+                        server_name: info.hosts.first().map_or("", |h| h.as_str()).into(),
                     })),
                     RouteAction::Return { code, text } => Entry::Return {
                         code: *code,

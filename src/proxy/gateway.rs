@@ -141,7 +141,7 @@ impl Gateway {
         &self,
         routes: &Routes,
         head: &[u8],
-        client: Option<std::net::SocketAddr>,
+        (client, local): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
         out: &mut Vec<u8>,
     ) -> Result<(Request, Pick, Option<Arc<UpstreamPolicy>>), Refusal> {
         let snap = self.route.pool.load();
@@ -166,6 +166,9 @@ impl Gateway {
                 target: rewritten,
                 websocket: p.settings.websocket.unwrap_or(true),
                 sticky: up.and_then(|u| u.policy.sticky.as_ref()).map(|c| &*c.name),
+                headers: p.settings.headers.as_deref(),
+                server_name: &p.server_name,
+                port: local.map_or(0, |a| a.port()),
             }
         };
         let req = classify(
@@ -406,7 +409,7 @@ impl Gateway {
             let classified = self.classify(
                 &routes,
                 &bufs.client[..head_len],
-                conn.client,
+                (conn.client, conn.local),
                 &mut bufs.out,
             );
             let (mut req, pick, policy) = match classified {

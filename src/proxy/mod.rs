@@ -27,6 +27,7 @@ pub mod exchange;
 pub mod frame;
 pub mod gateway;
 pub mod head;
+pub mod headers;
 pub mod keepalive;
 pub mod key;
 pub mod limit;

@@ -10,6 +10,7 @@
 
 use super::client::believe;
 use super::key::{request_key, KeyParts};
+use crate::config::headers::RouteHeaders;
 use crate::config::{HashKey, RealIp};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -70,6 +71,8 @@ pub struct Request {
     /// The backend the request's sticky cookie names, when the upstream has `sticky` and the
     /// first cookie of that name is a well-formed value.
     pub sticky: Option<crate::pool::sticky::StickyId>,
+    /// The route's `add_header` lines for the answer (None: it adds none).
+    pub added: Option<Box<super::headers::Added>>,
 }
 
 /// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
@@ -195,6 +198,12 @@ pub struct Steer<'s> {
     pub websocket: bool,
     /// The upstream's sticky cookie name.
     pub sticky: Option<&'s str>,
+    /// The route's `proxy_set_header` and `add_header`.
+    pub headers: Option<&'s RouteHeaders>,
+    /// The matched server's first name (`$host` without a Host).
+    pub server_name: &'s str,
+    /// The port the request came in on (`$server_port`).
+    pub port: u16,
 }
 
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
@@ -372,7 +381,22 @@ pub fn classify<'s>(
         target: rewritten,
         websocket: websocket_allowed,
         sticky,
+        headers: route_headers,
+        server_name,
+        port,
     } = steer(seen.host, path);
+    // Only a route with headers of its own pays for variables.
+    let vars = route_headers.map(|_| super::headers::Vars {
+        headers,
+        host: seen.host,
+        server_name,
+        client,
+        method,
+        xff: &seen.xff[..seen.n_xff],
+        scheme: proto,
+        target: path,
+        port,
+    });
 
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
     let websocket = websocket_allowed
@@ -420,7 +444,12 @@ pub fn classify<'s>(
         out.extend_from_slice(path.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
+    // Exactly one Host: the route's (when it comes out sendable) or the client's.
+    let set_host =
+        route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
+    if !matches!((set_host, &vars), (Some(s), Some(v)) if v.field("host", &s.value, out)) {
+        write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
+    }
     for h in headers {
         // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
         // `X_Real_IP` and `X-Real-IP` to the same variable.
@@ -430,6 +459,7 @@ pub fn classify<'s>(
             || h.name.contains('_')
             || named_by(connection, h.name)
             || (!websocket && is_websocket_field(h.name))
+            || super::headers::sets(route_headers, h.name)
         {
             continue;
         }
@@ -438,7 +468,19 @@ pub fn classify<'s>(
     if websocket {
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
     }
-    write_forwarding(out, &seen.xff[..seen.n_xff], ip, proto);
+    write_forwarding(out, &seen.xff[..seen.n_xff], ip, proto, route_headers);
+    if let (Some(h), Some(v)) = (route_headers, &vars) {
+        for s in h
+            .set
+            .iter()
+            .filter(|s| !s.name.eq_ignore_ascii_case("host"))
+        {
+            v.field(&s.name, &s.value, out);
+        }
+    }
+    let added = route_headers
+        .zip(vars.as_ref())
+        .and_then(|(h, v)| v.added(h));
     let misreadable = !websocket && holds_websocket_key(out);
 
     Ok(Request {
@@ -454,6 +496,7 @@ pub fn classify<'s>(
         misreadable,
         client,
         sticky: sticky.and_then(|name| sticky_cookie(headers, name)),
+        added,
     })
 }
 
@@ -561,21 +604,35 @@ fn version_refusal(raw: &[u8]) -> Refusal {
 
 /// The forwarding headers, the one place tideway writes them (HTTP and WebSocket alike):
 /// `X-Forwarded-For` (the client's earlier chain in `xff`, joined, then the client),
-/// `X-Real-IP` and `X-Forwarded-Proto: proto`.
-fn write_forwarding(out: &mut Vec<u8>, xff: &[&[u8]], client: Option<IpAddr>, proto: &str) {
+/// `X-Real-IP` and `X-Forwarded-Proto: proto`; each unless the route sets it (`set`).
+fn write_forwarding(
+    out: &mut Vec<u8>,
+    xff: &[&[u8]],
+    client: Option<IpAddr>,
+    proto: &str,
+    set: Option<&RouteHeaders>,
+) {
+    let own = |name| !super::headers::sets(set, name);
     if let Some(ip) = client {
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for prev in xff.iter().map(|v| v.trim_ascii()) {
-            if !prev.is_empty() {
-                out.extend_from_slice(prev);
-                out.extend_from_slice(b", ");
+        if own("x-forwarded-for") {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            for prev in xff.iter().map(|v| v.trim_ascii()) {
+                if !prev.is_empty() {
+                    out.extend_from_slice(prev);
+                    out.extend_from_slice(b", ");
+                }
             }
+            let _ = write!(out, "{ip}\r\n");
         }
-        let _ = write!(out, "{ip}\r\nx-real-ip: {ip}\r\n");
+        if own("x-real-ip") {
+            let _ = write!(out, "x-real-ip: {ip}\r\n");
+        }
     }
-    out.extend_from_slice(b"x-forwarded-proto: ");
-    out.extend_from_slice(proto.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    if own("x-forwarded-proto") {
+        out.extend_from_slice(b"x-forwarded-proto: ");
+        out.extend_from_slice(proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// End the backend's head: the one framing header (`content-length: len`, or none for a

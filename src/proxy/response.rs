@@ -183,6 +183,9 @@ pub fn inspect_response(
         }
         write_field(out, h.name.as_bytes(), h.value);
     }
+    if let Some(a) = &req.added {
+        a.write(status, out);
+    }
     match (framing, encoding) {
         (Framing::Length(n), _) => {
             let _ = write!(out, "content-length: {n}\r\n");

@@ -43,6 +43,7 @@ mod tests {
             misreadable: false,
             client: None,
             sticky,
+            added: None,
         }
     }
 

@@ -156,6 +156,23 @@ impl Table {
                     }
                     RouteAction::None => v["none"] = true.into(),
                 }
+                if let Some(h) = &s.headers {
+                    let set: serde_json::Map<_, _> = h
+                        .set
+                        .iter()
+                        .map(|x| (x.name.to_string(), x.value.to_string().into()))
+                        .collect();
+                    let add: serde_json::Map<_, _> = h
+                        .add
+                        .iter()
+                        .map(|x| {
+                            let a = serde_json::json!({ "value": x.value.to_string(), "always": x.always });
+                            (x.name.to_string(), a)
+                        })
+                        .collect();
+                    v["set_header"] = set.into();
+                    v["add_header"] = add.into();
+                }
                 v
             })
             .collect();

@@ -33,6 +33,8 @@ pub(super) struct RouteSection {
     access: Option<Vec<Spanned<String>>>,
     /// The route's own per-client limits, in place of the listener's.
     client_limits: Option<Vec<Spanned<crate::config::limit::UseSection>>>,
+    set_header: Option<Spanned<super::headers::Ordered<String>>>,
+    add_header: Option<Spanned<super::headers::Ordered<super::headers::Added>>>,
 }
 
 /// The zones a route's `client_limits` may name.
@@ -235,6 +237,7 @@ fn location(
             Some(uses) => Some(crate::config::limit::uses(cx, uses, zones, false)?),
             None => parent.client_limits.clone(),
         },
+        headers: super::headers::route(cx, &r.set_header, &r.add_header, parent.headers.as_ref())?,
     };
     let mut nested = Vec::new();
     for n in &r.route {

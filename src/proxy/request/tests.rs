@@ -11,7 +11,7 @@ fn classified(raw: &str, hash: Option<&HashKey>) -> (Result<Request, Refusal>, S
         default_host: "app",
         target: None,
         websocket: true,
-        sticky: None,
+        ..Steer::default()
     };
     let r = classify(raw.as_bytes(), (conn, None), "http", steer, &mut out);
     (r, String::from_utf8(out).unwrap())
@@ -334,4 +334,39 @@ fn targets_a_lenient_backend_would_read_otherwise_are_refused() {
         let raw = format!("GET {t} HTTP/1.1\r\nHost: x\r\n\r\n");
         forwarded(&raw);
     }
+}
+
+/// A route's proxy_set_header: its values replace the client's and tideway's own of the same
+/// name, once each; an empty value sends none; Host stays one.
+#[test]
+fn a_routes_set_headers_replace_the_defaults_once() {
+    use crate::config::headers::{check_set, compile, Maps, RouteHeaders};
+    let m = Maps::new();
+    let set = |n: &str, v: &str| check_set(n, compile(v, &m).unwrap()).unwrap().unwrap();
+    let headers = RouteHeaders {
+        set: vec![
+            set("Host", "$host"),
+            set("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+            set("X-Real-IP", "$http_x_nope"),
+            set("X-Other", "$arg_a"),
+            set("host", "second"),
+        ],
+        add: Vec::new(),
+    };
+    let steer = |_: Option<&[u8]>, _: &str| Steer {
+        default_host: "app",
+        websocket: true,
+        headers: Some(&headers),
+        port: 80,
+        ..Steer::default()
+    };
+    let mut out = Vec::new();
+    let conn = Some(SocketAddr::new(IP.parse().unwrap(), 40000));
+    let raw = "GET /p?a=x%0d%0ay HTTP/1.1\r\nHost: A.example:81\r\nX-Other: client\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n";
+    classify(raw.as_bytes(), (conn, None), "http", steer, &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "GET /p?a=x%0d%0ay HTTP/1.1\r\nhost: a.example\r\nx-forwarded-proto: http\r\n\
+         X-Forwarded-For: 1.1.1.1, 10.0.0.9\r\nX-Other: x%0d%0ay\r\n"
+    );
 }

@@ -15,6 +15,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         misreadable: false,
         client: None,
         sticky: None,
+        added: None,
     }
 }
 

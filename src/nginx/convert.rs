@@ -52,8 +52,6 @@ struct Listener {
     upstream: String,
     /// An http listener's servers (the `server` blocks on its `listen`, in file order).
     servers: Vec<ServerConfig>,
-    /// Certificates, in the order of the servers that name them (the first is the default).
-    tls: Vec<(String, String)>,
     proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     real_ip: Option<String>,
@@ -461,10 +459,10 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     let realip = realip.over(block_realip);
     for (listen, ssl, proxy_protocol, default) in listens {
         let tls = match (ssl, &cert, &key) {
-            (true, Some(c), Some(k)) => {
-                let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
-                Some((at(c), at(k)))
-            }
+            (true, Some(c), Some(k)) => Some(crate::config::tls::TlsFiles {
+                cert: cx.base.join(c),
+                key: cx.base.join(k),
+            }),
             (true, _, _) => {
                 cx.warn(
                     d,
@@ -476,6 +474,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
         };
         let mut server = server.clone();
         server.default = default;
+        // Its own certificate, served when SNI names it (a route's `tls`).
+        server.tls = tls;
         let existing = cx
             .listeners
             .iter_mut()
@@ -495,7 +495,6 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                 ));
             }
             l.servers.push(server);
-            l.tls.extend(tls);
             l.proxy_protocol |= proxy_protocol;
             continue;
         }
@@ -505,7 +504,6 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             protocol: "http",
             upstream: String::new(),
             servers: vec![server],
-            tls: tls.into_iter().collect(),
             proxy_protocol,
             real_ip,
             limits: limits.clone(),
@@ -554,7 +552,6 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             protocol: "tcp",
             upstream: upstream.clone(),
             servers: Vec::new(),
-            tls: Vec::new(),
             proxy_protocol,
             real_ip,
             limits: limits.clone(),
@@ -711,19 +708,6 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         }
         if l.servers.is_empty() {
             let _ = writeln!(out, "upstream = {:?}", l.upstream);
-        }
-        match &l.tls[..] {
-            [] => {}
-            [(c, k)] => {
-                let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
-            }
-            many => {
-                out.push_str("tls = [\n");
-                for (c, k) in many {
-                    let _ = writeln!(out, "  {{ cert = {c:?}, key = {k:?} }},");
-                }
-                out.push_str("]\n");
-            }
         }
         if l.proxy_protocol {
             out.push_str("proxy_protocol = true\n");

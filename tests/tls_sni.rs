@@ -332,6 +332,22 @@ async fn sni_picks_each_servers_certificate_and_a_foreign_host_gets_421() {
         "only the requests routed to a.test's server reached it"
     );
     assert_eq!(rapi.hosts(), ["API.w.test."]);
+
+    // A reload reads the certificates the new config names: b.test's server gets another.
+    let b2 = make_cert(dir.path(), "b2", &["b.test"]);
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let moved = config.replace(&format!("{:?}", b.cert), &format!("{:?}", b2.cert));
+    let moved = moved.replace(&format!("{:?}", b.key), &format!("{:?}", b2.key));
+    assert_ne!(moved, config);
+    std::fs::write(&p.config_path, moved).unwrap();
+    p.reload().await;
+    let (mut tls, leaf) = connect(p.http, Some("b.test")).await;
+    assert_eq!(
+        leaf,
+        b2.der.to_vec(),
+        "after the reload, b.test's new certificate"
+    );
+    assert_eq!(request(&mut tls, "b.test").await, (200, "b".into()));
 }
 
 /// The same nginx config under real nginx and `tideway run --nginx`: two `ssl` servers with

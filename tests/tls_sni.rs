@@ -350,6 +350,38 @@ async fn sni_picks_each_servers_certificate_and_a_foreign_host_gets_421() {
     assert_eq!(request(&mut tls, "b.test").await, (200, "b".into()));
 }
 
+/// Servers sharing a listen, one with `ssl` and one without: nginx would make both TLS;
+/// the import fails, naming the second server's file:line.
+#[test]
+fn an_nginx_listen_ssl_for_some_servers_only_fails_the_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", &["a.test"]);
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "http {{\n  upstream u {{ server 127.0.0.1:9; }}\n  server {{\n    listen 127.0.0.1:8443 ssl;\n    server_name a.test;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ proxy_pass http://u; }}\n  }}\n  server {{\n    listen 127.0.0.1:8443;\n    server_name b.test;\n    location / {{ proxy_pass http://u; }}\n  }}\n}}\n",
+            a.cert.display(),
+            a.key.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--nginx"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:10: 127.0.0.1:8443 has ssl for some of its servers",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}
+
 /// The same nginx config under real nginx and `tideway run --nginx`: two `ssl` servers with
 /// their own certificates. Both serve each server's certificate by SNI and the default
 /// server's without one. A Host of the other server on a connection made for one: nginx

@@ -488,6 +488,12 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                     d.at()
                 ));
             }
+            if l.servers.iter().any(|s| s.tls.is_some()) != server.tls.is_some() {
+                cx.errors.push(format!(
+                    "{}: {listen} has ssl for some of its servers and not for this one (nginx makes every server on it TLS): give each server's listen ssl and its ssl_certificate",
+                    d.at()
+                ));
+            }
             if l.limits != limits {
                 cx.errors.push(format!(
                     "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",

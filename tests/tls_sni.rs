@@ -305,6 +305,19 @@ async fn sni_picks_each_servers_certificate_and_a_foreign_host_gets_421() {
     let (mut tls, _) = connect(p.http, Some("b.test")).await;
     assert_eq!(request(&mut tls, "b.test").await, (200, "b".into()));
     assert_eq!(rb.hosts(), ["b.test"]);
+    // A request without Host (HTTP/1.0) is for the SNI name's server.
+    let (mut tls, _) = connect(p.http, Some("b.test")).await;
+    tls.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut got = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut got)).await;
+    assert!(
+        got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\nb"),
+        "{got:?}"
+    );
+    assert_eq!(
+        rb.requests().last().map(String::as_str),
+        Some("GET /old HTTP/1.1")
+    );
 
     // Without SNI, the default server's certificate: its Host is served, another is not.
     let (mut tls, _) = connect(p.http, None).await;

@@ -37,6 +37,8 @@ pub enum Command {
         /// Run from an nginx config instead (upstream/server/location/stream are read as is).
         #[arg(long)]
         nginx: Option<PathBuf>,
+        #[command(flatten)]
+        import: NginxImport,
         /// Override the admin listen address.
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
@@ -70,9 +72,12 @@ pub enum Command {
     Check {
         #[arg(long, required_unless_present = "nginx", conflicts_with = "nginx")]
         config: Option<PathBuf>,
-        /// Validate an nginx config (and list what tideway ignores in it).
+        /// Validate an nginx config and print what became of each directive (read,
+        /// approximated, no effect, ignored, skipped, errors), each with its file:line.
         #[arg(long)]
         nginx: Option<PathBuf>,
+        #[command(flatten)]
+        import: NginxImport,
     },
     /// Print the tideway TOML equivalent of an nginx config (warnings go to stderr).
     ImportNginx { file: PathBuf },
@@ -143,6 +148,27 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CtlCmd,
     },
+}
+
+/// How `--nginx` configs are imported.
+#[derive(clap::Args, Clone, Copy, Debug, Default)]
+pub struct NginxImport {
+    /// With --nginx: every directive tideway would ignore is an error.
+    #[arg(long, requires = "nginx")]
+    pub strict: bool,
+    /// With --nginx: leave out locations nginx serves itself (root, try_files, fastcgi_pass
+    /// and the like; tideway answers 404 there) and UDP listens, instead of failing.
+    #[arg(long, requires = "nginx")]
+    pub skip_unproxied: bool,
+}
+
+impl From<NginxImport> for crate::nginx::Options {
+    fn from(i: NginxImport) -> Self {
+        crate::nginx::Options {
+            strict: i.strict,
+            skip_unproxied: i.skip_unproxied,
+        }
+    }
 }
 
 #[derive(Subcommand)]

@@ -30,6 +30,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run {
             config,
             nginx,
+            import,
             admin,
             data_dir,
             listen,
@@ -37,11 +38,12 @@ fn main() -> anyhow::Result<()> {
         } => {
             let (mut cfg, source) = match nginx {
                 Some(file) => {
-                    let (cfg, warnings) = tideway::nginx::load(&file)?;
+                    let options = import.into();
+                    let (cfg, warnings) = tideway::nginx::load_with(&file, options)?;
                     for w in warnings {
                         tracing::warn!("{w}");
                     }
-                    (cfg, ConfigSource::Nginx(file))
+                    (cfg, ConfigSource::Nginx(file, options))
                 }
                 None => match config {
                     Some(file) => (tideway::config::load(&file)?, ConfigSource::Toml(file)),
@@ -89,39 +91,54 @@ fn main() -> anyhow::Result<()> {
             })?;
             std::process::exit(0);
         }
-        Command::Check { config, nginx } => {
-            let (path, result) = match (nginx, config) {
-                (Some(file), _) => {
-                    let r = tideway::nginx::load(&file).map(|(cfg, warnings)| {
-                        for w in &warnings {
-                            eprintln!("warning: {w}");
+        Command::Check {
+            config: _,
+            nginx: Some(file),
+            import,
+        } => match tideway::nginx::check(&file, import.into()) {
+            Ok((report, config)) => {
+                print!("{}", report.render());
+                match config {
+                    Some(cfg) => {
+                        println!(
+                            "{}: ok ({} listeners, {} upstreams)",
+                            file.display(),
+                            cfg.listeners.len(),
+                            cfg.upstreams.len()
+                        );
+                        Ok(())
+                    }
+                    None => {
+                        for e in report.lines(tideway::nginx::Class::Error) {
+                            eprintln!("{e}");
                         }
-                        cfg
-                    });
-                    (file, r.map_err(|e| e.to_string()))
-                }
-                (None, Some(file)) => {
-                    let r = tideway::config::load(&file).map_err(|e| e.to_string());
-                    (file, r)
-                }
-                (None, None) => unreachable!("clap requires one"),
-            };
-            match result {
-                Ok(cfg) => {
-                    println!(
-                        "{}: ok ({} listeners, {} upstreams)",
-                        path.display(),
-                        cfg.listeners.len(),
-                        cfg.upstreams.len()
-                    );
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(1);
+                        std::process::exit(1);
+                    }
                 }
             }
-        }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Check {
+            config: Some(file), ..
+        } => match tideway::config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} listeners, {} upstreams)",
+                    file.display(),
+                    cfg.listeners.len(),
+                    cfg.upstreams.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Check { .. } => unreachable!("clap requires --config or --nginx"),
         Command::ImportNginx { file } => match tideway::nginx::import(&file) {
             Ok(converted) => {
                 for w in &converted.warnings {

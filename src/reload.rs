@@ -26,7 +26,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub enum ConfigSource {
     Toml(PathBuf),
-    Nginx(PathBuf),
+    /// An nginx config, read with these options on every reload.
+    Nginx(PathBuf, crate::nginx::Options),
     /// The built-in config, as TOML text (a reload reads it again: nothing changes).
     BuiltIn(String),
 }
@@ -38,7 +39,7 @@ impl ConfigSource {
             ConfigSource::Toml(p) => crate::config::load(p)
                 .map(|c| (c, Vec::new()))
                 .map_err(|e| e.to_string()),
-            ConfigSource::Nginx(p) => crate::nginx::load(p).map_err(|e| e.to_string()),
+            ConfigSource::Nginx(p, o) => crate::nginx::load_with(p, *o).map_err(|e| e.to_string()),
             ConfigSource::BuiltIn(text) => {
                 crate::config::parse(text, std::path::Path::new(crate::config::default::BUILT_IN))
                     .map(|c| (c, Vec::new()))

@@ -78,12 +78,20 @@ fn check_nginx_reports_file_line_col_and_warnings() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The report, by class, on stdout.
+    let report = String::from_utf8_lossy(&out.stdout);
+    let ignored = report
+        .split("ignored (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no ignored group: {report}"));
     assert!(
-        err.contains("warning: tests/nginx/golden/full.conf:33: \"gzip\" is not understood"),
-        "{err}"
+        ignored.contains("  tests/nginx/golden/full.conf:33: \"gzip\" is ignored"),
+        "{report}"
     );
-    assert!(err.contains("conf.d/chat.conf:6: backup server"), "{err}");
+    assert!(
+        ignored.contains("conf.d/chat.conf:6: backup server"),
+        "{report}"
+    );
 
     let good = Path::new(GOLDEN).join("seed-workerman-servers.conf");
 
@@ -370,15 +378,17 @@ fn import_error(conf: &str) -> (String, String) {
     (err, path.display().to_string())
 }
 
-/// Access control is never dropped (issue 21): `allow`, `deny`, `auth_basic` and
-/// `auth_request` fail the import with file:line, at every level.
+/// Access control is never dropped (issue 21): what tideway does not implement
+/// (`auth_basic`, `auth_request`, `limit_except`) fails the import with file:line at every
+/// level, and so do `allow`/`deny` where tideway does not read them (a stream server).
 #[test]
-fn access_control_fails_the_import_with_file_and_line() {
+fn auth_fails_the_import_with_file_and_line() {
     for (at, line) in [
-        ("http", "allow 10.0.0.0/8;"),
-        ("server", "deny all;"),
-        ("location", "auth_basic \"closed\";"),
+        ("http", "auth_basic \"closed\";"),
+        ("server", "auth_request /auth;"),
+        ("location", "auth_basic_user_file htpasswd;"),
         ("nested", "auth_request /auth;"),
+        ("nested", "limit_except GET { deny all; }"),
     ] {
         let (h, s, l, n) = match at {
             "http" => (line, "", "", ""),
@@ -387,7 +397,7 @@ fn access_control_fails_the_import_with_file_and_line() {
             _ => ("", "", "", line),
         };
         let conf = format!(
-            "http {{\n{h}\nupstream app {{ server 127.0.0.1:1; }}\nserver {{\nlisten 8080;\n{s}\nlocation / {{\n{l}\nproxy_pass http://app;\nlocation /in {{\n{n}\nproxy_pass http://app;\n}}\n}}\n}}\n}}\n"
+            "http {{\n{h}\nupstream app {{ server 127.0.0.1:1; }}\nserver {{\nlisten 8080;\nallow 10.0.0.0/8;\n{s}\nlocation / {{\n{l}\nproxy_pass http://app;\nlocation /in {{\n{n}\nproxy_pass http://app;\n}}\n}}\n}}\n}}\n"
         );
         let want_line = conf.lines().position(|x| x == line).unwrap() + 1;
         let (err, file) = import_error(&conf);
@@ -396,44 +406,117 @@ fn access_control_fails_the_import_with_file_and_line() {
             err.contains(&format!("{file}:{want_line}: \"{name}\" is access control")),
             "{at}: {err}"
         );
+        assert!(!err.contains("\"allow\""), "allow is read there: {err}");
     }
+    let (err, file) = import_error(
+        "stream {\nupstream t { server 127.0.0.1:1; }\nserver {\nlisten 9000;\ndeny 10.0.0.1;\nproxy_pass t;\n}\n}\n",
+    );
+    assert!(
+        err.contains(&format!("{file}:5: \"deny\" is access control, which tideway reads only in http, server and location blocks")),
+        "{err}"
+    );
 }
 
-/// Per-client limits hold per listen: in a server's sole `location /` they are the server's;
-/// in any other location they fail the import with file:line, and so do servers sharing a
-/// listen with different limits.
+/// allow/deny are read at every http level, a level with any replacing the enclosing list;
+/// a malformed one fails with file:line; on a proxy_protocol listen they need the balancer
+/// trusted (else anyone reaching the port could write the address checked).
 #[test]
-fn limits_in_locations_are_refused_unless_the_location_covers_the_server() {
-    let zone = "limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;\nupstream app { server 127.0.0.1:1; }";
-    let (err, file) = import_error(&format!(
-        "http {{\n{zone}\nserver {{\nlisten 8080;\nlocation /api/ {{\nlimit_req zone=z;\nproxy_pass http://app;\n}}\n}}\n}}\n"
-    ));
+fn allow_and_deny_are_read_with_nginx_inheritance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.conf");
+    std::fs::write(
+        &path,
+        "http {\nallow 10.0.0.0/8;\ndeny all;\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080;\nlocation / { proxy_pass http://app; }\nlocation /in/ {\ndeny 10.0.0.5/8;\nproxy_pass http://app;\nlocation /in/deep/ { proxy_pass http://app; }\n}\n}\n}\n",
+    )
+    .unwrap();
+    let got = tideway::nginx::import(&path).unwrap_or_else(|e| panic!("{e}"));
+    let lists: Vec<&str> = got
+        .toml
+        .lines()
+        .filter(|l| l.starts_with("access"))
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            "access = [\"allow 10.0.0.0/8\", \"deny all\"]",
+            "access = [\"deny 10.0.0.0/8\"]",
+            "access = [\"deny 10.0.0.0/8\"]",
+        ],
+        "{}",
+        got.toml
+    );
     assert!(
-        err.contains(&format!(
-            "{file}:7: \"limit_req\": per-location limits are not supported yet"
-        )),
+        got.warnings
+            .iter()
+            .any(|w| w.contains(":9: ") && w.contains("low address bits")),
+        "{:?}",
+        got.warnings
+    );
+    let (err, file) = import_error(
+        "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080;\nlocation / {\ndeny 10.0.0;\nproxy_pass http://app;\n}\n}\n}\n",
+    );
+    assert!(
+        err.contains(&format!("{file}:6: \"deny\": invalid address")),
         "{err}"
     );
-    let (err, file) = import_error(&format!(
-        "http {{\n{zone}\nserver {{\nlisten 8080;\nserver_name a;\nlimit_req zone=z;\nlocation / {{ proxy_pass http://app; }}\n}}\nserver {{\nlisten 8080;\nserver_name b;\nlocation / {{ proxy_pass http://app; }}\n}}\n}}\n"
-    ));
+    let (err, file) = import_error(
+        "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080 proxy_protocol;\nlocation / {\nallow 10.0.0.0/8;\ndeny all;\nproxy_pass http://app;\n}\n}\n}\n",
+    );
     assert!(
-        err.contains(&format!(
-            "{file}:10: per-client limits differ from another server's"
-        )),
+        err.contains(&format!("{file}:5: allow/deny on a proxy_protocol listen")),
         "{err}"
     );
+    // The PROXY header is the listen's: a server on it whose own listen line lacks the flag
+    // is no safer.
+    let (err, file) = import_error(
+        "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080 proxy_protocol;\nlocation / { proxy_pass http://app; }\n}\nserver {\nlisten 8080;\nserver_name b;\nlocation / {\ndeny 10.0.0.1;\nproxy_pass http://app;\n}\n}\n}\n",
+    );
+    assert!(
+        err.contains(&format!("{file}:10: allow/deny on a proxy_protocol listen")),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "http {\nupstream app { server 127.0.0.1:1; }\nserver {\nlisten 8080 proxy_protocol;\nset_real_ip_from 10.1.1.1;\nreal_ip_header proxy_protocol;\nlocation / {\nallow 10.0.0.0/8;\ndeny all;\nproxy_pass http://app;\n}\n}\n}\n",
+    )
+    .unwrap();
+    tideway::nginx::import(&path).unwrap_or_else(|e| panic!("a trusted balancer: {e}"));
+}
+
+/// A location's limits are its route's (`client_limits` on the route, the server's and http's
+/// under its own); a server whose limits differ from those of the listen it shares carries
+/// them on its routes; an unknown zone in a location fails with the location's file:line.
+#[test]
+fn limits_in_locations_become_the_routes_own() {
+    let zone = "limit_req_zone $binary_remote_addr zone=z:1m rate=1r/s;\nlimit_conn_zone $binary_remote_addr zone=c:1m;\nupstream app { server 127.0.0.1:1; }";
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ok.conf");
     std::fs::write(
         &path,
-        format!("http {{\n{zone}\nserver {{\nlisten 8080;\nlocation / {{\nlimit_req zone=z;\nproxy_pass http://app;\n}}\n}}\n}}\n"),
+        format!("http {{\n{zone}\nserver {{\nlisten 8080;\nlimit_conn c 3;\nlocation / {{ proxy_pass http://app; }}\nlocation /api/ {{\nlimit_req zone=z burst=2;\nproxy_pass http://app;\n}}\n}}\nserver {{\nlisten 8080;\nserver_name b;\nlocation / {{ proxy_pass http://app; }}\n}}\n}}\n"),
     )
     .unwrap();
     let got = tideway::nginx::import(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        got.toml.contains("client_limits = [{ zone = \"z\" }]"),
+    let limits: Vec<&str> = got
+        .toml
+        .lines()
+        .filter(|l| l.starts_with("client_limits"))
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            "client_limits = [{ zone = \"c\", conn = 3 }]",
+            "client_limits = [{ zone = \"z\", burst = 2 }, { zone = \"c\", conn = 3 }]",
+            "client_limits = []",
+        ],
         "{}",
         got.toml
+    );
+    let (err, file) = import_error(&format!(
+        "http {{\n{zone}\nserver {{\nlisten 8080;\nlocation /api/ {{\nlimit_req zone=nowhere;\nproxy_pass http://app;\n}}\n}}\n}}\n"
+    ));
+    assert!(
+        err.contains(&format!("{file}:7: unknown limit_req_zone \"nowhere\"")),
+        "{err}"
     );
 }

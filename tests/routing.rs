@@ -98,8 +98,9 @@ async fn send(port: u16, raw: &str) -> Seen {
 }
 
 /// Serve `conf` (with `LISTEN` for the address) with nginx and with tideway, send each of
-/// `requests` (with `HOSTLINE` standing for the Host line) to both, and compare.
-async fn differential(name: &str, conf: &str, requests: &[String]) {
+/// `requests` (with `HOSTLINE` standing for the Host line) to both, and compare. Returns
+/// tideway's answers.
+async fn differential(name: &str, conf: &str, requests: &[String]) -> Vec<Seen> {
     assert!(
         Path::new("/usr/sbin/nginx").exists(),
         "nginx is not installed (scripts/test.sh installs nginx-light)"
@@ -158,6 +159,7 @@ async fn differential(name: &str, conf: &str, requests: &[String]) {
     wait_port(np).await;
     wait_port(tp).await;
     let mut differ = Vec::new();
+    let mut seen = Vec::new();
     for raw in requests {
         let from_nginx = send(np, raw).await;
         let from_tideway = send(tp, raw).await;
@@ -182,6 +184,7 @@ async fn differential(name: &str, conf: &str, requests: &[String]) {
                 "{raw:?}\n  nginx:   {from_nginx:?}\n  tideway: {from_tideway:?}"
             ));
         }
+        seen.push(from_tideway);
     }
     assert!(
         differ.is_empty(),
@@ -190,6 +193,7 @@ async fn differential(name: &str, conf: &str, requests: &[String]) {
         requests.len(),
         differ.join("\n")
     );
+    seen
 }
 
 /// Every combination of `methods`, `hosts` (None: an HTTP/1.0 request without Host) and
@@ -261,8 +265,9 @@ async fn the_seed_configs_route_as_nginx_does() {
     differential("seed 2", &conf, &reqs).await;
 }
 
-#[tokio::test]
-async fn the_workerman_site_routes_as_nginx_does() {
+/// conf/workerman-site.conf with `LISTEN` for its address and its backends on recorders;
+/// with `api_down`, the API's primary server is a port nothing listens on.
+async fn workerman_site(api_down: bool) -> String {
     let text = std::fs::read_to_string("conf/workerman-site.conf").unwrap();
     let mut conf = text.replace("127.0.0.1:8080", "LISTEN");
     for (default_port, name) in [
@@ -270,13 +275,26 @@ async fn the_workerman_site_routes_as_nginx_does() {
         (2347, "api"),
         (2348, "app"),
         (2349, "assets"),
+        (2350, "api-backup"),
     ] {
-        let port = recorder(name).await;
+        let port = if api_down && name == "api" {
+            // Bound then dropped: connections to it are refused.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        } else {
+            recorder(name).await
+        };
         conf = conf.replace(
-            &format!("127.0.0.1:{default_port};"),
-            &format!("127.0.0.1:{port};"),
+            &format!("127.0.0.1:{default_port}"),
+            &format!("127.0.0.1:{port}"),
         );
     }
+    conf
+}
+
+#[tokio::test]
+async fn the_workerman_site_routes_as_nginx_does() {
+    let conf = workerman_site(false).await;
     let hosts = [
         Some("example.com"),
         Some("WWW.Example.com:8080"),
@@ -326,6 +344,24 @@ async fn the_workerman_site_routes_as_nginx_does() {
             .to_string(),
     );
     differential("workerman site", &conf, &reqs).await;
+}
+
+/// The API's primary server refuses connections: nginx and tideway both send /api/ (and the
+/// api.example.com server) to the backup server, and everything else where it went before.
+#[tokio::test]
+async fn the_workerman_site_fails_over_to_the_api_backup_as_nginx_does() {
+    let conf = workerman_site(true).await;
+    let hosts = [Some("example.com"), Some("api.example.com"), None];
+    let paths = ["/", "/api/", "/api/users?id=1", "/ws", "/status", "/x"];
+    let reqs = requests(&["GET", "POST"], &hosts, &paths);
+    let seen = differential("workerman site, api down", &conf, &reqs).await;
+    let by_backup = seen
+        .iter()
+        .filter(|s| s.status == 200 && s.backend.starts_with("api-backup "))
+        .count();
+    // /api/ and /api/users from example.com and without Host (the default server), and all
+    // six paths from api.example.com, each with GET and POST.
+    assert_eq!(by_backup, 2 * (2 + 2 + 6), "answers: {seen:?}");
 }
 
 /// The routes of a TOML config for `[[listener]]` at `http` (without its `listen`).

@@ -249,7 +249,7 @@ async fn reload(
 
 /// `GET /v1/routes`
 #[utoipa::path(get, path = "/v1/routes", tag = "operators",
-    responses((status = 200, description = "`{\"listeners\": [{\"listen\", \"routes\": [{server, hosts, default_server, path, upstream | return, uri, timeouts, websocket, max_body, at}]}]}`: every HTTP listener's routes, in the order they are matched within their kind")),
+    responses((status = 200, description = "`{\"listeners\": [{\"listen\", \"routes\": [{server, hosts, default_server, path, upstream | return, uri, timeouts, websocket, max_body, access?, client_limits?, at}]}]}`: every HTTP listener's routes, in the order they are matched within their kind")),
     security(("admin" = [])))]
 async fn routes(
     State(s): State<Arc<AdminState>>,

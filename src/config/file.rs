@@ -426,7 +426,8 @@ impl FileConfig {
                     Some(files)
                 }
             };
-            let (upstream, servers) = routes::of_listener(&cx, l, protocol, &self.upstream)?;
+            let (upstream, servers) =
+                routes::of_listener(&cx, l, protocol, &self.upstream, &zones)?;
             let tls = routes::server_tls(&cx, l, tls, &servers)?;
             let mut limits = match &l.limits {
                 None => HttpLimits::default(),

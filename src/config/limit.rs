@@ -63,6 +63,15 @@ pub enum LimitRule {
     Rate { burst: u32, delay: u32 },
 }
 
+/// The client entries a zone of `bytes` holds, as nginx's documentation counts them.
+pub fn zone_entries(kind: ZoneKind, bytes: u64) -> usize {
+    let per_entry = match kind {
+        ZoneKind::Conn => CONN_ENTRY_BYTES,
+        ZoneKind::Rate { .. } => RATE_ENTRY_BYTES,
+    };
+    usize::try_from(bytes / per_entry).unwrap_or(usize::MAX)
+}
+
 /// `[limit_zone.NAME]` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,19 +172,16 @@ pub(super) fn zones(
                 b
             }
         };
-        let (kind, per_entry) = match (z.kind.get_ref().as_str(), &z.rate) {
-            ("conn", None) => (ZoneKind::Conn, CONN_ENTRY_BYTES),
+        let kind = match (z.kind.get_ref().as_str(), &z.rate) {
+            ("conn", None) => ZoneKind::Conn,
             ("conn", Some(r)) => {
                 return Err(cx.err(r.span(), "rate is for kind = \"rate\" zones"));
             }
             ("rate", Some(r)) => {
                 let milli = parse_rate(r.get_ref()).map_err(|m| cx.err(r.span(), m))?;
-                (
-                    ZoneKind::Rate {
-                        milli_per_sec: milli,
-                    },
-                    RATE_ENTRY_BYTES,
-                )
+                ZoneKind::Rate {
+                    milli_per_sec: milli,
+                }
             }
             ("rate", None) => {
                 return Err(cx.err(span, "a rate zone needs rate = \"Nr/s\" or \"Nr/m\""));
@@ -187,7 +193,7 @@ pub(super) fn zones(
                 ));
             }
         };
-        let entries = usize::try_from(bytes / per_entry).unwrap_or(usize::MAX);
+        let entries = zone_entries(kind, bytes);
         out.insert(
             name.clone(),
             LimitZone {

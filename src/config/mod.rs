@@ -8,6 +8,7 @@
 //!
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
+pub mod access;
 pub mod default;
 mod duration;
 mod error;
@@ -20,6 +21,7 @@ pub mod scope;
 pub mod tls;
 mod types;
 
+pub use access::AccessList;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};

@@ -162,6 +162,11 @@ pub struct RouteSettings {
     pub websocket: Option<bool>,
     /// nginx's `client_max_body_size`: a longer body gets 413 (None: no limit of its own).
     pub max_body: Option<u64>,
+    /// nginx's `allow`/`deny`, in order (None: everyone may use the route).
+    pub access: Option<super::AccessList>,
+    /// nginx's `limit_req`/`limit_conn` of a location: these per-client limits instead of the
+    /// listener's `client_limits` (None: the listener's).
+    pub client_limits: Option<Vec<super::ClientLimit>>,
 }
 
 /// The route table of a listener that has only `upstream = "NAME"`: one server, one location
@@ -289,6 +294,65 @@ mod tests {
         assert_eq!(php.settings.websocket, Some(false));
         assert_eq!(big.settings.max_body, Some(5000), "its own wins");
         assert_eq!(big.settings.websocket, Some(false));
+    }
+
+    #[test]
+    fn a_route_has_an_ordered_access_list_and_limits_of_its_own() {
+        let text = "[[listener]]\nlisten = \"127.0.0.1:8080\"\nclient_limits = [{ zone = \"c\", conn = 9 }]\n\n\
+            [[listener.route]]\npath = \"/\"\nupstream = \"app\"\n\n\
+            [[listener.route]]\npath = \"/admin/\"\nupstream = \"app\"\naccess = [\"deny 10.0.0.1\", \"allow 10.0.0.0/8\", \"deny all\"]\nclient_limits = [{ zone = \"r\", burst = 2, nodelay = true }]\n\n\
+            [[listener.route.route]]\npath = \"/admin/in/\"\nupstream = \"app\"\n\n\
+            [[listener.route.route]]\npath = \"/admin/open/\"\nupstream = \"app\"\naccess = []\nclient_limits = []\n\n\
+            [upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n\n\
+            [limit_zone.r]\nkind = \"rate\"\nrate = \"1r/s\"\n\n[limit_zone.c]\nkind = \"conn\"\n";
+        let c = crate::config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let [root, admin] = &c.listeners[0].routes[0].locations[..] else {
+            panic!("two routes")
+        };
+        assert_eq!(root.settings.access, None);
+        assert_eq!(root.settings.client_limits, None, "the listener's hold");
+        let list = admin.settings.access.as_ref().unwrap();
+        assert_eq!(
+            list.texts(),
+            ["deny 10.0.0.1", "allow 10.0.0.0/8", "deny all"]
+        );
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert!(!list.allows(ip("10.0.0.1")) && list.allows(ip("10.0.0.2")));
+        assert!(!list.allows(ip("192.0.2.1")));
+        let limits = admin.settings.client_limits.as_ref().unwrap();
+        assert_eq!(limits.len(), 1);
+        assert_eq!(limits[0].zone.name, "r");
+        let [inner, open] = &admin.nested[..] else {
+            panic!("two nested routes")
+        };
+        assert_eq!(inner.settings.access, admin.settings.access, "inherited");
+        assert_eq!(inner.settings.client_limits, admin.settings.client_limits);
+        assert_eq!(
+            open.settings.access.as_ref().map(|a| a.rules.len()),
+            Some(0)
+        );
+        assert_eq!(open.settings.client_limits, Some(Vec::new()));
+
+        for (bad, line, want) in [
+            ("access = [\"permit all\"]", 22, "starts with allow or deny"),
+            ("access = [\"deny 10.0.0\"]", 22, "invalid address"),
+            (
+                "client_limits = [{ zone = \"nowhere\" }]",
+                22,
+                "unknown limit zone",
+            ),
+            ("allow = [\"10.0.0.0/8\"]", 22, "unknown field"),
+        ] {
+            let broken = text.replacen("access = []\nclient_limits = []", bad, 1);
+            let err = crate::config::parse(&broken, std::path::Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("t.toml:{line}")) || err.contains(&format!("line {line}")),
+                "{bad}: {err}"
+            );
+            assert!(err.contains(want), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! nginx directives -> tideway TOML. What is understood becomes config; anything else is a
-//! warning naming the directive and its file:line, and is ignored.
+//! nginx directives -> tideway TOML. What is understood becomes config; what is not is a
+//! finding of the [`Report`] naming the directive and its file:line (approximated, ignored,
+//! skipped or an error).
 
 use super::limit::Scope;
 use super::parse::Directive;
 use super::realip::RealIpConf;
+use super::report::{warning_class, Class, Finding, Report};
 use super::retry::Retry;
 use super::routes::{Inherited, Notes};
 use crate::config::ServerConfig;
@@ -14,24 +16,39 @@ use std::fmt::Write;
 #[derive(Debug, Default)]
 pub struct Converted {
     pub toml: String,
+    /// What is approximated, ignored or skipped, each with its nginx file:line.
     pub warnings: Vec<String>,
     /// What makes the import fail: what nginx itself would refuse, or what tideway cannot
-    /// honour (a limit keyed by other than the client address, access control), each with its
-    /// nginx file:line.
+    /// honour (a limit keyed by other than the client address, access control, content it
+    /// does not serve), each with its nginx file:line.
     pub errors: Vec<String>,
+    /// Every directive and what became of it.
+    pub report: Report,
+}
+
+/// How strictly to import.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// Every ignored directive is an error.
+    pub strict: bool,
+    /// A location nginx serves itself (files, FastCGI...) or a UDP listen is left out,
+    /// reported as skipped, instead of failing the import.
+    pub skip_unproxied: bool,
 }
 
 #[derive(Debug, Default, Clone)]
-struct Upstream {
+pub(super) struct Upstream {
     balance: Option<&'static str>,
     hash_key: Option<String>,
     /// `hash KEY` without `consistent`.
     plain_hash: bool,
     servers: Vec<Server>,
     slow_start: Option<String>,
-    idle_timeout: Option<String>,
+    pub(super) idle_timeout: Option<String>,
     /// The `proxy_next_upstream*` settings of the locations that proxy here.
     retry: Option<Retry>,
+    /// The nginx file:line it comes from (its `upstream` block or `proxy_pass`).
+    at: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,35 +63,42 @@ struct Server {
 }
 
 #[derive(Debug)]
-struct Listener {
-    listen: String,
-    protocol: &'static str,
-    upstream: String,
+pub(super) struct Listener {
+    /// The nginx file:line of the `listen` (or `server` block) it comes from.
+    pub(super) at: String,
+    pub(super) listen: String,
+    pub(super) protocol: &'static str,
+    pub(super) upstream: String,
     /// An http listener's servers (the `server` blocks on its `listen`, in file order).
-    servers: Vec<ServerConfig>,
-    proxy_protocol: bool,
+    pub(super) servers: Vec<ServerConfig>,
+    pub(super) proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
-    real_ip: Option<String>,
+    pub(super) real_ip: Option<String>,
     /// The `client_limits = [...]` line, or empty.
-    limits: String,
+    pub(super) limits: String,
+    /// A PROXY header's address is believed only from trusted balancers (`real_ip`).
+    pub(super) trusts_proxy: bool,
 }
 
-struct Cx {
+pub(super) struct Cx {
     /// Directory relative file names (certificates) resolve against: the main file's.
-    base: std::path::PathBuf,
-    warnings: Vec<String>,
-    errors: Vec<String>,
-    upstreams: BTreeMap<String, Upstream>,
-    listeners: Vec<Listener>,
+    pub(super) base: std::path::PathBuf,
+    pub(super) warnings: Vec<String>,
+    pub(super) errors: Vec<String>,
+    pub(super) upstreams: BTreeMap<String, Upstream>,
+    pub(super) listeners: Vec<Listener>,
     /// `limit_req_zone` and `limit_conn_zone`, by name.
-    zones: BTreeMap<String, super::limit::Zone>,
+    pub(super) zones: BTreeMap<String, super::limit::Zone>,
     /// The limit directives of the enclosing http or stream block.
-    outer: Scope,
+    pub(super) outer: Scope,
+    pub(super) options: Options,
+    /// Findings with their class known where they are made.
+    pub(super) notes: Vec<Finding>,
 }
 
 impl Cx {
     /// Read a limit directive into `scope`; true if `d` was one.
-    fn limit(&mut self, scope: &mut Scope, d: &Directive) -> bool {
+    pub(super) fn limit(&mut self, scope: &mut Scope, d: &Directive) -> bool {
         match scope.read(d) {
             None => false,
             Some(r) => {
@@ -85,7 +109,7 @@ impl Cx {
     }
 
     /// The `client_limits` line for a listener with these limits.
-    fn client_limits(&mut self, scope: &Scope, d: &Directive, tcp: bool) -> String {
+    pub(super) fn client_limits(&mut self, scope: &Scope, d: &Directive, tcp: bool) -> String {
         let all = scope.under(&self.outer);
         all.render(&self.zones, tcp).unwrap_or_else(|e| {
             self.errors.push(format!("{}: {e}", d.at()));
@@ -93,7 +117,11 @@ impl Cx {
         })
     }
 
-    fn warn(&mut self, d: &Directive, why: &str) {
+    pub(super) fn note(&mut self, d: &Directive, class: Class, why: impl Into<String>) {
+        self.notes.push(Finding::of(d, class, why));
+    }
+
+    pub(super) fn warn(&mut self, d: &Directive, why: &str) {
         self.warnings
             .push(format!("{}: \"{}\" {why}; ignored", d.at(), d.name));
     }
@@ -105,19 +133,6 @@ pub(super) fn time(v: &str) -> Option<String> {
         return Some(format!("{v}s"));
     }
     crate::config::parse_duration(v).ok().map(|_| v.to_string())
-}
-
-/// nginx `listen` argument -> host:port.
-fn listen_addr(v: &str) -> String {
-    if v.bytes().all(|b| b.is_ascii_digit()) {
-        format!("0.0.0.0:{v}")
-    } else if let Some(port) = v.strip_prefix("*:") {
-        format!("0.0.0.0:{port}")
-    } else if v.contains(':') {
-        v.to_string()
-    } else {
-        format!("{v}:80")
-    }
 }
 
 /// nginx hash key -> tideway hash_key: the short forms for one variable, else the nginx
@@ -146,7 +161,10 @@ fn upstream(cx: &mut Cx, d: &Directive) {
     let Some(name) = d.args.first() else {
         return cx.warn(d, "has no name");
     };
-    let mut up = Upstream::default();
+    let mut up = Upstream {
+        at: d.at(),
+        ..Upstream::default()
+    };
     for s in d.block.as_deref().unwrap_or_default() {
         match s.name.as_str() {
             "server" => server(cx, &mut up, s),
@@ -171,20 +189,11 @@ fn upstream(cx: &mut Cx, d: &Directive) {
                 up.balance = Some("hash");
             }
             "ip_hash" => {
-                cx.warnings.push(format!("{}: \"ip_hash\" becomes a consistent hash of the client address; clients may land on other backends than with nginx", s.at()));
                 up.balance = Some("hash");
                 up.hash_key = Some("ip".into());
             }
             "least_conn" => up.balance = Some("least_conn"),
-            "random" => {
-                if s.args.first().map(String::as_str) != Some("two") {
-                    cx.warnings.push(format!(
-                        "{}: \"random\" becomes p2c (two random choices, the less loaded wins)",
-                        s.at()
-                    ));
-                }
-                up.balance = Some("p2c");
-            }
+            "random" => up.balance = Some("p2c"),
             "keepalive" | "keepalive_timeout" | "keepalive_requests" | "keepalive_time"
             | "zone" => {}
             _ => cx.warn(s, "is not understood in an upstream block"),
@@ -238,36 +247,49 @@ fn server(cx: &mut Cx, up: &mut Upstream, d: &Directive) {
                 Some(t) => s.fail_timeout = Some(t),
                 None => cx.warn(d, &format!("has an invalid fail_timeout {v:?}")),
             },
-            "slow_start" => up.slow_start = time(v).or(up.slow_start.take()),
+            "slow_start" => {
+                up.slow_start = time(v).or(up.slow_start.take());
+                cx.notes.push(param(
+                    d,
+                    k,
+                    Class::Approximated,
+                    "(server parameter) applies to the whole upstream in tideway",
+                ));
+            }
             "down" => s.down = true,
             "backup" => s.backup = true,
             "max_conns" => match v.parse() {
                 Ok(n) => s.max_conns = n,
                 Err(_) => cx.warn(d, &format!("has an invalid max_conns {v:?}")),
             },
-            _ => cx.warnings.push(format!(
-                "{}: server parameter {p:?} is not understood; ignored",
-                d.at()
+            _ => cx.notes.push(param(
+                d,
+                k,
+                Class::Ignored,
+                "(server parameter) is not understood",
             )),
         }
     }
     up.servers.push(s);
 }
 
-/// `proxy_pass` target -> upstream name, creating an upstream for a bare address.
-fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
+/// A finding about one parameter of directive `d` (a `server` or `listen` line).
+pub(super) fn param(d: &Directive, p: &str, class: Class, why: &str) -> Finding {
+    Finding {
+        at: d.at(),
+        name: p.to_string(),
+        class,
+        why: why.to_string(),
+    }
+}
+
+/// `proxy_pass` target -> upstream name, creating an upstream for a bare address. In http
+/// (`scheme`), a target tideway cannot proxy to returns None and is judged with its location
+/// ([`super::content`]); in stream it is an error here.
+pub(super) fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     let raw = d.args.first()?;
     let rest = if scheme {
-        match raw
-            .strip_prefix("http://")
-            .or_else(|| raw.strip_prefix("https://"))
-        {
-            Some(r) => r,
-            None => {
-                cx.warn(d, "has a target that is not http://");
-                return None;
-            }
-        }
+        raw.strip_prefix("http://")?
     } else {
         raw.as_str()
     };
@@ -276,16 +298,21 @@ fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
         return Some(host);
     }
     if host.contains('$') {
-        cx.errors.push(format!(
-            "{}: \"proxy_pass\" with a variable ({raw}) is not supported",
-            d.at()
-        ));
+        if !scheme {
+            cx.note(
+                d,
+                Class::Error,
+                format!("with a variable ({raw}) is not supported"),
+            );
+        }
         return None;
     }
     let name = host.replace([':', '.'], "_");
+    let at = d.at();
     cx.upstreams
         .entry(name.clone())
         .or_insert_with(|| Upstream {
+            at,
             servers: vec![Server {
                 addr: if host.contains(':') {
                     host.clone()
@@ -309,56 +336,14 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
     Some((name, uri))
 }
 
-/// Access control tideway does not implement: never dropped, the import fails (issue 21).
-pub(super) const ACCESS: [&str; 5] = [
-    "allow",
-    "deny",
-    "auth_basic",
-    "auth_basic_user_file",
-    "auth_request",
-];
-
-/// An error with file:line for each access control directive, at any depth.
-fn refuse_access(errors: &mut Vec<String>, block: &[Directive]) {
-    for d in block {
-        if ACCESS.contains(&d.name.as_str()) {
-            errors.push(format!(
-                "{}: \"{}\" is access control, which tideway does not implement; remove it only if the backend enforces the same rule",
-                d.at(),
-                d.name
-            ));
-        }
-        refuse_access(errors, d.block.as_deref().unwrap_or_default());
-    }
-}
-
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
 /// settings (inherited from `retry`) go to its upstream, the first location's holding.
-/// Per-client limits are per listen: `whole` (the server's only location is `location /`,
-/// with none nested) takes that location's, returned, as the server's own, since every request
-/// goes through it; in any other location they are an error.
-fn locations(
-    cx: &mut Cx,
-    block: &[Directive],
-    retry: &Retry,
-    passed: &BTreeMap<String, String>,
-    whole: bool,
-) -> Scope {
-    let mut limits = Scope::default();
+fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
     for s in block.iter().filter(|s| s.name == "location") {
         let inner = s.block.as_deref().unwrap_or_default();
         let mut here = retry.clone();
         for l in inner {
-            if here.take(l, &mut cx.warnings) || (whole && cx.limit(&mut limits, l)) {
-                continue;
-            }
-            if Scope::default().read(l).is_some() {
-                cx.errors.push(format!(
-                    "{}: \"{}\": per-location limits are not supported yet (only in a server's sole `location /`); set them at server level",
-                    l.at(),
-                    l.name
-                ));
-            }
+            here.take(l, &mut cx.warnings);
         }
         let up = inner
             .iter()
@@ -375,9 +360,8 @@ fn locations(
                 None => u.retry = Some(here.clone()),
             }
         }
-        locations(cx, inner, &here, passed, false);
+        locations(cx, inner, &here, passed);
     }
-    limits
 }
 
 /// The settings an http block passes to its servers.
@@ -411,13 +395,10 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             continue;
         }
         match s.name.as_str() {
-            "listen" => {
-                if let Some(a) = s.args.first() {
-                    let has = |flag: &str| s.args.iter().any(|x| x == flag);
-                    let default = has("default_server") || has("default");
-                    listens.push((listen_addr(a), has("ssl"), has("proxy_protocol"), default));
-                }
-            }
+            "listen" => listens.extend(
+                super::listen::read(s, false, cx.options.skip_unproxied, &mut cx.notes)
+                    .map(|l| (l, s.at())),
+            ),
             _ if realip.take(s, false, &mut cx.warnings) => {}
             _ if s.name.starts_with("proxy_next_upstream") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
@@ -430,7 +411,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             | "return"
             | "proxy_http_version"
             | "proxy_set_header" => {}
-            name if ACCESS.contains(&name) => {}
+            name if super::access::ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => cx.warn(s, "is not understood in a server block"),
         }
@@ -438,7 +419,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     let mut notes = Notes::default();
     // Each proxy_pass's upstream, by the directive's file:line.
     let mut passed = BTreeMap::new();
-    let server = super::routes::server(d, http, false, &mut notes, &mut |s| {
+    let http = http.limited(limits.under(&cx.outer), &cx.zones);
+    let mut server = super::routes::server(d, &http, false, &mut notes, &mut |s| {
         let found = pass(cx, s);
         if let Some((up, _)) = &found {
             passed.insert(s.at(), up.clone());
@@ -448,26 +430,40 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     cx.warnings.append(&mut notes.warnings);
     cx.errors.append(&mut notes.errors);
     let block = d.block.as_deref().unwrap_or_default();
-    let located: Vec<&Directive> = block.iter().filter(|s| s.name == "location").collect();
-    let whole = matches!(&located[..], [l] if l.args == ["/"]
-        && !l.block.as_deref().unwrap_or_default().iter().any(|n| n.name == "location"));
-    let located = locations(cx, block, &retry, &passed, whole);
-    let limits = cx.client_limits(&located.under(&limits), d, false);
-    if listens.is_empty() {
-        listens.push(("0.0.0.0:80".into(), false, false, false));
+    // A `return` in the server answers everything: its locations are never used.
+    if !block.iter().any(|s| s.name == "return") {
+        let skip = cx.options.skip_unproxied;
+        super::content::check(block, &mut server.locations, skip, &mut cx.notes);
+    }
+    locations(cx, block, &retry, &passed);
+    let scope = limits.under(&cx.outer);
+    let limits = cx.client_limits(&limits, d, false);
+    if listens.is_empty() && !block.iter().any(|s| s.name == "listen") {
+        let all = super::listen::Listen {
+            addr: "0.0.0.0:80".into(),
+            ssl: false,
+            proxy_protocol: false,
+            default: false,
+        };
+        listens.push((all, d.at()));
     }
     let realip = realip.over(block_realip);
-    for (listen, ssl, proxy_protocol, default) in listens {
+    for (l, at) in listens {
+        let super::listen::Listen {
+            addr: listen,
+            ssl,
+            proxy_protocol,
+            default,
+        } = l;
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => Some(crate::config::tls::TlsFiles {
                 cert: cx.base.join(c),
                 key: cx.base.join(k),
             }),
             (true, _, _) => {
-                cx.warn(
-                    d,
-                    "listens with ssl but lacks ssl_certificate or ssl_certificate_key",
-                );
+                cx.errors.push(format!(
+                    "{at}: \"listen\" with ssl needs ssl_certificate and ssl_certificate_key in its server (nginx refuses it too)"
+                ));
                 continue;
             }
             _ => None,
@@ -481,7 +477,20 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             .iter_mut()
             .find(|l| l.listen == listen && l.protocol == "http");
         if let Some(l) = existing {
-            // Another server on the same listen: one more set of names.
+            // Another server on the same listen: one more set of names, none of them taken.
+            let taken = l
+                .servers
+                .iter()
+                .find_map(|s| match (&s.names[..], &server.names[..]) {
+                    ([], []) => Some("\"\""),
+                    (theirs, ours) => ours.iter().find(|n| theirs.contains(n)).map(String::as_str),
+                });
+            if let Some(name) = taken {
+                cx.errors.push(format!(
+                    "{}: server_name {name} is another server's on {listen} too; nginx would ignore it here (\"conflicting server name\"), tideway refuses it: keep it in one server",
+                    d.at()
+                ));
+            }
             if default && l.servers.iter().any(|s| s.default) {
                 cx.errors.push(format!(
                     "{}: a duplicate default server for {listen}",
@@ -495,10 +504,9 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                 ));
             }
             if l.limits != limits {
-                cx.errors.push(format!(
-                    "{}: per-client limits differ from another server's on {listen}; tideway applies them per listen: set the same limits on every server of a listen",
-                    d.at()
-                ));
+                // Limits other than the listen's: each of the server's routes carries them.
+                let own = scope.resolve(&cx.zones, false).unwrap_or_default();
+                super::limit::carry(&mut server.locations, &own);
             }
             l.servers.push(server);
             l.proxy_protocol |= proxy_protocol;
@@ -506,59 +514,13 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
         }
         let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
         cx.listeners.push(Listener {
+            at,
             listen,
             protocol: "http",
             upstream: String::new(),
             servers: vec![server],
             proxy_protocol,
-            real_ip,
-            limits: limits.clone(),
-        });
-    }
-}
-
-fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
-    let mut realip = RealIpConf::default();
-    let mut listens = Vec::new();
-    let mut pass = None;
-    let mut limits = Scope::default();
-    for s in d.block.as_deref().unwrap_or_default() {
-        if cx.limit(&mut limits, s) {
-            continue;
-        }
-        match s.name.as_str() {
-            "listen" => listens.extend(
-                s.args
-                    .first()
-                    .map(|a| (listen_addr(a), s.args.iter().any(|x| x == "proxy_protocol"))),
-            ),
-            _ if realip.take(s, true, &mut cx.warnings) => {}
-            "proxy_pass" => pass = target(cx, s, false),
-            "proxy_timeout" => {
-                if let (Some(t), Some(p)) = (s.args.first().and_then(|v| time(v)), pass.clone()) {
-                    if let Some(u) = cx.upstreams.get_mut(&p) {
-                        u.idle_timeout = Some(t);
-                    }
-                }
-            }
-            "proxy_connect_timeout" => {}
-            name if ACCESS.contains(&name) => {}
-            _ => cx.warn(s, "is not understood in a stream server block"),
-        }
-    }
-    let Some(upstream) = pass else {
-        return cx.warn(d, "has no proxy_pass");
-    };
-    let limits = cx.client_limits(&limits, d, true);
-    let realip = realip.over(block_realip);
-    for (listen, proxy_protocol) in listens {
-        let real_ip = realip.render(true, proxy_protocol, &d.at(), &mut cx.warnings);
-        cx.listeners.push(Listener {
-            listen,
-            protocol: "tcp",
-            upstream: upstream.clone(),
-            servers: Vec::new(),
-            proxy_protocol,
+            trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
             limits: limits.clone(),
         });
@@ -566,7 +528,7 @@ fn stream_server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
 }
 
 /// Convert a parsed nginx config; relative certificate paths resolve against `base`.
-pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
+pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> Converted {
     let mut cx = Cx {
         base: base.to_path_buf(),
         warnings: Vec::new(),
@@ -575,8 +537,10 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         listeners: Vec::new(),
         zones: BTreeMap::new(),
         outer: Scope::default(),
+        options,
+        notes: Vec::new(),
     };
-    refuse_access(&mut cx.errors, top);
+    super::access::refuse(&mut cx.errors, top, false, true);
     for d in top
         .iter()
         .filter(|d| d.name == "upstream" && d.block.is_some())
@@ -641,13 +605,13 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
                             };
                             http_server(&mut cx, s, outer)
                         }
-                        ("server", true) => stream_server(&mut cx, s, &realip),
+                        ("server", true) => super::stream::server(&mut cx, s, &realip),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
                         (name, false) if name.starts_with("proxy_next_upstream") => {}
-                        (name, _) if ACCESS.contains(&name) => {}
+                        (name, _) if super::access::ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
                 }
@@ -664,18 +628,28 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
             _ => cx.warn(d, "is not understood at the top level"),
         }
     }
+    super::access::refuse_spoofable(
+        &mut cx.errors,
+        cx.listeners.iter().map(|l| {
+            (
+                l.listen.as_str(),
+                l.proxy_protocol && !l.trusts_proxy,
+                &l.servers[..],
+            )
+        }),
+    );
     // A listen whose servers have no location serves nothing tideway can serve.
     let mut empty = Vec::new();
     cx.listeners.retain(|l| {
         let keep = l.protocol != "http" || l.servers.iter().any(|s| !s.locations.is_empty());
         if !keep {
-            empty.push(l.listen.clone());
+            empty.push((l.at.clone(), l.listen.clone()));
         }
         keep
     });
-    for listen in empty {
+    for (at, listen) in empty {
         cx.warnings.push(format!(
-            "listen {listen}: no server on it has a location; not served"
+            "{at}: listen {listen}: no server on it has a location; not served"
         ));
     }
     // An upstream is named for the logs of each http listener.
@@ -694,21 +668,36 @@ pub fn convert(top: &[Directive], base: &std::path::Path) -> Converted {
         upstreams,
         listeners,
         zones,
+        notes,
         ..
     } = cx;
     let mut toml = render(&upstreams, &listeners);
     toml.push_str(&super::limit::render_zones(&zones));
+    let mut report = Report::walk(top);
+    for w in &warnings {
+        report.note(Finding::from_message(w, warning_class(w)));
+    }
+    for e in &errors {
+        report.note(Finding::from_message(e, Class::Error));
+    }
+    for n in notes {
+        report.note(n);
+    }
+    if options.strict {
+        report.strict();
+    }
     Converted {
         toml,
-        warnings,
-        errors,
+        warnings: report.warnings(),
+        errors: report.lines(Class::Error),
+        report,
     }
 }
 
 fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> String {
     let mut out = String::from("# Converted from nginx by `tideway import-nginx`.\n");
     for l in listeners {
-        let _ = write!(out, "\n[[listener]]\nlisten = {:?}\n", l.listen);
+        let _ = write!(out, "\n# {}\n[[listener]]\nlisten = {:?}\n", l.at, l.listen);
         if l.protocol != "http" {
             let _ = writeln!(out, "protocol = {:?}", l.protocol);
         }
@@ -729,7 +718,7 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         }
     }
     for (name, u) in upstreams {
-        let _ = write!(out, "\n[upstream.{name}]\n");
+        let _ = write!(out, "\n# {}\n[upstream.{name}]\n", u.at);
         if let Some(b) = u.balance {
             let _ = writeln!(out, "balance = {b:?}");
         }

@@ -1,6 +1,6 @@
 //! nginx's per-client limits -> tideway's: `limit_req_zone` / `limit_conn_zone` become
 //! `[limit_zone.NAME]`; `limit_req`, `limit_conn`, `limit_req_status` and `limit_conn_status`
-//! become a listener's `client_limits`, inherited as nginx inherits them (a level that sets any
+//! become a listener's `client_limits` (a location's: its route's), inherited as nginx inherits them (a level that sets any
 //! `limit_req` replaces the `limit_req`s above it; likewise `limit_conn` and each status).
 //!
 //! Only the client address can be a key (`$binary_remote_addr`, `$remote_addr`); any other
@@ -8,6 +8,8 @@
 //! refuse the file too.
 
 use super::parse::Directive;
+use crate::config::limit::{parse_rate, parse_size, zone_entries, DEFAULT_LIMIT_STATUS};
+use crate::config::{ClientLimit, LimitRule, LimitZone, ZoneKind};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -77,64 +79,114 @@ impl Scope {
     /// The `client_limits = [...]` line of a listener (empty when there are none); every zone
     /// named must be in `zones` and of the right kind.
     pub fn render(&self, zones: &BTreeMap<String, Zone>, tcp: bool) -> Result<String, String> {
-        let mut items = Vec::new();
+        let limits = self.resolve(zones, tcp)?;
+        Ok(if limits.is_empty() {
+            String::new()
+        } else {
+            format!("client_limits = {}\n", render_limits(&limits))
+        })
+    }
+
+    /// The limits as tideway's config holds them; every zone named must be in `zones` and of
+    /// the right kind.
+    pub fn resolve(
+        &self,
+        zones: &BTreeMap<String, Zone>,
+        tcp: bool,
+    ) -> Result<Vec<ClientLimit>, String> {
+        let mut out = Vec::new();
         for u in self.req.iter().flatten().chain(self.conn.iter().flatten()) {
-            let mut s = String::new();
-            match u {
+            let (name, rule, status) = match u {
                 Use::Req {
                     zone,
                     burst,
                     delay,
                     nodelay,
                 } => {
-                    check_zone(zones, zone, true)?;
                     if tcp {
                         return Err(format!(
                             "limit_req zone={zone} has no meaning in a stream server"
                         ));
                     }
-                    let _ = write!(s, "{{ zone = {zone:?}");
-                    if *burst > 0 {
-                        let _ = write!(s, ", burst = {burst}");
-                    }
-                    if *nodelay {
-                        s.push_str(", nodelay = true");
-                    } else if let Some(d) = delay {
-                        let _ = write!(s, ", delay = {d}");
-                    }
-                    if let Some(st) = self.req_status.filter(|s| *s != 503) {
-                        let _ = write!(s, ", status = {st}");
-                    }
+                    let delay = if *nodelay {
+                        u32::MAX
+                    } else {
+                        delay.unwrap_or(0)
+                    };
+                    let rule = LimitRule::Rate {
+                        burst: *burst,
+                        delay,
+                    };
+                    (zone, rule, self.req_status)
                 }
-                Use::Conn { zone, max } => {
-                    check_zone(zones, zone, false)?;
-                    let _ = write!(s, "{{ zone = {zone:?}, conn = {max}");
-                    if let Some(st) = self.conn_status.filter(|s| *s != 503) {
-                        let _ = write!(s, ", status = {st}");
-                    }
-                }
-            }
-            s.push_str(" }");
-            items.push(s);
+                Use::Conn { zone, max } => (zone, LimitRule::Conn { max: *max }, self.conn_status),
+            };
+            let rate = matches!(rule, LimitRule::Rate { .. });
+            out.push(ClientLimit {
+                zone: check_zone(zones, name, rate)?,
+                rule,
+                status: status.unwrap_or(DEFAULT_LIMIT_STATUS),
+            });
         }
-        Ok(if items.is_empty() {
-            String::new()
-        } else {
-            format!("client_limits = [{}]\n", items.join(", "))
-        })
+        Ok(out)
     }
 }
 
-fn check_zone(zones: &BTreeMap<String, Zone>, name: &str, rate: bool) -> Result<(), String> {
+/// Limits as a TOML array: `[{ zone = "z", burst = 5 }, ...]`.
+pub fn render_limits(limits: &[ClientLimit]) -> String {
+    let items: Vec<String> = limits
+        .iter()
+        .map(|l| {
+            let mut s = format!("{{ zone = {:?}", l.zone.name);
+            match l.rule {
+                LimitRule::Rate { burst, delay } => {
+                    if burst > 0 {
+                        let _ = write!(s, ", burst = {burst}");
+                    }
+                    match delay {
+                        u32::MAX => s.push_str(", nodelay = true"),
+                        0 => {}
+                        d => {
+                            let _ = write!(s, ", delay = {d}");
+                        }
+                    }
+                }
+                LimitRule::Conn { max } => {
+                    let _ = write!(s, ", conn = {max}");
+                }
+            }
+            if l.status != DEFAULT_LIMIT_STATUS {
+                let _ = write!(s, ", status = {}", l.status);
+            }
+            s + " }"
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The zone `name`, which must be in `zones` and count requests (`rate`) or connections.
+fn check_zone(zones: &BTreeMap<String, Zone>, name: &str, rate: bool) -> Result<LimitZone, String> {
     let what = if rate {
         "limit_req_zone"
     } else {
         "limit_conn_zone"
     };
-    match zones.get(name) {
-        Some(z) if z.rate.is_some() == rate => Ok(()),
-        _ => Err(format!("unknown {what} \"{name}\"")),
-    }
+    let unknown = || format!("unknown {what} \"{name}\"");
+    let z = zones
+        .get(name)
+        .filter(|z| z.rate.is_some() == rate)
+        .ok_or_else(unknown)?;
+    let kind = match &z.rate {
+        Some(r) => ZoneKind::Rate {
+            milli_per_sec: parse_rate(r)?,
+        },
+        None => ZoneKind::Conn,
+    };
+    Ok(LimitZone {
+        name: name.to_string(),
+        kind,
+        entries: zone_entries(kind, parse_size(&z.size)?),
+    })
 }
 
 /// `limit_req_zone KEY zone=NAME:SIZE rate=RATE` or `limit_conn_zone KEY zone=NAME:SIZE`:
@@ -237,6 +289,15 @@ fn status(d: &Directive) -> Result<u16, String> {
         .and_then(|s| s.parse::<u16>().ok())
         .filter(|s| (400..=599).contains(s))
         .ok_or_else(|| "expects a status between 400 and 599".into())
+}
+
+/// Give every route in `locations` without limits of its own the limits `own` (a server's,
+/// on a listen whose `client_limits` are another server's).
+pub fn carry(locations: &mut [crate::config::LocationConfig], own: &[crate::config::ClientLimit]) {
+    for l in locations {
+        l.settings.client_limits.get_or_insert_with(|| own.to_vec());
+        carry(&mut l.nested, own);
+    }
 }
 
 /// The `[limit_zone.NAME]` tables.

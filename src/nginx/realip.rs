@@ -45,6 +45,13 @@ impl RealIpConf {
         true
     }
 
+    /// Is the address of a PROXY header believed, and only from trusted balancers
+    /// (`real_ip_header proxy_protocol` with `set_real_ip_from`)?
+    pub fn trusts_proxy_protocol(&self) -> bool {
+        self.header.as_deref() == Some("proxy_protocol")
+            && self.from.as_ref().is_some_and(|f| !f.is_empty())
+    }
+
     /// This context's settings over its parent's (nginx's merge).
     pub fn over(&self, parent: &RealIpConf) -> RealIpConf {
         RealIpConf {

@@ -3,13 +3,21 @@
 //! Read: `server_name`, `listen ... default_server`, `location` with every modifier (nested),
 //! `proxy_pass` with or without a URI part, `return`, `proxy_connect_timeout`,
 //! `proxy_send_timeout`, `proxy_read_timeout`, `client_max_body_size` (inherited from `http`
-//! to `server` to `location` as in nginx), and whether `proxy_set_header Upgrade` passes
-//! WebSocket handshakes on. Every error names the nginx file:line.
+//! to `server` to `location` as in nginx), whether `proxy_set_header Upgrade` passes
+//! WebSocket handshakes on, `allow`/`deny` (a level with any replaces the enclosing level's
+//! list) and a location's `limit_req`/`limit_conn` (as the route's own `client_limits`, the
+//! http and server levels' under it). Every error names the nginx file:line.
 
+use super::limit::{Scope, Zone};
 use super::parse::Directive;
+use crate::config::access::AccessRule;
 use crate::config::routes::{check_locations, server_name};
-use crate::config::{LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig};
+use crate::config::{
+    AccessList, LocationConfig, PathRule, RouteAction, RouteSettings, ServerConfig,
+};
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Settings a level passes to the levels inside it.
@@ -21,6 +29,14 @@ pub struct Inherited {
     max_body: Option<u64>,
     /// `proxy_set_header Upgrade ...` is in effect: WebSocket handshakes go through.
     upgrade: bool,
+    /// The `allow`/`deny`s in effect: a level with any replaces the enclosing level's.
+    access: Option<AccessList>,
+    /// The `limit_req`/`limit_conn`s in effect (http, server, locations), with the zones
+    /// they name; `own_limits`: a location on the way sets some, so its routes carry them
+    /// (else the listener's `client_limits` hold).
+    limits: Scope,
+    own_limits: bool,
+    zones: Arc<BTreeMap<String, Zone>>,
 }
 
 /// Turns a `proxy_pass` into an upstream name and its URI part (None: not understood,
@@ -112,23 +128,88 @@ impl Inherited {
         }
     }
 
+    /// The level's own `allow`/`deny`s, in order, replace the inherited ones, as in nginx.
+    fn access(&mut self, block: &[Directive], notes: &mut Notes) {
+        let mut rules = Vec::new();
+        for d in block
+            .iter()
+            .filter(|d| d.name == "allow" || d.name == "deny")
+        {
+            let text = format!("{} {}", d.name, d.args.join(" "));
+            match AccessRule::parse(&text) {
+                Ok(r) => {
+                    let written = d.args.first().and_then(|a| a.parse::<ipnet::IpNet>().ok());
+                    if written.is_some_and(|n| n != n.trunc()) {
+                        notes.warnings.push(format!(
+                            "{}: low address bits of {} are meaningless (nginx warns too)",
+                            d.at(),
+                            d.args[0]
+                        ));
+                    }
+                    rules.push(r)
+                }
+                Err(e) => notes
+                    .errors
+                    .push(format!("{}: \"{}\": {e}", d.at(), d.name)),
+            }
+        }
+        if block.iter().any(|d| d.name == "allow" || d.name == "deny") {
+            self.access = Some(AccessList { rules });
+        }
+    }
+
     /// The level inside `block`: these settings, then the block's own.
     pub fn within(&self, block: &[Directive], notes: &mut Notes) -> Inherited {
         let mut inner = self.clone();
         inner.headers(block);
+        inner.access(block, notes);
         for d in block {
             inner.take(d, notes);
         }
         inner
     }
 
-    fn settings(&self) -> RouteSettings {
+    /// These settings under the limits of the http and server levels (`limits`), which name
+    /// `zones`.
+    pub fn limited(&self, limits: Scope, zones: &BTreeMap<String, Zone>) -> Inherited {
+        Inherited {
+            limits,
+            own_limits: false,
+            zones: Arc::new(zones.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// A location's own limit directives (errors with file:line into `notes`).
+    fn location_limits(&mut self, block: &[Directive], notes: &mut Notes) {
+        let mut own = Scope::default();
+        for d in block {
+            if let Some(Err(e)) = own.read(d) {
+                notes.errors.push(e);
+            }
+        }
+        if own.is_set() {
+            self.limits = own.under(&self.limits);
+            self.own_limits = true;
+        }
+    }
+
+    /// The route settings of this level; `at` (the location) names a limit's error.
+    fn settings(&self, at: &str, notes: &mut Notes) -> RouteSettings {
+        let client_limits = self.own_limits.then(|| {
+            self.limits
+                .resolve(&self.zones, false)
+                .map_err(|e| notes.errors.push(format!("{at}: {e}")))
+                .unwrap_or_default()
+        });
         RouteSettings {
             connect_timeout: self.connect,
             send_timeout: self.send,
             read_timeout: self.read,
             websocket: Some(self.upgrade),
             max_body: self.max_body,
+            access: self.access.clone(),
+            client_limits,
         }
     }
 }
@@ -194,7 +275,7 @@ pub fn server(
             locations = vec![LocationConfig {
                 rule: PathRule::Prefix("/".into()),
                 action,
-                settings: inherited.settings(),
+                settings: inherited.settings(&r.at(), notes),
                 nested: Vec::new(),
                 at: r.at(),
             }];
@@ -231,7 +312,8 @@ fn location(
             return None;
         }
     };
-    let inherited = outer.within(block, notes);
+    let mut inherited = outer.within(block, notes);
+    inherited.location_limits(block, notes);
     let mut action = RouteAction::None;
     let mut returned = None;
     let mut nested = Vec::new();
@@ -245,10 +327,12 @@ fn location(
             "return" => returned = returned.or_else(|| answer(s, notes)),
             "location" => nested.extend(location(s, &inherited, notes, pass)),
             name if QUIET.contains(&name) => {}
-            // Read by the conversion: retries per upstream, limits and access control refused.
+            // Read by the conversion: retries per upstream; limits and access control read
+            // above, or refused by the conversion.
             name if name.starts_with("proxy_next_upstream")
                 || name.starts_with("limit_")
-                || super::convert::ACCESS.contains(&name) => {}
+                || super::access::ACCESS.contains(&name)
+                || super::access::REFUSED_ACCESS.contains(&name) => {}
             _ if Inherited::default().take(s, &mut Notes::default()) => {}
             _ => notes.warnings.push(format!(
                 "{}: \"{}\" is not understood in a location; ignored",
@@ -261,16 +345,11 @@ fn location(
     if let Some(r) = returned {
         action = r;
     }
-    if action == RouteAction::None && nested.is_empty() {
-        notes.warnings.push(format!(
-            "{}: location {rule} neither proxies nor returns (nginx would serve files); tideway answers 404",
-            d.at()
-        ));
-    }
+    // A location that neither proxies nor returns is judged by `super::content`.
     Some(LocationConfig {
         rule,
         action,
-        settings: inherited.settings(),
+        settings: inherited.settings(&d.at(), notes),
         nested,
         at: d.at(),
     })
@@ -326,6 +405,12 @@ pub fn render(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &
     }
     if let Some(m) = s.max_body {
         let _ = writeln!(out, "max_body = {m}");
+    }
+    if let Some(a) = &s.access {
+        let _ = writeln!(out, "access = {:?}", a.texts());
+    }
+    if let Some(c) = &s.client_limits {
+        let _ = writeln!(out, "client_limits = {}", super::limit::render_limits(c));
     }
     let _ = writeln!(out, "origin = {:?}", l.at);
     let inner = format!("{table}.route");

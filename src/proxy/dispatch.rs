@@ -45,6 +45,8 @@ pub struct Proxy {
     pub settings: RouteSettings,
     /// The location's path, for nginx's trailing-slash redirect.
     pub path: Box<str>,
+    /// The route's own per-client limits (None: the listener's).
+    pub clients: Option<super::limit::ClientLimits>,
 }
 
 impl Proxy {
@@ -96,6 +98,11 @@ impl Routes {
                         }),
                         settings: l.settings.clone(),
                         path: l.rule.path().unwrap_or_default().into(),
+                        clients: l
+                            .settings
+                            .client_limits
+                            .as_deref()
+                            .map(super::limit::ClientLimits::new),
                     })),
                     RouteAction::Return { code, text } => Entry::Return {
                         code: *code,
@@ -111,6 +118,25 @@ impl Routes {
     /// The routes as a shared, swappable value.
     pub fn shared(self) -> SharedRoutes {
         Arc::new(ArcSwap::from_pointee(self))
+    }
+
+    /// Does the route `pick` names refuse `client` by its access list (nginx's `allow` and
+    /// `deny`)? Checked for a route that proxies or answers 404; a `return` and the
+    /// trailing-slash 301 answer first, as nginx's rewrite and find-config phases run before
+    /// its access phase.
+    pub fn forbids(&self, pick: Pick, client: Option<std::net::IpAddr>) -> bool {
+        let Pick::Route(i) = pick else {
+            return false;
+        };
+        if !matches!(self.entries.get(i), Some(Entry::Proxy(_) | Entry::NotFound)) {
+            return false;
+        }
+        self.table.routes()[i]
+            .location
+            .settings
+            .access
+            .as_ref()
+            .is_some_and(|a| !a.allows(client))
     }
 
     /// The proxy route a pick names, if it is one.

@@ -13,7 +13,7 @@ use super::dispatch::{self, Routes, SharedRoutes};
 use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Routed};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
-use super::limit::ClientLimits;
+use super::limit::{ClientLimits, Refused};
 use super::request::{classify, Refusal, Request, RequestBody, Steer};
 use super::route::Route;
 use super::tls::{Identity, Terminator};
@@ -211,6 +211,45 @@ async fn wait_watching(stream: &mut Stream, buf: &mut Vec<u8>, wait: Duration) -
     }
 }
 
+/// The refusal of a request its route's access list denies (nginx's "access forbidden by
+/// rule").
+const FORBIDDEN: Refused = Refused {
+    status: 403,
+    message: "access forbidden by rule",
+};
+
+/// Refuse a request whose head (`head_len` bytes in `bufs`) is read, as nginx answers it; a
+/// body not read means the connection cannot go on (a HEAD's answer here carries a body, so
+/// its connection ends too). On `KeepAlive` the buffers are ready for the next request.
+async fn turn_down(
+    stream: &mut Stream,
+    bufs: &mut Buffers,
+    head_len: usize,
+    req: &Request,
+    no: Refused,
+) -> (Next, Outcome) {
+    let keep = !req.close && matches!(req.body, RequestBody::None) && !req.head_method;
+    let mut out = Outcome {
+        received: head_len as u64,
+        ..Outcome::default()
+    };
+    let next = refuse(stream, no.status, no.message, !keep, &mut out).await;
+    if matches!(next, Next::KeepAlive) {
+        bufs.client.drain(..head_len);
+        bufs.reset();
+    }
+    (next, out)
+}
+
+/// Close the connection of a refused request; a body it did not read is drained first
+/// ([`linger`]), so the client, still sending it, does not get a reset in place of the answer.
+async fn close_unread(stream: &mut Stream, req: &Request) {
+    close(stream).await;
+    if req.body != RequestBody::None {
+        linger(stream).await;
+    }
+}
+
 /// Close a client connection cleanly: TLS sends its close_notify, TCP its FIN.
 async fn close(stream: &mut Stream) {
     let end = tokio::io::AsyncWriteExt::shutdown(stream);
@@ -392,6 +431,19 @@ impl Gateway {
                 }
             };
             req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
+            let ip = req.client.map(|a| a.ip());
+            if routes.forbids(pick, ip) {
+                // nginx's `deny`: answered before anything else is done for the request.
+                let route = routes.proxy(pick).map_or(&self.route, |p| &p.route);
+                let (next, out) =
+                    turn_down(&mut stream, &mut bufs, head_len, &req, FORBIDDEN).await;
+                Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
+                if matches!(next, Next::KeepAlive) {
+                    continue;
+                }
+                close_unread(&mut stream, &req).await;
+                return None;
+            }
             let Some(proxy) = routes.proxy(pick) else {
                 // Answered by tideway: a `return`, nginx's trailing-slash 301, 404 or 400.
                 let next = self
@@ -430,35 +482,26 @@ impl Gateway {
             let ip = peers.client.map(|a| a.ip());
             // A request `limit_req` delays waits watching its client: one that leaves ends
             // it there, as nginx's does, instead of holding its place until the delay is over.
-            let admitted = match self.clients.rate(ip) {
-                Ok(wait) if wait.is_zero() => self.clients.conn(ip),
+            let clients = proxy.clients.as_ref().unwrap_or(&self.clients);
+            let admitted = match clients.rate(ip) {
+                Ok(wait) if wait.is_zero() => clients.conn(ip),
                 Ok(wait) => {
                     if !wait_watching(&mut stream, &mut bufs.client, wait).await {
                         return None;
                     }
-                    self.clients.conn(ip)
+                    clients.conn(ip)
                 }
                 Err(no) => Err(no),
             };
             let held = match admitted {
                 Ok(held) => held,
                 Err(no) => {
-                    // Answered like nginx; a body not read means the connection cannot go on.
-                    // (A HEAD's answer here carries a body, so its connection ends too.)
-                    let keep =
-                        !req.close && matches!(req.body, RequestBody::None) && !req.head_method;
-                    let mut out = Outcome {
-                        received: head_len as u64,
-                        ..Outcome::default()
-                    };
-                    let next = refuse(&mut stream, no.status, no.message, !keep, &mut out).await;
+                    let (next, out) = turn_down(&mut stream, &mut bufs, head_len, &req, no).await;
                     Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
                     if matches!(next, Next::KeepAlive) {
-                        bufs.client.drain(..head_len);
-                        bufs.reset();
                         continue;
                     }
-                    close(&mut stream).await;
+                    close_unread(&mut stream, &req).await;
                     return None;
                 }
             };

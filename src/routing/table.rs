@@ -166,6 +166,13 @@ impl Table {
                     "websocket": s.websocket.unwrap_or(true),
                     "max_body": s.max_body,
                 });
+                if let Some(a) = &s.access {
+                    v["access"] = a.texts().into();
+                }
+                if let Some(c) = &s.client_limits {
+                    let zones: Vec<&str> = c.iter().map(|l| l.zone.name.as_str()).collect();
+                    v["client_limits"] = zones.into();
+                }
                 match &l.action {
                     RouteAction::Proxy { upstream, uri } => {
                         v["upstream"] = upstream.as_str().into();

@@ -151,3 +151,21 @@ fn a_host_of_another_server_than_the_sni_one_is_misdirected_unless_covered() {
     let one = table(vec![loc("/", true, vec![])]);
     assert!(!one.misdirected(Some(b"x"), Some("y"), never));
 }
+
+#[test]
+fn the_view_shows_a_routes_access_list() {
+    let mut guarded = loc("/admin/", true, vec![]);
+    guarded.settings.access = Some(crate::config::AccessList {
+        rules: ["allow 10.0.0.0/8", "deny all"]
+            .iter()
+            .map(|r| crate::config::access::AccessRule::parse(r).unwrap())
+            .collect(),
+    });
+    let t = table(vec![loc("/", true, vec![]), guarded]);
+    let view = t.view();
+    assert_eq!(view[0].get("access"), None, "no list: no key");
+    assert_eq!(
+        view[1]["access"],
+        serde_json::json!(["allow 10.0.0.0/8", "deny all"])
+    );
+}

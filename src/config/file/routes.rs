@@ -32,7 +32,14 @@ pub(super) struct RouteSection {
     tls: Option<Spanned<super::TlsFileSection>>,
     #[serde(default)]
     route: Vec<Spanned<RouteSection>>,
+    /// nginx's `allow`/`deny` in order: `["allow 10.0.0.0/8", "deny all"]`.
+    access: Option<Vec<Spanned<String>>>,
+    /// The route's own per-client limits, in place of the listener's.
+    client_limits: Option<Vec<Spanned<crate::config::limit::UseSection>>>,
 }
+
+/// The zones a route's `client_limits` may name.
+pub(super) type Zones = BTreeMap<String, crate::config::LimitZone>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +56,7 @@ pub(super) fn of_listener(
     l: &super::ListenerSection,
     protocol: crate::config::Protocol,
     upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+    zones: &Zones,
 ) -> Result<(String, Vec<ServerConfig>), ConfigError> {
     Ok(match (&l.upstream, l.route.is_empty()) {
         (Some(u), true) => {
@@ -75,7 +83,7 @@ pub(super) fn of_listener(
             ))
         }
         (None, false) => {
-            let servers = servers(cx, &l.route, upstreams)?;
+            let servers = servers(cx, &l.route, upstreams, zones)?;
             let first = servers
                 .iter()
                 .flat_map(|s| &s.locations)
@@ -139,6 +147,7 @@ pub(super) fn servers(
     cx: &Ctx<'_>,
     routes: &[Spanned<RouteSection>],
     upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+    zones: &Zones,
 ) -> Result<Vec<ServerConfig>, ConfigError> {
     let mut servers: Vec<ServerConfig> = Vec::new();
     let mut defaults = 0;
@@ -148,7 +157,7 @@ pub(super) fn servers(
         for h in &r.host {
             names.push(server_name(h.get_ref()).map_err(|e| cx.err(h.span(), e))?);
         }
-        let location = location(cx, sp, upstreams, &RouteSettings::default())?;
+        let location = location(cx, sp, (upstreams, zones), &RouteSettings::default())?;
         let i = match servers.iter().position(|s| s.names == names) {
             Some(i) => i,
             None => {
@@ -192,17 +201,17 @@ pub(super) fn servers(
         servers[i].locations.push(location);
     }
     for s in &servers {
+        // `at` is where the route was defined: this file, or the nginx file it came from.
         check_locations(&s.locations, None).map_err(|(at, msg)| {
-            let line = at
-                .rsplit(':')
-                .next()
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
+            let (path, line) = at
+                .rsplit_once(':')
+                .and_then(|(p, l)| Some((p.into(), l.parse().ok()?)))
+                .unwrap_or_else(|| (cx.path.to_path_buf(), 0));
             ConfigError::Invalid {
-                path: cx.path.to_path_buf(),
+                path,
                 line,
                 col: 1,
-                msg: format!("{msg} (defined at {at})"),
+                msg,
             }
         })?;
     }
@@ -228,7 +237,7 @@ fn nested_tls(cx: &Ctx<'_>, routes: &[Spanned<RouteSection>]) -> Result<(), Conf
 fn location(
     cx: &Ctx<'_>,
     sp: &Spanned<RouteSection>,
-    upstreams: &BTreeMap<String, Spanned<super::UpstreamSection>>,
+    (upstreams, zones): (&BTreeMap<String, Spanned<super::UpstreamSection>>, &Zones),
     parent: &RouteSettings,
 ) -> Result<LocationConfig, ConfigError> {
     let r = sp.get_ref();
@@ -284,6 +293,14 @@ fn location(
         read_timeout: positive(&r.read_timeout, "read_timeout")?.or(parent.read_timeout),
         websocket: r.websocket.or(parent.websocket),
         max_body: r.max_body.or(parent.max_body),
+        access: match &r.access {
+            Some(rules) => Some(access_list(cx, rules)?),
+            None => parent.access.clone(),
+        },
+        client_limits: match &r.client_limits {
+            Some(uses) => Some(crate::config::limit::uses(cx, uses, zones, false)?),
+            None => parent.client_limits.clone(),
+        },
     };
     let mut nested = Vec::new();
     for n in &r.route {
@@ -293,7 +310,7 @@ fn location(
                 "a nested route takes its host from the route it is in",
             ));
         }
-        nested.push(location(cx, n, upstreams, &settings)?);
+        nested.push(location(cx, n, (upstreams, zones), &settings)?);
     }
     let at = match &r.origin {
         Some(o) => o.clone(),
@@ -309,4 +326,18 @@ fn location(
         nested,
         at,
     })
+}
+
+/// A route's `access` rules, each checked (an empty list lets everyone in).
+fn access_list(
+    cx: &Ctx<'_>,
+    rules: &[Spanned<String>],
+) -> Result<crate::config::AccessList, ConfigError> {
+    let rules = rules
+        .iter()
+        .map(|r| {
+            crate::config::access::AccessRule::parse(r.get_ref()).map_err(|e| cx.err(r.span(), e))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(crate::config::AccessList { rules })
 }

@@ -48,6 +48,7 @@ fn routes(n: usize) -> Vec<ServerConfig> {
                 names: vec![format!("s{s}.example.com")],
                 default: s == 0,
                 locations,
+                tls: None,
             }
         })
         .collect()

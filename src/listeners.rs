@@ -57,9 +57,7 @@ pub fn http_gateway(
     turned_away: Arc<AtomicBool>,
 ) -> Result<(Gateway, Option<Arc<SniResolver>>), String> {
     let resolver = match &l.tls {
-        Some(files) => Some(Arc::new(
-            SniResolver::load(files.clone(), l.listen.to_string()).map_err(|e| e.to_string())?,
-        )),
+        Some(_) => Some(Arc::new(SniResolver::load(l).map_err(|e| e.to_string())?)),
         None => None,
     };
     let tls = resolver.clone().map(Terminator::new);

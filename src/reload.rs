@@ -112,19 +112,20 @@ impl Reloader {
             .await
             .map_err(|e| format!("reading the config: {e}"))??;
         let mut plan = self.listeners.prepare(&config.listeners)?;
-        // The certificates of the started TLS listeners that stay (a removed one serves none).
-        let stays = |r: &&Arc<SniResolver>| {
-            config
-                .listeners
-                .iter()
-                .any(|l| l.listen.to_string() == r.listener())
-        };
+        // The certificates of the started TLS listeners that stay (a removed one serves none),
+        // as their new config names them (each server's own, and the listener's).
         let certs = self
             .resolvers
             .iter()
-            .filter(stays)
-            .map(|r| Ok((r, r.read().map_err(|e| format!("certificates: {e}"))?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .filter_map(|r| {
+                let l = config
+                    .listeners
+                    .iter()
+                    .find(|l| l.listen.to_string() == r.listener() && l.tls.is_some())?;
+                Some(r.read(l).map(|c| (r, c)))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("certificates: {e}"))?;
 
         // The switch. Upstreams first, so an added listener finds its upstream.
         let changed = self

@@ -113,6 +113,76 @@ fn tls_errors_name_the_file() {
     );
 }
 
+/// A server's own certificate (a route's `tls`): every server of a TLS listener needs one
+/// (its own or the listener's), a server names one, and a nested route none; each error
+/// points at its line.
+#[test]
+fn route_tls_errors_point_at_the_route() {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        here.join("conf/demo-cert.pem").display(),
+        here.join("conf/demo-key.pem").display()
+    );
+    let other = rcgen::generate_simple_self_signed(vec!["x.test".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (oc, ok) = (dir.path().join("o.pem"), dir.path().join("o.key"));
+    std::fs::write(&oc, other.cert.pem()).unwrap();
+    std::fs::write(&ok, other.key_pair.serialize_pem()).unwrap();
+    let other_tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\n",
+        oc.display(),
+        ok.display()
+    );
+    let head = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\n";
+    let route = |host: &str, extra: &str| {
+        format!("[[listener.route]]\nhost = [\"{host}\"]\nupstream = \"app\"\n{extra}")
+    };
+    // Two servers, one without a certificate: the listener (line 4) says which.
+    let (code, stderr, _) = check(&format!(
+        "{head}{}{}",
+        route("a.test", &tls),
+        route("b.test", "")
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(":4:10: the server with host [\"b.test\"] has no certificate"),
+        "{stderr}"
+    );
+    // Both with one: valid; with the listener's tls, b takes it.
+    let (code, stderr, _) = check(&format!(
+        "{head}{}{}",
+        route("a.test", &tls),
+        route("b.test", &tls)
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr, _) = check(&format!(
+        "{head}{tls}{}{}",
+        route("a.test", &other_tls),
+        route("b.test", "")
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    // Two certificates for one server (line 12 is the second route's tls).
+    let (code, stderr, _) = check(&format!(
+        "{head}{}{}",
+        route("a.test", &tls),
+        route("a.test", &other_tls)
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(":12:7: another route of this server"),
+        "{stderr}"
+    );
+    // A nested route's certificate.
+    let nested = format!("[[listener.route.route]]\npath = \"/n/\"\nupstream = \"app\"\n{tls}");
+    let (code, stderr, _) = check(&format!("{head}{}{nested}", route("a.test", &tls)));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("tls belongs to a top-level route"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn real_ip_and_proxy_protocol_errors_say_what_was_expected() {
     let l = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n";

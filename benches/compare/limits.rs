@@ -6,7 +6,7 @@
 //!
 //! `COMPARE_ONLY=limits cargo bench --bench compare`.
 
-use crate::{free_port, launch, Proxy};
+use crate::{free_port, interleave, launch, Proxy};
 use std::path::Path;
 
 /// Rounds, each measuring both tideways once.
@@ -32,12 +32,6 @@ fn start(dir: &Path, backend: u16, limited: bool) -> Proxy {
     launch(name, port, dir, file, config, bin, &["run", "--config"])
 }
 
-/// CPU µs per request of `p` under wrk.
-fn us_per_request(p: &Proxy) -> f64 {
-    let (cpu, requests) = crate::wrk(p.child.id(), p.port, p.name);
-    cpu / requests * 1e6
-}
-
 /// Measure, print and return the report.
 pub fn run(dir: &Path, backend: u16) -> String {
     let (d_off, d_on) = (dir.join("limits-off"), dir.join("limits-on"));
@@ -46,27 +40,12 @@ pub fn run(dir: &Path, backend: u16) -> String {
     }
     let off = start(&d_off, backend, false);
     let on = start(&d_on, backend, true);
-    let mut out =
-        String::from("| round | off µs/req | on µs/req | on / off |\n|---|---|---|---|\n");
-    let mut ratios = Vec::new();
-    for round in 0..ROUNDS {
-        let (a, b) = if round % 2 == 0 {
-            let a = us_per_request(&off);
-            (a, us_per_request(&on))
-        } else {
-            let b = us_per_request(&on);
-            (us_per_request(&off), b)
-        };
-        eprintln!("round {round}: off {a:.2} µs/req, on {b:.2} µs/req");
-        out.push_str(&format!("| {round} | {a:.2} | {b:.2} | {:.3}x |\n", b / a));
-        ratios.push(b / a);
-    }
-    ratios.sort_by(f64::total_cmp);
-    out.push_str(&format!(
-        "\nlimits on / off, CPU per request: median {:.3}x, range {:.3}x - {:.3}x over {ROUNDS} rounds\n",
-        ratios[ROUNDS / 2],
-        ratios[0],
-        ratios[ROUNDS - 1]
-    ));
-    out
+    interleave::rounds(
+        &off,
+        &on,
+        interleave::ROOT,
+        ROUNDS,
+        ("off", "on"),
+        "limits on / off",
+    )
 }

@@ -9,11 +9,14 @@
 //! connections, and RSS after they close relative to before. A last row sends the same loads
 //! straight to the backend: the limit no proxy can beat. Each figure is also given as a ratio
 //! to nginx and to HAProxy, since absolute numbers drift on a small, noisy machine.
-//! `COMPARE_ONLY=limits` compares tideway with per-client limits on and off instead ([`limits`]).
+//! `COMPARE_ONLY=limits` compares tideway with per-client limits on and off instead ([`limits`]);
+//! `COMPARE_ONLY=routes`, 100 routes against one ([`routes`]).
 
+mod interleave;
 mod latency;
 mod limits;
 mod proc;
+mod routes;
 #[path = "../support.rs"]
 mod support;
 mod tcp;
@@ -230,10 +233,19 @@ fn http_bench(p: &Proxy) -> (f64, f64) {
 
 /// wrk against `port` for `HTTP_SECONDS`: CPU seconds `pid` used meanwhile, and requests done.
 fn wrk(pid: u32, port: u16, name: &str) -> (f64, f64) {
+    wrk_load(pid, port, name, interleave::ROOT)
+}
+
+/// [`wrk`] sending `load`'s target and Host.
+fn wrk_load(pid: u32, port: u16, name: &str, load: interleave::Load<'_>) -> (f64, f64) {
     let cpu0 = proc::cpu_seconds(pid);
-    let out = Command::new("wrk")
-        .args(["-t1", "-c64", &format!("-d{HTTP_SECONDS}s")])
-        .arg(format!("http://127.0.0.1:{port}/"))
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c64", &format!("-d{HTTP_SECONDS}s")]);
+    if let Some(host) = load.host {
+        cmd.args(["-H", &format!("Host: {host}")]);
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}{}", load.target))
         .output()
         .expect("wrk runs");
     let cpu = proc::cpu_seconds(pid) - cpu0;
@@ -336,9 +348,15 @@ fn main() {
         .unwrap();
     let (mut backend, backend_port) = spawn_backend(false);
 
-    // COMPARE_ONLY=limits measures only tideway with per-client limits on against off.
-    if std::env::var("COMPARE_ONLY").is_ok_and(|v| v == "limits") {
-        let out = limits::run(dir.path(), backend_port);
+    // COMPARE_ONLY=limits measures only tideway with per-client limits on against off;
+    // COMPARE_ONLY=routes, 100 routes against one.
+    let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
+    if only == "limits" || only == "routes" {
+        let out = if only == "limits" {
+            limits::run(dir.path(), backend_port)
+        } else {
+            routes::run(dir.path(), backend_port)
+        };
         println!("{out}");
         let _ = backend.kill();
         let _ = backend.wait();

@@ -449,6 +449,7 @@ impl FileConfig {
             };
             let (upstream, servers) =
                 routes::of_listener(&cx, l, protocol, &self.upstream, &zones)?;
+            let tls = routes::server_tls(&cx, l, tls, &servers)?;
             let mut limits = match &l.limits {
                 None => HttpLimits::default(),
                 Some(sp) => validate_limits(&cx, sp)?,

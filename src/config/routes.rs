@@ -15,6 +15,9 @@ pub struct ServerConfig {
     /// nginx's `default_server`: it answers Hosts no server names.
     pub default: bool,
     pub locations: Vec<LocationConfig>,
+    /// Its own certificate on a TLS listener (nginx's `ssl_certificate` in a `server` block):
+    /// served when SNI names this server; without one, the listener's `tls` certificates.
+    pub tls: Option<super::tls::TlsFiles>,
 }
 
 /// One location (nginx's `location` block, possibly nested).
@@ -184,6 +187,7 @@ pub fn single(upstream: &str, at: &str) -> Vec<ServerConfig> {
             nested: Vec::new(),
             at: at.to_string(),
         }],
+        tls: None,
     }]
 }
 

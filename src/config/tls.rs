@@ -83,7 +83,31 @@ pub fn load_cert(files: &TlsFiles) -> Result<LoadedCert, TlsError> {
     })
 }
 
-/// Load every certificate of a listener.
-pub fn load_all(files: &[TlsFiles]) -> Result<Vec<LoadedCert>, TlsError> {
-    files.iter().map(load_cert).collect()
+/// Whether a certificate for `names` (its DNS subject alternative names, lowercased) is valid
+/// for `host` (lowercased, without port or trailing dot) by the rule a client checks it by
+/// (RFC 6125 6.4.3): the same name, or `*.rest` for one label more in front of `rest`.
+pub fn covers(names: &[String], host: &str) -> bool {
+    names.iter().any(|n| {
+        n == host
+            || n.strip_prefix("*.").is_some_and(|d| {
+                host.split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == d)
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_certificate_covers_its_names_and_one_label_under_a_wildcard() {
+        let names = ["a.test".to_string(), "*.w.test".to_string()];
+        let covers = |h: &str| super::covers(&names, h);
+        assert!(covers("a.test"));
+        assert!(covers("x.w.test"));
+        assert!(!covers("w.test"), "a wildcard is not its parent");
+        assert!(!covers("y.x.w.test"), "a wildcard is one label");
+        assert!(!covers(".w.test"), "an empty label");
+        assert!(!covers("b.test"));
+        assert!(!covers("xa.test"));
+    }
 }

@@ -75,8 +75,6 @@ pub(super) struct Listener {
     pub(super) upstream: String,
     /// An http listener's servers (the `server` blocks on its `listen`, in file order).
     pub(super) servers: Vec<ServerConfig>,
-    /// Certificates, in the order of the servers that name them (the first is the default).
-    pub(super) tls: Vec<(String, String)>,
     pub(super) proxy_protocol: bool,
     /// The `real_ip = { ... }` value, when realip is on.
     pub(super) real_ip: Option<String>,
@@ -485,10 +483,10 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             default,
         } = l;
         let tls = match (ssl, &cert, &key) {
-            (true, Some(c), Some(k)) => {
-                let at = |p: &String| cx.base.join(p).to_string_lossy().into_owned();
-                Some((at(c), at(k)))
-            }
+            (true, Some(c), Some(k)) => Some(crate::config::tls::TlsFiles {
+                cert: cx.base.join(c),
+                key: cx.base.join(k),
+            }),
             (true, _, _) => {
                 cx.errors.push(format!(
                     "{at}: \"listen\" with ssl needs ssl_certificate and ssl_certificate_key in its server (nginx refuses it too)"
@@ -499,6 +497,8 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
         };
         let mut server = server.clone();
         server.default = default;
+        // Its own certificate, served when SNI names it (a route's `tls`).
+        server.tls = tls;
         let existing = cx
             .listeners
             .iter_mut()
@@ -524,13 +524,18 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                     d.at()
                 ));
             }
+            if l.servers.iter().any(|s| s.tls.is_some()) != server.tls.is_some() {
+                cx.errors.push(format!(
+                    "{}: {listen} has ssl for some of its servers and not for this one (nginx makes every server on it TLS): give each server's listen ssl and its ssl_certificate",
+                    d.at()
+                ));
+            }
             if l.limits != limits {
                 // Limits other than the listen's: each of the server's routes carries them.
                 let own = scope.resolve(&cx.zones, false).unwrap_or_default();
                 super::limit::carry(&mut server.locations, &own);
             }
             l.servers.push(server);
-            l.tls.extend(tls);
             l.proxy_protocol |= proxy_protocol;
             continue;
         }
@@ -541,7 +546,6 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             protocol: "http",
             upstream: String::new(),
             servers: vec![server],
-            tls: tls.into_iter().collect(),
             proxy_protocol,
             trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
@@ -734,19 +738,6 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         }
         if l.servers.is_empty() {
             let _ = writeln!(out, "upstream = {:?}", l.upstream);
-        }
-        match &l.tls[..] {
-            [] => {}
-            [(c, k)] => {
-                let _ = writeln!(out, "tls = {{ cert = {c:?}, key = {k:?} }}");
-            }
-            many => {
-                out.push_str("tls = [\n");
-                for (c, k) in many {
-                    let _ = writeln!(out, "  {{ cert = {c:?}, key = {k:?} }},");
-                }
-                out.push_str("]\n");
-            }
         }
         if l.proxy_protocol {
             out.push_str("proxy_protocol = true\n");

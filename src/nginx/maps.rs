@@ -197,7 +197,8 @@ mod tests {
                 0,
             )
             .unwrap();
-            let c = super::super::convert::convert(&top, std::path::Path::new("."), Default::default());
+            let c =
+                super::super::convert::convert(&top, std::path::Path::new("."), Default::default());
             assert!(
                 c.errors.iter().any(|e| e.starts_with(want)),
                 "{conf}: {:?}",

@@ -363,6 +363,7 @@ pub fn server(
         names,
         default,
         locations,
+        tls: None,
     }
 }
 
@@ -436,6 +437,9 @@ pub fn render(out: &mut String, table: &str, server: Option<&ServerConfig>, l: &
     if let Some(s) = server {
         if s.default {
             out.push_str("default = true\n");
+        }
+        if let Some(t) = &s.tls {
+            let _ = writeln!(out, "tls = {{ cert = {:?}, key = {:?} }}", t.cert, t.key);
         }
     }
     let _ = writeln!(out, "path = {:?}", l.rule.to_string());

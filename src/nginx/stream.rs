@@ -57,7 +57,6 @@ pub(super) fn server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf) {
             protocol: "tcp",
             upstream: upstream.clone(),
             servers: Vec::new(),
-            tls: Vec::new(),
             proxy_protocol,
             trusts_proxy: false,
             real_ip,

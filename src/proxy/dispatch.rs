@@ -235,6 +235,10 @@ pub fn self_answer(
         }
         Pick::NotFound => json(404, "no route for this host and path"),
         Pick::BadPath => json(400, "invalid request path"),
+        Pick::Misdirected => json(
+            421,
+            "this Host is another server's than this TLS connection's name, and its certificate does not cover it: connect again with this Host as SNI",
+        ),
     })
 }
 

@@ -16,7 +16,7 @@ use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
 use super::request::{classify, Refusal, Request, RequestBody, Steer};
 use super::route::Route;
-use super::tls::Terminator;
+use super::tls::{Identity, Terminator};
 use super::websocket;
 use crate::config::{Balance, HttpLimits, UpstreamPolicy};
 use crate::routing::Pick;
@@ -141,14 +141,26 @@ impl Gateway {
         &self,
         routes: &Routes,
         head: &[u8],
-        (client, local): (Option<std::net::SocketAddr>, Option<std::net::SocketAddr>),
+        (client, local, tls): (
+            Option<std::net::SocketAddr>,
+            Option<std::net::SocketAddr>,
+            Option<&Identity>,
+        ),
         out: &mut Vec<u8>,
     ) -> Result<(Request, Pick, Option<Arc<UpstreamPolicy>>), Refusal> {
         let snap = self.route.pool.load();
         let mut pick = Pick::NotFound;
         let mut policy = None;
         let steer = |host: Option<&[u8]>, target: &str| {
-            pick = routes.table.select(host, target.as_bytes());
+            // On TLS, a request without Host is for the name the connection was made for.
+            let sni = tls.and_then(|t| t.sni.as_deref());
+            let host = host.or(sni.map(str::as_bytes));
+            pick = match tls {
+                Some(t) if routes.table.misdirected(host, sni, |h| t.covers(h)) => {
+                    Pick::Misdirected
+                }
+                _ => routes.table.select(host, target.as_bytes()),
+            };
             let Some(p) = routes.proxy(pick) else {
                 return Steer::default();
             };
@@ -331,11 +343,11 @@ impl Gateway {
                 return None;
             }
         };
-        let mut stream = match &self.tls {
-            None => stream,
+        let (mut stream, identity) = match &self.tls {
+            None => (stream, None),
             // Boxed: the handshake's state is large and only needed while it runs.
             Some(t) => match Box::pin(t.accept(stream)).await {
-                Ok(conn) => Box::new(conn) as Stream,
+                Ok((conn, identity)) => (Box::new(conn) as Stream, Some(identity)),
                 Err(e) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
                     return None;
@@ -409,7 +421,7 @@ impl Gateway {
             let classified = self.classify(
                 &routes,
                 &bufs.client[..head_len],
-                (conn.client, conn.local),
+                (conn.client, conn.local, identity.as_ref()),
                 &mut bufs.out,
             );
             let (mut req, pick, policy) = match classified {
@@ -612,8 +624,9 @@ impl Gateway {
         };
         bufs.client.drain(..head_len);
         let body = req.body != RequestBody::None;
-        let (next, sent) =
-            dispatch::send_answer(stream, &a, req.head_method, req.close || body).await;
+        // A misdirected client is to open another connection (RFC 9110 15.5.20).
+        let close = req.close || body || pick == Pick::Misdirected;
+        let (next, sent) = dispatch::send_answer(stream, &a, req.head_method, close).await;
         out.status = a.status;
         out.sent = sent;
         let next = match next {

@@ -1,8 +1,14 @@
-//! TLS termination for http listeners: certificates chosen by SNI (exact names, then
-//! `*.domain` wildcards, then the first certificate), reloadable in place on SIGHUP, and the
-//! [`TlsConn`] wrapper that lets a decrypted stream travel on through pingora like any other.
+//! TLS termination for http listeners: the certificate chosen by SNI with the listener's
+//! server-name rules ([`crate::routing::host`]: the server SNI names serves its own
+//! certificate; a server without one, and a client without SNI, the listener's, by their
+//! names, the first by default), reloadable in place on SIGHUP; the [`Identity`] each
+//! connection was made for, by which a request for another server's Host is misdirected
+//! (421); and the [`TlsConn`] wrapper that lets a decrypted stream travel on through pingora
+//! like any other.
 
-use crate::config::tls::{load_all, LoadedCert, TlsError, TlsFiles};
+use crate::config::tls::{covers, load_cert, LoadedCert, TlsError, TlsFiles};
+use crate::config::Listener;
+use crate::routing::host::Hosts;
 use arc_swap::ArcSwap;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -13,6 +19,7 @@ use pingora::protocols::{
 use pingora::protocols::{SocketDigest, TimingDigest};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,26 +30,95 @@ use tokio_rustls::server::TlsStream;
 /// How long a client may take to finish the TLS handshake.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a TLS listener serves: its certificates and the server names SNI picks them by.
+#[derive(Debug)]
+struct Served {
+    hosts: Hosts,
+    /// Each server's own certificate, by server index.
+    own: Vec<Option<Arc<LoadedCert>>>,
+    /// The listener's certificates, for servers without their own.
+    shared: Vec<Arc<LoadedCert>>,
+    /// Every certificate with its file, for the expiry metric.
+    files: Vec<(PathBuf, i64)>,
+}
+
+impl Served {
+    fn read(l: &Listener) -> Result<Served, TlsError> {
+        let mut files = Vec::new();
+        let mut load = |f: &TlsFiles| {
+            let c = load_cert(f)?;
+            files.push((f.cert.clone(), c.not_after));
+            Ok::<_, TlsError>(Arc::new(c))
+        };
+        let shared = l
+            .tls
+            .iter()
+            .flatten()
+            .map(&mut load)
+            .collect::<Result<_, _>>()?;
+        let own = l
+            .routes
+            .iter()
+            .map(|s| s.tls.as_ref().map(&mut load).transpose())
+            .collect::<Result<_, _>>()?;
+        let default = l.routes.iter().position(|s| s.default).unwrap_or(0);
+        let hosts =
+            Hosts::new(l.routes.iter().map(|s| s.names.as_slice()), default).map_err(|msg| {
+                TlsError {
+                    path: PathBuf::from(l.listen.to_string()),
+                    msg,
+                }
+            })?;
+        Ok(Served {
+            hosts,
+            own,
+            shared,
+            files,
+        })
+    }
+
+    /// The certificate for a client hello naming `sni`: the own one of the server `sni`
+    /// names (none: the default server), else the listener's that names `sni` exactly,
+    /// then one whose wildcard covers it, then its first.
+    fn pick(&self, sni: Option<&str>) -> Option<Arc<LoadedCert>> {
+        let server = match sni {
+            None => self.hosts.default_server(),
+            Some(n) => self.hosts.find(Some(n.as_bytes())),
+        };
+        if let Some(Some(own)) = self.own.get(server) {
+            return Some(own.clone());
+        }
+        sni.and_then(|n| {
+            Hosts::name(n.as_bytes(), |n| {
+                self.shared
+                    .iter()
+                    .find(|c| c.names.iter().any(|p| p == n))
+                    .or_else(|| self.shared.iter().find(|c| covers(&c.names, n)))
+                    .cloned()
+            })
+            .flatten()
+        })
+        .or_else(|| self.shared.first().cloned())
+    }
+}
+
 /// A listener's certificates, read and not yet served ([`SniResolver::read`]).
-pub struct Certs(Vec<LoadedCert>);
+pub struct Certs(Served);
 
 /// Picks a certificate by SNI from the current set.
 #[derive(Debug)]
 pub struct SniResolver {
-    files: Vec<TlsFiles>,
-    certs: ArcSwap<Vec<LoadedCert>>,
+    served: ArcSwap<Served>,
     /// The listener's address, for the expiry metric.
     listener: String,
 }
 
 impl SniResolver {
-    /// Load the certificates of the listener at `listener`.
-    pub fn load(files: Vec<TlsFiles>, listener: String) -> Result<Self, TlsError> {
-        let certs = load_all(&files)?;
+    /// Load the certificates of the TLS listener `l`: its own and its servers'.
+    pub fn load(l: &Listener) -> Result<Self, TlsError> {
         let r = SniResolver {
-            files,
-            certs: ArcSwap::from_pointee(certs),
-            listener,
+            served: ArcSwap::from_pointee(Served::read(l)?),
+            listener: l.listen.to_string(),
         };
         r.export_expiry();
         Ok(r)
@@ -53,51 +129,53 @@ impl SniResolver {
         &self.listener
     }
 
-    /// Re-read every file, changing nothing yet (a reload's preparation).
-    pub fn read(&self) -> Result<Certs, TlsError> {
-        load_all(&self.files).map(Certs)
+    /// Read every file `l` (the listener's new config) names, changing nothing yet (a
+    /// reload's preparation).
+    pub fn read(&self, l: &Listener) -> Result<Certs, TlsError> {
+        Served::read(l).map(Certs)
     }
 
     /// Serve `certs` from now on (a reload's switch).
     pub fn install(&self, certs: Certs) {
-        self.certs.store(Arc::new(certs.0));
+        self.served.store(Arc::new(certs.0));
         self.export_expiry();
     }
 
     /// Publish each certificate's notAfter (`tideway_tls_certificate_expiry_timestamp_seconds`).
     fn export_expiry(&self) {
         let gauge = &crate::metrics::global().cert_expiry;
-        for (f, c) in self.files.iter().zip(self.certs.load().iter()) {
+        for (file, not_after) in &self.served.load().files {
             gauge
-                .with_label_values(&[&self.listener, &f.cert.display().to_string()])
-                .set(c.not_after as f64);
+                .with_label_values(&[&self.listener, &file.display().to_string()])
+                .set(*not_after as f64);
         }
     }
 
-    fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let certs = self.certs.load();
-        let name = sni.map(str::to_ascii_lowercase);
-        let matches = |pattern: &str, name: &str| {
-            pattern == name
-                || pattern
-                    .strip_prefix("*.")
-                    .is_some_and(|d| name.split_once('.').is_some_and(|(_, rest)| rest == d))
-        };
-        name.as_deref()
-            .and_then(|n| {
-                certs
-                    .iter()
-                    .find(|c| c.names.iter().any(|p| p == n))
-                    .or_else(|| certs.iter().find(|c| c.names.iter().any(|p| matches(p, n))))
-            })
-            .or_else(|| certs.first())
-            .map(|c| c.key.clone())
+    /// The certificate a client hello naming `sni` is served.
+    pub fn pick(&self, sni: Option<&str>) -> Option<Arc<LoadedCert>> {
+        self.served.load().pick(sni)
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(hello.server_name())
+        self.pick(hello.server_name()).map(|c| c.key.clone())
+    }
+}
+
+/// What a TLS connection was made for: the SNI name the client sent, and the certificate it
+/// was served.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub sni: Option<Box<str>>,
+    cert: Option<Arc<LoadedCert>>,
+}
+
+impl Identity {
+    /// Whether the connection's certificate is valid for `host` (as matched: lowercased,
+    /// without port and trailing dot).
+    pub fn covers(&self, host: &str) -> bool {
+        self.cert.as_ref().is_some_and(|c| covers(&c.names, host))
     }
 }
 
@@ -124,18 +202,26 @@ impl Terminator {
         }
     }
 
-    /// Run the server handshake.
-    pub async fn accept(&self, stream: Stream) -> std::io::Result<TlsConn> {
+    /// Run the server handshake; the connection and what it was made for.
+    pub async fn accept(&self, stream: Stream) -> std::io::Result<(TlsConn, Identity)> {
         let tls = tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
             })??;
-        Ok(TlsConn {
+        let sni = tls.get_ref().1.server_name();
+        // The certificate the handshake chose, picked again (a reload in between is as
+        // unlikely as it is harmless: a new connection would be served the new one).
+        let identity = Identity {
+            cert: self.resolver.pick(sni),
+            sni: sni.map(|n| n.to_ascii_lowercase().into()),
+        };
+        let conn = TlsConn {
             inner: tls,
             rewound: Vec::new(),
             pos: 0,
-        })
+        };
+        Ok((conn, identity))
     }
 }
 

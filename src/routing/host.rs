@@ -61,6 +61,18 @@ impl Hosts {
         Ok(h)
     }
 
+    /// The default server (what a TLS client without SNI is served).
+    pub fn default_server(&self) -> usize {
+        self.default
+    }
+
+    /// `f` of `raw` (a Host or an SNI name) as it is matched: lowercased, without port and
+    /// trailing dot; None when it cannot be a name (not ASCII, too long).
+    pub fn name<R>(raw: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
+        let mut buf = [0u8; MAX_HOST];
+        normal(raw, &mut buf).map(f)
+    }
+
     /// The server for `host` as the client sent it (None: no Host).
     pub fn find(&self, host: Option<&[u8]>) -> usize {
         let Some(raw) = host else {

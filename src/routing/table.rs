@@ -31,6 +31,9 @@ pub enum Pick {
     NotFound,
     /// The path cannot be decoded (a bad `%` escape, `%00`, `..` above the root): 400.
     BadPath,
+    /// On TLS, the Host is another server's than the connection's SNI chose, and the
+    /// connection's certificate does not cover it: 421 ([`Table::misdirected`]).
+    Misdirected,
 }
 
 /// The routes of one listener.
@@ -111,6 +114,30 @@ impl Table {
             Some(Found::Redirect(id)) => Pick::Redirect(id),
             None => cur.map_or(Pick::NotFound, Pick::Route),
         }
+    }
+
+    /// Whether a request with Host `host` on a TLS connection made for `sni` (None: the
+    /// client sent none) is misdirected: its Host chooses another server than `sni` chose (no
+    /// SNI chooses the default server, as the certificate does), and the connection's
+    /// certificate, asked through `covers` with the Host as matched, is not valid for it.
+    /// A listener with one server never is.
+    pub fn misdirected(
+        &self,
+        host: Option<&[u8]>,
+        sni: Option<&str>,
+        covers: impl FnOnce(&str) -> bool,
+    ) -> bool {
+        if self.servers.len() < 2 {
+            return false;
+        }
+        let by_sni = match sni {
+            None => self.hosts.default_server(),
+            Some(name) => self.hosts.find(Some(name.as_bytes())),
+        };
+        if self.hosts.find(host) == by_sni {
+            return false;
+        }
+        !host.and_then(|h| Hosts::name(h, covers)).unwrap_or(false)
     }
 
     /// Every route, in the order of the config (nested ones after their parent).

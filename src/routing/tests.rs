@@ -36,6 +36,7 @@ fn table(locations: Vec<LocationConfig>) -> Table {
         names: vec![],
         default: false,
         locations,
+        tls: None,
     }])
     .unwrap()
 }
@@ -100,11 +101,13 @@ fn servers_by_host_and_a_single_route_needs_no_matching() {
             names: vec!["a.test".into()],
             default: false,
             locations: vec![loc("/", true, vec![])],
+            tls: None,
         },
         ServerConfig {
             names: vec!["b.test".into()],
             default: true,
             locations: vec![loc("/b", true, vec![])],
+            tls: None,
         },
     ];
     let t = Table::new(&servers).unwrap();
@@ -115,6 +118,38 @@ fn servers_by_host_and_a_single_route_needs_no_matching() {
     let one = table(vec![loc("/", true, vec![])]);
     assert_eq!(one.select(Some(b"x"), b"/a%20b/../c"), Pick::Route(0));
     assert_eq!(one.select(Some(b"x"), b"/%zz"), Pick::BadPath);
+}
+
+#[test]
+fn a_host_of_another_server_than_the_sni_one_is_misdirected_unless_covered() {
+    let server = |names: &[&str], default| ServerConfig {
+        names: names.iter().map(|n| n.to_string()).collect(),
+        default,
+        locations: vec![loc("/", true, vec![])],
+        tls: None,
+    };
+    let t = Table::new(&[
+        server(&["a.test"], false),
+        server(&["b.test", "~^b\\d\\.test$"], true),
+    ])
+    .unwrap();
+    let covered = |h: &str| h == "a.test";
+    let never = |_: &str| false;
+    // The same server as the SNI one, by any of its names: never misdirected.
+    assert!(!t.misdirected(Some(b"B.test:443"), Some("b.test"), never));
+    assert!(!t.misdirected(Some(b"b7.test"), Some("b.test"), never));
+    // No SNI is the default server (b); an unknown SNI name too.
+    assert!(!t.misdirected(Some(b"b.test"), None, never));
+    assert!(!t.misdirected(Some(b"zz.test"), Some("unknown.test"), never));
+    // Another server: misdirected unless the certificate covers the Host as matched.
+    assert!(t.misdirected(Some(b"a.test"), Some("b.test"), never));
+    assert!(!t.misdirected(Some(b"A.TEST.:8443"), Some("b.test"), covered));
+    assert!(t.misdirected(Some(b"b.test"), Some("a.test"), covered));
+    assert!(t.misdirected(Some(b"zz.test"), Some("a.test"), never));
+    assert!(t.misdirected(None, Some("a.test"), never));
+    // One server: never.
+    let one = table(vec![loc("/", true, vec![])]);
+    assert!(!one.misdirected(Some(b"x"), Some("y"), never));
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub(super) struct RouteSection {
     websocket: Option<bool>,
     max_body: Option<u64>,
     origin: Option<String>,
+    /// The server's own certificate (a top-level route only; its server's other routes may
+    /// repeat it).
+    tls: Option<Spanned<super::TlsFileSection>>,
     #[serde(default)]
     route: Vec<Spanned<RouteSection>>,
     /// nginx's `allow`/`deny` in order: `["allow 10.0.0.0/8", "deny all"]`.
@@ -94,6 +97,33 @@ pub(super) fn of_listener(
     })
 }
 
+/// A listener's own `tls` with its servers' certificates considered: a route with `tls` makes
+/// the listener terminate TLS (its own list then empty), and on a TLS listener a server
+/// without a certificate of its own is served the listener's, so it must have some.
+pub(super) fn server_tls(
+    cx: &Ctx<'_>,
+    l: &super::ListenerSection,
+    tls: Option<Vec<crate::config::tls::TlsFiles>>,
+    servers: &[ServerConfig],
+) -> Result<Option<Vec<crate::config::tls::TlsFiles>>, ConfigError> {
+    let tls = match tls {
+        None if servers.iter().any(|s| s.tls.is_some()) => Some(Vec::new()),
+        tls => tls,
+    };
+    if tls.as_ref().is_some_and(Vec::is_empty) {
+        if let Some(s) = servers.iter().find(|s| s.tls.is_none()) {
+            return Err(cx.err(
+                l.listen.span(),
+                format!(
+                    "the server with host {:?} has no certificate on this TLS listener; give one of its routes tls = {{ cert, key }}, or the listener tls",
+                    s.names
+                ),
+            ));
+        }
+    }
+    Ok(tls)
+}
+
 /// The upstream `u` names, if it is defined.
 fn known_upstream(
     cx: &Ctx<'_>,
@@ -137,10 +167,32 @@ pub(super) fn servers(
                     names,
                     default: false,
                     locations: Vec::new(),
+                    tls: None,
                 });
                 servers.len() - 1
             }
         };
+        if let Some(t) = &r.tls {
+            let files = crate::config::tls::TlsFiles {
+                cert: t.get_ref().cert.clone(),
+                key: t.get_ref().key.clone(),
+            };
+            match &servers[i].tls {
+                Some(had) if *had != files => {
+                    return Err(cx.err(
+                        t.span(),
+                        "another route of this server (host list) names another certificate; a server has one",
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    crate::config::tls::load_cert(&files)
+                        .map_err(|e| cx.err(t.span(), e.to_string()))?;
+                    servers[i].tls = Some(files);
+                }
+            }
+        }
+        nested_tls(cx, &r.route)?;
         if r.default == Some(true) && !servers[i].default {
             defaults += 1;
             if defaults > 1 {
@@ -166,6 +218,20 @@ pub(super) fn servers(
         })?;
     }
     Ok(servers)
+}
+
+/// A nested route names no certificate: a certificate is its server's.
+fn nested_tls(cx: &Ctx<'_>, routes: &[Spanned<RouteSection>]) -> Result<(), ConfigError> {
+    for r in routes {
+        if let Some(t) = &r.get_ref().tls {
+            return Err(cx.err(
+                t.span(),
+                "tls belongs to a top-level route (it is its server's certificate), not a nested one",
+            ));
+        }
+        nested_tls(cx, &r.get_ref().route)?;
+    }
+    Ok(())
 }
 
 /// One route table (and the ones nested in it) as a location. A setting the table leaves out

@@ -265,6 +265,10 @@ fn location(
             "{}: location {rule} neither proxies nor returns (nginx would serve files); tideway answers 404",
             d.at()
         ));
+        action = RouteAction::Return {
+            code: 404,
+            text: String::new(),
+        };
     }
     Some(LocationConfig {
         rule,

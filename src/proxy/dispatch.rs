@@ -113,6 +113,12 @@ impl Routes {
         Arc::new(ArcSwap::from_pointee(self))
     }
 
+    /// Does any route proxy? A listener whose routes all answer themselves cannot forward a
+    /// request anywhere, so a backend at its address is no loop.
+    pub fn forwards(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e, Entry::Proxy(_)))
+    }
+
     /// The proxy route a pick names, if it is one.
     pub fn proxy(&self, pick: Pick) -> Option<&Proxy> {
         match pick {

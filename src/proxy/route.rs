@@ -132,8 +132,10 @@ impl Route {
         let mut tried: Vec<BackendId> = Vec::new();
         let mut stale = 0;
         let mut again: Option<Picked> = None;
-        // Backends in the upstream (nginx's `peer.tries`, the most attempts there can be).
-        let mut peers = 0;
+        // Is there a backend for another attempt after this one? nginx's `peer.tries` counts
+        // every server of the upstream but a `down` one: the most attempts there can be. The
+        // scan stops at the first backend beyond the attempts so far.
+        let mut beyond = false;
         loop {
             let fresh = again.is_some();
             let Picked {
@@ -148,7 +150,13 @@ impl Route {
                     let snap = self.pool.load();
                     match self.pick(&snap, how.key, &tried) {
                         Ok(b) => {
-                            peers = self.upstream(&snap).map_or(0, |u| u.backends.len());
+                            beyond = self.upstream(&snap).is_ok_and(|u| {
+                                u.backends
+                                    .iter()
+                                    .filter(|b| b.state == crate::pool::backend::State::Active)
+                                    .nth(tried.len() + 1)
+                                    .is_some()
+                            });
                             Picked {
                                 id: b.id.clone(),
                                 addr: b.addr,
@@ -178,7 +186,7 @@ impl Route {
                 (None, None) => self.open(addr, policy, how.client, how.local).await,
             };
             // May an answer with a listed status go on after this attempt?
-            let more = tried.len() + 1 < peers
+            let more = beyond
                 && may_go_on(&how, tried.len() + 1, started)
                 && how.replayable
                 && (how.idempotent || policy.next_upstream.has(NextUpstream::NON_IDEMPOTENT));

@@ -7,7 +7,8 @@
 //! - `proxy_next_upstream` does not count a `down` server as one more to try: with the others
 //!   tried, the last answer goes to the client (nginx's `peer.tries`);
 //! - a location that neither proxies nor returns (nginx serves files there) answers 404, and
-//!   the rest of the config runs.
+//!   the rest of the config runs;
+//! - a server listed twice in an upstream is two peers.
 
 mod common;
 
@@ -169,4 +170,32 @@ async fn a_location_that_serves_files_answers_404_and_the_rest_runs() {
     let r = get(port, "/x").await;
     assert_eq!(status(&r), 200, "{r}");
     assert!(r.contains("app"), "{r}");
+}
+
+#[tokio::test]
+async fn a_server_listed_twice_is_two_peers_as_in_nginx() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (nport, tport) = (free_port(), free_port());
+    let http = |port: u16| {
+        format!(
+            "    upstream u {{ server {a}; server {a}; server {b}; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; }} }}\n",
+            a = a.addr,
+            b = b.addr
+        )
+    };
+    let nfile = write(dir.path(), "nginx.conf", &http(nport));
+    let tfile = write(dir.path(), "tideway.conf", &http(tport));
+    let _n = run_nginx(&nfile, nport, dir.path()).await;
+    let _t = run_tideway_nginx(&tfile, tport, dir.path()).await;
+    let client = reqwest::Client::new();
+    for port in [nport, tport] {
+        let mut to_a = 0;
+        for _ in 0..30 {
+            let id = backend_id(&client, &format!("http://127.0.0.1:{port}/")).await;
+            to_a += usize::from(id == "a");
+        }
+        assert_eq!(to_a, 20, "port {port}: a is two peers of three");
+    }
 }

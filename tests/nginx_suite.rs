@@ -8,7 +8,8 @@
 //!   tried, the last answer goes to the client (nginx's `peer.tries`);
 //! - a location that neither proxies nor returns (nginx serves files there) answers 404, and
 //!   the rest of the config runs;
-//! - a server listed twice in an upstream is two peers.
+//! - a server listed twice in an upstream is two peers;
+//! - `return 444` closes the connection without an answer.
 
 mod common;
 
@@ -197,5 +198,29 @@ async fn a_server_listed_twice_is_two_peers_as_in_nginx() {
             to_a += usize::from(id == "a");
         }
         assert_eq!(to_a, 20, "port {port}: a is two peers of three");
+    }
+}
+
+#[tokio::test]
+async fn return_444_closes_without_an_answer_as_in_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nport, tport) = (free_port(), free_port());
+    let http = |port: u16| {
+        format!(
+            "    server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"kept\"; }} location /drop {{ return 444; }} }}\n"
+        )
+    };
+    let nfile = write(dir.path(), "nginx.conf", &http(nport));
+    let tfile = write(dir.path(), "tideway.conf", &http(tport));
+    let _n = run_nginx(&nfile, nport, dir.path()).await;
+    let _t = run_tideway_nginx(&tfile, tport, dir.path()).await;
+    for port in [nport, tport] {
+        assert_eq!(
+            get(port, "/drop").await,
+            "",
+            "port {port}: closed, no answer"
+        );
+        let r = get(port, "/").await;
+        assert_eq!((status(&r), body(&r)), (200, "kept"), "port {port}: {r}");
     }
 }

@@ -9,7 +9,9 @@
 //! - a location that neither proxies nor returns (nginx serves files there) answers 404, and
 //!   the rest of the config runs;
 //! - a server listed twice in an upstream is two peers;
-//! - `return 444` closes the connection without an answer.
+//! - `return 444` closes the connection without an answer;
+//! - `max_fails` counts failures with successes between them, until `fail_timeout` has passed
+//!   since the last one.
 
 mod common;
 
@@ -222,5 +224,65 @@ async fn return_444_closes_without_an_answer_as_in_nginx() {
         );
         let r = get(port, "/").await;
         assert_eq!((status(&r), body(&r)), (200, "kept"), "port {port}: {r}");
+    }
+}
+
+/// A backend that answers `200` with body `id` and closes, except that every `every`th request
+/// it gets is closed without an answer (`every` 0: never).
+async fn flaky(id: &'static str, every: usize) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            n += 1;
+            if every > 0 && n % every == 0 {
+                continue;
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{id}",
+                id.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn max_fails_counts_failures_with_successes_between_as_in_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nport, tport) = (free_port(), free_port());
+    // One pair of backends per proxy, so each sees its own every-third failure.
+    let (na, nb) = (flaky("a", 3).await, flaky("b", 0).await);
+    let (ta, tb) = (flaky("a", 3).await, flaky("b", 0).await);
+    let http = |port: u16, a: std::net::SocketAddr, b: std::net::SocketAddr| {
+        format!(
+            "    upstream u {{ server {a} max_fails=3 fail_timeout=10s; server {b} max_fails=3 fail_timeout=10s; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; }} }}\n"
+        )
+    };
+    let nfile = write(dir.path(), "nginx.conf", &http(nport, na, nb));
+    let tfile = write(dir.path(), "tideway.conf", &http(tport, ta, tb));
+    let _n = run_nginx(&nfile, nport, dir.path()).await;
+    let _t = run_tideway_nginx(&tfile, tport, dir.path()).await;
+    for port in [nport, tport] {
+        let mut from_a = 0;
+        for _ in 0..30 {
+            let r = get(port, "/").await;
+            assert_eq!(status(&r), 200, "port {port}: a failure goes on to b: {r}");
+            from_a += usize::from(body(&r) == "a");
+        }
+        // a answers its 1st, 2nd, 4th, 5th, 7th and 8th requests; its 3rd failure (the 9th
+        // request) takes it out for fail_timeout, though successes came between.
+        assert_eq!(from_a, 6, "port {port}");
     }
 }

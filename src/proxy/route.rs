@@ -22,8 +22,11 @@ pub struct Conn {
     pub close: CancellationToken,
     /// Taken from the idle pool rather than opened for this attempt.
     pub reused: bool,
-    /// Failures in a row that eject this backend (its own `max_fails`, or the upstream's).
+    /// Failures that eject this backend (its own `max_fails`, or the upstream's).
     pub max_fails: u32,
+    /// Its `fail_timeout` (its own, or the upstream's): a success resets the failures only
+    /// once this has passed since the last one, as in nginx.
+    pub fail_timeout: std::time::Duration,
 }
 
 /// What the retry loop needs to know about a request.
@@ -144,6 +147,7 @@ impl Route {
                 guard,
                 close,
                 max_fails,
+                fail_timeout,
             } = match again.take() {
                 Some(same) => same,
                 None => {
@@ -163,6 +167,10 @@ impl Route {
                                 guard: b.live.begin(),
                                 close: b.close.clone(),
                                 max_fails: b.max_fails(policy),
+                                fail_timeout: b
+                                    .server
+                                    .fail_timeout
+                                    .unwrap_or(policy.passive.fail_timeout),
                             }
                         }
                         Err(e) if tried.is_empty() => {
@@ -200,6 +208,7 @@ impl Route {
                         close,
                         reused,
                         max_fails,
+                        fail_timeout,
                     };
                     match attempt.attempt(&mut conn, more).await {
                         Ok(t) => return Ok((t, conn)),
@@ -217,6 +226,7 @@ impl Route {
                                 guard,
                                 close,
                                 max_fails,
+                                fail_timeout,
                             };
                             // A pooled connection gone stale is not the backend's fault:
                             // retry on a fresh one to the same backend, if the request cannot
@@ -242,6 +252,7 @@ impl Route {
                         guard,
                         close,
                         max_fails,
+                        fail_timeout,
                     },
                 ),
             };
@@ -299,12 +310,12 @@ impl Route {
         Ok(io)
     }
 
-    /// Passive health: count a failure of backend `id`; at `max_fails` in a row (0 = off),
-    /// ask the controller to eject it.
+    /// Passive health: count a failure of backend `id`; at `max_fails` failures not reset by
+    /// a success (0 = off), ask the controller to eject it.
     pub fn failed(&self, live: &Live, id: &BackendId, max_fails: u32, why: &str) {
         let streak = live.record_failure();
         if max_fails > 0 && streak == u64::from(max_fails) {
-            let reason = format!("{streak} failures in a row, last: {why}");
+            let reason = format!("{streak} failures, last: {why}");
             self.pool
                 .report(&self.upstream, id.clone(), Verdict::Eject { reason });
         }
@@ -318,6 +329,7 @@ struct Picked {
     guard: ActiveGuard,
     close: CancellationToken,
     max_fails: u32,
+    fail_timeout: std::time::Duration,
 }
 
 /// The `next_upstream` condition that must be listed for `failed` to go on (0: none).

@@ -92,6 +92,14 @@ ports=$(sed -n 's/^[[:space:]]*listen[[:space:]]\{1,\}\([^;]*\);.*/\1/p' "$conf"
   | grep -v -e unix: -e '[[:space:]]udp' \
   | sed -n 's/^\([^[:space:]]*:\)\{0,1\}\([0-9]\{1,5\}\)\([[:space:]].*\)\{0,1\}$/\2/p' | sort -u)
 
+# With NGINX_TESTS_NOTES=DIR, keep what `tideway check --nginx` says of each config (what it
+# ignores, and why an import fails) in DIR/<test file>.check, to explain the failing cases.
+if [ -n "${NGINX_TESTS_NOTES:-}" ]; then
+  mkdir -p "$NGINX_TESTS_NOTES"
+  name=$(basename "$(ps -o args= -p "$PPID" | awk '{print $NF}')")
+  "$tideway" check --nginx "$conf" >>"$NGINX_TESTS_NOTES/$name.check" 2>&1 || true
+fi
+
 mkdir -p "$(dirname "$errlog")" "$(dirname "$pidfile")"
 touch "$errlog"
 self=$$

@@ -4,7 +4,8 @@
 #
 #   scripts/nginx-tests-table.sh /tmp/nginx-tests OUTDIR proxy_chunked.t upstream_hash.t ...
 #
-# Each file runs once per binary (`perl FILE`, the TAP kept in OUTDIR/FILE.{nginx,tideway}).
+# Each file runs once per binary (`perl FILE`, the TAP kept in OUTDIR/FILE.{nginx,tideway}, and
+# what `tideway check --nginx` said of its configs in OUTDIR/notes/FILE.check).
 # A row counts the file's own cases: the harness's two closing checks ("no alerts", "no
 # sanitizer errors") are left out, and so is a case the file skips (`# skip`, e.g. a "long
 # test" without TEST_NGINX_UNSAFE). A TODO case passes only if it really passes.
@@ -49,7 +50,7 @@ for f in "$@"; do
   TEST_NGINX_GLOBALS="user root;" TEST_NGINX_BINARY="$here/scripts/nginx-tests-baseline.sh" \
     timeout 600 perl "$f" >"$out/$f.nginx" 2>&1 &
   base=$!
-  TEST_NGINX_BINARY="$here/scripts/nginx-tests-standin.sh" \
+  NGINX_TESTS_NOTES="$out/notes" TEST_NGINX_BINARY="$here/scripts/nginx-tests-standin.sh" \
     timeout 600 perl "$f" >"$out/$f.tideway" 2>&1 || true
   wait "$base" || true
   IFS=$'\t' read -r plan npass _ < <(count "$out/$f.nginx")

@@ -11,7 +11,8 @@
 //! - a server listed twice in an upstream is two peers;
 //! - `return 444` closes the connection without an answer;
 //! - `max_fails` counts failures with successes between them, until `fail_timeout` has passed
-//!   since the last one.
+//!   since the last one;
+//! - a response with Content-Length twice, or with Transfer-Encoding too, is a 502.
 
 mod common;
 
@@ -284,5 +285,50 @@ async fn max_fails_counts_failures_with_successes_between_as_in_nginx() {
         // a answers its 1st, 2nd, 4th, 5th, 7th and 8th requests; its 3rd failure (the 9th
         // request) takes it out for fail_timeout, though successes came between.
         assert_eq!(from_a, 6, "port {port}");
+    }
+}
+
+/// A backend that answers every request with the raw bytes `answer`, then closes.
+async fn raw_backend(answer: &'static str) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+            let _ = s.write_all(answer.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_response_framed_twice_is_refused_with_502() {
+    let framed = [
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+    ];
+    let ok =
+        raw_backend("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok").await;
+    for answer in framed {
+        let bad = raw_backend(answer).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let http = format!(
+            "    server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://{bad}; }} location /ok {{ proxy_pass http://{ok}; }} }}\n"
+        );
+        let file = write(dir.path(), "framed.conf", &http);
+        let _t = run_tideway_nginx(&file, port, dir.path()).await;
+        let r = get(port, "/").await;
+        assert_eq!(status(&r), 502, "{answer:?}: {r}");
+        let r = get(port, "/ok").await;
+        assert_eq!((status(&r), body(&r)), (200, "ok"), "{r}");
     }
 }

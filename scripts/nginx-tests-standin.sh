@@ -119,5 +119,12 @@ self=$$
   done
 ) </dev/null >/dev/null 2>&1 &
 
-exec "$tideway" run --nginx "$conf" --admin 127.0.0.1:0 --data-dir "${prefix}tideway-data" \
-  >>"$errlog" 2>&1
+# The suite's configs often hold locations that serve files (`root`, `ssi`): leave them out
+# when this tideway can (`--skip-unproxied`); otherwise they answer 404.
+extra=()
+if "$tideway" run --help 2>/dev/null | grep -q -- --skip-unproxied; then
+  extra+=(--skip-unproxied)
+fi
+
+exec "$tideway" run --nginx "$conf" "${extra[@]}" --admin 127.0.0.1:0 \
+  --data-dir "${prefix}tideway-data" >>"$errlog" 2>&1

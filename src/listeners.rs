@@ -148,9 +148,11 @@ impl Listeners {
         l
     }
 
-    /// Register the routes of a listener pingora started.
+    /// Register the routes of a listener pingora started (and publish the own addresses
+    /// again: a listener whose routes only answer is not one of them).
     pub fn with_routes(self, routes: Vec<(SocketAddr, SharedRoutes)>) -> Self {
         self.routes_lock().extend(routes);
+        self.publish_own(&self.lock());
         self
     }
 
@@ -184,11 +186,20 @@ impl Listeners {
         self.added.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every address tideway listens on: started listeners (a turned-away one is still
-    /// bound), added ones and the admin API.
+    /// Every address tideway listens on that could forward a request: started listeners (a
+    /// turned-away one is still bound), added ones and the admin API; an HTTP listener whose
+    /// routes all answer themselves (`return`) is left out, as nginx configs proxy to such
+    /// servers of the same instance and no request through them can come back.
     fn publish_own(&self, added: &HashMap<SocketAddr, Added>) {
-        let mut own: Vec<SocketAddr> = self.started.iter().map(|(l, _)| l.listen).collect();
-        own.extend(added.keys());
+        let routes = self.routes_lock();
+        let forwards = |a: &SocketAddr| routes.get(a).is_none_or(|r| r.load().forwards());
+        let mut own: Vec<SocketAddr> = self
+            .started
+            .iter()
+            .map(|(l, _)| l.listen)
+            .filter(forwards)
+            .collect();
+        own.extend(added.keys().filter(|a| forwards(a)));
         own.push(self.admin);
         self.pool.own().set(own);
     }

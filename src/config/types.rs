@@ -354,7 +354,8 @@ pub enum ProxyProtocol {
 /// Passive health: nginx's `max_fails` / `fail_timeout`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PassiveConfig {
-    /// Consecutive failures that take a backend out; 0 turns passive checks off.
+    /// Failures that take a backend out (a success resets the count only once `fail_timeout`
+    /// has passed since the last failure, as in nginx); 0 turns passive checks off.
     pub max_fails: u32,
     /// How long an ejected backend stays out before it is tried (or probed) again.
     pub fail_timeout: Duration,

@@ -780,8 +780,15 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
             let _ = writeln!(out, "idle_timeout = {t:?}");
         }
         out.push_str("backends = [\n");
+        // nginx takes a server listed twice as two peers; tideway ids must differ.
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &u.servers {
             let _ = write!(out, "  {{ addr = {:?}", s.addr);
+            let n = seen.entry(&s.addr).or_default();
+            *n += 1;
+            if *n > 1 {
+                let _ = write!(out, ", id = \"{}@{n}\"", s.addr);
+            }
             if s.weight != 1 {
                 let _ = write!(out, ", weight = {}", s.weight);
             }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -128,8 +128,14 @@ pub struct Live {
     expires_at_ms: AtomicU64,
     /// The registration's TTL in milliseconds (0 = none), reused by heartbeats without one.
     ttl_ms: AtomicU64,
-    /// Failures in a row (passive health); reset by a success.
+    /// Failures counted toward `max_fails` (passive health; nginx's `fails`): a success
+    /// resets them only once `fail_timeout` has passed since the last failure, so failures
+    /// with successes between them still add up, as in nginx.
     fail_streak: AtomicU64,
+    /// When the last failure was, in milliseconds since [`epoch`].
+    last_failure_ms: AtomicU64,
+    /// Did the last attempt fail?
+    last_failed: AtomicBool,
     /// Bytes sent to the backend and received from it (HTTP as relayed, tunnels as they move).
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
@@ -198,22 +204,32 @@ impl Live {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Count a failure; returns how many failures are now in a row.
+    /// Count a failure; returns how many failures now count toward `max_fails`.
     pub fn record_failure(&self) -> u64 {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.last_failure_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_failed.store(true, Ordering::Relaxed);
         self.fail_streak.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Count a success: the failure streak ends.
-    pub fn record_success(&self) {
-        if self.fail_streak.load(Ordering::Relaxed) != 0 {
+    /// Count a success: the failures stop counting once `fail_timeout` has passed since the
+    /// last one (nginx's round robin: a peer is "marked live" by a success after its check
+    /// time moved past the last failure).
+    pub fn record_success(&self, fail_timeout: Duration) {
+        if self.last_failed.load(Ordering::Relaxed) {
+            self.last_failed.store(false, Ordering::Relaxed);
+        }
+        if self.fail_streak.load(Ordering::Relaxed) != 0
+            && now_ms().saturating_sub(self.last_failure_ms.load(Ordering::Relaxed))
+                > fail_timeout.as_millis() as u64
+        {
             self.fail_streak.store(0, Ordering::Relaxed);
         }
     }
 
-    /// Did the last attempt on this backend fail (a failure streak is running)?
+    /// Did the last attempt on this backend fail?
     pub fn failing(&self) -> bool {
-        self.fail_streak.load(Ordering::Relaxed) > 0
+        self.last_failed.load(Ordering::Relaxed)
     }
 
     /// Count bytes sent to the backend.
@@ -256,7 +272,7 @@ impl Live {
         )
     }
 
-    /// Start a new streak (after an ejection).
+    /// Start counting failures anew (after an ejection).
     pub fn reset_streak(&self) {
         self.fail_streak.store(0, Ordering::Relaxed);
     }

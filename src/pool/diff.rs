@@ -50,7 +50,7 @@ pub enum Diff {
         healthy: bool,
         reason: String,
     },
-    /// Passive health: the data plane saw `max_fails` failures in a row. The backend is out
+    /// Passive health: the data plane saw `max_fails` failures. The backend is out
     /// for `fail_timeout`, then readmitted (or left to the active checks, when configured).
     Eject {
         upstream: String,

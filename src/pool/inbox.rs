@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 pub enum Verdict {
     /// An active check's transition.
     Health { healthy: bool, reason: String },
-    /// Passive health: `max_fails` failures in a row.
+    /// Passive health: `max_fails` failures.
     Eject { reason: String },
 }
 

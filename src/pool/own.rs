@@ -1,7 +1,9 @@
 //! tideway's own listening addresses: every listener (those started with the process and those
 //! a reload added) and the admin API. A backend at one of them would make tideway proxy to
 //! itself, so the registration API refuses them and the data plane answers 508 instead of
-//! connecting.
+//! connecting. An HTTP listener whose routes all answer themselves (`return`) is not in the
+//! set: nothing sent to it can come back (nginx configs use such a server of the same instance
+//! as a backend; `crate::listeners` decides).
 //!
 //! The set is one `ArcSwap`, replaced whole by the reload's switch ([`OwnAddrs::set`]) and
 //! read without locks. A lookup costs a scan of the set's ports; only a backend on the port of

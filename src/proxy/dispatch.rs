@@ -142,6 +142,12 @@ impl Routes {
             .is_some_and(|a| !a.allows(client))
     }
 
+    /// Does any route proxy? A listener whose routes all answer themselves cannot forward a
+    /// request anywhere, so a backend at its address is no loop.
+    pub fn forwards(&self) -> bool {
+        self.entries.iter().any(|e| matches!(e, Entry::Proxy(_)))
+    }
+
     /// The proxy route a pick names, if it is one.
     pub fn proxy(&self, pick: Pick) -> Option<&Proxy> {
         match pick {
@@ -242,8 +248,11 @@ pub fn self_answer(
     })
 }
 
+/// nginx's `return 444`: close the connection without an answer.
+pub const CLOSE_WITHOUT_ANSWER: u16 = 444;
+
 /// Send `a` to the client (without its body for a HEAD request); `close` ends the connection
-/// after it.
+/// after it. A `return 444` sends nothing and closes.
 pub async fn send_answer(
     client: &mut pingora::protocols::Stream,
     a: &SelfAnswer,
@@ -252,6 +261,9 @@ pub async fn send_answer(
 ) -> (super::exchange::Next, u64) {
     use super::exchange::Next;
     use std::fmt::Write;
+    if a.status == CLOSE_WITHOUT_ANSWER {
+        return (Next::Close, 0);
+    }
     let mut resp = format!(
         "HTTP/1.1 {} {}\r\n",
         a.status,

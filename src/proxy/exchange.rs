@@ -283,7 +283,7 @@ impl HttpPath {
                     .route
                     .failed(conn.guard.live(), &conn.id, max_fails, &why);
             }
-            Health::Success => conn.guard.live().record_success(),
+            Health::Success => conn.guard.live().record_success(conn.fail_timeout),
             Health::Failed(why) => {
                 tracing::warn!(upstream = %routed.route.upstream, backend = %conn.id, addr = %conn.addr, error = %why, "backend broke off a response");
                 routed

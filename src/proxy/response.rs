@@ -41,7 +41,7 @@ pub struct Response {
 pub enum BadResponse {
     #[error("the backend sent a malformed response head")]
     Malformed,
-    #[error("the backend sent conflicting or malformed Content-Length headers")]
+    #[error("the backend sent a malformed Content-Length, several, or one with Transfer-Encoding")]
     Length,
     #[error("the backend switched protocols without a WebSocket handshake")]
     Upgrade,
@@ -58,13 +58,14 @@ const RESPONSE_DROP: [&str; 5] = [
     "transfer-encoding",
 ];
 
-/// The one Content-Length of a response: `Err` when several disagree or one is malformed.
+/// The one Content-Length of a response: `Err` when there are several (even equal: as for
+/// requests, and as current nginx answers 502) or it is malformed.
 fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, BadResponse> {
     let mut len = None;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = parse_length(h.value).ok_or(BadResponse::Length)?;
-            if len.is_some_and(|l| l != n) {
+            if len.is_some() {
                 return Err(BadResponse::Length);
             }
             len = Some(n);
@@ -137,6 +138,11 @@ pub fn inspect_response(
     if codings > 1 {
         return Err(BadResponse::Coding);
     }
+    // Framed both ways: RFC 9112 §6.3 calls it a likely smuggling or splitting attempt, and
+    // current nginx answers 502; so does tideway (as it refuses such a request with 400).
+    if codings > 0 && lengths > 0 {
+        return Err(BadResponse::Length);
+    }
     let connection = &connection[..n_connection];
     // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
     let chunked = codings == 1;
@@ -162,10 +168,8 @@ pub fn inspect_response(
         matches!(framing, Framing::Chunked | Framing::UntilClose) && encoding == Encoding::Raw;
     // A bodiless answer whose backend may still send a body (any answer to HEAD: Workerman
     // sends one; a 204 or 304 with a length or coding) must not leave the connection pooled:
-    // bytes arriving later would be the next client's answer. Nor may one framed twice.
-    let late_body = req.head_method
-        || (bodiless && (chunked || length.is_some_and(|n| n > 0)))
-        || (chunked && lengths > 0);
+    // bytes arriving later would be the next client's answer.
+    let late_body = req.head_method || (bodiless && (chunked || length.is_some_and(|n| n > 0)));
     let reusable = version == 1
         && framing != Framing::UntilClose
         && !late_body

@@ -23,8 +23,11 @@ pub struct Conn {
     pub close: CancellationToken,
     /// Taken from the idle pool rather than opened for this attempt.
     pub reused: bool,
-    /// Failures in a row that eject this backend (its own `max_fails`, or the upstream's).
+    /// Failures that eject this backend (its own `max_fails`, or the upstream's).
     pub max_fails: u32,
+    /// Its `fail_timeout` (its own, or the upstream's): a success resets the failures only
+    /// once this has passed since the last one, as in nginx.
+    pub fail_timeout: std::time::Duration,
 }
 
 /// What the retry loop needs to know about a request.
@@ -141,8 +144,10 @@ impl Route {
         let mut tried: Vec<BackendId> = Vec::new();
         let mut stale = 0;
         let mut again: Option<Picked> = None;
-        // Backends in the upstream (nginx's `peer.tries`, the most attempts there can be).
-        let mut peers = 0;
+        // Is there a backend for another attempt after this one? nginx's `peer.tries` counts
+        // every server of the upstream but a `down` one: the most attempts there can be. The
+        // scan stops at the first backend beyond the attempts so far.
+        let mut beyond = false;
         loop {
             let fresh = again.is_some();
             let Picked {
@@ -151,19 +156,30 @@ impl Route {
                 guard,
                 close,
                 max_fails,
+                fail_timeout,
             } = match again.take() {
                 Some(same) => same,
                 None => {
                     let snap = self.pool.load();
                     match self.pick(&snap, (how.key, how.sticky), &tried) {
                         Ok(b) => {
-                            peers = self.upstream(&snap).map_or(0, |u| u.backends.len());
+                            beyond = self.upstream(&snap).is_ok_and(|u| {
+                                u.backends
+                                    .iter()
+                                    .filter(|b| b.state == crate::pool::backend::State::Active)
+                                    .nth(tried.len() + 1)
+                                    .is_some()
+                            });
                             Picked {
                                 id: b.id.clone(),
                                 addr: b.addr,
                                 guard: b.live.begin(),
                                 close: b.close.clone(),
                                 max_fails: b.max_fails(policy),
+                                fail_timeout: b
+                                    .server
+                                    .fail_timeout
+                                    .unwrap_or(policy.passive.fail_timeout),
                             }
                         }
                         Err(e) if tried.is_empty() => {
@@ -187,7 +203,7 @@ impl Route {
                 (None, None) => self.open(addr, policy, how.client, how.local).await,
             };
             // May an answer with a listed status go on after this attempt?
-            let more = tried.len() + 1 < peers
+            let more = beyond
                 && may_go_on(&how, tried.len() + 1, started)
                 && how.replayable
                 && (how.idempotent || policy.next_upstream.has(NextUpstream::NON_IDEMPOTENT));
@@ -201,6 +217,7 @@ impl Route {
                         close,
                         reused,
                         max_fails,
+                        fail_timeout,
                     };
                     match attempt.attempt(&mut conn, more).await {
                         Ok(t) => return Ok((t, conn)),
@@ -218,6 +235,7 @@ impl Route {
                                 guard,
                                 close,
                                 max_fails,
+                                fail_timeout,
                             };
                             // A pooled connection gone stale is not the backend's fault:
                             // retry on a fresh one to the same backend, if the request cannot
@@ -243,6 +261,7 @@ impl Route {
                         guard,
                         close,
                         max_fails,
+                        fail_timeout,
                     },
                 ),
             };
@@ -300,12 +319,12 @@ impl Route {
         Ok(io)
     }
 
-    /// Passive health: count a failure of backend `id`; at `max_fails` in a row (0 = off),
-    /// ask the controller to eject it.
+    /// Passive health: count a failure of backend `id`; at `max_fails` failures not reset by
+    /// a success (0 = off), ask the controller to eject it.
     pub fn failed(&self, live: &Live, id: &BackendId, max_fails: u32, why: &str) {
         let streak = live.record_failure();
         if max_fails > 0 && streak == u64::from(max_fails) {
-            let reason = format!("{streak} failures in a row, last: {why}");
+            let reason = format!("{streak} failures, last: {why}");
             self.pool
                 .report(&self.upstream, id.clone(), Verdict::Eject { reason });
         }
@@ -319,6 +338,7 @@ struct Picked {
     guard: ActiveGuard,
     close: CancellationToken,
     max_fails: u32,
+    fail_timeout: std::time::Duration,
 }
 
 /// The `next_upstream` condition that must be listed for `failed` to go on (0: none).

@@ -119,7 +119,7 @@ impl TcpGateway {
                 return;
             }
         };
-        conn.guard.live().record_success();
+        conn.guard.live().record_success(conn.fail_timeout);
         let ending = Ending::new(&self.route, peer.map(|p| p.ip()), conn.addr, false);
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
             .counting(conn.guard.live().clone());

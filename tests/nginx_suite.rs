@@ -6,8 +6,8 @@
 //!   (the suite's configs proxy to such servers); a server that proxies to itself stays 508;
 //! - `proxy_next_upstream` does not count a `down` server as one more to try: with the others
 //!   tried, the last answer goes to the client (nginx's `peer.tries`);
-//! - a location that neither proxies nor returns (nginx serves files there) answers 404, and
-//!   the rest of the config runs;
+//! - (a location that neither proxies nor returns, where nginx serves files, is
+//!   tests/nginx_report.rs's: an import error, or 404 with `--skip-unproxied`);
 //! - a server listed twice in an upstream is two peers;
 //! - `return 444` closes the connection without an answer;
 //! - `max_fails` counts failures with successes between them, until `fail_timeout` has passed
@@ -154,26 +154,6 @@ async fn next_upstream_does_not_count_a_down_server_as_in_nginx() {
     let tideway = get(tport, "/down/").await;
     assert_eq!(body(&tideway), "from-a", "{tideway}");
     assert_eq!(never.load(std::sync::atomic::Ordering::SeqCst), 0);
-}
-
-#[tokio::test]
-async fn a_location_that_serves_files_answers_404_and_the_rest_runs() {
-    let b = backend("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let http = format!(
-        "    server {{\n        listen 127.0.0.1:{port};\n        location / {{ proxy_pass http://{}; }}\n        location /static/ {{ root {}; }}\n    }}\n",
-        b.addr,
-        dir.path().display()
-    );
-    let file = write(dir.path(), "files.conf", &http);
-    let _t = run_tideway_nginx(&file, port, dir.path()).await;
-    let r = get(port, "/static/x.html").await;
-    assert_eq!(status(&r), 404, "{r}");
-    assert!(!r.contains("app"), "not proxied: {r}");
-    let r = get(port, "/x").await;
-    assert_eq!(status(&r), 200, "{r}");
-    assert!(r.contains("app"), "{r}");
 }
 
 #[tokio::test]

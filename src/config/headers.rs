@@ -3,7 +3,7 @@
 //! (no parsing per request). The data plane evaluates them ([`crate::proxy::headers`]).
 //!
 //! Variables: `$host`, `$http_host`, `$remote_addr`, `$proxy_add_x_forwarded_for`, `$scheme`,
-//! `$request_uri`, `$server_port`, `$server_name`, `$remote_port`, `$request_method`, `$args`
+//! `$request_uri`, `$server_port`, `$server_name`, `$proxy_host`, `$remote_port`, `$request_method`, `$args`
 //! (`$query_string`), `$is_args`, `$http_NAME`, `$cookie_NAME`, `$arg_NAME` (also written
 //! `${name}`), and the names of `map`s. Any other is a config error.
 //!
@@ -32,6 +32,9 @@ pub enum Var {
     ServerPort,
     /// `$server_name`: the matched server's first name.
     ServerName,
+    /// `$proxy_host`: proxy_pass's host, the upstream's name (what nginx sends as Host by
+    /// default).
+    ProxyHost,
     /// `$remote_port`: the client's port.
     RemotePort,
     /// `$request_method`.
@@ -212,6 +215,7 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
         "request_uri" => Var::RequestUri,
         "server_port" => Var::ServerPort,
         "server_name" => Var::ServerName,
+        "proxy_host" => Var::ProxyHost,
         "remote_port" => Var::RemotePort,
         "request_method" => Var::RequestMethod,
         "args" | "query_string" => Var::Args,
@@ -227,7 +231,7 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
                 Var::Arg(a.into())
             } else {
                 return Err(format!(
-                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $remote_port, $proxy_add_x_forwarded_for, $scheme, $request_method, $request_uri, $args, $is_args, $server_name, $server_port, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
+                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $remote_port, $proxy_add_x_forwarded_for, $scheme, $request_method, $request_uri, $args, $is_args, $server_name, $server_port, $proxy_host, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
                 ));
             }
         }
@@ -255,6 +259,7 @@ impl std::fmt::Display for Var {
             Var::RequestUri => f.write_str("request_uri"),
             Var::ServerPort => f.write_str("server_port"),
             Var::ServerName => f.write_str("server_name"),
+            Var::ProxyHost => f.write_str("proxy_host"),
             Var::RemotePort => f.write_str("remote_port"),
             Var::RequestMethod => f.write_str("request_method"),
             Var::Args => f.write_str("args"),

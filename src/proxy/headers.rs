@@ -20,6 +20,8 @@ pub struct Vars<'r> {
     pub host: Option<&'r [u8]>,
     /// The matched server's first name: `$host` without a Host.
     pub server_name: &'r str,
+    /// The route's upstream name (`$proxy_host`).
+    pub proxy_host: &'r str,
     pub client: Option<SocketAddr>,
     pub method: &'r str,
     /// The client's `X-Forwarded-For` values.
@@ -168,6 +170,7 @@ impl Vars<'_> {
                 }
             }
             Var::ServerName => out.extend_from_slice(self.server_name.as_bytes()),
+            Var::ProxyHost => out.extend_from_slice(self.proxy_host.as_bytes()),
             Var::RequestMethod => out.extend_from_slice(self.method.as_bytes()),
             Var::Args => {
                 let q = self.target.split_once('?').map_or("", |(_, q)| q);
@@ -271,6 +274,7 @@ mod tests {
             headers,
             host,
             server_name: "example.com",
+            proxy_host: "app",
             client: Some("10.0.0.7:40001".parse().unwrap()),
             method: req.method.unwrap(),
             xff: &xff,
@@ -310,6 +314,7 @@ mod tests {
             "GET example.com 40001"
         );
         assert_eq!(e("${is_args}${query_string}"), "?a=1&UID=42&x=%0d%0a");
+        assert_eq!(e("$proxy_host"), "app");
         assert_eq!(eval("GET /p HTTP/1.0\r\n\r\n", "[$is_args$args]", &m), "[]");
         assert_eq!(eval("GET / HTTP/1.0\r\n\r\n", "$host", &m), "example.com");
         assert_eq!(

@@ -390,6 +390,7 @@ pub fn classify<'s>(
         headers,
         host: seen.host,
         server_name,
+        proxy_host: default_host,
         client,
         method,
         xff: &seen.xff[..seen.n_xff],

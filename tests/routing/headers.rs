@@ -160,6 +160,7 @@ http {
             proxy_set_header X-Method $request_method;
             proxy_set_header X-Args \"$is_args$args\";
             proxy_set_header X-Server-Name $server_name;
+            proxy_set_header X-Proxy-Host $proxy_host;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             add_header X-Added \"for $host\";
@@ -173,7 +174,7 @@ http {
 ";
 
 /// Headers `location /` sets; `location /inherit/` sets only X-Static (inherited).
-const SET_NAMES: [&str; 17] = [
+const SET_NAMES: [&str; 18] = [
     "host",
     "x-static",
     "x-host",
@@ -191,6 +192,7 @@ const SET_NAMES: [&str; 17] = [
     "x-method",
     "x-args",
     "x-server-name",
+    "x-proxy-host",
 ];
 
 #[tokio::test]

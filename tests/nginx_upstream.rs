@@ -242,13 +242,17 @@ async fn backup_takes_over_while_the_primary_is_down_as_in_nginx() {
 }
 
 /// The upstreams of the next_upstream test: name, `proxy_next_upstream` and extra directives.
-const RETRY_UPSTREAMS: [(&str, &str); 9] = [
+const RETRY_UPSTREAMS: [(&str, &str); 13] = [
     ("error", "proxy_next_upstream error;"),
     ("timeout", "proxy_next_upstream error timeout;"),
     ("invalid", "proxy_next_upstream error invalid_header;"),
     ("h502", "proxy_next_upstream error http_502;"),
     ("h503", "proxy_next_upstream error http_503;"),
     ("h404", "proxy_next_upstream error http_404;"),
+    ("h500", "proxy_next_upstream error http_500;"),
+    ("h504", "proxy_next_upstream error http_504;"),
+    ("h403", "proxy_next_upstream error http_403;"),
+    ("h429", "proxy_next_upstream error http_429;"),
     (
         "nonidem",
         "proxy_next_upstream error http_502 non_idempotent;",
@@ -305,6 +309,12 @@ async fn next_upstream_conditions_retry_as_nginx_does() {
         ("h503", "GET", "/s502", 2, &["a", "b", "c"]),
         ("h404", "GET", "/s404", 4, fail_sets),
         ("error", "GET", "/s404", 3, &["a", "b", "c"]),
+        ("h500", "GET", "/s500", 3, fail_sets),
+        ("h500", "GET", "/s502", 2, &["a", "b", "c"]),
+        ("h504", "GET", "/s504", 3, fail_sets),
+        ("h403", "GET", "/s403", 3, fail_sets),
+        ("h403", "POST", "/s403", 2, &["a", "b", "c"]),
+        ("h429", "GET", "/s429", 3, fail_sets),
         ("tries", "GET", "/s502", 4, fail_sets),
     ];
     let mut retried = std::collections::BTreeMap::<&str, usize>::new();
@@ -331,7 +341,8 @@ async fn next_upstream_conditions_retry_as_nginx_does() {
     }
     // Each condition that lists a failure went on to another backend at least once.
     for u in [
-        "error", "timeout", "invalid", "h502", "h503", "h404", "nonidem", "tries",
+        "error", "timeout", "invalid", "h502", "h503", "h404", "h500", "h504", "h403", "h429",
+        "nonidem", "tries",
     ] {
         assert!(
             retried.get(u).copied().unwrap_or(0) > 0,

@@ -550,3 +550,92 @@ async fn a_chunked_body_goes_from_the_budget_once_its_answer_goes_to_the_client(
         "nothing refused"
     );
 }
+
+/// A backend that copies the `lang` query argument, percent-decoded and unfiltered, into a
+/// `Content-Language` header (as an app using Workerman's `withHeader` may): the client
+/// writes part of the response head.
+async fn reflector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&buf)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let target = line.split(' ').nth(1).unwrap_or("");
+                let raw = target.split("lang=").nth(1).unwrap_or("en");
+                let mut lang = Vec::new();
+                let mut i = 0;
+                while i < raw.len() {
+                    match raw.as_bytes()[i] {
+                        b'%' if i + 2 < raw.len() && raw.is_char_boundary(i + 3) => {
+                            lang.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).unwrap_or(b'?'));
+                            i += 3;
+                        }
+                        b => {
+                            lang.push(b);
+                            i += 1;
+                        }
+                    }
+                }
+                let mut out = b"HTTP/1.1 200 OK\r\nContent-Language: ".to_vec();
+                out.extend_from_slice(&lang);
+                out.extend_from_slice(b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = s.write_all(&out).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Review finding: a client whose query a backend reflects into a response header can write
+/// a second Content-Length, a Transfer-Encoding or a bare CR into the backend's answer. The
+/// client gets 502, and no backend is ejected for it (nginx would count it).
+#[tokio::test]
+async fn a_response_head_a_client_wrote_through_a_reflecting_backend_ejects_nothing() {
+    let (a, _ta) = reflector().await;
+    let (b, _tb) = reflector().await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"round_robin\"\nmax_fails = 1\nfail_timeout = \"60s\"\n\
+         backends = [{{ addr = \"{a}\", id = \"a\" }}, {{ addr = \"{b}\", id = \"b\" }}]"
+    ))
+    .await;
+    for lang in [
+        "en%0d%0aContent-Length:%202",
+        "en%0d%0aTransfer-Encoding:%20chunked",
+        "en%0dX",
+    ] {
+        for _ in 0..2 {
+            let head =
+                format!("GET /?lang={lang} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (status, text) = exchange(p.http, &head, Vec::new()).await;
+            assert_eq!(status, 502, "{lang}: {text}");
+        }
+    }
+    let health = p.health().await;
+    assert_eq!(
+        health.values().filter(|h| **h).count(),
+        2,
+        "both backends healthy: {health:?}"
+    );
+    for _ in 0..4 {
+        let head = "GET /?lang=de HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let (status, text) = exchange(p.http, head, Vec::new()).await;
+        assert_eq!(status, 200, "{text}");
+    }
+}

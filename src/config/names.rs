@@ -101,8 +101,9 @@ pub fn backend_id(id: &str, ip: IpAddr) -> String {
 }
 
 /// May an answer's address be a backend? Not the unspecified address (it reaches this host),
-/// not multicast or broadcast, and not link-local (169.254.0.0/16, fe80::/10: where cloud
-/// metadata services answer, which a DNS answer must not send clients to).
+/// not multicast or broadcast, not link-local (169.254.0.0/16, fe80::/10), and none of the
+/// cloud metadata services' addresses (also fd00:ec2::254 and 100.100.100.200): a DNS
+/// answer must not send clients there.
 pub fn usable(ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
     let link_local = match ip {
@@ -112,6 +113,7 @@ pub fn usable(ip: IpAddr) -> bool {
     !(ip.is_unspecified()
         || ip.is_multicast()
         || link_local
+        || super::scope::METADATA.contains(&ip)
         || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()))
 }
 
@@ -236,6 +238,8 @@ pub(crate) mod tests {
                 "fd00::1",
                 "169.254.169.254",
                 "fe80::1",
+                "fd00:ec2::254",
+                "100.100.100.200",
             ]
             .map(ip),
         );
@@ -243,7 +247,7 @@ pub(crate) mod tests {
             addrs,
             ["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1"].map(ip)
         );
-        assert_eq!(out, 6, "unusable ones are counted; duplicates are not");
+        assert_eq!(out, 8, "unusable ones are counted; duplicates are not");
         // A flood of records: the lowest DEFAULT_MAX_ADDRESSES, whatever their order.
         let many: Vec<IpAddr> = (0..5000u32)
             .rev()

@@ -21,9 +21,11 @@ pub const DEFAULT_ALLOW: [&str; 6] = [
 ];
 
 /// Cloud metadata services: refused unless an allow entry names exactly this host.
-const METADATA: [IpAddr; 2] = [
+pub(crate) const METADATA: [IpAddr; 3] = [
     IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    // Alibaba Cloud's.
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
 ];
 
 /// What the register token may do in one upstream.

@@ -66,7 +66,7 @@ const QUIET: [&str; 3] = ["proxy_http_version", "proxy_buffering", "proxy_redire
 /// nginx time ("30", "10s", "1m", "500ms").
 fn time(v: &str) -> Option<Duration> {
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
-        return v.parse().ok().map(Duration::from_secs);
+        return crate::config::parse_duration(&format!("{v}s")).ok();
     }
     crate::config::parse_duration(v).ok()
 }

@@ -1,7 +1,8 @@
 //! The value of a sticky cookie ([`crate::config::StickyCookie`]): an opaque, stable name for
 //! a backend. It is the first 128 bits of the SHA-256 of the backend's id, written as 32
 //! lower-case hex digits, so it shows no address in clear (NGINX Plus writes an MD5 of the
-//! server's address) and every tideway instance that sees the same pool gives a backend the
+//! server's address; both are unkeyed, so an id that can be guessed, `IP:PORT`, can be found
+//! by hashing candidates) and every tideway instance that sees the same pool gives a backend the
 //! same value, with no shared secret or state. The backend table indexes backends by it
 //! ([`super::Backends::by_sticky`]).
 //!

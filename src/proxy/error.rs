@@ -194,9 +194,15 @@ impl Error {
     }
 
     /// Does this failure count toward the backend's passive health? A 403 or 404 never does,
-    /// as with nginx.
+    /// as with nginx. Nor does an answer that cannot be forwarded (nginx counts it): a backend
+    /// that copies a request value into a response header lets the client write that head
+    /// (a second Content-Length, a bare CR), and a client must never get a backend ejected.
+    /// Such an answer still gets 502 and, when `proxy_next_upstream` lists `invalid_header`,
+    /// goes to the next backend; active health checks still find a backend that is broken.
     pub fn counts(&self) -> bool {
-        self.side == Side::Backend && !(self.kind == Kind::Status && matches!(self.code, 403 | 404))
+        self.side == Side::Backend
+            && self.kind != Kind::BadResponse
+            && !(self.kind == Kind::Status && matches!(self.code, 403 | 404))
     }
 
     /// The status the client gets.
@@ -264,7 +270,7 @@ mod tests {
             assert_eq!(e.retry(), Retry::Never, "{e:?}");
             assert!(!e.stale_retry(true), "{e:?}");
         }
-        assert!(Error::bad_response("x", false).counts());
+        assert!(!Error::bad_response("x", false).counts());
         assert!(
             !Error::timeout().stale_retry(true),
             "a timeout is not a stale connection"

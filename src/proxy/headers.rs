@@ -207,12 +207,24 @@ impl Vars<'_> {
     /// Append `name: value` CRLF to `out`, unless the value is empty or holds a control byte;
     /// true when written.
     pub fn field(&self, name: &str, value: &Template, out: &mut Vec<u8>) -> bool {
+        self.field_if(name, value, out, |_| true)
+    }
+
+    /// [`Self::field`], when the value also passes `check` (Host: a valid authority, so a
+    /// set Host is held to the rules a client's is).
+    pub fn field_if(
+        &self,
+        name: &str,
+        value: &Template,
+        out: &mut Vec<u8>,
+        check: fn(&[u8]) -> bool,
+    ) -> bool {
         let start = out.len();
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         let at = out.len();
         self.eval(value, out);
-        if !sendable(&out[at..]) {
+        if !sendable(&out[at..]) || !check(&out[at..]) {
             out.truncate(start);
             return false;
         }

@@ -445,10 +445,12 @@ pub fn classify<'s>(
         out.extend_from_slice(path.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Exactly one Host: the route's (when it comes out sendable) or the client's.
+    // Exactly one Host: the route's (when it comes out sendable and a valid authority, as a
+    // client's must be) or the client's.
     let set_host =
         route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
-    if !matches!((set_host, &vars), (Some(s), Some(v)) if v.field("host", &s.value, out)) {
+    if !matches!((set_host, &vars), (Some(s), Some(v)) if v.field_if("host", &s.value, out, valid_host))
+    {
         write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
     }
     for h in headers {

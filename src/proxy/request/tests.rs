@@ -370,3 +370,35 @@ fn a_routes_set_headers_replace_the_defaults_once() {
          X-Forwarded-For: 1.1.1.1, 10.0.0.9\r\nX-Other: x%0d%0ay\r\n"
     );
 }
+
+/// A set Host is held to a client's rules: one that comes out as no valid authority (here a
+/// header value with a space and a comma) is not sent, and the client's Host goes instead.
+#[test]
+fn a_set_host_that_is_no_valid_authority_falls_back_to_the_clients() {
+    use crate::config::headers::{check_set, compile, Maps, RouteHeaders};
+    let m = Maps::new();
+    let set = |n: &str, v: &str| check_set(n, compile(v, &m).unwrap()).unwrap().unwrap();
+    let headers = RouteHeaders {
+        set: vec![set("Host", "$http_x_h")],
+        add: Vec::new(),
+    };
+    let steer = |_: Option<&[u8]>, _: &str| Steer {
+        default_host: "app",
+        websocket: true,
+        headers: Some(&headers),
+        port: 80,
+        ..Steer::default()
+    };
+    let conn = Some(SocketAddr::new(IP.parse().unwrap(), 40000));
+    for (x_h, host) in [
+        ("evil.test, other", "a.example"),
+        ("b.example", "b.example"),
+    ] {
+        let mut out = Vec::new();
+        let raw = format!("GET / HTTP/1.1\r\nHost: a.example\r\nX-H: {x_h}\r\n\r\n");
+        classify(raw.as_bytes(), (conn, None), "http", steer, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(&format!("\r\nhost: {host}\r\n")), "{text}");
+        assert_eq!(text.matches("host:").count(), 1, "{text}");
+    }
+}

@@ -212,6 +212,9 @@ pub fn kind(name: &str) -> Kind {
 pub fn classify(d: &Directive) -> Kind {
     let arg = |i: usize| d.args.get(i).map(String::as_str).unwrap_or_default();
     match d.name.as_str() {
+        "return" if d.args.iter().any(|a| a.contains('$')) => Approximated(
+            "variables in the text or URL are not expanded: tideway sends them as written",
+        ),
         "proxy_http_version" if arg(0) == "1.1" => Read,
         "proxy_http_version" => Approximated("tideway always speaks HTTP/1.1 to backends"),
         "proxy_redirect" if arg(0) == "off" => Read,
@@ -247,5 +250,26 @@ mod tests {
         names.dedup();
         assert_eq!(before, names.len());
         assert_eq!(kind("no_such_directive"), Ignored("is not understood"));
+    }
+
+    #[test]
+    fn return_with_variables_is_approximated() {
+        let at = |args: &[&str]| Directive {
+            name: "return".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            block: None,
+            file: std::sync::Arc::new(std::path::PathBuf::new()),
+            line: 1,
+        };
+        assert_eq!(classify(&at(&["204"])), Read);
+        assert_eq!(classify(&at(&["200", "ok"])), Read);
+        assert!(matches!(
+            classify(&at(&["200", "ims=$http_if_modified_since"])),
+            Approximated(_)
+        ));
+        assert!(matches!(
+            classify(&at(&["https://$host$request_uri"])),
+            Approximated(_)
+        ));
     }
 }

@@ -61,6 +61,7 @@ http {
             proxy_pass http://app;
             proxy_read_timeout 30s;
             proxy_set_header X-Custom yes;
+            proxy_hide_header X-Secret;
         }
     }
 }
@@ -87,6 +88,7 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
         ("listen", "listen"),
         ("ssl_certificate ", "ssl_certificate"),
         ("location /", "location"),
+        ("X-Custom", "proxy_set_header"),
     ] {
         let want = format!("{}: \"{name}\"", at(text));
         assert!(
@@ -113,7 +115,7 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
         "{report}"
     );
     let ignored = group(&report, "ignored");
-    for (text, name) in [("gzip", "gzip"), ("X-Custom", "proxy_set_header")] {
+    for (text, name) in [("gzip", "gzip"), ("X-Secret", "proxy_hide_header")] {
         let want = format!("{}: \"{name}\"", at(text));
         assert!(
             ignored.iter().any(|l| l.starts_with(&want)),
@@ -130,7 +132,7 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
     let out = tideway(&["check", "--strict", "--nginx"], &path);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    for (text, name) in [("gzip", "gzip"), ("X-Custom", "proxy_set_header")] {
+    for (text, name) in [("gzip", "gzip"), ("X-Secret", "proxy_hide_header")] {
         assert!(
             err.contains(&format!("{}: \"{name}\"", at(text))) && err.contains("--strict"),
             "{err}"

@@ -12,7 +12,9 @@
 //! - `return 444` closes the connection without an answer;
 //! - `max_fails` counts failures with successes between them, until `fail_timeout` has passed
 //!   since the last one;
-//! - a response with Content-Length twice, or with Transfer-Encoding too, is a 502.
+//! - a response with Content-Length twice, or with Transfer-Encoding too, is a 502;
+//! - `add_header` applies to the answer a `return` makes (the suite's backends tag it with
+//!   `add_header X-Port $server_port`), for nginx's statuses or `always`.
 
 mod common;
 
@@ -310,5 +312,50 @@ async fn a_response_framed_twice_is_refused_with_502() {
         assert_eq!(status(&r), 502, "{answer:?}: {r}");
         let r = get(port, "/ok").await;
         assert_eq!((status(&r), body(&r)), (200, "ok"), "{r}");
+    }
+}
+
+/// The value of header `name` in a raw answer's head (names compared case-insensitively).
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split_once("\r\n\r\n").map_or(answer, |(h, _)| h);
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn add_header_applies_to_what_return_answers_as_in_nginx() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let http = |one: u16, two: u16| {
+        format!(
+            "    server {{ listen 127.0.0.1:{one}; listen 127.0.0.1:{two};\n\
+             add_header X-Port $server_port;\n\
+             location / {{ return 204; }}\n\
+             location /err {{ return 500; }}\n\
+             location /always {{ add_header X-Always \"on $request_method\" always; return 503; }} }}\n"
+        )
+    };
+    let nfile = write(dir.path(), "nginx.conf", &http(ports[0], ports[1]));
+    let tfile = write(dir.path(), "tideway.conf", &http(ports[2], ports[3]));
+    let _n = run_nginx(&nfile, ports[0], dir.path()).await;
+    let _t = run_tideway_nginx(&tfile, ports[2], dir.path()).await;
+    wait_port(ports[1]).await;
+    wait_port(ports[3]).await;
+    for port in ports {
+        // Each listen of the server answers with its own port.
+        let r = get(port, "/").await;
+        assert_eq!(status(&r), 204, "port {port}: {r}");
+        assert_eq!(header(&r, "x-port"), Some(&*port.to_string()), "{r}");
+        // 500 is not among nginx's statuses for add_header without `always`.
+        let r = get(port, "/err").await;
+        assert_eq!(status(&r), 500, "port {port}: {r}");
+        assert_eq!(header(&r, "x-port"), None, "port {port}: {r}");
+        // The location's own add_header replaces the server's; `always` adds it to a 503.
+        let r = get(port, "/always").await;
+        assert_eq!(status(&r), 503, "port {port}: {r}");
+        assert_eq!(header(&r, "x-always"), Some("on GET"), "port {port}: {r}");
+        assert_eq!(header(&r, "x-port"), None, "port {port}: {r}");
     }
 }

@@ -78,8 +78,10 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("zone", NoEffect("shared memory for nginx's workers; tideway's threads share one pool")),
     ("sticky", Read),
     ("resolver", Read),
-    ("add_header", Ignored("is not read yet: tideway adds no response headers")),
-    ("map", Approximated("is not evaluated; the WebSocket idiom ($http_upgrade -> $connection_upgrade) works because tideway passes Upgrade and Connection itself")),
+    // Headers: values compiled at load (an unknown variable fails the import with file:line).
+    ("proxy_set_header", Read),
+    ("add_header", Read),
+    ("map", Read),
     // Per-client limits.
     ("limit_req_zone", Read),
     ("limit_conn_zone", Read),
@@ -205,34 +207,14 @@ pub fn kind(name: &str) -> Kind {
         .map_or(Ignored("is not understood"), |(_, k)| *k)
 }
 
-/// Headers tideway writes itself, with the value nginx configs set them to.
-const SENT_ANYWAY: [(&str, &[&str]); 4] = [
-    ("host", &["$host", "$http_host"]),
-    ("x-real-ip", &["$remote_addr"]),
-    ("x-forwarded-for", &["$proxy_add_x_forwarded_for"]),
-    ("x-forwarded-proto", &["$scheme"]),
-];
-
 /// What becomes of this use of the directive: the table's kind, refined by its arguments
 /// where they decide it.
 pub fn classify(d: &Directive) -> Kind {
     let arg = |i: usize| d.args.get(i).map(String::as_str).unwrap_or_default();
     match d.name.as_str() {
-        "proxy_set_header" => {
-            let name = arg(0).to_ascii_lowercase();
-            if name == "upgrade" || name == "connection" {
-                Read
-            } else if SENT_ANYWAY
-                .iter()
-                .any(|(h, v)| *h == name && v.contains(&arg(1)))
-            {
-                Approximated(
-                    "tideway sends this header with this value itself (Host as the client sent it)",
-                )
-            } else {
-                Ignored("is not read yet: tideway sets only Host, X-Real-IP, X-Forwarded-For and X-Forwarded-Proto")
-            }
-        }
+        "return" if d.args.iter().any(|a| a.contains('$')) => Approximated(
+            "variables in the text or URL are not expanded: tideway sends them as written",
+        ),
         "proxy_http_version" if arg(0) == "1.1" => Read,
         "proxy_http_version" => Approximated("tideway always speaks HTTP/1.1 to backends"),
         "proxy_redirect" if arg(0) == "off" => Read,
@@ -268,5 +250,26 @@ mod tests {
         names.dedup();
         assert_eq!(before, names.len());
         assert_eq!(kind("no_such_directive"), Ignored("is not understood"));
+    }
+
+    #[test]
+    fn return_with_variables_is_approximated() {
+        let at = |args: &[&str]| Directive {
+            name: "return".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            block: None,
+            file: std::sync::Arc::new(std::path::PathBuf::new()),
+            line: 1,
+        };
+        assert_eq!(classify(&at(&["204"])), Read);
+        assert_eq!(classify(&at(&["200", "ok"])), Read);
+        assert!(matches!(
+            classify(&at(&["200", "ims=$http_if_modified_since"])),
+            Approximated(_)
+        ));
+        assert!(matches!(
+            classify(&at(&["https://$host$request_uri"])),
+            Approximated(_)
+        ));
     }
 }

@@ -148,6 +148,23 @@ impl Routes {
         self.entries.iter().any(|e| matches!(e, Entry::Proxy(_)))
     }
 
+    /// The `add_header`s of the `return` route a pick names, with its server's first name
+    /// (`$host` without a Host): nginx adds them to the answer `return` makes.
+    pub fn returned_headers(
+        &self,
+        pick: Pick,
+    ) -> Option<(&crate::config::headers::RouteHeaders, &str)> {
+        let Pick::Route(i) = pick else {
+            return None;
+        };
+        if !matches!(self.entries.get(i), Some(Entry::Return { .. })) {
+            return None;
+        }
+        let info = &self.table.routes()[i];
+        let headers = info.location.settings.headers.as_deref()?;
+        Some((headers, info.hosts.first().map_or("", |h| h.as_str())))
+    }
+
     /// The proxy route a pick names, if it is one.
     pub fn proxy(&self, pick: Pick) -> Option<&Proxy> {
         match pick {
@@ -251,26 +268,32 @@ pub fn self_answer(
 /// nginx's `return 444`: close the connection without an answer.
 pub const CLOSE_WITHOUT_ANSWER: u16 = 444;
 
-/// Send `a` to the client (without its body for a HEAD request); `close` ends the connection
-/// after it. A `return 444` sends nothing and closes.
+/// Send `a` to the client (without its body for a HEAD request), with the route's
+/// `add_header` lines `added`; `close` ends the connection after it. A `return 444` sends
+/// nothing and closes.
 pub async fn send_answer(
     client: &mut pingora::protocols::Stream,
     a: &SelfAnswer,
-    head_only: bool,
-    close: bool,
+    added: Option<&super::headers::Added>,
+    (head_only, close): (bool, bool),
 ) -> (super::exchange::Next, u64) {
     use super::exchange::Next;
-    use std::fmt::Write;
+    use std::io::Write;
     if a.status == CLOSE_WITHOUT_ANSWER {
         return (Next::Close, 0);
     }
-    let mut resp = format!(
+    let mut resp = Vec::with_capacity(256 + a.body.len());
+    let _ = write!(
+        resp,
         "HTTP/1.1 {} {}\r\n",
         a.status,
         super::exchange::reason(a.status)
     );
     if let Some(l) = &a.location {
         let _ = write!(resp, "location: {l}\r\n");
+    }
+    if let Some(added) = added {
+        added.write(a.status, &mut resp);
     }
     let _ = write!(
         resp,
@@ -280,16 +303,10 @@ pub async fn send_answer(
         if close { "connection: close\r\n" } else { "" }
     );
     if !head_only {
-        resp.push_str(&a.body);
+        resp.extend_from_slice(a.body.as_bytes());
     }
     let sent = resp.len() as u64;
-    match super::body::send(
-        client,
-        resp.as_bytes(),
-        super::exchange::DEFAULT_SEND_TIMEOUT,
-    )
-    .await
-    {
+    match super::body::send(client, &resp, super::exchange::DEFAULT_SEND_TIMEOUT).await {
         Err(_) => (Next::Abort, 0),
         Ok(()) if close => (Next::Close, sent),
         Ok(()) => (Next::KeepAlive, sent),

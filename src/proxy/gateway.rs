@@ -162,7 +162,16 @@ impl Gateway {
                 _ => routes.table.select(host, target.as_bytes()),
             };
             let Some(p) = routes.proxy(pick) else {
-                return Steer::default();
+                // A `return` gets its route's add_header lines (no backend head is sent).
+                let Some((headers, server_name)) = routes.returned_headers(pick) else {
+                    return Steer::default();
+                };
+                return Steer {
+                    headers: Some(headers),
+                    server_name,
+                    port: local.map_or(0, |a| a.port()),
+                    ..Steer::default()
+                };
             };
             let up = p.route.upstream(&snap).ok();
             policy = up.map(|u| p.policy(&u.policy));
@@ -626,7 +635,8 @@ impl Gateway {
         let body = req.body != RequestBody::None;
         // A misdirected client is to open another connection (RFC 9110 15.5.20).
         let close = req.close || body || pick == Pick::Misdirected;
-        let (next, sent) = dispatch::send_answer(stream, &a, req.head_method, close).await;
+        let (next, sent) =
+            dispatch::send_answer(stream, &a, req.added.as_deref(), (req.head_method, close)).await;
         out.status = a.status;
         out.sent = sent;
         let next = match next {

@@ -5,8 +5,8 @@
 //! Each case runs through tideway, where the test asserts what the HTTP engine's spec requires
 //! (the answers, and exactly which requests the backend framed, with the spec's invariants on
 //! each), and through nginx, whose answers and backend are recorded. The table of both runs
-//! goes to `target/differential.md`; `UPDATE_README=1` copies it into README.md between the
-//! differential markers, otherwise the README must already hold exactly this table.
+//! goes to `target/differential.md`; `UPDATE_DOCS=1` copies it into docs/security.md between the
+//! differential markers, otherwise docs/security.md must already hold exactly this table.
 //!
 //! Every case gets its own backend and its own proxy, so no pooled connection leaks from one
 //! case into the next. The cases are data, in `corpus/cases.rs`.
@@ -218,17 +218,17 @@ async fn corpus_through_tideway_and_nginx() {
         "nginx and tideway differ with no reason given (write one in cases.rs): {unexplained:?}"
     );
 
-    let readme_path = manifest.join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let updated = summary::replace_section(&readme, &table)
-        .expect("README.md has the <!-- differential:start --> and :end markers");
-    if std::env::var_os("UPDATE_README").is_some_and(|v| v == "1") {
-        std::fs::write(&readme_path, updated).unwrap();
+    let doc_path = manifest.join("docs/security.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    let updated = summary::replace_section(&doc, &table)
+        .expect("docs/security.md has the <!-- differential:start --> and :end markers");
+    if std::env::var_os("UPDATE_DOCS").is_some_and(|v| v == "1") {
+        std::fs::write(&doc_path, updated).unwrap();
     } else {
         assert!(
-            updated == readme,
-            "README.md's differential table is stale: run \
-             `UPDATE_README=1 cargo test --test corpus nginx` (new table in target/differential.md)"
+            updated == doc,
+            "docs/security.md's differential table is stale: run \
+             `UPDATE_DOCS=1 cargo test --test corpus nginx` (new table in target/differential.md)"
         );
     }
 }

@@ -78,7 +78,8 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("zone", NoEffect("shared memory for nginx's workers; tideway's threads share one pool")),
     ("sticky", Read),
     ("resolver", Read),
-    // Headers: values compiled at load (an unknown variable fails the import with file:line).
+    // Headers: values compiled at load (one naming a variable tideway does not read is left out
+    // and reported as ignored, with file:line).
     ("proxy_set_header", Read),
     ("add_header", Read),
     ("map", Read),

@@ -168,25 +168,8 @@ mod tests {
     }
 
     #[test]
-    fn unknown_variables_and_framing_fail_the_import_at_their_line() {
-        for (conf, want) in [
-            (
-                "proxy_set_header X-A $nope;",
-                "t.conf:2: proxy_set_header: unknown variable \"$nope\"",
-            ),
-            (
-                "proxy_set_header Content-Length 5;",
-                "t.conf:2: proxy_set_header: Content-Length",
-            ),
-            (
-                "add_header Transfer-Encoding x;",
-                "t.conf:2: add_header: Transfer-Encoding",
-            ),
-            (
-                "proxy_set_header X-A $1;",
-                "t.conf:2: proxy_set_header: unknown variable \"$1\"",
-            ),
-        ] {
+    fn unknown_variables_are_ignored_with_a_warning_and_framing_fails_the_import() {
+        let convert = |conf: &str, strict: bool| {
             let text = format!(
                 "http {{ server {{ listen 127.0.0.1:8080;\nlocation / {{ proxy_pass http://127.0.0.1:2346; {conf} }} }} }}"
             );
@@ -197,8 +180,53 @@ mod tests {
                 0,
             )
             .unwrap();
-            let c =
-                super::super::convert::convert(&top, std::path::Path::new("."), Default::default());
+            let options = super::super::convert::Options {
+                strict,
+                ..Default::default()
+            };
+            super::super::convert::convert(&top, std::path::Path::new("."), options)
+        };
+        for (conf, want) in [
+            (
+                "proxy_set_header X-A $nope;",
+                "t.conf:2: proxy_set_header X-A: unknown variable \"$nope\"",
+            ),
+            (
+                "add_header X-B $upstream_addr;",
+                "t.conf:2: add_header X-B: unknown variable \"$upstream_addr\"",
+            ),
+            (
+                "proxy_set_header X-A $1;",
+                "t.conf:2: proxy_set_header X-A: unknown variable \"$1\"",
+            ),
+        ] {
+            let c = convert(conf, false);
+            assert!(c.errors.is_empty(), "{conf}: {:?}", c.errors);
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.starts_with(want) && w.contains("ignored")),
+                "{conf}: {:?}",
+                c.warnings
+            );
+            let c = convert(conf, true);
+            assert!(
+                c.errors.iter().any(|e| e.starts_with(want)),
+                "--strict, {conf}: {:?}",
+                c.errors
+            );
+        }
+        for (conf, want) in [
+            (
+                "proxy_set_header Content-Length 5;",
+                "t.conf:2: proxy_set_header: Content-Length",
+            ),
+            (
+                "add_header Transfer-Encoding x;",
+                "t.conf:2: add_header: Transfer-Encoding",
+            ),
+        ] {
+            let c = convert(conf, false);
             assert!(
                 c.errors.iter().any(|e| e.starts_with(want)),
                 "{conf}: {:?}",

@@ -83,6 +83,23 @@ fn size(v: &str) -> Option<u64> {
     num.parse::<u64>().ok().map(|n| n * unit)
 }
 
+/// A `proxy_set_header` or `add_header` tideway cannot take: one naming a variable tideway
+/// does not read (`$upstream_addr`, `$request_body`, a `set` one) is left out with a warning
+/// (ignored, an error with `--strict`), as any other directive tideway does not read, so the
+/// rest of the config runs; any other fault (a framing header, a control byte) is an error.
+fn unread(notes: &mut Notes, d: &Directive, e: &str) {
+    if e.starts_with("unknown variable") {
+        notes.warnings.push(format!(
+            "{}: {} {}: {e}; ignored: tideway does not send this header",
+            d.at(),
+            d.name,
+            d.args.first().map(String::as_str).unwrap_or_default()
+        ));
+    } else {
+        notes.errors.push(format!("{}: {}: {e}", d.at(), d.name));
+    }
+}
+
 impl Inherited {
     /// Take a setting directive of any level; false if `d` is not one.
     pub fn take(&mut self, d: &Directive, notes: &mut Notes) -> bool {
@@ -145,7 +162,7 @@ impl Inherited {
             }
             let checked = compile(value, &self.maps.defs).and_then(|t| check_set(name, t));
             match checked {
-                Err(e) => notes.errors.push(format!("{}: proxy_set_header: {e}", d.at())),
+                Err(e) => unread(notes, d, &e),
                 Ok(None) => {}
                 Ok(Some(_)) if self.set.iter().any(|s| s.name.eq_ignore_ascii_case(name)) => {
                     notes.warnings.push(format!(
@@ -173,7 +190,7 @@ impl Inherited {
             };
             let checked = compile(value, &self.maps.defs).and_then(|t| check_add(name, t, always));
             match checked {
-                Err(e) => notes.errors.push(format!("{}: add_header: {e}", d.at())),
+                Err(e) => unread(notes, d, &e),
                 Ok(_) if self.add.iter().any(|a| a.name.eq_ignore_ascii_case(name)) => {
                     notes.warnings.push(format!(
                         "{}: add_header {name} is given twice at this level; tideway adds the first only",

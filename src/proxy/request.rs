@@ -6,7 +6,7 @@
 //! the head a backend gets is rebuilt, never passed through: `METHOD TARGET HTTP/1.1`, the
 //! client's end-to-end headers, the forwarding headers, and exactly one framing header in
 //! canonical form, written by [`finish_head`] once the body's length is known. Anything
-//! ambiguous is refused rather than guessed at (see [`Refusal`] and the README's table).
+//! ambiguous is refused rather than guessed at (see [`Refusal`] and the table in docs/security.md).
 
 use super::client::believe;
 use super::key::{request_key, KeyParts};

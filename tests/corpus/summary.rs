@@ -196,12 +196,12 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-pub const README_START: &str = "<!-- differential:start -->";
-pub const README_END: &str = "<!-- differential:end -->";
+pub const TABLE_START: &str = "<!-- differential:start -->";
+pub const TABLE_END: &str = "<!-- differential:end -->";
 
-/// `readme` with the text between the markers replaced by `table`; `None` without markers.
-pub fn replace_section(readme: &str, table: &str) -> Option<String> {
-    let start = readme.find(README_START)? + README_START.len();
-    let end = start + readme[start..].find(README_END)?;
-    Some(format!("{}\n{table}{}", &readme[..start], &readme[end..]))
+/// `doc` with the text between the markers replaced by `table`; `None` without markers.
+pub fn replace_section(doc: &str, table: &str) -> Option<String> {
+    let start = doc.find(TABLE_START)? + TABLE_START.len();
+    let end = start + doc[start..].find(TABLE_END)?;
+    Some(format!("{}\n{table}{}", &doc[..start], &doc[end..]))
 }

@@ -10,6 +10,7 @@
 //!   tests/nginx_report.rs's: an import error, or 404 with `--skip-unproxied`);
 //! - a server listed twice in an upstream is two peers;
 //! - `return 444` closes the connection without an answer;
+//! - `hash KEY consistent` balances a key that comes out empty round robin;
 //! - `max_fails` counts failures with successes between them, until `fail_timeout` has passed
 //!   since the last one;
 //! - a response with Content-Length twice, or with Transfer-Encoding too, is a 502;
@@ -183,6 +184,44 @@ async fn a_server_listed_twice_is_two_peers_as_in_nginx() {
             to_a += usize::from(id == "a");
         }
         assert_eq!(to_a, 20, "port {port}: a is two peers of three");
+    }
+}
+
+/// `hash KEY consistent` with a key that comes out empty balances round robin, as nginx does
+/// (nginx-tests upstream_hash.t "empty key - consistent"); a present key stays on one backend.
+#[tokio::test]
+async fn a_consistent_hash_balances_an_empty_key_round_robin_as_in_nginx() {
+    let (a, b) = (backend("a").await, backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (nport, tport) = (free_port(), free_port());
+    let http = |port: u16| {
+        format!(
+            "    upstream u {{ hash $arg_a consistent; server {a}; server {b}; }}\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://u; proxy_http_version 1.1; }} }}\n",
+            a = a.addr,
+            b = b.addr
+        )
+    };
+    let nfile = write(dir.path(), "nginx.conf", &http(nport));
+    let tfile = write(dir.path(), "tideway.conf", &http(tport));
+    let _n = run_nginx(&nfile, nport, dir.path()).await;
+    let _t = run_tideway_nginx(&tfile, tport, dir.path()).await;
+    let client = reqwest::Client::new();
+    for port in [nport, tport] {
+        // The argument missing, then present and empty: both an empty key.
+        for target in ["/", "/?a="] {
+            let mut to_a = 0;
+            for _ in 0..20 {
+                let id = backend_id(&client, &format!("http://127.0.0.1:{port}{target}")).await;
+                to_a += usize::from(id == "a");
+            }
+            assert_eq!(to_a, 10, "port {port}, {target}: an empty key alternates");
+        }
+        let mut keyed = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            keyed.insert(backend_id(&client, &format!("http://127.0.0.1:{port}/?a=7")).await);
+        }
+        assert_eq!(keyed.len(), 1, "port {port}: a key keeps its backend");
     }
 }
 

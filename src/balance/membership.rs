@@ -134,6 +134,7 @@ impl Membership {
             Balance::Hash => Algo::Hash {
                 ring: ring.unwrap_or_default(),
                 factor: policy.hash_balance_factor,
+                rotation: self.rotation(),
             },
             Balance::RoundRobin => Algo::RoundRobin(self.rotation()),
             Balance::LeastConn => Algo::LeastConn,

@@ -58,6 +58,8 @@ enum Algo {
     Hash {
         ring: Arc<Ring>,
         factor: u32,
+        /// For a request whose key came out empty (nginx: round robin).
+        rotation: Rotation,
     },
     /// nginx's plain `hash`, round robin when it gives up.
     Modulo(Arc<Modulo>, Rotation),
@@ -156,6 +158,8 @@ impl Selector {
             Algo::RoundRobin(rotation) => rotation.pick(&ok),
             Algo::LeastConn => self.least_loaded(backends, &ok),
             Algo::P2c => self.two_choices(backends, &ok),
+            // nginx's consistent hash balances an empty key round robin.
+            Algo::Hash { rotation, .. } if full.empty => rotation.pick(&ok),
             Algo::Hash { factor, .. } => {
                 let active = |s: u32| backends.at(s).map_or(0, |b| b.live.active());
                 // The cap counts this connection: one more than the load now.

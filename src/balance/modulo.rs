@@ -21,6 +21,9 @@ pub const MAX_REHASH: u32 = 20;
 pub struct Key {
     pub hash: u32,
     pub len: u32,
+    /// The key came out empty (a missing variable): nginx's `hash`, consistent or not, then
+    /// balances round robin. A key known by its hash alone is not empty.
+    pub empty: bool,
 }
 
 impl Key {
@@ -29,12 +32,17 @@ impl Key {
         Key {
             hash: crc32fast::hash(raw),
             len: raw.len() as u32,
+            empty: raw.is_empty(),
         }
     }
 
     /// A key known by its hash alone (an empty key as far as [`Modulo`] is concerned).
     pub fn hash_only(hash: u32) -> Self {
-        Key { hash, len: 0 }
+        Key {
+            hash,
+            len: 0,
+            empty: false,
+        }
     }
 
     /// CRC-32 of the decimal `n` followed by the key, from the key's CRC and length.

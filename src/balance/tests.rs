@@ -170,3 +170,23 @@ fn plain_hash_keeps_down_servers_in_place() {
         }
     }
 }
+
+/// nginx's `hash KEY consistent` balances a request whose key came out empty round robin
+/// (nginx-tests upstream_hash.t "empty key - consistent"); a key known by its hash alone, and
+/// any non-empty key, stays on its ring place.
+#[test]
+fn a_consistent_hash_balances_an_empty_key_round_robin() {
+    let bs = backends(&[1, 1, 1]);
+    let s = Selector::build(&policy(Balance::Hash), &bs);
+    let mut counts = [0; 3];
+    for _ in 0..300 {
+        counts[s.pick_key(&bs, Key::of(b""), |_| false).unwrap() as usize] += 1;
+    }
+    assert_eq!(counts, [100, 100, 100]);
+    let one = s.pick_key(&bs, Key::of(b"uid-7"), |_| false);
+    let by_hash = s.pick(&bs, Key::of(b"").hash, |_| false);
+    for _ in 0..20 {
+        assert_eq!(s.pick_key(&bs, Key::of(b"uid-7"), |_| false), one);
+        assert_eq!(s.pick(&bs, Key::of(b"").hash, |_| false), by_hash);
+    }
+}

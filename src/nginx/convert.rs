@@ -141,26 +141,17 @@ pub(super) fn time(v: &str) -> Option<String> {
     crate::config::parse_duration(v).ok().map(|_| v.to_string())
 }
 
-/// nginx hash key -> tideway hash_key: the short forms for one variable, else the nginx
-/// expression itself (when tideway can evaluate it).
+/// nginx hash key -> tideway hash_key: `ip` for the client address, else the nginx expression
+/// itself (when tideway can evaluate it). `$arg_a`, `$http_x` and `$cookie_c` stay
+/// expressions rather than tideway's short forms (`query:a`...): a missing one is then empty,
+/// which nginx balances round robin, where a short form falls back to the client address.
 fn hash_key(v: &str) -> Option<String> {
-    simple_hash_key(v).or_else(|| {
-        v.parse::<crate::config::key_expr::KeyExpr>()
-            .ok()
-            .map(|_| v.to_string())
-    })
-}
-
-fn simple_hash_key(v: &str) -> Option<String> {
     if v == "$remote_addr" || v == "$binary_remote_addr" {
-        Some("ip".into())
-    } else if let Some(h) = v.strip_prefix("$http_") {
-        Some(format!("header:{}", h.replace('_', "-")))
-    } else if let Some(c) = v.strip_prefix("$cookie_") {
-        Some(format!("cookie:{c}"))
-    } else {
-        v.strip_prefix("$arg_").map(|a| format!("query:{a}"))
+        return Some("ip".into());
     }
+    v.parse::<crate::config::key_expr::KeyExpr>()
+        .ok()
+        .map(|_| v.to_string())
 }
 
 fn upstream(cx: &mut Cx, d: &Directive) {

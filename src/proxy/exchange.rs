@@ -118,6 +118,9 @@ pub struct Upgraded {
     pub down: Vec<u8>,
     /// The hash of the handshake's sticky key (where rebalancing places it).
     pub key: u32,
+    /// The key was not empty: an empty one was balanced round robin, so rebalancing does
+    /// not judge its place by the ring.
+    pub keyed: bool,
 }
 
 /// tideway's HTTP path of one listener.
@@ -297,6 +300,7 @@ impl HttpPath {
                 conn,
                 down,
                 key: req.key.hash,
+                keyed: !req.key.empty,
             });
         }
         // A connection that carries a PROXY header names one client: never pooled.

@@ -47,12 +47,17 @@ pub fn start(
         permit,
         held,
     } = setup;
-    let Upgraded { conn, down, key } = up;
+    let Upgraded {
+        conn,
+        down,
+        key,
+        keyed,
+    } = up;
     let ending = Ending::new(route, client_ip, conn.addr, true);
     let (close, session) = match rebalanced {
         Some(policy) => {
-            let hashed_by =
-                (policy.balance == crate::config::Balance::Hash).then(|| policy.hash_key.clone());
+            let hashed_by = (policy.balance == crate::config::Balance::Hash && keyed)
+                .then(|| policy.hash_key.clone());
             let (close, guard) = route.pool.sessions().open(
                 &route.upstream,
                 conn.id.clone(),

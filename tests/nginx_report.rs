@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::nginx::{wait_port, Running};
+use common::nginx::{start_tideway_nginx, wait_port};
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// Write `conf` as `site.conf` in a fresh directory.
 fn site(conf: &str) -> (tempfile::TempDir, PathBuf) {
@@ -223,18 +223,7 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
     assert_eq!(skipped.len(), 5, "{report}");
     assert!(skipped.iter().all(|l| l.contains("404")), "{report}");
 
-    let _t = Running(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--skip-unproxied", "--nginx"])
-            .arg(&path)
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _t = start_tideway_nginx(&path, dir.path(), &["--skip-unproxied"]);
     wait_port(port).await;
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
@@ -284,18 +273,7 @@ async fn a_udp_listen_never_becomes_a_tcp_listener() {
         "{:?}",
         got.warnings
     );
-    let _t = Running(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--skip-unproxied", "--nginx"])
-            .arg(&path)
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _t = start_tideway_nginx(&path, dir.path(), &["--skip-unproxied"]);
     wait_port(tcp).await;
     let e = tokio::net::TcpStream::connect(("127.0.0.1", udp))
         .await

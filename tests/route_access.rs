@@ -8,13 +8,12 @@ mod common;
 #[path = "support/counting.rs"]
 mod counting;
 
-use common::nginx::{nginx_main, wait_port, Running};
+use common::nginx::{nginx_main, read_head, start_nginx_checked, start_tideway_nginx, wait_port};
 use common::*;
 use counting::{connect_from, Counting};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,17 +28,10 @@ async fn recorder(name: &'static str, probes: Arc<Mutex<HashSet<String>>>) -> u1
         while let Ok((mut s, _)) = l.accept().await {
             let probes = probes.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                let Some(buf) = read_head(&mut s).await else {
+                    return;
                 };
+                let end = buf.len();
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                 for line in head.lines() {
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("x-probe: ") {
@@ -88,54 +80,6 @@ async fn send(from: IpAddr, to: SocketAddr, raw: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, body.to_string())
-}
-
-/// nginx on `file` in `dir`, checked with `nginx -t` first.
-fn start_nginx(dir: &Path, file: &Path) -> Running {
-    assert!(
-        Path::new("/usr/sbin/nginx").exists(),
-        "nginx is not installed (scripts/test.sh installs nginx-light)"
-    );
-    let check = Command::new("/usr/sbin/nginx")
-        .arg("-t")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    Running(
-        Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(file)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// `tideway run --nginx FILE --skip-unproxied` (the handler-less `location /empty/` would
-/// serve files in nginx: left out, it answers 404 after its access list, as nginx does).
-fn start_tideway(dir: &Path, file: &Path) -> Running {
-    Running(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--skip-unproxied", "--nginx"])
-            .arg(file)
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// allow/deny at the http (none), server and location levels, nested, with `all`, CIDRs and
@@ -202,8 +146,10 @@ async fn allow_and_deny_answer_as_nginx_does_and_a_denied_request_reaches_no_bac
     std::fs::write(&nfile, format!("{}{}", nginx_main(dir.path()), conf(np))).unwrap();
     let tfile = dir.path().join("tideway.conf");
     std::fs::write(&tfile, conf(tp)).unwrap();
-    let _nginx = start_nginx(dir.path(), &nfile);
-    let _tideway = start_tideway(dir.path(), &tfile);
+    let _nginx = start_nginx_checked(dir.path(), &nfile);
+    // --skip-unproxied: the handler-less `location /empty/` would serve files in nginx; left
+    // out, it answers 404 after its access list, as nginx does.
+    let _tideway = start_tideway_nginx(&tfile, dir.path(), &["--skip-unproxied"]);
     wait_port(np).await;
     wait_port(tp).await;
 
@@ -327,7 +273,7 @@ async fn a_denied_request_leaves_a_keepalive_connection_usable() {
         ),
     )
     .unwrap();
-    let _tideway = start_tideway(dir.path(), &file);
+    let _tideway = start_tideway_nginx(&file, dir.path(), &["--skip-unproxied"]);
     wait_port(port).await;
     let mut io = connect_from(counting::TWO, SocketAddr::from(([127, 0, 0, 1], port))).await;
     io.write_all(b"GET /in/x HTTP/1.1\r\nHost: a\r\n\r\nGET /in/z HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -444,9 +390,9 @@ async fn a_location_limit_holds_only_on_its_location_as_in_nginx() {
         let file = d.join("nginx.conf");
         std::fs::write(&file, limits_conf(&d, b.addr, port)).unwrap();
         let _server = if who == "nginx" {
-            start_nginx(&d, &file)
+            start_nginx_checked(&d, &file)
         } else {
-            start_tideway(&d, &file)
+            start_tideway_nginx(&file, &d, &["--skip-unproxied"])
         };
         wait_port(port).await;
         results.push(exercise_limits(port, &b).await);
@@ -545,7 +491,7 @@ async fn a_denied_upload_still_gets_its_answer() {
         ),
     )
     .unwrap();
-    let _tideway = start_tideway(dir.path(), &file);
+    let _tideway = start_tideway_nginx(&file, dir.path(), &["--skip-unproxied"]);
     wait_port(port).await;
     let mut io = connect_from(counting::TWO, SocketAddr::from(([127, 0, 0, 1], port))).await;
     // The client sends its whole body before it reads (as a simple uploader does).

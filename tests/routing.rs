@@ -7,10 +7,9 @@
 
 mod common;
 
-use common::nginx::{wait_port, Running};
+use common::nginx::{read_head, start_nginx_checked, start_tideway_nginx, wait_port, Running};
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,17 +24,10 @@ async fn recorder(name: &'static str) -> u16 {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                let Some(buf) = read_head(&mut s).await else {
+                    return;
                 };
+                let end = buf.len();
                 let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                 let line = head.lines().next().unwrap_or_default().to_string();
                 let mut parts = line.split(' ');
@@ -107,10 +99,6 @@ struct Both {
 
 /// Serve `conf` (with `LISTEN` for the address) with nginx and with tideway.
 async fn serve_both(conf: &str) -> Both {
-    assert!(
-        Path::new("/usr/sbin/nginx").exists(),
-        "nginx is not installed (scripts/test.sh installs nginx-light)"
-    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     let (np, tp) = (free_port(), free_port());
@@ -127,41 +115,8 @@ async fn serve_both(conf: &str) -> Both {
     std::fs::write(&nfile, format!("{main}{}", file(np))).unwrap();
     let tfile = dir.path().join("tideway-nginx.conf");
     std::fs::write(&tfile, file(tp)).unwrap();
-    let check = Command::new("/usr/sbin/nginx")
-        .arg("-t")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&nfile)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let _nginx = Running(
-        Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&nfile)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let _tideway = Running(
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
-            .args(["run", "--nginx"])
-            .arg(&tfile)
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = start_nginx_checked(dir.path(), &nfile);
+    let _tideway = start_tideway_nginx(&tfile, dir.path(), &[]);
     wait_port(np).await;
     wait_port(tp).await;
     Both {

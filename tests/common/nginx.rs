@@ -31,21 +31,61 @@ pub async fn wait_port(port: u16) {
     }
 }
 
-/// `tideway run --nginx FILE` with its own admin port and data dir.
+/// `tideway run --nginx FILE` plus `extra` flags, with its own admin port and data dir in
+/// `dir`; not waited for.
+pub fn start_tideway_nginx(file: &Path, dir: &Path, extra: &[&str]) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_tideway"))
+            .arg("run")
+            .args(extra)
+            .arg("--nginx")
+            .arg(file)
+            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `tideway run --nginx FILE` with its own admin port and data dir, once `port` opens.
 pub async fn run_tideway_nginx(file: &Path, port: u16, dir: &Path) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
-        .args(["run", "--nginx"])
-        .arg(file)
-        .args(["--admin", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let r = Running(child);
+    let r = start_tideway_nginx(file, dir, &[]);
     wait_port(port).await;
     r
+}
+
+/// Real nginx on `file` (its prefix `dir`) after `nginx -t` accepted it; not waited for.
+pub fn start_nginx_checked(dir: &Path, file: &Path) -> Running {
+    assert!(
+        Path::new("/usr/sbin/nginx").exists(),
+        "nginx is not installed (scripts/test.sh installs nginx-light)"
+    );
+    let check = Command::new("/usr/sbin/nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Running(
+        Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Real nginx on `file` (its prefix `dir`), listening on `port`.
@@ -75,4 +115,22 @@ pub fn nginx_main(dir: &Path) -> String {
         "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 256; }}\n",
         d = dir.display()
     )
+}
+
+/// Read one request head (through its blank line) from `s`, for a test backend; None when
+/// the connection ends first.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.truncate(i + 4);
+            return Some(buf);
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }

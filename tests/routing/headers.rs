@@ -15,17 +15,10 @@ async fn head_echo() -> u16 {
                 return;
             };
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
+                let Some(buf) = read_head(&mut s).await else {
+                    return;
                 };
+                let end = buf.len();
                 let head = &buf[..end];
                 let text = String::from_utf8_lossy(head);
                 let status = text

@@ -112,6 +112,20 @@ impl Backend {
         self.server.max_fails.unwrap_or(policy.passive.max_fails)
     }
 
+    /// How long a passive ejection of this backend lasts, under `policy`.
+    pub fn fail_timeout(&self, policy: &crate::config::UpstreamPolicy) -> Duration {
+        self.server
+            .fail_timeout
+            .unwrap_or(policy.passive.fail_timeout)
+    }
+
+    /// Has this backend just reached its `max_fails`, so that a pick passes it by before the
+    /// controller's ejection is published (nginx checks `fails` at each pick)?
+    pub fn tripped(&self, policy: &crate::config::UpstreamPolicy) -> bool {
+        self.live
+            .tripped(self.max_fails(policy), self.fail_timeout(policy))
+    }
+
     /// May this backend get a new connection or request?
     pub fn eligible(&self) -> bool {
         self.state == State::Active && self.healthy && self.effective_weight > 0
@@ -227,6 +241,15 @@ impl Live {
         }
     }
 
+    /// Have `max_fails` failures (0: never) been counted, the last within `fail_timeout`?
+    /// The controller resets the count when it ejects the backend.
+    pub fn tripped(&self, max_fails: u32, fail_timeout: Duration) -> bool {
+        max_fails > 0
+            && self.fail_streak.load(Ordering::Relaxed) >= u64::from(max_fails)
+            && now_ms().saturating_sub(self.last_failure_ms.load(Ordering::Relaxed))
+                <= fail_timeout.as_millis() as u64
+    }
+
     /// Did the last attempt on this backend fail?
     pub fn failing(&self) -> bool {
         self.last_failed.load(Ordering::Relaxed)
@@ -299,5 +322,27 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_fails_failures_trip_a_backend_until_the_streak_is_reset() {
+        let live = Live::default();
+        let minute = Duration::from_secs(60);
+        live.record_failure();
+        assert!(!live.tripped(2, minute), "one failure of two");
+        live.record_failure();
+        assert!(live.tripped(2, minute), "two failures of two");
+        assert!(!live.tripped(0, minute), "max_fails 0 never trips");
+        assert!(!live.tripped(3, minute), "two failures of three");
+        live.reset_streak();
+        assert!(
+            !live.tripped(2, minute),
+            "the controller's ejection resets the count"
+        );
     }
 }

@@ -109,12 +109,17 @@ impl Route {
         tried: &[BackendId],
     ) -> Result<&'s Backend, NoBackend> {
         let up = self.upstream(snap)?;
-        let exclude = |b: &Backend| tried.contains(&b.id) || b.at_capacity();
-        let named = sticky
-            .filter(|_| up.policy.sticky.is_some())
-            .and_then(|v| up.sticky(v, exclude));
-        named
-            .or_else(|| up.pick_key(key, exclude))
+        let pick = |exclude: &dyn Fn(&Backend) -> bool| {
+            let named = sticky
+                .filter(|_| up.policy.sticky.is_some())
+                .and_then(|v| up.sticky(v, exclude));
+            named.or_else(|| up.pick_key(key, exclude))
+        };
+        let open = |b: &Backend| tried.contains(&b.id) || b.at_capacity();
+        // A backend that reached `max_fails` is passed by until the controller's verdict is
+        // in the snapshot; when every one has, the pick is as if none had.
+        pick(&|b| open(b) || b.tripped(&up.policy))
+            .or_else(|| pick(&open))
             .ok_or_else(|| NoBackend::NoneAvailable(self.upstream.to_string()))
     }
 }
@@ -176,10 +181,7 @@ impl Route {
                                 guard: b.live.begin(),
                                 close: b.close.clone(),
                                 max_fails: b.max_fails(policy),
-                                fail_timeout: b
-                                    .server
-                                    .fail_timeout
-                                    .unwrap_or(policy.passive.fail_timeout),
+                                fail_timeout: b.fail_timeout(policy),
                             }
                         }
                         Err(e) if tried.is_empty() => {

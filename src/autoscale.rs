@@ -158,16 +158,21 @@ fn step(
         {
             continue;
         }
-        t.last_run = Some(now);
         let settled = fleet.is_none()
             || t.leader_since
                 .is_some_and(|at| now.duration_since(at) >= LEAD_SETTLE);
         if !settled {
-            // The leader runs the hook for the same count; follow it, so that taking over
-            // (when the leader leaves) starts from the count in place.
-            t.reference = Some(want);
+            if !lead {
+                // The leader runs the hook for the same count; follow it, so that taking over
+                // (when the leader leaves) starts from the count in place.
+                t.reference = Some(want);
+                t.last_run = Some(now);
+            }
+            // A leader not settled yet keeps its count and cooldown, and runs the hook once
+            // it is (following here would leave the change never run).
             continue;
         }
+        t.last_run = Some(now);
         t.running.store(true, Ordering::Release);
         let change = Change {
             instance: fleet.map_or_else(|| "local".to_string(), |f| f.instance.clone()),

@@ -262,9 +262,10 @@ impl HttpPath {
         let tried = routed.route.attempts(how, &mut attempt).await;
         let (done, conn) = match tried {
             Ok(done) => done,
-            Err((status, msg)) => {
+            Err(failure) => {
                 let close = req.close || streamed > 0 || req.head_method;
-                let next = refuse(client, status, &msg, close, out).await;
+                let msg = failure.to_string();
+                let next = refuse(client, failure.status(), &msg, close, out).await;
                 return match next {
                     Next::Close if streamed > 0 => Next::Linger,
                     next => next,

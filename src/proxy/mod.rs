@@ -17,6 +17,7 @@
 //! never locks. Imports `config`, `pool` and `fds`; never `admin`.
 
 pub mod access;
+pub mod attempt;
 pub mod body;
 pub mod budget;
 pub mod chunked;

@@ -312,16 +312,3 @@ pub async fn send_answer(
         Ok(()) => (Next::KeepAlive, sent),
     }
 }
-
-/// The Host and the target of a complete request head, for a Location tideway writes.
-pub fn host_and_target(head: &[u8]) -> (Option<String>, String) {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(head);
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
-    (host, req.path.unwrap_or("/").to_string())
-}

@@ -337,4 +337,51 @@ mod tests {
         let refused = Error::connecting(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert!(refused.counts() && refused.retry() == Retry::Anywhere);
     }
+
+    #[test]
+    fn a_failure_says_what_the_client_gets_and_how_it_is_counted() {
+        let none = Failure::NoBackend(NoBackend::NoneAvailable("app".into()));
+        assert_eq!((none.status(), none.label()), (503, Some("no_backend")));
+        assert_eq!(none.to_string(), "no available backend in upstream \"app\"");
+        assert_eq!(
+            (Failure::Exhausted.status(), Failure::Exhausted.label()),
+            (502, None)
+        );
+        assert_eq!(
+            Failure::Exhausted.to_string(),
+            "no backend could be reached"
+        );
+        let timed_out = Failure::Attempt(Error::timeout());
+        assert_eq!(
+            (timed_out.status(), timed_out.label()),
+            (504, Some("timeout"))
+        );
+        assert_eq!(
+            timed_out.to_string(),
+            "backend failed: the backend timed out"
+        );
+        // Every label is one the metric knows (and forgets with its upstream).
+        let every = [
+            Error::connect("x"),
+            Error::connect_timeout(),
+            Error::answered(502),
+            Error::unsent("x"),
+            Error::unanswered("x"),
+            Error::timeout(),
+            Error::bad_response("x", false),
+            Error::bad_response("x", true),
+            Error::unasked_upgrade(),
+            Error::cut_body("x"),
+            Error::local("x"),
+            Error::looped("x"),
+        ];
+        let labels = every
+            .into_iter()
+            .map(Failure::Attempt)
+            .chain([none])
+            .filter_map(|f| f.label());
+        for label in labels {
+            assert!(crate::metrics::FAILURE_REASONS.contains(&label), "{label}");
+        }
+    }
 }

@@ -13,7 +13,7 @@
 //! after its 101.
 
 use super::access::Outcome;
-use super::attempt::{Health, HttpAttempt};
+use super::attempt::{Done, Health, HttpAttempt};
 use super::body::send;
 use super::budget::{Budget, Hold, Refused};
 use super::chunked::ChunkDecoder;
@@ -216,6 +216,19 @@ impl HttpPath {
                 };
             }
         };
+        self.settle(routed, (done, conn), (&req, &policy), out)
+    }
+
+    /// After an exchange that reached the client: account what it moved in `out` and the
+    /// backend's counters, judge the backend (passive health), and hand the connection on: to
+    /// the tunnel it became, or back to the idle pool when it may carry another request.
+    fn settle(
+        &self,
+        routed: Routed<'_>,
+        (done, conn): (Done, Conn),
+        (req, policy): (&Request, &UpstreamPolicy),
+        out: &mut Outcome,
+    ) -> Next {
         let live = conn.guard.live();
         live.sent(done.io.to_backend);
         live.received(done.io.to_client);
@@ -225,7 +238,7 @@ impl HttpPath {
         out.upstream = done.io.waited;
         let max_fails = conn.max_fails;
         match done.health {
-            Health::Success if crate::config::status_fails(&policy, done.status) => {
+            Health::Success if crate::config::status_fails(policy, done.status) => {
                 let why = format!("answered {}", done.status);
                 routed
                     .route

@@ -121,6 +121,7 @@ enum Cut {
 }
 
 /// Where reading the backend's answer head got to.
+#[allow(clippy::large_enum_variant)] // a return value only, never stored: boxing would allocate
 enum Headed {
     /// The final answer, its head `usize` bytes of `bufs.upstream` (its rebuilt head for the
     /// client in `bufs.reply`).

@@ -104,6 +104,8 @@ impl Log<'_> {
 }
 
 /// What a connection does after one request.
+#[allow(clippy::large_enum_variant)] // a return value only; a box would be one more allocation
+                                     // made (and freed) while a WebSocket's long-lived ones are
 enum Step<'r> {
     /// Read the next request (the buffers are ready for it).
     Next,
@@ -753,7 +755,7 @@ impl Gateway {
             received: head_len as u64,
             ..Outcome::default()
         };
-        let Some(a) = dispatch::self_answer(routes, pick, where_, &target) else {
+        let Some(a) = dispatch::self_answer(routes, pick, where_, target) else {
             return (Next::Close, out);
         };
         bufs.client.drain(..head_len);

@@ -73,14 +73,20 @@ impl Proxy {
     }
 }
 
+/// Why a listener's routes cannot be built: what the routing table found wrong with its
+/// servers and locations.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRoutes(pub String);
+
 impl Routes {
     /// Build the routes of `servers`; `proto` is the listener's scheme (`http`, `https`).
     pub fn build(
         pool: &PoolHandle,
         servers: &[ServerConfig],
         proto: &'static str,
-    ) -> Result<Routes, String> {
-        let table = Table::new(servers)?;
+    ) -> Result<Routes, BadRoutes> {
+        let table = Table::new(servers).map_err(BadRoutes)?;
         let entries = table
             .routes()
             .iter()

@@ -466,24 +466,16 @@ impl Gateway {
             // (7.6 KiB each instead of 3.4).
             let early = bufs.client.to_vec();
             drop(bufs);
-            let Switch {
-                route,
-                up,
-                idle,
-                rebalanced,
-                client_ip,
-                held,
-            } = switch;
             let ws = websocket::Setup {
                 early,
-                idle,
-                rebalanced,
-                client_ip,
+                idle: switch.idle,
+                rebalanced: switch.rebalanced,
+                client_ip: switch.client_ip,
                 permit,
-                held,
+                held: switch.held,
             };
             // The tunnel keeps the route it started on, whatever a reload does.
-            tokio::spawn(websocket::start(route, stream, up, ws));
+            tokio::spawn(websocket::start(switch.route, stream, switch.up, ws));
             return None;
         }
     }

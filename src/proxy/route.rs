@@ -233,44 +233,10 @@ impl Route {
             Ok(io) => io,
             Err(failed) => return Err((failed, picked, reused)),
         };
-        let Picked {
-            id,
-            addr,
-            guard,
-            close,
-            max_fails,
-            fail_timeout,
-        } = picked;
-        let mut conn = Conn {
-            io,
-            id,
-            addr,
-            guard,
-            close,
-            reused,
-            max_fails,
-            fail_timeout,
-        };
+        let mut conn = picked.connected(io, reused);
         match attempt.attempt(&mut conn, more).await {
             Ok(t) => Ok((t, conn)),
-            Err(failed) => {
-                let Conn {
-                    id,
-                    addr,
-                    guard,
-                    close,
-                    ..
-                } = conn;
-                let picked = Picked {
-                    id,
-                    addr,
-                    guard,
-                    close,
-                    max_fails,
-                    fail_timeout,
-                };
-                Err((failed, picked, reused))
-            }
+            Err(failed) => Err((failed, Picked::left(conn), reused)),
         }
     }
 
@@ -380,6 +346,34 @@ struct Picked {
     close: CancellationToken,
     max_fails: u32,
     fail_timeout: std::time::Duration,
+}
+
+impl Picked {
+    /// The connection of an attempt on this backend (`reused`: taken from the idle pool).
+    fn connected(self, io: TcpStream, reused: bool) -> Conn {
+        Conn {
+            io,
+            id: self.id,
+            addr: self.addr,
+            guard: self.guard,
+            close: self.close,
+            reused,
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+        }
+    }
+
+    /// The backend of a failed attempt's connection; the connection itself is closed.
+    fn left(conn: Conn) -> Picked {
+        Picked {
+            id: conn.id,
+            addr: conn.addr,
+            guard: conn.guard,
+            close: conn.close,
+            max_fails: conn.max_fails,
+            fail_timeout: conn.fail_timeout,
+        }
+    }
 }
 
 /// The `next_upstream` condition that must be listed for `failed` to go on (0: none).

@@ -234,32 +234,9 @@ pub fn classify_logged<'s>(
     out: &mut Vec<u8>,
     log: Option<&mut super::access::Head>,
 ) -> Result<Request, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let parsed = req.parse(raw);
-    if let Some(log) = log {
-        let complete = matches!(parsed, Ok(httparse::Status::Complete(_)));
-        *log = super::access::Head::read(&req, complete);
-    }
-    match parsed {
-        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
-        Ok(_) => return Err(Refusal::new(400, "malformed request head")),
-        Err(httparse::Error::Version) => return Err(version_refusal(raw)),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::new(431, "too many header fields"))
-        }
-        Err(_) => return Err(Refusal::new(400, "malformed request head")),
-    }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(Refusal::new(400, "malformed request line"));
-    };
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (method, target, minor, headers) = parse(raw, &mut fields, log)?;
     let http10 = minor == 0;
-    match method {
-        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
-        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
-        _ => {}
-    }
-    let headers: &[httparse::Header<'_>] = req.headers;
     let mut seen = Seen::gather(headers)?;
     let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
     let ip = client.map(|c| c.ip());
@@ -321,12 +298,7 @@ pub fn classify_logged<'s>(
             method,
             target: path,
         };
-        request_key(k, &parts, |name| {
-            headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        })
+        request_key(k, &parts, |name| field(headers, name))
     });
 
     let outgoing = Outgoing {
@@ -359,6 +331,49 @@ pub fn classify_logged<'s>(
         sticky: steered.sticky.and_then(|name| sticky_cookie(headers, name)),
         added,
     })
+}
+
+/// Parse the head `raw` with httparse into `fields`: its method, target, minor version and
+/// header fields, unless it is refused as malformed or for its method. With `log`, what the
+/// access log shows of it, as far as the parse got.
+#[allow(clippy::type_complexity)] // the parts of one request line, and its fields
+fn parse<'h, 'b>(
+    raw: &'b [u8],
+    fields: &'h mut [httparse::Header<'b>],
+    log: Option<&mut super::access::Head>,
+) -> Result<(&'b str, &'b str, u8, &'h [httparse::Header<'b>]), Refusal> {
+    let mut req = httparse::Request::new(fields);
+    let parsed = req.parse(raw);
+    if let Some(log) = log {
+        let complete = matches!(parsed, Ok(httparse::Status::Complete(_)));
+        *log = super::access::Head::read(&req, complete);
+    }
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+        Ok(_) => return Err(Refusal::new(400, "malformed request head")),
+        Err(httparse::Error::Version) => return Err(version_refusal(raw)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(431, "too many header fields"))
+        }
+        Err(_) => return Err(Refusal::new(400, "malformed request head")),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Refusal::new(400, "malformed request line"));
+    };
+    match method {
+        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
+        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
+        _ => {}
+    }
+    Ok((method, target, minor, req.headers))
+}
+
+/// The value of the first header field `name`.
+fn field<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 impl<'h> Seen<'h> {

@@ -19,9 +19,10 @@ use std::sync::OnceLock;
 /// Those starting `client_` were provoked by the request and count against no backend;
 /// `loop` is a backend that is one of tideway's own listeners; `local`, tideway short of its
 /// own descriptors, memory or ports.
-pub const FAILURE_REASONS: [&str; 11] = [
+pub const FAILURE_REASONS: [&str; 12] = [
     "no_backend",
     "connect",
+    "status",
     "send",
     "unanswered",
     "timeout",

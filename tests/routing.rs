@@ -316,6 +316,11 @@ async fn the_workerman_site_routes_as_nginx_does() {
         "POST /api/upload HTTP/1.1\r\nHost: example.com\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
             .to_string(),
     );
+    // An absolute-form target without Host: its authority is the Host, for routing and for
+    // the Location of a redirect alike.
+    for target in ["http://Example.com/api", "http://www.example.com/old?x=1"] {
+        reqs.push(format!("GET {target} HTTP/1.0\r\n\r\n"));
+    }
     differential("workerman site", &conf, &reqs).await;
 }
 

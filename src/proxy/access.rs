@@ -2,7 +2,8 @@
 //! target `tideway::access` (off unless `[server] access_log = true`). In text mode the
 //! message is close to nginx's combined format, with the upstream, the backend that served,
 //! the bytes both ways and the durations appended; with `--log-format json` every field is a
-//! JSON key. The request line is read from the raw head only when the log is on.
+//! JSON key. What a line shows of the request head is what the one parser
+//! ([`super::request::classify_logged`]) read, taken only when the log is on.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,29 +46,27 @@ pub struct Head {
 const MAX_TARGET: usize = 2048;
 
 impl Head {
-    /// Read the request line, `Referer` and `User-Agent` of a head that already passed the
-    /// request parser. Bytes that are not printable ASCII are escaped as `\xHH`.
-    pub fn parse(raw: &[u8]) -> Head {
-        let mut lines = raw.split(|&b| b == b'\n');
-        // Empty lines before the request line are skipped, as the parser skips them.
-        let first = lines
-            .find(|l| !l.trim_ascii().is_empty())
-            .unwrap_or_default();
-        let mut parts = first.trim_ascii().splitn(3, |&b| b == b' ');
+    /// What the request parser read of a head: the request line as far as it got, and the
+    /// last `Referer` and `User-Agent` when it read the header fields (`fields`: the parse
+    /// completed; a failed parse leaves them unreliable). Bytes that are not printable ASCII
+    /// are escaped as `\xHH`.
+    pub fn read(req: &httparse::Request<'_, '_>, fields: bool) -> Head {
+        let version = match req.version {
+            Some(minor) => format!("HTTP/1.{minor}"),
+            None => String::new(),
+        };
         let mut head = Head {
-            method: escape(parts.next().unwrap_or_default(), 32),
-            target: escape(parts.next().unwrap_or_default(), MAX_TARGET),
-            version: escape(parts.next().unwrap_or_default(), 16),
+            method: escape(req.method.unwrap_or_default().as_bytes(), 32),
+            target: escape(req.path.unwrap_or_default().as_bytes(), MAX_TARGET),
+            version: escape(version.as_bytes(), 16),
             ..Head::default()
         };
-        for line in lines {
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
-                continue;
-            };
-            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-            if name.eq_ignore_ascii_case(b"referer") {
+        let headers: &[httparse::Header<'_>] = if fields { req.headers } else { &[] };
+        for h in headers {
+            let value = h.value.trim_ascii();
+            if h.name.eq_ignore_ascii_case("referer") {
                 head.referer = escape(value, 512);
-            } else if name.eq_ignore_ascii_case(b"user-agent") {
+            } else if h.name.eq_ignore_ascii_case("user-agent") {
                 head.user_agent = escape(value, 512);
             }
         }
@@ -219,9 +218,17 @@ pub fn tunnel(t: &TunnelRecord<'_>) {
 mod tests {
     use super::*;
 
+    /// What the parser reads of `raw`, as the gateway logs it.
+    fn parse(raw: &[u8]) -> Head {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let parsed = req.parse(raw);
+        Head::read(&req, matches!(parsed, Ok(httparse::Status::Complete(_))))
+    }
+
     #[test]
     fn reads_the_request_line_and_escapes_what_is_not_printable() {
-        let h = Head::parse(
+        let h = parse(
             b"GET /a?uid=42 HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/8 \"q\"\r\nreferer: http://r/\r\n\r\n",
         );
         assert_eq!(h.method, "GET");
@@ -235,8 +242,21 @@ mod tests {
 
     #[test]
     fn reads_a_bare_lf_head_after_empty_lines() {
-        let h = Head::parse(b"\r\n\nGET /a HTTP/1.1\nHost: x\nUser-Agent: u\n\n");
+        let h = parse(b"\r\n\nGET /a HTTP/1.1\nHost: x\nUser-Agent: u\n\n");
         assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/a"));
         assert_eq!(h.user_agent, "u");
+    }
+
+    #[test]
+    fn a_head_the_parser_refuses_shows_what_it_read() {
+        // The version is not one httparse reads: the method and target are, no field is.
+        let h = parse(b"GET /a HTTP/2.0\r\nUser-Agent: u\r\n\r\n");
+        assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/a"));
+        assert_eq!((h.version.as_str(), h.user_agent.as_str()), ("", ""));
+        let h = parse(b"GET /a HTTP/1.0\r\nUser-Agent: u\r\nbad header\r\n\r\n");
+        assert_eq!(
+            (h.version.as_str(), h.user_agent.as_str()),
+            ("HTTP/1.0", "")
+        );
     }
 }

@@ -73,14 +73,20 @@ impl Proxy {
     }
 }
 
+/// Why a listener's routes cannot be built: what the routing table found wrong with its
+/// servers and locations.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRoutes(pub String);
+
 impl Routes {
     /// Build the routes of `servers`; `proto` is the listener's scheme (`http`, `https`).
     pub fn build(
         pool: &PoolHandle,
         servers: &[ServerConfig],
         proto: &'static str,
-    ) -> Result<Routes, String> {
-        let table = Table::new(servers)?;
+    ) -> Result<Routes, BadRoutes> {
+        let table = Table::new(servers).map_err(BadRoutes)?;
         let entries = table
             .routes()
             .iter()
@@ -311,17 +317,4 @@ pub async fn send_answer(
         Ok(()) if close => (Next::Close, sent),
         Ok(()) => (Next::KeepAlive, sent),
     }
-}
-
-/// The Host and the target of a complete request head, for a Location tideway writes.
-pub fn host_and_target(head: &[u8]) -> (Option<String>, String) {
-    let mut headers = [httparse::EMPTY_HEADER; super::request::MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let _ = req.parse(head);
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| String::from_utf8_lossy(h.value.trim_ascii()).into_owned());
-    (host, req.path.unwrap_or("/").to_string())
 }

@@ -3,7 +3,10 @@
 //! Every failure of an exchange with a backend is one [`Error`]: what went wrong ([`Kind`]),
 //! the [`Side`] that caused it, the [`Retry`] it allows, and the status the client gets. The
 //! retry loop ([`super::route::Route::attempts`]), passive health and the failure metric read
-//! these fields and nothing else; no reason is ever guessed from a status code.
+//! these fields and nothing else; no reason is ever guessed from a status code. What the
+//! retry loop gives up with is one [`Failure`]: no backend to pick ([`NoBackend`]), none left,
+//! or the last attempt's [`Error`]; the status and message the client gets, the access log's
+//! status and the metric's reason are its methods.
 //!
 //! Invariant: only [`Side::Backend`] failures count toward passive health, and only they send
 //! a request on to another backend. The backends tideway fronts parse leniently (Workerman
@@ -253,6 +256,52 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// Why no backend could be chosen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBackend {
+    #[error("no upstream named {0:?}")]
+    UnknownUpstream(String),
+    #[error("no available backend in upstream {0:?}")]
+    NoneAvailable(String),
+}
+
+/// Why the retry loop gave a request up: no backend served it. Its `Display` is the message
+/// the client gets in the JSON error body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// No backend could be picked for the first attempt.
+    #[error("{0}")]
+    NoBackend(NoBackend),
+    /// Backends were tried and failed, and no other can be picked (each failed attempt was
+    /// counted as it happened).
+    #[error("no backend could be reached")]
+    Exhausted,
+    /// The last attempt failed, and the request goes no further.
+    #[error("backend failed: {0}")]
+    Attempt(Error),
+}
+
+impl Failure {
+    /// The status the client gets (and the access log shows).
+    pub fn status(&self) -> u16 {
+        match self {
+            Failure::NoBackend(_) => 503,
+            Failure::Exhausted => 502,
+            Failure::Attempt(e) => e.status(),
+        }
+    }
+
+    /// The `reason` label of `tideway_upstream_failures_total` this failure is counted under
+    /// when it happens; None for [`Failure::Exhausted`], whose attempts were each counted.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Failure::NoBackend(_) => Some("no_backend"),
+            Failure::Exhausted => None,
+            Failure::Attempt(e) => Some(e.label()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +336,52 @@ mod tests {
         assert!(!emfile.counts() && emfile.status() == 503 && emfile.label() == "local");
         let refused = Error::connecting(&std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert!(refused.counts() && refused.retry() == Retry::Anywhere);
+    }
+
+    #[test]
+    fn a_failure_says_what_the_client_gets_and_how_it_is_counted() {
+        let none = Failure::NoBackend(NoBackend::NoneAvailable("app".into()));
+        assert_eq!((none.status(), none.label()), (503, Some("no_backend")));
+        assert_eq!(none.to_string(), "no available backend in upstream \"app\"");
+        assert_eq!(
+            (Failure::Exhausted.status(), Failure::Exhausted.label()),
+            (502, None)
+        );
+        assert_eq!(
+            Failure::Exhausted.to_string(),
+            "no backend could be reached"
+        );
+        let timed_out = Failure::Attempt(Error::timeout());
+        assert_eq!(
+            (timed_out.status(), timed_out.label()),
+            (504, Some("timeout"))
+        );
+        assert_eq!(
+            timed_out.to_string(),
+            "backend failed: the backend timed out"
+        );
+        // Every label is one the metric knows (and forgets with its upstream).
+        let every = [
+            Error::connect("x"),
+            Error::connect_timeout(),
+            Error::answered(502),
+            Error::unsent("x"),
+            Error::unanswered("x"),
+            Error::timeout(),
+            Error::bad_response("x", false),
+            Error::bad_response("x", true),
+            Error::unasked_upgrade(),
+            Error::cut_body("x"),
+            Error::local("x"),
+            Error::looped("x"),
+        ];
+        let labels = every
+            .into_iter()
+            .map(Failure::Attempt)
+            .chain([none])
+            .filter_map(|f| f.label());
+        for label in labels {
+            assert!(crate::metrics::FAILURE_REASONS.contains(&label), "{label}");
+        }
     }
 }

@@ -9,12 +9,12 @@
 
 use super::access::{self, Outcome};
 use super::client::Addressing;
-use super::dispatch::{self, Routes, SharedRoutes};
-use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Routed};
+use super::dispatch::{self, Proxy, Routes, SharedRoutes};
+use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Routed, Upgraded};
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
-use super::request::{classify, Refusal, Request, RequestBody, Steer};
+use super::request::{classify_logged, Refusal, Request, RequestBody, Steer};
 use super::route::Route;
 use super::tls::{Identity, Terminator};
 use super::websocket;
@@ -81,24 +81,70 @@ pub struct Gateway {
     clients: ClientLimits,
 }
 
-impl Gateway {
+/// What the end of a request reports from: the access log's view of its head, as the request
+/// parser read it (None: the log is off), and when it started.
+#[derive(Clone, Copy)]
+struct Log<'h> {
+    logged: Option<&'h access::Head>,
+    started: std::time::Instant,
+}
+
+impl Log<'_> {
     /// Count a request that got an answer (or none), and log it when the access log is on.
-    fn finished(
-        route: &Route,
-        ip: Option<std::net::IpAddr>,
-        logged: Option<&access::Head>,
-        out: &Outcome,
-        took: std::time::Duration,
-    ) {
+    fn finished(&self, route: &Route, ip: Option<std::net::IpAddr>, out: &Outcome) {
+        let took = self.started.elapsed();
         route.metrics.request.observe(took.as_secs_f64());
         if out.status > 0 {
             crate::metrics::response(&route.upstream, out.status);
         }
-        if let Some(head) = logged {
+        if let Some(head) = self.logged {
             access::request(ip, head, &route.upstream, out, took);
         }
     }
+}
 
+/// What a connection does after one request.
+#[allow(clippy::large_enum_variant)] // a return value only; a box would be one more allocation
+                                     // made (and freed) while a WebSocket's long-lived ones are
+enum Step<'r> {
+    /// Read the next request (the buffers are ready for it).
+    Next,
+    /// The connection is over: closed, or dropped.
+    End,
+    /// The backend switched to WebSocket: the connection becomes a tunnel.
+    Upgraded(Switch<'r>),
+}
+
+/// A request the backend switched to WebSocket, for the tunnel it becomes.
+struct Switch<'r> {
+    route: &'r Route,
+    up: Upgraded,
+    idle: Duration,
+    rebalanced: Option<Arc<UpstreamPolicy>>,
+    client_ip: Option<std::net::IpAddr>,
+    held: super::limit::Held,
+}
+
+/// What the request parser found for a request its route answers itself: the Host (or an
+/// absolute-form target's authority) and the origin-form target, for a Location.
+#[derive(Default)]
+struct Asked {
+    host: Option<String>,
+    target: String,
+}
+
+/// A request classified against a listener's routes.
+struct Classified {
+    req: Request,
+    pick: Pick,
+    /// The route's upstream policy (None: the upstream does not exist, or the route does not
+    /// proxy).
+    policy: Option<Arc<UpstreamPolicy>>,
+    /// For a route that does not proxy.
+    asked: Option<Asked>,
+}
+
+impl Gateway {
     pub fn new(
         route: Route,
         routes: SharedRoutes,
@@ -134,9 +180,9 @@ impl Gateway {
         &self.routes
     }
 
-    /// Classify a complete request head against `routes` and the current snapshot: the
-    /// request, its route, and the route's upstream policy (None when the upstream does not
-    /// exist or the route does not proxy).
+    /// Classify a complete request head against `routes` and the current snapshot, writing
+    /// the backend's head into `out` and, when the access log is on, what it shows of the head
+    /// into `log`.
     fn classify(
         &self,
         routes: &Routes,
@@ -146,12 +192,14 @@ impl Gateway {
             Option<std::net::SocketAddr>,
             Option<&Identity>,
         ),
-        out: &mut Vec<u8>,
-    ) -> Result<(Request, Pick, Option<Arc<UpstreamPolicy>>), Refusal> {
+        (out, log): (&mut Vec<u8>, Option<&mut access::Head>),
+    ) -> Result<Classified, Refusal> {
         let snap = self.route.pool.load();
         let mut pick = Pick::NotFound;
         let mut policy = None;
+        let mut asked = None;
         let steer = |host: Option<&[u8]>, target: &str| {
+            let sent = host;
             // On TLS, a request without Host is for the name the connection was made for.
             let sni = tls.and_then(|t| t.sni.as_deref());
             let host = host.or(sni.map(str::as_bytes));
@@ -162,6 +210,10 @@ impl Gateway {
                 _ => routes.table.select(host, target.as_bytes()),
             };
             let Some(p) = routes.proxy(pick) else {
+                asked = Some(Asked {
+                    host: sent.map(|h| String::from_utf8_lossy(h).into_owned()),
+                    target: target.to_string(),
+                });
                 // A `return` gets its route's add_header lines (no backend head is sent).
                 let Some((headers, server_name)) = routes.returned_headers(pick) else {
                     return Steer::default();
@@ -192,14 +244,20 @@ impl Gateway {
                 port: local.map_or(0, |a| a.port()),
             }
         };
-        let req = classify(
+        let req = classify_logged(
             head,
             (client, self.addressing.for_requests()),
             self.route.proto,
             steer,
             out,
+            log,
         )?;
-        Ok((req, pick, policy))
+        Ok(Classified {
+            req,
+            pick,
+            policy,
+            asked,
+        })
     }
 }
 
@@ -256,6 +314,36 @@ async fn turn_down(
         bufs.reset();
     }
     (next, out)
+}
+
+/// After a refusal answered with `next`: the next request on a kept-alive connection, or the
+/// end of it ([`close_unread`]).
+async fn after_refusal(stream: &mut Stream, req: &Request, next: Next) -> Step<'static> {
+    if matches!(next, Next::KeepAlive) {
+        return Step::Next;
+    }
+    close_unread(stream, req).await;
+    Step::End
+}
+
+/// After an answer that went out whole (or was cut, `Abort`), carry out `next`: a kept-alive
+/// connection goes on to its next request (the buffers reset), any other closes as `next`
+/// says.
+async fn end(stream: &mut Stream, bufs: &mut Buffers, next: Next) -> Step<'static> {
+    match next {
+        Next::KeepAlive => {
+            bufs.reset();
+            return Step::Next;
+        }
+        Next::Linger => {
+            close(stream).await;
+            linger(stream).await;
+        }
+        // A cut response: no close_notify, so a TLS client sees the cut.
+        Next::Abort => {}
+        Next::Close | Next::Upgraded(_) => close(stream).await,
+    }
+    Step::End
 }
 
 /// Close the connection of a refused request; a body it did not read is drained first
@@ -343,77 +431,15 @@ impl Gateway {
         shutdown: ShutdownWatch,
         permit: Places,
     ) -> Option<()> {
-        // The PROXY header (if the listener expects one) comes before any TLS.
-        let header_timeout = self.path.limits.header_timeout;
-        let (stream, conn) = match self.addressing.accept(stream, header_timeout).await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::debug!(error = %e, "connection refused");
-                return None;
-            }
-        };
-        let (mut stream, identity) = match &self.tls {
-            None => (stream, None),
-            // Boxed: the handshake's state is large and only needed while it runs.
-            Some(t) => match Box::pin(t.accept(stream)).await {
-                Ok((conn, identity)) => (Box::new(conn) as Stream, Some(identity)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return None;
-                }
-            },
-        };
-        let limits = &self.path.limits;
+        let (mut stream, conn, identity) = self.open(stream).await?;
         let mut served: u32 = 0;
         let mut bufs = Buffers::default();
         let mut stop = std::pin::pin!(stopped(shutdown.clone()));
         let mut stopping = false;
         loop {
-            // The first byte of a head may take the keep-alive timeout (the header timeout on a
-            // new connection); from the first byte on, the whole head has the header timeout.
-            let wait = if served > 0 {
-                limits.keepalive_timeout
-            } else {
-                limits.header_timeout
-            };
-            let mut started = !bufs.client.is_empty();
-            let mut deadline = Instant::now() + if started { limits.header_timeout } else { wait };
-            let mut scan = HeadScan::default();
-            let read = loop {
-                if let Some(done) = scan.scan(&bufs.client, limits) {
-                    break done;
-                }
-                bufs.client.reserve(2048);
-                tokio::select! {
-                    biased;
-                    r = tokio::time::timeout_at(deadline, stream.read_buf(&mut bufs.client)) => match r {
-                        Err(_) if started => {
-                            break HeadRead::Refused(Refusal::new(408, "the request head timed out"))
-                        }
-                        Err(_) if stopping => {
-                            close(&mut stream).await;
-                            break HeadRead::Eof;
-                        }
-                        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break HeadRead::Eof,
-                        Ok(Ok(_)) if !started => {
-                            started = true;
-                            deadline = Instant::now() + limits.header_timeout;
-                        }
-                        Ok(Ok(_)) => {}
-                    },
-                    // Shutting down: an idle connection (a keep-alive one, or one a client
-                    // opened ahead and parked in its pool) closes after a short linger, not at
-                    // the end of the grace period; a request that arrives by then (a client may
-                    // be sending it as we decide) is still read and served, with
-                    // `Connection: close`, rather than cut. `stop` is never polled again.
-                    _ = &mut stop, if !stopping => {
-                        stopping = true;
-                        if !started {
-                            deadline = deadline.min(Instant::now() + SHUTDOWN_LINGER);
-                        }
-                    }
-                }
-            };
+            let read = self
+                .read_head(&mut stream, &mut bufs, served, (&mut stop, &mut stopping))
+                .await;
             let head_len = match read {
                 HeadRead::Complete(n) => n,
                 HeadRead::Eof => return None,
@@ -424,211 +450,304 @@ impl Gateway {
                 }
             };
             served += 1;
-            let logged = access::enabled().then(|| access::Head::parse(&bufs.client[..head_len]));
-            let started = std::time::Instant::now();
             let routes = self.routes.load_full();
-            let classified = self.classify(
-                &routes,
-                &bufs.client[..head_len],
-                (conn.client, conn.local, identity.as_ref()),
-                &mut bufs.out,
-            );
-            let (mut req, pick, policy) = match classified {
-                Ok(classified) => classified,
-                Err(r) => {
-                    let ip = conn.client.map(|a| a.ip());
-                    let mut out = Outcome {
-                        received: head_len as u64,
-                        ..Outcome::default()
-                    };
-                    let _ = refuse(&mut stream, r.status, r.reason, true, &mut out).await;
-                    Self::finished(&self.route, ip, logged.as_ref(), &out, started.elapsed());
-                    close(&mut stream).await;
-                    return None;
-                }
-            };
-            req.close |= *shutdown.borrow() || served >= limits.keepalive_requests;
-            let ip = req.client.map(|a| a.ip());
-            if routes.forbids(pick, ip) {
-                // nginx's `deny`: answered before anything else is done for the request.
-                let route = routes.proxy(pick).map_or(&self.route, |p| &p.route);
-                let (next, out) =
-                    turn_down(&mut stream, &mut bufs, head_len, &req, FORBIDDEN).await;
-                Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
-                if matches!(next, Next::KeepAlive) {
-                    continue;
-                }
-                close_unread(&mut stream, &req).await;
-                return None;
-            }
-            let Some(proxy) = routes.proxy(pick) else {
-                // Answered by tideway: a `return`, nginx's trailing-slash 301, 404 or 400.
-                let next = self
-                    .answer(
-                        &mut stream,
-                        &routes,
-                        pick,
-                        &mut bufs,
-                        head_len,
-                        &req,
-                        conn.local,
-                    )
-                    .await;
-                let ip = req.client.map(|a| a.ip());
-                Self::finished(&self.route, ip, logged.as_ref(), &next.1, started.elapsed());
-                match next.0 {
-                    Next::KeepAlive => {
-                        bufs.reset();
-                        continue;
-                    }
-                    Next::Linger => {
-                        close(&mut stream).await;
-                        linger(&mut stream).await;
-                    }
-                    Next::Abort => {}
-                    _ => close(&mut stream).await,
-                }
-                return None;
-            };
-            let route = &proxy.route;
-            // The request's real client: what every per-client feature goes by.
-            let peers = Peers {
-                client: req.client,
-                local: conn.local,
-            };
-            let ip = peers.client.map(|a| a.ip());
-            // A request `limit_req` delays waits watching its client: one that leaves ends
-            // it there, as nginx's does, instead of holding its place until the delay is over.
-            let clients = proxy.clients.as_ref().unwrap_or(&self.clients);
-            let admitted = match clients.rate(ip) {
-                Ok(wait) if wait.is_zero() => clients.conn(ip),
-                Ok(wait) => {
-                    if !wait_watching(&mut stream, &mut bufs.client, wait).await {
-                        return None;
-                    }
-                    clients.conn(ip)
-                }
-                Err(no) => Err(no),
-            };
-            let held = match admitted {
-                Ok(held) => held,
-                Err(no) => {
-                    let (next, out) = turn_down(&mut stream, &mut bufs, head_len, &req, no).await;
-                    Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
-                    if matches!(next, Next::KeepAlive) {
-                        continue;
-                    }
-                    close_unread(&mut stream, &req).await;
-                    return None;
-                }
-            };
-            let idle = policy.as_ref().map(|p| p.idle_timeout);
-            // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
-            // an Arc clone, only on upstreams with `rebalance`.
-            let rebalanced = policy.as_ref().filter(|p| p.rebalance.is_some()).cloned();
-            let mut out = Outcome::default();
-            if let (Some(max), RequestBody::Length(n)) = (proxy.settings.max_body, req.body) {
-                if n > max {
-                    out.received = head_len as u64;
-                    let _ = refuse(
-                        &mut stream,
-                        413,
-                        "the request body is too large",
-                        true,
-                        &mut out,
-                    )
-                    .await;
-                    Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
-                    close(&mut stream).await;
-                    linger(&mut stream).await;
-                    return None;
-                }
-            }
-            let routed = Routed {
-                route,
-                send_timeout: proxy.send_timeout(),
-                max_body: proxy.settings.max_body,
-            };
-            let next = self
-                .path
-                .forward(
-                    routed,
-                    &mut stream,
-                    &mut bufs,
-                    head_len,
-                    (req, policy),
-                    peers,
-                    &mut out,
-                )
+            let on = (conn, identity.as_ref(), (served, &shutdown));
+            let step = self
+                .request(&mut stream, &mut bufs, head_len, &routes, on)
                 .await;
-            Self::finished(route, ip, logged.as_ref(), &out, started.elapsed());
-            // The request is over: its connection counts go back, unless it became a tunnel.
-            let held = match next {
-                Next::Upgraded(_) => held,
-                _ => {
-                    drop(held);
-                    super::limit::Held::default()
-                }
+            let switch = match step {
+                Step::Next => continue,
+                Step::End => return None,
+                Step::Upgraded(switch) => switch,
             };
-            match next {
-                Next::KeepAlive => bufs.reset(),
-                Next::Close => {
-                    close(&mut stream).await;
-                    return None;
+            // The WebSocket lives on in a task of its own, sized for it alone. Exact-size,
+            // and the connection's buffers freed before the tunnel's long-lived allocations
+            // are made: holes left between long-lived allocations cost every idle WebSocket
+            // (7.6 KiB each instead of 3.4).
+            let early = bufs.client.to_vec();
+            drop(bufs);
+            let ws = websocket::Setup {
+                early,
+                idle: switch.idle,
+                rebalanced: switch.rebalanced,
+                client_ip: switch.client_ip,
+                permit,
+                held: switch.held,
+            };
+            // The tunnel keeps the route it started on, whatever a reload does.
+            tokio::spawn(websocket::start(switch.route, stream, switch.up, ws));
+            return None;
+        }
+    }
+
+    /// Take the connection's PROXY header (if the listener expects one; it comes before any
+    /// TLS) and its TLS handshake; None: the connection is dropped.
+    async fn open(&self, stream: Stream) -> Option<(Stream, Peers, Option<Identity>)> {
+        let header_timeout = self.path.limits.header_timeout;
+        let (stream, conn) = match self.addressing.accept(stream, header_timeout).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection refused");
+                return None;
+            }
+        };
+        match &self.tls {
+            None => Some((stream, conn, None)),
+            // Boxed: the handshake's state is large and only needed while it runs.
+            Some(t) => match Box::pin(t.accept(stream)).await {
+                Ok((tls, identity)) => Some((Box::new(tls) as Stream, conn, Some(identity))),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
                 }
-                Next::Linger => {
-                    close(&mut stream).await;
-                    linger(&mut stream).await;
-                    return None;
-                }
-                // A cut response: no close_notify, so a TLS client sees the cut.
-                Next::Abort => return None,
-                Next::Upgraded(up) => {
-                    // The WebSocket lives on in a task of its own, sized for it alone.
-                    // Exact-size, and the connection's buffers freed before the tunnel's
-                    // long-lived allocations are made: holes left between long-lived
-                    // allocations cost every idle WebSocket (7.6 KiB each instead of 3.4).
-                    let early = bufs.client.to_vec();
-                    drop(bufs);
-                    let idle = idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT);
-                    let ws = websocket::Setup {
-                        early,
-                        idle,
-                        rebalanced,
-                        client_ip: ip,
-                        permit,
-                        held,
-                    };
-                    // The tunnel keeps the route it started on, whatever a reload does.
-                    tokio::spawn(websocket::start(route, stream, up, ws));
-                    return None;
+            },
+        }
+    }
+
+    /// Read the next request head into `bufs.client`, `served` requests into the connection.
+    /// `stop` resolves once the server shuts down (`stopping` then): an idle connection
+    /// closes soon after.
+    async fn read_head(
+        &self,
+        stream: &mut Stream,
+        bufs: &mut Buffers,
+        served: u32,
+        (stop, stopping): (
+            &mut (impl std::future::Future<Output = ()> + Unpin),
+            &mut bool,
+        ),
+    ) -> HeadRead {
+        let limits = &self.path.limits;
+        // The first byte of a head may take the keep-alive timeout (the header timeout on a
+        // new connection); from the first byte on, the whole head has the header timeout.
+        let wait = if served > 0 {
+            limits.keepalive_timeout
+        } else {
+            limits.header_timeout
+        };
+        let mut started = !bufs.client.is_empty();
+        let mut deadline = Instant::now() + if started { limits.header_timeout } else { wait };
+        let mut scan = HeadScan::default();
+        loop {
+            if let Some(done) = scan.scan(&bufs.client, limits) {
+                return done;
+            }
+            bufs.client.reserve(2048);
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut bufs.client)) => match r {
+                    Err(_) if started => {
+                        return HeadRead::Refused(Refusal::new(408, "the request head timed out"))
+                    }
+                    Err(_) if *stopping => {
+                        close(stream).await;
+                        return HeadRead::Eof;
+                    }
+                    Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Eof,
+                    Ok(Ok(_)) if !started => {
+                        started = true;
+                        deadline = Instant::now() + limits.header_timeout;
+                    }
+                    Ok(Ok(_)) => {}
+                },
+                // Shutting down: an idle connection (a keep-alive one, or one a client
+                // opened ahead and parked in its pool) closes after a short linger, not at
+                // the end of the grace period; a request that arrives by then (a client may
+                // be sending it as we decide) is still read and served, with
+                // `Connection: close`, rather than cut. `stop` is never polled again.
+                _ = &mut *stop, if !*stopping => {
+                    *stopping = true;
+                    if !started {
+                        deadline = deadline.min(Instant::now() + SHUTDOWN_LINGER);
+                    }
                 }
             }
         }
+    }
+
+    /// Serve the request whose head is `bufs.client[..head_len]`, on `routes`: refuse it,
+    /// answer it (a route that does not proxy) or forward it. `conn`: the connection's peers;
+    /// `served`: requests on it so far, this one included.
+    async fn request<'r>(
+        &self,
+        stream: &mut Stream,
+        bufs: &mut Buffers,
+        head_len: usize,
+        routes: &'r Routes,
+        (conn, identity, (served, shutdown)): (Peers, Option<&Identity>, (u32, &ShutdownWatch)),
+    ) -> Step<'r> {
+        let mut head = access::Head::default();
+        let mut logged = access::enabled().then_some(&mut head);
+        let started = std::time::Instant::now();
+        let classified = self.classify(
+            routes,
+            &bufs.client[..head_len],
+            (conn.client, conn.local, identity),
+            (&mut bufs.out, logged.as_deref_mut()),
+        );
+        let log = Log {
+            logged: logged.map(|h| &*h),
+            started,
+        };
+        let Classified {
+            mut req,
+            pick,
+            policy,
+            asked,
+        } = match classified {
+            Ok(classified) => classified,
+            Err(r) => {
+                let ip = conn.client.map(|a| a.ip());
+                let mut out = Outcome {
+                    received: head_len as u64,
+                    ..Outcome::default()
+                };
+                let _ = refuse(stream, r.status, r.reason, true, &mut out).await;
+                log.finished(&self.route, ip, &out);
+                close(stream).await;
+                return Step::End;
+            }
+        };
+        req.close |= *shutdown.borrow() || served >= self.path.limits.keepalive_requests;
+        let ip = req.client.map(|a| a.ip());
+        if routes.forbids(pick, ip) {
+            // nginx's `deny`: answered before anything else is done for the request.
+            let route = routes.proxy(pick).map_or(&self.route, |p| &p.route);
+            let (next, out) = turn_down(stream, bufs, head_len, &req, FORBIDDEN).await;
+            log.finished(route, ip, &out);
+            return after_refusal(stream, &req, next).await;
+        }
+        let Some(proxy) = routes.proxy(pick) else {
+            // Answered by tideway: a `return`, nginx's trailing-slash 301, 404 or 400.
+            let asked = asked.unwrap_or_default();
+            let (next, out) = self
+                .answer(
+                    stream,
+                    (routes, pick, &asked),
+                    bufs,
+                    head_len,
+                    &req,
+                    conn.local,
+                )
+                .await;
+            log.finished(&self.route, ip, &out);
+            return end(stream, bufs, next).await;
+        };
+        let to = (head_len, conn.local, log);
+        self.proxied(stream, bufs, proxy, (req, policy), to).await
+    }
+
+    /// Forward a request to its route's upstream (`proxy`), once the client's limits admit
+    /// it. `head_len`: the length of its head in `bufs.client`; `local`: the listener's
+    /// address.
+    async fn proxied<'r>(
+        &self,
+        stream: &mut Stream,
+        bufs: &mut Buffers,
+        proxy: &'r Proxy,
+        (req, policy): (Request, Option<Arc<UpstreamPolicy>>),
+        (head_len, local, log): (usize, Option<std::net::SocketAddr>, Log<'_>),
+    ) -> Step<'r> {
+        let route = &proxy.route;
+        // The request's real client: what every per-client feature goes by.
+        let peers = Peers {
+            client: req.client,
+            local,
+        };
+        let ip = peers.client.map(|a| a.ip());
+        // A request `limit_req` delays waits watching its client: one that leaves ends it
+        // there, as nginx's does, instead of holding its place until the delay is over.
+        let clients = proxy.clients.as_ref().unwrap_or(&self.clients);
+        let admitted = match clients.rate(ip) {
+            Ok(wait) if wait.is_zero() => clients.conn(ip),
+            Ok(wait) => {
+                if !wait_watching(stream, &mut bufs.client, wait).await {
+                    return Step::End;
+                }
+                clients.conn(ip)
+            }
+            Err(no) => Err(no),
+        };
+        let held = match admitted {
+            Ok(held) => held,
+            Err(no) => {
+                let (next, out) = turn_down(stream, bufs, head_len, &req, no).await;
+                log.finished(route, ip, &out);
+                return after_refusal(stream, &req, next).await;
+            }
+        };
+        let idle = policy.as_ref().map(|p| p.idle_timeout);
+        // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
+        // an Arc clone, only on upstreams with `rebalance`.
+        let rebalanced = policy.as_ref().filter(|p| p.rebalance.is_some()).cloned();
+        let mut out = Outcome::default();
+        if let (Some(max), RequestBody::Length(n)) = (proxy.settings.max_body, req.body) {
+            if n > max {
+                out.received = head_len as u64;
+                let too_large = "the request body is too large";
+                let _ = refuse(stream, 413, too_large, true, &mut out).await;
+                log.finished(route, ip, &out);
+                close(stream).await;
+                linger(stream).await;
+                return Step::End;
+            }
+        }
+        let routed = Routed {
+            route,
+            send_timeout: proxy.send_timeout(),
+            max_body: proxy.settings.max_body,
+        };
+        let next = self
+            .path
+            .forward(
+                routed,
+                stream,
+                bufs,
+                head_len,
+                (req, policy),
+                peers,
+                &mut out,
+            )
+            .await;
+        log.finished(route, ip, &out);
+        // The request is over: its connection counts go back, unless it became a tunnel.
+        let up = match next {
+            Next::Upgraded(up) => up,
+            next => {
+                drop(held);
+                return end(stream, bufs, next).await;
+            }
+        };
+        Step::Upgraded(Switch {
+            route,
+            up,
+            idle: idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT),
+            rebalanced,
+            client_ip: ip,
+            held,
+        })
     }
 }
 
 impl Gateway {
     /// Answer a request whose route does not proxy. A request with a body closes the
     /// connection after the answer (its body is not read).
-    #[allow(clippy::too_many_arguments)]
     async fn answer(
         &self,
         stream: &mut Stream,
-        routes: &Routes,
-        pick: Pick,
+        (routes, pick, asked): (&Routes, Pick, &Asked),
         bufs: &mut Buffers,
         head_len: usize,
         req: &Request,
         local: Option<std::net::SocketAddr>,
     ) -> (Next, Outcome) {
-        let (host, target) = dispatch::host_and_target(&bufs.client[..head_len]);
-        let where_ = (self.route.proto, host.as_deref(), local);
+        let (host, target) = (asked.host.as_deref(), &asked.target);
+        let where_ = (self.route.proto, host, local);
         let mut out = Outcome {
             received: head_len as u64,
             ..Outcome::default()
         };
-        let Some(a) = dispatch::self_answer(routes, pick, where_, &target) else {
+        let Some(a) = dispatch::self_answer(routes, pick, where_, target) else {
             return (Next::Close, out);
         };
         bufs.client.drain(..head_len);

@@ -1,6 +1,6 @@
 //! The data plane: one HTTP engine and one tunnel. Each HTTP listener gets a
 //! [`gateway::Gateway`] that reads request heads under the listener's limits ([`head`]),
-//! classifies them ([`request`]), and forwards them itself ([`exchange`], [`response`],
+//! classifies them ([`request`]), and forwards them itself ([`exchange`], [`attempt`], [`response`],
 //! [`body`], [`chunked`]); a WebSocket the backend switched to runs through tideway's own
 //! [`tunnel::Tunnel`], as does every TCP connection ([`tcp`]). One retry loop
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
@@ -17,6 +17,7 @@
 //! never locks. Imports `config`, `pool` and `fds`; never `admin`.
 
 pub mod access;
+pub mod attempt;
 pub mod body;
 pub mod budget;
 pub mod chunked;

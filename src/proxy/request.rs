@@ -210,9 +210,9 @@ pub struct Steer<'s> {
 /// to forward, write the backend's head into `out` (cleared first), all but its framing header
 /// and final blank line, which [`finish_head`] adds. With a `hash_key`, the request's sticky
 /// key hash is computed too. An HTTP/1.0 request without Host is sent with `host:
-/// default_host`, since the backend gets HTTP/1.1. The request's route decides those: `steer` is called with the Host (None: none
-/// sent) and the origin-form target once the head is known to be valid. `conn` is the
-/// connection's client; with `real_ip`, a trusted proxy's header may
+/// default_host`, since the backend gets HTTP/1.1. The request's route decides those: `steer`
+/// is called with the Host (None: none sent) and the origin-form target once the head is known
+/// to be valid. `conn` is the connection's client; with `real_ip`, a trusted proxy's header may
 /// name another ([`super::client::believe`]): [`Request::client`] says who it is.
 pub fn classify<'s>(
     raw: &[u8],
@@ -221,68 +221,25 @@ pub fn classify<'s>(
     steer: impl FnOnce(Option<&[u8]>, &str) -> Steer<'s>,
     out: &mut Vec<u8>,
 ) -> Result<Request, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(raw) {
-        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
-        Ok(_) => return Err(Refusal::new(400, "malformed request head")),
-        Err(httparse::Error::Version) => return Err(version_refusal(raw)),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Refusal::new(431, "too many header fields"))
-        }
-        Err(_) => return Err(Refusal::new(400, "malformed request head")),
-    }
-    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(Refusal::new(400, "malformed request line"));
-    };
-    let http10 = minor == 0;
-    match method {
-        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
-        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
-        _ => {}
-    }
-    let headers: &[httparse::Header<'_>] = req.headers;
+    classify_logged(raw, (conn, real_ip), proto, steer, out, None)
+}
 
-    let mut seen = Seen::default();
-    for h in headers {
-        let (name, value) = (h.name, h.value);
-        if name.eq_ignore_ascii_case("host") {
-            seen.hosts += 1;
-            seen.host = Some(value.trim_ascii());
-        } else if name.eq_ignore_ascii_case("content-length") {
-            seen.lengths += 1;
-            seen.length = Some(value);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            seen.encodings += 1;
-            seen.encoding = Some(value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            if seen.n_connection == seen.connection.len() {
-                return Err(Refusal::new(400, "too many Connection headers"));
-            }
-            seen.connection[seen.n_connection] = value;
-            seen.n_connection += 1;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            seen.upgrades += 1;
-            seen.upgrade = Some(value);
-        } else if name.eq_ignore_ascii_case("expect") {
-            seen.expect = Some(value);
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            seen.ws_key = !value.trim_ascii().is_empty();
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            seen.ws_version = value.trim_ascii() == b"13";
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
-            if seen.n_xff == seen.xff.len() {
-                return Err(Refusal::new(400, "too many X-Forwarded-For headers"));
-            }
-            seen.xff[seen.n_xff] = value;
-            seen.n_xff += 1;
-        } else if name.eq_ignore_ascii_case("x-real-ip") && seen.x_real_ip.is_none() {
-            seen.x_real_ip = Some(value);
-        }
-    }
+/// [`classify`], and with `log`, what the access log shows of the head, as far as the parse
+/// got (a refused head included): the gateway logs what this one parse read.
+pub fn classify_logged<'s>(
+    raw: &[u8],
+    (conn, real_ip): (Option<SocketAddr>, Option<&RealIp>),
+    proto: &str,
+    steer: impl FnOnce(Option<&[u8]>, &str) -> Steer<'s>,
+    out: &mut Vec<u8>,
+    log: Option<&mut super::access::Head>,
+) -> Result<Request, Refusal> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let (method, target, minor, headers) = parse(raw, &mut fields, log)?;
+    let http10 = minor == 0;
+    let mut seen = Seen::gather(headers)?;
     let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
     let ip = client.map(|c| c.ip());
-    let connection = &seen.connection[..seen.n_connection];
     // Each proxy on the way adds one address; a chain this long is a request going round (a
     // backend that is tideway itself behind NAT or a port forward), or a client pretending.
     let hops: usize = seen.xff[..seen.n_xff]
@@ -292,71 +249,8 @@ pub fn classify<'s>(
     if hops > MAX_FORWARDED_HOPS {
         return Err(Refusal::new(508, "too many forwarding hops: a proxy loop?"));
     }
-
-    // Where the request goes: Host, and an absolute-form target that must agree with it.
-    if seen.hosts > 1 {
-        return Err(Refusal::new(400, "more than one Host header"));
-    }
-    let mut path = target;
-    if let Some((authority, rest)) = split_absolute(target) {
-        match seen.host {
-            Some(h) if !h.eq_ignore_ascii_case(authority.as_bytes()) => {
-                return Err(Refusal::new(
-                    400,
-                    "the target's authority differs from Host",
-                ))
-            }
-            _ => {}
-        }
-        if !valid_host(authority.as_bytes()) {
-            return Err(Refusal::new(400, "invalid authority in the target"));
-        }
-        seen.host = Some(authority.as_bytes());
-        path = rest;
-    } else if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
-        return Err(Refusal::new(400, "invalid request target"));
-    }
-    if let Some(why) = ambiguous_path(path) {
-        return Err(Refusal::new(400, why));
-    }
-    match seen.host {
-        Some(h) if !valid_host(h) => return Err(Refusal::new(400, "invalid Host header")),
-        None if !http10 => return Err(Refusal::new(400, "HTTP/1.1 request without Host")),
-        _ => {}
-    }
-
-    // How the body is delimited: exactly one way, or refused.
-    let body = match (seen.lengths, seen.encodings) {
-        (0, 0) => RequestBody::None,
-        (_, 1..) if seen.lengths > 0 => {
-            return Err(Refusal::new(
-                400,
-                "both Content-Length and Transfer-Encoding",
-            ))
-        }
-        (0, 1) if http10 => {
-            return Err(Refusal::new(
-                400,
-                "Transfer-Encoding in an HTTP/1.0 request",
-            ))
-        }
-        (0, 1) => match seen.encoding.map(<[u8]>::trim_ascii) {
-            Some(v) if v.eq_ignore_ascii_case(b"chunked") => RequestBody::Chunked,
-            _ => return Err(Refusal::new(501, "unsupported Transfer-Encoding")),
-        },
-        (0, _) => return Err(Refusal::new(400, "more than one Transfer-Encoding header")),
-        (1, 0) => match seen.length.and_then(parse_length) {
-            Some(0) => RequestBody::None,
-            // Workerman reads 10 digits of a length: more would be misread (and nobody sends
-            // 10 GB through this proxy).
-            Some(n) if n > MAX_CONTENT_LENGTH => {
-                return Err(Refusal::new(413, "Content-Length over 9999999999"))
-            }
-            Some(n) => RequestBody::Length(n),
-            None => return Err(Refusal::new(400, "malformed Content-Length")),
-        },
-        _ => return Err(Refusal::new(400, "more than one Content-Length header")),
-    };
+    let path = seen.locate(method, target, http10)?;
+    let body = seen.framing(http10)?;
     let bodiless = matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE");
     if bodiless && body != RequestBody::None {
         // Workerman 4.x up to 4.1.0 ends these requests at the blank line whatever their
@@ -375,112 +269,48 @@ pub fn classify<'s>(
         Some(_) => return Err(Refusal::new(417, "unsupported expectation")),
     };
 
-    let Steer {
-        hash_key,
-        default_host,
-        target: rewritten,
-        websocket: websocket_allowed,
-        sticky,
-        headers: route_headers,
-        server_name,
-        port,
-    } = steer(seen.host, path);
+    let steered = steer(seen.host, path);
+    let route_headers = steered.headers;
     // Only a route with headers of its own pays for variables.
     let vars = route_headers.map(|_| super::headers::Vars {
         headers,
         host: seen.host,
-        server_name,
-        proxy_host: default_host,
+        server_name: steered.server_name,
+        proxy_host: steered.default_host,
         client,
         method,
         xff: &seen.xff[..seen.n_xff],
         scheme: proto,
         target: path,
-        port,
+        port: steered.port,
     });
-
+    let connection = &seen.connection[..seen.n_connection];
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
-    let websocket = websocket_allowed
-        && method == "GET"
-        && !http10
-        && seen.upgrades == 1
-        && named_by(connection, "upgrade")
-        && seen
-            .upgrade
-            .is_some_and(|u| u.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-        && seen.ws_key
-        && seen.ws_version;
-
+    let websocket = steered.websocket && method == "GET" && !http10 && seen.handshake();
     let close = if http10 {
         !named_by(connection, "keep-alive")
     } else {
         named_by(connection, "close")
     };
-
-    let key = hash_key.map_or_else(Default::default, |k| {
+    let key = steered.hash_key.map_or_else(Default::default, |k| {
         let parts = KeyParts {
             client_ip: ip,
             method,
             target: path,
         };
-        request_key(k, &parts, |name| {
-            headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        })
+        request_key(k, &parts, |name| field(headers, name))
     });
 
-    out.clear();
-    out.reserve(raw.len() + 160);
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    // An absolute-form target's path may be empty (`http://h` or `http://h?q`).
-    if let Some(t) = &rewritten {
-        out.extend_from_slice(t);
-    } else {
-        if !path.starts_with('/') && path != "*" {
-            out.push(b'/');
-        }
-        out.extend_from_slice(path.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Exactly one Host: the route's (when it comes out sendable and a valid authority, as a
-    // client's must be) or the client's.
-    let set_host =
-        route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
-    if !matches!((set_host, &vars), (Some(s), Some(v)) if v.field_if("host", &s.value, out, valid_host))
-    {
-        write_field(out, b"host", seen.host.unwrap_or(default_host.as_bytes()));
-    }
-    for h in headers {
-        // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
-        // `X_Real_IP` and `X-Real-IP` to the same variable.
-        // `Sec-WebSocket-*` belongs to a handshake: on any other request it only invites a
-        // lenient backend to switch protocols.
-        if REQUEST_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
-            || h.name.contains('_')
-            || named_by(connection, h.name)
-            || (!websocket && is_websocket_field(h.name))
-            || super::headers::sets(route_headers, h.name)
-        {
-            continue;
-        }
-        write_field(out, h.name.as_bytes(), h.value);
-    }
-    if websocket {
-        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
-    }
-    write_forwarding(out, &seen.xff[..seen.n_xff], ip, proto, route_headers);
-    if let (Some(h), Some(v)) = (route_headers, &vars) {
-        for s in h
-            .set
-            .iter()
-            .filter(|s| !s.name.eq_ignore_ascii_case("host"))
-        {
-            v.field(&s.name, &s.value, out);
-        }
-    }
+    let outgoing = Outgoing {
+        method,
+        path,
+        headers,
+        seen: &seen,
+        websocket,
+        ip,
+        proto,
+    };
+    outgoing.write(raw.len(), &steered, vars.as_ref(), out);
     let added = route_headers
         .zip(vars.as_ref())
         .and_then(|(h, v)| v.added(h));
@@ -498,9 +328,261 @@ pub fn classify<'s>(
         key,
         misreadable,
         client,
-        sticky: sticky.and_then(|name| sticky_cookie(headers, name)),
+        sticky: steered.sticky.and_then(|name| sticky_cookie(headers, name)),
         added,
     })
+}
+
+/// Parse the head `raw` with httparse into `fields`: its method, target, minor version and
+/// header fields, unless it is refused as malformed or for its method. With `log`, what the
+/// access log shows of it, as far as the parse got.
+#[allow(clippy::type_complexity)] // the parts of one request line, and its fields
+fn parse<'h, 'b>(
+    raw: &'b [u8],
+    fields: &'h mut [httparse::Header<'b>],
+    log: Option<&mut super::access::Head>,
+) -> Result<(&'b str, &'b str, u8, &'h [httparse::Header<'b>]), Refusal> {
+    let mut req = httparse::Request::new(fields);
+    let parsed = req.parse(raw);
+    if let Some(log) = log {
+        let complete = matches!(parsed, Ok(httparse::Status::Complete(_)));
+        *log = super::access::Head::read(&req, complete);
+    }
+    match parsed {
+        Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+        Ok(_) => return Err(Refusal::new(400, "malformed request head")),
+        Err(httparse::Error::Version) => return Err(version_refusal(raw)),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Refusal::new(431, "too many header fields"))
+        }
+        Err(_) => return Err(Refusal::new(400, "malformed request head")),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Refusal::new(400, "malformed request line"));
+    };
+    match method {
+        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
+        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
+        _ => {}
+    }
+    Ok((method, target, minor, req.headers))
+}
+
+/// The value of the first header field `name`.
+fn field<'b>(headers: &[httparse::Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+impl<'h> Seen<'h> {
+    /// Gather the headers of interest in one pass; refuse more `Connection` or
+    /// `X-Forwarded-For` headers than are kept.
+    fn gather(headers: &[httparse::Header<'h>]) -> Result<Seen<'h>, Refusal> {
+        let mut seen = Seen::default();
+        for h in headers {
+            let (name, value) = (h.name, h.value);
+            if name.eq_ignore_ascii_case("host") {
+                seen.hosts += 1;
+                seen.host = Some(value.trim_ascii());
+            } else if name.eq_ignore_ascii_case("content-length") {
+                seen.lengths += 1;
+                seen.length = Some(value);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                seen.encodings += 1;
+                seen.encoding = Some(value);
+            } else if name.eq_ignore_ascii_case("connection") {
+                if seen.n_connection == seen.connection.len() {
+                    return Err(Refusal::new(400, "too many Connection headers"));
+                }
+                seen.connection[seen.n_connection] = value;
+                seen.n_connection += 1;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                seen.upgrades += 1;
+                seen.upgrade = Some(value);
+            } else if name.eq_ignore_ascii_case("expect") {
+                seen.expect = Some(value);
+            } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+                seen.ws_key = !value.trim_ascii().is_empty();
+            } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+                seen.ws_version = value.trim_ascii() == b"13";
+            } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+                if seen.n_xff == seen.xff.len() {
+                    return Err(Refusal::new(400, "too many X-Forwarded-For headers"));
+                }
+                seen.xff[seen.n_xff] = value;
+                seen.n_xff += 1;
+            } else if name.eq_ignore_ascii_case("x-real-ip") && seen.x_real_ip.is_none() {
+                seen.x_real_ip = Some(value);
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Where the request goes: its Host, and an absolute-form target that must agree with it
+    /// (its authority becomes the Host). Returns the origin-form path.
+    fn locate(&mut self, method: &str, target: &'h str, http10: bool) -> Result<&'h str, Refusal> {
+        if self.hosts > 1 {
+            return Err(Refusal::new(400, "more than one Host header"));
+        }
+        let mut path = target;
+        if let Some((authority, rest)) = split_absolute(target) {
+            match self.host {
+                Some(h) if !h.eq_ignore_ascii_case(authority.as_bytes()) => {
+                    return Err(Refusal::new(
+                        400,
+                        "the target's authority differs from Host",
+                    ))
+                }
+                _ => {}
+            }
+            if !valid_host(authority.as_bytes()) {
+                return Err(Refusal::new(400, "invalid authority in the target"));
+            }
+            self.host = Some(authority.as_bytes());
+            path = rest;
+        } else if !(target.starts_with('/') || (target == "*" && method == "OPTIONS")) {
+            return Err(Refusal::new(400, "invalid request target"));
+        }
+        if let Some(why) = ambiguous_path(path) {
+            return Err(Refusal::new(400, why));
+        }
+        match self.host {
+            Some(h) if !valid_host(h) => Err(Refusal::new(400, "invalid Host header")),
+            None if !http10 => Err(Refusal::new(400, "HTTP/1.1 request without Host")),
+            _ => Ok(path),
+        }
+    }
+
+    /// How the body is delimited: exactly one way, or refused.
+    fn framing(&self, http10: bool) -> Result<RequestBody, Refusal> {
+        Ok(match (self.lengths, self.encodings) {
+            (0, 0) => RequestBody::None,
+            (_, 1..) if self.lengths > 0 => {
+                return Err(Refusal::new(
+                    400,
+                    "both Content-Length and Transfer-Encoding",
+                ))
+            }
+            (0, 1) if http10 => {
+                return Err(Refusal::new(
+                    400,
+                    "Transfer-Encoding in an HTTP/1.0 request",
+                ))
+            }
+            (0, 1) => match self.encoding.map(<[u8]>::trim_ascii) {
+                Some(v) if v.eq_ignore_ascii_case(b"chunked") => RequestBody::Chunked,
+                _ => return Err(Refusal::new(501, "unsupported Transfer-Encoding")),
+            },
+            (0, _) => return Err(Refusal::new(400, "more than one Transfer-Encoding header")),
+            (1, 0) => match self.length.and_then(parse_length) {
+                Some(0) => RequestBody::None,
+                // Workerman reads 10 digits of a length: more would be misread (and nobody
+                // sends 10 GB through this proxy).
+                Some(n) if n > MAX_CONTENT_LENGTH => {
+                    return Err(Refusal::new(413, "Content-Length over 9999999999"))
+                }
+                Some(n) => RequestBody::Length(n),
+                None => return Err(Refusal::new(400, "malformed Content-Length")),
+            },
+            _ => return Err(Refusal::new(400, "more than one Content-Length header")),
+        })
+    }
+
+    /// Do the headers make a WebSocket handshake (the method and version checked apart)?
+    fn handshake(&self) -> bool {
+        self.upgrades == 1
+            && named_by(&self.connection[..self.n_connection], "upgrade")
+            && self
+                .upgrade
+                .is_some_and(|u| u.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+            && self.ws_key
+            && self.ws_version
+    }
+}
+
+/// What the backend's head is written from.
+struct Outgoing<'a, 'h> {
+    method: &'h str,
+    /// The origin-form target.
+    path: &'h str,
+    headers: &'a [httparse::Header<'h>],
+    seen: &'a Seen<'h>,
+    /// A WebSocket handshake that is passed on.
+    websocket: bool,
+    /// The real client's address.
+    ip: Option<IpAddr>,
+    proto: &'a str,
+}
+
+impl Outgoing<'_, '_> {
+    /// Write the backend's head into `out` (cleared first; `raw_len`: the client's head's
+    /// length), all but the framing header and the final blank line: the request line, one
+    /// Host, the client's end-to-end fields, the handshake's, the forwarding headers and the
+    /// route's `proxy_set_header` lines (with `vars`).
+    fn write(
+        &self,
+        raw_len: usize,
+        steered: &Steer<'_>,
+        vars: Option<&super::headers::Vars<'_>>,
+        out: &mut Vec<u8>,
+    ) {
+        let (seen, route_headers) = (self.seen, steered.headers);
+        let connection = &seen.connection[..seen.n_connection];
+        out.clear();
+        out.reserve(raw_len + 160);
+        out.extend_from_slice(self.method.as_bytes());
+        out.push(b' ');
+        // An absolute-form target's path may be empty (`http://h` or `http://h?q`).
+        if let Some(t) = &steered.target {
+            out.extend_from_slice(t);
+        } else {
+            if !self.path.starts_with('/') && self.path != "*" {
+                out.push(b'/');
+            }
+            out.extend_from_slice(self.path.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        // Exactly one Host: the route's (when it comes out sendable and a valid authority, as
+        // a client's must be) or the client's.
+        let set_host =
+            route_headers.and_then(|h| h.set.iter().find(|s| s.name.eq_ignore_ascii_case("host")));
+        if !matches!((set_host, vars), (Some(s), Some(v)) if v.field_if("host", &s.value, out, valid_host))
+        {
+            let host = seen.host.unwrap_or(steered.default_host.as_bytes());
+            write_field(out, b"host", host);
+        }
+        for h in self.headers {
+            // A name with an underscore is dropped, as nginx does by default: PHP and CGI map
+            // `X_Real_IP` and `X-Real-IP` to the same variable.
+            // `Sec-WebSocket-*` belongs to a handshake: on any other request it only invites a
+            // lenient backend to switch protocols.
+            if REQUEST_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
+                || h.name.contains('_')
+                || named_by(connection, h.name)
+                || (!self.websocket && is_websocket_field(h.name))
+                || super::headers::sets(route_headers, h.name)
+            {
+                continue;
+            }
+            write_field(out, h.name.as_bytes(), h.value);
+        }
+        if self.websocket {
+            out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+        }
+        let xff = &seen.xff[..seen.n_xff];
+        write_forwarding(out, xff, self.ip, self.proto, route_headers);
+        if let (Some(h), Some(v)) = (route_headers, vars) {
+            for s in h
+                .set
+                .iter()
+                .filter(|s| !s.name.eq_ignore_ascii_case("host"))
+            {
+                v.field(&s.name, &s.value, out);
+            }
+        }
+    }
 }
 
 /// The value of the first cookie `name` in the `Cookie` headers, read as a sticky value (see

@@ -91,6 +91,7 @@ pub fn inspect_response(
     let (Some(version), Some(status)) = (res.version, res.code) else {
         return Err(BadResponse::Malformed);
     };
+    let reason = res.reason.unwrap_or("");
     let headers: &[httparse::Header<'_>] = res.headers;
     match status {
         101 if req.websocket
@@ -102,7 +103,7 @@ pub fn inspect_response(
             // included), so the client gets CRLF line ends whatever the backend sent.
             out.clear();
             out.reserve(raw.len() + 8);
-            let _ = write!(out, "HTTP/1.1 101 {}\r\n", res.reason.unwrap_or(""));
+            let _ = write!(out, "HTTP/1.1 101 {reason}\r\n");
             for h in headers {
                 write_field(out, h.name.as_bytes(), h.value);
             }
@@ -113,39 +114,10 @@ pub fn inspect_response(
         100..=199 => return Ok(Answer::Interim),
         _ => {}
     }
-    let mut connection: [&[u8]; 4] = [b""; 4];
-    let mut n_connection = 0;
-    let mut codings = 0;
-    let mut lengths = 0;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("connection") {
-            if n_connection == connection.len() {
-                return Err(BadResponse::Malformed);
-            }
-            connection[n_connection] = h.value;
-            n_connection += 1;
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only `chunked` alone, as nginx: tideway re-frames the body and could not carry
-            // another coding over.
-            if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return Err(BadResponse::Coding);
-            }
-            codings += 1;
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            lengths += 1;
-        }
-    }
-    if codings > 1 {
-        return Err(BadResponse::Coding);
-    }
-    // Framed both ways: RFC 9112 §6.3 calls it a likely smuggling or splitting attempt, and
-    // current nginx answers 502; so does tideway (as it refuses such a request with 400).
-    if codings > 0 && lengths > 0 {
-        return Err(BadResponse::Length);
-    }
-    let connection = &connection[..n_connection];
+    let fields = Fields::gather(headers)?;
+    let connection = fields.connection();
     // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
-    let chunked = codings == 1;
+    let chunked = fields.chunked;
     let length = if chunked {
         None
     } else {
@@ -174,11 +146,87 @@ pub fn inspect_response(
         && framing != Framing::UntilClose
         && !late_body
         && !named_by(connection, "close");
-    let close = close || ends_at_close;
-
+    let res = Response {
+        status,
+        framing,
+        encoding,
+        reusable,
+        close: close || ends_at_close,
+    };
     out.clear();
     out.reserve(raw.len() + 48);
-    let _ = write!(out, "HTTP/1.1 {status:03} {}\r\n", res.reason.unwrap_or(""));
+    let _ = write!(out, "HTTP/1.1 {status:03} {reason}\r\n");
+    write_final_fields(out, headers, (connection, length), req, &res);
+    Ok(Answer::Final(res))
+}
+
+/// The fields of a response head that decide its framing and its connection.
+struct Fields<'h> {
+    connection: [&'h [u8]; 4],
+    n_connection: usize,
+    /// `Transfer-Encoding: chunked` (the one coding taken).
+    chunked: bool,
+}
+
+impl<'h> Fields<'h> {
+    /// Gather them in one pass, refusing what cannot be framed one way: a coding other than
+    /// `chunked`, more than one, or a coding with a length.
+    fn gather(headers: &[httparse::Header<'h>]) -> Result<Fields<'h>, BadResponse> {
+        let mut connection: [&[u8]; 4] = [b""; 4];
+        let mut n_connection = 0;
+        let mut codings = 0;
+        let mut lengths = 0;
+        for h in headers {
+            if h.name.eq_ignore_ascii_case("connection") {
+                if n_connection == connection.len() {
+                    return Err(BadResponse::Malformed);
+                }
+                connection[n_connection] = h.value;
+                n_connection += 1;
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only `chunked` alone, as nginx: tideway re-frames the body and could not
+                // carry another coding over.
+                if !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(BadResponse::Coding);
+                }
+                codings += 1;
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+            }
+        }
+        if codings > 1 {
+            return Err(BadResponse::Coding);
+        }
+        // Framed both ways: RFC 9112 §6.3 calls it a likely smuggling or splitting attempt,
+        // and current nginx answers 502; so does tideway (as it refuses such a request with
+        // 400).
+        if codings > 0 && lengths > 0 {
+            return Err(BadResponse::Length);
+        }
+        Ok(Fields {
+            connection,
+            n_connection,
+            chunked: codings == 1,
+        })
+    }
+
+    /// The `Connection` values.
+    fn connection(&self) -> &[&'h [u8]] {
+        &self.connection[..self.n_connection]
+    }
+}
+
+/// After the status line of the client's head of final answer `res`: the backend's
+/// end-to-end fields (hop-by-hop ones and those `connection` names dropped), the route's
+/// `add_header` lines, the one framing header, the connection's, and the blank line. `length`:
+/// the backend's Content-Length.
+fn write_final_fields(
+    out: &mut Vec<u8>,
+    headers: &[httparse::Header<'_>],
+    (connection, length): (&[&[u8]], Option<u64>),
+    req: &Request,
+    res: &Response,
+) {
     for h in headers {
         if RESPONSE_DROP.iter().any(|d| h.name.eq_ignore_ascii_case(d))
             || named_by(connection, h.name)
@@ -188,14 +236,14 @@ pub fn inspect_response(
         write_field(out, h.name.as_bytes(), h.value);
     }
     if let Some(a) = &req.added {
-        a.write(status, out);
+        a.write(res.status, out);
     }
-    match (framing, encoding) {
+    match (res.framing, res.encoding) {
         (Framing::Length(n), _) => {
             let _ = write!(out, "content-length: {n}\r\n");
         }
         // A HEAD, 204 or 304 answer keeps the length it describes.
-        (Framing::Empty, _) if status != 204 => {
+        (Framing::Empty, _) if res.status != 204 => {
             if let Some(n) = length {
                 let _ = write!(out, "content-length: {n}\r\n");
             }
@@ -203,19 +251,12 @@ pub fn inspect_response(
         (_, Encoding::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if close {
+    if res.close {
         out.extend_from_slice(b"connection: close\r\n");
     } else if req.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(Answer::Final(Response {
-        status,
-        framing,
-        encoding,
-        reusable,
-        close,
-    }))
 }
 
 /// Add one header field to a head [`inspect_response`] wrote into `out`, before its blank

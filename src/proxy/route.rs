@@ -1,6 +1,6 @@
 //! What a listener serves: one upstream of the pool.
 
-use super::error::{Error, Kind, Retry, Side};
+use super::error::{Error, Failure, Kind, NoBackend, Retry, Side};
 use super::keepalive::Keepalive;
 use crate::balance::Key;
 use crate::config::{NextUpstream, UpstreamPolicy};
@@ -84,15 +84,6 @@ pub struct Route {
     pub metrics: crate::metrics::UpstreamMetrics,
 }
 
-/// Why no backend could be chosen.
-#[derive(Debug, thiserror::Error)]
-pub enum NoBackend {
-    #[error("no upstream named {0:?}")]
-    UnknownUpstream(String),
-    #[error("no available backend in upstream {0:?}")]
-    NoneAvailable(String),
-}
-
 impl Route {
     /// The upstream as of the current snapshot.
     pub fn upstream<'s>(&self, snap: &'s Snapshot) -> Result<&'s Arc<Upstream>, NoBackend> {
@@ -135,162 +126,163 @@ impl Route {
     /// backends are tried, and none after `next_upstream_timeout`. A pooled connection that
     /// turns out stale is retried on a fresh connection to the same backend, so a sticky
     /// request stays put. On success the connection is handed back with `attempt`'s result;
-    /// `Err` is the status and message for the client. A failure the client provoked never
-    /// goes to another backend.
+    /// otherwise the [`Failure`] says what the client gets. A failure the client provoked
+    /// never goes to another backend.
     pub async fn attempts<A: Attempt>(
         &self,
         how: Attempts<'_>,
         attempt: &mut A,
-    ) -> Result<(A::Output, Conn), (u16, String)> {
-        let policy = how.policy;
-        let started = std::time::Instant::now();
+    ) -> Result<(A::Output, Conn), Failure> {
         // A PROXY protocol header names one client: such connections are never shared.
-        let keepalive = how.keepalive.filter(|_| policy.proxy_protocol.is_none());
-        let mut tried: Vec<BackendId> = Vec::new();
-        let mut stale = 0;
+        let keepalive = how
+            .keepalive
+            .filter(|_| how.policy.proxy_protocol.is_none());
+        let mut tries = Tries {
+            started: std::time::Instant::now(),
+            tried: Vec::new(),
+            stale: 0,
+            beyond: false,
+        };
         let mut again: Option<Picked> = None;
-        // Is there a backend for another attempt after this one? nginx's `peer.tries` counts
-        // every server of the upstream but a `down` one: the most attempts there can be. The
-        // scan stops at the first backend beyond the attempts so far.
-        let mut beyond = false;
         loop {
             let fresh = again.is_some();
-            let Picked {
-                id,
-                addr,
-                guard,
-                close,
-                max_fails,
-                fail_timeout,
-            } = match again.take() {
+            let picked = match again.take() {
                 Some(same) => same,
-                None => {
-                    let snap = self.pool.load();
-                    match self.pick(&snap, (how.key, how.sticky), &tried) {
-                        Ok(b) => {
-                            beyond = self.upstream(&snap).is_ok_and(|u| {
-                                u.backends
-                                    .iter()
-                                    .filter(|b| b.state == crate::pool::backend::State::Active)
-                                    .nth(tried.len() + 1)
-                                    .is_some()
-                            });
-                            Picked {
-                                id: b.id.clone(),
-                                addr: b.addr,
-                                guard: b.live.begin(),
-                                close: b.close.clone(),
-                                max_fails: b.max_fails(policy),
-                                fail_timeout: b.fail_timeout(policy),
-                            }
-                        }
-                        Err(e) if tried.is_empty() => {
-                            crate::metrics::failure(&self.upstream, "no_backend");
-                            return Err((503, e.to_string()));
-                        }
-                        Err(_) => return Err((502, "no backend could be reached".into())),
-                    }
-                }
+                None => self.pick_next(&how, &mut tries)?,
             };
-            let pooled = keepalive.filter(|_| !fresh).and_then(|k| k.take(addr));
-            let reused = pooled.is_some();
-            // A backend that is tideway's own listener would nest requests without end: 508,
-            // and not the backend's failure.
-            let own = (!reused).then(|| self.pool.own().reaches(addr)).flatten();
-            let opened = match (pooled, own) {
-                (_, Some(own)) => Err(Error::looped(format!(
-                    "loop detected: backend {id} ({addr}) is tideway's own listener {own}"
-                ))),
-                (Some(io), None) => Ok(io),
-                (None, None) => self.open(addr, policy, how.client, how.local).await,
-            };
-            // May an answer with a listed status go on after this attempt?
-            let more = beyond
-                && may_go_on(&how, tried.len() + 1, started)
+            let pooled = keepalive.filter(|_| !fresh);
+            let (failed, picked, reused) =
+                match self.try_one(picked, pooled, &how, &tries, attempt).await {
+                    Ok(done) => return Ok(done),
+                    Err(failed) => failed,
+                };
+            // A pooled connection gone stale is not the backend's fault: retry on a fresh one
+            // to the same backend, if the request cannot have been acted on twice.
+            if reused
                 && how.replayable
-                && (how.idempotent || policy.next_upstream.has(NextUpstream::NON_IDEMPOTENT));
-            let failed = match opened {
-                Ok(io) => {
-                    let mut conn = Conn {
-                        io,
-                        id,
-                        addr,
-                        guard,
-                        close,
-                        reused,
-                        max_fails,
-                        fail_timeout,
-                    };
-                    match attempt.attempt(&mut conn, more).await {
-                        Ok(t) => return Ok((t, conn)),
-                        Err(failed) => {
-                            let Conn {
-                                id,
-                                addr,
-                                guard,
-                                close,
-                                ..
-                            } = conn;
-                            let picked = Picked {
-                                id,
-                                addr,
-                                guard,
-                                close,
-                                max_fails,
-                                fail_timeout,
-                            };
-                            // A pooled connection gone stale is not the backend's fault:
-                            // retry on a fresh one to the same backend, if the request cannot
-                            // have been acted on twice.
-                            if reused
-                                && how.replayable
-                                && failed.stale_retry(how.idempotent)
-                                && stale < MAX_STALE_RETRIES
-                            {
-                                stale += 1;
-                                again = Some(picked);
-                                continue;
-                            }
-                            (failed, picked)
-                        }
-                    }
-                }
-                Err(failed) => (
-                    failed,
-                    Picked {
-                        id,
-                        addr,
-                        guard,
-                        close,
-                        max_fails,
-                        fail_timeout,
-                    },
-                ),
-            };
-            let (
-                failed,
-                Picked {
-                    id, addr, guard, ..
-                },
-            ) = failed;
-            crate::metrics::failure(&self.upstream, failed.label());
-            if failed.side() != Side::Backend {
-                // Provoked by the request (or tideway's own configuration): the backend is
-                // not blamed and the request goes nowhere else.
-                tracing::info!(upstream = %self.upstream, backend = %id, %addr, side = ?failed.side(), error = %failed, "request failed, backend not blamed");
-                return Err((failed.status(), format!("backend failed: {failed}")));
+                && failed.stale_retry(how.idempotent)
+                && tries.stale < MAX_STALE_RETRIES
+            {
+                tries.stale += 1;
+                again = Some(picked);
+                continue;
             }
-            if failed.counts() {
-                tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "backend failed the request");
-                self.failed(guard.live(), &id, max_fails, &failed.to_string());
-            } else {
-                tracing::info!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "next backend (not a failure)");
-            }
-            tried.push(id);
-            if !goes_on(&failed, &how) || !may_go_on(&how, tried.len(), started) {
-                return Err((failed.status(), format!("backend failed: {failed}")));
-            }
+            self.judge(failed, picked, &how, &mut tries)?;
         }
+    }
+
+    /// Pick the backend for the next attempt (skipping those tried), and note whether there
+    /// is one for an attempt after it.
+    fn pick_next(&self, how: &Attempts<'_>, tries: &mut Tries) -> Result<Picked, Failure> {
+        let snap = self.pool.load();
+        match self.pick(&snap, (how.key, how.sticky), &tries.tried) {
+            Ok(b) => {
+                tries.beyond = self.upstream(&snap).is_ok_and(|u| {
+                    u.backends
+                        .iter()
+                        .filter(|b| b.state == crate::pool::backend::State::Active)
+                        .nth(tries.tried.len() + 1)
+                        .is_some()
+                });
+                Ok(Picked {
+                    id: b.id.clone(),
+                    addr: b.addr,
+                    guard: b.live.begin(),
+                    close: b.close.clone(),
+                    max_fails: b.max_fails(how.policy),
+                    fail_timeout: b.fail_timeout(how.policy),
+                })
+            }
+            Err(e) if tries.tried.is_empty() => Err(self.count(Failure::NoBackend(e))),
+            Err(_) => Err(Failure::Exhausted),
+        }
+    }
+
+    /// Run `attempt` on a connection to `picked`: an idle one from `keepalive` when it holds
+    /// one, else a new one. A failure hands `picked` back, with whether the connection was a
+    /// pooled one.
+    async fn try_one<A: Attempt>(
+        &self,
+        picked: Picked,
+        keepalive: Option<&Keepalive>,
+        how: &Attempts<'_>,
+        tries: &Tries,
+        attempt: &mut A,
+    ) -> Result<(A::Output, Conn), (Error, Picked, bool)> {
+        let policy = how.policy;
+        let addr = picked.addr;
+        let pooled = keepalive.and_then(|k| k.take(addr));
+        let reused = pooled.is_some();
+        // A backend that is tideway's own listener would nest requests without end: 508,
+        // and not the backend's failure.
+        let own = (!reused).then(|| self.pool.own().reaches(addr)).flatten();
+        let opened = match (pooled, own) {
+            (_, Some(own)) => Err(Error::looped(format!(
+                "loop detected: backend {} ({addr}) is tideway's own listener {own}",
+                picked.id
+            ))),
+            (Some(io), None) => Ok(io),
+            (None, None) => self.open(addr, policy, how.client, how.local).await,
+        };
+        // May an answer with a listed status go on after this attempt?
+        let more = tries.beyond
+            && may_go_on(how, tries.tried.len() + 1, tries.started)
+            && how.replayable
+            && (how.idempotent || policy.next_upstream.has(NextUpstream::NON_IDEMPOTENT));
+        let io = match opened {
+            Ok(io) => io,
+            Err(failed) => return Err((failed, picked, reused)),
+        };
+        let mut conn = picked.connected(io, reused);
+        match attempt.attempt(&mut conn, more).await {
+            Ok(t) => Ok((t, conn)),
+            Err(failed) => Err((failed, Picked::left(conn), reused)),
+        }
+    }
+
+    /// After the attempt on `picked` failed: count the failure, blame the backend when it
+    /// caused it, and say whether the request goes on to another backend (`Ok`) or the client
+    /// gets the failure.
+    fn judge(
+        &self,
+        failed: Error,
+        picked: Picked,
+        how: &Attempts<'_>,
+        tries: &mut Tries,
+    ) -> Result<(), Failure> {
+        let Picked {
+            id,
+            addr,
+            guard,
+            max_fails,
+            ..
+        } = picked;
+        crate::metrics::failure(&self.upstream, failed.label());
+        if failed.side() != Side::Backend {
+            // Provoked by the request (or tideway's own configuration): the backend is not
+            // blamed and the request goes nowhere else.
+            tracing::info!(upstream = %self.upstream, backend = %id, %addr, side = ?failed.side(), error = %failed, "request failed, backend not blamed");
+            return Err(Failure::Attempt(failed));
+        }
+        if failed.counts() {
+            tracing::warn!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "backend failed the request");
+            self.failed(guard.live(), &id, max_fails, &failed.to_string());
+        } else {
+            tracing::info!(upstream = %self.upstream, backend = %id, %addr, error = %failed, "next backend (not a failure)");
+        }
+        tries.tried.push(id);
+        if !goes_on(&failed, how) || !may_go_on(how, tries.tried.len(), tries.started) {
+            return Err(Failure::Attempt(failed));
+        }
+        Ok(())
+    }
+
+    /// Count `failure` in `tideway_upstream_failures_total`, under the reason its type names.
+    fn count(&self, failure: Failure) -> Failure {
+        if let Some(reason) = failure.label() {
+            crate::metrics::failure(&self.upstream, reason);
+        }
+        failure
     }
 
     /// Open a connection to a backend, with the PROXY protocol header when the upstream asks.
@@ -333,6 +325,19 @@ impl Route {
     }
 }
 
+/// Where the retry loop stands.
+struct Tries {
+    started: std::time::Instant,
+    /// The backends tried so far (a stale-connection retry stays on one).
+    tried: Vec<BackendId>,
+    /// Pooled connections found stale so far.
+    stale: u32,
+    /// Is there a backend for another attempt after this one? nginx's `peer.tries` counts
+    /// every server of the upstream but a `down` one: the most attempts there can be. The
+    /// scan stops at the first backend beyond the attempts so far.
+    beyond: bool,
+}
+
 /// A picked backend, for one attempt.
 struct Picked {
     id: BackendId,
@@ -341,6 +346,34 @@ struct Picked {
     close: CancellationToken,
     max_fails: u32,
     fail_timeout: std::time::Duration,
+}
+
+impl Picked {
+    /// The connection of an attempt on this backend (`reused`: taken from the idle pool).
+    fn connected(self, io: TcpStream, reused: bool) -> Conn {
+        Conn {
+            io,
+            id: self.id,
+            addr: self.addr,
+            guard: self.guard,
+            close: self.close,
+            reused,
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+        }
+    }
+
+    /// The backend of a failed attempt's connection; the connection itself is closed.
+    fn left(conn: Conn) -> Picked {
+        Picked {
+            id: conn.id,
+            addr: conn.addr,
+            guard: conn.guard,
+            close: conn.close,
+            max_fails: conn.max_fails,
+            fail_timeout: conn.fail_timeout,
+        }
+    }
 }
 
 /// The `next_upstream` condition that must be listed for `failed` to go on (0: none).

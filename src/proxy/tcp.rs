@@ -113,7 +113,7 @@ impl TcpGateway {
         };
         let conn = match self.route.attempts(how, &mut Connect).await {
             Ok(((), conn)) => conn,
-            Err((_, e)) => {
+            Err(e) => {
                 tracing::warn!(upstream = %self.route.upstream, error = %e, "tcp: no backend");
                 let _ = client.shutdown().await;
                 return;

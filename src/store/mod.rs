@@ -9,6 +9,10 @@
 //! so two racing registrations of one id cannot both win; it clears the id's old toggles in
 //! the same transaction. Deregistering deletes the key and its toggles.
 //!
+//! Writes return the etcd revision they were made at. The etcd source reports the revision
+//! whose changes this process's pool has applied ([`Store::applied`]); a writer that wants to
+//! see its own change waits on [`Store::watch_applied`], a `watch` channel, for its revision.
+//!
 //! Imports: `config` and `pool` (for [`State`]); never `admin` or `proxy`.
 
 pub mod keys;
@@ -35,6 +39,8 @@ pub enum StoreError {
 pub struct Store {
     settings: EtcdSettings,
     client: Mutex<Option<Client>>,
+    /// The revision up to which the etcd source has applied etcd's changes to the pool.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Store {
@@ -42,7 +48,25 @@ impl Store {
         Store {
             settings,
             client: Mutex::new(None),
+            applied: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The etcd source has applied every change up to `revision` to the pool (revisions only
+    /// move forward).
+    pub fn applied(&self, revision: i64) {
+        self.applied.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
+    /// The revision applied to the pool so far, as a `watch` channel.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     pub fn settings(&self) -> &EtcdSettings {
@@ -70,8 +94,8 @@ impl Store {
     }
 
     /// Register a backend, or refresh an existing registration (`fresh` false), under a lease
-    /// of `ttl`. A new registration fails with [`StoreError::Taken`] if the key appeared
-    /// meanwhile.
+    /// of `ttl`; returns the etcd revision it was written at. A new registration fails with
+    /// [`StoreError::Taken`] if the key appeared meanwhile.
     #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
@@ -82,7 +106,7 @@ impl Store {
         ttl: Duration,
         owner: Option<&str>,
         fresh: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::backend_key(self.prefix(), upstream, id);
         // A fresh lease each time; a replaced one simply runs out.
@@ -93,16 +117,18 @@ impl Store {
             value,
             Some(PutOptions::new().with_lease(lease)),
         );
+        let revision = |done: &etcd_client::TxnResponse| done.header().map_or(0, |h| h.revision());
         if !fresh {
-            c.txn(Txn::new().and_then([put])).await?;
-            return Ok(());
+            let done = c.txn(Txn::new().and_then([put])).await?;
+            return Ok(revision(&done));
         }
         let state = keys::state_key(self.prefix(), upstream, id);
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::delete(state, None), put]);
-        if c.txn(txn).await?.succeeded() {
-            Ok(())
+        let done = c.txn(txn).await?;
+        if done.succeeded() {
+            Ok(revision(&done))
         } else {
             let _ = c.lease_revoke(lease).await;
             Err(StoreError::Taken { id: id.to_string() })

@@ -469,3 +469,6 @@ fn check_weight(weight: u32) -> Result<u32, RegistryError> {
         Err(PoolError::InvalidWeight.into())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,7 @@
 //! Owners are the `owner` field of the registration's etcd value.
 
 use super::local::Local;
+use super::owners::Owner;
 use super::{Admitted, Ledger, RegistryError, DEFAULT_APPLY_WAIT};
 use crate::discovery::fleet::Fleet;
 use crate::pool::{Backend, PoolError, PoolHandle, Source, State};
@@ -98,8 +99,12 @@ impl Ledger for Etcd {
         true
     }
 
-    async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, RegistryError> {
-        Ok(self.store.owner(upstream, id).await?)
+    async fn owner(&self, upstream: &str, id: &str) -> Result<Owner, RegistryError> {
+        let (fingerprint, created) = self.store.owner(upstream, id).await?;
+        Ok(Owner {
+            fingerprint,
+            created,
+        })
     }
 
     async fn register(&self, r: &Admitted) -> Result<(), RegistryError> {
@@ -113,7 +118,7 @@ impl Ledger for Etcd {
                 reg.weight,
                 reg.ttl,
                 r.owner.as_deref(),
-                r.fresh,
+                (!r.fresh).then_some(r.created),
             )
             .await?;
         // Seen by address: an operator's weight toggle may stand in for the weight.
@@ -141,6 +146,7 @@ impl Ledger for Etcd {
         upstream: &str,
         id: &str,
         operator: bool,
+        created: Option<i64>,
     ) -> Result<(), RegistryError> {
         let from_etcd = self
             .pool
@@ -149,10 +155,10 @@ impl Ledger for Etcd {
             .and_then(|up| up.backend(id))
             .is_some_and(|b| b.source == Source::Etcd);
         if !from_etcd {
-            return self.local.deregister(upstream, id, operator).await;
+            return self.local.deregister(upstream, id, operator, created).await;
         }
         // Every instance drains it, then removes it, as the delete reaches its watch.
-        self.store.deregister(upstream, id).await?;
+        self.store.deregister(upstream, id, created).await?;
         Ok(())
     }
 

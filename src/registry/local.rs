@@ -2,7 +2,7 @@
 //! controller, and each is answered when the controller replies, after it published the
 //! change. Registration owners are kept in memory ([`LocalOwners`]).
 
-use super::owners::LocalOwners;
+use super::owners::{LocalOwners, Owner};
 use super::{Admitted, Ledger, RegistryError, DEFAULT_TTL};
 use crate::pool::{BackendSpec, Diff, PoolHandle, Source, State};
 use std::time::Duration;
@@ -32,8 +32,11 @@ impl Ledger for Local {
         false
     }
 
-    async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, RegistryError> {
-        Ok(self.owners.get(upstream, id))
+    async fn owner(&self, upstream: &str, id: &str) -> Result<Owner, RegistryError> {
+        Ok(Owner {
+            fingerprint: self.owners.get(upstream, id),
+            created: 0,
+        })
     }
 
     async fn register(&self, r: &Admitted) -> Result<(), RegistryError> {
@@ -94,6 +97,7 @@ impl Ledger for Local {
         upstream: &str,
         id: &str,
         operator: bool,
+        _created: Option<i64>,
     ) -> Result<(), RegistryError> {
         self.pool
             .apply(Diff::Retire {

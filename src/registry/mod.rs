@@ -24,6 +24,7 @@ pub mod owners;
 
 use crate::pool::{PoolError, PoolHandle, Source, State};
 use crate::store::StoreError;
+use owners::Owner;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,8 @@ pub struct Grant {
     upstream: String,
     id: String,
     operator: bool,
+    /// A registrar's: the registration whose owner it proved to be (a write insists on it).
+    proven: Option<Owner>,
 }
 
 /// Leave to toggle state and weight: the admin token's ([`Registry::operator`]).
@@ -117,6 +120,8 @@ pub struct Admitted {
     pub owner: Option<String>,
     /// New, not a refresh of the same id.
     pub fresh: bool,
+    /// A refresh's: etcd's create revision of the registration refreshed (0 without etcd).
+    pub created: i64,
     /// Made with the admin token.
     pub operator: bool,
 }
@@ -145,8 +150,8 @@ pub trait Ledger: Send + Sync {
     /// Does the ledger itself refuse a second creation of one id (etcd's transaction)? If
     /// not, the registry runs one registration at a time.
     fn creates_once(&self) -> bool;
-    /// The owner fingerprint recorded with a registration.
-    async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, RegistryError>;
+    /// Who made a registration.
+    async fn owner(&self, upstream: &str, id: &str) -> Result<Owner, RegistryError>;
     /// Write a registration; answered once this instance's pool has it.
     async fn register(&self, r: &Admitted) -> Result<(), RegistryError>;
     /// Refresh a registration's TTL (`ttl`, or the one it had); the TTL now running, when
@@ -157,12 +162,14 @@ pub trait Ledger: Send + Sync {
         id: &str,
         ttl: Option<Duration>,
     ) -> Result<Option<Duration>, RegistryError>;
-    /// Drain, then remove; an operator's delete also ends its decision on the id.
+    /// Drain, then remove; an operator's delete also ends its decision on the id. With
+    /// `created`, only the registration made then.
     async fn deregister(
         &self,
         upstream: &str,
         id: &str,
         operator: bool,
+        created: Option<i64>,
     ) -> Result<(), RegistryError>;
     /// Set the state (an operator's is a decision that sticks); returns the etcd revision of
     /// the write (0 without etcd).
@@ -249,6 +256,7 @@ impl Registry {
         upstream: &str,
         id: &str,
     ) -> Result<Grant, RegistryError> {
+        let mut proven = None;
         if let Caller::Registrar { secret } = who {
             let source = {
                 let snap = self.pool.snapshot();
@@ -259,7 +267,7 @@ impl Registry {
             };
             match source {
                 Some(Source::Static) => return Err(RegistryError::NotRegistered),
-                Some(_) => self.prove(secret.as_deref(), upstream, id).await?,
+                Some(_) => proven = Some(self.prove(secret.as_deref(), upstream, id).await?),
                 None => {
                     return Err(PoolError::UnknownBackend {
                         upstream: upstream.into(),
@@ -273,6 +281,7 @@ impl Registry {
             upstream: upstream.into(),
             id: id.into(),
             operator: *who == Caller::Operator,
+            proven,
         })
     }
 
@@ -284,16 +293,16 @@ impl Registry {
         }
     }
 
-    /// Does `secret` prove ownership of the registration?
+    /// Does `secret` prove ownership of the registration? Returns the owner it proved.
     async fn prove(
         &self,
         secret: Option<&str>,
         upstream: &str,
         id: &str,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Owner, RegistryError> {
         let owner = self.ledger.owner(upstream, id).await?;
-        if owners::proves(secret, owner.as_deref()) {
-            Ok(())
+        if owners::proves(secret, owner.fingerprint.as_deref()) {
+            Ok(owner)
         } else {
             Err(RegistryError::NotYours {
                 upstream: upstream.into(),
@@ -309,16 +318,36 @@ impl Registry {
         upstream: &str,
         r: Registration,
     ) -> Result<Registered, RegistryError> {
-        let _one_at_a_time = match self.ledger.creates_once() {
-            false => Some(self.registering.lock().await),
-            true => None,
-        };
+        let _one_at_a_time = self.one_at_a_time().await;
         let (admitted, secret) = self.admit(who, upstream, r).await?;
         self.ledger.register(&admitted).await?;
         Ok(Registered {
             fresh: admitted.fresh,
             secret,
         })
+    }
+
+    /// Without a ledger that refuses a second creation itself: hold the registry's writes one
+    /// at a time, so a check and the write it allows are not split by another's write.
+    async fn one_at_a_time(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.ledger.creates_once() {
+            false => Some(self.registering.lock().await),
+            true => None,
+        }
+    }
+
+    /// A registrar's grant still holds: the registration is the one it proved to own (with
+    /// etcd the write insists on it again).
+    async fn still(&self, g: &Grant) -> Result<(), RegistryError> {
+        match &g.proven {
+            Some(owner) if self.ledger.owner(&g.upstream, &g.id).await? != *owner => {
+                Err(RegistryError::NotYours {
+                    upstream: g.upstream.clone(),
+                    id: g.id.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Every check of a registration, in order; nothing is written here.
@@ -344,6 +373,7 @@ impl Registry {
         if self.is_reserved(r.addr) {
             return Err(RegistryError::OwnAddress(r.addr));
         }
+        let mut proven = None;
         if let Caller::Registrar { secret } = who {
             if !scope.allows(r.addr.ip()) {
                 return Err(RegistryError::OutOfScope {
@@ -360,7 +390,7 @@ impl Registry {
             }
             match existing {
                 Some((Source::Static, _)) => return Err(RegistryError::NotRegistered),
-                Some(_) => self.prove(secret.as_deref(), upstream, &r.id).await?,
+                Some(_) => proven = Some(self.prove(secret.as_deref(), upstream, &r.id).await?),
                 None if registered >= scope.max_backends => {
                     return Err(RegistryError::Full {
                         upstream: upstream.into(),
@@ -374,16 +404,22 @@ impl Registry {
         if let Some((_, admits)) = &existing {
             admits.clone()?;
         }
-        // A new registration gets a secret; a refresh keeps its owner.
+        // A new registration gets a secret; a refresh keeps its owner (the one proven, read
+        // once: the write insists on that registration).
         let secret = existing.is_none().then(owners::new_secret);
-        let owner = match &secret {
-            Some(s) => Some(owners::fingerprint(s)),
-            None => self.ledger.owner(upstream, &r.id).await?,
+        let owner = match (&secret, proven) {
+            (Some(s), _) => Owner {
+                fingerprint: Some(owners::fingerprint(s)),
+                created: 0,
+            },
+            (None, Some(proven)) => proven,
+            (None, None) => self.ledger.owner(upstream, &r.id).await?,
         };
         let admitted = Admitted {
             upstream: upstream.into(),
             registration: r,
-            owner,
+            owner: owner.fingerprint,
+            created: owner.created,
             fresh: secret.is_some(),
             operator: *who == Caller::Operator,
         };
@@ -402,7 +438,12 @@ impl Registry {
 
     /// Drain, then remove.
     pub async fn deregister(&self, g: &Grant) -> Result<(), RegistryError> {
-        self.ledger.deregister(&g.upstream, &g.id, g.operator).await
+        let _one_at_a_time = self.one_at_a_time().await;
+        self.still(g).await?;
+        let created = g.proven.as_ref().map(|o| o.created);
+        self.ledger
+            .deregister(&g.upstream, &g.id, g.operator, created)
+            .await
     }
 
     /// Set an operator state: a decision that sticks to the id (see [`Registry`]).
@@ -438,10 +479,13 @@ impl Registry {
         }
         let (u, id) = (g.upstream.as_str(), g.id.as_str());
         let expected = self.ledger.instances();
-        let since = self
-            .ledger
-            .set_state(u, id, State::Draining, g.operator)
-            .await?;
+        let since = {
+            let _one_at_a_time = self.one_at_a_time().await;
+            self.still(g).await?;
+            self.ledger
+                .set_state(u, id, State::Draining, g.operator)
+                .await?
+        };
         let live = self
             .pool
             .snapshot()

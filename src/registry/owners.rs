@@ -47,6 +47,15 @@ impl LocalOwners {
     }
 }
 
+/// Who made a registration, as a ledger read it: the owner's fingerprint, and which
+/// registration of the id it is (etcd's create revision of the key; 0 without etcd), so a
+/// write can insist on the very registration whose owner was proven.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub fingerprint: Option<String>,
+    pub created: i64,
+}
+
 /// Does `secret` match the fingerprint `owner`? Never without both (a registration made
 /// without a secret is the operator's to manage).
 pub fn proves(secret: Option<&str>, owner: Option<&str>) -> bool {

@@ -218,6 +218,43 @@ async fn the_weight_range_is_checked_before_any_write() {
 }
 
 #[tokio::test]
+async fn a_grant_is_for_the_registration_proven_not_a_later_one_of_the_id() {
+    let r = registry();
+    let a = r
+        .register(&registrar(None), U, reg("x", "10.0.0.5:80", 1))
+        .await
+        .unwrap()
+        .secret
+        .unwrap();
+    let grant = r.grant(&registrar(Some(&a)), U, "x").await.unwrap();
+    // "x" leaves, and someone else registers the id before the grant is used.
+    r.pool
+        .apply(crate::pool::Diff::Remove {
+            upstream: U.into(),
+            id: "x".into(),
+        })
+        .await
+        .unwrap();
+    let b = r
+        .register(&registrar(None), U, reg("x", "10.0.0.6:80", 1))
+        .await
+        .unwrap();
+    assert!(b.fresh);
+    let before = pool_of(&r);
+    let late = r.deregister(&grant).await;
+    assert!(
+        matches!(late, Err(RegistryError::NotYours { .. })),
+        "{late:?}"
+    );
+    let late = r.drain(&grant, Duration::ZERO).await;
+    assert!(
+        matches!(late, Err(RegistryError::NotYours { .. })),
+        "{late:?}"
+    );
+    assert_eq!(pool_of(&r), before, "the new registration is untouched");
+}
+
+#[tokio::test]
 async fn racing_registrations_of_one_new_id_give_one_secret() {
     let r = Arc::new(registry());
     let race = (0..8).map(|_| {

@@ -93,9 +93,10 @@ impl Store {
         &self.settings.prefix
     }
 
-    /// Register a backend, or refresh an existing registration (`fresh` false), under a lease
-    /// of `ttl`; returns the etcd revision it was written at. A new registration fails with
-    /// [`StoreError::Taken`] if the key appeared meanwhile.
+    /// Register a backend (`refreshes` None), or refresh the registration whose key was
+    /// created at revision `refreshes`, under a lease of `ttl`; returns the etcd revision it
+    /// was written at. Either fails with [`StoreError::Taken`] if the key is not (or no longer)
+    /// the one expected: it appeared meanwhile, or was replaced.
     #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
@@ -105,7 +106,7 @@ impl Store {
         weight: u32,
         ttl: Duration,
         owner: Option<&str>,
-        fresh: bool,
+        refreshes: Option<i64>,
     ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::backend_key(self.prefix(), upstream, id);
@@ -117,31 +118,40 @@ impl Store {
             value,
             Some(PutOptions::new().with_lease(lease)),
         );
-        let revision = |done: &etcd_client::TxnResponse| done.header().map_or(0, |h| h.revision());
-        if !fresh {
-            let done = c.txn(Txn::new().and_then([put])).await?;
-            return Ok(revision(&done));
-        }
         let state = keys::state_key(self.prefix(), upstream, id);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::delete(state, None), put]);
+        let txn = match refreshes {
+            Some(created) => Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, created)])
+                .and_then([put]),
+            None => Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([TxnOp::delete(state, None), put]),
+        };
         let done = c.txn(txn).await?;
         if done.succeeded() {
-            Ok(revision(&done))
+            Ok(done.header().map_or(0, |h| h.revision()))
         } else {
             let _ = c.lease_revoke(lease).await;
             Err(StoreError::Taken { id: id.to_string() })
         }
     }
 
-    /// The owner fingerprint stored with a registration, if any.
-    pub async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, StoreError> {
+    /// The owner fingerprint stored with a registration, if any, and the revision its key
+    /// was created at (0: no such key).
+    pub async fn owner(
+        &self,
+        upstream: &str,
+        id: &str,
+    ) -> Result<(Option<String>, i64), StoreError> {
         let mut c = self.client().await?;
         let got = c
             .get(keys::backend_key(self.prefix(), upstream, id), None)
             .await?;
-        Ok(got.kvs().first().and_then(|kv| keys::owner(kv.value())))
+        let kv = got.kvs().first();
+        Ok((
+            kv.and_then(|kv| keys::owner(kv.value())),
+            kv.map_or(0, |kv| kv.create_revision()),
+        ))
     }
 
     /// Keep a registration's lease alive; `false` if the key is gone.
@@ -161,14 +171,33 @@ impl Store {
         Ok(true)
     }
 
-    /// Delete a registration and its toggles; every instance drains, then removes it.
-    pub async fn deregister(&self, upstream: &str, id: &str) -> Result<bool, StoreError> {
+    /// Delete a registration and its toggles; every instance drains, then removes it. With
+    /// `created`, only the registration whose key was created at that revision
+    /// ([`StoreError::Taken`] if it was replaced).
+    pub async fn deregister(
+        &self,
+        upstream: &str,
+        id: &str,
+        created: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
-        let txn = Txn::new().and_then([
-            TxnOp::delete(keys::backend_key(self.prefix(), upstream, id), None),
+        let key = keys::backend_key(self.prefix(), upstream, id);
+        let mut txn = Txn::new();
+        if let Some(created) = created {
+            txn = txn.when([Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                created,
+            )]);
+        }
+        let txn = txn.and_then([
+            TxnOp::delete(key, None),
             TxnOp::delete(keys::state_key(self.prefix(), upstream, id), None),
         ]);
         let done = c.txn(txn).await?;
+        if !done.succeeded() {
+            return Err(StoreError::Taken { id: id.to_string() });
+        }
         let deleted = done
             .op_responses()
             .into_iter()

@@ -7,7 +7,10 @@
 //! keeps that lease alive (the lease is read from the key, so any instance can take it). A new
 //! registration is written in a transaction that only succeeds while the key does not exist,
 //! so two racing registrations of one id cannot both win; it clears the id's old toggles in
-//! the same transaction. Deregistering deletes the key and its toggles.
+//! the same transaction. Deregistering deletes the key and its toggles. A refresh, and a
+//! registrar's deregistration, insist on the registration whose owner was proven: their
+//! transaction compares the key's create revision, so a registration made meanwhile under
+//! the same id is never touched ([`StoreError::Taken`]).
 //!
 //! Writes return the etcd revision they were made at. The etcd source reports the revision
 //! whose changes this process's pool has applied ([`Store::applied`]); a writer that wants to

@@ -77,14 +77,29 @@ pub enum RegistryError {
     NotSeen,
 }
 
-/// Who asks for a change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Who asks for a change. Its `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Caller {
     /// The admin token: any backend, and its state decisions stick.
     Operator,
     /// The register token, with the registration's secret if it sent one: only registrations
     /// it made, within the upstream's registration scope.
     Registrar { secret: Option<String> },
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Operator => f.write_str("Operator"),
+            Caller::Registrar { secret } => {
+                write!(
+                    f,
+                    "Registrar {{ secret: {} }}",
+                    secret.as_ref().map_or("none", |_| "…")
+                )
+            }
+        }
+    }
 }
 
 /// Leave to change one backend, given by [`Registry::grant`] (the only way to make one), so
@@ -126,11 +141,20 @@ pub struct Admitted {
     pub operator: bool,
 }
 
-/// A registration made: `secret` only for a new one (returned once).
-#[derive(Debug)]
+/// A registration made: `secret` only for a new one (returned once). Its `Debug` never
+/// shows the secret.
 pub struct Registered {
     pub fresh: bool,
     pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("fresh", &self.fresh)
+            .field("secret", &self.secret.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 /// A drain's outcome: the connections still held (None: unknown, an instance of the fleet
@@ -433,6 +457,8 @@ impl Registry {
         g: &Grant,
         ttl: Option<Duration>,
     ) -> Result<Option<Duration>, RegistryError> {
+        let _one_at_a_time = self.one_at_a_time().await;
+        self.still(g).await?;
         self.ledger.heartbeat(&g.upstream, &g.id, ttl).await
     }
 

@@ -283,3 +283,15 @@ async fn futures_join<T>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>
     }
     out
 }
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let who = registrar(Some("s3cr3t-value"));
+    let done = Registered {
+        fresh: true,
+        secret: Some("s3cr3t-value".into()),
+    };
+    for shown in [format!("{who:?}"), format!("{done:?}")] {
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+}

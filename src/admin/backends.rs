@@ -2,14 +2,14 @@
 //! remove), state and weight toggles, and drain-and-wait.
 //!
 //! One handler per endpoint: it reads the request, checks the caller's token once (the
-//! audit record starts there, [`audit::Change::begin`]), and asks the [`Registry`], which
+//! audit record starts there, [`audit::Change::begin`]), and asks the [`crate::registry::Registry`], which
 //! makes every other check and answers once the change is in this instance's pool. A
 //! refused request changes nothing.
 
 use super::{audit, owners, AdminState, ApiError, Role};
 use crate::config::{parse_duration, validate_id, DEFAULT_WEIGHT};
 use crate::pool::{PoolError, State};
-use crate::registry::{Caller, Registration, Registry, RegistryError, DEFAULT_TTL};
+use crate::registry::{Caller, Registration, RegistryError, DEFAULT_TTL};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, Query, State as AxState};
@@ -159,10 +159,6 @@ pub struct DrainQuery {
     wait: Option<String>,
 }
 
-fn registry(s: &AdminState) -> &Registry {
-    &s.registry
-}
-
 /// The id a registration's body names, for the audit record, as the handler reads it (a bad
 /// body is refused there).
 fn audit_id(body: &Result<Bytes, BytesRejection>) -> String {
@@ -215,7 +211,8 @@ pub async fn register(
     let change = audit::Change::begin(&s, &headers, remote, "register", &u, &id)?;
     let result = async {
         let r = registration(body)?;
-        let done = registry(&s)
+        let done = s
+            .registry
             .register(&who(change.role, &headers), &u, r.clone())
             .await?;
         let status = match done.fresh {
@@ -248,7 +245,7 @@ pub async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let role = super::caller(&s, &headers)?;
-    let grant = registry(&s).grant(&who(role, &headers), &u, &id).await?;
+    let grant = s.registry.grant(&who(role, &headers), &u, &id).await?;
     let bytes = body_bytes(body)?;
     let ttl = if bytes.is_empty() {
         None
@@ -256,7 +253,7 @@ pub async fn heartbeat(
         let hb: Hb = json_body(Ok(bytes))?;
         hb.ttl.as_ref().map(Ttl::duration).transpose()?
     };
-    let body = match registry(&s).heartbeat(&grant, ttl).await? {
+    let body = match s.registry.heartbeat(&grant, ttl).await? {
         Some(ttl) => serde_json::json!({ "id": id, "ttl_ms": ttl.as_millis() as u64 }),
         None => serde_json::json!({ "id": id }),
     };
@@ -275,10 +272,11 @@ pub async fn deregister(
 ) -> Result<Response, ApiError> {
     let change = audit::Change::begin(&s, &headers, remote, "deregister", &u, &id)?;
     let result = async {
-        let grant = registry(&s)
+        let grant = s
+            .registry
             .grant(&who(change.role, &headers), &u, &id)
             .await?;
-        registry(&s).deregister(&grant).await?;
+        s.registry.deregister(&grant).await?;
         Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "id": id, "state": "draining" })),
@@ -303,10 +301,10 @@ pub async fn set_state(
 ) -> Result<Response, ApiError> {
     let change = audit::Change::begin(&s, &headers, remote, "set_state", &u, &id)?;
     let result = async {
-        let operator = registry(&s).operator(&who(change.role, &headers))?;
+        let operator = s.registry.operator(&who(change.role, &headers))?;
         let req: SetState = json_body(body)?;
         let state: State = req.state.parse().map_err(bad)?;
-        registry(&s).set_state(&operator, &u, &id, state).await?;
+        s.registry.set_state(&operator, &u, &id, state).await?;
         Ok(Json(serde_json::json!({ "id": id, "state": state })).into_response())
     }
     .await;
@@ -327,9 +325,9 @@ pub async fn set_weight(
 ) -> Result<Response, ApiError> {
     let change = audit::Change::begin(&s, &headers, remote, "set_weight", &u, &id)?;
     let result = async {
-        let operator = registry(&s).operator(&who(change.role, &headers))?;
+        let operator = s.registry.operator(&who(change.role, &headers))?;
         let req: SetWeight = json_body(body)?;
-        registry(&s)
+        s.registry
             .set_weight(&operator, &u, &id, req.weight)
             .await?;
         Ok(Json(serde_json::json!({ "id": id, "weight": req.weight })).into_response())
@@ -351,14 +349,15 @@ pub async fn drain(
 ) -> Result<Response, ApiError> {
     let change = audit::Change::begin(&s, &headers, remote, "drain", &u, &id)?;
     let result = async {
-        let grant = registry(&s)
+        let grant = s
+            .registry
             .grant(&who(change.role, &headers), &u, &id)
             .await?;
         let wait = match &q.wait {
             Some(w) => parse_duration(w).map_err(bad)?,
             None => Duration::ZERO,
         };
-        let drained = registry(&s).drain(&grant, wait).await?;
+        let drained = s.registry.drain(&grant, wait).await?;
         // Unknown (an instance has not reported since the drain, or went missing): this
         // instance's own count, and not drained.
         let body = match drained.held {

@@ -116,10 +116,7 @@ fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Role, ApiError> {
 fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     match caller(state, headers)? {
         Role::Admin => Ok(()),
-        Role::Register => Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the register token may not do this".into(),
-        )),
+        Role::Register => Err(crate::registry::RegistryError::OperatorOnly.into()),
     }
 }
 

@@ -126,6 +126,7 @@ async fn a_registrar_manages_only_its_own_registrations() {
     assert!(!again.fresh && again.secret.is_none());
     let grant = r.grant(&me, U, "a").await.unwrap();
     r.deregister(&grant).await.unwrap();
+    // Draining, or already removed (it has no connections; the controller's tick may run).
     let state = r
         .pool
         .snapshot()
@@ -133,7 +134,7 @@ async fn a_registrar_manages_only_its_own_registrations() {
         .unwrap()
         .backend("a")
         .map(|b| b.state);
-    assert_eq!(state, Some(State::Draining));
+    assert!(matches!(state, Some(State::Draining) | None), "{state:?}");
 }
 
 #[tokio::test]

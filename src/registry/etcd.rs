@@ -71,16 +71,21 @@ impl Etcd {
         }
     }
 
-    /// Write a toggle (after the backend is known here) and wait to see it applied.
+    /// Write a toggle (after the backend is known here; with `created`, only on that
+    /// registration) and wait to see it applied.
     async fn toggle(
         &self,
         upstream: &str,
         id: &str,
         state: Option<State>,
         weight: Option<u32>,
+        created: Option<i64>,
     ) -> Result<i64, RegistryError> {
         self.known(upstream, id)?;
-        let revision = self.store.toggle(upstream, id, state, weight).await?;
+        let revision = self
+            .store
+            .toggle(upstream, id, state, weight, created)
+            .await?;
         self.seen(revision, upstream, id, |b| {
             state.is_none_or(|st| b.state == st) && weight.is_none_or(|w| b.weight == w)
         })
@@ -168,12 +173,13 @@ impl Ledger for Etcd {
         id: &str,
         state: State,
         _operator: bool,
+        created: Option<i64>,
     ) -> Result<i64, RegistryError> {
-        self.toggle(upstream, id, Some(state), None).await
+        self.toggle(upstream, id, Some(state), None, created).await
     }
 
     async fn set_weight(&self, upstream: &str, id: &str, weight: u32) -> Result<(), RegistryError> {
-        self.toggle(upstream, id, None, Some(weight)).await?;
+        self.toggle(upstream, id, None, Some(weight), None).await?;
         Ok(())
     }
 

@@ -124,6 +124,7 @@ impl Ledger for Local {
         id: &str,
         state: State,
         operator: bool,
+        _created: Option<i64>,
     ) -> Result<i64, RegistryError> {
         let (upstream, id) = (upstream.into(), id.into());
         self.pool

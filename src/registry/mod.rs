@@ -113,6 +113,13 @@ pub struct Grant {
     proven: Option<Owner>,
 }
 
+impl Grant {
+    /// A registrar's: etcd's create revision of the registration it proved to own.
+    fn created(&self) -> Option<i64> {
+        self.proven.as_ref().map(|o| o.created)
+    }
+}
+
 /// Leave to toggle state and weight: the admin token's ([`Registry::operator`]).
 #[derive(Debug)]
 pub struct Operator(());
@@ -203,6 +210,7 @@ pub trait Ledger: Send + Sync {
         id: &str,
         state: State,
         operator: bool,
+        created: Option<i64>,
     ) -> Result<i64, RegistryError>;
     /// Set the weight (in range: the registry checked it).
     async fn set_weight(&self, upstream: &str, id: &str, weight: u32) -> Result<(), RegistryError>;
@@ -466,9 +474,8 @@ impl Registry {
     pub async fn deregister(&self, g: &Grant) -> Result<(), RegistryError> {
         let _one_at_a_time = self.one_at_a_time().await;
         self.still(g).await?;
-        let created = g.proven.as_ref().map(|o| o.created);
         self.ledger
-            .deregister(&g.upstream, &g.id, g.operator, created)
+            .deregister(&g.upstream, &g.id, g.operator, g.created())
             .await
     }
 
@@ -480,7 +487,9 @@ impl Registry {
         id: &str,
         state: State,
     ) -> Result<(), RegistryError> {
-        self.ledger.set_state(upstream, id, state, true).await?;
+        self.ledger
+            .set_state(upstream, id, state, true, None)
+            .await?;
         Ok(())
     }
 
@@ -509,7 +518,7 @@ impl Registry {
             let _one_at_a_time = self.one_at_a_time().await;
             self.still(g).await?;
             self.ledger
-                .set_state(u, id, State::Draining, g.operator)
+                .set_state(u, id, State::Draining, g.operator, g.created())
                 .await?
         };
         let live = self

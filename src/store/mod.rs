@@ -209,20 +209,34 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Write an admin toggle (merged with the one already there); returns the etcd revision
-    /// it was written at.
+    /// Write a toggle (merged with the one already there); returns the etcd revision it was
+    /// written at. With `created`, only while the registration is the one whose key was
+    /// created at that revision ([`StoreError::Taken`] if it was replaced).
     pub async fn toggle(
         &self,
         upstream: &str,
         id: &str,
         state: Option<State>,
         weight: Option<u32>,
+        created: Option<i64>,
     ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::state_key(self.prefix(), upstream, id);
         let current = c.get(key.clone(), None).await?;
         let value = keys::toggle_value(current.kvs().first().map(|kv| kv.value()), state, weight);
-        let put = c.put(key, value, None).await?;
-        Ok(put.header().map_or(0, |h| h.revision()))
+        let mut txn = Txn::new();
+        if let Some(created) = created {
+            let registration = keys::backend_key(self.prefix(), upstream, id);
+            txn = txn.when([Compare::create_revision(
+                registration,
+                CompareOp::Equal,
+                created,
+            )]);
+        }
+        let done = c.txn(txn.and_then([TxnOp::put(key, value, None)])).await?;
+        if !done.succeeded() {
+            return Err(StoreError::Taken { id: id.to_string() });
+        }
+        Ok(done.header().map_or(0, |h| h.revision()))
     }
 }

@@ -10,6 +10,7 @@ use crate::config::{Config, Protocol};
 use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
+use crate::registry::Registry;
 
 use crate::accept::DataListener;
 use crate::listeners::Listeners;
@@ -290,12 +291,18 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 pool: pool.clone(),
                 admin_token,
                 register_token,
-                etcd: store.clone(),
+                registry: Arc::new(match (&store, &fleet) {
+                    (Some(store), Some(fleet)) => Registry::etcd(
+                        pool.clone(),
+                        reserved_addrs(config),
+                        store.clone(),
+                        fleet.clone(),
+                    ),
+                    _ => Registry::local(pool.clone(), reserved_addrs(config)),
+                }),
                 ready: ready.clone(),
-                owners: Default::default(),
                 fleet: fleet.clone(),
                 reloader: Some(reloader.clone()),
-                reserved: reserved_addrs(config),
             },
             admin::serve::ConnLimits::new(&config.admin, budget),
         ))),

@@ -2,7 +2,9 @@
 //!
 //! Module graph (imports flow one way): `config`, `metrics`, `wire`, `fds`, `accept` <- `routing`,
 //! `pool` <- `store`
-//! (etcd) <- `balance`, `discovery`, `health`, `admin`, `proxy` <- `app`, `reload`,
+//! (etcd) <- `balance`, `discovery`, `health`, `proxy` <- `registry` (membership changes:
+//! checks, then the local pool or etcd; imports `config`, `pool`, `store`, `discovery`, never
+//! `proxy`) <- `admin` <- `app`, `reload`,
 //! `signals`, `rebalance`, `autoscale`, `demo`, `ctl` <- `tour` <- `main` (with `cli` and
 //! `demo_client`, which import no other module). `proxy` never imports `admin`, `discovery` or
 //! `health`, and they never import `proxy`. Only the pool's controller calls `store()` on the
@@ -28,6 +30,7 @@ pub mod nginx;
 pub mod pool;
 pub mod proxy;
 pub mod rebalance;
+pub mod registry;
 pub mod reload;
 pub mod routing;
 pub mod signals;

@@ -2,7 +2,9 @@
 //! address, and the backend as it was before and after, as `tracing` events with the target
 //! `tideway::audit` (filter on it to keep them apart). Tokens and secrets never appear.
 
-use super::{AdminState, Role};
+use super::{AdminState, ApiError, Role};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -28,9 +30,46 @@ pub struct Change<'a> {
     pub before: Option<Value>,
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
+    /// Check the caller's token (the one check of it; a refusal is logged) and record the
+    /// backend as it is before the change.
+    pub fn begin(
+        s: &AdminState,
+        headers: &HeaderMap,
+        remote: SocketAddr,
+        action: &'static str,
+        upstream: &'a str,
+        id: &'a str,
+    ) -> Result<Self, ApiError> {
+        let role = match super::caller(s, headers) {
+            Ok(role) => role,
+            Err(e) => {
+                tracing::info!(target: "tideway::audit", %remote, action, upstream, backend = id, outcome = %format!("refused: {}", e.1), "admin change");
+                return Err(e);
+            }
+        };
+        Ok(Change {
+            role,
+            remote,
+            action,
+            upstream,
+            id,
+            before: backend(s, upstream, id),
+        })
+    }
+
+    /// Log the change's outcome, and pass it on.
+    pub fn finish(
+        self,
+        s: &AdminState,
+        result: Result<Response, ApiError>,
+    ) -> Result<Response, ApiError> {
+        self.log(s, result.as_ref().err().map(|e| e.1.as_str()));
+        result
+    }
+
     /// Log the change once it was made (`refused`: why it was not).
-    pub fn log(self, s: &AdminState, refused: Option<&str>) {
+    fn log(self, s: &AdminState, refused: Option<&str>) {
         let after = backend(s, self.upstream, self.id);
         let show = |v: &Option<Value>| v.as_ref().map_or("absent".to_string(), Value::to_string);
         let role = match self.role {

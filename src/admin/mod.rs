@@ -19,8 +19,10 @@
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
 //! ([`audit`]). Connections are served under their own timeouts, cap and descriptor reserve
 //! ([`serve`]), so the admin port cannot starve the data plane. Errors are `{"error": "..."}`
-//! with a 4xx status. Imports `pool`, `config`, `metrics`, `fds`, `accept`; never
-//! `proxy`.
+//! with a 4xx status. Membership changes go through the [`crate::registry::Registry`], which
+//! checks them and writes them to the pool or etcd; this layer reads requests, checks tokens
+//! and maps its errors to statuses. Imports `registry`, `pool`, `config`, `metrics`, `fds`,
+//! `accept`; never `proxy`.
 
 pub mod audit;
 pub mod backends;
@@ -50,34 +52,14 @@ pub struct AdminState {
     pub pool: PoolHandle,
     pub admin_token: Token,
     pub register_token: Token,
-    /// With etcd configured: registrations and toggles go to etcd.
-    pub etcd: Option<Arc<crate::store::Store>>,
+    /// Every membership change (register, heartbeat, deregister, toggles, drain).
+    pub registry: Arc<crate::registry::Registry>,
     /// Set once the pool is loaded.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
-    /// Who made each registration (without etcd; with it, etcd keeps that).
-    pub owners: Arc<owners::LocalOwners>,
     /// With etcd: the fleet's connection counts.
     pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
     /// Re-reads and applies the config file (`POST /v1/reload`), when there is one.
     pub reloader: Option<Arc<dyn Reload>>,
-    /// The etcd endpoints given as ip:port: never a registration's (tideway's listening
-    /// addresses, kept current by reloads, are in [`PoolHandle::own`]).
-    pub reserved: Vec<std::net::SocketAddr>,
-}
-
-impl AdminState {
-    /// Is `addr` one of tideway's own: a listener (those a reload added too; one on 0.0.0.0
-    /// or :: covers every local address on its port), the admin API or an etcd endpoint?
-    pub fn is_reserved(&self, addr: std::net::SocketAddr) -> bool {
-        if self.pool.own().reaches(addr).is_some() {
-            return true;
-        }
-        let ip = addr.ip().to_canonical();
-        self.reserved.iter().any(|r| {
-            r.port() == addr.port()
-                && (r.ip().to_canonical() == ip || r.ip().is_unspecified() || ip.is_loopback())
-        })
-    }
 }
 
 /// Something that re-reads the config and applies it: `Ok` with a JSON report, `Err` with why
@@ -134,10 +116,7 @@ fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Role, ApiError> {
 fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
     match caller(state, headers)? {
         Role::Admin => Ok(()),
-        Role::Register => Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the register token may not do this".into(),
-        )),
+        Role::Register => Err(crate::registry::RegistryError::OperatorOnly.into()),
     }
 }
 
@@ -191,27 +170,6 @@ impl From<crate::store::StoreError> for ApiError {
         };
         ApiError(status, e.to_string())
     }
-}
-
-/// How long a write through etcd waits to see its own change in this instance's pool.
-pub const DEFAULT_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Wait until `f` holds for this instance's pool (the watch applied our own etcd write).
-pub async fn until_applied(
-    pool: &PoolHandle,
-    f: impl Fn(&crate::pool::Snapshot) -> bool,
-) -> Result<(), ApiError> {
-    let deadline = std::time::Instant::now() + DEFAULT_APPLY_WAIT;
-    while !f(&pool.snapshot()) {
-        if std::time::Instant::now() >= deadline {
-            return Err(ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "written to etcd but not seen back from the watch yet".into(),
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    Ok(())
 }
 
 /// `GET /healthz`

@@ -139,6 +139,7 @@ async fn session_inner(
         apply_toggle(pool, &upstream, &id, &value).await;
     }
     save_snapshot(snapshot, &known);
+    store.applied(revision);
     ready.store(true, Ordering::Release);
     metrics().etcd_up.set(1);
     *backoff = MIN_BACKOFF;
@@ -213,6 +214,13 @@ async fn session_inner(
         if changed {
             save_snapshot(snapshot, &known);
         }
+        // Every event of this response is in the pool: writers waiting for it may answer.
+        let last = resp
+            .events()
+            .iter()
+            .filter_map(|ev| ev.kv())
+            .map(|kv| kv.mod_revision());
+        store.applied(last.max().unwrap_or(0));
     }
     Err(SessionError::Ended)
 }

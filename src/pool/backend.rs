@@ -102,6 +102,25 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// May a source add `addr` under this backend's id? Only as a refresh: the same address
+    /// from the same source ([`Diff::Add`](super::Diff::Add) in the controller and the
+    /// registry's checks before an etcd write both ask here).
+    pub fn admits(&self, addr: SocketAddr, source: Source) -> Result<(), super::PoolError> {
+        if self.addr != addr {
+            return Err(super::PoolError::Conflict {
+                id: self.id.to_string(),
+                existing: self.addr.to_string(),
+            });
+        }
+        if self.source != source {
+            return Err(super::PoolError::OtherSource {
+                id: self.id.to_string(),
+                origin: self.source,
+            });
+        }
+        Ok(())
+    }
+
     /// Is the backend at its `max_conns` (so a pick must pass it by)?
     pub fn at_capacity(&self) -> bool {
         self.max_conns > 0 && self.live.active() >= u64::from(self.max_conns)

@@ -332,19 +332,8 @@ impl Controller {
                     return Err(PoolError::InvalidWeight);
                 }
                 match up.backends.get_mut(&spec.id) {
-                    Some(e) if e.backend.addr != spec.addr => {
-                        return Err(PoolError::Conflict {
-                            id: spec.id.to_string(),
-                            existing: e.backend.addr.to_string(),
-                        })
-                    }
-                    Some(e) if e.backend.source != spec.source => {
-                        return Err(PoolError::OtherSource {
-                            id: spec.id.to_string(),
-                            origin: e.backend.source,
-                        })
-                    }
                     Some(e) => {
+                        e.backend.admits(spec.addr, spec.source)?;
                         e.backend.live.set_ttl(ttl);
                         watch_expiry(&mut self.deadlines, &name, e);
                         // An operator's weight toggle outlives a refresh of the registration.

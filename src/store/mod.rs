@@ -7,7 +7,14 @@
 //! keeps that lease alive (the lease is read from the key, so any instance can take it). A new
 //! registration is written in a transaction that only succeeds while the key does not exist,
 //! so two racing registrations of one id cannot both win; it clears the id's old toggles in
-//! the same transaction. Deregistering deletes the key and its toggles.
+//! the same transaction. Deregistering deletes the key and its toggles. A refresh, and a
+//! registrar's deregistration, insist on the registration whose owner was proven: their
+//! transaction compares the key's create revision, so a registration made meanwhile under
+//! the same id is never touched ([`StoreError::Taken`]).
+//!
+//! Writes return the etcd revision they were made at. The etcd source reports the revision
+//! whose changes this process's pool has applied ([`Store::applied`]); a writer that wants to
+//! see its own change waits on [`Store::watch_applied`], a `watch` channel, for its revision.
 //!
 //! Imports: `config` and `pool` (for [`State`]); never `admin` or `proxy`.
 
@@ -35,6 +42,8 @@ pub enum StoreError {
 pub struct Store {
     settings: EtcdSettings,
     client: Mutex<Option<Client>>,
+    /// The revision up to which the etcd source has applied etcd's changes to the pool.
+    applied: tokio::sync::watch::Sender<i64>,
 }
 
 impl Store {
@@ -42,7 +51,25 @@ impl Store {
         Store {
             settings,
             client: Mutex::new(None),
+            applied: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The etcd source has applied every change up to `revision` to the pool (revisions only
+    /// move forward).
+    pub fn applied(&self, revision: i64) {
+        self.applied.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
+    /// The revision applied to the pool so far, as a `watch` channel.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     pub fn settings(&self) -> &EtcdSettings {
@@ -69,9 +96,10 @@ impl Store {
         &self.settings.prefix
     }
 
-    /// Register a backend, or refresh an existing registration (`fresh` false), under a lease
-    /// of `ttl`. A new registration fails with [`StoreError::Taken`] if the key appeared
-    /// meanwhile.
+    /// Register a backend (`refreshes` None), or refresh the registration whose key was
+    /// created at revision `refreshes`, under a lease of `ttl`; returns the etcd revision it
+    /// was written at. Either fails with [`StoreError::Taken`] if the key is not (or no longer)
+    /// the one expected: it appeared meanwhile, or was replaced.
     #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
@@ -81,8 +109,8 @@ impl Store {
         weight: u32,
         ttl: Duration,
         owner: Option<&str>,
-        fresh: bool,
-    ) -> Result<(), StoreError> {
+        refreshes: Option<i64>,
+    ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::backend_key(self.prefix(), upstream, id);
         // A fresh lease each time; a replaced one simply runs out.
@@ -93,29 +121,40 @@ impl Store {
             value,
             Some(PutOptions::new().with_lease(lease)),
         );
-        if !fresh {
-            c.txn(Txn::new().and_then([put])).await?;
-            return Ok(());
-        }
         let state = keys::state_key(self.prefix(), upstream, id);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::delete(state, None), put]);
-        if c.txn(txn).await?.succeeded() {
-            Ok(())
+        let txn = match refreshes {
+            Some(created) => Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, created)])
+                .and_then([put]),
+            None => Txn::new()
+                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                .and_then([TxnOp::delete(state, None), put]),
+        };
+        let done = c.txn(txn).await?;
+        if done.succeeded() {
+            Ok(done.header().map_or(0, |h| h.revision()))
         } else {
             let _ = c.lease_revoke(lease).await;
             Err(StoreError::Taken { id: id.to_string() })
         }
     }
 
-    /// The owner fingerprint stored with a registration, if any.
-    pub async fn owner(&self, upstream: &str, id: &str) -> Result<Option<String>, StoreError> {
+    /// The owner fingerprint stored with a registration, if any, and the revision its key
+    /// was created at (0: no such key).
+    pub async fn owner(
+        &self,
+        upstream: &str,
+        id: &str,
+    ) -> Result<(Option<String>, i64), StoreError> {
         let mut c = self.client().await?;
         let got = c
             .get(keys::backend_key(self.prefix(), upstream, id), None)
             .await?;
-        Ok(got.kvs().first().and_then(|kv| keys::owner(kv.value())))
+        let kv = got.kvs().first();
+        Ok((
+            kv.and_then(|kv| keys::owner(kv.value())),
+            kv.map_or(0, |kv| kv.create_revision()),
+        ))
     }
 
     /// Keep a registration's lease alive; `false` if the key is gone.
@@ -135,14 +174,33 @@ impl Store {
         Ok(true)
     }
 
-    /// Delete a registration and its toggles; every instance drains, then removes it.
-    pub async fn deregister(&self, upstream: &str, id: &str) -> Result<bool, StoreError> {
+    /// Delete a registration and its toggles; every instance drains, then removes it. With
+    /// `created`, only the registration whose key was created at that revision
+    /// ([`StoreError::Taken`] if it was replaced).
+    pub async fn deregister(
+        &self,
+        upstream: &str,
+        id: &str,
+        created: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
-        let txn = Txn::new().and_then([
-            TxnOp::delete(keys::backend_key(self.prefix(), upstream, id), None),
+        let key = keys::backend_key(self.prefix(), upstream, id);
+        let mut txn = Txn::new();
+        if let Some(created) = created {
+            txn = txn.when([Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                created,
+            )]);
+        }
+        let txn = txn.and_then([
+            TxnOp::delete(key, None),
             TxnOp::delete(keys::state_key(self.prefix(), upstream, id), None),
         ]);
         let done = c.txn(txn).await?;
+        if !done.succeeded() {
+            return Err(StoreError::Taken { id: id.to_string() });
+        }
         let deleted = done
             .op_responses()
             .into_iter()
@@ -151,20 +209,34 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Write an admin toggle (merged with the one already there); returns the etcd revision
-    /// it was written at.
+    /// Write a toggle (merged with the one already there); returns the etcd revision it was
+    /// written at. With `created`, only while the registration is the one whose key was
+    /// created at that revision ([`StoreError::Taken`] if it was replaced).
     pub async fn toggle(
         &self,
         upstream: &str,
         id: &str,
         state: Option<State>,
         weight: Option<u32>,
+        created: Option<i64>,
     ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::state_key(self.prefix(), upstream, id);
         let current = c.get(key.clone(), None).await?;
         let value = keys::toggle_value(current.kvs().first().map(|kv| kv.value()), state, weight);
-        let put = c.put(key, value, None).await?;
-        Ok(put.header().map_or(0, |h| h.revision()))
+        let mut txn = Txn::new();
+        if let Some(created) = created {
+            let registration = keys::backend_key(self.prefix(), upstream, id);
+            txn = txn.when([Compare::create_revision(
+                registration,
+                CompareOp::Equal,
+                created,
+            )]);
+        }
+        let done = c.txn(txn.and_then([TxnOp::put(key, value, None)])).await?;
+        if !done.succeeded() {
+            return Err(StoreError::Taken { id: id.to_string() });
+        }
+        Ok(done.header().map_or(0, |h| h.revision()))
     }
 }

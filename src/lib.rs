@@ -8,29 +8,18 @@
 //! `health`, and they never import `proxy`. Only the pool's controller calls `store()` on the
 //! snapshot.
 
-pub mod accept;
 pub mod admin;
-pub mod app;
-pub mod autoscale;
 pub mod balance;
 pub mod cli;
 pub mod config;
-pub mod ctl;
-pub mod demo;
-pub mod demo_client;
 pub mod discovery;
-pub mod fds;
 pub mod health;
-pub mod listeners;
-pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod nginx;
 pub mod pool;
 pub mod proxy;
-pub mod rebalance;
-pub mod reload;
 pub mod routing;
-pub mod signals;
+pub mod scale;
+pub mod server;
 pub mod store;
-pub mod tour;
-pub mod wire;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use tideway::cli::{Cli, Command, CtlCmd, LogFormat};
-use tideway::reload::ConfigSource;
+use tideway::server::reload::ConfigSource;
 
 fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -68,12 +68,12 @@ fn main() -> anyhow::Result<()> {
                 cfg.store.data_dir = d;
             }
             let shown = format!("{source:?}");
-            let mut server = tideway::app::build(&cfg, source, upgrade)?;
+            let mut server = tideway::server::app::build(&cfg, source, upgrade)?;
             // With --upgrade, this waits for the running process's listening sockets.
             server.bootstrap();
             tracing::info!(config = %shown, upgrade, "tideway starting");
             server.run(pingora::server::RunArgs {
-                shutdown_signal: Box::new(tideway::signals::Signals),
+                shutdown_signal: Box::new(tideway::server::signals::Signals),
             });
             std::process::exit(0);
         }
@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             backends,
         } => {
-            tideway::tour::run(tideway::tour::Tour {
+            tideway::cli::tour::run(tideway::cli::tour::Tour {
                 listen,
                 admin,
                 data_dir,
@@ -171,13 +171,13 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| addr.to_string());
             tracing::info!(%addr, %id, "demo backend listening");
             let server = if tcp {
-                tokio::spawn(tideway::demo::serve_tcp(listener, id.clone()))
+                tokio::spawn(tideway::cli::demo::serve_tcp(listener, id.clone()))
             } else {
-                tokio::spawn(tideway::demo::serve(listener, id.clone()))
+                tokio::spawn(tideway::cli::demo::serve(listener, id.clone()))
             };
             match (register, upstream) {
                 (Some(admin), Some(upstream)) => {
-                    let reg = tideway::demo::Registration {
+                    let reg = tideway::cli::demo::Registration {
                         admin,
                         upstream,
                         token: token.context(
@@ -216,7 +216,7 @@ fn main() -> anyhow::Result<()> {
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
             let report = rt()?.block_on(async {
-                let client = tideway::demo_client::Client::start(tideway::demo_client::Options {
+                let client = tideway::cli::demo_client::Client::start(tideway::cli::demo_client::Options {
                     url,
                     connections,
                     key,
@@ -271,7 +271,7 @@ fn main() -> anyhow::Result<()> {
                     .trim()
                     .to_string(),
             };
-            use tideway::ctl::CtlCommand as C;
+            use tideway::cli::ctl::CtlCommand as C;
             let cmd = match cmd {
                 CtlCmd::List => C::List,
                 CtlCmd::Show { upstream, nginx } => C::Show { upstream, nginx },
@@ -297,7 +297,12 @@ fn main() -> anyhow::Result<()> {
                     weight,
                 },
             };
-            match rt()?.block_on(tideway::ctl::run(&admin, &token, secret.as_deref(), &cmd)) {
+            match rt()?.block_on(tideway::cli::ctl::run(
+                &admin,
+                &token,
+                secret.as_deref(),
+                &cmd,
+            )) {
                 Ok(serde_json::Value::String(text)) => {
                     print!("{text}");
                     Ok(())

@@ -23,7 +23,7 @@ use super::response::BadResponse;
 use super::response::{inspect_response, Answer};
 use super::route::{error_body, Attempt, Attempts, Conn, Route};
 use crate::config::{HttpLimits, UpstreamPolicy};
-use crate::wire::{read_head, HeadRead, MAX_HEAD};
+use crate::net::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -11,9 +11,9 @@ use crate::discovery::fleet::Fleet;
 use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 
-use crate::accept::DataListener;
-use crate::listeners::Listeners;
-use crate::reload::{ConfigSource, Reloader};
+use crate::net::accept::DataListener;
+use crate::server::listeners::Listeners;
+use crate::server::reload::{ConfigSource, Reloader};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -112,7 +112,7 @@ impl BackgroundService for ControlPlane {
         if let Some(task) = self.controller.lock().expect("not poisoned").take() {
             tokio::spawn(task.run());
         }
-        tokio::spawn(crate::memory::trimmer(self.pool.clone()));
+        tokio::spawn(crate::server::memory::trimmer(self.pool.clone()));
         match self.etcd.clone() {
             Some(etcd) => crate::discovery::etcd::spawn(
                 self.pool.clone(),
@@ -127,8 +127,8 @@ impl BackgroundService for ControlPlane {
         if let (Some(fleet), Some(etcd)) = (&self.fleet, &self.etcd) {
             crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
         }
-        crate::rebalance::spawn(self.pool.clone(), self.fleet.clone());
-        crate::autoscale::spawn(self.pool.clone(), self.fleet.clone());
+        crate::scale::rebalance::spawn(self.pool.clone(), self.fleet.clone());
+        crate::scale::autoscale::spawn(self.pool.clone(), self.fleet.clone());
         self.reloader.checkers.ensure();
         self.reloader.names.follow(&self.names);
         if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
@@ -165,12 +165,12 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 
 /// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
 /// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
-/// [`crate::signals::Signals`].
+/// [`crate::server::signals::Signals`].
 pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
     crate::proxy::access::enable(config.server.access_log);
     crate::metrics::global()
         .last_reload
-        .set(crate::reload::now_secs());
+        .set(crate::server::reload::now_secs());
     let close_all = CancellationToken::new();
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
@@ -200,12 +200,12 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             source,
         })?;
     tracing::info!(addr = %config.admin.listen, "admin API listening");
-    let budget = crate::fds::Budget::of_process(config.server.fd_reserve);
+    let budget = crate::net::fds::Budget::of_process(config.server.fd_reserve);
     let cap = config
         .server
         .max_connections
         .unwrap_or_else(|| budget.default_connection_cap());
-    crate::fds::proxied().set(cap);
+    crate::net::fds::proxied().set(cap);
     tracing::info!(
         open_files = ?budget.limit,
         reserve = budget.reserve,
@@ -235,7 +235,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             Protocol::Http => {
                 let turned_away = Arc::new(AtomicBool::new(false));
                 let (gateway, resolver) =
-                    crate::listeners::http_gateway(&pool, l, turned_away.clone())
+                    crate::server::listeners::http_gateway(&pool, l, turned_away.clone())
                         .map_err(StartError::Listener)?;
                 routes.push((l.listen, gateway.routes().clone()));
                 resolvers.extend(resolver);
@@ -246,7 +246,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             }
             Protocol::Tcp => {
                 let turned_away = Arc::new(AtomicBool::new(false));
-                let route = crate::listeners::route(&pool, l, false);
+                let route = crate::server::listeners::route(&pool, l, false);
                 started.push((l.clone(), turned_away.clone()));
                 let gateway = TcpGateway::new(route, turned_away)
                     .with_addressing(crate::proxy::client::Addressing::of(l))

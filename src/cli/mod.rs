@@ -202,3 +202,8 @@ pub enum CtlCmd {
     /// Drain, then remove a backend (DELETE).
     Deregister { upstream: String, id: String },
 }
+
+pub mod ctl;
+pub mod demo;
+pub mod demo_client;
+pub mod tour;

@@ -4,9 +4,9 @@
 //! dashboard with its token, and `tideway ctl`.
 
 use crate::admin::token;
+use crate::cli::demo::Registration;
 use crate::config::default::{default_toml, BUILT_IN, DEFAULT_UPSTREAM};
-use crate::demo::Registration;
-use crate::reload::ConfigSource;
+use crate::server::reload::ConfigSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -27,7 +27,7 @@ pub enum TourError {
     #[error("token: {0}")]
     Token(#[from] token::TokenError),
     #[error(transparent)]
-    Start(#[from] crate::app::StartError),
+    Start(#[from] crate::server::app::StartError),
 }
 
 /// Run the tour until the process is told to stop (Ctrl-C).
@@ -42,7 +42,7 @@ pub fn run(t: Tour) -> Result<(), TourError> {
         &t.data_dir,
         "register.token",
     )?;
-    let mut server = crate::app::build(&cfg, ConfigSource::BuiltIn(text), false)?;
+    let mut server = crate::server::app::build(&cfg, ConfigSource::BuiltIn(text), false)?;
     server.bootstrap();
     let admin_url = format!("http://{}", t.admin);
     let (tour, register, admin_token) = (
@@ -58,7 +58,7 @@ pub fn run(t: Tour) -> Result<(), TourError> {
         rt.block_on(backends(tour, admin_url, register, admin_token));
     });
     server.run(pingora::server::RunArgs {
-        shutdown_signal: Box::new(crate::signals::Signals),
+        shutdown_signal: Box::new(crate::server::signals::Signals),
     });
     Ok(())
 }
@@ -93,7 +93,7 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
         let Ok(addr) = listener.local_addr() else {
             continue;
         };
-        tokio::spawn(crate::demo::serve(listener, id.clone()));
+        tokio::spawn(crate::cli::demo::serve(listener, id.clone()));
         let reg = Registration {
             admin: admin_url.clone(),
             upstream: DEFAULT_UPSTREAM.into(),

@@ -1,0 +1,11 @@
+//! The running process: wiring the config into a pingora server ([`app`]), the listeners a
+//! reload adds or removes ([`listeners`]), reloading ([`reload`]), process signals
+//! ([`signals`]) and giving memory back ([`memory`]).
+//!
+//! Imports anything below it; only `cli` and `main` import it.
+
+pub mod app;
+pub mod listeners;
+pub mod memory;
+pub mod reload;
+pub mod signals;

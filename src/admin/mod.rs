@@ -19,8 +19,8 @@
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
 //! ([`audit`]). Connections are served under their own timeouts, cap and descriptor reserve
 //! ([`serve`]), so the admin port cannot starve the data plane. Errors are `{"error": "..."}`
-//! with a 4xx status. Imports `pool`, `config`, `metrics`, `fds`, `accept`; never
-//! `proxy`.
+//! with a 4xx status. Imports `pool`, `config`, `metrics`, `net`, `store`, `discovery`,
+//! `nginx` and the scale signal (`scale::signal`); never `proxy` or `server`.
 
 pub mod audit;
 pub mod backends;
@@ -80,18 +80,8 @@ impl AdminState {
     }
 }
 
-/// Something that re-reads the config and applies it: `Ok` with a JSON report, `Err` with why
-/// the file was refused (the running config stays).
-#[async_trait::async_trait]
-pub trait Reload: Send + Sync {
-    async fn reload(&self) -> Result<serde_json::Value, String>;
-
-    /// Every HTTP listener's current routes (`GET /v1/routes`):
-    /// `[{"listen": ADDR, "routes": [...]}]`.
-    fn routes(&self) -> serde_json::Value {
-        serde_json::Value::Array(Vec::new())
-    }
-}
+/// What `POST /v1/reload` and `GET /v1/routes` call (implemented by `server::reload`).
+pub use crate::config::reload::Reload;
 
 /// An API error: a status and a message, sent as `{"error": message}`.
 #[derive(Debug)]

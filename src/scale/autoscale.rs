@@ -24,9 +24,9 @@
 //! which win over a listed variable of the same name. The webhook gets the same counts as
 //! JSON. Output and exit status are logged; runs are counted by outcome.
 //!
-//! Imports: `config`, `pool`, `admin::view` (the scale signal), `discovery::fleet`, `metrics`.
+//! Imports: `config`, `pool`, `discovery::fleet`, `metrics`, and the scale signal ([`super::signal`]).
 
-use crate::admin::view::ScaleView;
+use super::signal::ScaleView;
 use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook, SECRET_ENV};
 use crate::discovery::fleet::Fleet;
 use crate::pool::PoolHandle;

@@ -149,7 +149,7 @@ impl BackgroundService for ControlPlane {
 
 /// Re-read the config and the certificates on SIGHUP; a bad file keeps the running config.
 async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use crate::admin::Reload;
+    use crate::config::reload::Reload;
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP; the config will not be reloaded");

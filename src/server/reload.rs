@@ -15,7 +15,7 @@
 //!   certificate) is logged and returned by the API, and the pool, the listeners and the
 //!   certificates stay exactly as they were.
 
-use crate::admin::Reload;
+use crate::config::reload::Reload;
 use crate::config::Config;
 use crate::pool::PoolHandle;
 use crate::proxy::tls::SniResolver;

@@ -71,6 +71,20 @@ impl Checkers {
     }
 }
 
+impl Checkers {
+    /// End every checker (shutdown) and wait until they are gone.
+    pub async fn stop(&self) {
+        let running: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.drain().map(|(_, task)| task).collect()
+        };
+        for task in running {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 async fn check_upstream(pool: PoolHandle, name: String) {
     let mut trackers: HashMap<BackendId, Tracker> = HashMap::new();
     let Some(first) = checks(&pool, &name) else {

@@ -87,17 +87,16 @@ struct Track {
 const LEAD_SETTLE: Duration =
     Duration::from_secs(2 * crate::discovery::fleet::PUBLISH_EVERY.as_secs());
 
-/// Run the hooks for the life of the process.
-pub fn spawn(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
-    tokio::spawn(async move {
-        let mut tracks: HashMap<String, Track> = HashMap::new();
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            step(&pool, fleet.as_deref(), &mut tracks, Instant::now());
-        }
-    });
+/// The hook's watch: runs until dropped (the server owns it and stops it at shutdown). A
+/// hook already running when it stops is left to finish.
+pub async fn autoscaler(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        step(&pool, fleet.as_deref(), &mut tracks, Instant::now());
+    }
 }
 
 /// Is this instance the one that runs the hooks?

@@ -3,7 +3,9 @@
 //!
 //! Shutdown: pingora's shutdown signal cancels the process-wide close token, which every
 //! tunnel's close signal descends from, so each WebSocket gets its 1001 close before pingora's
-//! grace period ends and the process exits.
+//! grace period ends and the process exits. Then the background tasks, which the control plane
+//! owns ([`crate::server::tasks`]), are stopped and joined; requests in flight finish on the
+//! last snapshot.
 
 use crate::admin::{self, token, AdminState};
 use crate::config::{Config, Protocol};
@@ -14,6 +16,7 @@ use crate::proxy::tcp::TcpGateway;
 use crate::net::accept::DataListener;
 use crate::server::listeners::Listeners;
 use crate::server::reload::{ConfigSource, Reloader};
+use crate::server::tasks::{Tasks, DEFAULT_STOP_WAIT};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -109,41 +112,83 @@ struct ControlPlane {
 #[async_trait]
 impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks = self.spawn_tasks(shutdown.clone());
+        let _ = shutdown.changed().await;
+        tracing::info!("shutting down: closing tunnels with 1001");
+        self.close_all.cancel();
+        self.stop_tasks(tasks, DEFAULT_STOP_WAIT).await;
+    }
+}
+
+impl ControlPlane {
+    /// Start the long-lived tasks, owned by the returned set.
+    fn spawn_tasks(&self, shutdown: ShutdownWatch) -> Tasks {
+        let mut tasks = Tasks::default();
         if let Some(task) = self.controller.lock().expect("not poisoned").take() {
-            tokio::spawn(task.run());
+            tasks.spawn("pool controller", task.run());
         }
-        tokio::spawn(crate::server::memory::trimmer(self.pool.clone()));
+        tasks.spawn(
+            "memory trimmer",
+            crate::server::memory::trimmer(self.pool.clone()),
+        );
         match self.etcd.clone() {
-            Some(etcd) => crate::discovery::etcd::spawn(
-                self.pool.clone(),
-                etcd,
-                self.upstreams.clone(),
-                self.data_dir.clone(),
-                self.ready.clone(),
+            Some(etcd) => tasks.spawn(
+                "etcd watch",
+                crate::discovery::etcd::watch(
+                    self.pool.clone(),
+                    etcd,
+                    self.upstreams.clone(),
+                    self.data_dir.clone(),
+                    self.ready.clone(),
+                ),
             ),
             // Without etcd the pool is the config's, loaded before the controller started.
             None => self.ready.store(true, Ordering::Release),
         }
         if let (Some(fleet), Some(etcd)) = (&self.fleet, &self.etcd) {
-            crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
+            tasks.spawn(
+                "fleet counts",
+                crate::discovery::fleet::publisher(fleet.clone(), etcd.clone()),
+            );
         }
-        crate::scale::rebalance::spawn(self.pool.clone(), self.fleet.clone());
-        crate::scale::autoscale::spawn(self.pool.clone(), self.fleet.clone());
+        tasks.spawn(
+            "rebalancer",
+            crate::scale::rebalance::rebalancer(self.pool.clone(), self.fleet.clone()),
+        );
+        tasks.spawn(
+            "autoscale hook",
+            crate::scale::autoscale::autoscaler(self.pool.clone(), self.fleet.clone()),
+        );
         self.reloader.checkers.ensure();
         self.reloader.names.follow(&self.names);
         if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => {
-                    tokio::spawn(admin::serve::serve(l, admin::router(state), limits));
-                }
+                Ok(l) => tasks.spawn(
+                    "admin API",
+                    admin::serve::serve(l, admin::router(state), limits),
+                ),
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
-        self.reloader.listeners.set_shutdown(shutdown.clone());
-        tokio::spawn(reload_on_sighup(self.reloader.clone()));
-        let _ = shutdown.changed().await;
-        tracing::info!("shutting down: closing tunnels with 1001");
-        self.close_all.cancel();
+        self.reloader.listeners.set_shutdown(shutdown);
+        tasks.spawn("SIGHUP reloads", reload_on_sighup(self.reloader.clone()));
+        tasks
+    }
+
+    /// Stop `tasks` and the health checks and name follows (which reloads restart, so their
+    /// handles live with the reloader), joining them all within `wait`.
+    async fn stop_tasks(&self, tasks: Tasks, wait: std::time::Duration) {
+        let (checkers, names) = (&self.reloader.checkers, &self.reloader.names);
+        let others = async { tokio::join!(checkers.stop(), names.stop()) };
+        let (stopped, others) = tokio::join!(tasks.stop(wait), tokio::time::timeout(wait, others));
+        if others.is_err() {
+            tracing::warn!(?wait, "health checks or name follows did not stop in time");
+        }
+        tracing::info!(
+            ended = stopped.ended.len(),
+            aborted = stopped.aborted.len(),
+            "background tasks stopped"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! The running process: wiring the config into a pingora server ([`app`]), the listeners a
 //! reload adds or removes ([`listeners`]), reloading ([`reload`]), process signals
-//! ([`signals`]) and giving memory back ([`memory`]).
+//! ([`signals`]), giving memory back ([`memory`]) and the background tasks it owns
+//! ([`tasks`]).
 //!
 //! Imports anything below it; only `cli` and `main` import it.
 
@@ -9,3 +10,4 @@ pub mod listeners;
 pub mod memory;
 pub mod reload;
 pub mod signals;
+pub mod tasks;

@@ -202,55 +202,6 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::DemoClient {
-            url,
-            connections,
-            key,
-            first_uid,
-            rate,
-            duration,
-            every,
-        } => {
-            let duration = duration
-                .map(|d| tideway::config::parse_duration(&d))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-            let report = rt()?.block_on(async {
-                let client = tideway::cli::demo_client::Client::start(tideway::cli::demo_client::Options {
-                    url,
-                    connections,
-                    key,
-                    first_uid,
-                    rate,
-                });
-                let end = async {
-                    match duration {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                };
-                tokio::pin!(end);
-                let mut progress = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
-                progress.tick().await;
-                loop {
-                    tokio::select! {
-                        () = &mut end => break,
-                        _ = progress.tick() => {
-                            let r = client.report();
-                            eprintln!(
-                                "open {} reconnects {} going_away {} abrupt {} sent {} echoed {} spread {:?}",
-                                r.open, r.reconnects, r.going_away_closes, r.abrupt_closes, r.sent, r.echoed, r.spread
-                            );
-                        }
-                    }
-                }
-                client.stop().await
-            });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
         Command::Ctl {
             admin,
             token,

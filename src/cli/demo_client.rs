@@ -1,4 +1,6 @@
-//! `tideway demo-client`: a WebSocket load client for demos and tests of scale events.
+//! `tideway-demo-client`: a WebSocket load client for demos and tests of scale events. A
+//! binary of its own (`src/bin/tideway-demo-client.rs`), so the proxy's binary does not carry
+//! a WebSocket client library (tokio-tungstenite) it never uses.
 //!
 //! It opens N WebSockets, each keyed by its own uid (`?uid=N`), sends numbered messages at a
 //! set rate, and expects each back from an echo backend. A close with 1001 (going away) makes
@@ -17,6 +19,37 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+/// The `tideway-demo-client` command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "tideway-demo-client",
+    version,
+    about = "A WebSocket load client: N connections keyed by uid, messages at a set rate, \
+             reconnecting on 1001; prints progress and a final JSON report."
+)]
+pub struct Args {
+    /// WebSocket URL of the proxy; `?KEY=UID` is appended per connection.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+    pub url: String,
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Query argument that carries the uid.
+    #[arg(long, default_value = "uid")]
+    pub key: String,
+    /// uid of the first connection.
+    #[arg(long, default_value_t = 1)]
+    pub first_uid: u64,
+    /// Messages per second per connection.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// How long to run (e.g. 30s, 5m); until Ctrl-C without it.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5)]
+    pub every: u64,
+}
 
 /// What to run.
 #[derive(Clone, Debug)]

@@ -114,11 +114,19 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "tideway".into());
+    // The demo client is a binary of its own, installed next to this one.
+    let ws_client = std::env::current_exe()
+        .map(|p| {
+            p.with_file_name("tideway-demo-client")
+                .display()
+                .to_string()
+        })
+        .unwrap_or_else(|_| "tideway-demo-client".into());
     println!(
         "\ntideway demo: {} backends registered in upstream {DEFAULT_UPSTREAM:?}.\n\
          Try:\n\
          \x20 curl 'http://{l}/hello?uid=42'                 # sticky: uid 42 always lands on one backend\n\
-         \x20 {exe} demo-client --url ws://{l}/chat --connections 50 --duration 20s\n\
+         \x20 {ws_client} --url ws://{l}/chat --connections 50 --duration 20s\n\
          \x20 python3 -m websockets 'ws://{l}/chat?uid=42'    # any WebSocket client: messages echo\n\
          \x20 dashboard: http://{a}/#token={admin_token}\n\
          \x20 TIDEWAY_ADMIN_TOKEN={admin_token} {exe} ctl --admin http://{a} list\n\

@@ -208,6 +208,54 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
     }
 }
 
+/// What [`add_listeners`] hands to the reloader: the TLS listeners' certificate resolvers
+/// (re-read on reload), the listeners started with their turn-away switches, and each HTTP
+/// listener's routes.
+type Started = (
+    Vec<Arc<crate::proxy::tls::SniResolver>>,
+    Vec<(crate::config::Listener, Arc<AtomicBool>)>,
+    Vec<(std::net::SocketAddr, crate::proxy::dispatch::SharedRoutes)>,
+);
+
+/// One pingora service per listener of `config`, on tideway's accept path.
+fn add_listeners(
+    server: &mut Server,
+    pool: &crate::pool::PoolHandle,
+    config: &Config,
+) -> Result<Started, StartError> {
+    let mut resolvers = Vec::new();
+    let mut started = Vec::new();
+    let mut routes = Vec::new();
+    for l in &config.listeners {
+        match l.protocol {
+            Protocol::Http => {
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let (gateway, resolver) =
+                    crate::server::listeners::http_gateway(pool, l, turned_away.clone())
+                        .map_err(StartError::Listener)?;
+                routes.push((l.listen, gateway.routes().clone()));
+                resolvers.extend(resolver);
+                started.push((l.clone(), turned_away));
+                let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
+            }
+            Protocol::Tcp => {
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let route = crate::server::listeners::route(pool, l, false);
+                started.push((l.clone(), turned_away.clone()));
+                let gateway = TcpGateway::new(route, turned_away)
+                    .with_addressing(crate::proxy::client::Addressing::of(l))
+                    .limited(&l.limits.per_client);
+                let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
+            }
+        }
+    }
+    Ok((resolvers, started, routes))
+}
+
 /// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
 /// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
 /// [`crate::server::signals::Signals`].
@@ -272,36 +320,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
-    let mut resolvers = Vec::new();
-    let mut started = Vec::new();
-    let mut routes = Vec::new();
-    for l in &config.listeners {
-        match l.protocol {
-            Protocol::Http => {
-                let turned_away = Arc::new(AtomicBool::new(false));
-                let (gateway, resolver) =
-                    crate::server::listeners::http_gateway(&pool, l, turned_away.clone())
-                        .map_err(StartError::Listener)?;
-                routes.push((l.listen, gateway.routes().clone()));
-                resolvers.extend(resolver);
-                started.push((l.clone(), turned_away));
-                let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
-                server.add_service(svc);
-                tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
-            }
-            Protocol::Tcp => {
-                let turned_away = Arc::new(AtomicBool::new(false));
-                let route = crate::server::listeners::route(&pool, l, false);
-                started.push((l.clone(), turned_away.clone()));
-                let gateway = TcpGateway::new(route, turned_away)
-                    .with_addressing(crate::proxy::client::Addressing::of(l))
-                    .limited(&l.limits.per_client);
-                let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
-                server.add_service(svc);
-                tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
-            }
-        }
-    }
+    let (resolvers, started, routes) = add_listeners(&mut server, &pool, config)?;
 
     let reloader = Arc::new(Reloader {
         source,

@@ -1,6 +1,6 @@
 //! `tideway-demo-client`: a WebSocket load client for demos and tests of scale events. A
 //! binary of its own (`src/bin/tideway-demo-client.rs`), so the proxy's binary does not carry
-//! a WebSocket client library (tokio-tungstenite) it never uses.
+//! a WebSocket client it never uses.
 //!
 //! It opens N WebSockets, each keyed by its own uid (`?uid=N`), sends numbered messages at a
 //! set rate, and expects each back from an echo backend. A close with 1001 (going away) makes

@@ -20,6 +20,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+/// A client WebSocket.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// The `tideway-demo-client` command line.
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -264,103 +268,127 @@ impl Conn {
                 c.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             first = false;
-            let mut broken = false;
-            for seq in &pending {
-                if ws
-                    .send(Message::text(format!("{}:{seq}", self.uid)))
-                    .await
-                    .is_err()
-                {
-                    broken = true;
-                    break;
-                }
-            }
-            let mut ticker = period.map(|p| {
-                let offset = p.mul_f64(rand::random::<f64>());
-                tokio::time::interval_at(tokio::time::Instant::now() + offset, p)
-            });
-            let mut stopping: Option<tokio::time::Instant> = None;
-            let end = loop {
-                if broken {
-                    break End::Abrupt;
-                }
-                if let Some(at) = stopping {
-                    if pending.is_empty() || tokio::time::Instant::now() >= at {
-                        break End::Stopped;
-                    }
-                }
-                let tick = async {
-                    match (&mut ticker, stopping) {
-                        (Some(t), None) => {
-                            t.tick().await;
-                        }
-                        _ => std::future::pending().await,
-                    }
-                };
-                let stop_wait = async {
-                    match stopping {
-                        None => self.stop.cancelled().await,
-                        Some(at) => tokio::time::sleep_until(at).await,
-                    }
-                };
-                tokio::select! {
-                    () = stop_wait => {
-                        stopping.get_or_insert(tokio::time::Instant::now() + STOP_GRACE);
-                    }
-                    () = tick => {
-                        let seq = next_seq;
-                        next_seq += 1;
-                        pending.insert(seq);
-                        c.sent.fetch_add(1, Ordering::Relaxed);
-                        broken = ws.send(Message::text(format!("{}:{seq}", self.uid))).await.is_err();
-                    }
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            let seq = t.as_str().rsplit(':').next().and_then(|s| s.parse::<u64>().ok());
-                            match seq {
-                                Some(s) if pending.remove(&s) => c.echoed.fetch_add(1, Ordering::Relaxed),
-                                _ => c.duplicates.fetch_add(1, Ordering::Relaxed),
-                            };
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            break match frame {
-                                Some(f) if f.code == CloseCode::Away => End::GoingAway,
-                                _ => End::OtherClose,
-                            };
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break End::Abrupt,
-                    },
-                }
-            };
+            let end = self
+                .session(&mut ws, &mut pending, &mut next_seq, period)
+                .await;
             self.place(None);
-            match end {
-                End::Stopped => {
-                    let _ = ws.close(None).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while ws.next().await.is_some() {}
-                    })
-                    .await;
-                    break;
-                }
-                End::GoingAway => {
-                    c.going_away_closes.fetch_add(1, Ordering::Relaxed);
-                    // Finish the closing handshake, then come back after a short jitter.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while ws.next().await.is_some() {}
-                    })
-                    .await;
-                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..100))).await;
-                }
-                End::OtherClose => {
-                    c.other_closes.fetch_add(1, Ordering::Relaxed);
-                }
-                End::Abrupt => {
-                    c.abrupt_closes.fetch_add(1, Ordering::Relaxed);
-                }
+            if self.finish(&mut ws, end).await {
+                break;
             }
         }
         c.lost.fetch_add(pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One connection's life: send again what was not echoed, then send at the rate and
+    /// count echoes until the connection ends or the client stops.
+    async fn session(
+        &self,
+        ws: &mut Ws,
+        pending: &mut BTreeSet<u64>,
+        next_seq: &mut u64,
+        period: Option<Duration>,
+    ) -> End {
+        let c = &self.counters;
+        let mut broken = false;
+        for seq in pending.iter() {
+            if ws
+                .send(Message::text(format!("{}:{seq}", self.uid)))
+                .await
+                .is_err()
+            {
+                broken = true;
+                break;
+            }
+        }
+        let mut ticker = period.map(|p| {
+            let offset = p.mul_f64(rand::random::<f64>());
+            tokio::time::interval_at(tokio::time::Instant::now() + offset, p)
+        });
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            if broken {
+                break End::Abrupt;
+            }
+            if let Some(at) = stopping {
+                if pending.is_empty() || tokio::time::Instant::now() >= at {
+                    break End::Stopped;
+                }
+            }
+            let tick = async {
+                match (&mut ticker, stopping) {
+                    (Some(t), None) => {
+                        t.tick().await;
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            let stop_wait = async {
+                match stopping {
+                    None => self.stop.cancelled().await,
+                    Some(at) => tokio::time::sleep_until(at).await,
+                }
+            };
+            tokio::select! {
+                () = stop_wait => {
+                    stopping.get_or_insert(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                () = tick => {
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    pending.insert(seq);
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                    broken = ws.send(Message::text(format!("{}:{seq}", self.uid))).await.is_err();
+                }
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let seq = t.as_str().rsplit(':').next().and_then(|s| s.parse::<u64>().ok());
+                        match seq {
+                            Some(s) if pending.remove(&s) => c.echoed.fetch_add(1, Ordering::Relaxed),
+                            _ => c.duplicates.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break match frame {
+                            Some(f) if f.code == CloseCode::Away => End::GoingAway,
+                            _ => End::OtherClose,
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break End::Abrupt,
+                },
+            }
+        }
+    }
+
+    /// Count how a connection ended and close it; true when the client is done.
+    async fn finish(&self, ws: &mut Ws, end: End) -> bool {
+        let c = &self.counters;
+        match end {
+            End::Stopped => {
+                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while ws.next().await.is_some() {}
+                })
+                .await;
+                return true;
+            }
+            End::GoingAway => {
+                c.going_away_closes.fetch_add(1, Ordering::Relaxed);
+                // Finish the closing handshake, then come back after a short jitter.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while ws.next().await.is_some() {}
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..100))).await;
+            }
+            End::OtherClose => {
+                c.other_closes.fetch_add(1, Ordering::Relaxed);
+            }
+            End::Abrupt => {
+                c.abrupt_closes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        false
     }
 }
 

@@ -13,8 +13,10 @@
 //! 5. `scale`: rebalancing, the autoscale hook, and the scale signal the admin API shows.
 //! 6. `admin`: the admin API. It asks for reloads through [`config::reload::Reload`], which
 //!    `server::reload` implements.
-//! 7. `server`: wiring (`app`), listeners added by reloads, reload, signals, memory.
-//! 8. `cli`: the command line (`ctl`, the demo backend and client, the tour), then `main.rs`.
+//! 7. `server`: wiring (`app`), listeners added by reloads, reload, signals, memory, and the
+//!    background tasks it owns (`tasks`).
+//! 8. `cli`: the command line (`ctl`, the demo backend and client, the tour), then `main.rs`
+//!    and `src/bin/tideway-demo-client.rs`.
 
 pub mod admin;
 pub mod balance;

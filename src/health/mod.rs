@@ -9,7 +9,7 @@
 //! [`Checkers::ensure`], run at start and after each reload, starts a checker for an upstream
 //! that gained checks, and a checker ends when its upstream loses them (or goes).
 //!
-//! Imports: `config`, `pool`, `wire`. Never `proxy` or `admin`.
+//! Imports: `config`, `pool`, `net::wire`. Never `proxy` or `admin`.
 
 mod probe;
 

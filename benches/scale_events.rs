@@ -1,7 +1,7 @@
 //! Scale events with live WebSockets: tideway against nginx reloads, same machine, same run.
 //! Run with `cargo bench --bench scale_events`.
 //!
-//! 600 WebSockets keyed by uid (1 message a second each, `tideway::demo_client`) go through a
+//! 600 WebSockets keyed by uid (1 message a second each, `tideway::cli::demo_client`) go through a
 //! proxy hashing on the uid over 2 demo backends. Then 6 scale events, 3 s apart: 4 backends
 //! join one by one, then 2 leave. nginx gets each as a config edit and `nginx -s reload`
 //! (`hash $arg_uid consistent`), once as is and once with `worker_shutdown_timeout 10s`; tideway
@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tideway::balance::key_hash;
 use tideway::balance::ring::Ring;
-use tideway::demo_client::{Client, Options, Report};
+use tideway::cli::demo_client::{Client, Options, Report};
 
 const SESSIONS: usize = 600;
 const GAP: Duration = Duration::from_secs(3);
@@ -42,7 +42,7 @@ async fn backends() -> Backends {
         addrs.push(l.local_addr().unwrap());
         let id = format!("b{i}");
         ids.push(id.clone());
-        tokio::spawn(tideway::demo::serve(l, id));
+        tokio::spawn(tideway::cli::demo::serve(l, id));
     }
     Backends { addrs, ids }
 }

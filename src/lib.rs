@@ -1,39 +1,37 @@
 //! tideway: a load-balancing proxy for services that scale in and out all day.
 //!
-//! Module graph (imports flow one way): `config`, `metrics`, `wire`, `fds`, `accept` <- `routing`,
-//! `pool` <- `store`
-//! (etcd) <- `balance`, `discovery`, `health`, `proxy` <- `registry` (membership changes:
-//! checks, then the local pool or etcd; imports `config`, `pool`, `store`, `discovery`, never
-//! `proxy`) <- `admin` <- `app`, `reload`,
-//! `signals`, `rebalance`, `autoscale`, `demo`, `ctl` <- `tour` <- `main` (with `cli` and
-//! `demo_client`, which import no other module). `proxy` never imports `admin`, `discovery` or
-//! `health`, and they never import `proxy`. Only the pool's controller calls `store()` on the
-//! snapshot.
+//! Module graph: floors, each importing only floors below it (no cycles, no arrow back up):
+//!
+//! 0. `config`, `metrics`, `net` (`accept`, `fds`, `wire`): nothing else in tideway.
+//! 1. `routing` (which route a request takes), `balance` (which backend a selector picks, of
+//!    any [`balance::Candidate`]): `config` only.
+//! 2. `pool`: typed diffs in, one snapshot out. Only its controller calls `store()` on the
+//!    snapshot.
+//! 3. `store` (etcd's keys), `nginx` (nginx files into the config, the pool back out).
+//! 4. `discovery` and `health` (the pool's sources), `proxy` (the data plane). `proxy` never
+//!    imports `discovery`, `health` or `admin`, and they never import `proxy`.
+//! 5. `scale`: rebalancing, the autoscale hook, and the scale signal the admin API shows;
+//!    `registry`: membership changes, every check in one place, then the local pool or etcd.
+//! 6. `admin`: the admin API. It asks for reloads through [`config::reload::Reload`], which
+//!    `server::reload` implements.
+//! 7. `server`: wiring (`app`), listeners added by reloads, reload, signals, memory, and the
+//!    background tasks it owns (`tasks`).
+//! 8. `cli`: the command line (`ctl`, the demo backend and client, the tour), then `main.rs`
+//!    and `src/bin/tideway-demo-client.rs`.
 
-pub mod accept;
 pub mod admin;
-pub mod app;
-pub mod autoscale;
 pub mod balance;
 pub mod cli;
 pub mod config;
-pub mod ctl;
-pub mod demo;
-pub mod demo_client;
 pub mod discovery;
-pub mod fds;
 pub mod health;
-pub mod listeners;
-pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod nginx;
 pub mod pool;
 pub mod proxy;
-pub mod rebalance;
 pub mod registry;
-pub mod reload;
 pub mod routing;
-pub mod signals;
+pub mod scale;
+pub mod server;
 pub mod store;
-pub mod tour;
-pub mod wire;

@@ -2,8 +2,11 @@
 
 use anyhow::Context;
 use clap::Parser;
-use tideway::cli::{Cli, Command, CtlCmd, LogFormat};
-use tideway::reload::ConfigSource;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tideway::cli::{Cli, Command, CtlCmd, LogFormat, NginxImport};
+use tideway::config::Config;
+use tideway::server::reload::ConfigSource;
 
 fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -14,18 +17,7 @@ fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: a log file gets plain text.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    tideway::proxy::access::set_json(cli.log_format == LogFormat::Json);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    init_logs(cli.log_format);
     match cli.command {
         Command::Run {
             config,
@@ -36,31 +28,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             upgrade,
         } => {
-            let (mut cfg, source) = match nginx {
-                Some(file) => {
-                    let options = import.into();
-                    let (cfg, warnings) = tideway::nginx::load_with(&file, options)?;
-                    for w in warnings {
-                        tracing::warn!("{w}");
-                    }
-                    (cfg, ConfigSource::Nginx(file, options))
-                }
-                None => match config {
-                    Some(file) => (tideway::config::load(&file)?, ConfigSource::Toml(file)),
-                    None => {
-                        use tideway::config::default::{default_toml, BUILT_IN, DEFAULT_LISTEN};
-                        let text = default_toml(
-                            listen.unwrap_or(DEFAULT_LISTEN.parse()?),
-                            admin.unwrap_or(tideway::config::DEFAULT_ADMIN_LISTEN.parse()?),
-                            data_dir
-                                .as_deref()
-                                .unwrap_or(std::path::Path::new(tideway::config::DEFAULT_DATA_DIR)),
-                        );
-                        let cfg = tideway::config::parse(&text, std::path::Path::new(BUILT_IN))?;
-                        (cfg, ConfigSource::BuiltIn(text))
-                    }
-                },
-            };
+            let (mut cfg, source) = load_config(config, nginx, import, listen, admin, &data_dir)?;
             if let Some(a) = admin {
                 cfg.admin.listen = a;
             }
@@ -68,12 +36,12 @@ fn main() -> anyhow::Result<()> {
                 cfg.store.data_dir = d;
             }
             let shown = format!("{source:?}");
-            let mut server = tideway::app::build(&cfg, source, upgrade)?;
+            let mut server = tideway::server::app::build(&cfg, source, upgrade)?;
             // With --upgrade, this waits for the running process's listening sockets.
             server.bootstrap();
             tracing::info!(config = %shown, upgrade, "tideway starting");
             server.run(pingora::server::RunArgs {
-                shutdown_signal: Box::new(tideway::signals::Signals),
+                shutdown_signal: Box::new(tideway::server::signals::Signals),
             });
             std::process::exit(0);
         }
@@ -83,7 +51,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             backends,
         } => {
-            tideway::tour::run(tideway::tour::Tour {
+            tideway::cli::tour::run(tideway::cli::tour::Tour {
                 listen,
                 admin,
                 data_dir,
@@ -95,63 +63,12 @@ fn main() -> anyhow::Result<()> {
             config: _,
             nginx: Some(file),
             import,
-        } => match tideway::nginx::check(&file, import.into()) {
-            Ok((report, config)) => {
-                print!("{}", report.render());
-                match config {
-                    Some(cfg) => {
-                        println!(
-                            "{}: ok ({} listeners, {} upstreams)",
-                            file.display(),
-                            cfg.listeners.len(),
-                            cfg.upstreams.len()
-                        );
-                        Ok(())
-                    }
-                    None => {
-                        for e in report.lines(tideway::nginx::Class::Error) {
-                            eprintln!("{e}");
-                        }
-                        std::process::exit(1);
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
-            }
-        },
+        } => check_nginx(&file, import),
         Command::Check {
             config: Some(file), ..
-        } => match tideway::config::load(&file) {
-            Ok(cfg) => {
-                println!(
-                    "{}: ok ({} listeners, {} upstreams)",
-                    file.display(),
-                    cfg.listeners.len(),
-                    cfg.upstreams.len()
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
-            }
-        },
+        } => check_toml(&file),
         Command::Check { .. } => unreachable!("clap requires --config or --nginx"),
-        Command::ImportNginx { file } => match tideway::nginx::import(&file) {
-            Ok(converted) => {
-                for w in &converted.warnings {
-                    eprintln!("warning: {w}");
-                }
-                print!("{}", converted.toml);
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
-            }
-        },
+        Command::ImportNginx { file } => import_nginx(&file),
         Command::DemoBackend {
             listen,
             id,
@@ -171,28 +88,25 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| addr.to_string());
             tracing::info!(%addr, %id, "demo backend listening");
             let server = if tcp {
-                tokio::spawn(tideway::demo::serve_tcp(listener, id.clone()))
+                tokio::spawn(tideway::cli::demo::serve_tcp(listener, id.clone()))
             } else {
-                tokio::spawn(tideway::demo::serve(listener, id.clone()))
+                tokio::spawn(tideway::cli::demo::serve(listener, id.clone()))
             };
             match (register, upstream) {
                 (Some(admin), Some(upstream)) => {
-                    let reg = tideway::demo::Registration {
+                    let token = token
+                        .context("--register needs a token (--token or TIDEWAY_REGISTER_TOKEN)")?;
+                    let addr = match advertise {
+                        Some(a) => advertised(&a).await?,
+                        None => addr,
+                    };
+                    let reg = tideway::cli::demo::Registration {
                         admin,
                         upstream,
-                        token: token.context(
-                            "--register needs a token (--token or TIDEWAY_REGISTER_TOKEN)",
-                        )?,
+                        token,
                         id,
                         secret_file,
-                        addr: match advertise {
-                            Some(a) => tokio::net::lookup_host(&a)
-                                .await
-                                .with_context(|| format!("--advertise {a}"))?
-                                .next()
-                                .with_context(|| format!("--advertise {a}: no address"))?,
-                            None => addr,
-                        },
+                        addr,
                     };
                     reg.run_until_sigterm().await?;
                 }
@@ -202,115 +116,203 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }),
-        Command::DemoClient {
-            url,
-            connections,
-            key,
-            first_uid,
-            rate,
-            duration,
-            every,
-        } => {
-            let duration = duration
-                .map(|d| tideway::config::parse_duration(&d))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
-            let report = rt()?.block_on(async {
-                let client = tideway::demo_client::Client::start(tideway::demo_client::Options {
-                    url,
-                    connections,
-                    key,
-                    first_uid,
-                    rate,
-                });
-                let end = async {
-                    match duration {
-                        Some(d) => tokio::time::sleep(d).await,
-                        None => {
-                            let _ = tokio::signal::ctrl_c().await;
-                        }
-                    }
-                };
-                tokio::pin!(end);
-                let mut progress = tokio::time::interval(std::time::Duration::from_secs(every.max(1)));
-                progress.tick().await;
-                loop {
-                    tokio::select! {
-                        () = &mut end => break,
-                        _ = progress.tick() => {
-                            let r = client.report();
-                            eprintln!(
-                                "open {} reconnects {} going_away {} abrupt {} sent {} echoed {} spread {:?}",
-                                r.open, r.reconnects, r.going_away_closes, r.abrupt_closes, r.sent, r.echoed, r.spread
-                            );
-                        }
-                    }
-                }
-                client.stop().await
-            });
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
         Command::Ctl {
             admin,
             token,
             secret_file,
             cmd,
-        } => {
-            let secret = secret_file
-                .map(|f| {
-                    std::fs::read_to_string(&f)
-                        .map(|s| s.trim().to_string())
-                        .with_context(|| format!("--secret-file {}", f.display()))
-                })
-                .transpose()?;
-            let token = match token {
-                Some(t) => t,
-                None => std::fs::read_to_string("data/admin.token")
-                    .context("no token: pass --token, set TIDEWAY_ADMIN_TOKEN, or run where data/admin.token is")?
-                    .trim()
-                    .to_string(),
-            };
-            use tideway::ctl::CtlCommand as C;
-            let cmd = match cmd {
-                CtlCmd::List => C::List,
-                CtlCmd::Show { upstream, nginx } => C::Show { upstream, nginx },
-                CtlCmd::Enable { upstream, id } => C::SetState {
-                    upstream,
-                    id,
-                    state: "active",
-                },
-                CtlCmd::Disable { upstream, id } => C::SetState {
-                    upstream,
-                    id,
-                    state: "disabled",
-                },
-                CtlCmd::Drain { upstream, id, wait } => C::Drain { upstream, id, wait },
-                CtlCmd::Deregister { upstream, id } => C::Deregister { upstream, id },
-                CtlCmd::Weight {
-                    upstream,
-                    id,
-                    weight,
-                } => C::Weight {
-                    upstream,
-                    id,
-                    weight,
-                },
-            };
-            match rt()?.block_on(tideway::ctl::run(&admin, &token, secret.as_deref(), &cmd)) {
-                Ok(serde_json::Value::String(text)) => {
-                    print!("{text}");
-                    Ok(())
-                }
-                Ok(v) => {
-                    println!("{}", serde_json::to_string_pretty(&v)?);
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("tideway ctl: {e}");
-                    std::process::exit(1);
-                }
-            }
+        } => ctl(&admin, token, secret_file, cmd),
+    }
+}
+
+/// Logs on stderr, as text (colours only on a terminal) or JSON; the access log follows.
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    tideway::proxy::access::set_json(format == LogFormat::Json);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+/// The config `tideway run` starts from: an nginx file, a TOML file, or the built-in one
+/// (on `listen`, `admin` and `data_dir`), and where it came from (for reloads).
+fn load_config(
+    config: Option<PathBuf>,
+    nginx: Option<PathBuf>,
+    import: NginxImport,
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    data_dir: &Option<PathBuf>,
+) -> anyhow::Result<(Config, ConfigSource)> {
+    if let Some(file) = nginx {
+        let options = import.into();
+        let (cfg, warnings) = tideway::nginx::load_with(&file, options)?;
+        for w in warnings {
+            tracing::warn!("{w}");
         }
+        return Ok((cfg, ConfigSource::Nginx(file, options)));
+    }
+    if let Some(file) = config {
+        return Ok((tideway::config::load(&file)?, ConfigSource::Toml(file)));
+    }
+    use tideway::config::default::{default_toml, BUILT_IN, DEFAULT_LISTEN};
+    let text = default_toml(
+        listen.unwrap_or(DEFAULT_LISTEN.parse()?),
+        admin.unwrap_or(tideway::config::DEFAULT_ADMIN_LISTEN.parse()?),
+        data_dir
+            .as_deref()
+            .unwrap_or(Path::new(tideway::config::DEFAULT_DATA_DIR)),
+    );
+    let cfg = tideway::config::parse(&text, Path::new(BUILT_IN))?;
+    Ok((cfg, ConfigSource::BuiltIn(text)))
+}
+
+/// `tideway check --nginx FILE`: the directive report, then ok or the errors (exit 1).
+fn check_nginx(file: &Path, import: NginxImport) -> anyhow::Result<()> {
+    let (report, config) = match tideway::nginx::check(file, import.into()) {
+        Ok(checked) => checked,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    print!("{}", report.render());
+    let Some(cfg) = config else {
+        for e in report.lines(tideway::nginx::Class::Error) {
+            eprintln!("{e}");
+        }
+        std::process::exit(1);
+    };
+    print_ok(file, &cfg);
+    Ok(())
+}
+
+/// `tideway check --config FILE`: ok, or the error (exit 1).
+fn check_toml(file: &Path) -> anyhow::Result<()> {
+    match tideway::config::load(file) {
+        Ok(cfg) => {
+            print_ok(file, &cfg);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn print_ok(file: &Path, cfg: &Config) {
+    println!(
+        "{}: ok ({} listeners, {} upstreams)",
+        file.display(),
+        cfg.listeners.len(),
+        cfg.upstreams.len()
+    );
+}
+
+/// `tideway import-nginx FILE`: the TOML on stdout, warnings on stderr.
+fn import_nginx(file: &Path) -> anyhow::Result<()> {
+    match tideway::nginx::import(file) {
+        Ok(converted) => {
+            for w in &converted.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", converted.toml);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The address `--advertise HOST:PORT` names.
+async fn advertised(a: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(a)
+        .await
+        .with_context(|| format!("--advertise {a}"))?
+        .next()
+        .with_context(|| format!("--advertise {a}: no address"))
+}
+
+/// `tideway ctl`: one admin API call, its answer on stdout (exit 1 on error).
+fn ctl(
+    admin: &str,
+    token: Option<String>,
+    secret_file: Option<PathBuf>,
+    cmd: CtlCmd,
+) -> anyhow::Result<()> {
+    let secret = secret_file
+        .map(|f| {
+            std::fs::read_to_string(&f)
+                .map(|s| s.trim().to_string())
+                .with_context(|| format!("--secret-file {}", f.display()))
+        })
+        .transpose()?;
+    let token = match token {
+        Some(t) => t,
+        None => std::fs::read_to_string("data/admin.token")
+            .context(
+                "no token: pass --token, set TIDEWAY_ADMIN_TOKEN, or run where data/admin.token is",
+            )?
+            .trim()
+            .to_string(),
+    };
+    let cmd = ctl_command(cmd);
+    match rt()?.block_on(tideway::cli::ctl::run(
+        admin,
+        &token,
+        secret.as_deref(),
+        &cmd,
+    )) {
+        Ok(serde_json::Value::String(text)) => {
+            print!("{text}");
+            Ok(())
+        }
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("tideway ctl: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The command line's `ctl` subcommand as the library's call.
+fn ctl_command(cmd: CtlCmd) -> tideway::cli::ctl::CtlCommand {
+    use tideway::cli::ctl::CtlCommand as C;
+    match cmd {
+        CtlCmd::List => C::List,
+        CtlCmd::Show { upstream, nginx } => C::Show { upstream, nginx },
+        CtlCmd::Enable { upstream, id } => C::SetState {
+            upstream,
+            id,
+            state: "active",
+        },
+        CtlCmd::Disable { upstream, id } => C::SetState {
+            upstream,
+            id,
+            state: "disabled",
+        },
+        CtlCmd::Drain { upstream, id, wait } => C::Drain { upstream, id, wait },
+        CtlCmd::Deregister { upstream, id } => C::Deregister { upstream, id },
+        CtlCmd::Weight {
+            upstream,
+            id,
+            weight,
+        } => C::Weight {
+            upstream,
+            id,
+            weight,
+        },
     }
 }

@@ -1,5 +1,5 @@
-//! `tideway demo-client` from the command line: N uid-keyed WebSockets through a real tideway,
-//! a JSON report at the end with the spread over backends.
+//! `tideway-demo-client` (a binary of its own) from the command line: N uid-keyed WebSockets
+//! through a real tideway, a JSON report at the end with the spread over backends.
 
 mod common;
 
@@ -16,9 +16,8 @@ async fn the_cli_reports_opens_echoes_and_the_spread() {
     .await;
     let url = p.ws_url("/chat");
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_tideway"))
+        Command::new(env!("CARGO_BIN_EXE_tideway-demo-client"))
             .args([
-                "demo-client",
                 "--url",
                 &url,
                 "--connections",

@@ -32,7 +32,7 @@ async fn same_port_backends(n: u8) -> (u16, Vec<tokio::task::JoinHandle<()>>) {
             .map(|(i, l)| {
                 let id = format!("b{}", i + 1);
                 tokio::spawn(async move {
-                    let _ = tideway::demo::serve_with(l, id, Default::default()).await;
+                    let _ = tideway::cli::demo::serve_with(l, id, Default::default()).await;
                 })
             })
             .collect();

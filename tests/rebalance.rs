@@ -1,7 +1,7 @@
 //! Scale events with live WebSockets: after a scale-out, rebalancing moves exactly the sessions
 //! whose key the ring moved (with 1001, so clients reconnect and nothing is lost); a scale-in by
 //! DELETE drains the leaving backends onto the live ones. Real tideway, real demo backends,
-//! real WebSocket clients (`tideway::demo_client`).
+//! real WebSocket clients (`tideway::cli::demo_client`).
 
 mod common;
 
@@ -9,7 +9,7 @@ use common::*;
 use std::time::{Duration, Instant};
 use tideway::balance::key_hash;
 use tideway::balance::ring::Ring;
-use tideway::demo_client::{Client, Options};
+use tideway::cli::demo_client::{Client, Options};
 
 const SESSIONS: usize = 600;
 const PER_SECOND: u32 = 100;

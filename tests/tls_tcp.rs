@@ -127,7 +127,7 @@ async fn tcp_backend(id: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle
     let addr = l.local_addr().unwrap();
     let id = id.to_string();
     let task = tokio::spawn(async move {
-        let _ = tideway::demo::serve_tcp(l, id).await;
+        let _ = tideway::cli::demo::serve_tcp(l, id).await;
     });
     (addr, task)
 }

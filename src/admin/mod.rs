@@ -21,8 +21,9 @@
 //! ([`serve`]), so the admin port cannot starve the data plane. Errors are `{"error": "..."}`
 //! with a 4xx status. Membership changes go through the [`crate::registry::Registry`], which
 //! checks them and writes them to the pool or etcd; this layer reads requests, checks tokens
-//! and maps its errors to statuses. Imports `registry`, `pool`, `config`, `metrics`, `fds`,
-//! `accept`; never `proxy`.
+//! and maps its errors to statuses. Imports `registry`, `pool`, `config`, `metrics`, `net`,
+//! `store`, `discovery`, `nginx` and the scale signal (`scale::signal`); never `proxy` or
+//! `server`.
 
 pub mod audit;
 pub mod backends;
@@ -62,18 +63,8 @@ pub struct AdminState {
     pub reloader: Option<Arc<dyn Reload>>,
 }
 
-/// Something that re-reads the config and applies it: `Ok` with a JSON report, `Err` with why
-/// the file was refused (the running config stays).
-#[async_trait::async_trait]
-pub trait Reload: Send + Sync {
-    async fn reload(&self) -> Result<serde_json::Value, String>;
-
-    /// Every HTTP listener's current routes (`GET /v1/routes`):
-    /// `[{"listen": ADDR, "routes": [...]}]`.
-    fn routes(&self) -> serde_json::Value {
-        serde_json::Value::Array(Vec::new())
-    }
-}
+/// What `POST /v1/reload` and `GET /v1/routes` call (implemented by `server::reload`).
+pub use crate::config::reload::Reload;
 
 /// An API error: a status and a message, sent as `{"error": message}`.
 #[derive(Debug)]

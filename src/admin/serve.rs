@@ -4,19 +4,19 @@
 //! - At most `[admin] max_connections` connections at once; more are closed as soon as they
 //!   are accepted.
 //! - None accepted once the process's open descriptors reach its limit minus the data plane's
-//!   reserve ([`crate::fds::Budget`]): those are closed at once too.
+//!   reserve ([`crate::net::fds::Budget`]): those are closed at once too.
 //! - A request head has `header_timeout` from its first byte; a connection with no request
 //!   under way and no head begun (silent from the start, or kept alive after an answer) is
 //!   closed after `idle_timeout`. A request body may not stall either: no byte of it for
 //!   `header_timeout` closes the connection. Otherwise a request under way (a drain that
 //!   waits, say) is the handler's business.
-//! - Accept backs off when descriptors run out ([`crate::accept::Backoff`]), never spinning.
+//! - Accept backs off when descriptors run out ([`crate::net::accept::Backoff`]), never spinning.
 //!
 //! HTTP/1.1 through hyper's connection builder; each request carries its peer's
 //! [`axum::extract::ConnectInfo`] as `axum::serve` would give it.
 
-use crate::accept::{out_of_resources, Backoff};
-use crate::fds::Budget;
+use crate::net::accept::{out_of_resources, Backoff};
+use crate::net::fds::Budget;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use std::net::SocketAddr;

@@ -9,7 +9,10 @@
 //! Invariants: only eligible backends (active, healthy, weight > 0) are ever picked; the
 //! `exclude` predicate lets a retry skip backends it already tried.
 //!
-//! Imports: `config` (policy types) and `pool::backend` (the backend type); nothing above.
+//! A backend is whatever implements [`Candidate`] (the pool's `Backend` does, in `pool::table`),
+//! so selection never names the pool's types.
+//!
+//! Imports: `config` (policy types); nothing above.
 
 pub mod chunked;
 pub mod membership;
@@ -18,7 +21,6 @@ pub mod ring;
 mod rotation;
 
 use crate::config::UpstreamPolicy;
-use crate::pool::backend::Backend;
 use rotation::Rotation;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,14 +29,36 @@ pub use membership::Membership;
 pub use modulo::{Key, Modulo};
 pub use ring::{key_hash, Ring};
 
-/// Backends by slot, as a selector sees them.
-pub trait Table {
-    /// The backend in `slot`, if any.
-    fn at(&self, slot: u32) -> Option<&Backend>;
+/// `effective_weight` units per unit of weight.
+pub const WEIGHT_SCALE: u32 = 100;
+
+/// What a selector reads of a backend.
+pub trait Candidate {
+    /// The backend's stable id (what the ring is built from).
+    fn id(&self) -> &str;
+    /// Configured weight.
+    fn weight(&self) -> u32;
+    /// Weight used for selection, in [`WEIGHT_SCALE`] units per unit of weight.
+    fn effective_weight(&self) -> u32;
+    /// May it get a new connection or request?
+    fn eligible(&self) -> bool;
+    /// Is it a backup (nginx's `backup`)?
+    fn backup(&self) -> bool;
+    /// Requests in flight and open tunnels.
+    fn active(&self) -> u64;
 }
 
-impl Table for Vec<Backend> {
-    fn at(&self, slot: u32) -> Option<&Backend> {
+/// Backends by slot, as a selector sees them.
+pub trait Table {
+    /// The backends' type.
+    type Backend: Candidate;
+    /// The backend in `slot`, if any.
+    fn at(&self, slot: u32) -> Option<&Self::Backend>;
+}
+
+impl<B: Candidate> Table for Vec<B> {
+    type Backend = B;
+    fn at(&self, slot: u32) -> Option<&B> {
         self.get(slot as usize)
     }
 }
@@ -69,11 +93,11 @@ impl Selector {
     /// Build the selection structures for `backends` under `policy` from scratch, slot `i`
     /// being `backends[i]`, with a ring of its own for `hash` (tests).
     /// Backups (nginx's `backup`) are left out: see [`Self::build_backups`].
-    pub fn build(policy: &UpstreamPolicy, backends: &[Backend]) -> Self {
+    pub fn build<B: Candidate>(policy: &UpstreamPolicy, backends: &[B]) -> Self {
         let mut members = Membership::default();
-        let primary = |b: &Backend| b.eligible() && !b.server.backup;
+        let primary = |b: &B| b.eligible() && !b.backup();
         for (i, b) in backends.iter().enumerate() {
-            members.set(i as u32, primary(b).then_some(b.effective_weight));
+            members.set(i as u32, primary(b).then_some(b.effective_weight()));
         }
         let ring = consistent(policy).then(|| {
             Arc::new(Ring::build(
@@ -81,7 +105,7 @@ impl Selector {
                     .iter()
                     .enumerate()
                     .filter(|(_, b)| primary(b))
-                    .map(|(i, b)| (&*b.id, b.weight, i as u32)),
+                    .map(|(i, b)| (b.id(), b.weight(), i as u32)),
             ))
         });
         let modulo = modulo(policy).then(|| {
@@ -89,8 +113,8 @@ impl Selector {
                 backends
                     .iter()
                     .enumerate()
-                    .filter(|(_, b)| !b.server.backup)
-                    .map(|(i, b)| (i as u32, b.weight)),
+                    .filter(|(_, b)| !b.backup())
+                    .map(|(i, b)| (i as u32, b.weight())),
             ))
         });
         members.selector(policy, ring, modulo)
@@ -98,14 +122,14 @@ impl Selector {
 
     /// The selector of the backups among `backends` (None when there are none), slot `i`
     /// being `backends[i]` (tests).
-    pub fn build_backups(policy: &UpstreamPolicy, backends: &[Backend]) -> Option<Self> {
+    pub fn build_backups<B: Candidate>(policy: &UpstreamPolicy, backends: &[B]) -> Option<Self> {
         let mut members = Membership::default();
-        for (i, b) in backends.iter().enumerate().filter(|(_, b)| b.server.backup) {
-            members.set(i as u32, b.eligible().then_some(b.effective_weight));
+        for (i, b) in backends.iter().enumerate().filter(|(_, b)| b.backup()) {
+            members.set(i as u32, b.eligible().then_some(b.effective_weight()));
         }
         backends
             .iter()
-            .any(|b| b.server.backup)
+            .any(|b| b.backup())
             .then(|| members.backup_selector(policy))
     }
 
@@ -135,7 +159,7 @@ impl Selector {
         &self,
         backends: &T,
         key: u32,
-        exclude: impl Fn(&Backend) -> bool,
+        exclude: impl Fn(&T::Backend) -> bool,
     ) -> Option<u32> {
         self.pick_key(backends, Key::hash_only(key), exclude)
     }
@@ -145,7 +169,7 @@ impl Selector {
         &self,
         backends: &T,
         key: Key,
-        exclude: impl Fn(&Backend) -> bool,
+        exclude: impl Fn(&T::Backend) -> bool,
     ) -> Option<u32> {
         // A slot the ring names but this snapshot does not hold (a change in flight) is passed.
         let ok = |s: u32| backends.at(s).is_some_and(|b| !exclude(b));
@@ -161,7 +185,7 @@ impl Selector {
             // nginx's consistent hash balances an empty key round robin.
             Algo::Hash { rotation, .. } if full.empty => rotation.pick(&ok),
             Algo::Hash { factor, .. } => {
-                let active = |s: u32| backends.at(s).map_or(0, |b| b.live.active());
+                let active = |s: u32| backends.at(s).map_or(0, |b| b.active());
                 // The cap counts this connection: one more than the load now.
                 let cap = || {
                     let total: u64 = self.eligible.iter().map(|&s| active(s)).sum();
@@ -214,7 +238,7 @@ impl Selector {
                 continue;
             }
             let Some(b) = backends.at(s) else { continue };
-            let (load, w) = (b.live.active(), u64::from(b.effective_weight));
+            let (load, w) = (b.active(), u64::from(b.effective_weight()));
             let better = match best {
                 None => true,
                 Some((_, bl, bw)) => (load as u128) * (bw as u128) < (bl as u128) * (w as u128),
@@ -265,7 +289,7 @@ impl Selector {
         };
         let load = |s: u32| {
             backends.at(s).map_or((u128::from(u64::MAX), 1), |b| {
-                (b.live.active() as u128, u128::from(b.effective_weight))
+                (b.active() as u128, u128::from(b.effective_weight()))
             })
         };
         let ((la, wa), (lb, wb)) = (load(a), load(b));
@@ -305,6 +329,3 @@ fn ring_choice(
         .find(|&i| load(i) < cap)
         .or(first)
 }
-
-#[cfg(test)]
-mod tests;

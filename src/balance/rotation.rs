@@ -14,7 +14,7 @@
 //! a ramping fleet does not split into one group per backend.
 
 use super::chunked::Chunked;
-use crate::pool::backend::WEIGHT_SCALE;
+use super::WEIGHT_SCALE;
 use std::cmp::Ordering as Order;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering};

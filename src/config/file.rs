@@ -16,6 +16,7 @@ use std::time::Duration;
 mod next;
 use toml::Spanned;
 
+mod policy;
 mod routes;
 mod sticky;
 
@@ -415,64 +416,7 @@ impl FileConfig {
             if !seen.insert(listen) {
                 return Err(cx.err(l.listen.span(), format!("{listen} is listed twice")));
             }
-            let protocol = match &l.protocol {
-                Some(p) => cx.parse::<Protocol>(p)?,
-                None => Protocol::Http,
-            };
-            let tls = match &l.tls {
-                None => None,
-                Some(t) if protocol == Protocol::Tcp => {
-                    return Err(cx.err(
-                        t.span(),
-                        "tls is for http listeners; a tcp listener passes bytes through",
-                    ))
-                }
-                Some(t) => {
-                    let files: Vec<super::tls::TlsFiles> = match t.get_ref() {
-                        TlsSection::One(f) => vec![f],
-                        TlsSection::Many(v) => v.iter().collect(),
-                    }
-                    .into_iter()
-                    .map(|f| super::tls::TlsFiles {
-                        cert: f.cert.clone(),
-                        key: f.key.clone(),
-                    })
-                    .collect();
-                    if files.is_empty() {
-                        return Err(cx.err(t.span(), "tls needs at least one { cert, key }"));
-                    }
-                    for f in &files {
-                        super::tls::load_cert(f).map_err(|e| cx.err(t.span(), e.to_string()))?;
-                    }
-                    Some(files)
-                }
-            };
-            let (upstream, servers) =
-                routes::of_listener(&cx, l, protocol, &self.upstream, &zones)?;
-            let tls = routes::server_tls(&cx, l, tls, &servers)?;
-            let mut limits = match &l.limits {
-                None => HttpLimits::default(),
-                Some(sp) => validate_limits(&cx, sp)?,
-            };
-            let proxy_protocol = l.proxy_protocol.unwrap_or(false);
-            let real_ip = match &l.real_ip {
-                None => None,
-                Some(sp) => Some(validate_real_ip(&cx, sp, protocol, proxy_protocol)?),
-            };
-            if let Some(uses) = &l.client_limits {
-                let tcp = protocol == Protocol::Tcp;
-                limits.per_client = super::limit::uses(&cx, uses, &zones, tcp)?;
-            }
-            listeners.push(Listener {
-                listen,
-                protocol,
-                upstream,
-                routes: servers,
-                tls,
-                limits,
-                proxy_protocol,
-                real_ip,
-            });
+            listeners.push(validate_listener(&cx, l, listen, &self.upstream, &zones)?);
         }
 
         Ok(Config {
@@ -484,6 +428,73 @@ impl FileConfig {
             resolver,
         })
     }
+}
+
+/// One `[[listener]]` at `listen` (checked not to be listed twice by the caller).
+fn validate_listener(
+    cx: &Ctx<'_>,
+    l: &ListenerSection,
+    listen: SocketAddr,
+    upstreams: &BTreeMap<String, Spanned<UpstreamSection>>,
+    zones: &BTreeMap<String, crate::config::LimitZone>,
+) -> Result<Listener, ConfigError> {
+    let protocol = match &l.protocol {
+        Some(p) => cx.parse::<Protocol>(p)?,
+        None => Protocol::Http,
+    };
+    let tls = match &l.tls {
+        None => None,
+        Some(t) if protocol == Protocol::Tcp => {
+            return Err(cx.err(
+                t.span(),
+                "tls is for http listeners; a tcp listener passes bytes through",
+            ))
+        }
+        Some(t) => {
+            let files: Vec<super::tls::TlsFiles> = match t.get_ref() {
+                TlsSection::One(f) => vec![f],
+                TlsSection::Many(v) => v.iter().collect(),
+            }
+            .into_iter()
+            .map(|f| super::tls::TlsFiles {
+                cert: f.cert.clone(),
+                key: f.key.clone(),
+            })
+            .collect();
+            if files.is_empty() {
+                return Err(cx.err(t.span(), "tls needs at least one { cert, key }"));
+            }
+            for f in &files {
+                super::tls::load_cert(f).map_err(|e| cx.err(t.span(), e.to_string()))?;
+            }
+            Some(files)
+        }
+    };
+    let (upstream, servers) = routes::of_listener(cx, l, protocol, upstreams, zones)?;
+    let tls = routes::server_tls(cx, l, tls, &servers)?;
+    let mut limits = match &l.limits {
+        None => HttpLimits::default(),
+        Some(sp) => validate_limits(cx, sp)?,
+    };
+    let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    let real_ip = match &l.real_ip {
+        None => None,
+        Some(sp) => Some(validate_real_ip(cx, sp, protocol, proxy_protocol)?),
+    };
+    if let Some(uses) = &l.client_limits {
+        let tcp = protocol == Protocol::Tcp;
+        limits.per_client = super::limit::uses(cx, uses, zones, tcp)?;
+    }
+    Ok(Listener {
+        listen,
+        protocol,
+        upstream,
+        routes: servers,
+        tls,
+        limits,
+        proxy_protocol,
+        real_ip,
+    })
 }
 
 fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimits, ConfigError> {
@@ -659,118 +670,15 @@ fn validate_upstream(
             format!("invalid upstream name {name:?}; expected letters, digits, '-', '_' or '.'"),
         ));
     }
-    let mut policy = UpstreamPolicy::default();
-    if let Some(b) = &up.balance {
-        policy.balance = cx.parse(b)?;
-    }
-    if let Some(k) = &up.hash_key {
-        policy.hash_key = cx.parse(k)?;
-        if policy.balance != Balance::Hash {
-            return Err(cx.err(k.span(), "hash_key needs balance = \"hash\""));
-        }
-    }
-    if let Some(f) = &up.hash_balance_factor {
-        let f2 = *f.get_ref();
-        if f2 != 0 && f2 < 100 {
-            return Err(cx.err(f.span(), "hash_balance_factor is a percentage of the average load and must be 0 (off) or at least 100"));
-        }
-        policy.hash_balance_factor = f2;
-    }
-    if let Some(d) = up.drain_timeout {
-        policy.drain_timeout = d.0;
-    }
-    if let Some(d) = up.idle_timeout {
-        policy.idle_timeout = d.0;
-    }
-    if let Some(d) = up.connect_timeout {
-        policy.connect_timeout = d.0;
-    }
-    if let Some(r) = up.retries {
-        policy.retries = r;
-    }
-    next::retries(cx, up, &mut policy)?;
-    if let Some(m) = up.max_fails {
-        policy.passive.max_fails = m;
-    }
-    if let Some(d) = up.fail_timeout {
-        policy.passive.fail_timeout = d.0;
-    }
-    if let Some(f) = up.fail_on_5xx {
-        policy.passive.fail_on_5xx = f;
-    }
-    if let Some(p) = &up.max_ejection_percent {
-        let pct = *p.get_ref();
-        if pct > 100 {
-            return Err(cx.err(
-                p.span(),
-                "max_ejection_percent is a share of the upstream's backends, 0 to 100",
-            ));
-        }
-        policy.passive.max_ejection_percent = pct;
-    }
-    policy.slow_start = up.slow_start.map(|d| d.0).filter(|d| !d.is_zero());
-    if let Some(pp) = &up.proxy_protocol {
-        policy.proxy_protocol = Some(cx.parse(pp)?);
-    }
+    let mut policy = policy::base(cx, up)?;
     if let Some(h) = &up.health {
-        let hs = h.get_ref();
-        let kind: HealthKind = cx.parse(&hs.kind)?;
-        let rise = hs.rise.unwrap_or(2);
-        let fall = hs.fall.unwrap_or(3);
-        if rise == 0 || fall == 0 {
-            return Err(cx.err(h.span(), "health rise and fall must be at least 1"));
-        }
-        let expect = match &hs.expect {
-            None => (200, 399),
-            Some(e) => parse_status_range(e.get_ref()).map_err(|m| cx.err(e.span(), m))?,
-        };
-        let path = hs.path.clone().unwrap_or_else(|| "/".into());
-        if !path.starts_with('/') {
-            return Err(cx.err(
-                h.span(),
-                format!("health path {path:?} must start with '/'"),
-            ));
-        }
-        policy.health = Some(HealthConfig {
-            kind,
-            path,
-            expect,
-            interval: hs.interval.map_or(Duration::from_secs(2), |d| d.0),
-            timeout: hs.timeout.map_or(Duration::from_secs(1), |d| d.0),
-            rise,
-            fall,
-        });
+        policy.health = Some(policy::health(cx, h)?);
     }
     if let Some(s) = &up.scale {
-        let ss = s.get_ref();
-        let min = ss.min.unwrap_or(1);
-        let max = ss.max.unwrap_or(u32::MAX);
-        if ss.target_per_backend == 0 || min > max {
-            return Err(cx.err(
-                s.span(),
-                "scale needs target_per_backend > 0 and min <= max",
-            ));
-        }
-        policy.scale = Some(ScaleConfig {
-            target_per_backend: ss.target_per_backend,
-            min,
-            max,
-        });
+        policy.scale = Some(policy::scale(cx, s)?);
     }
     if let Some(r) = &up.rebalance {
-        let rs = r.get_ref();
-        let factor = rs.factor.unwrap_or(DEFAULT_REBALANCE_FACTOR);
-        if rs.per_second == 0 || !(factor >= 1.0 && factor.is_finite()) {
-            return Err(cx.err(
-                r.span(),
-                "rebalance needs per_second >= 1 and factor >= 1.0 (e.g. { per_second = 50 })",
-            ));
-        }
-        policy.rebalance = Some(RebalanceConfig {
-            per_second: rs.per_second,
-            factor,
-            settle: rs.settle.map_or(DEFAULT_REBALANCE_SETTLE, |d| d.0),
-        });
+        policy.rebalance = Some(policy::rebalance(cx, r)?);
     }
     sticky::sticky(cx, &up.sticky, &mut policy)?;
     if let Some(a) = &up.autoscale {
@@ -778,36 +686,7 @@ fn validate_upstream(
     }
 
     if let Some(r) = &up.registration {
-        let rs = r.get_ref();
-        let d = super::scope::RegistrationScope::default();
-        let allow = match &rs.allow {
-            None => d.allow,
-            Some(list) => list
-                .iter()
-                .map(|n| {
-                    n.parse::<ipnet::IpNet>()
-                        .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            cx.err(
-                                r.span(),
-                                format!("registration.allow: {n:?} is not an address or CIDR range (e.g. \"10.0.0.0/8\")"),
-                            )
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let max_weight = rs.max_weight.unwrap_or(d.max_weight);
-        if max_weight == 0 || max_weight > MAX_WEIGHT {
-            return Err(cx.err(
-                r.span(),
-                format!("registration.max_weight must be between 1 and {MAX_WEIGHT}"),
-            ));
-        }
-        policy.registration = super::scope::RegistrationScope {
-            allow,
-            max_backends: rs.max_backends.unwrap_or(d.max_backends),
-            max_weight,
-        };
+        policy.registration = policy::registration(cx, r)?;
     }
 
     let mut backends = Vec::new();

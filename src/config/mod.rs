@@ -19,6 +19,7 @@ pub mod key_expr;
 pub mod limit;
 pub mod names;
 pub mod real_ip;
+pub mod reload;
 pub mod routes;
 pub mod scope;
 pub mod sticky;

@@ -52,7 +52,7 @@ pub struct ServerSettings {
     /// 0: none).
     pub max_connections: Option<usize>,
     /// File descriptors the admin listener leaves to the data plane (None: a quarter of the
-    /// open-files limit, see [`crate::fds::Budget`]).
+    /// open-files limit, see [`crate::net::fds::Budget`]).
     pub fd_reserve: Option<usize>,
 }
 

@@ -40,16 +40,16 @@ enum SessionError {
     Ended,
 }
 
-/// Start the etcd source; `ready` is set once the pool is loaded (the saved snapshot read, or
-/// etcd listed).
-pub fn spawn(
+/// The etcd source, until dropped (the server owns it and stops it at shutdown); `ready` is
+/// set once the pool is loaded (the saved snapshot read, or etcd listed).
+pub async fn watch(
     pool: PoolHandle,
     store: Arc<Store>,
     upstreams: Vec<String>,
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
 ) {
-    tokio::spawn(run(pool, store, upstreams, data_dir, ready));
+    run(pool, store, upstreams, data_dir, ready).await
 }
 
 fn metrics() -> &'static crate::metrics::Metrics {

@@ -152,17 +152,15 @@ impl Fleet {
     }
 }
 
-/// Publish this instance's counts and read the fleet's, for as long as the process runs;
-/// an etcd outage keeps the last known counts and retries.
-pub fn spawn(fleet: Arc<Fleet>, store: Arc<Store>) {
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = session(&fleet, &store).await {
-                tracing::warn!(error = %e, "fleet counts: etcd session lost; retrying");
-            }
-            tokio::time::sleep(PUBLISH_EVERY).await;
+/// Publish this instance's counts and read the fleet's until dropped (the server owns it and
+/// stops it at shutdown); an etcd outage keeps the last known counts and retries.
+pub async fn publisher(fleet: Arc<Fleet>, store: Arc<Store>) {
+    loop {
+        if let Err(e) = session(&fleet, &store).await {
+            tracing::warn!(error = %e, "fleet counts: etcd session lost; retrying");
         }
-    });
+        tokio::time::sleep(PUBLISH_EVERY).await;
+    }
 }
 
 async fn session(fleet: &Fleet, store: &Store) -> Result<(), StoreError> {

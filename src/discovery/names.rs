@@ -141,6 +141,18 @@ impl Names {
     }
 }
 
+impl Names {
+    /// End every follow (shutdown) and wait until they are gone.
+    pub async fn stop(&self) {
+        let running: Vec<_> =
+            std::mem::take(&mut *self.running.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in running {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 /// Ask `host` again and again; send each changed answer to the upstreams that resolve it.
 async fn follow(
     pool: PoolHandle,

@@ -9,7 +9,7 @@
 //! [`Checkers::ensure`], run at start and after each reload, starts a checker for an upstream
 //! that gained checks, and a checker ends when its upstream loses them (or goes).
 //!
-//! Imports: `config`, `pool`, `wire`. Never `proxy` or `admin`.
+//! Imports: `config`, `pool`, `net::wire`. Never `proxy` or `admin`.
 
 mod probe;
 
@@ -67,6 +67,20 @@ impl Checkers {
                 let task = tokio::spawn(check_upstream(self.pool.clone(), name.clone()));
                 running.insert(name, task);
             }
+        }
+    }
+}
+
+impl Checkers {
+    /// End every checker (shutdown) and wait until they are gone.
+    pub async fn stop(&self) {
+        let running: Vec<_> = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.drain().map(|(_, task)| task).collect()
+        };
+        for task in running {
+            task.abort();
+            let _ = task.await;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! or a real WebSocket upgrade that must answer 101.
 
 use crate::config::{HealthConfig, HealthKind};
-use crate::wire::{read_head, response_status, HeadRead};
+use crate::net::wire::{read_head, response_status, HeadRead};
 use std::net::SocketAddr;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

@@ -72,8 +72,7 @@ pub struct ServerParams {
     pub fail_timeout: Option<Duration>,
 }
 
-/// `effective_weight` units per unit of weight.
-pub const WEIGHT_SCALE: u32 = 100;
+pub use crate::balance::WEIGHT_SCALE;
 
 /// A backend inside a snapshot.
 #[derive(Clone, Debug)]

@@ -28,3 +28,6 @@ pub use inbox::Verdict;
 pub use sessions::{Session, SessionGuard, Sessions};
 pub use snapshot::{Snapshot, Upstream};
 pub use table::Backends;
+
+#[cfg(test)]
+mod selection_tests;

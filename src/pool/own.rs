@@ -3,7 +3,7 @@
 //! itself, so the registration API refuses them and the data plane answers 508 instead of
 //! connecting. An HTTP listener whose routes all answer themselves (`return`) is not in the
 //! set: nothing sent to it can come back (nginx configs use such a server of the same instance
-//! as a backend; `crate::listeners` decides).
+//! as a backend; `crate::server::listeners` decides).
 //!
 //! The set is one `ArcSwap`, replaced whole by the reload's switch ([`OwnAddrs::set`]) and
 //! read without locks. A lookup costs a scan of the set's ports; only a backend on the port of

@@ -16,7 +16,7 @@
 use super::backend::{Backend, BackendId, Source};
 use super::sticky::StickyId;
 use crate::balance::chunked::Chunked;
-use crate::balance::Table;
+use crate::balance::{Candidate, Table};
 use std::sync::Arc;
 
 /// Bits of a tag that are the slot number; the bits above are its generation.
@@ -142,8 +142,31 @@ impl Backends {
 }
 
 impl Table for Backends {
+    type Backend = Backend;
     fn at(&self, tag: u32) -> Option<&Backend> {
         self.get(tag)
+    }
+}
+
+/// What selection reads of a backend.
+impl Candidate for Backend {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn effective_weight(&self) -> u32 {
+        self.effective_weight
+    }
+    fn eligible(&self) -> bool {
+        Backend::eligible(self)
+    }
+    fn backup(&self) -> bool {
+        self.server.backup
+    }
+    fn active(&self) -> u64 {
+        self.live.active()
     }
 }
 

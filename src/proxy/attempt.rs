@@ -15,7 +15,7 @@ use super::request::Request;
 use super::response::{inspect_response, Answer, BadResponse, Response};
 use super::route::{Attempt, Conn, Route};
 use crate::config::UpstreamPolicy;
-use crate::wire::{read_head, HeadRead, MAX_HEAD};
+use crate::net::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;

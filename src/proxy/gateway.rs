@@ -1,5 +1,5 @@
-//! The front door of an HTTP listener: the accept path ([`crate::accept`]) hands each
-//! connection over raw; over the process-wide cap it gets a JSON 503 ([`crate::fds`]);
+//! The front door of an HTTP listener: the accept path ([`crate::net::accept`]) hands each
+//! connection over raw; over the process-wide cap it gets a JSON 503 ([`crate::net::fds`]);
 //! from there tideway's one HTTP engine serves it. Each request head is read under the
 //! listener's limits ([`super::head`]), routed by its Host and path on the listener's current
 //! routes ([`super::dispatch`]), classified ([`super::request`]), refused with a clear
@@ -57,7 +57,7 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 /// The places a client connection holds while it lives (a WebSocket it becomes included): its
 /// place under the process-wide cap, and under the listener's `max_connections`.
 pub struct Places {
-    pub process: crate::fds::Slot,
+    pub process: crate::net::fds::Slot,
     pub listener: Option<OwnedSemaphorePermit>,
 }
 
@@ -278,7 +278,7 @@ async fn wait_watching(stream: &mut Stream, buf: &mut Vec<u8>, wait: Duration) -
     loop {
         tokio::select! {
             _ = &mut sleep => return true,
-            n = stream.read_buf(buf), if buf.len() < crate::wire::MAX_HEAD => match n {
+            n = stream.read_buf(buf), if buf.len() < crate::net::wire::MAX_HEAD => match n {
                 Ok(0) | Err(_) => return false,
                 Ok(_) => {}
             },
@@ -390,7 +390,7 @@ impl ServerApp for Gateway {
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }
-        let Some(process) = crate::fds::proxied().try_take() else {
+        let Some(process) = crate::net::fds::proxied().try_take() else {
             self.turn_away(stream, FULL);
             return None;
         };

@@ -4,12 +4,12 @@
 //! line over its limit is refused with 414, a header line, a head or a header count over
 //! theirs with 431, and a bare CR (a CR not followed by LF) with 400, each as soon as the
 //! offending byte is read, never after waiting for the end of a line that may never come.
-//! A line ends in CRLF or a bare LF, by [`crate::wire::HeadLines`], the rule the parser reads
+//! A line ends in CRLF or a bare LF, by [`crate::net::wire::HeadLines`], the rule the parser reads
 //! the head by. Parsing is [`super::request`]'s alone.
 
 use super::request::Refusal;
 use crate::config::HttpLimits;
-use crate::wire::{HeadLine, HeadLines};
+use crate::net::wire::{HeadLine, HeadLines};
 
 /// Outcome of reading a request head.
 #[derive(Debug, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 //! ([`route::Route::attempts`]), one idle pool ([`keepalive`]) and one forwarding-header
 //! writer (in [`request`]) serve HTTP and tunnels alike. pingora is the server framework only
 //! (services, runtimes, signals, graceful shutdown); connections arrive through
-//! [`crate::accept`]. [`access`] writes the access log. Every client connection takes a place
-//! under the process-wide cap ([`crate::fds::proxied`]) first. [`client`] works out the real
+//! [`crate::net::accept`]. [`access`] writes the access log. Every client connection takes a place
+//! under the process-wide cap ([`crate::net::fds::proxied`]) first. [`client`] works out the real
 //! client address ([`proxy_protocol`] reads the inbound PROXY header and writes the outbound
 //! one).
 //! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`); [`sticky`]

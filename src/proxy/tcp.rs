@@ -65,7 +65,7 @@ impl ServerApp for TcpGateway {
             return None;
         }
         // A full process closes the connection (the process-wide cap).
-        let place = crate::fds::proxied().try_take()?;
+        let place = crate::net::fds::proxied().try_take()?;
         let me = self.clone();
         tokio::spawn(async move {
             me.serve(client).await;

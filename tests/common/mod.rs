@@ -68,13 +68,13 @@ pub async fn backend(id: &str) -> Backend {
 }
 
 /// Start a demo backend whose faults the test controls.
-pub async fn faulty_backend(id: &str) -> (Backend, std::sync::Arc<tideway::demo::Faults>) {
+pub async fn faulty_backend(id: &str) -> (Backend, std::sync::Arc<tideway::cli::demo::Faults>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let faults = std::sync::Arc::new(tideway::demo::Faults::default());
+    let faults = std::sync::Arc::new(tideway::cli::demo::Faults::default());
     let (id2, f2) = (id.to_string(), faults.clone());
     let task = tokio::spawn(async move {
-        let _ = tideway::demo::serve_with(listener, id2, f2).await;
+        let _ = tideway::cli::demo::serve_with(listener, id2, f2).await;
     });
     (
         Backend {

@@ -1,7 +1,7 @@
 //! Listeners a reload adds, changes or removes. The listeners of the config the process
-//! started with are pingora services ([`crate::accept::DataListener`]), kept for the process's
+//! started with are pingora services ([`crate::net::accept::DataListener`]), kept for the process's
 //! life (they are what a binary upgrade hands over); a listener a reload adds is bound here and
-//! served by the same gateways, on the same accept path ([`crate::accept::serve`]). A reload
+//! served by the same gateways, on the same accept path ([`crate::net::accept::serve`]). A reload
 //! that removes a listener stops it: an added one is closed
 //! (its port is free again); a started one stays bound but turns every new connection away
 //! until a reload brings it back or the process is restarted. Open connections are never
@@ -287,11 +287,17 @@ impl Listeners {
             let task = match app {
                 App::Http(gw) => {
                     self.routes_lock().insert(l.listen, gw.routes().clone());
-                    tokio::spawn(crate::accept::serve(socket.clone(), gw, shutdown.clone()))
+                    tokio::spawn(crate::net::accept::serve(
+                        socket.clone(),
+                        gw,
+                        shutdown.clone(),
+                    ))
                 }
-                App::Tcp(gw) => {
-                    tokio::spawn(crate::accept::serve(socket.clone(), gw, shutdown.clone()))
-                }
+                App::Tcp(gw) => tokio::spawn(crate::net::accept::serve(
+                    socket.clone(),
+                    gw,
+                    shutdown.clone(),
+                )),
             };
             tracing::info!(listen = %l.listen, upstream = %l.upstream, "reload: listener added");
             added.insert(
@@ -326,6 +332,6 @@ impl Listeners {
 
 /// Bind a listener's socket, ready for the accept path.
 fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    let std = crate::accept::bind(addr).map_err(|e| format!("listener {addr}: {e}"))?;
+    let std = crate::net::accept::bind(addr).map_err(|e| format!("listener {addr}: {e}"))?;
     tokio::net::TcpListener::from_std(std).map_err(|e| format!("listener {addr}: {e}"))
 }

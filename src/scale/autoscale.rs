@@ -24,9 +24,9 @@
 //! which win over a listed variable of the same name. The webhook gets the same counts as
 //! JSON. Output and exit status are logged; runs are counted by outcome.
 //!
-//! Imports: `config`, `pool`, `admin::view` (the scale signal), `discovery::fleet`, `metrics`.
+//! Imports: `config`, `pool`, `discovery::fleet`, `metrics`, and the scale signal ([`super::signal`]).
 
-use crate::admin::view::ScaleView;
+use super::signal::ScaleView;
 use crate::config::{AutoscaleConfig, ScaleConfig, ScaleHook, SECRET_ENV};
 use crate::discovery::fleet::Fleet;
 use crate::pool::PoolHandle;
@@ -87,17 +87,16 @@ struct Track {
 const LEAD_SETTLE: Duration =
     Duration::from_secs(2 * crate::discovery::fleet::PUBLISH_EVERY.as_secs());
 
-/// Run the hooks for the life of the process.
-pub fn spawn(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
-    tokio::spawn(async move {
-        let mut tracks: HashMap<String, Track> = HashMap::new();
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            step(&pool, fleet.as_deref(), &mut tracks, Instant::now());
-        }
-    });
+/// The hook's watch: runs until dropped (the server owns it and stops it at shutdown). A
+/// hook already running when it stops is left to finish.
+pub async fn autoscaler(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
+    let mut tracks: HashMap<String, Track> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        step(&pool, fleet.as_deref(), &mut tracks, Instant::now());
+    }
 }
 
 /// Is this instance the one that runs the hooks?

@@ -109,30 +109,6 @@ pub enum Command {
         #[arg(long, env = "TIDEWAY_REGISTER_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// A WebSocket load client: N connections keyed by uid, messages at a set rate,
-    /// reconnecting on 1001; prints progress and a final JSON report.
-    DemoClient {
-        /// WebSocket URL of the proxy; `?KEY=UID` is appended per connection.
-        #[arg(long, default_value = "ws://127.0.0.1:8080/")]
-        url: String,
-        #[arg(long, default_value_t = 100)]
-        connections: usize,
-        /// Query argument that carries the uid.
-        #[arg(long, default_value = "uid")]
-        key: String,
-        /// uid of the first connection.
-        #[arg(long, default_value_t = 1)]
-        first_uid: u64,
-        /// Messages per second per connection.
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// How long to run (e.g. 30s, 5m); until Ctrl-C without it.
-        #[arg(long)]
-        duration: Option<String>,
-        /// Seconds between progress lines.
-        #[arg(long, default_value_t = 5)]
-        every: u64,
-    },
     /// Operate a running tideway through its admin API.
     Ctl {
         /// Admin API URL.
@@ -202,3 +178,8 @@ pub enum CtlCmd {
     /// Drain, then remove a backend (DELETE).
     Deregister { upstream: String, id: String },
 }
+
+pub mod ctl;
+pub mod demo;
+pub mod demo_client;
+pub mod tour;

@@ -156,22 +156,20 @@ struct Watch {
     budget: f64,
 }
 
-/// Run the rebalancer for the life of the process.
-pub fn spawn(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
-    tokio::spawn(async move {
-        let mut watches: HashMap<String, Watch> = HashMap::new();
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = Instant::now();
-        loop {
-            ticker.tick().await;
-            let now = Instant::now();
-            let dt = now.duration_since(last).as_secs_f64();
-            last = now;
-            let instances = 1 + fleet.as_ref().map_or(0, |f| f.instances().len());
-            step(&pool, &mut watches, now, dt, instances);
-        }
-    });
+/// The rebalancer: runs until dropped (the server owns it and stops it at shutdown).
+pub async fn rebalancer(pool: PoolHandle, fleet: Option<Arc<Fleet>>) {
+    let mut watches: HashMap<String, Watch> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let dt = now.duration_since(last).as_secs_f64();
+        last = now;
+        let instances = 1 + fleet.as_ref().map_or(0, |f| f.instances().len());
+        step(&pool, &mut watches, now, dt, instances);
+    }
 }
 
 /// One tick: for each rebalanced upstream, refill its budget and close what it allows.

@@ -1,4 +1,6 @@
-//! `tideway demo-client`: a WebSocket load client for demos and tests of scale events.
+//! `tideway-demo-client`: a WebSocket load client for demos and tests of scale events. A
+//! binary of its own (`src/bin/tideway-demo-client.rs`), so the proxy's binary does not carry
+//! a WebSocket client it never uses.
 //!
 //! It opens N WebSockets, each keyed by its own uid (`?uid=N`), sends numbered messages at a
 //! set rate, and expects each back from an echo backend. A close with 1001 (going away) makes
@@ -17,6 +19,41 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+
+/// A client WebSocket.
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `tideway-demo-client` command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "tideway-demo-client",
+    version,
+    about = "A WebSocket load client: N connections keyed by uid, messages at a set rate, \
+             reconnecting on 1001; prints progress and a final JSON report."
+)]
+pub struct Args {
+    /// WebSocket URL of the proxy; `?KEY=UID` is appended per connection.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/")]
+    pub url: String,
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Query argument that carries the uid.
+    #[arg(long, default_value = "uid")]
+    pub key: String,
+    /// uid of the first connection.
+    #[arg(long, default_value_t = 1)]
+    pub first_uid: u64,
+    /// Messages per second per connection.
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// How long to run (e.g. 30s, 5m); until Ctrl-C without it.
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 5)]
+    pub every: u64,
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -231,103 +268,127 @@ impl Conn {
                 c.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             first = false;
-            let mut broken = false;
-            for seq in &pending {
-                if ws
-                    .send(Message::text(format!("{}:{seq}", self.uid)))
-                    .await
-                    .is_err()
-                {
-                    broken = true;
-                    break;
-                }
-            }
-            let mut ticker = period.map(|p| {
-                let offset = p.mul_f64(rand::random::<f64>());
-                tokio::time::interval_at(tokio::time::Instant::now() + offset, p)
-            });
-            let mut stopping: Option<tokio::time::Instant> = None;
-            let end = loop {
-                if broken {
-                    break End::Abrupt;
-                }
-                if let Some(at) = stopping {
-                    if pending.is_empty() || tokio::time::Instant::now() >= at {
-                        break End::Stopped;
-                    }
-                }
-                let tick = async {
-                    match (&mut ticker, stopping) {
-                        (Some(t), None) => {
-                            t.tick().await;
-                        }
-                        _ => std::future::pending().await,
-                    }
-                };
-                let stop_wait = async {
-                    match stopping {
-                        None => self.stop.cancelled().await,
-                        Some(at) => tokio::time::sleep_until(at).await,
-                    }
-                };
-                tokio::select! {
-                    () = stop_wait => {
-                        stopping.get_or_insert(tokio::time::Instant::now() + STOP_GRACE);
-                    }
-                    () = tick => {
-                        let seq = next_seq;
-                        next_seq += 1;
-                        pending.insert(seq);
-                        c.sent.fetch_add(1, Ordering::Relaxed);
-                        broken = ws.send(Message::text(format!("{}:{seq}", self.uid))).await.is_err();
-                    }
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            let seq = t.as_str().rsplit(':').next().and_then(|s| s.parse::<u64>().ok());
-                            match seq {
-                                Some(s) if pending.remove(&s) => c.echoed.fetch_add(1, Ordering::Relaxed),
-                                _ => c.duplicates.fetch_add(1, Ordering::Relaxed),
-                            };
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            break match frame {
-                                Some(f) if f.code == CloseCode::Away => End::GoingAway,
-                                _ => End::OtherClose,
-                            };
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break End::Abrupt,
-                    },
-                }
-            };
+            let end = self
+                .session(&mut ws, &mut pending, &mut next_seq, period)
+                .await;
             self.place(None);
-            match end {
-                End::Stopped => {
-                    let _ = ws.close(None).await;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while ws.next().await.is_some() {}
-                    })
-                    .await;
-                    break;
-                }
-                End::GoingAway => {
-                    c.going_away_closes.fetch_add(1, Ordering::Relaxed);
-                    // Finish the closing handshake, then come back after a short jitter.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while ws.next().await.is_some() {}
-                    })
-                    .await;
-                    tokio::time::sleep(Duration::from_millis(rand::random_range(0..100))).await;
-                }
-                End::OtherClose => {
-                    c.other_closes.fetch_add(1, Ordering::Relaxed);
-                }
-                End::Abrupt => {
-                    c.abrupt_closes.fetch_add(1, Ordering::Relaxed);
-                }
+            if self.finish(&mut ws, end).await {
+                break;
             }
         }
         c.lost.fetch_add(pending.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One connection's life: send again what was not echoed, then send at the rate and
+    /// count echoes until the connection ends or the client stops.
+    async fn session(
+        &self,
+        ws: &mut Ws,
+        pending: &mut BTreeSet<u64>,
+        next_seq: &mut u64,
+        period: Option<Duration>,
+    ) -> End {
+        let c = &self.counters;
+        let mut broken = false;
+        for seq in pending.iter() {
+            if ws
+                .send(Message::text(format!("{}:{seq}", self.uid)))
+                .await
+                .is_err()
+            {
+                broken = true;
+                break;
+            }
+        }
+        let mut ticker = period.map(|p| {
+            let offset = p.mul_f64(rand::random::<f64>());
+            tokio::time::interval_at(tokio::time::Instant::now() + offset, p)
+        });
+        let mut stopping: Option<tokio::time::Instant> = None;
+        loop {
+            if broken {
+                break End::Abrupt;
+            }
+            if let Some(at) = stopping {
+                if pending.is_empty() || tokio::time::Instant::now() >= at {
+                    break End::Stopped;
+                }
+            }
+            let tick = async {
+                match (&mut ticker, stopping) {
+                    (Some(t), None) => {
+                        t.tick().await;
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
+            let stop_wait = async {
+                match stopping {
+                    None => self.stop.cancelled().await,
+                    Some(at) => tokio::time::sleep_until(at).await,
+                }
+            };
+            tokio::select! {
+                () = stop_wait => {
+                    stopping.get_or_insert(tokio::time::Instant::now() + STOP_GRACE);
+                }
+                () = tick => {
+                    let seq = *next_seq;
+                    *next_seq += 1;
+                    pending.insert(seq);
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                    broken = ws.send(Message::text(format!("{}:{seq}", self.uid))).await.is_err();
+                }
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        let seq = t.as_str().rsplit(':').next().and_then(|s| s.parse::<u64>().ok());
+                        match seq {
+                            Some(s) if pending.remove(&s) => c.echoed.fetch_add(1, Ordering::Relaxed),
+                            _ => c.duplicates.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break match frame {
+                            Some(f) if f.code == CloseCode::Away => End::GoingAway,
+                            _ => End::OtherClose,
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => break End::Abrupt,
+                },
+            }
+        }
+    }
+
+    /// Count how a connection ended and close it; true when the client is done.
+    async fn finish(&self, ws: &mut Ws, end: End) -> bool {
+        let c = &self.counters;
+        match end {
+            End::Stopped => {
+                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while ws.next().await.is_some() {}
+                })
+                .await;
+                return true;
+            }
+            End::GoingAway => {
+                c.going_away_closes.fetch_add(1, Ordering::Relaxed);
+                // Finish the closing handshake, then come back after a short jitter.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while ws.next().await.is_some() {}
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..100))).await;
+            }
+            End::OtherClose => {
+                c.other_closes.fetch_add(1, Ordering::Relaxed);
+            }
+            End::Abrupt => {
+                c.abrupt_closes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        false
     }
 }
 

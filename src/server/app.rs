@@ -3,7 +3,9 @@
 //!
 //! Shutdown: pingora's shutdown signal cancels the process-wide close token, which every
 //! tunnel's close signal descends from, so each WebSocket gets its 1001 close before pingora's
-//! grace period ends and the process exits.
+//! grace period ends and the process exits. Then the background tasks, which the control plane
+//! owns ([`crate::server::tasks`]), are stopped and joined; requests in flight finish on the
+//! last snapshot.
 
 use crate::admin::{self, token, AdminState};
 use crate::config::{Config, Protocol};
@@ -12,9 +14,10 @@ use crate::pool::{Controller, ControllerTask};
 use crate::proxy::tcp::TcpGateway;
 use crate::registry::Registry;
 
-use crate::accept::DataListener;
-use crate::listeners::Listeners;
-use crate::reload::{ConfigSource, Reloader};
+use crate::net::accept::DataListener;
+use crate::server::listeners::Listeners;
+use crate::server::reload::{ConfigSource, Reloader};
+use crate::server::tasks::{Tasks, DEFAULT_STOP_WAIT};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -110,47 +113,89 @@ struct ControlPlane {
 #[async_trait]
 impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let tasks = self.spawn_tasks(shutdown.clone());
+        let _ = shutdown.changed().await;
+        tracing::info!("shutting down: closing tunnels with 1001");
+        self.close_all.cancel();
+        self.stop_tasks(tasks, DEFAULT_STOP_WAIT).await;
+    }
+}
+
+impl ControlPlane {
+    /// Start the long-lived tasks, owned by the returned set.
+    fn spawn_tasks(&self, shutdown: ShutdownWatch) -> Tasks {
+        let mut tasks = Tasks::default();
         if let Some(task) = self.controller.lock().expect("not poisoned").take() {
-            tokio::spawn(task.run());
+            tasks.spawn("pool controller", task.run());
         }
-        tokio::spawn(crate::memory::trimmer(self.pool.clone()));
+        tasks.spawn(
+            "memory trimmer",
+            crate::server::memory::trimmer(self.pool.clone()),
+        );
         match self.etcd.clone() {
-            Some(etcd) => crate::discovery::etcd::spawn(
-                self.pool.clone(),
-                etcd,
-                self.upstreams.clone(),
-                self.data_dir.clone(),
-                self.ready.clone(),
+            Some(etcd) => tasks.spawn(
+                "etcd watch",
+                crate::discovery::etcd::watch(
+                    self.pool.clone(),
+                    etcd,
+                    self.upstreams.clone(),
+                    self.data_dir.clone(),
+                    self.ready.clone(),
+                ),
             ),
             // Without etcd the pool is the config's, loaded before the controller started.
             None => self.ready.store(true, Ordering::Release),
         }
         if let (Some(fleet), Some(etcd)) = (&self.fleet, &self.etcd) {
-            crate::discovery::fleet::spawn(fleet.clone(), etcd.clone());
+            tasks.spawn(
+                "fleet counts",
+                crate::discovery::fleet::publisher(fleet.clone(), etcd.clone()),
+            );
         }
-        crate::rebalance::spawn(self.pool.clone(), self.fleet.clone());
-        crate::autoscale::spawn(self.pool.clone(), self.fleet.clone());
+        tasks.spawn(
+            "rebalancer",
+            crate::scale::rebalance::rebalancer(self.pool.clone(), self.fleet.clone()),
+        );
+        tasks.spawn(
+            "autoscale hook",
+            crate::scale::autoscale::autoscaler(self.pool.clone(), self.fleet.clone()),
+        );
         self.reloader.checkers.ensure();
         self.reloader.names.follow(&self.names);
         if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
             match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => {
-                    tokio::spawn(admin::serve::serve(l, admin::router(state), limits));
-                }
+                Ok(l) => tasks.spawn(
+                    "admin API",
+                    admin::serve::serve(l, admin::router(state), limits),
+                ),
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
         }
-        self.reloader.listeners.set_shutdown(shutdown.clone());
-        tokio::spawn(reload_on_sighup(self.reloader.clone()));
-        let _ = shutdown.changed().await;
-        tracing::info!("shutting down: closing tunnels with 1001");
-        self.close_all.cancel();
+        self.reloader.listeners.set_shutdown(shutdown);
+        tasks.spawn("SIGHUP reloads", reload_on_sighup(self.reloader.clone()));
+        tasks
+    }
+
+    /// Stop `tasks` and the health checks and name follows (which reloads restart, so their
+    /// handles live with the reloader), joining them all within `wait`.
+    async fn stop_tasks(&self, tasks: Tasks, wait: std::time::Duration) {
+        let (checkers, names) = (&self.reloader.checkers, &self.reloader.names);
+        let others = async { tokio::join!(checkers.stop(), names.stop()) };
+        let (stopped, others) = tokio::join!(tasks.stop(wait), tokio::time::timeout(wait, others));
+        if others.is_err() {
+            tracing::warn!(?wait, "health checks or name follows did not stop in time");
+        }
+        tracing::info!(
+            ended = stopped.ended.len(),
+            aborted = stopped.aborted.len(),
+            "background tasks stopped"
+        );
     }
 }
 
 /// Re-read the config and the certificates on SIGHUP; a bad file keeps the running config.
 async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use crate::admin::Reload;
+    use crate::config::reload::Reload;
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::error!("cannot listen for SIGHUP; the config will not be reloaded");
@@ -164,14 +209,62 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
     }
 }
 
+/// What [`add_listeners`] hands to the reloader: the TLS listeners' certificate resolvers
+/// (re-read on reload), the listeners started with their turn-away switches, and each HTTP
+/// listener's routes.
+type Started = (
+    Vec<Arc<crate::proxy::tls::SniResolver>>,
+    Vec<(crate::config::Listener, Arc<AtomicBool>)>,
+    Vec<(std::net::SocketAddr, crate::proxy::dispatch::SharedRoutes)>,
+);
+
+/// One pingora service per listener of `config`, on tideway's accept path.
+fn add_listeners(
+    server: &mut Server,
+    pool: &crate::pool::PoolHandle,
+    config: &Config,
+) -> Result<Started, StartError> {
+    let mut resolvers = Vec::new();
+    let mut started = Vec::new();
+    let mut routes = Vec::new();
+    for l in &config.listeners {
+        match l.protocol {
+            Protocol::Http => {
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let (gateway, resolver) =
+                    crate::server::listeners::http_gateway(pool, l, turned_away.clone())
+                        .map_err(StartError::Listener)?;
+                routes.push((l.listen, gateway.routes().clone()));
+                resolvers.extend(resolver);
+                started.push((l.clone(), turned_away));
+                let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
+            }
+            Protocol::Tcp => {
+                let turned_away = Arc::new(AtomicBool::new(false));
+                let route = crate::server::listeners::route(pool, l, false);
+                started.push((l.clone(), turned_away.clone()));
+                let gateway = TcpGateway::new(route, turned_away)
+                    .with_addressing(crate::proxy::client::Addressing::of(l))
+                    .limited(&l.limits.per_client);
+                let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
+                server.add_service(svc);
+                tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
+            }
+        }
+    }
+    Ok((resolvers, started, routes))
+}
+
 /// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
 /// from the tideway running on the same data_dir (which gets SIGUSR2). Run it with
-/// [`crate::signals::Signals`].
+/// [`crate::server::signals::Signals`].
 pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
     crate::proxy::access::enable(config.server.access_log);
     crate::metrics::global()
         .last_reload
-        .set(crate::reload::now_secs());
+        .set(crate::server::reload::now_secs());
     let close_all = CancellationToken::new();
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
@@ -201,12 +294,12 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             source,
         })?;
     tracing::info!(addr = %config.admin.listen, "admin API listening");
-    let budget = crate::fds::Budget::of_process(config.server.fd_reserve);
+    let budget = crate::net::fds::Budget::of_process(config.server.fd_reserve);
     let cap = config
         .server
         .max_connections
         .unwrap_or_else(|| budget.default_connection_cap());
-    crate::fds::proxied().set(cap);
+    crate::net::fds::proxied().set(cap);
     tracing::info!(
         open_files = ?budget.limit,
         reserve = budget.reserve,
@@ -228,36 +321,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
-    let mut resolvers = Vec::new();
-    let mut started = Vec::new();
-    let mut routes = Vec::new();
-    for l in &config.listeners {
-        match l.protocol {
-            Protocol::Http => {
-                let turned_away = Arc::new(AtomicBool::new(false));
-                let (gateway, resolver) =
-                    crate::listeners::http_gateway(&pool, l, turned_away.clone())
-                        .map_err(StartError::Listener)?;
-                routes.push((l.listen, gateway.routes().clone()));
-                resolvers.extend(resolver);
-                started.push((l.clone(), turned_away));
-                let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
-                server.add_service(svc);
-                tracing::info!(listen = %l.listen, upstream = %l.upstream, tls = l.tls.is_some(), "http listener");
-            }
-            Protocol::Tcp => {
-                let turned_away = Arc::new(AtomicBool::new(false));
-                let route = crate::listeners::route(&pool, l, false);
-                started.push((l.clone(), turned_away.clone()));
-                let gateway = TcpGateway::new(route, turned_away)
-                    .with_addressing(crate::proxy::client::Addressing::of(l))
-                    .limited(&l.limits.per_client);
-                let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
-                server.add_service(svc);
-                tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
-            }
-        }
-    }
+    let (resolvers, started, routes) = add_listeners(&mut server, &pool, config)?;
 
     let reloader = Arc::new(Reloader {
         source,

@@ -4,9 +4,9 @@
 //! dashboard with its token, and `tideway ctl`.
 
 use crate::admin::token;
+use crate::cli::demo::Registration;
 use crate::config::default::{default_toml, BUILT_IN, DEFAULT_UPSTREAM};
-use crate::demo::Registration;
-use crate::reload::ConfigSource;
+use crate::server::reload::ConfigSource;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -27,7 +27,7 @@ pub enum TourError {
     #[error("token: {0}")]
     Token(#[from] token::TokenError),
     #[error(transparent)]
-    Start(#[from] crate::app::StartError),
+    Start(#[from] crate::server::app::StartError),
 }
 
 /// Run the tour until the process is told to stop (Ctrl-C).
@@ -42,7 +42,7 @@ pub fn run(t: Tour) -> Result<(), TourError> {
         &t.data_dir,
         "register.token",
     )?;
-    let mut server = crate::app::build(&cfg, ConfigSource::BuiltIn(text), false)?;
+    let mut server = crate::server::app::build(&cfg, ConfigSource::BuiltIn(text), false)?;
     server.bootstrap();
     let admin_url = format!("http://{}", t.admin);
     let (tour, register, admin_token) = (
@@ -58,7 +58,7 @@ pub fn run(t: Tour) -> Result<(), TourError> {
         rt.block_on(backends(tour, admin_url, register, admin_token));
     });
     server.run(pingora::server::RunArgs {
-        shutdown_signal: Box::new(crate::signals::Signals),
+        shutdown_signal: Box::new(crate::server::signals::Signals),
     });
     Ok(())
 }
@@ -93,7 +93,7 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
         let Ok(addr) = listener.local_addr() else {
             continue;
         };
-        tokio::spawn(crate::demo::serve(listener, id.clone()));
+        tokio::spawn(crate::cli::demo::serve(listener, id.clone()));
         let reg = Registration {
             admin: admin_url.clone(),
             upstream: DEFAULT_UPSTREAM.into(),
@@ -114,11 +114,19 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "tideway".into());
+    // The demo client is a binary of its own, installed next to this one.
+    let ws_client = std::env::current_exe()
+        .map(|p| {
+            p.with_file_name("tideway-demo-client")
+                .display()
+                .to_string()
+        })
+        .unwrap_or_else(|_| "tideway-demo-client".into());
     println!(
         "\ntideway demo: {} backends registered in upstream {DEFAULT_UPSTREAM:?}.\n\
          Try:\n\
          \x20 curl 'http://{l}/hello?uid=42'                 # sticky: uid 42 always lands on one backend\n\
-         \x20 {exe} demo-client --url ws://{l}/chat --connections 50 --duration 20s\n\
+         \x20 {ws_client} --url ws://{l}/chat --connections 50 --duration 20s\n\
          \x20 python3 -m websockets 'ws://{l}/chat?uid=42'    # any WebSocket client: messages echo\n\
          \x20 dashboard: http://{a}/#token={admin_token}\n\
          \x20 TIDEWAY_ADMIN_TOKEN={admin_token} {exe} ctl --admin http://{a} list\n\

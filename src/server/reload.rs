@@ -8,18 +8,18 @@
 //! - TLS certificates are re-read.
 //! - Backend names are resolved again with the file, and the `resolve` names followed from
 //!   there ([`crate::discovery::names`]).
-//! - Listeners are added and removed ([`crate::listeners`]); an unchanged one keeps its socket.
+//! - Listeners are added and removed ([`crate::server::listeners`]); an unchanged one keeps its socket.
 //!   `[server]`, `[admin]` and `[store]` are what the process started with.
 //! - All or nothing: the file is validated, new listeners bound and every certificate read
 //!   before anything changes. A refusal (an invalid file, a port taken, an unreadable
 //!   certificate) is logged and returned by the API, and the pool, the listeners and the
 //!   certificates stay exactly as they were.
 
-use crate::admin::Reload;
+use crate::config::reload::Reload;
 use crate::config::Config;
-use crate::listeners::Listeners;
 use crate::pool::PoolHandle;
 use crate::proxy::tls::SniResolver;
+use crate::server::listeners::Listeners;
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
-use super::*;
+//! Selection ([`crate::balance`]) over the pool's own backends and upstreams.
+
+use crate::balance::*;
 use crate::config::{Balance, UpstreamPolicy};
 use crate::pool::backend::{Backend, Live, Source, State};
 use std::sync::Arc;

@@ -1,0 +1,183 @@
+//! An upstream's policy: its base settings ([`base`]), then the sections that stand on their
+//! own (`health`, `scale`, `rebalance`, `registration`), each read and checked into its
+//! internal type.
+
+use super::{
+    parse_status_range, Ctx, HealthSection, RebalanceSection, RegistrationSection, ScaleSection,
+    UpstreamSection,
+};
+use crate::config::scope::RegistrationScope;
+use crate::config::{
+    Balance, ConfigError, HealthConfig, HealthKind, RebalanceConfig, ScaleConfig, UpstreamPolicy,
+    DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE, MAX_WEIGHT,
+};
+use std::time::Duration;
+use toml::Spanned;
+
+/// `health = { ... }`: active checks.
+pub(super) fn health(
+    cx: &Ctx<'_>,
+    h: &Spanned<HealthSection>,
+) -> Result<HealthConfig, ConfigError> {
+    let hs = h.get_ref();
+    let kind: HealthKind = cx.parse(&hs.kind)?;
+    let rise = hs.rise.unwrap_or(2);
+    let fall = hs.fall.unwrap_or(3);
+    if rise == 0 || fall == 0 {
+        return Err(cx.err(h.span(), "health rise and fall must be at least 1"));
+    }
+    let expect = match &hs.expect {
+        None => (200, 399),
+        Some(e) => parse_status_range(e.get_ref()).map_err(|m| cx.err(e.span(), m))?,
+    };
+    let path = hs.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        return Err(cx.err(
+            h.span(),
+            format!("health path {path:?} must start with '/'"),
+        ));
+    }
+    Ok(HealthConfig {
+        kind,
+        path,
+        expect,
+        interval: hs.interval.map_or(Duration::from_secs(2), |d| d.0),
+        timeout: hs.timeout.map_or(Duration::from_secs(1), |d| d.0),
+        rise,
+        fall,
+    })
+}
+
+/// `scale = { ... }`: the autoscaling signal's settings.
+pub(super) fn scale(cx: &Ctx<'_>, s: &Spanned<ScaleSection>) -> Result<ScaleConfig, ConfigError> {
+    let ss = s.get_ref();
+    let min = ss.min.unwrap_or(1);
+    let max = ss.max.unwrap_or(u32::MAX);
+    if ss.target_per_backend == 0 || min > max {
+        return Err(cx.err(
+            s.span(),
+            "scale needs target_per_backend > 0 and min <= max",
+        ));
+    }
+    Ok(ScaleConfig {
+        target_per_backend: ss.target_per_backend,
+        min,
+        max,
+    })
+}
+
+/// `rebalance = { ... }`: moving WebSockets after scale events.
+pub(super) fn rebalance(
+    cx: &Ctx<'_>,
+    r: &Spanned<RebalanceSection>,
+) -> Result<RebalanceConfig, ConfigError> {
+    let rs = r.get_ref();
+    let factor = rs.factor.unwrap_or(DEFAULT_REBALANCE_FACTOR);
+    if rs.per_second == 0 || !(factor >= 1.0 && factor.is_finite()) {
+        return Err(cx.err(
+            r.span(),
+            "rebalance needs per_second >= 1 and factor >= 1.0 (e.g. { per_second = 50 })",
+        ));
+    }
+    Ok(RebalanceConfig {
+        per_second: rs.per_second,
+        factor,
+        settle: rs.settle.map_or(DEFAULT_REBALANCE_SETTLE, |d| d.0),
+    })
+}
+
+/// `registration = { ... }`: what self-registration may do in this upstream.
+pub(super) fn registration(
+    cx: &Ctx<'_>,
+    r: &Spanned<RegistrationSection>,
+) -> Result<RegistrationScope, ConfigError> {
+    let rs = r.get_ref();
+    let d = RegistrationScope::default();
+    let allow = match &rs.allow {
+        None => d.allow,
+        Some(list) => list
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        cx.err(
+                            r.span(),
+                            format!("registration.allow: {n:?} is not an address or CIDR range (e.g. \"10.0.0.0/8\")"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let max_weight = rs.max_weight.unwrap_or(d.max_weight);
+    if max_weight == 0 || max_weight > MAX_WEIGHT {
+        return Err(cx.err(
+            r.span(),
+            format!("registration.max_weight must be between 1 and {MAX_WEIGHT}"),
+        ));
+    }
+    Ok(RegistrationScope {
+        allow,
+        max_backends: rs.max_backends.unwrap_or(d.max_backends),
+        max_weight,
+    })
+}
+
+/// Balancing, timeouts, retries, passive health, slow start and PROXY protocol: the policy
+/// the other sections add to.
+pub(super) fn base(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<UpstreamPolicy, ConfigError> {
+    let mut policy = UpstreamPolicy::default();
+    if let Some(b) = &up.balance {
+        policy.balance = cx.parse(b)?;
+    }
+    if let Some(k) = &up.hash_key {
+        policy.hash_key = cx.parse(k)?;
+        if policy.balance != Balance::Hash {
+            return Err(cx.err(k.span(), "hash_key needs balance = \"hash\""));
+        }
+    }
+    if let Some(f) = &up.hash_balance_factor {
+        let f2 = *f.get_ref();
+        if f2 != 0 && f2 < 100 {
+            return Err(cx.err(f.span(), "hash_balance_factor is a percentage of the average load and must be 0 (off) or at least 100"));
+        }
+        policy.hash_balance_factor = f2;
+    }
+    if let Some(d) = up.drain_timeout {
+        policy.drain_timeout = d.0;
+    }
+    if let Some(d) = up.idle_timeout {
+        policy.idle_timeout = d.0;
+    }
+    if let Some(d) = up.connect_timeout {
+        policy.connect_timeout = d.0;
+    }
+    if let Some(r) = up.retries {
+        policy.retries = r;
+    }
+    super::next::retries(cx, up, &mut policy)?;
+    if let Some(m) = up.max_fails {
+        policy.passive.max_fails = m;
+    }
+    if let Some(d) = up.fail_timeout {
+        policy.passive.fail_timeout = d.0;
+    }
+    if let Some(f) = up.fail_on_5xx {
+        policy.passive.fail_on_5xx = f;
+    }
+    if let Some(p) = &up.max_ejection_percent {
+        let pct = *p.get_ref();
+        if pct > 100 {
+            return Err(cx.err(
+                p.span(),
+                "max_ejection_percent is a share of the upstream's backends, 0 to 100",
+            ));
+        }
+        policy.passive.max_ejection_percent = pct;
+    }
+    policy.slow_start = up.slow_start.map(|d| d.0).filter(|d| !d.is_zero());
+    if let Some(pp) = &up.proxy_protocol {
+        policy.proxy_protocol = Some(cx.parse(pp)?);
+    }
+    Ok(policy)
+}

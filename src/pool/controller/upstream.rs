@@ -82,6 +82,12 @@ impl Entries {
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// How many entries are marked changed since the last publish.
+    #[cfg(test)]
+    pub(super) fn changed_len(&self) -> usize {
+        self.changed.len()
+    }
 }
 
 impl std::ops::Index<&BackendId> for Entries {

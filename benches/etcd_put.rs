@@ -146,11 +146,13 @@ fn main() {
 impl Bench {
     /// Both figures with `base` backends in the pool.
     async fn measure(&mut self, base: usize) -> Figures {
+        eprintln!("etcd_put: measuring at {base} backends");
         let mut times = self.latencies().await;
         times.sort();
         let pct =
             |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
         let mut cpu_per_put = Duration::MAX;
+        eprintln!("etcd_put: CPU batches at {base} backends");
         for round in 0..3 {
             cpu_per_put = cpu_per_put.min(self.cpu_batch(base, round).await);
         }
@@ -224,6 +226,7 @@ impl Bench {
     /// `LARGE` backends at addresses nothing listens on, each disabled by a state key, put in
     /// transactions of 100; waits until the pool holds them, all disabled.
     async fn fill(&mut self) {
+        eprintln!("etcd_put: filling the pool to {LARGE}");
         let put = |key: String, value: String| TxnOp::put(key, value, None);
         let batches: Vec<Vec<TxnOp>> = (0..LARGE)
             .map(|i| {

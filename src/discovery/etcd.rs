@@ -326,19 +326,21 @@ fn load_snapshot(path: &Path) -> Option<Pool> {
     )
 }
 
-/// The file's contents for `known`.
+/// The file's contents for `known`, written straight from its maps (no copy on the way).
 fn render(known: &Pool) -> serde_json::Result<Vec<u8>> {
-    let raw: Saved = known
-        .iter()
-        .map(|(u, set)| {
-            let set = set
-                .iter()
-                .map(|(id, v)| (id.clone(), (v.addr, v.weight)))
-                .collect();
-            (u.clone(), set)
-        })
-        .collect();
-    serde_json::to_vec(&raw)
+    struct Upstreams<'a>(&'a Pool);
+    struct Backends<'a>(&'a Set);
+    impl serde::Serialize for Upstreams<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(u, set)| (u, Backends(set))))
+        }
+    }
+    impl serde::Serialize for Backends<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(id, v)| (id, (v.addr, v.weight))))
+        }
+    }
+    serde_json::to_vec(&Upstreams(known))
 }
 
 /// Hand the writer a copy of `known` (O(upstreams)); it renders and writes it off the runtime.

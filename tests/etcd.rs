@@ -2,97 +2,11 @@
 
 mod common;
 
+use common::etcd::Etcd;
 use common::*;
 use etcd_client::{Client, PutOptions};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Etcd {
-    child: Option<Child>,
-    client_url: String,
-    args: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        let dir = tempfile::tempdir().unwrap();
-        let (cp, pp) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{cp}");
-        let peer = format!("http://127.0.0.1:{pp}");
-        let args: Vec<String> = [
-            "--name",
-            "n1",
-            "--data-dir",
-            &dir.path().join("etcd").display().to_string(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-            "--initial-cluster",
-            &format!("n1={peer}"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut e = Etcd {
-            child: None,
-            client_url,
-            args,
-            _dir: dir,
-        };
-        e.resume().await;
-        e
-    }
-
-    async fn resume(&mut self) {
-        let child = Command::new("etcd")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd installed (scripts/test.sh installs etcd-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = Client::connect([&self.client_url], None).await {
-                if c.get("probe", None).await.is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "etcd did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect([&self.client_url], None).await.unwrap()
-    }
-
-    fn store(&self) -> String {
-        format!(
-            "etcd = {{ endpoints = [\"{}\"], prefix = \"/tw\" }}",
-            self.client_url
-        )
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 async fn ids(p: &Proxy) -> Vec<String> {
     p.backends().await.into_iter().map(|b| b.0).collect()
@@ -772,81 +686,119 @@ async fn the_autoscale_hook_runs_once_for_the_fleet_with_the_fleet_count() {
     println!("hook runs: {all:?}");
 }
 
-/// A registrar's late write (a refresh, a drain or a deregistration that insists on the
-/// registration it proved to own) leaves a later registration of the same id alone.
+/// Backend `id` of upstream `app` as the admin API shows it.
+async fn view(p: &Proxy, id: &str) -> serde_json::Value {
+    let v = p.upstream_json().await;
+    v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {v}"))
+        .clone()
+}
+
 #[tokio::test]
-async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
-    use tideway::store::{Store, StoreError};
+async fn a_put_to_one_backend_leaves_the_others_untouched() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
     let etcd = Etcd::start().await;
-    let store = Store::new(tideway::config::EtcdSettings {
-        endpoints: vec![etcd.client_url.clone()],
-        prefix: "/tw".into(),
-    });
-    let ttl = Duration::from_secs(60);
-    let (first_addr, second_addr) = (
-        "10.9.0.1:80".parse().unwrap(),
-        "10.9.0.2:80".parse().unwrap(),
-    );
-    store
-        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), None)
-        .await
-        .unwrap();
-    let (owner, first) = store.owner("app", "x").await.unwrap();
-    assert_eq!(owner.as_deref(), Some("aaaa"));
-    assert!(store.deregister("app", "x", Some(first)).await.unwrap());
-    store
-        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), None)
-        .await
-        .unwrap();
-    let (owner, second) = store.owner("app", "x").await.unwrap();
-    assert_eq!(owner.as_deref(), Some("bbbb"));
-    assert!(second > first);
-    // The first registrant's writes, too late: each is refused, and etcd is unchanged.
-    let refresh = store
-        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), Some(first))
-        .await;
-    assert!(
-        matches!(refresh, Err(StoreError::Taken { .. })),
-        "{refresh:?}"
-    );
-    let drain = store
-        .toggle(
-            "app",
-            "x",
-            Some(tideway::pool::State::Draining),
-            None,
-            Some(first),
-        )
-        .await;
-    assert!(matches!(drain, Err(StoreError::Taken { .. })), "{drain:?}");
-    let delete = store.deregister("app", "x", Some(first)).await;
-    assert!(
-        matches!(delete, Err(StoreError::Taken { .. })),
-        "{delete:?}"
-    );
+    let (a, b) = (backend("a").await, backend("b").await);
+    let p = start_proxy_full(&etcd.store(), "", "[upstream.app]\nbackends = []").await;
     let mut c = etcd.client().await;
-    let value = c.get("/tw/upstreams/app/backends/x", None).await.unwrap();
-    let value = String::from_utf8_lossy(value.kvs()[0].value()).into_owned();
-    assert!(
-        value.contains("10.9.0.2:80") && value.contains("bbbb"),
-        "{value}"
-    );
-    let toggles = c.get("/tw/upstreams/app/state/x", None).await.unwrap();
-    assert!(toggles.kvs().is_empty(), "no toggle was written");
-    // The second registrant's, with its own registration's revision, go through.
-    store
-        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), Some(second))
+    c.put("/tw/upstreams/app/backends/a", a.addr.to_string(), None)
         .await
         .unwrap();
-    store
-        .toggle(
-            "app",
-            "x",
-            Some(tideway::pool::State::Draining),
+    // An operator's weight on a, through its etcd state key.
+    c.put("/tw/upstreams/app/state/a", r#"{"weight":5}"#, None)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(3), || async {
+        p.backends().await == [("a".into(), a.addr.to_string(), "active".into(), 5)]
+    })
+    .await;
+    // A WebSocket held open through a, and requests a has served.
+    let (mut ws, resp) = tokio_tungstenite::connect_async(p.ws_url("/chat"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-backend-id"], "a");
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(backend_id(&client, &p.url("/")).await, "a");
+    }
+    let before = view(&p, "a").await;
+    assert_eq!(before["active_connections"], 1, "{before}");
+    assert!(before["requests_total"].as_u64().unwrap() >= 3, "{before}");
+
+    // Puts to b: added, then its weight changed; then garbage put to a, which is ignored.
+    c.put("/tw/upstreams/app/backends/b", b.addr.to_string(), None)
+        .await
+        .unwrap();
+    c.put(
+        "/tw/upstreams/app/backends/b",
+        format!("{{\"addr\":\"{}\",\"weight\":3}}", b.addr),
+        None,
+    )
+    .await
+    .unwrap();
+    c.put("/tw/upstreams/app/backends/a", "not an address", None)
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(3), || async {
+        metric(&p, "tideway_etcd_malformed_total").await >= 1.0
+    })
+    .await;
+    assert_eq!(
+        p.backends().await,
+        [
+            ("a".into(), a.addr.to_string(), "active".into(), 5),
+            ("b".into(), b.addr.to_string(), "active".into(), 3),
+        ]
+    );
+    // a is as it was: its counters, its open connection, its operator's weight.
+    assert_eq!(view(&p, "a").await, before);
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+}
+
+#[tokio::test]
+async fn the_saved_etcd_pool_is_served_after_a_restart_while_etcd_is_down() {
+    let mut etcd = Etcd::start().await;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let mut p = start_proxy_full(&etcd.store(), "", "[upstream.app]\nbackends = []").await;
+    let mut c = etcd.client().await;
+    for (id, be) in [("a", &a), ("b", &b)] {
+        c.put(
+            format!("/tw/upstreams/app/backends/{id}"),
+            be.addr.to_string(),
             None,
-            Some(second),
         )
         .await
         .unwrap();
-    assert!(store.deregister("app", "x", Some(second)).await.unwrap());
+    }
+    wait_until(Duration::from_secs(3), || async {
+        ids(&p).await == ["a", "b"]
+    })
+    .await;
+    // The writer saves the set off the runtime, at most once a second: wait until it has.
+    let saved = p.dir.path().join("data").join("etcd-pool.json");
+    wait_until(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&saved).is_ok_and(|t| t.contains("\"b\""))
+    })
+    .await;
+    etcd.stop();
+    p.restart().await;
+    wait_until(Duration::from_secs(3), || async {
+        ids(&p).await == ["a", "b"]
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(backend_id(&client, &p.url("/")).await);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b"]);
 }

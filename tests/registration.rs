@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::etcd::Etcd;
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -440,4 +441,83 @@ async fn an_operator_disable_is_not_undone_by_a_new_id_for_the_same_address() {
     assert_eq!(answer(set_state("x", "active")).await.0, 200);
     let (status, body) = answer(new_id("x2")).await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// A registrar's late write (a refresh, a drain or a deregistration that insists on the
+/// registration it proved to own) leaves a later registration of the same id alone.
+#[tokio::test]
+async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
+    use tideway::store::{Store, StoreError};
+    let etcd = Etcd::start().await;
+    let store = Store::new(tideway::config::EtcdSettings {
+        endpoints: vec![etcd.client_url.clone()],
+        prefix: "/tw".into(),
+    });
+    let ttl = Duration::from_secs(60);
+    let (first_addr, second_addr) = (
+        "10.9.0.1:80".parse().unwrap(),
+        "10.9.0.2:80".parse().unwrap(),
+    );
+    store
+        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), None)
+        .await
+        .unwrap();
+    let (owner, first) = store.owner("app", "x").await.unwrap();
+    assert_eq!(owner.as_deref(), Some("aaaa"));
+    assert!(store.deregister("app", "x", Some(first)).await.unwrap());
+    store
+        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), None)
+        .await
+        .unwrap();
+    let (owner, second) = store.owner("app", "x").await.unwrap();
+    assert_eq!(owner.as_deref(), Some("bbbb"));
+    assert!(second > first);
+    // The first registrant's writes, too late: each is refused, and etcd is unchanged.
+    let refresh = store
+        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), Some(first))
+        .await;
+    assert!(
+        matches!(refresh, Err(StoreError::Taken { .. })),
+        "{refresh:?}"
+    );
+    let drain = store
+        .toggle(
+            "app",
+            "x",
+            Some(tideway::pool::State::Draining),
+            None,
+            Some(first),
+        )
+        .await;
+    assert!(matches!(drain, Err(StoreError::Taken { .. })), "{drain:?}");
+    let delete = store.deregister("app", "x", Some(first)).await;
+    assert!(
+        matches!(delete, Err(StoreError::Taken { .. })),
+        "{delete:?}"
+    );
+    let mut c = etcd.client().await;
+    let value = c.get("/tw/upstreams/app/backends/x", None).await.unwrap();
+    let value = String::from_utf8_lossy(value.kvs()[0].value()).into_owned();
+    assert!(
+        value.contains("10.9.0.2:80") && value.contains("bbbb"),
+        "{value}"
+    );
+    let toggles = c.get("/tw/upstreams/app/state/x", None).await.unwrap();
+    assert!(toggles.kvs().is_empty(), "no toggle was written");
+    // The second registrant's, with its own registration's revision, go through.
+    store
+        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), Some(second))
+        .await
+        .unwrap();
+    store
+        .toggle(
+            "app",
+            "x",
+            Some(tideway::pool::State::Draining),
+            None,
+            Some(second),
+        )
+        .await
+        .unwrap();
+    assert!(store.deregister("app", "x", Some(second)).await.unwrap());
 }

@@ -1,12 +1,17 @@
-//! The etcd (v3) source. It lists `{prefix}/upstreams/`, publishes that set with a `Reset` per
-//! upstream, then watches from the listed revision + 1, so no change between list and watch is
-//! lost. A delete (a revoked or expired lease, or `etcdctl del`) retires the backend: it
-//! drains, then leaves. On any error — etcd down, the watch cut, or a compacted revision — it
-//! backs off, says so in a log line and a metric, and lists again.
+//! The etcd (v3) source. It lists `{prefix}/upstreams/`, sends the pool what differs from
+//! what it knew (an `Upsert` per new or changed backend, a `Retire` per one gone), then watches
+//! from the listed revision + 1, so no change between list and watch is lost. A watched put
+//! is an `Upsert` of that one backend; a delete (a revoked or expired lease, or `etcdctl del`)
+//! retires it: it drains, then leaves. So a change costs the pool what changed, whatever the
+//! pool's size. On any error — etcd down, the watch cut, or a compacted revision — it backs
+//! off, says so in a log line and a metric, and lists again. A malformed value is logged,
+//! counted and ignored: the backend keeps what it had.
 //!
-//! While etcd is unreachable the pool keeps what it had. The last listed set is saved in
-//! `data_dir/etcd-pool.json`, so a restart during an outage starts from it.
+//! While etcd is unreachable the pool keeps what it had. The known set is saved in
+//! `data_dir/etcd-pool.json` (by its [`SavedFile`] writer, at most once per [`SAVE_GAP`]), so
+//! a restart during an outage starts from it.
 
+use crate::pool::saved::SavedFile;
 use crate::pool::{BackendSpec, Diff, PoolHandle, Source};
 use crate::store::keys::{
     parse_backend, parse_key, parse_toggle, upstreams_root, BackendValue, Key,
@@ -25,8 +30,14 @@ pub const SNAPSHOT_FILE: &str = "etcd-pool.json";
 pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest retry delay.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The known set is written to [`SNAPSHOT_FILE`] at most this often, so a burst of puts costs
+/// one write (the set is O(pool) bytes).
+pub const SAVE_GAP: Duration = Duration::from_secs(1);
 
-type Pool = BTreeMap<String, BTreeMap<String, BackendValue>>;
+/// One upstream's etcd backends by id: persistent, so the writer gets a copy in O(1).
+type Set = imbl::OrdMap<String, BackendValue>;
+/// The etcd backends of the upstreams this proxy serves.
+type Pool = BTreeMap<String, Set>;
 
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -63,15 +74,17 @@ async fn run(
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
 ) {
-    let snapshot = data_dir.join(SNAPSHOT_FILE);
-    if let Some(saved) = load_snapshot(&snapshot) {
-        tracing::info!(path = %snapshot.display(), "starting from the saved etcd pool");
-        publish(&pool, &upstreams, &saved).await;
+    let path = data_dir.join(SNAPSHOT_FILE);
+    let file = SavedFile::spawn(path.clone(), SAVE_GAP);
+    let mut known: Pool = upstreams.iter().map(|u| (u.clone(), Set::new())).collect();
+    if let Some(saved) = load_snapshot(&path) {
+        tracing::info!(path = %path.display(), "starting from the saved etcd pool");
+        reconcile(&pool, &mut known, saved).await;
         ready.store(true, Ordering::Release);
     }
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = session(&pool, &store, &upstreams, &snapshot, &mut backoff, &ready).await;
+        let err = session(&pool, &store, &mut known, &file, &mut backoff, &ready).await;
         metrics().etcd_up.set(0);
         metrics().etcd_sessions_lost.inc();
         tracing::warn!(error = %err, retry_in = ?backoff, "etcd session lost; serving the last known pool");
@@ -83,12 +96,12 @@ async fn run(
 async fn session(
     pool: &PoolHandle,
     store: &Store,
-    upstreams: &[String],
-    snapshot: &Path,
+    known: &mut Pool,
+    file: &SavedFile,
     backoff: &mut Duration,
     ready: &AtomicBool,
 ) -> SessionError {
-    match session_inner(pool, store, upstreams, snapshot, backoff, ready).await {
+    match session_inner(pool, store, known, file, backoff, ready).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -97,8 +110,8 @@ async fn session(
 async fn session_inner(
     pool: &PoolHandle,
     store: &Store,
-    upstreams: &[String],
-    snapshot: &Path,
+    known: &mut Pool,
+    file: &SavedFile,
     backoff: &mut Duration,
     ready: &AtomicBool,
 ) -> Result<std::convert::Infallible, SessionError> {
@@ -109,23 +122,26 @@ async fn session_inner(
         .get(root.clone(), Some(GetOptions::new().with_prefix()))
         .await?;
     let revision = listed.header().map_or(0, |h| h.revision());
-    let mut known: Pool = upstreams
-        .iter()
-        .map(|u| (u.clone(), BTreeMap::new()))
-        .collect();
+    let mut now: Pool = known.keys().map(|u| (u.clone(), Set::new())).collect();
     let mut toggles = Vec::new();
     for kv in listed.kvs() {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         match parse_key(prefix, &key) {
             Some(Key::Backend { upstream, id }) => {
-                match (known.get_mut(upstream), parse_backend(kv.value())) {
+                match (now.get_mut(upstream), parse_backend(kv.value())) {
                     (Some(set), Ok(v)) => {
                         set.insert(id.to_string(), v);
                     }
                     (None, _) => {
                         tracing::debug!(%key, "backend of an upstream this proxy does not serve")
                     }
-                    (_, Err(why)) => malformed(&key, &why),
+                    (Some(set), Err(why)) => {
+                        malformed(&key, &why);
+                        // Ignored: the backend keeps what it had, as for a watched put.
+                        if let Some(v) = known.get(upstream).and_then(|k| k.get(id)) {
+                            set.insert(id.to_string(), *v);
+                        }
+                    }
                 }
             }
             Some(Key::State { upstream, id }) => {
@@ -134,11 +150,11 @@ async fn session_inner(
             None => malformed(&key, "not an upstreams/{u}/backends|state/{id} key"),
         }
     }
-    publish(pool, upstreams, &known).await;
+    reconcile(pool, known, now).await;
     for (upstream, id, value) in toggles {
         apply_toggle(pool, &upstream, &id, &value).await;
     }
-    save_snapshot(snapshot, &known);
+    save_snapshot(file, known);
     store.applied(revision);
     ready.store(true, Ordering::Release);
     metrics().etcd_up.set(1);
@@ -173,9 +189,10 @@ async fn session_inner(
                         continue;
                     };
                     match parse_backend(kv.value()) {
+                        Ok(v) if set.get(id) == Some(&v) => {}
                         Ok(v) => {
                             set.insert(id.to_string(), v);
-                            publish_one(pool, upstream, set).await;
+                            upsert(pool, upstream, id, v).await;
                             changed = true;
                         }
                         Err(why) => malformed(&key, &why),
@@ -187,13 +204,7 @@ async fn session_inner(
                     };
                     if set.remove(id).is_some() {
                         changed = true;
-                        // Drain, then leave; a later Reset does not cut the drain short.
-                        let _ = pool
-                            .apply(Diff::Retire {
-                                upstream: upstream.to_string(),
-                                id: id.into(),
-                            })
-                            .await;
+                        retire(pool, upstream, id).await;
                     }
                 }
                 (Some(Key::State { upstream, id }), EventType::Put) => {
@@ -212,7 +223,7 @@ async fn session_inner(
             }
         }
         if changed {
-            save_snapshot(snapshot, &known);
+            save_snapshot(file, known);
         }
         // Every event of this response is in the pool: writers waiting for it may answer.
         let last = resp
@@ -230,37 +241,51 @@ fn malformed(key: &str, why: &str) {
     tracing::warn!(%key, %why, "ignoring a malformed etcd entry");
 }
 
-fn specs(set: &BTreeMap<String, BackendValue>) -> Vec<BackendSpec> {
-    set.iter()
-        .map(|(id, v)| BackendSpec {
-            id: id.as_str().into(),
-            addr: v.addr,
-            weight: v.weight,
-            max_conns: 0,
-            source: Source::Etcd,
-            server: Default::default(),
-        })
-        .collect()
+/// Send the pool what differs between `known` and `now` (an `Upsert` per new or changed
+/// backend, a `Retire` per one gone), for the upstreams this proxy serves; `known` becomes
+/// `now`. Costs the pool what changed.
+async fn reconcile(pool: &PoolHandle, known: &mut Pool, mut now: Pool) {
+    for (upstream, set) in known.iter_mut() {
+        let next = now.remove(upstream).unwrap_or_default();
+        for id in set.keys().filter(|id| !next.contains_key(*id)) {
+            retire(pool, upstream, id).await;
+        }
+        for (id, v) in next.iter().filter(|(id, v)| set.get(*id) != Some(*v)) {
+            upsert(pool, upstream, id, *v).await;
+        }
+        *set = next;
+    }
 }
 
-async fn publish_one(pool: &PoolHandle, upstream: &str, set: &BTreeMap<String, BackendValue>) {
+/// Add or update one etcd backend.
+async fn upsert(pool: &PoolHandle, upstream: &str, id: &str, v: BackendValue) {
+    let backend = BackendSpec {
+        id: id.into(),
+        addr: v.addr,
+        weight: v.weight,
+        max_conns: 0,
+        source: Source::Etcd,
+        server: Default::default(),
+    };
     if let Err(e) = pool
-        .apply(Diff::Reset {
+        .apply(Diff::Upsert {
             upstream: upstream.to_string(),
-            source: Source::Etcd,
-            backends: specs(set),
+            backend,
         })
         .await
     {
-        tracing::warn!(upstream, error = %e, "etcd backends refused by the pool");
+        tracing::warn!(upstream, backend = id, error = %e, "etcd backend refused by the pool");
     }
 }
 
-async fn publish(pool: &PoolHandle, upstreams: &[String], known: &Pool) {
-    for u in upstreams {
-        let empty = BTreeMap::new();
-        publish_one(pool, u, known.get(u).unwrap_or(&empty)).await;
-    }
+/// Drain, then remove, one etcd backend; a later re-list does not cut the drain short.
+async fn retire(pool: &PoolHandle, upstream: &str, id: &str) {
+    let _ = pool
+        .apply(Diff::Retire {
+            upstream: upstream.to_string(),
+            id: id.into(),
+        })
+        .await;
 }
 
 async fn apply_toggle(pool: &PoolHandle, upstream: &str, id: &str, value: &[u8]) {
@@ -288,9 +313,12 @@ async fn apply_toggle(pool: &PoolHandle, upstream: &str, id: &str, value: &[u8])
     }
 }
 
+/// The saved set, as `{upstream: {id: [addr, weight]}}` (the format since the first release).
+type Saved = BTreeMap<String, BTreeMap<String, (std::net::SocketAddr, u32)>>;
+
 fn load_snapshot(path: &Path) -> Option<Pool> {
     let text = std::fs::read_to_string(path).ok()?;
-    let raw: BTreeMap<String, BTreeMap<String, (std::net::SocketAddr, u32)>> = serde_json::from_str(&text)
+    let raw: Saved = serde_json::from_str(&text)
         .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable etcd snapshot"))
         .ok()?;
     Some(
@@ -306,25 +334,57 @@ fn load_snapshot(path: &Path) -> Option<Pool> {
     )
 }
 
-fn save_snapshot(path: &Path, known: &Pool) {
-    let raw: BTreeMap<&String, BTreeMap<&String, (std::net::SocketAddr, u32)>> = known
-        .iter()
-        .map(|(u, set)| {
-            (
-                u,
-                set.iter().map(|(id, v)| (id, (v.addr, v.weight))).collect(),
-            )
-        })
-        .collect();
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+/// The file's contents for `known`, written straight from its maps (no copy on the way).
+fn render(known: &Pool) -> serde_json::Result<Vec<u8>> {
+    struct Upstreams<'a>(&'a Pool);
+    struct Backends<'a>(&'a Set);
+    impl serde::Serialize for Upstreams<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(u, set)| (u, Backends(set))))
         }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&raw)?)?;
-        std::fs::rename(&tmp, path)
-    };
-    if let Err(e) = write() {
-        tracing::warn!(path = %path.display(), error = %e, "could not save the etcd snapshot");
+    }
+    impl serde::Serialize for Backends<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().map(|(id, v)| (id, (v.addr, v.weight))))
+        }
+    }
+    serde_json::to_vec(&Upstreams(known))
+}
+
+/// Hand the writer a copy of `known` (O(upstreams)); it renders and writes it off the runtime.
+fn save_snapshot(file: &SavedFile, known: &Pool) {
+    let known = known.clone();
+    file.save(move || render(&known).map_err(|e| e.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_saved_by_the_previous_release_loads_and_is_saved_the_same_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        // As the previous release wrote it.
+        let old = r#"{"app":{"a":["127.0.0.1:8081",1],"b":["[::1]:8082",3]},"other":{}}"#;
+        std::fs::write(&path, old).unwrap();
+        let pool = load_snapshot(&path).expect("loads");
+        assert_eq!(
+            pool["app"].get("b"),
+            Some(&BackendValue {
+                addr: "[::1]:8082".parse().unwrap(),
+                weight: 3
+            })
+        );
+        assert_eq!(render(&pool).unwrap(), old.as_bytes());
+    }
+
+    #[test]
+    fn an_unreadable_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SNAPSHOT_FILE);
+        std::fs::write(&path, "{\"app\":{\"a\":\"not an address\"}}").unwrap();
+        assert_eq!(load_snapshot(&path), None);
+        assert_eq!(load_snapshot(&dir.path().join("missing.json")), None);
     }
 }

@@ -186,6 +186,8 @@ impl Controller {
             Some(up) => {
                 let checks_went_off = checks_on(up.policy()) && !checks_on(&u.policy);
                 up.set_policy(Arc::new(u.policy.clone()));
+                // What a backend's snapshot shows may follow the policy (slow start's weight).
+                up.backends.update_each(|_| true);
                 if checks_went_off {
                     readmit_later(&mut self.deadlines, &u.name, up, Instant::now());
                 }
@@ -523,6 +525,12 @@ impl Controller {
                 watch_expiry(&mut self.deadlines, &name, e);
                 false
             }
+            Diff::Upsert { backend, .. } => {
+                if !(1..=MAX_WEIGHT).contains(&backend.weight) {
+                    return Err(PoolError::InvalidWeight);
+                }
+                self.upsert(&name, backend)
+            }
             Diff::Reset {
                 source, backends, ..
             } => self.reset(&name, source, backends),
@@ -605,44 +613,48 @@ impl Controller {
             self.take(upstream, &id);
             changed = true;
         }
-        for (id, mut spec) in wanted {
-            // An operator's weight toggle outlives re-lists of the source.
-            if let Some(w) = self.toggles.get(upstream, &id).and_then(|t| t.weight) {
-                spec.weight = w;
-            }
-            let up = self.upstreams.get_mut(upstream).expect("exists");
-            match up.backends.get_mut(&id) {
-                Some(e) => {
-                    if e.retiring {
-                        // Back before it finished leaving (re-registered): take it back.
-                        e.take_back(&self.shutdown, self.toggles.decided(upstream, &id));
-                        changed = true;
-                    }
-                    if e.backend.addr != spec.addr
-                        || e.backend.weight != spec.weight
-                        || e.backend.source != spec.source
-                        || e.backend.max_conns != spec.max_conns
-                        || e.backend.server != spec.server
-                    {
-                        e.backend.addr = spec.addr;
-                        e.backend.weight = spec.weight;
-                        e.backend.source = spec.source;
-                        e.backend.max_conns = spec.max_conns;
-                        e.backend.server = spec.server;
-                        changed = true;
-                    }
-                }
-                None => {
-                    let entry = self.new_entry(upstream, spec);
-                    self.upstreams
-                        .get_mut(upstream)
-                        .expect("exists")
-                        .insert(entry);
-                    changed = true;
-                }
-            }
+        for spec in wanted.into_values() {
+            changed |= self.upsert(upstream, spec);
         }
         changed
+    }
+
+    /// Make the backend with `spec.id` exactly `spec` (see [`Diff::Upsert`]). Only an entry
+    /// that changes is marked, so a publish after it visits that backend alone. Returns
+    /// whether anything changed.
+    fn upsert(&mut self, upstream: &str, mut spec: BackendSpec) -> bool {
+        // An operator's weight toggle outlives re-lists and re-puts of the source.
+        if let Some(w) = self.toggles.get(upstream, &spec.id).and_then(|t| t.weight) {
+            spec.weight = w;
+        }
+        let up = self.upstreams.get_mut(upstream).expect("exists");
+        let Some(e) = up.backends.get_quiet(&spec.id) else {
+            let entry = self.new_entry(upstream, spec);
+            self.upstreams
+                .get_mut(upstream)
+                .expect("exists")
+                .insert(entry);
+            return true;
+        };
+        let differs = e.backend.addr != spec.addr
+            || e.backend.weight != spec.weight
+            || e.backend.source != spec.source
+            || e.backend.max_conns != spec.max_conns
+            || e.backend.server != spec.server;
+        if !e.retiring && !differs {
+            return false;
+        }
+        let e = up.backends.get_mut(&spec.id).expect("found above");
+        if e.retiring {
+            // Back before it finished leaving (re-registered): take it back.
+            e.take_back(&self.shutdown, self.toggles.decided(upstream, &spec.id));
+        }
+        e.backend.addr = spec.addr;
+        e.backend.weight = spec.weight;
+        e.backend.source = spec.source;
+        e.backend.max_conns = spec.max_conns;
+        e.backend.server = spec.server;
+        true
     }
 
     fn new_entry(&self, upstream: &str, spec: BackendSpec) -> Entry {
@@ -709,3 +721,6 @@ mod decision_tests;
 
 #[cfg(test)]
 mod names_tests;
+
+#[cfg(test)]
+mod upsert_tests;

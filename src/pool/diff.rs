@@ -63,6 +63,13 @@ pub enum Diff {
         id: BackendId,
         ttl: Duration,
     },
+    /// Make the backend with `backend.id` exactly `backend`: added if missing, updated if it
+    /// differs, taken back if it was leaving (one backend's share of a `Reset`; an etcd put).
+    /// An operator's weight toggle outlives it. Publishes only when something changed.
+    Upsert {
+        upstream: String,
+        backend: BackendSpec,
+    },
     /// Replace every backend of `source` in `upstream` with `backends` (a re-list).
     Reset {
         upstream: String,
@@ -92,6 +99,7 @@ impl Diff {
             | Diff::SetHealth { upstream, .. }
             | Diff::Eject { upstream, .. }
             | Diff::Heartbeat { upstream, .. }
+            | Diff::Upsert { upstream, .. }
             | Diff::Reset { upstream, .. }
             | Diff::Resolved { upstream, .. } => upstream,
         }

@@ -3,8 +3,8 @@
 //!
 //! The run loop wakes on a diff, a health verdict, a tick or the earliest deadline; after every
 //! wake-up it applies the verdicts waiting in the [`Inbox`], serves the deadlines that are due,
-//! and hands the apply steps' effects to their workers: toggles go to a writer task that does
-//! the blocking file calls (the latest contents of a batch), and a caller whose diff changed
+//! and hands the apply steps' effects to their workers: toggles go to their file's writer
+//! ([`super::saved`]: off the async workers, the latest contents of a batch), and a caller whose diff changed
 //! toggles gets its answer from the writer once they are on disk, so an acknowledged toggle
 //! survives a crash while the controller never waits for the disk. It holds no sender of its
 //! own, so it ends when the last handle is dropped.
@@ -13,6 +13,7 @@ use super::backend::BackendId;
 use super::controller::{Controller, Effect, DEFAULT_TICK};
 use super::diff::{Diff, PoolError};
 use super::inbox::{Inbox, Verdict};
+use super::saved::SavedFile;
 use super::snapshot::Snapshot;
 use arc_swap::{ArcSwap, Guard};
 use std::sync::Arc;
@@ -20,6 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Depth of the diff queue; senders wait when it is full.
 pub const DEFAULT_QUEUE_DEPTH: usize = 1024;
+
+/// Toggles are written as soon as they change (their writers wait for the disk); a burst
+/// that comes while one is written is written once.
+const TOGGLES_GAP: std::time::Duration = std::time::Duration::ZERO;
 
 type Reply = oneshot::Sender<Result<bool, PoolError>>;
 
@@ -33,13 +38,6 @@ enum Command {
         upstreams: Vec<crate::config::UpstreamConfig>,
         reply: oneshot::Sender<bool>,
     },
-}
-
-/// Toggles to write, and the answer to give once they are written.
-struct Persist {
-    path: std::path::PathBuf,
-    json: Vec<u8>,
-    reply: Option<(Reply, Result<bool, PoolError>)>,
 }
 
 /// A cheap, cloneable handle on the pool: read the snapshot, send diffs and verdicts.
@@ -149,8 +147,8 @@ impl ControllerTask {
             mut rx,
             inbox,
         } = self;
-        let (toggles_tx, toggles_rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_toggles(toggles_rx));
+        // The toggles file, started at its first change (its path comes with it).
+        let mut toggles_file: Option<SavedFile> = None;
         let mut ticker = tokio::time::interval(DEFAULT_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -185,8 +183,19 @@ impl ControllerTask {
             for effect in controller.take_effects() {
                 match effect {
                     Effect::PersistToggles { path, json } => {
-                        let reply = answer.take();
-                        let _ = toggles_tx.send(Persist { path, json, reply });
+                        let file =
+                            toggles_file.get_or_insert_with(|| SavedFile::spawn(path, TOGGLES_GAP));
+                        match answer.take() {
+                            // Applied, but not on disk: the caller is told so.
+                            Some((reply, result)) => file.save_then(
+                                move || Ok(json),
+                                move |written| {
+                                    let _ = reply
+                                        .send(written.map_err(PoolError::NotSaved).and(result));
+                                },
+                            ),
+                            None => file.save(move || Ok(json)),
+                        }
                     }
                 }
             }
@@ -195,34 +204,8 @@ impl ControllerTask {
             }
         }
         // The last handle is gone: let the writer save what is pending, then stop.
-        drop(toggles_tx);
-        let _ = writer.await;
-    }
-}
-
-/// Write toggles as they change, off the async workers: of the versions waiting, only the
-/// latest is written; then everyone waiting on them gets their answer.
-async fn write_toggles(mut rx: mpsc::UnboundedReceiver<Persist>) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
-        }
-        let latest = batch.last().expect("one at least");
-        let (path, json) = (latest.path.clone(), latest.json.clone());
-        let written = tokio::task::spawn_blocking(move || super::toggles::write(&path, &json))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        for p in batch {
-            if let Some((reply, result)) = p.reply {
-                // Applied, but not on disk: the caller is told so.
-                let result = match &written {
-                    Ok(()) => result,
-                    Err(why) => Err(PoolError::NotSaved(why.clone())),
-                };
-                let _ = reply.send(result);
-            }
+        if let Some(file) = toggles_file {
+            file.close().await;
         }
     }
 }

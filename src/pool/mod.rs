@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sources --Diff--> controller (one task, owns state) --ArcSwap::store--> Snapshot <--load-- data plane
-//! health  --Verdict (coalesced per backend)--^   effects (toggles file) --> writer task
+//! health  --Verdict (coalesced per backend)--^   effects (toggles file) --> writer task (`saved`)
 //! ```
 //!
 //! Imports: `config` and `balance`. Never `proxy`, `admin` or the discovery sources.
@@ -14,6 +14,7 @@ pub mod diff;
 pub mod handle;
 pub mod inbox;
 pub mod own;
+pub mod saved;
 pub mod sessions;
 pub mod snapshot;
 pub mod sticky;

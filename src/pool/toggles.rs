@@ -2,7 +2,8 @@
 //! what operators set. A state set with the admin token is an operator's decision: it stays
 //! with the id when the backend leaves and registers again, until an operator enables it or
 //! deletes it, and the register token may not bring its address back under another id. Changed by the controller only; the file is written outside its apply
-//! step ([`Toggles::take_unsaved`] hands the bytes to the run loop, [`write`] writes them).
+//! step ([`Toggles::take_unsaved`] hands the bytes to the run loop, whose [`super::saved`] writer
+//! writes them).
 
 use super::backend::State;
 use serde::{Deserialize, Serialize};
@@ -151,22 +152,6 @@ impl Toggles {
             }
         }
     }
-}
-
-/// Write toggles (blocking file calls: run it off the async workers), through a temp file so a
-/// crash leaves the old or the new file, never half of one.
-pub fn write(path: &Path, json: &[u8]) -> std::io::Result<()> {
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().inspect_err(|e| {
-        tracing::error!(path = %path.display(), error = %e, "could not save toggles");
-    })
 }
 
 #[cfg(test)]

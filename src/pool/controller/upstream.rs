@@ -82,6 +82,12 @@ impl Entries {
     pub(super) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// How many entries are marked changed since the last publish.
+    #[cfg(test)]
+    pub(super) fn changed_len(&self) -> usize {
+        self.changed.len()
+    }
 }
 
 impl std::ops::Index<&BackendId> for Entries {
@@ -101,6 +107,9 @@ pub(super) struct UpstreamState {
     members: Membership,
     /// The backups (nginx's `backup`), picked only when no other backend can be.
     backups: Membership,
+    /// How many backends in `table` are backups, so a publish knows whether the upstream
+    /// has any without looking at every backend.
+    backups_in_table: usize,
     /// Static backends' places in the config (nginx's server order, which plain `hash` maps
     /// keys by); registered and etcd backends come after them, in id order.
     order: HashMap<BackendId, u32>,
@@ -135,6 +144,7 @@ impl UpstreamState {
             table: Backends::default(),
             members: Membership::default(),
             backups: Membership::default(),
+            backups_in_table: 0,
             order: HashMap::new(),
             pending: HashMap::new(),
             generations: Vec::new(),
@@ -195,6 +205,9 @@ impl UpstreamState {
         self.pending.remove(&e.slot);
         if self.ejected.remove(&e.slot) {
             self.panic = self.ejected.iter().copied().collect();
+        }
+        if self.table.get(e.slot).is_some_and(|b| b.server.backup) {
+            self.backups_in_table -= 1;
         }
         self.table.clear(e.slot);
         self.members.set(e.slot, None);
@@ -269,6 +282,9 @@ impl UpstreamState {
                 e.in_ring = want;
             }
             if !same {
+                let was = self.table.get(e.slot).is_some_and(|o| o.server.backup);
+                self.backups_in_table =
+                    self.backups_in_table + usize::from(backup) - usize::from(was);
                 self.table.set(e.slot, b);
             }
         }
@@ -284,11 +300,8 @@ impl UpstreamState {
             self.panic = self.ejected.iter().copied().collect();
         }
         let modulo = crate::balance::modulo(&self.policy).then(|| Arc::new(self.modulo()));
-        let backups = self
-            .table
-            .iter()
-            .any(|b| b.server.backup)
-            .then(|| self.backups.backup_selector(&self.policy));
+        let backups =
+            (self.backups_in_table > 0).then(|| self.backups.backup_selector(&self.policy));
         let up = Arc::new(Upstream {
             name: name.to_string(),
             policy: self.policy.clone(),
@@ -369,6 +382,7 @@ fn unchanged(old: &Backend, new: &Backend) -> bool {
         && old.healthy == new.healthy
         && old.ejected == new.ejected
         && old.source == new.source
+        && old.server == new.server
         && Arc::ptr_eq(&old.live, &new.live)
         && old.close.is_cancelled() == new.close.is_cancelled()
 }

@@ -26,7 +26,7 @@ use housekeeping::{forget_expiry, readmit_later, watch_expiry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::UpstreamState;
 

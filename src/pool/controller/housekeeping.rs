@@ -15,7 +15,7 @@ use super::upstream::UpstreamState;
 use super::{Controller, Entry};
 use crate::pool::backend::{BackendId, State};
 use crate::pool::deadlines::{Deadline, Deadlines};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// After a registration's TTL was set or renewed: make sure a deadline looks at it by the time
 /// it may lapse.

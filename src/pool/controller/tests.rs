@@ -135,13 +135,13 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert_eq!(c.version(), 2);
     // One deadline, drain_timeout (7 s) from now, in the controller's own queue.
     let at = c.next_deadline().expect("a drain deadline");
-    let left = at.saturating_duration_since(std::time::Instant::now());
+    let left = at.saturating_duration_since(Instant::now());
     assert!(
         left > Duration::from_secs(6) && left <= Duration::from_secs(7),
         "{left:?}"
     );
     assert_eq!(
-        c.serve_deadlines(std::time::Instant::now()),
+        c.serve_deadlines(Instant::now()),
         0,
         "not due yet"
     );

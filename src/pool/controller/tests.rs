@@ -140,11 +140,7 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
         left > Duration::from_secs(6) && left <= Duration::from_secs(7),
         "{left:?}"
     );
-    assert_eq!(
-        c.serve_deadlines(Instant::now()),
-        0,
-        "not due yet"
-    );
+    assert_eq!(c.serve_deadlines(Instant::now()), 0, "not due yet");
     let epoch = 1;
     let snap = c.current().load_full();
     let b = backend(&snap, "127.0.0.1:1001").unwrap();

@@ -104,6 +104,26 @@ async fn websocket_check_catches_a_refused_handshake() {
     wait_until(Duration::from_secs(5), || async { p.health().await["b"] }).await;
 }
 
+/// Make `faults` fail (500) and pass in turn, starting with a failure: `phases` phases of
+/// `500ms`, or irregular ones of 120-180 ms (so a delayed checker cannot alias onto one phase)
+/// when `irregular`. Ends passing.
+async fn flap(faults: &tideway::demo::Faults, phases: u32, irregular: bool) {
+    let mut lcg: u32 = 12345;
+    for i in 0..phases {
+        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let ms = if irregular {
+            120 + u64::from(lcg >> 16) % 61
+        } else {
+            500
+        };
+        faults
+            .http_status
+            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    faults.http_status.store(0, Ordering::Relaxed);
+}
+
 /// Health transitions of backend `id` so far (up and down), as the pool counts them.
 fn transitions(pool: &tideway::pool::PoolHandle, id: &str) -> u64 {
     let snap = pool.snapshot();
@@ -124,18 +144,14 @@ fn transitions(pool: &tideway::pool::PoolHandle, id: &str) -> u64 {
 async fn flapping_changes_state_only_as_hysteresis_allows_on_paused_time() {
     let (a, _) = faulty_backend("a").await;
     let (b, b_faults) = faulty_backend("b").await;
-    let text = format!(
-        "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n\n[upstream.app]\n{}\n{}",
-        health("http", "100ms", 2, 3),
-        backends_toml(&[(&a, 1), (&b, 1)])
+    let (_, pool) = in_process_pool(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!(
+            "[upstream.app]\n{}\n{}",
+            health("http", "100ms", 2, 3),
+            backends_toml(&[(&a, 1), (&b, 1)])
+        ),
     );
-    let config = tideway::config::parse(&text, std::path::Path::new("inline.toml")).unwrap();
-    let pool = tideway::pool::Controller::new(
-        &config.upstreams,
-        tokio_util::sync::CancellationToken::new(),
-        tideway::pool::toggles::Toggles::in_memory(),
-    )
-    .spawn();
     let checkers = tideway::health::Checkers::new(pool.clone());
     checkers.ensure();
     let healthy = |id: &str| {
@@ -160,16 +176,13 @@ async fn flapping_changes_state_only_as_hysteresis_allows_on_paused_time() {
     // once (3 failures down, 2 passes up), so one transition per phase, no more.
     let base = transitions(&pool, "b");
     let phases = 12;
-    for i in 0..phases {
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    b_faults.http_status.store(0, Ordering::Relaxed);
+    flap(&b_faults, phases, false).await;
     let slow = transitions(&pool, "b") - base;
     println!("paused time, 500 ms flapping, {phases} phases: {slow} transitions");
-    assert!(slow <= phases, "{slow} transitions in {phases} phases");
+    assert!(
+        slow <= u64::from(phases),
+        "{slow} transitions in {phases} phases"
+    );
     assert!(
         slow >= 2,
         "a backend down for 500 ms at a time must be noticed ({slow})"
@@ -177,15 +190,7 @@ async fn flapping_changes_state_only_as_hysteresis_allows_on_paused_time() {
     // Phases of 120-180 ms: none holds 3 failures in a row, so the state never moves.
     settle(true).await;
     let base = transitions(&pool, "b");
-    let mut lcg: u32 = 12345;
-    for i in 0..40 {
-        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        let ms = 120 + u64::from(lcg >> 16) % 61;
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    flap(&b_faults, 40, true).await;
     let fast = transitions(&pool, "b") - base;
     assert_eq!(fast, 0, "{fast} transitions for 40 phases of 120-180 ms");
 }
@@ -211,13 +216,7 @@ async fn flapping_backend_changes_state_only_as_hysteresis_allows() {
     // Flapping every 500 ms with checks every 100 ms: each phase is long enough to cross the
     // threshold once, so at most one transition per phase.
     let phases = 6;
-    for i in 0..phases {
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    b_faults.http_status.store(0, Ordering::Relaxed);
+    flap(&b_faults, phases, false).await;
     let slow = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await - base;
     println!("500 ms flapping, {phases} phases: {slow} transitions");
     assert!(
@@ -234,16 +233,7 @@ async fn flapping_backend_changes_state_only_as_hysteresis_allows() {
     // the state almost still.
     wait_until(Duration::from_secs(5), || async { p.health().await["b"] }).await;
     let base = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await;
-    let mut lcg: u32 = 12345;
-    for i in 0..20 {
-        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        let ms = 120 + u64::from(lcg >> 16) % 61;
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    b_faults.http_status.store(0, Ordering::Relaxed);
+    flap(&b_faults, 20, true).await;
     let fast = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await - base;
     println!("120-180 ms flapping, 20 phases: {fast} transitions");
     assert!(

@@ -157,14 +157,7 @@ async fn idle_timeout_closes_websocket_with_1001() {
 async fn in_process_proxy(upstreams: &str) -> (std::net::SocketAddr, impl Sized) {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
-    let text = format!("[[listener]]\nlisten = \"{addr}\"\nupstream = \"app\"\n\n{upstreams}\n");
-    let config = tideway::config::parse(&text, std::path::Path::new("inline.toml")).unwrap();
-    let pool = tideway::pool::Controller::new(
-        &config.upstreams,
-        tokio_util::sync::CancellationToken::new(),
-        tideway::pool::toggles::Toggles::in_memory(),
-    )
-    .spawn();
+    let (config, pool) = in_process_pool(addr, upstreams);
     let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (gateway, _) =
         tideway::listeners::http_gateway(&pool, &config.listeners[0], never).unwrap();

@@ -313,7 +313,8 @@ impl Controller {
     /// Apply one diff; publish if it changed anything. Returns whether it did.
     ///
     /// One line per kind of diff, each handled by a method of its own (`diffs`), as sozu's
-    /// `ConfigState::dispatch` does. The clock is read once, here, and handed to them.
+    /// `ConfigState::dispatch` does. The clock is read here and handed to the handlers that
+    /// use it (a re-list, `reset`, shared with reloads, reads it for the backends it adds).
     pub fn apply(&mut self, diff: Diff) -> Result<bool, PoolError> {
         let name = diff.upstream().to_string();
         if !self.upstreams.contains_key(&name) {

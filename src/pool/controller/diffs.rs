@@ -1,7 +1,7 @@
 //! One method per kind of [`Diff`](crate::pool::Diff): what [`Controller::apply`] dispatches
 //! to. Each checks what it needs, changes the state or refuses (a refused diff changes
 //! nothing), and says whether anything a snapshot shows changed; `apply` publishes. Times come
-//! in as `now`, read once by `apply` from tokio's clock.
+//! in as `now`, read by `apply` from tokio's clock.
 //!
 //! Callers have checked that the upstream exists.
 

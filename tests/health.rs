@@ -104,6 +104,99 @@ async fn websocket_check_catches_a_refused_handshake() {
     wait_until(Duration::from_secs(5), || async { p.health().await["b"] }).await;
 }
 
+/// Make `faults` fail (500) and pass in turn, starting with a failure: `phases` phases of
+/// `500ms`, or irregular ones of 120-180 ms (so a delayed checker cannot alias onto one phase)
+/// when `irregular`. Ends passing.
+async fn flap(faults: &tideway::cli::demo::Faults, phases: u32, irregular: bool) {
+    let mut lcg: u32 = 12345;
+    for i in 0..phases {
+        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let ms = if irregular {
+            120 + u64::from(lcg >> 16) % 61
+        } else {
+            500
+        };
+        faults
+            .http_status
+            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    faults.http_status.store(0, Ordering::Relaxed);
+}
+
+/// Health transitions of backend `id` so far (up and down), as the pool counts them.
+fn transitions(pool: &tideway::pool::PoolHandle, id: &str) -> u64 {
+    let snap = pool.snapshot();
+    let (up, down) = snap
+        .upstream("app")
+        .unwrap()
+        .backend(id)
+        .unwrap()
+        .live
+        .transitions();
+    up + down
+}
+
+/// Hysteresis, in-process on paused time: the pool controller and the upstream's checker run
+/// here against real (in-process) backends, the clock jumps whenever everything waits, so the
+/// 52 phases below take no real time and every check falls where the schedule says.
+#[tokio::test(start_paused = true)]
+async fn flapping_changes_state_only_as_hysteresis_allows_on_paused_time() {
+    let (a, _) = faulty_backend("a").await;
+    let (b, b_faults) = faulty_backend("b").await;
+    let (_, pool) = in_process_pool(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!(
+            "[upstream.app]\n{}\n{}",
+            health("http", "100ms", 2, 3),
+            backends_toml(&[(&a, 1), (&b, 1)])
+        ),
+    );
+    let checkers = tideway::health::Checkers::new(pool.clone());
+    checkers.ensure();
+    let healthy = |id: &str| {
+        let snap = pool.snapshot();
+        snap.upstream("app").unwrap().backend(id).unwrap().healthy
+    };
+    let settle = |want: bool| {
+        let healthy = &healthy;
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while healthy("b") != want {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .expect("b settles")
+        }
+    };
+    settle(true).await;
+    assert!(healthy("a"));
+    // Phases of 500 ms with checks every 100 ms: each is long enough to cross the threshold
+    // once (3 failures down, 2 passes up), so one transition per phase, no more.
+    let base = transitions(&pool, "b");
+    let phases = 12;
+    flap(&b_faults, phases, false).await;
+    let slow = transitions(&pool, "b") - base;
+    println!("paused time, 500 ms flapping, {phases} phases: {slow} transitions");
+    assert!(
+        slow <= u64::from(phases),
+        "{slow} transitions in {phases} phases"
+    );
+    assert!(
+        slow >= 2,
+        "a backend down for 500 ms at a time must be noticed ({slow})"
+    );
+    // Phases of 120-180 ms: none holds 3 failures in a row, so the state never moves.
+    settle(true).await;
+    let base = transitions(&pool, "b");
+    flap(&b_faults, 40, true).await;
+    let fast = transitions(&pool, "b") - base;
+    assert_eq!(fast, 0, "{fast} transitions for 40 phases of 120-180 ms");
+}
+
+/// The binary does the same (its checker and controller on real time), over fewer phases than
+/// the paused-time test above.
 #[tokio::test]
 async fn flapping_backend_changes_state_only_as_hysteresis_allows() {
     let (a, _) = faulty_backend("a").await;
@@ -122,14 +215,8 @@ async fn flapping_backend_changes_state_only_as_hysteresis_allows() {
 
     // Flapping every 500 ms with checks every 100 ms: each phase is long enough to cross the
     // threshold once, so at most one transition per phase.
-    let phases = 12;
-    for i in 0..phases {
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    b_faults.http_status.store(0, Ordering::Relaxed);
+    let phases = 6;
+    flap(&b_faults, phases, false).await;
     let slow = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await - base;
     println!("500 ms flapping, {phases} phases: {slow} transitions");
     assert!(
@@ -146,21 +233,12 @@ async fn flapping_backend_changes_state_only_as_hysteresis_allows() {
     // the state almost still.
     wait_until(Duration::from_secs(5), || async { p.health().await["b"] }).await;
     let base = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await;
-    let mut lcg: u32 = 12345;
-    for i in 0..40 {
-        lcg = lcg.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        let ms = 120 + u64::from(lcg >> 16) % 61;
-        b_faults
-            .http_status
-            .store(if i % 2 == 0 { 500 } else { 0 }, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
-    b_faults.http_status.store(0, Ordering::Relaxed);
+    flap(&b_faults, 20, true).await;
     let fast = metric(&p, "tideway_health_transitions_total{backend=\"b\"").await - base;
-    println!("120-180 ms flapping, 40 phases: {fast} transitions");
+    println!("120-180 ms flapping, 20 phases: {fast} transitions");
     assert!(
-        fast <= 4.0,
-        "{fast} transitions for 40 phases of 120-180 ms"
+        fast <= 2.0,
+        "{fast} transitions for 20 phases of 120-180 ms"
     );
 }
 
@@ -212,7 +290,7 @@ async fn slow_start_ramps_a_recovered_backends_share() {
     let (a, _) = faulty_backend("a").await;
     let (b, b_faults) = faulty_backend("b").await;
     let p = start_proxy(&format!(
-        "[upstream.app]\nbalance = \"round_robin\"\nslow_start = \"6s\"\n{}\n{}",
+        "[upstream.app]\nbalance = \"round_robin\"\nslow_start = \"3s\"\n{}\n{}",
         health("http", "100ms", 1, 1),
         backends_toml(&[(&a, 1), (&b, 1)])
     ))
@@ -222,7 +300,7 @@ async fn slow_start_ramps_a_recovered_backends_share() {
         p.health().await.values().all(|h| *h)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     b_faults.http_status.store(500, Ordering::Relaxed);
     wait_until(Duration::from_secs(5), || async {
         let h = p.health().await;
@@ -233,10 +311,11 @@ async fn slow_start_ramps_a_recovered_backends_share() {
     wait_until(Duration::from_secs(5), || async { p.health().await["b"] }).await;
     let recovered = Instant::now();
     let client = reqwest::Client::new();
-    // Windows of 1 s over the 6 s ramp: b's share vs 0.1 + 0.9 t / 6 of a weight against a's 1.
+    // Windows of 0.5 s over the 3 s ramp: b's share vs 0.1 + 0.9 t / 3 of a weight against
+    // a's 1. (The ramp's exact curve, on paused time, is the pool's unit tests' business.)
     let mut report = Vec::new();
     for w in 0..6 {
-        let end = recovered + Duration::from_secs(w + 1);
+        let end = recovered + Duration::from_millis(500 * (w + 1));
         let mut counts: HashMap<String, u32> = HashMap::new();
         let mut times = Vec::new();
         while Instant::now() < end {
@@ -250,14 +329,15 @@ async fn slow_start_ramps_a_recovered_backends_share() {
         let expected = times
             .iter()
             .map(|t| {
-                let eff = 0.1 + 0.9 * (t / 6.0).min(1.0);
+                let eff = 0.1 + 0.9 * (t / 3.0).min(1.0);
                 eff / (1.0 + eff)
             })
             .sum::<f64>()
             / times.len() as f64;
         report.push(format!(
-            "{w}-{}s: b {:.1}% (expected {:.1}%, {n} requests)",
-            w + 1,
+            "{:.1}-{:.1}s: b {:.1}% (expected {:.1}%, {n} requests)",
+            w as f64 * 0.5,
+            (w + 1) as f64 * 0.5,
             got * 100.0,
             expected * 100.0
         ));
@@ -308,8 +388,8 @@ async fn kill_9_of_one_of_three_backends_under_load() {
 
     const WORKERS: usize = 8;
     let start = Instant::now();
-    let kill_at = Duration::from_secs(5);
-    let run_for = Duration::from_secs(20);
+    let kill_at = Duration::from_secs(2);
+    let run_for = Duration::from_secs(9);
     let url = p.url("/load");
     let workers: Vec<_> = (0..WORKERS)
         .map(|_| {

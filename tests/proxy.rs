@@ -149,18 +149,45 @@ async fn idle_timeout_closes_websocket_with_1001() {
     );
 }
 
-#[tokio::test]
+/// The data plane of a one-listener config, in this process: the listener's gateway behind the
+/// accept path the binary uses (`accept::serve`), and the pool controller. Under paused time
+/// (`start_paused`), every timer on the path (the gateway's, the tunnel's, the controller's)
+/// runs on the test's clock, which jumps ahead whenever everything waits.
+/// Keep the second value alive while the test uses the proxy: dropping it stops the listener.
+async fn in_process_proxy(upstreams: &str) -> (std::net::SocketAddr, impl Sized) {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (config, pool) = in_process_pool(addr, upstreams);
+    let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (gateway, _) =
+        tideway::server::listeners::http_gateway(&pool, &config.listeners[0], never).unwrap();
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
+    tokio::spawn(tideway::net::accept::serve(
+        std::sync::Arc::new(socket),
+        std::sync::Arc::new(gateway),
+        watch,
+    ));
+    (addr, shutdown)
+}
+
+/// No timer on the path cuts an idle WebSocket (pingora's 60 s read timeout was one): quiet
+/// for 70 s, it still echoes. Run in-process under paused time, so the 70 s take no time; the
+/// binary's idle handling is shown end to end by `idle_timeout_closes_websocket_with_1001`.
+#[tokio::test(start_paused = true)]
 async fn idle_websocket_outlives_pingoras_60s_timeout() {
     let a = backend("a").await;
-    let proxy = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(proxy.ws_url("/chat"))
+    let (addr, _proxy) =
+        in_process_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&a, 1)]))).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/chat"))
         .await
         .unwrap();
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
     // Idle for 70 s: nothing may arrive (no close, no reset) in that time.
+    let start = tokio::time::Instant::now();
     let quiet = tokio::time::timeout(Duration::from_secs(70), ws.next()).await;
     assert!(quiet.is_err(), "the idle WebSocket was closed: {quiet:?}");
+    assert!(start.elapsed() >= Duration::from_secs(70));
     ws.send(Message::text("after 70 s")).await.unwrap();
     assert_eq!(
         ws.next().await.unwrap().unwrap(),

@@ -1,12 +1,17 @@
 //! A backend as the pool sees it: identity, address, weight, operator state, health, and
 //! where it came from. Plus its live counters, which outlive any one snapshot.
+//!
+//! Times in the counters (a registration's expiry, the last failure) are read from tokio's
+//! clock ([`tokio::time::Instant`]), as the controller's are, so a test that pauses time
+//! (`tokio::time::pause`) moves them too. Outside a runtime that clock is the system's.
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// A backend's stable identity: given at registration, the etcd key's last segment, or
@@ -156,7 +161,7 @@ pub struct Live {
     active: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
-    /// Milliseconds since [`epoch`] after which a registration lapses; 0 = never.
+    /// When a registration lapses, in milliseconds on the scale of [`EPOCH_MS`]; 0 = never.
     expires_at_ms: AtomicU64,
     /// The registration's TTL in milliseconds (0 = none), reused by heartbeats without one.
     ttl_ms: AtomicU64,
@@ -164,7 +169,7 @@ pub struct Live {
     /// resets them only once `fail_timeout` has passed since the last failure, so failures
     /// with successes between them still add up, as in nginx.
     fail_streak: AtomicU64,
-    /// When the last failure was, in milliseconds since [`epoch`].
+    /// When the last failure was, in milliseconds on the scale of [`EPOCH_MS`].
     last_failure_ms: AtomicU64,
     /// Did the last attempt fail?
     last_failed: AtomicBool,
@@ -182,8 +187,31 @@ pub fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Where [`epoch`] sits on the millisecond scale of the counters: a time before it (a paused
+/// test clock started before the epoch was first read) is still a distinct, ordered value,
+/// and 0 stays free to mean "never".
+const EPOCH_MS: u64 = 1 << 62;
+
+/// `at` in milliseconds on the counters' scale (see [`EPOCH_MS`]).
+fn to_ms(at: Instant) -> u64 {
+    let e = epoch();
+    if at >= e {
+        EPOCH_MS + (at - e).as_millis() as u64
+    } else {
+        EPOCH_MS - (e - at).as_millis() as u64
+    }
+}
+
+/// The instant `ms` stands for on the counters' scale.
+fn from_ms(ms: u64) -> Instant {
+    match ms.checked_sub(EPOCH_MS) {
+        Some(after) => epoch() + Duration::from_millis(after),
+        None => epoch() - Duration::from_millis(EPOCH_MS - ms),
+    }
+}
+
 fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+    to_ms(Instant::now())
 }
 
 impl Live {
@@ -209,7 +237,7 @@ impl Live {
     pub fn expires_at(&self) -> Option<Instant> {
         match self.expires_at_ms.load(Ordering::Relaxed) {
             0 => None,
-            at => Some(epoch() + Duration::from_millis(at)),
+            at => Some(from_ms(at)),
         }
     }
 

@@ -20,13 +20,13 @@ use super::diff::{Diff, PoolError};
 use super::inbox::Verdict;
 use super::snapshot::Snapshot;
 use super::toggles::Toggles;
-use crate::config::{UpstreamConfig, UpstreamPolicy, MAX_WEIGHT};
+use crate::config::{UpstreamConfig, UpstreamPolicy};
 use arc_swap::ArcSwap;
-use housekeeping::{forget_expiry, readmit_later, watch_expiry};
+use housekeeping::{forget_expiry, readmit_later};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use std::time::Instant;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use upstream::UpstreamState;
 
@@ -313,238 +313,42 @@ impl Controller {
     }
 
     /// Apply one diff; publish if it changed anything. Returns whether it did.
+    ///
+    /// One line per kind of diff, each handled by a method of its own (`diffs`), as sozu's
+    /// `ConfigState::dispatch` does. The clock is read here and handed to the handlers that
+    /// use it (a re-list, `reset`, shared with reloads, reads it for the backends it adds).
     pub fn apply(&mut self, diff: Diff) -> Result<bool, PoolError> {
         let name = diff.upstream().to_string();
-        let up = self
-            .upstreams
-            .get_mut(&name)
-            .ok_or_else(|| PoolError::UnknownUpstream(name.clone()))?;
-        let unknown = |id: &BackendId| PoolError::UnknownBackend {
-            upstream: name.clone(),
-            id: id.to_string(),
-        };
+        if !self.upstreams.contains_key(&name) {
+            return Err(PoolError::UnknownUpstream(name));
+        }
+        let up = name.as_str();
+        let now = Instant::now();
         let changed = match diff {
             Diff::Add {
-                backend: spec,
+                backend,
                 ttl,
                 operator,
                 ..
-            } => {
-                if !(1..=MAX_WEIGHT).contains(&spec.weight) {
-                    return Err(PoolError::InvalidWeight);
-                }
-                match up.backends.get_mut(&spec.id) {
-                    Some(e) => {
-                        e.backend.admits(spec.addr, spec.source)?;
-                        e.backend.live.set_ttl(ttl);
-                        watch_expiry(&mut self.deadlines, &name, e);
-                        // An operator's weight toggle outlives a refresh of the registration.
-                        let weight = self
-                            .toggles
-                            .get(&name, &spec.id)
-                            .and_then(|t| t.weight)
-                            .unwrap_or(spec.weight);
-                        let mut changed =
-                            e.backend.weight != weight || e.backend.max_conns != spec.max_conns;
-                        e.backend.weight = weight;
-                        e.backend.max_conns = spec.max_conns;
-                        if e.retiring && ttl.is_some() {
-                            // Renewed while lapsing (or leaving): it stays, and takes traffic
-                            // unless an operator decided otherwise.
-                            e.take_back(&self.shutdown, self.toggles.decided(&name, &spec.id));
-                            changed = true;
-                        }
-                        changed
-                    }
-                    None => {
-                        // An operator's disable or drain holds the address out, not only the
-                        // id: the register token may not bring it back under a new id.
-                        let decided = self.toggles.decided_at(&name, spec.addr, &spec.id);
-                        if let (Some((id, state)), Source::Http, false) =
-                            (decided, spec.source, operator)
-                        {
-                            return Err(PoolError::Decided {
-                                addr: spec.addr,
-                                id: id.to_string(),
-                                state,
-                            });
-                        }
-                        if spec.source == Source::Http {
-                            // A new registration starts clean: toggles left by an earlier
-                            // one with the same id (a drain before it left) do not apply,
-                            // except an operator's decision.
-                            self.toggles.forget(&name, &spec.id);
-                        }
-                        let mut entry = self.new_entry(&name, spec);
-                        entry.backend.live.set_ttl(ttl);
-                        watch_expiry(&mut self.deadlines, &name, &mut entry);
-                        let up = self.upstreams.get_mut(&name).expect("checked above");
-                        up.insert(entry);
-                        true
-                    }
-                }
-            }
-            Diff::Remove { id, .. } => {
-                self.take(&name, &id).ok_or_else(|| unknown(&id))?;
-                true
-            }
-            Diff::SetState { id, state, .. } => {
-                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                // A leaving backend stays draining until it is removed: with etcd, the
-                // deregistration deletes its state key too, which arrives as "back to active".
-                if e.backend.state == state || (e.retiring && state != State::Draining) {
-                    false
-                } else {
-                    self.set_state(&name, &id, state);
-                    // An operator's decision stands for when the backend comes back.
-                    if self.toggles.decided(&name, &id).is_none() {
-                        self.toggles.update(&name, &id, |t| t.state = Some(state));
-                    }
-                    true
-                }
-            }
-            Diff::Decide { id, state, .. } => {
-                // Enabling ends the decision; a disable or drain sticks to the id.
-                let addr = up.backends.get(&id).map(|e| e.backend.addr);
-                let record = |t: &mut super::toggles::Toggle| {
-                    t.state = Some(state);
-                    t.operator = state != State::Active;
-                    // The address the decision holds out (kept while the id is gone).
-                    t.addr = if t.operator { addr.or(t.addr) } else { None };
-                };
-                let Some(e) = up.backends.get_mut(&id) else {
-                    // Gone, with a decision that stuck: the decision changes.
-                    self.toggles
-                        .decided(&name, &id)
-                        .ok_or_else(|| unknown(&id))?;
-                    match state {
-                        State::Active => self.toggles.update(&name, &id, |t| t.operator = false),
-                        _ => self.toggles.update(&name, &id, record),
-                    }
-                    self.toggles.forget(&name, &id);
-                    return Ok(false);
-                };
-                let changed = e.backend.state != state && !(e.retiring && state != State::Draining);
-                if changed {
-                    self.set_state(&name, &id, state);
-                }
-                self.toggles.update(&name, &id, record);
-                changed
-            }
-            Diff::Retire { id, .. } => {
-                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                e.retiring = true;
-                if e.backend.state == State::Draining {
-                    false
-                } else {
-                    self.set_state(&name, &id, State::Draining);
-                    true
-                }
-            }
-            Diff::SetWeight { id, weight, .. } => {
-                if !(1..=MAX_WEIGHT).contains(&weight) {
-                    return Err(PoolError::InvalidWeight);
-                }
-                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                let changed = e.backend.weight != weight;
-                e.backend.weight = weight;
-                if changed {
-                    self.toggles.update(&name, &id, |t| t.weight = Some(weight));
-                }
-                changed
-            }
+            } => self.add(up, backend, ttl, operator, now)?,
+            Diff::Remove { id, .. } => self.remove_backend(up, &id)?,
+            Diff::SetState { id, state, .. } => self.change_state(up, &id, state, now)?,
+            Diff::Decide { id, state, .. } => self.decide(up, &id, state, now)?,
+            Diff::Retire { id, .. } => self.retire(up, &id, now)?,
+            Diff::SetWeight { id, weight, .. } => self.set_weight(up, &id, weight)?,
             Diff::SetHealth {
                 id,
                 healthy,
                 reason,
                 ..
-            } => {
-                let slow = up.policy().slow_start.is_some();
-                let e = up.backends.get_mut(&id).ok_or_else(|| unknown(&id))?;
-                if e.backend.healthy == healthy {
-                    false
-                } else {
-                    if healthy {
-                        tracing::info!(upstream = %name, backend = %id, %reason, "backend is healthy");
-                        if slow {
-                            e.ramp_from = Some(Instant::now());
-                        }
-                    } else {
-                        tracing::warn!(upstream = %name, backend = %id, %reason, "backend is unhealthy");
-                    }
-                    e.backend.healthy = healthy;
-                    // An active verdict either way ends a passive ejection.
-                    e.backend.ejected = false;
-                    e.readmit_at = None;
-                    e.backend.live.transition(healthy);
-                    true
-                }
-            }
-            Diff::Eject { id, reason, .. } => {
-                let upstream_timeout = up.policy().passive.fail_timeout;
-                let active_checks = checks_on(up.policy());
-                let pct = up.policy().passive.max_ejection_percent as usize;
-                let room = up.backends.len() * pct / 100 > up.ejected_count();
-                let e = up.backends.get_quiet(&id).ok_or_else(|| unknown(&id))?;
-                e.backend.live.reset_streak();
-                if !e.backend.healthy {
-                    false
-                } else if !room {
-                    tracing::warn!(upstream = %name, backend = %id, %reason, max_ejection_percent = pct, "backend kept in: passive health holds out as many backends as it may");
-                    false
-                } else {
-                    let e = up.backends.get_mut(&id).expect("found above");
-                    let fail_timeout = e.backend.server.fail_timeout.unwrap_or(upstream_timeout);
-                    tracing::warn!(upstream = %name, backend = %id, %reason, ?fail_timeout, "backend ejected (passive health)");
-                    e.backend.healthy = false;
-                    e.backend.ejected = true;
-                    e.readmit_at = (!active_checks).then(|| Instant::now() + fail_timeout);
-                    if let Some(at) = e.readmit_at {
-                        self.deadlines.schedule(
-                            at,
-                            Deadline::Readmit {
-                                upstream: name.clone(),
-                                id: id.clone(),
-                                at,
-                            },
-                        );
-                    }
-                    e.backend.live.transition(false);
-                    true
-                }
-            }
-            Diff::Heartbeat { id, ttl, .. } => {
-                let e = up.backends.get_quiet(&id).ok_or_else(|| unknown(&id))?;
-                if e.backend.source != Source::Http {
-                    return Err(PoolError::OtherSource {
-                        id: id.to_string(),
-                        origin: e.backend.source,
-                    });
-                }
-                e.backend.live.set_ttl(Some(ttl));
-                watch_expiry(&mut self.deadlines, &name, e);
-                false
-            }
-            Diff::Upsert { backend, .. } => {
-                if !(1..=MAX_WEIGHT).contains(&backend.weight) {
-                    return Err(PoolError::InvalidWeight);
-                }
-                self.upsert(&name, backend)
-            }
+            } => self.set_health(up, &id, healthy, &reason, now)?,
+            Diff::Eject { id, reason, .. } => self.eject(up, &id, &reason, now)?,
+            Diff::Heartbeat { id, ttl, .. } => self.heartbeat(up, &id, ttl)?,
+            Diff::Upsert { backend, .. } => self.upsert_checked(up, backend, now)?,
             Diff::Reset {
                 source, backends, ..
-            } => self.reset(&name, source, backends),
-            Diff::Resolved { host, addrs, .. } => {
-                // The upstream as configured, with the name's backends made these addresses.
-                match self
-                    .resolving
-                    .get(&name)
-                    .and_then(|u| u.with_addresses(&host, &addrs))
-                {
-                    Some(next) => self.configure_one(&next),
-                    None => false,
-                }
-            }
+            } => self.reset(up, source, backends),
+            Diff::Resolved { host, addrs, .. } => self.resolved(up, &host, &addrs),
         };
         if changed {
             self.publish();
@@ -553,7 +357,7 @@ impl Controller {
     }
 
     /// Change a known backend's state; entering `Draining` schedules its drain deadline.
-    fn set_state(&mut self, upstream: &str, id: &BackendId, state: State) {
+    fn set_state(&mut self, upstream: &str, id: &BackendId, state: State, now: Instant) {
         let up = self.upstreams.get_mut(upstream).expect("checked by caller");
         let drain_timeout = up.policy().drain_timeout;
         let slow_start = up.policy().slow_start.is_some();
@@ -562,7 +366,7 @@ impl Controller {
             e.drain_epoch = self.next_epoch;
             self.next_epoch += 1;
             self.deadlines.schedule(
-                Instant::now() + drain_timeout,
+                now + drain_timeout,
                 Deadline::Drain {
                     upstream: upstream.to_string(),
                     id: id.clone(),
@@ -571,7 +375,7 @@ impl Controller {
             );
         } else {
             if state == State::Active && e.backend.state != State::Active && slow_start {
-                e.ramp_from = Some(Instant::now());
+                e.ramp_from = Some(now);
             }
             e.drain_epoch = 0;
             e.retiring = false;
@@ -613,8 +417,9 @@ impl Controller {
             self.take(upstream, &id);
             changed = true;
         }
+        let now = Instant::now();
         for spec in wanted.into_values() {
-            changed |= self.upsert(upstream, spec);
+            changed |= self.upsert(upstream, spec, now);
         }
         changed
     }
@@ -622,14 +427,14 @@ impl Controller {
     /// Make the backend with `spec.id` exactly `spec` (see [`Diff::Upsert`]). Only an entry
     /// that changes is marked, so a publish after it visits that backend alone. Returns
     /// whether anything changed.
-    fn upsert(&mut self, upstream: &str, mut spec: BackendSpec) -> bool {
+    fn upsert(&mut self, upstream: &str, mut spec: BackendSpec, now: Instant) -> bool {
         // An operator's weight toggle outlives re-lists and re-puts of the source.
         if let Some(w) = self.toggles.get(upstream, &spec.id).and_then(|t| t.weight) {
             spec.weight = w;
         }
         let up = self.upstreams.get_mut(upstream).expect("exists");
         let Some(e) = up.backends.get_quiet(&spec.id) else {
-            let entry = self.new_entry(upstream, spec);
+            let entry = self.new_entry(upstream, spec, now);
             self.upstreams
                 .get_mut(upstream)
                 .expect("exists")
@@ -657,7 +462,8 @@ impl Controller {
         true
     }
 
-    fn new_entry(&self, upstream: &str, spec: BackendSpec) -> Entry {
+    /// A new entry for `spec`, as of `now` (when a slow start begins).
+    fn new_entry(&self, upstream: &str, spec: BackendSpec, now: Instant) -> Entry {
         let toggle = self
             .toggles
             .get(upstream, &spec.id)
@@ -666,7 +472,7 @@ impl Controller {
         let policy = self.upstreams[upstream].policy();
         // With active checks on, a new backend takes traffic only after its first passing check.
         let healthy = !checks_on(policy);
-        let ramp_from = (healthy && policy.slow_start.is_some()).then(Instant::now);
+        let ramp_from = (healthy && policy.slow_start.is_some()).then_some(now);
         Entry {
             backend: Backend {
                 id: spec.id,
@@ -710,6 +516,7 @@ impl Controller {
     }
 }
 
+mod diffs;
 mod housekeeping;
 mod upstream;
 

@@ -5,7 +5,7 @@
 
 use super::backend::BackendId;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Something to do at a given time.
 #[derive(Clone, Debug, PartialEq, Eq)]

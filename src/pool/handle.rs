@@ -155,7 +155,7 @@ impl ControllerTask {
             let next = controller.next_deadline();
             let deadline = async {
                 match next {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -179,7 +179,7 @@ impl ControllerTask {
             for ((upstream, id), verdict) in inbox.take() {
                 controller.verdict(upstream, id, verdict);
             }
-            controller.serve_deadlines(std::time::Instant::now());
+            controller.serve_deadlines(tokio::time::Instant::now());
             for effect in controller.take_effects() {
                 match effect {
                     Effect::PersistToggles { path, json } => {

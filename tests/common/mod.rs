@@ -87,6 +87,24 @@ pub async fn faulty_backend(id: &str) -> (Backend, std::sync::Arc<tideway::cli::
     )
 }
 
+/// For in-process tests (on paused time): the config of one listener on `listen` in front of
+/// upstream "app" plus `upstreams` (TOML), and the pool controller of its upstreams, running on
+/// the current runtime with its toggles in memory.
+pub fn in_process_pool(
+    listen: SocketAddr,
+    upstreams: &str,
+) -> (tideway::config::Config, tideway::pool::PoolHandle) {
+    let text = format!("[[listener]]\nlisten = \"{listen}\"\nupstream = \"app\"\n\n{upstreams}\n");
+    let config = tideway::config::parse(&text, std::path::Path::new("inline.toml")).unwrap();
+    let pool = tideway::pool::Controller::new(
+        &config.upstreams,
+        tokio_util::sync::CancellationToken::new(),
+        tideway::pool::toggles::Toggles::in_memory(),
+    )
+    .spawn();
+    (config, pool)
+}
+
 /// A value from the admin /metrics text (sum of the lines that start with `prefix`).
 pub async fn metric(p: &Proxy, prefix: &str) -> f64 {
     let text = reqwest::get(p.admin_url("/metrics"))

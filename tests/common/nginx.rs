@@ -7,14 +7,27 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A child process stopped on drop: with SIGTERM, so an nginx master takes its workers
-/// down with it (SIGKILL would leave them running).
+/// down with it (SIGKILL would leave them running). A tideway takes SIGTERM as a graceful
+/// shutdown that lasts its whole `shutdown_grace` (5 s by default), which a test's teardown
+/// need not wait for: what has not exited after [`STOP_WAIT`] gets SIGKILL, as `Proxy` does.
 pub struct Running(pub Child);
+
+/// How long a stopped child may take to exit after SIGTERM before it is killed.
+const STOP_WAIT: Duration = Duration::from_secs(1);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
+        let deadline = Instant::now() + STOP_WAIT;
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }

@@ -15,7 +15,7 @@ use super::upstream::UpstreamState;
 use super::{Controller, Entry};
 use crate::pool::backend::{BackendId, State};
 use crate::pool::deadlines::{Deadline, Deadlines};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// After a registration's TTL was set or renewed: make sure a deadline looks at it by the time
 /// it may lapse.
@@ -87,7 +87,7 @@ impl Controller {
                     id,
                     epoch,
                 } => self.drain_deadline(&upstream, &id, epoch),
-                Deadline::Expiry { upstream, id, at } => self.expiry(&upstream, &id, at),
+                Deadline::Expiry { upstream, id, at } => self.expiry(&upstream, &id, at, now),
                 Deadline::Readmit { upstream, id, at } => self.readmit(&upstream, &id, at, now),
             };
             served += usize::from(applied);
@@ -175,7 +175,13 @@ impl Controller {
 
     /// A registration's expiry fell: it lapses (starts retiring, draining) unless renewed since,
     /// in which case the look is put off to the new expiry.
-    fn expiry(&mut self, upstream: &str, id: &BackendId, at: Instant) -> (bool, bool) {
+    fn expiry(
+        &mut self,
+        upstream: &str,
+        id: &BackendId,
+        at: Instant,
+        now: Instant,
+    ) -> (bool, bool) {
         let Some(up) = self.upstreams.get_mut(upstream) else {
             return (false, false);
         };
@@ -200,7 +206,7 @@ impl Controller {
         let e = up.backends.get_mut(id).expect("just read");
         e.retiring = true;
         if e.backend.state != State::Draining {
-            self.set_state(upstream, id, State::Draining);
+            self.set_state(upstream, id, State::Draining, now);
         }
         (true, true)
     }

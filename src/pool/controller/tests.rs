@@ -135,16 +135,12 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert_eq!(c.version(), 2);
     // One deadline, drain_timeout (7 s) from now, in the controller's own queue.
     let at = c.next_deadline().expect("a drain deadline");
-    let left = at.saturating_duration_since(std::time::Instant::now());
+    let left = at.saturating_duration_since(Instant::now());
     assert!(
         left > Duration::from_secs(6) && left <= Duration::from_secs(7),
         "{left:?}"
     );
-    assert_eq!(
-        c.serve_deadlines(std::time::Instant::now()),
-        0,
-        "not due yet"
-    );
+    assert_eq!(c.serve_deadlines(Instant::now()), 0, "not due yet");
     let epoch = 1;
     let snap = c.current().load_full();
     let b = backend(&snap, "127.0.0.1:1001").unwrap();
@@ -288,8 +284,10 @@ async fn handle_applies_through_the_task_and_waits_for_publish() {
     assert_eq!(pool.snapshot().version, 2);
 }
 
-#[test]
-fn slow_start_ramps_effective_weight_after_recovery() {
+/// Paused time: the ramp follows 10% + 90% x elapsed / slow_start exactly, republished by the
+/// tick, and stops at full weight.
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_effective_weight_after_recovery() {
     let mut cfg = config();
     cfg[0].policy.slow_start = Some(Duration::from_secs(10));
     let mut c = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory());
@@ -314,6 +312,21 @@ fn slow_start_ramps_effective_weight_after_recovery() {
         backend(&snap, "127.0.0.1:1002").unwrap().effective_weight,
         20
     );
+    let weights = |c: &Controller| {
+        let snap = c.current().load_full();
+        ["127.0.0.1:1001", "127.0.0.1:1002"].map(|id| backend(&snap, id).unwrap().effective_weight)
+    };
+    // Half way: 55% of each weight.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(c.tick(), "a ramp republishes");
+    assert_eq!(weights(&c), [55, 110]);
+    tokio::time::advance(Duration::from_millis(4900)).await;
+    assert!(c.tick());
+    assert_eq!(weights(&c), [99, 198], "not full before slow_start is over");
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(c.tick());
+    assert_eq!(weights(&c), [100, 200], "full weight at slow_start");
+    assert!(!c.tick(), "the ramp is over: nothing more to publish");
     // Without slow start, effective weight is the weight.
     let plain = controller();
     let snap = plain.current().load_full();
@@ -349,27 +362,39 @@ fn a_toggled_weight_survives_a_reset_of_its_source() {
     assert_eq!(backend(&c.current().load(), "e1").unwrap().weight, 4);
 }
 
-#[tokio::test]
+/// The controller's run loop, on paused time: a registration nobody renews lapses at its TTL
+/// (draining), and its tunnels are closed at the drain deadline after that, with nothing else
+/// sent to the controller; neither happens a moment early.
+#[tokio::test(start_paused = true)]
 async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
+    let (ttl, drain) = (Duration::from_secs(2), Duration::from_secs(3));
     let mut cfg = config();
-    cfg[0].policy.drain_timeout = Duration::from_millis(300);
+    cfg[0].policy.drain_timeout = drain;
     let pool = Controller::new(&cfg, CancellationToken::new(), Toggles::in_memory()).spawn();
+    let start = Instant::now();
     pool.apply(Diff::Add {
         upstream: "u".into(),
         backend: spec("r", 3001),
-        ttl: Some(Duration::from_millis(200)),
+        ttl: Some(ttl),
         operator: false,
     })
     .await
     .unwrap();
     let close = backend(&pool.snapshot(), "r").unwrap().close.clone();
     let guard = backend(&pool.snapshot(), "r").unwrap().live.begin();
-    // Nothing else is sent: the expiry deadline finds the lapse, then the drain deadline falls.
-    let closed = tokio::time::timeout(Duration::from_secs(2), close.cancelled()).await;
-    assert!(
-        closed.is_ok(),
-        "tunnels closed within ttl + drain_timeout + 1.5 s"
-    );
+    let state = || backend(&pool.snapshot(), "r").unwrap().state;
+    // Expiries are kept in whole milliseconds and timers fire on millisecond ticks.
+    let ms = Duration::from_millis(10);
+    // Nothing else is sent: the expiry deadline finds the lapse...
+    tokio::time::sleep_until(start + ttl - ms).await;
+    assert_eq!(state(), State::Active, "not lapsed before its TTL");
+    tokio::time::sleep_until(start + ttl + ms).await;
+    assert_eq!(state(), State::Draining, "lapsed at its TTL");
+    // ...then the drain deadline falls, and closes the tunnels.
+    let early = tokio::time::timeout_at(start + ttl + drain - ms, close.cancelled()).await;
+    assert!(early.is_err(), "closed before ttl + drain_timeout");
+    let closed = tokio::time::timeout_at(start + ttl + drain + ms, close.cancelled()).await;
+    assert!(closed.is_ok(), "tunnels closed at ttl + drain_timeout");
     drop(guard);
 }
 

@@ -42,10 +42,10 @@ fn marked(c: &Controller) -> usize {
 #[test]
 fn an_upsert_marks_only_its_backend_and_a_repeat_publishes_nothing() {
     let mut c = large();
-    assert!(c.upsert("u", etcd("new", 7000, 2)));
+    assert!(c.upsert("u", etcd("new", 7000, 2), Instant::now()));
     assert_eq!(marked(&c), 1);
     c.publish();
-    assert!(c.upsert("u", etcd("e7", 5007, 3)));
+    assert!(c.upsert("u", etcd("e7", 5007, 3), Instant::now()));
     assert_eq!(marked(&c), 1);
     c.publish();
     let v = c.version();

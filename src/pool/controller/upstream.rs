@@ -15,7 +15,7 @@ use crate::pool::snapshot::Upstream;
 use crate::pool::table::{slot, Backends, SLOT_BITS};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Entries by id, remembering which ones were touched since the last publish.
 #[derive(Default)]

@@ -3,7 +3,8 @@ use super::super::Controller;
 use crate::pool::backend::State;
 use crate::pool::diff::Diff;
 use crate::pool::toggles::Toggles;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 fn heartbeat(id: &str, ttl: Duration) -> Diff {
@@ -14,8 +15,8 @@ fn heartbeat(id: &str, ttl: Duration) -> Diff {
     }
 }
 
-#[test]
-fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
+#[tokio::test(start_paused = true)]
+async fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
     let mut c = controller();
     assert_eq!(c.apply(add("a", 2001)), Ok(true));
     let first = c.next_deadline().expect("a look at the expiry");
@@ -36,11 +37,11 @@ fn a_registration_lapses_at_its_expiry_and_heartbeats_queue_one_look() {
     assert_eq!(c.apply(heartbeat("a", Duration::ZERO)), Ok(false));
     assert_eq!(c.deadlines.len(), 1);
     assert!(c.next_deadline().unwrap() < later);
-    // Expiries are kept in whole milliseconds: the look is due within one. Wait for that
-    // instant itself (the registration's clock reads it too), then serve.
+    // Expiries are kept in whole milliseconds: the look is due within one. Let (paused) time
+    // reach that instant itself (the registration's clock reads it too), then serve.
     let due = c.next_deadline().unwrap();
     assert!(due <= Instant::now() + Duration::from_millis(2));
-    std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    tokio::time::advance(due.saturating_duration_since(Instant::now())).await;
     assert_eq!(c.serve_deadlines(Instant::now()), 1);
     assert_eq!(c.version(), version + 1);
     let snap = c.current().load_full();

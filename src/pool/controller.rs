@@ -231,15 +231,18 @@ impl Controller {
                 continue;
             }
             let up = self.upstreams.get_mut(&u.name).expect("inserted above");
-            let Some(e) = up.backends.get_mut(b.id.as_str()) else {
-                continue;
-            };
             let want = if b.disabled {
                 State::Disabled
             } else {
                 State::Active
             };
+            // Looked at quietly; marked changed (and so visited by the publish) only when its
+            // state moves.
+            let Some(e) = up.backends.get_quiet(b.id.as_str()) else {
+                continue;
+            };
             if e.backend.state != State::Draining && e.backend.state != want {
+                let e = up.backends.get_mut(b.id.as_str()).expect("found above");
                 e.backend.state = want;
                 changed = true;
             }

@@ -14,7 +14,8 @@
 //! sets an upstream's sticky cookie on the answer.
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
-//! never locks. Imports `config`, `pool` and `fds`; never `admin`.
+//! never locks. Imports `config`, `pool`, `balance`, `routing`, `metrics` and `net`; never
+//! `admin`, `discovery` or `health`.
 
 pub mod access;
 pub mod attempt;

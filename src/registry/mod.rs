@@ -12,8 +12,9 @@
 //! weight limit, registration count), ownership (a registrar manages only registrations it
 //! made, proven by the registration's secret, [`owners`]), and conflicts (the same id at
 //! another address or from another source, [`crate::pool::Backend::admits`], which the
-//! controller asks too). An operator's decision (a state set with the admin token) sticks
-//! against registrars; the controller keeps those ([`crate::pool::Diff::Decide`]).
+//! controller asks too). Without etcd, an operator's decision (a state set with the admin token)
+//! sticks against registrars; the controller keeps those ([`crate::pool::Diff::Decide`]).
+//! With etcd it does not yet (see docs/limits.md).
 //!
 //! Imports: `pool`, `config`, `store`, `discovery` (the fleet's counts). Never `admin` or
 //! `proxy`: HTTP is the admin layer's, which maps [`RegistryError`] to statuses.

@@ -121,3 +121,25 @@ fn an_upsert_out_of_range_is_refused_and_changes_nothing() {
     assert_eq!(c.version(), v);
     assert!(backend(&c.current().load(), "e1").is_none());
 }
+
+#[test]
+fn a_reload_marks_only_the_static_backends_that_differ() {
+    let mut cfg = tests::config();
+    let template = cfg[0].backends[0].clone();
+    cfg[0].backends = (0..1000u16)
+        .map(|i| crate::config::StaticBackend {
+            id: format!("s{i}"),
+            addr: tests::addr(6000 + i),
+            ..template.clone()
+        })
+        .collect();
+    let mut c = controller();
+    c.configure(&cfg);
+    assert_eq!(marked(&c), 0, "configure publishes");
+    // What one upstream's reload marks, before its publish.
+    assert!(!c.configure_one(&cfg[0]), "the same config changes nothing");
+    assert_eq!(marked(&c), 0);
+    cfg[0].backends[7].disabled = true;
+    assert!(c.configure_one(&cfg[0]));
+    assert_eq!(marked(&c), 1, "only the disabled one");
+}

@@ -227,6 +227,48 @@ async fn count_and_weight_limits() {
     refused(&p, r, 403, "limit of 2 registrations").await;
 }
 
+/// With etcd the count limit holds for registrations racing through several instances: etcd
+/// itself refuses a new registration once the upstream has `max_backends` of them.
+#[tokio::test]
+async fn racing_registrations_through_two_instances_stay_within_the_count_limit() {
+    let etcd = Etcd::start().await;
+    let upstream = "[upstream.app]\nregistration = { max_backends = 2 }\nbackends = []";
+    let one = start_proxy_full(&etcd.store(), "", upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", upstream).await;
+    let bodies = (1..=20)
+        .map(|i| json!({"addr": format!("10.9.0.{i}:80"), "id": format!("r{i}")}))
+        .collect();
+    let mut statuses = Vec::new();
+    for (status, body) in register_at_once(&[&one, &two], bodies).await {
+        if status == 403 {
+            let error = body["error"].as_str().unwrap_or_default();
+            assert!(error.contains("limit of 2 registrations"), "{body}");
+        }
+        statuses.push(status);
+    }
+    statuses.sort();
+    println!("20 racing registrations, max_backends = 2: {statuses:?}");
+    assert_eq!(made(&statuses), 2, "{statuses:?}");
+    let mut c = etcd.client().await;
+    let held = c
+        .get(
+            "/tw/upstreams/app/backends/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.count(), 2, "registrations in etcd");
+    // Both instances show the two winners.
+    wait_until(Duration::from_secs(5), || async {
+        one.backends().await.len() == 2 && two.backends().await.len() == 2
+    })
+    .await;
+}
+
 #[test]
 fn a_bad_range_is_a_config_error_with_its_line() {
     let text = "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n\n[upstream.app]\nregistration = { allow = [\"10.0.0.0/33\"] }\nbackends = []\n";
@@ -447,35 +489,32 @@ async fn an_operator_disable_is_not_undone_by_a_new_id_for_the_same_address() {
 /// registration it proved to own) leaves a later registration of the same id alone.
 #[tokio::test]
 async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
-    use tideway::store::{Store, StoreError};
+    use tideway::store::{Registering, Store, StoreError};
     let etcd = Etcd::start().await;
     let store = Store::new(tideway::config::EtcdSettings {
         endpoints: vec![etcd.client_url.clone()],
         prefix: "/tw".into(),
     });
     let ttl = Duration::from_secs(60);
+    let write = |addr, owner, how| store.register("app", "x", addr, 1, ttl, Some(owner), how);
     let (first_addr, second_addr) = (
         "10.9.0.1:80".parse().unwrap(),
         "10.9.0.2:80".parse().unwrap(),
     );
-    store
-        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), None)
+    write(first_addr, "aaaa", Registering::New { max: None })
         .await
         .unwrap();
     let (owner, first) = store.owner("app", "x").await.unwrap();
     assert_eq!(owner.as_deref(), Some("aaaa"));
     assert!(store.deregister("app", "x", Some(first)).await.unwrap());
-    store
-        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), None)
+    write(second_addr, "bbbb", Registering::New { max: None })
         .await
         .unwrap();
     let (owner, second) = store.owner("app", "x").await.unwrap();
     assert_eq!(owner.as_deref(), Some("bbbb"));
     assert!(second > first);
     // The first registrant's writes, too late: each is refused, and etcd is unchanged.
-    let refresh = store
-        .register("app", "x", first_addr, 1, ttl, Some("aaaa"), Some(first))
-        .await;
+    let refresh = write(first_addr, "aaaa", Registering::Refresh(first)).await;
     assert!(
         matches!(refresh, Err(StoreError::Taken { .. })),
         "{refresh:?}"
@@ -505,8 +544,7 @@ async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
     let toggles = c.get("/tw/upstreams/app/state/x", None).await.unwrap();
     assert!(toggles.kvs().is_empty(), "no toggle was written");
     // The second registrant's, with its own registration's revision, go through.
-    store
-        .register("app", "x", second_addr, 1, ttl, Some("bbbb"), Some(second))
+    write(second_addr, "bbbb", Registering::Refresh(second))
         .await
         .unwrap();
     store

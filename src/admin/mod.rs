@@ -157,7 +157,8 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError;
         let status = match e {
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Taken { .. } => StatusCode::CONFLICT,
+            StoreError::Taken { .. } | StoreError::Contended { .. } => StatusCode::CONFLICT,
+            StoreError::Full { .. } => StatusCode::FORBIDDEN,
         };
         ApiError(status, e.to_string())
     }

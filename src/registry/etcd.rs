@@ -4,14 +4,16 @@
 //! (it publishes that revision on a `watch` channel, [`Store::watch_applied`]), and the pool
 //! shows the change; [`DEFAULT_APPLY_WAIT`] bounds the wait (then 503: written, not seen
 //! yet). Static backends are not in etcd: deleting one retires it locally ([`Local`]).
-//! Owners are the `owner` field of the registration's etcd value.
+//! Owners are the `owner` field of the registration's etcd value. A registrar's new
+//! registration is held to its upstream's `max_backends` again by the write itself
+//! ([`Registering::New`]), so registrations racing through several instances cannot pass it.
 
 use super::local::Local;
 use super::owners::Owner;
 use super::{Admitted, Ledger, RegistryError, DEFAULT_APPLY_WAIT};
 use crate::discovery::fleet::Fleet;
 use crate::pool::{Backend, PoolError, PoolHandle, Source, State};
-use crate::store::Store;
+use crate::store::{Registering, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,6 +116,12 @@ impl Ledger for Etcd {
 
     async fn register(&self, r: &Admitted) -> Result<(), RegistryError> {
         let (u, reg) = (r.upstream.as_str(), &r.registration);
+        let write = match r.fresh {
+            true => Registering::New {
+                max: r.max_backends,
+            },
+            false => Registering::Refresh(r.created),
+        };
         let revision = self
             .store
             .register(
@@ -123,9 +131,14 @@ impl Ledger for Etcd {
                 reg.weight,
                 reg.ttl,
                 r.owner.as_deref(),
-                (!r.fresh).then_some(r.created),
+                write,
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // The same refusal as the pool's count, counted in etcd at the write.
+                StoreError::Full { upstream, max } => RegistryError::Full { upstream, max },
+                e => e.into(),
+            })?;
         // Seen by address: an operator's weight toggle may stand in for the weight.
         self.seen(revision, u, &reg.id, |b| b.addr == reg.addr)
             .await

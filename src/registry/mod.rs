@@ -147,6 +147,9 @@ pub struct Admitted {
     pub created: i64,
     /// Made with the admin token.
     pub operator: bool,
+    /// A registrar's new registration: its upstream's `max_backends`, which etcd's write
+    /// checks again (registrations racing through several instances).
+    pub max_backends: Option<usize>,
 }
 
 /// A registration made: `secret` only for a new one (returned once). Its `Debug` never
@@ -179,8 +182,9 @@ pub struct Drained {
 pub trait Ledger: Send + Sync {
     /// The source a registration's backend gets in the pool.
     fn source(&self) -> Source;
-    /// Does the ledger itself refuse a second creation of one id (etcd's transaction)? If
-    /// not, the registry runs one registration at a time.
+    /// Does the ledger itself refuse a second creation of one id (etcd's transaction, which
+    /// also holds a registrar's new one to `max_backends`)? If not, the registry runs one
+    /// registration at a time.
     fn creates_once(&self) -> bool;
     /// Who made a registration.
     async fn owner(&self, upstream: &str, id: &str) -> Result<Owner, RegistryError>;
@@ -455,6 +459,8 @@ impl Registry {
             created: owner.created,
             fresh: secret.is_some(),
             operator: *who == Caller::Operator,
+            max_backends: (*who != Caller::Operator && secret.is_some())
+                .then_some(scope.max_backends),
         };
         Ok((admitted, secret))
     }

@@ -18,6 +18,11 @@ pub fn instances_root(prefix: &str) -> String {
     format!("{prefix}/instances/")
 }
 
+/// Where the registrations of one upstream live.
+pub fn backends_root(prefix: &str, upstream: &str) -> String {
+    format!("{prefix}/upstreams/{upstream}/backends/")
+}
+
 pub fn backend_key(prefix: &str, upstream: &str, id: &str) -> String {
     format!("{prefix}/upstreams/{upstream}/backends/{id}")
 }

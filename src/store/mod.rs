@@ -7,7 +7,10 @@
 //! keeps that lease alive (the lease is read from the key, so any instance can take it). A new
 //! registration is written in a transaction that only succeeds while the key does not exist,
 //! so two racing registrations of one id cannot both win; it clears the id's old toggles in
-//! the same transaction. Deregistering deletes the key and its toggles. A refresh, and a
+//! the same transaction. Under a count limit (a registrar's `max_backends`) it counts the
+//! upstream's registrations first, and the transaction also insists that none was created
+//! since that count, so registrations racing through any instances cannot pass the limit
+//! together. Deregistering deletes the key and its toggles. A refresh, and a
 //! registrar's deregistration, insist on the registration whose owner was proven: their
 //! transaction compares the key's create revision, so a registration made meanwhile under
 //! the same id is never touched ([`StoreError::Taken`]).
@@ -23,7 +26,7 @@ pub mod keys;
 use crate::config::EtcdSettings;
 use crate::pool::State;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -36,6 +39,25 @@ pub enum StoreError {
     Unavailable(#[from] etcd_client::Error),
     #[error("backend {id:?} was registered meanwhile by someone else")]
     Taken { id: String },
+    #[error("upstream {upstream:?} has reached its limit of {max} registrations")]
+    Full { upstream: String, max: usize },
+    #[error("other registrations of upstream {upstream:?} kept landing meanwhile; try again")]
+    Contended { upstream: String },
+}
+
+/// How many times a new registration under a count limit is counted and tried while other
+/// registrations of its upstream land between its count and its write (then
+/// [`StoreError::Contended`]).
+pub const DEFAULT_CREATE_TRIES: usize = 5;
+
+/// Which registration [`Store::register`] writes.
+#[derive(Clone, Copy, Debug)]
+pub enum Registering {
+    /// A new one: only while its key does not exist and, with `max`, while its upstream holds
+    /// fewer than `max` registrations.
+    New { max: Option<usize> },
+    /// A refresh of the registration whose key was created at this revision.
+    Refresh(i64),
 }
 
 /// The etcd store of one process.
@@ -96,10 +118,10 @@ impl Store {
         &self.settings.prefix
     }
 
-    /// Register a backend (`refreshes` None), or refresh the registration whose key was
-    /// created at revision `refreshes`, under a lease of `ttl`; returns the etcd revision it
-    /// was written at. Either fails with [`StoreError::Taken`] if the key is not (or no longer)
-    /// the one expected: it appeared meanwhile, or was replaced.
+    /// Register a backend, or refresh a registration ([`Registering`]), under a lease of
+    /// `ttl`; returns the etcd revision it was written at. Either fails with
+    /// [`StoreError::Taken`] if the key is not (or no longer) the one expected: it appeared
+    /// meanwhile, or was replaced; a new one under a limit fails with [`StoreError::Full`].
     #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
@@ -109,7 +131,7 @@ impl Store {
         weight: u32,
         ttl: Duration,
         owner: Option<&str>,
-        refreshes: Option<i64>,
+        write: Registering,
     ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::backend_key(self.prefix(), upstream, id);
@@ -121,22 +143,83 @@ impl Store {
             value,
             Some(PutOptions::new().with_lease(lease)),
         );
-        let state = keys::state_key(self.prefix(), upstream, id);
-        let txn = match refreshes {
-            Some(created) => Txn::new()
-                .when([Compare::create_revision(key, CompareOp::Equal, created)])
-                .and_then([put]),
-            None => Txn::new()
-                .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-                .and_then([TxnOp::delete(state, None), put]),
+        let written = match write {
+            Registering::Refresh(created) => {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Equal, created)])
+                    .and_then([put]);
+                let done = c.txn(txn).await?;
+                match done.succeeded() {
+                    true => Ok(done.header().map_or(0, |h| h.revision())),
+                    false => Err(StoreError::Taken { id: id.to_string() }),
+                }
+            }
+            Registering::New { max } => self.create(&mut c, upstream, id, put, max).await,
         };
-        let done = c.txn(txn).await?;
-        if done.succeeded() {
-            Ok(done.header().map_or(0, |h| h.revision()))
-        } else {
+        if written.is_err() {
             let _ = c.lease_revoke(lease).await;
-            Err(StoreError::Taken { id: id.to_string() })
         }
+        written
+    }
+
+    /// Write a new registration (`put`) and clear the id's old toggles, only while its key
+    /// does not exist. With `max`: count the upstream's registrations (every key under its
+    /// `backends/`) at some revision, refuse at `max`, else write only if no key there was
+    /// created after that revision; when one was, count again ([`DEFAULT_CREATE_TRIES`]).
+    async fn create(
+        &self,
+        c: &mut Client,
+        upstream: &str,
+        id: &str,
+        put: TxnOp,
+        max: Option<usize>,
+    ) -> Result<i64, StoreError> {
+        let key = keys::backend_key(self.prefix(), upstream, id);
+        let state = keys::state_key(self.prefix(), upstream, id);
+        let registrations = keys::backends_root(self.prefix(), upstream);
+        for _ in 0..DEFAULT_CREATE_TRIES {
+            let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+            if let Some(max) = max {
+                let counted = c
+                    .get(
+                        registrations.clone(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                    .await?;
+                if counted.count() >= max as i64 {
+                    return Err(StoreError::Full {
+                        upstream: upstream.into(),
+                        max,
+                    });
+                }
+                let at = counted.header().map_or(0, |h| h.revision());
+                when.push(
+                    Compare::create_revision(registrations.clone(), CompareOp::Less, at + 1)
+                        .with_prefix(),
+                );
+            }
+            let txn = Txn::new()
+                .when(when)
+                .and_then([TxnOp::delete(state.clone(), None), put.clone()])
+                .or_else([TxnOp::get(
+                    key.clone(),
+                    Some(GetOptions::new().with_count_only()),
+                )]);
+            let done = c.txn(txn).await?;
+            if done.succeeded() {
+                return Ok(done.header().map_or(0, |h| h.revision()));
+            }
+            let taken = done
+                .op_responses()
+                .into_iter()
+                .any(|r| matches!(r, TxnOpResponse::Get(g) if g.count() > 0));
+            if taken {
+                return Err(StoreError::Taken { id: id.to_string() });
+            }
+        }
+        Err(StoreError::Contended {
+            upstream: upstream.into(),
+        })
     }
 
     /// The owner fingerprint stored with a registration, if any, and the revision its key

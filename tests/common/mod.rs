@@ -416,6 +416,48 @@ pub async fn backend_id(client: &reqwest::Client, url: &str) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// POST every registration of `bodies` to upstream `app` with the register token, all at once
+/// (each on its own task), through `proxies` in turn; each answer's status and JSON body, in
+/// the order of `bodies`.
+pub async fn register_at_once(
+    proxies: &[&Proxy],
+    bodies: Vec<serde_json::Value>,
+) -> Vec<(u16, serde_json::Value)> {
+    let racing: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let req = proxies[i % proxies.len()]
+                .admin_req(
+                    reqwest::Method::POST,
+                    "/v1/upstreams/app/backends",
+                    REGISTER_TOKEN,
+                )
+                .json(&body);
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(serde_json::Value::Null))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in racing {
+        answers.push(r.await.unwrap());
+    }
+    answers
+}
+
+/// How many racing registrations were made (`201`); asserts that each other one was refused
+/// (`403`) or lost its race (`409`).
+pub fn made(statuses: &[u16]) -> usize {
+    assert!(
+        statuses.iter().all(|s| [201, 403, 409].contains(s)),
+        "{statuses:?}"
+    );
+    statuses.iter().filter(|s| **s == 201).count()
+}
+
 /// Poll `f` every 20 ms until it holds; panics after `limit`. Returns the time it took.
 pub async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Duration
 where

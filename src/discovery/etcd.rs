@@ -51,16 +51,23 @@ enum SessionError {
     Ended,
 }
 
-/// The etcd source, until dropped (the server owns it and stops it at shutdown); `ready` is
-/// set once the pool is loaded (the saved snapshot read, or etcd listed).
+/// The etcd source, until `stop` is cancelled (the server owns it and stops it at shutdown):
+/// then the saved file's writer writes what is pending and is joined. `ready` is set once the
+/// pool is loaded (the saved snapshot read, or etcd listed).
 pub async fn watch(
     pool: PoolHandle,
     store: Arc<Store>,
     upstreams: Vec<String>,
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
-    run(pool, store, upstreams, data_dir, ready).await
+    let file = SavedFile::spawn(data_dir.join(SNAPSHOT_FILE), SAVE_GAP);
+    tokio::select! {
+        never = run(pool, store, upstreams, data_dir, ready, &file) => match never {},
+        () = stop.cancelled() => {}
+    }
+    file.close().await;
 }
 
 fn metrics() -> &'static crate::metrics::Metrics {
@@ -73,9 +80,9 @@ async fn run(
     upstreams: Vec<String>,
     data_dir: PathBuf,
     ready: Arc<AtomicBool>,
-) {
+    file: &SavedFile,
+) -> std::convert::Infallible {
     let path = data_dir.join(SNAPSHOT_FILE);
-    let file = SavedFile::spawn(path.clone(), SAVE_GAP);
     let mut known: Pool = upstreams.iter().map(|u| (u.clone(), Set::new())).collect();
     if let Some(saved) = load_snapshot(&path) {
         tracing::info!(path = %path.display(), "starting from the saved etcd pool");
@@ -84,7 +91,7 @@ async fn run(
     }
     let mut backoff = MIN_BACKOFF;
     loop {
-        let err = session(&pool, &store, &mut known, &file, &mut backoff, &ready).await;
+        let err = session(&pool, &store, &mut known, file, &mut backoff, &ready).await;
         metrics().etcd_up.set(0);
         metrics().etcd_sessions_lost.inc();
         tracing::warn!(error = %err, retry_in = ?backoff, "etcd session lost; serving the last known pool");

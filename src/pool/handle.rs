@@ -142,6 +142,14 @@ impl Controller {
 impl ControllerTask {
     /// Apply diffs until every handle is gone.
     pub async fn run(self) {
+        self.run_until(tokio_util::sync::CancellationToken::new())
+            .await
+    }
+
+    /// Apply diffs until every handle is gone or `stop` is cancelled; then apply the diffs
+    /// already queued (new ones are refused: [`PoolError::Stopped`]) and let the toggles
+    /// file's writer save what is pending before returning.
+    pub async fn run_until(self, stop: tokio_util::sync::CancellationToken) {
         let ControllerTask {
             mut controller,
             mut rx,
@@ -151,6 +159,7 @@ impl ControllerTask {
         let mut toggles_file: Option<SavedFile> = None;
         let mut ticker = tokio::time::interval(DEFAULT_TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
         loop {
             let next = controller.next_deadline();
             let deadline = async {
@@ -175,6 +184,11 @@ impl ControllerTask {
                     controller.tick();
                 }
                 () = deadline => {}
+                // Told to stop: the queue is closed, and drained by the next turns.
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    rx.close();
+                }
             }
             for ((upstream, id), verdict) in inbox.take() {
                 controller.verdict(upstream, id, verdict);
@@ -203,7 +217,8 @@ impl ControllerTask {
                 let _ = reply.send(result);
             }
         }
-        // The last handle is gone: let the writer save what is pending, then stop.
+        // The last handle is gone, or the queue is drained after a stop: let the writer save
+        // what is pending, then join it.
         if let Some(file) = toggles_file {
             file.close().await;
         }

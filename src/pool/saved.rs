@@ -25,11 +25,22 @@ struct Version {
     tell: Option<Tell>,
 }
 
-/// One saved file and its writer task; dropping it (or [`SavedFile::close`]) lets the task
-/// write what is pending, then end.
+/// One saved file and its writer task, owned: [`SavedFile::close`] lets the task write what
+/// is pending, then joins it. Dropping it without a close (its owner aborted past a shutdown's
+/// wait) aborts the writer: the versions still waiting are not written, and a write under way
+/// finishes on its blocking thread (the file is the old one or the new one).
 pub struct SavedFile {
     tx: mpsc::UnboundedSender<Version>,
-    task: tokio::task::JoinHandle<()>,
+    task: Writer,
+}
+
+/// The writer task's handle, aborted when dropped.
+struct Writer(tokio::task::JoinHandle<()>);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SavedFile {
@@ -37,7 +48,7 @@ impl SavedFile {
     /// (the first change after a quiet `gap` is written at once).
     pub fn spawn(path: PathBuf, gap: Duration) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(writer(path, gap, rx));
+        let task = Writer(tokio::spawn(writer(path, gap, rx)));
         SavedFile { tx, task }
     }
 
@@ -63,10 +74,11 @@ impl SavedFile {
         }
     }
 
-    /// Write what is pending, then end the writer.
+    /// Write what is pending, then end the writer and join it.
     pub async fn close(self) {
-        drop(self.tx);
-        let _ = self.task.await;
+        let SavedFile { tx, mut task } = self;
+        drop(tx);
+        let _ = (&mut task.0).await;
     }
 }
 

@@ -64,8 +64,6 @@ pub struct Places {
 /// Serves one HTTP listener.
 pub struct Gateway {
     path: HttpPath,
-    /// Starts the idle-connection sweeper on the first connection (inside pingora's runtime).
-    sweeper: std::sync::Once,
     /// The listener's first upstream: requests refused before they are routed count there.
     route: Route,
     /// The listener's routes, loaded per request; a reload swaps them.
@@ -159,7 +157,6 @@ impl Gateway {
         Gateway {
             clients,
             path: HttpPath::new(keepalive, limits),
-            sweeper: std::sync::Once::new(),
             route,
             routes,
             tls,
@@ -167,6 +164,12 @@ impl Gateway {
             turned_away,
             addressing: Addressing::default(),
         }
+    }
+
+    /// The task that closes this gateway's idle upstream connections once expired, for its
+    /// owner to run (and stop): it ends by itself once the gateway is gone.
+    pub fn sweeper(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        Keepalive::sweeper(&self.path.keepalive)
     }
 
     /// Learn client addresses as `addressing` says (by default: the socket's peer).
@@ -385,8 +388,6 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.sweeper
-            .call_once(|| Keepalive::spawn_sweeper(&self.path.keepalive));
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }

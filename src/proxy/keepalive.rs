@@ -1,7 +1,8 @@
 //! Idle upstream connections kept for reuse (nginx's `keepalive N` in an `upstream` block),
 //! per backend address, newest first. A connection the backend closed while idle is noticed
 //! when it is taken (its socket reads EOF) and thrown away; one idle too long is closed by a
-//! sweep, run while connections are returned and by a background task when traffic stops.
+//! sweep, run while connections are returned and by a background task when traffic stops
+//! ([`Keepalive::sweeper`], run by the listener's owner).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -97,10 +98,13 @@ impl Keepalive {
         self.sweep_locked(&mut lists, Instant::now());
     }
 
-    /// Sweep `keepalive` every few seconds, on the current runtime, for as long as it exists.
-    pub fn spawn_sweeper(keepalive: &std::sync::Arc<Keepalive>) {
+    /// Sweep `keepalive` every few seconds for as long as it exists: the task its owner runs
+    /// (and stops at shutdown).
+    pub fn sweeper(
+        keepalive: &std::sync::Arc<Keepalive>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let weak = std::sync::Arc::downgrade(keepalive);
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(SWEEP_EVERY).await;
                 match weak.upgrade() {
@@ -108,7 +112,7 @@ impl Keepalive {
                     None => return,
                 }
             }
-        });
+        }
     }
 
     /// Idle connections held, over all backends.

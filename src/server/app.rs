@@ -108,6 +108,8 @@ struct ControlPlane {
     ready: Arc<AtomicBool>,
     /// The config started with, whose `resolve` names are followed from the start.
     names: Config,
+    /// The keep-alive sweepers of the listeners started with, run in the set.
+    sweepers: Mutex<Vec<Sweeper>>,
 }
 
 #[async_trait]
@@ -126,23 +128,23 @@ impl ControlPlane {
     fn spawn_tasks(&self, shutdown: ShutdownWatch) -> Tasks {
         let mut tasks = Tasks::default();
         if let Some(task) = self.controller.lock().expect("not poisoned").take() {
-            tasks.spawn("pool controller", task.run());
+            tasks.spawn_stoppable("pool controller", |stop| task.run_until(stop));
+        }
+        for sweeper in std::mem::take(&mut *self.sweepers.lock().expect("not poisoned")) {
+            tasks.spawn("keep-alive sweeper", sweeper);
         }
         tasks.spawn(
             "memory trimmer",
             crate::server::memory::trimmer(self.pool.clone()),
         );
         match self.etcd.clone() {
-            Some(etcd) => tasks.spawn(
-                "etcd watch",
-                crate::discovery::etcd::watch(
-                    self.pool.clone(),
-                    etcd,
-                    self.upstreams.clone(),
-                    self.data_dir.clone(),
-                    self.ready.clone(),
-                ),
-            ),
+            Some(etcd) => {
+                let (pool, upstreams) = (self.pool.clone(), self.upstreams.clone());
+                let (data_dir, ready) = (self.data_dir.clone(), self.ready.clone());
+                tasks.spawn_stoppable("etcd watch", |stop| {
+                    crate::discovery::etcd::watch(pool, etcd, upstreams, data_dir, ready, stop)
+                })
+            }
             // Without etcd the pool is the config's, loaded before the controller started.
             None => self.ready.store(true, Ordering::Release),
         }
@@ -176,9 +178,13 @@ impl ControlPlane {
         tasks
     }
 
-    /// Stop `tasks` and the health checks and name follows (which reloads restart, so their
-    /// handles live with the reloader), joining them all within `wait`.
-    async fn stop_tasks(&self, tasks: Tasks, wait: std::time::Duration) {
+    /// Stop `tasks`, with the accept loops and sweepers of the listeners reloads added, and
+    /// the health checks and name follows (which reloads restart, so their handles live with
+    /// the reloader), joining them all within `wait`.
+    async fn stop_tasks(&self, mut tasks: Tasks, wait: std::time::Duration) {
+        for (name, task) in self.reloader.listeners.take_tasks() {
+            tasks.adopt(name, task);
+        }
         let (checkers, names) = (&self.reloader.checkers, &self.reloader.names);
         let others = async { tokio::join!(checkers.stop(), names.stop()) };
         let (stopped, others) = tokio::join!(tasks.stop(wait), tokio::time::timeout(wait, others));
@@ -211,12 +217,16 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 
 /// What [`add_listeners`] hands to the reloader: the TLS listeners' certificate resolvers
 /// (re-read on reload), the listeners started with their turn-away switches, and each HTTP
-/// listener's routes.
+/// listener's routes; and to the control plane: each HTTP listener's keep-alive sweeper.
 type Started = (
     Vec<Arc<crate::proxy::tls::SniResolver>>,
     Vec<(crate::config::Listener, Arc<AtomicBool>)>,
     Vec<(std::net::SocketAddr, crate::proxy::dispatch::SharedRoutes)>,
+    Vec<Sweeper>,
 );
+
+/// A listener's keep-alive sweeper, not yet running.
+type Sweeper = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// One pingora service per listener of `config`, on tideway's accept path.
 fn add_listeners(
@@ -227,6 +237,7 @@ fn add_listeners(
     let mut resolvers = Vec::new();
     let mut started = Vec::new();
     let mut routes = Vec::new();
+    let mut sweepers: Vec<Sweeper> = Vec::new();
     for l in &config.listeners {
         match l.protocol {
             Protocol::Http => {
@@ -235,6 +246,7 @@ fn add_listeners(
                     crate::server::listeners::http_gateway(pool, l, turned_away.clone())
                         .map_err(StartError::Listener)?;
                 routes.push((l.listen, gateway.routes().clone()));
+                sweepers.push(Box::pin(gateway.sweeper()));
                 resolvers.extend(resolver);
                 started.push((l.clone(), turned_away));
                 let svc = DataListener::new(format!("http {}", l.listen), l.listen, gateway);
@@ -254,7 +266,7 @@ fn add_listeners(
             }
         }
     }
-    Ok((resolvers, started, routes))
+    Ok((resolvers, started, routes, sweepers))
 }
 
 /// Build the pingora server for `config`; with `upgrade`, it takes the listening sockets over
@@ -321,7 +333,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
-    let (resolvers, started, routes) = add_listeners(&mut server, &pool, config)?;
+    let (resolvers, started, routes, sweepers) = add_listeners(&mut server, &pool, config)?;
 
     let reloader = Arc::new(Reloader {
         source,
@@ -378,6 +390,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         data_dir: config.store.data_dir.clone(),
         ready,
         names: config.clone(),
+        sweepers: Mutex::new(sweepers),
     };
     server.add_service(background_service("control plane", control));
     Ok(server)

@@ -81,6 +81,11 @@ pub struct Listeners {
     started: Vec<(Listener, Arc<AtomicBool>)>,
     /// Listeners added by reloads, with their accept loops.
     added: Mutex<HashMap<SocketAddr, Added>>,
+    /// The keep-alive sweepers of the HTTP listeners reloads added (a removed listener's runs
+    /// on while its connections hold its gateway); the finished ones are dropped at each commit.
+    sweepers: Mutex<Vec<JoinHandle<()>>>,
+    /// Set (under the `added` lock) once shutdown took the tasks: a commit then starts none.
+    stopped: AtomicBool,
     /// The admin API's address, one of tideway's own with the listeners'.
     admin: SocketAddr,
     /// pingora's shutdown signal, once the control plane runs.
@@ -140,6 +145,8 @@ impl Listeners {
             pool,
             started,
             added: Mutex::new(HashMap::new()),
+            sweepers: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
             admin,
             shutdown: OnceLock::new(),
             routes: Mutex::new(HashMap::new()),
@@ -186,6 +193,28 @@ impl Listeners {
         self.added.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn sweepers(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.sweepers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At shutdown: hand over the tasks of the listeners reloads added (accept loops and
+    /// keep-alive sweepers), for the control plane's set to stop and join. No reload changes
+    /// the listeners after this (a plan prepared before is dropped at its commit).
+    pub fn take_tasks(&self) -> Vec<(&'static str, JoinHandle<()>)> {
+        let mut added = self.lock();
+        self.stopped.store(true, Ordering::Release);
+        let mut out: Vec<_> = added
+            .drain()
+            .map(|(_, a)| ("reload listener", a.task))
+            .collect();
+        out.extend(
+            self.sweepers()
+                .drain(..)
+                .map(|t| ("reload listener sweeper", t)),
+        );
+        out
+    }
+
     /// Every address tideway listens on that could forward a request: started listeners (a
     /// turned-away one is still bound), added ones and the admin API; an HTTP listener whose
     /// routes all answer themselves (`return`) is left out, as nginx configs proxy to such
@@ -210,6 +239,9 @@ impl Listeners {
     pub fn prepare(&self, wanted: &[Listener]) -> Result<Plan, String> {
         if self.shutdown.get().is_none() {
             return Err("the control plane is not running yet".into());
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err("tideway is shutting down".into());
         }
         let mut plan = Plan {
             turned_away: Vec::new(),
@@ -275,6 +307,10 @@ impl Listeners {
             shared.store(Arc::new(routes));
         }
         let mut added = self.lock();
+        if self.stopped.load(Ordering::Acquire) {
+            tracing::info!("reload: shutting down; listeners left as they are");
+            return;
+        }
         for addr in plan.remove {
             if let Some(a) = added.remove(&addr) {
                 self.routes_lock().remove(&addr);
@@ -283,10 +319,13 @@ impl Listeners {
             }
         }
         let shutdown = self.shutdown.get().cloned().expect("checked by prepare");
+        let mut sweepers = self.sweepers();
+        sweepers.retain(|t| !t.is_finished());
         for (l, socket, app) in plan.add {
             let task = match app {
                 App::Http(gw) => {
                     self.routes_lock().insert(l.listen, gw.routes().clone());
+                    sweepers.push(tokio::spawn(gw.sweeper()));
                     tokio::spawn(crate::net::accept::serve(
                         socket.clone(),
                         gw,
@@ -309,6 +348,7 @@ impl Listeners {
                 },
             );
         }
+        drop(sweepers);
         self.publish_own(&added);
     }
 

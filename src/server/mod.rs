@@ -11,3 +11,6 @@ pub mod memory;
 pub mod reload;
 pub mod signals;
 pub mod tasks;
+
+#[cfg(test)]
+mod shutdown_tests;

@@ -1,10 +1,15 @@
 //! The process's long-lived background tasks, owned. The server wiring spawns each of them
 //! into one [`Tasks`] set (the controller, the admin API, the etcd watch, the fleet counts,
-//! the health checks, the name follows, the rebalancer, the autoscale hook, SIGHUP reloads,
-//! the memory trimmer); at shutdown it stops the set, which ends every task at its next await
-//! and joins them within a bounded wait ([`DEFAULT_STOP_WAIT`]). Nothing long-lived is left
-//! detached. Per-connection and per-request tasks are not here: they end with their
-//! connection, under the shutdown rules of `server::signals`.
+//! the rebalancer, the autoscale hook, SIGHUP reloads, the memory trimmer, the keep-alive
+//! sweepers of the listeners started with) and, at shutdown, adopts the accept loops and
+//! sweepers of the listeners reloads added. Stopping the set ends every task at its next
+//! await, except one spawned with [`Tasks::spawn_stoppable`], which ends itself (the
+//! controller and the etcd watch close their saved files' writers, which write what is
+//! pending and are joined), and joins them all within a bounded wait ([`DEFAULT_STOP_WAIT`]).
+//! Health checks and name follows, which reloads restart, are owned by `health::Checkers` and
+//! `discovery::names::Names` and stopped with the set. Still detached: the autoscale hook's
+//! runs (left to finish), and per-connection and per-request tasks (they end with their
+//! connection, under the shutdown rules of `server::signals`).
 //!
 //! Imports: nothing else in tideway.
 
@@ -52,6 +57,20 @@ impl Tasks {
                 () = stop.cancelled() => {}
             }
         });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Run a task that ends itself: `task` gets the set's stop signal and, once it is
+    /// cancelled, finishes what must not be cut (a pending write) and returns. Stopping the
+    /// set waits for it within its wait, then aborts it.
+    pub fn spawn_stoppable<F>(
+        &mut self,
+        name: &'static str,
+        task: impl FnOnce(CancellationToken) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.set.spawn(task(self.stop.clone()));
         self.names.insert(handle.id(), name);
     }
 

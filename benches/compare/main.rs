@@ -116,7 +116,7 @@ pub(crate) fn launch(
 pub(crate) fn launch_tideway(dir: &Path, backend: u16, protocol: &str) -> Proxy {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[server]\nthreads = 1\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        "[server]\nthreads = 1\nmax_connections = 9000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
         dir.join("data").display()
     );
     let bin = env!("CARGO_BIN_EXE_tideway");
@@ -140,7 +140,7 @@ fn start_tideway(dir: &Path, backend: u16) -> Proxy {
 fn start_tideway_logged(dir: &Path, backend: u16) -> Proxy {
     let (port, admin) = (free_port(), free_port());
     let config = format!(
-        "[server]\nthreads = 1\naccess_log = true\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
+        "[server]\nthreads = 1\nmax_connections = 9000\naccess_log = true\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
         dir.join("data").display()
     );
     let cfg = dir.join("tideway-logged.toml");

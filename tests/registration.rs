@@ -269,6 +269,30 @@ async fn racing_registrations_through_two_instances_stay_within_the_count_limit(
     .await;
 }
 
+/// A burst of new registrations far below the limit all get in: each failed try at the
+/// counted write means another one landed, so they are written one after another, never
+/// turned away as contended.
+#[tokio::test]
+async fn a_burst_of_registrations_below_the_limit_all_get_in_with_etcd() {
+    let etcd = Etcd::start().await;
+    let upstream = "[upstream.app]\nregistration = { max_backends = 100 }\nbackends = []";
+    let one = start_proxy_full(&etcd.store(), "", upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", upstream).await;
+    let bodies = (1..=30)
+        .map(|i| json!({"addr": format!("10.9.1.{i}:80"), "id": format!("b{i}")}))
+        .collect();
+    let statuses: Vec<u16> = register_at_once(&[&one, &two], bodies)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert_eq!(made(&statuses), 30, "{statuses:?}");
+    wait_until(Duration::from_secs(5), || async {
+        one.backends().await.len() == 30 && two.backends().await.len() == 30
+    })
+    .await;
+}
+
 #[test]
 fn a_bad_range_is_a_config_error_with_its_line() {
     let text = "[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n\n[upstream.app]\nregistration = { allow = [\"10.0.0.0/33\"] }\nbackends = []\n";

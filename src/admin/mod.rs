@@ -157,7 +157,9 @@ impl From<crate::store::StoreError> for ApiError {
         use crate::store::StoreError;
         let status = match e {
             StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Taken { .. } | StoreError::Contended { .. } => StatusCode::CONFLICT,
+            StoreError::Taken { .. } => StatusCode::CONFLICT,
+            // Busy, not refused: the same request may pass on a later try.
+            StoreError::Contended { .. } => StatusCode::SERVICE_UNAVAILABLE,
             StoreError::Full { .. } => StatusCode::FORBIDDEN,
         };
         ApiError(status, e.to_string())

@@ -45,10 +45,13 @@ pub enum StoreError {
     Contended { upstream: String },
 }
 
-/// How many times a new registration under a count limit is counted and tried while other
+/// How long a new registration under a count limit keeps counting and trying while other
 /// registrations of its upstream land between its count and its write (then
-/// [`StoreError::Contended`]).
-pub const DEFAULT_CREATE_TRIES: usize = 5;
+/// [`StoreError::Contended`]). Each failed try means another registration was written, so a
+/// burst of N new registrations needs at most N rounds of two etcd calls each.
+pub const DEFAULT_CREATE_WAIT: Duration = Duration::from_secs(3);
+/// The most a try waits before the next (a random share of it), so racers spread out.
+const CREATE_JITTER: Duration = Duration::from_millis(5);
 
 /// Which registration [`Store::register`] writes.
 #[derive(Clone, Copy, Debug)]
@@ -148,10 +151,11 @@ impl Store {
                 let txn = Txn::new()
                     .when([Compare::create_revision(key, CompareOp::Equal, created)])
                     .and_then([put]);
-                let done = c.txn(txn).await?;
-                match done.succeeded() {
-                    true => Ok(done.header().map_or(0, |h| h.revision())),
-                    false => Err(StoreError::Taken { id: id.to_string() }),
+                match c.txn(txn).await {
+                    Ok(done) if done.succeeded() => Ok(done.header().map_or(0, |h| h.revision())),
+                    Ok(_) => Err(StoreError::Taken { id: id.to_string() }),
+                    // The lease is revoked below on this error too.
+                    Err(e) => Err(e.into()),
                 }
             }
             Registering::New { max } => self.create(&mut c, upstream, id, put, max).await,
@@ -165,7 +169,8 @@ impl Store {
     /// Write a new registration (`put`) and clear the id's old toggles, only while its key
     /// does not exist. With `max`: count the upstream's registrations (every key under its
     /// `backends/`) at some revision, refuse at `max`, else write only if no key there was
-    /// created after that revision; when one was, count again ([`DEFAULT_CREATE_TRIES`]).
+    /// created after that revision; when one was, count again, for up to
+    /// [`DEFAULT_CREATE_WAIT`].
     async fn create(
         &self,
         c: &mut Client,
@@ -177,7 +182,8 @@ impl Store {
         let key = keys::backend_key(self.prefix(), upstream, id);
         let state = keys::state_key(self.prefix(), upstream, id);
         let registrations = keys::backends_root(self.prefix(), upstream);
-        for _ in 0..DEFAULT_CREATE_TRIES {
+        let until = tokio::time::Instant::now() + DEFAULT_CREATE_WAIT;
+        while tokio::time::Instant::now() < until {
             let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
             if let Some(max) = max {
                 let counted = c
@@ -216,6 +222,10 @@ impl Store {
             if taken {
                 return Err(StoreError::Taken { id: id.to_string() });
             }
+            // Another registration landed between the count and the write: count again, a
+            // little later, so the racers do not all try in step.
+            let jitter = CREATE_JITTER.mul_f64(rand::random::<f64>());
+            tokio::time::sleep(jitter).await;
         }
         Err(StoreError::Contended {
             upstream: upstream.into(),

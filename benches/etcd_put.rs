@@ -144,6 +144,19 @@ fn main() {
 }
 
 impl Bench {
+    /// GET `path` from tideway's admin API, as JSON.
+    async fn admin_json(&self, client: &reqwest::Client, path: &str) -> serde_json::Value {
+        client
+            .get(format!("http://127.0.0.1:{}{path}", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Both figures with `base` backends in the pool.
     async fn measure(&mut self, base: usize) -> Figures {
         eprintln!("etcd_put: measuring at {base} backends");
@@ -266,15 +279,7 @@ impl Bench {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let v: serde_json::Value = client
-                .get(format!("http://127.0.0.1:{}/v1/upstreams/app", self.admin))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = self.admin_json(&client, "/v1/upstreams/app").await;
             let disabled = v["backends"]
                 .as_array()
                 .unwrap()
@@ -292,18 +297,9 @@ impl Bench {
     /// Poll the (small) scale answer until the pool holds `n` backends.
     async fn wait_backends(&self, n: usize) {
         let client = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{}/v1/upstreams/app/scale", self.admin);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let v: serde_json::Value = client
-                .get(&url)
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = self.admin_json(&client, "/v1/upstreams/app/scale").await;
             if v["backends"].as_u64() == Some(n as u64) {
                 return;
             }

@@ -129,7 +129,11 @@ async fn ctl_list_into_a_reader_that_stops_after_one_line_ends_quietly() {
     let whole = ctl().output().unwrap();
     assert!(whole.status.success(), "{whole:?}");
     // Four times what a Linux pipe holds by default (64 KiB).
-    assert!(whole.stdout.len() > 256 << 10, "{} bytes", whole.stdout.len());
+    assert!(
+        whole.stdout.len() > 256 << 10,
+        "{} bytes",
+        whole.stdout.len()
+    );
 
     let mut child = ctl()
         .stdout(Stdio::piped())

@@ -26,6 +26,9 @@
  *                            deregistering (a fatal error, a SIGKILL). Without a readable
  *                            file, such a process is refused (403, "not made with this
  *                            secret") until the old registration lapses, and retries every beat
+ *   WORKERMAN_RUN_DIR        where Workerman keeps its pid, log and status files (default: its
+ *                            own, under vendor/); a writable directory on a read-only root
+ *                            filesystem (`php start.php reload -g` must see the same one)
  * Without TIDEWAY_ADMIN or TIDEWAY_REGISTER_TOKEN the server runs without registering.
  *
  * One registration per listening address. All `count` processes of a Worker serve the same
@@ -82,6 +85,12 @@ if (preg_match('/^(\d+)(ms|s|m|h)?$/', trim($drainWait), $m)) {
     $drainSeconds = (int)ceil((int)$m[1] * $factor);
 }
 Worker::$stopTimeout = $drainSeconds + 10;
+$runDir = $env('WORKERMAN_RUN_DIR');
+if ($runDir !== '') {
+    Worker::$pidFile = "$runDir/workerman.pid";
+    Worker::$logFile = "$runDir/workerman.log";
+    Worker::$statusFile = "$runDir/workerman.status";
+}
 
 $worker = new Worker('websocket://0.0.0.0:' . LISTEN_PORT);
 $worker->name = 'chat';

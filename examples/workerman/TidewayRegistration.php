@@ -392,11 +392,12 @@ final class TidewayRegistration
      * process the reload starts, which reads it and refreshes this same registration. The
      * heartbeat timer goes on while this process lives: after `reload -g` (SIGUSR2) Workerman
      * keeps serving the open connections of a stopping process until they end, and the
-     * registration must not lapse meanwhile.
+     * registration must not lapse meanwhile. reloading(false) takes it back (a stop that
+     * comes while such a process still serves).
      */
-    public function reloading(): void
+    public function reloading(bool $reloading = true): void
     {
-        $this->reloading = true;
+        $this->reloading = $reloading;
     }
 
     /**

@@ -44,7 +44,12 @@
  * process 0 neither drains nor deregisters, its heartbeat goes on while it lives (after
  * `reload -g` it keeps serving its open connections until they end), the secret file stays,
  * and the new process 0 reads it and refreshes the same registration (200). tideway keeps the
- * backend and cuts no connection. Only a stop drains.
+ * backend and cuts no connection. Only a stop drains. Workerman 4.2.1 reloads the processes
+ * one at a time and, after `reload -g`, starts a process's replacement only once the old one
+ * has exited, that is once its connections ended; until then the old one serves them and
+ * heartbeats, the others accept. A stop that comes meanwhile would make Workerman exit such
+ * an old process at once, cutting its connections: onWorkerReload therefore takes over its
+ * stop signals, to wait for tideway's drain first (process 0 then deregisters).
  *
  * Stopping: onWorkerStop runs when a process stops, before Workerman closes its listener and
  * connections. Process 0 drains there: tideway sends the address no new connections, and the
@@ -65,6 +70,7 @@
  * the backend once tideway holds no connection to it.
  */
 
+use Workerman\Events\EventInterface;
 use Workerman\Worker;
 
 require_once __DIR__ . '/vendor/autoload.php';
@@ -134,13 +140,33 @@ $worker->onWorkerStart = function (Worker $w) use (&$registration, $enabled, $re
 
 // Runs in every worker process on `reload` (SIGUSR1) and `reload -g` (SIGUSR2), just before
 // Workerman stops a reloadable one; never on a stop.
-$worker->onWorkerReload = function (Worker $w) use (&$registration, &$reloading) {
+$worker->onWorkerReload = function (Worker $w) use (&$registration, &$reloading, $enabled, $registrationOf, $drainWait) {
     if (!$w->reloadable) {
         return; // not stopped by a reload: a later onWorkerStop is a real stop
     }
     $reloading = true;
     if ($registration !== null) {
         $registration->reloading();
+    }
+    if (!$enabled || !Worker::getGracefulStop()) {
+        return;
+    }
+    // `reload -g`: this process lives on, serving the connections it has, until they end.
+    // Workerman's own handler for a stop signal would now exit at once and cut them: a stop
+    // (`php start.php stop`, SIGINT from the master; SIGTERM) first waits for tideway's drain
+    // (each client gets its 1001), and process 0 then deregisters.
+    $stopAfterReload = static function (int $signal) use (&$registration, $registrationOf, $drainWait) {
+        if ($registration !== null) {
+            $registration->reloading(false);
+            $registration->stop($drainWait);
+            $registration = null;
+        } else {
+            $registrationOf()->drain($drainWait);
+        }
+        Worker::signalHandler($signal);
+    };
+    foreach ([SIGINT, SIGTERM, SIGHUP] as $signal) {
+        Worker::$globalEvent->add($signal, EventInterface::EV_SIGNAL, $stopAfterReload);
     }
 };
 

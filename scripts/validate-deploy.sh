@@ -307,7 +307,7 @@ EXPECTED = [
     "grafana/provisioning/datasources/prometheus.yaml", "grafana/provisioning/dashboards/tideway.yaml",
     "k8s/kustomization.yaml", "k8s/tideway.toml", "k8s/tideway-dashboard.json",
     "k8s/optional/prometheus-adapter-values.yaml", "k8s/optional/tokens-secret.example.yaml",
-    "k8s/optional/podmonitor.yaml", "k8s-keda/kustomization.yaml", "k8s-keda/scaledobject.yaml",
+    "k8s/optional/podmonitor.yaml", "k8s/optional/workerman-deployment.yaml", "k8s-keda/kustomization.yaml", "k8s-keda/scaledobject.yaml",
 ]
 missing = [f for f in EXPECTED if not (D / f).is_file()]
 check(not missing, f"docker/ has its {len(EXPECTED)} files", f"missing {missing}")
@@ -918,6 +918,66 @@ if rendered_keda is not None:
     kk = {d["kind"] for d in rendered_keda}
     check("ScaledObject" in kk and "HorizontalPodAutoscaler" not in kk,
           "docker/k8s-keda: the ScaledObject replaces the HPA (never both on one Deployment)")
+
+# ---------------------------------------------------------------- the Workerman example
+
+def php_env_names(path):
+    """Environment variables a PHP file reads: getenv('X'), $env('X', ...) and the helper's
+    fromEnv() map ('key' => 'X')."""
+    text = path.read_text()
+    return set(re.findall(r"""(?:getenv|\$env)\(\s*'([A-Z_]+)'""", text)) | set(re.findall(r"""=>\s*'(TIDEWAY_[A-Z_]+)'""", text))
+
+
+def seconds(d):
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)?", str(d).strip())
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2) or "s"] if m else None
+
+
+WM = K8S / "optional/workerman-deployment.yaml"
+EX = ROOT / "examples/workerman"
+wm = [d for d in load_yaml_docs(WM) if d.get("kind") == "Deployment"]
+if check(len(wm) == 1, f"{rel(WM)}: one Deployment"):
+    wspec = wm[0]["spec"]["template"]["spec"]
+    wc = wspec["containers"][0]
+    wenv = {e["name"]: e for e in wc.get("env", [])}
+
+    def val(n):
+        return wenv.get(n, {}).get("value")
+
+    read = php_env_names(EX / "start.php") | php_env_names(EX / "TidewayRegistration.php")
+    unknown_env = sorted(n for n in wenv if n not in read and n not in ("POD_IP", "POD_NAME"))
+    check(not unknown_env and {"TIDEWAY_ADMIN", "TIDEWAY_REGISTER_TOKEN", "TIDEWAY_ADVERTISE", "TIDEWAY_SECRET_FILE"} <= set(wenv),
+          f"workerman: its environment is the helper's and start.php's ({', '.join(sorted(n for n in wenv if n in read))})",
+          f"read by neither: {unknown_env}")
+    check(wenv.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"
+          and val("TIDEWAY_ADVERTISE") == "$(POD_IP):2346" and "LISTEN_PORT = 2346" in (EX / "start.php").read_text()
+          and wc["ports"][0]["containerPort"] == 2346,
+          "workerman: advertises $(POD_IP):2346, POD_IP from the downward API, start.php's port")
+    check(wenv.get("TIDEWAY_REGISTER_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") == {"name": "tideway-tokens", "key": "register-token"}
+          and "TIDEWAY_ADMIN_TOKEN" not in wenv,
+          "workerman: the register token from tideway-tokens, never the admin token")
+    k8s_admin_port = int(k8s_toml["admin"]["listen"].rsplit(":", 1)[1])
+    wup = val("TIDEWAY_UPSTREAM")
+    check(val("TIDEWAY_ADMIN") == f"http://tideway-admin:{k8s_admin_port}" and wup in k8s_toml["upstream"],
+          f"workerman: registers at http://tideway-admin:{k8s_admin_port} in upstream {wup} of docker/k8s/tideway.toml")
+    vols = {v["name"]: v for v in wspec.get("volumes", [])}
+    mounts = {m["mountPath"]: m["name"] for m in wc.get("volumeMounts", [])}
+
+    def on_empty_dir(path):
+        return any(str(path).startswith(mp.rstrip("/") + "/") and "emptyDir" in vols.get(n, {}) for mp, n in mounts.items())
+    check(wc.get("securityContext", {}).get("readOnlyRootFilesystem") is True
+          and on_empty_dir(val("TIDEWAY_SECRET_FILE")) and on_empty_dir(str(val("WORKERMAN_RUN_DIR")) + "/workerman.pid"),
+          f"workerman: read-only root; the secret file {val('TIDEWAY_SECRET_FILE')} and WORKERMAN_RUN_DIR on emptyDir volumes")
+    m = re.search(r"Worker::\$stopTimeout = \$drainSeconds \+ (\d+);", (EX / "start.php").read_text())
+    drain = seconds(val("TIDEWAY_DRAIN_WAIT") or "30s")
+    dt = seconds(k8s_toml["upstream"].get(wup, {}).get("drain_timeout", "30s"))
+    grace = wspec.get("terminationGracePeriodSeconds", 30)
+    if check(m is not None and drain is not None, "start.php sets Worker::$stopTimeout from the drain wait"):
+        stop_timeout = drain + int(m.group(1))
+        check(dt < drain < stop_timeout < grace,
+              f"workerman: drain_timeout {dt}s < TIDEWAY_DRAIN_WAIT {drain}s < Worker::$stopTimeout {stop_timeout}s < terminationGracePeriodSeconds {grace}")
+    check(wc.get("command") == ["php", "start.php", "start"] and not wc.get("lifecycle"),
+          "workerman: runs `php start.php start` in the foreground (the master gets SIGTERM); no preStop (the helper drains)")
 
 # ---------------------------------------------------------------- command lines
 

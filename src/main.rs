@@ -182,24 +182,20 @@ fn check_nginx(file: &Path, import: NginxImport) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     };
-    print!("{}", report.render());
+    tideway::cli::out(&report.render())?;
     let Some(cfg) = config else {
         for e in report.lines(tideway::nginx::Class::Error) {
             eprintln!("{e}");
         }
         std::process::exit(1);
     };
-    print_ok(file, &cfg);
-    Ok(())
+    print_ok(file, &cfg)
 }
 
 /// `tideway check --config FILE`: ok, or the error (exit 1).
 fn check_toml(file: &Path) -> anyhow::Result<()> {
     match tideway::config::load(file) {
-        Ok(cfg) => {
-            print_ok(file, &cfg);
-            Ok(())
-        }
+        Ok(cfg) => print_ok(file, &cfg),
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(1);
@@ -207,13 +203,14 @@ fn check_toml(file: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn print_ok(file: &Path, cfg: &Config) {
-    println!(
-        "{}: ok ({} listeners, {} upstreams)",
+fn print_ok(file: &Path, cfg: &Config) -> anyhow::Result<()> {
+    tideway::cli::out(&format!(
+        "{}: ok ({} listeners, {} upstreams)\n",
         file.display(),
         cfg.listeners.len(),
         cfg.upstreams.len()
-    );
+    ))?;
+    Ok(())
 }
 
 /// `tideway import-nginx FILE`: the TOML on stdout, warnings on stderr.
@@ -223,7 +220,7 @@ fn import_nginx(file: &Path) -> anyhow::Result<()> {
             for w in &converted.warnings {
                 eprintln!("warning: {w}");
             }
-            print!("{}", converted.toml);
+            tideway::cli::out(&converted.toml)?;
             Ok(())
         }
         Err(e) => {
@@ -273,11 +270,11 @@ fn ctl(
         &cmd,
     )) {
         Ok(serde_json::Value::String(text)) => {
-            print!("{text}");
+            tideway::cli::out(&text)?;
             Ok(())
         }
         Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            tideway::cli::out(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
             Ok(())
         }
         Err(e) => {

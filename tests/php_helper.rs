@@ -2,7 +2,8 @@
 //! driven by a plain PHP HTTP server (tests/php/worker.php) against a real tideway: it
 //! registers, is kept alive by heartbeats past its TTL, renews a registration that lapsed or
 //! was removed behind its back (adopting the new secret), and on SIGTERM drains, deregisters
-//! and exits 0. Every step is observed (tideway's admin API, requests through tideway, the PHP
+//! and exits 0; on a reload signal (SIGUSR1, SIGUSR2: Workerman's) it ends nothing, and the
+//! next process refreshes the same registration with the kept secret. Every step is observed (tideway's admin API, requests through tideway, the PHP
 //! side's progress lines); nothing is slept on. The helper's own guards are driven by
 //! `php -r`: a call's `timeout` bounds the whole call against an admin that trickles its answer,
 //! and a secret file that is a symlink or another user's is refused.
@@ -534,6 +535,94 @@ async fn a_replacement_process_takes_the_registration_over_with_the_secret_file(
     )
     .await;
     assert!(!file.exists(), "secret file left after deregistration");
+}
+
+/// Workerman's `reload` (SIGUSR1) and `reload -g` (SIGUSR2), as the helper sees them in a
+/// worker process: onWorkerReload, then onWorkerStop. The registration is neither drained nor
+/// deregistered, the secret file stays, and the next process on the address refreshes the same
+/// registration (200; the bug was a 403, "not made with this secret"). Only a stop drains.
+async fn a_reload_keeps_the_registration(sig: &str) {
+    let p = start_proxy(UPSTREAM).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("php-1.secret");
+    let file_env = file.to_str().unwrap();
+    let mut old = Php::start_with(&p, &[("TIDEWAY_SECRET_FILE", file_env)]);
+    let addr = old.listening().await;
+    old.line_from(0, Duration::from_secs(10), "registered", |l| {
+        l == format!("registered {ID} 201")
+    })
+    .await;
+    until_active(&p, &old, &addr, "registered backend active").await;
+    let secret = std::fs::read_to_string(&file).unwrap();
+
+    signal(&old.pid(), sig);
+    old.line_from(0, Duration::from_secs(10), "reload", |l| {
+        l == format!("reload {ID} kept for the next process")
+    })
+    .await;
+    assert_eq!(old.exit_code(Duration::from_secs(10)).await, Some(0));
+    let said = old.lines();
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.starts_with("drain") || l.starts_with("deregister")),
+        "{sig}: a reload drained or deregistered\n{}",
+        old.transcript()
+    );
+    let kept = php_backend(&p).await.expect("still registered");
+    assert_eq!(kept["state"], "active", "{kept}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), secret);
+
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    let mut new = Php::start_with(
+        &p,
+        &[("TIDEWAY_SECRET_FILE", file_env), ("WORKER_PORT", &port)],
+    );
+    assert_eq!(new.listening().await, addr);
+    new.line_from(0, Duration::from_secs(10), "registered", |l| {
+        l.starts_with("registered") || l.starts_with("register_failed")
+    })
+    .await;
+    assert_eq!(
+        new.lines().iter().find(|l| l.starts_with("regist")),
+        Some(&format!("registered {ID} 200")),
+        "{}",
+        new.transcript()
+    );
+    new.line_from(0, Duration::from_secs(5), "heartbeat 200", heartbeat(200))
+        .await;
+    served_by_php(&p).await;
+
+    // A stop drains and deregisters.
+    signal(&new.pid(), "-TERM");
+    new.line_from(0, Duration::from_secs(10), "deregistered 202", |l| {
+        l == "deregistered 202"
+    })
+    .await;
+    assert!(
+        new.lines().iter().any(|l| l.starts_with("drained ")),
+        "{}",
+        new.transcript()
+    );
+    assert_eq!(new.exit_code(Duration::from_secs(10)).await, Some(0));
+    until_empty(
+        &p,
+        &new,
+        Duration::from_secs(10),
+        "deregistered backend gone",
+    )
+    .await;
+    assert!(!file.exists(), "secret file left after deregistration");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_registration_for_the_next_process() {
+    a_reload_keeps_the_registration("-USR1").await;
+}
+
+#[tokio::test]
+async fn a_graceful_reload_keeps_the_registration_for_the_next_process() {
+    a_reload_keeps_the_registration("-USR2").await;
 }
 
 /// Run `code` (after the helper is required) with `php -r` and `env`; its stdout, once it

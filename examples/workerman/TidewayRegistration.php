@@ -1,7 +1,8 @@
 <?php
 /**
  * TidewayRegistration: registers one listening address with a tideway admin API, keeps the
- * registration alive with heartbeats, and on stop drains it (waiting) and deregisters it.
+ * registration alive with heartbeats, and on stop drains it (waiting) and deregisters it; on
+ * a reload it ends nothing, and the next process takes the registration over.
  *
  * One file, no dependencies: PHP 7.4+ / 8.x, HTTP/1.1 on PHP's own socket streams (no curl).
  * An https:// admin URL needs the openssl extension.
@@ -9,12 +10,27 @@
  * Workerman use (see start.php beside this file):
  *
  *     $worker->onWorkerStart = function () use (&$reg) {
- *         $reg = TidewayRegistration::fromEnv(['addr' => '10.0.0.5:2346', 'id' => 'web-1-2346']);
+ *         $reg = TidewayRegistration::fromEnv(['addr' => '10.0.0.5:2346', 'id' => 'web-1-2346',
+ *             'secret_file' => '/run/tideway/secret']);
  *         $reg->start();      // register now, then heartbeat on a \Workerman\Timer
  *     };
- *     $worker->onWorkerStop = function () use (&$reg) {
- *         $reg->stop();       // drain (waiting up to drainWait), then deregister
+ *     $worker->onWorkerReload = function (Worker $w) use (&$reg) {
+ *         if ($w->reloadable) {
+ *             $reg->reloading(); // `reload [-g]`: the stop that follows is not the end
+ *         }
  *     };
+ *     $worker->onWorkerStop = function () use (&$reg) {
+ *         $reg->stop();       // a stop: drain (waiting up to drainWait), then deregister;
+ *                             // a reload: nothing (see reloading())
+ *     };
+ *
+ * Reload or stop: Workerman 4.x (Worker.php of v4.2.1) tells its worker processes apart by
+ * signal only. A worker process that gets SIGUSR1 (`reload`) or SIGUSR2 (`reload -g`) runs
+ * Worker::reload(), which calls onWorkerReload and then, for a reloadable worker,
+ * Worker::stopAll(), which sets the status to STATUS_SHUTDOWN and calls onWorkerStop. A stop
+ * (SIGINT, SIGTERM, SIGQUIT) calls stopAll() directly. STATUS_RELOADING is set in the master
+ * process only, so inside onWorkerStop Worker::getStatus() is STATUS_SHUTDOWN either way:
+ * onWorkerReload, run just before, is what says "reload". Hence reloading().
  *
  * Without Workerman, call register() (or heartbeat(), which registers when not registered
  * yet) and then heartbeat() every `heartbeatEvery` seconds from your own loop, and stop() on
@@ -33,8 +49,13 @@
  * Neither the token nor the secret is ever printed or logged by this class.
  *
  * With `secret_file` set, the secret is also kept in that file (mode 0600) and read back at
- * construction, so a process that replaces one which died without deregistering (a crash, a
- * SIGKILL) takes the registration over at once instead of being refused until it lapses.
+ * construction, so the next process on the same address takes the registration over at once
+ * (200, the same registration) instead of being refused (403, "not made with this secret")
+ * until it lapses: the process a reload starts, or one that replaces a process which died
+ * without deregistering (a crash, a SIGKILL). There is no default path: without the option
+ * the secret lives in this process only. The directory must be writable by this user (on a
+ * read-only root filesystem, a volume such as an emptyDir); a failed write is reported as the
+ * event `secret_file_failed`. A deregistration removes the file.
  *
  * Every HTTP call blocks the calling process for at most `timeout` seconds (drain: up to the
  * drain wait plus `timeout`), all of it together: one deadline is set when the call starts, and
@@ -78,6 +99,8 @@ final class TidewayRegistration
     private $registered = false;
     /** @var int|null Workerman timer id */
     private $timerId = null;
+    /** @var bool whether this process stops for a reload (see reloading()) */
+    private $reloading = false;
 
     /**
      * Options:
@@ -363,14 +386,36 @@ final class TidewayRegistration
     }
 
     /**
+     * This process stops for a reload, not for good: call it from Workerman's onWorkerReload
+     * (for a reloadable worker: Workerman stops the process right after). The stop() that
+     * follows then ends nothing: no drain, no deregistration, the secret file kept for the
+     * process the reload starts, which reads it and refreshes this same registration. The
+     * heartbeat timer goes on while this process lives: after `reload -g` (SIGUSR2) Workerman
+     * keeps serving the open connections of a stopping process until they end, and the
+     * registration must not lapse meanwhile. reloading(false) takes it back (a stop that
+     * comes while such a process still serves).
+     */
+    public function reloading(bool $reloading = true): void
+    {
+        $this->reloading = $reloading;
+    }
+
+    /**
      * On the way out: stop the heartbeat timer, drain (waiting up to the drain wait), then
      * deregister. Returns ["drain" => answer|null, "deregister" => status], or null when there
-     * was no registration to end.
+     * was no registration to end, or when the process stops for a reload (see reloading():
+     * then nothing is ended, and the event `reload` is emitted).
      *
      * @return array{drain: array<string, mixed>|null, deregister: int}|null
      */
     public function stop(?string $wait = null): ?array
     {
+        if ($this->reloading) {
+            $this->emit('reload', $this->id . ($this->secretFile === null
+                ? ' kept; no secret_file, so the next process is refused until it lapses'
+                : ' kept for the next process'));
+            return null;
+        }
         if ($this->timerId !== null && class_exists('\Workerman\Timer')) {
             \Workerman\Timer::del($this->timerId);
             $this->timerId = null;

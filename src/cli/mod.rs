@@ -183,3 +183,20 @@ pub mod ctl;
 pub mod demo;
 pub mod demo_client;
 pub mod tour;
+
+/// Write `text` to stdout, all of it, now. A reader that went away (`tideway ctl list |
+/// head -1`) ends the command quietly with status 0: it chose to stop reading, which is no
+/// failure of the command (ripgrep does the same). The conventional death by SIGPIPE (141)
+/// is not used: Rust ignores SIGPIPE so that a write to a closed socket is an error, and
+/// restoring it would let a peer's reset on a network socket kill the command too.
+pub fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}

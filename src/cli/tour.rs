@@ -104,7 +104,7 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
         };
         match reg.register(&client).await {
             Ok(secret) => {
-                println!("  registered {id} at {addr}");
+                let _ = crate::cli::out(&format!("  registered {id} at {addr}\n"));
                 keep.push((reg, secret));
             }
             Err(e) => eprintln!("demo backend {id} could not register: {e}"),
@@ -122,7 +122,7 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
                 .to_string()
         })
         .unwrap_or_else(|_| "tideway-demo-client".into());
-    println!(
+    let _ = crate::cli::out(&format!(
         "\ntideway demo: {} backends registered in upstream {DEFAULT_UPSTREAM:?}.\n\
          Try:\n\
          \x20 curl 'http://{l}/hello?uid=42'                 # sticky: uid 42 always lands on one backend\n\
@@ -131,9 +131,9 @@ async fn backends(t: Tour, admin_url: String, register: String, admin_token: Str
          \x20 dashboard: http://{a}/#token={admin_token}\n\
          \x20 TIDEWAY_ADMIN_TOKEN={admin_token} {exe} ctl --admin http://{a} list\n\
          \x20 curl http://{a}/metrics\n\
-         Ctrl-C stops it.",
+         Ctrl-C stops it.\n",
         keep.len()
-    );
+    ));
     let beats = keep.into_iter().map(|(reg, secret)| {
         let client = client.clone();
         async move {

@@ -1,7 +1,9 @@
 //! Active health checks. One task per upstream with checks configured probes every backend
 //! each `interval` and sends [`Diff::SetHealth`] on a transition: down after `fall` failures in
 //! a row, up after `rise` passes in a row, except that a backend that has never passed comes
-//! up on its first pass (it starts out unhealthy and takes no traffic until then).
+//! up on its first pass (it starts out unhealthy and takes no traffic until then). A backend
+//! that has never passed is logged at warn level, with the last check's error, once it has
+//! failed `fall` checks in a row: once, not at every check.
 //!
 //! The checker follows the snapshot: new backends are picked up, removed ones forgotten, and a
 //! backend the data plane ejected (passive health) must pass `rise` checks to come back. Its
@@ -130,14 +132,26 @@ async fn check_upstream(pool: PoolHandle, name: String) {
                     ..Tracker::default()
                 };
             }
+            let error = result.as_ref().err().cloned();
             if let Some((healthy, reason)) = t.observe(&cfg, result) {
                 pool.report(&name, id, Verdict::Health { healthy, reason });
+            } else if let Some(error) = error.filter(|_| t.never_healthy(&cfg)) {
+                tracing::warn!(upstream = %name, backend = %id, failed = t.failed, %error,
+                    "backend has never passed a health check; it takes no traffic until one passes");
             }
         }
     }
 }
 
 impl Tracker {
+    /// Whether the result just folded in makes this backend "never healthy": it has not
+    /// passed a check yet and has now failed `fall` in a row. True once per such state (the
+    /// count goes on past `fall`; a pass ends the state, and a new tracker starts it over),
+    /// so the warning is one line, not one per check.
+    fn never_healthy(&self, cfg: &HealthConfig) -> bool {
+        !self.passed_once && self.failed == cfg.fall.max(1)
+    }
+
     /// Fold in one result; returns a transition to publish.
     fn observe(
         &mut self,
@@ -211,6 +225,22 @@ mod tests {
         assert!(t.observe(&c, Err("x".into())).is_none());
         assert!(t.observe(&c, Ok(())).is_none());
         assert_eq!(t.observe(&c, Ok(())).map(|x| x.0), Some(true));
+    }
+
+    #[test]
+    fn a_backend_that_never_passes_is_reported_once() {
+        let c = cfg();
+        let mut t = Tracker::default();
+        let reported = (0..20)
+            .filter(|_| t.observe(&c, Err("x".into())).is_none() && t.never_healthy(&c))
+            .count();
+        assert_eq!(reported, 1);
+        // A pass ends it; later failures are transitions of a backend that was up.
+        assert_eq!(t.observe(&c, Ok(())).map(|x| x.0), Some(true));
+        for _ in 0..5 {
+            t.observe(&c, Err("x".into()));
+            assert!(!t.never_healthy(&c));
+        }
     }
 
     #[test]

@@ -196,9 +196,10 @@ impl<A: ServerApp + Send + Sync + 'static> pingora::services::Service for DataLi
         match socket {
             Ok(socket) => serve(Arc::new(socket), app, shutdown).await,
             Err(e) => {
-                // As nginx: a listener that cannot bind stops the start.
-                tracing::error!(listen = %self.addr, error = %e, "listener cannot bind");
-                eprintln!("tideway: listener {}: {e}", self.addr);
+                // As nginx: a listener that cannot bind stops the start, at once and with
+                // a non-zero status (the admin API must not go on answering ready).
+                tracing::error!(listen = %self.addr, error = %e, "listener cannot bind; exiting");
+                eprintln!("tideway: listener {} cannot bind: {e}", self.addr);
                 std::process::exit(1);
             }
         }

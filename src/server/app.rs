@@ -54,17 +54,40 @@ fn instance_name(config: &Config) -> String {
 /// The socket in data_dir through which a running tideway hands its listeners to a new one.
 pub const UPGRADE_SOCK: &str = "upgrade.sock";
 
-/// The admin listener, with SO_REUSEPORT so a new process taking over (binary upgrade) can
-/// listen on it while the old one finishes.
-fn admin_socket(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The admin listener. It has SO_REUSEPORT so that a new process taking over (binary
+/// upgrade, `run --upgrade`) can listen on it while the old one finishes; that is the only
+/// time two processes may hold it. Without `upgrade`, the address must be free: a socket
+/// without SO_REUSEPORT is bound first, which fails if any process listens there (with
+/// SO_REUSEPORT or not), and is closed before the real one binds. Two instances started in
+/// the same instant could both pass that test; one started next to a running one cannot.
+fn admin_socket(
+    addr: std::net::SocketAddr,
+    upgrade: bool,
+) -> Result<std::net::TcpListener, StartError> {
     use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    let bind = |reuse_port: bool| -> std::io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(reuse_port)?;
+        socket.bind(&addr.into())?;
+        Ok(socket)
+    };
+    if !upgrade {
+        match bind(false) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::AdminTaken { addr })
+            }
+            Err(source) => return Err(StartError::AdminBind { addr, source }),
+        }
+    }
+    let listen = || -> std::io::Result<std::net::TcpListener> {
+        let socket = bind(true)?;
+        socket.listen(1024)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    listen().map_err(|source| StartError::AdminBind { addr, source })
 }
 
 /// Why tideway could not start.
@@ -83,6 +106,11 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "admin listener {addr}: the address is in use (another tideway? only `tideway run --upgrade` \
+         may take it over from a running one)"
+    )]
+    AdminTaken { addr: std::net::SocketAddr },
     #[error("admin listener {addr}: {source}")]
     AdminBind {
         addr: std::net::SocketAddr,
@@ -300,11 +328,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         data_dir,
         "register.token",
     )?;
-    let admin_listener =
-        admin_socket(config.admin.listen).map_err(|source| StartError::AdminBind {
-            addr: config.admin.listen,
-            source,
-        })?;
+    let admin_listener = admin_socket(config.admin.listen, upgrade)?;
     tracing::info!(addr = %config.admin.listen, "admin API listening");
     let budget = crate::net::fds::Budget::of_process(config.server.fd_reserve);
     let cap = config

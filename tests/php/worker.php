@@ -2,13 +2,16 @@
 /**
  * A stand-in for a Workerman worker, for tests/php_helper.rs: a plain PHP HTTP server (no
  * Workerman) that registers itself with tideway through examples/workerman/TidewayRegistration.php,
- * heartbeats from its stream_select loop, and on SIGTERM drains, deregisters and exits 0.
+ * heartbeats from its stream_select loop, and on SIGTERM drains, deregisters and exits 0. On
+ * SIGUSR1 or SIGUSR2 (Workerman's reload signals) it does what a Workerman worker process does
+ * on a reload with the helper (examples/workerman/start.php): reloading(), then stop(), which
+ * ends nothing (the registration and the secret file stay for the next process), and exits 0.
  *
  *   php tests/php/worker.php [port]
  *
  * Environment: WORKER_ID (default php-1), WORKER_PORT (default 0: any free port, or argv[1]),
  * TIDEWAY_ADMIN, TIDEWAY_REGISTER_TOKEN, TIDEWAY_ADVERTISE (default: the bound address),
- * TIDEWAY_TTL, TIDEWAY_HEARTBEAT_EVERY, TIDEWAY_DRAIN_WAIT (see the helper).
+ * TIDEWAY_TTL, TIDEWAY_HEARTBEAT_EVERY, TIDEWAY_DRAIN_WAIT, TIDEWAY_SECRET_FILE (see the helper).
  *
  * Every HTTP request is answered {"id":"<WORKER_ID>"} with Connection: close.
  *
@@ -20,6 +23,7 @@
  *   lapsed <id> <error>
  *   drained <json>
  *   deregistered <status>
+ *   reload <id> kept ...           (a reload: nothing ended)
  *   exit 0
  * (and register_failed, heartbeat_failed, drain_failed with a status and tideway's error).
  */
@@ -50,13 +54,17 @@ $bound = stream_socket_get_name($server, false);
 out("listening $bound");
 
 $stop = false;
+$reload = false;
 if (function_exists('pcntl_async_signals') && function_exists('pcntl_signal')) {
     pcntl_async_signals(true);
-    $onSignal = static function () use (&$stop): void {
+    $onSignal = static function (int $signal) use (&$stop, &$reload): void {
+        $reload = $reload || $signal === SIGUSR1 || $signal === SIGUSR2;
         $stop = true;
     };
     pcntl_signal(SIGTERM, $onSignal);
     pcntl_signal(SIGINT, $onSignal);
+    pcntl_signal(SIGUSR1, $onSignal);
+    pcntl_signal(SIGUSR2, $onSignal);
     $stdin = null;
     out('stop-on sigterm');
 } else {
@@ -138,7 +146,11 @@ while (!$stop) {
     }
 }
 
-// Drain (waiting, TIDEWAY_DRAIN_WAIT or 30s), then deregister; both print their answers.
+// A stop: drain (waiting, TIDEWAY_DRAIN_WAIT or 30s), then deregister; both print their
+// answers. A reload: Workerman's onWorkerReload ran first, so the stop ends nothing.
+if ($reload) {
+    $registration->reloading();
+}
 $registration->stop();
 foreach ($clients as [$sock]) {
     fclose($sock);

@@ -7,8 +7,8 @@
 //! Imports: nothing else in tideway.
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::process_collector::ProcessCollector;
+use prometheus::proto::MetricFamily;
 use prometheus::{Counter, Opts};
 
 /// The name both collectors give the CPU counter.

@@ -51,6 +51,7 @@ struct ServerSection {
     shutdown_grace: Option<Dur>,
     work_stealing: Option<bool>,
     access_log: Option<bool>,
+    access_log_file: Option<std::path::PathBuf>,
     max_connections: Option<usize>,
     fd_reserve: Option<usize>,
 }
@@ -335,7 +336,9 @@ impl FileConfig {
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
-            access_log: self.server.access_log.unwrap_or(false),
+            access_log: self.server.access_log.unwrap_or(false)
+                || self.server.access_log_file.is_some(),
+            access_log_file: self.server.access_log_file.clone(),
             max_connections: self.server.max_connections,
             fd_reserve: self.server.fd_reserve,
         };

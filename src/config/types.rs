@@ -48,6 +48,9 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     /// Log every HTTP request and tunnel end (target `tideway::access`).
     pub access_log: bool,
+    /// Write the access log to this file instead of stderr (reopened on SIGUSR1); setting it
+    /// turns the access log on.
+    pub access_log_file: Option<std::path::PathBuf>,
     /// Process-wide cap on proxied client connections (None: `(open files - reserve) / 2`;
     /// 0: none).
     pub max_connections: Option<usize>,

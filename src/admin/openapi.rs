@@ -104,8 +104,11 @@ struct Kind {
     membership: bool,
 }
 
+/// An answer every operation of a kind gives: which operations, the status, what it means.
+type Answer = (fn(&Kind) -> bool, &'static str, &'static str);
+
 /// The answers every operation of a kind gives, where its handler does not list them.
-const ANSWERS: [(fn(&Kind) -> bool, &str, &str); 8] = [
+const ANSWERS: [Answer; 8] = [
     (|k| k.secured, "401", "no bearer token, or not one of the two tokens"),
     (|k| k.secured, "403", "the register token where the admin token is needed, or a registration outside the upstream's scope, limits or its own secret"),
     (|k| k.body, "400", "the body is not JSON of the schema, or a value is out of range"),

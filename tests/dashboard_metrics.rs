@@ -60,35 +60,24 @@ async fn every_dashboard_query_uses_metrics_and_labels_tideway_exports() {
     // Traffic for every panel.
     let live = backend("live").await;
     let dead = format!("127.0.0.1:{}", free_port());
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
-         [store]\ndata_dir = \"{data}\"\n\n\
-         [[listener]]\nlisten = \"{http}\"\n\
-         [[listener.route]]\npath = \"/\"\nupstream = \"app\"\n\
-         [[listener.route]]\npath = \"/dead/\"\nupstream = \"gone\"\n\n\
-         [upstream.app]\nbalance = \"least_conn\"\nrebalance = {{ per_second = 50 }}\n\
-         backends = [{{ addr = \"{live}\", id = \"live\" }}, {{ addr = \"{dead}\", id = \"dead\" }}]\n\
-         health = {{ kind = \"tcp\", interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }}\n\
-         scale = {{ target_per_backend = 1, min = 3, max = 5 }}\n\
-         [upstream.app.autoscale]\nexec = \"true\"\ncooldown = \"500ms\"\ninterval = \"100ms\"\n\n\
-         [upstream.gone]\nbackends = [{{ addr = \"{dead}\", id = \"dead\" }}]\n",
-        data = dir.path().join("data").display(),
-        live = live.addr,
-    );
-    let config_path = dir.path().join("tideway.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = spawn_tideway_with(&config_path, dir.path(), &[]);
-    let p = Proxy {
-        child,
-        http,
-        admin,
-        dir,
-        config_path,
-    };
-    wait_ready(&p).await;
+    let p = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
+             [store]\ndata_dir = \"{data}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\n\
+             [[listener.route]]\npath = \"/\"\nupstream = \"app\"\n\
+             [[listener.route]]\npath = \"/dead/\"\nupstream = \"gone\"\n\n\
+             [upstream.app]\nbalance = \"least_conn\"\nrebalance = {{ per_second = 50 }}\n\
+             backends = [{{ addr = \"{live}\", id = \"live\" }}, {{ addr = \"{dead}\", id = \"dead\" }}]\n\
+             health = {{ kind = \"tcp\", interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }}\n\
+             scale = {{ target_per_backend = 1, min = 3, max = 5 }}\n\
+             [upstream.app.autoscale]\nexec = \"true\"\ncooldown = \"500ms\"\ninterval = \"100ms\"\n\n\
+             [upstream.gone]\nbackends = [{{ addr = \"{dead}\", id = \"dead\" }}]\n",
+            data = dir.join("data").display(),
+            live = live.addr,
+        )
+    })
+    .await;
     let c = reqwest::Client::new();
     for i in 0..5 {
         let r = c.get(p.url(&format!("/ok?{i}"))).send().await.unwrap();

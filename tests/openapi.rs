@@ -6,6 +6,16 @@ mod common;
 use common::*;
 use reqwest::Method;
 
+/// The document a running tideway serves.
+async fn document(p: &Proxy) -> serde_json::Value {
+    reqwest::get(p.admin_url("/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Every route the admin router serves (besides the dashboard page and the document itself).
 const ROUTES: [(&str, &str); 14] = [
     ("get", "/healthz"),
@@ -28,12 +38,7 @@ const ROUTES: [(&str, &str); 14] = [
 async fn the_document_covers_every_route_and_every_documented_route_is_served() {
     let b = backend("o1").await;
     let p = start_proxy(&format!("[upstream.app]\n{}\n", backends_toml(&[(&b, 1)]))).await;
-    let doc: serde_json::Value = reqwest::get(p.admin_url("/v1/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&p).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
     let paths = doc["paths"].as_object().unwrap();
     let mut documented = Vec::new();
@@ -103,12 +108,7 @@ fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value
 #[tokio::test]
 async fn every_answer_and_header_is_documented_once() {
     let p = start_proxy("[upstream.app]\n").await;
-    let doc: serde_json::Value = reqwest::get(p.admin_url("/v1/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&p).await;
     for (method, path, op) in operations(&doc) {
         let params: Vec<(String, String)> = op["parameters"]
             .as_array()
@@ -160,12 +160,7 @@ async fn every_answer_and_header_is_documented_once() {
 async fn the_schema_and_the_server_agree_on_the_bodies_schemathesis_found() {
     let b = backend("o1").await;
     let p = start_proxy(&format!("[upstream.app]\n{}\n", backends_toml(&[(&b, 1)]))).await;
-    let doc: serde_json::Value = reqwest::get(p.admin_url("/v1/openapi.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&p).await;
     let register = &doc["components"]["schemas"]["Register"]["properties"];
     // Refused by the server, so outside the schema: weight 0, an empty or non-ip:port addr.
     assert_eq!(register["weight"]["minimum"], 1, "{register}");

@@ -218,6 +218,29 @@ pub async fn start_proxy_env(
     proxy
 }
 
+/// Start tideway on the config `write` makes of its traffic and admin addresses and its
+/// directory (free ports, a new temporary directory), with extra `run` arguments.
+pub async fn start_written(
+    args: &[&str],
+    write: impl FnOnce(SocketAddr, SocketAddr, &std::path::Path) -> String,
+) -> Proxy {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("tideway.toml");
+    std::fs::write(&config_path, write(http, admin, dir.path())).unwrap();
+    let child = spawn_tideway_with(&config_path, dir.path(), args);
+    let proxy = Proxy {
+        child,
+        http,
+        admin,
+        dir,
+        config_path,
+    };
+    wait_ready(&proxy).await;
+    proxy
+}
+
 fn spawn_tideway(config: &std::path::Path, dir: &std::path::Path) -> Child {
     spawn_tideway_with(config, dir, &[])
 }

@@ -329,3 +329,39 @@ async fn goaccess_parses_the_text_log_as_nginx_combined() {
     assert_eq!(general["valid_requests"], expected as u64, "{general}");
     assert_eq!(general["failed_requests"], 0, "{general}");
 }
+
+/// `access_log_format` picks the access log's format apart from the other logs': JSON lines in
+/// the file while stderr stays text; a value it does not know is refused with its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_format_is_chosen_apart_from_the_logs() {
+    let (a1, a2) = (backend("a1").await, backend("a2").await);
+    let server = "access_log_file = \"DIR/access.log\"\naccess_log_format = \"json\"";
+    let p = start_with(&a1, &a2, server, &[]).await;
+    let file = p.dir.path().join("access.log");
+    let c = reqwest::Client::new();
+    backend_id(&c, &p.url("/j?uid=1")).await;
+    wait_until(Duration::from_secs(10), || async {
+        read(&file).contains("/j?uid=1")
+    })
+    .await;
+    let line: serde_json::Value =
+        serde_json::from_str(read(&file).lines().next().unwrap()).unwrap();
+    assert_eq!(line["uri"], "/j?uid=1");
+    assert_eq!(line["status"], 200);
+    // The process's own log stays text.
+    assert!(log(&p).contains(" INFO "), "{}", log(&p));
+
+    let bad = p.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\naccess_log_format = \"main\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bad.toml:2:") && err.contains("expected combined or json"),
+        "{err}"
+    );
+}

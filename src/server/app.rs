@@ -302,6 +302,9 @@ fn add_listeners(
 /// [`crate::server::signals::Signals`].
 pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
     crate::proxy::access::enable(config.server.access_log);
+    if let Some(f) = config.server.access_log_format {
+        crate::proxy::access::set_json(f == crate::config::AccessLogFormat::Json);
+    }
     if let Some(path) = &config.server.access_log_file {
         crate::proxy::access::sink::open(path).map_err(|source| StartError::AccessLog {
             path: path.clone(),

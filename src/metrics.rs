@@ -15,6 +15,8 @@ use prometheus::{
 };
 use std::sync::OnceLock;
 
+pub mod process;
+
 /// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
 /// Those starting `client_` were provoked by the request and count against no backend;
 /// `loop` is a backend that is one of tideway's own listeners; `local`, tideway short of its
@@ -323,7 +325,7 @@ pub fn global() -> &'static Metrics {
             Box::new(m.autoscale_backends.clone()),
             Box::new(build),
             // RSS, virtual memory, open fds and their limit, CPU seconds, start time.
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(process::Process::new()),
         ];
         for c in collectors {
             r.register(c).expect("registered once");

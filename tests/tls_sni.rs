@@ -245,6 +245,39 @@ async fn start(routes: &str, upstreams: &[(&str, &Recorder)]) -> Proxy {
     p
 }
 
+/// The JSON access line names the TLS server name the client asked for, beside its Host.
+#[tokio::test]
+async fn the_access_log_shows_the_sni_and_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", &["a.test", "*.a.test"]);
+    let ra = Recorder::start("a").await;
+    let route =
+        route("a.test", true, &a, "a").replace("[\"a.test\"]", "[\"a.test\", \"*.a.test\"]");
+    let p = start_written(&[], |http, admin, d| {
+        format!(
+            "[server]\naccess_log = true\naccess_log_format = \"json\"\n[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\n{route}\n[upstream.a]\nbackends = [{{ addr = \"{}\" }}]\n",
+            d.join("data").display(),
+            ra.addr
+        )
+    })
+    .await;
+    let (mut tls, _) = connect(p.http, Some("www.a.test")).await;
+    assert_eq!(request(&mut tls, "a.test").await, (200, "a".into()));
+    let log = p.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"sni\"")
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(text.lines().find(|l| l.contains("\"sni\"")).unwrap()).unwrap();
+    assert_eq!(line["sni"], "www.a.test", "{line}");
+    assert_eq!(line["host"], "a.test");
+    assert_eq!(line["status"], 200);
+}
+
 #[tokio::test]
 async fn sni_picks_each_servers_certificate_and_a_foreign_host_gets_421() {
     let dir = tempfile::tempdir().unwrap();

@@ -84,11 +84,42 @@ fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
     serde_json::from_slice(&body_bytes(body)?).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-/// A TTL: seconds, or a duration such as `"10s"` (1 s to 24 h).
-#[derive(Deserialize, utoipa::ToSchema)]
+/// A whole number, written as JSON Schema's `integer` allows: `3` or `3.0`.
+fn whole<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    let v = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            Some(f as u64)
+        }
+        _ => None,
+    };
+    v.and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| D::Error::custom(format!("invalid number {n}; expected a whole number")))
+}
+
+/// [`whole`], for an optional field (`null` is no value).
+fn some_whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    struct W<T: TryFrom<u64>>(#[serde(deserialize_with = "whole")] T);
+    Ok(Option::<W<T>>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A TTL: seconds, or a duration such as `"10s"` (1 s to 24 h). Its schema is in
+/// [`super::openapi`].
+#[derive(Deserialize)]
 #[serde(untagged)]
 pub(crate) enum Ttl {
-    Seconds(u64),
+    Seconds(#[serde(deserialize_with = "whole")] u64),
     Text(String),
 }
 
@@ -109,9 +140,20 @@ impl Ttl {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Register {
+    /// The backend's address, `ip:port` (IPv6 as `[ip]:port`; the pattern shows IPv4).
+    #[schema(
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]):([0-9]|[1-9][0-9]{1,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"
+    )]
     addr: String,
+    /// 1-1000 (default 1; the upstream's `registration.max_weight` caps the register token).
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "some_whole")]
     weight: Option<u32>,
+    /// 1-128 letters, digits or `-_.:@`, not ending in `:` nor starting with `unix:` (default:
+    /// the address).
+    #[schema(pattern = "^[A-Za-z0-9_.:@-]{0,127}[A-Za-z0-9_.@-]$")]
     id: Option<String>,
+    #[schema(schema_with = super::openapi::ttl_schema)]
     ttl: Option<Ttl>,
 }
 
@@ -121,41 +163,47 @@ fn default_id(addr: SocketAddr) -> String {
     format!("{}:{}", addr.ip(), addr.port())
 }
 
-/// The path of a backend's endpoints (for the API document).
-#[derive(utoipa::IntoParams)]
+/// The path of a backend's endpoints.
+#[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)] // read by utoipa only; the handlers take `Path<(String, String)>`
-pub(crate) struct BackendPath {
+pub struct BackendPath {
     /// The upstream.
     u: String,
     /// The backend id.
     id: String,
 }
 
-/// A heartbeat's optional body.
+/// A heartbeat's optional body (none, `null` or `{}`: the TTL stays).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Hb {
+    #[schema(schema_with = super::openapi::ttl_schema)]
     ttl: Option<Ttl>,
 }
 
-/// A new operator state: `active`, `disabled` or `draining`.
+/// A new operator state.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetState {
+    #[schema(pattern = "^(active|disabled|draining)$")]
     state: String,
 }
 
-/// A new weight, 1-1000.
+/// A new weight.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetWeight {
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "whole")]
     weight: u32,
 }
 
-/// How long `drain` waits for the backend's connections to end (e.g. `30s`).
+/// How long `drain` waits for the backend's connections to end.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct DrainQuery {
+    /// At most 1h, e.g. `30s` (default: answer at once). The pattern shows the common forms;
+    /// any duration up to 1h is read.
+    #[param(pattern = "^(0|[0-9]{1,4}ms|[0-9]{1,3}s|[1-5]?[0-9]m|60m|1h)$")]
     wait: Option<String>,
 }
 
@@ -240,7 +288,7 @@ pub async fn register(
     security(("admin" = []), ("register" = [])))]
 pub async fn heartbeat(
     AxState(s): St,
-    Path((u, id)): Path<(String, String)>,
+    Path(BackendPath { u, id }): Path<BackendPath>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -250,8 +298,12 @@ pub async fn heartbeat(
     let ttl = if bytes.is_empty() {
         None
     } else {
-        let hb: Hb = json_body(Ok(bytes))?;
-        hb.ttl.as_ref().map(Ttl::duration).transpose()?
+        // `null` reads as no body: nothing in it to refuse.
+        let hb: Option<Hb> = json_body(Ok(bytes))?;
+        hb.and_then(|hb| hb.ttl)
+            .as_ref()
+            .map(Ttl::duration)
+            .transpose()?
     };
     let body = match s.registry.heartbeat(&grant, ttl).await? {
         Some(ttl) => serde_json::json!({ "id": id, "ttl_ms": ttl.as_millis() as u64 }),
@@ -266,7 +318,7 @@ pub async fn heartbeat(
     security(("admin" = []), ("register" = [])))]
 pub async fn deregister(
     AxState(s): St,
-    Path((u, id)): Path<(String, String)>,
+    Path(BackendPath { u, id }): Path<BackendPath>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -294,7 +346,7 @@ pub async fn deregister(
     security(("admin" = [])))]
 pub async fn set_state(
     AxState(s): St,
-    Path((u, id)): Path<(String, String)>,
+    Path(BackendPath { u, id }): Path<BackendPath>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -318,7 +370,7 @@ pub async fn set_state(
     security(("admin" = [])))]
 pub async fn set_weight(
     AxState(s): St,
-    Path((u, id)): Path<(String, String)>,
+    Path(BackendPath { u, id }): Path<BackendPath>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -338,11 +390,12 @@ pub async fn set_weight(
 
 #[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/drain", tag = "operators",
     params(BackendPath, DrainQuery),
-    responses((status = 200, description = "`{active_connections, drained}` once drained or the wait ended")),
+    responses((status = 200, description = "`{active_connections, drained}` once drained or the wait ended"),
+        (status = 400, description = "`wait` is not a duration up to 1h", body = super::ErrorBody)),
     security(("admin" = []), ("register" = [])))]
 pub async fn drain(
     AxState(s): St,
-    Path((u, id)): Path<(String, String)>,
+    Path(BackendPath { u, id }): Path<BackendPath>,
     Query(q): Query<DrainQuery>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,

@@ -142,6 +142,7 @@ pub fn router(state: AdminState) -> Router {
             post(backends::drain),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(
@@ -150,6 +151,30 @@ pub fn router(state: AdminState) -> Router {
             )
         })
         .with_state(Arc::new(state))
+}
+
+/// Every error is `{"error": "..."}`: an extractor's refusal (a path that is not UTF-8, a
+/// query string that does not parse, a body over [`MAX_BODY`]) is plain text from axum; its
+/// text becomes the message.
+async fn json_errors(r: Response) -> Response {
+    let json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(r.status().is_client_error() || r.status().is_server_error()) || json {
+        return r;
+    }
+    let status = r.status();
+    let text = axum::body::to_bytes(r.into_body(), MAX_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError(status, text).into_response()
 }
 
 impl From<crate::store::StoreError> for ApiError {
@@ -173,7 +198,8 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 #[utoipa::path(post, path = "/v1/reload", tag = "operators",
-    responses((status = 200, description = "`{changed, warnings}`"), (status = 400, description = "the file is refused; the running config stays", body = ErrorBody)),
+    responses((status = 200, description = "`{changed, warnings}`"), (status = 400, description = "the file is refused; the running config stays", body = ErrorBody),
+        (status = 409, description = "this process has no config file to reload", body = ErrorBody)),
     security(("admin" = [])))]
 async fn reload(
     State(s): State<Arc<AdminState>>,
@@ -272,14 +298,20 @@ fn admin_upstream(s: &AdminState, headers: &HeaderMap, u: &str) -> Result<Arc<Up
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("unknown upstream {u:?}")))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ShowQuery {
+    /// `json` (default), or `nginx`: an nginx upstream block.
+    #[param(pattern = "^(json|nginx)$")]
     format: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/upstreams/{u}", tag = "operators",
-    params(("u" = String, Path, description = "upstream"), ("format" = Option<String>, Query, description = "`nginx`: an nginx upstream block")),
-    responses((status = 200, description = "the upstream and its backends"), (status = 404, description = "unknown upstream", body = ErrorBody)),
+    params(("u" = String, Path, description = "upstream"), ShowQuery),
+    responses((status = 200, description = "the upstream and its backends (JSON), or its nginx block (`format=nginx`)",
+            content(("application/json"), ("text/plain"))),
+        (status = 400, description = "unknown format", body = ErrorBody),
+        (status = 404, description = "unknown upstream", body = ErrorBody)),
     security(("admin" = [])))]
 async fn show(
     State(s): State<Arc<AdminState>>,

@@ -107,6 +107,7 @@ async fn handle(State(demo): State<Demo>, req: Request) -> Response {
         "x_forwarded_for": h(&parts.headers, "x-forwarded-for"),
         "x_real_ip": h(&parts.headers, "x-real-ip"),
         "x_forwarded_proto": h(&parts.headers, "x-forwarded-proto"),
+        "x_request_id": h(&parts.headers, "x-request-id"),
     });
     let mut resp = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&demo.id) {

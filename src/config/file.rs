@@ -51,6 +51,8 @@ struct ServerSection {
     shutdown_grace: Option<Dur>,
     work_stealing: Option<bool>,
     access_log: Option<bool>,
+    access_log_file: Option<std::path::PathBuf>,
+    access_log_format: Option<Spanned<String>>,
     max_connections: Option<usize>,
     fd_reserve: Option<usize>,
 }
@@ -335,7 +337,13 @@ impl FileConfig {
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
-            access_log: self.server.access_log.unwrap_or(false),
+            access_log: self.server.access_log.unwrap_or(false)
+                || self.server.access_log_file.is_some(),
+            access_log_file: self.server.access_log_file.clone(),
+            access_log_format: match &self.server.access_log_format {
+                Some(f) => Some(cx.parse::<crate::config::AccessLogFormat>(f)?),
+                None => None,
+            },
             max_connections: self.server.max_connections,
             fd_reserve: self.server.fd_reserve,
         };

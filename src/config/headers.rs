@@ -3,7 +3,7 @@
 //! (no parsing per request). The data plane evaluates them ([`crate::proxy::headers`]).
 //!
 //! Variables: `$host`, `$http_host`, `$remote_addr`, `$proxy_add_x_forwarded_for`, `$scheme`,
-//! `$request_uri`, `$server_port`, `$server_name`, `$proxy_host`, `$remote_port`, `$request_method`, `$args`
+//! `$request_uri`, `$request_id`, `$server_port`, `$server_name`, `$proxy_host`, `$remote_port`, `$request_method`, `$args`
 //! (`$query_string`), `$is_args`, `$http_NAME`, `$cookie_NAME`, `$arg_NAME` (also written
 //! `${name}`), and the names of `map`s. Any other is a config error.
 //!
@@ -41,6 +41,8 @@ pub enum Var {
     RequestMethod,
     /// `$args` (also `$query_string`): the query, raw.
     Args,
+    /// `$request_id`: 32 hex digits, random per request, the access log's `request_id`.
+    RequestId,
     /// `$is_args`: `?` when the target has a query, else empty.
     IsArgs,
     /// `$http_NAME`: a request header (`NAME` lowercased, `_` for `-`); `$http_host` too.
@@ -220,6 +222,7 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
         "request_method" => Var::RequestMethod,
         "args" | "query_string" => Var::Args,
         "is_args" => Var::IsArgs,
+        "request_id" => Var::RequestId,
         _ if maps.contains_key(&lower) => Var::Map(maps[&lower].clone()),
         _ => {
             if let Some(h) = suffix("http_") {
@@ -231,7 +234,7 @@ fn variable(name: &str, maps: &Maps) -> Result<Var, String> {
                 Var::Arg(a.into())
             } else {
                 return Err(format!(
-                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $remote_port, $proxy_add_x_forwarded_for, $scheme, $request_method, $request_uri, $args, $is_args, $server_name, $server_port, $proxy_host, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
+                    "unknown variable \"${name}\" (tideway reads $host, $http_host, $remote_addr, $remote_port, $proxy_add_x_forwarded_for, $scheme, $request_method, $request_uri, $request_id, $args, $is_args, $server_name, $server_port, $proxy_host, $http_NAME, $cookie_NAME, $arg_NAME and map names)"
                 ));
             }
         }
@@ -264,6 +267,7 @@ impl std::fmt::Display for Var {
             Var::RequestMethod => f.write_str("request_method"),
             Var::Args => f.write_str("args"),
             Var::IsArgs => f.write_str("is_args"),
+            Var::RequestId => f.write_str("request_id"),
             Var::Http(h) => write!(f, "http_{}", h.replace('-', "_")),
             Var::Cookie(c) => write!(f, "cookie_{c}"),
             Var::Arg(a) => write!(f, "arg_{a}"),

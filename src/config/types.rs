@@ -48,6 +48,11 @@ pub struct ServerSettings {
     pub work_stealing: bool,
     /// Log every HTTP request and tunnel end (target `tideway::access`).
     pub access_log: bool,
+    /// Write the access log to this file instead of stderr (reopened on SIGUSR1); setting it
+    /// turns the access log on.
+    pub access_log_file: Option<std::path::PathBuf>,
+    /// The access log's format (None: as `--log-format`, text being `combined`).
+    pub access_log_format: Option<AccessLogFormat>,
     /// Process-wide cap on proxied client connections (None: `(open files - reserve) / 2`;
     /// 0: none).
     pub max_connections: Option<usize>,
@@ -659,5 +664,27 @@ mod tests {
             assert_eq!(b.parse::<Balance>().unwrap().to_string(), b);
         }
         assert!("random".parse::<Balance>().is_err());
+    }
+}
+
+/// How access lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`.
+    Combined,
+    /// One JSON object a line.
+    Json,
+}
+
+impl std::str::FromStr for AccessLogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            _ => Err(format!(
+                "unknown access_log_format {s:?}; expected combined or json"
+            )),
+        }
     }
 }

@@ -37,7 +37,9 @@ pub const CONTENT_WHY: &str =
 const ACCESS: Kind =
     Refused("is access control, which tideway does not implement; remove it only if the backend enforces the same rule");
 const PROCESS: Kind = NoEffect("is an nginx process setting");
-const LOGS: Kind = NoEffect("is logging; tideway writes its own access log (--log-format)");
+const LOGS: Kind = NoEffect(
+    "is logging; tideway writes its own access log ([server] access_log_file, nginx's combined format)",
+);
 const BUFFERS: Kind =
     NoEffect("sizes nginx's buffers; tideway streams bodies with its own bounded buffers");
 const SOCKET: Kind = Ignored("tunes a socket or a cache tideway does not expose");

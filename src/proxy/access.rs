@@ -1,25 +1,32 @@
-//! The access log: one line per HTTP request and one per tunnel end, as `tracing` events with
-//! target `tideway::access` (off unless `[server] access_log = true`). In text mode the
-//! message is close to nginx's combined format, with the upstream, the backend that served,
-//! the bytes both ways and the durations appended; with `--log-format json` every field is a
-//! JSON key. What a line shows of the request head is what the one parser
+//! The access log: one line per HTTP request and one per tunnel end (off unless `[server]
+//! access_log = true` or `access_log_file`). Text lines are nginx's `combined` format exactly
+//! (GoAccess and Logstash read them as nginx's); a WebSocket is one text line, written when
+//! its tunnel ends, as nginx writes it (status 101, the bytes the tunnel sent). With
+//! `--log-format json` every line is a JSON object: numbers as numbers, the request id, Host
+//! and SNI, the backend's id and address; a WebSocket has its handshake's line and a tunnel
+//! line with its URI and close code. Lines go to the access-log file or stderr ([`sink`]).
+//! What a line shows of the request head is what the one parser
 //! ([`super::request::classify_logged`]) read, taken only when the log is on.
 
+pub mod line;
+pub mod sink;
+
+use crate::pool::BackendId;
+use line::{seconds, Combined};
+use serde_json::{json, Map, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static JSON: AtomicBool = AtomicBool::new(false);
 
-/// Write access events for JSON logs (fields only) or text logs (the line only: fields in the
-/// text formatter's tail would repeat client-controlled strings unquoted, letting a client
-/// forge `key=value` pairs).
+/// Write access lines as JSON objects (else as text).
 pub fn set_json(on: bool) {
     JSON.store(on, Ordering::Relaxed);
 }
 
-fn json() -> bool {
+fn json_mode() -> bool {
     JSON.load(Ordering::Relaxed)
 }
 /// Turn the access log on or off (at start; `[server]` is not reloaded).
@@ -40,6 +47,8 @@ pub struct Head {
     pub version: String,
     pub referer: String,
     pub user_agent: String,
+    /// The Host header (empty: none).
+    pub host: String,
 }
 
 /// Longest request target kept in a log line.
@@ -47,7 +56,7 @@ const MAX_TARGET: usize = 2048;
 
 impl Head {
     /// What the request parser read of a head: the request line as far as it got, and the
-    /// last `Referer` and `User-Agent` when it read the header fields (`fields`: the parse
+    /// last `Referer`, `User-Agent` and `Host` when it read the header fields (`fields`: the parse
     /// completed; a failed parse leaves them unreliable). Bytes that are not printable ASCII
     /// are escaped as `\xHH`.
     pub fn read(req: &httparse::Request<'_, '_>, fields: bool) -> Head {
@@ -68,6 +77,8 @@ impl Head {
                 head.referer = escape(value, 512);
             } else if h.name.eq_ignore_ascii_case("user-agent") {
                 head.user_agent = escape(value, 512);
+            } else if h.name.eq_ignore_ascii_case("host") {
+                head.host = escape(value, 256);
             }
         }
         head
@@ -86,23 +97,6 @@ fn escape(bytes: &[u8], max: usize) -> String {
     out
 }
 
-/// For a quoted field of the text line: `"` and `\` escaped, as nginx does.
-fn quoted(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['"', '\\']) {
-        s.replace('\\', "\\\\").replace('"', "\\\"").into()
-    } else {
-        s.into()
-    }
-}
-
-fn dash(s: &str) -> &str {
-    if s.is_empty() {
-        "-"
-    } else {
-        s
-    }
-}
-
 /// What one HTTP exchange did, for the log and the metrics.
 #[derive(Debug, Default, Clone)]
 pub struct Outcome {
@@ -110,58 +104,129 @@ pub struct Outcome {
     pub status: u16,
     /// The backend that answered (None: no backend was reached).
     pub backend: Option<SocketAddr>,
+    /// Its id (as the metrics name it).
+    pub backend_id: Option<BackendId>,
     /// Request bytes from the client: head and body.
     pub received: u64,
     /// Bytes sent to the client: head and body.
     pub sent: u64,
+    /// Of `sent`, the response head's.
+    pub head: u64,
     /// From the request sent to the backend to its response head.
     pub upstream: Option<Duration>,
 }
 
-fn secs(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
+impl Outcome {
+    /// nginx's `$body_bytes_sent`.
+    pub fn body_sent(&self) -> u64 {
+        self.sent.saturating_sub(self.head)
+    }
 }
 
-/// Log one HTTP request.
-pub fn request(client: Option<IpAddr>, head: &Head, upstream: &str, o: &Outcome, total: Duration) {
-    let client = client.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-    let backend = o.backend.map_or_else(|| "-".to_string(), |a| a.to_string());
-    let upstream_time = o.upstream.map_or_else(|| "-".to_string(), secs);
-    if json() {
-        tracing::info!(
-            target: "tideway::access",
-            kind = "http",
-            client = %client,
-            method = %head.method,
-            uri = %head.target,
-            version = %head.version,
-            status = o.status,
-            bytes_sent = o.sent,
-            bytes_received = o.received,
-            referer = %head.referer,
-            user_agent = %head.user_agent,
-            upstream,
-            backend = %backend,
-            request_time = %secs(total),
-            upstream_time = %upstream_time,
-            "access"
-        );
+/// Who sent a request and on what: for its line.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen<'a> {
+    pub client: Option<IpAddr>,
+    /// The TLS server name the client asked for.
+    pub sni: Option<&'a str>,
+    /// nginx's `$request_id`.
+    pub request_id: &'a str,
+}
+
+fn client_text(c: Option<IpAddr>) -> String {
+    c.map_or_else(|| "-".to_string(), |ip| ip.to_string())
+}
+
+/// `""` as JSON null, for a field the request did not have.
+fn text_or_null(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        s.into()
+    }
+}
+
+fn into_map(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Log one HTTP request. In text, a 101 is left to its tunnel's end ([`tunnel`]).
+pub fn request(seen: &Seen<'_>, head: &Head, upstream: &str, o: &Outcome, total: Duration) {
+    if !json_mode() {
+        if o.status != 101 {
+            sink::text(&combined(seen.client, head, o.status, o.body_sent()));
+        }
         return;
     }
-    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    tracing::info!(
-        target: "tideway::access",
-        "{client} - - [{time}] \"{} {} {}\" {} {} \"{}\" \"{}\" upstream={upstream} backend={backend} request_time={} upstream_time={upstream_time} bytes_received={}",
-        quoted(&head.method),
-        quoted(&head.target),
-        quoted(&head.version),
-        o.status,
-        o.sent,
-        quoted(dash(&head.referer)),
-        quoted(dash(&head.user_agent)),
-        secs(total),
-        o.received,
-    );
+    sink::json(into_map(json!({
+        "kind": "http",
+        "request_id": seen.request_id,
+        "client": client_text(seen.client),
+        "host": text_or_null(&head.host),
+        "sni": seen.sni,
+        "method": head.method,
+        "uri": head.target,
+        "version": head.version,
+        "status": o.status,
+        "bytes_sent": o.sent,
+        "body_bytes_sent": o.body_sent(),
+        "bytes_received": o.received,
+        "referer": text_or_null(&head.referer),
+        "user_agent": text_or_null(&head.user_agent),
+        "upstream": upstream,
+        "backend_id": o.backend_id.as_deref(),
+        "backend_addr": o.backend.map(|a| a.to_string()),
+        "request_time": seconds(total),
+        "upstream_time": o.upstream.map(seconds),
+    })));
+}
+
+fn combined(client: Option<IpAddr>, head: &Head, status: u16, body: u64) -> String {
+    let client = client_text(client);
+    Combined {
+        client: &client,
+        method: &head.method,
+        target: &head.target,
+        version: &head.version,
+        status,
+        body_bytes_sent: body,
+        referer: &head.referer,
+        user_agent: &head.user_agent,
+    }
+    .line(SystemTime::now())
+}
+
+/// What a WebSocket's line needs of its handshake, kept (boxed, only with the log on) until
+/// the tunnel ends.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub request_id: String,
+    pub sni: Option<String>,
+    pub head: Head,
+    /// Body bytes the 101 answer carried (the backend's first frames).
+    pub body_sent: u64,
+}
+
+/// Which side sent the first close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closer {
+    Client,
+    Backend,
+    /// tideway's own 1001 (drain, shutdown, idle timeout).
+    Tideway,
+}
+
+impl Closer {
+    fn name(self) -> &'static str {
+        match self {
+            Closer::Client => "client",
+            Closer::Backend => "backend",
+            Closer::Tideway => "tideway",
+        }
+    }
 }
 
 /// What one tunnel did, for the log.
@@ -178,44 +243,59 @@ pub struct TunnelRecord<'a> {
     pub duration: Duration,
     /// How it ended: closed, idle, signalled, error.
     pub end: &'static str,
+    /// The first close frame's code, and who sent it (WebSocket).
+    pub close: Option<(u16, Closer)>,
+    /// The backend's id.
+    pub backend_id: Option<&'a str>,
+    /// The WebSocket's handshake.
+    pub handshake: Option<&'a Handshake>,
 }
 
 /// Log the end of a tunnel.
 pub fn tunnel(t: &TunnelRecord<'_>) {
-    let client = t
-        .client
-        .map_or_else(|| "-".to_string(), |ip| ip.to_string());
-    if json() {
-        tracing::info!(
-            target: "tideway::access",
-            kind = t.kind,
-            client = %client,
-            upstream = t.upstream,
-            backend = %t.backend,
-            bytes_up = t.up,
-            bytes_down = t.down,
-            duration = %secs(t.duration),
-            end = t.end,
-            "access"
-        );
+    let h = t.handshake;
+    if !json_mode() {
+        let line = match h {
+            // nginx's line for a WebSocket: its request, 101, what was sent.
+            Some(h) => combined(t.client, &h.head, 101, h.body_sent + t.down),
+            None => format!(
+                "{} - - [{}] \"{} tunnel\" end={} upstream={} backend={} duration={:.3} bytes_up={} bytes_down={}",
+                client_text(t.client),
+                line::time_local(SystemTime::now()),
+                t.kind,
+                t.end,
+                t.upstream,
+                t.backend,
+                t.duration.as_secs_f64(),
+                t.up,
+                t.down,
+            ),
+        };
+        sink::text(&line);
         return;
     }
-    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-    tracing::info!(
-        target: "tideway::access",
-        "{client} - - [{time}] \"{} tunnel\" end={} upstream={} backend={} duration={} bytes_up={} bytes_down={}",
-        t.kind,
-        t.end,
-        t.upstream,
-        t.backend,
-        secs(t.duration),
-        t.up,
-        t.down,
-    );
+    sink::json(into_map(json!({
+        "kind": t.kind,
+        "request_id": h.map(|h| h.request_id.as_str()),
+        "client": client_text(t.client),
+        "host": h.map(|h| text_or_null(&h.head.host)),
+        "sni": h.and_then(|h| h.sni.as_deref()),
+        "uri": h.map(|h| h.head.target.as_str()),
+        "upstream": t.upstream,
+        "backend_id": t.backend_id,
+        "backend_addr": t.backend.to_string(),
+        "bytes_up": t.up,
+        "bytes_down": t.down,
+        "duration": seconds(t.duration),
+        "end": t.end,
+        "close_code": t.close.map(|c| c.0),
+        "closed_by": t.close.map(|c| c.1.name()),
+    })));
 }
 
 #[cfg(test)]
 mod tests {
+    use super::line::quoted;
     use super::*;
 
     /// What the parser reads of `raw`, as the gateway logs it.

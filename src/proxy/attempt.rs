@@ -57,6 +57,8 @@ pub(super) struct Done {
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Io {
     pub to_client: u64,
+    /// Of `to_client`, the response head's (and any interim answers').
+    pub head: u64,
     pub to_backend: u64,
     pub waited: Option<Duration>,
 }
@@ -316,6 +318,7 @@ impl HttpAttempt<'_> {
         let bufs = &mut *self.bufs;
         super::sticky::stamp(&mut bufs.reply, self.policy, self.req, &conn.id);
         let down = bufs.upstream.split_off(head_len);
+        moved.head = bufs.reply.len() as u64;
         bufs.reply.extend_from_slice(&down);
         if send(self.client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
             .await
@@ -346,6 +349,7 @@ impl HttpAttempt<'_> {
         let req = self.req;
         let bufs = &mut *self.bufs;
         let mut body = Progress::new(res.framing, res.encoding);
+        moved.head = bufs.reply.len() as u64;
         let rest = &bufs.upstream[head_len..];
         let first = body
             .take(rest, &mut bufs.reply)

@@ -234,7 +234,9 @@ impl HttpPath {
         live.received(done.io.to_client);
         out.status = done.status;
         out.backend = Some(conn.addr);
+        out.backend_id = Some(conn.id.clone());
         out.sent = done.io.to_client;
+        out.head = done.io.head.min(done.io.to_client);
         out.upstream = done.io.waited;
         let max_fails = conn.max_fails;
         match done.health {
@@ -376,6 +378,7 @@ pub async fn refuse(
     if !matches!(next, Next::Abort) {
         out.status = status;
         out.sent = resp.len() as u64;
+        out.head = resp.find("\r\n\r\n").map_or(out.sent, |i| i as u64 + 4);
     }
     next
 }

@@ -25,12 +25,21 @@ pub fn masked_close_frame(code: u16, mask: [u8; 4]) -> [u8; 8] {
     ]
 }
 
-/// Tracks frame boundaries in one direction of a WebSocket stream.
+/// Close code reported for a close frame without one (RFC 6455 7.1.5: "no status received").
+pub const NO_STATUS: u16 = 1005;
+
+/// Tracks frame boundaries in one direction of a WebSocket stream, and the code of the first
+/// close frame that goes by.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameTracker {
+    /// The current frame's header while it is read. A close frame's header is at most 6
+    /// bytes (its payload is under 126 bytes), so `head[12..14]` holds its code: the first
+    /// byte while the second is awaited, then both.
     head: [u8; 14],
     /// Header bytes seen of the current frame; 0 at a boundary or in a payload.
     have: u8,
+    /// The close code: 0 none seen, 1 and 2 awaiting its first and second byte, 3 read.
+    close: u8,
     /// Payload bytes still to come of the current frame.
     remaining: u64,
 }
@@ -57,6 +66,7 @@ impl FrameTracker {
         FrameTracker {
             head: [0; 14],
             have: 0,
+            close: 0,
             remaining: 0,
         }
     }
@@ -80,9 +90,34 @@ impl FrameTracker {
         }
     }
 
+    /// The code of the first close frame that went by (1005 for one without a code).
+    pub fn close_code(&self) -> Option<u16> {
+        (self.close == 3).then(|| u16::from_be_bytes([self.head[12], self.head[13]]))
+    }
+
+    /// The close code's next payload byte, unmasked (`at`: its index in the payload).
+    fn take_code_byte(&mut self, b: u8, at: usize) {
+        let len = header_len([self.head[0], self.head[1]]);
+        let masked = self.head[1] & 0x80 != 0;
+        let b = if masked {
+            b ^ self.head[len - 4 + at]
+        } else {
+            b
+        };
+        self.head[12 + at] = b;
+        self.close += 1;
+    }
+
     /// Account for bytes that went by.
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
+            if self.remaining > 0 && matches!(self.close, 1 | 2) {
+                let at = usize::from(self.close - 1);
+                self.take_code_byte(data[0], at);
+                self.remaining -= 1;
+                data = &data[1..];
+                continue;
+            }
             if self.remaining > 0 {
                 let n = (data.len() as u64).min(self.remaining);
                 self.remaining -= n;
@@ -103,6 +138,17 @@ impl FrameTracker {
             {
                 self.remaining = self.payload_len();
                 self.have = 0;
+                if self.head[0] & 0x0f == 0x8 && self.close == 0 {
+                    // A close frame's header longer than 12 bytes is a protocol error: its
+                    // code is not read.
+                    let short = header_len([self.head[0], self.head[1]]) <= 12;
+                    if self.remaining >= 2 && short {
+                        self.close = 1;
+                    } else {
+                        self.head[12..14].copy_from_slice(&NO_STATUS.to_be_bytes());
+                        self.close = 3;
+                    }
+                }
             }
         }
     }
@@ -172,6 +218,30 @@ mod tests {
             pos += n;
         }
         assert_eq!(pos, 2 + 2 + 130);
+    }
+
+    #[test]
+    fn the_first_close_code_is_read_masked_or_not_in_any_split() {
+        let mut stream = frame(3, true);
+        stream.extend(masked_close_frame(4000, [9, 8, 7, 6]));
+        stream.extend(close_frame(1000));
+        for split in 0..stream.len() {
+            let mut t = FrameTracker::new();
+            t.feed(&stream[..split]);
+            t.feed(&stream[split..]);
+            assert_eq!(t.close_code(), Some(4000), "split {split}");
+            assert!(t.at_boundary());
+        }
+        let mut t = FrameTracker::new();
+        t.feed(&close_frame(GOING_AWAY));
+        assert_eq!(t.close_code(), Some(1001));
+        let mut t = FrameTracker::new();
+        t.feed(&[0x88, 0x00]);
+        assert_eq!(t.close_code(), Some(NO_STATUS));
+        let mut t = FrameTracker::new();
+        t.feed(&frame(300, false));
+        assert_eq!(t.close_code(), None);
+        assert_eq!(std::mem::size_of::<FrameTracker>(), 24);
     }
 
     #[test]

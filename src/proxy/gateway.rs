@@ -15,6 +15,7 @@ use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
 use super::request::{classify_logged, Refusal, Request, RequestBody, Steer};
+use super::request_id::RequestId;
 use super::route::Route;
 use super::tls::{Identity, Terminator};
 use super::websocket;
@@ -85,6 +86,10 @@ pub struct Gateway {
 struct Log<'h> {
     logged: Option<&'h access::Head>,
     started: std::time::Instant,
+    /// The request's id (`$request_id`), made when first read.
+    id: &'h RequestId,
+    /// The TLS server name the connection asked for.
+    sni: Option<&'h str>,
 }
 
 impl Log<'_> {
@@ -96,8 +101,24 @@ impl Log<'_> {
             crate::metrics::response(&route.upstream, out.status);
         }
         if let Some(head) = self.logged {
-            access::request(ip, head, &route.upstream, out, took);
+            let seen = access::Seen {
+                client: ip,
+                sni: self.sni,
+                request_id: self.id.get(),
+            };
+            access::request(&seen, head, &route.upstream, out, took);
         }
+    }
+
+    /// What a WebSocket's line needs of its handshake (answered with `out`), with the log on.
+    fn handshake(&self, out: &Outcome) -> Option<Box<access::Handshake>> {
+        let head = self.logged?;
+        Some(Box::new(access::Handshake {
+            request_id: self.id.get().to_string(),
+            sni: self.sni.map(str::to_string),
+            head: head.clone(),
+            body_sent: out.body_sent(),
+        }))
     }
 }
 
@@ -121,6 +142,7 @@ struct Switch<'r> {
     rebalanced: Option<Arc<UpstreamPolicy>>,
     client_ip: Option<std::net::IpAddr>,
     held: super::limit::Held,
+    handshake: Option<Box<access::Handshake>>,
 }
 
 /// What the request parser found for a request its route answers itself: the Host (or an
@@ -195,7 +217,7 @@ impl Gateway {
             Option<std::net::SocketAddr>,
             Option<&Identity>,
         ),
-        (out, log): (&mut Vec<u8>, Option<&mut access::Head>),
+        (out, log, id): (&mut Vec<u8>, Option<&mut access::Head>, &RequestId),
     ) -> Result<Classified, Refusal> {
         let snap = self.route.pool.load();
         let mut pick = Pick::NotFound;
@@ -225,6 +247,7 @@ impl Gateway {
                     headers: Some(headers),
                     server_name,
                     port: local.map_or(0, |a| a.port()),
+                    request_id: Some(id),
                     ..Steer::default()
                 };
             };
@@ -245,6 +268,7 @@ impl Gateway {
                 headers: p.settings.headers.as_deref(),
                 server_name: &p.server_name,
                 port: local.map_or(0, |a| a.port()),
+                request_id: Some(id),
             }
         };
         let req = classify_logged(
@@ -474,6 +498,7 @@ impl Gateway {
                 client_ip: switch.client_ip,
                 permit,
                 held: switch.held,
+                handshake: switch.handshake,
             };
             // The tunnel keeps the route it started on, whatever a reload does.
             tokio::spawn(websocket::start(switch.route, stream, switch.up, ws));
@@ -580,15 +605,18 @@ impl Gateway {
         let mut head = access::Head::default();
         let mut logged = access::enabled().then_some(&mut head);
         let started = std::time::Instant::now();
+        let id = RequestId::default();
         let classified = self.classify(
             routes,
             &bufs.client[..head_len],
             (conn.client, conn.local, identity),
-            (&mut bufs.out, logged.as_deref_mut()),
+            (&mut bufs.out, logged.as_deref_mut(), &id),
         );
         let log = Log {
             logged: logged.map(|h| &*h),
             started,
+            id: &id,
+            sni: identity.and_then(|i| i.sni.as_deref()),
         };
         let Classified {
             mut req,
@@ -726,6 +754,7 @@ impl Gateway {
             rebalanced,
             client_ip: ip,
             held,
+            handshake: log.handshake(&out),
         })
     }
 }
@@ -759,6 +788,11 @@ impl Gateway {
             dispatch::send_answer(stream, &a, req.added.as_deref(), (req.head_method, close)).await;
         out.status = a.status;
         out.sent = sent;
+        out.head = if req.head_method {
+            sent
+        } else {
+            sent.saturating_sub(a.body.len() as u64)
+        };
         let next = match next {
             Next::Close if body => Next::Linger,
             next => next,

@@ -30,6 +30,8 @@ pub struct Vars<'r> {
     /// The origin-form target as sent.
     pub target: &'r str,
     pub port: u16,
+    /// `$request_id` (None: a fresh one each time it is read).
+    pub request_id: Option<&'r super::request_id::RequestId>,
 }
 
 /// Headers `add_header` gives the client, rendered when the request is classified (the
@@ -172,6 +174,12 @@ impl Vars<'_> {
             Var::ServerName => out.extend_from_slice(self.server_name.as_bytes()),
             Var::ProxyHost => out.extend_from_slice(self.proxy_host.as_bytes()),
             Var::RequestMethod => out.extend_from_slice(self.method.as_bytes()),
+            Var::RequestId => match self.request_id {
+                Some(id) => out.extend_from_slice(id.get().as_bytes()),
+                None => {
+                    out.extend_from_slice(super::request_id::RequestId::default().get().as_bytes())
+                }
+            },
             Var::Args => {
                 let q = self.target.split_once('?').map_or("", |(_, q)| q);
                 out.extend_from_slice(q.as_bytes());
@@ -293,6 +301,7 @@ mod tests {
             scheme: "https",
             target,
             port: 8443,
+            request_id: None,
         };
         f(&vars)
     }

@@ -35,6 +35,7 @@ pub mod key;
 pub mod limit;
 pub mod proxy_protocol;
 pub mod request;
+pub mod request_id;
 pub mod response;
 pub mod route;
 pub mod sticky;

@@ -204,6 +204,8 @@ pub struct Steer<'s> {
     pub server_name: &'s str,
     /// The port the request came in on (`$server_port`).
     pub port: u16,
+    /// The request's id (`$request_id`), shared with the access log.
+    pub request_id: Option<&'s super::request_id::RequestId>,
 }
 
 /// Classify the complete request head `raw` (its end found by [`super::head`]). For a request
@@ -283,6 +285,7 @@ pub fn classify_logged<'s>(
         scheme: proto,
         target: path,
         port: steered.port,
+        request_id: steered.request_id,
     });
     let connection = &seen.connection[..seen.n_connection];
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.

@@ -120,13 +120,18 @@ impl TcpGateway {
             }
         };
         conn.guard.live().record_success(conn.fail_timeout);
-        let ending = Ending::new(&self.route, peer.map(|p| p.ip()), conn.addr, false);
+        let ending = Ending::new(&self.route, peer.map(|p| p.ip()), conn.addr, false).logging(
+            super::tunnel::Logged {
+                backend_id: conn.id.clone(),
+                handshake: None,
+            },
+        );
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
             .counting(conn.guard.live().clone());
         let end = (&mut tunnel).await;
-        let moved = tunnel.moved();
+        let (moved, closed) = (tunnel.moved(), tunnel.closed());
         drop(tunnel);
-        ending.report(end, moved);
+        ending.report(end, moved, closed);
         drop(conn.guard);
     }
 }

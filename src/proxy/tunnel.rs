@@ -10,7 +10,7 @@
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
 
-use super::access::TunnelRecord;
+use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
 use super::route::Route;
 use crate::pool::Live;
@@ -117,6 +117,8 @@ pub struct Tunnel<C, B> {
     phase: Phase,
     /// The backend's counters, for the bytes each way.
     live: Option<Arc<Live>>,
+    /// The first close frame's code and who sent it (WebSocket).
+    closed: Option<(u16, Closer)>,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -150,6 +152,7 @@ where
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
             live: None,
+            closed: None,
         }
     }
 
@@ -162,6 +165,25 @@ where
     /// Bytes moved so far: client to backend, backend to client.
     pub fn moved(&self) -> (u64, u64) {
         (self.up.total, self.down.total)
+    }
+
+    /// The first close frame's code and who sent it, if one went by.
+    pub fn closed(&self) -> Option<(u16, Closer)> {
+        self.closed
+    }
+
+    /// Note who closed first, once a close frame has gone by `way`.
+    fn note_close(&mut self, way: Way) {
+        if self.closed.is_some() || !self.up.track {
+            return;
+        }
+        let (frames, who) = match way {
+            Way::Up => (&self.up.frames, Closer::Client),
+            Way::Down => (&self.down.frames, Closer::Backend),
+        };
+        if let Some(code) = frames.close_code() {
+            self.closed = Some((code, who));
+        }
     }
 
     /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters.
@@ -192,12 +214,16 @@ where
                 Way::Down => live.received(h),
             }
         }
+        if h > 0 {
+            self.note_close(way);
+        }
         result
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
     pub fn already_sent_down(&mut self, bytes: &[u8]) {
         self.down.frames.feed(bytes);
+        self.note_close(Way::Down);
     }
 
     /// Client-to-server bytes that came before the tunnel started (behind the handshake): the
@@ -374,6 +400,7 @@ where
                     if this.down.frames.at_boundary() && this.down.pending.is_empty() {
                         if !this.down.write_closed {
                             this.down.queue(&close_frame(GOING_AWAY));
+                            this.closed.get_or_insert((GOING_AWAY, Closer::Tideway));
                         }
                         this.down.read_closed = true;
                         if this.up.frames.at_boundary() && !this.up.write_closed {
@@ -423,6 +450,15 @@ pub struct Ending {
     /// A WebSocket (else a TCP tunnel).
     websocket: bool,
     started: std::time::Instant,
+    /// With the access log on: what its line needs (boxed: a pointer while it is off).
+    logged: Option<Box<Logged>>,
+}
+
+/// What a tunnel's access line needs beyond the counts.
+pub struct Logged {
+    pub backend_id: crate::pool::BackendId,
+    /// A WebSocket's handshake.
+    pub handshake: Option<Handshake>,
 }
 
 impl Ending {
@@ -441,11 +477,21 @@ impl Ending {
             backend,
             websocket,
             started: std::time::Instant::now(),
+            logged: None,
         }
     }
 
-    /// The tunnel ended with `end`, having moved `(up, down)` bytes.
-    pub fn report(self, end: TunnelEnd, (up, down): (u64, u64)) {
+    /// With the access log on, what the tunnel's line shows of its backend and handshake.
+    pub fn logging(mut self, logged: Logged) -> Self {
+        if super::access::enabled() {
+            self.logged = Some(Box::new(logged));
+        }
+        self
+    }
+
+    /// The tunnel ended with `end`, having moved `(up, down)` bytes; `closed`: the first
+    /// close frame's code and sender.
+    pub fn report(self, end: TunnelEnd, (up, down): (u64, u64), closed: Option<(u16, Closer)>) {
         let end = match end {
             TunnelEnd::Closed => "closed",
             TunnelEnd::Idle => "idle",
@@ -471,6 +517,9 @@ impl Ending {
                 down,
                 duration,
                 end,
+                close: closed,
+                backend_id: self.logged.as_ref().map(|l| &*l.backend_id),
+                handshake: self.logged.as_ref().and_then(|l| l.handshake.as_ref()),
             });
         }
     }

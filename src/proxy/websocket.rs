@@ -10,7 +10,7 @@
 
 use super::exchange::Upgraded;
 use super::route::Route;
-use super::tunnel::{Ending, Tunnel};
+use super::tunnel::{Ending, Logged, Tunnel};
 use pingora::protocols::Stream;
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct Setup {
     pub permit: super::gateway::Places,
     /// The client's per-client connection counts, held until the tunnel ends.
     pub held: super::limit::Held,
+    /// With the access log on, the handshake its line shows.
+    pub handshake: Option<Box<super::access::Handshake>>,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -46,6 +48,7 @@ pub fn start(
         client_ip,
         permit,
         held,
+        handshake,
     } = setup;
     let Upgraded {
         conn,
@@ -53,7 +56,10 @@ pub fn start(
         key,
         keyed,
     } = up;
-    let ending = Ending::new(route, client_ip, conn.addr, true);
+    let ending = Ending::new(route, client_ip, conn.addr, true).logging(Logged {
+        backend_id: conn.id.clone(),
+        handshake: handshake.map(|h| *h),
+    });
     let (close, session) = match rebalanced {
         Some(policy) => {
             let hashed_by = (policy.balance == crate::config::Balance::Hash && keyed)
@@ -78,9 +84,9 @@ pub fn start(
     }
     async move {
         let end = (&mut tunnel).await;
-        let moved = tunnel.moved();
+        let (moved, closed) = (tunnel.moved(), tunnel.closed());
         drop(tunnel);
-        ending.report(end, moved);
+        ending.report(end, moved, closed);
         drop(session);
         drop(guard);
         drop(permit);

@@ -111,6 +111,12 @@ pub enum StartError {
          may take it over from a running one)"
     )]
     AdminTaken { addr: std::net::SocketAddr },
+    #[error("access_log_file {path}: {source}")]
+    AccessLog {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("admin listener {addr}: {source}")]
     AdminBind {
         addr: std::net::SocketAddr,
@@ -203,6 +209,7 @@ impl ControlPlane {
         }
         self.reloader.listeners.set_shutdown(shutdown);
         tasks.spawn("SIGHUP reloads", reload_on_sighup(self.reloader.clone()));
+        tasks.spawn("SIGUSR1 log reopen", reopen_on_sigusr1());
         tasks
     }
 
@@ -239,6 +246,27 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
         tracing::info!("SIGHUP: reloading the config");
         if let Err(e) = reloader.reload().await {
             tracing::error!(error = %e, "SIGHUP: config refused; keeping the running one");
+        }
+    }
+}
+
+/// Reopen the access-log file on SIGUSR1 (nginx's `-s reopen`): logrotate renames it, then
+/// signals, and the next lines go to a new file at the configured path.
+async fn reopen_on_sigusr1() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::error!("cannot listen for SIGUSR1; the access log will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        match crate::proxy::access::sink::reopen() {
+            Ok(Some(path)) => {
+                tracing::info!(path = %path.display(), "SIGUSR1: access log reopened")
+            }
+            Ok(None) => tracing::info!("SIGUSR1: no access_log_file to reopen"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; writing to the old file")
+            }
         }
     }
 }
@@ -302,6 +330,15 @@ fn add_listeners(
 /// [`crate::server::signals::Signals`].
 pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Server, StartError> {
     crate::proxy::access::enable(config.server.access_log);
+    if let Some(f) = config.server.access_log_format {
+        crate::proxy::access::set_json(f == crate::config::AccessLogFormat::Json);
+    }
+    if let Some(path) = &config.server.access_log_file {
+        crate::proxy::access::sink::open(path).map_err(|source| StartError::AccessLog {
+            path: path.clone(),
+            source,
+        })?;
+    }
     crate::metrics::global()
         .last_reload
         .set(crate::server::reload::now_secs());

@@ -8,7 +8,9 @@
 //!   process already started with `tideway run --upgrade` on the same `data_dir` (it waits
 //!   on `data_dir/upgrade.sock`), then shut down gracefully. pingora takes `SIGQUIT` for this
 //!   by default; tideway moves it here.
-//! - `SIGHUP`: re-read TLS certificates (see `app`).
+//! - `SIGHUP`: re-read the config and TLS certificates (see `app`).
+//! - `SIGUSR1` (nginx's `-s reopen`): reopen `[server] access_log_file` at its path, for log
+//!   rotation (see `app`). It has nothing to do with the upgrade, which is SIGUSR2.
 
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};

@@ -6,7 +6,6 @@
 pub mod etcd;
 pub mod nginx;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -194,18 +193,35 @@ pub async fn start_proxy_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proxy {
+    start_written_env(args, env, |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n{store_extra}\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
+            dir.join("data").display()
+        )
+    })
+    .await
+}
+
+/// Start tideway on the config `write` makes of its traffic and admin addresses and its
+/// directory (free ports, a new temporary directory), with extra `run` arguments.
+pub async fn start_written(
+    args: &[&str],
+    write: impl FnOnce(SocketAddr, SocketAddr, &std::path::Path) -> String,
+) -> Proxy {
+    start_written_env(args, &[], write).await
+}
+
+/// Like [`start_written`], with variables added to tideway's environment.
+pub async fn start_written_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    write: impl FnOnce(SocketAddr, SocketAddr, &std::path::Path) -> String,
+) -> Proxy {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n{store_extra}\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n{listener_extra}\n\n{upstreams}\n",
-        dir.path().join("data").display()
-    );
     let config_path = dir.path().join("tideway.toml");
-    std::fs::File::create(&config_path)
-        .unwrap()
-        .write_all(config.as_bytes())
-        .unwrap();
+    std::fs::write(&config_path, write(http, admin, dir.path())).unwrap();
     let child = spawn_tideway_env(&config_path, dir.path(), args, env);
     let proxy = Proxy {
         child,

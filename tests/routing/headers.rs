@@ -154,6 +154,7 @@ http {
             proxy_set_header X-Args \"$is_args$args\";
             proxy_set_header X-Server-Name $server_name;
             proxy_set_header X-Proxy-Host $proxy_host;
+            proxy_set_header X-Request-Id $request_id;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             add_header X-Added \"for $host\";
@@ -228,10 +229,31 @@ async fn proxy_set_header_and_add_header_match_nginx() {
         &SET_NAMES,
     ));
     let mut differ = Vec::new();
+    // $request_id is random in both: the same form (32 hex digits), one per request, and new
+    // for each request.
+    let hex32 = |v: &[String]| {
+        v.len() == 1
+            && v[0].len() == 32
+            && v[0]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    let mut ids = std::collections::HashSet::new();
     for (raw, names) in &reqs {
         let n = echo(both.nginx, raw.as_bytes()).await;
         let t = echo(both.tideway, raw.as_bytes()).await;
         assert_eq!(n.status, t.status, "{raw:?}");
+        if names.len() == SET_NAMES.len() {
+            let (nv, tv) = (
+                values(&n.backend, "x-request-id", 0),
+                values(&t.backend, "x-request-id", 0),
+            );
+            assert!(
+                hex32(&nv) && hex32(&tv),
+                "{raw:?} x-request-id: nginx {nv:?}, tideway {tv:?}"
+            );
+            assert!(ids.insert(tv[0].clone()), "a new id per request: {tv:?}");
+        }
         for name in names.iter() {
             let (nv, tv) = (
                 values(&n.backend, name, both.nginx),

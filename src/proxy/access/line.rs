@@ -1,0 +1,134 @@
+//! How an access line is written: nginx's `combined` format for text, one JSON object for
+//! JSON, and nginx's `$time_local`.
+
+use std::time::SystemTime;
+
+/// nginx's `$time_local` (`06/Dec/2026:20:10:00 +0000`), in UTC: tideway keeps no time zone.
+pub fn time_local(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil(days as i64);
+    format!(
+        "{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Year, month (1-12) and day of `days` since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// For a quoted field of the text line: `"` and `\` escaped, as nginx does.
+pub fn quoted(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['"', '\\']) {
+        s.replace('\\', "\\\\").replace('"', "\\\"").into()
+    } else {
+        s.into()
+    }
+}
+
+/// nginx's `-` for an empty field.
+pub fn dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// What a `combined` line shows.
+pub struct Combined<'a> {
+    pub client: &'a str,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: &'a str,
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+}
+
+impl Combined<'_> {
+    /// `$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+    /// "$http_referer" "$http_user_agent"`, exactly. A request line the parser could not read
+    /// whole shows what it read.
+    pub fn line(&self, now: SystemTime) -> String {
+        let request = [self.method, self.target, self.version]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| quoted(p))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"",
+            self.client,
+            time_local(now),
+            request,
+            self.status,
+            self.body_bytes_sent,
+            quoted(dash(self.referer)),
+            quoted(dash(self.user_agent)),
+        )
+    }
+}
+
+/// Seconds with millisecond precision, as a JSON number (nginx's `$request_time`).
+pub fn seconds(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn time_local_is_nginx_s() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_588_400 + 3723);
+        assert_eq!(time_local(t), "06/Dec/2026:21:22:03 +0000");
+        assert_eq!(
+            time_local(SystemTime::UNIX_EPOCH),
+            "01/Jan/1970:00:00:00 +0000"
+        );
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(time_local(leap), "29/Feb/2000:00:00:00 +0000");
+    }
+
+    #[test]
+    fn a_combined_line_is_exactly_nginx_s() {
+        let c = Combined {
+            client: "10.0.0.7",
+            method: "GET",
+            target: "/a?b=\"c\"",
+            version: "HTTP/1.1",
+            status: 200,
+            body_bytes_sent: 12,
+            referer: "",
+            user_agent: "curl/8",
+        };
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(
+            c.line(t),
+            "10.0.0.7 - - [29/Feb/2000:00:00:00 +0000] \"GET /a?b=\\\"c\\\" HTTP/1.1\" 200 12 \"-\" \"curl/8\""
+        );
+        assert_eq!(seconds(Duration::from_micros(1_234_567)), 1.235);
+    }
+}

@@ -121,9 +121,11 @@ async fn the_command_follows_the_load_with_hysteresis_and_cooldown() {
             pair[1].0, pair[0].1,
             "each run starts where the last one left: {r:?}"
         );
-        // The times are taken by the command, after its spawn: allow its jitter.
+        // The times are taken by the command, after its spawn, so they carry the spawn's
+        // jitter (0.88 s apart was seen on a loaded machine for a 1 s cooldown). Without the
+        // cooldown, runs would follow the 100 ms checks: 0.5 s still tells the two apart.
         assert!(
-            pair[1].2 - pair[0].2 >= 0.9,
+            pair[1].2 - pair[0].2 >= 0.5,
             "runs closer than the cooldown: {r:?}"
         );
     }

@@ -1,7 +1,11 @@
 //! Binary upgrade under load: a second tideway started with `--upgrade` takes the listening
 //! sockets over when the running one gets SIGUSR2, while keep-alive HTTP load and WebSockets
 //! run (4 keep-alive clients, 100 WebSockets). Counted: failed requests (must be 0) and WebSockets that ended without a 1001 close
-//! (must be 0); every WebSocket of the old process gets its 1001 and reconnects to the new one.
+//! (must be 0); every WebSocket of the old process gets its 1001 and reconnects to the new one,
+//! and an operator's toggle made with the old process holds in the new one (read from
+//! data_dir).
+//! With `TIDEWAY_UPGRADE_FROM` set to an earlier release's binary, the old process runs that
+//! release (see `tests/common`'s `tideway_bin`).
 
 mod common;
 
@@ -14,7 +18,29 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
     let b = backend("b").await;
-    let mut old = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&b, 1)]))).await;
+    let c = backend("c").await;
+    let mut old = start_proxy(&format!(
+        "[upstream.app]\n{}",
+        backends_toml(&[(&b, 1), (&c, 1)])
+    ))
+    .await;
+    // An operator's toggle, kept in data_dir: the new process must read the old one's.
+    let st = old
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/c/state",
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({"state": "disabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(st.status(), 200);
+    let toggles = old.dir.path().join("data").join("toggles.json");
+    wait_until(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&toggles).is_ok_and(|t| t.contains("\"c\""))
+    })
+    .await;
 
     // Load: 4 keep-alive clients, counting failures, until told to stop.
     let load = Load::start(&old.url("/"), 4);
@@ -77,6 +103,18 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The toggle made with the old process holds in the new one.
+    let states: Vec<(String, String)> = old
+        .backends()
+        .await
+        .into_iter()
+        .map(|(id, _, state, _)| (id, state))
+        .collect();
+    assert_eq!(
+        states,
+        [("b".into(), "active".into()), ("c".into(), "disabled".into())],
+        "the backends after the upgrade"
+    );
     let (ok, failed) = load.stop().await;
     println!("binary upgrade: {ok} requests ok, {failed} failed, {abrupt} websockets without 1001");
     let _ = new.kill();

@@ -248,6 +248,18 @@ pub fn spawn_tideway_with(
     spawn_tideway_env(config, dir, extra, &[])
 }
 
+/// The binary a `run` with `extra` arguments starts: this build's, except that with
+/// `TIDEWAY_UPGRADE_FROM` set to an earlier release's binary, processes started without
+/// `--upgrade` run that one. `TIDEWAY_UPGRADE_FROM=/path/to/old/tideway cargo test --test
+/// upgrade` then checks a hand-over from that release to this build (by hand: CI has no
+/// earlier binary, and runs the same tests with this build on both sides).
+fn tideway_bin(extra: &[&str]) -> std::ffi::OsString {
+    match std::env::var_os("TIDEWAY_UPGRADE_FROM") {
+        Some(earlier) if !extra.contains(&"--upgrade") => earlier,
+        _ => env!("CARGO_BIN_EXE_tideway").into(),
+    }
+}
+
 /// Like [`spawn_tideway_with`], with variables added to tideway's environment.
 pub fn spawn_tideway_env(
     config: &std::path::Path,
@@ -260,7 +272,7 @@ pub fn spawn_tideway_env(
         .append(true)
         .open(dir.join("tideway.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_tideway"))
+    Command::new(tideway_bin(extra))
         .args(["run", "--config"])
         .arg(config)
         .args(extra)

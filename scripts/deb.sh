@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the .deb (docs/install.md): target/debian/tideway_<version>-1_<arch>.deb with the
+# binaries, the systemd unit, /etc/tideway/tideway.toml, shell completions and man pages.
+# The completions and man pages come from the binary just built (`tideway completions`,
+# `tideway man`), so they match its command line.
+#
+#   scripts/deb.sh                      # release profile (stripped)
+#   TIDEWAY_DEB_PROFILE=dev scripts/deb.sh   # from the debug build (CI's quick check)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${TIDEWAY_DEB_PROFILE:-release}
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+
+cargo build --locked --profile "$profile" --bin tideway --bin tideway-demo-client
+target=${CARGO_TARGET_DIR:-target}
+if [ "$profile" = dev ]; then out=$target/debug; else out=$target/$profile; fi
+
+assets=$out/package
+rm -rf "$assets"
+mkdir -p "$assets/completions" "$assets/man"
+"$out/tideway" completions bash >"$assets/completions/tideway.bash"
+"$out/tideway" completions zsh >"$assets/completions/_tideway"
+"$out/tideway" completions fish >"$assets/completions/tideway.fish"
+"$out/tideway" man --out-dir "$assets/man" >/dev/null
+gzip -9n "$assets"/man/*.1
+
+cargo deb --no-build --locked --profile "$profile"

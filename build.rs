@@ -18,7 +18,11 @@ fn main() {
     let commit = std::env::var("TIDEWAY_COMMIT")
         .ok()
         .filter(|c| !c.is_empty())
-        .or_else(|| in_checkout().then(|| git(&["rev-parse", "--short=12", "HEAD"])).flatten())
+        .or_else(|| {
+            in_checkout()
+                .then(|| git(&["rev-parse", "--short=12", "HEAD"]))
+                .flatten()
+        })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TIDEWAY_COMMIT={commit}");
     println!("cargo:rustc-env=TIDEWAY_BUILD_DATE={}", build_date());
@@ -34,7 +38,10 @@ fn in_checkout() -> bool {
     ) else {
         return false;
     };
-    match (Path::new(&top).canonicalize(), Path::new(&dir).canonicalize()) {
+    match (
+        Path::new(&top).canonicalize(),
+        Path::new(&dir).canonicalize(),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }

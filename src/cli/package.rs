@@ -13,9 +13,11 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut super::Cli::command(), BIN, out);
 }
 
-/// Writes tideway(1) to `out`.
+/// Writes tideway(1) to `out`: the page [`man_pages`] writes as tideway.1 (without the
+/// `help` subcommand, which has no page).
 pub fn man(out: &mut dyn Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(super::Cli::command()).render(out)
+    let cmd = super::Cli::command().disable_help_subcommand(true);
+    clap_mangen::Man::new(cmd).render(out)
 }
 
 /// Writes tideway.1 and a page per subcommand (tideway-run.1, tideway-ctl-list.1, ...) into

@@ -73,6 +73,8 @@ pid=
 dpkg -r tideway
 [ ! -e /usr/bin/tideway ] || fail "/usr/bin/tideway is still there after dpkg -r"
 [ -e /etc/tideway/tideway.toml ] || fail "dpkg -r removed the conffile (only purge should)"
+[ -e /var/lib/tideway/admin.token ] || fail "dpkg -r removed the data (only purge should)"
+getent passwd tideway >/dev/null || fail "dpkg -r removed the tideway user (only purge should)"
 dpkg -P tideway
 [ ! -e /etc/tideway/tideway.toml ] || fail "the conffile is still there after purge"
 [ ! -e /var/lib/tideway ] || fail "/var/lib/tideway is still there after purge"

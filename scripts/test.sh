@@ -4,9 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v c++ >/dev/null || need+=(g++)
+# The build itself needs only Rust and a C compiler (docs/install.md): no cmake, no protoc.
+command -v cc >/dev/null || need+=(gcc)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
 command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
 command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook drives a real supervisord
@@ -16,6 +15,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)  # deploy validation tools (PyPI, in a venv)
 command -v kubectl >/dev/null || need+=(kubernetes-client)  # deploy validation renders the kustomizations
 [ -x /usr/bin/kill ] || [ -x /bin/kill ] || need+=(procps)  # tests signal tideway (kill -TERM/-QUIT/-HUP/-USR2)
+command -v groff >/dev/null || need+=(groff-base)         # tests render the man pages
+command -v systemd-analyze >/dev/null || need+=(systemd)  # the .deb check verifies the unit
+command -v curl >/dev/null || need+=(curl)                # the .deb check asks /readyz
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,4 +44,10 @@ passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ p
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 echo "tests: $passed passed, $failed failed"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+
+# The .deb: built from the debug binaries the tests just built (a release build would add
+# minutes), installed, run as the unit runs it, removed (scripts/deb-check.sh).
+deb_start=$SECONDS
+TIDEWAY_DEB_PROFILE=${TIDEWAY_DEB_PROFILE:-dev} scripts/deb-check.sh
+echo "deb check: $((SECONDS - deb_start)) s"

@@ -6,15 +6,21 @@
 #
 #   scripts/deb.sh                      # release profile (stripped)
 #   TIDEWAY_DEB_PROFILE=dev scripts/deb.sh   # from the debug build (CI's quick check)
+#   TIDEWAY_DEB_BUILD=no ...            # package the binaries already built (by `cargo test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=${TIDEWAY_DEB_PROFILE:-release}
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
-cargo build --locked --profile "$profile" --bin tideway --bin tideway-demo-client
 target=${CARGO_TARGET_DIR:-target}
 if [ "$profile" = dev ]; then out=$target/debug; else out=$target/$profile; fi
+if [ "${TIDEWAY_DEB_BUILD:-yes}" != no ]; then
+  cargo build --locked --profile "$profile" --bin tideway --bin tideway-demo-client
+fi
+for bin in tideway tideway-demo-client; do
+  [ -x "$out/$bin" ] || { echo "deb: $out/$bin is not built" >&2; exit 1; }
+done
 
 assets=$out/package
 rm -rf "$assets"
@@ -25,4 +31,6 @@ mkdir -p "$assets/completions" "$assets/man"
 "$out/tideway" man --out-dir "$assets/man" >/dev/null
 gzip -9n "$assets"/man/*.1
 
-cargo deb --no-build --locked --profile "$profile"
+fast=()
+[ "$profile" = dev ] && fast=(--fast)  # a check, not a release: quicker compression
+cargo deb --no-build --locked --profile "$profile" "${fast[@]}"

@@ -27,7 +27,10 @@ cleanup() {
 trap cleanup EXIT
 
 unit=$(dpkg -L tideway | grep '/systemd/system/tideway\.service$')
-systemd-analyze verify "$unit"
+# verify exits 0 on unknown keys and bad values (it only warns), so any output is a failure.
+verify=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $verify"
+[ -z "$verify" ] || fail "systemd-analyze verify warns: $verify"
+echo "deb check: systemd-analyze verify $unit: no warnings"
 /usr/bin/tideway --version
 man -w tideway tideway-run >/dev/null
 bash -c 'source /usr/share/bash-completion/completions/tideway && complete -p tideway' >/dev/null

@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=${TIDEWAY_DEB_PROFILE:-release}
-command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
+# Pinned: cargo-deb 3.8 packages the dev profile with a warning; later versions may refuse it.
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
 
 target=${CARGO_TARGET_DIR:-target}
 if [ "$profile" = dev ]; then out=$target/debug; else out=$target/$profile; fi

@@ -4,9 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v c++ >/dev/null || need+=(g++)
+# The build itself needs only Rust and a C compiler (docs/install.md): no cmake, no protoc.
+command -v cc >/dev/null || need+=(gcc)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
 command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
 command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook drives a real supervisord
@@ -19,6 +18,9 @@ command -v kubectl >/dev/null || need+=(kubernetes-client)  # deploy validation 
 command -v goaccess >/dev/null || need+=(goaccess)        # the text access log is parsed by GoAccess as nginx's combined
 # The admin API is checked with openapi-spec-validator and schemathesis (PyPI, in a venv, by
 # scripts/api-check.sh from tests/openapi.rs; python3-venv above).
+command -v groff >/dev/null || need+=(groff-base)         # tests render the man pages
+command -v systemd-analyze >/dev/null || need+=(systemd)  # the .deb check verifies the unit
+command -v curl >/dev/null || need+=(curl)                # the .deb check asks /readyz
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -45,4 +47,10 @@ passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ p
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 echo "tests: $passed passed, $failed failed"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+
+# The .deb: packaged from the debug binaries the tests just ran (a release build would add
+# minutes), installed, run as the unit runs it, removed (scripts/deb-check.sh).
+deb_start=$SECONDS
+TIDEWAY_DEB_PROFILE=dev TIDEWAY_DEB_BUILD=no scripts/deb-check.sh
+echo "deb check: $((SECONDS - deb_start)) s"

@@ -122,6 +122,17 @@ fn main() -> anyhow::Result<()> {
             secret_file,
             cmd,
         } => ctl(&admin, token, secret_file, cmd),
+        Command::Completions { shell } => {
+            tideway::cli::package::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out_dir: None } => Ok(tideway::cli::package::man(&mut std::io::stdout())?),
+        Command::Man { out_dir: Some(dir) } => {
+            for file in tideway::cli::package::man_pages(&dir)? {
+                println!("{}", file.display());
+            }
+            Ok(())
+        }
     }
 }
 

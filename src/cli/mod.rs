@@ -4,10 +4,21 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// What `tideway --version` prints: the version, the git commit and the build date (set by
+/// build.rs; the commit is `unknown` in a build from outside a git checkout).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TIDEWAY_COMMIT"),
+    ", built ",
+    env!("TIDEWAY_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "tideway",
-    version,
+    version = VERSION,
     about = "A load-balancing proxy for services that scale in and out all day"
 )]
 pub struct Cli {
@@ -124,6 +135,18 @@ pub enum Command {
         #[command(subcommand)]
         cmd: CtlCmd,
     },
+    /// Print a shell completion script (bash: save it as
+    /// /usr/share/bash-completion/completions/tideway).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page tideway(1); with --out-dir, write it and one page per subcommand
+    /// (tideway-run.1, ...) there.
+    Man {
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// How `--nginx` configs are imported.
@@ -182,6 +205,7 @@ pub enum CtlCmd {
 pub mod ctl;
 pub mod demo;
 pub mod demo_client;
+pub mod package;
 pub mod tour;
 
 /// Write `text` to stdout, all of it, now. A reader that went away (`tideway ctl list |

@@ -173,9 +173,11 @@ async fn supervisor_processes_follow_the_load() {
     .await;
     assert_eq!(active(&p).await, vec![format!("chat-{first}")]);
     let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
+    // The WebSockets open one at a time, so on a loaded machine the hook may see a count on
+    // the way (2 before 3): the runs that settled are checked, not where each came from.
     assert!(
-        log.contains("chat: 3 of 4 running (was 1)"),
+        log.contains("chat: 3 of 4 running (was "),
         "the hook's output is logged"
     );
-    assert!(log.contains("chat: 1 of 4 running (was 3)"));
+    assert!(log.contains("chat: 1 of 4 running (was "));
 }

@@ -162,6 +162,7 @@ struct UpstreamSection {
     next_upstream_tries: Option<Spanned<u32>>,
     next_upstream_timeout: Option<Dur>,
     sticky: Option<Spanned<sticky::StickySection>>,
+    tls: Option<Spanned<policy::UpstreamTlsSection>>,
 }
 
 #[derive(Deserialize)]

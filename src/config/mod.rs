@@ -25,6 +25,7 @@ pub mod scope;
 pub mod sticky;
 pub mod tls;
 mod types;
+pub mod upstream_tls;
 
 pub use access::AccessList;
 pub use duration::parse_duration;

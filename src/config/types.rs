@@ -238,6 +238,8 @@ pub struct UpstreamPolicy {
     pub registration: super::scope::RegistrationScope,
     /// Cookie-insert stickiness (NGINX Plus's `sticky cookie`); HTTP listeners only.
     pub sticky: Option<super::sticky::StickyCookie>,
+    /// TLS to the backends (None: plain TCP).
+    pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
 }
 
 impl Default for UpstreamPolicy {
@@ -262,6 +264,7 @@ impl Default for UpstreamPolicy {
             autoscale: None,
             registration: super::scope::RegistrationScope::default(),
             sticky: None,
+            tls: None,
         }
     }
 }

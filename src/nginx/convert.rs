@@ -51,6 +51,9 @@ pub(super) struct Upstream {
     at: String,
     /// NGINX Plus's `sticky cookie`.
     sticky: Option<super::sticky::Sticky>,
+    /// Set by the first location proxying here: its `tls = { ... }` line (`proxy_pass
+    /// https://`), or None (`http://`).
+    tls: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,16 +304,20 @@ pub(super) fn param(d: &Directive, p: &str, class: Class, why: &str) -> Finding 
 }
 
 /// `proxy_pass` target -> upstream name, creating an upstream for a bare address. In http
-/// (`scheme`), a target tideway cannot proxy to returns None and is judged with its location
-/// ([`super::content`]); in stream it is an error here.
+/// (`scheme`: `http://` or `https://`), a target tideway cannot proxy to returns None and is
+/// judged with its location ([`super::content`]); in stream it is an error here.
 pub(super) fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     let raw = d.args.first()?;
-    let rest = if scheme {
-        raw.strip_prefix("http://")?
-    } else {
-        raw.as_str()
+    let (rest, port) = match raw.strip_prefix("https://") {
+        Some(rest) if scheme => (rest, 443),
+        _ if scheme => (raw.strip_prefix("http://")?, 80),
+        _ => (raw.as_str(), 80),
     };
-    let host = rest.split('/').next().unwrap_or(rest).to_string();
+    let mut host = rest.split('/').next().unwrap_or(rest).to_string();
+    // A bare address without its port: https:// names port 443 (and an upstream of its own).
+    if port == 443 && !cx.upstreams.contains_key(&host) && !host.contains(':') && !host.contains('$') {
+        host = format!("{host}:443");
+    }
     if cx.upstreams.contains_key(&host) {
         return Some(host);
     }
@@ -354,7 +361,9 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
 }
 
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
-/// settings (inherited from `retry`) go to its upstream, the first location's holding.
+/// settings (inherited from `retry`) go to its upstream, the first location's holding. So do
+/// its `proxy_pass` scheme and `proxy_ssl_*` settings, which must agree between the
+/// locations proxying to one upstream: tideway speaks to an upstream one way.
 fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
     for s in block.iter().filter(|s| s.name == "location") {
         let inner = s.block.as_deref().unwrap_or_default();
@@ -362,13 +371,41 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
         for l in inner {
             here.take(l, &mut cx.warnings);
         }
-        let up = inner
+        let pass = inner
             .iter()
             .filter(|l| l.name == "proxy_pass")
-            .find_map(|l| passed.get(&l.at()));
+            .find_map(|l| passed.get(&l.at()).map(|up| (l, up)));
+        let tls = pass.and_then(|(l, _)| {
+            let https = l.args.first()?.strip_prefix("https://")?;
+            let host = https.split('/').next().unwrap_or(https);
+            Some(here.ssl.render(host, &cx.base).map_err(|e| format!("{}: {e}", l.at())))
+        });
+        let tls = match tls.transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                cx.errors.push(e);
+                None
+            }
+        };
+        let up = pass.map(|(_, up)| up);
+        if let Some((l, name)) = pass {
+            if here.ssl.verify && here.ssl.trusted.is_none() && tls.is_some() {
+                cx.warnings.push(format!("{}: proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx trusts no CA then and fails every handshake; tideway checks against the system's CAs", l.at()));
+            }
+            if let Some(u) = cx.upstreams.get_mut(name) {
+                match &u.tls {
+                    Some(first) if *first != tls => cx.errors.push(format!(
+                        "{}: upstream {name:?} is proxied to with another scheme or other proxy_ssl_* settings elsewhere; tideway speaks to an upstream one way: give each its own upstream",
+                        l.at()
+                    )),
+                    Some(_) => {}
+                    None => u.tls = Some(tls),
+                }
+            }
+        }
         if let Some(u) = up.and_then(|up| cx.upstreams.get_mut(up)) {
             match &u.retry {
-                Some(r) if *r != here => cx.warnings.push(format!(
+                Some(r) if !r.same_retries(&here) => cx.warnings.push(format!(
                     "{}: proxy_next_upstream settings differ from another location's for upstream {:?} (tideway keeps them per upstream: the first location's hold)",
                     s.at(),
                     up.unwrap_or(&String::new())
@@ -417,7 +454,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                     .map(|l| (l, s.at())),
             ),
             _ if realip.take(s, false, &mut cx.warnings) => {}
-            _ if s.name.starts_with("proxy_next_upstream") => {}
+            _ if s.name.starts_with("proxy_next_upstream") || s.name.starts_with("proxy_ssl_") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
             "server_name"
@@ -633,7 +670,9 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                         ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
-                        (name, false) if name.starts_with("proxy_next_upstream") => {}
+                        (name, false)
+                            if name.starts_with("proxy_next_upstream")
+                                || name.starts_with("proxy_ssl_") => {}
                         (name, _) if super::access::ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
@@ -769,6 +808,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         }
         if let Some(t) = &u.idle_timeout {
             let _ = writeln!(out, "idle_timeout = {t:?}");
+        }
+        if let Some(Some(tls)) = &u.tls {
+            let _ = writeln!(out, "{tls}");
         }
         out.push_str("backends = [\n");
         // nginx takes a server listed twice as two peers; tideway ids must differ.

@@ -1,0 +1,233 @@
+//! TLS to backends, against a real TLS backend (tokio-rustls, a certificate from a CA of the
+//! test's own): HTTP and a WebSocket through it, the certificate checked against the
+//! upstream's CA under its server name, sent by SNI; a certificate the CA did not sign fails
+//! with 502 and counts against the backend; active health checks go over TLS too; nginx's
+//! defaults (no verification, no SNI) when asked; and `proxy_pass https://` from an nginx
+//! config, next to real nginx on the same file.
+
+mod common;
+#[path = "support/tls_backend.rs"]
+mod tls_backend;
+
+use common::nginx::{nginx_main, run_nginx, run_tideway_nginx};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tls_backend::{TestCa, TlsBackend};
+use tokio_tungstenite::tungstenite::Message;
+
+const NAME: &str = "backend.test";
+
+/// A config path in TOML.
+fn toml_path(p: &std::path::Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+#[tokio::test]
+async fn http_websocket_and_health_checks_reach_a_verified_tls_backend_by_its_sni_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let b = TlsBackend::start(&ca, NAME).await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\ntls = {{ ca = {}, server_name = \"{NAME}\" }}\nhealth = {{ kind = \"http\", path = \"/health\", interval = \"200ms\", timeout = \"1s\", rise = 1, fall = 1 }}\nbackends = [{{ addr = \"{}\" }}]\n",
+        toml_path(&ca.pem),
+        b.addr
+    ))
+    .await;
+    let client = reqwest::Client::new();
+
+    let r = client.get(p.url("/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("tls-backend path=/hello sni={NAME}")
+    );
+    let r = client.get(p.url("/again")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The second request went on the first one's TLS connection, kept alive.
+    let requests = b.requests();
+    let on = |path: &str| requests.iter().find(|r| r.1 == path).map(|r| r.0);
+    assert_eq!(on("/hello"), on("/again"), "{requests:?}");
+    assert!(on("/hello").is_some());
+
+    // A WebSocket upgrade over the TLS connection, and messages both ways after the 101.
+    let (mut ws, resp) = tokio_tungstenite::connect_async(p.ws_url("/ws"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for text in ["one", "two"] {
+        ws.send(Message::text(text)).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    let big = vec![7u8; 100_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+    ws.close(None).await.unwrap();
+    assert!(b.paths().contains(&"/ws".to_string()));
+
+    // Active checks reach the backend over TLS, and find it healthy.
+    wait_until(Duration::from_secs(10), || async {
+        b.paths().iter().any(|p| p == "/health")
+    })
+    .await;
+    assert!(p.health().await.values().all(|h| *h));
+    // Every handshake, the data plane's and the checks', named the server by SNI.
+    let sni = b.sni();
+    assert!(sni.iter().all(|s| s.as_deref() == Some(NAME)), "{sni:?}");
+    assert_eq!(b.failed_handshakes(), 0);
+}
+
+#[tokio::test]
+async fn a_certificate_the_ca_did_not_sign_is_a_502_and_the_backends_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let other = TestCa::new(dir.path(), "other");
+    let b = TlsBackend::start(&other, NAME).await;
+    let tls = format!("tls = {{ ca = {}, server_name = \"{NAME}\" }}", toml_path(&ca.pem));
+    let p = start_proxy(&format!(
+        "[upstream.app]\n{tls}\nbackends = [{{ addr = \"{a}\" }}]\n\n[upstream.checked]\n{tls}\nhealth = {{ kind = \"http\", path = \"/health\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\nbackends = [{{ addr = \"{a}\" }}]\n",
+        a = b.addr
+    ))
+    .await;
+    let before = metric(
+        &p,
+        "tideway_upstream_failures_total{reason=\"connect\",upstream=\"app\"}",
+    )
+    .await;
+    let r = reqwest::get(p.url("/secret")).await.unwrap();
+    assert_eq!(r.status(), 502);
+    // The client is not told why; the log is.
+    let body = r.text().await.unwrap();
+    assert_eq!(body, r#"{"error":"no backend could be reached"}"#);
+    let after = metric(
+        &p,
+        "tideway_upstream_failures_total{reason=\"connect\",upstream=\"app\"}",
+    )
+    .await;
+    assert_eq!(after - before, 1.0, "counted as the backend's connect failure");
+    let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
+    let failed = log
+        .lines()
+        .find(|l| l.contains("backend failed the request"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        failed.contains("TLS handshake") && failed.contains("certificate"),
+        "{failed}"
+    );
+    // Not a byte of a request reached the backend; it saw the handshakes fail.
+    assert!(b.paths().is_empty(), "{:?}", b.paths());
+    assert!(b.failed_handshakes() >= 1);
+    // The active checks fail the same handshake.
+    wait_until(Duration::from_secs(10), || async {
+        let v = p.admin_json("/v1/upstreams/checked").await;
+        v["backends"][0]["healthy"] == serde_json::json!(false)
+    })
+    .await;
+    assert!(b.paths().is_empty(), "{:?}", b.paths());
+}
+
+#[tokio::test]
+async fn without_verification_and_sni_any_certificate_is_taken_and_no_name_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = TestCa::new(dir.path(), "unknown");
+    let b = TlsBackend::start(&unknown, NAME).await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\ntls = {{ verify = false, server_name = \"{NAME}\", sni = false }}\nbackends = [{{ addr = \"{}\" }}]\n",
+        b.addr
+    ))
+    .await;
+    let r = reqwest::get(p.url("/x")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls-backend path=/x sni=-");
+    assert_eq!(b.sni(), vec![None]);
+}
+
+/// One nginx file, three servers: `proxy_pass https://` verified against the CA under
+/// `proxy_ssl_name` sent by SNI; against a CA that did not sign the backend's certificate;
+/// and with nginx's defaults to a bare address. nginx and tideway answer alike, and the
+/// backend sees the same SNI names from both.
+#[tokio::test]
+async fn proxy_pass_https_from_an_nginx_config_answers_as_nginx_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let other = TestCa::new(dir.path(), "other");
+    let b = TlsBackend::start(&ca, NAME).await;
+    let conf = |d: &std::path::Path, ports: [u16; 3]| {
+        format!(
+            "{}http {{
+    access_log off;
+    upstream backend {{ server {addr}; }}
+    upstream wrong {{ server {addr}; }}
+    server {{
+        listen 127.0.0.1:{p0};
+        location / {{
+            proxy_pass https://backend;
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate {ca};
+            proxy_ssl_name {NAME};
+            proxy_ssl_server_name on;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{p1};
+        proxy_ssl_verify on;
+        proxy_ssl_trusted_certificate {other};
+        location / {{ proxy_pass https://wrong; }}
+    }}
+    server {{
+        listen 127.0.0.1:{p2};
+        location / {{ proxy_pass https://{addr}; }}
+    }}
+}}
+",
+            nginx_main(d),
+            addr = b.addr,
+            ca = ca.pem.display(),
+            other = other.pem.display(),
+            p0 = ports[0],
+            p1 = ports[1],
+            p2 = ports[2],
+        )
+    };
+    let (nd, td) = (dir.path().join("nginx"), dir.path().join("tideway"));
+    std::fs::create_dir_all(&nd).unwrap();
+    std::fs::create_dir_all(&td).unwrap();
+    let (np, tp) = ([free_port(), free_port(), free_port()], [free_port(), free_port(), free_port()]);
+    std::fs::write(nd.join("nginx.conf"), conf(&nd, np)).unwrap();
+    std::fs::write(td.join("nginx.conf"), conf(&td, tp)).unwrap();
+    let _nginx = run_nginx(&nd.join("nginx.conf"), np[2], &nd).await;
+    let _tideway = run_tideway_nginx(&td.join("nginx.conf"), tp[2], &td).await;
+    let client = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for ports in [np, tp] {
+        let mut seen = Vec::new();
+        for port in ports {
+            let before = b.sni().len();
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/p"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            // nginx checks the certificate after the handshake, tideway during it: the
+            // backend sees a handshake complete only with nginx. What counts is the 502.
+            let (body, sni) = if status == 200 {
+                (r.text().await.unwrap(), b.sni()[before..].to_vec())
+            } else {
+                (String::new(), vec![])
+            };
+            seen.push((status, body, sni));
+        }
+        answers.push(seen);
+    }
+    assert_eq!(
+        answers[0],
+        vec![
+            (200, format!("tls-backend path=/p sni={NAME}"), vec![Some(NAME.to_string())]),
+            (502, String::new(), vec![]),
+            (200, "tls-backend path=/p sni=-".to_string(), vec![None]),
+        ],
+        "nginx"
+    );
+    assert_eq!(answers[1], answers[0], "tideway as nginx");
+}

@@ -78,6 +78,12 @@ struct StoreSection {
 struct EtcdSection {
     endpoints: Vec<String>,
     prefix: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -387,9 +393,22 @@ impl FileConfig {
                         format!("etcd prefix {prefix:?} must start with '/' and not end with one"),
                     ));
                 }
+                let access = super::etcd::EtcdAccess {
+                    endpoints: &es.endpoints,
+                    ca: es.ca.as_deref(),
+                    cert: es.cert.as_deref(),
+                    key: es.key.as_deref(),
+                    server_name: es.server_name.as_deref(),
+                    user: es.user.as_deref(),
+                    password_file: es.password_file.as_deref(),
+                    password_env: std::env::var(super::etcd::ETCD_PASSWORD_ENV).ok(),
+                };
+                let (tls, auth) = access.load().map_err(|m| cx.err(e.span(), m))?;
                 Some(EtcdSettings {
                     endpoints: es.endpoints.clone(),
                     prefix,
+                    tls,
+                    auth,
                 })
             }
         };

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod default;
 pub mod dns;
+pub mod etcd;
 mod duration;
 mod error;
 mod file;

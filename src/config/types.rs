@@ -85,12 +85,16 @@ pub struct StoreSettings {
     pub etcd: Option<EtcdSettings>,
 }
 
-/// `[store] etcd = { endpoints, prefix }`
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[store] etcd = { endpoints, prefix, ca, cert, key, server_name, user, password_file }`
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     /// Key prefix without a trailing slash, e.g. `/tideway`.
     pub prefix: String,
+    /// TLS to etcd (https:// endpoints).
+    pub tls: Option<super::etcd::EtcdTls>,
+    /// etcd's authentication: a user and its password.
+    pub auth: Option<super::etcd::EtcdAuth>,
 }
 
 /// Default etcd key prefix.

@@ -120,8 +120,9 @@ fn main() -> anyhow::Result<()> {
             admin,
             token,
             secret_file,
+            tls,
             cmd,
-        } => ctl(&admin, token, secret_file, cmd),
+        } => ctl(&admin, token, secret_file, (tls, cmd)),
     }
 }
 
@@ -247,7 +248,7 @@ fn ctl(
     admin: &str,
     token: Option<String>,
     secret_file: Option<PathBuf>,
-    cmd: CtlCmd,
+    (tls, cmd): (tideway::cli::admin_tls::AdminTlsArgs, CtlCmd),
 ) -> anyhow::Result<()> {
     let secret = secret_file
         .map(|f| {
@@ -266,7 +267,9 @@ fn ctl(
             .to_string(),
     };
     let cmd = ctl_command(cmd);
-    match rt()?.block_on(tideway::cli::ctl::run(
+    let client = tideway::cli::admin_tls::client(&tls, admin)?;
+    match rt()?.block_on(tideway::cli::ctl::run_with(
+        &client,
         admin,
         &token,
         secret.as_deref(),

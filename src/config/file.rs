@@ -64,6 +64,15 @@ struct AdminSection {
     header_timeout: Option<Spanned<Dur>>,
     idle_timeout: Option<Spanned<Dur>>,
     max_connections: Option<Spanned<usize>>,
+    tls: Option<Spanned<AdminTlsSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminTlsSection {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -370,6 +379,18 @@ impl FileConfig {
                 }
                 Some(m) => *m.get_ref(),
                 None => DEFAULT_ADMIN_MAX_CONNECTIONS,
+            },
+            tls: match &self.admin.tls {
+                None => None,
+                Some(t) => {
+                    let ts = t.get_ref();
+                    let files = super::tls::TlsFiles {
+                        cert: ts.cert.clone(),
+                        key: ts.key.clone(),
+                    };
+                    let loaded = super::tls::admin_tls(files, ts.client_ca.clone());
+                    Some(loaded.map_err(|e| cx.err(t.span(), format!("admin.tls: {e}")))?)
+                }
             },
         };
 

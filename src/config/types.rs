@@ -68,6 +68,8 @@ pub struct AdminSettings {
     pub idle_timeout: Duration,
     /// Concurrent admin connections; more are closed at once.
     pub max_connections: usize,
+    /// TLS (None: plain HTTP), optionally with client certificates.
+    pub tls: Option<super::tls::AdminTls>,
 }
 
 /// Default `[admin] header_timeout`: a request head has this long from its first byte.

@@ -1,0 +1,140 @@
+//! The admin API over TLS with client certificates (`[admin] tls = { cert, key, client_ca }`),
+//! and `tideway ctl` reaching it with `--ca`, `--cert` and `--key`: a real tideway process,
+//! certificates from CAs of the test's own.
+
+mod common;
+#[path = "support/tls_backend.rs"]
+mod tls_backend;
+
+use common::nginx::wait_port;
+use common::*;
+use std::process::Command;
+use tideway::cli::admin_tls::{client, AdminTlsArgs};
+use tls_backend::TestCa;
+
+/// `tideway ctl --admin URL ARGS list`: its exit status, stdout and stderr.
+fn ctl(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["ctl", "--admin", url])
+        .args(args)
+        .arg("list")
+        .env("TIDEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("TIDEWAY_ADMIN_CA")
+        .env_remove("TIDEWAY_ADMIN_CERT")
+        .env_remove("TIDEWAY_ADMIN_KEY")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "server-ca");
+    let (cert, key) = ca.issue_files(d, "admin.test");
+    let clients = TestCa::new(d, "client-ca");
+    let (ccert, ckey) = clients.issue_files(d, "operator.test");
+    let stranger = TestCa::new(d, "stranger-ca");
+    std::fs::create_dir(d.join("strangers")).unwrap();
+    let (scert, skey) = stranger.issue_files(&d.join("strangers"), "operator.test");
+    let (admin, http) = (free_port(), free_port());
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntls = {{ cert = {:?}, key = {:?}, client_ca = {:?} }}\n\n[store]\ndata_dir = {:?}\n\n[[listener]]\nlisten = \"127.0.0.1:{http}\"\nupstream = \"app\"\n\n[upstream.app]\nbackends = []\n",
+        cert.display().to_string(),
+        key.display().to_string(),
+        clients.pem.display().to_string(),
+        d.join("data").display().to_string(),
+    );
+    let path = d.join("tideway.toml");
+    std::fs::write(&path, config).unwrap();
+    let _p = Killed(spawn_tideway_with(&path, d, &[]));
+    wait_port(admin).await;
+    let url = format!("https://127.0.0.1:{admin}");
+    let p = |f: &std::path::Path| f.display().to_string();
+
+    // The right CA and a client certificate: the API answers.
+    let (ok, out, err) = ctl(
+        &url,
+        &["--ca", &p(&ca.pem), "--cert", &p(&ccert), "--key", &p(&ckey)],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("\"app\""), "{out}");
+    let with_cert = AdminTlsArgs {
+        ca: Some(ca.pem.clone()),
+        cert: Some(ccert.clone()),
+        key: Some(ckey.clone()),
+    };
+    let r = client(&with_cert, &url)
+        .unwrap()
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // No client certificate, one another CA signed, or a server the client cannot trust.
+    for (args, why) in [
+        (vec!["--ca", &p(&ca.pem)], "no client certificate"),
+        (
+            vec!["--ca", &p(&ca.pem), "--cert", &p(&scert), "--key", &p(&skey)],
+            "a stranger's certificate",
+        ),
+        (
+            vec!["--cert", &p(&ccert), "--key", &p(&ckey)],
+            "the system's CAs do not know the server",
+        ),
+    ] {
+        let (ok, out, err) = ctl(&url, &args);
+        assert!(!ok, "{why}: {out}");
+        assert!(err.contains("cannot reach"), "{why}: {err}");
+    }
+    // Plain HTTP gets no answer.
+    let plain = reqwest::get(format!("http://127.0.0.1:{admin}/healthz")).await;
+    assert!(plain.is_err(), "{plain:?}");
+    let log = std::fs::read_to_string(d.join("tideway.log")).unwrap();
+    assert!(!log.contains(ADMIN_TOKEN));
+}
+
+/// A key that does not match its certificate, or a client CA file with no certificate, is
+/// a config error naming the file.
+#[test]
+fn bad_admin_tls_files_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = TestCa::new(d, "ca");
+    let (cert, _) = ca.issue_files(d, "a.test");
+    let (_, other_key) = ca.issue_files(d, "b.test");
+    let empty = d.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let key = d.join("a.test.key");
+    for (tls, expected) in [
+        (
+            format!("{{ cert = {:?}, key = {:?} }}", p(&cert), p(&other_key)),
+            "does not match",
+        ),
+        (
+            format!(
+                "{{ cert = {:?}, key = {:?}, client_ca = {:?} }}",
+                p(&cert),
+                p(&key),
+                p(&empty)
+            ),
+            "empty.pem",
+        ),
+    ] {
+        let text = format!("[admin]\ntls = {tls}\n");
+        let e = tideway::config::parse(&text, &d.join("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected) && e.contains(":2:"), "{e}");
+    }
+}
+
+fn p(f: &std::path::Path) -> String {
+    f.display().to_string()
+}

@@ -60,7 +60,14 @@ async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_s
     // The right CA and a client certificate: the API answers.
     let (ok, out, err) = ctl(
         &url,
-        &["--ca", &p(&ca.pem), "--cert", &p(&ccert), "--key", &p(&ckey)],
+        &[
+            "--ca",
+            &p(&ca.pem),
+            "--cert",
+            &p(&ccert),
+            "--key",
+            &p(&ckey),
+        ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("\"app\""), "{out}");
@@ -81,7 +88,14 @@ async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_s
     for (args, why) in [
         (vec!["--ca", &p(&ca.pem)], "no client certificate"),
         (
-            vec!["--ca", &p(&ca.pem), "--cert", &p(&scert), "--key", &p(&skey)],
+            vec![
+                "--ca",
+                &p(&ca.pem),
+                "--cert",
+                &p(&scert),
+                "--key",
+                &p(&skey),
+            ],
             "a stranger's certificate",
         ),
         (

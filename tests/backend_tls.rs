@@ -83,7 +83,10 @@ async fn a_certificate_the_ca_did_not_sign_is_a_502_and_the_backends_failure() {
     let ca = TestCa::new(dir.path(), "ca");
     let other = TestCa::new(dir.path(), "other");
     let b = TlsBackend::start(&other, NAME).await;
-    let tls = format!("tls = {{ ca = {}, server_name = \"{NAME}\" }}", toml_path(&ca.pem));
+    let tls = format!(
+        "tls = {{ ca = {}, server_name = \"{NAME}\" }}",
+        toml_path(&ca.pem)
+    );
     let p = start_proxy(&format!(
         "[upstream.app]\n{tls}\nbackends = [{{ addr = \"{a}\" }}]\n\n[upstream.checked]\n{tls}\nhealth = {{ kind = \"http\", path = \"/health\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }}\nbackends = [{{ addr = \"{a}\" }}]\n",
         a = b.addr
@@ -104,7 +107,11 @@ async fn a_certificate_the_ca_did_not_sign_is_a_502_and_the_backends_failure() {
         "tideway_upstream_failures_total{reason=\"connect\",upstream=\"app\"}",
     )
     .await;
-    assert_eq!(after - before, 1.0, "counted as the backend's connect failure");
+    assert_eq!(
+        after - before,
+        1.0,
+        "counted as the backend's connect failure"
+    );
     let log = std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap();
     let failed = log
         .lines()
@@ -192,7 +199,10 @@ async fn proxy_pass_https_from_an_nginx_config_answers_as_nginx_does() {
     let (nd, td) = (dir.path().join("nginx"), dir.path().join("tideway"));
     std::fs::create_dir_all(&nd).unwrap();
     std::fs::create_dir_all(&td).unwrap();
-    let (np, tp) = ([free_port(), free_port(), free_port()], [free_port(), free_port(), free_port()]);
+    let (np, tp) = (
+        [free_port(), free_port(), free_port()],
+        [free_port(), free_port(), free_port()],
+    );
     std::fs::write(nd.join("nginx.conf"), conf(&nd, np)).unwrap();
     std::fs::write(td.join("nginx.conf"), conf(&td, tp)).unwrap();
     let _nginx = run_nginx(&nd.join("nginx.conf"), np[2], &nd).await;
@@ -223,7 +233,11 @@ async fn proxy_pass_https_from_an_nginx_config_answers_as_nginx_does() {
     assert_eq!(
         answers[0],
         vec![
-            (200, format!("tls-backend path=/p sni={NAME}"), vec![Some(NAME.to_string())]),
+            (
+                200,
+                format!("tls-backend path=/p sni={NAME}"),
+                vec![Some(NAME.to_string())]
+            ),
             (502, String::new(), vec![]),
             (200, "tls-backend path=/p sni=-".to_string(), vec![None]),
         ],

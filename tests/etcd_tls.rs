@@ -84,7 +84,10 @@ async fn a_wrong_password_gets_nothing_from_etcd_and_is_never_logged() {
     let got = c.get("/tw/upstreams/app/backends/b", None).await.unwrap();
     assert!(got.kvs().is_empty());
     let log = log(&p);
-    assert!(!log.contains(wrong) && !log.contains(ROOT_PASSWORD), "{log}");
+    assert!(
+        !log.contains(wrong) && !log.contains(ROOT_PASSWORD),
+        "{log}"
+    );
 }
 
 /// Half a TLS setup, or a password with no user, is a config error naming the line.
@@ -107,7 +110,9 @@ fn incomplete_etcd_security_is_a_config_error() {
     ] {
         let text = format!("[store]\n{etcd}\n");
         let path = dir.path().join("t.toml");
-        let e = tideway::config::parse(&text, &path).unwrap_err().to_string();
+        let e = tideway::config::parse(&text, &path)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(expected) && e.contains(":2:"), "{e}");
     }
 }

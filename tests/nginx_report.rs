@@ -223,13 +223,7 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     assert_eq!(backend_id(&client, &url("/api/x")).await, "api");
-    for p in [
-        "/",
-        "/index.php",
-        "/api/x.php",
-        "/files/a",
-        "/dyn/",
-    ] {
+    for p in ["/", "/index.php", "/api/x.php", "/files/a", "/dyn/"] {
         let r = client.get(url(p)).send().await.unwrap();
         // `/api/x.php`: the regex location wins in nginx too, so it is not proxied.
         assert_eq!(r.status(), 404, "{p}");

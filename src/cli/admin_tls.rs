@@ -43,9 +43,10 @@ pub fn client(args: &AdminTlsArgs, admin: &str) -> Result<Client, AdminTlsError>
     if !admin.starts_with("https://") {
         return Ok(Client::new());
     }
-    let ca = args.ca.clone().unwrap_or_else(|| {
-        PathBuf::from(crate::config::upstream_tls::DEFAULT_SYSTEM_CA_FILE)
-    });
+    let ca = args
+        .ca
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::config::upstream_tls::DEFAULT_SYSTEM_CA_FILE));
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&ca).map_err(|e| err(&ca, e))? {
         let c = c.map_err(|e| err(&ca, e))?;

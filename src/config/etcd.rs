@@ -71,13 +71,21 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 impl EtcdAccess<'_> {
     /// TLS and auth from the keys; the error says what is wrong (for the caller to place).
     pub fn load(&self) -> Result<(Option<EtcdTls>, Option<EtcdAuth>), String> {
-        let https = self.endpoints.iter().filter(|e| e.starts_with("https://")).count();
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
         let tls = match self.ca {
             None if self.cert.is_some() || self.key.is_some() || self.server_name.is_some() => {
-                return Err("etcd cert, key and server_name need ca (the CA of etcd's certificate)".into())
+                return Err(
+                    "etcd cert, key and server_name need ca (the CA of etcd's certificate)".into(),
+                )
             }
             None if https > 0 => {
-                return Err("an https:// etcd endpoint needs ca (the CA of etcd's certificate)".into())
+                return Err(
+                    "an https:// etcd endpoint needs ca (the CA of etcd's certificate)".into(),
+                )
             }
             None => None,
             Some(_) if https != self.endpoints.len() => {
@@ -131,9 +139,16 @@ impl EtcdAccess<'_> {
                     key: PathBuf::from(key),
                 };
                 super::tls::load_cert(&files).map_err(|e| e.to_string())?;
-                Some((read(cert, "etcd client certificate")?, Secret(read(key, "etcd client key")?)))
+                Some((
+                    read(cert, "etcd client certificate")?,
+                    Secret(read(key, "etcd client key")?),
+                ))
             }
-            _ => return Err("etcd cert and key go together (the client certificate and its key)".into()),
+            _ => {
+                return Err(
+                    "etcd cert and key go together (the client certificate and its key)".into(),
+                )
+            }
         };
         Ok(EtcdTls {
             ca_pem,
@@ -142,7 +157,6 @@ impl EtcdAccess<'_> {
         })
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,9 @@
 pub mod access;
 pub mod default;
 pub mod dns;
-pub mod etcd;
 mod duration;
 mod error;
+pub mod etcd;
 mod file;
 pub mod headers;
 pub mod key_expr;

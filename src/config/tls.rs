@@ -120,18 +120,22 @@ pub fn admin_tls(files: TlsFiles, client_ca: Option<PathBuf>) -> Result<AdminTls
                     .map_err(|e| err(ca, format!("unusable CA certificate: {e}")))?;
             }
             if roots.is_empty() {
-                return Err(err(ca, "no CA certificate found; expected PEM CERTIFICATE blocks"));
+                return Err(err(
+                    ca,
+                    "no CA certificate found; expected PEM CERTIFICATE blocks",
+                ));
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| err(ca, e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| err(ca, e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut server = builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-        loaded.key,
-    )));
+    let mut server =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(loaded.key)));
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(AdminTls {
         files,

@@ -118,9 +118,10 @@ async fn check_upstream(pool: PoolHandle, name: String) {
         };
         let listed: std::collections::HashSet<&BackendId> = targets.iter().map(|t| &t.0).collect();
         trackers.retain(|id, _| listed.contains(id));
-        let results =
-            futures_util::future::join_all(targets.iter().map(|t| probe(&cfg, tls.as_deref(), t.1)))
-                .await;
+        let results = futures_util::future::join_all(
+            targets.iter().map(|t| probe(&cfg, tls.as_deref(), t.1)),
+        )
+        .await;
         for ((id, _, healthy), result) in targets.into_iter().zip(results) {
             let t = trackers.entry(id.clone()).or_insert_with(|| Tracker {
                 up: healthy,

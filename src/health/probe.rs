@@ -26,7 +26,11 @@ pub async fn probe(
     }
 }
 
-async fn run(cfg: &HealthConfig, tls: Option<&UpstreamTls>, addr: SocketAddr) -> Result<(), String> {
+async fn run(
+    cfg: &HealthConfig,
+    tls: Option<&UpstreamTls>,
+    addr: SocketAddr,
+) -> Result<(), String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;

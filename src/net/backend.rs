@@ -57,7 +57,12 @@ impl BackendIo {
 
     /// A read half and a write half used at once (a request body streaming out while the
     /// answer is watched for). Plain TCP splits without a lock; TLS through tokio's split.
-    pub fn split(&mut self) -> (Box<dyn AsyncRead + Send + Unpin + '_>, Box<dyn AsyncWrite + Send + Unpin + '_>) {
+    pub fn split(
+        &mut self,
+    ) -> (
+        Box<dyn AsyncRead + Send + Unpin + '_>,
+        Box<dyn AsyncWrite + Send + Unpin + '_>,
+    ) {
         match self {
             BackendIo::Plain(s) => {
                 let (r, w) = s.split();

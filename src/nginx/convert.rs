@@ -315,7 +315,11 @@ pub(super) fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String>
     };
     let mut host = rest.split('/').next().unwrap_or(rest).to_string();
     // A bare address without its port: https:// names port 443 (and an upstream of its own).
-    if port == 443 && !cx.upstreams.contains_key(&host) && !host.contains(':') && !host.contains('$') {
+    if port == 443
+        && !cx.upstreams.contains_key(&host)
+        && !host.contains(':')
+        && !host.contains('$')
+    {
         host = format!("{host}:443");
     }
     if cx.upstreams.contains_key(&host) {
@@ -378,7 +382,11 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
         let tls = pass.and_then(|(l, _)| {
             let https = l.args.first()?.strip_prefix("https://")?;
             let host = https.split('/').next().unwrap_or(https);
-            Some(here.ssl.render(host, &cx.base).map_err(|e| format!("{}: {e}", l.at())))
+            Some(
+                here.ssl
+                    .render(host, &cx.base)
+                    .map_err(|e| format!("{}: {e}", l.at())),
+            )
         });
         let tls = match tls.transpose() {
             Ok(tls) => tls,

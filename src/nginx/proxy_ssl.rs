@@ -26,7 +26,11 @@ fn flag(d: &Directive, warnings: &mut Vec<String>) -> Option<bool> {
         Some("on") => Some(true),
         Some("off") => Some(false),
         _ => {
-            warnings.push(format!("{}: \"{}\" needs on or off; ignored", d.at(), d.name));
+            warnings.push(format!(
+                "{}: \"{}\" needs on or off; ignored",
+                d.at(),
+                d.name
+            ));
             None
         }
     }

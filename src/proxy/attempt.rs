@@ -15,10 +15,10 @@ use super::request::Request;
 use super::response::{inspect_response, Answer, BadResponse, Response};
 use super::route::{Attempt, Conn, Route};
 use crate::config::UpstreamPolicy;
+use crate::net::backend::BackendIo;
 use crate::net::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::time::{Duration, Instant};
-use crate::net::backend::BackendIo;
 use tokio::io::AsyncReadExt;
 
 /// A request (head and body) at most this long is sent in one write that any live backend

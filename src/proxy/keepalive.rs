@@ -5,10 +5,10 @@
 //! sweep, run while connections are returned and by a background task when traffic stops
 //! ([`Keepalive::sweeper`], run by the listener's owner).
 
+use crate::net::backend::BackendIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use crate::net::backend::BackendIo;
 use std::time::{Duration, Instant};
 
 /// Idle connections kept per backend (pingora's default pool size, twice nginx's usual 64).

@@ -172,7 +172,8 @@ impl ControlPlane {
         );
         self.reloader.checkers.ensure();
         self.reloader.names.follow(&self.names);
-        if let Some((listener, state, limits, tls)) = self.admin.lock().expect("not poisoned").take()
+        if let Some((listener, state, limits, tls)) =
+            self.admin.lock().expect("not poisoned").take()
         {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => tasks.spawn(

@@ -47,7 +47,9 @@ fn certificates(dir: &Path) -> (Secure, PathBuf, PathBuf) {
     let issue = |name: &str, cn: &str, sans: Vec<String>| {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         (
             write(&format!("{name}.pem"), cert.pem()),

@@ -59,7 +59,10 @@ impl TestCa {
             .subject_alt_names
             .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        let (c, k) = (dir.join(format!("{dns}.pem")), dir.join(format!("{dns}.key")));
+        let (c, k) = (
+            dir.join(format!("{dns}.pem")),
+            dir.join(format!("{dns}.key")),
+        );
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)

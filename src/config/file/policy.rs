@@ -7,11 +7,11 @@ use super::{
     UpstreamSection,
 };
 use crate::config::scope::RegistrationScope;
+use crate::config::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 use crate::config::{
     Balance, ConfigError, HealthConfig, HealthKind, RebalanceConfig, ScaleConfig, UpstreamPolicy,
     DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE, MAX_WEIGHT,
 };
-use crate::config::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 use std::time::Duration;
 use toml::Spanned;
 

@@ -41,24 +41,24 @@ impl TestCa {
 
     /// A leaf certificate for `dns` and 127.0.0.1, signed by this CA, with its key.
     pub fn issue(&self, dns: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert, key) = self.leaf(dns);
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         (cert.der().clone(), der)
     }
 
-    /// The PEM files of a leaf certificate for `dns` and 127.0.0.1 and its key, in `dir`.
-    pub fn issue_files(&self, dir: &Path, dns: &str) -> (PathBuf, PathBuf) {
+    fn leaf(&self, dns: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(vec![dns.to_string()]).unwrap();
         params
             .subject_alt_names
             .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+
+    /// The PEM files of a leaf certificate for `dns` and 127.0.0.1 and its key, in `dir`.
+    pub fn issue_files(&self, dir: &Path, dns: &str) -> (PathBuf, PathBuf) {
+        let (cert, key) = self.leaf(dns);
         let (c, k) = (
             dir.join(format!("{dns}.pem")),
             dir.join(format!("{dns}.key")),

@@ -2,8 +2,8 @@
 //! test's own): HTTP and a WebSocket through it, the certificate checked against the
 //! upstream's CA under its server name, sent by SNI; a certificate the CA did not sign fails
 //! with 502 and counts against the backend; active health checks go over TLS too; nginx's
-//! defaults (no verification, no SNI) when asked; and `proxy_pass https://` from an nginx
-//! config, next to real nginx on the same file.
+//! defaults (no verification, no SNI) when asked; a tcp listener's tunnel over TLS; and
+//! `proxy_pass https://` from an nginx config, next to real nginx on the same file.
 
 mod common;
 #[path = "support/tls_backend.rs"]
@@ -147,6 +147,35 @@ async fn without_verification_and_sni_any_certificate_is_taken_and_no_name_is_se
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "tls-backend path=/x sni=-");
     assert_eq!(b.sni(), vec![None]);
+}
+
+/// A tcp listener passes its clients' bytes to the backend inside TLS tideway starts.
+#[tokio::test]
+async fn a_tcp_listener_reaches_its_backend_over_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let b = TlsBackend::start(&ca, NAME).await;
+    let p = start_proxy_with(
+        "protocol = \"tcp\"",
+        &format!(
+            "[upstream.app]\ntls = {{ ca = {}, server_name = \"{NAME}\" }}\nbackends = [{{ addr = \"{}\" }}]\n",
+            toml_path(&ca.pem),
+            b.addr
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with(&format!("tls-backend path=/raw sni={NAME}")),
+        "{answer}"
+    );
 }
 
 /// One nginx file, three servers: `proxy_pass https://` verified against the CA under

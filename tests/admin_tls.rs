@@ -31,17 +31,13 @@ fn ctl(url: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test]
-async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_signed() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A tideway in `d` whose admin API is on TLS with client certificates: the process, the
+/// config file, the admin URL, and the `ctl` arguments of a client it accepts.
+async fn start(d: &std::path::Path) -> (Killed, std::path::PathBuf, String, [String; 6]) {
     let ca = TestCa::new(d, "server-ca");
     let (cert, key) = ca.issue_files(d, "admin.test");
     let clients = TestCa::new(d, "client-ca");
     let (ccert, ckey) = clients.issue_files(d, "operator.test");
-    let stranger = TestCa::new(d, "stranger-ca");
-    std::fs::create_dir(d.join("strangers")).unwrap();
-    let (scert, skey) = stranger.issue_files(&d.join("strangers"), "operator.test");
     let (admin, http) = (free_port(), free_port());
     let config = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntls = {{ cert = {:?}, key = {:?}, client_ca = {:?} }}\n\n[store]\ndata_dir = {:?}\n\n[[listener]]\nlisten = \"127.0.0.1:{http}\"\nupstream = \"app\"\n\n[upstream.app]\nbackends = []\n",
@@ -52,29 +48,44 @@ async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_s
     );
     let path = d.join("tideway.toml");
     std::fs::write(&path, config).unwrap();
-    let _p = Killed(spawn_tideway_with(&path, d, &[]));
+    let process = Killed(spawn_tideway_with(&path, d, &[]));
     wait_port(admin).await;
     let url = format!("https://127.0.0.1:{admin}");
-    let p = |f: &std::path::Path| f.display().to_string();
+    let args = [
+        "--ca",
+        &p(&ca.pem),
+        "--cert",
+        &p(&ccert),
+        "--key",
+        &p(&ckey),
+    ]
+    .map(String::from);
+    (process, path, url, args)
+}
+
+/// `args` as `&str`s.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_p, _, url, args) = start(d).await;
+    let stranger = TestCa::new(d, "stranger-ca");
+    std::fs::create_dir(d.join("strangers")).unwrap();
+    let (scert, skey) = stranger.issue_files(&d.join("strangers"), "operator.test");
+    let (ca, ccert, ckey) = (args[1].as_str(), args[3].as_str(), args[5].as_str());
 
     // The right CA and a client certificate: the API answers.
-    let (ok, out, err) = ctl(
-        &url,
-        &[
-            "--ca",
-            &p(&ca.pem),
-            "--cert",
-            &p(&ccert),
-            "--key",
-            &p(&ckey),
-        ],
-    );
+    let (ok, out, err) = ctl(&url, &strs(&args));
     assert!(ok, "{err}");
     assert!(out.contains("\"app\""), "{out}");
     let with_cert = AdminTlsArgs {
-        ca: Some(ca.pem.clone()),
-        cert: Some(ccert.clone()),
-        key: Some(ckey.clone()),
+        ca: Some(ca.into()),
+        cert: Some(ccert.into()),
+        key: Some(ckey.into()),
     };
     let r = client(&with_cert, &url)
         .unwrap()
@@ -85,21 +96,15 @@ async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_s
     assert_eq!(r.status(), 200);
 
     // No client certificate, one another CA signed, or a server the client cannot trust.
+    let (scert, skey) = (p(&scert), p(&skey));
     for (args, why) in [
-        (vec!["--ca", &p(&ca.pem)], "no client certificate"),
+        (vec!["--ca", ca], "no client certificate"),
         (
-            vec![
-                "--ca",
-                &p(&ca.pem),
-                "--cert",
-                &p(&scert),
-                "--key",
-                &p(&skey),
-            ],
+            vec!["--ca", ca, "--cert", &scert, "--key", &skey],
             "a stranger's certificate",
         ),
         (
-            vec!["--cert", &p(&ccert), "--key", &p(&ckey)],
+            vec!["--cert", ccert, "--key", ckey],
             "the system's CAs do not know the server",
         ),
     ] {
@@ -108,10 +113,43 @@ async fn the_admin_api_over_tls_answers_only_clients_with_a_certificate_its_ca_s
         assert!(err.contains("cannot reach"), "{why}: {err}");
     }
     // Plain HTTP gets no answer.
-    let plain = reqwest::get(format!("http://127.0.0.1:{admin}/healthz")).await;
+    let plain = reqwest::get(url.replace("https://", "http://") + "/healthz").await;
     assert!(plain.is_err(), "{plain:?}");
     let log = std::fs::read_to_string(d.join("tideway.log")).unwrap();
     assert!(!log.contains(ADMIN_TOKEN));
+}
+
+/// A binary upgrade hands the admin listener over: the new process serves it over TLS with
+/// the same client certificate check.
+#[tokio::test]
+async fn after_a_binary_upgrade_the_admin_api_is_still_on_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut old, path, url, args) = start(d).await;
+    let new = Killed(spawn_tideway_with(&path, d, &["--upgrade"]));
+    let sock = d.join("data").join("upgrade.sock");
+    wait_until(std::time::Duration::from_secs(20), || async {
+        sock.exists()
+    })
+    .await;
+    Command::new("kill")
+        .args(["-USR2", &old.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while old.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old process exits"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (ok, out, err) = ctl(&url, &strs(&args));
+    assert!(ok, "{err}");
+    assert!(out.contains("\"app\""), "{out}");
+    let (ok, _, _) = ctl(&url, &strs(&args[..2]));
+    assert!(!ok, "still no answer without a client certificate");
+    drop(new);
 }
 
 /// A key that does not match its certificate, or a client CA file with no certificate, is

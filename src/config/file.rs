@@ -616,7 +616,7 @@ fn autoscale(
         (None, Some(url)) if url.starts_with("https://") => {
             return Err(cx.err(
                 a.span(),
-                "autoscale.webhook must be an http:// URL (this build has no TLS client); use exec with curl for https",
+                "autoscale.webhook must be an http:// URL (https webhooks are not supported: tideway trusts no CA for them); use exec with curl for https",
             ))
         }
         _ => {

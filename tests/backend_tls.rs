@@ -13,7 +13,7 @@ use common::nginx::{nginx_main, run_nginx, run_tideway_nginx};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::time::Duration;
-use tls_backend::{TestCa, TlsBackend};
+use tls_backend::{TestCa, TlsBackend, INJECTED, SMUGGLE, SMUGGLE_PAD};
 use tokio_tungstenite::tungstenite::Message;
 
 const NAME: &str = "backend.test";
@@ -273,4 +273,211 @@ async fn proxy_pass_https_from_an_nginx_config_answers_as_nginx_does() {
         "nginx"
     );
     assert_eq!(answers[1], answers[0], "tideway as nginx");
+}
+
+/// An answer the backend sends unasked behind the asked one never reaches the next client.
+/// Over TLS those bytes are usually read from the socket and decrypted inside rustls already,
+/// where a look at the socket cannot see them: the pool must look at the TLS stream.
+#[tokio::test]
+async fn bytes_a_tls_backend_sends_past_its_answer_never_answer_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let b = TlsBackend::start(&ca, NAME).await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\ntls = {{ ca = {}, server_name = \"{NAME}\" }}\nbackends = [{{ addr = \"{}\" }}]\n",
+        toml_path(&ca.pem),
+        b.addr
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let r = client.get(p.url(SMUGGLE)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!(
+            "tls-backend path={SMUGGLE} sni={NAME}{}",
+            ".".repeat(SMUGGLE_PAD)
+        )
+    );
+    let r = client.get(p.url("/second")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("tls-backend path=/second sni={NAME}"),
+        "not the unasked answer {INJECTED:?}"
+    );
+    // The second request went on a new connection: the first one was thrown away.
+    let requests = b.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_ne!(requests[0].0, requests[1].0, "{requests:?}");
+}
+
+/// Bytes queued in the kernel for the established TCP connection to `to` (its `tx_queue` in
+/// /proc/net/tcp; the largest, beside the harness's readiness probes); None while there is
+/// no such connection.
+fn queued_to(to: std::net::SocketAddr) -> Option<u64> {
+    let rem = format!("0100007F:{:04X}", to.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&rem.as_str()) && f.get(3) == Some(&"01"))
+                .then(|| u64::from_str_radix(f[4].split(':').next()?, 16).ok())?
+        })
+        .max()
+}
+
+/// A tcp listener over TLS to a backend that stops reading: the client sends piece by piece
+/// until a piece no longer reaches tideway's socket (the socket is full; rustls took the
+/// piece), then only waits for the answer while the backend reads again. The bytes rustls
+/// held are flushed when the socket drains: the backend gets every byte and answers.
+#[tokio::test]
+async fn bytes_rustls_took_while_the_socket_was_full_reach_the_backend_when_it_drains() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PIECE: usize = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let acceptor = tls_backend::acceptor(&ca, NAME);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(16).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Each connection (the harness's readiness probes open some) reads nothing until told
+    // how much will come.
+    let (go, wait) = tokio::sync::watch::channel(0usize);
+    let _backend = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, mut wait) = (acceptor.clone(), wait.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(&total) = wait.wait_for(|t| *t > 0).await.as_deref() else {
+                    return;
+                };
+                let (mut got, mut buf) = (0, vec![0u8; 64 * 1024]);
+                while got < total {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = tls.write_all(format!("got {got}").as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let p = start_proxy_with(
+        "protocol = \"tcp\"",
+        &format!(
+            "[upstream.app]\ntls = {{ ca = {}, server_name = \"{NAME}\" }}\nbackends = [{{ addr = \"{addr}\" }}]\n",
+            toml_path(&ca.pem),
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(&[b'x'; PIECE]).await.unwrap();
+    let mut sent = PIECE;
+    wait_until(Duration::from_secs(10), || async {
+        queued_to(addr).is_some_and(|q| q > 0)
+    })
+    .await;
+    // More pieces while each one still shows in the kernel's queue to the backend; the
+    // first that does not (within a generous wait) sits in rustls. Bounded either way.
+    while sent < 256 << 20 {
+        let before = queued_to(addr).unwrap();
+        s.write_all(&[b'x'; PIECE]).await.unwrap();
+        sent += PIECE;
+        let start = std::time::Instant::now();
+        let grew = loop {
+            if queued_to(addr).unwrap() > before {
+                break true;
+            }
+            if start.elapsed() > Duration::from_millis(500) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if !grew {
+            break;
+        }
+    }
+    go.send(sent).unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+        .await
+        .expect("the backend answers once it has every byte")
+        .unwrap();
+    assert_eq!(answer, format!("got {sent}"));
+}
+
+/// A TLS backend that closes its TCP without a close_notify ends a tunnel as a plain close
+/// would (the client gets the answer, then the end of the stream), not as an error.
+#[tokio::test]
+async fn a_tls_backend_closing_without_close_notify_ends_a_tunnel_as_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let acceptor = tls_backend::acceptor(&ca, NAME);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Per connection (the harness's readiness probes open some): a ping, a pong, and the
+    // TCP connection closed under the TLS session: no close_notify.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let _backend = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut ping = [0u8; 4];
+                if tls.read_exact(&mut ping).await.is_ok() && tls.write_all(b"pong").await.is_ok() {
+                    let _ = tls.flush().await;
+                }
+                let (tcp, _) = tls.into_inner();
+                drop(tcp);
+            });
+        }
+    });
+    let p = start_proxy_with(
+        "protocol = \"tcp\"",
+        &format!(
+            "[upstream.app]\ntls = {{ ca = {}, server_name = \"{NAME}\" }}\nbackends = [{{ addr = \"{addr}\" }}]\n",
+            toml_path(&ca.pem),
+        ),
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer, b"pong");
+    drop(s);
+    let ended = |reason: &'static str| {
+        let p = &p;
+        async move {
+            metric(
+                p,
+                &format!("tideway_tunnels_ended_total{{reason=\"{reason}\",upstream=\"app\"}}"),
+            )
+            .await
+        }
+    };
+    // Every tunnel (one per backend connection) ended, each as a plain close.
+    wait_until(Duration::from_secs(10), || async {
+        let all = accepted.load(std::sync::atomic::Ordering::SeqCst) as f64;
+        ended("closed").await + ended("error").await == all
+    })
+    .await;
+    assert_eq!(ended("error").await, 0.0);
+    assert!(ended("closed").await >= 1.0);
 }

@@ -44,11 +44,25 @@ impl BackendIo {
     }
 
     /// Can an idle connection still carry a request? Not when the backend closed it or sent
-    /// something unasked (on TLS, any record: a close_notify, a key update); such a
-    /// connection is thrown away, so a byte this probe takes is never missed.
-    pub fn usable(&self) -> bool {
+    /// something unasked; such a connection is thrown away, so a byte this probe takes is
+    /// never missed. On TLS the probe reads the TLS stream itself, not the socket: bytes the
+    /// backend sent past its last answer (or a close_notify) are often already read from the
+    /// socket and decrypted inside rustls, where the socket cannot show them. A record rustls
+    /// handles on its own (a session ticket, a key update) leaves the connection usable.
+    pub fn usable(&mut self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.tcp().try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        match self {
+            BackendIo::Plain(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            BackendIo::Tls(s) => {
+                // One poll, with a waker that does nothing: an idle connection has no task
+                // to wake. Ready in any form (data, end of stream, an error) means unusable.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut buf = ReadBuf::new(&mut probe);
+                Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
+            }
+        }
     }
 
     pub fn is_tls(&self) -> bool {

@@ -64,7 +64,7 @@ impl Keepalive {
         let now = Instant::now();
         let mut lists = self.lock();
         let list = lists.by_addr.get_mut(&addr)?;
-        while let Some(idle) = list.pop() {
+        while let Some(mut idle) = list.pop() {
             if now.duration_since(idle.since) < self.idle_timeout && idle.io.usable() {
                 return Some(idle.io);
             }
@@ -90,7 +90,7 @@ impl Keepalive {
         lists.swept = now;
         let timeout = self.idle_timeout;
         lists.by_addr.retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < timeout && i.io.usable());
+            list.retain_mut(|i| now.duration_since(i.since) < timeout && i.io.usable());
             !list.is_empty()
         });
     }

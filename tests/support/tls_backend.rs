@@ -1,7 +1,9 @@
 //! A real TLS backend for tests: a test CA (rcgen), a certificate it signs for a DNS name and
 //! 127.0.0.1, and a tokio-rustls server on port 0 that answers HTTP/1.x (keep-alive when the
-//! request allows it) and echoes WebSocket messages after a real 101. It records what it saw:
-//! the SNI name of each handshake, handshakes that failed, and each request's path.
+//! request allows it) and echoes WebSocket messages after a real 101; on [`SMUGGLE`] it sends
+//! an unasked answer behind the asked one. It records what it saw: the SNI name of each
+//! handshake, handshakes that failed, and each request's path. [`acceptor`] is its TLS side,
+//! for tests that serve other ways.
 
 #![allow(dead_code)]
 
@@ -69,6 +71,26 @@ impl TestCa {
     }
 }
 
+/// The path the backend answers with an unasked answer behind the asked one.
+pub const SMUGGLE: &str = "/smuggle";
+/// Bytes its answer's body is padded with, after the usual text.
+pub const SMUGGLE_PAD: usize = 10_000;
+/// That unasked answer.
+pub const INJECTED: &str = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nINJECTED!";
+
+/// A TLS server side with a certificate for `dns` (and 127.0.0.1) that `ca` signs.
+pub fn acceptor(ca: &TestCa, dns: &str) -> tokio_rustls::TlsAcceptor {
+    let (cert, key) = ca.issue(dns);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 /// What the backend saw.
 #[derive(Default)]
 pub struct Seen {
@@ -96,15 +118,7 @@ impl Drop for TlsBackend {
 impl TlsBackend {
     /// Serve with a certificate for `dns` (and 127.0.0.1) that `ca` signs.
     pub async fn start(ca: &TestCa, dns: &str) -> TlsBackend {
-        let (cert, key) = ca.issue(dns);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(ca, dns);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -199,15 +213,24 @@ where
         }
         let close = version == "HTTP/1.0"
             || header(&head, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let body = format!(
+        let mut body = format!(
             "tls-backend path={path} sni={}",
             sni.as_deref().unwrap_or("-")
         );
-        let reply = format!(
+        if path == SMUGGLE {
+            // Longer than a first read of the head takes: the rest is read as a body of a
+            // length, which leaves the bytes behind it unread.
+            body.push_str(&".".repeat(SMUGGLE_PAD));
+        }
+        let mut reply = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );
+        if path == SMUGGLE {
+            // A second answer nobody asked for, in the same write (so in the same record).
+            reply.push_str(INJECTED);
+        }
         if s.write_all(reply.as_bytes()).await.is_err() || s.flush().await.is_err() {
             return;
         }

@@ -481,3 +481,80 @@ async fn a_tls_backend_closing_without_close_notify_ends_a_tunnel_as_closed() {
     assert_eq!(ended("error").await, 0.0);
     assert!(ended("closed").await >= 1.0);
 }
+
+/// `proxy_ssl on` in an nginx `stream` server: the tcp listener speaks TLS to its backend,
+/// verified against the stream block's CA under `proxy_ssl_name`, sent by SNI; and with
+/// nginx's defaults (no verification, no SNI) to a bare address. Real nginx runs the same
+/// file; both answer alike and the backend sees the same SNI names.
+#[tokio::test]
+async fn stream_proxy_ssl_from_an_nginx_config_answers_as_nginx_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let b = TlsBackend::start(&ca, NAME).await;
+    let conf = |d: &std::path::Path, ports: [u16; 2]| {
+        format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+{}stream {{
+    upstream backend {{ server {addr}; }}
+    proxy_ssl_trusted_certificate {ca};
+    server {{
+        listen 127.0.0.1:{p0};
+        proxy_pass backend;
+        proxy_ssl on;
+        proxy_ssl_verify on;
+        proxy_ssl_name {NAME};
+        proxy_ssl_server_name on;
+    }}
+    server {{
+        listen 127.0.0.1:{p1};
+        proxy_ssl on;
+        proxy_pass {addr};
+    }}
+}}
+",
+            nginx_main(d),
+            addr = b.addr,
+            ca = ca.pem.display(),
+            p0 = ports[0],
+            p1 = ports[1],
+        )
+    };
+    let (nd, td) = (dir.path().join("nginx"), dir.path().join("tideway"));
+    std::fs::create_dir_all(&nd).unwrap();
+    std::fs::create_dir_all(&td).unwrap();
+    let (np, tp) = ([free_port(), free_port()], [free_port(), free_port()]);
+    std::fs::write(nd.join("nginx.conf"), conf(&nd, np)).unwrap();
+    std::fs::write(td.join("nginx.conf"), conf(&td, tp)).unwrap();
+    let _nginx = run_nginx(&nd.join("nginx.conf"), np[1], &nd).await;
+    let _tideway = run_tideway_nginx(&td.join("nginx.conf"), tp[1], &td).await;
+    let mut answers = Vec::new();
+    for ports in [np, tp] {
+        let mut seen = Vec::new();
+        for port in ports {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            s.write_all(b"GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut answer = String::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut answer))
+                .await
+                .expect("an answer or the end within 10 s");
+            let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+            seen.push(body);
+        }
+        answers.push(seen);
+    }
+    assert_eq!(
+        answers[0],
+        vec![
+            Some(format!("tls-backend path=/s sni={NAME}")),
+            Some("tls-backend path=/s sni=-".to_string()),
+        ],
+        "nginx"
+    );
+    assert_eq!(answers[1], answers[0], "tideway as nginx");
+    assert_eq!(b.failed_handshakes(), 0);
+}

@@ -349,3 +349,58 @@ fn tls_tideway_cannot_do_is_an_error() {
     let e = tideway::nginx::import(&path).unwrap_err().to_string();
     assert!(e.contains(&format!("{}:3: \"ssl\"", path.display())), "{e}");
 }
+
+/// `proxy_ssl on` in a stream server makes its upstream's `tls`, nginx's defaults kept and
+/// the stream block's settings inherited; one upstream reached with and without TLS is an
+/// error.
+#[test]
+fn stream_proxy_ssl_becomes_the_upstreams_tls() {
+    let conf = "stream {
+    upstream app { server 127.0.0.1:9443; }
+    proxy_ssl_trusted_certificate ca.pem;
+    server {
+        listen 127.0.0.1:9000;
+        proxy_ssl on;
+        proxy_ssl_verify on;
+        proxy_pass app;
+    }
+    server {
+        listen 127.0.0.1:9001;
+        proxy_ssl on;
+        proxy_pass 127.0.0.1:9444;
+    }
+}
+";
+    let (dir, path) = site(conf);
+    let toml = tideway::nginx::import(&path).unwrap().toml;
+    let ca = dir.path().join("ca.pem");
+    assert!(
+        toml.contains(&format!(
+            "tls = {{ verify = true, ca = {:?}, server_name = \"app\", sni = false }}",
+            ca.display().to_string()
+        )),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("tls = { verify = false, server_name = \"127.0.0.1\", sni = false }"),
+        "{toml}"
+    );
+
+    let both = conf.replace(
+        "proxy_pass 127.0.0.1:9444;",
+        "proxy_ssl off;\n        proxy_pass app;",
+    );
+    let (_dir, path) = site(&both);
+    let e = tideway::nginx::import(&path).unwrap_err().to_string();
+    // At the second proxy_pass to it.
+    let lines: Vec<&str> = both.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.contains("proxy_pass app;"))
+        .unwrap()
+        + 1;
+    assert!(
+        e.contains(&format!("{}:{at}: ", path.display())) && e.contains("another scheme"),
+        "{e}"
+    );
+}

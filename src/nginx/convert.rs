@@ -397,19 +397,7 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
         };
         let up = pass.map(|(_, up)| up);
         if let Some((l, name)) = pass {
-            if here.ssl.verify && here.ssl.trusted.is_none() && tls.is_some() {
-                cx.warnings.push(format!("{}: proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx trusts no CA then and fails every handshake; tideway checks against the system's CAs", l.at()));
-            }
-            if let Some(u) = cx.upstreams.get_mut(name) {
-                match &u.tls {
-                    Some(first) if *first != tls => cx.errors.push(format!(
-                        "{}: upstream {name:?} is proxied to with another scheme or other proxy_ssl_* settings elsewhere; tideway speaks to an upstream one way: give each its own upstream",
-                        l.at()
-                    )),
-                    Some(_) => {}
-                    None => u.tls = Some(tls),
-                }
-            }
+            upstream_tls(cx, name, tls, &here.ssl, &l.at());
         }
         if let Some(u) = up.and_then(|up| cx.upstreams.get_mut(up)) {
             match &u.retry {
@@ -423,6 +411,29 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
             }
         }
         locations(cx, inner, &here, passed);
+    }
+}
+
+/// Speak to upstream `name` with `tls` (a `tls = { ... }` line, or None: plain), as `ssl`
+/// made it at `at`: the first one to proxy there sets it; another way later is an error.
+pub(super) fn upstream_tls(
+    cx: &mut Cx,
+    name: &str,
+    tls: Option<String>,
+    ssl: &super::proxy_ssl::ProxySsl,
+    at: &str,
+) {
+    if ssl.verify && ssl.trusted.is_none() && tls.is_some() {
+        cx.warnings.push(format!("{at}: proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx trusts no CA then and fails every handshake; tideway checks against the system's CAs"));
+    }
+    if let Some(u) = cx.upstreams.get_mut(name) {
+        match &u.tls {
+            Some(first) if *first != tls => cx.errors.push(format!(
+                "{at}: upstream {name:?} is proxied to with another scheme or other proxy_ssl_* settings elsewhere; tideway speaks to an upstream one way: give each its own upstream"
+            )),
+            Some(_) => {}
+            None => u.tls = Some(tls),
+        }
     }
 }
 
@@ -648,6 +659,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                 maps.push_str(&http.render_maps());
                 cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
+                let mut stream_ssl = super::stream::StreamSsl::default();
                 for s in b
                     .iter()
                     .filter(|x| x.name != "upstream" && x.name != "server")
@@ -655,6 +667,8 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                     realip.take(s, stream, &mut cx.warnings);
                     if !stream {
                         retry.take(s, &mut cx.warnings);
+                    } else {
+                        stream_ssl.take(s, &mut cx.warnings);
                     }
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
@@ -672,7 +686,8 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                             };
                             http_server(&mut cx, s, outer)
                         }
-                        ("server", true) => super::stream::server(&mut cx, s, &realip),
+                        ("server", true) => super::stream::server(&mut cx, s, &realip, &stream_ssl),
+                        (name, true) if super::stream::StreamSsl::reads(name) => {}
                         ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}

@@ -105,6 +105,7 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("ssl_session_cache", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_timeout", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_tickets", NoEffect("tideway keeps rustls's session cache")),
+    ("proxy_ssl", Read),
     ("proxy_ssl_verify", Read),
     ("proxy_ssl_server_name", Read),
     ("proxy_ssl_name", Read),

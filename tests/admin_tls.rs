@@ -190,3 +190,42 @@ fn bad_admin_tls_files_are_config_errors() {
 fn p(f: &std::path::Path) -> String {
     f.display().to_string()
 }
+
+/// `--ca`, `--cert` or `--key` with an http:// admin URL is refused before a byte is sent:
+/// the listener at that URL (which would read a request and close) sees no connection.
+#[test]
+fn tls_options_with_an_http_admin_url_are_an_error_and_nothing_is_sent() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let (cert, key) = ca.issue_files(dir.path(), "operator.test");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            recorded.lock().unwrap().push(head);
+        }
+    });
+    for args in [
+        vec!["--ca".to_string(), p(&ca.pem)],
+        vec!["--cert".to_string(), p(&cert), "--key".to_string(), p(&key)],
+    ] {
+        let (ok, _, err) = ctl(&url, &strs(&args));
+        assert!(!ok);
+        assert!(
+            err.contains("not https://") && err.contains("in clear"),
+            "{err}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

@@ -90,7 +90,8 @@ async fn a_wrong_password_gets_nothing_from_etcd_and_is_never_logged() {
     );
 }
 
-/// Half a TLS setup, or a password with no user, is a config error naming the line.
+/// Half a TLS setup, a password with no user, or a user over plain http:// (its password
+/// would go in clear) is a config error naming the line.
 #[test]
 fn incomplete_etcd_security_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,7 +108,14 @@ fn incomplete_etcd_security_is_a_config_error() {
             r#"etcd = { endpoints = ["https://127.0.0.1:2379"], ca = "/nonexistent/ca.pem" }"#,
             "/nonexistent/ca.pem",
         ),
+        (
+            r#"etcd = { endpoints = ["http://127.0.0.1:2379"], user = "u", password_file = "PW" }"#,
+            "in clear",
+        ),
     ] {
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let etcd = etcd.replace("PW", &pw.display().to_string());
         let text = format!("[store]\n{etcd}\n");
         let path = dir.path().join("t.toml");
         let e = tideway::config::parse(&text, &path)

@@ -38,9 +38,20 @@ fn err(path: &Path, msg: impl std::fmt::Display) -> AdminTlsError {
 }
 
 /// The HTTP client for the admin API at `admin`: plain for http://; for https://, trusting
-/// `--ca` (or the system's CAs) and showing `--cert` if given.
+/// `--ca` (or the system's CAs) and showing `--cert` if given. `--ca`, `--cert` or `--key`
+/// with an http:// URL is an error: they would be ignored and the token sent in clear.
 pub fn client(args: &AdminTlsArgs, admin: &str) -> Result<Client, AdminTlsError> {
     if !admin.starts_with("https://") {
+        if let Some(given) = [&args.ca, &args.cert, &args.key]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            return Err(err(
+                given,
+                format!("a TLS option (--ca, --cert, --key) with the admin URL {admin}, which is not https://: nothing would be checked and the token would go in clear; use https://"),
+            ));
+        }
         return Ok(Client::new());
     }
     let ca = args

@@ -116,6 +116,12 @@ impl EtcdAccess<'_> {
                 ))
             }
         };
+        if auth.is_some() && tls.is_none() {
+            return Err(
+                "etcd user over http:// endpoints would send its password in clear: use https:// endpoints with ca"
+                    .into(),
+            );
+        }
         Ok((tls, auth))
     }
 
@@ -193,8 +199,8 @@ mod tests {
             password_env: Some("pw".into()),
             ..Default::default()
         };
-        let (_, auth) = env.load().unwrap();
-        assert_eq!(auth.unwrap().password.expose(), "pw");
+        // A password over plain HTTP is refused, wherever it comes from.
+        assert!(env.load().unwrap_err().contains("in clear"));
         let plain_with_ca = EtcdAccess {
             endpoints: &http,
             ca: Some(Path::new("/nonexistent")),

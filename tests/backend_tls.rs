@@ -35,9 +35,16 @@ async fn http_websocket_and_health_checks_reach_a_verified_tls_backend_by_its_sn
     ))
     .await;
     let client = reqwest::Client::new();
+    // With active checks a backend takes traffic once its first check passed (over TLS).
+    wait_until(Duration::from_secs(10), || async {
+        let h = p.health().await;
+        !h.is_empty() && h.values().all(|h| *h)
+    })
+    .await;
 
     let r = client.get(p.url("/hello")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let log = || std::fs::read_to_string(p.dir.path().join("tideway.log")).unwrap_or_default();
+    assert_eq!(r.status(), 200, "{}", log());
     assert_eq!(
         r.text().await.unwrap(),
         format!("tls-backend path=/hello sni={NAME}")

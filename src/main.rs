@@ -120,18 +120,25 @@ fn main() -> anyhow::Result<()> {
             admin,
             token,
             secret_file,
+            tls,
             cmd,
-        } => ctl(&admin, token, secret_file, cmd),
+        } => ctl(&admin, token, secret_file, (tls, cmd)),
+        // Rendered whole, then written through cli::out: a reader that goes away (`| head`)
+        // ends the command quietly, as for ctl.
         Command::Completions { shell } => {
-            tideway::cli::package::completions(shell, &mut std::io::stdout());
-            Ok(())
+            let mut text = Vec::new();
+            tideway::cli::package::completions(shell, &mut text);
+            Ok(tideway::cli::out(&String::from_utf8_lossy(&text))?)
         }
-        Command::Man { out_dir: None } => Ok(tideway::cli::package::man(&mut std::io::stdout())?),
+        Command::Man { out_dir: None } => {
+            let mut page = Vec::new();
+            tideway::cli::package::man(&mut page)?;
+            Ok(tideway::cli::out(&String::from_utf8_lossy(&page))?)
+        }
         Command::Man { out_dir: Some(dir) } => {
-            for file in tideway::cli::package::man_pages(&dir)? {
-                println!("{}", file.display());
-            }
-            Ok(())
+            let files = tideway::cli::package::man_pages(&dir)?;
+            let list: String = files.iter().map(|f| format!("{}\n", f.display())).collect();
+            Ok(tideway::cli::out(&list)?)
         }
     }
 }
@@ -255,7 +262,7 @@ fn ctl(
     admin: &str,
     token: Option<String>,
     secret_file: Option<PathBuf>,
-    cmd: CtlCmd,
+    (tls, cmd): (tideway::cli::admin_tls::AdminTlsArgs, CtlCmd),
 ) -> anyhow::Result<()> {
     let secret = secret_file
         .map(|f| {
@@ -274,7 +281,9 @@ fn ctl(
             .to_string(),
     };
     let cmd = ctl_command(cmd);
-    match rt()?.block_on(tideway::cli::ctl::run(
+    let client = tideway::cli::admin_tls::client(&tls, admin)?;
+    match rt()?.block_on(tideway::cli::ctl::run_with(
+        &client,
         admin,
         &token,
         secret.as_deref(),

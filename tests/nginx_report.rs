@@ -167,9 +167,6 @@ const CONTENT: &str = "http {
         }
         location /files/ {
         }
-        location /secure/ {
-            proxy_pass https://app;
-        }
         location /dyn/ {
             proxy_pass http://$host;
         }
@@ -197,7 +194,6 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
         ("try_files", "try_files"),
         ("fastcgi_pass", "fastcgi_pass"),
         ("location /files/", "location"),
-        ("https://app", "proxy_pass"),
         ("$host", "proxy_pass"),
     ] {
         assert!(
@@ -206,7 +202,6 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
             at(text)
         );
     }
-    assert!(err.contains("TLS"), "{err}");
     assert!(!err.contains(&at("location /api/")), "{err}");
     // `root` at the server level changes nothing for the proxied locations.
     assert!(!err.contains(&at("root")), "{err}");
@@ -220,7 +215,7 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
         String::from_utf8_lossy(&out.stderr)
     );
     let skipped = group(&report, "skipped");
-    assert_eq!(skipped.len(), 5, "{report}");
+    assert_eq!(skipped.len(), 4, "{report}");
     assert!(skipped.iter().all(|l| l.contains("404")), "{report}");
 
     let _t = start_tideway_nginx(&path, dir.path(), &["--skip-unproxied"]);
@@ -228,14 +223,7 @@ async fn unproxied_locations_fail_the_import_unless_skipped_then_answer_404() {
     let client = reqwest::Client::new();
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     assert_eq!(backend_id(&client, &url("/api/x")).await, "api");
-    for p in [
-        "/",
-        "/index.php",
-        "/api/x.php",
-        "/files/a",
-        "/secure/",
-        "/dyn/",
-    ] {
+    for p in ["/", "/index.php", "/api/x.php", "/files/a", "/dyn/"] {
         let r = client.get(url(p)).send().await.unwrap();
         // `/api/x.php`: the regex location wins in nginx too, so it is not proxied.
         assert_eq!(r.status(), 404, "{p}");
@@ -352,12 +340,67 @@ stream {
     );
 }
 
-/// `proxy_pass https://` is never proxied in plaintext, and `listen ... ssl` in a stream
-/// server (TLS termination tideway's stream import does not do) is an error too.
+/// `listen ... ssl` in a stream server (TLS termination tideway's stream import does not do)
+/// is an error.
 #[test]
 fn tls_tideway_cannot_do_is_an_error() {
     let conf = "stream {\n    server {\n        listen 127.0.0.1:9000 ssl;\n        proxy_pass 127.0.0.1:2;\n    }\n}\n";
     let (_dir, path) = site(conf);
     let e = tideway::nginx::import(&path).unwrap_err().to_string();
     assert!(e.contains(&format!("{}:3: \"ssl\"", path.display())), "{e}");
+}
+
+/// `proxy_ssl on` in a stream server makes its upstream's `tls`, nginx's defaults kept and
+/// the stream block's settings inherited; one upstream reached with and without TLS is an
+/// error.
+#[test]
+fn stream_proxy_ssl_becomes_the_upstreams_tls() {
+    let conf = "stream {
+    upstream app { server 127.0.0.1:9443; }
+    proxy_ssl_trusted_certificate ca.pem;
+    server {
+        listen 127.0.0.1:9000;
+        proxy_ssl on;
+        proxy_ssl_verify on;
+        proxy_pass app;
+    }
+    server {
+        listen 127.0.0.1:9001;
+        proxy_ssl on;
+        proxy_pass 127.0.0.1:9444;
+    }
+}
+";
+    let (dir, path) = site(conf);
+    let toml = tideway::nginx::import(&path).unwrap().toml;
+    let ca = dir.path().join("ca.pem");
+    assert!(
+        toml.contains(&format!(
+            "tls = {{ verify = true, ca = {:?}, server_name = \"app\", sni = false }}",
+            ca.display().to_string()
+        )),
+        "{toml}"
+    );
+    assert!(
+        toml.contains("tls = { verify = false, server_name = \"127.0.0.1\", sni = false }"),
+        "{toml}"
+    );
+
+    let both = conf.replace(
+        "proxy_pass 127.0.0.1:9444;",
+        "proxy_ssl off;\n        proxy_pass app;",
+    );
+    let (_dir, path) = site(&both);
+    let e = tideway::nginx::import(&path).unwrap_err().to_string();
+    // At the second proxy_pass to it.
+    let lines: Vec<&str> = both.lines().collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.contains("proxy_pass app;"))
+        .unwrap()
+        + 1;
+    assert!(
+        e.contains(&format!("{}:{at}: ", path.display())) && e.contains("another scheme"),
+        "{e}"
+    );
 }

@@ -518,6 +518,7 @@ async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
     let store = Store::new(tideway::config::EtcdSettings {
         endpoints: vec![etcd.client_url.clone()],
         prefix: "/tw".into(),
+        ..Default::default()
     });
     let ttl = Duration::from_secs(60);
     let write = |addr, owner, how| store.register("app", "x", addr, 1, ttl, Some(owner), how);

@@ -112,7 +112,10 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
         .collect();
     assert_eq!(
         states,
-        [("b".into(), "active".into()), ("c".into(), "disabled".into())],
+        [
+            ("b".into(), "active".into()),
+            ("c".into(), "disabled".into())
+        ],
         "the backends after the upgrade"
     );
     let (ok, failed) = load.stop().await;

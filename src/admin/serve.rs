@@ -13,7 +13,9 @@
 //! - Accept backs off when descriptors run out ([`crate::net::accept::Backoff`]), never spinning.
 //!
 //! HTTP/1.1 through hyper's connection builder; each request carries its peer's
-//! [`axum::extract::ConnectInfo`] as `axum::serve` would give it.
+//! [`axum::extract::ConnectInfo`] as `axum::serve` would give it. With `[admin] tls`, each
+//! connection is a TLS one first (its handshake within `header_timeout`; with `client_ca`,
+//! only a client certificate that CA signed gets through); the limits above hold the same.
 
 use crate::net::accept::{out_of_resources, Backoff};
 use crate::net::fds::Budget;
@@ -57,8 +59,14 @@ impl ConnLimits {
     }
 }
 
-/// Serve `router` on `listener` under `limits`, for the process's life.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: ConnLimits) {
+/// Serve `router` on `listener` under `limits` (over TLS with `tls`), for the process's life.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Backoff::default();
     loop {
@@ -86,7 +94,12 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, limits: Co
             tracing::debug!(%peer, "admin: descriptors reserved for the data plane; closed");
             continue;
         }
-        tokio::spawn(connection(tcp, peer, router.clone(), limits, permit));
+        let watched = Watched {
+            tcp,
+            activity: Arc::new(Activity::new()),
+            _place: permit,
+        };
+        tokio::spawn(secured(watched, peer, router.clone(), limits, tls.clone()));
     }
 }
 
@@ -270,21 +283,37 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Serve one admin connection until it ends or times out.
-async fn connection(
-    tcp: tokio::net::TcpStream,
+/// Serve one admin connection, after its TLS handshake when the listener has TLS.
+async fn secured(
+    watched: Watched,
     peer: SocketAddr,
     router: Router,
     limits: ConnLimits,
-    place: OwnedSemaphorePermit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let _ = tcp.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
-    let io = hyper_util::rt::TokioIo::new(Watched {
-        tcp,
-        activity: activity.clone(),
-        _place: place,
-    });
+    let _ = watched.tcp.set_nodelay(true);
+    let activity = watched.activity.clone();
+    let Some(acceptor) = tls else {
+        return connection(watched, activity, peer, router, limits).await;
+    };
+    match tokio::time::timeout(limits.header_timeout, acceptor.accept(watched)).await {
+        Ok(Ok(io)) => connection(io, activity, peer, router, limits).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin: TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "admin: TLS handshake timed out"),
+    }
+}
+
+/// Serve one admin connection until it ends or times out.
+async fn connection<S>(
+    io: S,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    router: Router,
+    limits: ConnLimits,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
     let watch = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let under_way = watch.request();

@@ -55,6 +55,17 @@ pub async fn run(
     secret: Option<&str>,
     cmd: &CtlCommand,
 ) -> Result<Value, CtlError> {
+    run_with(&Client::new(), admin, token, secret, cmd).await
+}
+
+/// [`run`] with `client` (one for an admin API over TLS: [`super::admin_tls::client`]).
+pub async fn run_with(
+    client: &Client,
+    admin: &str,
+    token: &str,
+    secret: Option<&str>,
+    cmd: &CtlCommand,
+) -> Result<Value, CtlError> {
     let base = admin.trim_end_matches('/');
     let (method, path, body) = match cmd {
         CtlCommand::List => (Method::GET, "/v1/upstreams".to_string(), None),
@@ -100,7 +111,7 @@ pub async fn run(
         ),
     };
     let url = format!("{base}{path}");
-    let mut req = Client::new().request(method, &url).bearer_auth(token);
+    let mut req = client.request(method, &url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
     }

@@ -132,6 +132,8 @@ pub enum Command {
         /// with the register token, lets this backend drain and deregister itself.
         #[arg(long)]
         secret_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: admin_tls::AdminTlsArgs,
         #[command(subcommand)]
         cmd: CtlCmd,
     },
@@ -202,6 +204,7 @@ pub enum CtlCmd {
     Deregister { upstream: String, id: String },
 }
 
+pub mod admin_tls;
 pub mod ctl;
 pub mod demo;
 pub mod demo_client;

@@ -66,6 +66,15 @@ struct AdminSection {
     header_timeout: Option<Spanned<Dur>>,
     idle_timeout: Option<Spanned<Dur>>,
     max_connections: Option<Spanned<usize>>,
+    tls: Option<Spanned<AdminTlsSection>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminTlsSection {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +89,12 @@ struct StoreSection {
 struct EtcdSection {
     endpoints: Vec<String>,
     prefix: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +179,7 @@ struct UpstreamSection {
     next_upstream_tries: Option<Spanned<u32>>,
     next_upstream_timeout: Option<Dur>,
     sticky: Option<Spanned<sticky::StickySection>>,
+    tls: Option<Spanned<policy::UpstreamTlsSection>>,
 }
 
 #[derive(Deserialize)]
@@ -372,6 +388,18 @@ impl FileConfig {
                 Some(m) => *m.get_ref(),
                 None => DEFAULT_ADMIN_MAX_CONNECTIONS,
             },
+            tls: match &self.admin.tls {
+                None => None,
+                Some(t) => {
+                    let ts = t.get_ref();
+                    let files = super::tls::TlsFiles {
+                        cert: ts.cert.clone(),
+                        key: ts.key.clone(),
+                    };
+                    let loaded = super::tls::admin_tls(files, ts.client_ca.clone());
+                    Some(loaded.map_err(|e| cx.err(t.span(), format!("admin.tls: {e}")))?)
+                }
+            },
         };
 
         let etcd = match &self.store.etcd {
@@ -394,9 +422,22 @@ impl FileConfig {
                         format!("etcd prefix {prefix:?} must start with '/' and not end with one"),
                     ));
                 }
+                let access = super::etcd::EtcdAccess {
+                    endpoints: &es.endpoints,
+                    ca: es.ca.as_deref(),
+                    cert: es.cert.as_deref(),
+                    key: es.key.as_deref(),
+                    server_name: es.server_name.as_deref(),
+                    user: es.user.as_deref(),
+                    password_file: es.password_file.as_deref(),
+                    password_env: std::env::var(super::etcd::ETCD_PASSWORD_ENV).ok(),
+                };
+                let (tls, auth) = access.load().map_err(|m| cx.err(e.span(), m))?;
                 Some(EtcdSettings {
                     endpoints: es.endpoints.clone(),
                     prefix,
+                    tls,
+                    auth,
                 })
             }
         };
@@ -583,7 +624,7 @@ fn autoscale(
         (None, Some(url)) if url.starts_with("https://") => {
             return Err(cx.err(
                 a.span(),
-                "autoscale.webhook must be an http:// URL (this build has no TLS client); use exec with curl for https",
+                "autoscale.webhook must be an http:// URL (https webhooks are not supported: tideway trusts no CA for them); use exec with curl for https",
             ))
         }
         _ => {

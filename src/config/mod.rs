@@ -13,6 +13,7 @@ pub mod default;
 pub mod dns;
 mod duration;
 mod error;
+pub mod etcd;
 mod file;
 pub mod headers;
 pub mod key_expr;
@@ -25,6 +26,7 @@ pub mod scope;
 pub mod sticky;
 pub mod tls;
 mod types;
+pub mod upstream_tls;
 
 pub use access::AccessList;
 pub use duration::parse_duration;

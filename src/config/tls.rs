@@ -83,6 +83,67 @@ pub fn load_cert(files: &TlsFiles) -> Result<LoadedCert, TlsError> {
     })
 }
 
+/// `[admin] tls = { cert, key, client_ca }`: the admin API over TLS, and with `client_ca`
+/// only for clients that show a certificate that CA signed.
+#[derive(Clone, Debug)]
+pub struct AdminTls {
+    pub files: TlsFiles,
+    pub client_ca: Option<PathBuf>,
+    /// The server side, built at load from the files.
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for AdminTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.files, &self.client_ca) == (&other.files, &other.client_ca)
+    }
+}
+
+/// Load the admin API's certificate and key, and the CA its clients' certificates must come
+/// from (if any), into a rustls server configuration (HTTP/1.1 by ALPN).
+pub fn admin_tls(files: TlsFiles, client_ca: Option<PathBuf>) -> Result<AdminTls, TlsError> {
+    let loaded = load_cert(&files)?;
+    let provider = Arc::new(default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&files.cert, e.to_string()))?;
+    let builder = match &client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| err(ca, format!("cannot read CA certificates: {e}")))?
+            {
+                let c = c.map_err(|e| err(ca, format!("invalid PEM certificate: {e}")))?;
+                roots
+                    .add(c)
+                    .map_err(|e| err(ca, format!("unusable CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(err(
+                    ca,
+                    "no CA certificate found; expected PEM CERTIFICATE blocks",
+                ));
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| err(ca, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(loaded.key)));
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(AdminTls {
+        files,
+        client_ca,
+        server: Arc::new(server),
+    })
+}
+
 /// Whether a certificate for `names` (its DNS subject alternative names, lowercased) is valid
 /// for `host` (lowercased, without port or trailing dot) by the rule a client checks it by
 /// (RFC 6125 6.4.3): the same name, or `*.rest` for one label more in front of `rest`.

@@ -73,6 +73,8 @@ pub struct AdminSettings {
     pub idle_timeout: Duration,
     /// Concurrent admin connections; more are closed at once.
     pub max_connections: usize,
+    /// TLS (None: plain HTTP), optionally with client certificates.
+    pub tls: Option<super::tls::AdminTls>,
 }
 
 /// Default `[admin] header_timeout`: a request head has this long from its first byte.
@@ -90,12 +92,16 @@ pub struct StoreSettings {
     pub etcd: Option<EtcdSettings>,
 }
 
-/// `[store] etcd = { endpoints, prefix }`
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `[store] etcd = { endpoints, prefix, ca, cert, key, server_name, user, password_file }`
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     /// Key prefix without a trailing slash, e.g. `/tideway`.
     pub prefix: String,
+    /// TLS to etcd (https:// endpoints).
+    pub tls: Option<super::etcd::EtcdTls>,
+    /// etcd's authentication: a user and its password.
+    pub auth: Option<super::etcd::EtcdAuth>,
 }
 
 /// Default etcd key prefix.
@@ -243,6 +249,8 @@ pub struct UpstreamPolicy {
     pub registration: super::scope::RegistrationScope,
     /// Cookie-insert stickiness (NGINX Plus's `sticky cookie`); HTTP listeners only.
     pub sticky: Option<super::sticky::StickyCookie>,
+    /// TLS to the backends (None: plain TCP).
+    pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
 }
 
 impl Default for UpstreamPolicy {
@@ -267,6 +275,7 @@ impl Default for UpstreamPolicy {
             autoscale: None,
             registration: super::scope::RegistrationScope::default(),
             sticky: None,
+            tls: None,
         }
     }
 }

@@ -108,18 +108,22 @@ async fn check_upstream(pool: PoolHandle, name: String) {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
         }
-        let targets: Vec<_> = match pool.snapshot().upstream(&name) {
-            Some(up) => up
-                .backends
-                .iter()
-                .map(|b| (b.id.clone(), b.addr, b.healthy))
-                .collect(),
+        let (targets, tls): (Vec<_>, _) = match pool.snapshot().upstream(&name) {
+            Some(up) => (
+                up.backends
+                    .iter()
+                    .map(|b| (b.id.clone(), b.addr, b.healthy))
+                    .collect(),
+                up.policy.tls.clone(),
+            ),
             None => return,
         };
         let listed: std::collections::HashSet<&BackendId> = targets.iter().map(|t| &t.0).collect();
         trackers.retain(|id, _| listed.contains(id));
-        let results =
-            futures_util::future::join_all(targets.iter().map(|t| probe(&cfg, t.1))).await;
+        let results = futures_util::future::join_all(
+            targets.iter().map(|t| probe(&cfg, tls.as_deref(), t.1)),
+        )
+        .await;
         for ((id, _, healthy), result) in targets.into_iter().zip(results) {
             let t = trackers.entry(id.clone()).or_insert_with(|| Tracker {
                 up: healthy,

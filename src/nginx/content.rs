@@ -1,5 +1,5 @@
 //! Locations nginx answers itself (files, FastCGI, uWSGI, SCGI, gRPC, memcached, status
-//! pages) or proxies where tideway cannot (`proxy_pass https://`, a target with variables):
+//! pages) or proxies where tideway cannot (a target with variables):
 //! each fails the import with the file:line that decides it, unless `--skip-unproxied` leaves
 //! it out.
 //!
@@ -32,12 +32,10 @@ pub fn unproxied(d: &Directive) -> Option<Finding> {
     }
     if let Some(p) = block.iter().find(|s| s.name == "proxy_pass") {
         let target = p.args.first().map(String::as_str).unwrap_or_default();
-        let why = if target.starts_with("https://") {
-            "to https:// cannot be honoured: tideway does not speak TLS to backends, which would get plaintext"
-        } else if target.contains('$') {
+        let why = if target.contains('$') {
             "with variables is not supported: tideway proxies to a fixed upstream"
-        } else if !target.starts_with("http://") {
-            "has a target that is not http://"
+        } else if !target.starts_with("http://") && !target.starts_with("https://") {
+            "has a target that is not http:// or https://"
         } else {
             return None;
         };
@@ -113,8 +111,7 @@ mod tests {
         assert_eq!((f.at.as_str(), f.name.as_str()), ("n.conf:3", "try_files"));
         let f = unproxied(&location("root /srv;")).unwrap();
         assert_eq!((f.at.as_str(), f.name.as_str()), ("n.conf:1", "location"));
-        let f = unproxied(&location("proxy_pass https://app;")).unwrap();
-        assert!(f.why.contains("TLS"), "{f}");
+        assert_eq!(unproxied(&location("proxy_pass https://app;")), None);
         // Proxied, `root` beside it is never used; `return` answers before any content.
         assert_eq!(
             unproxied(&location("root /srv;\nproxy_pass http://app;")),

@@ -51,6 +51,9 @@ pub(super) struct Upstream {
     at: String,
     /// NGINX Plus's `sticky cookie`.
     sticky: Option<super::sticky::Sticky>,
+    /// Set by the first location proxying here: its `tls = { ... }` line (`proxy_pass
+    /// https://`), or None (`http://`).
+    tls: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,16 +304,24 @@ pub(super) fn param(d: &Directive, p: &str, class: Class, why: &str) -> Finding 
 }
 
 /// `proxy_pass` target -> upstream name, creating an upstream for a bare address. In http
-/// (`scheme`), a target tideway cannot proxy to returns None and is judged with its location
-/// ([`super::content`]); in stream it is an error here.
+/// (`scheme`: `http://` or `https://`), a target tideway cannot proxy to returns None and is
+/// judged with its location ([`super::content`]); in stream it is an error here.
 pub(super) fn target(cx: &mut Cx, d: &Directive, scheme: bool) -> Option<String> {
     let raw = d.args.first()?;
-    let rest = if scheme {
-        raw.strip_prefix("http://")?
-    } else {
-        raw.as_str()
+    let (rest, port) = match raw.strip_prefix("https://") {
+        Some(rest) if scheme => (rest, 443),
+        _ if scheme => (raw.strip_prefix("http://")?, 80),
+        _ => (raw.as_str(), 80),
     };
-    let host = rest.split('/').next().unwrap_or(rest).to_string();
+    let mut host = rest.split('/').next().unwrap_or(rest).to_string();
+    // A bare address without its port: https:// names port 443 (and an upstream of its own).
+    if port == 443
+        && !cx.upstreams.contains_key(&host)
+        && !host.contains(':')
+        && !host.contains('$')
+    {
+        host = format!("{host}:443");
+    }
     if cx.upstreams.contains_key(&host) {
         return Some(host);
     }
@@ -354,7 +365,9 @@ fn pass(cx: &mut Cx, d: &Directive) -> Option<(String, Option<String>)> {
 }
 
 /// The `location`s in `block`, nested ones too: each proxied location's `proxy_next_upstream*`
-/// settings (inherited from `retry`) go to its upstream, the first location's holding.
+/// settings (inherited from `retry`) go to its upstream, the first location's holding. So do
+/// its `proxy_pass` scheme and `proxy_ssl_*` settings, which must agree between the
+/// locations proxying to one upstream: tideway speaks to an upstream one way.
 fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<String, String>) {
     for s in block.iter().filter(|s| s.name == "location") {
         let inner = s.block.as_deref().unwrap_or_default();
@@ -362,13 +375,33 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
         for l in inner {
             here.take(l, &mut cx.warnings);
         }
-        let up = inner
+        let pass = inner
             .iter()
             .filter(|l| l.name == "proxy_pass")
-            .find_map(|l| passed.get(&l.at()));
+            .find_map(|l| passed.get(&l.at()).map(|up| (l, up)));
+        let tls = pass.and_then(|(l, _)| {
+            let https = l.args.first()?.strip_prefix("https://")?;
+            let host = https.split('/').next().unwrap_or(https);
+            Some(
+                here.ssl
+                    .render(host, &cx.base)
+                    .map_err(|e| format!("{}: {e}", l.at())),
+            )
+        });
+        let tls = match tls.transpose() {
+            Ok(tls) => tls,
+            Err(e) => {
+                cx.errors.push(e);
+                None
+            }
+        };
+        let up = pass.map(|(_, up)| up);
+        if let Some((l, name)) = pass {
+            upstream_tls(cx, name, tls, &here.ssl, &l.at());
+        }
         if let Some(u) = up.and_then(|up| cx.upstreams.get_mut(up)) {
             match &u.retry {
-                Some(r) if *r != here => cx.warnings.push(format!(
+                Some(r) if !r.same_retries(&here) => cx.warnings.push(format!(
                     "{}: proxy_next_upstream settings differ from another location's for upstream {:?} (tideway keeps them per upstream: the first location's hold)",
                     s.at(),
                     up.unwrap_or(&String::new())
@@ -378,6 +411,29 @@ fn locations(cx: &mut Cx, block: &[Directive], retry: &Retry, passed: &BTreeMap<
             }
         }
         locations(cx, inner, &here, passed);
+    }
+}
+
+/// Speak to upstream `name` with `tls` (a `tls = { ... }` line, or None: plain), as `ssl`
+/// made it at `at`: the first one to proxy there sets it; another way later is an error.
+pub(super) fn upstream_tls(
+    cx: &mut Cx,
+    name: &str,
+    tls: Option<String>,
+    ssl: &super::proxy_ssl::ProxySsl,
+    at: &str,
+) {
+    if ssl.verify && ssl.trusted.is_none() && tls.is_some() {
+        cx.warnings.push(format!("{at}: proxy_ssl_verify on without proxy_ssl_trusted_certificate: nginx trusts no CA then and fails every handshake; tideway checks against the system's CAs"));
+    }
+    if let Some(u) = cx.upstreams.get_mut(name) {
+        match &u.tls {
+            Some(first) if *first != tls => cx.errors.push(format!(
+                "{at}: upstream {name:?} is proxied to with another scheme or other proxy_ssl_* settings elsewhere; tideway speaks to an upstream one way: give each its own upstream"
+            )),
+            Some(_) => {}
+            None => u.tls = Some(tls),
+        }
     }
 }
 
@@ -417,7 +473,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                     .map(|l| (l, s.at())),
             ),
             _ if realip.take(s, false, &mut cx.warnings) => {}
-            _ if s.name.starts_with("proxy_next_upstream") => {}
+            _ if s.name.starts_with("proxy_next_upstream") || s.name.starts_with("proxy_ssl_") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
             "server_name"
@@ -603,6 +659,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                 maps.push_str(&http.render_maps());
                 cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
+                let mut stream_ssl = super::stream::StreamSsl::default();
                 for s in b
                     .iter()
                     .filter(|x| x.name != "upstream" && x.name != "server")
@@ -610,6 +667,8 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                     realip.take(s, stream, &mut cx.warnings);
                     if !stream {
                         retry.take(s, &mut cx.warnings);
+                    } else {
+                        stream_ssl.take(s, &mut cx.warnings);
                     }
                 }
                 for s in b.iter().filter(|x| x.name != "upstream") {
@@ -627,13 +686,16 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                             };
                             http_server(&mut cx, s, outer)
                         }
-                        ("server", true) => super::stream::server(&mut cx, s, &realip),
+                        ("server", true) => super::stream::server(&mut cx, s, &realip, &stream_ssl),
+                        (name, true) if super::stream::StreamSsl::reads(name) => {}
                         ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
                         ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
-                        (name, false) if name.starts_with("proxy_next_upstream") => {}
+                        (name, false)
+                            if name.starts_with("proxy_next_upstream")
+                                || name.starts_with("proxy_ssl_") => {}
                         (name, _) if super::access::ACCESS.contains(&name) => {}
                         _ => cx.warn(s, &format!("is not understood in the {} block", d.name)),
                     }
@@ -769,6 +831,9 @@ fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listener]) -> Str
         }
         if let Some(t) = &u.idle_timeout {
             let _ = writeln!(out, "idle_timeout = {t:?}");
+        }
+        if let Some(Some(tls)) = &u.tls {
+            let _ = writeln!(out, "{tls}");
         }
         out.push_str("backends = [\n");
         // nginx takes a server listed twice as two peers; tideway ids must differ.

@@ -3,7 +3,7 @@
 //! that reads it). A directive not in the table is ignored as not understood.
 //!
 //! The class here is the directive's usual fate; the conversion overrides it where one use
-//! differs (an invalid value, `proxy_pass https://`, a directive read in one block but not
+//! differs (an invalid value, `proxy_pass` with a variable, a directive read in one block but not
 //! in another), see [`super::report`].
 //!
 //! Imports: `nginx::parse` only.
@@ -45,7 +45,7 @@ const BUFFERS: Kind =
 const SOCKET: Kind = Ignored("tunes a socket or a cache tideway does not expose");
 const TLS_PARAMS: Kind =
     Approximated("tideway uses rustls's protocol versions (TLS 1.2 and 1.3) and cipher suites");
-const TLS_UPSTREAM: Kind = Ignored("tideway does not speak TLS to backends");
+const TLS_CLIENT_CERT: Kind = Ignored("tideway does not send client certificates to backends");
 
 /// Every directive the importer knows by name.
 pub const TABLE: &[(&str, Kind)] = &[
@@ -107,12 +107,13 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("ssl_session_cache", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_timeout", NoEffect("tideway keeps rustls's session cache")),
     ("ssl_session_tickets", NoEffect("tideway keeps rustls's session cache")),
-    ("proxy_ssl_verify", TLS_UPSTREAM),
-    ("proxy_ssl_server_name", TLS_UPSTREAM),
-    ("proxy_ssl_name", TLS_UPSTREAM),
-    ("proxy_ssl_trusted_certificate", TLS_UPSTREAM),
-    ("proxy_ssl_certificate", TLS_UPSTREAM),
-    ("proxy_ssl_certificate_key", TLS_UPSTREAM),
+    ("proxy_ssl", Read),
+    ("proxy_ssl_verify", Read),
+    ("proxy_ssl_server_name", Read),
+    ("proxy_ssl_name", Read),
+    ("proxy_ssl_trusted_certificate", Read),
+    ("proxy_ssl_certificate", TLS_CLIENT_CERT),
+    ("proxy_ssl_certificate_key", TLS_CLIENT_CERT),
     // Access control: never dropped.
     ("allow", Read),
     ("deny", Read),

@@ -16,6 +16,7 @@ pub mod limit;
 pub mod listen;
 pub mod maps;
 pub mod parse;
+pub mod proxy_ssl;
 pub mod realip;
 pub mod report;
 pub mod resolver;

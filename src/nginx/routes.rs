@@ -418,6 +418,7 @@ fn location(
             // Read by the conversion: retries per upstream; limits and access control read
             // above, or refused by the conversion.
             name if name.starts_with("proxy_next_upstream")
+                || name.starts_with("proxy_ssl_")
                 || name.starts_with("limit_")
                 || super::access::ACCESS.contains(&name)
                 || super::access::REFUSED_ACCESS.contains(&name) => {}

@@ -15,11 +15,11 @@ use super::request::Request;
 use super::response::{inspect_response, Answer, BadResponse, Response};
 use super::route::{Attempt, Conn, Route};
 use crate::config::UpstreamPolicy;
+use crate::net::backend::BackendIo;
 use crate::net::wire::{read_head, HeadRead, MAX_HEAD};
 use pingora::protocols::Stream;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 /// A request (head and body) at most this long is sent in one write that any live backend
 /// takes into its socket buffer whole.
@@ -171,7 +171,7 @@ impl HttpAttempt<'_> {
     }
 
     /// Send the backend's head and the body in hand, then stream the rest of the body.
-    async fn send_request(&mut self, io: &mut TcpStream) -> Streamed {
+    async fn send_request(&mut self, io: &mut BackendIo) -> Streamed {
         if let Err(e) = send(io, &self.bufs.out, self.routed.send_timeout).await {
             return Streamed::Cut(Cut::Request(e));
         }
@@ -185,7 +185,7 @@ impl HttpAttempt<'_> {
     /// the backend: one that answers before the body ends (a 413 to an upload over its limit)
     /// or stops reading cuts the request short. On a cut, what the backend sent is left in
     /// `bufs.upstream`, to be read as its answer.
-    async fn stream_body(&mut self, io: &mut TcpStream) -> Streamed {
+    async fn stream_body(&mut self, io: &mut BackendIo) -> Streamed {
         let bufs = &mut *self.bufs;
         let mut body = Progress::new(Framing::Length(self.streamed), super::body::Encoding::Raw);
         let how = Relay {
@@ -289,7 +289,7 @@ impl HttpAttempt<'_> {
     /// request counts as gone.
     async fn read_head_watching(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut BackendIo,
         deadline: tokio::time::Instant,
     ) -> Option<HeadReading> {
         let bufs = &mut *self.bufs;
@@ -341,7 +341,7 @@ impl HttpAttempt<'_> {
     /// relay the rest of its body. `cut`: the request was not sent whole.
     async fn relay_answer(
         &mut self,
-        io: &mut TcpStream,
+        io: &mut BackendIo,
         (res, head_len): (Response, usize),
         cut: bool,
         mut moved: Io,

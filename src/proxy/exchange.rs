@@ -266,7 +266,8 @@ impl HttpPath {
         }
         // A connection that carries a PROXY header names one client: never pooled.
         if done.reusable && policy.proxy_protocol.is_none() {
-            self.keepalive.put(conn.addr, conn.io);
+            let key = super::keepalive::pool_key(conn.addr, policy);
+            self.keepalive.put(key, conn.io);
         }
         done.next
     }

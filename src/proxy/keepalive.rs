@@ -1,14 +1,15 @@
 //! Idle upstream connections kept for reuse (nginx's `keepalive N` in an `upstream` block),
-//! per backend address, newest first. A connection the backend closed while idle is noticed
+//! per backend address and TLS setup ([`PoolKey`]: a TLS connection is never handed to a
+//! plain-TCP upstream, nor to one that trusts other CAs or names), newest first. A connection the backend closed while idle is noticed
 //! when it is taken (its socket reads EOF) and thrown away; one idle too long is closed by a
 //! sweep, run while connections are returned and by a background task when traffic stops
 //! ([`Keepalive::sweeper`], run by the listener's owner).
 
+use crate::net::backend::BackendIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 
 /// Idle connections kept per backend (pingora's default pool size, twice nginx's usual 64).
 pub const DEFAULT_IDLE_PER_BACKEND: usize = 128;
@@ -16,13 +17,22 @@ pub const DEFAULT_IDLE_PER_BACKEND: usize = 128;
 /// How often `put` sweeps every backend's list for expired connections.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// What idle connections are kept under: the backend's address, and the key of the
+/// upstream's TLS setup (`UpstreamTls::key`; 0: plain TCP).
+pub type PoolKey = (SocketAddr, u64);
+
+/// The key of connections to `addr` for an upstream with `policy`.
+pub fn pool_key(addr: SocketAddr, policy: &crate::config::UpstreamPolicy) -> PoolKey {
+    (addr, policy.tls.as_ref().map_or(0, |t| t.key))
+}
+
 struct Idle {
-    io: TcpStream,
+    io: BackendIo,
     since: Instant,
 }
 
 struct Lists {
-    by_addr: HashMap<SocketAddr, Vec<Idle>>,
+    by_addr: HashMap<PoolKey, Vec<Idle>>,
     swept: Instant,
 }
 
@@ -31,13 +41,6 @@ pub struct Keepalive {
     lists: Mutex<Lists>,
     per_backend: usize,
     idle_timeout: Duration,
-}
-
-/// Can an idle connection still carry a request? Not when the backend closed it or sent
-/// something unasked.
-fn usable(io: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl Keepalive {
@@ -56,13 +59,13 @@ impl Keepalive {
         self.lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest usable idle connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr) -> Option<TcpStream> {
+    /// The newest usable idle connection under `addr`, if any.
+    pub fn take(&self, addr: PoolKey) -> Option<BackendIo> {
         let now = Instant::now();
         let mut lists = self.lock();
         let list = lists.by_addr.get_mut(&addr)?;
-        while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) < self.idle_timeout && usable(&idle.io) {
+        while let Some(mut idle) = list.pop() {
+            if now.duration_since(idle.since) < self.idle_timeout && idle.io.usable() {
                 return Some(idle.io);
             }
         }
@@ -70,7 +73,7 @@ impl Keepalive {
     }
 
     /// Keep `io` for the next request to `addr` (closing the oldest one beyond the limit).
-    pub fn put(&self, addr: SocketAddr, io: TcpStream) {
+    pub fn put(&self, addr: PoolKey, io: BackendIo) {
         let now = Instant::now();
         let mut lists = self.lock();
         if now.duration_since(lists.swept) >= SWEEP_EVERY {
@@ -87,7 +90,7 @@ impl Keepalive {
         lists.swept = now;
         let timeout = self.idle_timeout;
         lists.by_addr.retain(|_, list| {
-            list.retain(|i| now.duration_since(i.since) < timeout && usable(&i.io));
+            list.retain_mut(|i| now.duration_since(i.since) < timeout && i.io.usable());
             !list.is_empty()
         });
     }
@@ -124,18 +127,18 @@ impl Keepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+    async fn pair(l: &TcpListener) -> (BackendIo, TcpStream) {
         let addr = l.local_addr().unwrap();
         let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
-        (c.unwrap(), s.unwrap().0)
+        (BackendIo::Plain(c.unwrap()), s.unwrap().0)
     }
 
     #[tokio::test]
     async fn reuses_live_connections_and_drops_closed_ones() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
+        let addr = (l.local_addr().unwrap(), 0);
         let ka = Keepalive::new(2, Duration::from_secs(60));
         let (c1, _s1) = pair(&l).await;
         let (c2, s2) = pair(&l).await;
@@ -150,7 +153,7 @@ mod tests {
             let lists = ka.lock();
             if let Some(last) = lists.by_addr[&addr].last() {
                 let mut probe = [0u8; 1];
-                if matches!(last.io.try_read(&mut probe), Ok(0)) {
+                if matches!(last.io.tcp().try_read(&mut probe), Ok(0)) {
                     s2_gone = true;
                     break;
                 }
@@ -165,7 +168,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_at_most_the_limit_and_expires_idle_ones() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
+        let addr = (l.local_addr().unwrap(), 0);
         let ka = Keepalive::new(2, Duration::from_secs(60));
         let mut servers = Vec::new();
         for _ in 0..3 {
@@ -193,5 +196,17 @@ mod tests {
         let (c, _s) = pair(&l).await;
         expired.put(addr, c);
         assert!(expired.take(addr).is_none(), "idle past the timeout");
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_apart_by_tls_setup() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let ka = Keepalive::new(2, Duration::from_secs(60));
+        let (c, _s) = pair(&l).await;
+        ka.put((addr, 7), c);
+        assert!(ka.take((addr, 0)).is_none(), "not for plain TCP");
+        assert!(ka.take((addr, 8)).is_none(), "not for another TLS setup");
+        assert!(ka.take((addr, 7)).is_some());
     }
 }

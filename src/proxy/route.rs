@@ -4,6 +4,7 @@ use super::error::{Error, Failure, Kind, NoBackend, Retry, Side};
 use super::keepalive::Keepalive;
 use crate::balance::Key;
 use crate::config::{NextUpstream, UpstreamPolicy};
+use crate::net::backend::{handshake, BackendIo};
 use crate::pool::backend::ActiveGuard;
 use crate::pool::sticky::StickyId;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A connection to a backend for one attempt, counted as active until dropped.
 pub struct Conn {
-    pub io: TcpStream,
+    pub io: BackendIo,
     pub id: BackendId,
     pub addr: SocketAddr,
     pub guard: ActiveGuard,
@@ -211,7 +212,7 @@ impl Route {
     ) -> Result<(A::Output, Conn), (Error, Picked, bool)> {
         let policy = how.policy;
         let addr = picked.addr;
-        let pooled = keepalive.and_then(|k| k.take(addr));
+        let pooled = keepalive.and_then(|k| k.take(super::keepalive::pool_key(addr, policy)));
         let reused = pooled.is_some();
         // A backend that is tideway's own listener would nest requests without end: 508,
         // and not the backend's failure.
@@ -285,14 +286,17 @@ impl Route {
         failure
     }
 
-    /// Open a connection to a backend, with the PROXY protocol header when the upstream asks.
+    /// Open a connection to a backend, with the PROXY protocol header when the upstream asks
+    /// (before TLS, as nginx sends it), then TLS when the upstream has it. The connect
+    /// timeout covers the handshake too. A failed handshake (an untrusted certificate, a
+    /// name it does not cover) is the backend's failure to connect.
     async fn open(
         &self,
         addr: SocketAddr,
         policy: &UpstreamPolicy,
         client: Option<SocketAddr>,
         local: Option<SocketAddr>,
-    ) -> Result<TcpStream, Error> {
+    ) -> Result<BackendIo, Error> {
         let started = std::time::Instant::now();
         let mut io =
             match tokio::time::timeout(policy.connect_timeout, TcpStream::connect(addr)).await {
@@ -307,6 +311,18 @@ impl Route {
                 .await
                 .map_err(|e| Error::connect(format!("sending the PROXY header: {e}")))?;
         }
+        let io = match &policy.tls {
+            None => BackendIo::Plain(io),
+            Some(tls) => {
+                let shaking = handshake(io, tls.client.clone(), tls.server_name(addr.ip()));
+                let left = policy.connect_timeout.saturating_sub(started.elapsed());
+                match tokio::time::timeout(left, shaking).await {
+                    Ok(Ok(io)) => io,
+                    Ok(Err(e)) => return Err(Error::connect(format!("TLS handshake: {e}"))),
+                    Err(_) => return Err(Error::connect_timeout()),
+                }
+            }
+        };
         self.metrics
             .connect
             .observe(started.elapsed().as_secs_f64());
@@ -350,7 +366,7 @@ struct Picked {
 
 impl Picked {
     /// The connection of an attempt on this backend (`reused`: taken from the idle pool).
-    fn connected(self, io: TcpStream, reused: bool) -> Conn {
+    fn connected(self, io: BackendIo, reused: bool) -> Conn {
         Conn {
             io,
             id: self.id,

@@ -59,6 +59,9 @@ struct Half {
     track: bool,
     read_closed: bool,
     write_closed: bool,
+    /// A flush of the destination came back Pending: bytes it took may still sit in its own
+    /// buffer (TLS: rustls takes bytes the socket cannot yet), so the next pump flushes first.
+    unflushed: bool,
     frames: FrameTracker,
     /// Bytes read from the source (each read is handed to the backend's counters as it goes).
     total: u64,
@@ -262,6 +265,14 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut moved = false;
+    if h.unflushed {
+        match Pin::new(&mut *dst).poll_flush(cx) {
+            Poll::Ready(Ok(())) => h.unflushed = false,
+            Poll::Ready(Err(e)) => return Err(e),
+            // The flush's waker is this task's: it runs again when the socket takes more.
+            Poll::Pending => return Ok(false),
+        }
+    }
     for _ in 0..ROUNDS {
         while (h.pos as usize) < h.pending.len() {
             match Pin::new(&mut *dst).poll_write(cx, &h.pending[h.pos as usize..]) {
@@ -277,8 +288,8 @@ where
         if !h.pending.is_empty() {
             h.pending = Vec::new();
             h.pos = 0;
-            if let Poll::Ready(Err(e)) = Pin::new(&mut *dst).poll_flush(cx) {
-                return Err(e);
+            if !flush(cx, dst, h)? {
+                return Ok(moved);
             }
         }
         if h.read_closed {
@@ -302,6 +313,9 @@ where
         let mut rb = ReadBuf::uninit(&mut storage[..cap]);
         match Pin::new(&mut *src).poll_read(cx, &mut rb) {
             Poll::Pending => return Ok(moved),
+            // A TLS peer that closed its TCP without a close_notify: a plain close here, as
+            // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
             Poll::Ready(Err(e)) => return Err(e),
             Poll::Ready(Ok(())) => {}
         }
@@ -327,13 +341,30 @@ where
                 }
             }
         }
-        if let Poll::Ready(Err(e)) = Pin::new(&mut *dst).poll_flush(cx) {
-            return Err(e);
+        if !flush(cx, dst, h)? {
+            return Ok(moved);
         }
     }
     // Still busy after ROUNDS steps: let other tasks run, then come back.
     cx.waker().wake_by_ref();
     Ok(moved)
+}
+
+/// Flush `dst`: true once done; false while it is still at it (marked in `h`, so the next
+/// pump finishes it before reading more; its waker is this task's).
+fn flush<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dst: &mut W,
+    h: &mut Half,
+) -> io::Result<bool> {
+    match Pin::new(&mut *dst).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Ok(true),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => {
+            h.unflushed = true;
+            Ok(false)
+        }
+    }
 }
 
 /// Read and throw away what `src` sends. Ready(true) at end of stream or error.

@@ -126,10 +126,18 @@ pub enum StartError {
 }
 
 /// Runs the controller and the admin API on pingora's background runtime.
+/// The admin listener and what serving it takes: its state, limits and TLS.
+type AdminParts = (
+    std::net::TcpListener,
+    AdminState,
+    admin::serve::ConnLimits,
+    Option<Arc<rustls::ServerConfig>>,
+);
+
 struct ControlPlane {
     controller: Mutex<Option<ControllerTask>>,
     pool: crate::pool::PoolHandle,
-    admin: Mutex<Option<(std::net::TcpListener, AdminState, admin::serve::ConnLimits)>>,
+    admin: Mutex<Option<AdminParts>>,
     close_all: CancellationToken,
     /// Re-reads the config (and TLS certificates) on SIGHUP and `POST /v1/reload`.
     reloader: Arc<Reloader>,
@@ -198,11 +206,13 @@ impl ControlPlane {
         );
         self.reloader.checkers.ensure();
         self.reloader.names.follow(&self.names);
-        if let Some((listener, state, limits)) = self.admin.lock().expect("not poisoned").take() {
+        if let Some((listener, state, limits, tls)) =
+            self.admin.lock().expect("not poisoned").take()
+        {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => tasks.spawn(
                     "admin API",
-                    admin::serve::serve(l, admin::router(state), limits),
+                    admin::serve::serve(l, admin::router(state), limits, tls),
                 ),
                 Err(e) => tracing::error!(error = %e, "admin listener unusable"),
             }
@@ -442,6 +452,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 reloader: Some(reloader.clone()),
             },
             admin::serve::ConnLimits::new(&config.admin, budget),
+            config.admin.tls.as_ref().map(|t| t.server.clone()),
         ))),
         close_all,
         reloader,

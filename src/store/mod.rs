@@ -26,7 +26,8 @@ pub mod keys;
 use crate::config::EtcdSettings;
 use crate::pool::State;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,6 +113,7 @@ impl Store {
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(10));
+        let options = self.secured(options);
         let c = Client::connect(&self.settings.endpoints, Some(options)).await?;
         *cached = Some(c.clone());
         Ok(c)
@@ -119,6 +121,28 @@ impl Store {
 
     fn prefix(&self) -> &str {
         &self.settings.prefix
+    }
+
+    /// `options` with the settings' TLS (CA, client certificate, server name) and user. The
+    /// password goes to etcd-client here and nowhere else; its token is renewed when etcd
+    /// says it expired.
+    fn secured(&self, mut options: ConnectOptions) -> ConnectOptions {
+        if let Some(t) = &self.settings.tls {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(&t.ca_pem));
+            if let Some((cert, key)) = &t.identity {
+                tls = tls.identity(Identity::from_pem(cert, key.expose()));
+            }
+            if let Some(name) = &t.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(a) = &self.settings.auth {
+            options = options
+                .with_user(a.user.clone(), a.password.expose().clone())
+                .with_auto_token_refresh(true);
+        }
+        options
     }
 
     /// Register a backend, or refresh a registration ([`Registering`]), under a lease of

@@ -7,6 +7,7 @@ use super::{
     UpstreamSection,
 };
 use crate::config::scope::RegistrationScope;
+use crate::config::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 use crate::config::{
     Balance, ConfigError, HealthConfig, HealthKind, RebalanceConfig, ScaleConfig, UpstreamPolicy,
     DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE, MAX_WEIGHT,
@@ -179,5 +180,44 @@ pub(super) fn base(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<UpstreamPolicy,
     if let Some(pp) = &up.proxy_protocol {
         policy.proxy_protocol = Some(cx.parse(pp)?);
     }
+    if let Some(t) = &up.tls {
+        policy.tls = Some(tls(cx, t)?);
+    }
     Ok(policy)
+}
+
+/// `tls = { verify, ca, server_name, sni }`: TLS to the backends.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct UpstreamTlsSection {
+    verify: Option<bool>,
+    ca: Option<std::path::PathBuf>,
+    server_name: Option<String>,
+    sni: Option<bool>,
+}
+
+/// Default of `tls.verify` in TOML: check backends' certificates (nginx's own default is
+/// off, which an nginx import keeps).
+pub const DEFAULT_UPSTREAM_TLS_VERIFY: bool = true;
+
+/// Default of `tls.sni` in TOML: send `server_name` by SNI when there is one.
+pub const DEFAULT_UPSTREAM_TLS_SNI: bool = true;
+
+fn tls(
+    cx: &Ctx<'_>,
+    t: &Spanned<UpstreamTlsSection>,
+) -> Result<std::sync::Arc<UpstreamTls>, ConfigError> {
+    let ts = t.get_ref();
+    let settings = UpstreamTlsSettings {
+        verify: ts.verify.unwrap_or(DEFAULT_UPSTREAM_TLS_VERIFY),
+        ca: ts.ca.clone(),
+        server_name: ts.server_name.clone(),
+        sni: ts.sni.unwrap_or(DEFAULT_UPSTREAM_TLS_SNI),
+    };
+    if !settings.verify && ts.ca.is_some() {
+        return Err(cx.err(t.span(), "tls.ca is used only with tls.verify = true"));
+    }
+    UpstreamTls::new(settings)
+        .map(std::sync::Arc::new)
+        .map_err(|m| cx.err(t.span(), m))
 }

@@ -346,7 +346,11 @@ impl FileConfig {
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
-            access_log: self.server.access_log.as_ref().is_some_and(|a| *a.get_ref())
+            access_log: self
+                .server
+                .access_log
+                .as_ref()
+                .is_some_and(|a| *a.get_ref())
                 || self.server.access_log_file.is_some(),
             access_log_file: self.server.access_log_file.clone(),
             access_log_format: match &self.server.access_log_format {

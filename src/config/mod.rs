@@ -115,7 +115,10 @@ mod id_tests {
         match super::parse(text, path) {
             Err(super::ConfigError::Invalid { line, msg, .. }) => {
                 assert_eq!(line, 3);
-                assert!(msg.contains("access_log = false with access_log_file"), "{msg}");
+                assert!(
+                    msg.contains("access_log = false with access_log_file"),
+                    "{msg}"
+                );
             }
             other => panic!("{other:?}"),
         }

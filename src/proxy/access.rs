@@ -392,7 +392,10 @@ mod tests {
         assert_eq!(h.referer, "http://r/");
         assert_eq!(escape(b"a\x1b[31m\xff", 100), "a\\x1B[31m\\xFF");
         // nginx's set: `"`, `\`, control bytes, DEL and up; nothing else.
-        assert_eq!(escape(b"a\"b\\c\nd\x7f e%", 100), "a\\x22b\\x5Cc\\x0Ad\\x7F e%");
+        assert_eq!(
+            escape(b"a\"b\\c\nd\x7f e%", 100),
+            "a\\x22b\\x5Cc\\x0Ad\\x7F e%"
+        );
         let all: Vec<u8> = (0..=255).collect();
         let e = escape(&all, 256);
         assert!(!e.contains('"') && e.bytes().all(|b| (0x20..0x7f).contains(&b)));

@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             upgrade,
         } => {
+            tideway::server::signals::hold_sigusr1()?;
             let (mut cfg, source) = load_config(config, nginx, import, listen, admin, &data_dir)?;
             if let Some(a) = admin {
                 cfg.admin.listen = a;
@@ -43,6 +44,8 @@ fn main() -> anyhow::Result<()> {
             server.run(pingora::server::RunArgs {
                 shutdown_signal: Box::new(tideway::server::signals::Signals),
             });
+            // The access-log file's last lines, still queued for its writer thread.
+            tideway::proxy::access::sink::flush(std::time::Duration::from_secs(2));
             std::process::exit(0);
         }
         Command::Demo {

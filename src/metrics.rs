@@ -78,6 +78,8 @@ pub struct Metrics {
     pub etcd_sessions_lost: IntCounter,
     /// Malformed etcd entries ignored.
     pub etcd_malformed: IntCounter,
+    /// Access lines not written: the writer's queue was full, or the write failed.
+    pub access_log_dropped: IntCounter,
     /// WebSockets the rebalancer closed (1001) to move them, by upstream.
     pub rebalance_closed: IntCounterVec,
     /// Misplaced WebSockets still waiting for a close, as of the last check, by upstream.
@@ -264,6 +266,11 @@ pub fn global() -> &'static Metrics {
                 "etcd sessions (list + watch) lost and restarted",
             )
             .expect("valid metric"),
+            access_log_dropped: IntCounter::new(
+                "tideway_access_log_dropped_total",
+                "Access lines not written: the access-log writer's queue was full or the write failed",
+            )
+            .expect("valid metric"),
             etcd_malformed: IntCounter::new(
                 "tideway_etcd_malformed_total",
                 "Malformed etcd entries ignored",
@@ -318,6 +325,7 @@ pub fn global() -> &'static Metrics {
             Box::new(m.etcd_up.clone()),
             Box::new(m.etcd_sessions_lost.clone()),
             Box::new(m.etcd_malformed.clone()),
+            Box::new(m.access_log_dropped.clone()),
             Box::new(m.rebalance_closed.clone()),
             Box::new(m.rebalance_misplaced.clone()),
             Box::new(m.chunked_refused.clone()),

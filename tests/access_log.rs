@@ -213,9 +213,10 @@ async fn a_client_cannot_forge_fields_of_the_text_line() {
     let text = log(&p);
     let line = text.lines().find(|l| l.contains("/forge")).unwrap();
     assert!(!line.contains('\x1b'), "no colours in a file: {line}");
-    // The User-Agent stays inside its quotes, its quote escaped, and ends the line.
+    // The User-Agent stays inside its quotes, its quote escaped as nginx does, and ends the
+    // line.
     assert!(
-        line.ends_with("\"evil\\\" status=200 backend=6.6.6.6:1 client=9.9.9.9\""),
+        line.ends_with("\"evil\\x22 status=200 backend=6.6.6.6:1 client=9.9.9.9\""),
         "{line}"
     );
     let combined = regex::Regex::new(COMBINED).unwrap();
@@ -236,9 +237,105 @@ async fn json_fields_carry_what_the_client_sent_exactly() {
     let text = log(&p);
     let v: serde_json::Value =
         serde_json::from_str(text.lines().find(|l| l.contains("/forge")).unwrap()).unwrap();
-    assert_eq!(v["user_agent"], FORGED);
+    // The text line's escaped value: `"` as nginx writes it.
+    assert_eq!(v["user_agent"], FORGED.replace('"', "\\x22").as_str());
     assert_eq!(v["status"], 200);
     assert_ne!(v["backend_addr"], "6.6.6.6:1");
+
+    // HTTP/1.0 with an absolute-form target and no Host: routed by the target's authority,
+    // logged with it.
+    let mut s = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"GET http://Example.test/abs?uid=1 HTTP/1.0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    wait_until(Duration::from_secs(10), || async {
+        log(&p).contains("/abs?uid=1")
+    })
+    .await;
+    let text = log(&p);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().find(|l| l.contains("/abs?uid=1")).unwrap()).unwrap();
+    assert_eq!(v["host"], "Example.test", "{v}");
+}
+
+/// Send `raw` and read the answer to its end.
+async fn send_raw(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, raw)
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut answer).await;
+    answer
+}
+
+/// The request, Referer and User-Agent of a text line escape what nginx escapes, as nginx
+/// writes them, byte for byte: the same raw request to real nginx and to tideway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escaped_fields_are_nginx_s_byte_for_byte() {
+    let (a1, a2) = (backend("a1").await, backend("a2").await);
+    let (p, file) = start_file(&a1, &a2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let nginx_log = dir.path().join("nginx.log");
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}http {{\n access_log {};\n server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n",
+            common::nginx::nginx_main(dir.path()),
+            nginx_log.display()
+        ),
+    )
+    .unwrap();
+    let _nginx = common::nginx::start_nginx_checked(dir.path(), &conf);
+    common::nginx::wait_port(port).await;
+    let raw: &[u8] = b"GET /a%22b%5C?uid=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\
+        User-Agent: ua \"q\" \\ \t\xff\xc3\xa9 end\r\nReferer: http://r/\"\\\r\n\r\n";
+    let theirs = send_raw(([127, 0, 0, 1], port).into(), raw).await;
+    assert!(
+        theirs.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&theirs)
+    );
+    let ours = send_raw(p.http, raw).await;
+    assert!(
+        ours.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&ours)
+    );
+    wait_until(Duration::from_secs(10), || async {
+        !read(&nginx_log).is_empty() && read(&file).contains("uid=1")
+    })
+    .await;
+    let combined = regex::Regex::new(COMBINED).unwrap();
+    let fields = |text: String| {
+        let line = text
+            .lines()
+            .find(|l| l.contains("uid=1"))
+            .unwrap()
+            .to_string();
+        let c = combined
+            .captures(&line)
+            .unwrap_or_else(|| panic!("not combined: {line}"));
+        (c[3].to_string(), c[6].to_string(), c[7].to_string())
+    };
+    let (n, t) = (fields(read(&nginx_log)), fields(read(&file)));
+    assert_eq!(t, n);
+    assert!(
+        n.2.contains("\\x22q\\x22 \\x5C \\x09\\xFF\\xC3\\xA9 end"),
+        "{n:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,8 +376,30 @@ async fn sigusr1_reopens_the_access_log_file_after_a_rename() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goaccess_parses_the_text_log_as_nginx_combined() {
     let (a1, a2) = (backend("a1").await, backend("a2").await);
-    let (p, file) = start_file(&a1, &a2).await;
+    // A TCP listener beside: its tunnels' ends are not access lines (combined has no shape
+    // for them) but events on stderr.
+    let tcp = free_port();
+    let server = format!(
+        "access_log_file = \"DIR/access.log\"\n\n[[listener]]\nlisten = \"127.0.0.1:{tcp}\"\nprotocol = \"tcp\"\nupstream = \"app\""
+    );
+    let p = start_with(&a1, &a2, &server, &[]).await;
+    let file = p.dir.path().join("access.log");
     traffic(&p).await;
+    let through = send_raw(([127, 0, 0, 1], tcp).into(), b"GET /tcp HTTP/1.0\r\n\r\n").await;
+    assert!(
+        through.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&through)
+    );
+    wait_until(Duration::from_secs(10), || async {
+        log(&p).contains("tunnel ended")
+    })
+    .await;
+    assert!(
+        log(&p).contains("kind=\"tcp\"") || log(&p).contains("kind=tcp"),
+        "{}",
+        log(&p)
+    );
     let c = reqwest::Client::new();
     // A referer, an agent with a quote, a 404 answered by tideway (no route) and a 405.
     let r = c
@@ -328,6 +447,7 @@ async fn goaccess_parses_the_text_log_as_nginx_combined() {
     assert_eq!(general["total_requests"], expected as u64, "{general}");
     assert_eq!(general["valid_requests"], expected as u64, "{general}");
     assert_eq!(general["failed_requests"], 0, "{general}");
+    assert!(!read(&file).contains("tcp"), "{}", read(&file));
 }
 
 /// `access_log_format` picks the access log's format apart from the other logs': JSON lines in

@@ -125,3 +125,38 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
     assert_eq!(failed, 0, "failed requests");
     assert_eq!(abrupt, 0, "websockets that ended without 1001");
 }
+
+/// A SIGUSR1 (a logrotate run) that reaches a `run --upgrade` process while it waits for the
+/// sockets does not end it: it takes the listeners over when the old one gets SIGUSR2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_while_run_upgrade_waits_does_not_end_it() {
+    let b = backend("b").await;
+    let mut old = start_proxy(&format!("[upstream.app]\n{}", backends_toml(&[(&b, 1)]))).await;
+    let mut new = spawn_tideway_with(&old.config_path, old.dir.path(), &["--upgrade"]);
+    let sock = old.dir.path().join("data").join("upgrade.sock");
+    wait_until(Duration::from_secs(20), || async { sock.exists() }).await;
+    let kill = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    kill("-USR1", new.id());
+    kill("-USR2", old.child.id());
+    let waiting = Instant::now();
+    while old.child.try_wait().unwrap().is_none() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(15),
+            "the old process exits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(new.try_wait().unwrap().is_none(), "{:?}", new.try_wait());
+    let r = reqwest::get(old.url("/"))
+        .await
+        .expect("the new process serves");
+    assert!(r.status().is_success(), "{}", r.status());
+    let _ = new.kill();
+    let _ = new.wait();
+}

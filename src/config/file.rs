@@ -50,7 +50,7 @@ struct ServerSection {
     threads: Option<Spanned<usize>>,
     shutdown_grace: Option<Dur>,
     work_stealing: Option<bool>,
-    access_log: Option<bool>,
+    access_log: Option<Spanned<bool>>,
     access_log_file: Option<std::path::PathBuf>,
     access_log_format: Option<Spanned<String>>,
     max_connections: Option<usize>,
@@ -346,6 +346,15 @@ impl FileConfig {
             Some(t) => *t.get_ref(),
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        if let (Some(on), Some(_)) = (&self.server.access_log, &self.server.access_log_file) {
+            if !*on.get_ref() {
+                return Err(cx.err(
+                    on.span(),
+                    "access_log = false with access_log_file: the file turns the access log on; \
+                     drop one of the two",
+                ));
+            }
+        }
         let server = ServerSettings {
             threads,
             shutdown_grace: self
@@ -353,7 +362,11 @@ impl FileConfig {
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
             work_stealing: self.server.work_stealing.unwrap_or(true),
-            access_log: self.server.access_log.unwrap_or(false)
+            access_log: self
+                .server
+                .access_log
+                .as_ref()
+                .is_some_and(|a| *a.get_ref())
                 || self.server.access_log_file.is_some(),
             access_log_file: self.server.access_log_file.clone(),
             access_log_format: match &self.server.access_log_format {

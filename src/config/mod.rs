@@ -109,4 +109,24 @@ mod id_tests {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn access_log_false_beside_access_log_file_is_refused_with_its_line() {
+        let path = std::path::Path::new("t.toml");
+        let text = "[server]\nthreads = 1\naccess_log = false\naccess_log_file = \"/tmp/a.log\"\n";
+        match super::parse(text, path) {
+            Err(super::ConfigError::Invalid { line, msg, .. }) => {
+                assert_eq!(line, 3);
+                assert!(
+                    msg.contains("access_log = false with access_log_file"),
+                    "{msg}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let on = super::parse(&text.replace("false", "true"), path).unwrap();
+        assert!(on.server.access_log);
+        let alone = super::parse("[server]\naccess_log_file = \"/tmp/a.log\"\n", path).unwrap();
+        assert!(alone.server.access_log);
+    }
 }

@@ -15,21 +15,25 @@ use prometheus::{Counter, Opts};
 const CPU: &str = "process_cpu_seconds_total";
 
 /// RSS, virtual memory, open fds and their limit, start time and threads (the crate's), and
-/// CPU seconds with their fraction (ours).
+/// CPU seconds with their fraction (ours: read anew on each collect, nothing stored, so
+/// scrapes at once cannot add up).
 pub struct Process {
     inner: ProcessCollector,
-    cpu: Counter,
     descs: Vec<Desc>,
+}
+
+fn cpu_counter() -> Counter {
+    Counter::with_opts(Opts::new(
+        CPU,
+        "Total user and system CPU time spent in seconds.",
+    ))
+    .expect("valid metric")
 }
 
 impl Process {
     pub fn new() -> Self {
         let inner = ProcessCollector::for_self();
-        let cpu = Counter::with_opts(Opts::new(
-            CPU,
-            "Total user and system CPU time spent in seconds.",
-        ))
-        .expect("valid metric");
+        let cpu = cpu_counter();
         let descs = inner
             .desc()
             .into_iter()
@@ -37,7 +41,7 @@ impl Process {
             .chain(cpu.desc())
             .cloned()
             .collect();
-        Process { inner, cpu, descs }
+        Process { inner, descs }
     }
 }
 
@@ -69,12 +73,9 @@ impl Collector for Process {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
+        let cpu = cpu_counter();
         if let Some(now) = cpu_seconds() {
-            // A counter only goes up; scrapes may run at once, so add what is missing.
-            let missing = now - self.cpu.get();
-            if missing > 0.0 {
-                self.cpu.inc_by(missing);
-            }
+            cpu.inc_by(now);
         }
         let mut families: Vec<MetricFamily> = self
             .inner
@@ -82,7 +83,7 @@ impl Collector for Process {
             .into_iter()
             .filter(|f| f.name() != CPU)
             .collect();
-        families.extend(self.cpu.collect());
+        families.extend(cpu.collect());
         families
     }
 }
@@ -111,5 +112,32 @@ mod tests {
         // Microseconds, not whole seconds: within 10 ms of getrusage read right after.
         let again = cpu_seconds().unwrap();
         assert!(again >= v && again - v < 0.5, "{v} {again}");
+    }
+
+    #[test]
+    fn scrapes_at_once_each_show_the_process_s_cpu_time_then() {
+        let p = std::sync::Arc::new(Process::new());
+        let value = |p: &Process| {
+            let families = p.collect();
+            let cpu = families.iter().find(|f| f.name() == CPU).unwrap();
+            cpu.get_metric()[0].get_counter().get_value()
+        };
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        let before = cpu_seconds().unwrap();
+                        let v = value(&p);
+                        let after = cpu_seconds().unwrap();
+                        // Read-then-add from two scrapes at once would count a stretch twice.
+                        assert!(before <= v && v <= after, "{before} {v} {after}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }

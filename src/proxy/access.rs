@@ -83,18 +83,49 @@ impl Head {
         }
         head
     }
+
+    /// The host an absolute-form target named (`authority`), for a request without a Host
+    /// field: routing went by it, so the log shows it.
+    pub fn authority(&mut self, authority: &str) {
+        if self.host.is_empty() {
+            self.host = escape(authority.as_bytes(), 256);
+        }
+    }
 }
 
-/// Printable ASCII as is, anything else as `\xHH`; at most `max` input bytes.
+/// nginx's escaping of a logged value (`ngx_http_log_escape`): `"`, `\`, control bytes and
+/// bytes from 0x7f up as `\xHH`, the rest as is; at most `max` input bytes. The result is
+/// printable ASCII without `"` or `\` other than its escapes, so it goes between quotes as is.
 fn escape(bytes: &[u8], max: usize) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(bytes.len().min(max));
     for &b in bytes.iter().take(max) {
         match b {
-            0x20..=0x7e => out.push(b as char),
-            _ => out.push_str(&format!("\\x{b:02X}")),
+            b'"' | b'\\' => {}
+            0x20..=0x7e => {
+                out.push(b as char);
+                continue;
+            }
+            _ => {}
         }
+        out.push_str("\\x");
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
     out
+}
+
+/// At most `max` bytes of an escaped value, not cutting a `\xHH` in two.
+fn cap(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    // Escaped values are ASCII: any cut is a character boundary.
+    let from = max.saturating_sub(3);
+    match s.as_bytes()[from..max].iter().rposition(|&b| b == b'\\') {
+        Some(p) => &s[..from + p],
+        None => &s[..max],
+    }
 }
 
 /// What one HTTP exchange did, for the log and the metrics.
@@ -199,15 +230,48 @@ fn combined(client: Option<IpAddr>, head: &Head, status: u16, body: u64) -> Stri
     .line(SystemTime::now())
 }
 
-/// What a WebSocket's line needs of its handshake, kept (boxed, only with the log on) until
-/// the tunnel ends.
+/// What a WebSocket's end line needs of its handshake, made when the 101 is answered (only
+/// with the log on) and kept for the tunnel's life, so as small as it can be: the few escaped
+/// fields the line shows, one per line of one string, each at most [`TUNNEL_FIELD`] bytes.
+/// Text: method, target, version, referer, User-Agent. JSON: request id, Host, SNI, target.
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    pub request_id: String,
-    pub sni: Option<String>,
-    pub head: Head,
+    fields: Box<str>,
     /// Body bytes the 101 answer carried (the backend's first frames).
-    pub body_sent: u64,
+    body_sent: u64,
+}
+
+/// Longest field (escaped bytes) a WebSocket's handshake keeps for its end line.
+pub const TUNNEL_FIELD: usize = 256;
+
+impl Handshake {
+    /// For the request `head` that `seen` sent, answered with `body_sent` body bytes.
+    pub fn new(seen: &Seen<'_>, head: &Head, body_sent: u64) -> Handshake {
+        let sni = seen.sni.map(|s| escape(s.as_bytes(), TUNNEL_FIELD));
+        let fields: [&str; 5] = if json_mode() {
+            let sni = sni.as_deref().unwrap_or("");
+            [seen.request_id, &head.host, sni, &head.target, ""]
+        } else {
+            let h = head;
+            [&h.method, &h.target, &h.version, &h.referer, &h.user_agent]
+        };
+        let mut all = String::new();
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                all.push('\n');
+            }
+            all.push_str(cap(f, TUNNEL_FIELD));
+        }
+        Handshake {
+            fields: all.into_boxed_str(),
+            body_sent,
+        }
+    }
+
+    /// Field `i` (see the type).
+    fn field(&self, i: usize) -> &str {
+        self.fields.split('\n').nth(i).unwrap_or("")
+    }
 }
 
 /// Which side sent the first close frame.
@@ -251,36 +315,47 @@ pub struct TunnelRecord<'a> {
     pub handshake: Option<&'a Handshake>,
 }
 
-/// Log the end of a tunnel.
+/// Log the end of a tunnel. In text, a TCP tunnel's end is not an access line (nginx's
+/// `combined` has no shape for it; nginx logs streams apart): it is an event on stderr with
+/// the other logs, target `tideway::tunnel`.
 pub fn tunnel(t: &TunnelRecord<'_>) {
     let h = t.handshake;
     if !json_mode() {
-        let line = match h {
+        match h {
             // nginx's line for a WebSocket: its request, 101, what was sent.
-            Some(h) => combined(t.client, &h.head, 101, h.body_sent + t.down),
-            None => format!(
-                "{} - - [{}] \"{} tunnel\" end={} upstream={} backend={} duration={:.3} bytes_up={} bytes_down={}",
-                client_text(t.client),
-                line::time_local(SystemTime::now()),
-                t.kind,
-                t.end,
-                t.upstream,
-                t.backend,
-                t.duration.as_secs_f64(),
-                t.up,
-                t.down,
+            Some(h) => {
+                let head = Head {
+                    method: h.field(0).into(),
+                    target: h.field(1).into(),
+                    version: h.field(2).into(),
+                    referer: h.field(3).into(),
+                    user_agent: h.field(4).into(),
+                    host: String::new(),
+                };
+                sink::text(&combined(t.client, &head, 101, h.body_sent + t.down));
+            }
+            None => tracing::info!(
+                target: "tideway::tunnel",
+                kind = t.kind,
+                client = %client_text(t.client),
+                end = t.end,
+                upstream = t.upstream,
+                backend = %t.backend,
+                duration = format_args!("{:.3}", t.duration.as_secs_f64()),
+                bytes_up = t.up,
+                bytes_down = t.down,
+                "tunnel ended"
             ),
-        };
-        sink::text(&line);
+        }
         return;
     }
     sink::json(into_map(json!({
         "kind": t.kind,
-        "request_id": h.map(|h| h.request_id.as_str()),
+        "request_id": h.map(|h| h.field(0)),
         "client": client_text(t.client),
-        "host": h.map(|h| text_or_null(&h.head.host)),
-        "sni": h.and_then(|h| h.sni.as_deref()),
-        "uri": h.map(|h| h.head.target.as_str()),
+        "host": h.map(|h| text_or_null(h.field(1))),
+        "sni": h.map(|h| text_or_null(h.field(2))),
+        "uri": h.map(|h| h.field(3)),
         "upstream": t.upstream,
         "backend_id": t.backend_id,
         "backend_addr": t.backend.to_string(),
@@ -295,7 +370,6 @@ pub fn tunnel(t: &TunnelRecord<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::line::quoted;
     use super::*;
 
     /// What the parser reads of `raw`, as the gateway logs it.
@@ -314,10 +388,18 @@ mod tests {
         assert_eq!(h.method, "GET");
         assert_eq!(h.target, "/a?uid=42");
         assert_eq!(h.version, "HTTP/1.1");
-        assert_eq!(h.user_agent, "curl/8 \"q\"");
-        assert_eq!(quoted(&h.user_agent), "curl/8 \\\"q\\\"");
+        assert_eq!(h.user_agent, "curl/8 \\x22q\\x22");
         assert_eq!(h.referer, "http://r/");
         assert_eq!(escape(b"a\x1b[31m\xff", 100), "a\\x1B[31m\\xFF");
+        // nginx's set: `"`, `\`, control bytes, DEL and up; nothing else.
+        assert_eq!(
+            escape(b"a\"b\\c\nd\x7f e%", 100),
+            "a\\x22b\\x5Cc\\x0Ad\\x7F e%"
+        );
+        let all: Vec<u8> = (0..=255).collect();
+        let e = escape(&all, 256);
+        assert!(!e.contains('"') && e.bytes().all(|b| (0x20..0x7f).contains(&b)));
+        assert_eq!(e.len(), 256 + 3 * (32 + 2 + 129));
     }
 
     #[test]
@@ -338,5 +420,41 @@ mod tests {
             (h.version.as_str(), h.user_agent.as_str()),
             ("HTTP/1.0", "")
         );
+    }
+
+    #[test]
+    fn a_capped_field_never_ends_inside_an_escape() {
+        let e = escape(&[b'a', 0xff, 0xff], 100); // a\xFF\xFF
+        assert_eq!(cap(&e, 100), e);
+        assert_eq!(cap(&e, 5), "a\\xFF");
+        for max in 2..5 {
+            assert_eq!(cap(&e, max), "a", "{max}");
+        }
+        assert_eq!(cap(&e, 1), "a");
+    }
+
+    #[test]
+    fn a_websocket_s_handshake_keeps_only_capped_fields() {
+        let head = Head {
+            method: "GET".into(),
+            target: escape(&[b'/'; 2048], MAX_TARGET),
+            version: "HTTP/1.1".into(),
+            referer: escape(&[&b"a"[..], &[0xff; 511]].concat(), 512),
+            user_agent: "ua".into(),
+            host: "h".into(),
+        };
+        let seen = Seen {
+            client: None,
+            sni: None,
+            request_id: "id",
+        };
+        let h = Handshake::new(&seen, &head, 7);
+        assert_eq!(h.field(0), "GET");
+        assert_eq!(h.field(1).len(), TUNNEL_FIELD);
+        assert_eq!(h.field(2), "HTTP/1.1");
+        assert_eq!(h.field(3).len(), 253); // `a` and 63 whole `\xFF`
+        assert!(h.field(3).ends_with("\\xFF"));
+        assert_eq!(h.field(4), "ua");
+        assert!(h.fields.len() < 5 * TUNNEL_FIELD + 5);
     }
 }

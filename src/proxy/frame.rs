@@ -131,7 +131,13 @@ impl FrameTracker {
             };
             let start = usize::from(self.have);
             let take = (full - start).min(data.len());
-            self.head[start..start + take].copy_from_slice(&data[..take]);
+            // Once a close frame went by, `head[12..14]` is its code: a later 14-byte header
+            // keeps only the 12 bytes its length needs (its masking key is never used).
+            let keep = if self.close == 0 { 14 } else { 12 };
+            let end = (start + take).min(keep);
+            if end > start {
+                self.head[start..end].copy_from_slice(&data[..end - start]);
+            }
             self.have += take as u8;
             data = &data[take..];
             if self.have >= 2 && usize::from(self.have) == header_len([self.head[0], self.head[1]])
@@ -242,6 +248,24 @@ mod tests {
         t.feed(&frame(300, false));
         assert_eq!(t.close_code(), None);
         assert_eq!(std::mem::size_of::<FrameTracker>(), 24);
+    }
+
+    #[test]
+    fn a_later_frame_s_long_header_leaves_the_close_code_alone() {
+        let mut stream = close_frame(1000).to_vec();
+        stream.extend(frame(70_000, true)); // 127 length, masked: a 14-byte header
+        for split in [stream.len(), 4, 10, 17] {
+            let mut t = FrameTracker::new();
+            t.feed(&stream[..split]);
+            t.feed(&stream[split..]);
+            assert_eq!(t.close_code(), Some(1000), "split {split}");
+            assert!(t.at_boundary());
+        }
+        let mut stream = masked_close_frame(4001, [1, 2, 3, 4]).to_vec();
+        stream.extend(frame(70_000, true));
+        let mut t = FrameTracker::new();
+        t.feed(&stream);
+        assert_eq!(t.close_code(), Some(4001));
     }
 
     #[test]

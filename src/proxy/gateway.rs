@@ -111,14 +111,14 @@ impl Log<'_> {
     }
 
     /// What a WebSocket's line needs of its handshake (answered with `out`), with the log on.
-    fn handshake(&self, out: &Outcome) -> Option<Box<access::Handshake>> {
+    fn handshake(&self, out: &Outcome) -> Option<access::Handshake> {
         let head = self.logged?;
-        Some(Box::new(access::Handshake {
-            request_id: self.id.get().to_string(),
-            sni: self.sni.map(str::to_string),
-            head: head.clone(),
-            body_sent: out.body_sent(),
-        }))
+        let seen = access::Seen {
+            client: None,
+            sni: self.sni,
+            request_id: self.id.get(),
+        };
+        Some(access::Handshake::new(&seen, head, out.body_sent()))
     }
 }
 
@@ -142,7 +142,7 @@ struct Switch<'r> {
     rebalanced: Option<Arc<UpstreamPolicy>>,
     client_ip: Option<std::net::IpAddr>,
     held: super::limit::Held,
-    handshake: Option<Box<access::Handshake>>,
+    handshake: Option<access::Handshake>,
 }
 
 /// What the request parser found for a request its route answers itself: the Host (or an

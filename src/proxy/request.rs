@@ -350,6 +350,9 @@ fn parse<'h, 'b>(
     if let Some(log) = log {
         let complete = matches!(parsed, Ok(httparse::Status::Complete(_)));
         *log = super::access::Head::read(&req, complete);
+        if let (true, Some((authority, _))) = (complete, req.path.and_then(split_absolute)) {
+            log.authority(authority);
+        }
     }
     match parsed {
         Ok(httparse::Status::Complete(n)) if n == raw.len() => {}

@@ -234,6 +234,7 @@ where
     /// Not counted in [`Self::moved`] (bytes read by the tunnel), but framed like them.
     pub fn send_first(&mut self, bytes: Vec<u8>) {
         self.up.frames.feed(&bytes);
+        self.note_close(Way::Up);
         debug_assert!(self.up.pending.is_empty());
         debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
         self.up.pending = bytes;
@@ -553,5 +554,22 @@ impl Ending {
                 handshake: self.logged.as_ref().and_then(|l| l.handshake.as_ref()),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_close_frame_sent_behind_the_handshake_is_the_client_s() {
+        let (client, _c) = tokio::io::duplex(64);
+        let (backend, _b) = tokio::io::duplex(64);
+        let idle = Duration::from_secs(60);
+        let mut t = Tunnel::new(client, backend, idle, CancellationToken::new(), true);
+        t.send_first(masked_close_frame(1000, [1, 2, 3, 4]).to_vec());
+        // The backend's answering close comes after.
+        t.already_sent_down(&close_frame(1000));
+        assert_eq!(t.closed(), Some((1000, Closer::Client)));
     }
 }

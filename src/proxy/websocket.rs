@@ -30,7 +30,7 @@ pub struct Setup {
     /// The client's per-client connection counts, held until the tunnel ends.
     pub held: super::limit::Held,
     /// With the access log on, the handshake its line shows.
-    pub handshake: Option<Box<super::access::Handshake>>,
+    pub handshake: Option<super::access::Handshake>,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -58,7 +58,7 @@ pub fn start(
     } = up;
     let ending = Ending::new(route, client_ip, conn.addr, true).logging(Logged {
         backend_id: conn.id.clone(),
-        handshake: handshake.map(|h| *h),
+        handshake,
     });
     let (close, session) = match rebalanced {
         Some(policy) => {

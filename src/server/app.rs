@@ -269,14 +269,9 @@ async fn reopen_on_sigusr1() {
         return;
     };
     while usr1.recv().await.is_some() {
-        match crate::proxy::access::sink::reopen() {
-            Ok(Some(path)) => {
-                tracing::info!(path = %path.display(), "SIGUSR1: access log reopened")
-            }
-            Ok(None) => tracing::info!("SIGUSR1: no access_log_file to reopen"),
-            Err(e) => {
-                tracing::error!(error = %e, "SIGUSR1: cannot reopen the access log; writing to the old file")
-            }
+        // The writer thread opens the file and logs how it went.
+        if !crate::proxy::access::sink::reopen() {
+            tracing::info!("SIGUSR1: no access_log_file to reopen");
         }
     }
 }

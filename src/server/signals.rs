@@ -10,7 +10,10 @@
 //!   by default; tideway moves it here.
 //! - `SIGHUP`: re-read the config and TLS certificates (see `app`).
 //! - `SIGUSR1` (nginx's `-s reopen`): reopen `[server] access_log_file` at its path, for log
-//!   rotation (see `app`). It has nothing to do with the upgrade, which is SIGUSR2.
+//!   rotation (see `app`). It has nothing to do with the upgrade, which is SIGUSR2. Its
+//!   handler is installed when `run` starts ([`hold_sigusr1`]): one sent earlier than the
+//!   reopen task listens (say while `run --upgrade` waits) does nothing rather than end the
+//!   process, as the signal's default would.
 
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
@@ -44,4 +47,16 @@ impl ShutdownSignalWatch for Signals {
             }
         }
     }
+}
+
+/// Install tokio's SIGUSR1 handler now, at process start, so the signal never has its default
+/// action (ending the process) while the control plane that acts on it is not up yet. The
+/// handler stays for the life of the process; a signal that comes before the reopen task
+/// listens is at most one reopen.
+pub fn hold_sigusr1() -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _guard = rt.enter();
+    signal(SignalKind::user_defined1()).map(drop)
 }

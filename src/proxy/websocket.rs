@@ -77,11 +77,13 @@ pub fn start(
     };
     let guard = conn.guard;
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true).counting(guard.live().clone());
-    tunnel.already_sent_down(&down);
-    drop(down);
+    // The client's bytes behind its handshake came before the backend's behind its 101: a
+    // close in both is the client's (as the tunnel's unit test has it).
     if !early.is_empty() {
         tunnel.send_first(early);
     }
+    tunnel.already_sent_down(&down);
+    drop(down);
     async move {
         let end = (&mut tunnel).await;
         let (moved, closed) = (tunnel.moved(), tunnel.closed());

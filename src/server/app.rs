@@ -268,6 +268,11 @@ async fn reopen_on_sigusr1() {
         tracing::error!("cannot listen for SIGUSR1; the access log will not be reopened");
         return;
     };
+    // A SIGUSR1 that came before this listened was taken by the handler installed at start
+    // and is gone (tokio keeps none for a listener that did not exist yet): reopen once now,
+    // so a rotation during start (or while `run --upgrade` waited) is not missed. Reopening
+    // a file that was not rotated opens the same file again.
+    crate::proxy::access::sink::reopen();
     while usr1.recv().await.is_some() {
         // The writer thread opens the file and logs how it went.
         if !crate::proxy::access::sink::reopen() {

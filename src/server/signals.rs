@@ -51,8 +51,8 @@ impl ShutdownSignalWatch for Signals {
 
 /// Install tokio's SIGUSR1 handler now, at process start, so the signal never has its default
 /// action (ending the process) while the control plane that acts on it is not up yet. The
-/// handler stays for the life of the process; a signal that comes before the reopen task
-/// listens is at most one reopen.
+/// handler stays for the life of the process. A signal that comes before the reopen task
+/// listens is lost, so that task reopens the file once when it starts.
 pub fn hold_sigusr1() -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

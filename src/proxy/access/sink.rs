@@ -8,7 +8,7 @@
 //!
 //! The file is opened (at start and on each reopen) without following a symlink and without
 //! waiting (a FIFO planted at the path cannot block the writer), and used only if it is a
-//! regular file; a reopen that fails keeps the old file.
+//! regular file with no other hard link; a reopen that fails keeps the old file.
 
 use arc_swap::ArcSwapOption;
 use std::fs::{File, OpenOptions};
@@ -201,10 +201,19 @@ fn open_log(path: &Path) -> io::Result<File> {
         .mode(MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.file_type().is_file() {
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a regular file",
+        ));
+    }
+    // O_NOFOLLOW guards the last name only: a hard link planted at the path would still lead
+    // elsewhere. A log file has one name.
+    if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "has other hard links",
         ));
     }
     blocking(&file)?;
@@ -370,6 +379,19 @@ mod tests {
             .unwrap();
         assert!(made.success());
         assert!(Writer::start(&path, 4).is_err());
+    }
+
+    #[test]
+    fn a_hard_link_at_the_path_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"").unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::hard_link(&elsewhere, &path).unwrap();
+        assert!(Writer::start(&path, 4).is_err());
+        // With its one name, the same file is taken.
+        std::fs::remove_file(&elsewhere).unwrap();
+        assert!(Writer::start(&path, 4).is_ok());
     }
 
     #[test]

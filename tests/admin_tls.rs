@@ -136,14 +136,8 @@ async fn after_a_binary_upgrade_the_admin_api_is_still_on_tls() {
         .args(["-USR2", &old.0.id().to_string()])
         .status()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while old.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the old process exits"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let exited = exit_within(&mut old.0, std::time::Duration::from_secs(15)).await;
+    assert!(exited.is_some(), "the old process exits");
     let (ok, out, err) = ctl(&url, &strs(&args));
     assert!(ok, "{err}");
     assert!(out.contains("\"app\""), "{out}");

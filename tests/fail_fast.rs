@@ -14,10 +14,10 @@ mod common;
 use common::*;
 use std::io::{BufRead, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A config with one listener on `listen` and its admin API on `admin`.
 fn write_config(
@@ -34,34 +34,19 @@ fn write_config(
     path
 }
 
-/// Wait for `child` to exit, for at most `limit`; `None` if it still runs (then killed).
-fn exit_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn local(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
 }
 
-#[test]
-fn a_taken_traffic_port_ends_the_start_with_an_error() {
+#[tokio::test]
+async fn a_taken_traffic_port_ends_the_start_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = local(free_port());
     let _holder = std::net::TcpListener::bind(taken).unwrap();
     let config = write_config(dir.path(), taken, local(free_port()));
     let mut child = spawn_tideway_with(&config, dir.path(), &[]);
     let status = exit_within(&mut child, Duration::from_secs(5))
+        .await
         .expect("tideway still runs 5 s after its port was found taken");
     assert!(!status.success(), "{status:?}");
     let stderr = std::fs::read_to_string(dir.path().join("tideway.log")).unwrap();
@@ -81,6 +66,7 @@ async fn a_second_instance_on_the_same_admin_address_is_refused() {
     let config = write_config(dir.path(), local(free_port()), first.admin);
     let mut second = spawn_tideway_with(&config, dir.path(), &[]);
     let status = exit_within(&mut second, Duration::from_secs(5))
+        .await
         .expect("a second instance on a taken admin address still runs after 5 s");
     assert!(!status.success(), "{status:?}");
     let stderr = std::fs::read_to_string(dir.path().join("tideway.log")).unwrap();
@@ -145,7 +131,9 @@ async fn ctl_list_into_a_reader_that_stops_after_one_line_ends_quietly() {
     reader.read_line(&mut line).unwrap();
     assert_eq!(line, "{\n");
     drop(reader);
-    let status = exit_within(&mut child, Duration::from_secs(30)).expect("ctl exits");
+    let status = exit_within(&mut child, Duration::from_secs(30))
+        .await
+        .expect("ctl exits");
     let mut stderr = String::new();
     child
         .stderr

@@ -76,17 +76,9 @@ async fn sigusr2_hands_the_listeners_to_a_new_process_under_load() {
         }
     }
     // Waited for without blocking the runtime the load, the clients and the backend run on.
-    let exited = Instant::now();
-    let old_status = loop {
-        if let Some(status) = old.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            exited.elapsed() < Duration::from_secs(15),
-            "the old process exits"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let old_status = exit_within(&mut old.child, Duration::from_secs(15))
+        .await
+        .expect("the old process exits");
     assert!(old_status.success(), "{old_status}");
     for _ in 0..20 {
         let (mut ws, _) = tokio_tungstenite::connect_async(old.ws_url("/chat"))
@@ -144,14 +136,8 @@ async fn sigusr1_while_run_upgrade_waits_does_not_end_it() {
     };
     kill("-USR1", new.id());
     kill("-USR2", old.child.id());
-    let waiting = Instant::now();
-    while old.child.try_wait().unwrap().is_none() {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(15),
-            "the old process exits"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let exited = exit_within(&mut old.child, Duration::from_secs(15)).await;
+    assert!(exited.is_some(), "the old process exits");
     assert!(new.try_wait().unwrap().is_none(), "{:?}", new.try_wait());
     let r = reqwest::get(old.url("/"))
         .await

@@ -486,6 +486,23 @@ pub fn made(statuses: &[u16]) -> usize {
     statuses.iter().filter(|s| **s == 201).count()
 }
 
+/// Wait until `child` exits, for at most `limit`, without blocking the runtime: its status,
+/// or `None` if it still ran (it is then killed, so a failed test leaves no process behind).
+pub async fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Poll `f` every 20 ms until it holds; panics after `limit`. Returns the time it took.
 pub async fn wait_until<F, Fut>(limit: Duration, mut f: F) -> Duration
 where

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The crate's calendar code (it imports nothing), for the build date.
+#[path = "src/config/date.rs"]
+#[allow(dead_code)] // MONTHS is for the crate
+mod date;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=TIDEWAY_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
@@ -98,21 +103,6 @@ fn build_date() -> String {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = date::civil((secs / 86_400) as i64);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// Days since 1970-01-01 to a (year, month, day) of the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }

@@ -9,6 +9,7 @@
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
 pub mod access;
+pub mod date;
 pub mod default;
 pub mod dns;
 mod duration;

@@ -35,7 +35,8 @@ pub async fn handshake(
 }
 
 impl BackendIo {
-    /// The TCP connection underneath.
+    /// The TCP connection underneath (tests look at its socket).
+    #[cfg(test)]
     pub fn tcp(&self) -> &TcpStream {
         match self {
             BackendIo::Plain(s) => s,
@@ -61,30 +62,6 @@ impl BackendIo {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
                 let mut buf = ReadBuf::new(&mut probe);
                 Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
-            }
-        }
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, BackendIo::Tls(_))
-    }
-
-    /// A read half and a write half used at once (a request body streaming out while the
-    /// answer is watched for). Plain TCP splits without a lock; TLS through tokio's split.
-    pub fn split(
-        &mut self,
-    ) -> (
-        Box<dyn AsyncRead + Send + Unpin + '_>,
-        Box<dyn AsyncWrite + Send + Unpin + '_>,
-    ) {
-        match self {
-            BackendIo::Plain(s) => {
-                let (r, w) = s.split();
-                (Box::new(r), Box::new(w))
-            }
-            BackendIo::Tls(s) => {
-                let (r, w) = tokio::io::split(&mut **s);
-                (Box::new(r), Box::new(w))
             }
         }
     }

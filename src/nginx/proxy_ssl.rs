@@ -21,7 +21,7 @@ pub struct ProxySsl {
 }
 
 /// nginx's `on`/`off`.
-fn flag(d: &Directive, warnings: &mut Vec<String>) -> Option<bool> {
+pub(super) fn flag(d: &Directive, warnings: &mut Vec<String>) -> Option<bool> {
     match d.args.first().map(String::as_str) {
         Some("on") => Some(true),
         Some("off") => Some(false),

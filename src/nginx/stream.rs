@@ -40,13 +40,8 @@ impl StreamSsl {
         if d.name != "proxy_ssl" {
             return self.ssl.take(d, warnings);
         }
-        match d.args.first().map(String::as_str) {
-            Some("on") => self.on = true,
-            Some("off") => self.on = false,
-            _ => warnings.push(format!(
-                "{}: \"proxy_ssl\" needs on or off; ignored",
-                d.at()
-            )),
+        if let Some(on) = super::proxy_ssl::flag(d, warnings) {
+            self.on = on;
         }
         true
     }

@@ -186,6 +186,26 @@ impl HttpAttempt<'_> {
     /// or stops reading cuts the request short. On a cut, what the backend sent is left in
     /// `bufs.upstream`, to be read as its answer.
     async fn stream_body(&mut self, io: &mut BackendIo) -> Streamed {
+        // A read half and a write half used at once: plain TCP splits without a lock or an
+        // allocation, TLS through tokio's split.
+        match io {
+            BackendIo::Plain(tcp) => {
+                let (from_backend, to_backend) = tcp.split();
+                self.relay_body(from_backend, to_backend).await
+            }
+            BackendIo::Tls(tls) => {
+                let (from_backend, to_backend) = tokio::io::split(&mut **tls);
+                self.relay_body(from_backend, to_backend).await
+            }
+        }
+    }
+
+    /// [`Self::stream_body`] on the connection's two halves.
+    async fn relay_body<R, W>(&mut self, mut from_backend: R, mut to_backend: W) -> Streamed
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         let bufs = &mut *self.bufs;
         let mut body = Progress::new(Framing::Length(self.streamed), super::body::Encoding::Raw);
         let how = Relay {
@@ -193,7 +213,6 @@ impl HttpAttempt<'_> {
             write: self.routed.send_timeout,
             reset_ends: false,
         };
-        let (mut from_backend, mut to_backend) = io.split();
         let mut early = Vec::new();
         let relayed = tokio::select! {
             r = relay(self.client, &mut to_backend, &mut body, &mut bufs.upstream, how) => r,

@@ -19,6 +19,7 @@ impl RequestId {
     }
 
     /// The id if something has read it already.
+    #[cfg(test)]
     pub fn made(&self) -> Option<&str> {
         self.0
             .get()

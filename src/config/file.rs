@@ -55,6 +55,7 @@ struct ServerSection {
     access_log_format: Option<Spanned<String>>,
     max_connections: Option<usize>,
     fd_reserve: Option<usize>,
+    close_spread: Option<Dur>,
 }
 
 #[derive(Deserialize, Default)]
@@ -158,6 +159,7 @@ struct UpstreamSection {
     hash_key: Option<Spanned<String>>,
     hash_balance_factor: Option<Spanned<u32>>,
     drain_timeout: Option<Dur>,
+    close_spread: Option<Dur>,
     idle_timeout: Option<Dur>,
     connect_timeout: Option<Dur>,
     retries: Option<u32>,
@@ -375,6 +377,7 @@ impl FileConfig {
             },
             max_connections: self.server.max_connections,
             fd_reserve: self.server.fd_reserve,
+            close_spread: self.server.close_spread.map(|d| d.0),
         };
 
         let admin = AdminSettings {

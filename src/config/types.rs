@@ -59,6 +59,10 @@ pub struct ServerSettings {
     /// File descriptors the admin listener leaves to the data plane (None: a quarter of the
     /// open-files limit, see [`crate::net::fds::Budget`]).
     pub fd_reserve: Option<usize>,
+    /// Over how long a shutdown or binary upgrade spreads its tunnels' 1001 closes (None:
+    /// [`crate::pool::spread::DEFAULT_CLOSE_SPREAD_SHARE`] of `shutdown_grace`; never longer
+    /// than it).
+    pub close_spread: Option<Duration>,
 }
 
 /// `[admin]`
@@ -224,6 +228,10 @@ pub struct UpstreamPolicy {
     /// [`crate::balance::modulo`]).
     pub hash_consistent: bool,
     pub drain_timeout: Duration,
+    /// Over how long the end of a drain spreads its tunnels' 1001 closes, ending at
+    /// `drain_timeout` (None: [`crate::pool::spread::DEFAULT_CLOSE_SPREAD_SHARE`] of it; never
+    /// longer than it).
+    pub close_spread: Option<Duration>,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     /// Attempts after the first one (`next_upstream_tries - 1`; `u32::MAX`: no limit but the
@@ -261,6 +269,7 @@ impl Default for UpstreamPolicy {
             hash_balance_factor: 0,
             hash_consistent: true,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            close_spread: None,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             retries: DEFAULT_CONNECT_RETRIES,

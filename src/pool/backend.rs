@@ -179,6 +179,9 @@ pub struct Live {
     /// Health transitions: to healthy, to unhealthy.
     went_up: AtomicU64,
     went_down: AtomicU64,
+    /// A drain's close spread is under way: its tunnels' closes must all have gone by this
+    /// time, on the scale of [`EPOCH_MS`]; 0 = none (see [`super::spread`]).
+    closing_until_ms: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -193,7 +196,7 @@ pub fn epoch() -> Instant {
 const EPOCH_MS: u64 = 1 << 62;
 
 /// `at` in milliseconds on the counters' scale (see [`EPOCH_MS`]).
-fn to_ms(at: Instant) -> u64 {
+pub(super) fn to_ms(at: Instant) -> u64 {
     let e = epoch();
     if at >= e {
         EPOCH_MS + (at - e).as_millis() as u64
@@ -203,7 +206,7 @@ fn to_ms(at: Instant) -> u64 {
 }
 
 /// The instant `ms` stands for on the counters' scale.
-fn from_ms(ms: u64) -> Instant {
+pub(super) fn from_ms(ms: u64) -> Instant {
     match ms.checked_sub(EPOCH_MS) {
         Some(after) => epoch() + Duration::from_millis(after),
         None => epoch() - Duration::from_millis(EPOCH_MS - ms),
@@ -215,6 +218,21 @@ fn now_ms() -> u64 {
 }
 
 impl Live {
+    /// A drain's close spread starts, ending at `until`; None: the backend is no longer in it
+    /// (taken back).
+    pub fn set_closing(&self, until: Option<Instant>) {
+        let ms = until.map_or(0, |u| to_ms(u).max(1));
+        self.closing_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// When the drain's spread ends, if one is under way.
+    pub fn closing_until(&self) -> Option<Instant> {
+        match self.closing_until_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(from_ms(ms)),
+        }
+    }
+
     /// Push the expiry to `ttl` from now (`None` = never expires).
     pub fn set_ttl(&self, ttl: Option<Duration>) {
         let at = ttl

@@ -70,6 +70,7 @@ impl Entry {
         if self.backend.close.is_cancelled() {
             self.backend.close = shutdown.child_token();
         }
+        self.backend.live.set_closing(None);
     }
 }
 
@@ -363,13 +364,26 @@ impl Controller {
     fn set_state(&mut self, upstream: &str, id: &BackendId, state: State, now: Instant) {
         let up = self.upstreams.get_mut(upstream).expect("checked by caller");
         let drain_timeout = up.policy().drain_timeout;
+        let spread = crate::pool::spread::length(up.policy().close_spread, drain_timeout);
         let slow_start = up.policy().slow_start.is_some();
         let e = up.backends.get_mut(id).expect("checked by caller");
         if state == State::Draining {
             e.drain_epoch = self.next_epoch;
             self.next_epoch += 1;
+            let until = now + drain_timeout;
+            if !spread.is_zero() {
+                self.deadlines.schedule(
+                    until - spread,
+                    Deadline::Spread {
+                        upstream: upstream.to_string(),
+                        id: id.clone(),
+                        epoch: e.drain_epoch,
+                        until,
+                    },
+                );
+            }
             self.deadlines.schedule(
-                now + drain_timeout,
+                until,
                 Deadline::Drain {
                     upstream: upstream.to_string(),
                     id: id.clone(),
@@ -385,6 +399,7 @@ impl Controller {
             if e.backend.close.is_cancelled() {
                 e.backend.close = self.shutdown.child_token();
             }
+            e.backend.live.set_closing(None);
         }
         e.backend.state = state;
     }

@@ -16,6 +16,14 @@ pub enum Deadline {
         id: BackendId,
         epoch: u64,
     },
+    /// Start spreading the closes of a backend still in drain `epoch`: they all go by `until`,
+    /// the drain's deadline (see [`crate::pool::spread`]).
+    Spread {
+        upstream: String,
+        id: BackendId,
+        epoch: u64,
+        until: Instant,
+    },
     /// Look whether a registration has lapsed: it was due to at `at`, unless a heartbeat
     /// renewed it since (then the look is put off until the new expiry).
     Expiry {

@@ -17,6 +17,7 @@ pub mod own;
 pub mod saved;
 pub mod sessions;
 pub mod snapshot;
+pub mod spread;
 pub mod sticky;
 pub mod table;
 pub mod toggles;

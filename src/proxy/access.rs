@@ -305,7 +305,7 @@ pub struct TunnelRecord<'a> {
     pub up: u64,
     pub down: u64,
     pub duration: Duration,
-    /// How it ended: closed, idle, signalled, error.
+    /// How it ended: closed, idle, drain, rebalance, shutdown, error.
     pub end: &'static str,
     /// The first close frame's code, and who sent it (WebSocket).
     pub close: Option<(u16, Closer)>,

@@ -5,14 +5,25 @@
 //! cannot take right now are copied to the heap, and that copy is freed once written. The
 //! future's own state is a few hundred bytes.
 //!
-//! Closing: on an idle timeout or a close signal (drain deadline, shutdown), a WebSocket tunnel
+//! Closing: on an idle timeout or a close signal (drain, rebalance, shutdown), a WebSocket tunnel
 //! finishes the server-to-client frame in flight, sends the client a close frame with code
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
+//!
+//! Close spread: when the close signal fires, the tunnel asks [`crate::pool::spread`] why (the
+//! shutdown, its backend's drain, else the rebalancer) and by when, and first waits a random
+//! delay within that window on its one timer, still relaying (phase `Spreading`), so a
+//! shutdown's or a drain's closes do not all go in one instant. Nothing per tunnel is added for
+//! it: the window lives in the process-wide shutdown state and the backend's [`Live`]. A
+//! tunnel spreading a drain's close listens to the process-wide shutdown instead of its own
+//! (spent) signal, re-using the same allocation, so a shutdown during a long drain still
+//! closes it within the shutdown's window. The idle timeout does not apply while spreading (the
+//! close is due anyway).
 
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
 use super::route::Route;
+use crate::pool::spread::{self, Cause};
 use crate::pool::Live;
 use std::future::Future;
 use std::io;
@@ -41,8 +52,12 @@ pub enum TunnelEnd {
     Closed,
     /// No byte moved for the idle timeout.
     Idle,
-    /// Closed by tideway: drain deadline or shutdown.
-    Signalled,
+    /// Closed by tideway: its backend's drain.
+    Drain,
+    /// Closed by tideway: the rebalancer moved it.
+    Rebalance,
+    /// Closed by tideway: shutdown or binary upgrade.
+    Shutdown,
     /// A socket error.
     Error(io::Error),
 }
@@ -86,6 +101,8 @@ impl Half {
 
 enum Phase {
     Open,
+    /// Told to close; relaying until the close time the spread picked (the timer's deadline).
+    Spreading(Reason),
     /// Waiting for a frame boundary to put the close frame at.
     Closing(Reason),
     /// Close frame sent and write sides shut; reading what is left.
@@ -95,14 +112,28 @@ enum Phase {
 #[derive(Clone, Copy)]
 enum Reason {
     Idle,
-    Signalled,
+    Drain,
+    Rebalance,
+    Shutdown,
 }
 
 impl Reason {
     fn end(self) -> TunnelEnd {
         match self {
             Reason::Idle => TunnelEnd::Idle,
-            Reason::Signalled => TunnelEnd::Signalled,
+            Reason::Drain => TunnelEnd::Drain,
+            Reason::Rebalance => TunnelEnd::Rebalance,
+            Reason::Shutdown => TunnelEnd::Shutdown,
+        }
+    }
+}
+
+impl From<Cause> for Reason {
+    fn from(c: Cause) -> Self {
+        match c {
+            Cause::Drain => Reason::Drain,
+            Cause::Rebalance => Reason::Rebalance,
+            Cause::Shutdown => Reason::Shutdown,
         }
     }
 }
@@ -239,6 +270,49 @@ where
         debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
         self.up.pending = bytes;
         self.up.pos = 0;
+    }
+
+    /// The close signal fired: spread the close within the window that applies (see the module
+    /// doc). Returns the end if the tunnel ends now.
+    fn signalled(&mut self) -> Option<TunnelEnd> {
+        let (cause, until) = spread::cause(self.live.as_deref());
+        let at = spread::pick(until);
+        if at <= Instant::now() {
+            return self.begin_close(cause.into());
+        }
+        if cause == Cause::Drain {
+            // The own signal is spent; a shutdown may still cut the drain's window short.
+            self.close
+                .set(spread::shutdown_signal().cancelled_owned());
+        }
+        self.phase = Phase::Spreading(cause.into());
+        self.timer.as_mut().reset(at);
+        None
+    }
+
+    /// While spreading a drain's close, the shutdown began: close by its window if that is
+    /// sooner.
+    fn shutdown_while_spreading(&mut self) {
+        let at = spread::pick(spread::shutdown_until());
+        self.phase = Phase::Spreading(Reason::Shutdown);
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// Relay both ways; the end if an error or both sides closing ended the tunnel.
+    fn relay(&mut self, cx: &mut Context<'_>) -> Option<TunnelEnd> {
+        let up = self.pump(cx, Way::Up, false);
+        let down = self.pump(cx, Way::Down, false);
+        match (up, down) {
+            (Err(e), _) | (_, Err(e)) => return Some(TunnelEnd::Error(e)),
+            (Ok(a), Ok(b)) if a || b => self.last = Instant::now(),
+            _ => {}
+        }
+        if self.up.done() && self.down.done() {
+            return Some(TunnelEnd::Closed);
+        }
+        None
     }
 
     fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
@@ -397,20 +471,13 @@ where
             match this.phase {
                 Phase::Open => {
                     if this.close.as_mut().poll(cx).is_ready() {
-                        match this.begin_close(Reason::Signalled) {
+                        match this.signalled() {
                             Some(end) => return Poll::Ready(end),
                             None => continue,
                         }
                     }
-                    let up = this.pump(cx, Way::Up, false);
-                    let down = this.pump(cx, Way::Down, false);
-                    match (up, down) {
-                        (Err(e), _) | (_, Err(e)) => return Poll::Ready(TunnelEnd::Error(e)),
-                        (Ok(a), Ok(b)) if a || b => this.last = Instant::now(),
-                        _ => {}
-                    }
-                    if this.up.done() && this.down.done() {
-                        return Poll::Ready(TunnelEnd::Closed);
+                    if let Some(end) = this.relay(cx) {
+                        return Poll::Ready(end);
                     }
                     if this.timer.as_mut().poll(cx).is_ready() {
                         let deadline = this.last + this.idle;
@@ -422,6 +489,22 @@ where
                         }
                         this.timer.as_mut().reset(deadline);
                         continue;
+                    }
+                    return Poll::Pending;
+                }
+                Phase::Spreading(why) => {
+                    if matches!(why, Reason::Drain) && this.close.as_mut().poll(cx).is_ready() {
+                        this.shutdown_while_spreading();
+                        continue;
+                    }
+                    if let Some(end) = this.relay(cx) {
+                        return Poll::Ready(end);
+                    }
+                    if this.timer.as_mut().poll(cx).is_ready() {
+                        match this.begin_close(why) {
+                            Some(end) => return Poll::Ready(end),
+                            None => continue,
+                        }
                     }
                     return Poll::Pending;
                 }
@@ -527,7 +610,9 @@ impl Ending {
         let end = match end {
             TunnelEnd::Closed => "closed",
             TunnelEnd::Idle => "idle",
-            TunnelEnd::Signalled => "signalled",
+            TunnelEnd::Drain => "drain",
+            TunnelEnd::Rebalance => "rebalance",
+            TunnelEnd::Shutdown => "shutdown",
             TunnelEnd::Error(e) => {
                 tracing::debug!(error = %e, "tunnel ended with an error");
                 "error"
@@ -571,5 +656,45 @@ mod tests {
         // The backend's answering close comes after.
         t.already_sent_down(&close_frame(1000));
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
+    }
+
+    /// A drain's close waits for a time within the drain's window, relaying meanwhile; a close
+    /// with no window (the rebalancer's) goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_close_is_spread_within_its_window_and_a_rebalance_is_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let live = Arc::new(Live::default());
+        let (client, mut c) = tokio::io::duplex(64);
+        let (backend, mut b) = tokio::io::duplex(64);
+        let close = CancellationToken::new();
+        let idle = Duration::from_secs(3600);
+        let mut t = Box::pin(Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()));
+        let window = Duration::from_secs(10);
+        live.set_closing(Some(Instant::now() + window));
+        close.cancel();
+        let started = Instant::now();
+        // Told to close, it still relays until its close time.
+        tokio::select! {
+            _ = &mut t => panic!("ended before relaying"),
+            _ = async {
+                c.write_all(b"hi").await.unwrap();
+                let mut got = [0u8; 2];
+                b.read_exact(&mut got).await.unwrap();
+                assert_eq!(&got, b"hi");
+            } => {}
+        }
+        let end = (&mut t).await;
+        assert!(matches!(end, TunnelEnd::Drain), "{end:?}");
+        assert!(started.elapsed() <= window, "{:?}", started.elapsed());
+
+        let (client, _c) = tokio::io::duplex(64);
+        let (backend, _b) = tokio::io::duplex(64);
+        let close = CancellationToken::new();
+        let t = Tunnel::new(client, backend, idle, close.clone(), false)
+            .counting(Arc::new(Live::default()));
+        close.cancel();
+        let started = Instant::now();
+        assert!(matches!(t.await, TunnelEnd::Rebalance));
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }

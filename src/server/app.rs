@@ -1,9 +1,10 @@
 //! Wiring: config -> controller -> pingora server with one gateway service per listener, plus a
 //! background service running the controller task and the admin API.
 //!
-//! Shutdown: pingora's shutdown signal cancels the process-wide close token, which every
-//! tunnel's close signal descends from, so each WebSocket gets its 1001 close before pingora's
-//! grace period ends and the process exits. Then the background tasks, which the control plane
+//! Shutdown (and binary upgrade): pingora's shutdown signal cancels the process-wide close
+//! token, which every tunnel's close signal descends from, so each WebSocket gets its 1001
+//! close before pingora's grace period ends and the process exits. The closes are spread over
+//! `[server] close_spread` (by default most of the grace, see [`crate::pool::spread`]). Then the background tasks, which the control plane
 //! owns ([`crate::server::tasks`]), are stopped and joined; requests in flight finish on the
 //! last snapshot.
 
@@ -139,6 +140,8 @@ struct ControlPlane {
     pool: crate::pool::PoolHandle,
     admin: Mutex<Option<AdminParts>>,
     close_all: CancellationToken,
+    /// Over how long the shutdown's 1001 closes are spread (ends within the grace).
+    close_spread: std::time::Duration,
     /// Re-reads the config (and TLS certificates) on SIGHUP and `POST /v1/reload`.
     reloader: Arc<Reloader>,
     etcd: Option<Arc<crate::store::Store>>,
@@ -159,7 +162,8 @@ impl BackgroundService for ControlPlane {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let tasks = self.spawn_tasks(shutdown.clone());
         let _ = shutdown.changed().await;
-        tracing::info!("shutting down: closing tunnels with 1001");
+        tracing::info!(spread = ?self.close_spread, "shutting down: closing tunnels with 1001, spread");
+        crate::pool::spread::begin_shutdown(self.close_spread);
         self.close_all.cancel();
         self.stop_tasks(tasks, DEFAULT_STOP_WAIT).await;
     }
@@ -353,6 +357,10 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
         .last_reload
         .set(crate::server::reload::now_secs());
     let close_all = CancellationToken::new();
+    crate::pool::spread::watch_shutdown(&close_all);
+    // pingora's grace is whole seconds, at least one.
+    let grace = std::time::Duration::from_secs(config.server.shutdown_grace.as_secs().max(1));
+    let close_spread = crate::pool::spread::length(config.server.close_spread, grace);
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
     let (pool, task) = controller.into_task();
@@ -455,6 +463,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
             config.admin.tls.as_ref().map(|t| t.server.clone()),
         ))),
         close_all,
+        close_spread,
         reloader,
         etcd: store,
         fleet,

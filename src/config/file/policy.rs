@@ -147,6 +147,9 @@ pub(super) fn base(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<UpstreamPolicy,
     if let Some(d) = up.drain_timeout {
         policy.drain_timeout = d.0;
     }
+    if let Some(d) = up.close_spread {
+        policy.close_spread = Some(d.0);
+    }
     if let Some(d) = up.idle_timeout {
         policy.idle_timeout = d.0;
     }

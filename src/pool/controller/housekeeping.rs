@@ -1,7 +1,8 @@
 //! What the controller does with time, at a cost that follows what is due, not the pool size:
-//! - deadlines ([`Deadlines`]) for what falls at a known time: a drain's end, a registration's
-//!   expiry, the end of a passive ejection's `fail_timeout` (also scheduled for every backend
-//!   held out when a reload turns active checks off: [`readmit_later`]);
+//! - deadlines ([`Deadlines`]) for what falls at a known time: the start of a drain's close
+//!   spread and the drain's end, a registration's expiry, the end of a passive ejection's
+//!   `fail_timeout` (also scheduled for every backend held out when a reload turns active
+//!   checks off: [`readmit_later`]);
 //! - a periodic tick ([`DEFAULT_TICK`](super::DEFAULT_TICK)) for what has to be polled: the
 //!   backends still ramping up in slow start, and the retiring ones waiting for their last
 //!   connection to close. Only those are visited ([`Entries::watched`](super::upstream::Entries)).
@@ -87,6 +88,12 @@ impl Controller {
                     id,
                     epoch,
                 } => self.drain_deadline(&upstream, &id, epoch),
+                Deadline::Spread {
+                    upstream,
+                    id,
+                    epoch,
+                    until,
+                } => (self.drain_spread(&upstream, &id, epoch, until), false),
                 Deadline::Expiry { upstream, id, at } => self.expiry(&upstream, &id, at, now),
                 Deadline::Readmit { upstream, id, at } => self.readmit(&upstream, &id, at, now),
             };
@@ -165,12 +172,43 @@ impl Controller {
             return (false, false);
         }
         tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
+        // Without a spread (`close_spread = "0s"`), the tunnels close now, all at once.
+        if e.backend.live.closing_until().is_none() {
+            e.backend.live.set_closing(Some(Instant::now()));
+        }
         e.backend.close.cancel();
         let retiring = e.retiring;
         if retiring {
             self.remove(upstream, id);
         }
         (true, retiring)
+    }
+
+    /// A drain's spread starts: the backend's tunnels are told to close, each at a random time
+    /// by `until` (the drain's deadline), if it is still in that drain. Returns whether it
+    /// applied.
+    pub(super) fn drain_spread(
+        &mut self,
+        upstream: &str,
+        id: &BackendId,
+        epoch: u64,
+        until: Instant,
+    ) -> bool {
+        let Some(e) = self
+            .upstreams
+            .get(upstream)
+            .and_then(|u| u.backends.get(id))
+        else {
+            return false;
+        };
+        if e.backend.state != State::Draining || e.drain_epoch != epoch {
+            return false;
+        }
+        tracing::info!(upstream, backend = %id, spread = ?until.saturating_duration_since(Instant::now()),
+            "drain: spreading the tunnels' 1001 closes until the deadline");
+        e.backend.live.set_closing(Some(until));
+        e.backend.close.cancel();
+        true
     }
 
     /// A registration's expiry fell: it lapses (starts retiring, draining) unless renewed since,

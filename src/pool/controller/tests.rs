@@ -133,11 +133,12 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert_eq!(c.apply(set(State::Draining)), Ok(true));
     assert_eq!(c.apply(set(State::Draining)), Ok(false));
     assert_eq!(c.version(), 2);
-    // One deadline, drain_timeout (7 s) from now, in the controller's own queue.
-    let at = c.next_deadline().expect("a drain deadline");
-    let left = at.saturating_duration_since(Instant::now());
+    // Two deadlines in the controller's own queue: the start of the close spread (the last
+    // 80% of drain_timeout: 1.4 s from now), and the drain's end, drain_timeout (7 s) from now.
+    let spread_at = c.next_deadline().expect("the spread's start");
+    let left = spread_at.saturating_duration_since(Instant::now());
     assert!(
-        left > Duration::from_secs(6) && left <= Duration::from_secs(7),
+        left > Duration::from_millis(1300) && left <= Duration::from_millis(1400),
         "{left:?}"
     );
     assert_eq!(c.serve_deadlines(Instant::now()), 0, "not due yet");
@@ -146,18 +147,22 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     let b = backend(&snap, "127.0.0.1:1001").unwrap();
     assert_eq!(b.state, State::Draining);
     assert!(!b.eligible());
-    // The deadline closes this drain's tunnels.
+    // The spread's start tells this drain's tunnels to close, each by the drain's end.
     let close = b.close.clone();
-    assert_eq!(c.serve_deadlines(at), 1);
+    assert_eq!(c.serve_deadlines(spread_at), 1);
     assert!(close.is_cancelled());
+    let at = c.next_deadline().expect("the drain's end");
+    let until = b.live.closing_until().expect("a spread window");
+    assert!(until.max(at) - until.min(at) <= Duration::from_millis(1), "{until:?} {at:?}");
+    assert_eq!(c.serve_deadlines(at), 1);
     assert!(c.next_deadline().is_none());
-    // Back to active: a fresh close signal, and the old deadline no longer applies.
+    // Back to active: a fresh close signal, no spread window, and the old deadline no longer
+    // applies.
     assert_eq!(c.apply(set(State::Active)), Ok(true));
     let snap = c.current().load_full();
-    assert!(!backend(&snap, "127.0.0.1:1001")
-        .unwrap()
-        .close
-        .is_cancelled());
+    let b = backend(&snap, "127.0.0.1:1001").unwrap();
+    assert!(!b.close.is_cancelled());
+    assert!(b.live.closing_until().is_none());
     assert_eq!(
         c.drain_deadline("u", &"127.0.0.1:1001".into(), epoch),
         (false, false)
@@ -363,8 +368,9 @@ fn a_toggled_weight_survives_a_reset_of_its_source() {
 }
 
 /// The controller's run loop, on paused time: a registration nobody renews lapses at its TTL
-/// (draining), and its tunnels are closed at the drain deadline after that, with nothing else
-/// sent to the controller; neither happens a moment early.
+/// (draining), and its tunnels are told to close when the drain's close spread starts (the
+/// last 80% of drain_timeout), each by the drain deadline, with nothing else sent to the
+/// controller; neither happens a moment early.
 #[tokio::test(start_paused = true)]
 async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
     let (ttl, drain) = (Duration::from_secs(2), Duration::from_secs(3));
@@ -390,11 +396,16 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
     assert_eq!(state(), State::Active, "not lapsed before its TTL");
     tokio::time::sleep_until(start + ttl + ms).await;
     assert_eq!(state(), State::Draining, "lapsed at its TTL");
-    // ...then the drain deadline falls, and closes the tunnels.
-    let early = tokio::time::timeout_at(start + ttl + drain - ms, close.cancelled()).await;
-    assert!(early.is_err(), "closed before ttl + drain_timeout");
-    let closed = tokio::time::timeout_at(start + ttl + drain + ms, close.cancelled()).await;
-    assert!(closed.is_ok(), "tunnels closed at ttl + drain_timeout");
+    // ...then the spread starts, and tells the tunnels to close by the drain deadline.
+    let spread = drain.mul_f64(crate::pool::spread::DEFAULT_CLOSE_SPREAD_SHARE);
+    let from = start + ttl + drain - spread;
+    let early = tokio::time::timeout_at(from - ms, close.cancelled()).await;
+    assert!(early.is_err(), "closed before the spread's start");
+    let closed = tokio::time::timeout_at(from + ms, close.cancelled()).await;
+    assert!(closed.is_ok(), "tunnels told to close at the spread's start");
+    let until = backend(&pool.snapshot(), "r").unwrap().live.closing_until();
+    let end = start + ttl + drain;
+    assert!(until.is_some_and(|u| u.max(end) - u.min(end) <= 2 * ms), "{until:?}");
     drop(guard);
 }
 

@@ -1,0 +1,133 @@
+//! Close spread (HAProxy's `close-spread-time`): when tideway itself closes tunnels (shutdown,
+//! binary upgrade, drain), the closes are spread over a window rather than sent in one instant,
+//! so the clients do not all reconnect at once.
+//!
+//! The window always ends by the deadline that applies: the shutdown grace for a shutdown or
+//! an upgrade, the upstream's `drain_timeout` for a drain. Its length is `close_spread` where
+//! configured, else [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it.
+//! `close_spread = "0s"` closes everything at the deadline in one go (as before spreads).
+//!
+//! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and by
+//! when ([`cause`]): the process-wide shutdown state, or its backend's drain window kept in
+//! [`Live`]. It then waits a uniformly random delay within what is left of the window on its
+//! own timer ([`pick`]) and closes. A close that comes from neither (the rebalancer closing one
+//! session: it paces its closes itself) goes at once.
+//!
+//! Imports: `pool::backend` only.
+
+use super::backend::{from_ms, to_ms, Live};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Share of the deadline's window the closes spread over when `close_spread` is not set: most
+/// of it, leaving the last fifth for the close handshakes (a frame in flight, the linger) to
+/// finish before the deadline.
+pub const DEFAULT_CLOSE_SPREAD_SHARE: f64 = 0.8;
+
+/// Why tideway closes a tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Its backend's drain.
+    Drain,
+    /// The rebalancer moves it (paced by the rebalancer; no spread).
+    Rebalance,
+    /// Shutdown or binary upgrade.
+    Shutdown,
+}
+
+/// The spread over a deadline `window`: `configured`, else [`DEFAULT_CLOSE_SPREAD_SHARE`] of
+/// the window; never longer than the window.
+pub fn length(configured: Option<Duration>, window: Duration) -> Duration {
+    configured
+        .unwrap_or_else(|| window.mul_f64(DEFAULT_CLOSE_SPREAD_SHARE))
+        .min(window)
+}
+
+/// When the shutdown's closes must all have gone, on [`Live`]'s millisecond scale; 0: no
+/// shutdown under way.
+static SHUTDOWN_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// The process-wide close signal (every backend's close signal descends from it).
+static SHUTDOWN: OnceLock<CancellationToken> = OnceLock::new();
+
+/// Make `token` the process-wide shutdown signal a drain's spreading tunnels still listen to
+/// (the first one given stays: one process, one shutdown).
+pub fn watch_shutdown(token: &CancellationToken) {
+    let _ = SHUTDOWN.set(token.clone());
+}
+
+/// The process-wide shutdown signal (a never-cancelled one if none was given).
+pub fn shutdown_signal() -> CancellationToken {
+    SHUTDOWN.get_or_init(CancellationToken::new).clone()
+}
+
+/// A shutdown (or upgrade) begins: its closes spread over `spread` from now. Call before
+/// cancelling the shutdown signal, so each tunnel sees the window when it wakes.
+pub fn begin_shutdown(spread: Duration) {
+    let until = to_ms(Instant::now() + spread).max(1);
+    SHUTDOWN_UNTIL.store(until, Ordering::Release);
+}
+
+/// The end of the shutdown's spread, if a shutdown is under way.
+pub fn shutdown_until() -> Option<Instant> {
+    match SHUTDOWN_UNTIL.load(Ordering::Acquire) {
+        0 => None,
+        ms => Some(from_ms(ms)),
+    }
+}
+
+/// Why a tunnel on the backend with counters `live` was told to close, and by when its close
+/// must go (None: now). A shutdown comes first: it ends the process.
+pub fn cause(live: Option<&Live>) -> (Cause, Option<Instant>) {
+    if let Some(until) = shutdown_until() {
+        return (Cause::Shutdown, Some(until));
+    }
+    match live.and_then(Live::closing_until) {
+        Some(until) => (Cause::Drain, Some(until)),
+        None => (Cause::Rebalance, None),
+    }
+}
+
+/// A close time uniformly at random between now and `until` (now if `until` is past).
+pub fn pick(until: Option<Instant>) -> Instant {
+    let now = Instant::now();
+    match until {
+        Some(u) if u > now => now + (u - now).mul_f64(rand::random::<f64>()),
+        _ => now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_is_most_of_the_window_and_never_longer() {
+        let w = Duration::from_secs(10);
+        assert_eq!(length(None, w), Duration::from_secs(8));
+        assert_eq!(length(Some(Duration::from_secs(3)), w), Duration::from_secs(3));
+        assert_eq!(length(Some(Duration::from_secs(30)), w), w);
+        assert_eq!(length(Some(Duration::ZERO), w), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_drain_window_names_the_drain_and_picks_within_it() {
+        let live = Live::default();
+        assert_eq!(cause(Some(&live)), (Cause::Rebalance, None));
+        let until = Instant::now() + Duration::from_secs(4);
+        live.set_closing(Some(until));
+        let (why, by) = cause(Some(&live));
+        assert_eq!(why, Cause::Drain);
+        let by = by.expect("a window");
+        assert!(by.duration_since(until) < Duration::from_millis(2));
+        for _ in 0..100 {
+            let at = pick(Some(until));
+            assert!(at >= Instant::now() - Duration::from_secs(1) && at <= until);
+        }
+        assert!(pick(None) <= Instant::now());
+        live.set_closing(None);
+        assert_eq!(cause(Some(&live)), (Cause::Rebalance, None));
+    }
+}

@@ -36,14 +36,7 @@ pub const FAILURE_REASONS: [&str; 12] = [
     "local",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
-pub const TUNNEL_ENDS: [&str; 6] = [
-    "closed",
-    "idle",
-    "drain",
-    "rebalance",
-    "shutdown",
-    "error",
-];
+pub const TUNNEL_ENDS: [&str; 6] = ["closed", "idle", "drain", "rebalance", "shutdown", "error"];
 /// Status classes of `tideway_http_responses_total`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 

@@ -107,7 +107,10 @@ mod tests {
     fn the_spread_is_most_of_the_window_and_never_longer() {
         let w = Duration::from_secs(10);
         assert_eq!(length(None, w), Duration::from_secs(8));
-        assert_eq!(length(Some(Duration::from_secs(3)), w), Duration::from_secs(3));
+        assert_eq!(
+            length(Some(Duration::from_secs(3)), w),
+            Duration::from_secs(3)
+        );
         assert_eq!(length(Some(Duration::from_secs(30)), w), w);
         assert_eq!(length(Some(Duration::ZERO), w), Duration::ZERO);
     }

@@ -282,8 +282,7 @@ where
         }
         if cause == Cause::Drain {
             // The own signal is spent; a shutdown may still cut the drain's window short.
-            self.close
-                .set(spread::shutdown_signal().cancelled_owned());
+            self.close.set(spread::shutdown_signal().cancelled_owned());
         }
         self.phase = Phase::Spreading(cause.into());
         self.timer.as_mut().reset(at);
@@ -668,7 +667,9 @@ mod tests {
         let (backend, mut b) = tokio::io::duplex(64);
         let close = CancellationToken::new();
         let idle = Duration::from_secs(3600);
-        let mut t = Box::pin(Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()));
+        let mut t = Box::pin(
+            Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()),
+        );
         let window = Duration::from_secs(10);
         live.set_closing(Some(Instant::now() + window));
         close.cancel();

@@ -153,7 +153,10 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert!(close.is_cancelled());
     let at = c.next_deadline().expect("the drain's end");
     let until = b.live.closing_until().expect("a spread window");
-    assert!(until.max(at) - until.min(at) <= Duration::from_millis(1), "{until:?} {at:?}");
+    assert!(
+        until.max(at) - until.min(at) <= Duration::from_millis(1),
+        "{until:?} {at:?}"
+    );
     assert_eq!(c.serve_deadlines(at), 1);
     assert!(c.next_deadline().is_none());
     // Back to active: a fresh close signal, no spread window, and the old deadline no longer
@@ -402,10 +405,16 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
     let early = tokio::time::timeout_at(from - ms, close.cancelled()).await;
     assert!(early.is_err(), "closed before the spread's start");
     let closed = tokio::time::timeout_at(from + ms, close.cancelled()).await;
-    assert!(closed.is_ok(), "tunnels told to close at the spread's start");
+    assert!(
+        closed.is_ok(),
+        "tunnels told to close at the spread's start"
+    );
     let until = backend(&pool.snapshot(), "r").unwrap().live.closing_until();
     let end = start + ttl + drain;
-    assert!(until.is_some_and(|u| u.max(end) - u.min(end) <= 2 * ms), "{until:?}");
+    assert!(
+        until.is_some_and(|u| u.max(end) - u.min(end) <= 2 * ms),
+        "{until:?}"
+    );
     drop(guard);
 }
 

@@ -1,0 +1,291 @@
+//! Close spread: a shutdown's and a drain's 1001 closes are spread over a window, so their
+//! clients do not all reconnect in the same second; a zero window still closes at once.
+//!
+//! Close times are taken at the client, bucketed by whole seconds since the signal or the
+//! drain. Every wait is bounded; nothing sleeps.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
+
+/// How a client's WebSocket ended, and when (since the test's reference instant).
+enum Ended {
+    /// A close frame with this code.
+    Close(Option<CloseCode>, Duration),
+    /// The stream ended or broke without a close frame.
+    Abrupt(String),
+}
+
+/// Open `n` WebSockets to `url`, `at_once` at a time, each echoing one message first.
+async fn open(
+    url: &str,
+    n: usize,
+    at_once: usize,
+) -> Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>
+{
+    futures_util::stream::iter(0..n)
+        .map(|i| {
+            let url = url.to_string();
+            async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("WebSocket {i}: {e}"));
+                if i % 100 == 0 {
+                    ws.send(Message::text("hi")).await.unwrap();
+                    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+                }
+                ws
+            }
+        })
+        .buffer_unordered(at_once)
+        .collect()
+        .await
+}
+
+/// Read each WebSocket until it ends; report how and when, relative to `*since` (set by the
+/// test at its signal or drain: the readers start before it).
+fn watch(
+    sockets: Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+    since: std::sync::Arc<std::sync::OnceLock<Instant>>,
+) -> Vec<tokio::task::JoinHandle<Ended>> {
+    sockets
+        .into_iter()
+        .map(|mut ws| {
+            let since = since.clone();
+            tokio::spawn(async move {
+                let at = || since.get().map_or(Duration::ZERO, |s| s.elapsed());
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(f))) => {
+                            return Ended::Close(f.map(|f| f.code), at())
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ended::Abrupt(e.to_string()),
+                        None => return Ended::Abrupt("end of stream".into()),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Wait (at most `limit`) for every reader; the close times, after checking each got 1001.
+async fn closes(readers: Vec<tokio::task::JoinHandle<Ended>>, limit: Duration) -> Vec<Duration> {
+    let all = tokio::time::timeout(limit, futures_util::future::join_all(readers))
+        .await
+        .expect("every WebSocket ended within the bound");
+    let mut times = Vec::new();
+    let mut wrong = Vec::new();
+    for e in all {
+        match e.unwrap() {
+            Ended::Close(Some(CloseCode::Away), t) => times.push(t),
+            Ended::Close(code, t) => wrong.push(format!("close {code:?} after {t:?}")),
+            Ended::Abrupt(why) => wrong.push(why),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} did not get a 1001 close frame, e.g. {:?}",
+        wrong.len(),
+        wrong.len() + times.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+    times
+}
+
+/// Closes per whole second.
+fn per_second(times: &[Duration]) -> Vec<usize> {
+    let mut buckets = Vec::new();
+    for t in times {
+        let s = t.as_secs() as usize;
+        if buckets.len() <= s {
+            buckets.resize(s + 1, 0);
+        }
+        buckets[s] += 1;
+    }
+    buckets
+}
+
+/// `tideway demo-backend` in its own process (its 5,000 sockets are not the test's).
+async fn backend_process(id: &str) -> (Killed, std::net::SocketAddr) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args([
+            "demo-backend",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--id",
+            id,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    common::nginx::wait_port(port).await;
+    (child, format!("127.0.0.1:{port}").parse().unwrap())
+}
+
+/// Raise this process's open-files soft limit to its hard limit (5,000 client sockets).
+#[allow(unsafe_code)]
+fn raise_open_files() -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit owned by this frame.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+        }
+    }
+    l.rlim_cur as u64
+}
+
+/// Must show 2 of issue 24: SIGTERM with 5,000 WebSockets open and a 5 s spread. Every
+/// WebSocket gets a 1001 close frame, and no second holds more than twice its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_spreads_5000_closes_over_5_seconds() {
+    const N: usize = 5000;
+    const SPREAD: u64 = 5;
+    let limit = raise_open_files();
+    // The test holds N sockets, tideway 2N (its children inherit the limit), the backend N.
+    assert!(limit >= 2 * N as u64 + 2000, "open files limit {limit}");
+    let (_backend, addr) = backend_process("a").await;
+    let mut proxy = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"8s\"\nclose_spread = \"{SPREAD}s\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
+             [upstream.app]\nbackends = [{{ addr = \"{addr}\" }}]\n",
+            dir.join("data").display()
+        )
+    })
+    .await;
+    let sockets = open(&proxy.ws_url("/chat"), N, 64).await;
+    assert_eq!(sockets.len(), N);
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let readers = watch(sockets, since.clone());
+    std::process::Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    since.set(Instant::now()).unwrap();
+    let times = closes(readers, Duration::from_secs(30)).await;
+    assert_eq!(times.len(), N);
+    let buckets = per_second(&times);
+    let share = N / SPREAD as usize;
+    println!("closes per second after SIGTERM: {buckets:?} (share {share})");
+    assert!(
+        buckets.iter().all(|&b| b <= 2 * share),
+        "a second holds more than twice its share {share}: {buckets:?}"
+    );
+    // The spread ends by the deadline: the 8 s grace.
+    let last = times.iter().max().unwrap();
+    assert!(*last < Duration::from_secs(8), "last close after {last:?}");
+    let status = exit_within(&mut proxy.child, Duration::from_secs(20))
+        .await
+        .expect("tideway exits after its grace");
+    assert!(status.success(), "{status}");
+}
+
+/// A drain spreads its closes over the end of its `drain_timeout` (by default the last 80%),
+/// and they all come by the deadline; an upstream with `close_spread = "0s"` and no drain
+/// window (`drain_timeout = "0s"`) closes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
+    const N: usize = 200;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let now_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
+             [[listener]]\nlisten = \"{now_listen}\"\nupstream = \"now\"\n\n\
+             [upstream.app]\ndrain_timeout = \"5s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]\n\n\
+             [upstream.now]\ndrain_timeout = \"0s\"\nclose_spread = \"0s\"\nbackends = [{{ addr = \"{}\", id = \"b\" }}]\n",
+            dir.join("data").display(),
+            a.addr,
+            b.addr,
+        )
+    })
+    .await;
+    let spread = open(&proxy.ws_url("/chat"), N, 32).await;
+    let at_once = open(&format!("ws://{now_listen}/chat"), N, 32).await;
+    let (since_spread, since_now) = (
+        std::sync::Arc::new(std::sync::OnceLock::new()),
+        std::sync::Arc::new(std::sync::OnceLock::new()),
+    );
+    let spread = watch(spread, since_spread.clone());
+    let at_once = watch(at_once, since_now.clone());
+    let drain = |u: &str, id: &str| {
+        proxy.admin_req(
+            reqwest::Method::POST,
+            &format!("/v1/upstreams/{u}/backends/{id}/drain"),
+            ADMIN_TOKEN,
+        )
+    };
+    since_spread.set(Instant::now()).unwrap();
+    assert!(drain("app", "a")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    since_now.set(Instant::now()).unwrap();
+    assert!(drain("now", "b")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+
+    // The zero window: every close within 2 s of the drain, long before the spread one's
+    // window (4 s, from 1 s into its 5 s drain) is over.
+    let now_times = closes(at_once, Duration::from_secs(10)).await;
+    let now_last = *now_times.iter().max().unwrap();
+    println!("zero window: all {N} closed within {now_last:?}");
+    assert!(now_last < Duration::from_secs(2), "{now_last:?}");
+
+    let times = closes(spread, Duration::from_secs(20)).await;
+    let buckets = per_second(&times);
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    println!("drain closes per second: {buckets:?}; first {first:?}, last {last:?}");
+    // Not before the spread starts (1 s into the drain), and all by the deadline (5 s; the
+    // close frame's trip to the client is on top).
+    assert!(*first >= Duration::from_millis(900), "{first:?}");
+    assert!(*last < Duration::from_millis(5500), "{last:?}");
+    // Spread over its 4 s: no second holds more than twice its share.
+    let share = N / 4;
+    assert!(
+        buckets.iter().all(|&b| b <= 2 * share),
+        "a second holds more than twice its share {share}: {buckets:?}"
+    );
+    // Counted by their reason, `drain`.
+    let text = reqwest::get(proxy.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ended = |upstream: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("tideway_tunnels_ended_total{"))
+            .filter(|l| {
+                l.contains("reason=\"drain\"") && l.contains(&format!("upstream=\"{upstream}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!((ended("app"), ended("now")), (N as f64, N as f64), "{text}");
+}

@@ -512,7 +512,7 @@ async fn a_drain_through_one_instance_holds_for_the_whole_fleet() {
     let etcd = Etcd::start().await;
     let (fa, fb) = (backend("fa").await, backend("fb").await);
     let upstream = format!(
-        "[upstream.app]\nbalance = \"round_robin\"\ndrain_timeout = \"2s\"\nscale = {{ target_per_backend = 2, min = 1, max = 10 }}\nbackends = [{{ addr = \"{}\", id = \"fa\" }}, {{ addr = \"{}\", id = \"fb\" }}]",
+        "[upstream.app]\nbalance = \"round_robin\"\ndrain_timeout = \"2s\"\nclose_spread = \"0s\"\nscale = {{ target_per_backend = 2, min = 1, max = 10 }}\nbackends = [{{ addr = \"{}\", id = \"fa\" }}, {{ addr = \"{}\", id = \"fb\" }}]",
         fa.addr, fb.addr
     );
     let one = start_proxy_full(&etcd.store(), "", &upstream).await;

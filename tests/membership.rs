@@ -342,7 +342,7 @@ async fn a_lapsed_registration_closes_its_websocket_with_no_api_traffic() {
 async fn drain_keeps_open_websockets_until_the_deadline_then_sends_1001() {
     let (a, b) = (backend("a").await, backend("b").await);
     let p = start_proxy(&format!(
-        "[upstream.app]\nbalance = \"round_robin\"\ndrain_timeout = \"2s\"\n{}",
+        "[upstream.app]\nbalance = \"round_robin\"\ndrain_timeout = \"2s\"\nclose_spread = \"0s\"\n{}",
         backends_toml(&[(&a, 1), (&b, 1)])
     ))
     .await;

@@ -160,7 +160,7 @@ async fn tcp_echo_sticks_by_client_ip_and_drain_closes_tunnels() {
     let p = start_proxy_with(
         "protocol = \"tcp\"",
         &format!(
-            "[upstream.app]\nbalance = \"hash\"\ndrain_timeout = \"1s\"\nbackends = [{}]",
+            "[upstream.app]\nbalance = \"hash\"\ndrain_timeout = \"1s\"\nclose_spread = \"0s\"\nbackends = [{}]",
             items.join(", ")
         ),
     )

@@ -657,6 +657,13 @@ mod tests {
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
     }
 
+    /// The spread's phase and reasons fit in the byte the phase took before: an idle tunnel
+    /// is no bigger for them.
+    #[test]
+    fn the_phase_is_one_byte() {
+        assert_eq!(std::mem::size_of::<Phase>(), 1);
+    }
+
     /// A drain's close waits for a time within the drain's window, relaying meanwhile; a close
     /// with no window (the rebalancer's) goes at once.
     #[tokio::test(start_paused = true)]

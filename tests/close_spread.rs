@@ -11,6 +11,10 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message};
 
+/// One test at a time: the 5,000-WebSocket one measures how closes spread per second, which a
+/// neighbour's load on the same cores would skew.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How a client's WebSocket ended, and when (since the test's reference instant).
 enum Ended {
     /// A close frame with this code.
@@ -155,6 +159,7 @@ fn raise_open_files() -> u64 {
 /// WebSocket gets a 1001 close frame, and no second holds more than twice its share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_spreads_5000_closes_over_5_seconds() {
+    let _one = SERIAL.lock().await;
     const N: usize = 5000;
     const SPREAD: u64 = 5;
     let limit = raise_open_files();
@@ -203,6 +208,7 @@ async fn sigterm_spreads_5000_closes_over_5_seconds() {
 /// window (`drain_timeout = "0s"`) closes at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
+    let _one = SERIAL.lock().await;
     const N: usize = 200;
     let (a, b) = (backend("a").await, backend("b").await);
     let now_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -288,4 +294,56 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
             .sum()
     };
     assert_eq!((ended("app"), ended("now")), (N as f64, N as f64), "{text}");
+}
+
+/// A shutdown during a long drain's spread cuts it short: the WebSockets waiting for their
+/// drain close time (a 60 s window) get their 1001 within the shutdown's grace instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 50;
+    let a = backend("a").await;
+    let mut proxy = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"2s\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
+             [upstream.app]\ndrain_timeout = \"60s\"\nclose_spread = \"60s\"\n\
+             backends = [{{ addr = \"{}\", id = \"a\" }}]\n",
+            dir.join("data").display(),
+            a.addr,
+        )
+    })
+    .await;
+    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let readers = watch(sockets, since.clone());
+    let r = proxy
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/a/drain",
+            ADMIN_TOKEN,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    // The spread (all of the 60 s) starts with the drain: every tunnel has its close time.
+    wait_until(Duration::from_secs(5), || async {
+        proxy.backends().await[0].2 == "draining"
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &proxy.child.id().to_string()])
+        .status()
+        .unwrap();
+    since.set(Instant::now()).unwrap();
+    let times = closes(readers, Duration::from_secs(20)).await;
+    let last = *times.iter().max().unwrap();
+    println!("a drain spread over 60 s, then SIGTERM: all {N} closed {last:?} after it");
+    // Within the 2 s grace (the close frame's trip on top), not somewhere in the 60 s.
+    assert!(last < Duration::from_secs(3), "{last:?}");
+    exit_within(&mut proxy.child, Duration::from_secs(20))
+        .await
+        .expect("tideway exits after its grace");
 }

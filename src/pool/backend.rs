@@ -179,8 +179,9 @@ pub struct Live {
     /// Health transitions: to healthy, to unhealthy.
     went_up: AtomicU64,
     went_down: AtomicU64,
-    /// A drain's close spread is under way: its tunnels' closes must all have gone by this
-    /// time, on the scale of [`EPOCH_MS`]; 0 = none (see [`super::spread`]).
+    /// A drain's close spread is under way: its tunnels close between these times, on the
+    /// scale of [`EPOCH_MS`]; `until` 0 = none (see [`super::spread`]).
+    closing_from_ms: AtomicU64,
     closing_until_ms: AtomicU64,
 }
 
@@ -218,18 +219,25 @@ fn now_ms() -> u64 {
 }
 
 impl Live {
-    /// A drain's close spread starts, ending at `until`; None: the backend is no longer in it
-    /// (taken back).
-    pub fn set_closing(&self, until: Option<Instant>) {
-        let ms = until.map_or(0, |u| to_ms(u).max(1));
+    /// A drain's close spread starts, over the window `(from, until)`; None: the backend is no
+    /// longer in it (taken back).
+    pub fn set_closing(&self, window: Option<(Instant, Instant)>) {
+        if let Some((from, _)) = window {
+            self.closing_from_ms
+                .store(to_ms(from).max(1), Ordering::Release);
+        }
+        let ms = window.map_or(0, |(_, u)| to_ms(u).max(1));
         self.closing_until_ms.store(ms, Ordering::Release);
     }
 
-    /// When the drain's spread ends, if one is under way.
-    pub fn closing_until(&self) -> Option<Instant> {
+    /// The drain's spread window, if one is under way.
+    pub fn closing_window(&self) -> Option<(Instant, Instant)> {
         match self.closing_until_ms.load(Ordering::Acquire) {
             0 => None,
-            ms => Some(from_ms(ms)),
+            ms => Some((
+                from_ms(self.closing_from_ms.load(Ordering::Acquire)),
+                from_ms(ms),
+            )),
         }
     }
 

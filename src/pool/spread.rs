@@ -7,11 +7,14 @@
 //! configured, else [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it.
 //! `close_spread = "0s"` closes everything at the deadline in one go (as before spreads).
 //!
-//! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and by
-//! when ([`cause`]): the process-wide shutdown state, or its backend's drain window kept in
-//! [`Live`]. It then waits a uniformly random delay within what is left of the window on its
-//! own timer ([`pick`]) and closes. A close that comes from neither (the rebalancer closing one
-//! session: it paces its closes itself) goes at once.
+//! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and
+//! over which window ([`cause`]): the process-wide shutdown state, or its backend's drain
+//! window kept in [`Live`]. It then picks a uniformly random time in the whole window
+//! ([`pick`]), waits for it on its own timer and closes; a time already past (the tunnel was
+//! woken late: thousands wake at once) closes at once. Picking within the whole window rather
+//! than what is left of it keeps late wakers from crowding the window's end. A close that
+//! comes from neither (the rebalancer closing one session: it paces its closes itself) goes at
+//! once.
 //!
 //! Imports: `pool::backend` only.
 
@@ -46,9 +49,13 @@ pub fn length(configured: Option<Duration>, window: Duration) -> Duration {
         .min(window)
 }
 
-/// When the shutdown's closes must all have gone, on [`Live`]'s millisecond scale; 0: no
-/// shutdown under way.
+/// When the shutdown began and when its closes must all have gone, on [`Live`]'s millisecond
+/// scale; 0: no shutdown under way.
+static SHUTDOWN_FROM: AtomicU64 = AtomicU64::new(0);
 static SHUTDOWN_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// A close window: from when, until when.
+pub type Window = (Instant, Instant);
 /// The process-wide close signal (every backend's close signal descends from it).
 static SHUTDOWN: OnceLock<CancellationToken> = OnceLock::new();
 
@@ -66,35 +73,41 @@ pub fn shutdown_signal() -> CancellationToken {
 /// A shutdown (or upgrade) begins: its closes spread over `spread` from now. Call before
 /// cancelling the shutdown signal, so each tunnel sees the window when it wakes.
 pub fn begin_shutdown(spread: Duration) {
-    let until = to_ms(Instant::now() + spread).max(1);
-    SHUTDOWN_UNTIL.store(until, Ordering::Release);
+    let now = Instant::now();
+    SHUTDOWN_FROM.store(to_ms(now).max(1), Ordering::Release);
+    SHUTDOWN_UNTIL.store(to_ms(now + spread).max(1), Ordering::Release);
 }
 
-/// The end of the shutdown's spread, if a shutdown is under way.
-pub fn shutdown_until() -> Option<Instant> {
+/// The shutdown's spread window, if a shutdown is under way.
+pub fn shutdown_window() -> Option<Window> {
     match SHUTDOWN_UNTIL.load(Ordering::Acquire) {
         0 => None,
-        ms => Some(from_ms(ms)),
+        until => Some((
+            from_ms(SHUTDOWN_FROM.load(Ordering::Acquire)),
+            from_ms(until),
+        )),
     }
 }
 
-/// Why a tunnel on the backend with counters `live` was told to close, and by when its close
-/// must go (None: now). A shutdown comes first: it ends the process.
-pub fn cause(live: Option<&Live>) -> (Cause, Option<Instant>) {
-    if let Some(until) = shutdown_until() {
-        return (Cause::Shutdown, Some(until));
+/// Why a tunnel on the backend with counters `live` was told to close, and the window its
+/// close goes in (None: now). A shutdown comes first: it ends the process.
+pub fn cause(live: Option<&Live>) -> (Cause, Option<Window>) {
+    if let Some(w) = shutdown_window() {
+        return (Cause::Shutdown, Some(w));
     }
-    match live.and_then(Live::closing_until) {
-        Some(until) => (Cause::Drain, Some(until)),
+    match live.and_then(Live::closing_window) {
+        Some(w) => (Cause::Drain, Some(w)),
         None => (Cause::Rebalance, None),
     }
 }
 
-/// A close time uniformly at random between now and `until` (now if `until` is past).
-pub fn pick(until: Option<Instant>) -> Instant {
+/// A close time uniformly at random in `window`; now if there is none or the time is past.
+pub fn pick(window: Option<Window>) -> Instant {
     let now = Instant::now();
-    match until {
-        Some(u) if u > now => now + (u - now).mul_f64(rand::random::<f64>()),
+    match window {
+        Some((from, until)) if until > from => {
+            (from + (until - from).mul_f64(rand::random::<f64>())).max(now)
+        }
         _ => now,
     }
 }
@@ -119,16 +132,23 @@ mod tests {
     async fn a_drain_window_names_the_drain_and_picks_within_it() {
         let live = Live::default();
         assert_eq!(cause(Some(&live)), (Cause::Rebalance, None));
-        let until = Instant::now() + Duration::from_secs(4);
-        live.set_closing(Some(until));
-        let (why, by) = cause(Some(&live));
+        let now = Instant::now();
+        let until = now + Duration::from_secs(4);
+        live.set_closing(Some((now, until)));
+        let (why, window) = cause(Some(&live));
         assert_eq!(why, Cause::Drain);
-        let by = by.expect("a window");
-        assert!(by.duration_since(until) < Duration::from_millis(2));
+        let (from, to) = window.expect("a window");
+        let ms = Duration::from_millis(2);
+        assert!(from.max(now) - from.min(now) < ms && to.max(until) - to.min(until) < ms);
         for _ in 0..100 {
-            let at = pick(Some(until));
-            assert!(at >= Instant::now() - Duration::from_secs(1) && at <= until);
+            let at = pick(window);
+            assert!(at >= now && at <= to);
         }
+        // A window that began long ago: a pick in its past closes now.
+        let old = (now - Duration::from_secs(60), now - Duration::from_secs(30));
+        let before = Instant::now();
+        let at = pick(Some(old));
+        assert!(at >= before && at <= Instant::now());
         assert!(pick(None) <= Instant::now());
         live.set_closing(None);
         assert_eq!(cause(Some(&live)), (Cause::Rebalance, None));

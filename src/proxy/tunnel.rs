@@ -11,8 +11,8 @@
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
 //!
 //! Close spread: when the close signal fires, the tunnel asks [`crate::pool::spread`] why (the
-//! shutdown, its backend's drain, else the rebalancer) and by when, and first waits a random
-//! delay within that window on its one timer, still relaying (phase `Spreading`), so a
+//! shutdown, its backend's drain, else the rebalancer) and over which window, and first waits
+//! for a random time in it on its one timer, still relaying (phase `Spreading`), so a
 //! shutdown's or a drain's closes do not all go in one instant. Nothing per tunnel is added for
 //! it: the window lives in the process-wide shutdown state and the backend's [`Live`]. A
 //! tunnel spreading a drain's close listens to the process-wide shutdown instead of its own
@@ -275,8 +275,8 @@ where
     /// The close signal fired: spread the close within the window that applies (see the module
     /// doc). Returns the end if the tunnel ends now.
     fn signalled(&mut self) -> Option<TunnelEnd> {
-        let (cause, until) = spread::cause(self.live.as_deref());
-        let at = spread::pick(until);
+        let (cause, window) = spread::cause(self.live.as_deref());
+        let at = spread::pick(window);
         if at <= Instant::now() {
             return self.begin_close(cause.into());
         }
@@ -292,7 +292,7 @@ where
     /// While spreading a drain's close, the shutdown began: close by its window if that is
     /// sooner.
     fn shutdown_while_spreading(&mut self) {
-        let at = spread::pick(spread::shutdown_until());
+        let at = spread::pick(spread::shutdown_window());
         self.phase = Phase::Spreading(Reason::Shutdown);
         if at < self.timer.deadline() {
             self.timer.as_mut().reset(at);
@@ -657,11 +657,11 @@ mod tests {
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
     }
 
-    /// The spread's phase and reasons fit in the byte the phase took before: an idle tunnel
-    /// is no bigger for them.
+    /// The spread's phase and reasons fit in the two bytes the phase took before (a tag and a
+    /// reason): an idle tunnel is no bigger for them.
     #[test]
-    fn the_phase_is_one_byte() {
-        assert_eq!(std::mem::size_of::<Phase>(), 1);
+    fn the_phase_is_two_bytes() {
+        assert_eq!(std::mem::size_of::<Phase>(), 2);
     }
 
     /// A drain's close waits for a time within the drain's window, relaying meanwhile; a close
@@ -678,7 +678,7 @@ mod tests {
             Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()),
         );
         let window = Duration::from_secs(10);
-        live.set_closing(Some(Instant::now() + window));
+        live.set_closing(Some((Instant::now(), Instant::now() + window)));
         close.cancel();
         let started = Instant::now();
         // Told to close, it still relays until its close time.

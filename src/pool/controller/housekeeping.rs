@@ -173,8 +173,9 @@ impl Controller {
         }
         tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
         // Without a spread (`close_spread = "0s"`), the tunnels close now, all at once.
-        if e.backend.live.closing_until().is_none() {
-            e.backend.live.set_closing(Some(Instant::now()));
+        if e.backend.live.closing_window().is_none() {
+            let now = Instant::now();
+            e.backend.live.set_closing(Some((now, now)));
         }
         e.backend.close.cancel();
         let retiring = e.retiring;
@@ -206,7 +207,7 @@ impl Controller {
         }
         tracing::info!(upstream, backend = %id, spread = ?until.saturating_duration_since(Instant::now()),
             "drain: spreading the tunnels' 1001 closes until the deadline");
-        e.backend.live.set_closing(Some(until));
+        e.backend.live.set_closing(Some((Instant::now(), until)));
         e.backend.close.cancel();
         true
     }

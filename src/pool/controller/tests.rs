@@ -152,7 +152,7 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     assert_eq!(c.serve_deadlines(spread_at), 1);
     assert!(close.is_cancelled());
     let at = c.next_deadline().expect("the drain's end");
-    let until = b.live.closing_until().expect("a spread window");
+    let (_, until) = b.live.closing_window().expect("a spread window");
     assert!(
         until.max(at) - until.min(at) <= Duration::from_millis(1),
         "{until:?} {at:?}"
@@ -165,7 +165,7 @@ fn set_state_publishes_once_and_drain_schedules_a_deadline() {
     let snap = c.current().load_full();
     let b = backend(&snap, "127.0.0.1:1001").unwrap();
     assert!(!b.close.is_cancelled());
-    assert!(b.live.closing_until().is_none());
+    assert!(b.live.closing_window().is_none());
     assert_eq!(
         c.drain_deadline("u", &"127.0.0.1:1001".into(), epoch),
         (false, false)
@@ -409,7 +409,11 @@ async fn a_lapsed_registration_is_closed_with_no_other_traffic() {
         closed.is_ok(),
         "tunnels told to close at the spread's start"
     );
-    let until = backend(&pool.snapshot(), "r").unwrap().live.closing_until();
+    let until = backend(&pool.snapshot(), "r")
+        .unwrap()
+        .live
+        .closing_window()
+        .map(|w| w.1);
     let end = start + ttl + drain;
     assert!(
         until.is_some_and(|u| u.max(end) - u.min(end) <= 2 * ms),

@@ -152,7 +152,7 @@ fn raise_open_files() -> u64 {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
         }
     }
-    l.rlim_cur as u64
+    l.rlim_cur
 }
 
 /// Must show 2 of issue 24: SIGTERM with 5,000 WebSockets open and a 5 s spread. Every

@@ -10,13 +10,13 @@
 //! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and
 //! over which window ([`cause`]): the process-wide shutdown state, or its backend's drain
 //! window kept in [`Live`]. It then picks a uniformly random time in what is left of the
-//! window ([`pick`]), waits for it on its own timer and closes. Thousands wake at once, so some
-//! wake late: picking in what is left (rather than in the whole window, closing at once when
-//! the pick is past) spreads the late ones too. If the wake-ups are spread evenly over the first
-//! `D` of a window `W`, the busiest second gets at most `W/D * ln(W/(W-D))` times its share (1.28x for
-//! `D` = 2 s of 5 s), where picking in the whole window would put up to 2x its share in the
-//! second the last tunnel wakes. A close that comes from neither (the rebalancer closing one
-//! session: it paces its closes itself) goes at once.
+//! window ([`pick`]), waits for it on its own timer and closes. Thousands wake at once, so
+//! some wake late: picking in what is left (rather than in the whole window, closing at once
+//! when the pick is past) spreads the late ones too. If the wake-ups are spread evenly over
+//! the first `D` of a window `W`, the busiest second gets at most `W/D * ln(W/(W-D))` times
+//! its share (1.28x for `D` = 2 s of 5 s), where picking in the whole window would put up to
+//! 2x its share in the second the last tunnel wakes. A close that comes from neither (the
+//! rebalancer closing one session: it paces its closes itself) goes at once.
 //!
 //! Imports: `pool::backend` only.
 

@@ -205,9 +205,10 @@ impl Controller {
         if e.backend.state != State::Draining || e.drain_epoch != epoch {
             return false;
         }
-        tracing::info!(upstream, backend = %id, spread = ?until.saturating_duration_since(Instant::now()),
-            "drain: spreading the tunnels' 1001 closes until the deadline");
-        e.backend.live.set_closing(Some((Instant::now(), until)));
+        let now = Instant::now();
+        let spread = until.saturating_duration_since(now);
+        tracing::info!(upstream, backend = %id, ?spread, "drain: spreading the 1001 closes");
+        e.backend.live.set_closing(Some((now, until)));
         e.backend.close.cancel();
         true
     }

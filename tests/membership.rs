@@ -307,7 +307,10 @@ async fn registered_backend_gets_the_next_request_and_lapses_after_ttl() {
 
 #[tokio::test]
 async fn a_lapsed_registration_closes_its_websocket_with_no_api_traffic() {
-    let p = start_proxy("[upstream.app]\ndrain_timeout = \"1s\"\nbackends = []").await;
+    // close_spread = "0s": the 1001 goes at the drain deadline, not spread before it.
+    let p =
+        start_proxy("[upstream.app]\ndrain_timeout = \"1s\"\nclose_spread = \"0s\"\nbackends = []")
+            .await;
     let b = backend("lapsing").await;
     let r = p
         .admin_req(Method::POST, "/v1/upstreams/app/backends", REGISTER_TOKEN)

@@ -325,7 +325,8 @@ fn add_listeners(
                 started.push((l.clone(), turned_away.clone()));
                 let gateway = TcpGateway::new(route, turned_away)
                     .with_addressing(crate::proxy::client::Addressing::of(l))
-                    .limited(&l.limits.per_client);
+                    .limited(&l.limits.per_client)
+                    .counted(crate::server::listeners::counts(l));
                 let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");

@@ -244,6 +244,39 @@ pub fn upstreams_seen() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// The sum of every series of the family `name` in the process registry (a counter's or a
+/// gauge's), or None when the registry has no such family (yet).
+pub fn sum_of(name: &str) -> Option<f64> {
+    let families = global().registry.gather();
+    let f = families.iter().find(|f| f.name() == name)?;
+    Some(
+        f.get_metric()
+            .iter()
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+            .sum(),
+    )
+}
+
+/// Every series of the family `name` in the process registry: its labels and its value (a
+/// counter's or a gauge's). Empty when there is no such family (yet).
+pub fn series_of(name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    let families = global().registry.gather();
+    let Some(f) = families.iter().find(|f| f.name() == name) else {
+        return Vec::new();
+    };
+    f.get_metric()
+        .iter()
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (labels, m.get_counter().get_value() + m.get_gauge().get_value())
+        })
+        .collect()
+}
+
 /// Drop every series of an upstream a reload removed.
 pub fn forget_upstream(upstream: &str) {
     let m = global();

@@ -66,6 +66,7 @@ impl Entry {
     fn take_back(&mut self, shutdown: &CancellationToken, state: Option<State>) {
         self.retiring = false;
         self.drain_epoch = 0;
+        self.backend.live.set_drain_deadline(None);
         self.backend.state = state.unwrap_or(State::Active);
         if self.backend.close.is_cancelled() {
             self.backend.close = shutdown.child_token();
@@ -368,6 +369,7 @@ impl Controller {
         if state == State::Draining {
             e.drain_epoch = self.next_epoch;
             self.next_epoch += 1;
+            e.backend.live.set_drain_deadline(Some(now + drain_timeout));
             self.deadlines.schedule(
                 now + drain_timeout,
                 Deadline::Drain {
@@ -382,6 +384,7 @@ impl Controller {
             }
             e.drain_epoch = 0;
             e.retiring = false;
+            e.backend.live.set_drain_deadline(None);
             if e.backend.close.is_cancelled() {
                 e.backend.close = self.shutdown.child_token();
             }

@@ -209,6 +209,10 @@ impl ControlPlane {
         if let Some((listener, state, limits, tls)) =
             self.admin.lock().expect("not poisoned").take()
         {
+            tasks.spawn(
+                "dashboard history",
+                admin::history::sampler(state.history.clone(), self.pool.clone()),
+            );
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => tasks.spawn(
                     "admin API",
@@ -451,6 +455,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 ready: ready.clone(),
                 fleet: fleet.clone(),
                 reloader: Some(reloader.clone()),
+                history: Default::default(),
             },
             admin::serve::ConnLimits::new(&config.admin, budget),
             config.admin.tls.as_ref().map(|t| t.server.clone()),

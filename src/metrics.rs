@@ -272,7 +272,10 @@ pub fn series_of(name: &str) -> Vec<(Vec<(String, String)>, f64)> {
                 .iter()
                 .map(|l| (l.name().to_string(), l.value().to_string()))
                 .collect();
-            (labels, m.get_counter().get_value() + m.get_gauge().get_value())
+            (
+                labels,
+                m.get_counter().get_value() + m.get_gauge().get_value(),
+            )
         })
         .collect()
 }

@@ -111,7 +111,8 @@ impl History {
         while s.times.len() > self.points {
             s.times.pop_front();
         }
-        s.upstreams.retain(|name, _| snap.upstreams.contains_key(name));
+        s.upstreams
+            .retain(|name, _| snap.upstreams.contains_key(name));
         for (name, u) in &snap.upstreams {
             let h = s.upstreams.entry(name.clone()).or_default();
             if h.total.is_empty() {
@@ -309,10 +310,15 @@ mod tests {
             .map(|b| b["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["b00007", "b00020", "b00030"]);
-        assert_eq!(up["total"]["requests_per_second"], json!([0.0, 0.0, 0.0, 0.0]));
+        assert_eq!(
+            up["total"]["requests_per_second"],
+            json!([0.0, 0.0, 0.0, 0.0])
+        );
         // Requests since the sample before, per second of the time between.
         drop(guards);
-        let more: Vec<_> = (0..4).map(|_| u.backend("b00001").unwrap().live.begin()).collect();
+        let more: Vec<_> = (0..4)
+            .map(|_| u.backend("b00001").unwrap().live.begin())
+            .collect();
         drop(more);
         h.sample(&snap, 11000);
         let v = h.view();
@@ -330,7 +336,10 @@ mod tests {
                 .unwrap()
                 .clone()
         };
-        assert_eq!(series("b00001")["requests_per_second"], json!([null, null, null, 2.0]));
+        assert_eq!(
+            series("b00001")["requests_per_second"],
+            json!([null, null, null, 2.0])
+        );
         assert_eq!(series("b00007")["connections"], json!([1, 1, 1, null]));
     }
 

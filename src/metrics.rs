@@ -258,7 +258,8 @@ pub fn sum_of(name: &str) -> Option<f64> {
 }
 
 /// Every series of the family `name` in the process registry: its labels and its value (a
-/// counter's or a gauge's). Empty when there is no such family (yet).
+/// counter's or a gauge's). Empty when there is no such family, or it has no series yet (a
+/// vector never used is not gathered).
 pub fn series_of(name: &str) -> Vec<(Vec<(String, String)>, f64)> {
     let families = global().registry.gather();
     let Some(f) = families.iter().find(|f| f.name() == name) else {

@@ -110,6 +110,10 @@ mod tests {
         let _c = c.take().expect("a place given back is free again");
         drop(b);
         assert_eq!((c.open(), c.0.metrics.active.get()), (1, 1));
+        // What a WebSocket holds for its listener and the process: two pointers (an idle
+        // WebSocket's task keeps it for its whole life).
+        assert_eq!(std::mem::size_of::<ListenerPlace>(), 8);
+        assert_eq!(std::mem::size_of::<super::super::gateway::Places>(), 16);
         let unlimited = ListenerCount::detached(0);
         let held: Vec<_> = (0..100).map(|_| unlimited.take().unwrap()).collect();
         assert_eq!(unlimited.open(), held.len());

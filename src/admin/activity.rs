@@ -59,7 +59,7 @@ pub async fn fleet(
             let mut v = json!({
                 "instance": name,
                 "this": i == 0,
-                "active_connections": r.upstreams.values().map(|c| c.active).sum::<u64>(),
+                "active_connections": r.upstreams.values().map(|c| c.active).fold(0, u64::saturating_add),
                 "upstreams": upstreams,
             });
             if let Some(n) = r.clients {

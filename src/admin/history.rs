@@ -2,7 +2,8 @@
 //! [`DEFAULT_HISTORY_INTERVAL`] the sampler reads the live counters of every backend and keeps
 //! [`DEFAULT_HISTORY_POINTS`] points (5 minutes), so a page opened now draws the last minutes.
 //!
-//! What is kept is bounded whatever the pool's size:
+//! The series kept are bounded whatever the pool's size (the last counts of each backend, one
+//! map entry per backend, are kept too):
 //! - per upstream, its totals: connections, requests per second, errors per second;
 //! - per backend, only for the [`DEFAULT_HISTORY_BACKENDS`] backends of each upstream with the
 //!   most connections (then requests) at each sample, draining ones first, so a drain's
@@ -10,11 +11,11 @@
 //!   a series not among them gets a gap, and one with only gaps left in the window is dropped;
 //!   an upstream keeps at most twice that many series (the longest-unpicked go first).
 //!
-//! A sample visits every backend once (three relaxed loads and a map update each: about a
-//! millisecond at 10,000 backends, every 5 s); the requests and failures of each backend
+//! A sample visits every backend once (three relaxed loads and a map update each, plus a sort
+//! of the upstream's backends, every 5 s); the requests and failures of each backend
 //! since the last sample are kept per backend, so an upstream's totals are exact even for
-//! backends that have no series. Time is tokio's; `times` are wall-clock milliseconds, for the
-//! page's axis.
+//! backends that have no series. Rates are per second of tokio's monotonic clock; `times` are
+//! wall-clock milliseconds, for the page's axis only.
 
 use crate::pool::{BackendId, PoolHandle, Snapshot, State};
 use serde_json::{json, Value};
@@ -46,7 +47,7 @@ struct UpstreamHistory {
     total: Series,
     backends: BTreeMap<BackendId, Series>,
     /// Each backend's requests and failures at the last sample.
-    seen: HashMap<BackendId, (u64, u64)>,
+    seen: HashMap<(BackendId, usize), (u64, u64)>,
     /// Backends in the upstream at the last sample.
     count: usize,
 }
@@ -54,8 +55,12 @@ struct UpstreamHistory {
 /// The kept samples.
 #[derive(Default)]
 struct Samples {
-    /// When each sample was taken (milliseconds since the epoch), oldest first.
+    /// When each sample was taken (milliseconds since the epoch), oldest first: the page's
+    /// axis only.
     times: VecDeque<u64>,
+    /// The same samples on a monotonic clock (milliseconds): rates are per second of this, so
+    /// a wall clock stepped by NTP does not bend them.
+    mono: VecDeque<u64>,
     upstreams: BTreeMap<String, UpstreamHistory>,
 }
 
@@ -103,13 +108,15 @@ impl History {
         self.samples.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Take one sample of `snap`, at wall-clock time `at_ms`.
-    pub fn sample(&self, snap: &Snapshot, at_ms: u64) {
+    /// Take one sample of `snap`, at wall-clock time `at_ms` and monotonic time `mono_ms`.
+    pub fn sample(&self, snap: &Snapshot, at_ms: u64, mono_ms: u64) {
         let mut s = self.lock();
         let before = s.times.len();
         s.times.push_back(at_ms);
+        s.mono.push_back(mono_ms);
         while s.times.len() > self.points {
             s.times.pop_front();
+            s.mono.pop_front();
         }
         s.upstreams
             .retain(|name, _| snap.upstreams.contains_key(name));
@@ -123,13 +130,16 @@ impl History {
             let mut points = Vec::with_capacity(u.backends.len());
             for b in &u.backends {
                 let (requests, failures) = (b.live.requests(), b.live.failures());
-                let (r0, f0) = h.seen.get(&b.id).copied().unwrap_or((0, 0));
+                // Keyed by the counters' address too: a backend removed and registered again
+                // under the same id between samples has new counters, from zero.
+                let key = (b.id.clone(), Arc::as_ptr(&b.live) as usize);
+                let (r0, f0) = h.seen.get(&key).copied().unwrap_or((0, 0));
                 let p = Point {
                     connections: b.live.active(),
                     requests: requests.saturating_sub(r0),
                     errors: failures.saturating_sub(f0),
                 };
-                seen.insert(b.id.clone(), (requests, failures));
+                seen.insert(key, (requests, failures));
                 total.connections += p.connections;
                 total.requests += p.requests;
                 total.errors += p.errors;
@@ -182,12 +192,13 @@ impl History {
     pub fn view(&self) -> Value {
         let s = self.lock();
         let times: Vec<u64> = s.times.iter().copied().collect();
+        let mono: Vec<u64> = s.mono.iter().copied().collect();
         let interval_ms = self.interval.as_millis() as u64;
-        let secs: Vec<f64> = (0..times.len())
+        let secs: Vec<f64> = (0..mono.len())
             .map(|i| {
                 let ms = match i {
                     0 => interval_ms,
-                    i => times[i].saturating_sub(times[i - 1]).max(1),
+                    i => mono[i].saturating_sub(mono[i - 1]).max(1),
                 };
                 ms as f64 / 1000.0
             })
@@ -247,9 +258,11 @@ fn now_ms() -> u64 {
 pub async fn sampler(history: Arc<History>, pool: PoolHandle) {
     let mut tick = tokio::time::interval(history.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let start = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
-        history.sample(&pool.snapshot(), now_ms());
+        let at = tick.tick().await;
+        let mono_ms = at.saturating_duration_since(start).as_millis() as u64;
+        history.sample(&pool.snapshot(), now_ms(), mono_ms);
     }
 }
 
@@ -288,7 +301,7 @@ mod tests {
         let snap = pool(40);
         let u = snap.upstream("u").unwrap();
         let h = History::new(Duration::from_secs(5), 4, 3);
-        h.sample(&snap, 0);
+        h.sample(&snap, 0, 0);
         // The busiest: b00020 (5 connections), b00030 (2), b00007 (1).
         let guards: Vec<_> = [(20, 5), (30, 2), (7, 1)]
             .iter()
@@ -296,7 +309,7 @@ mod tests {
             .map(|i| u.backend(&format!("b{i:05}")).unwrap().live.begin())
             .collect();
         for t in 1..10 {
-            h.sample(&snap, 1000 * t);
+            h.sample(&snap, 1000 * t, 1000 * t);
         }
         let v = h.view();
         assert_eq!(v["times"], json!([6000, 7000, 8000, 9000]));
@@ -320,7 +333,7 @@ mod tests {
             .map(|_| u.backend("b00001").unwrap().live.begin())
             .collect();
         drop(more);
-        h.sample(&snap, 11000);
+        h.sample(&snap, 11000, 11000);
         let v = h.view();
         let up = &v["upstreams"][0];
         assert_eq!(up["total"]["requests_per_second"][3], json!(2.0));
@@ -351,7 +364,7 @@ mod tests {
         all[9].state = State::Draining;
         *u = Upstream::new("u".into(), u.policy.clone(), all);
         let h = History::new(Duration::from_secs(5), 4, 1);
-        h.sample(&snap, 0);
+        h.sample(&snap, 0, 0);
         let v = h.view();
         assert_eq!(v["upstreams"][0]["backends"][0]["id"], "b00009");
     }

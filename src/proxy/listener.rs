@@ -1,6 +1,6 @@
 //! A listener's own counts: its connections open now under its `limits.max_connections`, and
 //! its series (`tideway_listener_*`). The gateway resolves them once, when it is built; the
-//! accept path then costs two atomic additions and no label lookup, and the place a connection
+//! accept path then costs a few atomic operations and no label lookup, and the place a connection
 //! takes ([`ListenerPlace`]) is one pointer, held by the connection (by its WebSocket or
 //! tunnel too) until it ends.
 
@@ -61,11 +61,21 @@ impl ListenerCount {
     /// (the refusal is counted).
     pub fn take(&self) -> Option<ListenerPlace> {
         let s = &self.0;
-        let before = s.open.fetch_add(1, Ordering::AcqRel);
-        if s.max > 0 && before >= s.max {
-            s.open.fetch_sub(1, Ordering::AcqRel);
-            self.refused(Refusal::Listener);
-            return None;
+        // A compare-exchange, not add-then-undo: a taker about to be refused must not make
+        // the count look higher to a neighbour while the listener is below its limit.
+        let mut open = s.open.load(Ordering::Acquire);
+        loop {
+            if s.max > 0 && open >= s.max {
+                self.refused(Refusal::Listener);
+                return None;
+            }
+            match s
+                .open
+                .compare_exchange_weak(open, open + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => open = now,
+            }
         }
         s.metrics.active.inc();
         Some(ListenerPlace(s.clone()))

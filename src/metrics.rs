@@ -37,6 +37,24 @@ pub const FAILURE_REASONS: [&str; 12] = [
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
 pub const TUNNEL_ENDS: [&str; 6] = ["closed", "idle", "drain", "rebalance", "shutdown", "error"];
+/// Why a listener refused a connection, as counted in `tideway_listener_refused_total`:
+/// over the listener's `limits.max_connections`, or over the process-wide
+/// `[server] max_connections`.
+pub const LISTENER_REFUSALS: [&str; 2] = ["max_connections", "server_max_connections"];
+/// Why a TLS handshake failed, as counted in `tideway_listener_tls_handshake_failures_total`:
+/// not done within the handshake timeout; the client closed or reset before it was done;
+/// the first bytes were not a TLS record (plain HTTP on a TLS port); no protocol version or
+/// cipher suite in common; the client sent a fatal alert (it refused the certificate);
+/// a malformed or out-of-order message; anything else.
+pub const TLS_FAILURES: [&str; 7] = [
+    "timeout",
+    "closed",
+    "not_tls",
+    "incompatible",
+    "alert",
+    "malformed",
+    "other",
+];
 /// Status classes of `tideway_http_responses_total`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -90,6 +108,76 @@ pub struct Metrics {
     pub autoscale_runs: IntCounterVec,
     /// The backend count the autoscale hook last reported successfully, by upstream.
     pub autoscale_backends: IntGaugeVec,
+    /// Connections each listener accepted (served or refused), by listener.
+    pub listener_accepted: IntCounterVec,
+    /// Connections each listener holds now (WebSockets and tunnels included), by listener.
+    pub listener_active: IntGaugeVec,
+    /// Connections a listener refused, by listener and reason ([`LISTENER_REFUSALS`]).
+    pub listener_refused: IntCounterVec,
+    /// Failed TLS handshakes, by listener and reason ([`TLS_FAILURES`]).
+    pub listener_tls_failures: IntCounterVec,
+}
+
+/// One listener's series, resolved once (its gateway keeps them), so the accept path costs
+/// no label lookup.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub accepted: IntCounter,
+    pub active: IntGauge,
+    /// By reason, in [`LISTENER_REFUSALS`] order.
+    pub refused: [IntCounter; 2],
+    /// By reason, in [`TLS_FAILURES`] order (a listener without TLS: unregistered ones).
+    pub tls_failures: [IntCounter; 7],
+}
+
+impl ListenerMetrics {
+    /// The series of the listener at `listen`, every reason at 0 from the start (only a TLS
+    /// listener has handshake failures).
+    pub fn of(listen: &str, tls: bool) -> Self {
+        let m = global();
+        ListenerMetrics {
+            accepted: m.listener_accepted.with_label_values(&[listen]),
+            active: m.listener_active.with_label_values(&[listen]),
+            refused: LISTENER_REFUSALS.map(|r| m.listener_refused.with_label_values(&[listen, r])),
+            tls_failures: TLS_FAILURES.map(|r| {
+                if tls {
+                    m.listener_tls_failures.with_label_values(&[listen, r])
+                } else {
+                    IntCounter::new("unregistered", "-").expect("valid metric")
+                }
+            }),
+        }
+    }
+
+    /// Series registered nowhere (a gateway built without its listener's name).
+    pub fn detached() -> Self {
+        let c = || IntCounter::new("unregistered", "-").expect("valid metric");
+        ListenerMetrics {
+            accepted: c(),
+            active: IntGauge::new("unregistered", "-").expect("valid metric"),
+            refused: [c(), c()],
+            tls_failures: [c(), c(), c(), c(), c(), c(), c()],
+        }
+    }
+
+    /// Count a failed TLS handshake (`reason` one of [`TLS_FAILURES`]; another is `other`).
+    pub fn tls_failed(&self, reason: &str) {
+        let i = TLS_FAILURES.iter().position(|r| *r == reason);
+        self.tls_failures[i.unwrap_or(TLS_FAILURES.len() - 1)].inc();
+    }
+}
+
+/// Drop every series of a listener a reload removed.
+pub fn forget_listener(listen: &str) {
+    let m = global();
+    let _ = m.listener_accepted.remove_label_values(&[listen]);
+    let _ = m.listener_active.remove_label_values(&[listen]);
+    for r in LISTENER_REFUSALS {
+        let _ = m.listener_refused.remove_label_values(&[listen, r]);
+    }
+    for r in TLS_FAILURES {
+        let _ = m.listener_tls_failures.remove_label_values(&[listen, r]);
+    }
 }
 
 /// One upstream's histograms, resolved once (a listener's route keeps them), so observing
@@ -153,6 +241,43 @@ pub fn upstreams_seen() -> std::collections::BTreeSet<String> {
         .flat_map(|m| m.get_label())
         .filter(|l| l.name() == "upstream")
         .map(|l| l.value().to_string())
+        .collect()
+}
+
+/// The sum of every series of the family `name` in the process registry (a counter's or a
+/// gauge's), or None when the registry has no such family (yet).
+pub fn sum_of(name: &str) -> Option<f64> {
+    let families = global().registry.gather();
+    let f = families.iter().find(|f| f.name() == name)?;
+    Some(
+        f.get_metric()
+            .iter()
+            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+            .sum(),
+    )
+}
+
+/// Every series of the family `name` in the process registry: its labels and its value (a
+/// counter's or a gauge's). Empty when there is no such family, or it has no series yet (a
+/// vector never used is not gathered).
+pub fn series_of(name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+    let families = global().registry.gather();
+    let Some(f) = families.iter().find(|f| f.name() == name) else {
+        return Vec::new();
+    };
+    f.get_metric()
+        .iter()
+        .map(|m| {
+            let labels = m
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            (
+                labels,
+                m.get_counter().get_value() + m.get_gauge().get_value(),
+            )
+        })
         .collect()
 }
 
@@ -301,6 +426,26 @@ pub fn global() -> &'static Metrics {
                 "Backend count the autoscale hook last reported successfully",
                 &["upstream"],
             ),
+            listener_accepted: counter_vec(
+                "tideway_listener_connections_accepted_total",
+                "Connections a listener accepted, served or refused",
+                &["listener"],
+            ),
+            listener_active: gauge_vec(
+                "tideway_listener_connections_active",
+                "Connections a listener holds now (WebSockets and TCP tunnels included)",
+                &["listener"],
+            ),
+            listener_refused: counter_vec(
+                "tideway_listener_refused_total",
+                "Connections refused, by reason (max_connections: the listener's limit; server_max_connections: the process-wide cap)",
+                &["listener", "reason"],
+            ),
+            listener_tls_failures: counter_vec(
+                "tideway_listener_tls_handshake_failures_total",
+                "Failed TLS handshakes, by reason (timeout, closed, not_tls, incompatible, alert, malformed, other)",
+                &["listener", "reason"],
+            ),
         };
         let build = gauge_vec(
             "tideway_build_info",
@@ -331,6 +476,10 @@ pub fn global() -> &'static Metrics {
             Box::new(m.chunked_refused.clone()),
             Box::new(m.autoscale_runs.clone()),
             Box::new(m.autoscale_backends.clone()),
+            Box::new(m.listener_accepted.clone()),
+            Box::new(m.listener_active.clone()),
+            Box::new(m.listener_refused.clone()),
+            Box::new(m.listener_tls_failures.clone()),
             Box::new(build),
             // RSS, virtual memory, open fds and their limit, CPU seconds, start time.
             Box::new(process::Process::new()),

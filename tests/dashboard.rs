@@ -4,10 +4,12 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Upstream `app` with the static demo backends `b1` and `b2`.
 async fn proxy_with_two_backends() -> (Proxy, Backend, Backend) {
@@ -288,6 +290,113 @@ backends = [{{ addr = "{addr}", id = "r1" }}]
         |t| t.contains("sticky cookie srv_id"),
     )
     .await;
+}
+
+/// The page's history, drain, fleet and closes panels, from a running tideway: the charts
+/// draw the last samples (`GET /v1/history`), a draining backend shows its connections left
+/// and the time until `drain_timeout`, and the closes panel lists the tunnels' ends by reason.
+#[tokio::test]
+async fn dashboard_draws_charts_drain_progress_fleet_and_closes() {
+    let (b1, b2) = (backend("b1").await, backend("b2").await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\ndrain_timeout = \"300s\"\n{}\n",
+        backends_toml(&[(&b1, 1), (&b2, 1)])
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        backend_id(&client, &p.url("/")).await;
+    }
+    // Four WebSockets (two on each backend, round robin), and two closed by their clients.
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        let (mut ws, _) = tokio_tungstenite::connect_async(p.ws_url("/ws"))
+            .await
+            .unwrap();
+        ws.send(Message::text("hi")).await.unwrap();
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+        open.push(ws);
+    }
+    for mut ws in open.drain(4..) {
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    }
+    let pr = &p;
+    wait_until(Duration::from_secs(10), || async move {
+        pr.upstream_json().await["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["active_connections"] == 2)
+    })
+    .await;
+    // b1 drains: its two WebSockets stay until drain_timeout.
+    let r = p
+        .admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/b1/state",
+            ADMIN_TOKEN,
+        )
+        .json(&json!({ "state": "draining" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let (_driver, wd) = Chromedriver::start().await;
+    wd.goto(&format!("http://{}/#token={ADMIN_TOKEN}", p.admin))
+        .await;
+    let drain = r#"[data-drain="app/b1"]"#;
+    wd.wait_text(&format!(r#"{drain} [data-field="left"]"#), "2")
+        .await;
+    let left = wd
+        .wait_until_text(&format!(r#"{drain} [data-field="time-left"]"#), |t| {
+            t.ends_with(" s")
+        })
+        .await;
+    let secs: u64 = left.trim_end_matches(" s").parse().unwrap();
+    assert!((250..=300).contains(&secs), "{left}");
+    assert!(wd.find(r#"[data-drain="app/b2"]"#).await.is_none());
+    // The closes panel: the two tunnels their clients closed.
+    wd.wait_text(
+        r#"[data-closes="tunnels_ended"] tr[data-close="app/closed"] [data-field="count"]"#,
+        "2",
+    )
+    .await;
+    // The fleet: this instance alone (no etcd), with its connections to backends.
+    wd.wait_text(r#"#fleet-rows tr [data-field="active_connections"]"#, "4")
+        .await;
+    // Charts: the sampler takes one sample at start, then one every 5 s; each chart draws
+    // the upstream's line through at least two of them, and a line per backend.
+    let chart =
+        |field: &str| format!(r#"section[data-upstream="app"] figure[data-chart="{field}"]"#);
+    for field in ["connections", "requests_per_second", "errors_per_second"] {
+        wd.wait_for(&format!("{} svg", chart(field))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let drawn = wd
+            .execute(&format!(
+                "const s = document.querySelector('{} svg'); return s ? [Number(s.dataset.points), s.querySelectorAll('polyline').length] : [0, 0]",
+                chart("connections")
+            ))
+            .await;
+        if drawn[0].as_u64().unwrap() >= 2 && drawn[1].as_u64().unwrap() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chart drew {drawn}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wd.wait_text(
+        &format!(r#"{} [data-field="now"]"#, chart("connections")),
+        "4",
+    )
+    .await;
+    wd.wait_for(r#"section[data-upstream="app"] [data-series="b1"]"#)
+        .await;
+    wd.wait_for(r#"section[data-upstream="app"] [data-series="b2"]"#)
+        .await;
+    drop(open);
 }
 
 /// Nothing of the token outside the page's memory: no storage, no cookie, no fragment.

@@ -60,13 +60,21 @@ async fn every_dashboard_query_uses_metrics_and_labels_tideway_exports() {
     // Traffic for every panel.
     let live = backend("live").await;
     let dead = format!("127.0.0.1:{}", free_port());
+    // A TLS listener too, for the handshake failures panel.
+    let tls_port = free_port();
     let p = start_written(&[], |http, admin, dir| {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (dir.join("tls.pem"), dir.join("tls.key"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
         format!(
             "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n\
              [store]\ndata_dir = \"{data}\"\n\n\
              [[listener]]\nlisten = \"{http}\"\n\
              [[listener.route]]\npath = \"/\"\nupstream = \"app\"\n\
              [[listener.route]]\npath = \"/dead/\"\nupstream = \"gone\"\n\n\
+             [[listener]]\nlisten = \"127.0.0.1:{tls_port}\"\nupstream = \"app\"\n\
+             tls = {{ cert = {cert:?}, key = {key:?} }}\n\n\
              [upstream.app]\nbalance = \"least_conn\"\nrebalance = {{ per_second = 50 }}\n\
              backends = [{{ addr = \"{live}\", id = \"live\" }}, {{ addr = \"{dead}\", id = \"dead\" }}]\n\
              health = {{ kind = \"tcp\", interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }}\n\

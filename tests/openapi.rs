@@ -17,12 +17,15 @@ async fn document(p: &Proxy) -> serde_json::Value {
 }
 
 /// Every route the admin router serves (besides the dashboard page and the document itself).
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 17] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("post", "/v1/reload"),
     ("get", "/v1/routes"),
+    ("get", "/v1/history"),
+    ("get", "/v1/fleet"),
+    ("get", "/v1/closes"),
     ("get", "/v1/upstreams"),
     ("get", "/v1/upstreams/{u}"),
     ("get", "/v1/upstreams/{u}/scale"),

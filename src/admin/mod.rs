@@ -15,6 +15,8 @@
 //! - `GET /v1/upstreams/{u}/scale`: the autoscaling signal, admin token.
 //! - `POST /v1/reload`: re-read the config file and apply it (as SIGHUP), admin token.
 //! - `GET /v1/routes`: every HTTP listener's routes (servers and locations), admin token.
+//! - `GET /v1/history`, `GET /v1/fleet`, `GET /v1/closes`: the dashboard's last minutes of the
+//!   pool, the fleet's instances, and why connections ended ([`activity`]), admin token.
 //!
 //! Every change (register, deregister, state, weight, drain) is written to the audit log
 //! ([`audit`]). Connections are served under their own timeouts, cap and descriptor reserve
@@ -25,9 +27,11 @@
 //! `store`, `discovery`, `nginx` and the scale signal (`scale::signal`); never `proxy` or
 //! `server`.
 
+pub mod activity;
 pub mod audit;
 pub mod backends;
 pub mod dashboard;
+pub mod history;
 pub mod openapi;
 pub mod owners;
 pub mod serve;
@@ -61,6 +65,8 @@ pub struct AdminState {
     pub fleet: Option<Arc<crate::discovery::fleet::Fleet>>,
     /// Re-reads and applies the config file (`POST /v1/reload`), when there is one.
     pub reloader: Option<Arc<dyn Reload>>,
+    /// The pool's last minutes (`GET /v1/history`), filled by [`history::sampler`].
+    pub history: Arc<history::History>,
 }
 
 /// What `POST /v1/reload` and `GET /v1/routes` call (implemented by `server::reload`).
@@ -121,6 +127,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/reload", post(reload))
         .route("/v1/routes", get(routes))
+        .route("/v1/history", get(activity::history))
+        .route("/v1/fleet", get(activity::fleet))
+        .route("/v1/closes", get(activity::closes))
         .route("/v1/upstreams", get(list))
         .route("/v1/upstreams/{u}", get(show))
         .route("/v1/upstreams/{u}/scale", get(scale))

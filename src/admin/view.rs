@@ -24,6 +24,10 @@ pub struct BackendView<'a> {
     /// A backup (nginx's `backup`): picked only when no other backend can be.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backup: bool,
+    /// While draining: milliseconds until the upstream's `drain_timeout` is over (0 once it
+    /// is); the connections left are `active_connections`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_ends_in_ms: Option<u64>,
 }
 
 impl<'a> From<&'a Backend> for BackendView<'a> {
@@ -39,6 +43,9 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             source: b.source,
             expires_in_ms: b.live.expires_in_ms(),
             backup: b.server.backup,
+            drain_ends_in_ms: (b.state == crate::pool::State::Draining)
+                .then(|| b.live.drain_ends_in_ms())
+                .flatten(),
         }
     }
 }
@@ -49,6 +56,8 @@ pub struct UpstreamView<'a> {
     pub name: &'a str,
     pub balance: String,
     pub hash_key: String,
+    /// How long a drain waits for connections to end before it closes them, in milliseconds.
+    pub drain_timeout_ms: u64,
     /// With `rebalance`: WebSockets moved so far and still misplaced (this instance's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceView>,
@@ -71,6 +80,7 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
             name: &u.name,
             balance: u.policy.balance.to_string(),
             hash_key: u.policy.hash_key.to_string(),
+            drain_timeout_ms: u.policy.drain_timeout.as_millis() as u64,
             rebalance: u.policy.rebalance.as_ref().map(|_| {
                 let m = crate::metrics::global();
                 RebalanceView {

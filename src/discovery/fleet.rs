@@ -6,7 +6,9 @@
 //!
 //! A report holds, per upstream, the instance's active connections (requests in flight and
 //! tunnels) and, per backend, those of every backend that has any or is draining: what a
-//! fleet-wide drain waits on.
+//! fleet-wide drain waits on. It also holds the instance's client connections (every
+//! listener's) and its open WebSockets (`tideway_websocket_open`, when the process exports
+//! it), for the dashboard's view of the fleet; an instance that does not say leaves them out.
 
 use crate::pool::{PoolHandle, Snapshot, State};
 use crate::store::{keys, Store, StoreError};
@@ -34,6 +36,12 @@ pub struct UpstreamCount {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub upstreams: BTreeMap<String, UpstreamCount>,
+    /// Client connections the instance holds on its listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u64>,
+    /// WebSockets open on the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websockets: Option<u64>,
 }
 
 impl Report {
@@ -55,7 +63,11 @@ impl Report {
                 (name.clone(), count)
             })
             .collect();
-        Report { upstreams }
+        Report {
+            upstreams,
+            clients: Some(crate::net::fds::proxied().open() as u64),
+            websockets: crate::metrics::sum_of("tideway_websocket_open").map(|n| n as u64),
+        }
     }
 }
 
@@ -109,6 +121,13 @@ impl Fleet {
                 active_connections: r.upstreams.get(upstream).map_or(0, |c| c.active),
             });
         }
+        all
+    }
+
+    /// Every instance's report: this one's now (first), the others' as last read.
+    pub fn reports(&self) -> Vec<(String, Report)> {
+        let mut all = vec![(self.instance.clone(), Report::of(&self.pool.snapshot()))];
+        all.extend(self.others().into_iter().map(|(name, (_, r))| (name, r)));
         all
     }
 

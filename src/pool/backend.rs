@@ -183,6 +183,9 @@ pub struct Live {
     /// scale of [`EPOCH_MS`]; `until` 0 = none (see [`super::spread`]).
     closing_from_ms: AtomicU64,
     closing_until_ms: AtomicU64,
+    /// While draining: when `drain_timeout` is over, on the scale of [`EPOCH_MS`]; 0 = not
+    /// draining.
+    drain_until_ms: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -270,6 +273,20 @@ impl Live {
     /// Milliseconds until the registration lapses; `None` if it never does. 0 once lapsed.
     pub fn expires_in_ms(&self) -> Option<u64> {
         match self.expires_at_ms.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at.saturating_sub(now_ms())),
+        }
+    }
+
+    /// A drain began, to end at `until` (None: the backend is not draining).
+    pub fn set_drain_deadline(&self, until: Option<Instant>) {
+        self.drain_until_ms
+            .store(until.map_or(0, to_ms), Ordering::Relaxed);
+    }
+
+    /// While draining: milliseconds until `drain_timeout` is over (0 once it is).
+    pub fn drain_ends_in_ms(&self) -> Option<u64> {
+        match self.drain_until_ms.load(Ordering::Relaxed) {
             0 => None,
             at => Some(at.saturating_sub(now_ms())),
         }

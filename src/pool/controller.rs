@@ -66,6 +66,7 @@ impl Entry {
     fn take_back(&mut self, shutdown: &CancellationToken, state: Option<State>) {
         self.retiring = false;
         self.drain_epoch = 0;
+        self.backend.live.set_drain_deadline(None);
         self.backend.state = state.unwrap_or(State::Active);
         if self.backend.close.is_cancelled() {
             self.backend.close = shutdown.child_token();
@@ -382,6 +383,7 @@ impl Controller {
                     },
                 );
             }
+            e.backend.live.set_drain_deadline(Some(until));
             self.deadlines.schedule(
                 until,
                 Deadline::Drain {
@@ -396,6 +398,7 @@ impl Controller {
             }
             e.drain_epoch = 0;
             e.retiring = false;
+            e.backend.live.set_drain_deadline(None);
             if e.backend.close.is_cancelled() {
                 e.backend.close = self.shutdown.child_token();
             }

@@ -14,6 +14,7 @@ use super::exchange::{refuse, reply_error, Buffers, HttpPath, Next, Peers, Route
 use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
+use super::listener::{ListenerCount, ListenerPlace, Refusal as ListenerRefusal};
 use super::request::{classify_logged, Refusal, Request, RequestBody, Steer};
 use super::request_id::RequestId;
 use super::route::Route;
@@ -29,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 /// How long an idle upstream keep-alive connection is kept (nginx's `keepalive_timeout` in an
@@ -59,7 +59,7 @@ const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: applicat
 /// place under the process-wide cap, and under the listener's `max_connections`.
 pub struct Places {
     pub process: crate::net::fds::Slot,
-    pub listener: Option<OwnedSemaphorePermit>,
+    pub listener: ListenerPlace,
 }
 
 /// Serves one HTTP listener.
@@ -70,8 +70,8 @@ pub struct Gateway {
     /// The listener's routes, loaded per request; a reload swaps them.
     routes: SharedRoutes,
     tls: Option<Terminator>,
-    /// Connections still allowed (`max_connections`), when limited.
-    slots: Option<Arc<Semaphore>>,
+    /// The listener's connections (under its `max_connections`) and series.
+    counts: ListenerCount,
     /// Set while a reload has removed this listener: new connections are closed at once.
     turned_away: Arc<AtomicBool>,
     /// Where the real client address comes from (PROXY header, trusted proxies).
@@ -173,8 +173,7 @@ impl Gateway {
         turned_away: Arc<AtomicBool>,
     ) -> Self {
         let keepalive = Keepalive::new(DEFAULT_IDLE_PER_BACKEND, DEFAULT_UPSTREAM_IDLE);
-        let slots =
-            (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
+        let counts = ListenerCount::detached(limits.max_connections);
         let clients = ClientLimits::new(&limits.per_client);
         Gateway {
             clients,
@@ -182,7 +181,7 @@ impl Gateway {
             route,
             routes,
             tls,
-            slots,
+            counts,
             turned_away,
             addressing: Addressing::default(),
         }
@@ -197,6 +196,13 @@ impl Gateway {
     /// Learn client addresses as `addressing` says (by default: the socket's peer).
     pub fn with_addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = addressing;
+        self
+    }
+
+    /// Count connections (and cap them) with `counts`, the listener's (by default: counts
+    /// under `limits.max_connections` whose series are registered nowhere).
+    pub fn counted(mut self, counts: ListenerCount) -> Self {
+        self.counts = counts;
         self
     }
 
@@ -412,22 +418,18 @@ impl ServerApp for Gateway {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.counts.accepted();
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }
         let Some(process) = crate::net::fds::proxied().try_take() else {
+            self.counts.refused(ListenerRefusal::Process);
             self.turn_away(stream, FULL);
             return None;
         };
-        let listener = match &self.slots {
-            None => None,
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    self.turn_away(stream, BUSY);
-                    return None;
-                }
-            },
+        let Some(listener) = self.counts.take() else {
+            self.turn_away(stream, BUSY);
+            return None;
         };
         let permit = Places { process, listener };
         let (me, shutdown) = (self.clone(), shutdown.clone());
@@ -523,7 +525,9 @@ impl Gateway {
             Some(t) => match Box::pin(t.accept(stream)).await {
                 Ok((tls, identity)) => Some((Box::new(tls) as Stream, conn, Some(identity))),
                 Err(e) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
+                    let reason = super::tls::failure_reason(&e);
+                    tracing::debug!(error = %e, reason, "TLS handshake failed");
+                    self.counts.tls_failed(reason);
                     None
                 }
             },

@@ -10,7 +10,8 @@
 //! under the process-wide cap ([`crate::net::fds::proxied`]) first. [`client`] works out the real
 //! client address ([`proxy_protocol`] reads the inbound PROXY header and writes the outbound
 //! one).
-//! [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`); [`sticky`]
+//! [`listener`] counts each listener's connections (and refuses those over its
+//! `max_connections`); [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`); [`sticky`]
 //! sets an upstream's sticky cookie on the answer.
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
@@ -33,6 +34,7 @@ pub mod headers;
 pub mod keepalive;
 pub mod key;
 pub mod limit;
+pub mod listener;
 pub mod proxy_protocol;
 pub mod request;
 pub mod request_id;

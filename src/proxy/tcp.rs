@@ -5,6 +5,7 @@
 use super::client::Addressing;
 use super::key::ip_key;
 use super::limit::ClientLimits;
+use super::listener::{ListenerCount, Refusal as ListenerRefusal};
 use super::proxy_protocol::receive::DEFAULT_PROXY_HEADER_TIMEOUT;
 use super::route::{Attempts, Connect, Route};
 use super::tunnel::{Ending, Tunnel};
@@ -25,6 +26,8 @@ pub struct TcpGateway {
     addressing: Addressing,
     /// Per-client connection limits: a socket over one is closed.
     clients: ClientLimits,
+    /// The listener's connections (under its `max_connections`: one over is closed) and series.
+    counts: ListenerCount,
 }
 
 impl TcpGateway {
@@ -34,12 +37,19 @@ impl TcpGateway {
             turned_away,
             addressing: Addressing::default(),
             clients: ClientLimits::default(),
+            counts: ListenerCount::detached(0),
         }
     }
 
     /// Learn client addresses as `addressing` says (by default: the socket's peer).
     pub fn with_addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = addressing;
+        self
+    }
+
+    /// Count connections (and cap them) with `counts`, the listener's.
+    pub fn counted(mut self, counts: ListenerCount) -> Self {
+        self.counts = counts;
         self
     }
 
@@ -61,15 +71,20 @@ impl ServerApp for TcpGateway {
         client: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.counts.accepted();
         if self.turned_away.load(Ordering::Acquire) {
             return None;
         }
-        // A full process closes the connection (the process-wide cap).
-        let place = crate::net::fds::proxied().try_take()?;
+        // A full process, or a full listener, closes the connection.
+        let Some(place) = crate::net::fds::proxied().try_take() else {
+            self.counts.refused(ListenerRefusal::Process);
+            return None;
+        };
+        let listener = self.counts.take()?;
         let me = self.clone();
         tokio::spawn(async move {
             me.serve(client).await;
-            drop(place);
+            drop((place, listener));
         });
         None
     }

@@ -225,6 +225,39 @@ impl Terminator {
     }
 }
 
+/// Why a server handshake failed, as `tideway_listener_tls_handshake_failures_total` counts it
+/// (one of [`crate::metrics::TLS_FAILURES`]).
+pub fn failure_reason(e: &std::io::Error) -> &'static str {
+    use rustls::{Error as Tls, InvalidMessage};
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::TimedOut => return "timeout",
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => return "closed",
+        _ => {}
+    }
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<Tls>()) else {
+        return "other";
+    };
+    match tls {
+        // The first record's type or version is not TLS's: plain text, most often HTTP.
+        Tls::InvalidMessage(
+            InvalidMessage::InvalidContentType | InvalidMessage::UnknownProtocolVersion,
+        ) => "not_tls",
+        Tls::PeerIncompatible(_) | Tls::NoApplicationProtocol => "incompatible",
+        Tls::AlertReceived(_) => "alert",
+        Tls::InvalidMessage(_)
+        | Tls::PeerMisbehaved(_)
+        | Tls::InappropriateMessage { .. }
+        | Tls::InappropriateHandshakeMessage { .. }
+        | Tls::PeerSentOversizedRecord
+        | Tls::DecryptError => "malformed",
+        _ => "other",
+    }
+}
+
 /// A terminated TLS connection, usable wherever pingora expects a [`Stream`]. Bytes can be
 /// put back in front of it ([`TlsConn::rewind`]) after tideway has looked at a request head.
 pub struct TlsConn {

@@ -213,6 +213,10 @@ impl ControlPlane {
         if let Some((listener, state, limits, tls)) =
             self.admin.lock().expect("not poisoned").take()
         {
+            tasks.spawn(
+                "dashboard history",
+                admin::history::sampler(state.history.clone(), self.pool.clone()),
+            );
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => tasks.spawn(
                     "admin API",
@@ -329,7 +333,8 @@ fn add_listeners(
                 started.push((l.clone(), turned_away.clone()));
                 let gateway = TcpGateway::new(route, turned_away)
                     .with_addressing(crate::proxy::client::Addressing::of(l))
-                    .limited(&l.limits.per_client);
+                    .limited(&l.limits.per_client)
+                    .counted(crate::server::listeners::counts(l));
                 let svc = DataListener::new(format!("tcp {}", l.listen), l.listen, gateway);
                 server.add_service(svc);
                 tracing::info!(listen = %l.listen, upstream = %l.upstream, "tcp listener");
@@ -458,6 +463,7 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
                 ready: ready.clone(),
                 fleet: fleet.clone(),
                 reloader: Some(reloader.clone()),
+                history: Default::default(),
             },
             admin::serve::ConnLimits::new(&config.admin, budget),
             config.admin.tls.as_ref().map(|t| t.server.clone()),

@@ -20,6 +20,7 @@ use crate::config::{HttpLimits, Listener, Protocol};
 use crate::pool::PoolHandle;
 use crate::proxy::client::Addressing;
 use crate::proxy::dispatch::{Routes, SharedRoutes};
+use crate::proxy::listener::ListenerCount;
 use crate::proxy::tcp::TcpGateway;
 use crate::proxy::tls::{SniResolver, Terminator};
 use crate::proxy::{Gateway, Route};
@@ -70,8 +71,15 @@ pub fn http_gateway(
         limits,
         turned_away,
     )
-    .with_addressing(Addressing::of(l));
+    .with_addressing(Addressing::of(l))
+    .counted(counts(l));
     Ok((gw, resolver))
+}
+
+/// A listener's connection counts and series (`tideway_listener_*`).
+pub fn counts(l: &Listener) -> ListenerCount {
+    let tls = l.protocol == Protocol::Http && l.tls.is_some();
+    ListenerCount::new(&l.listen.to_string(), l.limits.max_connections, tls)
 }
 
 /// The listeners of the running process, started and added.
@@ -316,6 +324,10 @@ impl Listeners {
                 self.routes_lock().remove(&addr);
                 tracing::info!(listen = %addr, "reload: listener removed");
                 a.task.abort();
+                // A changed listener is served anew at once: its new gateway holds its series.
+                if !plan.add.iter().any(|(l, _, _)| l.listen == addr) {
+                    crate::metrics::forget_listener(&addr.to_string());
+                }
             }
         }
         let shutdown = self.shutdown.get().cloned().expect("checked by prepare");
@@ -364,7 +376,8 @@ impl Listeners {
             Protocol::Tcp => App::Tcp(Arc::new(
                 TcpGateway::new(route(&self.pool, l, false), never)
                     .with_addressing(Addressing::of(l))
-                    .limited(&l.limits.per_client),
+                    .limited(&l.limits.per_client)
+                    .counted(counts(l)),
             )),
         })
     }

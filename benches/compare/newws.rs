@@ -241,6 +241,7 @@ fn spread(v: &mut [f64]) -> (f64, f64, f64) {
 }
 
 /// Measure, print and return the report.
+#[allow(clippy::needless_range_loop)] // `round` indexes the innermost of three levels
 pub fn run(dir: &Path, backend: u16) -> String {
     let rounds = std::env::var("NEWWS_ROUNDS")
         .ok()

@@ -497,3 +497,50 @@ async fn from_nginx_ssl_certificate_per_server_next_to_real_nginx() {
         "only nginx's request reached b"
     );
 }
+
+/// A session ticket resumes the session even after hundreds of other clients' handshakes:
+/// tickets are stateless, as nginx's (rustls' default session cache holds 256 sessions, and
+/// a busy listener evicted a client's before it came back).
+#[tokio::test]
+async fn a_session_ticket_resumes_after_many_other_handshakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", &["a.test"]);
+    let ra = Recorder::start("a").await;
+    let p = start(&route("a.test", true, &a, "a"), &[("a", &ra)]).await;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = || {
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert(provider.clone())))
+                .with_no_client_auth(),
+        )
+    };
+    // One request on each connection, so the client has read the tickets sent after the
+    // handshake.
+    async fn once(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        assert_eq!(request(&mut tls, "a.test").await, (200, "a".to_string()));
+        tls.get_ref().1.handshake_kind().unwrap()
+    }
+    let returning = config();
+    assert_eq!(
+        once(p.http, returning.clone()).await,
+        rustls::HandshakeKind::Full
+    );
+    // 300 other clients, each handed two tickets.
+    for _ in 0..300 {
+        once(p.http, config()).await;
+    }
+    assert_eq!(
+        once(p.http, returning).await,
+        rustls::HandshakeKind::Resumed
+    );
+}

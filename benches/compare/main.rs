@@ -10,11 +10,16 @@
 //! straight to the backend: the limit no proxy can beat. Each figure is also given as a ratio
 //! to nginx and to HAProxy, since absolute numbers drift on a small, noisy machine.
 //! `COMPARE_ONLY=limits` compares tideway with per-client limits on and off instead ([`limits`]);
-//! `COMPARE_ONLY=routes`, 100 routes against one ([`routes`]).
+//! `COMPARE_ONLY=routes`, 100 routes against one ([`routes`]); `COMPARE_ONLY=newws`, CPU per
+//! new WebSocket (connect, upgrade, one echo, close) over ws:// and wss:// ([`newws`]);
+//! `COMPARE_ONLY=echo`, CPU and context switches per WebSocket echo in interleaved rounds
+//! ([`echo`]).
 
+mod echo;
 mod interleave;
 mod latency;
 mod limits;
+mod newws;
 mod proc;
 mod routes;
 #[path = "../support.rs"]
@@ -268,6 +273,12 @@ fn wrk_load(pid: u32, port: u16, name: &str, load: interleave::Load<'_>) -> (f64
 }
 
 async fn ws_echo_bench(p: &Proxy) -> f64 {
+    ws_echoes(p).await.0
+}
+
+/// Echo round trips over `WS_CONNS` WebSockets for `WS_SECONDS`: the proxy's CPU µs per echo,
+/// and the echoes done.
+pub(crate) async fn ws_echoes(p: &Proxy) -> (f64, u64) {
     let url = format!("ws://127.0.0.1:{}/echo", p.port);
     let mut conns = Vec::new();
     for _ in 0..WS_CONNS {
@@ -302,7 +313,7 @@ async fn ws_echo_bench(p: &Proxy) -> f64 {
         total += t.await.unwrap();
     }
     let cpu = proc::cpu_seconds(p.child.id()) - cpu0;
-    cpu / total as f64 * 1e6
+    (cpu / total as f64 * 1e6, total)
 }
 
 /// Open `n` WebSockets to `url`, each with one echo done.
@@ -366,13 +377,15 @@ fn main() {
     let (mut backend, backend_port) = spawn_backend(false);
 
     // COMPARE_ONLY=limits measures only tideway with per-client limits on against off;
-    // COMPARE_ONLY=routes, 100 routes against one.
+    // COMPARE_ONLY=routes, 100 routes against one; COMPARE_ONLY=newws, CPU per new WebSocket;
+    // COMPARE_ONLY=echo, CPU and context switches per WebSocket echo.
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
-    if only == "limits" || only == "routes" {
-        let out = if only == "limits" {
-            limits::run(dir.path(), backend_port)
-        } else {
-            routes::run(dir.path(), backend_port)
+    if ["limits", "routes", "newws", "echo"].contains(&only.as_str()) {
+        let out = match only.as_str() {
+            "limits" => limits::run(dir.path(), backend_port),
+            "routes" => routes::run(dir.path(), backend_port),
+            "echo" => rt.block_on(echo::run(dir.path(), backend_port)),
+            _ => newws::run(dir.path(), backend_port),
         };
         println!("{out}");
         let _ = backend.kill();

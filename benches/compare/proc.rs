@@ -69,3 +69,29 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .sum()
 }
+
+/// Context switches so far of every thread of `pid` and its children: (voluntary,
+/// involuntary).
+pub fn context_switches(pid: u32) -> (u64, u64) {
+    let mut total = (0, 0);
+    for p in tree(pid) {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let Ok(s) = fs::read_to_string(t.path().join("status")) else {
+                continue;
+            };
+            let field = |name: &str| {
+                s.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            total.0 += field("voluntary_ctxt_switches:");
+            total.1 += field("nonvoluntary_ctxt_switches:");
+        }
+    }
+    total
+}

@@ -82,6 +82,11 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
     mut shutdown: ShutdownWatch,
 ) {
     let listen = socket.local_addr().ok();
+    // Every connection's local address, when the listener is bound to one address (not a
+    // wildcard): known here, so no connection asks the kernel for it (getsockname).
+    let local = listen
+        .filter(|a| !a.ip().is_unspecified())
+        .map(pingora::protocols::l4::socket::SocketAddr::Inet);
     let mut backoff = Backoff::default();
     loop {
         if *shutdown.borrow() {
@@ -94,13 +99,13 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
                 Err(_) => return,
             },
         };
-        let io = match io {
-            Ok((io, _)) => {
+        let (io, peer) = match io {
+            Ok(accepted) => {
                 let failed = backoff.succeeded();
                 if failed > 0 {
                     tracing::info!(?listen, failed, "accepting again");
                 }
-                io
+                accepted
             }
             Err(e) if out_of_resources(&e) => {
                 let (pause, first) = backoff.failed();
@@ -120,7 +125,16 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
         // Unbuffered both ways: the gateways keep their own buffers.
         let mut stream = pingora::protocols::l4::stream::Stream::from(io);
         let fd = stream.as_raw_fd();
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+        // The peer as accept returned it, and the listener's address: two system calls
+        // (getpeername, getsockname) fewer per connection than asking the socket later.
+        let digest = SocketDigest::from_raw_fd(fd);
+        let _ = digest
+            .peer_addr
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(peer)));
+        if let Some(local) = &local {
+            let _ = digest.local_addr.set(Some(local.clone()));
+        }
+        stream.set_socket_digest(digest);
         let stream: pingora::protocols::Stream = Box::new(stream);
         app.process_new(stream, &shutdown).await;
     }

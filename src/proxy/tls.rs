@@ -196,6 +196,13 @@ impl Terminator {
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Stateless session tickets, as nginx and OpenSSL issue by default: any client that
+        // kept one resumes. rustls' default, a 256-entry session cache, resumed about half of
+        // the handshakes with 64 clients at a time (docs/benchmarks.md). The keys are this
+        // listener's, random, and rotate every 6 hours (rustls' ticketer).
+        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+            config.ticketer = ticketer;
+        }
         Terminator {
             resolver,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),

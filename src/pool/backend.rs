@@ -179,6 +179,8 @@ pub struct Live {
     /// Health transitions: to healthy, to unhealthy.
     went_up: AtomicU64,
     went_down: AtomicU64,
+    /// WebSockets open to the backend (also in `active`, with HTTP requests and TCP tunnels).
+    websockets: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -344,6 +346,20 @@ impl Live {
     /// Start counting failures anew (after an ejection).
     pub fn reset_streak(&self) {
         self.fail_streak.store(0, Ordering::Relaxed);
+    }
+
+    /// A WebSocket to this backend opened (`true`) or ended (`false`).
+    pub fn websocket(&self, open: bool) {
+        if open {
+            self.websockets.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.websockets.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// WebSockets open to this backend now.
+    pub fn websockets(&self) -> u64 {
+        self.websockets.load(Ordering::Relaxed)
     }
 
     /// Start a connection; it ends when the guard drops.

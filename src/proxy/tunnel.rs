@@ -9,10 +9,17 @@
 //! finishes the server-to-client frame in flight, sends the client a close frame with code
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
+//!
+//! Counting: a WebSocket tunnel hands what each read carried (data messages, payload bytes; see
+//! [`FrameTracker::feed`]) to its upstream's [`TunnelMeter`] as it goes, and notes who ended it:
+//! the first close frame's sender, else the side whose stream ended first (an abrupt end,
+//! 1006), else tideway's reason. It holds one open WebSocket of its backend's count while it
+//! lives.
 
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
 use super::route::Route;
+use crate::metrics::websocket::{Flow, TunnelMeter};
 use crate::pool::Live;
 use std::future::Future;
 use std::io;
@@ -67,11 +74,12 @@ struct Half {
     total: u64,
 }
 
-/// Which way bytes go: client to backend, or backend to client.
+/// Which way bytes go: client to backend, or backend to client (as an index: the order of
+/// [`crate::metrics::websocket::DIRECTIONS`]).
 #[derive(Clone, Copy)]
 enum Way {
-    Up,
-    Down,
+    Up = 0,
+    Down = 1,
 }
 
 impl Half {
@@ -120,8 +128,12 @@ pub struct Tunnel<C, B> {
     phase: Phase,
     /// The backend's counters, for the bytes each way.
     live: Option<Arc<Live>>,
+    /// The upstream's counters, for the messages each way (WebSocket), and its histograms.
+    meter: Option<Arc<TunnelMeter>>,
     /// The first close frame's code and who sent it (WebSocket).
     closed: Option<(u16, Closer)>,
+    /// Whose stream ended (or broke) first while no close frame had gone by (WebSocket).
+    cut: Option<Closer>,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -155,14 +167,32 @@ where
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
             live: None,
+            meter: None,
             closed: None,
+            cut: None,
         }
     }
 
-    /// Count the bytes moved in the backend's counters as they move.
-    pub fn counting(mut self, live: Arc<Live>) -> Self {
+    /// Count the bytes moved in the backend's counters as they move, and a WebSocket's
+    /// messages in its upstream's `meter` (a WebSocket is one of the backend's open ones until
+    /// the tunnel drops).
+    pub fn counting(mut self, live: Arc<Live>, meter: Arc<TunnelMeter>) -> Self {
+        if self.up.track {
+            live.websocket(true);
+        }
         self.live = Some(live);
+        self.meter = Some(meter);
         self
+    }
+
+    /// Close the sockets and hand over what the report needs.
+    pub fn finish(mut self) -> Finished {
+        Finished {
+            moved: self.moved(),
+            closed: self.closed,
+            cut: self.cut,
+            meter: self.meter.take(),
+        }
     }
 
     /// Bytes moved so far: client to backend, backend to client.
@@ -189,7 +219,22 @@ where
         }
     }
 
-    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters.
+    /// Note whose stream ended first, if no close frame went by before: after a pump `way`
+    /// that found its source's end (`ended`) or failed (`failed`; a failed read ends the
+    /// source, else the write to the destination failed).
+    fn note_cut(&mut self, way: Way, ended: bool, failed: bool) {
+        if self.cut.is_some() || self.closed.is_some() || !(ended || failed) {
+            return;
+        }
+        let (src, dst) = match way {
+            Way::Up => (Closer::Client, Closer::Backend),
+            Way::Down => (Closer::Backend, Closer::Client),
+        };
+        self.cut = Some(if ended { src } else { dst });
+    }
+
+    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters
+    /// and, for a WebSocket, its messages to the upstream's.
     fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
         let Tunnel {
             client,
@@ -197,18 +242,20 @@ where
             up,
             down,
             live,
+            meter,
             ..
         } = self;
-        let (h, result) = match way {
+        let mut flow = Flow::default();
+        let (h, was_open, result) = match way {
             Way::Up => {
-                let before = up.total;
-                let r = pump(cx, client, backend, up, to_boundary);
-                (up.total - before, r)
+                let (before, was_open) = (up.total, !up.read_closed);
+                let r = pump(cx, client, backend, up, to_boundary, &mut flow);
+                (up.total - before, was_open, r)
             }
             Way::Down => {
-                let before = down.total;
-                let r = pump(cx, backend, client, down, to_boundary);
-                (down.total - before, r)
+                let (before, was_open) = (down.total, !down.read_closed);
+                let r = pump(cx, backend, client, down, to_boundary, &mut flow);
+                (down.total - before, was_open, r)
             }
         };
         if let (Some(live), 1..) = (live.as_ref(), h) {
@@ -217,15 +264,26 @@ where
                 Way::Down => live.received(h),
             }
         }
+        if let Some(meter) = meter.as_ref().filter(|_| flow != Flow::default()) {
+            meter.flowed(way as usize, flow);
+        }
         if h > 0 {
             self.note_close(way);
+        }
+        if self.up.track {
+            let half = match way {
+                Way::Up => &self.up,
+                Way::Down => &self.down,
+            };
+            self.note_cut(way, was_open && half.read_closed, result.is_err());
         }
         result
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
     pub fn already_sent_down(&mut self, bytes: &[u8]) {
-        self.down.frames.feed(bytes);
+        let flow = self.down.frames.feed(bytes);
+        self.early_flow(Way::Down, flow);
         self.note_close(Way::Down);
     }
 
@@ -233,12 +291,20 @@ where
     /// tunnel sends them to the backend first, ahead of anything it reads from the client.
     /// Not counted in [`Self::moved`] (bytes read by the tunnel), but framed like them.
     pub fn send_first(&mut self, bytes: Vec<u8>) {
-        self.up.frames.feed(&bytes);
+        let flow = self.up.frames.feed(&bytes);
+        self.early_flow(Way::Up, flow);
         self.note_close(Way::Up);
         debug_assert!(self.up.pending.is_empty());
         debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
         self.up.pending = bytes;
         self.up.pos = 0;
+    }
+
+    /// Count the messages of bytes moved before the tunnel started.
+    fn early_flow(&self, way: Way, flow: Flow) {
+        if let Some(meter) = &self.meter {
+            meter.flowed(way as usize, flow);
+        }
     }
 
     fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
@@ -260,6 +326,7 @@ fn pump<R, W>(
     dst: &mut W,
     h: &mut Half,
     to_boundary: bool,
+    flow: &mut Flow,
 ) -> io::Result<bool>
 where
     R: AsyncRead + Unpin,
@@ -317,7 +384,12 @@ where
             // A TLS peer that closed its TCP without a close_notify: a plain close here, as
             // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Err(e)) => {
+                // Read no further; and the tunnel can tell a broken source from a broken
+                // destination.
+                h.read_closed = true;
+                return Err(e);
+            }
             Poll::Ready(Ok(())) => {}
         }
         let data = rb.filled();
@@ -328,7 +400,7 @@ where
         moved = true;
         h.total += data.len() as u64;
         if h.track {
-            h.frames.feed(data);
+            *flow += h.frames.feed(data);
         }
         let mut off = 0;
         while off < data.len() {
@@ -382,6 +454,44 @@ fn discard<R: AsyncRead + Unpin>(cx: &mut Context<'_>, src: &mut R) -> Poll<bool
     }
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+impl<C, B> Drop for Tunnel<C, B> {
+    fn drop(&mut self) {
+        if let (true, Some(live)) = (self.up.track, &self.live) {
+            live.websocket(false);
+        }
+    }
+}
+
+/// What a tunnel leaves for its report once its sockets are closed.
+pub struct Finished {
+    /// Bytes read: client to backend, backend to client.
+    pub moved: (u64, u64),
+    /// The first close frame's code and who sent it (WebSocket).
+    pub closed: Option<(u16, Closer)>,
+    /// Whose stream ended first while no close frame had gone by (WebSocket).
+    cut: Option<Closer>,
+    meter: Option<Arc<TunnelMeter>>,
+}
+
+impl Finished {
+    /// Who closed a WebSocket (one of [`crate::metrics::websocket::CLOSERS`]) and its close
+    /// code (None: no close frame, 1006), given its `end`'s reason (`ours`: tideway closed it
+    /// for that reason). What came first decides: a stream's end before any close frame is an
+    /// abrupt end of that side; else the first close frame's sender, or tideway's reason for
+    /// its own 1001; else, with no close frame at all, tideway's reason.
+    fn closed_by(&self, (reason, ours): (&'static str, bool)) -> (&'static str, Option<u16>) {
+        match (self.cut, self.closed) {
+            (Some(side), _) => (side.name(), None),
+            (None, Some((code, Closer::Tideway))) => (reason, Some(code)),
+            (None, Some((code, side))) => (side.name(), Some(code)),
+            (None, None) if ours => (reason, None),
+            // Not met: a tunnel ends closed or with an error only after a stream ended or
+            // broke, which notes the cut.
+            (None, None) => (Closer::Client.name(), None),
+        }
+    }
 }
 
 impl<C, B> Future for Tunnel<C, B>
@@ -476,7 +586,6 @@ where
 /// only what the report needs (not the whole [`Route`]): an idle tunnel's memory is the point.
 pub struct Ending {
     upstream: Arc<str>,
-    histogram: prometheus::Histogram,
     client: Option<std::net::IpAddr>,
     backend: std::net::SocketAddr,
     /// A WebSocket (else a TCP tunnel).
@@ -504,7 +613,6 @@ impl Ending {
     ) -> Self {
         Ending {
             upstream: route.upstream.clone(),
-            histogram: route.metrics.tunnel.clone(),
             client,
             backend,
             websocket,
@@ -521,16 +629,17 @@ impl Ending {
         self
     }
 
-    /// The tunnel ended with `end`, having moved `(up, down)` bytes; `closed`: the first
-    /// close frame's code and sender.
-    pub fn report(self, end: TunnelEnd, (up, down): (u64, u64), closed: Option<(u16, Closer)>) {
-        let end = match end {
-            TunnelEnd::Closed => "closed",
-            TunnelEnd::Idle => "idle",
-            TunnelEnd::Signalled => "signalled",
+    /// The tunnel ended with `end`; `finished`: what it left (see [`Tunnel::finish`]).
+    pub fn report(self, end: TunnelEnd, finished: Finished) {
+        // The reason's name, and whether tideway closed the tunnel for it (a WebSocket's
+        // `by` is then that name).
+        let (end, ours) = match end {
+            TunnelEnd::Closed => ("closed", false),
+            TunnelEnd::Idle => ("idle", true),
+            TunnelEnd::Signalled => ("signalled", true),
             TunnelEnd::Error(e) => {
                 tracing::debug!(error = %e, "tunnel ended with an error");
-                "error"
+                ("error", false)
             }
         };
         let duration = self.started.elapsed();
@@ -538,7 +647,19 @@ impl Ending {
             .tunnels_ended
             .with_label_values(&[&self.upstream, end])
             .inc();
-        self.histogram.observe(duration.as_secs_f64());
+        if let Some(meter) = &finished.meter {
+            meter.duration.observe(duration.as_secs_f64());
+            if self.websocket {
+                meter.session.observe(duration.as_secs_f64());
+                let (by, code) = finished.closed_by((end, ours));
+                meter.closed(by, code);
+            }
+        }
+        let Finished {
+            moved: (up, down),
+            closed,
+            ..
+        } = finished;
         if super::access::enabled() {
             super::access::tunnel(&TunnelRecord {
                 client: self.client,
@@ -571,5 +692,19 @@ mod tests {
         // The backend's answering close comes after.
         t.already_sent_down(&close_frame(1000));
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn print_sizes() {
+        type T = super::Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
+        eprintln!(
+            "SIZES tunnel={} ending={} half={}",
+            std::mem::size_of::<T>(),
+            std::mem::size_of::<super::Ending>(),
+            std::mem::size_of::<super::Half>()
+        );
     }
 }

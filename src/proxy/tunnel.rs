@@ -693,18 +693,85 @@ mod tests {
         t.already_sent_down(&close_frame(1000));
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
     }
-}
 
-#[cfg(test)]
-mod size_probe {
     #[test]
-    fn print_sizes() {
-        type T = super::Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
-        eprintln!(
-            "SIZES tunnel={} ending={} half={}",
-            std::mem::size_of::<T>(),
-            std::mem::size_of::<super::Ending>(),
-            std::mem::size_of::<super::Half>()
-        );
+    fn counting_leaves_the_tunnel_task_as_large_as_it_was() {
+        // Before WebSocket metrics: a tunnel of 272 bytes and its Ending of 104. The upstream's
+        // meter replaced the Ending's histogram; the cut fits in the tunnel's padding.
+        type T = Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
+        let both = std::mem::size_of::<T>() + std::mem::size_of::<Ending>();
+        assert!(both <= 272 + 104, "{both}");
+    }
+
+    /// A WebSocket tunnel between two in-memory pipes, counted under `upstream`; returns it
+    /// with the far ends (client, backend) and the backend's counters.
+    fn metered(
+        upstream: &str,
+        idle: Duration,
+    ) -> (
+        Tunnel<tokio::io::DuplexStream, tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        Arc<Live>,
+    ) {
+        let (client, c) = tokio::io::duplex(1024);
+        let (backend, b) = tokio::io::duplex(1024);
+        let live = Arc::new(Live::default());
+        let meter = crate::metrics::UpstreamMetrics::of(upstream).tunnel;
+        let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true)
+            .counting(live.clone(), meter);
+        (t, c, b, live)
+    }
+
+    fn counted(upstream: &str, direction: &str) -> (u64, u64) {
+        let ws = &crate::metrics::global().websocket;
+        let l = [upstream, direction];
+        (
+            ws.messages.with_label_values(&l).get(),
+            ws.bytes.with_label_values(&l).get(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_hangs_up_without_a_close_frame_ends_it_abruptly() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut t, mut c, mut b, live) = metered("t-cut", Duration::from_secs(60));
+        assert_eq!(live.websockets(), 1);
+        let relay = tokio::spawn(async move {
+            let end = (&mut t).await;
+            (end, t.finish())
+        });
+        // A ping (not a message) and a fragmented text of 3 + 2 bytes, then the answer.
+        let mut up = Vec::new();
+        for (first, payload) in [(0x89u8, &b"p"[..]), (0x01, b"abc"), (0x80, b"de")] {
+            up.extend([first, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+            up.extend_from_slice(payload);
+        }
+        c.write_all(&up).await.unwrap();
+        let mut got = vec![0; up.len()];
+        b.read_exact(&mut got).await.unwrap();
+        b.write_all(&[0x82, 0x01, 7]).await.unwrap();
+        let mut echo = [0; 3];
+        c.read_exact(&mut echo).await.unwrap();
+        drop(b);
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        drop(c);
+        let (end, finished) = relay.await.unwrap();
+        assert!(matches!(end, TunnelEnd::Closed), "{end:?}");
+        assert_eq!(finished.closed_by(("closed", false)), ("backend", None));
+        assert_eq!(live.websockets(), 0);
+        assert_eq!(counted("t-cut", "client_to_backend"), (1, 5));
+        assert_eq!(counted("t-cut", "backend_to_client"), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_websocket_is_closed_by_idle_with_1001() {
+        let (mut t, _c, _b, live) = metered("t-idle", Duration::from_secs(1));
+        let end = (&mut t).await;
+        assert!(matches!(end, TunnelEnd::Idle), "{end:?}");
+        let finished = t.finish();
+        assert_eq!(finished.closed_by(("idle", true)), ("idle", Some(1001)));
+        assert_eq!(live.websockets(), 0);
     }
 }

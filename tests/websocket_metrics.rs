@@ -20,46 +20,23 @@ const MESSAGES: usize = 1000;
 /// Payload bytes of each message.
 const SIZE: usize = 32;
 
-async fn scrape(p: &Proxy) -> String {
-    reqwest::get(p.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+/// `/metrics` sample `series` (its full label set, as Prometheus prints it), or the sum of a
+/// metric's series when `series` ends with `{`; 0 when absent.
+async fn value(p: &Proxy, series: &str) -> f64 {
+    let exact = if series.ends_with('{') {
+        series.to_string()
+    } else {
+        format!("{series} ")
+    };
+    metric(p, &exact).await
 }
 
-/// The value of the sample `series` exactly (labels in the order Prometheus prints them), 0
-/// when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// The sum of every sample of the metric `name` (any labels).
-fn total(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Poll `/metrics` until `done` holds of it (bounded), and return that scrape.
-async fn scrape_until(p: &Proxy, done: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = scrape(p).await;
-        if done(&text) {
-            return text;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "metrics never got there:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Wait (bounded) until `series` reads `want`.
+async fn until(p: &Proxy, series: &str, want: f64) {
+    wait_until(Duration::from_secs(30), || async {
+        value(p, series).await == want
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -78,10 +55,10 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
             .unwrap();
         open.push(ws);
     }
-    let text = scrape_until(&p, |t| total(t, "tideway_websocket_open") == SOCKETS as f64).await;
+    until(&p, "tideway_websocket_open{", SOCKETS as f64).await;
     for b in ["b1", "b2"] {
         let series = format!("tideway_websocket_open{{backend=\"{b}\",upstream=\"app\"}}");
-        assert_eq!(sample(&text, &series), (SOCKETS / 2) as f64, "{series}");
+        assert_eq!(value(&p, &series).await, (SOCKETS / 2) as f64, "{series}");
     }
     let talk = open.into_iter().map(|mut ws| {
         tokio::spawn(async move {
@@ -124,48 +101,31 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
         e.await.unwrap();
     }
 
+    // Each WebSocket is counted when its tunnel ends, a moment after the client is done.
+    until(&p, "tideway_websocket_closes_total{", SOCKETS as f64).await;
+    until(&p, "tideway_websocket_open{", 0.0).await;
     let half = (SOCKETS / 2) as f64;
-    let text = scrape_until(&p, |t| {
-        total(t, "tideway_websocket_closes_total") == SOCKETS as f64
-            && total(t, "tideway_websocket_open") == 0.0
-    })
-    .await;
-    let closes = |by: &str, code: &str| {
-        sample(
-            &text,
-            &format!(
-                "tideway_websocket_closes_total{{by=\"{by}\",code=\"{code}\",upstream=\"app\"}}"
-            ),
-        )
+    let closes = |by: &'static str, code: &'static str| {
+        format!("tideway_websocket_closes_total{{by=\"{by}\",code=\"{code}\",upstream=\"app\"}}")
     };
-    assert_eq!(closes("client", "1000"), half, "{text}");
-    assert_eq!(closes("client", "1006"), half, "{text}");
-    assert_eq!(total(&text, "tideway_websocket_open"), 0.0);
+    assert_eq!(value(&p, &closes("client", "1000")).await, half);
+    assert_eq!(value(&p, &closes("client", "1006")).await, half);
     let sent = (SOCKETS * MESSAGES) as f64;
     for direction in ["client_to_backend", "backend_to_client"] {
         let l = format!("{{direction=\"{direction}\",upstream=\"app\"}}");
+        let messages = value(&p, &format!("tideway_websocket_messages_total{l}")).await;
+        assert_eq!(messages, sent, "{direction}");
+        let bytes = value(&p, &format!("tideway_websocket_message_bytes_total{l}")).await;
         assert_eq!(
-            sample(&text, &format!("tideway_websocket_messages_total{l}")),
-            sent,
-            "{direction}"
-        );
-        assert_eq!(
-            sample(&text, &format!("tideway_websocket_message_bytes_total{l}")),
+            bytes,
             sent * SIZE as f64,
             "{direction}: payload bytes of data frames only"
         );
     }
-    assert_eq!(
-        sample(
-            &text,
-            "tideway_websocket_session_seconds_count{upstream=\"app\"}"
-        ),
-        SOCKETS as f64
-    );
-    assert_eq!(
-        total(&text, "tideway_websocket_handshake_failures_total"),
-        0.0
-    );
+    let sessions = "tideway_websocket_session_seconds_count{upstream=\"app\"}";
+    assert_eq!(value(&p, sessions).await, SOCKETS as f64);
+    let failed = "tideway_websocket_handshake_failures_total{";
+    assert_eq!(value(&p, failed).await, 0.0);
 
     // A backend that refuses the upgrade: a failed handshake, no WebSocket.
     for f in [&b1_faults, &b2_faults] {
@@ -173,20 +133,11 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
     }
     let refused = tokio_tungstenite::connect_async(p.ws_url("/ws")).await;
     assert!(refused.is_err(), "the backend refused the upgrade");
-    let text = scrape_until(&p, |t| {
-        total(t, "tideway_websocket_handshake_failures_total") > 0.0
-    })
-    .await;
+    let series = "tideway_websocket_handshake_failures_total{reason=\"refused\",upstream=\"app\"}";
+    until(&p, series, 1.0).await;
+    assert_eq!(value(&p, failed).await, 1.0);
     assert_eq!(
-        sample(
-            &text,
-            "tideway_websocket_handshake_failures_total{reason=\"refused\",upstream=\"app\"}"
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        total(&text, "tideway_websocket_closes_total"),
+        value(&p, "tideway_websocket_closes_total{").await,
         SOCKETS as f64
     );
 }

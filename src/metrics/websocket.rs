@@ -8,7 +8,8 @@
 //! carried with one atomic add per counter that moved.
 //!
 //! Labels are bounded: `by` is [`CLOSERS`], `code` is [`CODES`] (see [`code_bucket`]),
-//! `direction` is [`DIRECTIONS`], `reason` is [`HANDSHAKE_FAILURES`].
+//! `direction` is [`DIRECTIONS`], `reason` is [`HANDSHAKE_FAILURES`] or
+//! [`super::FAILURE_REASONS`].
 //!
 //! Imports: nothing else in tideway.
 
@@ -44,25 +45,9 @@ pub const CLOSERS: [&str; 9] = [
 ];
 /// Why a WebSocket handshake tideway forwarded did not become a tunnel: `refused` (the backend
 /// answered without switching), `client_gone` (the client left before the 101 reached it),
-/// `exhausted` (every backend tried failed, each counted under its own reason), or the
-/// failure's reason in `tideway_upstream_failures_total`.
-pub const HANDSHAKE_FAILURES: [&str; 15] = [
-    "refused",
-    "client_gone",
-    "exhausted",
-    "no_backend",
-    "connect",
-    "status",
-    "send",
-    "unanswered",
-    "timeout",
-    "bad_response",
-    "client_upgrade",
-    "client_body",
-    "client_misread",
-    "loop",
-    "local",
-];
+/// `exhausted` (every backend tried failed, each counted under its own reason), or else the
+/// failure's reason in `tideway_upstream_failures_total` ([`super::FAILURE_REASONS`]).
+pub const HANDSHAKE_FAILURES: [&str; 3] = ["refused", "client_gone", "exhausted"];
 
 /// Session length buckets, in seconds (a tenth of a second to a day).
 const SESSION: [f64; 13] = [
@@ -161,16 +146,19 @@ impl WebSocketMetrics {
             let _ = self.bytes.remove_label_values(&[upstream, d]);
         }
         let _ = self.session.remove_label_values(&[upstream]);
-        for r in HANDSHAKE_FAILURES {
+        for r in HANDSHAKE_FAILURES.iter().chain(&super::FAILURE_REASONS) {
             let _ = self.handshake_failures.remove_label_values(&[upstream, r]);
         }
     }
 }
 
 /// Count a WebSocket handshake of `upstream` that failed (`reason`: one of
-/// [`HANDSHAKE_FAILURES`]).
+/// [`HANDSHAKE_FAILURES`] or [`super::FAILURE_REASONS`]).
 pub fn handshake_failed(upstream: &str, reason: &'static str) {
-    debug_assert!(HANDSHAKE_FAILURES.contains(&reason), "{reason}");
+    debug_assert!(
+        HANDSHAKE_FAILURES.contains(&reason) || super::FAILURE_REASONS.contains(&reason),
+        "{reason}"
+    );
     super::global()
         .websocket
         .handshake_failures

@@ -300,7 +300,7 @@ where
         self.up.pos = 0;
     }
 
-    /// Count the messages of bytes moved before the tunnel started.
+    /// Count the messages and payload bytes moved before the tunnel started.
     fn early_flow(&self, way: Way, flow: Flow) {
         if let Some(meter) = &self.meter {
             meter.flowed(way as usize, flow);

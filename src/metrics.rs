@@ -16,6 +16,7 @@ use prometheus::{
 use std::sync::OnceLock;
 
 pub mod process;
+pub mod websocket;
 
 /// Why a request or connection failed, as counted in `tideway_upstream_failures_total`.
 /// Those starting `client_` were provoked by the request and count against no backend;
@@ -116,6 +117,8 @@ pub struct Metrics {
     pub listener_refused: IntCounterVec,
     /// Failed TLS handshakes, by listener and reason ([`TLS_FAILURES`]).
     pub listener_tls_failures: IntCounterVec,
+    /// WebSocket closes, messages, bytes, sessions and failed handshakes.
+    pub websocket: websocket::WebSocketMetrics,
 }
 
 /// One listener's series, resolved once (its gateway keeps them), so the accept path costs
@@ -187,7 +190,8 @@ pub struct UpstreamMetrics {
     pub request: Histogram,
     pub connect: Histogram,
     pub response: Histogram,
-    pub tunnel: Histogram,
+    /// The tunnel lifetime histogram and the WebSocket counters, shared by its tunnels.
+    pub tunnel: std::sync::Arc<websocket::TunnelMeter>,
 }
 
 impl UpstreamMetrics {
@@ -198,7 +202,10 @@ impl UpstreamMetrics {
             request: m.request_duration.with_label_values(&[upstream]),
             connect: m.connect_duration.with_label_values(&[upstream]),
             response: m.response_duration.with_label_values(&[upstream]),
-            tunnel: m.tunnel_duration.with_label_values(&[upstream]),
+            tunnel: std::sync::Arc::new(websocket::TunnelMeter::of(
+                upstream,
+                m.tunnel_duration.with_label_values(&[upstream]),
+            )),
         }
     }
 }
@@ -307,6 +314,7 @@ pub fn forget_upstream(upstream: &str) {
     let _ = m.autoscale_backends.remove_label_values(&[upstream]);
     let _ = m.rebalance_closed.remove_label_values(&[upstream]);
     let _ = m.rebalance_misplaced.remove_label_values(&[upstream]);
+    m.websocket.forget(upstream);
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -446,6 +454,7 @@ pub fn global() -> &'static Metrics {
                 "Failed TLS handshakes, by reason (timeout, closed, not_tls, incompatible, alert, malformed, other)",
                 &["listener", "reason"],
             ),
+            websocket: websocket::WebSocketMetrics::new(),
         };
         let build = gauge_vec(
             "tideway_build_info",
@@ -456,7 +465,7 @@ pub fn global() -> &'static Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let r = &m.registry;
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.tunnels_ended.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.responses.clone()),
@@ -484,6 +493,7 @@ pub fn global() -> &'static Metrics {
             // RSS, virtual memory, open fds and their limit, CPU seconds, start time.
             Box::new(process::Process::new()),
         ];
+        collectors.extend(m.websocket.collectors());
         for c in collectors {
             r.register(c).expect("registered once");
         }

@@ -122,6 +122,7 @@ async fn every_dashboard_query_uses_metrics_and_labels_tideway_exports() {
         "tideway_health_transitions_total{",
         "tideway_autoscale_runs_total{",
         "tideway_tunnels_ended_total{",
+        "tideway_websocket_closes_total{",
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

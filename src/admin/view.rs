@@ -107,6 +107,10 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         "tideway_backend_active_connections",
         "Requests in flight and open tunnels per backend",
     );
+    let websockets = gauge(
+        "tideway_websocket_open",
+        "WebSockets open per backend (also counted in tideway_backend_active_connections)",
+    );
     let up = gauge(
         "tideway_backend_up",
         "1 if the backend takes new traffic (active and healthy)",
@@ -164,6 +168,9 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         for b in &u.backends {
             let l = [name.as_str(), &*b.id];
             active.with_label_values(&l).set(b.live.active() as i64);
+            websockets
+                .with_label_values(&l)
+                .set(b.live.websockets() as i64);
             up.with_label_values(&l).set(i64::from(b.eligible()));
             weight.with_label_values(&l).set(i64::from(b.weight));
             requests.with_label_values(&l).inc_by(b.live.requests());
@@ -180,7 +187,7 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         }
     }
     let mut families = Vec::new();
-    for c in [&active, &up, &weight, &eligible, &recommended] {
+    for c in [&active, &websockets, &up, &weight, &eligible, &recommended] {
         families.extend(prometheus::core::Collector::collect(c));
     }
     for c in [&requests, &failures, &sent, &received, &transitions] {

@@ -186,6 +186,8 @@ pub struct Live {
     /// While draining: when `drain_timeout` is over, on the scale of [`EPOCH_MS`]; 0 = not
     /// draining.
     drain_until_ms: AtomicU64,
+    /// WebSockets open to the backend (also in `active`, with HTTP requests and TCP tunnels).
+    websockets: AtomicU64,
 }
 
 /// The process-wide reference point for expiry times.
@@ -387,6 +389,20 @@ impl Live {
     /// Start counting failures anew (after an ejection).
     pub fn reset_streak(&self) {
         self.fail_streak.store(0, Ordering::Relaxed);
+    }
+
+    /// A WebSocket to this backend opened (`true`) or ended (`false`).
+    pub fn websocket(&self, open: bool) {
+        if open {
+            self.websockets.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.websockets.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// WebSockets open to this backend now.
+    pub fn websockets(&self) -> u64 {
+        self.websockets.load(Ordering::Relaxed)
     }
 
     /// Start a connection; it ends when the guard drops.

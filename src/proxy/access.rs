@@ -284,7 +284,7 @@ pub enum Closer {
 }
 
 impl Closer {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Closer::Client => "client",
             Closer::Backend => "backend",

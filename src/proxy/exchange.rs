@@ -17,6 +17,7 @@ use super::attempt::{Done, Health, HttpAttempt};
 use super::body::send;
 use super::budget::{Budget, Hold, Refused};
 use super::chunked::ChunkDecoder;
+use super::error::Failure;
 use super::keepalive::Keepalive;
 use super::request::{finish_head, Request, RequestBody};
 use super::route::{error_body, Attempts, Conn, Route};
@@ -110,6 +111,19 @@ pub struct Upgraded {
     pub keyed: bool,
 }
 
+/// Count a WebSocket handshake forwarded to `upstream` that did not switch: the backend
+/// answered another status (`refused`), the client left (`client_gone`: no status), or no
+/// backend could take it (the failure's reason).
+fn handshake_outcome(upstream: &str, tried: &Result<(Done, Conn), Failure>) {
+    let reason = match tried {
+        Ok((done, _)) if done.switched.is_some() => return,
+        Ok((done, _)) if done.status == 0 => "client_gone",
+        Ok(_) => "refused",
+        Err(failure) => failure.label().unwrap_or("exhausted"),
+    };
+    crate::metrics::websocket::handshake_failed(upstream, reason);
+}
+
 /// tideway's HTTP path of one listener.
 pub struct HttpPath {
     pub keepalive: Arc<Keepalive>,
@@ -180,6 +194,9 @@ impl HttpPath {
         };
         let Some(policy) = policy else {
             let msg = format!("no upstream named {:?}", &*routed.route.upstream);
+            if req.websocket {
+                crate::metrics::websocket::handshake_failed(&routed.route.upstream, "no_backend");
+            }
             // An answer of tideway's own to HEAD carries a body: the connection cannot go on.
             let close = req.close || streamed > 0 || req.head_method;
             return refuse(client, 503, &msg, close, out).await;
@@ -204,6 +221,9 @@ impl HttpPath {
             streamed,
         };
         let tried = routed.route.attempts(how, &mut attempt).await;
+        if req.websocket {
+            handshake_outcome(&routed.route.upstream, &tried);
+        }
         let (done, conn) = match tried {
             Ok(done) => done,
             Err(failure) => {

@@ -1,5 +1,10 @@
 //! Just enough of RFC 6455 framing to know where frames end, so tideway can put its own close
-//! frame between two frames of a live stream. Payloads are never buffered or inspected.
+//! frame between two frames of a live stream, and to count data messages and their payload
+//! bytes as they go by (a fragmented message counts once, at the end of its last frame;
+//! control frames, even between fragments, are not messages). Payloads are never buffered or
+//! inspected.
+
+use crate::metrics::websocket::Flow;
 
 /// Close code 1001, "going away".
 pub const GOING_AWAY: u16 = 1001;
@@ -108,8 +113,20 @@ impl FrameTracker {
         self.close += 1;
     }
 
-    /// Account for bytes that went by.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    /// Is the current frame a data frame (text, binary or continuation; not control)?
+    fn data(&self) -> bool {
+        self.head[0] & 0x08 == 0
+    }
+
+    /// Does the current frame end its message (FIN)?
+    fn fin(&self) -> bool {
+        self.head[0] & 0x80 != 0
+    }
+
+    /// Account for bytes that went by; returns the data messages they completed and the data
+    /// payload bytes among them.
+    pub fn feed(&mut self, mut data: &[u8]) -> Flow {
+        let mut flow = Flow::default();
         while !data.is_empty() {
             if self.remaining > 0 && matches!(self.close, 1 | 2) {
                 let at = usize::from(self.close - 1);
@@ -122,6 +139,10 @@ impl FrameTracker {
                 let n = (data.len() as u64).min(self.remaining);
                 self.remaining -= n;
                 data = &data[n as usize..];
+                if self.data() {
+                    flow.bytes += n;
+                    flow.messages += u64::from(self.remaining == 0 && self.fin());
+                }
                 continue;
             }
             let full = if self.have < 2 {
@@ -144,6 +165,9 @@ impl FrameTracker {
             {
                 self.remaining = self.payload_len();
                 self.have = 0;
+                if self.remaining == 0 && self.data() && self.fin() {
+                    flow.messages += 1;
+                }
                 if self.head[0] & 0x0f == 0x8 && self.close == 0 {
                     // A close frame's header longer than 12 bytes is a protocol error: its
                     // code is not read.
@@ -157,6 +181,7 @@ impl FrameTracker {
                 }
             }
         }
+        flow
     }
 
     fn payload_len(&self) -> u64 {
@@ -266,6 +291,63 @@ mod tests {
         let mut t = FrameTracker::new();
         t.feed(&stream);
         assert_eq!(t.close_code(), Some(4001));
+    }
+
+    /// A frame with `first` as its first byte (FIN and opcode), masked, of `len` payload bytes.
+    fn framed(first: u8, len: usize) -> Vec<u8> {
+        let mut f = frame(len, true);
+        f[0] = first;
+        f
+    }
+
+    #[test]
+    fn a_fragmented_message_counts_once_and_control_frames_never() {
+        let mut stream = Vec::new();
+        stream.extend(framed(0x81, 5)); // text, whole: 1 message, 5 bytes
+        stream.extend(framed(0x01, 3)); // text, first fragment
+        stream.extend(framed(0x89, 2)); // ping between fragments: not a message
+        stream.extend(framed(0x00, 4)); // continuation
+        stream.extend(framed(0x8A, 0)); // pong between fragments
+        stream.extend(framed(0x80, 2)); // last fragment: the second message, 9 bytes
+        stream.extend(framed(0x82, 0)); // empty binary: a message of 0 bytes
+        stream.extend(framed(0x82, 300)); // 16-bit length
+        stream.extend(framed(0x89, 125)); // a ping with the longest control payload
+        stream.extend(masked_close_frame(1000, [1, 2, 3, 4]));
+        let whole = Flow {
+            messages: 4,
+            bytes: 5 + 9 + 300,
+        };
+        for split in 0..=stream.len() {
+            let mut t = FrameTracker::new();
+            let mut flow = t.feed(&stream[..split]);
+            flow += t.feed(&stream[split..]);
+            assert_eq!(flow, whole, "split {split}");
+            assert_eq!(t.close_code(), Some(1000));
+        }
+        let mut t = FrameTracker::new();
+        let mut flow = Flow::default();
+        for b in &stream {
+            flow += t.feed(std::slice::from_ref(b));
+        }
+        assert_eq!(flow, whole, "a byte at a time");
+        // A message counts when its last payload byte goes by, not at its header.
+        let f = framed(0x82, 10);
+        let mut t = FrameTracker::new();
+        let first = t.feed(&f[..f.len() - 1]);
+        assert_eq!(
+            first,
+            Flow {
+                messages: 0,
+                bytes: 9
+            }
+        );
+        assert_eq!(
+            t.feed(&f[f.len() - 1..]),
+            Flow {
+                messages: 1,
+                bytes: 1
+            }
+        );
     }
 
     #[test]

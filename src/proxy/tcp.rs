@@ -142,11 +142,9 @@ impl TcpGateway {
             },
         );
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
-            .counting(conn.guard.live().clone());
+            .counting(conn.guard.live().clone(), self.route.metrics.tunnel.clone());
         let end = (&mut tunnel).await;
-        let (moved, closed) = (tunnel.moved(), tunnel.closed());
-        drop(tunnel);
-        ending.report(end, moved, closed);
+        ending.report(end, tunnel.finish());
         drop(conn.guard);
     }
 }

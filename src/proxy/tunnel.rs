@@ -19,11 +19,18 @@
 //! (spent) signal, re-using the same allocation, so a shutdown during a long drain still
 //! closes it within the shutdown's window. The idle timeout does not apply while spreading (the
 //! close is due anyway).
+//!
+//! Counting: a WebSocket tunnel hands what each read carried (data messages, payload bytes; see
+//! [`FrameTracker::feed`]) to its upstream's [`TunnelMeter`] as it goes, and notes who ended it:
+//! the first close frame's sender, else the side whose stream ended first (an abrupt end,
+//! 1006), else tideway's reason. It holds one open WebSocket of its backend's count while it
+//! lives.
 
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
 use super::route::Route;
 use crate::pool::spread::{self, Cause};
+use crate::metrics::websocket::{Flow, TunnelMeter};
 use crate::pool::Live;
 use std::future::Future;
 use std::io;
@@ -82,11 +89,12 @@ struct Half {
     total: u64,
 }
 
-/// Which way bytes go: client to backend, or backend to client.
+/// Which way bytes go: client to backend, or backend to client (as an index: the order of
+/// [`crate::metrics::websocket::DIRECTIONS`]).
 #[derive(Clone, Copy)]
 enum Way {
-    Up,
-    Down,
+    Up = 0,
+    Down = 1,
 }
 
 impl Half {
@@ -151,8 +159,12 @@ pub struct Tunnel<C, B> {
     phase: Phase,
     /// The backend's counters, for the bytes each way.
     live: Option<Arc<Live>>,
+    /// The upstream's counters, for the messages each way (WebSocket), and its histograms.
+    meter: Option<Arc<TunnelMeter>>,
     /// The first close frame's code and who sent it (WebSocket).
     closed: Option<(u16, Closer)>,
+    /// Whose stream ended (or broke) first while no close frame had gone by (WebSocket).
+    cut: Option<Closer>,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -186,14 +198,32 @@ where
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
             live: None,
+            meter: None,
             closed: None,
+            cut: None,
         }
     }
 
-    /// Count the bytes moved in the backend's counters as they move.
-    pub fn counting(mut self, live: Arc<Live>) -> Self {
+    /// Count the bytes moved in the backend's counters as they move, and a WebSocket's
+    /// messages in its upstream's `meter` (a WebSocket is one of the backend's open ones until
+    /// the tunnel drops).
+    pub fn counting(mut self, live: Arc<Live>, meter: Arc<TunnelMeter>) -> Self {
+        if self.up.track {
+            live.websocket(true);
+        }
         self.live = Some(live);
+        self.meter = Some(meter);
         self
+    }
+
+    /// Close the sockets and hand over what the report needs.
+    pub fn finish(mut self) -> Finished {
+        Finished {
+            moved: self.moved(),
+            closed: self.closed,
+            cut: self.cut,
+            meter: self.meter.take(),
+        }
     }
 
     /// Bytes moved so far: client to backend, backend to client.
@@ -220,7 +250,22 @@ where
         }
     }
 
-    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters.
+    /// Note whose stream ended first, if no close frame went by before: after a pump `way`
+    /// that found its source's end (`ended`) or failed (`failed`; a failed read ends the
+    /// source, else the write to the destination failed).
+    fn note_cut(&mut self, way: Way, ended: bool, failed: bool) {
+        if self.cut.is_some() || self.closed.is_some() || !(ended || failed) {
+            return;
+        }
+        let (src, dst) = match way {
+            Way::Up => (Closer::Client, Closer::Backend),
+            Way::Down => (Closer::Backend, Closer::Client),
+        };
+        self.cut = Some(if ended { src } else { dst });
+    }
+
+    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters
+    /// and, for a WebSocket, its messages to the upstream's.
     fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
         let Tunnel {
             client,
@@ -228,18 +273,20 @@ where
             up,
             down,
             live,
+            meter,
             ..
         } = self;
-        let (h, result) = match way {
+        let mut flow = Flow::default();
+        let (h, was_open, result) = match way {
             Way::Up => {
-                let before = up.total;
-                let r = pump(cx, client, backend, up, to_boundary);
-                (up.total - before, r)
+                let (before, was_open) = (up.total, !up.read_closed);
+                let r = pump(cx, client, backend, up, to_boundary, &mut flow);
+                (up.total - before, was_open, r)
             }
             Way::Down => {
-                let before = down.total;
-                let r = pump(cx, backend, client, down, to_boundary);
-                (down.total - before, r)
+                let (before, was_open) = (down.total, !down.read_closed);
+                let r = pump(cx, backend, client, down, to_boundary, &mut flow);
+                (down.total - before, was_open, r)
             }
         };
         if let (Some(live), 1..) = (live.as_ref(), h) {
@@ -248,15 +295,26 @@ where
                 Way::Down => live.received(h),
             }
         }
+        if let Some(meter) = meter.as_ref().filter(|_| flow != Flow::default()) {
+            meter.flowed(way as usize, flow);
+        }
         if h > 0 {
             self.note_close(way);
+        }
+        if self.up.track {
+            let half = match way {
+                Way::Up => &self.up,
+                Way::Down => &self.down,
+            };
+            self.note_cut(way, was_open && half.read_closed, result.is_err());
         }
         result
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
     pub fn already_sent_down(&mut self, bytes: &[u8]) {
-        self.down.frames.feed(bytes);
+        let flow = self.down.frames.feed(bytes);
+        self.early_flow(Way::Down, flow);
         self.note_close(Way::Down);
     }
 
@@ -264,7 +322,8 @@ where
     /// tunnel sends them to the backend first, ahead of anything it reads from the client.
     /// Not counted in [`Self::moved`] (bytes read by the tunnel), but framed like them.
     pub fn send_first(&mut self, bytes: Vec<u8>) {
-        self.up.frames.feed(&bytes);
+        let flow = self.up.frames.feed(&bytes);
+        self.early_flow(Way::Up, flow);
         self.note_close(Way::Up);
         debug_assert!(self.up.pending.is_empty());
         debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
@@ -314,6 +373,13 @@ where
         None
     }
 
+    /// Count the messages and payload bytes moved before the tunnel started.
+    fn early_flow(&self, way: Way, flow: Flow) {
+        if let Some(meter) = &self.meter {
+            meter.flowed(way as usize, flow);
+        }
+    }
+
     fn begin_close(&mut self, why: Reason) -> Option<TunnelEnd> {
         if !self.up.track {
             return Some(why.end());
@@ -333,6 +399,7 @@ fn pump<R, W>(
     dst: &mut W,
     h: &mut Half,
     to_boundary: bool,
+    flow: &mut Flow,
 ) -> io::Result<bool>
 where
     R: AsyncRead + Unpin,
@@ -390,7 +457,12 @@ where
             // A TLS peer that closed its TCP without a close_notify: a plain close here, as
             // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Ready(Err(e)) => {
+                // Read no further; and the tunnel can tell a broken source from a broken
+                // destination.
+                h.read_closed = true;
+                return Err(e);
+            }
             Poll::Ready(Ok(())) => {}
         }
         let data = rb.filled();
@@ -401,7 +473,7 @@ where
         moved = true;
         h.total += data.len() as u64;
         if h.track {
-            h.frames.feed(data);
+            *flow += h.frames.feed(data);
         }
         let mut off = 0;
         while off < data.len() {
@@ -455,6 +527,44 @@ fn discard<R: AsyncRead + Unpin>(cx: &mut Context<'_>, src: &mut R) -> Poll<bool
     }
     cx.waker().wake_by_ref();
     Poll::Pending
+}
+
+impl<C, B> Drop for Tunnel<C, B> {
+    fn drop(&mut self) {
+        if let (true, Some(live)) = (self.up.track, &self.live) {
+            live.websocket(false);
+        }
+    }
+}
+
+/// What a tunnel leaves for its report once its sockets are closed.
+pub struct Finished {
+    /// Bytes read: client to backend, backend to client.
+    pub moved: (u64, u64),
+    /// The first close frame's code and who sent it (WebSocket).
+    pub closed: Option<(u16, Closer)>,
+    /// Whose stream ended first while no close frame had gone by (WebSocket).
+    cut: Option<Closer>,
+    meter: Option<Arc<TunnelMeter>>,
+}
+
+impl Finished {
+    /// Who closed a WebSocket (one of [`crate::metrics::websocket::CLOSERS`]) and its close
+    /// code (None: no close frame, 1006), given its `end`'s reason (`ours`: tideway closed it
+    /// for that reason). What came first decides: a stream's end before any close frame is an
+    /// abrupt end of that side; else the first close frame's sender, or tideway's reason for
+    /// its own 1001; else, with no close frame at all, tideway's reason.
+    fn closed_by(&self, (reason, ours): (&'static str, bool)) -> (&'static str, Option<u16>) {
+        match (self.cut, self.closed) {
+            (Some(side), _) => (side.name(), None),
+            (None, Some((code, Closer::Tideway))) => (reason, Some(code)),
+            (None, Some((code, side))) => (side.name(), Some(code)),
+            (None, None) if ours => (reason, None),
+            // Not met: a tunnel ends closed or with an error only after a stream ended or
+            // broke, which notes the cut.
+            (None, None) => (Closer::Client.name(), None),
+        }
+    }
 }
 
 impl<C, B> Future for Tunnel<C, B>
@@ -558,7 +668,6 @@ where
 /// only what the report needs (not the whole [`Route`]): an idle tunnel's memory is the point.
 pub struct Ending {
     upstream: Arc<str>,
-    histogram: prometheus::Histogram,
     client: Option<std::net::IpAddr>,
     backend: std::net::SocketAddr,
     /// A WebSocket (else a TCP tunnel).
@@ -586,7 +695,6 @@ impl Ending {
     ) -> Self {
         Ending {
             upstream: route.upstream.clone(),
-            histogram: route.metrics.tunnel.clone(),
             client,
             backend,
             websocket,
@@ -603,18 +711,19 @@ impl Ending {
         self
     }
 
-    /// The tunnel ended with `end`, having moved `(up, down)` bytes; `closed`: the first
-    /// close frame's code and sender.
-    pub fn report(self, end: TunnelEnd, (up, down): (u64, u64), closed: Option<(u16, Closer)>) {
-        let end = match end {
-            TunnelEnd::Closed => "closed",
-            TunnelEnd::Idle => "idle",
-            TunnelEnd::Drain => "drain",
-            TunnelEnd::Rebalance => "rebalance",
-            TunnelEnd::Shutdown => "shutdown",
+    /// The tunnel ended with `end`; `finished`: what it left (see [`Tunnel::finish`]).
+    pub fn report(self, end: TunnelEnd, finished: Finished) {
+        // The reason's name, and whether tideway closed the tunnel for it (a WebSocket's
+        // `by` is then that name).
+        let (end, ours) = match end {
+            TunnelEnd::Closed => ("closed", false),
+            TunnelEnd::Idle => ("idle", true),
+            TunnelEnd::Drain => ("drain", true),
+            TunnelEnd::Rebalance => ("rebalance", true),
+            TunnelEnd::Shutdown => ("shutdown", true),
             TunnelEnd::Error(e) => {
                 tracing::debug!(error = %e, "tunnel ended with an error");
-                "error"
+                ("error", false)
             }
         };
         let duration = self.started.elapsed();
@@ -622,7 +731,19 @@ impl Ending {
             .tunnels_ended
             .with_label_values(&[&self.upstream, end])
             .inc();
-        self.histogram.observe(duration.as_secs_f64());
+        if let Some(meter) = &finished.meter {
+            meter.duration.observe(duration.as_secs_f64());
+            if self.websocket {
+                meter.session.observe(duration.as_secs_f64());
+                let (by, code) = finished.closed_by((end, ours));
+                meter.closed(by, code);
+            }
+        }
+        let Finished {
+            moved: (up, down),
+            closed,
+            ..
+        } = finished;
         if super::access::enabled() {
             super::access::tunnel(&TunnelRecord {
                 client: self.client,
@@ -657,6 +778,11 @@ mod tests {
         assert_eq!(t.closed(), Some((1000, Closer::Client)));
     }
 
+    /// A meter for tunnels whose counts no test reads.
+    fn meter() -> Arc<TunnelMeter> {
+        crate::metrics::UpstreamMetrics::of("t-spread").tunnel
+    }
+
     /// The spread's phase and reasons fit in the two bytes the phase took before (a tag and a
     /// reason): an idle tunnel is no bigger for them.
     #[test]
@@ -675,7 +801,7 @@ mod tests {
         let close = CancellationToken::new();
         let idle = Duration::from_secs(3600);
         let mut t = Box::pin(
-            Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()),
+            Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone(), meter()),
         );
         let window = Duration::from_secs(10);
         live.set_closing(Some((Instant::now(), Instant::now() + window)));
@@ -699,10 +825,91 @@ mod tests {
         let (backend, _b) = tokio::io::duplex(64);
         let close = CancellationToken::new();
         let t = Tunnel::new(client, backend, idle, close.clone(), false)
-            .counting(Arc::new(Live::default()));
+            .counting(Arc::new(Live::default()), meter());
         close.cancel();
         let started = Instant::now();
         assert!(matches!(t.await, TunnelEnd::Rebalance));
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[test]
+    fn counting_leaves_the_tunnel_task_as_large_as_it_was() {
+        // Before WebSocket metrics: a tunnel of 272 bytes and its Ending of 104. The upstream's
+        // meter replaced the Ending's histogram; the cut fits in the tunnel's padding.
+        type T = Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
+        let both = std::mem::size_of::<T>() + std::mem::size_of::<Ending>();
+        assert!(both <= 272 + 104, "{both}");
+    }
+
+    /// A WebSocket tunnel between two in-memory pipes, counted under `upstream`; returns it
+    /// with the far ends (client, backend) and the backend's counters.
+    fn metered(
+        upstream: &str,
+        idle: Duration,
+    ) -> (
+        Tunnel<tokio::io::DuplexStream, tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        Arc<Live>,
+    ) {
+        let (client, c) = tokio::io::duplex(1024);
+        let (backend, b) = tokio::io::duplex(1024);
+        let live = Arc::new(Live::default());
+        let meter = crate::metrics::UpstreamMetrics::of(upstream).tunnel;
+        let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true)
+            .counting(live.clone(), meter);
+        (t, c, b, live)
+    }
+
+    fn counted(upstream: &str, direction: &str) -> (u64, u64) {
+        let ws = &crate::metrics::global().websocket;
+        let l = [upstream, direction];
+        (
+            ws.messages.with_label_values(&l).get(),
+            ws.bytes.with_label_values(&l).get(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_hangs_up_without_a_close_frame_ends_it_abruptly() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut t, mut c, mut b, live) = metered("t-cut", Duration::from_secs(60));
+        assert_eq!(live.websockets(), 1);
+        let relay = tokio::spawn(async move {
+            let end = (&mut t).await;
+            (end, t.finish())
+        });
+        // A ping (not a message) and a fragmented text of 3 + 2 bytes, then the answer.
+        let mut up = Vec::new();
+        for (first, payload) in [(0x89u8, &b"p"[..]), (0x01, b"abc"), (0x80, b"de")] {
+            up.extend([first, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
+            up.extend_from_slice(payload);
+        }
+        c.write_all(&up).await.unwrap();
+        let mut got = vec![0; up.len()];
+        b.read_exact(&mut got).await.unwrap();
+        b.write_all(&[0x82, 0x01, 7]).await.unwrap();
+        let mut echo = [0; 3];
+        c.read_exact(&mut echo).await.unwrap();
+        drop(b);
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        drop(c);
+        let (end, finished) = relay.await.unwrap();
+        assert!(matches!(end, TunnelEnd::Closed), "{end:?}");
+        assert_eq!(finished.closed_by(("closed", false)), ("backend", None));
+        assert_eq!(live.websockets(), 0);
+        assert_eq!(counted("t-cut", "client_to_backend"), (1, 5));
+        assert_eq!(counted("t-cut", "backend_to_client"), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_websocket_is_closed_by_idle_with_1001() {
+        let (mut t, _c, _b, live) = metered("t-idle", Duration::from_secs(1));
+        let end = (&mut t).await;
+        assert!(matches!(end, TunnelEnd::Idle), "{end:?}");
+        let finished = t.finish();
+        assert_eq!(finished.closed_by(("idle", true)), ("idle", Some(1001)));
+        assert_eq!(live.websockets(), 0);
     }
 }

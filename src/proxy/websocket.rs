@@ -76,7 +76,8 @@ pub fn start(
         None => (conn.close, None),
     };
     let guard = conn.guard;
-    let mut tunnel = Tunnel::new(client, conn.io, idle, close, true).counting(guard.live().clone());
+    let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
+        .counting(guard.live().clone(), route.metrics.tunnel.clone());
     // The client's bytes behind its handshake came before the backend's behind its 101: a
     // close in both is the client's (as the tunnel's unit test has it).
     if !early.is_empty() {
@@ -86,9 +87,7 @@ pub fn start(
     drop(down);
     async move {
         let end = (&mut tunnel).await;
-        let (moved, closed) = (tunnel.moved(), tunnel.closed());
-        drop(tunnel);
-        ending.report(end, moved, closed);
+        ending.report(end, tunnel.finish());
         drop(session);
         drop(guard);
         drop(permit);

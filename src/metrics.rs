@@ -251,29 +251,14 @@ pub fn upstreams_seen() -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// The sum of every series of the family `name` in the process registry (a counter's or a
-/// gauge's), or None when the registry has no such family (yet).
-pub fn sum_of(name: &str) -> Option<f64> {
-    let families = global().registry.gather();
-    let f = families.iter().find(|f| f.name() == name)?;
-    Some(
-        f.get_metric()
-            .iter()
-            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
-            .sum(),
-    )
-}
-
-/// Every series of the family `name` in the process registry: its labels and its value (a
-/// counter's or a gauge's). Empty when there is no such family, or it has no series yet (a
-/// vector never used is not gathered).
-pub fn series_of(name: &str) -> Vec<(Vec<(String, String)>, f64)> {
-    let families = global().registry.gather();
-    let Some(f) = families.iter().find(|f| f.name() == name) else {
-        return Vec::new();
-    };
-    f.get_metric()
+/// Every series of `family`: its labels and its value (a counter's or a gauge's). Collected
+/// from the family alone, not by gathering the whole registry (whose process collector lists
+/// every open descriptor).
+pub fn series_of(family: &dyn prometheus::core::Collector) -> Vec<(Vec<(String, String)>, f64)> {
+    family
+        .collect()
         .iter()
+        .flat_map(|f| f.get_metric())
         .map(|m| {
             let labels = m
                 .get_label()

@@ -12,10 +12,13 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The families `GET /v1/closes` lists, each under its own key.
-pub const CLOSE_FAMILIES: [(&str, &str); 2] = [
-    ("websocket_closes", "tideway_websocket_closes_total"),
-    ("tunnels_ended", "tideway_tunnels_ended_total"),
-];
+fn close_families() -> [(&'static str, &'static prometheus::IntCounterVec); 2] {
+    let m = crate::metrics::global();
+    [
+        ("websocket_closes", &m.websocket.closes),
+        ("tunnels_ended", &m.tunnels_ended),
+    ]
+}
 
 #[utoipa::path(get, path = "/v1/history", tag = "operators",
     responses((status = 200, description = "`{interval_ms, points_kept, backends_per_upstream, times, upstreams: [{name, backends_total, total, backends: [{id, ...}]}]}`: the last minutes, sampled every `interval_ms`; `total` and each backend hold `connections`, `requests_per_second` and `errors_per_second`, arrays aligned with `times` (milliseconds since the epoch; null: not sampled then). Per-backend series only for the busiest `backends_per_upstream` of each upstream at each sample, draining ones first")),
@@ -85,7 +88,7 @@ pub async fn closes(
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&s, &headers)?;
     let mut out = serde_json::Map::new();
-    for (key, family) in CLOSE_FAMILIES {
+    for (key, family) in close_families() {
         let entries: Vec<Value> = crate::metrics::series_of(family)
             .into_iter()
             .filter(|(_, n)| *n > 0.0)

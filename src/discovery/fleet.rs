@@ -7,8 +7,9 @@
 //! A report holds, per upstream, the instance's active connections (requests in flight and
 //! tunnels) and, per backend, those of every backend that has any or is draining: what a
 //! fleet-wide drain waits on. It also holds the instance's client connections (every
-//! listener's) and its open WebSockets (`tideway_websocket_open`, when the process exports
-//! it), for the dashboard's view of the fleet; an instance that does not say leaves them out.
+//! listener's) and its open WebSockets (the sum of its backends' counts, as
+//! `tideway_websocket_open` shows them), for the dashboard's view of the fleet; an older instance
+//! that does not say leaves them out.
 
 use crate::pool::{PoolHandle, Snapshot, State};
 use crate::store::{keys, Store, StoreError};
@@ -66,7 +67,13 @@ impl Report {
         Report {
             upstreams,
             clients: Some(crate::net::fds::proxied().open() as u64),
-            websockets: crate::metrics::sum_of("tideway_websocket_open").map(|n| n as u64),
+            websockets: Some(
+                snap.upstreams
+                    .values()
+                    .flat_map(|u| u.backends.iter())
+                    .map(|b| b.live.websockets())
+                    .fold(0, u64::saturating_add),
+            ),
         }
     }
 }

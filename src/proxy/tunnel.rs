@@ -29,8 +29,8 @@
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
 use super::route::Route;
-use crate::pool::spread::{self, Cause};
 use crate::metrics::websocket::{Flow, TunnelMeter};
+use crate::pool::spread::{self, Cause};
 use crate::pool::Live;
 use std::future::Future;
 use std::io;
@@ -801,7 +801,8 @@ mod tests {
         let close = CancellationToken::new();
         let idle = Duration::from_secs(3600);
         let mut t = Box::pin(
-            Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone(), meter()),
+            Tunnel::new(client, backend, idle, close.clone(), false)
+                .counting(live.clone(), meter()),
         );
         let window = Duration::from_secs(10);
         live.set_closing(Some((Instant::now(), Instant::now() + window)));

@@ -36,7 +36,14 @@ pub const FAILURE_REASONS: [&str; 12] = [
     "local",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
-pub const TUNNEL_ENDS: [&str; 4] = ["closed", "idle", "signalled", "error"];
+pub const TUNNEL_ENDS: [&str; 6] = [
+    "closed",
+    "idle",
+    "signalled",
+    "error",
+    "ping_timeout",
+    "send_timeout",
+];
 /// Status classes of `tideway_http_responses_total`.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -52,7 +59,8 @@ const LIFETIME: [f64; 9] = [
 /// The process registry.
 pub struct Metrics {
     pub registry: Registry,
-    /// Tunnels ended, by upstream and reason (closed, idle, signalled, error).
+    /// Tunnels ended, by upstream and reason (closed, idle, signalled, error, ping_timeout,
+    /// send_timeout).
     pub tunnels_ended: IntCounterVec,
     /// HTTP requests from the complete request head to the end of the answer, by upstream.
     pub request_duration: HistogramVec,

@@ -33,6 +33,7 @@ pub mod headers;
 pub mod keepalive;
 pub mod key;
 pub mod limit;
+pub mod liveness;
 pub mod proxy_protocol;
 pub mod request;
 pub mod request_id;

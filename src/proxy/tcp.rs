@@ -127,7 +127,8 @@ impl TcpGateway {
             },
         );
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
-            .counting(conn.guard.live().clone());
+            .counting(conn.guard.live().clone())
+            .keeping(&policy.liveness);
         let end = (&mut tunnel).await;
         let (moved, closed) = (tunnel.moved(), tunnel.closed());
         drop(tunnel);

@@ -9,9 +9,22 @@
 //! finishes the server-to-client frame in flight, sends the client a close frame with code
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
+//!
+//! Dead peers ([`super::liveness`]): with `ping_interval`, a WebSocket tunnel pings a client
+//! it has not heard from for that long (and the backend, with `ping_backend`), putting its
+//! ping between two frames of the stream towards that peer, and drops the pongs that answer
+//! it ([`FrameTracker::sift`]); the application's own pings and pongs go by untouched. A peer
+//! that sends nothing for `pong_timeout` after a ping is closed as on an idle timeout (1001
+//! both ways). A peer that takes none of the bytes waiting for it for `send_timeout` is cut:
+//! what waits for it is dropped, the other peer gets 1001 (between two frames), and the
+//! tunnel ends without lingering. All of it runs on the tunnel's one timer.
 
 use super::access::{Closer, Handshake, TunnelRecord};
-use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
+use super::frame::{
+    close_frame, masked_close_frame, masked_ping_frame, ping_frame, FrameTracker, Sifted,
+    GOING_AWAY,
+};
+use super::liveness::{now_ms, Expired, Side, Watch, BACKEND, CLIENT};
 use super::route::Route;
 use crate::pool::Live;
 use std::future::Future;
@@ -43,6 +56,10 @@ pub enum TunnelEnd {
     Idle,
     /// Closed by tideway: drain deadline or shutdown.
     Signalled,
+    /// A pinged peer did not answer within `pong_timeout`.
+    PingTimeout,
+    /// A peer took no byte waiting for it for `send_timeout`.
+    SendTimeout,
     /// A socket error.
     Error(io::Error),
 }
@@ -82,6 +99,19 @@ impl Half {
     fn queue(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
     }
+
+    /// Can tideway put a frame of its own into this direction now (between two frames, and
+    /// still open)?
+    fn takes_frame(&self) -> bool {
+        !self.write_closed && !self.read_closed && self.frames.sent_at_boundary()
+    }
+}
+
+/// What one pump did: read from its source, wrote to its destination.
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    read: bool,
+    wrote: bool,
 }
 
 enum Phase {
@@ -96,6 +126,8 @@ enum Phase {
 enum Reason {
     Idle,
     Signalled,
+    PingTimeout,
+    SendTimeout,
 }
 
 impl Reason {
@@ -103,6 +135,8 @@ impl Reason {
         match self {
             Reason::Idle => TunnelEnd::Idle,
             Reason::Signalled => TunnelEnd::Signalled,
+            Reason::PingTimeout => TunnelEnd::PingTimeout,
+            Reason::SendTimeout => TunnelEnd::SendTimeout,
         }
     }
 }
@@ -113,8 +147,8 @@ pub struct Tunnel<C, B> {
     backend: B,
     up: Half,
     down: Half,
-    idle: Duration,
-    last: Instant,
+    /// Idle, ping, pong and send deadlines, behind `timer`.
+    watch: Watch,
     timer: Pin<Box<Sleep>>,
     close: Pin<Box<WaitForCancellationFutureOwned>>,
     phase: Phase,
@@ -149,8 +183,7 @@ where
                 track: websocket,
                 ..Half::default()
             },
-            idle,
-            last: Instant::now(),
+            watch: Watch::new(idle),
             timer: Box::pin(tokio::time::sleep(idle)),
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
@@ -163,6 +196,39 @@ where
     pub fn counting(mut self, live: Arc<Live>) -> Self {
         self.live = Some(live);
         self
+    }
+
+    /// Ping (WebSocket only) and time sends as `live` says.
+    pub fn keeping(mut self, live: &crate::config::Liveness) -> Self {
+        let mut live = *live;
+        if !self.up.track {
+            live.ping_interval = None;
+            live.ping_backend = false;
+        }
+        self.watch.keep(&live);
+        if self.watch.pings(CLIENT) {
+            self.up.frames.absorb_pongs();
+        }
+        if self.watch.pings(BACKEND) {
+            self.down.frames.absorb_pongs();
+        }
+        if let Ok(ms) = self.watch.next(self.waiting(), now_ms()) {
+            self.wake_by(ms);
+        }
+        self
+    }
+
+    /// By side read from: do bytes wait to be written the other way?
+    fn waiting(&self) -> [bool; 2] {
+        [!self.up.pending.is_empty(), !self.down.pending.is_empty()]
+    }
+
+    /// Have the timer fire in `ms` at the latest.
+    fn wake_by(&mut self, ms: u32) {
+        let at = Instant::now() + Duration::from_millis(u64::from(ms));
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
     }
 
     /// Bytes moved so far: client to backend, backend to client.
@@ -189,7 +255,8 @@ where
         }
     }
 
-    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters.
+    /// Move bytes one way (see [`pump`]), hand what was read to the backend's counters, and
+    /// stamp the watch. Returns whether any byte moved.
     fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
         let Tunnel {
             client,
@@ -199,16 +266,16 @@ where
             live,
             ..
         } = self;
-        let (h, result) = match way {
+        let (h, began, result) = match way {
             Way::Up => {
-                let before = up.total;
+                let (before, empty) = (up.total, up.pending.is_empty());
                 let r = pump(cx, client, backend, up, to_boundary);
-                (up.total - before, r)
+                (up.total - before, empty && !up.pending.is_empty(), r)
             }
             Way::Down => {
-                let before = down.total;
+                let (before, empty) = (down.total, down.pending.is_empty());
                 let r = pump(cx, backend, client, down, to_boundary);
-                (down.total - before, r)
+                (down.total - before, empty && !down.pending.is_empty(), r)
             }
         };
         if let (Some(live), 1..) = (live.as_ref(), h) {
@@ -220,7 +287,94 @@ where
         if h > 0 {
             self.note_close(way);
         }
-        result
+        let p = result?;
+        if p.read || p.wrote {
+            let side = match way {
+                Way::Up => CLIENT,
+                Way::Down => BACKEND,
+            };
+            self.watch.moved(side, p.read, p.wrote || began, now_ms());
+            // Bytes began to wait: the send timeout may come before the timer.
+            if let (true, Phase::Open, Some(ms)) = (began, &self.phase, self.watch.send_ms()) {
+                self.wake_by(ms);
+            }
+        }
+        Ok(p.read || p.wrote)
+    }
+
+    /// Queue tideway's ping to each peer it is due to (between two frames of the stream to
+    /// it). Returns whether one was queued.
+    fn send_pings(&mut self, now: u32) -> bool {
+        let mut sent = false;
+        for side in [CLIENT, BACKEND] {
+            if !self.watch.ping_due(side, now) {
+                continue;
+            }
+            // The direction towards `side` is the one reading from the other peer.
+            let (h, from): (&mut Half, Side) = if side == CLIENT {
+                (&mut self.down, BACKEND)
+            } else {
+                (&mut self.up, CLIENT)
+            };
+            if !h.takes_frame() {
+                continue; // mid-frame: at a later boundary
+            }
+            let began = h.pending.is_empty();
+            if side == CLIENT {
+                h.queue(&ping_frame());
+            } else {
+                h.queue(&masked_ping_frame(rand::random()));
+            }
+            self.watch.moved(from, false, began, now);
+            self.watch.pinged(side, now);
+            sent = true;
+        }
+        if sent {
+            self.wake_by(self.watch.pong_ms());
+            if let Some(ms) = self.watch.send_ms() {
+                self.wake_by(ms);
+            }
+        }
+        sent
+    }
+
+    /// The watch expired: close as `why` says (None: closing goes on in the next phase).
+    fn expire(&mut self, why: Expired, now: u32) -> Option<TunnelEnd> {
+        match why {
+            Expired::Idle => self.begin_close(Reason::Idle),
+            Expired::Ping => self.begin_close(Reason::PingTimeout),
+            Expired::Send => self.cut(now),
+        }
+    }
+
+    /// Send timeout: drop what waits for the peer that stopped taking bytes and write it no
+    /// more; the other peer gets 1001 between two frames; then end, without lingering.
+    fn cut(&mut self, now: u32) -> Option<TunnelEnd> {
+        if !self.up.track {
+            return Some(TunnelEnd::SendTimeout);
+        }
+        let waiting = self.waiting();
+        for (side, h) in [(CLIENT, &mut self.up), (BACKEND, &mut self.down)] {
+            if self.watch.stalled(side, waiting[side], now) {
+                h.pending = Vec::new();
+                h.pos = 0;
+                h.unflushed = false;
+                h.write_closed = true;
+            }
+        }
+        if !self.down.write_closed && self.down.frames.sent_at_boundary() {
+            self.down.queue(&close_frame(GOING_AWAY));
+            self.closed.get_or_insert((GOING_AWAY, Closer::Tideway));
+        }
+        if !self.up.write_closed && self.up.frames.sent_at_boundary() {
+            self.up
+                .queue(&masked_close_frame(GOING_AWAY, rand::random()));
+        }
+        self.up.read_closed = true;
+        self.down.read_closed = true;
+        self.phase = Phase::Lingering(Reason::SendTimeout);
+        self.timer.as_mut().reset(Instant::now() + DEFAULT_LINGER);
+        None
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
@@ -253,25 +407,25 @@ where
     }
 }
 
-/// Move bytes from `src` to `dst` until neither can go on. Returns whether any byte moved.
+/// Move bytes from `src` to `dst` until neither can go on.
 fn pump<R, W>(
     cx: &mut Context<'_>,
     src: &mut R,
     dst: &mut W,
     h: &mut Half,
     to_boundary: bool,
-) -> io::Result<bool>
+) -> io::Result<Progress>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut moved = false;
+    let mut p = Progress::default();
     if h.unflushed {
         match Pin::new(&mut *dst).poll_flush(cx) {
             Poll::Ready(Ok(())) => h.unflushed = false,
             Poll::Ready(Err(e)) => return Err(e),
             // The flush's waker is this task's: it runs again when the socket takes more.
-            Poll::Pending => return Ok(false),
+            Poll::Pending => return Ok(p),
         }
     }
     for _ in 0..ROUNDS {
@@ -280,31 +434,31 @@ where
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     h.pos += n as u32;
-                    moved = true;
+                    p.wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => return Ok(moved),
+                Poll::Pending => return Ok(p),
             }
         }
         if !h.pending.is_empty() {
             h.pending = Vec::new();
             h.pos = 0;
             if !flush(cx, dst, h)? {
-                return Ok(moved);
+                return Ok(p);
             }
         }
         if h.read_closed {
             if !h.write_closed {
                 match Pin::new(&mut *dst).poll_shutdown(cx) {
                     Poll::Ready(_) => h.write_closed = true,
-                    Poll::Pending => return Ok(moved),
+                    Poll::Pending => return Ok(p),
                 }
             }
-            return Ok(moved);
+            return Ok(p);
         }
         let cap = if to_boundary {
             match h.frames.until_boundary() {
-                None => return Ok(moved),
+                None => return Ok(p),
                 Some(n) => n.min(STEP as u64) as usize,
             }
         } else {
@@ -313,7 +467,7 @@ where
         let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
         let mut rb = ReadBuf::uninit(&mut storage[..cap]);
         match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => return Ok(moved),
+            Poll::Pending => return Ok(p),
             // A TLS peer that closed its TCP without a close_notify: a plain close here, as
             // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
@@ -325,30 +479,65 @@ where
             h.read_closed = true;
             continue;
         }
-        moved = true;
+        p.read = true;
         h.total += data.len() as u64;
-        if h.track {
-            h.frames.feed(data);
-        }
-        let mut off = 0;
-        while off < data.len() {
-            match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => off += n,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {
-                    h.queue(&data[off..]);
-                    return Ok(moved);
-                }
+        if h.track && h.frames.absorbs() {
+            // tideway's pongs are dropped, what may be one is held back: the rest goes on
+            // in pieces, in order.
+            let mut rest = data;
+            while !rest.is_empty() {
+                rest = match h.frames.sift(rest) {
+                    Sifted::Pass(n) => {
+                        p.wrote |= send(cx, dst, h, &rest[..n])?;
+                        &rest[n..]
+                    }
+                    Sifted::Held(n) | Sifted::Ours(n) => &rest[n..],
+                    Sifted::Release { used, held } => {
+                        p.wrote |= send(cx, dst, h, held.as_slice())?;
+                        &rest[used..]
+                    }
+                };
             }
+        } else {
+            if h.track {
+                h.frames.feed(data);
+            }
+            p.wrote |= send(cx, dst, h, data)?;
         }
-        if !flush(cx, dst, h)? {
-            return Ok(moved);
+        if !h.pending.is_empty() || !flush(cx, dst, h)? {
+            return Ok(p);
         }
     }
     // Still busy after ROUNDS steps: let other tasks run, then come back.
     cx.waker().wake_by_ref();
-    Ok(moved)
+    Ok(p)
+}
+
+/// Write `bytes` to `dst` behind what waits in `h`; what `dst` cannot take now waits (a copy).
+/// Returns whether `dst` took any.
+fn send<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dst: &mut W,
+    h: &mut Half,
+    bytes: &[u8],
+) -> io::Result<bool> {
+    if !h.pending.is_empty() {
+        h.queue(bytes);
+        return Ok(false);
+    }
+    let mut off = 0;
+    while off < bytes.len() {
+        match Pin::new(&mut *dst).poll_write(cx, &bytes[off..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => off += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {
+                h.queue(&bytes[off..]);
+                break;
+            }
+        }
+    }
+    Ok(off > 0)
 }
 
 /// Flush `dst`: true once done; false while it is still at it (marked in `h`, so the next
@@ -404,24 +593,33 @@ where
                     }
                     let up = this.pump(cx, Way::Up, false);
                     let down = this.pump(cx, Way::Down, false);
-                    match (up, down) {
+                    let moved = match (up, down) {
                         (Err(e), _) | (_, Err(e)) => return Poll::Ready(TunnelEnd::Error(e)),
-                        (Ok(a), Ok(b)) if a || b => this.last = Instant::now(),
-                        _ => {}
-                    }
+                        (Ok(a), Ok(b)) => a || b,
+                    };
                     if this.up.done() && this.down.done() {
                         return Poll::Ready(TunnelEnd::Closed);
                     }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        let deadline = this.last + this.idle;
-                        if Instant::now() >= deadline {
-                            match this.begin_close(Reason::Idle) {
-                                Some(end) => return Poll::Ready(end),
-                                None => continue,
+                    let fired = this.timer.as_mut().poll(cx).is_ready();
+                    // A ping waits for a frame boundary: look again whenever bytes moved.
+                    if fired || (moved && this.watch.pings(CLIENT)) {
+                        let now = now_ms();
+                        if this.send_pings(now) {
+                            continue; // pump it out
+                        }
+                        if fired {
+                            match this.watch.next(this.waiting(), now) {
+                                Err(why) => match this.expire(why, now) {
+                                    Some(end) => return Poll::Ready(end),
+                                    None => continue,
+                                },
+                                Ok(ms) => {
+                                    let at = Instant::now() + Duration::from_millis(ms.into());
+                                    this.timer.as_mut().reset(at);
+                                    continue;
+                                }
                             }
                         }
-                        this.timer.as_mut().reset(deadline);
-                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -429,13 +627,13 @@ where
                     if this.pump(cx, Way::Down, true).is_err() {
                         return Poll::Ready(why.end());
                     }
-                    if this.down.frames.at_boundary() && this.down.pending.is_empty() {
+                    if this.down.frames.sent_at_boundary() && this.down.pending.is_empty() {
                         if !this.down.write_closed {
                             this.down.queue(&close_frame(GOING_AWAY));
                             this.closed.get_or_insert((GOING_AWAY, Closer::Tideway));
                         }
                         this.down.read_closed = true;
-                        if this.up.frames.at_boundary() && !this.up.write_closed {
+                        if this.up.frames.sent_at_boundary() && !this.up.write_closed {
                             this.up
                                 .queue(&masked_close_frame(GOING_AWAY, rand::random()));
                         }
@@ -453,6 +651,11 @@ where
                     let down = this.pump(cx, Way::Down, false);
                     let _ = this.pump(cx, Way::Up, false);
                     if down.is_err() {
+                        return Poll::Ready(why.end());
+                    }
+                    // A send timeout's peer is cut, not waited for.
+                    let cut = matches!(why, Reason::SendTimeout);
+                    if cut && this.up.done() && this.down.done() {
                         return Poll::Ready(why.end());
                     }
                     if this.down.done() {
@@ -528,6 +731,8 @@ impl Ending {
             TunnelEnd::Closed => "closed",
             TunnelEnd::Idle => "idle",
             TunnelEnd::Signalled => "signalled",
+            TunnelEnd::PingTimeout => "ping_timeout",
+            TunnelEnd::SendTimeout => "send_timeout",
             TunnelEnd::Error(e) => {
                 tracing::debug!(error = %e, "tunnel ended with an error");
                 "error"

@@ -9,8 +9,9 @@ use super::{
 use crate::config::scope::RegistrationScope;
 use crate::config::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 use crate::config::{
-    Balance, ConfigError, HealthConfig, HealthKind, RebalanceConfig, ScaleConfig, UpstreamPolicy,
-    DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE, MAX_WEIGHT,
+    Balance, ConfigError, HealthConfig, HealthKind, Liveness, RebalanceConfig, ScaleConfig,
+    UpstreamPolicy, DEFAULT_PONG_TIMEOUT, DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE,
+    MAX_WEIGHT,
 };
 use std::time::Duration;
 use toml::Spanned;
@@ -183,7 +184,31 @@ pub(super) fn base(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<UpstreamPolicy,
     if let Some(t) = &up.tls {
         policy.tls = Some(tls(cx, t)?);
     }
+    policy.liveness = liveness(cx, up)?;
     Ok(policy)
+}
+
+/// `ping_interval`, `pong_timeout`, `ping_backend`, `send_timeout`: finding dead peers of
+/// tunnels ("0s" turns pings or the send timeout off).
+fn liveness(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<Liveness, ConfigError> {
+    let mut l = Liveness {
+        ping_interval: up.ping_interval.map(|d| d.0).filter(|d| !d.is_zero()),
+        pong_timeout: cx.positive_dur(&up.pong_timeout, "pong_timeout", DEFAULT_PONG_TIMEOUT)?,
+        ..Liveness::default()
+    };
+    if let Some(b) = &up.ping_backend {
+        if *b.get_ref() && l.ping_interval.is_none() {
+            return Err(cx.err(
+                b.span(),
+                "ping_backend needs ping_interval (e.g. ping_interval = \"30s\")",
+            ));
+        }
+        l.ping_backend = *b.get_ref();
+    }
+    if let Some(d) = up.send_timeout {
+        l.send_timeout = Some(d.0).filter(|d| !d.is_zero());
+    }
+    Ok(l)
 }
 
 /// `tls = { verify, ca, server_name, sni }`: TLS to the backends.

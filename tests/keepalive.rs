@@ -93,7 +93,11 @@ async fn raw_client(proxy: &Proxy) -> TcpStream {
     while !head.ends_with(b"\r\n\r\n") {
         head.push(s.read_u8().await.unwrap());
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{:?}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
     s
 }
 
@@ -128,7 +132,10 @@ async fn a_client_that_stops_answering_is_closed_and_its_backend_gets_1001() {
         .expect("tideway's ping");
     assert_eq!((b0, payload.len()), (0x89, 8), "an unmasked ping, 8 bytes");
     let pinged = start.elapsed();
-    assert!(pinged >= Duration::from_millis(450), "pinged after {pinged:?}");
+    assert!(
+        pinged >= Duration::from_millis(450),
+        "pinged after {pinged:?}"
+    );
     let (b0, payload) = tokio::time::timeout(limit, read_frame(&mut client))
         .await
         .expect("a close frame");
@@ -195,9 +202,21 @@ async fn a_client_that_answers_outlives_idle_timeout() {
         }
     }
     assert!(pings >= 3, "pinged {pings} times in 3 s");
-    let backend_read: Vec<Message> = seen.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
-    assert_eq!(backend_read, vec![Message::text("still here")], "no pong reached the backend");
-    assert_eq!(ended(&proxy, "idle").await + ended(&proxy, "ping_timeout").await, 0.0);
+    let backend_read: Vec<Message> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(
+        backend_read,
+        vec![Message::text("still here")],
+        "no pong reached the backend"
+    );
+    assert_eq!(
+        ended(&proxy, "idle").await + ended(&proxy, "ping_timeout").await,
+        0.0
+    );
 }
 
 /// Must show 3c: a backend that pings its own clients gets their pongs, and the client sees
@@ -305,7 +324,10 @@ async fn a_client_that_stops_reading_is_cut_and_others_go_on() {
         ended(&proxy, "send_timeout").await == 1.0
     })
     .await;
-    assert!(since.elapsed() >= Duration::from_secs(1), "not before send_timeout");
+    assert!(
+        since.elapsed() >= Duration::from_secs(1),
+        "not before send_timeout"
+    );
     let at_cut = received.load(Ordering::Relaxed);
     assert!(at_cut >= 100, "the reader got {at_cut} messages meanwhile");
     wait_until(Duration::from_secs(5), || async {

@@ -50,7 +50,9 @@ pub(super) enum Expired {
 /// A tunnel's timeouts and stamps (milliseconds, see the module doc).
 pub(super) struct Watch {
     idle: u32,
-    /// 0: no pings.
+    /// Low 29 bits, `ping_interval` in ms (0: no pings; capped at 6 days); the top three, the
+    /// flags [`PINGED`] by side and [`PING_BACKEND`] (a separate byte would cost every tunnel
+    /// 8 bytes of padding).
     ping: u32,
     pong: u32,
     /// 0: no send timeout.
@@ -60,12 +62,14 @@ pub(super) struct Watch {
     /// By side it reads from: when the bytes waiting to be written the other way last moved,
     /// or began to wait.
     stall: [u32; 2],
-    /// Bits: [`PINGED`] by side, [`PING_BACKEND`].
-    flags: u8,
 }
 
-const PINGED: [u8; 2] = [0b01, 0b10];
-const PING_BACKEND: u8 = 0b100;
+/// In `Watch::ping`: a ping to that side is out.
+const PINGED: [u32; 2] = [1 << 29, 1 << 30];
+/// In `Watch::ping`: the backend is pinged too.
+const PING_BACKEND: u32 = 1 << 31;
+/// In `Watch::ping`: the interval's bits.
+const INTERVAL: u32 = (1 << 29) - 1;
 
 impl Watch {
     /// A watch that closes after `idle` without a byte read, with neither pings nor a send
@@ -79,18 +83,16 @@ impl Watch {
             send: 0,
             heard: [now; 2],
             stall: [now; 2],
-            flags: 0,
         }
     }
 
     /// Ping and time sends as `live` says.
     pub(super) fn keep(&mut self, live: &Liveness) {
-        self.ping = live.ping_interval.map_or(0, |d| ms(d).max(1));
+        self.ping = live.ping_interval.map_or(0, |d| ms(d).clamp(1, INTERVAL));
         self.pong = ms(live.pong_timeout);
         self.send = live.send_timeout.map_or(0, |d| ms(d).max(1));
-        self.flags &= !PING_BACKEND;
         if live.ping_backend && self.ping > 0 {
-            self.flags |= PING_BACKEND;
+            self.ping |= PING_BACKEND;
         }
     }
 
@@ -104,9 +106,13 @@ impl Watch {
         self.pong
     }
 
+    fn interval(&self) -> u32 {
+        self.ping & INTERVAL
+    }
+
     /// Does the tunnel ping `side`?
     pub(super) fn pings(&self, side: Side) -> bool {
-        self.ping > 0 && (side == CLIENT || self.flags & PING_BACKEND != 0)
+        self.interval() > 0 && (side == CLIENT || self.ping & PING_BACKEND != 0)
     }
 
     /// Bytes moved in the direction reading from `side`: `read` from its peer, `wrote` some
@@ -114,7 +120,7 @@ impl Watch {
     pub(super) fn moved(&mut self, side: Side, read: bool, wrote_or_began: bool, now: u32) {
         if read {
             self.heard[side] = now;
-            self.flags &= !PINGED[side];
+            self.ping &= !PINGED[side];
         }
         if wrote_or_began {
             self.stall[side] = now;
@@ -124,13 +130,13 @@ impl Watch {
     /// Is a ping to `side` due (pings on, none out, nothing heard for `ping_interval`)?
     pub(super) fn ping_due(&self, side: Side, now: u32) -> bool {
         self.pings(side)
-            && self.flags & PINGED[side] == 0
-            && now.wrapping_sub(self.heard[side]) >= self.ping
+            && self.ping & PINGED[side] == 0
+            && now.wrapping_sub(self.heard[side]) >= self.interval()
     }
 
     /// A ping went to `side`: it has `pong_timeout` to send something.
     pub(super) fn pinged(&mut self, side: Side, now: u32) {
-        self.flags |= PINGED[side];
+        self.ping |= PINGED[side];
         self.heard[side] = now;
     }
 
@@ -163,9 +169,9 @@ impl Watch {
             if !self.pings(side) {
                 continue;
             }
-            if self.flags & PINGED[side] != 0 {
+            if self.ping & PINGED[side] != 0 {
                 next = next.min(left(self.heard[side], self.pong).ok_or(Expired::Ping)?);
-            } else if let Some(l) = left(self.heard[side], self.ping) {
+            } else if let Some(l) = left(self.heard[side], self.interval()) {
                 next = next.min(l);
             }
         }
@@ -229,5 +235,9 @@ mod tests {
         assert_eq!(w.next([true; 2], 5), Ok(u32::MAX - 16));
         assert!(!w.pings(CLIENT));
         assert!(!w.stalled(CLIENT, true, 5), "no send timeout before keep()");
+        w.keep(&live(u64::MAX / 2, 1, 1, true));
+        assert_eq!(w.interval(), INTERVAL, "capped, flags apart");
+        assert!(w.pings(BACKEND));
+        assert_eq!(std::mem::size_of::<Watch>(), 32);
     }
 }

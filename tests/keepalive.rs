@@ -66,18 +66,8 @@ fn upstream(backend: SocketAddr, extra: &str) -> String {
 
 /// `tideway_tunnels_ended_total` of upstream app for `reason`.
 async fn ended(proxy: &Proxy, reason: &str) -> f64 {
-    let text = reqwest::get(proxy.admin_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let label = format!("reason=\"{reason}\"");
-    text.lines()
-        .filter(|l| l.starts_with("tideway_tunnels_ended_total{") && l.contains(&label))
-        .filter(|l| l.contains("upstream=\"app\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let series = format!("tideway_tunnels_ended_total{{reason=\"{reason}\",upstream=\"app\"}}");
+    metric(proxy, &series).await
 }
 
 /// A WebSocket handshake on a raw socket, read up to the end of the 101's head.

@@ -305,7 +305,7 @@ where
     /// Queue tideway's ping to each peer it is due to (between two frames of the stream to
     /// it). Returns whether one was queued.
     fn send_pings(&mut self, now: u32) -> bool {
-        let mut sent = false;
+        let (mut sent, mut began_any) = (false, false);
         for side in [CLIENT, BACKEND] {
             if !self.watch.ping_due(side, now) {
                 continue;
@@ -328,12 +328,13 @@ where
             self.watch.moved(from, false, began, now);
             self.watch.pinged(side, now);
             sent = true;
+            began_any |= began;
         }
         if sent {
             self.wake_by(self.watch.pong_ms());
-            if let Some(ms) = self.watch.send_ms() {
-                self.wake_by(ms);
-            }
+        }
+        if let (true, Some(ms)) = (began_any, self.watch.send_ms()) {
+            self.wake_by(ms);
         }
         sent
     }

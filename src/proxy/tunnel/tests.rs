@@ -2,6 +2,35 @@
 //! pongs it drops, and the ping and send timeouts.
 
 use super::*;
+use crate::config::Liveness;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// A WebSocket tunnel kept as `live` says, running: its task, and the far ends of the
+/// client's pipe (which holds `client_room` bytes) and the backend's.
+fn running(
+    live: Liveness,
+    client_room: usize,
+) -> (
+    tokio::task::JoinHandle<TunnelEnd>,
+    DuplexStream,
+    DuplexStream,
+) {
+    let (client, c) = tokio::io::duplex(client_room);
+    let (backend, b) = tokio::io::duplex(1 << 16);
+    let idle = Duration::from_secs(60);
+    let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true).keeping(&live);
+    (tokio::spawn(t), c, b)
+}
+
+/// Pings every `ping` ms, `pong` ms to answer, no send timeout.
+fn pinging(ping: u64, pong: u64) -> Liveness {
+    Liveness {
+        ping_interval: Some(Duration::from_millis(ping)),
+        pong_timeout: Duration::from_millis(pong),
+        ping_backend: false,
+        send_timeout: None,
+    }
+}
 
 #[tokio::test]
 async fn a_close_frame_sent_behind_the_handshake_is_the_client_s() {
@@ -27,18 +56,7 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_ping_waits_for_the_frame_in_flight_and_only_its_pong_is_dropped() {
     use crate::proxy::frame::ping_payload;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (client, mut c) = tokio::io::duplex(1 << 16);
-    let (backend, mut b) = tokio::io::duplex(1 << 16);
-    let live = crate::config::Liveness {
-        ping_interval: Some(Duration::from_millis(50)),
-        pong_timeout: Duration::from_secs(30),
-        ping_backend: false,
-        send_timeout: None,
-    };
-    let idle = Duration::from_secs(60);
-    let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true).keeping(&live);
-    let task = tokio::spawn(t);
+    let (task, mut c, mut b) = running(pinging(50, 30_000), 1 << 16);
     // The backend starts a 10-byte frame and stops halfway.
     b.write_all(&[0x82, 10, 1, 2, 3]).await.unwrap();
     let mut got = [0; 5];
@@ -73,18 +91,7 @@ async fn the_ping_waits_for_the_frame_in_flight_and_only_its_pong_is_dropped() {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_pong_timeout_with_1001_both_ways() {
-    use tokio::io::AsyncReadExt;
-    let (client, mut c) = tokio::io::duplex(1 << 16);
-    let (backend, mut b) = tokio::io::duplex(1 << 16);
-    let live = crate::config::Liveness {
-        ping_interval: Some(Duration::from_millis(30)),
-        pong_timeout: Duration::from_millis(30),
-        ping_backend: false,
-        send_timeout: None,
-    };
-    let idle = Duration::from_secs(60);
-    let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true).keeping(&live);
-    let task = tokio::spawn(t);
+    let (task, mut c, mut b) = running(pinging(30, 30), 1 << 16);
     let mut got = [0; 10 + 4];
     c.read_exact(&mut got).await.unwrap();
     assert_eq!(got[..10], ping_frame());
@@ -104,17 +111,12 @@ async fn a_silent_client_is_closed_after_the_pong_timeout_with_1001_both_ways() 
 
 #[tokio::test]
 async fn a_client_that_takes_nothing_is_cut_after_the_send_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // The client's pipe holds 64 bytes, and it never reads them.
-    let (client, _c) = tokio::io::duplex(64);
-    let (backend, mut b) = tokio::io::duplex(1 << 16);
-    let live = crate::config::Liveness {
+    let live = Liveness {
         send_timeout: Some(Duration::from_millis(50)),
-        ..crate::config::Liveness::default()
+        ..Liveness::default()
     };
-    let idle = Duration::from_secs(60);
-    let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true).keeping(&live);
-    let task = tokio::spawn(t);
+    // The client's pipe holds 64 bytes, and it never reads them.
+    let (task, _c, mut b) = running(live, 64);
     let mut frame = vec![0x82, 126, 0x01, 0x00];
     frame.extend_from_slice(&[9; 256]);
     b.write_all(&frame).await.unwrap();

@@ -37,7 +37,16 @@ pub const FAILURE_REASONS: [&str; 12] = [
     "local",
 ];
 /// How tunnels end, as counted in `tideway_tunnels_ended_total`.
-pub const TUNNEL_ENDS: [&str; 6] = ["closed", "idle", "drain", "rebalance", "shutdown", "error"];
+pub const TUNNEL_ENDS: [&str; 8] = [
+    "closed",
+    "idle",
+    "drain",
+    "rebalance",
+    "shutdown",
+    "error",
+    "ping_timeout",
+    "send_timeout",
+];
 /// Why a listener refused a connection, as counted in `tideway_listener_refused_total`:
 /// over the listener's `limits.max_connections`, or over the process-wide
 /// `[server] max_connections`.
@@ -71,7 +80,8 @@ const LIFETIME: [f64; 9] = [
 /// The process registry.
 pub struct Metrics {
     pub registry: Registry,
-    /// Tunnels ended, by upstream and reason (closed, idle, drain, rebalance, shutdown, error).
+    /// Tunnels ended, by upstream and reason (closed, idle, drain, rebalance, shutdown, error,
+    /// ping_timeout, send_timeout).
     pub tunnels_ended: IntCounterVec,
     /// HTTP requests from the complete request head to the end of the answer, by upstream.
     pub request_duration: HistogramVec,

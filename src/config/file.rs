@@ -182,6 +182,10 @@ struct UpstreamSection {
     next_upstream_timeout: Option<Dur>,
     sticky: Option<Spanned<sticky::StickySection>>,
     tls: Option<Spanned<policy::UpstreamTlsSection>>,
+    ping_interval: Option<Dur>,
+    pong_timeout: Option<Spanned<Dur>>,
+    ping_backend: Option<Spanned<bool>>,
+    send_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]

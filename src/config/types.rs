@@ -259,6 +259,8 @@ pub struct UpstreamPolicy {
     pub sticky: Option<super::sticky::StickyCookie>,
     /// TLS to the backends (None: plain TCP).
     pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
+    /// Tunnels' keepalive pings and send timeout.
+    pub liveness: Liveness,
 }
 
 impl Default for UpstreamPolicy {
@@ -285,6 +287,40 @@ impl Default for UpstreamPolicy {
             registration: super::scope::RegistrationScope::default(),
             sticky: None,
             tls: None,
+            liveness: Liveness::default(),
+        }
+    }
+}
+
+/// How a tunnel finds dead peers: `ping_interval`, `pong_timeout`, `ping_backend` and
+/// `send_timeout` of an upstream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Liveness {
+    /// Ping a WebSocket's client (and its backend with `ping_backend`) after this long without
+    /// a byte from it; None: no pings (the default).
+    pub ping_interval: Option<Duration>,
+    /// A pinged peer that sends nothing for this long is closed.
+    pub pong_timeout: Duration,
+    /// Ping backends too, not only clients.
+    pub ping_backend: bool,
+    /// A tunnel whose peer takes none of the bytes waiting for it this long is cut (WebSocket
+    /// and TCP); None: never.
+    pub send_timeout: Option<Duration>,
+}
+
+/// Default `pong_timeout`: a pinged peer has this long to answer.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `send_timeout` of a tunnel: nginx's `send_timeout` and `proxy_send_timeout`, which
+/// also bound its WebSocket tunnels' writes.
+pub const DEFAULT_TUNNEL_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            ping_interval: None,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
+            ping_backend: false,
+            send_timeout: Some(DEFAULT_TUNNEL_SEND_TIMEOUT),
         }
     }
 }

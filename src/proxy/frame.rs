@@ -1,8 +1,12 @@
 //! Just enough of RFC 6455 framing to know where frames end, so tideway can put its own close
-//! frame between two frames of a live stream, and to count data messages and their payload
-//! bytes as they go by (a fragmented message counts once, at the end of its last frame;
+//! and ping frames between two frames of a live stream, and to count data messages and their
+//! payload bytes as they go by (a fragmented message counts once, at the end of its last frame;
 //! control frames, even between fragments, are not messages). Payloads are never buffered or
-//! inspected.
+//! inspected, with one exception: a direction whose sender tideway pings holds back each pong
+//! whose payload has the length of tideway's own (at most 14 bytes) until it is complete, then
+//! drops it if its payload is tideway's, or passes it on unchanged. Anything else (other pongs,
+//! the application's pings, a control frame longer than 125 bytes or fragmented, which is the
+//! peer's protocol error) goes by as it came.
 
 use crate::metrics::websocket::Flow;
 
@@ -33,6 +37,71 @@ pub fn masked_close_frame(code: u16, mask: [u8; 4]) -> [u8; 8] {
 /// Close code reported for a close frame without one (RFC 6455 7.1.5: "no status received").
 pub const NO_STATUS: u16 = 1005;
 
+/// Length of the payload of tideway's pings.
+pub const PING_LEN: usize = 8;
+/// First byte of a pong frame (FIN, opcode 0xA); a fragmented pong is not tideway's.
+const PONG: u8 = 0x8A;
+
+/// The payload of tideway's pings: random, drawn once per process, so a pong that carries it
+/// answers one of them (RFC 6455 5.5.3: a pong repeats its ping's payload) and an
+/// application's pong practically never does.
+pub fn ping_payload() -> [u8; PING_LEN] {
+    static PAYLOAD: std::sync::OnceLock<[u8; PING_LEN]> = std::sync::OnceLock::new();
+    *PAYLOAD.get_or_init(rand::random)
+}
+
+/// tideway's unmasked ping (server to client).
+pub fn ping_frame() -> [u8; 2 + PING_LEN] {
+    let mut f = [0x89, PING_LEN as u8, 0, 0, 0, 0, 0, 0, 0, 0];
+    f[2..].copy_from_slice(&ping_payload());
+    f
+}
+
+/// tideway's ping masked with `mask` (client to server).
+pub fn masked_ping_frame(mask: [u8; 4]) -> [u8; 6 + PING_LEN] {
+    let mut f = [0; 6 + PING_LEN];
+    f[..2].copy_from_slice(&[0x89, 0x80 | PING_LEN as u8]);
+    f[2..6].copy_from_slice(&mask);
+    for (i, b) in ping_payload().iter().enumerate() {
+        f[6 + i] = b ^ mask[i % 4];
+    }
+    f
+}
+
+/// What [`FrameTracker::sift`] found at the start of the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sifted {
+    /// Pass the first `n` bytes on.
+    Pass(usize),
+    /// The first `n` bytes are held back: they may be tideway's pong.
+    Held(usize),
+    /// The first `n` bytes ended tideway's pong: they and the bytes held are dropped.
+    Ours(usize),
+    /// The first `used` bytes showed that the frame held back is not tideway's pong: pass
+    /// `held` on (those bytes included), then go on after them.
+    Release { used: usize, held: Held },
+}
+
+/// The first bytes of a frame held back, up to a whole pong of tideway's length.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Held {
+    bytes: [u8; 14],
+    len: u8,
+}
+
+impl Held {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// In `FrameTracker::close`, beside the close code's state (its two low bits): pongs of
+/// tideway's pings are dropped from this direction.
+const ABSORB: u8 = 0b100;
+/// In `FrameTracker::close`: a pong of tideway's length is being held back (`have` bytes of
+/// it, in `head`).
+const HOLDING: u8 = 0b1000;
+
 /// Tracks frame boundaries in one direction of a WebSocket stream, and the code of the first
 /// close frame that goes by.
 #[derive(Debug, Clone, Copy)]
@@ -41,9 +110,11 @@ pub struct FrameTracker {
     /// bytes (its payload is under 126 bytes), so `head[12..14]` holds its code: the first
     /// byte while the second is awaited, then both.
     head: [u8; 14],
-    /// Header bytes seen of the current frame; 0 at a boundary or in a payload.
+    /// Header bytes seen of the current frame; 0 at a boundary or in a payload. While a pong
+    /// is held back: the bytes held (header and payload), and `remaining` stays 0.
     have: u8,
-    /// The close code: 0 none seen, 1 and 2 awaiting its first and second byte, 3 read.
+    /// Two low bits, the close code: 0 none seen, 1 and 2 awaiting its first and second byte, 3
+    /// read. Above them the flags [`ABSORB`] and [`HOLDING`].
     close: u8,
     /// Payload bytes still to come of the current frame.
     remaining: u64,
@@ -81,10 +152,41 @@ impl FrameTracker {
         self.have == 0 && self.remaining == 0
     }
 
+    /// Is what was passed on between two frames? It is at a boundary, or holding back a pong
+    /// (which starts at one): a frame of tideway's may go next.
+    pub fn sent_at_boundary(&self) -> bool {
+        self.at_boundary() || self.holding()
+    }
+
+    /// Drop tideway's pongs from this direction (see [`Self::sift`]).
+    pub fn absorb_pongs(&mut self) {
+        self.close |= ABSORB;
+    }
+
+    /// Does this direction drop tideway's pongs?
+    pub fn absorbs(&self) -> bool {
+        self.close & ABSORB != 0
+    }
+
+    fn holding(&self) -> bool {
+        self.close & HOLDING != 0
+    }
+
+    fn close_state(&self) -> u8 {
+        self.close & 0b11
+    }
+
     /// How many bytes may be read without crossing the end of the current frame's header or
     /// payload; `None` at a boundary.
     pub fn until_boundary(&self) -> Option<u64> {
-        if self.remaining > 0 {
+        if self.holding() {
+            let whole = if self.have < 2 {
+                2
+            } else {
+                header_len([self.head[0], self.head[1]]) + PING_LEN
+            };
+            Some((whole - usize::from(self.have)) as u64)
+        } else if self.remaining > 0 {
             Some(self.remaining)
         } else if self.have == 0 {
             None
@@ -97,7 +199,7 @@ impl FrameTracker {
 
     /// The code of the first close frame that went by (1005 for one without a code).
     pub fn close_code(&self) -> Option<u16> {
-        (self.close == 3).then(|| u16::from_be_bytes([self.head[12], self.head[13]]))
+        (self.close_state() == 3).then(|| u16::from_be_bytes([self.head[12], self.head[13]]))
     }
 
     /// The close code's next payload byte, unmasked (`at`: its index in the payload).
@@ -123,13 +225,97 @@ impl FrameTracker {
         self.head[0] & 0x80 != 0
     }
 
-    /// Account for bytes that went by; returns the data messages they completed and the data
-    /// payload bytes among them.
-    pub fn feed(&mut self, mut data: &[u8]) -> Flow {
+    /// Account for bytes that went by (all passed on: none is held back or dropped); returns
+    /// the data messages they completed and the data payload bytes among them.
+    pub fn feed(&mut self, data: &[u8]) -> Flow {
+        debug_assert!(!self.holding());
         let mut flow = Flow::default();
+        self.scan(data, false, &mut flow);
+        flow
+    }
+
+    /// Account for the bytes at the start of `data`, and say what to do with them: pass them
+    /// on, or, in a direction that absorbs pongs, hold them back, drop them (tideway's pong)
+    /// or pass them on with those held before. `data` is not empty. The data messages and
+    /// payload bytes passed on are added to `flow` (held bytes are a pong's: never a message).
+    pub fn sift(&mut self, data: &[u8], flow: &mut Flow) -> Sifted {
+        if self.holding() {
+            return self.hold(data);
+        }
+        if self.absorbs() && self.may_hold(data[0]) {
+            self.close |= HOLDING;
+            return self.hold(data);
+        }
+        Sifted::Pass(self.scan(data, self.absorbs(), flow))
+    }
+
+    /// Does a frame starting with `b0` here get held back (a pong at a boundary, before any
+    /// close frame, whose close code keeps `head[12..14]`)?
+    fn may_hold(&self, b0: u8) -> bool {
+        b0 == PONG && self.at_boundary() && self.close_state() == 0
+    }
+
+    /// Take bytes of a held-back pong until it is whole, or until its length shows it is not
+    /// tideway's.
+    fn hold(&mut self, data: &[u8]) -> Sifted {
+        for (i, &b) in data.iter().enumerate() {
+            self.head[usize::from(self.have)] = b;
+            self.have += 1;
+            let used = i + 1;
+            if self.have == 2 && usize::from(b & 0x7f) != PING_LEN {
+                // Not tideway's: account for the two bytes as any frame's start.
+                let held = self.release();
+                self.scan(held.as_slice(), false, &mut Flow::default());
+                return Sifted::Release { used, held };
+            }
+            let hl = if self.have >= 2 {
+                header_len([self.head[0], self.head[1]])
+            } else {
+                continue;
+            };
+            if usize::from(self.have) < hl + PING_LEN {
+                continue;
+            }
+            let mut payload = [0; PING_LEN];
+            payload.copy_from_slice(&self.head[hl..hl + PING_LEN]);
+            if self.head[1] & 0x80 != 0 {
+                for (i, p) in payload.iter_mut().enumerate() {
+                    *p ^= self.head[hl - 4 + i % 4];
+                }
+            }
+            // The whole pong is read: the stream is at a boundary again.
+            let held = self.release();
+            return if payload == ping_payload() {
+                Sifted::Ours(used)
+            } else {
+                Sifted::Release { used, held }
+            };
+        }
+        Sifted::Held(data.len())
+    }
+
+    /// Stop holding; the bytes that were held.
+    fn release(&mut self) -> Held {
+        let held = Held {
+            bytes: self.head,
+            len: self.have,
+        };
+        self.have = 0;
+        self.close &= !HOLDING;
+        held
+    }
+
+    /// Account for bytes that went by; with `stop_at_pong`, stop at a boundary before a
+    /// frame that [`Self::sift`] holds back. Returns the bytes accounted for; adds the data
+    /// messages they completed and their data payload bytes to `flow`.
+    fn scan(&mut self, all: &[u8], stop_at_pong: bool, flow: &mut Flow) -> usize {
+        let mut data = all;
         while !data.is_empty() {
-            if self.remaining > 0 && matches!(self.close, 1 | 2) {
-                let at = usize::from(self.close - 1);
+            if stop_at_pong && self.may_hold(data[0]) {
+                break;
+            }
+            if self.remaining > 0 && matches!(self.close_state(), 1 | 2) {
+                let at = usize::from(self.close_state() - 1);
                 self.take_code_byte(data[0], at);
                 self.remaining -= 1;
                 data = &data[1..];
@@ -154,7 +340,7 @@ impl FrameTracker {
             let take = (full - start).min(data.len());
             // Once a close frame went by, `head[12..14]` is its code: a later 14-byte header
             // keeps only the 12 bytes its length needs (its masking key is never used).
-            let keep = if self.close == 0 { 14 } else { 12 };
+            let keep = if self.close_state() == 0 { 14 } else { 12 };
             let end = (start + take).min(keep);
             if end > start {
                 self.head[start..end].copy_from_slice(&data[..end - start]);
@@ -168,20 +354,20 @@ impl FrameTracker {
                 if self.remaining == 0 && self.data() && self.fin() {
                     flow.messages += 1;
                 }
-                if self.head[0] & 0x0f == 0x8 && self.close == 0 {
+                if self.head[0] & 0x0f == 0x8 && self.close_state() == 0 {
                     // A close frame's header longer than 12 bytes is a protocol error: its
                     // code is not read.
                     let short = header_len([self.head[0], self.head[1]]) <= 12;
                     if self.remaining >= 2 && short {
-                        self.close = 1;
+                        self.close |= 1;
                     } else {
                         self.head[12..14].copy_from_slice(&NO_STATUS.to_be_bytes());
-                        self.close = 3;
+                        self.close |= 3;
                     }
                 }
             }
         }
-        flow
+        all.len() - data.len()
     }
 
     fn payload_len(&self) -> u64 {
@@ -348,6 +534,178 @@ mod tests {
                 bytes: 1
             }
         );
+    }
+
+    /// A frame with `b0` (FIN and opcode), masked with [1, 2, 3, 4] or not.
+    fn raw(b0: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut f = vec![b0];
+        let m = if masked { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            f.push(m | payload.len() as u8);
+        } else {
+            f.push(m | 126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        if masked {
+            let mask = [1, 2, 3, 4];
+            f.extend_from_slice(&mask);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            f.extend_from_slice(payload);
+        }
+        f
+    }
+
+    /// tideway's pong, as a client (masked) or a backend would send it.
+    fn our_pong(masked: bool) -> Vec<u8> {
+        raw(0x8A, &ping_payload(), masked)
+    }
+
+    /// Sift `chunks` in order through an absorbing tracker: what is passed on, how many of
+    /// tideway's pongs were dropped, the tracker, and the messages and bytes counted.
+    fn sift_all(chunks: &[&[u8]]) -> (Vec<u8>, usize, FrameTracker, Flow) {
+        let mut t = FrameTracker::new();
+        t.absorb_pongs();
+        let (mut out, mut ours, mut flow) = (Vec::new(), 0, Flow::default());
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                rest = match t.sift(rest, &mut flow) {
+                    Sifted::Pass(n) => {
+                        assert!(n > 0);
+                        out.extend_from_slice(&rest[..n]);
+                        &rest[n..]
+                    }
+                    Sifted::Held(n) => &rest[n..],
+                    Sifted::Ours(n) => {
+                        ours += 1;
+                        &rest[n..]
+                    }
+                    Sifted::Release { used, held } => {
+                        out.extend_from_slice(held.as_slice());
+                        &rest[used..]
+                    }
+                };
+            }
+        }
+        (out, ours, t, flow)
+    }
+
+    /// Every two-way split of `stream` gives `expect` and `ours`, and ends at a boundary.
+    fn every_split(stream: &[u8], expect: &[u8], ours: usize) {
+        for a in 0..=stream.len() {
+            let (out, n, t, flow) = sift_all(&[&stream[..a], &stream[a..]]);
+            assert_eq!(out, expect, "split {a}");
+            assert_eq!(n, ours, "split {a}");
+            // Messages count the same whether or not pongs are absorbed on the way.
+            assert_eq!(flow, FrameTracker::new().feed(expect), "split {a}");
+            assert!(t.at_boundary(), "split {a}");
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(sift_all(&bytes).0, expect, "byte by byte");
+    }
+
+    #[test]
+    fn tideway_s_pong_is_dropped_in_any_split_masked_or_not() {
+        for masked in [true, false] {
+            let mut stream = raw(0x82, b"before", masked);
+            stream.extend(our_pong(masked));
+            stream.extend(raw(0x81, b"after", masked));
+            let mut expect = raw(0x82, b"before", masked);
+            expect.extend(raw(0x81, b"after", masked));
+            every_split(&stream, &expect, 1);
+        }
+        // Alone, and two in a row.
+        every_split(&our_pong(true), b"", 1);
+        let mut two = our_pong(false);
+        two.extend(our_pong(false));
+        every_split(&two, b"", 2);
+    }
+
+    #[test]
+    fn a_pong_between_fragments_of_a_message_is_dropped_and_the_message_kept() {
+        // Text message in three fragments (FIN 0 text, FIN 0 continuation, FIN continuation),
+        // tideway's pong and the application's ping between them.
+        let mut stream = raw(0x01, b"frag-one", true);
+        stream.extend(our_pong(true));
+        stream.extend(raw(0x00, &[7u8; 200], true));
+        stream.extend(raw(0x89, b"app-ping", true));
+        stream.extend(raw(0x80, b"end", true));
+        let mut expect = raw(0x01, b"frag-one", true);
+        expect.extend(raw(0x00, &[7u8; 200], true));
+        expect.extend(raw(0x89, b"app-ping", true));
+        expect.extend(raw(0x80, b"end", true));
+        every_split(&stream, &expect, 1);
+    }
+
+    #[test]
+    fn other_pongs_pass_untouched() {
+        let mut other = ping_payload();
+        other[7] ^= 1;
+        let cases = [
+            raw(0x8A, &other, true),           // tideway's length, another payload
+            raw(0x8A, &other, false),          //
+            raw(0x8A, b"app", true),           // another length
+            raw(0x8A, b"", false),             // empty
+            raw(0x8A, &[1u8; 125], false),     // the longest a control frame may be
+            raw(0x8A, &[1u8; 130], true),      // too long: the peer's protocol error
+            raw(0x0A, &ping_payload(), true),  // a fragmented pong: also its error
+            raw(0x89, &ping_payload(), false), // a ping with tideway's payload
+        ];
+        for pong in cases {
+            let mut stream = pong.clone();
+            stream.extend(raw(0x82, b"next", true));
+            every_split(&stream, &stream, 0);
+        }
+    }
+
+    #[test]
+    fn pongs_after_a_close_frame_pass_and_the_close_code_stays() {
+        let mut stream = masked_close_frame(4000, [9, 8, 7, 6]).to_vec();
+        stream.extend(our_pong(true));
+        let (out, ours, t, _) = sift_all(&[&stream]);
+        assert_eq!((out, ours), (stream.clone(), 0));
+        assert_eq!(t.close_code(), Some(4000));
+        // Before the close: dropped, and the code read all the same.
+        let mut stream = our_pong(true);
+        stream.extend(masked_close_frame(1000, [9, 8, 7, 6]));
+        for a in 0..=stream.len() {
+            let (out, ours, t, _) = sift_all(&[&stream[..a], &stream[a..]]);
+            assert_eq!((&out[..], ours), (&stream[14..], 1), "split {a}");
+            assert_eq!(t.close_code(), Some(1000), "split {a}");
+        }
+    }
+
+    #[test]
+    fn a_held_pong_is_mid_frame_for_reads_but_a_boundary_for_tideway_s_frames() {
+        let pong = our_pong(true);
+        let mut t = FrameTracker::new();
+        t.absorb_pongs();
+        assert_eq!(t.sift(&pong[..5], &mut Flow::default()), Sifted::Held(5));
+        assert!(!t.at_boundary());
+        assert!(t.sent_at_boundary());
+        assert_eq!(t.until_boundary(), Some(9));
+        assert_eq!(t.sift(&pong[5..], &mut Flow::default()), Sifted::Ours(9));
+        assert!(t.at_boundary());
+        // Not absorbing: a pong is any frame.
+        let mut t = FrameTracker::new();
+        assert_eq!(t.sift(&pong, &mut Flow::default()), Sifted::Pass(14));
+        assert_eq!(std::mem::size_of::<FrameTracker>(), 24);
+    }
+
+    #[test]
+    fn tideway_s_pings_carry_its_payload() {
+        let f = ping_frame();
+        assert_eq!(&f[..2], &[0x89, 8]);
+        assert_eq!(f[2..], ping_payload());
+        let m = masked_ping_frame([1, 2, 3, 4]);
+        assert_eq!(&m[..6], &[0x89, 0x88, 1, 2, 3, 4]);
+        let unmasked: Vec<u8> = m[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ [1, 2, 3, 4][i % 4])
+            .collect();
+        assert_eq!(unmasked, ping_payload());
     }
 
     #[test]

@@ -139,6 +139,7 @@ struct Switch<'r> {
     route: &'r Route,
     up: Upgraded,
     idle: Duration,
+    liveness: crate::config::Liveness,
     rebalanced: Option<Arc<UpstreamPolicy>>,
     client_ip: Option<std::net::IpAddr>,
     held: super::limit::Held,
@@ -496,6 +497,7 @@ impl Gateway {
             let ws = websocket::Setup {
                 early,
                 idle: switch.idle,
+                liveness: switch.liveness,
                 rebalanced: switch.rebalanced,
                 client_ip: switch.client_ip,
                 permit,
@@ -710,6 +712,7 @@ impl Gateway {
             }
         };
         let idle = policy.as_ref().map(|p| p.idle_timeout);
+        let liveness = policy.as_ref().map(|p| p.liveness).unwrap_or_default();
         // Rebalanced: the tunnel registers, with the key the upstream hashes (if it does);
         // an Arc clone, only on upstreams with `rebalance`.
         let rebalanced = policy.as_ref().filter(|p| p.rebalance.is_some()).cloned();
@@ -755,6 +758,7 @@ impl Gateway {
             route,
             up,
             idle: idle.unwrap_or(crate::config::DEFAULT_IDLE_TIMEOUT),
+            liveness,
             rebalanced,
             client_ip: ip,
             held,

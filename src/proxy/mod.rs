@@ -35,6 +35,7 @@ pub mod keepalive;
 pub mod key;
 pub mod limit;
 pub mod listener;
+pub mod liveness;
 pub mod proxy_protocol;
 pub mod request;
 pub mod request_id;

@@ -142,7 +142,8 @@ impl TcpGateway {
             },
         );
         let mut tunnel = Tunnel::new(client, conn.io, policy.idle_timeout, conn.close, false)
-            .counting(conn.guard.live().clone(), self.route.metrics.tunnel.clone());
+            .counting(conn.guard.live().clone(), self.route.metrics.tunnel.clone())
+            .keeping(&policy.liveness);
         let end = (&mut tunnel).await;
         ending.report(end, tunnel.finish());
         drop(conn.guard);

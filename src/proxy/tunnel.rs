@@ -25,9 +25,22 @@
 //! the first close frame's sender, else the side whose stream ended first (an abrupt end,
 //! 1006), else tideway's reason. It holds one open WebSocket of its backend's count while it
 //! lives.
+//!
+//! Dead peers ([`super::liveness`]): with `ping_interval`, a WebSocket tunnel pings a client
+//! it has not heard from for that long (and the backend, with `ping_backend`), putting its
+//! ping between two frames of the stream towards that peer, and drops the pongs that answer
+//! it ([`FrameTracker::sift`]); the application's own pings and pongs go by untouched. A peer
+//! that sends nothing for `pong_timeout` after a ping is closed as on an idle timeout (1001
+//! both ways). A peer that takes none of the bytes waiting for it for `send_timeout` is cut:
+//! what waits for it is dropped, the other peer gets 1001 (between two frames), and the
+//! tunnel ends without lingering. All of it runs on the tunnel's one timer.
 
 use super::access::{Closer, Handshake, TunnelRecord};
-use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
+use super::frame::{
+    close_frame, masked_close_frame, masked_ping_frame, ping_frame, FrameTracker, Sifted,
+    GOING_AWAY,
+};
+use super::liveness::{now_ms, Expired, Side, Watch, BACKEND, CLIENT};
 use super::route::Route;
 use crate::metrics::websocket::{Flow, TunnelMeter};
 use crate::pool::spread::{self, Cause};
@@ -65,6 +78,10 @@ pub enum TunnelEnd {
     Rebalance,
     /// Closed by tideway: shutdown or binary upgrade.
     Shutdown,
+    /// A pinged peer did not answer within `pong_timeout`.
+    PingTimeout,
+    /// A peer took no byte waiting for it for `send_timeout`.
+    SendTimeout,
     /// A socket error.
     Error(io::Error),
 }
@@ -105,6 +122,19 @@ impl Half {
     fn queue(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
     }
+
+    /// Can tideway put a frame of its own into this direction now (between two frames, and
+    /// still open)?
+    fn takes_frame(&self) -> bool {
+        !self.write_closed && !self.read_closed && self.frames.sent_at_boundary()
+    }
+}
+
+/// What one pump did: read from its source, wrote to its destination.
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    read: bool,
+    wrote: bool,
 }
 
 enum Phase {
@@ -123,6 +153,8 @@ enum Reason {
     Drain,
     Rebalance,
     Shutdown,
+    PingTimeout,
+    SendTimeout,
 }
 
 impl Reason {
@@ -132,6 +164,8 @@ impl Reason {
             Reason::Drain => TunnelEnd::Drain,
             Reason::Rebalance => TunnelEnd::Rebalance,
             Reason::Shutdown => TunnelEnd::Shutdown,
+            Reason::PingTimeout => TunnelEnd::PingTimeout,
+            Reason::SendTimeout => TunnelEnd::SendTimeout,
         }
     }
 }
@@ -152,8 +186,8 @@ pub struct Tunnel<C, B> {
     backend: B,
     up: Half,
     down: Half,
-    idle: Duration,
-    last: Instant,
+    /// Idle, ping, pong and send deadlines, behind `timer`.
+    watch: Watch,
     timer: Pin<Box<Sleep>>,
     close: Pin<Box<WaitForCancellationFutureOwned>>,
     phase: Phase,
@@ -192,8 +226,7 @@ where
                 track: websocket,
                 ..Half::default()
             },
-            idle,
-            last: Instant::now(),
+            watch: Watch::new(idle),
             timer: Box::pin(tokio::time::sleep(idle)),
             close: Box::pin(close.cancelled_owned()),
             phase: Phase::Open,
@@ -223,6 +256,39 @@ where
             closed: self.closed,
             cut: self.cut,
             meter: self.meter.take(),
+        }
+    }
+
+    /// Ping (WebSocket only) and time sends as `live` says.
+    pub fn keeping(mut self, live: &crate::config::Liveness) -> Self {
+        let mut live = *live;
+        if !self.up.track {
+            live.ping_interval = None;
+            live.ping_backend = false;
+        }
+        self.watch.keep(&live);
+        if self.watch.pings(CLIENT) {
+            self.up.frames.absorb_pongs();
+        }
+        if self.watch.pings(BACKEND) {
+            self.down.frames.absorb_pongs();
+        }
+        if let Ok(ms) = self.watch.next(self.waiting(), now_ms()) {
+            self.wake_by(ms);
+        }
+        self
+    }
+
+    /// By side read from: do bytes wait to be written the other way?
+    fn waiting(&self) -> [bool; 2] {
+        [!self.up.pending.is_empty(), !self.down.pending.is_empty()]
+    }
+
+    /// Have the timer fire in `ms` at the latest.
+    fn wake_by(&mut self, ms: u32) {
+        let at = Instant::now() + Duration::from_millis(u64::from(ms));
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
         }
     }
 
@@ -264,8 +330,9 @@ where
         self.cut = Some(if ended { src } else { dst });
     }
 
-    /// Move bytes one way (see [`pump`]), and hand what was read to the backend's counters
-    /// and, for a WebSocket, its messages to the upstream's.
+    /// Move bytes one way (see [`pump`]), hand what was read to the backend's counters and,
+    /// for a WebSocket, its messages to the upstream's, and stamp the watch. Returns whether
+    /// any byte moved.
     fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
         let Tunnel {
             client,
@@ -277,16 +344,27 @@ where
             ..
         } = self;
         let mut flow = Flow::default();
-        let (h, was_open, result) = match way {
+        let (h, was_open, began, result) = match way {
             Way::Up => {
-                let (before, was_open) = (up.total, !up.read_closed);
+                let (before, was_open, empty) = (up.total, !up.read_closed, up.pending.is_empty());
                 let r = pump(cx, client, backend, up, to_boundary, &mut flow);
-                (up.total - before, was_open, r)
+                (
+                    up.total - before,
+                    was_open,
+                    empty && !up.pending.is_empty(),
+                    r,
+                )
             }
             Way::Down => {
-                let (before, was_open) = (down.total, !down.read_closed);
+                let (before, was_open, empty) =
+                    (down.total, !down.read_closed, down.pending.is_empty());
                 let r = pump(cx, backend, client, down, to_boundary, &mut flow);
-                (down.total - before, was_open, r)
+                (
+                    down.total - before,
+                    was_open,
+                    empty && !down.pending.is_empty(),
+                    r,
+                )
             }
         };
         if let (Some(live), 1..) = (live.as_ref(), h) {
@@ -308,7 +386,95 @@ where
             };
             self.note_cut(way, was_open && half.read_closed, result.is_err());
         }
-        result
+        let p = result?;
+        if p.read || p.wrote {
+            let side = match way {
+                Way::Up => CLIENT,
+                Way::Down => BACKEND,
+            };
+            self.watch.moved(side, p.read, p.wrote || began, now_ms());
+            // Bytes began to wait: the send timeout may come before the timer.
+            if let (true, Phase::Open, Some(ms)) = (began, &self.phase, self.watch.send_ms()) {
+                self.wake_by(ms);
+            }
+        }
+        Ok(p.read || p.wrote)
+    }
+
+    /// Queue tideway's ping to each peer it is due to (between two frames of the stream to
+    /// it). Returns whether one was queued.
+    fn send_pings(&mut self, now: u32) -> bool {
+        let (mut sent, mut began_any) = (false, false);
+        for side in [CLIENT, BACKEND] {
+            if !self.watch.ping_due(side, now) {
+                continue;
+            }
+            // The direction towards `side` is the one reading from the other peer.
+            let (h, from): (&mut Half, Side) = if side == CLIENT {
+                (&mut self.down, BACKEND)
+            } else {
+                (&mut self.up, CLIENT)
+            };
+            if !h.takes_frame() {
+                continue; // mid-frame: at a later boundary
+            }
+            let began = h.pending.is_empty();
+            if side == CLIENT {
+                h.queue(&ping_frame());
+            } else {
+                h.queue(&masked_ping_frame(rand::random()));
+            }
+            self.watch.moved(from, false, began, now);
+            self.watch.pinged(side, now);
+            sent = true;
+            began_any |= began;
+        }
+        if sent {
+            self.wake_by(self.watch.pong_ms());
+        }
+        if let (true, Some(ms)) = (began_any, self.watch.send_ms()) {
+            self.wake_by(ms);
+        }
+        sent
+    }
+
+    /// The watch expired: close as `why` says (None: closing goes on in the next phase).
+    fn expire(&mut self, why: Expired, now: u32) -> Option<TunnelEnd> {
+        match why {
+            Expired::Idle => self.begin_close(Reason::Idle),
+            Expired::Ping => self.begin_close(Reason::PingTimeout),
+            Expired::Send => self.cut_stalled(now),
+        }
+    }
+
+    /// Send timeout: drop what waits for the peer that stopped taking bytes and write it no
+    /// more; the other peer gets 1001 between two frames; then end, without lingering.
+    fn cut_stalled(&mut self, now: u32) -> Option<TunnelEnd> {
+        if !self.up.track {
+            return Some(TunnelEnd::SendTimeout);
+        }
+        let waiting = self.waiting();
+        for (side, h) in [(CLIENT, &mut self.up), (BACKEND, &mut self.down)] {
+            if self.watch.stalled(side, waiting[side], now) {
+                h.pending = Vec::new();
+                h.pos = 0;
+                h.unflushed = false;
+                h.write_closed = true;
+            }
+        }
+        if !self.down.write_closed && self.down.frames.sent_at_boundary() {
+            self.down.queue(&close_frame(GOING_AWAY));
+            self.closed.get_or_insert((GOING_AWAY, Closer::Tideway));
+        }
+        if !self.up.write_closed && self.up.frames.sent_at_boundary() {
+            self.up
+                .queue(&masked_close_frame(GOING_AWAY, rand::random()));
+        }
+        self.up.read_closed = true;
+        self.down.read_closed = true;
+        self.phase = Phase::Lingering(Reason::SendTimeout);
+        self.timer.as_mut().reset(Instant::now() + DEFAULT_LINGER);
+        None
     }
 
     /// Account for server-to-client bytes already forwarded before the tunnel started.
@@ -358,19 +524,19 @@ where
         }
     }
 
-    /// Relay both ways; the end if an error or both sides closing ended the tunnel.
-    fn relay(&mut self, cx: &mut Context<'_>) -> Option<TunnelEnd> {
+    /// Relay both ways: whether any byte moved, or the end if an error or both sides closing
+    /// ended the tunnel.
+    fn relay(&mut self, cx: &mut Context<'_>) -> Result<bool, TunnelEnd> {
         let up = self.pump(cx, Way::Up, false);
         let down = self.pump(cx, Way::Down, false);
-        match (up, down) {
-            (Err(e), _) | (_, Err(e)) => return Some(TunnelEnd::Error(e)),
-            (Ok(a), Ok(b)) if a || b => self.last = Instant::now(),
-            _ => {}
-        }
+        let moved = match (up, down) {
+            (Err(e), _) | (_, Err(e)) => return Err(TunnelEnd::Error(e)),
+            (Ok(a), Ok(b)) => a || b,
+        };
         if self.up.done() && self.down.done() {
-            return Some(TunnelEnd::Closed);
+            return Err(TunnelEnd::Closed);
         }
-        None
+        Ok(moved)
     }
 
     /// Count the messages and payload bytes moved before the tunnel started.
@@ -392,7 +558,7 @@ where
     }
 }
 
-/// Move bytes from `src` to `dst` until neither can go on. Returns whether any byte moved.
+/// Move bytes from `src` to `dst` until neither can go on.
 fn pump<R, W>(
     cx: &mut Context<'_>,
     src: &mut R,
@@ -400,18 +566,18 @@ fn pump<R, W>(
     h: &mut Half,
     to_boundary: bool,
     flow: &mut Flow,
-) -> io::Result<bool>
+) -> io::Result<Progress>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut moved = false;
+    let mut p = Progress::default();
     if h.unflushed {
         match Pin::new(&mut *dst).poll_flush(cx) {
             Poll::Ready(Ok(())) => h.unflushed = false,
             Poll::Ready(Err(e)) => return Err(e),
             // The flush's waker is this task's: it runs again when the socket takes more.
-            Poll::Pending => return Ok(false),
+            Poll::Pending => return Ok(p),
         }
     }
     for _ in 0..ROUNDS {
@@ -420,31 +586,31 @@ where
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     h.pos += n as u32;
-                    moved = true;
+                    p.wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => return Ok(moved),
+                Poll::Pending => return Ok(p),
             }
         }
         if !h.pending.is_empty() {
             h.pending = Vec::new();
             h.pos = 0;
             if !flush(cx, dst, h)? {
-                return Ok(moved);
+                return Ok(p);
             }
         }
         if h.read_closed {
             if !h.write_closed {
                 match Pin::new(&mut *dst).poll_shutdown(cx) {
                     Poll::Ready(_) => h.write_closed = true,
-                    Poll::Pending => return Ok(moved),
+                    Poll::Pending => return Ok(p),
                 }
             }
-            return Ok(moved);
+            return Ok(p);
         }
         let cap = if to_boundary {
             match h.frames.until_boundary() {
-                None => return Ok(moved),
+                None => return Ok(p),
                 Some(n) => n.min(STEP as u64) as usize,
             }
         } else {
@@ -453,7 +619,7 @@ where
         let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
         let mut rb = ReadBuf::uninit(&mut storage[..cap]);
         match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => return Ok(moved),
+            Poll::Pending => return Ok(p),
             // A TLS peer that closed its TCP without a close_notify: a plain close here, as
             // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
@@ -470,30 +636,65 @@ where
             h.read_closed = true;
             continue;
         }
-        moved = true;
+        p.read = true;
         h.total += data.len() as u64;
-        if h.track {
-            *flow += h.frames.feed(data);
-        }
-        let mut off = 0;
-        while off < data.len() {
-            match Pin::new(&mut *dst).poll_write(cx, &data[off..]) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => off += n,
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => {
-                    h.queue(&data[off..]);
-                    return Ok(moved);
-                }
+        if h.track && h.frames.absorbs() {
+            // tideway's pongs are dropped, what may be one is held back: the rest goes on
+            // in pieces, in order.
+            let mut rest = data;
+            while !rest.is_empty() {
+                rest = match h.frames.sift(rest, flow) {
+                    Sifted::Pass(n) => {
+                        p.wrote |= send(cx, dst, h, &rest[..n])?;
+                        &rest[n..]
+                    }
+                    Sifted::Held(n) | Sifted::Ours(n) => &rest[n..],
+                    Sifted::Release { used, held } => {
+                        p.wrote |= send(cx, dst, h, held.as_slice())?;
+                        &rest[used..]
+                    }
+                };
             }
+        } else {
+            if h.track {
+                *flow += h.frames.feed(data);
+            }
+            p.wrote |= send(cx, dst, h, data)?;
         }
-        if !flush(cx, dst, h)? {
-            return Ok(moved);
+        if !h.pending.is_empty() || !flush(cx, dst, h)? {
+            return Ok(p);
         }
     }
     // Still busy after ROUNDS steps: let other tasks run, then come back.
     cx.waker().wake_by_ref();
-    Ok(moved)
+    Ok(p)
+}
+
+/// Write `bytes` to `dst` behind what waits in `h`; what `dst` cannot take now waits (a copy).
+/// Returns whether `dst` took any.
+fn send<W: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    dst: &mut W,
+    h: &mut Half,
+    bytes: &[u8],
+) -> io::Result<bool> {
+    if !h.pending.is_empty() {
+        h.queue(bytes);
+        return Ok(false);
+    }
+    let mut off = 0;
+    while off < bytes.len() {
+        match Pin::new(&mut *dst).poll_write(cx, &bytes[off..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => off += n,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {
+                h.queue(&bytes[off..]);
+                break;
+            }
+        }
+    }
+    Ok(off > 0)
 }
 
 /// Flush `dst`: true once done; false while it is still at it (marked in `h`, so the next
@@ -585,19 +786,30 @@ where
                             None => continue,
                         }
                     }
-                    if let Some(end) = this.relay(cx) {
-                        return Poll::Ready(end);
-                    }
-                    if this.timer.as_mut().poll(cx).is_ready() {
-                        let deadline = this.last + this.idle;
-                        if Instant::now() >= deadline {
-                            match this.begin_close(Reason::Idle) {
-                                Some(end) => return Poll::Ready(end),
-                                None => continue,
+                    let moved = match this.relay(cx) {
+                        Ok(moved) => moved,
+                        Err(end) => return Poll::Ready(end),
+                    };
+                    let fired = this.timer.as_mut().poll(cx).is_ready();
+                    // A ping waits for a frame boundary: look again whenever bytes moved.
+                    if fired || (moved && this.watch.pings(CLIENT)) {
+                        let now = now_ms();
+                        if this.send_pings(now) {
+                            continue; // pump it out
+                        }
+                        if fired {
+                            match this.watch.next(this.waiting(), now) {
+                                Err(why) => match this.expire(why, now) {
+                                    Some(end) => return Poll::Ready(end),
+                                    None => continue,
+                                },
+                                Ok(ms) => {
+                                    let at = Instant::now() + Duration::from_millis(ms.into());
+                                    this.timer.as_mut().reset(at);
+                                    continue;
+                                }
                             }
                         }
-                        this.timer.as_mut().reset(deadline);
-                        continue;
                     }
                     return Poll::Pending;
                 }
@@ -606,7 +818,7 @@ where
                         this.shutdown_while_spreading();
                         continue;
                     }
-                    if let Some(end) = this.relay(cx) {
+                    if let Err(end) = this.relay(cx) {
                         return Poll::Ready(end);
                     }
                     if this.timer.as_mut().poll(cx).is_ready() {
@@ -621,13 +833,13 @@ where
                     if this.pump(cx, Way::Down, true).is_err() {
                         return Poll::Ready(why.end());
                     }
-                    if this.down.frames.at_boundary() && this.down.pending.is_empty() {
+                    if this.down.frames.sent_at_boundary() && this.down.pending.is_empty() {
                         if !this.down.write_closed {
                             this.down.queue(&close_frame(GOING_AWAY));
                             this.closed.get_or_insert((GOING_AWAY, Closer::Tideway));
                         }
                         this.down.read_closed = true;
-                        if this.up.frames.at_boundary() && !this.up.write_closed {
+                        if this.up.frames.sent_at_boundary() && !this.up.write_closed {
                             this.up
                                 .queue(&masked_close_frame(GOING_AWAY, rand::random()));
                         }
@@ -645,6 +857,11 @@ where
                     let down = this.pump(cx, Way::Down, false);
                     let _ = this.pump(cx, Way::Up, false);
                     if down.is_err() {
+                        return Poll::Ready(why.end());
+                    }
+                    // A send timeout's peer is cut, not waited for.
+                    let cut = matches!(why, Reason::SendTimeout);
+                    if cut && this.up.done() && this.down.done() {
                         return Poll::Ready(why.end());
                     }
                     if this.down.done() {
@@ -721,6 +938,8 @@ impl Ending {
             TunnelEnd::Drain => ("drain", true),
             TunnelEnd::Rebalance => ("rebalance", true),
             TunnelEnd::Shutdown => ("shutdown", true),
+            TunnelEnd::PingTimeout => ("ping_timeout", true),
+            TunnelEnd::SendTimeout => ("send_timeout", true),
             TunnelEnd::Error(e) => {
                 tracing::debug!(error = %e, "tunnel ended with an error");
                 ("error", false)
@@ -763,154 +982,4 @@ impl Ending {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_close_frame_sent_behind_the_handshake_is_the_client_s() {
-        let (client, _c) = tokio::io::duplex(64);
-        let (backend, _b) = tokio::io::duplex(64);
-        let idle = Duration::from_secs(60);
-        let mut t = Tunnel::new(client, backend, idle, CancellationToken::new(), true);
-        t.send_first(masked_close_frame(1000, [1, 2, 3, 4]).to_vec());
-        // The backend's answering close comes after.
-        t.already_sent_down(&close_frame(1000));
-        assert_eq!(t.closed(), Some((1000, Closer::Client)));
-    }
-
-    /// A meter for tunnels whose counts no test reads.
-    fn meter() -> Arc<TunnelMeter> {
-        crate::metrics::UpstreamMetrics::of("t-spread").tunnel
-    }
-
-    /// The spread's phase and reasons fit in the two bytes the phase took before (a tag and a
-    /// reason): an idle tunnel is no bigger for them.
-    #[test]
-    fn the_phase_is_two_bytes() {
-        assert_eq!(std::mem::size_of::<Phase>(), 2);
-    }
-
-    /// A drain's close waits for a time within the drain's window, relaying meanwhile; a close
-    /// with no window (the rebalancer's) goes at once.
-    #[tokio::test(start_paused = true)]
-    async fn a_drain_close_is_spread_within_its_window_and_a_rebalance_is_not() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let live = Arc::new(Live::default());
-        let (client, mut c) = tokio::io::duplex(64);
-        let (backend, mut b) = tokio::io::duplex(64);
-        let close = CancellationToken::new();
-        let idle = Duration::from_secs(3600);
-        let mut t = Box::pin(
-            Tunnel::new(client, backend, idle, close.clone(), false)
-                .counting(live.clone(), meter()),
-        );
-        let window = Duration::from_secs(10);
-        live.set_closing(Some((Instant::now(), Instant::now() + window)));
-        close.cancel();
-        let started = Instant::now();
-        // Told to close, it still relays until its close time.
-        tokio::select! {
-            _ = &mut t => panic!("ended before relaying"),
-            _ = async {
-                c.write_all(b"hi").await.unwrap();
-                let mut got = [0u8; 2];
-                b.read_exact(&mut got).await.unwrap();
-                assert_eq!(&got, b"hi");
-            } => {}
-        }
-        let end = (&mut t).await;
-        assert!(matches!(end, TunnelEnd::Drain), "{end:?}");
-        assert!(started.elapsed() <= window, "{:?}", started.elapsed());
-
-        let (client, _c) = tokio::io::duplex(64);
-        let (backend, _b) = tokio::io::duplex(64);
-        let close = CancellationToken::new();
-        let t = Tunnel::new(client, backend, idle, close.clone(), false)
-            .counting(Arc::new(Live::default()), meter());
-        close.cancel();
-        let started = Instant::now();
-        assert!(matches!(t.await, TunnelEnd::Rebalance));
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[test]
-    fn counting_leaves_the_tunnel_task_as_large_as_it_was() {
-        // Before WebSocket metrics: a tunnel of 272 bytes and its Ending of 104. The upstream's
-        // meter replaced the Ending's histogram; the cut fits in the tunnel's padding.
-        type T = Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
-        let both = std::mem::size_of::<T>() + std::mem::size_of::<Ending>();
-        assert!(both <= 272 + 104, "{both}");
-    }
-
-    /// A WebSocket tunnel between two in-memory pipes, counted under `upstream`; returns it
-    /// with the far ends (client, backend) and the backend's counters.
-    fn metered(
-        upstream: &str,
-        idle: Duration,
-    ) -> (
-        Tunnel<tokio::io::DuplexStream, tokio::io::DuplexStream>,
-        tokio::io::DuplexStream,
-        tokio::io::DuplexStream,
-        Arc<Live>,
-    ) {
-        let (client, c) = tokio::io::duplex(1024);
-        let (backend, b) = tokio::io::duplex(1024);
-        let live = Arc::new(Live::default());
-        let meter = crate::metrics::UpstreamMetrics::of(upstream).tunnel;
-        let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true)
-            .counting(live.clone(), meter);
-        (t, c, b, live)
-    }
-
-    fn counted(upstream: &str, direction: &str) -> (u64, u64) {
-        let ws = &crate::metrics::global().websocket;
-        let l = [upstream, direction];
-        (
-            ws.messages.with_label_values(&l).get(),
-            ws.bytes.with_label_values(&l).get(),
-        )
-    }
-
-    #[tokio::test]
-    async fn a_backend_that_hangs_up_without_a_close_frame_ends_it_abruptly() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut t, mut c, mut b, live) = metered("t-cut", Duration::from_secs(60));
-        assert_eq!(live.websockets(), 1);
-        let relay = tokio::spawn(async move {
-            let end = (&mut t).await;
-            (end, t.finish())
-        });
-        // A ping (not a message) and a fragmented text of 3 + 2 bytes, then the answer.
-        let mut up = Vec::new();
-        for (first, payload) in [(0x89u8, &b"p"[..]), (0x01, b"abc"), (0x80, b"de")] {
-            up.extend([first, 0x80 | payload.len() as u8, 0, 0, 0, 0]);
-            up.extend_from_slice(payload);
-        }
-        c.write_all(&up).await.unwrap();
-        let mut got = vec![0; up.len()];
-        b.read_exact(&mut got).await.unwrap();
-        b.write_all(&[0x82, 0x01, 7]).await.unwrap();
-        let mut echo = [0; 3];
-        c.read_exact(&mut echo).await.unwrap();
-        drop(b);
-        let mut rest = Vec::new();
-        c.read_to_end(&mut rest).await.unwrap();
-        drop(c);
-        let (end, finished) = relay.await.unwrap();
-        assert!(matches!(end, TunnelEnd::Closed), "{end:?}");
-        assert_eq!(finished.closed_by(("closed", false)), ("backend", None));
-        assert_eq!(live.websockets(), 0);
-        assert_eq!(counted("t-cut", "client_to_backend"), (1, 5));
-        assert_eq!(counted("t-cut", "backend_to_client"), (1, 1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_websocket_is_closed_by_idle_with_1001() {
-        let (mut t, _c, _b, live) = metered("t-idle", Duration::from_secs(1));
-        let end = (&mut t).await;
-        assert!(matches!(end, TunnelEnd::Idle), "{end:?}");
-        let finished = t.finish();
-        assert_eq!(finished.closed_by(("idle", true)), ("idle", Some(1001)));
-        assert_eq!(live.websockets(), 0);
-    }
-}
+mod tests;

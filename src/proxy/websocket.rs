@@ -21,6 +21,8 @@ pub struct Setup {
     /// What the client sent behind its handshake, held back until the 101: sent first.
     pub early: Vec<u8>,
     pub idle: Duration,
+    /// Pings and send timeout.
+    pub liveness: crate::config::Liveness,
     /// The policy of an upstream with `rebalance`: the tunnel registers so the rebalancer can
     /// move it (with the key the upstream hashes by, if it hashes).
     pub rebalanced: Option<Arc<crate::config::UpstreamPolicy>>,
@@ -44,6 +46,7 @@ pub fn start(
     let Setup {
         early,
         idle,
+        liveness,
         rebalanced,
         client_ip,
         permit,
@@ -77,7 +80,8 @@ pub fn start(
     };
     let guard = conn.guard;
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
-        .counting(guard.live().clone(), route.metrics.tunnel.clone());
+        .counting(guard.live().clone(), route.metrics.tunnel.clone())
+        .keeping(&liveness);
     // The client's bytes behind its handshake came before the backend's behind its 101: a
     // close in both is the client's (as the tunnel's unit test has it).
     if !early.is_empty() {

@@ -9,8 +9,9 @@ use super::{
 use crate::config::scope::RegistrationScope;
 use crate::config::upstream_tls::{UpstreamTls, UpstreamTlsSettings};
 use crate::config::{
-    Balance, ConfigError, HealthConfig, HealthKind, RebalanceConfig, ScaleConfig, UpstreamPolicy,
-    DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE, MAX_WEIGHT,
+    Balance, ConfigError, HealthConfig, HealthKind, Liveness, RebalanceConfig, ScaleConfig,
+    UpstreamPolicy, DEFAULT_PONG_TIMEOUT, DEFAULT_REBALANCE_FACTOR, DEFAULT_REBALANCE_SETTLE,
+    MAX_WEIGHT,
 };
 use std::time::Duration;
 use toml::Spanned;
@@ -186,7 +187,31 @@ pub(super) fn base(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<UpstreamPolicy,
     if let Some(t) = &up.tls {
         policy.tls = Some(tls(cx, t)?);
     }
+    policy.liveness = liveness(cx, up)?;
     Ok(policy)
+}
+
+/// `ping_interval`, `pong_timeout`, `ping_backend`, `send_timeout`: finding dead peers of
+/// tunnels ("0s" turns pings or the send timeout off).
+fn liveness(cx: &Ctx<'_>, up: &UpstreamSection) -> Result<Liveness, ConfigError> {
+    let mut l = Liveness {
+        ping_interval: up.ping_interval.map(|d| d.0).filter(|d| !d.is_zero()),
+        pong_timeout: cx.positive_dur(&up.pong_timeout, "pong_timeout", DEFAULT_PONG_TIMEOUT)?,
+        ..Liveness::default()
+    };
+    if let Some(b) = &up.ping_backend {
+        if *b.get_ref() && l.ping_interval.is_none() {
+            return Err(cx.err(
+                b.span(),
+                "ping_backend needs ping_interval (e.g. ping_interval = \"30s\")",
+            ));
+        }
+        l.ping_backend = *b.get_ref();
+    }
+    if let Some(d) = up.send_timeout {
+        l.send_timeout = Some(d.0).filter(|d| !d.is_zero());
+    }
+    Ok(l)
 }
 
 /// `tls = { verify, ca, server_name, sni }`: TLS to the backends.
@@ -223,4 +248,55 @@ fn tls(
     UpstreamTls::new(settings)
         .map(std::sync::Arc::new)
         .map_err(|m| cx.err(t.span(), m))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Liveness, DEFAULT_PONG_TIMEOUT, DEFAULT_TUNNEL_SEND_TIMEOUT};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn liveness(keys: &str) -> Result<Liveness, String> {
+        let text = format!("[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"u\"\n\n[upstream.u]\n{keys}\nbackends = [{{ addr = \"127.0.0.1:2\" }}]\n");
+        let c = parse(&text, Path::new("t.toml")).map_err(|e| e.to_string())?;
+        Ok(c.upstreams[0].policy.liveness)
+    }
+
+    #[test]
+    fn pings_are_off_and_sends_bounded_by_default_and_keys_set_them() {
+        let l = liveness("").unwrap();
+        assert_eq!(l.ping_interval, None);
+        assert_eq!(l.pong_timeout, DEFAULT_PONG_TIMEOUT);
+        assert_eq!(l.send_timeout, Some(DEFAULT_TUNNEL_SEND_TIMEOUT));
+        let keys = "ping_interval = \"30s\"\npong_timeout = \"5s\"\nping_backend = true\nsend_timeout = \"0s\"";
+        let l = liveness(keys).unwrap();
+        assert_eq!(l.ping_interval, Some(Duration::from_secs(30)));
+        assert_eq!(l.pong_timeout, Duration::from_secs(5));
+        assert!(l.ping_backend);
+        assert_eq!(l.send_timeout, None, "0s: never");
+        assert_eq!(
+            liveness("ping_interval = \"0s\"").unwrap().ping_interval,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_liveness_keys_are_refused_with_the_line() {
+        for (keys, at, why) in [
+            (
+                "ping_backend = true",
+                "t.toml:6",
+                "ping_backend needs ping_interval",
+            ),
+            (
+                "pong_timeout = \"0s\"",
+                "t.toml:6",
+                "pong_timeout must be more than 0",
+            ),
+            ("send_timeout = \"soon\"", "t.toml:6", "invalid duration"),
+        ] {
+            let e = liveness(keys).unwrap_err();
+            assert!(e.contains(at) && e.contains(why), "{keys}: {e}");
+        }
+    }
 }

@@ -59,16 +59,31 @@ fn watch(
     >,
     since: std::sync::Arc<std::sync::OnceLock<Instant>>,
 ) -> Vec<tokio::task::JoinHandle<Ended>> {
+    watch_counting(sockets, since, Default::default())
+}
+
+/// Like [`watch`], counting the close frames in `closed` as they come.
+fn watch_counting(
+    sockets: Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+    since: std::sync::Arc<std::sync::OnceLock<Instant>>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Ended>> {
     sockets
         .into_iter()
         .map(|mut ws| {
             let since = since.clone();
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let at = || since.get().map_or(Duration::ZERO, |s| s.elapsed());
                 loop {
                     match ws.next().await {
                         Some(Ok(Message::Close(f))) => {
-                            return Ended::Close(f.map(|f| f.code), at())
+                            closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return Ended::Close(f.map(|f| f.code), at());
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Ended::Abrupt(e.to_string()),
@@ -346,4 +361,80 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
     exit_within(&mut proxy.child, Duration::from_secs(20))
         .await
         .expect("tideway exits after its grace");
+}
+
+/// Issue 24's spread must not change what taking a drain back means: a backend set active again
+/// after its drain's spread started keeps the tunnels that have not closed yet, past the
+/// window's end, and a later drain still closes them with 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_taken_back_while_spreading_closes_nothing_more() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 100;
+    let a = backend("a").await;
+    let proxy = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
+             [upstream.app]\ndrain_timeout = \"4s\"\nclose_spread = \"3s\"\n\
+             backends = [{{ addr = \"{}\", id = \"a\" }}]\n",
+            dir.join("data").display(),
+            a.addr,
+        )
+    })
+    .await;
+    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readers = watch_counting(sockets, since.clone(), closed.clone());
+    let state = |s: &str| {
+        proxy
+            .admin_req(
+                reqwest::Method::POST,
+                "/v1/upstreams/app/backends/a/state",
+                ADMIN_TOKEN,
+            )
+            .json(&serde_json::json!({ "state": s }))
+            .send()
+    };
+    since.set(Instant::now()).unwrap();
+    assert!(state("draining").await.unwrap().status().is_success());
+    // The spread starts 1 s into the drain (its last 3 s); wait for it and for a first close,
+    // so the tunnels have their close times.
+    let log = proxy.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("drain: spreading the 1001 closes")
+    })
+    .await;
+    wait_until(Duration::from_secs(5), || async {
+        closed.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    assert!(state("active").await.unwrap().status().is_success());
+    let taken_back = since.get().unwrap().elapsed();
+    // Past the window's end (4 s into the drain) and then some: nothing more closes.
+    let again = Duration::from_secs(6);
+    tokio::time::sleep(again.saturating_sub(since.get().unwrap().elapsed())).await;
+    let before_again = closed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(before_again < N / 2, "{before_again} of {N} closed before the take-back");
+    let second = since.get().unwrap().elapsed();
+    assert!(state("draining").await.unwrap().status().is_success());
+    let times = closes(readers, Duration::from_secs(15)).await;
+    assert_eq!(times.len(), N);
+    // Every close is from the first drain (by the take-back, plus 200 ms for a close frame
+    // already on its way) or from the second; none between.
+    let between: Vec<_> = times
+        .iter()
+        .filter(|t| **t > taken_back + Duration::from_millis(200) && **t < second)
+        .collect();
+    println!(
+        "taken back at {taken_back:?} with {before_again} closed; drained again at {second:?}"
+    );
+    assert!(between.is_empty(), "closed after the take-back: {between:?}");
+    assert_eq!(
+        times.iter().filter(|t| **t >= second).count(),
+        N - before_again
+    );
 }

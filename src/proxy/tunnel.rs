@@ -19,6 +19,15 @@
 //! (spent) signal, re-using the same allocation, so a shutdown during a long drain still
 //! closes it within the shutdown's window. The idle timeout does not apply while spreading (the
 //! close is due anyway).
+//!
+//! A drain taken back while its tunnels wait for their close times (the registration renewed,
+//! an operator set the backend active) closes nothing more: when its time comes, a tunnel
+//! finds its backend's drain window gone, goes back to relaying and listens to the backend's
+//! renewed close signal ([`Live::renewed_close`]), so a later drain or shutdown still closes
+//! it. Limit: a session of a `rebalance` upstream then no longer listens to its own close
+//! signal (a child of the spent one, which stays cancelled in the pool's sessions): the
+//! rebalancer counts it as already closing and does not move it; a later drain or a shutdown
+//! still closes it.
 
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{close_frame, masked_close_frame, FrameTracker, GOING_AWAY};
@@ -299,6 +308,27 @@ where
         }
     }
 
+    /// A drain's close time came: if the drain was taken back meanwhile (its window is gone:
+    /// the registration renewed, an operator set the backend active), the tunnel stays open,
+    /// listening to the backend's renewed close signal, with its idle timer again. Returns
+    /// whether it did.
+    fn drain_taken_back(&mut self) -> bool {
+        let Some(live) = self.live.as_deref() else {
+            return false;
+        };
+        if live.closing_window().is_some() {
+            return false;
+        }
+        let Some(close) = live.renewed_close() else {
+            return false;
+        };
+        self.close.set(close.cancelled_owned());
+        self.phase = Phase::Open;
+        let at = self.last + self.idle;
+        self.timer.as_mut().reset(at);
+        true
+    }
+
     /// Relay both ways; the end if an error or both sides closing ended the tunnel.
     fn relay(&mut self, cx: &mut Context<'_>) -> Option<TunnelEnd> {
         let up = self.pump(cx, Way::Up, false);
@@ -500,6 +530,9 @@ where
                         return Poll::Ready(end);
                     }
                     if this.timer.as_mut().poll(cx).is_ready() {
+                        if matches!(why, Reason::Drain) && this.drain_taken_back() {
+                            continue;
+                        }
                         match this.begin_close(why) {
                             Some(end) => return Poll::Ready(end),
                             None => continue,
@@ -704,5 +737,55 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(t.await, TunnelEnd::Rebalance));
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// A drain taken back after its spread started (the registration renewed, the backend
+    /// set active): the tunnel waiting for its close time stays open past the window, on the
+    /// backend's renewed close signal, which a later drain fires.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_taken_back_while_spreading_keeps_the_tunnel_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let live = Arc::new(Live::default());
+        let (client, mut c) = tokio::io::duplex(64);
+        let (backend, mut b) = tokio::io::duplex(64);
+        let close = CancellationToken::new();
+        let idle = Duration::from_secs(3600);
+        let mut t = Box::pin(
+            Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone()),
+        );
+        let window = Duration::from_secs(10);
+        live.set_closing(Some((Instant::now(), Instant::now() + window)));
+        close.cancel();
+        let echo = async |c: &mut tokio::io::DuplexStream, b: &mut tokio::io::DuplexStream| {
+            c.write_all(b"hi").await.unwrap();
+            let mut got = [0u8; 2];
+            b.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hi");
+        };
+        tokio::select! {
+            _ = &mut t => panic!("ended before relaying"),
+            _ = echo(&mut c, &mut b) => {}
+        }
+        assert!(matches!(t.as_ref().phase, Phase::Spreading(Reason::Drain)));
+        // Taken back, as the controller does: a renewed signal, then no window.
+        let renewed = CancellationToken::new();
+        live.renew_close(renewed.clone());
+        live.set_closing(None);
+        tokio::select! {
+            end = &mut t => panic!("ended after the drain was taken back: {end:?}"),
+            _ = tokio::time::sleep(2 * window) => {}
+        }
+        assert!(matches!(t.as_ref().phase, Phase::Open));
+        tokio::select! {
+            _ = &mut t => panic!("ended"),
+            _ = echo(&mut c, &mut b) => {}
+        }
+        // A later drain closes it, within its window.
+        let started = Instant::now();
+        live.set_closing(Some((started, started + window)));
+        renewed.cancel();
+        let end = (&mut t).await;
+        assert!(matches!(end, TunnelEnd::Drain), "{end:?}");
+        assert!(started.elapsed() <= window, "{:?}", started.elapsed());
     }
 }

@@ -418,7 +418,10 @@ async fn a_drain_taken_back_while_spreading_closes_nothing_more() {
     let again = Duration::from_secs(6);
     tokio::time::sleep(again.saturating_sub(since.get().unwrap().elapsed())).await;
     let before_again = closed.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(before_again < N / 2, "{before_again} of {N} closed before the take-back");
+    assert!(
+        before_again < N / 2,
+        "{before_again} of {N} closed before the take-back"
+    );
     let second = since.get().unwrap().elapsed();
     assert!(state("draining").await.unwrap().status().is_success());
     let times = closes(readers, Duration::from_secs(15)).await;
@@ -432,7 +435,10 @@ async fn a_drain_taken_back_while_spreading_closes_nothing_more() {
     println!(
         "taken back at {taken_back:?} with {before_again} closed; drained again at {second:?}"
     );
-    assert!(between.is_empty(), "closed after the take-back: {between:?}");
+    assert!(
+        between.is_empty(),
+        "closed after the take-back: {between:?}"
+    );
     assert_eq!(
         times.iter().filter(|t| **t >= second).count(),
         N - before_again

@@ -51,6 +51,26 @@ pub fn length(configured: Option<Duration>, window: Duration) -> Duration {
         .min(window)
 }
 
+/// Least time a shutdown keeps free between its spread's end and the end of the grace, for
+/// the last closes to go out (a tunnel waits for a frame boundary, then lingers: the
+/// tunnel's `DEFAULT_LINGER`, 2 s) before the runtime drops what is left.
+pub const DEFAULT_SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// Share of the grace a shutdown keeps free after its spread, if more than
+/// [`DEFAULT_SHUTDOWN_MARGIN`].
+pub const DEFAULT_SHUTDOWN_MARGIN_SHARE: f64 = 0.2;
+
+/// A shutdown's spread within `grace`: as [`length`], but ending a margin before the grace
+/// does (the larger of [`DEFAULT_SHUTDOWN_MARGIN`] and [`DEFAULT_SHUTDOWN_MARGIN_SHARE`] of
+/// it), so every tunnel's 1001 goes out before the runtime drops. Also returns whether a
+/// configured spread was cut to fit.
+pub fn shutdown_length(configured: Option<Duration>, grace: Duration) -> (Duration, bool) {
+    let margin = DEFAULT_SHUTDOWN_MARGIN.max(grace.mul_f64(DEFAULT_SHUTDOWN_MARGIN_SHARE));
+    let cap = grace.saturating_sub(margin);
+    let spread = length(configured, grace);
+    (spread.min(cap), configured.is_some_and(|c| c > cap))
+}
+
 /// When the shutdown began and when its closes must all have gone, on [`Live`]'s millisecond
 /// scale; 0: no shutdown under way.
 static SHUTDOWN_FROM: AtomicU64 = AtomicU64::new(0);
@@ -130,6 +150,24 @@ mod tests {
         );
         assert_eq!(length(Some(Duration::from_secs(30)), w), w);
         assert_eq!(length(Some(Duration::ZERO), w), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_shutdown_spread_ends_a_margin_before_the_grace() {
+        let s = Duration::from_secs;
+        // The default, 80%, fits a 10 s grace; a 5 s grace keeps the 2 s linger free.
+        assert_eq!(shutdown_length(None, s(10)), (s(8), false));
+        assert_eq!(shutdown_length(None, s(5)), (s(3), false));
+        // A configured spread up to the grace less the margin stays; longer is cut, and said.
+        assert_eq!(shutdown_length(Some(s(5)), s(8)), (s(5), false));
+        assert_eq!(shutdown_length(Some(s(8)), s(8)), (s(6), true));
+        assert_eq!(shutdown_length(Some(s(60)), s(30)), (s(24), true));
+        // A grace no longer than the margin: every close at once.
+        assert_eq!(shutdown_length(None, s(1)), (Duration::ZERO, false));
+        assert_eq!(
+            shutdown_length(Some(Duration::ZERO), s(1)),
+            (Duration::ZERO, false)
+        );
     }
 
     #[tokio::test]

@@ -26,7 +26,8 @@ pub enum State {
     Active,
     /// Takes no new connections; existing ones are left alone.
     Disabled,
-    /// Takes no new connections; tunnels get a 1001 close after the drain timeout.
+    /// Takes no new connections; tunnels get a 1001 close by the drain timeout, spread over its
+    /// last `close_spread` (see [`super::spread`]).
     Draining,
 }
 

@@ -2,10 +2,12 @@
 //! binary upgrade, drain), the closes are spread over a window rather than sent in one instant,
 //! so the clients do not all reconnect at once.
 //!
-//! The window always ends by the deadline that applies: the shutdown grace for a shutdown or
-//! an upgrade, the upstream's `drain_timeout` for a drain. Its length is `close_spread` where
-//! configured, else [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it.
-//! `close_spread = "0s"` closes everything at the deadline in one go (as before spreads).
+//! The window always ends by the deadline that applies: a margin before the shutdown grace for
+//! a shutdown or an upgrade ([`shutdown_length`]), the upstream's `drain_timeout` for a drain
+//! (a drain's window ends at it). Its length is `close_spread` where configured, else
+//! [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it. `close_spread = "0s"`
+//! closes everything in one go: a drain's at its deadline (as before spreads), a shutdown's at
+//! the signal.
 //!
 //! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and
 //! over which window ([`cause`]): the process-wide shutdown state, or its backend's drain
@@ -27,9 +29,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Share of the deadline's window the closes spread over when `close_spread` is not set: most
-/// of it, leaving the last fifth for the close handshakes (a frame in flight, the linger) to
-/// finish before the deadline.
+/// Share of the deadline's window the closes spread over when `close_spread` is not set. A
+/// drain's spread ends at its deadline, so by default a drained backend's tunnels start
+/// closing at 20% of `drain_timeout`; a shutdown's also keeps a margin before the grace ends
+/// ([`shutdown_length`]).
 pub const DEFAULT_CLOSE_SPREAD_SHARE: f64 = 0.8;
 
 /// Why tideway closes a tunnel.

@@ -209,8 +209,19 @@ async fn sigterm_spreads_5000_closes_over_5_seconds() {
         buckets.iter().all(|&b| b <= 2 * share),
         "a second holds more than twice its share {share}: {buckets:?}"
     );
-    // The spread ends by the deadline: the 8 s grace.
-    let last = times.iter().max().unwrap();
+    // Over the whole 5 s: the first close within a second of the signal, the last after 4 s,
+    // and every one of the 5 seconds holds closes (a shrunken window fails here).
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    assert!(
+        *first < Duration::from_secs(1),
+        "first close after {first:?}"
+    );
+    assert!(*last > Duration::from_secs(4), "last close after {last:?}");
+    assert!(
+        buckets.len() >= SPREAD as usize && buckets[..SPREAD as usize].iter().all(|&b| b > 0),
+        "a second of the spread without a close: {buckets:?}"
+    );
+    // The spread ends by the deadline: the 8 s grace (less its 2 s margin).
     assert!(*last < Duration::from_secs(8), "last close after {last:?}");
     let status = exit_within(&mut proxy.child, Duration::from_secs(20))
         .await
@@ -220,22 +231,28 @@ async fn sigterm_spreads_5000_closes_over_5_seconds() {
 
 /// A drain spreads its closes over the end of its `drain_timeout` (by default the last 80%),
 /// and they all come by the deadline; an upstream with `close_spread = "0s"` and no drain
-/// window (`drain_timeout = "0s"`) closes at once.
+/// window (`drain_timeout = "0s"`) closes at once, and one with `close_spread = "0s"` and a
+/// 2 s `drain_timeout` closes everything at its deadline, as before spreads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     let _one = SERIAL.lock().await;
     const N: usize = 200;
     let (a, b) = (backend("a").await, backend("b").await);
     let now_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let late_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let c = backend("c").await;
     let proxy = start_written(&[], |http, admin, dir| {
         format!(
             "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
              [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
              [[listener]]\nlisten = \"{now_listen}\"\nupstream = \"now\"\n\n\
+             [[listener]]\nlisten = \"{late_listen}\"\nupstream = \"late\"\n\n\
+             [upstream.late]\ndrain_timeout = \"2s\"\nclose_spread = \"0s\"\nbackends = [{{ addr = \"{}\", id = \"c\" }}]\n\n\
              [upstream.app]\ndrain_timeout = \"5s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]\n\n\
              [upstream.now]\ndrain_timeout = \"0s\"\nclose_spread = \"0s\"\nbackends = [{{ addr = \"{}\", id = \"b\" }}]\n",
             dir.join("data").display(),
+            c.addr,
             a.addr,
             b.addr,
         )
@@ -243,6 +260,9 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     .await;
     let spread = open(&proxy.ws_url("/chat"), N, 32).await;
     let at_once = open(&format!("ws://{now_listen}/chat"), N, 32).await;
+    let late = open(&format!("ws://{late_listen}/chat"), N, 32).await;
+    let since_late = std::sync::Arc::new(std::sync::OnceLock::new());
+    let late = watch(late, since_late.clone());
     let (since_spread, since_now) = (
         std::sync::Arc::new(std::sync::OnceLock::new()),
         std::sync::Arc::new(std::sync::OnceLock::new()),
@@ -270,6 +290,13 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
         .unwrap()
         .status()
         .is_success());
+    since_late.set(Instant::now()).unwrap();
+    assert!(drain("late", "c")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
 
     // The zero window: every close within 2 s of the drain, long before the spread one's
     // window (4 s, from 1 s into its 5 s drain) is over.
@@ -277,6 +304,20 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     let now_last = *now_times.iter().max().unwrap();
     println!("zero window: all {N} closed within {now_last:?}");
     assert!(now_last < Duration::from_secs(2), "{now_last:?}");
+
+    // No spread, a 2 s drain: every close at the deadline, in one go. Not before it (the
+    // drain started after `since_late`); by 2.5 s: the deadline's wake-up plus 200 close
+    // frames and their trip to this process, with room for a loaded 2-core machine (the
+    // spread one's window runs at the same time), yet far from the 1.6 s a default spread
+    // would take.
+    let late_times = closes(late, Duration::from_secs(10)).await;
+    let (late_first, late_last) = (
+        late_times.iter().min().unwrap(),
+        late_times.iter().max().unwrap(),
+    );
+    println!("no spread, 2 s drain: closes from {late_first:?} to {late_last:?}");
+    assert!(*late_first >= Duration::from_secs(2), "{late_first:?}");
+    assert!(*late_last < Duration::from_millis(2500), "{late_last:?}");
 
     let times = closes(spread, Duration::from_secs(20)).await;
     let buckets = per_second(&times);
@@ -308,7 +349,11 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    assert_eq!((ended("app"), ended("now")), (N as f64, N as f64), "{text}");
+    assert_eq!(
+        (ended("app"), ended("now"), ended("late")),
+        (N as f64, N as f64, N as f64),
+        "{text}"
+    );
 }
 
 /// A shutdown during a long drain's spread cuts it short: the WebSockets waiting for their
@@ -320,7 +365,7 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
     let a = backend("a").await;
     let mut proxy = start_written(&[], |http, admin, dir| {
         format!(
-            "[server]\nthreads = 2\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nthreads = 2\nshutdown_grace = \"4s\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
              [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
              [upstream.app]\ndrain_timeout = \"60s\"\nclose_spread = \"60s\"\n\
@@ -330,7 +375,8 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
         )
     })
     .await;
-    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let mut sockets = open(&proxy.ws_url("/chat"), N + 1, 16).await;
+    let mut probe = sockets.pop().unwrap();
     let since = std::sync::Arc::new(std::sync::OnceLock::new());
     let readers = watch(sockets, since.clone());
     let r = proxy
@@ -343,20 +389,34 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    // The spread (all of the 60 s) starts with the drain: every tunnel has its close time.
+    // The spread (all of the 60 s) starts with the drain. Wait for it, then for a round trip
+    // through one of its tunnels (told to close, it still relays): the tunnels woke and have
+    // their close times in the drain's window.
+    let log = proxy.dir.path().join("tideway.log");
     wait_until(Duration::from_secs(5), || async {
-        proxy.backends().await[0].2 == "draining"
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("drain: spreading the 1001 closes")
     })
     .await;
+    probe.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        probe.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+    let mut readers = readers;
+    readers.extend(watch(vec![probe], since.clone()));
     std::process::Command::new("kill")
         .args(["-TERM", &proxy.child.id().to_string()])
         .status()
         .unwrap();
     since.set(Instant::now()).unwrap();
     let times = closes(readers, Duration::from_secs(20)).await;
+    assert_eq!(times.len(), N + 1);
     let last = *times.iter().max().unwrap();
     println!("a drain spread over 60 s, then SIGTERM: all {N} closed {last:?} after it");
-    // Within the 2 s grace (the close frame's trip on top), not somewhere in the 60 s.
+    // Within the shutdown's 2 s spread (a 4 s grace less its 2 s margin; the close frame's
+    // trip on top), not somewhere in the 60 s.
     assert!(last < Duration::from_secs(3), "{last:?}");
     exit_within(&mut proxy.child, Duration::from_secs(20))
         .await

@@ -299,12 +299,15 @@ where
     }
 
     /// While spreading a drain's close, the shutdown began: close by its window if that is
-    /// sooner.
+    /// sooner, as a shutdown's close; else at the drain's time, still a drain's, no longer
+    /// listening to the spent shutdown signal (the same allocation holds a never-fired one).
     fn shutdown_while_spreading(&mut self) {
         let at = spread::pick(spread::shutdown_window());
-        self.phase = Phase::Spreading(Reason::Shutdown);
         if at < self.timer.deadline() {
+            self.phase = Phase::Spreading(Reason::Shutdown);
             self.timer.as_mut().reset(at);
+        } else {
+            self.close.set(CancellationToken::new().cancelled_owned());
         }
     }
 

@@ -59,16 +59,31 @@ fn watch(
     >,
     since: std::sync::Arc<std::sync::OnceLock<Instant>>,
 ) -> Vec<tokio::task::JoinHandle<Ended>> {
+    watch_counting(sockets, since, Default::default())
+}
+
+/// Like [`watch`], counting the close frames in `closed` as they come.
+fn watch_counting(
+    sockets: Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+    since: std::sync::Arc<std::sync::OnceLock<Instant>>,
+    closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<Ended>> {
     sockets
         .into_iter()
         .map(|mut ws| {
             let since = since.clone();
+            let closed = closed.clone();
             tokio::spawn(async move {
                 let at = || since.get().map_or(Duration::ZERO, |s| s.elapsed());
                 loop {
                     match ws.next().await {
                         Some(Ok(Message::Close(f))) => {
-                            return Ended::Close(f.map(|f| f.code), at())
+                            closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return Ended::Close(f.map(|f| f.code), at());
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Ended::Abrupt(e.to_string()),
@@ -194,8 +209,19 @@ async fn sigterm_spreads_5000_closes_over_5_seconds() {
         buckets.iter().all(|&b| b <= 2 * share),
         "a second holds more than twice its share {share}: {buckets:?}"
     );
-    // The spread ends by the deadline: the 8 s grace.
-    let last = times.iter().max().unwrap();
+    // Over the whole 5 s: the first close within a second of the signal, the last after 4 s,
+    // and every one of the 5 seconds holds closes (a shrunken window fails here).
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    assert!(
+        *first < Duration::from_secs(1),
+        "first close after {first:?}"
+    );
+    assert!(*last > Duration::from_secs(4), "last close after {last:?}");
+    assert!(
+        buckets.len() >= SPREAD as usize && buckets[..SPREAD as usize].iter().all(|&b| b > 0),
+        "a second of the spread without a close: {buckets:?}"
+    );
+    // The spread ends by the deadline: the 8 s grace (less its 2 s margin).
     assert!(*last < Duration::from_secs(8), "last close after {last:?}");
     let status = exit_within(&mut proxy.child, Duration::from_secs(20))
         .await
@@ -205,22 +231,28 @@ async fn sigterm_spreads_5000_closes_over_5_seconds() {
 
 /// A drain spreads its closes over the end of its `drain_timeout` (by default the last 80%),
 /// and they all come by the deadline; an upstream with `close_spread = "0s"` and no drain
-/// window (`drain_timeout = "0s"`) closes at once.
+/// window (`drain_timeout = "0s"`) closes at once, and one with `close_spread = "0s"` and a
+/// 2 s `drain_timeout` closes everything at its deadline, as before spreads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     let _one = SERIAL.lock().await;
     const N: usize = 200;
     let (a, b) = (backend("a").await, backend("b").await);
     let now_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let late_listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let c = backend("c").await;
     let proxy = start_written(&[], |http, admin, dir| {
         format!(
             "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
              [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
              [[listener]]\nlisten = \"{now_listen}\"\nupstream = \"now\"\n\n\
+             [[listener]]\nlisten = \"{late_listen}\"\nupstream = \"late\"\n\n\
+             [upstream.late]\ndrain_timeout = \"2s\"\nclose_spread = \"0s\"\nbackends = [{{ addr = \"{}\", id = \"c\" }}]\n\n\
              [upstream.app]\ndrain_timeout = \"5s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]\n\n\
              [upstream.now]\ndrain_timeout = \"0s\"\nclose_spread = \"0s\"\nbackends = [{{ addr = \"{}\", id = \"b\" }}]\n",
             dir.join("data").display(),
+            c.addr,
             a.addr,
             b.addr,
         )
@@ -228,6 +260,9 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     .await;
     let spread = open(&proxy.ws_url("/chat"), N, 32).await;
     let at_once = open(&format!("ws://{now_listen}/chat"), N, 32).await;
+    let late = open(&format!("ws://{late_listen}/chat"), N, 32).await;
+    let since_late = std::sync::Arc::new(std::sync::OnceLock::new());
+    let late = watch(late, since_late.clone());
     let (since_spread, since_now) = (
         std::sync::Arc::new(std::sync::OnceLock::new()),
         std::sync::Arc::new(std::sync::OnceLock::new()),
@@ -255,6 +290,13 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
         .unwrap()
         .status()
         .is_success());
+    since_late.set(Instant::now()).unwrap();
+    assert!(drain("late", "c")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
 
     // The zero window: every close within 2 s of the drain, long before the spread one's
     // window (4 s, from 1 s into its 5 s drain) is over.
@@ -262,6 +304,20 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
     let now_last = *now_times.iter().max().unwrap();
     println!("zero window: all {N} closed within {now_last:?}");
     assert!(now_last < Duration::from_secs(2), "{now_last:?}");
+
+    // No spread, a 2 s drain: every close at the deadline, in one go. Not before it (the
+    // drain started after `since_late`); by 2.5 s: the deadline's wake-up plus 200 close
+    // frames and their trip to this process, with room for a loaded 2-core machine (the
+    // spread one's window runs at the same time), yet far from the 1.6 s a default spread
+    // would take.
+    let late_times = closes(late, Duration::from_secs(10)).await;
+    let (late_first, late_last) = (
+        late_times.iter().min().unwrap(),
+        late_times.iter().max().unwrap(),
+    );
+    println!("no spread, 2 s drain: closes from {late_first:?} to {late_last:?}");
+    assert!(*late_first >= Duration::from_secs(2), "{late_first:?}");
+    assert!(*late_last < Duration::from_millis(2500), "{late_last:?}");
 
     let times = closes(spread, Duration::from_secs(20)).await;
     let buckets = per_second(&times);
@@ -293,7 +349,11 @@ async fn a_drain_spreads_its_closes_and_a_zero_window_closes_at_once() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    assert_eq!((ended("app"), ended("now")), (N as f64, N as f64), "{text}");
+    assert_eq!(
+        (ended("app"), ended("now"), ended("late")),
+        (N as f64, N as f64, N as f64),
+        "{text}"
+    );
 }
 
 /// A shutdown during a long drain's spread cuts it short: the WebSockets waiting for their
@@ -305,7 +365,7 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
     let a = backend("a").await;
     let mut proxy = start_written(&[], |http, admin, dir| {
         format!(
-            "[server]\nthreads = 2\nshutdown_grace = \"2s\"\n\n\
+            "[server]\nthreads = 2\nshutdown_grace = \"4s\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
              [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
              [upstream.app]\ndrain_timeout = \"60s\"\nclose_spread = \"60s\"\n\
@@ -315,7 +375,8 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
         )
     })
     .await;
-    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let mut sockets = open(&proxy.ws_url("/chat"), N + 1, 16).await;
+    let mut probe = sockets.pop().unwrap();
     let since = std::sync::Arc::new(std::sync::OnceLock::new());
     let readers = watch(sockets, since.clone());
     let r = proxy
@@ -328,22 +389,118 @@ async fn a_shutdown_during_a_drain_spread_closes_within_the_grace() {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    // The spread (all of the 60 s) starts with the drain: every tunnel has its close time.
+    // The spread (all of the 60 s) starts with the drain. Wait for it, then for a round trip
+    // through one of its tunnels (told to close, it still relays): the tunnels woke and have
+    // their close times in the drain's window.
+    let log = proxy.dir.path().join("tideway.log");
     wait_until(Duration::from_secs(5), || async {
-        proxy.backends().await[0].2 == "draining"
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("drain: spreading the 1001 closes")
     })
     .await;
+    probe.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        probe.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+    let mut readers = readers;
+    readers.extend(watch(vec![probe], since.clone()));
     std::process::Command::new("kill")
         .args(["-TERM", &proxy.child.id().to_string()])
         .status()
         .unwrap();
     since.set(Instant::now()).unwrap();
     let times = closes(readers, Duration::from_secs(20)).await;
+    assert_eq!(times.len(), N + 1);
     let last = *times.iter().max().unwrap();
     println!("a drain spread over 60 s, then SIGTERM: all {N} closed {last:?} after it");
-    // Within the 2 s grace (the close frame's trip on top), not somewhere in the 60 s.
+    // Within the shutdown's 2 s spread (a 4 s grace less its 2 s margin; the close frame's
+    // trip on top), not somewhere in the 60 s.
     assert!(last < Duration::from_secs(3), "{last:?}");
     exit_within(&mut proxy.child, Duration::from_secs(20))
         .await
         .expect("tideway exits after its grace");
+}
+
+/// Issue 24's spread must not change what taking a drain back means: a backend set active again
+/// after its drain's spread started keeps the tunnels that have not closed yet, past the
+/// window's end, and a later drain still closes them with 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_taken_back_while_spreading_closes_nothing_more() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 100;
+    let a = backend("a").await;
+    let proxy = start_written(&[], |http, admin, dir| {
+        format!(
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n\
+             [[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\n\n\
+             [upstream.app]\ndrain_timeout = \"4s\"\nclose_spread = \"3s\"\n\
+             backends = [{{ addr = \"{}\", id = \"a\" }}]\n",
+            dir.join("data").display(),
+            a.addr,
+        )
+    })
+    .await;
+    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readers = watch_counting(sockets, since.clone(), closed.clone());
+    let state = |s: &str| {
+        proxy
+            .admin_req(
+                reqwest::Method::POST,
+                "/v1/upstreams/app/backends/a/state",
+                ADMIN_TOKEN,
+            )
+            .json(&serde_json::json!({ "state": s }))
+            .send()
+    };
+    since.set(Instant::now()).unwrap();
+    assert!(state("draining").await.unwrap().status().is_success());
+    // The spread starts 1 s into the drain (its last 3 s); wait for it and for a first close,
+    // so the tunnels have their close times.
+    let log = proxy.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("drain: spreading the 1001 closes")
+    })
+    .await;
+    wait_until(Duration::from_secs(5), || async {
+        closed.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    assert!(state("active").await.unwrap().status().is_success());
+    let taken_back = since.get().unwrap().elapsed();
+    // Past the window's end (4 s into the drain) and then some: nothing more closes.
+    let again = Duration::from_secs(6);
+    tokio::time::sleep(again.saturating_sub(since.get().unwrap().elapsed())).await;
+    let before_again = closed.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        before_again < N / 2,
+        "{before_again} of {N} closed before the take-back"
+    );
+    let second = since.get().unwrap().elapsed();
+    assert!(state("draining").await.unwrap().status().is_success());
+    let times = closes(readers, Duration::from_secs(15)).await;
+    assert_eq!(times.len(), N);
+    // Every close is from the first drain (by the take-back, plus 200 ms for a close frame
+    // already on its way) or from the second; none between.
+    let between: Vec<_> = times
+        .iter()
+        .filter(|t| **t > taken_back + Duration::from_millis(200) && **t < second)
+        .collect();
+    println!(
+        "taken back at {taken_back:?} with {before_again} closed; drained again at {second:?}"
+    );
+    assert!(
+        between.is_empty(),
+        "closed after the take-back: {between:?}"
+    );
+    assert_eq!(
+        times.iter().filter(|t| **t >= second).count(),
+        N - before_again
+    );
 }

@@ -60,8 +60,8 @@ pub struct ServerSettings {
     /// open-files limit, see [`crate::net::fds::Budget`]).
     pub fd_reserve: Option<usize>,
     /// Over how long a shutdown or binary upgrade spreads its tunnels' 1001 closes (None:
-    /// [`crate::pool::spread::DEFAULT_CLOSE_SPREAD_SHARE`] of `shutdown_grace`; never longer
-    /// than it).
+    /// [`crate::pool::spread::DEFAULT_CLOSE_SPREAD_SHARE`] of `shutdown_grace`; always ending a
+    /// margin before it, see [`crate::pool::spread::shutdown_length`]).
     pub close_spread: Option<Duration>,
 }
 

@@ -26,7 +26,8 @@ pub enum State {
     Active,
     /// Takes no new connections; existing ones are left alone.
     Disabled,
-    /// Takes no new connections; tunnels get a 1001 close after the drain timeout.
+    /// Takes no new connections; tunnels get a 1001 close by the drain timeout, spread over its
+    /// last `close_spread` (see [`super::spread`]).
     Draining,
 }
 
@@ -188,6 +189,10 @@ pub struct Live {
     drain_until_ms: AtomicU64,
     /// WebSockets open to the backend (also in `active`, with HTTP requests and TCP tunnels).
     websockets: AtomicU64,
+    /// The backend's close signal as the controller last renewed it (taking a drain back):
+    /// a tunnel whose drain was taken back while it waited to close listens to it again.
+    /// Only the controller writes it.
+    renewed_close: std::sync::Mutex<Option<CancellationToken>>,
 }
 
 /// The process-wide reference point for expiry times.
@@ -226,13 +231,28 @@ fn now_ms() -> u64 {
 impl Live {
     /// A drain's close spread starts, over the window `(from, until)`; None: the backend is no
     /// longer in it (taken back).
-    pub fn set_closing(&self, window: Option<(Instant, Instant)>) {
+    pub(crate) fn set_closing(&self, window: Option<(Instant, Instant)>) {
         if let Some((from, _)) = window {
             self.closing_from_ms
                 .store(to_ms(from).max(1), Ordering::Release);
         }
         let ms = window.map_or(0, |(_, u)| to_ms(u).max(1));
         self.closing_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// The controller renewed the backend's close signal (a drain taken back): tunnels told
+    /// to close by the old one and not yet closed go back to listening to `close`.
+    pub(crate) fn renew_close(&self, close: CancellationToken) {
+        *self.renewed_close.lock().unwrap_or_else(|e| e.into_inner()) = Some(close);
+    }
+
+    /// The backend's close signal as last renewed (see [`Live::renew_close`]); None: never
+    /// renewed.
+    pub fn renewed_close(&self) -> Option<CancellationToken> {
+        self.renewed_close
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The drain's spread window, if one is under way.

@@ -68,8 +68,17 @@ impl Entry {
         self.drain_epoch = 0;
         self.backend.live.set_drain_deadline(None);
         self.backend.state = state.unwrap_or(State::Active);
+        self.renew_close(shutdown);
+    }
+
+    /// The backend is out of any drain: a fresh close signal if the drain's was spent, kept in
+    /// [`Live`] too so the tunnels still waiting for their spread close listen to it again
+    /// (written before the window is cleared: a tunnel that sees no window finds the new
+    /// signal).
+    fn renew_close(&mut self, shutdown: &CancellationToken) {
         if self.backend.close.is_cancelled() {
             self.backend.close = shutdown.child_token();
+            self.backend.live.renew_close(self.backend.close.clone());
         }
         self.backend.live.set_closing(None);
     }
@@ -399,10 +408,7 @@ impl Controller {
             e.drain_epoch = 0;
             e.retiring = false;
             e.backend.live.set_drain_deadline(None);
-            if e.backend.close.is_cancelled() {
-                e.backend.close = self.shutdown.child_token();
-            }
-            e.backend.live.set_closing(None);
+            e.renew_close(&self.shutdown);
         }
         e.backend.state = state;
     }

@@ -2,10 +2,12 @@
 //! binary upgrade, drain), the closes are spread over a window rather than sent in one instant,
 //! so the clients do not all reconnect at once.
 //!
-//! The window always ends by the deadline that applies: the shutdown grace for a shutdown or
-//! an upgrade, the upstream's `drain_timeout` for a drain. Its length is `close_spread` where
-//! configured, else [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it.
-//! `close_spread = "0s"` closes everything at the deadline in one go (as before spreads).
+//! The window always ends by the deadline that applies: a margin before the shutdown grace for
+//! a shutdown or an upgrade ([`shutdown_length`]), the upstream's `drain_timeout` for a drain
+//! (a drain's window ends at it). Its length is `close_spread` where configured, else
+//! [`DEFAULT_CLOSE_SPREAD_SHARE`] of that deadline; never longer than it. `close_spread = "0s"`
+//! closes everything in one go: a drain's at its deadline (as before spreads), a shutdown's at
+//! the signal.
 //!
 //! Nothing here is per tunnel: a tunnel whose close signal fires asks this module why and
 //! over which window ([`cause`]): the process-wide shutdown state, or its backend's drain
@@ -27,9 +29,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Share of the deadline's window the closes spread over when `close_spread` is not set: most
-/// of it, leaving the last fifth for the close handshakes (a frame in flight, the linger) to
-/// finish before the deadline.
+/// Share of the deadline's window the closes spread over when `close_spread` is not set. A
+/// drain's spread ends at its deadline, so by default a drained backend's tunnels start
+/// closing at 20% of `drain_timeout`; a shutdown's also keeps a margin before the grace ends
+/// ([`shutdown_length`]).
 pub const DEFAULT_CLOSE_SPREAD_SHARE: f64 = 0.8;
 
 /// Why tideway closes a tunnel.
@@ -49,6 +52,26 @@ pub fn length(configured: Option<Duration>, window: Duration) -> Duration {
     configured
         .unwrap_or_else(|| window.mul_f64(DEFAULT_CLOSE_SPREAD_SHARE))
         .min(window)
+}
+
+/// Least time a shutdown keeps free between its spread's end and the end of the grace, for
+/// the last closes to go out (a tunnel waits for a frame boundary, then lingers: the
+/// tunnel's `DEFAULT_LINGER`, 2 s) before the runtime drops what is left.
+pub const DEFAULT_SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// Share of the grace a shutdown keeps free after its spread, if more than
+/// [`DEFAULT_SHUTDOWN_MARGIN`].
+pub const DEFAULT_SHUTDOWN_MARGIN_SHARE: f64 = 0.2;
+
+/// A shutdown's spread within `grace`: as [`length`], but ending a margin before the grace
+/// does (the larger of [`DEFAULT_SHUTDOWN_MARGIN`] and [`DEFAULT_SHUTDOWN_MARGIN_SHARE`] of
+/// it), so every tunnel's 1001 goes out before the runtime drops. Also returns whether a
+/// configured spread was cut to fit.
+pub fn shutdown_length(configured: Option<Duration>, grace: Duration) -> (Duration, bool) {
+    let margin = DEFAULT_SHUTDOWN_MARGIN.max(grace.mul_f64(DEFAULT_SHUTDOWN_MARGIN_SHARE));
+    let cap = grace.saturating_sub(margin);
+    let spread = length(configured, grace);
+    (spread.min(cap), configured.is_some_and(|c| c > cap))
 }
 
 /// When the shutdown began and when its closes must all have gone, on [`Live`]'s millisecond
@@ -130,6 +153,24 @@ mod tests {
         );
         assert_eq!(length(Some(Duration::from_secs(30)), w), w);
         assert_eq!(length(Some(Duration::ZERO), w), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_shutdown_spread_ends_a_margin_before_the_grace() {
+        let s = Duration::from_secs;
+        // The default, 80%, fits a 10 s grace; a 5 s grace keeps the 2 s linger free.
+        assert_eq!(shutdown_length(None, s(10)), (s(8), false));
+        assert_eq!(shutdown_length(None, s(5)), (s(3), false));
+        // A configured spread up to the grace less the margin stays; longer is cut, and said.
+        assert_eq!(shutdown_length(Some(s(5)), s(8)), (s(5), false));
+        assert_eq!(shutdown_length(Some(s(8)), s(8)), (s(6), true));
+        assert_eq!(shutdown_length(Some(s(60)), s(30)), (s(24), true));
+        // A grace no longer than the margin: every close at once.
+        assert_eq!(shutdown_length(None, s(1)), (Duration::ZERO, false));
+        assert_eq!(
+            shutdown_length(Some(Duration::ZERO), s(1)),
+            (Duration::ZERO, false)
+        );
     }
 
     #[tokio::test]

@@ -34,6 +34,15 @@
 //! both ways). A peer that takes none of the bytes waiting for it for `send_timeout` is cut:
 //! what waits for it is dropped, the other peer gets 1001 (between two frames), and the
 //! tunnel ends without lingering. All of it runs on the tunnel's one timer.
+//!
+//! A drain taken back while its tunnels wait for their close times (the registration renewed,
+//! an operator set the backend active) closes nothing more: when its time comes, a tunnel
+//! finds its backend's drain window gone, goes back to relaying and listens to the backend's
+//! renewed close signal ([`Live::renewed_close`]), so a later drain or shutdown still closes
+//! it. Limit: a session of a `rebalance` upstream then no longer listens to its own close
+//! signal (a child of the spent one, which stays cancelled in the pool's sessions): the
+//! rebalancer counts it as already closing and does not move it; a later drain or a shutdown
+//! still closes it.
 
 use super::access::{Closer, Handshake, TunnelRecord};
 use super::frame::{
@@ -515,13 +524,39 @@ where
     }
 
     /// While spreading a drain's close, the shutdown began: close by its window if that is
-    /// sooner.
+    /// sooner, as a shutdown's close; else at the drain's time, still a drain's, no longer
+    /// listening to the spent shutdown signal (the same allocation holds a never-fired one).
     fn shutdown_while_spreading(&mut self) {
         let at = spread::pick(spread::shutdown_window());
-        self.phase = Phase::Spreading(Reason::Shutdown);
         if at < self.timer.deadline() {
+            self.phase = Phase::Spreading(Reason::Shutdown);
             self.timer.as_mut().reset(at);
+        } else {
+            self.close.set(CancellationToken::new().cancelled_owned());
         }
+    }
+
+    /// A drain's close time came: if the drain was taken back meanwhile (its window is gone:
+    /// the registration renewed, an operator set the backend active), the tunnel stays open,
+    /// listening to the backend's renewed close signal, with its idle timer again. Returns
+    /// whether it did.
+    fn drain_taken_back(&mut self) -> bool {
+        let Some(live) = self.live.as_deref() else {
+            return false;
+        };
+        if live.closing_window().is_some() {
+            return false;
+        }
+        let Some(close) = live.renewed_close() else {
+            return false;
+        };
+        self.close.set(close.cancelled_owned());
+        self.phase = Phase::Open;
+        // The watch's next deadline (idle, ping, pong, send); one already passed fires now.
+        let ms = self.watch.next(self.waiting(), now_ms()).unwrap_or(0);
+        let at = Instant::now() + Duration::from_millis(u64::from(ms));
+        self.timer.as_mut().reset(at);
+        true
     }
 
     /// Relay both ways: whether any byte moved, or the end if an error or both sides closing
@@ -822,6 +857,9 @@ where
                         return Poll::Ready(end);
                     }
                     if this.timer.as_mut().poll(cx).is_ready() {
+                        if matches!(why, Reason::Drain) && this.drain_taken_back() {
+                            continue;
+                        }
                         match this.begin_close(why) {
                             Some(end) => return Poll::Ready(end),
                             None => continue,

@@ -365,7 +365,16 @@ pub fn build(config: &Config, source: ConfigSource, upgrade: bool) -> Result<Ser
     crate::pool::spread::watch_shutdown(&close_all);
     // pingora's grace is whole seconds, at least one.
     let grace = std::time::Duration::from_secs(config.server.shutdown_grace.as_secs().max(1));
-    let close_spread = crate::pool::spread::length(config.server.close_spread, grace);
+    let (close_spread, cut) =
+        crate::pool::spread::shutdown_length(config.server.close_spread, grace);
+    if cut {
+        tracing::warn!(
+            configured = ?config.server.close_spread,
+            spread = ?close_spread,
+            ?grace,
+            "[server] close_spread is cut to end a margin before shutdown_grace"
+        );
+    }
     let toggles = crate::pool::toggles::Toggles::load(&config.store.data_dir);
     let controller = Controller::new(&config.upstreams, close_all.clone(), toggles);
     let (pool, task) = controller.into_task();

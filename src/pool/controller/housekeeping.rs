@@ -171,7 +171,11 @@ impl Controller {
         if e.backend.state != State::Draining || e.drain_epoch != epoch {
             return (false, false);
         }
-        tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
+        if e.backend.live.closing_window().is_none() {
+            tracing::info!(upstream, backend = %id, "drain deadline reached; closing tunnels with 1001");
+        } else {
+            tracing::info!(upstream, backend = %id, "drain deadline reached; its spread ends");
+        }
         // Without a spread (`close_spread = "0s"`), the tunnels close now, all at once.
         if e.backend.live.closing_window().is_none() {
             let now = Instant::now();

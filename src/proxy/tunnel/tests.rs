@@ -264,3 +264,53 @@ async fn an_idle_websocket_is_closed_by_idle_with_1001() {
     assert_eq!(finished.closed_by(("idle", true)), ("idle", Some(1001)));
     assert_eq!(live.websockets(), 0);
 }
+
+/// A drain taken back after its spread started (the registration renewed, the backend
+/// set active): the tunnel waiting for its close time stays open past the window, on the
+/// backend's renewed close signal, which a later drain fires.
+#[tokio::test(start_paused = true)]
+async fn a_drain_taken_back_while_spreading_keeps_the_tunnel_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let live = Arc::new(Live::default());
+    let (client, mut c) = tokio::io::duplex(64);
+    let (backend, mut b) = tokio::io::duplex(64);
+    let close = CancellationToken::new();
+    let idle = Duration::from_secs(3600);
+    let mut t = Box::pin(
+        Tunnel::new(client, backend, idle, close.clone(), false).counting(live.clone(), meter()),
+    );
+    let window = Duration::from_secs(10);
+    live.set_closing(Some((Instant::now(), Instant::now() + window)));
+    close.cancel();
+    let echo = async |c: &mut tokio::io::DuplexStream, b: &mut tokio::io::DuplexStream| {
+        c.write_all(b"hi").await.unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+    };
+    tokio::select! {
+        _ = &mut t => panic!("ended before relaying"),
+        _ = echo(&mut c, &mut b) => {}
+    }
+    assert!(matches!(t.as_ref().phase, Phase::Spreading(Reason::Drain)));
+    // Taken back, as the controller does: a renewed signal, then no window.
+    let renewed = CancellationToken::new();
+    live.renew_close(renewed.clone());
+    live.set_closing(None);
+    tokio::select! {
+        end = &mut t => panic!("ended after the drain was taken back: {end:?}"),
+        _ = tokio::time::sleep(2 * window) => {}
+    }
+    assert!(matches!(t.as_ref().phase, Phase::Open));
+    tokio::select! {
+        _ = &mut t => panic!("ended"),
+        _ = echo(&mut c, &mut b) => {}
+    }
+    // A later drain closes it, within its window.
+    let started = Instant::now();
+    live.set_closing(Some((started, started + window)));
+    renewed.cancel();
+    let end = (&mut t).await;
+    assert!(matches!(end, TunnelEnd::Drain), "{end:?}");
+    assert!(started.elapsed() <= window, "{:?}", started.elapsed());
+}

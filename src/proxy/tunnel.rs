@@ -44,31 +44,22 @@
 //! rebalancer counts it as already closing and does not move it; a later drain or a shutdown
 //! still closes it.
 
-use super::access::{Closer, Handshake, TunnelRecord};
-use super::frame::{
-    close_frame, masked_close_frame, masked_ping_frame, ping_frame, FrameTracker, Sifted,
-    GOING_AWAY,
-};
+use super::access::Closer;
+use super::frame::{close_frame, masked_close_frame, masked_ping_frame, ping_frame, GOING_AWAY};
 use super::liveness::{now_ms, Expired, Side, Watch, BACKEND, CLIENT};
-use super::route::Route;
 use crate::metrics::websocket::{Flow, TunnelMeter};
 use crate::pool::spread::{self, Cause};
 use crate::pool::Live;
 use std::future::Future;
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Bytes read per step; lives on the stack of one poll only.
-const STEP: usize = 64 * 1024;
-/// Read/write steps per direction per poll, before yielding to other tasks.
-const ROUNDS: usize = 16;
 /// How long a closing tunnel waits for the server-to-client frame in flight to finish.
 pub const DEFAULT_FRAME_WAIT: Duration = Duration::from_secs(5);
 /// How long a closed tunnel keeps reading what the client still sends before dropping it.
@@ -93,57 +84,6 @@ pub enum TunnelEnd {
     SendTimeout,
     /// A socket error.
     Error(io::Error),
-}
-
-/// One direction of the relay. Its fields are sized with care: every idle WebSocket holds
-/// two of these (a `u32` offset into a pending copy is plenty: a copy holds at most one read
-/// step, or what the client sent behind its handshake (under 16 KiB), plus a close frame).
-#[derive(Default)]
-struct Half {
-    /// Bytes read but not yet written; empty (and unallocated) most of the time.
-    pending: Vec<u8>,
-    pos: u32,
-    /// Track WebSocket frames (not on a plain byte pipe, where it would only cost CPU).
-    track: bool,
-    read_closed: bool,
-    write_closed: bool,
-    /// A flush of the destination came back Pending: bytes it took may still sit in its own
-    /// buffer (TLS: rustls takes bytes the socket cannot yet), so the next pump flushes first.
-    unflushed: bool,
-    frames: FrameTracker,
-    /// Bytes read from the source (each read is handed to the backend's counters as it goes).
-    total: u64,
-}
-
-/// Which way bytes go: client to backend, or backend to client (as an index: the order of
-/// [`crate::metrics::websocket::DIRECTIONS`]).
-#[derive(Clone, Copy)]
-enum Way {
-    Up = 0,
-    Down = 1,
-}
-
-impl Half {
-    fn done(&self) -> bool {
-        self.read_closed && self.write_closed && self.pending.is_empty()
-    }
-
-    fn queue(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
-    }
-
-    /// Can tideway put a frame of its own into this direction now (between two frames, and
-    /// still open)?
-    fn takes_frame(&self) -> bool {
-        !self.write_closed && !self.read_closed && self.frames.sent_at_boundary()
-    }
-}
-
-/// What one pump did: read from its source, wrote to its destination.
-#[derive(Default, Clone, Copy)]
-struct Progress {
-    read: bool,
-    wrote: bool,
 }
 
 enum Phase {
@@ -593,212 +533,10 @@ where
     }
 }
 
-/// Move bytes from `src` to `dst` until neither can go on.
-fn pump<R, W>(
-    cx: &mut Context<'_>,
-    src: &mut R,
-    dst: &mut W,
-    h: &mut Half,
-    to_boundary: bool,
-    flow: &mut Flow,
-) -> io::Result<Progress>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut p = Progress::default();
-    if h.unflushed {
-        match Pin::new(&mut *dst).poll_flush(cx) {
-            Poll::Ready(Ok(())) => h.unflushed = false,
-            Poll::Ready(Err(e)) => return Err(e),
-            // The flush's waker is this task's: it runs again when the socket takes more.
-            Poll::Pending => return Ok(p),
-        }
-    }
-    for _ in 0..ROUNDS {
-        while (h.pos as usize) < h.pending.len() {
-            match Pin::new(&mut *dst).poll_write(cx, &h.pending[h.pos as usize..]) {
-                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => {
-                    h.pos += n as u32;
-                    p.wrote = true;
-                }
-                Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => return Ok(p),
-            }
-        }
-        if !h.pending.is_empty() {
-            h.pending = Vec::new();
-            h.pos = 0;
-            if !flush(cx, dst, h)? {
-                return Ok(p);
-            }
-        }
-        if h.read_closed {
-            if !h.write_closed {
-                match Pin::new(&mut *dst).poll_shutdown(cx) {
-                    Poll::Ready(_) => h.write_closed = true,
-                    Poll::Pending => return Ok(p),
-                }
-            }
-            return Ok(p);
-        }
-        let cap = if to_boundary {
-            match h.frames.until_boundary() {
-                None => return Ok(p),
-                Some(n) => n.min(STEP as u64) as usize,
-            }
-        } else {
-            STEP
-        };
-        let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
-        let mut rb = ReadBuf::uninit(&mut storage[..cap]);
-        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => return Ok(p),
-            // A TLS peer that closed its TCP without a close_notify: a plain close here, as
-            // on a TCP tunnel (a byte pipe has no framing a cut could hide behind).
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {}
-            Poll::Ready(Err(e)) => {
-                // Read no further; and the tunnel can tell a broken source from a broken
-                // destination.
-                h.read_closed = true;
-                return Err(e);
-            }
-            Poll::Ready(Ok(())) => {}
-        }
-        let data = rb.filled();
-        if data.is_empty() {
-            h.read_closed = true;
-            continue;
-        }
-        p.read = true;
-        h.total += data.len() as u64;
-        if h.track && h.frames.absorbs() {
-            // tideway's pongs are dropped, what may be one is held back: the rest goes on
-            // in pieces, in order.
-            let mut rest = data;
-            while !rest.is_empty() {
-                rest = match h.frames.sift(rest, flow) {
-                    Sifted::Pass(n) => {
-                        p.wrote |= send(cx, dst, h, &rest[..n])?;
-                        &rest[n..]
-                    }
-                    Sifted::Held(n) | Sifted::Ours(n) => &rest[n..],
-                    Sifted::Release { used, held } => {
-                        p.wrote |= send(cx, dst, h, held.as_slice())?;
-                        &rest[used..]
-                    }
-                };
-            }
-        } else {
-            if h.track {
-                *flow += h.frames.feed(data);
-            }
-            p.wrote |= send(cx, dst, h, data)?;
-        }
-        if !h.pending.is_empty() || !flush(cx, dst, h)? {
-            return Ok(p);
-        }
-    }
-    // Still busy after ROUNDS steps: let other tasks run, then come back.
-    cx.waker().wake_by_ref();
-    Ok(p)
-}
-
-/// Write `bytes` to `dst` behind what waits in `h`; what `dst` cannot take now waits (a copy).
-/// Returns whether `dst` took any.
-fn send<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    dst: &mut W,
-    h: &mut Half,
-    bytes: &[u8],
-) -> io::Result<bool> {
-    if !h.pending.is_empty() {
-        h.queue(bytes);
-        return Ok(false);
-    }
-    let mut off = 0;
-    while off < bytes.len() {
-        match Pin::new(&mut *dst).poll_write(cx, &bytes[off..]) {
-            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => off += n,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => {
-                h.queue(&bytes[off..]);
-                break;
-            }
-        }
-    }
-    Ok(off > 0)
-}
-
-/// Flush `dst`: true once done; false while it is still at it (marked in `h`, so the next
-/// pump finishes it before reading more; its waker is this task's).
-fn flush<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    dst: &mut W,
-    h: &mut Half,
-) -> io::Result<bool> {
-    match Pin::new(&mut *dst).poll_flush(cx) {
-        Poll::Ready(Ok(())) => Ok(true),
-        Poll::Ready(Err(e)) => Err(e),
-        Poll::Pending => {
-            h.unflushed = true;
-            Ok(false)
-        }
-    }
-}
-
-/// Read and throw away what `src` sends. Ready(true) at end of stream or error.
-fn discard<R: AsyncRead + Unpin>(cx: &mut Context<'_>, src: &mut R) -> Poll<bool> {
-    for _ in 0..ROUNDS {
-        let mut storage = [MaybeUninit::<u8>::uninit(); STEP];
-        let mut rb = ReadBuf::uninit(&mut storage);
-        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(_)) => return Poll::Ready(true),
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(true),
-            Poll::Ready(Ok(())) => {}
-        }
-    }
-    cx.waker().wake_by_ref();
-    Poll::Pending
-}
-
 impl<C, B> Drop for Tunnel<C, B> {
     fn drop(&mut self) {
         if let (true, Some(live)) = (self.up.track, &self.live) {
             live.websocket(false);
-        }
-    }
-}
-
-/// What a tunnel leaves for its report once its sockets are closed.
-pub struct Finished {
-    /// Bytes read: client to backend, backend to client.
-    pub moved: (u64, u64),
-    /// The first close frame's code and who sent it (WebSocket).
-    pub closed: Option<(u16, Closer)>,
-    /// Whose stream ended first while no close frame had gone by (WebSocket).
-    cut: Option<Closer>,
-    meter: Option<Arc<TunnelMeter>>,
-}
-
-impl Finished {
-    /// Who closed a WebSocket (one of [`crate::metrics::websocket::CLOSERS`]) and its close
-    /// code (None: no close frame, 1006), given its `end`'s reason (`ours`: tideway closed it
-    /// for that reason). What came first decides: a stream's end before any close frame is an
-    /// abrupt end of that side; else the first close frame's sender, or tideway's reason for
-    /// its own 1001; else, with no close frame at all, tideway's reason.
-    fn closed_by(&self, (reason, ours): (&'static str, bool)) -> (&'static str, Option<u16>) {
-        match (self.cut, self.closed) {
-            (Some(side), _) => (side.name(), None),
-            (None, Some((code, Closer::Tideway))) => (reason, Some(code)),
-            (None, Some((code, side))) => (side.name(), Some(code)),
-            (None, None) if ours => (reason, None),
-            // Not met: a tunnel ends closed or with an error only after a stream ended or
-            // broke, which notes the cut.
-            (None, None) => (Closer::Client.name(), None),
         }
     }
 }
@@ -918,106 +656,11 @@ where
     }
 }
 
-/// What a tunnel reports when it ends: how it ended, how long it lived, the bytes both ways,
-/// counted and, with the access log on, logged. Kept beside the relay rather than in it, and
-/// only what the report needs (not the whole [`Route`]): an idle tunnel's memory is the point.
-pub struct Ending {
-    upstream: Arc<str>,
-    client: Option<std::net::IpAddr>,
-    backend: std::net::SocketAddr,
-    /// A WebSocket (else a TCP tunnel).
-    websocket: bool,
-    started: std::time::Instant,
-    /// With the access log on: what its line needs (boxed: a pointer while it is off).
-    logged: Option<Box<Logged>>,
-}
+mod ending;
+mod half;
 
-/// What a tunnel's access line needs beyond the counts.
-pub struct Logged {
-    pub backend_id: crate::pool::BackendId,
-    /// A WebSocket's handshake.
-    pub handshake: Option<Handshake>,
-}
-
-impl Ending {
-    /// A tunnel (a WebSocket if `websocket`, else TCP) from `client` to `backend` on `route`,
-    /// starting now.
-    pub fn new(
-        route: &Route,
-        client: Option<std::net::IpAddr>,
-        backend: std::net::SocketAddr,
-        websocket: bool,
-    ) -> Self {
-        Ending {
-            upstream: route.upstream.clone(),
-            client,
-            backend,
-            websocket,
-            started: std::time::Instant::now(),
-            logged: None,
-        }
-    }
-
-    /// With the access log on, what the tunnel's line shows of its backend and handshake.
-    pub fn logging(mut self, logged: Logged) -> Self {
-        if super::access::enabled() {
-            self.logged = Some(Box::new(logged));
-        }
-        self
-    }
-
-    /// The tunnel ended with `end`; `finished`: what it left (see [`Tunnel::finish`]).
-    pub fn report(self, end: TunnelEnd, finished: Finished) {
-        // The reason's name, and whether tideway closed the tunnel for it (a WebSocket's
-        // `by` is then that name).
-        let (end, ours) = match end {
-            TunnelEnd::Closed => ("closed", false),
-            TunnelEnd::Idle => ("idle", true),
-            TunnelEnd::Drain => ("drain", true),
-            TunnelEnd::Rebalance => ("rebalance", true),
-            TunnelEnd::Shutdown => ("shutdown", true),
-            TunnelEnd::PingTimeout => ("ping_timeout", true),
-            TunnelEnd::SendTimeout => ("send_timeout", true),
-            TunnelEnd::Error(e) => {
-                tracing::debug!(error = %e, "tunnel ended with an error");
-                ("error", false)
-            }
-        };
-        let duration = self.started.elapsed();
-        crate::metrics::global()
-            .tunnels_ended
-            .with_label_values(&[&self.upstream, end])
-            .inc();
-        if let Some(meter) = &finished.meter {
-            meter.duration.observe(duration.as_secs_f64());
-            if self.websocket {
-                meter.session.observe(duration.as_secs_f64());
-                let (by, code) = finished.closed_by((end, ours));
-                meter.closed(by, code);
-            }
-        }
-        let Finished {
-            moved: (up, down),
-            closed,
-            ..
-        } = finished;
-        if super::access::enabled() {
-            super::access::tunnel(&TunnelRecord {
-                client: self.client,
-                upstream: &self.upstream,
-                backend: self.backend,
-                kind: if self.websocket { "websocket" } else { "tcp" },
-                up,
-                down,
-                duration,
-                end,
-                close: closed,
-                backend_id: self.logged.as_ref().map(|l| &*l.backend_id),
-                handshake: self.logged.as_ref().and_then(|l| l.handshake.as_ref()),
-            });
-        }
-    }
-}
+pub use ending::{Ending, Finished, Logged};
+use half::{discard, pump, Half, Way};
 
 #[cfg(test)]
 mod tests;

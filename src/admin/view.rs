@@ -24,6 +24,36 @@ pub struct BackendView<'a> {
     /// A backup (nginx's `backup`): picked only when no other backend can be.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backup: bool,
+    /// Upgrade admission's counts (upstreams with `admission`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrades: Option<UpgradesView>,
+}
+
+/// A backend's upgrade admission on this instance: clients admitted, queued (each later
+/// admitted or refused as well) and refused so far, and handshakes pending and clients
+/// waiting right now.
+#[derive(Serialize)]
+pub struct UpgradesView {
+    pub admitted: u64,
+    pub queued: u64,
+    pub refused: u64,
+    pub pending: u32,
+    pub waiting: usize,
+}
+
+impl UpgradesView {
+    fn of(b: &Backend) -> Self {
+        let gate = b.live.admission();
+        let (admitted, queued, refused) = gate.counts();
+        let (pending, waiting) = gate.load();
+        UpgradesView {
+            admitted,
+            queued,
+            refused,
+            pending,
+            waiting,
+        }
+    }
 }
 
 impl<'a> From<&'a Backend> for BackendView<'a> {
@@ -39,6 +69,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             source: b.source,
             expires_in_ms: b.live.expires_in_ms(),
             backup: b.server.backup,
+            upgrades: None,
         }
     }
 }
@@ -79,7 +110,14 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
                 }
             }),
             sticky_cookie: u.policy.sticky.as_ref().map(|c| &*c.name),
-            backends: u.backends.iter().map(BackendView::from).collect(),
+            backends: u
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    upgrades: u.policy.admission.as_ref().map(|_| UpgradesView::of(b)),
+                    ..BackendView::from(b)
+                })
+                .collect(),
         }
     }
 }
@@ -142,6 +180,14 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         &["upstream"],
     )
     .expect("valid metric");
+    let upgrades = IntCounterVec::new(
+        Opts::new(
+            "tideway_websocket_upgrades_total",
+            "Upgrades judged by upgrade admission per backend (upstreams with `admission`), by outcome (admitted; queued: waited, then admitted or refused as well; refused: got 503)",
+        ),
+        &["upstream", "backend", "outcome"],
+    )
+    .expect("valid metric");
     for (name, u) in &snap.upstreams {
         eligible
             .with_label_values(&[name])
@@ -167,13 +213,32 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
                 transitions.with_label_values(&t("up")).inc_by(went_up);
                 transitions.with_label_values(&t("down")).inc_by(went_down);
             }
+            if u.policy.admission.is_some() {
+                let (admitted, queued, refused) = b.live.admission().counts();
+                for (outcome, n) in [
+                    ("admitted", admitted),
+                    ("queued", queued),
+                    ("refused", refused),
+                ] {
+                    upgrades
+                        .with_label_values(&[name.as_str(), &*b.id, outcome])
+                        .inc_by(n);
+                }
+            }
         }
     }
     let mut families = Vec::new();
     for c in [&active, &up, &weight, &eligible, &recommended] {
         families.extend(prometheus::core::Collector::collect(c));
     }
-    for c in [&requests, &failures, &sent, &received, &transitions] {
+    for c in [
+        &requests,
+        &failures,
+        &sent,
+        &received,
+        &transitions,
+        &upgrades,
+    ] {
         families.extend(prometheus::core::Collector::collect(c));
     }
     families.extend(crate::metrics::global().registry.gather());

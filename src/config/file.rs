@@ -16,6 +16,7 @@ use std::time::Duration;
 mod next;
 use toml::Spanned;
 
+mod admission;
 mod policy;
 mod routes;
 mod sticky;
@@ -180,6 +181,7 @@ struct UpstreamSection {
     next_upstream_timeout: Option<Dur>,
     sticky: Option<Spanned<sticky::StickySection>>,
     tls: Option<Spanned<policy::UpstreamTlsSection>>,
+    admission: Option<Spanned<admission::AdmissionSection>>,
 }
 
 #[derive(Deserialize)]
@@ -743,6 +745,9 @@ fn validate_upstream(
         policy.rebalance = Some(policy::rebalance(cx, r)?);
     }
     sticky::sticky(cx, &up.sticky, &mut policy)?;
+    if let Some(a) = &up.admission {
+        policy.admission = Some(admission::admission(cx, a)?);
+    }
     if let Some(a) = &up.autoscale {
         policy.autoscale = Some(autoscale(cx, a, policy.scale.is_some())?);
     }

@@ -251,6 +251,8 @@ pub struct UpstreamPolicy {
     pub sticky: Option<super::sticky::StickyCookie>,
     /// TLS to the backends (None: plain TCP).
     pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
+    /// Upgrade admission per backend (None: off).
+    pub admission: Option<super::admission::AdmissionConfig>,
 }
 
 impl Default for UpstreamPolicy {
@@ -276,6 +278,7 @@ impl Default for UpstreamPolicy {
             registration: super::scope::RegistrationScope::default(),
             sticky: None,
             tls: None,
+            admission: None,
         }
     }
 }

@@ -179,6 +179,8 @@ pub struct Live {
     /// Health transitions: to healthy, to unhealthy.
     went_up: AtomicU64,
     went_down: AtomicU64,
+    /// Upgrade admission (the upstream's `admission`): the data plane's state and counts.
+    admission: super::admission::Gate,
 }
 
 /// The process-wide reference point for expiry times.
@@ -339,6 +341,11 @@ impl Live {
             self.went_up.load(Ordering::Relaxed),
             self.went_down.load(Ordering::Relaxed),
         )
+    }
+
+    /// Upgrade admission to this backend.
+    pub fn admission(&self) -> &super::admission::Gate {
+        &self.admission
     }
 
     /// Start counting failures anew (after an ejection).

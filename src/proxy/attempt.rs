@@ -94,6 +94,28 @@ impl Attempt for HttpAttempt<'_> {
     async fn attempt(&mut self, conn: &mut Conn, more: bool) -> Result<Done, Error> {
         self.exchange(conn, more).await
     }
+
+    /// A queued client is watched as one waiting for its answer is: one that goes away leaves
+    /// the queue, and what it sends meanwhile is kept for later.
+    async fn queued<F>(&mut self, admission: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let bufs = &mut *self.bufs;
+        let mut admission = std::pin::pin!(admission);
+        loop {
+            tokio::select! {
+                r = &mut admission => return Some(r),
+                n = self.client.read_buf(&mut bufs.client), if bufs.client.len() < MAX_HEAD => {
+                    match n {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// How sending the request ended.
@@ -259,6 +281,8 @@ impl HttpAttempt<'_> {
             let Some(read) = self.read_head_watching(&mut conn.io, deadline).await else {
                 return Done::client_gone().map(Headed::Done);
             };
+            // Answered (or not coming): the handshake no longer counts as pending.
+            conn.pending = None;
             let nothing = self.bufs.upstream.is_empty();
             let head_len = head_or_failure(read, cut, (interim, small, nothing), req.misreadable)?;
             moved.waited = Some(started.elapsed());

@@ -17,6 +17,7 @@ use super::attempt::{Done, Health, HttpAttempt};
 use super::body::send;
 use super::budget::{Budget, Hold, Refused};
 use super::chunked::ChunkDecoder;
+use super::error::Failure;
 use super::keepalive::Keepalive;
 use super::request::{finish_head, Request, RequestBody};
 use super::route::{error_body, Attempts, Conn, Route};
@@ -193,6 +194,7 @@ impl HttpPath {
             idempotent: req.idempotent,
             client: peers.client,
             local: peers.local,
+            admission: super::admission::gated(&policy, req.websocket),
         };
         let mut attempt = HttpAttempt {
             path: self,
@@ -206,6 +208,8 @@ impl HttpPath {
         let tried = routed.route.attempts(how, &mut attempt).await;
         let (done, conn) = match tried {
             Ok(done) => done,
+            Err(Failure::Gone) => return Next::Abort,
+            Err(Failure::Busy(secs)) => return super::admission::refuse(client, secs, out).await,
             Err(failure) => {
                 let close = req.close || streamed > 0 || req.head_method;
                 let msg = failure.to_string();

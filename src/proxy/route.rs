@@ -5,6 +5,7 @@ use super::keepalive::Keepalive;
 use crate::balance::Key;
 use crate::config::{NextUpstream, UpstreamPolicy};
 use crate::net::backend::{handshake, BackendIo};
+use crate::pool::admission::Pending;
 use crate::pool::backend::ActiveGuard;
 use crate::pool::sticky::StickyId;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
@@ -29,6 +30,9 @@ pub struct Conn {
     /// Its `fail_timeout` (its own, or the upstream's): a success resets the failures only
     /// once this has passed since the last one, as in nginx.
     pub fail_timeout: std::time::Duration,
+    /// A handshake upgrade admission let through, until its answer arrives (the attempt
+    /// drops it then).
+    pub pending: Option<Pending>,
 }
 
 /// What the retry loop needs to know about a request.
@@ -47,6 +51,8 @@ pub struct Attempts<'a> {
     /// The client's and the listener's addresses, for a PROXY protocol header.
     pub client: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    /// Upgrade admission judges this request ([`super::admission::gated`]); None: off.
+    pub admission: Option<&'a crate::config::AdmissionConfig>,
 }
 
 /// One try of a request on a backend connection, run by [`Route::attempts`]. `more`: an
@@ -59,6 +65,19 @@ pub trait Attempt {
         conn: &mut Conn,
         more: bool,
     ) -> impl std::future::Future<Output = Result<Self::Output, Error>> + Send;
+
+    /// Wait for `admission` (the backend's upgrade admission) while watching the client:
+    /// None when the client goes away first. By default the client is not watched.
+    fn queued<F>(
+        &mut self,
+        admission: F,
+    ) -> impl std::future::Future<Output = Option<F::Output>> + Send
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        async move { Some(admission.await) }
+    }
 }
 
 /// The attempt of a tunnel: being connected is all it takes.
@@ -149,7 +168,16 @@ impl Route {
             let fresh = again.is_some();
             let picked = match again.take() {
                 Some(same) => same,
-                None => self.pick_next(&how, &mut tries)?,
+                None => {
+                    let mut picked = self.pick_next(&how, &mut tries)?;
+                    // One branch when admission is off; a refusal blames no backend.
+                    if let Some(cfg) = how.admission {
+                        let live = picked.guard.live();
+                        let place = super::admission::wait(&self.pool, live, cfg, attempt);
+                        picked.pending = Some(place.await?);
+                    }
+                    picked
+                }
             };
             let pooled = keepalive.filter(|_| !fresh);
             let (failed, picked, reused) =
@@ -192,6 +220,7 @@ impl Route {
                     close: b.close.clone(),
                     max_fails: b.max_fails(how.policy),
                     fail_timeout: b.fail_timeout(how.policy),
+                    pending: None,
                 })
             }
             Err(e) if tries.tried.is_empty() => Err(self.count(Failure::NoBackend(e))),
@@ -362,6 +391,7 @@ struct Picked {
     close: CancellationToken,
     max_fails: u32,
     fail_timeout: std::time::Duration,
+    pending: Option<Pending>,
 }
 
 impl Picked {
@@ -376,6 +406,7 @@ impl Picked {
             reused,
             max_fails: self.max_fails,
             fail_timeout: self.fail_timeout,
+            pending: self.pending,
         }
     }
 
@@ -388,6 +419,7 @@ impl Picked {
             close: conn.close,
             max_fails: conn.max_fails,
             fail_timeout: conn.fail_timeout,
+            pending: conn.pending,
         }
     }
 }
@@ -450,6 +482,7 @@ mod tests {
             idempotent,
             client: None,
             local: None,
+            admission: None,
         }
     }
 

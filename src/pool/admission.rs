@@ -1,0 +1,420 @@
+//! Upgrade admission: per backend, a token bucket for new upgrades, a count of handshakes
+//! forwarded and not yet answered, and a FIFO of the clients waiting for either, each for at
+//! most its deadline. This is data-plane state next to the backend's live counters
+//! ([`super::Live`]); it survives snapshot swaps as they do, and the controller never writes
+//! it (the pool table is not touched).
+//!
+//! The limits come from the upstream's policy at each call ([`Limits::share`]), so a reload
+//! takes effect for the next client; with a fleet, each instance takes `1 / instances` of the
+//! rate and the burst ([`Instances`]). Time is tokio's clock, so tests can pause it.
+//!
+//! Only the client at the head of the queue takes a place; it waits for the next token (a
+//! timer) or a freed handshake (woken by [`Pending`]'s drop). A client that leaves the queue
+//! (admitted, timed out, or gone) wakes the next one, so the order is first come, first
+//! served, and a newcomer never passes a waiting client.
+
+use super::backend::Live;
+use crate::config::AdmissionConfig;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How many tideway instances share an upstream's admission limits: this one and the others
+/// of its fleet (1 without etcd). The fleet's reader sets it; the data plane reads it.
+#[derive(Debug)]
+pub struct Instances(AtomicUsize);
+
+impl Default for Instances {
+    fn default() -> Self {
+        Instances(AtomicUsize::new(1))
+    }
+}
+
+impl Instances {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed).max(1)
+    }
+
+    pub fn set(&self, n: usize) {
+        self.0.store(n.max(1), Ordering::Relaxed);
+    }
+}
+
+/// One instance's share of an upstream's admission limits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Tokens a second (None: no rate limit).
+    rate: Option<f64>,
+    /// Most tokens the bucket holds.
+    burst: f64,
+    max_pending: Option<u32>,
+    queue: usize,
+    queue_timeout: Duration,
+}
+
+impl Limits {
+    /// This instance's share of `cfg` in a fleet of `instances`: the rate and the burst are
+    /// divided among them (a burst never below one token); `max_pending` and the queue are
+    /// per instance.
+    pub fn share(cfg: &AdmissionConfig, instances: usize) -> Limits {
+        let n = instances.max(1) as f64;
+        Limits {
+            rate: cfg.per_second.map(|r| f64::from(r) / n),
+            burst: (f64::from(cfg.burst) / n).max(1.0),
+            max_pending: cfg.max_pending,
+            queue: cfg.queue as usize,
+            queue_timeout: cfg.queue_timeout,
+        }
+    }
+}
+
+/// Why a client was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue was full.
+    Full,
+    /// It waited `queue_timeout` in the queue.
+    TimedOut,
+}
+
+/// One backend's admission state and counters.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<State>,
+    admitted: AtomicU64,
+    queued: AtomicU64,
+    refused: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tokens: f64,
+    /// When the bucket was last filled up to now; None: never used (it starts full).
+    refilled: Option<Instant>,
+    /// Handshakes admitted and not yet answered.
+    pending: u32,
+    queue: VecDeque<Waiter>,
+    /// The last ticket handed out.
+    tickets: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ticket: u64,
+    wake: Arc<Notify>,
+}
+
+impl State {
+    fn refill(&mut self, l: &Limits, now: Instant) {
+        match (l.rate, self.refilled) {
+            (Some(rate), Some(at)) => {
+                let grown = rate * now.saturating_duration_since(at).as_secs_f64();
+                self.tokens = (self.tokens + grown).min(l.burst);
+            }
+            (_, None) => self.tokens = l.burst,
+            (None, Some(_)) => {}
+        }
+        self.refilled = Some(now);
+    }
+
+    fn can_take(&self, l: &Limits) -> bool {
+        (l.rate.is_none() || self.tokens >= 1.0) && l.max_pending.is_none_or(|m| self.pending < m)
+    }
+
+    fn take(&mut self, l: &Limits) {
+        if l.rate.is_some() {
+            self.tokens -= 1.0;
+        }
+        self.pending += 1;
+    }
+
+    /// When the bucket holds a token again (None: it holds one, or there is no rate limit).
+    fn next_token(&self, l: &Limits, now: Instant) -> Option<Instant> {
+        let rate = l.rate?;
+        (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / rate))
+    }
+
+    fn wake_front(&self) {
+        if let Some(w) = self.queue.front() {
+            w.wake.notify_one();
+        }
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Clients admitted, queued (each queued one is later admitted or refused as well) and
+    /// refused so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.admitted.load(Ordering::Relaxed),
+            self.queued.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Handshakes admitted and not yet answered, and clients waiting, right now.
+    pub fn load(&self) -> (u32, usize) {
+        let s = self.lock();
+        (s.pending, s.queue.len())
+    }
+
+    fn admitted(&self, live: &Arc<Live>) -> Pending {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Pending(live.clone())
+    }
+
+    fn refuse(&self, why: Refusal) -> Refusal {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        why
+    }
+}
+
+/// A handshake admitted to a backend and not yet answered: its place under `max_pending`,
+/// given back on drop (which wakes the client at the head of the queue).
+#[derive(Debug)]
+pub struct Pending(Arc<Live>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut s = self.0.admission().lock();
+        s.pending = s.pending.saturating_sub(1);
+        s.wake_front();
+    }
+}
+
+/// A client's place in a backend's queue; leaving it (on drop, unless admitted) wakes the
+/// next client when it was at the head.
+struct Place<'a> {
+    gate: &'a Gate,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.admitted {
+            return;
+        }
+        let mut s = self.gate.lock();
+        if let Some(i) = s.queue.iter().position(|w| w.ticket == self.ticket) {
+            s.queue.remove(i);
+            if i == 0 {
+                s.wake_front();
+            }
+        }
+    }
+}
+
+/// Admit a new upgrade to the backend whose counters are `live`, under `limits`: at once when
+/// nobody waits and the bucket and `max_pending` allow, else after waiting in the queue (in
+/// order) up to `queue_timeout`. Dropping the future leaves the queue.
+pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal> {
+    let gate = live.admission();
+    let (ticket, wake) = {
+        let mut s = gate.lock();
+        s.refill(&limits, Instant::now());
+        if s.queue.is_empty() && s.can_take(&limits) {
+            s.take(&limits);
+            drop(s);
+            return Ok(gate.admitted(live));
+        }
+        if s.queue.len() >= limits.queue {
+            drop(s);
+            return Err(gate.refuse(Refusal::Full));
+        }
+        s.tickets += 1;
+        let ticket = s.tickets;
+        let wake = Arc::new(Notify::new());
+        s.queue.push_back(Waiter {
+            ticket,
+            wake: wake.clone(),
+        });
+        (ticket, wake)
+    };
+    gate.queued.fetch_add(1, Ordering::Relaxed);
+    let mut place = Place {
+        gate,
+        ticket,
+        admitted: false,
+    };
+    let deadline = Instant::now() + limits.queue_timeout;
+    loop {
+        let token_at = {
+            let mut s = gate.lock();
+            let now = Instant::now();
+            if s.queue.front().is_some_and(|w| w.ticket == ticket) {
+                s.refill(&limits, now);
+                if s.can_take(&limits) {
+                    s.take(&limits);
+                    s.queue.pop_front();
+                    s.wake_front();
+                    drop(s);
+                    place.admitted = true;
+                    return Ok(gate.admitted(live));
+                }
+                s.next_token(&limits, now)
+            } else {
+                None
+            }
+        };
+        let until = token_at.map_or(deadline, |t| t.min(deadline));
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep_until(until) => {
+                if Instant::now() >= deadline {
+                    return Err(gate.refuse(Refusal::TimedOut));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::admission::DEFAULT_ADMISSION_RETRY_AFTER;
+
+    fn cfg(per_second: Option<u32>, burst: u32, max_pending: Option<u32>, queue: u32) -> Limits {
+        let cfg = AdmissionConfig {
+            per_second,
+            burst,
+            max_pending,
+            queue,
+            queue_timeout: Duration::from_secs(5),
+            retry_after: DEFAULT_ADMISSION_RETRY_AFTER,
+            all_requests: false,
+        };
+        Limits::share(&cfg, 1)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_admits_its_burst_then_the_rate_in_order() {
+        let live = Arc::new(Live::default());
+        let limits = cfg(Some(10), 3, None, 100);
+        let start = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(admit(&live, limits).await.expect("the burst"));
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the burst waits for nothing"
+        );
+        // Seven more queue up at once; they come out in order, one every 100 ms.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiting: Vec<_> = (0..7)
+            .map(|i| {
+                let (live, order) = (live.clone(), order.clone());
+                tokio::spawn(async move {
+                    let p = admit(&live, limits).await.expect("admitted in time");
+                    order.lock().unwrap().push((i, start.elapsed()));
+                    p
+                })
+            })
+            .collect();
+        for w in waiting {
+            held.push(w.await.unwrap());
+        }
+        let order = order.lock().unwrap().clone();
+        let ids: Vec<_> = order.iter().map(|(i, _)| *i).collect();
+        assert_eq!(ids, (0..7).collect::<Vec<_>>(), "first come, first served");
+        let last = order.last().unwrap().1;
+        assert!(
+            last >= Duration::from_millis(700) && last < Duration::from_millis(720),
+            "{last:?}"
+        );
+        assert_eq!(live.admission().counts(), (10, 7, 0));
+        assert_eq!(live.admission().load(), (10, 0));
+        drop(held);
+        assert_eq!(
+            live.admission().load(),
+            (0, 0),
+            "answered handshakes give back their places"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_pending_waits_for_an_answer_and_a_full_queue_refuses() {
+        let live = Arc::new(Live::default());
+        let limits = cfg(None, 1, Some(1), 1);
+        let first = admit(&live, limits).await.expect("room");
+        let second = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(live.admission().load(), (1, 1), "the second one waits");
+        assert_eq!(
+            admit(&live, limits).await.unwrap_err(),
+            Refusal::Full,
+            "the queue holds one"
+        );
+        drop(first);
+        let second = second
+            .await
+            .unwrap()
+            .expect("admitted once the first was answered");
+        // Nobody answers this one: the next client waits out its deadline and is refused.
+        let started = Instant::now();
+        assert_eq!(admit(&live, limits).await.unwrap_err(), Refusal::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(live.admission().counts(), (2, 2, 2));
+        drop(second);
+        assert_eq!(live.admission().load(), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_leaves_the_queue_lets_the_next_one_in() {
+        let live = Arc::new(Live::default());
+        let limits = cfg(None, 1, Some(1), 10);
+        let first = admit(&live, limits).await.unwrap();
+        let gone = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::task::yield_now().await;
+        let next = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(live.admission().load(), (1, 2));
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(
+            live.admission().load(),
+            (1, 1),
+            "the gone client left the queue"
+        );
+        drop(first);
+        assert!(next.await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_fleet_divides_the_rate_and_the_burst() {
+        let c = AdmissionConfig {
+            per_second: Some(500),
+            burst: 50,
+            max_pending: Some(8),
+            queue: 10,
+            queue_timeout: Duration::from_secs(1),
+            retry_after: DEFAULT_ADMISSION_RETRY_AFTER,
+            all_requests: false,
+        };
+        let l = Limits::share(&c, 4);
+        assert_eq!(
+            (l.rate, l.burst, l.max_pending),
+            (Some(125.0), 12.5, Some(8))
+        );
+        assert_eq!(Limits::share(&c, 100).burst, 1.0, "never below one token");
+        assert_eq!(Limits::share(&c, 0), Limits::share(&c, 1));
+    }
+}

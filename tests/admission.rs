@@ -1,0 +1,216 @@
+//! Upgrade admission per backend against a real tideway and real backends: a reconnect storm
+//! of 5,000 WebSockets on three backends limited to 500 new upgrades a second (the counts
+//! come from tideway's own counters), then the queue, its deadline and its refusals one
+//! client at a time, with what the backend received and that nobody blamed it.
+
+mod common;
+#[path = "support/counting.rs"]
+mod counting;
+#[path = "support/storm.rs"]
+mod storm;
+
+use common::*;
+use counting::Counting;
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use storm::{handshake_at, raise_fd_limit, upgrades, Ended};
+
+const CLIENTS: usize = 5000;
+const RATE: u64 = 500;
+const BURST: u64 = 5;
+
+/// A demo backend in a process of its own (a storm's sockets are many), on a free port.
+async fn demo_backend(id: &str) -> (Killed, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+        .args(["demo-backend", "--listen", &addr.to_string(), "--id", id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Killed(child);
+    wait_until(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    (child, addr)
+}
+
+async fn metrics_text(p: &Proxy) -> String {
+    reqwest::get(p.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of a metric family's samples in a /metrics text.
+fn total(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_is_admitted_at_the_rate_and_every_client_connects_or_is_refused() {
+    let fds = raise_fd_limit();
+    assert!(
+        fds as usize > CLIENTS + 1000,
+        "the storm needs {CLIENTS} sockets here and twice that in tideway: ulimit -n is {fds}"
+    );
+    let mut held = Vec::new();
+    let mut items = Vec::new();
+    for i in 1..=3 {
+        let (child, addr) = demo_backend(&format!("b{i}")).await;
+        held.push(child);
+        items.push(format!("{{ addr = \"{addr}\", id = \"b{i}\" }}"));
+    }
+    // Clients that waited 2 s are refused: the storm ends with both outcomes.
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"round_robin\"\nbackends = [{}]\nadmission = {{ per_second = {RATE}, burst = {BURST}, queue = 2000, queue_timeout = \"2s\", retry_after = \"2s\" }}\n",
+        items.join(", ")
+    ))
+    .await;
+    // Connected first, then every handshake at once: the storm outruns the rate however busy
+    // this machine is.
+    let conns = storm::connect_all(p.http, CLIENTS).await;
+    let started = Instant::now();
+    let clients = storm::storm(p.http, conns, false, Duration::from_secs(120)).await;
+    let text = metrics_text(&p).await;
+    // The storm's length on the test's clock: from before the first connect to after the
+    // scrape, so longer than tideway's view of it (the permissive side).
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let mut connected = Vec::new();
+    let mut refused = 0;
+    for c in clients {
+        match c.ended {
+            Ended::Connected(io) => connected.push(io),
+            Ended::Refused { retry_after, body } => {
+                refused += 1;
+                let secs = retry_after.expect("a refusal says when to come back");
+                assert!((2..=4).contains(&secs), "Retry-After {secs}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert!(v["error"].as_str().unwrap().contains("retry later"), "{body}");
+            }
+            Ended::Failed(why) => panic!("a client neither connected nor was refused: {why}"),
+        }
+    }
+    assert_eq!(connected.len() + refused, CLIENTS);
+
+    let counts = upgrades(&text, "app");
+    let of = |b: &str, outcome: &str| counts.get(&(b.to_string(), outcome.to_string())).copied();
+    let bound = BURST as f64 + RATE as f64 * elapsed;
+    let (mut admitted, mut queued, mut turned_away) = (0, 0, 0);
+    for b in ["b1", "b2", "b3"] {
+        let a = of(b, "admitted").expect("every backend's count is shown");
+        assert!(
+            a as f64 <= bound,
+            "{b}: {a} admitted in {elapsed:.2} s; at most {bound:.0} ({BURST} + {RATE}/s)"
+        );
+        admitted += a;
+        queued += of(b, "queued").unwrap();
+        turned_away += of(b, "refused").unwrap();
+    }
+    eprintln!(
+        "storm: {} connected, {refused} refused in {elapsed:.2} s; per backend {counts:?}",
+        connected.len()
+    );
+    assert_eq!(admitted as usize, connected.len(), "each 101 was admitted once");
+    assert_eq!(turned_away as usize, refused, "each 503 was a refusal");
+    assert!(queued > 0, "the storm outran the rate: clients had to wait");
+    // Nobody blamed a backend for the storm, and every admitted WebSocket is open.
+    assert_eq!(total(&text, "tideway_backend_failures_total"), 0.0);
+    assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
+    let open = connected.len() as f64;
+    wait_until(Duration::from_secs(20), || async {
+        total(&metrics_text(&p).await, "tideway_backend_active_connections") == open
+    })
+    .await;
+    // The admin API shows the same counts.
+    let view = p.upstream_json().await;
+    let shown: u64 = view["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["upgrades"]["admitted"].as_u64().unwrap())
+        .sum();
+    assert_eq!(shown, admitted);
+    drop(connected);
+}
+
+/// `GET /` on a connection of its own: the status.
+async fn plain_get(to: std::net::SocketAddr) -> u16 {
+    let io = tokio::net::TcpStream::connect(to).await.unwrap();
+    counting::status_of(io, "/").await
+}
+
+/// The admission counts of backend `b` in the admin API.
+async fn admission_of(p: &Proxy) -> serde_json::Value {
+    p.upstream_json().await["backends"][0]["upgrades"].clone()
+}
+
+#[tokio::test]
+async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_is_not_blamed() {
+    let b = Counting::start().await;
+    // One handshake at a time, one client waiting, for a second; one failure would eject.
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\" }}]\nmax_fails = 1\nadmission = {{ max_pending = 1, queue = 1, queue_timeout = \"1s\", retry_after = \"3s\" }}\n",
+        b.addr
+    ))
+    .await;
+    let limit = Duration::from_secs(30);
+    // The backend holds the first handshake unanswered: it is pending.
+    let to = p.http;
+    let first = tokio::spawn(async move { handshake_at(to, "/slow", limit).await });
+    wait_until(Duration::from_secs(10), || async { b.received() == 1 }).await;
+    // The second waits in the queue.
+    let asked = Instant::now();
+    let second = tokio::spawn(async move { handshake_at(to, "/slow", limit).await });
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["waiting"] == 1
+    })
+    .await;
+    // The third finds the queue full: refused at once.
+    match handshake_at(to, "/slow", limit).await {
+        Ended::Refused { retry_after, body } => {
+            let secs = retry_after.expect("Retry-After");
+            assert!((3..=6).contains(&secs), "Retry-After {secs}: between 3 s and twice that");
+            assert!(body.contains("\"error\""), "{body}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    // Plain HTTP is not judged: it passes the queue.
+    assert_eq!(plain_get(to).await, 200);
+    // The second is refused once its wait is over, and not before.
+    match second.await.unwrap() {
+        Ended::Refused { retry_after, .. } => assert!(retry_after.is_some()),
+        other => panic!("expected 503 after the wait, got {other:?}"),
+    }
+    assert!(asked.elapsed() >= Duration::from_secs(1), "refused before its deadline");
+    // The refused handshakes never reached the backend: it got the first and the GET.
+    assert_eq!(b.received(), 2);
+    let counts = admission_of(&p).await;
+    assert_eq!(
+        (&counts["admitted"], &counts["queued"], &counts["refused"]),
+        (&1.into(), &1.into(), &2.into()),
+        "{counts}"
+    );
+    // The backend answers the first handshake (with 200: no upgrade); its place is free again.
+    b.release();
+    assert!(matches!(first.await.unwrap(), Ended::Failed(_)), "a 200 is neither 101 nor 503");
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["pending"] == 0
+    })
+    .await;
+    // Nobody blamed the backend: no failure counted, still healthy, still taking upgrades.
+    let text = metrics_text(&p).await;
+    assert_eq!(total(&text, "tideway_backend_failures_total"), 0.0);
+    assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
+    assert_eq!(p.health().await, BTreeMap::from([(b.addr.to_string(), true)]));
+    let counted = upgrades(&text, "app");
+    assert_eq!(counted.get(&(b.addr.to_string(), "refused".into())), Some(&2));
+}

@@ -94,7 +94,10 @@ async fn a_storm_is_admitted_at_the_rate_and_every_client_connects_or_is_refused
                 let secs = retry_after.expect("a refusal says when to come back");
                 assert!((2..=4).contains(&secs), "Retry-After {secs}");
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-                assert!(v["error"].as_str().unwrap().contains("retry later"), "{body}");
+                assert!(
+                    v["error"].as_str().unwrap().contains("retry later"),
+                    "{body}"
+                );
             }
             Ended::Failed(why) => panic!("a client neither connected nor was refused: {why}"),
         }
@@ -119,7 +122,11 @@ async fn a_storm_is_admitted_at_the_rate_and_every_client_connects_or_is_refused
         "storm: {} connected, {refused} refused in {elapsed:.2} s; per backend {counts:?}",
         connected.len()
     );
-    assert_eq!(admitted as usize, connected.len(), "each 101 was admitted once");
+    assert_eq!(
+        admitted as usize,
+        connected.len(),
+        "each 101 was admitted once"
+    );
     assert_eq!(turned_away as usize, refused, "each 503 was a refusal");
     assert!(queued > 0, "the storm outran the rate: clients had to wait");
     // Nobody blamed a backend for the storm, and every admitted WebSocket is open.
@@ -127,7 +134,10 @@ async fn a_storm_is_admitted_at_the_rate_and_every_client_connects_or_is_refused
     assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
     let open = connected.len() as f64;
     wait_until(Duration::from_secs(20), || async {
-        total(&metrics_text(&p).await, "tideway_backend_active_connections") == open
+        total(
+            &metrics_text(&p).await,
+            "tideway_backend_active_connections",
+        ) == open
     })
     .await;
     // The admin API shows the same counts.
@@ -178,7 +188,10 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_i
     match handshake_at(to, "/slow", limit).await {
         Ended::Refused { retry_after, body } => {
             let secs = retry_after.expect("Retry-After");
-            assert!((3..=6).contains(&secs), "Retry-After {secs}: between 3 s and twice that");
+            assert!(
+                (3..=6).contains(&secs),
+                "Retry-After {secs}: between 3 s and twice that"
+            );
             assert!(body.contains("\"error\""), "{body}");
         }
         other => panic!("expected 503, got {other:?}"),
@@ -190,7 +203,10 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_i
         Ended::Refused { retry_after, .. } => assert!(retry_after.is_some()),
         other => panic!("expected 503 after the wait, got {other:?}"),
     }
-    assert!(asked.elapsed() >= Duration::from_secs(1), "refused before its deadline");
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "refused before its deadline"
+    );
     // The refused handshakes never reached the backend: it got the first and the GET.
     assert_eq!(b.received(), 2);
     let counts = admission_of(&p).await;
@@ -201,7 +217,10 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_i
     );
     // The backend answers the first handshake (with 200: no upgrade); its place is free again.
     b.release();
-    assert!(matches!(first.await.unwrap(), Ended::Failed(_)), "a 200 is neither 101 nor 503");
+    assert!(
+        matches!(first.await.unwrap(), Ended::Failed(_)),
+        "a 200 is neither 101 nor 503"
+    );
     wait_until(Duration::from_secs(10), || async {
         admission_of(&p).await["pending"] == 0
     })
@@ -210,7 +229,13 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_i
     let text = metrics_text(&p).await;
     assert_eq!(total(&text, "tideway_backend_failures_total"), 0.0);
     assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
-    assert_eq!(p.health().await, BTreeMap::from([(b.addr.to_string(), true)]));
+    assert_eq!(
+        p.health().await,
+        BTreeMap::from([(b.addr.to_string(), true)])
+    );
     let counted = upgrades(&text, "app");
-    assert_eq!(counted.get(&(b.addr.to_string(), "refused".into())), Some(&2));
+    assert_eq!(
+        counted.get(&(b.addr.to_string(), "refused".into())),
+        Some(&2)
+    );
 }

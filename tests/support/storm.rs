@@ -139,7 +139,9 @@ pub async fn storm(
                     let ended = match first.take() {
                         Some(io) => tokio::time::timeout(limit, handshake_on(io, "/storm"))
                             .await
-                            .unwrap_or_else(|_| Ended::Failed(format!("no answer within {limit:?}"))),
+                            .unwrap_or_else(|_| {
+                                Ended::Failed(format!("no answer within {limit:?}"))
+                            }),
                         None => handshake(to, limit).await,
                     };
                     let at = start.elapsed();
@@ -185,12 +187,15 @@ pub fn raise_fd_limit() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The `tideway_websocket_upgrades_total` counts in a /metrics text: (backend, outcome) ->
 /// count, for upstream `upstream`.
-pub fn upgrades(metrics: &str, upstream: &str) -> std::collections::BTreeMap<(String, String), u64> {
+pub fn upgrades(
+    metrics: &str,
+    upstream: &str,
+) -> std::collections::BTreeMap<(String, String), u64> {
     let label = |line: &str, name: &str| -> Option<String> {
         let from = line.find(&format!("{name}=\""))? + name.len() + 2;
         let to = from + line[from..].find('"')?;

@@ -8,15 +8,16 @@
 //! takes effect for the next client; with a fleet, each instance takes `1 / instances` of the
 //! rate and the burst ([`Instances`]). Time is tokio's clock, so tests can pause it.
 //!
-//! Only the client at the head of the queue takes a place; it waits for the next token (a
-//! timer) or a freed handshake (woken by [`Pending`]'s drop). A client that leaves the queue
-//! (admitted, timed out, or gone) wakes the next one, so the order is first come, first
-//! served, and a newcomer never passes a waiting client.
+//! Places go to the queue's clients in order, as many at a time as the limits allow (so a
+//! slow wake-up of one task does not hold back the rate): the client at the head waits for
+//! the next token on a timer and hands out what it finds, and an answered handshake
+//! ([`Pending`]'s drop) hands out the place it frees. First come, first served: a newcomer
+//! never passes a waiting client.
 
 use super::backend::Live;
 use crate::config::AdmissionConfig;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -99,12 +100,22 @@ struct State {
     queue: VecDeque<Waiter>,
     /// The last ticket handed out.
     tickets: u64,
+    /// The limits of the latest client, for places handed out on its behalf.
+    limits: Option<Limits>,
 }
 
 #[derive(Debug)]
 struct Waiter {
     ticket: u64,
-    wake: Arc<Notify>,
+    slot: Arc<Slot>,
+}
+
+/// A waiting client's side of the queue: woken when it is given a place (`granted`) or
+/// reaches the head.
+#[derive(Debug, Default)]
+struct Slot {
+    wake: Notify,
+    granted: AtomicBool,
 }
 
 impl State {
@@ -139,7 +150,28 @@ impl State {
 
     fn wake_front(&self) {
         if let Some(w) = self.queue.front() {
-            w.wake.notify_one();
+            w.slot.wake.notify_one();
+        }
+    }
+
+    /// Give places to the clients at the head of the queue, in order, while the limits
+    /// allow; then wake the new head, so that it waits for the next token.
+    fn grant(&mut self, now: Instant) {
+        let Some(l) = self.limits else {
+            return;
+        };
+        self.refill(&l, now);
+        let mut granted = false;
+        while !self.queue.is_empty() && self.can_take(&l) {
+            self.take(&l);
+            if let Some(w) = self.queue.pop_front() {
+                w.slot.granted.store(true, Ordering::Relaxed);
+                w.slot.wake.notify_one();
+                granted = true;
+            }
+        }
+        if granted {
+            self.wake_front();
         }
     }
 }
@@ -185,29 +217,41 @@ impl Drop for Pending {
     fn drop(&mut self) {
         let mut s = self.0.admission().lock();
         s.pending = s.pending.saturating_sub(1);
-        s.wake_front();
+        s.grant(Instant::now());
     }
 }
 
-/// A client's place in a backend's queue; leaving it (on drop, unless admitted) wakes the
-/// next client when it was at the head.
+/// A client's place in a backend's queue, until it is settled (admitted or refused). Dropped
+/// before (the client went away): it leaves the queue, waking the next client when it was at
+/// the head, or hands on the place it was given and never used.
 struct Place<'a> {
     gate: &'a Gate,
     ticket: u64,
-    admitted: bool,
+    slot: &'a Slot,
+    settled: bool,
 }
 
-impl Drop for Place<'_> {
-    fn drop(&mut self) {
-        if self.admitted {
-            return;
-        }
-        let mut s = self.gate.lock();
-        if let Some(i) = s.queue.iter().position(|w| w.ticket == self.ticket) {
+impl Place<'_> {
+    /// Leave the queue (under its lock `s`); the place given, if any, goes on.
+    fn leave(&mut self, s: &mut State) {
+        self.settled = true;
+        if self.slot.granted.load(Ordering::Relaxed) {
+            s.pending = s.pending.saturating_sub(1);
+            s.grant(Instant::now());
+        } else if let Some(i) = s.queue.iter().position(|w| w.ticket == self.ticket) {
             s.queue.remove(i);
             if i == 0 {
                 s.wake_front();
             }
+        }
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let gate = self.gate;
+            self.leave(&mut gate.lock());
         }
     }
 }
@@ -217,8 +261,10 @@ impl Drop for Place<'_> {
 /// order) up to `queue_timeout`. Dropping the future leaves the queue.
 pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal> {
     let gate = live.admission();
-    let (ticket, wake) = {
+    let slot = Arc::new(Slot::default());
+    let ticket = {
         let mut s = gate.lock();
+        s.limits = Some(limits);
         s.refill(&limits, Instant::now());
         if s.queue.is_empty() && s.can_take(&limits) {
             s.take(&limits);
@@ -231,18 +277,18 @@ pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal>
         }
         s.tickets += 1;
         let ticket = s.tickets;
-        let wake = Arc::new(Notify::new());
         s.queue.push_back(Waiter {
             ticket,
-            wake: wake.clone(),
+            slot: slot.clone(),
         });
-        (ticket, wake)
+        ticket
     };
     gate.queued.fetch_add(1, Ordering::Relaxed);
     let mut place = Place {
         gate,
         ticket,
-        admitted: false,
+        slot: &slot,
+        settled: false,
     };
     let deadline = Instant::now() + limits.queue_timeout;
     loop {
@@ -250,25 +296,33 @@ pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal>
             let mut s = gate.lock();
             let now = Instant::now();
             if s.queue.front().is_some_and(|w| w.ticket == ticket) {
-                s.refill(&limits, now);
-                if s.can_take(&limits) {
-                    s.take(&limits);
-                    s.queue.pop_front();
-                    s.wake_front();
-                    drop(s);
-                    place.admitted = true;
-                    return Ok(gate.admitted(live));
-                }
-                s.next_token(&limits, now)
-            } else {
-                None
+                s.grant(now);
+            }
+            if slot.granted.load(Ordering::Relaxed) {
+                place.settled = true;
+                drop(s);
+                return Ok(gate.admitted(live));
+            }
+            let at_head = s.queue.front().is_some_and(|w| w.ticket == ticket);
+            match s.limits {
+                Some(l) if at_head => s.next_token(&l, now),
+                _ => None,
             }
         };
         let until = token_at.map_or(deadline, |t| t.min(deadline));
         tokio::select! {
-            () = wake.notified() => {}
+            () = slot.wake.notified() => {}
             () = tokio::time::sleep_until(until) => {
                 if Instant::now() >= deadline {
+                    let mut s = gate.lock();
+                    if slot.granted.load(Ordering::Relaxed) {
+                        // Given a place just as the wait ran out: take it.
+                        place.settled = true;
+                        drop(s);
+                        return Ok(gate.admitted(live));
+                    }
+                    place.leave(&mut s);
+                    drop(s);
                     return Err(gate.refuse(Refusal::TimedOut));
                 }
             }
@@ -396,6 +450,41 @@ mod tests {
         );
         drop(first);
         assert!(next.await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_given_to_a_client_that_went_away_is_handed_on() {
+        let live = Arc::new(Live::default());
+        let limits = cfg(None, 1, Some(1), 10);
+        let first = admit(&live, limits).await.unwrap();
+        let gone = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::task::yield_now().await;
+        let next = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(live.admission().load(), (1, 2));
+        // The answer frees the place and hands it to `gone`, which leaves before taking it.
+        drop(first);
+        assert_eq!(live.admission().load(), (1, 1));
+        gone.abort();
+        let _ = gone.await;
+        let next = next
+            .await
+            .unwrap()
+            .expect("the place went on to the next client");
+        assert_eq!(live.admission().load(), (1, 0));
+        assert_eq!(
+            live.admission().counts(),
+            (2, 2, 0),
+            "the gone client was not admitted"
+        );
+        drop(next);
+        assert_eq!(live.admission().load(), (0, 0));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! WebSockets reconnect at once to 3 demo backends whose upstream admits 500 new upgrades a
 //! second per backend (`admission`, default burst). Clients that are refused come back after
 //! their `Retry-After`, as a well-behaved client does. It reports how long the storm took to
-//! settle (every client connected) and, per second, the upgrades tideway admitted to each
-//! backend (its own `tideway_websocket_upgrades_total`, scraped every second) and the 101s the
-//! clients saw. Expect about 5,000 / (3 x 500) = 3.3 s.
+//! settle (every client connected), the upgrades tideway admitted to each backend between
+//! scrapes of its own `tideway_websocket_upgrades_total` about a second apart (an interval's
+//! ends are when each scrape was answered: on a loaded machine the counts may have been read
+//! earlier), and the 101s the clients saw each second. Expect about 5,000 / (3 x 500) = 3.3 s.
 //!
 //! `STORM_CLIENTS`, `STORM_RATE` and `STORM_QUEUE_TIMEOUT` change the scenario.
 
@@ -93,6 +94,7 @@ fn main() {
         let conns = storm::connect_all(to, clients).await;
         let before = admitted(&scraper, &metrics).await;
         let started = Instant::now();
+        let before = (Duration::ZERO, before);
         // tideway's own counts, once a second, until the storm is over.
         let done = tokio_util::sync::CancellationToken::new();
         let sampling = tokio::spawn({
@@ -105,11 +107,15 @@ fn main() {
                 );
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => samples.push(admitted(&scraper, &metrics).await),
+                        _ = tick.tick() => {
+                            let counts = admitted(&scraper, &metrics).await;
+                            samples.push((started.elapsed(), counts));
+                        }
                         () = done.cancelled() => break,
                     }
                 }
-                samples.push(admitted(&scraper, &metrics).await);
+                let counts = admitted(&scraper, &metrics).await;
+                samples.push((started.elapsed(), counts));
                 samples
             }
         });
@@ -142,25 +148,26 @@ fn main() {
             settled.as_secs_f64(),
             clients as f64 / (3.0 * f64::from(rate))
         );
-        println!("admitted per second (tideway's counters, scraped each second):");
-        println!("  second   b1     b2     b3     all");
-        for (i, pair) in samples.windows(2).enumerate() {
+        println!("admitted per interval (tideway's counters, scraped about once a second; times are");
+        println!("when each scrape was answered, after the storm started):");
+        println!("  interval (s)    b1     b2     b3     all    all/s");
+        for pair in samples.windows(2) {
+            let ((from, a), (to, b)) = (&pair[0], &pair[1]);
             let per: Vec<u64> = ["b1", "b2", "b3"]
                 .iter()
-                .map(|b| pair[1].get(*b).copied().unwrap_or(0) - pair[0].get(*b).copied().unwrap_or(0))
+                .map(|k| b.get(*k).copied().unwrap_or(0) - a.get(*k).copied().unwrap_or(0))
                 .collect();
-            let last = i + 2 == samples.len();
-            let label = if last {
-                format!("{i}-end")
-            } else {
-                format!("{i}-{}", i + 1)
-            };
+            let all = per.iter().sum::<u64>();
+            let span = (*to - *from).as_secs_f64().max(1e-3);
             println!(
-                "  {label:<8} {:<6} {:<6} {:<6} {}",
+                "  {:>5.2}-{:<5.2}     {:<6} {:<6} {:<6} {:<6} {:.0}",
+                from.as_secs_f64(),
+                to.as_secs_f64(),
                 per[0],
                 per[1],
                 per[2],
-                per.iter().sum::<u64>()
+                all,
+                all as f64 / span
             );
         }
         println!("101s seen by the clients per second:");
@@ -178,6 +185,9 @@ fn main() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         println!("backend failures counted: {failures}");
+        for l in text.lines().filter(|l| l.starts_with("tideway_upstream_failures_total{")) {
+            println!("  {l}");
+        }
         println!("(scenario wall time {:.2} s)", took.as_secs_f64());
         drop(ended);
     });

@@ -6,11 +6,14 @@
 mod common;
 #[path = "support/counting.rs"]
 mod counting;
+#[path = "support/recorder.rs"]
+mod recorder;
 #[path = "support/storm.rs"]
 mod storm;
 
 use common::*;
 use counting::Counting;
+use recorder::Recorder;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -237,5 +240,229 @@ async fn a_full_queue_and_a_long_wait_get_503_with_retry_after_and_the_backend_i
     assert_eq!(
         counted.get(&(b.addr.to_string(), "refused".into())),
         Some(&2)
+    );
+}
+
+/// Read one answer from `io` (its head and a `content-length` body) within 20 s: (status,
+/// head, body).
+async fn read_answer(io: &mut tokio::net::TcpStream) -> (u16, String, String) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+                    return (status.unwrap_or(0), head.clone(), body.to_string());
+                }
+            }
+            let n = io.read(&mut chunk).await.expect("the answer, not a reset");
+            assert!(n > 0, "closed before a whole answer: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer within 20 s")
+}
+
+async fn connect(to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(to).await.unwrap()
+}
+
+async fn send(io: &mut tokio::net::TcpStream, bytes: &[u8]) {
+    tokio::io::AsyncWriteExt::write_all(io, bytes)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_body_sent_while_queued_reaches_the_backend_whole_and_none_of_it_is_a_request() {
+    let b = Recorder::start().await;
+    // Every request judged, one unanswered at a time, a handshake answered within 1 s.
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\" }}]\nmax_fails = 0\nadmission = {{ max_pending = 1, queue = 4, queue_timeout = \"30s\", all_requests = true, handshake_timeout = \"1s\" }}\n",
+        b.addr
+    ))
+    .await;
+    // The backend never answers this one: it holds the only place until handshake_timeout.
+    let mut first = connect(p.http).await;
+    send(&mut first, b"GET /hold HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    wait_until(Duration::from_secs(10), || async { b.seen().len() == 1 }).await;
+    // An upload over 64 KiB (streamed, not buffered) waits in the queue; its body comes
+    // meanwhile, and starts with what reads as a request.
+    const LEN: usize = 100_000;
+    let mut body = b"GET /smuggled HTTP/1.1\r\nhost: t\r\n\r\n".to_vec();
+    body.resize(LEN, b'a');
+    let mut up = connect(p.http).await;
+    let head = format!("POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {LEN}\r\n\r\n");
+    send(&mut up, head.as_bytes()).await;
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["waiting"] == 1
+    })
+    .await;
+    send(&mut up, &body).await;
+    // The first handshake missed its deadline: 504, and its place went on.
+    assert_eq!(read_answer(&mut first).await.0, 504);
+    let (status, _, text) = read_answer(&mut up).await;
+    assert_eq!((status, text.as_str()), (200, "ok"));
+    // The connection goes on with the client's next request, and only that.
+    send(&mut up, b"GET /next HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(read_answer(&mut up).await.0, 200);
+    let seen = b.seen();
+    let lines: Vec<_> = seen.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /hold HTTP/1.1",
+            "POST /up HTTP/1.1",
+            "GET /next HTTP/1.1"
+        ]
+    );
+    assert!(seen[1].body == body, "the body arrived whole and in order");
+    // The missed deadline is the backend's failure.
+    let text = metrics_text(&p).await;
+    assert_eq!(total(&text, "tideway_backend_failures_total"), 1.0);
+}
+
+#[tokio::test]
+async fn clients_waiting_for_admission_fill_no_backend_s_max_conns() {
+    let b = Recorder::start().await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\", max_conns = 2 }}]\nadmission = {{ max_pending = 1, queue = 4, queue_timeout = \"30s\", all_requests = true }}\n",
+        b.addr
+    ))
+    .await;
+    let mut held = connect(p.http).await;
+    send(&mut held, b"GET /hold HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    wait_until(Duration::from_secs(10), || async { b.seen().len() == 1 }).await;
+    // Two more wait for the place: neither is active at the backend, so the second is not
+    // turned away for max_conns (a 503 counted as no_backend).
+    let mut waiting = Vec::new();
+    for path in ["/a", "/b"] {
+        let mut io = connect(p.http).await;
+        send(
+            &mut io,
+            format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes(),
+        )
+        .await;
+        waiting.push(io);
+    }
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["waiting"] == 2
+    })
+    .await;
+    let text = metrics_text(&p).await;
+    assert_eq!(total(&text, "tideway_backend_active_connections"), 1.0);
+    assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
+    assert_eq!(b.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refusal_with_a_body_still_coming_lingers_instead_of_resetting_the_upload() {
+    let b = Recorder::start().await;
+    // The bucket starts empty and nobody may wait: the first request is refused at once.
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\" }}]\nadmission = {{ per_second = 1, queue = 0, all_requests = true }}\n",
+        b.addr
+    ))
+    .await;
+    let io = connect(p.http).await;
+    let (mut rd, mut wr) = io.into_split();
+    // An upload of 10 MB, 4 MB of it sent as fast as it goes: most of it unread when the 503
+    // goes out.
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let head = "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: 10000000\r\n\r\n";
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..64 {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut text = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut text),
+    )
+    .await
+    .expect("the connection ends");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.starts_with("HTTP/1.1 503 ") && text.contains("retry-after: "),
+        "{read:?}: {text}"
+    );
+    // tideway read the rest of what came (lingering) instead of resetting the connection
+    // under the client's upload.
+    let sent = writer.await.unwrap();
+    assert!(sent.is_ok(), "the upload was cut by a reset: {sent:?}");
+    assert!(b.seen().is_empty(), "nothing reached the backend");
+}
+
+#[tokio::test]
+async fn a_client_whose_backend_is_drained_while_it_waits_goes_to_another() {
+    let (a, b) = (Recorder::start().await, Recorder::start().await);
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbalance = \"round_robin\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}, {{ addr = \"{}\", id = \"b\" }}]\nmax_fails = 0\nadmission = {{ max_pending = 1, queue = 4, queue_timeout = \"30s\", all_requests = true, handshake_timeout = \"2s\" }}\n",
+        a.addr, b.addr
+    ))
+    .await;
+    // Round robin: the held request goes to one backend, the next to the other (answered),
+    // the third waits for the first one's place.
+    let mut held = connect(p.http).await;
+    send(&mut held, b"GET /hold HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    wait_until(Duration::from_secs(10), || async {
+        a.seen().len() + b.seen().len() == 1
+    })
+    .await;
+    let (busy, other, busy_id) = if a.seen().len() == 1 {
+        (&a, &b, "a")
+    } else {
+        (&b, &a, "b")
+    };
+    let mut second = connect(p.http).await;
+    send(&mut second, b"GET /second HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(read_answer(&mut second).await.0, 200);
+    assert_eq!(other.seen().len(), 1);
+    let mut third = connect(p.http).await;
+    send(&mut third, b"GET /third HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    wait_until(Duration::from_secs(10), || async {
+        let view = p.upstream_json().await;
+        view["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["upgrades"]["waiting"] == 1)
+    })
+    .await;
+    // The operator drains the busy backend while the third client waits for it.
+    let r = p
+        .admin_req(
+            reqwest::Method::POST,
+            &format!("/v1/upstreams/app/backends/{busy_id}/state"),
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({"state": "draining"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Its place comes (the held handshake misses its deadline): it goes to the other backend.
+    assert_eq!(read_answer(&mut third).await.0, 200);
+    let lines = |r: &Recorder| r.seen().iter().map(|s| s.line.clone()).collect::<Vec<_>>();
+    assert_eq!(lines(busy), ["GET /hold HTTP/1.1"]);
+    assert_eq!(
+        lines(other),
+        ["GET /second HTTP/1.1", "GET /third HTTP/1.1"]
     );
 }

@@ -15,12 +15,15 @@ pub const DEFAULT_ADMISSION_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `admission.retry_after`: a refused client is told to come back after between this
 /// and twice this (whole seconds, at least 1).
 pub const DEFAULT_ADMISSION_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Default `admission.handshake_timeout`: longest an admitted request waits for the backend's
+/// answer head while it holds a place under `max_pending`; missing it is the backend's failure.
+pub const DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `admission.burst` as a share of `per_second`: a tenth of a second's worth (at
 /// least 1), so a storm is admitted at the rate from its first moment.
 pub const DEFAULT_ADMISSION_BURST_SHARE: f64 = 0.1;
 
 /// `admission = { per_second = N, burst = B, max_pending = M, queue = Q, queue_timeout = "5s",
-/// retry_after = "2s", all_requests = false }`.
+/// retry_after = "2s", all_requests = false, handshake_timeout = "10s" }`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdmissionConfig {
     /// New upgrades per second per backend, across the fleet (each instance takes its share);
@@ -38,6 +41,8 @@ pub struct AdmissionConfig {
     pub retry_after: Duration,
     /// Judge every request, not only WebSocket upgrades.
     pub all_requests: bool,
+    /// Longest wait for the answer head of an admitted request (its pending place).
+    pub handshake_timeout: Duration,
 }
 
 impl AdmissionConfig {
@@ -68,6 +73,7 @@ mod tests {
             queue_timeout: DEFAULT_ADMISSION_QUEUE_TIMEOUT,
             retry_after: Duration::from_secs(3),
             all_requests: false,
+            handshake_timeout: DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT,
         };
         assert_eq!(cfg.burst, 50);
         assert_eq!(AdmissionConfig::default_burst(1), 1);

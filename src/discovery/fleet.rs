@@ -77,6 +77,8 @@ pub struct InstanceCount {
 
 impl Fleet {
     pub fn new(instance: String, pool: PoolHandle) -> Self {
+        // Upgrade admission waits for the fleet's size (see `Instances`).
+        pool.instances().unknown();
         Fleet {
             instance,
             pool,

@@ -24,23 +24,54 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How many tideway instances share an upstream's admission limits: this one and the others
-/// of its fleet (1 without etcd). The fleet's reader sets it; the data plane reads it.
+/// whose reports it read from etcd (every instance of the fleet, whether or not it serves
+/// the upstream); 1 without etcd. The fleet's reader sets it; the data plane reads it. With
+/// etcd it is unknown until the first read ([`Instances::unknown`]): a whole fleet that
+/// restarts would otherwise admit its instances' count times the limits meanwhile.
 #[derive(Debug)]
-pub struct Instances(AtomicUsize);
+pub struct Instances {
+    /// 0: unknown yet.
+    count: AtomicUsize,
+    known: Notify,
+}
 
 impl Default for Instances {
     fn default() -> Self {
-        Instances(AtomicUsize::new(1))
+        Instances {
+            count: AtomicUsize::new(1),
+            known: Notify::new(),
+        }
     }
 }
 
 impl Instances {
-    pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed).max(1)
+    /// The count, None until the fleet's first read.
+    pub fn get(&self) -> Option<usize> {
+        match self.count.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// The count is unknown until the next [`Instances::set`] (a fleet about to be read).
+    pub fn unknown(&self) {
+        self.count.store(0, Ordering::Relaxed);
     }
 
     pub fn set(&self, n: usize) {
-        self.0.store(n.max(1), Ordering::Relaxed);
+        self.count.store(n.max(1), Ordering::Relaxed);
+        self.known.notify_waiters();
+    }
+
+    /// The count, once it is known.
+    async fn known(&self) -> usize {
+        loop {
+            let set = self.known.notified();
+            if let Some(n) = self.get() {
+                return n;
+            }
+            set.await;
+        }
     }
 }
 
@@ -93,7 +124,8 @@ pub struct Gate {
 #[derive(Debug, Default)]
 struct State {
     tokens: f64,
-    /// When the bucket was last filled up to now; None: never used (it starts full).
+    /// When the bucket was last filled up to now; None: never used (it starts empty, so a
+    /// restart's storm is admitted at the rate from its first moment).
     refilled: Option<Instant>,
     /// Handshakes admitted and not yet answered.
     pending: u32,
@@ -125,7 +157,7 @@ impl State {
                 let grown = rate * now.saturating_duration_since(at).as_secs_f64();
                 self.tokens = (self.tokens + grown).min(l.burst);
             }
-            (_, None) => self.tokens = l.burst,
+            (_, None) => self.tokens = 0.0,
             (None, Some(_)) => {}
         }
         self.refilled = Some(now);
@@ -232,11 +264,15 @@ struct Place<'a> {
 }
 
 impl Place<'_> {
-    /// Leave the queue (under its lock `s`); the place given, if any, goes on.
+    /// Leave the queue (under its lock `s`); the place given, if any, goes on, and so does
+    /// its token (the bucket holding at most `burst`).
     fn leave(&mut self, s: &mut State) {
         self.settled = true;
         if self.slot.granted.load(Ordering::Relaxed) {
             s.pending = s.pending.saturating_sub(1);
+            if let Some(l) = s.limits.filter(|l| l.rate.is_some()) {
+                s.tokens = (s.tokens + 1.0).min(l.burst);
+            }
             s.grant(Instant::now());
         } else if let Some(i) = s.queue.iter().position(|w| w.ticket == self.ticket) {
             s.queue.remove(i);
@@ -256,10 +292,45 @@ impl Drop for Place<'_> {
     }
 }
 
+/// Admit a new upgrade to the backend whose counters are `live`, under `cfg` shared among
+/// `instances` ([`Limits::share`]). While the count of instances is unknown (before the
+/// fleet's first read) the client waits for it, within its `queue_timeout`, and counts as
+/// queued; when the wait runs out first (etcd unreachable), it is judged as if this instance
+/// were alone, admitted only if the bucket allows at once (an unreachable etcd must not
+/// refuse every upgrade).
+pub async fn admit_shared(
+    live: &Arc<Live>,
+    cfg: &AdmissionConfig,
+    instances: &Instances,
+) -> Result<Pending, Refusal> {
+    let deadline = Instant::now() + cfg.queue_timeout;
+    let (n, counted) = match instances.get() {
+        Some(n) => (n, false),
+        None => {
+            let gate = live.admission();
+            gate.queued.fetch_add(1, Ordering::Relaxed);
+            let n = tokio::time::timeout_at(deadline, instances.known()).await;
+            (n.unwrap_or(1), true)
+        }
+    };
+    admit_until(live, Limits::share(cfg, n), deadline, counted).await
+}
+
 /// Admit a new upgrade to the backend whose counters are `live`, under `limits`: at once when
 /// nobody waits and the bucket and `max_pending` allow, else after waiting in the queue (in
 /// order) up to `queue_timeout`. Dropping the future leaves the queue.
 pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal> {
+    let deadline = Instant::now() + limits.queue_timeout;
+    admit_until(live, limits, deadline, false).await
+}
+
+/// [`admit`], the wait ending at `deadline`; `counted`: the client was counted as queued.
+async fn admit_until(
+    live: &Arc<Live>,
+    limits: Limits,
+    deadline: Instant,
+    counted: bool,
+) -> Result<Pending, Refusal> {
     let gate = live.admission();
     let slot = Arc::new(Slot::default());
     let ticket = {
@@ -283,14 +354,15 @@ pub async fn admit(live: &Arc<Live>, limits: Limits) -> Result<Pending, Refusal>
         });
         ticket
     };
-    gate.queued.fetch_add(1, Ordering::Relaxed);
+    if !counted {
+        gate.queued.fetch_add(1, Ordering::Relaxed);
+    }
     let mut place = Place {
         gate,
         ticket,
         slot: &slot,
         settled: false,
     };
-    let deadline = Instant::now() + limits.queue_timeout;
     loop {
         let token_at = {
             let mut s = gate.lock();
@@ -344,6 +416,7 @@ mod tests {
             queue_timeout: Duration::from_secs(5),
             retry_after: DEFAULT_ADMISSION_RETRY_AFTER,
             all_requests: false,
+            handshake_timeout: crate::config::admission::DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT,
         };
         Limits::share(&cfg, 1)
     }
@@ -352,8 +425,13 @@ mod tests {
     async fn the_bucket_admits_its_burst_then_the_rate_in_order() {
         let live = Arc::new(Live::default());
         let limits = cfg(Some(10), 3, None, 100);
+        // The bucket starts empty: a restart's first client waits for the first token.
+        let first = Instant::now();
+        let mut held = vec![admit(&live, limits).await.expect("the first token")];
+        assert_eq!(first.elapsed(), Duration::from_millis(100));
+        // Left alone, the bucket fills up to its burst.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let start = Instant::now();
-        let mut held = Vec::new();
         for _ in 0..3 {
             held.push(admit(&live, limits).await.expect("the burst"));
         }
@@ -385,8 +463,8 @@ mod tests {
             last >= Duration::from_millis(700) && last < Duration::from_millis(720),
             "{last:?}"
         );
-        assert_eq!(live.admission().counts(), (10, 7, 0));
-        assert_eq!(live.admission().load(), (10, 0));
+        assert_eq!(live.admission().counts(), (11, 8, 0));
+        assert_eq!(live.admission().load(), (11, 0));
         drop(held);
         assert_eq!(
             live.admission().load(),
@@ -487,6 +565,79 @@ mod tests {
         assert_eq!(live.admission().load(), (0, 0));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_token_of_a_place_never_taken_goes_back_to_the_bucket() {
+        let live = Arc::new(Live::default());
+        let limits = cfg(Some(1), 1, Some(1), 10);
+        let first = admit(&live, limits).await.unwrap();
+        // A second token comes while the first handshake is pending: `gone` waits for the
+        // place, is given it with that token when the first is answered, and leaves unserved.
+        let gone = tokio::spawn({
+            let live = live.clone();
+            async move { admit(&live, limits).await }
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(live.admission().load(), (1, 1));
+        drop(first);
+        assert_eq!(live.admission().load(), (1, 0), "given to `gone`");
+        gone.abort();
+        let _ = gone.await;
+        // Its token was not spent: the next client needs no new one.
+        let asked = Instant::now();
+        let next = admit(&live, limits).await.unwrap();
+        assert_eq!(asked.elapsed(), Duration::ZERO, "the token was refunded");
+        assert_eq!(
+            live.admission().counts(),
+            (2, 2, 0),
+            "the first waited for a token too"
+        );
+        drop(next);
+    }
+
+    fn fleet_cfg() -> AdmissionConfig {
+        AdmissionConfig {
+            per_second: Some(10),
+            burst: 10,
+            max_pending: None,
+            queue: 10,
+            queue_timeout: Duration::from_secs(5),
+            retry_after: DEFAULT_ADMISSION_RETRY_AFTER,
+            all_requests: false,
+            handshake_timeout: crate::config::admission::DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_the_fleet_is_read_clients_wait_then_get_its_share() {
+        let live = Arc::new(Live::default());
+        let instances = Arc::new(Instances::default());
+        instances.unknown();
+        let start = Instant::now();
+        let waiting = tokio::spawn({
+            let (live, instances) = (live.clone(), instances.clone());
+            async move { admit_shared(&live, &fleet_cfg(), &instances).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(live.admission().counts(), (0, 1, 0), "queued, not admitted");
+        // Two instances: 5 a second here, the bucket empty; the first token 200 ms later.
+        instances.set(2);
+        waiting
+            .await
+            .unwrap()
+            .expect("admitted once the fleet was read");
+        assert_eq!(start.elapsed(), Duration::from_millis(700));
+        assert_eq!(live.admission().counts(), (1, 1, 0));
+        // etcd never answers: at the end of its wait a client is judged as if alone, and an
+        // empty bucket refuses it rather than it being admitted at once.
+        let alone = Arc::new(Live::default());
+        instances.unknown();
+        let started = Instant::now();
+        let r = admit_shared(&alone, &fleet_cfg(), &instances).await;
+        assert_eq!(r.unwrap_err(), Refusal::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        assert_eq!(alone.admission().counts(), (0, 1, 1));
+    }
+
     #[test]
     fn a_fleet_divides_the_rate_and_the_burst() {
         let c = AdmissionConfig {
@@ -497,6 +648,7 @@ mod tests {
             queue_timeout: Duration::from_secs(1),
             retry_after: DEFAULT_ADMISSION_RETRY_AFTER,
             all_requests: false,
+            handshake_timeout: crate::config::admission::DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT,
         };
         let l = Limits::share(&c, 4);
         assert_eq!(

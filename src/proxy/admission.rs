@@ -15,7 +15,7 @@ use super::error::{Failure, BUSY};
 use super::exchange::{Next, DEFAULT_SEND_TIMEOUT};
 use super::route::{error_body, Attempt};
 use crate::config::{AdmissionConfig, UpstreamPolicy};
-use crate::pool::admission::{admit, Limits, Pending};
+use crate::pool::admission::{admit_shared, Pending};
 use crate::pool::{Live, PoolHandle};
 use pingora::protocols::Stream;
 use std::sync::Arc;
@@ -38,27 +38,36 @@ pub(super) async fn wait<A: Attempt>(
     cfg: &AdmissionConfig,
     attempt: &mut A,
 ) -> Result<Pending, Failure> {
-    let limits = Limits::share(cfg, pool.instances().get());
-    match attempt.queued(admit(live, limits)).await {
+    match attempt
+        .queued(admit_shared(live, cfg, pool.instances()))
+        .await
+    {
         Some(Ok(pending)) => Ok(pending),
         Some(Err(_)) => Err(Failure::Busy(cfg.retry_after_secs(rand::random()))),
         None => Err(Failure::Gone),
     }
 }
 
-/// The answer to a refused client: 503, `Retry-After: secs`, a JSON body; the connection
-/// closes (a refused upgrade's client opens a new one to try again).
-pub fn busy_response(secs: u64) -> String {
+/// The answer to a refused client: 503, `Retry-After: secs`, a JSON body (its length only,
+/// to `HEAD`); the connection closes (a refused upgrade's client opens a new one to try
+/// again).
+pub fn busy_response(secs: u64, head_method: bool) -> String {
     let body = error_body(BUSY);
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: {secs}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: {secs}\r\nconnection: close\r\n\r\n{}",
+        body.len(),
+        if head_method { "" } else { &body }
     )
 }
 
 /// Send [`busy_response`] to the client, and say so in `out`.
-pub(super) async fn refuse(client: &mut Stream, secs: u64, out: &mut Outcome) -> Next {
-    let resp = busy_response(secs);
+pub(super) async fn refuse(
+    client: &mut Stream,
+    secs: u64,
+    head_method: bool,
+    out: &mut Outcome,
+) -> Next {
+    let resp = busy_response(secs, head_method);
     if send(client, resp.as_bytes(), DEFAULT_SEND_TIMEOUT)
         .await
         .is_err()
@@ -75,7 +84,7 @@ pub(super) async fn refuse(client: &mut Stream, secs: u64, out: &mut Outcome) ->
 mod tests {
     #[test]
     fn the_refusal_is_framed_and_says_when_to_come_back() {
-        let text = super::busy_response(3);
+        let text = super::busy_response(3, false);
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 503 "));
         assert!(head.contains("\r\nretry-after: 3\r\n"));
@@ -83,6 +92,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"], super::BUSY);
         assert_eq!(super::Failure::Busy(3).to_string(), super::BUSY);
+        let to_head = super::busy_response(3, true);
+        assert_eq!(to_head, format!("{head}\r\n\r\n"), "no body to HEAD");
     }
 
     #[test]
@@ -97,6 +108,7 @@ mod tests {
             queue_timeout: std::time::Duration::ZERO,
             retry_after: std::time::Duration::from_secs(1),
             all_requests: false,
+            handshake_timeout: crate::config::admission::DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT,
         };
         policy.admission = Some(cfg.clone());
         assert!(super::gated(&policy, true).is_some());

@@ -93,6 +93,10 @@ impl Attempt for Connect {
 /// Retries on the same backend when a reused keep-alive connection turns out stale.
 pub const MAX_STALE_RETRIES: u32 = 2;
 
+/// How many times a client waiting for upgrade admission is sent to another backend when
+/// the one it waits for is drained or removed; after that it is refused (503).
+pub const MAX_REPICKS: u32 = 2;
+
 /// A listener's binding to an upstream.
 #[derive(Clone)]
 pub struct Route {
@@ -168,16 +172,7 @@ impl Route {
             let fresh = again.is_some();
             let picked = match again.take() {
                 Some(same) => same,
-                None => {
-                    let mut picked = self.pick_next(&how, &mut tries)?;
-                    // One branch when admission is off; a refusal blames no backend.
-                    if let Some(cfg) = how.admission {
-                        let live = picked.guard.live();
-                        let place = super::admission::wait(&self.pool, live, cfg, attempt);
-                        picked.pending = Some(place.await?);
-                    }
-                    picked
-                }
+                None => self.pick_admitted(&how, &mut tries, attempt).await?,
             };
             let pooled = keepalive.filter(|_| !fresh);
             let (failed, picked, reused) =
@@ -200,9 +195,52 @@ impl Route {
         }
     }
 
+    /// Pick the backend for the next attempt and, under upgrade admission, wait for its place
+    /// there (a refusal blames no backend). The backend counts the request as active only
+    /// once it is admitted: waiters fill no backend's `max_conns`. A client whose backend is
+    /// closed (its drain deadline, its removal) while it waits, or is no longer active when
+    /// its place comes (drained, disabled, removed), is sent to a backend picked anew, at
+    /// most [`MAX_REPICKS`] times; the place it leaves goes to the next client.
+    async fn pick_admitted<A: Attempt>(
+        &self,
+        how: &Attempts<'_>,
+        tries: &mut Tries,
+        attempt: &mut A,
+    ) -> Result<Picked, Failure> {
+        // One branch when admission is off.
+        let Some(cfg) = how.admission else {
+            return self.pick_next(how, tries).map(|c| c.begin(None));
+        };
+        for _ in 0..=MAX_REPICKS {
+            let chosen = self.pick_next(how, tries)?;
+            let place = super::admission::wait(&self.pool, &chosen.live, cfg, attempt);
+            let admitted = tokio::select! {
+                place = place => Some(place),
+                () = chosen.close.cancelled() => None,
+            };
+            if let Some(place) = admitted {
+                let place = place?;
+                if self.active(&chosen.id) {
+                    return Ok(chosen.begin(Some(place)));
+                }
+            }
+        }
+        Err(Failure::Busy(cfg.retry_after_secs(rand::random())))
+    }
+
+    /// Is backend `id` still in the pool and active?
+    fn active(&self, id: &BackendId) -> bool {
+        let snap = self.pool.load();
+        self.upstream(&snap).is_ok_and(|u| {
+            u.backends
+                .iter()
+                .any(|b| &b.id == id && b.state == crate::pool::backend::State::Active)
+        })
+    }
+
     /// Pick the backend for the next attempt (skipping those tried), and note whether there
     /// is one for an attempt after it.
-    fn pick_next(&self, how: &Attempts<'_>, tries: &mut Tries) -> Result<Picked, Failure> {
+    fn pick_next(&self, how: &Attempts<'_>, tries: &mut Tries) -> Result<Chosen, Failure> {
         let snap = self.pool.load();
         match self.pick(&snap, (how.key, how.sticky), &tries.tried) {
             Ok(b) => {
@@ -213,14 +251,13 @@ impl Route {
                         .nth(tries.tried.len() + 1)
                         .is_some()
                 });
-                Ok(Picked {
+                Ok(Chosen {
                     id: b.id.clone(),
                     addr: b.addr,
-                    guard: b.live.begin(),
+                    live: b.live.clone(),
                     close: b.close.clone(),
                     max_fails: b.max_fails(how.policy),
                     fail_timeout: b.fail_timeout(how.policy),
-                    pending: None,
                 })
             }
             Err(e) if tries.tried.is_empty() => Err(self.count(Failure::NoBackend(e))),
@@ -381,6 +418,32 @@ struct Tries {
     /// every server of the upstream but a `down` one: the most attempts there can be. The
     /// scan stops at the first backend beyond the attempts so far.
     beyond: bool,
+}
+
+/// A backend chosen for the next attempt, before it counts the request as active.
+struct Chosen {
+    id: BackendId,
+    addr: SocketAddr,
+    live: std::sync::Arc<Live>,
+    close: CancellationToken,
+    max_fails: u32,
+    fail_timeout: std::time::Duration,
+}
+
+impl Chosen {
+    /// The request starts on this backend (its active count and requests), with the place
+    /// upgrade admission gave it.
+    fn begin(self, pending: Option<Pending>) -> Picked {
+        Picked {
+            id: self.id,
+            addr: self.addr,
+            guard: self.live.begin(),
+            close: self.close,
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+            pending,
+        }
+    }
 }
 
 /// A picked backend, for one attempt.

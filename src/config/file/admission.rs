@@ -3,8 +3,8 @@
 
 use super::Ctx;
 use crate::config::admission::{
-    AdmissionConfig, DEFAULT_ADMISSION_QUEUE, DEFAULT_ADMISSION_QUEUE_TIMEOUT,
-    DEFAULT_ADMISSION_RETRY_AFTER,
+    AdmissionConfig, DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT, DEFAULT_ADMISSION_QUEUE,
+    DEFAULT_ADMISSION_QUEUE_TIMEOUT, DEFAULT_ADMISSION_RETRY_AFTER,
 };
 use crate::config::duration::Dur;
 use crate::config::ConfigError;
@@ -23,6 +23,7 @@ pub(super) struct AdmissionSection {
     retry_after: Option<Dur>,
     #[serde(default)]
     all_requests: bool,
+    handshake_timeout: Option<Dur>,
 }
 
 /// Read and check `admission`.
@@ -43,6 +44,9 @@ pub(super) fn admission(
             "admission: per_second, burst and max_pending must be at least 1 (leave one out for no limit)",
         ));
     }
+    if a.handshake_timeout.as_ref().is_some_and(|d| d.0.is_zero()) {
+        return Err(cx.err(span, "admission: handshake_timeout must be more than 0"));
+    }
     if a.burst.is_some() && a.per_second.is_none() {
         return Err(cx.err(span, "admission: burst needs per_second"));
     }
@@ -59,6 +63,9 @@ pub(super) fn admission(
         queue_timeout,
         retry_after: a.retry_after.map_or(DEFAULT_ADMISSION_RETRY_AFTER, |d| d.0),
         all_requests: a.all_requests,
+        handshake_timeout: a
+            .handshake_timeout
+            .map_or(DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT, |d| d.0),
     })
 }
 

@@ -335,13 +335,13 @@ async fn a_body_sent_while_queued_reaches_the_backend_whole_and_none_of_it_is_a_
 }
 
 #[tokio::test]
-async fn clients_waiting_for_admission_fill_no_backend_s_max_conns() {
+async fn clients_waiting_for_admission_fill_no_backend_s_max_conns_and_one_that_leaves_logs_499() {
     let b = Recorder::start().await;
-    let p = start_proxy(&format!(
+    let upstream = format!(
         "[upstream.app]\nbackends = [{{ addr = \"{}\", max_conns = 2 }}]\nadmission = {{ max_pending = 1, queue = 4, queue_timeout = \"30s\", all_requests = true }}\n",
         b.addr
-    ))
-    .await;
+    );
+    let p = start_proxy_opts("access_log = true", "", "", &upstream, &[]).await;
     let mut held = connect(p.http).await;
     send(&mut held, b"GET /hold HTTP/1.1\r\nhost: t\r\n\r\n").await;
     wait_until(Duration::from_secs(10), || async { b.seen().len() == 1 }).await;
@@ -365,6 +365,17 @@ async fn clients_waiting_for_admission_fill_no_backend_s_max_conns() {
     assert_eq!(total(&text, "tideway_backend_active_connections"), 1.0);
     assert_eq!(total(&text, "tideway_upstream_failures_total"), 0.0);
     assert_eq!(b.seen().len(), 1);
+    // A client that hangs up while it waits leaves the queue, logged as nginx's 499.
+    drop(waiting.remove(0));
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["waiting"] == 1
+    })
+    .await;
+    let log = p.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"GET /a HTTP/1.1\" 499 "))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -465,4 +476,37 @@ async fn a_client_whose_backend_is_drained_while_it_waits_goes_to_another() {
         lines(other),
         ["GET /second HTTP/1.1", "GET /third HTTP/1.1"]
     );
+}
+
+#[tokio::test]
+async fn a_slow_upload_holds_no_pending_place() {
+    let b = Recorder::start().await;
+    let p = start_proxy(&format!(
+        "[upstream.app]\nbackends = [{{ addr = \"{}\" }}]\nadmission = {{ max_pending = 1, queue = 4, queue_timeout = \"30s\", all_requests = true }}\n",
+        b.addr
+    ))
+    .await;
+    // An upload over 64 KiB streams at the client's pace: admitted, it sends a little and
+    // pauses.
+    const LEN: usize = 100_000;
+    let mut up = connect(p.http).await;
+    let head = format!("POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {LEN}\r\n\r\n");
+    send(&mut up, head.as_bytes()).await;
+    send(&mut up, &[b'a'; 1000]).await;
+    wait_until(Duration::from_secs(10), || async {
+        admission_of(&p).await["admitted"] == 1
+    })
+    .await;
+    // Meanwhile the only place under max_pending is free for another request.
+    let mut other = connect(p.http).await;
+    send(&mut other, b"GET /other HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(read_answer(&mut other).await.0, 200);
+    assert_eq!(admission_of(&p).await["waiting"], 0);
+    // The upload ends, and is answered.
+    send(&mut up, &[b'a'; LEN - 1000]).await;
+    assert_eq!(read_answer(&mut up).await.0, 200);
+    let seen = b.seen();
+    let lines: Vec<_> = seen.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(lines, ["GET /other HTTP/1.1", "POST /up HTTP/1.1"]);
+    assert_eq!(seen[1].body.len(), LEN);
 }

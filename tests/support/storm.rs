@@ -173,7 +173,8 @@ pub struct Client {
 }
 
 /// Raise this process's open-file limit to its hard limit (children inherit it): a storm
-/// holds a socket per client.
+/// holds a socket per client. Returns the limit in force afterwards, read back (0 when it
+/// cannot be read), so a refused raise shows as the old limit.
 pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -182,9 +183,19 @@ pub fn raise_fd_limit() -> u64 {
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     #[allow(unsafe_code)]
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            eprintln!(
+                "setrlimit(RLIMIT_NOFILE, {}): {}",
+                lim.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
         }
     }
     lim.rlim_cur

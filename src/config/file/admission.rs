@@ -95,11 +95,18 @@ mod tests {
         );
         assert_eq!(a.queue, DEFAULT_ADMISSION_QUEUE);
         assert!(!a.all_requests);
+        assert_eq!(
+            a.handshake_timeout,
+            crate::config::admission::DEFAULT_ADMISSION_HANDSHAKE_TIMEOUT
+        );
         let c = read("admission = { max_pending = 8, queue = 0, queue_timeout = \"1s\", retry_after = \"5s\", all_requests = true }").unwrap();
         let a = policy(&c).admission.clone().unwrap();
         assert_eq!((a.per_second, a.max_pending, a.queue), (None, Some(8), 0));
         assert_eq!(a.retry_after, std::time::Duration::from_secs(5));
         assert!(a.all_requests);
+        let c = read("admission = { max_pending = 8, handshake_timeout = \"3s\" }").unwrap();
+        let a = policy(&c).admission.clone().unwrap();
+        assert_eq!(a.handshake_timeout, std::time::Duration::from_secs(3));
     }
 
     #[test]
@@ -110,6 +117,10 @@ mod tests {
                 "needs per_second or max_pending",
             ),
             ("admission = { per_second = 0 }", "at least 1"),
+            (
+                "admission = { max_pending = 1, handshake_timeout = \"0s\" }",
+                "handshake_timeout must be more than 0",
+            ),
             (
                 "admission = { max_pending = 1, burst = 4 }",
                 "burst needs per_second",

@@ -28,6 +28,36 @@ pub struct BackendView<'a> {
     /// is); the connections left are `active_connections`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_ends_in_ms: Option<u64>,
+    /// Upgrade admission's counts (upstreams with `admission`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrades: Option<UpgradesView>,
+}
+
+/// A backend's upgrade admission on this instance: clients admitted, queued (each later
+/// admitted or refused as well) and refused so far, and handshakes pending and clients
+/// waiting right now.
+#[derive(Serialize)]
+pub struct UpgradesView {
+    pub admitted: u64,
+    pub queued: u64,
+    pub refused: u64,
+    pub pending: u32,
+    pub waiting: usize,
+}
+
+impl UpgradesView {
+    fn of(b: &Backend) -> Self {
+        let gate = b.live.admission();
+        let (admitted, queued, refused) = gate.counts();
+        let (pending, waiting) = gate.load();
+        UpgradesView {
+            admitted,
+            queued,
+            refused,
+            pending,
+            waiting,
+        }
+    }
 }
 
 impl<'a> From<&'a Backend> for BackendView<'a> {
@@ -46,6 +76,7 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             drain_ends_in_ms: (b.state == crate::pool::State::Draining)
                 .then(|| b.live.drain_ends_in_ms())
                 .flatten(),
+            upgrades: None,
         }
     }
 }
@@ -89,7 +120,14 @@ impl<'a> From<&'a Upstream> for UpstreamView<'a> {
                 }
             }),
             sticky_cookie: u.policy.sticky.as_ref().map(|c| &*c.name),
-            backends: u.backends.iter().map(BackendView::from).collect(),
+            backends: u
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    upgrades: u.policy.admission.as_ref().map(|_| UpgradesView::of(b)),
+                    ..BackendView::from(b)
+                })
+                .collect(),
         }
     }
 }
@@ -156,6 +194,14 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
         &["upstream"],
     )
     .expect("valid metric");
+    let upgrades = IntCounterVec::new(
+        Opts::new(
+            "tideway_websocket_upgrades_total",
+            "Upgrades judged by upgrade admission per backend (upstreams with `admission`), by outcome (admitted; queued: waited, then admitted or refused as well; refused: got 503)",
+        ),
+        &["upstream", "backend", "outcome"],
+    )
+    .expect("valid metric");
     for (name, u) in &snap.upstreams {
         eligible
             .with_label_values(&[name])
@@ -184,13 +230,32 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
                 transitions.with_label_values(&t("up")).inc_by(went_up);
                 transitions.with_label_values(&t("down")).inc_by(went_down);
             }
+            if u.policy.admission.is_some() {
+                let (admitted, queued, refused) = b.live.admission().counts();
+                for (outcome, n) in [
+                    ("admitted", admitted),
+                    ("queued", queued),
+                    ("refused", refused),
+                ] {
+                    upgrades
+                        .with_label_values(&[name.as_str(), &*b.id, outcome])
+                        .inc_by(n);
+                }
+            }
         }
     }
     let mut families = Vec::new();
     for c in [&active, &websockets, &up, &weight, &eligible, &recommended] {
         families.extend(prometheus::core::Collector::collect(c));
     }
-    for c in [&requests, &failures, &sent, &received, &transitions] {
+    for c in [
+        &requests,
+        &failures,
+        &sent,
+        &received,
+        &transitions,
+        &upgrades,
+    ] {
         families.extend(prometheus::core::Collector::collect(c));
     }
     families.extend(crate::metrics::global().registry.gather());

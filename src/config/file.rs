@@ -16,6 +16,7 @@ use std::time::Duration;
 mod next;
 use toml::Spanned;
 
+mod admission;
 mod policy;
 mod routes;
 mod sticky;
@@ -186,6 +187,7 @@ struct UpstreamSection {
     pong_timeout: Option<Spanned<Dur>>,
     ping_backend: Option<Spanned<bool>>,
     send_timeout: Option<Dur>,
+    admission: Option<Spanned<admission::AdmissionSection>>,
 }
 
 #[derive(Deserialize)]
@@ -750,6 +752,9 @@ fn validate_upstream(
         policy.rebalance = Some(policy::rebalance(cx, r)?);
     }
     sticky::sticky(cx, &up.sticky, &mut policy)?;
+    if let Some(a) = &up.admission {
+        policy.admission = Some(admission::admission(cx, a)?);
+    }
     if let Some(a) = &up.autoscale {
         policy.autoscale = Some(autoscale(cx, a, policy.scale.is_some())?);
     }

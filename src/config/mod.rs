@@ -9,6 +9,7 @@
 //! Imports: nothing else in tideway (config sits at the bottom of the module graph).
 
 pub mod access;
+pub mod admission;
 pub mod date;
 pub mod default;
 pub mod dns;
@@ -30,6 +31,7 @@ mod types;
 pub mod upstream_tls;
 
 pub use access::AccessList;
+pub use admission::AdmissionConfig;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use limit::{ClientLimit, LimitRule, LimitZone, ZoneKind};

@@ -261,6 +261,8 @@ pub struct UpstreamPolicy {
     pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
     /// Tunnels' keepalive pings and send timeout.
     pub liveness: Liveness,
+    /// Upgrade admission per backend (None: off).
+    pub admission: Option<super::admission::AdmissionConfig>,
 }
 
 impl Default for UpstreamPolicy {
@@ -287,6 +289,7 @@ impl Default for UpstreamPolicy {
             registration: super::scope::RegistrationScope::default(),
             sticky: None,
             tls: None,
+            admission: None,
             liveness: Liveness::default(),
         }
     }

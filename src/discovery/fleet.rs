@@ -96,6 +96,8 @@ pub struct InstanceCount {
 
 impl Fleet {
     pub fn new(instance: String, pool: PoolHandle) -> Self {
+        // Upgrade admission waits for the fleet's size (see `Instances`).
+        pool.instances().unknown();
         Fleet {
             instance,
             pool,
@@ -174,6 +176,8 @@ impl Fleet {
     }
 
     fn set_others(&self, others: BTreeMap<String, (i64, Report)>) {
+        // Upgrade admission shares its rate as rebalancing does: among 1 + the others.
+        self.pool.instances().set(1 + others.len());
         *self.others.write().unwrap_or_else(|e| e.into_inner()) = others;
     }
 }

@@ -193,6 +193,8 @@ pub struct Live {
     /// a tunnel whose drain was taken back while it waited to close listens to it again.
     /// Only the controller writes it.
     renewed_close: std::sync::Mutex<Option<CancellationToken>>,
+    /// Upgrade admission (the upstream's `admission`): the data plane's state and counts.
+    admission: super::admission::Gate,
 }
 
 /// The process-wide reference point for expiry times.
@@ -404,6 +406,11 @@ impl Live {
             self.went_up.load(Ordering::Relaxed),
             self.went_down.load(Ordering::Relaxed),
         )
+    }
+
+    /// Upgrade admission to this backend.
+    pub fn admission(&self) -> &super::admission::Gate {
+        &self.admission
     }
 
     /// Start counting failures anew (after an ejection).

@@ -48,6 +48,7 @@ pub struct PoolHandle {
     inbox: Arc<Inbox>,
     sessions: Arc<super::sessions::Sessions>,
     own: Arc<super::own::OwnAddrs>,
+    instances: Arc<super::admission::Instances>,
 }
 
 impl PoolHandle {
@@ -59,6 +60,11 @@ impl PoolHandle {
     /// tideway's own listening addresses (set at start and by each reload).
     pub fn own(&self) -> &Arc<super::own::OwnAddrs> {
         &self.own
+    }
+
+    /// How many instances share upgrade admission limits (the fleet's reader sets it).
+    pub fn instances(&self) -> &Arc<super::admission::Instances> {
+        &self.instances
     }
 
     /// The current snapshot (cheap; do not hold it across long waits).
@@ -122,6 +128,7 @@ impl Controller {
             inbox: inbox.clone(),
             sessions: Arc::default(),
             own: Arc::default(),
+            instances: Arc::default(),
         };
         let task = ControllerTask {
             controller: self,

@@ -7,6 +7,7 @@
 //!
 //! Imports: `config` and `balance`. Never `proxy`, `admin` or the discovery sources.
 
+pub mod admission;
 pub mod backend;
 pub mod controller;
 pub mod deadlines;

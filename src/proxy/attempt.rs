@@ -94,6 +94,38 @@ impl Attempt for HttpAttempt<'_> {
     async fn attempt(&mut self, conn: &mut Conn, more: bool) -> Result<Done, Error> {
         self.exchange(conn, more).await
     }
+
+    /// A queued client is watched as one waiting for its answer is: one that goes away leaves
+    /// the queue, and what it sends meanwhile is kept for later. Bytes of a body still to
+    /// come (`streamed`) join the request in hand (`bufs.out`), so that the body relay takes
+    /// only the rest from the socket and nothing of the body is read as the next request.
+    /// Once [`MAX_HEAD`] bytes came in while queued, the client is no longer read (nor
+    /// watched) until its wait ends, at most `queue_timeout`.
+    async fn queued<F>(&mut self, admission: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let bufs = &mut *self.bufs;
+        let mut admission = std::pin::pin!(admission);
+        let mut taken = 0;
+        loop {
+            tokio::select! {
+                r = &mut admission => return Some(r),
+                n = self.client.read_buf(&mut bufs.client), if bufs.client.len() + taken < MAX_HEAD => {
+                    match n {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    }
+                    let body = bufs.client.len().min(usize::try_from(self.streamed).unwrap_or(usize::MAX));
+                    bufs.out.extend_from_slice(&bufs.client[..body]);
+                    bufs.client.drain(..body);
+                    self.streamed -= body as u64;
+                    taken += body;
+                }
+            }
+        }
+    }
 }
 
 /// How sending the request ended.
@@ -153,6 +185,11 @@ impl HttpAttempt<'_> {
         // On a pooled connection, a send that fails with nothing answered is the stale
         // connection's, whatever the size: the retry loop sends it again on a fresh one.
         let small = (self.bufs.out.len() <= SMALL_REQUEST || conn.reused) && self.streamed == 0;
+        // A body that streams goes at the client's pace: such a request took its token but
+        // holds no place under `max_pending` (a slow uploader would hold it for its upload).
+        if self.streamed > 0 {
+            conn.pending = None;
+        }
         let cut = match self.send_request(&mut conn.io).await {
             Streamed::Whole => None,
             Streamed::ClientGone => return Done::client_gone(),
@@ -249,16 +286,27 @@ impl HttpAttempt<'_> {
         let idle = policy.idle_timeout;
         let mut interim = 0;
         loop {
-            // After a cut, an answer is already on its way or not coming.
+            // After a cut, an answer is already on its way or not coming. A handshake holding
+            // an admission place is answered within `handshake_timeout`, or it is the
+            // backend's failure (and the place goes on).
             let wait = if cut.is_some() {
                 idle.min(EARLY_ANSWER_WAIT)
             } else {
                 idle
             };
+            let wait = match (&conn.pending, &policy.admission) {
+                (Some(_), Some(a)) => wait.min(a.handshake_timeout),
+                _ => wait,
+            };
             let deadline = tokio::time::Instant::now() + wait;
             let Some(read) = self.read_head_watching(&mut conn.io, deadline).await else {
                 return Done::client_gone().map(Headed::Done);
             };
+            // Answered: the handshake no longer counts as pending. A stale pooled connection
+            // keeps its place for the retry on a fresh one.
+            if matches!(read, Ok(Ok(HeadRead::Complete(_)))) {
+                conn.pending = None;
+            }
             let nothing = self.bufs.upstream.is_empty();
             let head_len = head_or_failure(read, cut, (interim, small, nothing), req.misreadable)?;
             moved.waited = Some(started.elapsed());

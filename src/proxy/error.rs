@@ -256,6 +256,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What a client refused by upgrade admission is told ([`Failure::Busy`]).
+pub const BUSY: &str = "the backend takes no more new connections right now; retry later";
+
 /// Why no backend could be chosen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NoBackend {
@@ -279,6 +282,13 @@ pub enum Failure {
     /// The last attempt failed, and the request goes no further.
     #[error("backend failed: {0}")]
     Attempt(Error),
+    /// Upgrade admission refused the client (the picked backend's queue was full, or its wait
+    /// ran out): 503 with `Retry-After` of this many seconds. No backend's failure.
+    #[error("{}", BUSY)]
+    Busy(u64),
+    /// The client went away while it waited for admission: nothing to answer.
+    #[error("the client went away while queued")]
+    Gone,
 }
 
 impl Failure {
@@ -288,15 +298,19 @@ impl Failure {
             Failure::NoBackend(_) => 503,
             Failure::Exhausted => 502,
             Failure::Attempt(e) => e.status(),
+            Failure::Busy(_) => 503,
+            // nginx's "client closed request".
+            Failure::Gone => 499,
         }
     }
 
     /// The `reason` label of `tideway_upstream_failures_total` this failure is counted under
-    /// when it happens; None for [`Failure::Exhausted`], whose attempts were each counted.
+    /// when it happens; None for [`Failure::Exhausted`], whose attempts were each counted,
+    /// and for the refusals of upgrade admission, which are no failure of the upstream.
     pub fn label(&self) -> Option<&'static str> {
         match self {
             Failure::NoBackend(_) => Some("no_backend"),
-            Failure::Exhausted => None,
+            Failure::Exhausted | Failure::Busy(_) | Failure::Gone => None,
             Failure::Attempt(e) => Some(e.label()),
         }
     }

@@ -210,6 +210,7 @@ impl HttpPath {
             idempotent: req.idempotent,
             client: peers.client,
             local: peers.local,
+            admission: super::admission::gated(&policy, req.websocket),
         };
         let mut attempt = HttpAttempt {
             path: self,
@@ -226,6 +227,18 @@ impl HttpPath {
         }
         let (done, conn) = match tried {
             Ok(done) => done,
+            Err(Failure::Gone) => {
+                out.status = Failure::Gone.status();
+                return Next::Abort;
+            }
+            Err(Failure::Busy(secs)) => {
+                let next = super::admission::refuse(client, secs, req.head_method, out).await;
+                // Body bytes still unread: linger, so that a reset does not destroy the 503.
+                return match next {
+                    Next::Close if streamed > 0 => Next::Linger,
+                    next => next,
+                };
+            }
             Err(failure) => {
                 let close = req.close || streamed > 0 || req.head_method;
                 let msg = failure.to_string();

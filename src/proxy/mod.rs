@@ -12,13 +12,15 @@
 //! one).
 //! [`listener`] counts each listener's connections (and refuses those over its
 //! `max_connections`); [`limit`] applies per-client limits (nginx's `limit_req` and `limit_conn`); [`sticky`]
-//! sets an upstream's sticky cookie on the answer.
+//! sets an upstream's sticky cookie on the answer. [`admission`] bounds the new upgrades each
+//! backend gets (an upstream's `admission`).
 //!
 //! Readers only: the data plane loads the pool snapshot once per request or connection and
 //! never locks. Imports `config`, `pool`, `balance`, `routing`, `metrics` and `net`; never
 //! `admin`, `discovery` or `health`.
 
 pub mod access;
+pub mod admission;
 pub mod attempt;
 pub mod body;
 pub mod budget;

@@ -5,6 +5,7 @@ use super::keepalive::Keepalive;
 use crate::balance::Key;
 use crate::config::{NextUpstream, UpstreamPolicy};
 use crate::net::backend::{handshake, BackendIo};
+use crate::pool::admission::Pending;
 use crate::pool::backend::ActiveGuard;
 use crate::pool::sticky::StickyId;
 use crate::pool::{Backend, BackendId, Live, PoolHandle, Snapshot, Upstream, Verdict};
@@ -29,6 +30,9 @@ pub struct Conn {
     /// Its `fail_timeout` (its own, or the upstream's): a success resets the failures only
     /// once this has passed since the last one, as in nginx.
     pub fail_timeout: std::time::Duration,
+    /// A handshake upgrade admission let through, until its answer arrives (the attempt
+    /// drops it then).
+    pub pending: Option<Pending>,
 }
 
 /// What the retry loop needs to know about a request.
@@ -47,6 +51,8 @@ pub struct Attempts<'a> {
     /// The client's and the listener's addresses, for a PROXY protocol header.
     pub client: Option<SocketAddr>,
     pub local: Option<SocketAddr>,
+    /// Upgrade admission judges this request ([`super::admission::gated`]); None: off.
+    pub admission: Option<&'a crate::config::AdmissionConfig>,
 }
 
 /// One try of a request on a backend connection, run by [`Route::attempts`]. `more`: an
@@ -59,6 +65,19 @@ pub trait Attempt {
         conn: &mut Conn,
         more: bool,
     ) -> impl std::future::Future<Output = Result<Self::Output, Error>> + Send;
+
+    /// Wait for `admission` (the backend's upgrade admission) while watching the client:
+    /// None when the client goes away first. By default the client is not watched.
+    fn queued<F>(
+        &mut self,
+        admission: F,
+    ) -> impl std::future::Future<Output = Option<F::Output>> + Send
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        async move { Some(admission.await) }
+    }
 }
 
 /// The attempt of a tunnel: being connected is all it takes.
@@ -73,6 +92,10 @@ impl Attempt for Connect {
 
 /// Retries on the same backend when a reused keep-alive connection turns out stale.
 pub const MAX_STALE_RETRIES: u32 = 2;
+
+/// How many times a client waiting for upgrade admission is sent to another backend when
+/// the one it waits for is drained or removed; after that it is refused (503).
+pub const MAX_REPICKS: u32 = 2;
 
 /// A listener's binding to an upstream.
 #[derive(Clone)]
@@ -149,7 +172,7 @@ impl Route {
             let fresh = again.is_some();
             let picked = match again.take() {
                 Some(same) => same,
-                None => self.pick_next(&how, &mut tries)?,
+                None => self.pick_admitted(&how, &mut tries, attempt).await?,
             };
             let pooled = keepalive.filter(|_| !fresh);
             let (failed, picked, reused) =
@@ -172,9 +195,52 @@ impl Route {
         }
     }
 
+    /// Pick the backend for the next attempt and, under upgrade admission, wait for its place
+    /// there (a refusal blames no backend). The backend counts the request as active only
+    /// once it is admitted: waiters fill no backend's `max_conns`. A client whose backend is
+    /// closed (its drain deadline, its removal) while it waits, or is no longer active when
+    /// its place comes (drained, disabled, removed), is sent to a backend picked anew, at
+    /// most [`MAX_REPICKS`] times; the place it leaves goes to the next client.
+    async fn pick_admitted<A: Attempt>(
+        &self,
+        how: &Attempts<'_>,
+        tries: &mut Tries,
+        attempt: &mut A,
+    ) -> Result<Picked, Failure> {
+        // One branch when admission is off.
+        let Some(cfg) = how.admission else {
+            return self.pick_next(how, tries).map(|c| c.begin(None));
+        };
+        for _ in 0..=MAX_REPICKS {
+            let chosen = self.pick_next(how, tries)?;
+            let place = super::admission::wait(&self.pool, &chosen.live, cfg, attempt);
+            let admitted = tokio::select! {
+                place = place => Some(place),
+                () = chosen.close.cancelled() => None,
+            };
+            if let Some(place) = admitted {
+                let place = place?;
+                if self.active(&chosen.id) {
+                    return Ok(chosen.begin(Some(place)));
+                }
+            }
+        }
+        Err(Failure::Busy(cfg.retry_after_secs(rand::random())))
+    }
+
+    /// Is backend `id` still in the pool and active?
+    fn active(&self, id: &BackendId) -> bool {
+        let snap = self.pool.load();
+        self.upstream(&snap).is_ok_and(|u| {
+            u.backends
+                .iter()
+                .any(|b| &b.id == id && b.state == crate::pool::backend::State::Active)
+        })
+    }
+
     /// Pick the backend for the next attempt (skipping those tried), and note whether there
     /// is one for an attempt after it.
-    fn pick_next(&self, how: &Attempts<'_>, tries: &mut Tries) -> Result<Picked, Failure> {
+    fn pick_next(&self, how: &Attempts<'_>, tries: &mut Tries) -> Result<Chosen, Failure> {
         let snap = self.pool.load();
         match self.pick(&snap, (how.key, how.sticky), &tries.tried) {
             Ok(b) => {
@@ -185,10 +251,10 @@ impl Route {
                         .nth(tries.tried.len() + 1)
                         .is_some()
                 });
-                Ok(Picked {
+                Ok(Chosen {
                     id: b.id.clone(),
                     addr: b.addr,
-                    guard: b.live.begin(),
+                    live: b.live.clone(),
                     close: b.close.clone(),
                     max_fails: b.max_fails(how.policy),
                     fail_timeout: b.fail_timeout(how.policy),
@@ -354,6 +420,32 @@ struct Tries {
     beyond: bool,
 }
 
+/// A backend chosen for the next attempt, before it counts the request as active.
+struct Chosen {
+    id: BackendId,
+    addr: SocketAddr,
+    live: std::sync::Arc<Live>,
+    close: CancellationToken,
+    max_fails: u32,
+    fail_timeout: std::time::Duration,
+}
+
+impl Chosen {
+    /// The request starts on this backend (its active count and requests), with the place
+    /// upgrade admission gave it.
+    fn begin(self, pending: Option<Pending>) -> Picked {
+        Picked {
+            id: self.id,
+            addr: self.addr,
+            guard: self.live.begin(),
+            close: self.close,
+            max_fails: self.max_fails,
+            fail_timeout: self.fail_timeout,
+            pending,
+        }
+    }
+}
+
 /// A picked backend, for one attempt.
 struct Picked {
     id: BackendId,
@@ -362,6 +454,7 @@ struct Picked {
     close: CancellationToken,
     max_fails: u32,
     fail_timeout: std::time::Duration,
+    pending: Option<Pending>,
 }
 
 impl Picked {
@@ -376,6 +469,7 @@ impl Picked {
             reused,
             max_fails: self.max_fails,
             fail_timeout: self.fail_timeout,
+            pending: self.pending,
         }
     }
 
@@ -388,6 +482,7 @@ impl Picked {
             close: conn.close,
             max_fails: conn.max_fails,
             fail_timeout: conn.fail_timeout,
+            pending: conn.pending,
         }
     }
 }
@@ -450,6 +545,7 @@ mod tests {
             idempotent,
             client: None,
             local: None,
+            admission: None,
         }
     }
 

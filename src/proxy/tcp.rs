@@ -125,6 +125,7 @@ impl TcpGateway {
             idempotent: true,
             client: peer,
             local: peers.local,
+            admission: None,
         };
         let conn = match self.route.attempts(how, &mut Connect).await {
             Ok(((), conn)) => conn,

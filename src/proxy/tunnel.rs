@@ -229,8 +229,11 @@ where
     }
 
     /// By side read from: do bytes wait to be written the other way?
+    /// (A flush the destination left pending counts: a TLS peer that stopped reading leaves
+    /// bytes in rustls' buffer, not in `pending`.)
     fn waiting(&self) -> [bool; 2] {
-        [!self.up.pending.is_empty(), !self.down.pending.is_empty()]
+        let waits = |h: &Half| !h.pending.is_empty() || h.unflushed;
+        [waits(&self.up), waits(&self.down)]
     }
 
     /// Have the timer fire in `ms` at the latest.
@@ -367,6 +370,13 @@ where
             if !h.takes_frame() {
                 continue; // mid-frame: at a later boundary
             }
+            // No ping behind a backlog: its pong would be late for the bytes ahead of it, not
+            // for a dead peer (a peer that takes nothing is send_timeout's). No ping once a
+            // close frame went by either way: the peers are closing, and a ping after a close
+            // frame is a protocol error to some of them.
+            if !h.pending.is_empty() || h.unflushed || self.closed.is_some() {
+                continue;
+            }
             let began = h.pending.is_empty();
             if side == CLIENT {
                 h.queue(&ping_frame());
@@ -444,6 +454,11 @@ where
         debug_assert!(u32::try_from(bytes.len()).is_ok(), "pos is a u32");
         self.up.pending = bytes;
         self.up.pos = 0;
+        // Bytes now wait for the backend: its send timeout runs from here.
+        self.watch.moved(CLIENT, false, true, now_ms());
+        if let Some(ms) = self.watch.send_ms() {
+            self.wake_by(ms);
+        }
     }
 
     /// The close signal fired: spread the close within the window that applies (see the module

@@ -314,3 +314,24 @@ async fn a_drain_taken_back_while_spreading_keeps_the_tunnel_open() {
     assert!(matches!(end, TunnelEnd::Drain), "{end:?}");
     assert!(started.elapsed() <= window, "{:?}", started.elapsed());
 }
+
+/// Once a close frame went by, tideway pings no more: the backend's close reaches the client
+/// alone, with no ping behind it (a ping after a close frame is a protocol error to some
+/// peers).
+#[tokio::test]
+async fn no_ping_follows_a_close_frame() {
+    let (task, mut c, mut b) = running(pinging(30, 30_000), 1 << 16);
+    b.write_all(&close_frame(1000)).await.unwrap();
+    let mut got = [0; 4];
+    c.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, close_frame(1000));
+    // Needed: several ping intervals pass with the client quiet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut more = [0; 1];
+    let read = tokio::time::timeout(Duration::from_millis(50), c.read(&mut more)).await;
+    assert!(
+        read.is_err(),
+        "nothing after the close frame: {read:?} {more:?}"
+    );
+    task.abort();
+}

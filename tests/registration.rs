@@ -37,7 +37,10 @@ async fn refused(p: &Proxy, r: reqwest::RequestBuilder, status: u16, says: &str)
     let strip = |v: &Value| {
         let mut v = v.clone();
         for b in v.as_array_mut().unwrap() {
-            b.as_object_mut().unwrap().remove("expires_in_ms");
+            // Clocks, not the pool: a registration's expiry and a drain's time left.
+            let b = b.as_object_mut().unwrap();
+            b.remove("expires_in_ms");
+            b.remove("drain_ends_in_ms");
         }
         v
     };

@@ -58,6 +58,7 @@ fn strip_clock(v: &mut Value) {
     match v {
         Value::Object(m) => {
             m.remove("expires_in_ms");
+            m.remove("drain_ends_in_ms");
             m.values_mut().for_each(strip_clock);
         }
         Value::Array(a) => a.iter_mut().for_each(strip_clock),

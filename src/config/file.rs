@@ -111,6 +111,8 @@ struct ListenerSection {
     tls: Option<Spanned<TlsSection>>,
     limits: Option<Spanned<LimitsSection>>,
     proxy_protocol: Option<bool>,
+    /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`) on a TLS listener.
+    http2: Option<Spanned<bool>>,
     real_ip: Option<Spanned<RealIpSection>>,
     client_limits: Option<Vec<Spanned<super::limit::UseSection>>>,
 }
@@ -133,6 +135,7 @@ struct LimitsSection {
     header_timeout: Option<Dur>,
     body_timeout: Option<Dur>,
     chunked_body_time: Option<Dur>,
+    max_concurrent_streams: Option<u32>,
     keepalive_timeout: Option<Dur>,
     keepalive_requests: Option<u32>,
     max_connections: Option<usize>,
@@ -548,6 +551,15 @@ fn validate_listener(
         Some(sp) => validate_limits(cx, sp)?,
     };
     let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    let http2 =
+        match &l.http2 {
+            Some(h) if *h.get_ref() && tls.is_none() => return Err(cx.err(
+                h.span(),
+                "http2 = true needs tls on the listener (HTTP/2 is offered by ALPN; h2c is not)",
+            )),
+            Some(h) => *h.get_ref(),
+            None => false,
+        };
     let real_ip = match &l.real_ip {
         None => None,
         Some(sp) => Some(validate_real_ip(cx, sp, protocol, proxy_protocol)?),
@@ -564,6 +576,7 @@ fn validate_listener(
         tls,
         limits,
         proxy_protocol,
+        http2,
         real_ip,
     })
 }
@@ -583,6 +596,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         max_connections: l.max_connections.unwrap_or(d.max_connections),
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
         chunked_body_time: l.chunked_body_time.map_or(d.chunked_body_time, |v| v.0),
+        max_concurrent_streams: l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
         per_client: Vec::new(),
     };
     let positive = [
@@ -591,6 +605,10 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         ("max_head", limits.max_head as u64),
         ("max_headers", limits.max_headers as u64),
         ("keepalive_requests", u64::from(limits.keepalive_requests)),
+        (
+            "max_concurrent_streams",
+            u64::from(limits.max_concurrent_streams),
+        ),
     ];
     for (name, v) in positive {
         if v == 0 {

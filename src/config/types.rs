@@ -130,10 +130,14 @@ pub struct Listener {
     /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address is
     /// the client's; a connection without a valid one is closed.
     pub proxy_protocol: bool,
+    /// HTTP/2 is offered by ALPN (`h2`, then `http/1.1`); TLS listeners only.
+    pub http2: bool,
     /// Trusted proxies whose forwarding header names the client (nginx's realip module).
     pub real_ip: Option<super::real_ip::RealIp>,
 }
 
+/// Concurrent streams per HTTP/2 connection (nginx's `http2_max_concurrent_streams`, 128).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Largest request line (nginx: one `large_client_header_buffers` buffer, 8k).
 pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
 /// Largest header field line (nginx: 8k).
@@ -173,6 +177,9 @@ pub struct HttpLimits {
     pub max_chunked_body: u64,
     /// Deadline of a whole chunked body, from its first byte on.
     pub chunked_body_time: Duration,
+    /// Concurrent streams one HTTP/2 connection may open (nginx's
+    /// `http2_max_concurrent_streams`).
+    pub max_concurrent_streams: u32,
     /// Per-client limits (`client_limits`), each with its zone; empty: none.
     pub per_client: Vec<super::limit::ClientLimit>,
 }
@@ -191,6 +198,7 @@ impl Default for HttpLimits {
             max_connections: 0,
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
             chunked_body_time: DEFAULT_CHUNKED_BODY_TIME,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             per_client: Vec::new(),
         }
     }

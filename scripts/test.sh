@@ -21,6 +21,8 @@ command -v goaccess >/dev/null || need+=(goaccess)        # the text access log 
 command -v groff >/dev/null || need+=(groff-base)         # tests render the man pages
 command -v systemd-analyze >/dev/null || need+=(systemd)  # the .deb check verifies the unit
 command -v curl >/dev/null || need+=(curl)                # the .deb check asks /readyz
+command -v nghttp >/dev/null || need+=(nghttp2-client)    # HTTP/2 tests fetch with nghttp (h2load benches)
+/usr/bin/python3 -c 'import h2' 2>/dev/null || need+=(python3-h2)  # HTTP/2 abuse tests send raw frames with Python's h2
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

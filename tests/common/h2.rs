@@ -243,3 +243,114 @@ pub async fn nghttp(p: &Proxy, host: &str, paths: &[&str], args: &[&str]) -> Ngh
         verbose,
     }
 }
+
+/// Accepts any certificate (the tests make their own).
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A TLS connection to `addr` with SNI `sni`, offering the ALPN protocols `alpn`: the
+/// stream, and the protocol the server chose.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<(
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Option<Vec<u8>>,
+)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((tls, chosen))
+}
+
+/// An HTTP/2 client (the `h2` crate) on a new connection to the proxy with SNI `sni`: the
+/// handle to send requests, and the connection's task (it ends when the server closes).
+pub async fn h2_client(
+    p: &Proxy,
+    sni: &str,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let (tls, chosen) = tls_connect(p.http, sni, &[b"h2"]).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]), "the server chose h2");
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// Send `req` (with `body`, or none) and read the whole answer: its status and body.
+pub async fn h2_fetch(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), h2::Error> {
+    let mut send = send.clone().ready().await?;
+    let (answer, mut stream) = send.send_request(req, body.is_none())?;
+    if let Some(b) = body {
+        stream.send_data(bytes::Bytes::copy_from_slice(b), true)?;
+    }
+    let res = answer.await?;
+    let status = res.status().as_u16();
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    Ok((status, got))
+}

@@ -306,3 +306,31 @@ async fn shutdown_sends_goaway_and_lets_a_stream_in_flight_finish() {
         "GOAWAY came while the stream was in flight"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_removes_the_listener_sends_its_connections_goaway() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy(rec.addr, true, "", "").await;
+    let (mut send, conn) = h2_client(&p, "a.test").await;
+    let req = http::Request::get("https://a.test/before")
+        .body(())
+        .unwrap();
+    assert_eq!(h2_fetch(&mut send, req, None).await.unwrap().0, 200);
+    // The listener goes (another, plain one, takes its place in the config).
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let other = format!("127.0.0.1:{}", common::free_port());
+    let rewritten: String = config
+        .replace(&p.http.to_string(), &other)
+        .lines()
+        .filter(|l| !l.starts_with("http2") && !l.starts_with("tls"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p.config_path, rewritten).unwrap();
+    p.reload().await;
+    // Well before keepalive_timeout (60 s): the connection was sent GOAWAY and closed.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+    assert!(
+        ended.is_ok(),
+        "the turned-away listener's connection closed"
+    );
+}

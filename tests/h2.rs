@@ -225,6 +225,19 @@ async fn a_stream_head_is_checked_as_an_http11_head_is() {
     assert_eq!(r.fields("cookie"), ["a=1; b=2"]);
     assert!(r.fields("x_real_ip").is_empty(), "{}", r.head);
     assert_eq!(r.fields("x-real-ip"), ["127.0.0.1"]);
+    // HEAD: tideway's own answer (a refusal) carries no DATA; the backend's neither.
+    let req = http::Request::head("https://a.test/a/%2e%2e/h")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (400, Vec::new())
+    );
+    let req = http::Request::head("https://a.test/head").body(()).unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (200, Vec::new())
+    );
     // None of the refused ones reached the backend.
     for path in ["/two-hosts", "/get-body", "/a/%2e%2e/b"] {
         assert!(

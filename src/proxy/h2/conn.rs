@@ -223,7 +223,8 @@ async fn stream(
 ) {
     let (head, body) = req.into_parts();
     let open = !body.is_end_stream();
-    let mut io: Stream = Box::new(H2Io::new(body, respond));
+    let head_only = head.method == http::Method::HEAD;
+    let mut io: Stream = Box::new(H2Io::new(body, respond, head_only));
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
         super::websocket::serve(conn, &head, protocol, &mut io).await;
         return;

@@ -203,7 +203,7 @@ impl ListenerHead {
                     at: at.clone(),
                     name: directive.into(),
                     class: Class::Approximated,
-                    why: format!("differs between the servers on {listen}: tideway applies the smallest values to the whole listener ({}); nginx takes it from the server SNI names, or the default server", differ.join(", ")),
+                    why: format!("differs between the servers on {listen}: tideway applies the smallest values to the whole listener ({}); nginx takes each server's own, by SNI (the default server's without it)", differ.join(", ")),
                 });
             }
         }

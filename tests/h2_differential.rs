@@ -12,14 +12,17 @@
 //! `/usr/bin/python3`, which scripts/test.sh provides).
 
 mod common;
+#[path = "support/recorder.rs"]
+mod recorder;
 
 use common::free_port;
 use common::nginx::{nginx_main, run_tideway_nginx, start_nginx_checked, wait_port};
+use recorder::read_more;
 use rustls::pki_types::ServerName;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Longest one exchange may take before the test fails.
@@ -92,17 +95,6 @@ impl Backend {
     }
 }
 
-async fn more(io: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 16 * 1024];
-    match io.read(&mut chunk).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-    }
-}
-
 /// Read `buf` up to and including the next CRLF (more from `io` as needed).
 async fn crlf_line(io: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     loop {
@@ -111,7 +103,7 @@ async fn crlf_line(io: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
             buf.drain(..i + 2);
             return Some(line);
         }
-        if !more(io, buf).await {
+        if !read_more(io, buf).await {
             return None;
         }
     }
@@ -124,7 +116,7 @@ async fn record(mut io: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            if !more(&mut io, &mut buf).await {
+            if !read_more(&mut io, &mut buf).await {
                 return;
             }
         };
@@ -154,7 +146,7 @@ async fn record(mut io: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
                     break;
                 }
                 while buf.len() < size + 2 {
-                    if !more(&mut io, &mut buf).await {
+                    if !read_more(&mut io, &mut buf).await {
                         return;
                     }
                 }
@@ -167,7 +159,7 @@ async fn record(mut io: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
                 .first()
                 .map_or(0, |v| v.parse().unwrap());
             while buf.len() < len {
-                if !more(&mut io, &mut buf).await {
+                if !read_more(&mut io, &mut buf).await {
                     return;
                 }
             }

@@ -192,109 +192,66 @@ struct Case {
     answers: [u16; 2],
 }
 
-/// `location /` sends `Host $host`, `location /raw/` sends `Host $http_host`.
-const CASES: &[Case] = &[
+/// A GET with `headers` that both forward, its `:authority` with a port when `port`.
+const fn get(
+    path: &'static str,
+    port: bool,
+    headers: &'static [(&'static str, &'static str)],
+) -> Case {
     Case {
         method: "GET",
-        path: "/search?q=a%20b&page=2",
-        port: false,
-        headers: &[("accept", "*/*")],
+        path,
+        port,
+        headers,
         body: &[],
         answers: [200, 200],
-    },
+    }
+}
+
+/// `location /` sends `Host $host`, `location /raw/` sends `Host $http_host`.
+const CASES: &[Case] = &[
+    get("/search?q=a%20b&page=2", false, &[("accept", "*/*")]),
     Case {
         method: "POST",
         path: "/upload",
-        port: false,
         headers: &[("content-type", "text/plain"), ("content-length", "11")],
         body: &[b"hello world"],
-        answers: [200, 200],
+        ..get("", false, &[])
     },
     // No content-length: the body ends with END_STREAM, in two DATA frames.
     Case {
         method: "POST",
         path: "/stream",
-        port: false,
         headers: &[("content-type", "text/plain")],
         body: &[b"part one, ", b"part two"],
-        answers: [200, 200],
+        ..get("", false, &[])
     },
     Case {
         method: "HEAD",
-        path: "/head",
-        port: false,
-        headers: &[],
-        body: &[],
-        answers: [200, 200],
+        ..get("/head", false, &[])
     },
     // RFC 9113 8.2.3: cookie split into fields, joined with "; " for HTTP/1.1.
-    Case {
-        method: "GET",
-        path: "/cookies",
-        port: false,
-        headers: &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")],
-        body: &[],
-        answers: [200, 200],
-    },
-    Case {
-        method: "GET",
-        path: "/te",
-        port: false,
-        headers: &[("te", "trailers")],
-        body: &[],
-        answers: [200, 200],
-    },
-    Case {
-        method: "GET",
-        path: "/xff",
-        port: false,
-        headers: &[("x-forwarded-for", "203.0.113.7")],
-        body: &[],
-        answers: [200, 200],
-    },
-    Case {
-        method: "GET",
-        path: "/port",
-        port: true,
-        headers: &[],
-        body: &[],
-        answers: [200, 200],
-    },
-    Case {
-        method: "GET",
-        path: "/raw/port",
-        port: true,
-        headers: &[],
-        body: &[],
-        answers: [200, 200],
-    },
+    get(
+        "/cookies",
+        false,
+        &[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")],
+    ),
+    get("/te", false, &[("te", "trailers")]),
+    get("/xff", false, &[("x-forwarded-for", "203.0.113.7")]),
+    get("/port", true, &[]),
+    get("/raw/port", true, &[]),
     // A `host` field as well as `:authority`: nginx 1.22 takes `:authority` as a Host line and
     // refuses the second as a duplicate (400), even when they agree; RFC 9113 8.3.1 allows one
     // that agrees, so tideway forwards it (one Host), and refuses one that differs (400).
     Case {
-        method: "GET",
-        path: "/raw/host-same",
-        port: false,
-        headers: &[("host", "a.test")],
-        body: &[],
         answers: [400, 200],
+        ..get("/raw/host-same", false, &[("host", "a.test")])
     },
     Case {
-        method: "GET",
-        path: "/raw/host-other",
-        port: false,
-        headers: &[("host", "b.test")],
-        body: &[],
         answers: [400, 400],
+        ..get("/raw/host-other", false, &[("host", "b.test")])
     },
-    Case {
-        method: "GET",
-        path: "/raw/",
-        port: false,
-        headers: &[],
-        body: &[],
-        answers: [200, 200],
-    },
+    get("/raw/", false, &[]),
 ];
 
 /// The nginx config both run (the ports and the backend their own): `listen ... ssl http2`,

@@ -183,6 +183,20 @@ fn route_tls_errors_point_at_the_route() {
     );
 }
 
+/// Each of `cases` (a line added to the config `base`, the message expected) is refused by
+/// `tideway check` with the config's path first.
+fn refused(base: &str, cases: &[(&str, &str)]) {
+    for (extra, expected) in cases {
+        let (code, stderr, path) = check(&format!("{base}{extra}\n"));
+        assert_eq!(code, 1, "{extra}");
+        assert!(stderr.starts_with(&path), "{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr:?}"
+        );
+    }
+}
+
 #[test]
 fn real_ip_and_proxy_protocol_errors_say_what_was_expected() {
     let l = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n";
@@ -206,16 +220,59 @@ fn real_ip_and_proxy_protocol_errors_say_what_was_expected() {
         ("proxy_protocol = \"v1\"", ":6:18: invalid type: string \"v1\", expected a boolean"),
         ("real_ip = { from = [], hdr = \"X-Real-IP\" }", "unknown field `hdr`"),
     ];
-    for (extra, expected) in cases {
-        let (code, stderr, path) = check(&format!("{l}{extra}\n"));
-        assert_eq!(code, 1, "{extra}");
-        assert!(stderr.starts_with(&path), "{stderr}");
-        assert!(
-            stderr.contains(expected),
-            "expected {expected:?} in {stderr:?}"
-        );
-    }
+    refused(l, &cases);
     let good = "proxy_protocol = true\nreal_ip = { from = [\"10.0.0.0/8\", \"192.168.1.7\"], header = \"proxy_protocol\" }";
     let (code, stderr, _) = check(&format!("{l}{good}\n"));
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// `http2 = true` needs TLS on its listener, and `limits.max_concurrent_streams` must be at
+/// least 1: each refused at its file:line; with TLS and a cap, both are taken.
+#[test]
+fn http2_needs_tls_and_a_stream_cap_of_at_least_one() {
+    let l = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n";
+    let cases = [
+        (
+            "http2 = true",
+            ":6:9: http2 = true needs tls on the listener",
+        ),
+        (
+            "limits = { max_concurrent_streams = 0 }",
+            ":6:10: limits.max_concurrent_streams must be at least 1",
+        ),
+        (
+            "http2 = \"h2\"",
+            ":6:9: invalid type: string \"h2\", expected a boolean",
+        ),
+    ];
+    refused(l, &cases);
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tls = format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\nhttp2 = true\nlimits = {{ max_concurrent_streams = 16 }}\n",
+        here.join("conf/demo-cert.pem").display(),
+        here.join("conf/demo-key.pem").display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h2.toml");
+    std::fs::write(&path, format!("{l}{tls}")).unwrap();
+    let config = tideway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let listener = &config.listeners[0];
+    assert!(listener.http2);
+    assert_eq!(listener.limits.max_concurrent_streams, 16);
+    // Without the key: off, and nginx's cap of 128.
+    std::fs::write(
+        &path,
+        format!(
+            "{l}{}",
+            tls.replace("http2 = true\n", "")
+                .replace("limits = { max_concurrent_streams = 16 }\n", "")
+        ),
+    )
+    .unwrap();
+    let config = tideway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.listeners[0].http2);
+    assert_eq!(
+        config.listeners[0].limits.max_concurrent_streams,
+        tideway::config::DEFAULT_MAX_CONCURRENT_STREAMS
+    );
 }

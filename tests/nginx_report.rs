@@ -97,11 +97,12 @@ fn check_nginx_prints_every_directive_by_class_with_file_and_line() {
         );
     }
     let approximated = group(&report, "approximated");
-    for (text, name) in [
-        ("ip_hash", "ip_hash"),
-        ("listen", "http2"),
-        ("slow_start", "slow_start"),
-    ] {
+    // `listen ... ssl http2` is read: the listener offers HTTP/2.
+    assert!(
+        !approximated.iter().any(|l| l.contains("\"http2\"")),
+        "{report}"
+    );
+    for (text, name) in [("ip_hash", "ip_hash"), ("slow_start", "slow_start")] {
         let want = format!("{}: \"{name}\"", at(text));
         assert!(
             approximated.iter().any(|l| l.starts_with(&want)),
@@ -403,4 +404,78 @@ fn stream_proxy_ssl_becomes_the_upstreams_tls() {
         e.contains(&format!("{}:{at}: ", path.display())) && e.contains("another scheme"),
         "{e}"
     );
+}
+
+/// `listen ... ssl http2` and `http2 on` turn on a TLS listener's HTTP/2, the stream cap and
+/// the header buffers become its limits; on a plain listener `http2 on` is approximated (no
+/// h2c); a value tideway cannot take fails the import at its file:line.
+#[test]
+fn http2_and_header_buffers_become_the_listeners() {
+    let conf = "http {
+    http2 on;
+    upstream app { server 127.0.0.1:1; }
+    server {
+        listen 127.0.0.1:8443 ssl;
+        ssl_certificate CONF/demo-cert.pem;
+        ssl_certificate_key CONF/demo-key.pem;
+        http2_max_concurrent_streams 16;
+        large_client_header_buffers 2 4k;
+        location / { proxy_pass http://app; }
+    }
+    server {
+        listen 127.0.0.1:8080;
+        location / { proxy_pass http://app; }
+    }
+}
+"
+    .replace("CONF", concat!(env!("CARGO_MANIFEST_DIR"), "/conf"));
+    let (_dir, path) = site(&conf);
+    let at = |text: &str| format!("{}:{}", path.display(), line_of(&conf, text));
+    let (config, warnings) = tideway::nginx::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let tls = &config.listeners[0];
+    assert_eq!(tls.listen.to_string(), "127.0.0.1:8443");
+    assert!(tls.http2);
+    let l = &tls.limits;
+    assert_eq!(
+        (
+            l.max_concurrent_streams,
+            l.max_request_line,
+            l.max_header_line,
+            l.max_head
+        ),
+        (16, 4096, 4096, 8192)
+    );
+    let plain = &config.listeners[1];
+    assert!(!plain.http2);
+    assert_eq!(plain.limits, tideway::config::HttpLimits::default());
+    // The http-level `http2 on` also reaches the plain listener: approximated, with its line.
+    let want = format!("{}: \"http2\" on a listener without ssl", at("http2 on"));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&want) && w.contains("h2c")),
+        "{warnings:?}"
+    );
+    let out = tideway(&["check", "--nginx"], &path);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    for (text, name) in [
+        ("http2_max", "http2_max_concurrent_streams"),
+        ("large_client", "large_client_header_buffers"),
+    ] {
+        let want = format!("{}: \"{name}\"", at(text));
+        assert!(group(&report, "read").contains(&want.as_str()), "{report}");
+    }
+
+    for (bad, why) in [
+        ("http2_max_concurrent_streams 0;", "must be at least 1"),
+        ("large_client_header_buffers 0 8k;", "invalid value"),
+        ("http2 maybe;", "takes on or off"),
+    ] {
+        let conf = conf.replace("http2_max_concurrent_streams 16;", bad);
+        let (_dir, path) = site(&conf);
+        let e = tideway::nginx::load(&path).unwrap_err().to_string();
+        let want = format!("{}:{}: \"", path.display(), line_of(&conf, bad));
+        assert!(e.contains(&want) && e.contains(why), "{bad}: {e}");
+    }
 }

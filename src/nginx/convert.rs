@@ -87,6 +87,8 @@ pub(super) struct Listener {
     pub(super) limits: String,
     /// A PROXY header's address is believed only from trusted balancers (`real_ip`).
     pub(super) trusts_proxy: bool,
+    /// HTTP/2 and the head limits its servers ask for ([`super::http2`]).
+    pub(super) head: super::http2::ListenerHead,
 }
 
 pub(super) struct Cx {
@@ -445,6 +447,8 @@ struct Outer<'a> {
     /// Timeouts, body size, `proxy_set_header`.
     proxy: &'a Inherited,
     retry: &'a Retry,
+    /// `http2`, `http2_max_concurrent_streams`, `large_client_header_buffers`.
+    head: &'a super::http2::HeadConf,
 }
 
 fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
@@ -452,7 +456,9 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
         realip: block_realip,
         proxy: http,
         retry: block_retry,
+        head: block_head,
     } = outer;
+    let mut head = super::http2::HeadConf::default();
     let mut realip = RealIpConf::default();
     // Server-level retry settings hold for every location, wherever they stand.
     let mut retry = block_retry.clone();
@@ -475,6 +481,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
                     .map(|l| (l, s.at())),
             ),
             _ if realip.take(s, false, &mut cx.warnings) => {}
+            _ if head.take(s, &mut cx.errors) => {}
             _ if s.name.starts_with("proxy_next_upstream") || s.name.starts_with("proxy_ssl_") => {}
             "ssl_certificate" => cert = s.args.first().cloned(),
             "ssl_certificate_key" => key = s.args.first().cloned(),
@@ -520,16 +527,19 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             ssl: false,
             proxy_protocol: false,
             default: false,
+            http2: false,
         };
         listens.push((all, d.at()));
     }
     let realip = realip.over(block_realip);
+    let head = head.over(block_head);
     for (l, at) in listens {
         let super::listen::Listen {
             addr: listen,
             ssl,
             proxy_protocol,
             default,
+            http2,
         } = l;
         let tls = match (ssl, &cert, &key) {
             (true, Some(c), Some(k)) => Some(crate::config::tls::TlsFiles {
@@ -586,9 +596,12 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             }
             l.servers.push(server);
             l.proxy_protocol |= proxy_protocol;
+            l.head.add(http2, head.clone());
             continue;
         }
         let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
+        let mut h2 = super::http2::ListenerHead::default();
+        h2.add(http2, head.clone());
         cx.listeners.push(Listener {
             at,
             listen,
@@ -599,6 +612,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
             limits: limits.clone(),
+            head: h2,
         });
     }
 }
@@ -661,6 +675,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                 maps.push_str(&http.render_maps());
                 cx.errors.append(&mut notes.errors);
                 let mut retry = Retry::default();
+                let mut head = super::http2::HeadConf::default();
                 let mut stream_ssl = super::stream::StreamSsl::default();
                 for s in b
                     .iter()
@@ -669,6 +684,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                     realip.take(s, stream, &mut cx.warnings);
                     if !stream {
                         retry.take(s, &mut cx.warnings);
+                        head.take(s, &mut cx.errors);
                     } else {
                         stream_ssl.take(s, &mut cx.warnings);
                     }
@@ -685,6 +701,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                                 realip: &realip,
                                 proxy: &http,
                                 retry: &retry,
+                                head: &head,
                             };
                             http_server(&mut cx, s, outer)
                         }
@@ -692,6 +709,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                         (name, true) if super::stream::StreamSsl::reads(name) => {}
                         ("resolver", false) => cx.resolver.take(s, &mut cx.warnings),
                         ("map", _) | ("include", _) => {}
+                        (name, false) if super::http2::HeadConf::reads(name) => {}
                         ("proxy_set_header" | "add_header" | "proxy_http_version", false) => {}
                         (_, false) if Inherited::default().take(s, &mut Notes::default()) => {}
                         (name, _) if RealIpConf::reads(name, stream) => {}
@@ -709,6 +727,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
                     realip: &RealIpConf::default(),
                     proxy: &Inherited::default(),
                     retry: &Retry::default(),
+                    head: &Default::default(),
                 };
                 http_server(&mut cx, d, outer)
             }
@@ -739,6 +758,7 @@ pub fn convert(top: &[Directive], base: &std::path::Path, options: Options) -> C
             "{at}: listen {listen}: no server on it has a location; not served"
         ));
     }
+    super::http2::settle(&mut cx.listeners, &mut cx.notes);
     // An upstream is named for the logs of each http listener.
     for l in cx.listeners.iter_mut().filter(|l| l.protocol == "http") {
         l.upstream = l

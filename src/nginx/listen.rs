@@ -16,6 +16,8 @@ pub struct Listen {
     pub ssl: bool,
     pub proxy_protocol: bool,
     pub default: bool,
+    /// `http2` on a TLS listen (on a plain one it is reported, and off).
+    pub http2: bool,
 }
 
 /// nginx `listen` argument -> host:port.
@@ -61,20 +63,40 @@ pub fn read(d: &Directive, stream: bool, skip: bool, notes: &mut Vec<Finding>) -
         ssl: false,
         proxy_protocol: false,
         default: false,
+        http2: false,
     };
     let mut udp = None;
     for p in &d.args[1..] {
         let k = p.split_once('=').map_or(p.as_str(), |(k, _)| k);
         match (k, stream) {
             ("ssl", false) => l.ssl = true,
-            ("ssl", true) => notes.push(param(d, k, Class::Error, "(listen parameter): tideway does not terminate TLS in a stream server")),
+            ("ssl", true) => notes.push(param(
+                d,
+                k,
+                Class::Error,
+                "(listen parameter): tideway does not terminate TLS in a stream server",
+            )),
             ("proxy_protocol", _) => l.proxy_protocol = true,
             ("default_server" | "default", false) => l.default = true,
-            ("http2", false) => notes.push(param(d, k, Class::Approximated, "(listen parameter): tideway speaks HTTP/1.1 to clients on this listener (its TLS offers only http/1.1 by ALPN)")),
+            ("http2", false) => l.http2 = true,
             ("udp" | "quic", _) => udp = Some(k),
-            _ if TUNING.contains(&k) => notes.push(param(d, k, Class::NoEffect, "(listen parameter) tunes the socket; tideway uses its defaults")),
-            _ => notes.push(param(d, k, Class::Ignored, "(listen parameter) is not understood")),
+            _ if TUNING.contains(&k) => notes.push(param(
+                d,
+                k,
+                Class::NoEffect,
+                "(listen parameter) tunes the socket; tideway uses its defaults",
+            )),
+            _ => notes.push(param(
+                d,
+                k,
+                Class::Ignored,
+                "(listen parameter) is not understood",
+            )),
         }
+    }
+    if l.http2 && !l.ssl {
+        l.http2 = false;
+        notes.push(param(d, "http2", Class::Approximated, "(listen parameter) without ssl: tideway speaks no h2c (HTTP/2 in clear text); nginx would take h2c clients with prior knowledge here, tideway serves HTTP/1.1 only"));
     }
     if let Some(k) = udp {
         let (class, what) = if skip {
@@ -133,14 +155,24 @@ mod tests {
         );
         let l = l.unwrap();
         assert_eq!(
-            (l.addr.as_str(), l.ssl, l.default),
-            ("0.0.0.0:443", true, true)
+            (l.addr.as_str(), l.ssl, l.default, l.http2),
+            ("0.0.0.0:443", true, true, true)
         );
         assert_eq!(
             n.iter()
                 .map(|f| (f.name.as_str(), f.class))
                 .collect::<Vec<_>>(),
-            [("http2", Class::Approximated), ("ipv6only", Class::Ignored)]
+            [("ipv6only", Class::Ignored)]
         );
+        // Without ssl, nginx would speak h2c with prior knowledge: tideway does not.
+        let (l, n) = listen(&["8080", "http2"], false, false);
+        assert!(!l.unwrap().http2);
+        assert_eq!(
+            n.iter()
+                .map(|f| (f.name.as_str(), f.class))
+                .collect::<Vec<_>>(),
+            [("http2", Class::Approximated)]
+        );
+        assert!(n[0].why.contains("h2c"), "{}", n[0]);
     }
 }

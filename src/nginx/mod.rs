@@ -12,6 +12,7 @@ pub mod content;
 pub mod convert;
 pub mod directives;
 pub mod export;
+pub mod http2;
 pub mod limit;
 pub mod listen;
 pub mod maps;

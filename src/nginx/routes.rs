@@ -72,7 +72,7 @@ fn time(v: &str) -> Option<Duration> {
 }
 
 /// nginx size ("1024", "8k", "10m", "1g"); 0 is no limit.
-fn size(v: &str) -> Option<u64> {
+pub(super) fn size(v: &str) -> Option<u64> {
     let lower = v.to_ascii_lowercase();
     let (num, unit) = match lower.as_bytes().last()? {
         b'k' => (&lower[..lower.len() - 1], 1024),

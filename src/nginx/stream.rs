@@ -109,6 +109,7 @@ pub(super) fn server(cx: &mut Cx, d: &Directive, block_realip: &RealIpConf, bloc
             trusts_proxy: false,
             real_ip,
             limits: limits.clone(),
+            head: Default::default(),
         });
     }
 }

@@ -90,7 +90,8 @@ async fn serve(mut io: TcpStream, seen: Arc<Mutex<Vec<Recorded>>>) {
     }
 }
 
-async fn read_more(io: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+/// Read more of `io` onto `buf`; false when the connection ends.
+pub async fn read_more(io: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 16 * 1024];
     match io.read(&mut chunk).await {
         Ok(0) | Err(_) => false,

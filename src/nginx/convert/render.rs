@@ -18,6 +18,10 @@ pub(super) fn render(upstreams: &BTreeMap<String, Upstream>, listeners: &[Listen
         if l.proxy_protocol {
             out.push_str("proxy_protocol = true\n");
         }
+        if l.head.http2 {
+            out.push_str("http2 = true\n");
+        }
+        out.push_str(&l.head.limits);
         if let Some(r) = &l.real_ip {
             let _ = writeln!(out, "real_ip = {r}");
         }

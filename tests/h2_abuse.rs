@@ -167,7 +167,14 @@ async fn attack(port: u16, attack: &str, args: &[&str]) -> Value {
 /// `curl --http2` fetches `/` over h2 and gets the backend's `ok`: another client is served.
 async fn served(t: &Target) {
     let out = tokio::process::Command::new("curl")
-        .args(["--http2", "-sk", "--max-time", "10", "-w", " %{http_version}"])
+        .args([
+            "--http2",
+            "-sk",
+            "--max-time",
+            "10",
+            "-w",
+            " %{http_version}",
+        ])
         .arg("--resolve")
         .arg(format!("localhost:{}:127.0.0.1", t.port))
         .arg(format!("https://localhost:{}/", t.port))
@@ -185,6 +192,13 @@ async fn served(t: &Target) {
 /// How an attack ended, for the figures.
 fn ending(r: &Value) -> String {
     let mut how = Vec::new();
+    if let Some(statuses) = r["statuses"].as_object().filter(|m| !m.is_empty()) {
+        let mut counts = std::collections::BTreeMap::new();
+        for s in statuses.values() {
+            *counts.entry(s.to_string()).or_insert(0) += 1;
+        }
+        how.push(format!("answered {counts:?}"));
+    }
     if let Some(g) = r["goaway"].as_object() {
         how.push(format!("GOAWAY {}", g["code"].as_str().unwrap()));
     }
@@ -203,29 +217,25 @@ fn ending(r: &Value) -> String {
     how.join(", ")
 }
 
-/// Print an attack's figures and assert its cost bounds; returns the usage after.
-fn cost(t: &Target, what: &str, before: Usage, r: &Value) -> Usage {
+/// Print an attack's figures (`unit`: what `sent` counts) and assert its cost bounds.
+fn cost(t: &Target, what: &str, unit: &str, before: Usage, r: &Value) {
     let after = usage(t.pid);
     let cpu = after.cpu_ms - before.cpu_ms;
     let rss = after.rss_kib.saturating_sub(before.rss_kib);
     println!(
-        "{} {what}: {} frames sent in {} s, ended: {}; backend received {} requests ({} body bytes); CPU {cpu} ms; RSS {} -> {} KiB (+{rss})",
+        "{} {what}: {} {unit} sent in {} s, {} ACKs read, ended: {}; backend received {} requests ({} body bytes) so far; CPU {cpu} ms; RSS {} -> {} KiB (+{rss})",
         t.name,
         r["sent"],
         r["seconds"],
+        r["acks"],
         ending(r),
         t.backend.received(),
         t.backend.body_sent(),
         before.rss_kib,
         after.rss_kib,
     );
-    assert!(
-        rss < RSS_BOUND_KIB,
-        "{} {what}: RSS grew {rss} KiB",
-        t.name
-    );
+    assert!(rss < RSS_BOUND_KIB, "{} {what}: RSS grew {rss} KiB", t.name);
     assert!(cpu < CPU_BOUND_MS, "{} {what}: {cpu} ms of CPU", t.name);
-    after
 }
 
 fn sent(r: &Value) -> u64 {
@@ -245,8 +255,9 @@ fn closed(r: &Value) -> bool {
 async fn rapid_reset(t: &Target, goaways: &[&str]) {
     let before = usage(t.pid);
     let received = t.backend.received();
-    let r = attack(t.port, "rapid-reset", &["--count", "100000", "--seconds", "30"]).await;
-    cost(t, "rapid reset", before, &r);
+    let args = ["--count", "100000", "--seconds", "30"];
+    let (r, ()) = tokio::join!(attack(t.port, "rapid-reset", &args), served(t));
+    cost(t, "rapid reset", "HEADERS+RST_STREAM pairs", before, &r);
     let code = goaway(&r).unwrap_or_else(|| panic!("{}: no GOAWAY: {r}", t.name));
     assert!(goaways.contains(&code), "{}: GOAWAY {code}", t.name);
     assert!(sent(&r) < 20_000, "{}: {} pairs taken", t.name, sent(&r));
@@ -262,7 +273,7 @@ async fn continuation(t: &Target) {
     let received = t.backend.received();
     let flood = attack(t.port, "continuation", &["--seconds", "30"]);
     let (r, ()) = tokio::join!(flood, served(t));
-    cost(t, "CONTINUATION flood", before, &r);
+    cost(t, "CONTINUATION flood", "CONTINUATION frames", before, &r);
     assert!(
         goaway(&r).is_some() || closed(&r),
         "{}: not ended: {r}",
@@ -285,14 +296,19 @@ async fn oversized(t: &Target) -> Value {
     let before = usage(t.pid);
     let received = t.backend.received();
     let r = attack(t.port, "big-headers", &["--count", "40", "--seconds", "10"]).await;
-    cost(t, "oversized headers", before, &r);
+    cost(t, "oversized headers", "frames", before, &r);
     assert!(r["header_block_bytes"].as_u64().unwrap() > 32 * 1024);
     let refused = r["statuses"]["1"] == 431
         || r["reset_streams"].as_array().unwrap().contains(&1.into())
         || goaway(&r).is_some();
     assert!(refused, "{}: not refused: {r}", t.name);
     assert_ne!(r["statuses"]["1"], 200, "{}: {r}", t.name);
-    assert_eq!(t.backend.received(), received, "{}: reached the backend", t.name);
+    assert_eq!(
+        t.backend.received(),
+        received,
+        "{}: reached the backend",
+        t.name
+    );
     served(t).await;
     r
 }
@@ -304,7 +320,12 @@ async fn too_many_streams(t: &Target) {
     t.backend.hold();
     let port = t.port;
     let opened = tokio::spawn(async move {
-        attack(port, "streams", &["--count", "20", "--path", "/slow", "--seconds", "20"]).await
+        attack(
+            port,
+            "streams",
+            &["--count", "20", "--path", "/slow", "--seconds", "20"],
+        )
+        .await
     });
     // The first streams are held at the backend while the others arrive.
     wait_until(Duration::from_secs(10), || async {
@@ -314,7 +335,7 @@ async fn too_many_streams(t: &Target) {
     served(t).await;
     t.backend.release();
     let r = opened.await.unwrap();
-    cost(t, "too many streams", before, &r);
+    cost(t, "too many streams", "HEADERS", before, &r);
     let statuses = r["statuses"].as_object().unwrap();
     let ok = statuses.values().filter(|s| **s == 200).count();
     assert_eq!(ok, STREAMS as usize, "{}: {r}", t.name);
@@ -335,7 +356,7 @@ async fn flood(t: &Target, which: &str) {
     let count = FLOOD.to_string();
     let args = ["--count", &count, "--seconds", "30"];
     let (r, ()) = tokio::join!(attack(t.port, which, &args), served(t));
-    cost(t, which, before, &r);
+    cost(t, which, "frames", before, &r);
     let stalled = r["stalled"].as_bool().unwrap();
     assert!(
         goaway(&r).is_some() || closed(&r) || stalled,
@@ -357,12 +378,20 @@ async fn zero_window(t: &Target, within: Duration) {
     let seconds = within.as_secs().to_string();
     let port = t.port;
     let stalled = tokio::spawn(async move {
-        attack(port, "zero-window", &["--path", "/big", "--seconds", &seconds]).await
+        attack(
+            port,
+            "zero-window",
+            &["--path", "/big", "--seconds", &seconds],
+        )
+        .await
     });
-    wait_until(Duration::from_secs(10), || async { t.backend.body_sent() > 0 }).await;
+    wait_until(Duration::from_secs(10), || async {
+        t.backend.body_sent() > 0
+    })
+    .await;
     served(t).await;
     let r = stalled.await.unwrap();
-    cost(t, "zero window", before, &r);
+    cost(t, "zero window", "request", before, &r);
     assert_eq!(r["data_bytes"], 0, "{}: DATA past a zero window", t.name);
     let ended = r["reset_streams"].as_array().unwrap().contains(&1.into())
         || goaway(&r).is_some()

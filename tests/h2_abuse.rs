@@ -12,6 +12,7 @@ mod common;
 #[path = "support/counting.rs"]
 mod counting;
 
+use common::h2::{make_cert, start_h2_proxy};
 use common::nginx::{nginx_main, start_nginx_checked, wait_port};
 use common::*;
 use counting::Counting;
@@ -34,41 +35,25 @@ struct Target {
     port: u16,
     pid: u32,
     backend: Counting,
+    /// The running server (and its files), stopped on drop.
     _proc: Box<dyn std::any::Any + Send>,
-    _dir: tempfile::TempDir,
 }
 
-/// A self-signed certificate for `localhost` in `dir`: (cert, key) paths.
-fn cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    (cert, key)
-}
+/// The name the attacks and the other client ask for (the test certificate's).
+const NAME: &str = "a.test";
 
 /// tideway with a TLS listener speaking h2, [`STREAMS`] streams per connection, in front of a
 /// counting backend.
 async fn tideway() -> Target {
     let backend = Counting::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = cert(dir.path());
-    let p = start_proxy_with(
-        &format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}\nhttp2 = true\nlimits = {{ max_concurrent_streams = {STREAMS} }}",
-            cert.display(),
-            key.display()
-        ),
-        &format!("[upstream.app]\nbackends = [{{ addr = \"{}\" }}]", backend.addr),
-    )
-    .await;
+    let limits = format!("limits = {{ max_concurrent_streams = {STREAMS} }}");
+    let p = start_h2_proxy(backend.addr, true, "", &limits).await;
     Target {
         name: "tideway",
         port: p.http.port(),
         pid: p.child.id(),
         backend,
         _proc: Box::new(p),
-        _dir: dir,
     }
 }
 
@@ -77,14 +62,14 @@ async fn tideway() -> Target {
 async fn nginx() -> Target {
     let backend = Counting::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = cert(dir.path());
+    let c = make_cert(dir.path(), "a", &[NAME]);
     let port = free_port();
     let d = dir.path().display();
     let conf = format!(
         "{}http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    http2_max_concurrent_streams {STREAMS};\n    send_timeout 2s;\n    location / {{ proxy_pass http://{}; }}\n  }}\n}}\n",
         nginx_main(dir.path()),
-        cert.display(),
-        key.display(),
+        c.cert.display(),
+        c.key.display(),
         backend.addr
     );
     let file = dir.path().join("nginx.conf");
@@ -97,8 +82,7 @@ async fn nginx() -> Target {
         port,
         pid,
         backend,
-        _proc: Box::new(master) as Box<dyn std::any::Any + Send>,
-        _dir: dir,
+        _proc: Box::new((master, dir)),
     }
 }
 
@@ -145,7 +129,7 @@ async fn attack(port: u16, attack: &str, args: &[&str]) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h2_frames.py");
     let out = tokio::process::Command::new("/usr/bin/python3")
         .arg(script)
-        .args([attack, "127.0.0.1", &port.to_string()])
+        .args([attack, "127.0.0.1", &port.to_string(), "--authority", NAME])
         .args(args)
         .kill_on_drop(true)
         .output()
@@ -176,8 +160,8 @@ async fn served(t: &Target) {
             " %{http_version}",
         ])
         .arg("--resolve")
-        .arg(format!("localhost:{}:127.0.0.1", t.port))
-        .arg(format!("https://localhost:{}/", t.port))
+        .arg(format!("{NAME}:{}:127.0.0.1", t.port))
+        .arg(format!("https://{NAME}:{}/", t.port))
         .output()
         .await
         .unwrap();

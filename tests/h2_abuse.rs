@@ -1,12 +1,23 @@
 //! HTTP/2 abuse (issue 25, must-show 2): raw frames from `tests/support/h2_frames.py` against a
 //! TLS listener with `http2 = true` and a counting backend behind it. Each attack must end in
-//! a GOAWAY, an RST_STREAM or a closed (or no longer read) connection, at a bounded cost:
-//! what the backend received, tideway's CPU time and RSS (from /proc) before and after. Another
-//! client (`curl --http2`) is served meanwhile and after. The figures are printed so they can
-//! be quoted (`cargo test --test h2_abuse -- --nocapture`).
+//! a GOAWAY, an RST_STREAM, a 431 or a closed (or no longer read) connection, at a bounded
+//! cost: what the backend received, tideway's CPU time and RSS (from /proc) before and after.
+//! Another client (`curl --http2`) is served meanwhile and after. The figures are printed so
+//! they can be quoted (`cargo test --test h2_abuse -- --nocapture`).
 //!
-//! `nginx_reference` runs the same attacks against real nginx (`listen ... ssl http2`, with the
-//! same stream cap and a 2 s `send_timeout`) and prints its answers beside them.
+//! - rapid reset (CVE-2023-44487), HEADERS + RST_STREAM pairs in bulk: GOAWAY
+//!   ENHANCE_YOUR_CALM (the h2 crate's limit on streams reset before they are taken);
+//!   paced 5 ms apart: GOAWAY after `keepalive_requests` streams, as nginx;
+//! - CONTINUATION flood (CVE-2024-27316): GOAWAY once the header list passes `max_head`;
+//! - a header list over `max_head` (32 KiB): 431 on the stream, nothing to the backend;
+//! - streams over `max_concurrent_streams`: RST_STREAM REFUSED_STREAM, the others served;
+//! - SETTINGS and PING floods with the ACKs unread: the codec stops reading while an ACK
+//!   cannot be sent (the connection stays open, nothing piles up);
+//! - a zero window on a 1 GiB answer: RST_STREAM by the 60 s send timeout (not configurable:
+//!   the test waits for it), the backend read only as far as the buffers on the way.
+//!
+//! `nginx_reference` runs the same attacks against real nginx 1.22 (`listen ... ssl http2`,
+//! the same stream cap and `keepalive_requests`, a 2 s `send_timeout`) and prints its answers.
 
 mod common;
 #[path = "support/counting.rs"]

@@ -5,6 +5,8 @@
 //! `ok`; a request for `/slow` is held until [`Counting::release`] (or its client goes), and
 //! again after [`Counting::hold`]. It
 //! keeps the connection open unless the request says `Connection: close` (nginx sends that).
+//! A request for `/big` is answered with a body of [`BIG_BODY`] bytes, written as fast as the
+//! connection takes them; [`Counting::body_sent`] says how many it took.
 //!
 //! Clients bind their socket to a chosen loopback address (`127.0.0.1`, `127.0.0.2`, ...) so
 //! one test can be several clients. Imports only std and tokio.
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 pub struct Counting {
     pub addr: SocketAddr,
     received: Arc<AtomicUsize>,
+    body_sent: Arc<AtomicUsize>,
     release: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -38,16 +41,18 @@ impl Counting {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
+        let body_sent = Arc::new(AtomicUsize::new(0));
         let (release, held) = watch::channel(false);
-        let count = received.clone();
+        let (count, sent) = (received.clone(), body_sent.clone());
         let task = tokio::spawn(async move {
             while let Ok((io, _)) = listener.accept().await {
-                tokio::spawn(serve(io, count.clone(), held.clone()));
+                tokio::spawn(serve(io, count.clone(), sent.clone(), held.clone()));
             }
         });
         Counting {
             addr,
             received,
+            body_sent,
             release,
             task,
         }
@@ -56,6 +61,11 @@ impl Counting {
     /// Request heads received so far.
     pub fn received(&self) -> usize {
         self.received.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of `/big` bodies the connections took so far.
+    pub fn body_sent(&self) -> usize {
+        self.body_sent.load(Ordering::SeqCst)
     }
 
     /// Answer every held `/slow` request, and every later one at once.
@@ -69,7 +79,15 @@ impl Counting {
     }
 }
 
-async fn serve(mut io: TcpStream, count: Arc<AtomicUsize>, mut held: watch::Receiver<bool>) {
+/// The length of a `/big` body: 1 GiB, more than any buffer on its way should hold.
+pub const BIG_BODY: usize = 1 << 30;
+
+async fn serve(
+    mut io: TcpStream,
+    count: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    mut held: watch::Receiver<bool>,
+) {
     let mut buf = Vec::new();
     loop {
         let end = loop {
@@ -88,6 +106,10 @@ async fn serve(mut io: TcpStream, count: Arc<AtomicUsize>, mut held: watch::Rece
         if head.starts_with("get /slow") {
             let _ = held.wait_for(|r| *r).await;
         }
+        if head.starts_with("get /big") {
+            send_big(&mut io, &sent).await;
+            return;
+        }
         let close = head.contains("connection: close");
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{}\r\nok",
@@ -96,6 +118,24 @@ async fn serve(mut io: TcpStream, count: Arc<AtomicUsize>, mut held: watch::Rece
         if io.write_all(answer.as_bytes()).await.is_err() || close {
             return;
         }
+    }
+}
+
+/// Answer `/big`: [`BIG_BODY`] bytes, counted in `sent` as the connection takes them.
+async fn send_big(io: &mut TcpStream, sent: &AtomicUsize) {
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n");
+    if io.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut left = BIG_BODY;
+    while left > 0 {
+        let n = match io.write(&chunk[..left.min(chunk.len())]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        sent.fetch_add(n, Ordering::SeqCst);
+        left -= n;
     }
 }
 

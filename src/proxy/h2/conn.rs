@@ -4,7 +4,10 @@
 //! - Each accepted stream runs as a task of its own ([`stream`]): streams proceed in
 //!   parallel on the runtime's threads, a slow one never delays the connection's own I/O
 //!   (which the codec drives from this task), and a stream's large future is not kept inside
-//!   the connection's.
+//!   the connection's. At most `max_concurrent_streams` of them run at once: past that,
+//!   the codec is driven but no stream is taken, so streams a client opens and resets
+//!   (rapid reset, CVE-2023-44487) pile up as pending-accept resets, and past
+//!   [`DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS`] the connection gets GOAWAY.
 //! - Limits: [`builder`] lists them with why. The client's preface and the first request
 //!   come within `header_timeout`; a connection without open streams for `keepalive_timeout`
 //!   is sent GOAWAY, as is one that has carried `keepalive_requests` streams (nginx applies

@@ -226,6 +226,31 @@ impl Gateway {
         matches!(step, Step::Next)
     }
 
+    /// Answer an HTTP/2 stream its front door refused before classifying it (`parts`: what
+    /// of its head is known), logged and counted as any refused request is.
+    pub async fn h2_refused(
+        &self,
+        stream: &mut Stream,
+        parts: &Parts<'_, '_>,
+        r: Refusal,
+        (conn, identity): (Peers, Option<&Identity>),
+    ) {
+        let started = std::time::Instant::now();
+        let logged = access::enabled().then(|| access::Head::of_parts(parts));
+        let id = RequestId::default();
+        let log = Log {
+            logged: logged.as_ref(),
+            started,
+            id: &id,
+            sni: identity.and_then(|i| i.sni.as_deref()),
+            version: Version::H2,
+        };
+        let mut out = Outcome::default();
+        let _ = refuse(stream, r.status, r.reason, true, &mut out).await;
+        log.finished(&self.route, conn.client.map(|a| a.ip()), &out);
+        close(stream).await;
+    }
+
     /// The listener's routes, for a reload to swap.
     pub fn routes(&self) -> &SharedRoutes {
         &self.routes

@@ -4,7 +4,10 @@
 //! - Each accepted stream runs as a task of its own ([`stream`]): streams proceed in
 //!   parallel on the runtime's threads, a slow one never delays the connection's own I/O
 //!   (which the codec drives from this task), and a stream's large future is not kept inside
-//!   the connection's.
+//!   the connection's. At most `max_concurrent_streams` of them run at once: past that,
+//!   the codec is driven but no stream is taken, so streams a client opens and resets
+//!   (rapid reset, CVE-2023-44487) pile up as pending-accept resets, and past
+//!   [`DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS`] the connection gets GOAWAY.
 //! - Limits: [`builder`] lists them with why. The client's preface and the first request
 //!   come within `header_timeout`; a connection without open streams for `keepalive_timeout`
 //!   is sent GOAWAY, as is one that has carried `keepalive_requests` streams (nginx applies
@@ -16,7 +19,7 @@
 
 use super::stream::H2Io;
 use crate::config::HttpLimits;
-use crate::proxy::exchange::{reply_error, Peers};
+use crate::proxy::exchange::Peers;
 use crate::proxy::gateway::{Gateway, Places};
 use crate::proxy::tls::Identity;
 use bytes::Bytes;
@@ -233,24 +236,22 @@ async fn stream(
     let mut cookie = Vec::new();
     let decoded = super::head::fields(&head, &mut cookie, limits).and_then(|fields| {
         let target = super::head::target(&head)?;
-        Ok((fields, target))
+        super::head::line(&head, target, limits)?;
+        Ok((target, fields))
     });
-    let (fields, target) = match decoded {
+    let (target, fields) = match decoded {
         Ok(d) => d,
-        Err(r) => return refuse(&mut io, r).await,
+        Err(r) => {
+            // What of the head the log shows: its method and path.
+            let path = head.uri.path_and_query().map_or("", |p| p.as_str());
+            let known = super::head::parts(&head, path, &[], open);
+            let peers = (conn.peers, conn.identity.as_ref());
+            return conn.gateway.h2_refused(&mut io, &known, r, peers).await;
+        }
     };
-    let parts = match super::head::parts(&head, target, &fields, open, limits) {
-        Ok(p) => p,
-        Err(r) => return refuse(&mut io, r).await,
-    };
+    let parts = super::head::parts(&head, target, &fields, open);
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
     if conn.gateway.h2_request(&mut io, &parts, on).await {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
     }
-}
-
-/// Answer a stream whose head the front door refused.
-async fn refuse(io: &mut Stream, r: crate::proxy::request::Refusal) {
-    let _ = reply_error(io, r.status, r.reason, true).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
 }

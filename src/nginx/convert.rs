@@ -524,10 +524,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
     if listens.is_empty() && !block.iter().any(|s| s.name == "listen") {
         let all = super::listen::Listen {
             addr: "0.0.0.0:80".into(),
-            ssl: false,
-            proxy_protocol: false,
-            default: false,
-            http2: false,
+            ..Default::default()
         };
         listens.push((all, d.at()));
     }
@@ -600,8 +597,6 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             continue;
         }
         let real_ip = realip.render(false, proxy_protocol, &d.at(), &mut cx.warnings);
-        let mut h2 = super::http2::ListenerHead::default();
-        h2.add(http2, head.clone());
         cx.listeners.push(Listener {
             at,
             listen,
@@ -612,7 +607,7 @@ fn http_server(cx: &mut Cx, d: &Directive, outer: Outer<'_>) {
             trusts_proxy: proxy_protocol && realip.trusts_proxy_protocol(),
             real_ip,
             limits: limits.clone(),
-            head: h2,
+            head: super::http2::ListenerHead::of(http2, head.clone()),
         });
     }
 }

@@ -118,6 +118,13 @@ pub struct ListenerHead {
 }
 
 impl ListenerHead {
+    /// The first server on an address (see [`ListenerHead::add`]).
+    pub fn of(listen_http2: bool, conf: HeadConf) -> ListenerHead {
+        let mut h = ListenerHead::default();
+        h.add(listen_http2, conf);
+        h
+    }
+
     /// One more server on the address: `listen_http2` its listen line's parameter, `conf`
     /// its settings merged over the http block's.
     pub fn add(&mut self, listen_http2: bool, conf: HeadConf) {

@@ -9,7 +9,7 @@ use super::parse::Directive;
 use super::report::{Class, Finding};
 
 /// One `listen` as tideway takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Listen {
     /// host:port.
     pub addr: String,

@@ -345,6 +345,7 @@ impl HttpAttempt<'_> {
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
                 Err(BadResponse::Upgrade) if !req.websocket => return Err(Error::unasked_upgrade()),
+                Err(BadResponse::Accept) => return Err(Error::wrong_accept(req.misreadable)),
                 Err(e) => return Err(Error::bad_response(e.to_string(), req.misreadable)),
             }
         }

@@ -503,6 +503,7 @@ impl Gateway {
                 permit,
                 held: switch.held,
                 handshake: switch.handshake,
+                protocol: "http/1.1",
             };
             // The tunnel keeps the route it started on, whatever a reload does.
             tokio::spawn(websocket::start(switch.route, stream, switch.up, ws));

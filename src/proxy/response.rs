@@ -47,6 +47,8 @@ pub enum BadResponse {
     Upgrade,
     #[error("the backend sent a Transfer-Encoding other than chunked")]
     Coding,
+    #[error("the backend answered tideway's WebSocket key with a wrong Sec-WebSocket-Accept")]
+    Accept,
 }
 
 /// Headers that describe one hop or the body's framing, which tideway writes itself.
@@ -99,6 +101,10 @@ pub fn inspect_response(
                 h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, "websocket")
             }) =>
         {
+            // A key tideway made is checked here; the client checks its own.
+            if req.accept.is_some_and(|a| !a.answered(headers)) {
+                return Err(BadResponse::Accept);
+            }
             // Rebuilt too, every header kept (the handshake's `Upgrade` and `Connection`
             // included), so the client gets CRLF line ends whatever the backend sent.
             out.clear();

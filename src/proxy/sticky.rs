@@ -44,6 +44,7 @@ mod tests {
             client: None,
             sticky,
             added: None,
+            accept: None,
         }
     }
 

@@ -33,6 +33,8 @@ pub struct Setup {
     pub held: super::limit::Held,
     /// With the access log on, the handshake its line shows.
     pub handshake: Option<super::access::Handshake>,
+    /// How the client opened it (one of [`crate::metrics::websocket::PROTOCOLS`]).
+    pub protocol: &'static str,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -52,6 +54,7 @@ pub fn start(
         permit,
         held,
         handshake,
+        protocol,
     } = setup;
     let Upgraded {
         conn,
@@ -78,6 +81,7 @@ pub fn start(
         }
         None => (conn.close, None),
     };
+    route.metrics.tunnel.opened(protocol);
     let guard = conn.guard;
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
         .counting(guard.live().clone(), route.metrics.tunnel.clone())

@@ -16,6 +16,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         client: None,
         sticky: None,
         added: None,
+        accept: None,
     }
 }
 
@@ -193,6 +194,44 @@ fn interim_switched_and_bad_answers() {
         response(raw, &GET(), false).unwrap_err(),
         BadResponse::Malformed
     );
+}
+
+#[test]
+fn a_switch_to_tideways_own_key_needs_its_accept() {
+    // RFC 6455's example key and its Accept.
+    let mut ws = req(false, false, true);
+    ws.accept = Some(crate::proxy::h2::websocket::Accept::of(
+        b"dGhlIHNhbXBsZSBub25jZQ==",
+    ));
+    let with = |accept: &str| {
+        format!(
+            "HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\n"
+        )
+    };
+    let right = with("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n");
+    assert!(matches!(
+        response(&right, &ws, false),
+        Ok((Answer::Switched, _))
+    ));
+    for wrong in [
+        "",
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOA=\r\n",
+        "Sec-WebSocket-Accept: x\r\n",
+        // Twice, even the right one: which would a client believe?
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
+    ] {
+        assert_eq!(
+            response(&with(wrong), &ws, false).unwrap_err(),
+            BadResponse::Accept,
+            "{wrong:?}"
+        );
+    }
+    // A client's own key is the client's to check.
+    let theirs = req(false, false, true);
+    assert!(matches!(
+        response(&with(""), &theirs, false),
+        Ok((Answer::Switched, _))
+    ));
 }
 
 #[test]

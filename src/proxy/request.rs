@@ -82,6 +82,10 @@ pub struct Parts<'h, 'f> {
     pub headers: &'f [httparse::Header<'h>],
     /// HTTP/2: the stream did not end with its head, so a body may follow without a length.
     pub open: bool,
+    /// An extended CONNECT made into a WebSocket handshake with tideway's own key
+    /// ([`super::h2::websocket`]): the Accept its backend owes. It must classify as a
+    /// handshake, or it is refused (any 2xx to a CONNECT would open a tunnel).
+    pub accept: Option<super::h2::websocket::Accept>,
 }
 
 /// A request tideway forwards.
@@ -297,6 +301,7 @@ pub fn classify_logged<'s>(
         version,
         headers,
         open: false,
+        accept: None,
     };
     classify_parts(&parts, raw.len(), (conn, real_ip), proto, steer, out)
 }
@@ -317,6 +322,7 @@ pub fn classify_parts<'s>(
         version,
         headers,
         open,
+        accept,
     } = *parts;
     match method {
         "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
@@ -381,6 +387,9 @@ pub fn classify_parts<'s>(
     let connection = &seen.connection[..seen.n_connection];
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
     let websocket = steered.websocket && method == "GET" && !http10 && seen.handshake();
+    if accept.is_some() && !websocket {
+        return Err(super::h2::websocket::NOT_ON_ROUTE);
+    }
     let close = if http10 {
         !named_by(connection, "keep-alive")
     } else {
@@ -408,7 +417,11 @@ pub fn classify_parts<'s>(
     let added = route_headers
         .zip(vars.as_ref())
         .and_then(|(h, v)| v.added(h));
-    let misreadable = !websocket && websocket_keys(out) > 0;
+    // A handshake of tideway's own holds its key once; a second one is the client's.
+    let misreadable = match accept {
+        Some(_) => super::h2::websocket::misread(out),
+        None => !websocket && websocket_keys(out) > 0,
+    };
 
     Ok(Request {
         body,
@@ -425,7 +438,7 @@ pub fn classify_parts<'s>(
         client,
         sticky: steered.sticky.and_then(|name| sticky_cookie(headers, name)),
         added,
-        accept: None,
+        accept,
     })
 }
 

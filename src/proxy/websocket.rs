@@ -27,8 +27,9 @@ pub struct Setup {
     /// move it (with the key the upstream hashes by, if it hashes).
     pub rebalanced: Option<Arc<crate::config::UpstreamPolicy>>,
     pub client_ip: Option<std::net::IpAddr>,
-    /// The connection's places (process and listener), held until the tunnel ends.
-    pub permit: super::gateway::Places,
+    /// The connection's places (process and listener), held until the tunnel ends (None: an
+    /// HTTP/2 stream, whose connection holds them).
+    pub permit: Option<super::gateway::Places>,
     /// The client's per-client connection counts, held until the tunnel ends.
     pub held: super::limit::Held,
     /// With the access log on, the handshake its line shows.

@@ -18,11 +18,63 @@
 //!
 //! Only the stream's answer differs from HTTP/1.1: `200` after a switch (with the backend's
 //! `Sec-WebSocket-Protocol`/`-Extensions`, never its hop-by-hop fields, [`passed_on`]), and
-//! never a 2xx otherwise, since a 2xx to a CONNECT opens the tunnel ([`final_status`]).
+//! never a 2xx otherwise, since a 2xx to a CONNECT opens the tunnel (a backend's 2xx that
+//! did not switch is a 502, as an answer that cannot be forwarded: not counted against it,
+//! it may serve no WebSocket on that path).
 //!
-//! Imports: the classifier's [`Refusal`] only.
+//! [`serve`] runs an extended CONNECT stream: refused unless [`admit`]ted, else made into the
+//! handshake's parts and given to the gateway ([`crate::proxy::Gateway::h2_upgrade`]), which
+//! forwards it as any request and, after the backend's 101, runs the stream as the
+//! WebSocket's tunnel. Every HTTP/2 connection announces `SETTINGS_ENABLE_CONNECT_PROTOCOL`
+//! ([`ANNOUNCE`]).
+//!
+//! Imports: the classifier, the gateway and the HTTP/2 door's own modules.
 
+use super::conn::{refuse, Shared};
 use crate::proxy::request::{websocket_keys, Refusal};
+use pingora::protocols::Stream;
+
+/// Announce `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3) on every HTTP/2 connection.
+pub const ANNOUNCE: bool = true;
+
+/// Serve one extended CONNECT stream (`head`, asking for `protocol`) on `io`.
+pub async fn serve(
+    conn: &Shared,
+    head: &http::request::Parts,
+    protocol: &h2::ext::Protocol,
+    mut io: Stream,
+) {
+    let version = head.headers.get_all("sec-websocket-version").iter().last();
+    if let Err(r) = admit(protocol.as_str(), version.map(|v| v.as_bytes())) {
+        return refuse(&mut io, r).await;
+    }
+    let limits = conn.gateway.limits();
+    let handshake = Handshake::generate();
+    let mut cookie = Vec::new();
+    let decoded = super::head::fields(head, &mut cookie, limits).and_then(|fields| {
+        let target = super::head::target(head)?;
+        Ok((fields, target))
+    });
+    let (mut fields, target) = match decoded {
+        Ok(d) => d,
+        Err(r) => return refuse(&mut io, r).await,
+    };
+    fields.retain(|h| !dropped(h.name));
+    fields.extend(
+        handshake
+            .fields()
+            .map(|(name, value)| httparse::Header { name, value }),
+    );
+    // A handshake has no body: the stream stays open for the WebSocket's frames.
+    let mut parts = match super::head::parts(head, target, &fields, false, limits) {
+        Ok(p) => p,
+        Err(r) => return refuse(&mut io, r).await,
+    };
+    parts.method = METHOD;
+    parts.accept = Some(handshake.accept());
+    let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
+    conn.gateway.h2_upgrade(io, &parts, on).await;
+}
 
 /// The `:protocol` of an extended CONNECT that opens a WebSocket.
 pub const PROTOCOL: &str = "websocket";
@@ -164,18 +216,6 @@ pub fn passed_on(name: &str) -> bool {
     ]
     .iter()
     .any(|d| name.eq_ignore_ascii_case(d))
-}
-
-/// The status a stream gets for a backend's final (non-101) answer `status` to its
-/// handshake: the same, except a 2xx, which to a CONNECT would mean the tunnel is open
-/// (502: the backend did not switch). Not the backend's failure: it may serve no WebSocket
-/// on that path.
-pub fn final_status(status: u16) -> u16 {
-    if (200..300).contains(&status) {
-        502
-    } else {
-        status
-    }
 }
 
 #[cfg(test)]

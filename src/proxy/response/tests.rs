@@ -227,6 +227,26 @@ fn a_switch_to_tideways_own_key_needs_its_accept() {
             "{wrong:?}"
         );
     }
+    // Over HTTP/2 the switch is the stream's 200, with the end-to-end fields only; a 2xx
+    // that did not switch cannot be forwarded (it would open the tunnel).
+    let mut head = crate::proxy::h2::answer::H2Head::default();
+    let switch = with("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nContent-Length: 0\r\n");
+    let answer = inspect_response(switch.as_bytes(), &ws, false, &mut head);
+    assert_eq!(answer, Ok(Answer::Switched));
+    let res = head.into_response();
+    assert_eq!(res.status(), 200);
+    let names: Vec<_> = res.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["sec-websocket-protocol"]);
+    let plain = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+    assert_eq!(
+        response(plain, &ws, false).unwrap_err(),
+        BadResponse::NoSwitch
+    );
+    let refused = "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n";
+    assert!(matches!(
+        response(refused, &ws, false),
+        Ok((Answer::Final(_), _))
+    ));
     // A client's own key is the client's to check.
     let theirs = req(false, false, true);
     assert!(matches!(

@@ -44,7 +44,11 @@ pub async fn serve(
     protocol: &h2::ext::Protocol,
     mut io: Stream,
 ) {
-    let version = head.headers.get_all("sec-websocket-version").iter().last();
+    let version = head
+        .headers
+        .get_all("sec-websocket-version")
+        .iter()
+        .next_back();
     if let Err(r) = admit(protocol.as_str(), version.map(|v| v.as_bytes())) {
         return refuse(&mut io, r).await;
     }
@@ -59,12 +63,7 @@ pub async fn serve(
         Ok(d) => d,
         Err(r) => return refuse(&mut io, r).await,
     };
-    fields.retain(|h| !dropped(h.name));
-    fields.extend(
-        handshake
-            .fields()
-            .map(|(name, value)| httparse::Header { name, value }),
-    );
+    handshake.replace(&mut fields);
     // A handshake has no body: the stream stays open for the WebSocket's frames.
     let mut parts = match super::head::parts(head, target, &fields, false, limits) {
         Ok(p) => p,
@@ -158,6 +157,16 @@ impl Handshake {
             ("upgrade", PROTOCOL.as_bytes()),
             ("sec-websocket-key", self.key.as_bytes()),
         ]
+    }
+
+    /// Make the client's `fields` the handshake's: those [`dropped`] out, [`Handshake::fields`]
+    /// in.
+    pub fn replace<'a>(&'a self, fields: &mut Vec<httparse::Header<'a>>) {
+        fields.retain(|h| !dropped(h.name));
+        fields.extend(
+            self.fields()
+                .map(|(name, value)| httparse::Header { name, value }),
+        );
     }
 
     /// The `Sec-WebSocket-Accept` the backend must answer with.

@@ -1,5 +1,5 @@
 use super::*;
-use crate::proxy::request::{classify, Request, Steer};
+use crate::proxy::request::{classify_parts, Parts, Request, Steer, Version};
 
 /// RFC 6455 §1.3's example key and the Accept it owes.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -81,23 +81,32 @@ fn only_websocket_with_version_13_is_admitted() {
     }
 }
 
-/// The extended CONNECT `fields` (after `:authority`, which the engine makes the Host) as the
-/// classifier gets them: `GET :path HTTP/1.1`, the client's fields but those [`dropped`],
-/// then the handshake's. Written as HTTP/1 text only here, to run the classifier's rules.
+/// An extended CONNECT for `path` with the client's fields (after `:authority`, which the
+/// engine makes the one `host`) through the typed classifier step, made into `handshake`'s
+/// GET as [`serve`] makes it; `websocket`: the route allows WebSockets.
 fn classified(
     path: &str,
     client: &[(&str, &str)],
     handshake: &Handshake,
     websocket: bool,
-) -> (Request, String) {
-    let mut head = format!("{METHOD} {path} HTTP/1.1\r\nhost: chat.example\r\n");
-    let ours = handshake
-        .fields()
-        .map(|(n, v)| (n, std::str::from_utf8(v).unwrap()));
-    for (name, value) in client.iter().filter(|(n, _)| !dropped(n)).chain(&ours) {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
+) -> Result<(Request, String), Refusal> {
+    let mut fields = vec![httparse::Header {
+        name: "host",
+        value: b"chat.example",
+    }];
+    fields.extend(client.iter().map(|(name, value)| httparse::Header {
+        name,
+        value: value.as_bytes(),
+    }));
+    handshake.replace(&mut fields);
+    let parts = Parts {
+        method: METHOD,
+        target: path,
+        version: Version::H2,
+        headers: &fields,
+        open: false,
+        accept: Some(handshake.accept()),
+    };
     let conn = Some("10.0.0.9:40000".parse().unwrap());
     let steer = |_: Option<&[u8]>, _: &str| Steer {
         default_host: "app",
@@ -105,8 +114,8 @@ fn classified(
         ..Steer::default()
     };
     let mut out = Vec::new();
-    let req = classify(head.as_bytes(), (conn, None), "https", steer, &mut out).unwrap();
-    (req, String::from_utf8(out).unwrap())
+    let req = classify_parts(&parts, 256, (conn, None), "https", steer, &mut out)?;
+    Ok((req, String::from_utf8(out).unwrap()))
 }
 
 #[test]
@@ -120,11 +129,12 @@ fn an_extended_connect_is_classified_as_a_handshake_with_tideways_key() {
         // A client's own key (RFC 8441 has none) never reaches the backend.
         ("sec-websocket-key", "Y2xpZW50J3Mgb3duIGtleQ=="),
     ];
-    let (req, out) = classified("/chat?room=1", &client, &handshake, true);
+    let (req, out) = classified("/chat?room=1", &client, &handshake, true).unwrap();
     assert!(
         req.websocket && !req.misreadable && req.idempotent,
         "{req:?}"
     );
+    assert_eq!(req.accept, Some(handshake.accept()));
     assert!(
         out.starts_with("GET /chat?room=1 HTTP/1.1\r\nhost: chat.example\r\n"),
         "{out}"
@@ -145,24 +155,26 @@ fn an_extended_connect_is_classified_as_a_handshake_with_tideways_key() {
     );
     assert!(!out.contains("Y2xpZW50"), "{out}");
     assert!(!misread(out.as_bytes()));
-    // A route without WebSockets: no handshake goes on, and the stream is refused.
-    let (req, out) = classified("/chat", &client, &handshake, false);
-    assert!(
-        !req.websocket && !out.to_ascii_lowercase().contains("sec-websocket"),
-        "{out}"
-    );
-    assert_eq!(NOT_ON_ROUTE.status, 501);
+    // A route without WebSockets: refused (any 2xx would open a tunnel), nothing goes on.
+    let refused = classified("/chat", &client, &handshake, false).unwrap_err();
+    assert_eq!((refused, refused.status), (NOT_ON_ROUTE, 501));
 }
 
 #[test]
 fn a_second_key_the_client_wrote_is_a_misread_not_the_backends_fault() {
     let handshake = Handshake::generate();
     let version = ("sec-websocket-version", "13");
-    let (_, out) = classified("/chat?Sec-WebSocket-Key:abc", &[version], &handshake, true);
-    assert!(misread(out.as_bytes()), "{out}");
     let note = ("x-note", "sec-websocket-KEY: a");
-    let (_, out) = classified("/chat", &[version, note], &handshake, true);
-    assert!(misread(out.as_bytes()), "{out}");
+    for (path, client) in [
+        ("/chat?Sec-WebSocket-Key:abc", vec![version]),
+        ("/chat", vec![version, note]),
+    ] {
+        let (req, out) = classified(path, &client, &handshake, true).unwrap();
+        assert!(
+            req.websocket && req.misreadable && misread(out.as_bytes()),
+            "{out}"
+        );
+    }
 }
 
 #[test]

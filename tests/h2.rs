@@ -6,7 +6,8 @@
 mod common;
 
 use common::h2::{
-    curl, h2_client, h2_fetch, make_cert, nghttp, start_h2_proxy, tls_connect, Recorder,
+    curl, h2_client, h2_fetch, make_cert, nghttp, start_h2_proxy, start_h2_proxy_with, tls_connect,
+    Recorder,
 };
 
 #[tokio::test]
@@ -246,4 +247,90 @@ async fn an_idle_connection_and_one_that_never_asks_get_goaway() {
         let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
         assert!(ended.is_ok(), "the server closed the connection");
     }
+}
+
+#[tokio::test]
+async fn limit_conn_counts_each_stream_as_a_connection() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy_with(
+        rec.addr,
+        true,
+        (
+            "",
+            "client_limits = [{ zone = \"addr\", conn = 2, status = 429 }]",
+            "[limit_zone.addr]\nkind = \"conn\"\n",
+        ),
+    )
+    .await;
+    // Three long polls on one connection: two are served, one is over the client's limit.
+    let paths = ["/slow/1500/a", "/slow/1500/b", "/slow/1500/c"];
+    let got = nghttp(&p, "a.test", &paths, &[]).await;
+    let mut statuses = got.statuses.clone();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429], "{}", got.verbose);
+    assert_eq!(
+        rec.requests().len(),
+        2,
+        "the refused stream reached no backend"
+    );
+    // Their counts went back with them.
+    let again = nghttp(&p, "a.test", &["/after"], &[]).await;
+    assert_eq!(again.statuses, [200]);
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_a_stream_in_flight_finish() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy(rec.addr, true, "", "").await;
+    let poll = nghttp(&p, "a.test", &["/slow/600/poll"], &[]);
+    let term = async {
+        common::wait_until(std::time::Duration::from_secs(10), || async {
+            rec.request_for("/slow/600/poll").is_some()
+        })
+        .await;
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    let (got, ()) = tokio::join!(poll, term);
+    assert_eq!(got.statuses, [200], "{}", got.verbose);
+    let goaway = got.verbose.find("recv GOAWAY frame").expect(&got.verbose);
+    let answered = got
+        .verbose
+        .find("recv (stream_id=13) :status: 200")
+        .unwrap();
+    assert!(
+        goaway < answered,
+        "GOAWAY came while the stream was in flight"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_listener_sends_its_connections_goaway() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy(rec.addr, true, "", "").await;
+    let (mut send, conn) = h2_client(&p, "a.test").await;
+    let req = http::Request::get("https://a.test/before")
+        .body(())
+        .unwrap();
+    assert_eq!(h2_fetch(&mut send, req, None).await.unwrap().0, 200);
+    // The listener goes (another, plain one, takes its place in the config).
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let other = format!("127.0.0.1:{}", common::free_port());
+    let rewritten: String = config
+        .replace(&p.http.to_string(), &other)
+        .lines()
+        .filter(|l| !l.starts_with("http2") && !l.starts_with("tls"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p.config_path, rewritten).unwrap();
+    p.reload().await;
+    // Well before keepalive_timeout (60 s): the connection was sent GOAWAY and closed.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+    assert!(
+        ended.is_ok(),
+        "the turned-away listener's connection closed"
+    );
 }

@@ -131,8 +131,22 @@ pub async fn serve(
     let mut accepted: u64 = 0;
     let mut going_away = false;
     let mut aborted = false;
+    let most = limits.max_concurrent_streams as usize;
     loop {
-        let idle = shared.live.load(Ordering::Acquire) == 0;
+        let live = shared.live.load(Ordering::Acquire);
+        let idle = live == 0;
+        // With as many streams being served as a client may open, no more are taken from
+        // the codec (it is still driven, for the streams' I/O): streams a client opens and
+        // resets meanwhile count toward `max_pending_accept_reset_streams`, and a rapid reset
+        // can never start more work than `max_concurrent_streams` at once.
+        let full = live >= most;
+        let next = std::future::poll_fn(|cx| {
+            if full {
+                conn.poll_closed(cx).map(|r| r.err().map(Err))
+            } else {
+                conn.poll_accept(cx)
+            }
+        });
         tokio::select! {
             biased;
             _ = &mut stop, if !going_away => {
@@ -140,7 +154,7 @@ pub async fn serve(
                 going_away = true;
                 deadline = Instant::now() + GOAWAY_GRACE;
             }
-            next = conn.accept() => match next {
+            next = next => match next {
                 Some(Ok((req, respond))) => {
                     accepted += 1;
                     shared.live.fetch_add(1, Ordering::AcqRel);

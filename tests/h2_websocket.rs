@@ -197,7 +197,7 @@ async fn h2_proxy(upstream_extra: &str) -> (Proxy, rustls::pki_types::Certificat
         let (cert, key, root) = certificates(dir);
         ca = Some(root);
         format!(
-            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\nhttp2 = true\ntls = {{ cert = {cert:?}, key = {key:?} }}\n\n[upstream.app]\ndrain_timeout = \"1s\"\nclose_spread = \"0s\"\n{upstream_extra}\n",
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\naccess_log = true\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\nhttp2 = true\ntls = {{ cert = {cert:?}, key = {key:?} }}\n\n[upstream.app]\ndrain_timeout = \"1s\"\nclose_spread = \"0s\"\n{upstream_extra}\n",
             dir.join("data").display(),
         )
     })
@@ -540,6 +540,13 @@ async fn chromium_opens_its_websocket_as_an_rfc_8441_stream() {
     wd.wait_text("#closed", "1001").await;
     wait_until(Duration::from_secs(10), || async {
         backend.got_going_away()
+    })
+    .await;
+    // The access log's line for the WebSocket, written when it ended: over HTTP/2.
+    let log = p.dir.path().join("tideway.log");
+    wait_until(Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("\"GET /ws HTTP/2.0\" 200")
     })
     .await;
 }

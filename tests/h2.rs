@@ -170,15 +170,24 @@ async fn the_access_log_and_the_metrics_carry_the_protocol() {
         200
     );
     assert_eq!(curl(&p, "a.test", "/old", &["--http1.1"]).await.status, 200);
+    // A stream the front door refuses before classifying it is logged too.
+    let (mut send, _conn) = h2_client(&p, "a.test").await;
+    let req = http::Request::get("https://a.test/mismatch")
+        .header("host", "b.a.test")
+        .body(())
+        .unwrap();
+    assert_eq!(h2_fetch(&mut send, req, None).await.unwrap().0, 400);
     let log = p.dir.path().join("tideway.log");
     common::wait_until(std::time::Duration::from_secs(10), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("\"GET /logged HTTP/2.0\" 200") && text.contains("\"GET /old HTTP/1.1\" 200")
+        text.contains("\"GET /logged HTTP/2.0\" 200")
+            && text.contains("\"GET /old HTTP/1.1\" 200")
+            && text.contains("\"GET /mismatch HTTP/2.0\" 400")
     })
     .await;
     let h2 = r#"tideway_requests_by_protocol_total{protocol="h2",upstream="app"}"#;
     let h11 = r#"tideway_requests_by_protocol_total{protocol="http/1.1",upstream="app"}"#;
-    assert_eq!(common::metric(&p, h2).await, 1.0);
+    assert_eq!(common::metric(&p, h2).await, 2.0);
     assert_eq!(common::metric(&p, h11).await, 1.0);
 }
 
@@ -225,6 +234,19 @@ async fn a_stream_head_is_checked_as_an_http11_head_is() {
     assert_eq!(r.fields("cookie"), ["a=1; b=2"]);
     assert!(r.fields("x_real_ip").is_empty(), "{}", r.head);
     assert_eq!(r.fields("x-real-ip"), ["127.0.0.1"]);
+    // HEAD: tideway's own answer (a refusal) carries no DATA; the backend's neither.
+    let req = http::Request::head("https://a.test/a/%2e%2e/h")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (400, Vec::new())
+    );
+    let req = http::Request::head("https://a.test/head").body(()).unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (200, Vec::new())
+    );
     // None of the refused ones reached the backend.
     for path in ["/two-hosts", "/get-body", "/a/%2e%2e/b"] {
         assert!(

@@ -16,7 +16,7 @@
 
 use super::stream::H2Io;
 use crate::config::HttpLimits;
-use crate::proxy::exchange::{reply_error, Peers};
+use crate::proxy::exchange::Peers;
 use crate::proxy::gateway::{Gateway, Places};
 use crate::proxy::tls::Identity;
 use bytes::Bytes;
@@ -223,7 +223,8 @@ async fn stream(
 ) {
     let (head, body) = req.into_parts();
     let open = !body.is_end_stream();
-    let mut io: Stream = Box::new(H2Io::new(body, respond));
+    let head_only = head.method == http::Method::HEAD;
+    let mut io: Stream = Box::new(H2Io::new(body, respond, head_only));
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
         super::websocket::serve(conn, &head, protocol, io).await;
         return;
@@ -232,24 +233,22 @@ async fn stream(
     let mut cookie = Vec::new();
     let decoded = super::head::fields(&head, &mut cookie, limits).and_then(|fields| {
         let target = super::head::target(&head)?;
-        Ok((fields, target))
+        super::head::line(&head, target, limits)?;
+        Ok((target, fields))
     });
-    let (fields, target) = match decoded {
+    let (target, fields) = match decoded {
         Ok(d) => d,
-        Err(r) => return refuse(&mut io, r).await,
+        Err(r) => {
+            // What of the head the log shows: its method and path.
+            let path = head.uri.path_and_query().map_or("", |p| p.as_str());
+            let known = super::head::parts(&head, path, &[], open);
+            let peers = (conn.peers, conn.identity.as_ref());
+            return conn.gateway.h2_refused(&mut io, &known, r, peers).await;
+        }
     };
-    let parts = match super::head::parts(&head, target, &fields, open, limits) {
-        Ok(p) => p,
-        Err(r) => return refuse(&mut io, r).await,
-    };
+    let parts = super::head::parts(&head, target, &fields, open);
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
     if conn.gateway.h2_request(&mut io, &parts, on).await {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
     }
-}
-
-/// Answer a stream whose head the front door refused.
-pub(super) async fn refuse(io: &mut Stream, r: crate::proxy::request::Refusal) {
-    let _ = reply_error(io, r.status, r.reason, true).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
 }

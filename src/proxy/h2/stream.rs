@@ -10,6 +10,7 @@
 //!   and goes out with the first write or flush: bytes written are only ever DATA, never an
 //!   HTTP/1 head. A write waits for flow-control capacity (a zero window stalls it, and the
 //!   engine's send timeout bounds the stall); shutdown ends the stream (END_STREAM).
+//! - The answer to a HEAD never carries DATA, whatever is written.
 //! - Dropped before its end (a cut answer, a client gone), the stream is reset.
 
 use super::answer::H2Head;
@@ -43,6 +44,8 @@ pub struct H2Io {
     eof_at_end: AtomicBool,
     out: Mutex<Out>,
     id: u32,
+    /// The request is a HEAD: its answer never carries DATA (bytes written are dropped).
+    head_only: bool,
 }
 
 /// The sending side: the head waiting to go, and where the stream stands.
@@ -79,7 +82,9 @@ fn closed() -> io::Error {
 }
 
 impl H2Io {
-    pub fn new(body: RecvStream, respond: SendResponse<Bytes>) -> Self {
+    /// The stream of a request (`head_only`: a HEAD) whose body is `body`, answered through
+    /// `respond`.
+    pub fn new(body: RecvStream, respond: SendResponse<Bytes>, head_only: bool) -> Self {
         let id = respond.stream_id().as_u32();
         H2Io {
             body,
@@ -91,6 +96,7 @@ impl H2Io {
                 side: Side::Waiting(respond),
             }),
             id,
+            head_only,
         }
     }
 
@@ -214,13 +220,16 @@ impl AsyncWrite for H2Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let out = self.get_mut().out();
+        let this = self.get_mut();
+        let head_only = this.head_only;
+        let out = this.out();
         out.start(false)?;
         let Side::Sending(send) = &mut out.side else {
             return Poll::Ready(Err(closed()));
         };
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        if buf.is_empty() || head_only {
+            // Tideway's own answers carry their body to HEAD too: it goes nowhere.
+            return Poll::Ready(Ok(buf.len()));
         }
         send.reserve_capacity(buf.len().min(MAX_WRITE));
         let capacity = loop {

@@ -30,7 +30,7 @@
 //!
 //! Imports: the classifier, the gateway and the HTTP/2 door's own modules.
 
-use super::conn::{refuse, Shared};
+use super::conn::Shared;
 use crate::proxy::request::{websocket_keys, Refusal};
 use pingora::protocols::Stream;
 
@@ -44,31 +44,34 @@ pub async fn serve(
     protocol: &h2::ext::Protocol,
     mut io: Stream,
 ) {
+    let limits = conn.gateway.limits();
+    let handshake = Handshake::generate();
+    let mut cookie = Vec::new();
     let version = head
         .headers
         .get_all("sec-websocket-version")
         .iter()
         .next_back();
-    if let Err(r) = admit(protocol.as_str(), version.map(|v| v.as_bytes())) {
-        return refuse(&mut io, r).await;
-    }
-    let limits = conn.gateway.limits();
-    let handshake = Handshake::generate();
-    let mut cookie = Vec::new();
-    let decoded = super::head::fields(head, &mut cookie, limits).and_then(|fields| {
-        let target = super::head::target(head)?;
-        Ok((fields, target))
-    });
-    let (mut fields, target) = match decoded {
+    let decoded = admit(protocol.as_str(), version.map(|v| v.as_bytes()))
+        .and_then(|()| super::head::fields(head, &mut cookie, limits))
+        .and_then(|fields| {
+            let target = super::head::target(head)?;
+            super::head::line(head, target, limits)?;
+            Ok((target, fields))
+        });
+    let (target, mut fields) = match decoded {
         Ok(d) => d,
-        Err(r) => return refuse(&mut io, r).await,
+        Err(r) => {
+            // Logged and counted as any refused request, with what is known of its head.
+            let path = head.uri.path_and_query().map_or("", |p| p.as_str());
+            let known = super::head::parts(head, path, &[], false);
+            let peers = (conn.peers, conn.identity.as_ref());
+            return conn.gateway.h2_refused(&mut io, &known, r, peers).await;
+        }
     };
     handshake.replace(&mut fields);
     // A handshake has no body: the stream stays open for the WebSocket's frames.
-    let mut parts = match super::head::parts(head, target, &fields, false, limits) {
-        Ok(p) => p,
-        Err(r) => return refuse(&mut io, r).await,
-    };
+    let mut parts = super::head::parts(head, target, &fields, false);
     parts.method = METHOD;
     parts.accept = Some(handshake.accept());
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);

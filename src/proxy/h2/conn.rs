@@ -229,7 +229,7 @@ async fn stream(
     let head_only = head.method == http::Method::HEAD;
     let mut io: Stream = Box::new(H2Io::new(body, respond, head_only));
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
-        super::websocket::serve(conn, &head, protocol, &mut io).await;
+        super::websocket::serve(conn, &head, protocol, io).await;
         return;
     }
     let limits = conn.gateway.limits();

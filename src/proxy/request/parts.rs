@@ -40,4 +40,8 @@ pub struct Parts<'h, 'f> {
     pub headers: &'f [httparse::Header<'h>],
     /// HTTP/2: the stream did not end with its head, so a body may follow without a length.
     pub open: bool,
+    /// An extended CONNECT made into a WebSocket handshake with tideway's own key
+    /// ([`crate::proxy::h2::websocket`]): the Accept its backend owes. It must classify as a
+    /// handshake, or it is refused (any 2xx to a CONNECT would open a tunnel).
+    pub accept: Option<crate::proxy::h2::websocket::Accept>,
 }

@@ -423,6 +423,7 @@ fn typed(
         version: Version::H2,
         headers: &headers,
         open,
+        accept: None,
     };
     let steer = |_: Option<&[u8]>, _: &str| Steer {
         default_host: "app",

@@ -47,6 +47,8 @@ pub const TUNNEL_ENDS: [&str; 8] = [
     "ping_timeout",
     "send_timeout",
 ];
+/// The protocols a request comes in with, as `tideway_requests_by_protocol_total` labels them.
+pub const PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2"];
 /// Why a listener refused a connection, as counted in `tideway_listener_refused_total`:
 /// over the listener's `limits.max_connections`, or over the process-wide
 /// `[server] max_connections`.
@@ -87,6 +89,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// HTTP answers sent to clients, by upstream and status class.
     pub responses: IntCounterVec,
+    /// HTTP requests, by upstream and the protocol they came in with ([`PROTOCOLS`]).
+    pub requests_by_protocol: IntCounterVec,
     /// Connecting to a backend (TCP handshake and PROXY header), by upstream.
     pub connect_duration: HistogramVec,
     /// From the request sent to the backend to its response head, by upstream.
@@ -202,6 +206,8 @@ pub struct UpstreamMetrics {
     pub response: Histogram,
     /// The tunnel lifetime histogram and the WebSocket counters, shared by its tunnels.
     pub tunnel: std::sync::Arc<websocket::TunnelMeter>,
+    /// Requests by protocol, in [`PROTOCOLS`] order.
+    pub protocols: [IntCounter; 3],
 }
 
 impl UpstreamMetrics {
@@ -216,7 +222,14 @@ impl UpstreamMetrics {
                 upstream,
                 m.tunnel_duration.with_label_values(&[upstream]),
             )),
+            protocols: PROTOCOLS.map(|p| m.requests_by_protocol.with_label_values(&[upstream, p])),
         }
+    }
+
+    /// The request counter of `protocol` (one of [`PROTOCOLS`]; another counts as the last).
+    pub fn by_protocol(&self, protocol: &str) -> &IntCounter {
+        let i = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(2);
+        &self.protocols[i]
     }
 }
 
@@ -303,6 +316,9 @@ pub fn forget_upstream(upstream: &str) {
     for c in STATUS_CLASSES {
         let _ = m.responses.remove_label_values(&[upstream, c]);
     }
+    for p in PROTOCOLS {
+        let _ = m.requests_by_protocol.remove_label_values(&[upstream, p]);
+    }
     for o in ["ok", "failed"] {
         let _ = m.autoscale_runs.remove_label_values(&[upstream, o]);
     }
@@ -348,6 +364,11 @@ pub fn global() -> &'static Metrics {
                 "tideway_http_responses_total",
                 "HTTP answers sent to clients, by status class",
                 &["upstream", "class"],
+            ),
+            requests_by_protocol: counter_vec(
+                "tideway_requests_by_protocol_total",
+                "HTTP requests, by the protocol they came in with (http/1.0, http/1.1, h2)",
+                &["upstream", "protocol"],
             ),
             connect_duration: histogram_vec(
                 "tideway_upstream_connect_duration_seconds",
@@ -464,6 +485,7 @@ pub fn global() -> &'static Metrics {
             Box::new(m.tunnels_ended.clone()),
             Box::new(m.request_duration.clone()),
             Box::new(m.responses.clone()),
+            Box::new(m.requests_by_protocol.clone()),
             Box::new(m.connect_duration.clone()),
             Box::new(m.response_duration.clone()),
             Box::new(m.tunnel_duration.clone()),

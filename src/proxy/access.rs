@@ -71,17 +71,36 @@ impl Head {
             ..Head::default()
         };
         let headers: &[httparse::Header<'_>] = if fields { req.headers } else { &[] };
+        head.fields(headers);
+        head
+    }
+
+    /// What the log shows of a head a front door decoded into typed parts (an HTTP/2
+    /// stream's): its method, target and protocol (`HTTP/2.0`), and the last `Referer`,
+    /// `User-Agent` and `Host` of its fields.
+    pub fn of_parts(parts: &super::request::Parts<'_, '_>) -> Head {
+        let mut head = Head {
+            method: escape(parts.method.as_bytes(), 32),
+            target: escape(parts.target.as_bytes(), MAX_TARGET),
+            version: parts.version.server_protocol().to_string(),
+            ..Head::default()
+        };
+        head.fields(parts.headers);
+        head
+    }
+
+    /// Take the last `Referer`, `User-Agent` and `Host` of `headers`.
+    fn fields(&mut self, headers: &[httparse::Header<'_>]) {
         for h in headers {
             let value = h.value.trim_ascii();
             if h.name.eq_ignore_ascii_case("referer") {
-                head.referer = escape(value, 512);
+                self.referer = escape(value, 512);
             } else if h.name.eq_ignore_ascii_case("user-agent") {
-                head.user_agent = escape(value, 512);
+                self.user_agent = escape(value, 512);
             } else if h.name.eq_ignore_ascii_case("host") {
-                head.host = escape(value, 256);
+                self.host = escape(value, 256);
             }
         }
-        head
     }
 
     /// The host an absolute-form target named (`authority`), for a request without a Host

@@ -67,6 +67,26 @@ pub(super) async fn refuse(
     head_method: bool,
     out: &mut Outcome,
 ) -> Next {
+    if super::h2::stream::H2Io::of(client).is_some() {
+        let body = error_body(BUSY);
+        let mut digits = [0u8; 20];
+        let after = super::response::decimal(secs, &mut digits);
+        let fields: [(&[u8], &[u8]); 2] = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", after),
+        ];
+        super::h2::answer::own(client, 503, &fields, &[], body.len());
+        let body = if head_method { "" } else { &body };
+        if send(client, body.as_bytes(), DEFAULT_SEND_TIMEOUT)
+            .await
+            .is_err()
+        {
+            return Next::Abort;
+        }
+        out.status = 503;
+        out.sent = body.len() as u64;
+        return Next::Close;
+    }
     let resp = busy_response(secs, head_method);
     if send(client, resp.as_bytes(), DEFAULT_SEND_TIMEOUT)
         .await

@@ -11,6 +11,7 @@
 use super::body::{relay, send, Framing, Progress, Relay, RelayError};
 use super::error::Error;
 use super::exchange::{Buffers, HttpPath, Next, Routed, DEFAULT_SEND_TIMEOUT};
+use super::h2::answer::H2Head;
 use super::request::Request;
 use super::response::{inspect_response, Answer, BadResponse, Response};
 use super::route::{Attempt, Conn, Route};
@@ -312,7 +313,16 @@ impl HttpAttempt<'_> {
             moved.waited = Some(started.elapsed());
             let close = req.close || cut.is_some();
             let bufs = &mut *self.bufs;
-            match inspect_response(&bufs.upstream[..head_len], req, close, &mut bufs.reply) {
+            // An HTTP/2 client's head is typed (no allocation for HTTP/1's: `H2Head::default`
+            // holds an empty map).
+            let h2 = super::h2::stream::H2Io::of(self.client);
+            let mut typed = h2.map(|_| H2Head::default());
+            let raw = &bufs.upstream[..head_len];
+            let inspected = match &mut typed {
+                None => inspect_response(raw, req, close, &mut bufs.reply),
+                Some(head) => inspect_response(raw, req, close, head),
+            };
+            match inspected {
                 Ok(Answer::Interim) if interim == MAX_INTERIM => {
                     return Err(Error::bad_response(
                         "too many interim answers",
@@ -340,7 +350,16 @@ impl HttpAttempt<'_> {
                 }
                 Ok(Answer::Final(res)) => {
                     observe_wait(self.routed.route, moved);
-                    super::sticky::stamp(&mut bufs.reply, policy, req, &conn.id);
+                    match (typed, h2) {
+                        (Some(mut head), Some(h2)) => {
+                            super::sticky::stamp(&mut head, policy, req, &conn.id);
+                            // Only the body goes through `reply` (the head counts in the log).
+                            moved.head = head.len() as u64;
+                            bufs.reply.clear();
+                            h2.set_head(head);
+                        }
+                        _ => super::sticky::stamp(&mut bufs.reply, policy, req, &conn.id),
+                    }
                     return Ok(Headed::Final(res, head_len));
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
@@ -416,7 +435,9 @@ impl HttpAttempt<'_> {
         let req = self.req;
         let bufs = &mut *self.bufs;
         let mut body = Progress::new(res.framing, res.encoding);
-        moved.head = bufs.reply.len() as u64;
+        // An HTTP/2 head went typed (its length is in `moved.head`), not through `reply`.
+        let typed_head = moved.head;
+        moved.head += bufs.reply.len() as u64;
         let rest = &bufs.upstream[head_len..];
         let first = body
             .take(rest, &mut bufs.reply)
@@ -443,7 +464,7 @@ impl HttpAttempt<'_> {
                 io: moved,
             });
         }
-        moved.to_client = bufs.reply.len() as u64;
+        moved.to_client = typed_head + bufs.reply.len() as u64;
         if !body.done() {
             let how = Relay {
                 read: self.policy.idle_timeout,

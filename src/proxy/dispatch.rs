@@ -288,6 +288,9 @@ pub async fn send_answer(
     if a.status == CLOSE_WITHOUT_ANSWER {
         return (Next::Close, 0);
     }
+    if super::h2::stream::H2Io::of(client).is_some() {
+        return send_h2_answer(client, a, added, head_only).await;
+    }
     let mut resp = Vec::with_capacity(256 + a.body.len());
     let _ = write!(
         resp,
@@ -316,5 +319,32 @@ pub async fn send_answer(
         Err(_) => (Next::Abort, 0),
         Ok(()) if close => (Next::Close, sent),
         Ok(()) => (Next::KeepAlive, sent),
+    }
+}
+
+/// [`send_answer`] on an HTTP/2 stream: the same fields, typed; the stream ends with it.
+async fn send_h2_answer(
+    client: &mut pingora::protocols::Stream,
+    a: &SelfAnswer,
+    added: Option<&super::headers::Added>,
+    head_only: bool,
+) -> (super::exchange::Next, u64) {
+    use super::exchange::Next;
+    let mut fields: Vec<(&[u8], &[u8])> = vec![(b"content-type", a.content_type.as_bytes())];
+    if let Some(l) = &a.location {
+        fields.push((b"location", l.as_bytes()));
+    }
+    let lines = added.map_or([&b""[..]; 2], |added| added.lines(a.status));
+    super::h2::answer::own(client, a.status, &fields, &lines, a.body.len());
+    let body = if head_only { "" } else { &a.body[..] };
+    match super::body::send(
+        client,
+        body.as_bytes(),
+        super::exchange::DEFAULT_SEND_TIMEOUT,
+    )
+    .await
+    {
+        Err(_) => (Next::Abort, 0),
+        Ok(()) => (Next::Close, body.len() as u64),
     }
 }

@@ -318,9 +318,12 @@ impl HttpPath {
         let timeout = self.limits.body_timeout;
         let waiting = bufs.client.is_empty();
         if req.expect_continue && waiting {
-            send(client, CONTINUE, DEFAULT_SEND_TIMEOUT)
-                .await
-                .map_err(|_| BodyError::Gone)?;
+            match super::h2::stream::H2Io::of(client) {
+                Some(h2) => h2.send_continue().map_err(|_| BodyError::Gone)?,
+                None => send(client, CONTINUE, DEFAULT_SEND_TIMEOUT)
+                    .await
+                    .map_err(|_| BodyError::Gone)?,
+            }
         }
         match req.body {
             RequestBody::None => {
@@ -337,27 +340,47 @@ impl HttpPath {
                 bufs.client.drain(..in_hand);
                 Ok((n - in_hand as u64, n))
             }
-            RequestBody::Chunked => {
+            RequestBody::Chunked | RequestBody::UntilEnd => {
                 let mut body = std::mem::take(&mut bufs.upstream);
                 body.clear();
-                let mut decoder = ChunkDecoder::default();
+                // Chunked: decoded; until END_STREAM (HTTP/2): taken as it comes, and a read
+                // of 0 is the stream's end (a client gone is an error there).
+                let mut decoder = (req.body == RequestBody::Chunked).then(ChunkDecoder::default);
+                let until_end = |client: &Stream, on| {
+                    if let Some(h2) = super::h2::stream::H2Io::of(client) {
+                        h2.stop_at_end(on);
+                    }
+                };
+                if decoder.is_none() {
+                    until_end(client, true);
+                }
+                let mut at_end = false;
                 let limit = max_body.map_or(self.limits.max_chunked_body, |m| {
                     m.min(self.limits.max_chunked_body)
                 });
                 let mut held = Budget::global().hold(client_ip);
                 let deadline = tokio::time::Instant::now() + self.limits.chunked_body_time;
                 loop {
-                    let d = decoder
-                        .decode(&bufs.client, |data| body.extend_from_slice(data))
-                        .map_err(|_| BodyError::Refused(400, "malformed chunked body"))?;
-                    bufs.client.drain(..d.used);
+                    let done = match &mut decoder {
+                        Some(decoder) => {
+                            let d = decoder
+                                .decode(&bufs.client, |data| body.extend_from_slice(data))
+                                .map_err(|_| BodyError::Refused(400, "malformed chunked body"))?;
+                            bufs.client.drain(..d.used);
+                            d.done
+                        }
+                        None => {
+                            body.append(&mut bufs.client);
+                            at_end
+                        }
+                    };
                     if body.len() as u64 > limit {
                         return Err(BodyError::Refused(413, "the chunked body is too large"));
                     }
                     if let Err(why) = held.grow(body.len() as u64) {
                         return Err(BodyError::Budget(why));
                     }
-                    if d.done {
+                    if done {
                         break;
                     }
                     bufs.client.reserve(16 * 1024);
@@ -366,6 +389,7 @@ impl HttpPath {
                     tokio::select! {
                         r = tokio::time::timeout_at(next, client.read_buf(&mut bufs.client)) => match r {
                             Err(_) => return Err(BodyError::Refused(408, "the body timed out")),
+                            Ok(Ok(0)) if decoder.is_none() => at_end = true,
                             Ok(Ok(0)) | Ok(Err(_)) => return Err(BodyError::Gone),
                             Ok(Ok(_)) => {}
                         },
@@ -374,7 +398,18 @@ impl HttpPath {
                         }
                     }
                 }
+                if decoder.is_none() {
+                    until_end(client, false);
+                }
                 let len = body.len() as u64;
+                if len > 0 && !req.length_always {
+                    // An HTTP/2 GET, HEAD, OPTIONS or DELETE whose stream carried DATA: as on
+                    // HTTP/1 (see [`super::request`]).
+                    return Err(BodyError::Refused(
+                        400,
+                        "a body on a GET, HEAD, OPTIONS or DELETE request",
+                    ));
+                }
                 finish_head(&mut bufs.out, req, len);
                 bufs.out.extend_from_slice(&body);
                 // The body's own buffer goes now; its copy in `bufs.out` is what stays held.
@@ -407,6 +442,9 @@ pub async fn refuse(
     close: bool,
     out: &mut Outcome,
 ) -> Next {
+    if let Some(next) = h2_error(client, status, msg, out).await {
+        return next;
+    }
     let resp = error_response(status, msg, close);
     let next = answer(client, &resp, close).await;
     if !matches!(next, Next::Abort) {
@@ -415,6 +453,26 @@ pub async fn refuse(
         out.head = resp.find("\r\n\r\n").map_or(out.sent, |i| i as u64 + 4);
     }
     next
+}
+
+/// On an HTTP/2 stream, answer with a JSON error and say so in `out` (None: `client` speaks
+/// HTTP/1). The stream ends with the answer.
+async fn h2_error(client: &mut Stream, status: u16, msg: &str, out: &mut Outcome) -> Option<Next> {
+    super::h2::stream::H2Io::of(client)?;
+    let body = error_body(msg);
+    let json: &[u8] = b"application/json";
+    if !super::h2::answer::own(client, status, &[(b"content-type", json)], &[], body.len()) {
+        return None;
+    }
+    if send(client, body.as_bytes(), DEFAULT_SEND_TIMEOUT)
+        .await
+        .is_err()
+    {
+        return Some(Next::Abort);
+    }
+    out.status = status;
+    out.sent = body.len() as u64;
+    Some(Next::Close)
 }
 
 /// A JSON error response.
@@ -430,6 +488,9 @@ fn error_response(status: u16, msg: &str, close: bool) -> String {
 
 /// Answer the client with a JSON error.
 pub async fn reply_error(client: &mut Stream, status: u16, msg: &str, close: bool) -> Next {
+    if let Some(next) = h2_error(client, status, msg, &mut Outcome::default()).await {
+        return next;
+    }
     answer(client, &error_response(status, msg, close), close).await
 }
 

@@ -15,7 +15,9 @@ use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
 use super::listener::{ListenerCount, ListenerPlace, Refusal as ListenerRefusal};
-use super::request::{classify_logged, Refusal, Request, RequestBody, Steer};
+use super::request::{
+    classify_logged, classify_parts, Parts, Refusal, Request, RequestBody, Steer, Version,
+};
 use super::request_id::RequestId;
 use super::route::Route;
 use super::tls::{Identity, Terminator};
@@ -90,6 +92,8 @@ struct Log<'h> {
     id: &'h RequestId,
     /// The TLS server name the connection asked for.
     sni: Option<&'h str>,
+    /// The request's protocol (`tideway_requests_by_protocol_total`).
+    version: Version,
 }
 
 impl Log<'_> {
@@ -97,6 +101,7 @@ impl Log<'_> {
     fn finished(&self, route: &Route, ip: Option<std::net::IpAddr>, out: &Outcome) {
         let took = self.started.elapsed();
         route.metrics.request.observe(took.as_secs_f64());
+        route.metrics.protocols[self.version as usize].inc();
         if out.status > 0 {
             crate::metrics::response(&route.upstream, out.status);
         }
@@ -154,6 +159,24 @@ struct Asked {
     target: String,
 }
 
+/// A request head as a front door gives it: `head_len` bytes of the connection's buffer
+/// (HTTP/1), or typed parts (an HTTP/2 stream's).
+#[derive(Clone, Copy)]
+enum Src<'p> {
+    Raw(usize),
+    Typed(&'p Parts<'p, 'p>),
+}
+
+impl Src<'_> {
+    /// How many bytes of the client buffer the head takes.
+    fn len(self) -> usize {
+        match self {
+            Src::Raw(n) => n,
+            Src::Typed(_) => 0,
+        }
+    }
+}
+
 /// A request classified against a listener's routes.
 struct Classified {
     req: Request,
@@ -207,6 +230,38 @@ impl Gateway {
         self
     }
 
+    /// The listener's limits.
+    pub fn limits(&self) -> &HttpLimits {
+        &self.path.limits
+    }
+
+    /// Has a reload removed this listener?
+    pub fn is_turned_away(&self) -> bool {
+        self.turned_away.load(Ordering::Acquire)
+    }
+
+    /// Serve one HTTP/2 stream's request, its head decoded into `parts`, on `stream` (the
+    /// stream as [`super::h2::stream::H2Io`]): the same steps as an HTTP/1 request's. `on`:
+    /// the connection's peers and TLS identity, and the server's shutdown. `true`: the answer
+    /// went out whole and the stream is to be ended; `false`: it was cut or the client left
+    /// (the stream is reset when dropped).
+    pub async fn h2_request(
+        &self,
+        stream: &mut Stream,
+        parts: &Parts<'_, '_>,
+        (conn, identity, shutdown): (Peers, Option<&Identity>, &ShutdownWatch),
+    ) -> bool {
+        let routes = self.routes.load_full();
+        let mut bufs = Buffers::default();
+        let on = (conn, identity, (1, shutdown));
+        let step = self
+            .request(stream, &mut bufs, Src::Typed(parts), &routes, on)
+            .await;
+        // An HTTP/2 request is never a WebSocket handshake of HTTP/1's kind (the codec refuses
+        // `connection` and `upgrade`): `Upgraded` cannot come, and would be dropped.
+        matches!(step, Step::Next)
+    }
+
     /// The listener's routes, for a reload to swap.
     pub fn routes(&self) -> &SharedRoutes {
         &self.routes
@@ -218,7 +273,7 @@ impl Gateway {
     fn classify(
         &self,
         routes: &Routes,
-        head: &[u8],
+        head: HeadIn<'_>,
         (client, local, tls): (
             Option<std::net::SocketAddr>,
             Option<std::net::SocketAddr>,
@@ -278,20 +333,40 @@ impl Gateway {
                 request_id: Some(id),
             }
         };
-        let req = classify_logged(
-            head,
-            (client, self.addressing.for_requests()),
-            self.route.proto,
-            steer,
-            out,
-            log,
-        )?;
+        let conn = (client, self.addressing.for_requests());
+        let req = match head {
+            HeadIn::Raw(raw) => classify_logged(raw, conn, self.route.proto, steer, out, log)?,
+            HeadIn::Typed(parts) => {
+                if let Some(log) = log {
+                    *log = access::Head::of_parts(parts);
+                }
+                let len = parts.headers.len() * 32 + parts.target.len();
+                classify_parts(parts, len, conn, self.route.proto, steer, out)?
+            }
+        };
         Ok(Classified {
             req,
             pick,
             policy,
             asked,
         })
+    }
+}
+
+/// A head to classify: HTTP/1 bytes, or an HTTP/2 stream's parts.
+enum HeadIn<'a> {
+    Raw(&'a [u8]),
+    Typed(&'a Parts<'a, 'a>),
+}
+
+/// The version of an HTTP/1 head the classifier refused (`HTTP/1.0` at the end of its first
+/// line; anything else counts as HTTP/1.1).
+fn http1_version(head: &[u8]) -> Version {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    if line.trim_ascii_end().ends_with(b"HTTP/1.0") {
+        Version::Http10
+    } else {
+        Version::Http11
     }
 }
 
@@ -460,6 +535,11 @@ impl Gateway {
         permit: Places,
     ) -> Option<()> {
         let (mut stream, conn, identity) = self.open(stream).await?;
+        if identity.as_ref().is_some_and(|i| i.h2) {
+            let on = (conn, identity);
+            super::h2::serve(self, stream, on, shutdown, permit).await;
+            return None;
+        }
         let mut served: u32 = 0;
         let mut bufs = Buffers::default();
         let mut stop = std::pin::pin!(stopped(shutdown.clone()));
@@ -481,7 +561,7 @@ impl Gateway {
             let routes = self.routes.load_full();
             let on = (conn, identity.as_ref(), (served, &shutdown));
             let step = self
-                .request(&mut stream, &mut bufs, head_len, &routes, on)
+                .request(&mut stream, &mut bufs, Src::Raw(head_len), &routes, on)
                 .await;
             let switch = match step {
                 Step::Next => continue,
@@ -604,7 +684,7 @@ impl Gateway {
         &self,
         stream: &mut Stream,
         bufs: &mut Buffers,
-        head_len: usize,
+        src: Src<'_>,
         routes: &'r Routes,
         (conn, identity, (served, shutdown)): (Peers, Option<&Identity>, (u32, &ShutdownWatch)),
     ) -> Step<'r> {
@@ -612,17 +692,28 @@ impl Gateway {
         let mut logged = access::enabled().then_some(&mut head);
         let started = std::time::Instant::now();
         let id = RequestId::default();
+        let head_len = src.len();
+        let head = match src {
+            Src::Raw(n) => HeadIn::Raw(&bufs.client[..n]),
+            Src::Typed(parts) => HeadIn::Typed(parts),
+        };
         let classified = self.classify(
             routes,
-            &bufs.client[..head_len],
+            head,
             (conn.client, conn.local, identity),
             (&mut bufs.out, logged.as_deref_mut(), &id),
         );
+        let version = match (src, &classified) {
+            (Src::Typed(parts), _) => parts.version,
+            (Src::Raw(_), Ok(c)) => c.req.version,
+            (Src::Raw(n), Err(_)) => http1_version(&bufs.client[..n]),
+        };
         let log = Log {
             logged: logged.map(|h| &*h),
             started,
             id: &id,
             sni: identity.and_then(|i| i.sni.as_deref()),
+            version,
         };
         let Classified {
             mut req,

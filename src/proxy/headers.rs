@@ -47,10 +47,19 @@ pub struct Added {
 impl Added {
     /// Write the lines for a final response of `status`.
     pub fn write(&self, status: u16, out: &mut Vec<u8>) {
-        if ADD_HEADER_STATUSES.contains(&status) {
-            out.extend_from_slice(&self.listed);
+        for lines in self.lines(status) {
+            out.extend_from_slice(lines);
         }
-        out.extend_from_slice(&self.always);
+    }
+
+    /// The lines (`name: value` CRLF each) for a final response of `status`.
+    pub fn lines(&self, status: u16) -> [&[u8]; 2] {
+        let listed: &[u8] = if ADD_HEADER_STATUSES.contains(&status) {
+            &self.listed
+        } else {
+            b""
+        };
+        [listed, &self.always]
     }
 }
 

@@ -31,6 +31,7 @@ pub mod error;
 pub mod exchange;
 pub mod frame;
 pub mod gateway;
+pub mod h2;
 pub mod head;
 pub mod headers;
 pub mod keepalive;

@@ -39,6 +39,49 @@ pub enum RequestBody {
     None,
     Length(u64),
     Chunked,
+    /// HTTP/2 without `content-length`: the body ends with the stream's END_STREAM. Read whole
+    /// (as a chunked one) and sent with its length.
+    UntilEnd,
+}
+
+/// The protocol a request came in with (in [`crate::metrics::PROTOCOLS`] order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+    H2,
+}
+
+impl Version {
+    /// The metric label: `http/1.0`, `http/1.1` or `h2`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Version::Http10 => "http/1.0",
+            Version::Http11 => "http/1.1",
+            Version::H2 => "h2",
+        }
+    }
+
+    /// As the access log writes it (`$server_protocol`).
+    pub fn server_protocol(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+            Version::H2 => "HTTP/2.0",
+        }
+    }
+}
+
+/// A request head as a front door decoded it: the request line's parts and the header fields
+/// (for HTTP/2, built from the stream's typed head by [`super::h2::head`], with one `host`).
+#[derive(Clone, Copy, Debug)]
+pub struct Parts<'h, 'f> {
+    pub method: &'h str,
+    pub target: &'h str,
+    pub version: Version,
+    pub headers: &'f [httparse::Header<'h>],
+    /// HTTP/2: the stream did not end with its head, so a body may follow without a length.
+    pub open: bool,
 }
 
 /// A request tideway forwards.
@@ -49,6 +92,8 @@ pub struct Request {
     pub close: bool,
     /// The client spoke HTTP/1.0: its answer is never chunked.
     pub http10: bool,
+    /// The protocol the request came in with.
+    pub version: Version,
     /// `HEAD`: the response has no body whatever its headers say.
     pub head_method: bool,
     /// Safe to send again to another backend (RFC 9110 idempotent methods).
@@ -238,7 +283,44 @@ pub fn classify_logged<'s>(
 ) -> Result<Request, Refusal> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let (method, target, minor, headers) = parse(raw, &mut fields, log)?;
-    let http10 = minor == 0;
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let parts = Parts {
+        method,
+        target,
+        version,
+        headers,
+        open: false,
+    };
+    classify_parts(&parts, raw.len(), (conn, real_ip), proto, steer, out)
+}
+
+/// The typed step both front doors share: classify a request head already decoded into
+/// `parts` (`raw_len`: about how long it was, to size `out`). See [`classify`].
+pub fn classify_parts<'s>(
+    parts: &Parts<'_, '_>,
+    raw_len: usize,
+    (conn, real_ip): (Option<SocketAddr>, Option<&RealIp>),
+    proto: &str,
+    steer: impl FnOnce(Option<&[u8]>, &str) -> Steer<'s>,
+    out: &mut Vec<u8>,
+) -> Result<Request, Refusal> {
+    let Parts {
+        method,
+        target,
+        version,
+        headers,
+        open,
+    } = *parts;
+    match method {
+        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
+        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
+        _ => {}
+    }
+    let http10 = version == Version::Http10;
     let mut seen = Seen::gather(headers)?;
     let client = believe(real_ip, conn, seen.x_real_ip, &seen.xff[..seen.n_xff]);
     let ip = client.map(|c| c.ip());
@@ -252,9 +334,15 @@ pub fn classify_logged<'s>(
         return Err(Refusal::new(508, "too many forwarding hops: a proxy loop?"));
     }
     let path = seen.locate(method, target, http10)?;
-    let body = seen.framing(http10)?;
+    let body = match seen.framing(http10)? {
+        // An HTTP/2 stream not ended with its head, without a length: it ends at END_STREAM.
+        RequestBody::None if version == Version::H2 && open => RequestBody::UntilEnd,
+        body => body,
+    };
     let bodiless = matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE");
-    if bodiless && body != RequestBody::None {
+    // A bodiless method's HTTP/2 stream may end with an empty DATA frame: read to its end, the
+    // body must be empty (see [`super::exchange`]).
+    if bodiless && !matches!(body, RequestBody::None | RequestBody::UntilEnd) {
         // Workerman 4.x up to 4.1.0 ends these requests at the blank line whatever their
         // framing says, and would read the body as a request of its own.
         return Err(Refusal::new(
@@ -313,7 +401,7 @@ pub fn classify_logged<'s>(
         ip,
         proto,
     };
-    outgoing.write(raw.len(), &steered, vars.as_ref(), out);
+    outgoing.write(raw_len, &steered, vars.as_ref(), out);
     let added = route_headers
         .zip(vars.as_ref())
         .and_then(|(h, v)| v.added(h));
@@ -323,6 +411,7 @@ pub fn classify_logged<'s>(
         body,
         close,
         http10,
+        version,
         head_method: method == "HEAD",
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE"),
         websocket,
@@ -366,11 +455,6 @@ fn parse<'h, 'b>(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(Refusal::new(400, "malformed request line"));
     };
-    match method {
-        "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
-        "TRACE" => return Err(Refusal::new(405, "TRACE is not allowed")),
-        _ => {}
-    }
     Ok((method, target, minor, req.headers))
 }
 

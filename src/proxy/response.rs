@@ -74,14 +74,69 @@ fn content_length(headers: &[httparse::Header<'_>]) -> Result<Option<u64>, BadRe
     Ok(len)
 }
 
+/// Where tideway writes a response head for the client: HTTP/1 text (a `Vec<u8>`), or an
+/// HTTP/2 stream's typed head ([`super::h2::answer::H2Head`]). The HTTP/1 door's head is
+/// written as before, with no allocation more.
+pub trait ClientHead {
+    /// The client speaks HTTP/2: a body is never chunked, and no field says how the
+    /// connection goes on.
+    const H2: bool;
+    /// Start a head of `status` (what was written before is dropped); `capacity`: about how
+    /// long it will be.
+    fn status(&mut self, status: u16, reason: &str, capacity: usize);
+    /// One header field.
+    fn field(&mut self, name: &[u8], value: &[u8]);
+    /// Fields tideway rendered as text, `name: value` and CRLF each (a route's `add_header`).
+    fn lines(&mut self, text: &[u8]);
+    /// End the head (HTTP/1's blank line).
+    fn end(&mut self);
+    /// Add one field to an ended head (a field tideway adds itself, such as a sticky cookie).
+    fn add(&mut self, name: &[u8], value: &[u8]);
+}
+
+impl ClientHead for Vec<u8> {
+    const H2: bool = false;
+    fn status(&mut self, status: u16, reason: &str, capacity: usize) {
+        self.clear();
+        self.reserve(capacity);
+        let _ = write!(self, "HTTP/1.1 {status:03} {reason}\r\n");
+    }
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        write_field(self, name, value);
+    }
+    fn lines(&mut self, text: &[u8]) {
+        self.extend_from_slice(text);
+    }
+    fn end(&mut self) {
+        self.extend_from_slice(b"\r\n");
+    }
+    fn add(&mut self, name: &[u8], value: &[u8]) {
+        add_field(self, name, value);
+    }
+}
+
+/// `n` in decimal, in `buf`.
+pub(super) fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// Inspect the complete response head `raw` to `req` (`close`: the client connection closes
 /// after this exchange whatever the answer). For a final response or a switch, write the head
 /// for the client into `out` (cleared first), always with CRLF line ends.
-pub fn inspect_response(
+pub fn inspect_response<H: ClientHead>(
     raw: &[u8],
     req: &Request,
     close: bool,
-    out: &mut Vec<u8>,
+    out: &mut H,
 ) -> Result<Answer, BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut headers);
@@ -101,13 +156,11 @@ pub fn inspect_response(
         {
             // Rebuilt too, every header kept (the handshake's `Upgrade` and `Connection`
             // included), so the client gets CRLF line ends whatever the backend sent.
-            out.clear();
-            out.reserve(raw.len() + 8);
-            let _ = write!(out, "HTTP/1.1 101 {reason}\r\n");
+            out.status(101, reason, raw.len() + 8);
             for h in headers {
-                write_field(out, h.name.as_bytes(), h.value);
+                out.field(h.name.as_bytes(), h.value);
             }
-            out.extend_from_slice(b"\r\n");
+            out.end();
             return Ok(Answer::Switched);
         }
         101 => return Err(BadResponse::Upgrade),
@@ -133,7 +186,7 @@ pub fn inspect_response(
     // A body of unknown length goes to an HTTP/1.1 client chunked, so it can tell a whole body
     // from a cut one and keep its connection; an HTTP/1.0 client's body ends at close.
     let encoding = match framing {
-        Framing::Chunked | Framing::UntilClose if !req.http10 => Encoding::Chunked,
+        Framing::Chunked | Framing::UntilClose if !req.http10 && !H::H2 => Encoding::Chunked,
         _ => Encoding::Raw,
     };
     let ends_at_close =
@@ -153,9 +206,7 @@ pub fn inspect_response(
         reusable,
         close: close || ends_at_close,
     };
-    out.clear();
-    out.reserve(raw.len() + 48);
-    let _ = write!(out, "HTTP/1.1 {status:03} {reason}\r\n");
+    out.status(status, reason, raw.len() + 48);
     write_final_fields(out, headers, (connection, length), req, &res);
     Ok(Answer::Final(res))
 }
@@ -220,8 +271,8 @@ impl<'h> Fields<'h> {
 /// end-to-end fields (hop-by-hop ones and those `connection` names dropped), the route's
 /// `add_header` lines, the one framing header, the connection's, and the blank line. `length`:
 /// the backend's Content-Length.
-fn write_final_fields(
-    out: &mut Vec<u8>,
+fn write_final_fields<H: ClientHead>(
+    out: &mut H,
     headers: &[httparse::Header<'_>],
     (connection, length): (&[&[u8]], Option<u64>),
     req: &Request,
@@ -233,30 +284,32 @@ fn write_final_fields(
         {
             continue;
         }
-        write_field(out, h.name.as_bytes(), h.value);
+        out.field(h.name.as_bytes(), h.value);
     }
     if let Some(a) = &req.added {
-        a.write(res.status, out);
-    }
-    match (res.framing, res.encoding) {
-        (Framing::Length(n), _) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+        for lines in a.lines(res.status) {
+            out.lines(lines);
         }
+    }
+    let mut digits = [0u8; 20];
+    match (res.framing, res.encoding) {
+        (Framing::Length(n), _) => out.field(b"content-length", decimal(n, &mut digits)),
         // A HEAD, 204 or 304 answer keeps the length it describes.
         (Framing::Empty, _) if res.status != 204 => {
             if let Some(n) = length {
-                let _ = write!(out, "content-length: {n}\r\n");
+                out.field(b"content-length", decimal(n, &mut digits));
             }
         }
-        (_, Encoding::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (_, Encoding::Chunked) => out.field(b"transfer-encoding", b"chunked"),
         _ => {}
     }
-    if res.close {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if req.http10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
+    // HTTP/2 has no connection fields.
+    match (H::H2, res.close, req.http10) {
+        (false, true, _) => out.field(b"connection", b"close"),
+        (false, false, true) => out.field(b"connection", b"keep-alive"),
+        _ => {}
     }
-    out.extend_from_slice(b"\r\n");
+    out.end();
 }
 
 /// Add one header field to a head [`inspect_response`] wrote into `out`, before its blank

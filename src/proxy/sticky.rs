@@ -5,13 +5,13 @@
 //! it).
 
 use super::request::Request;
-use super::response::add_field;
+use super::response::ClientHead;
 use crate::config::UpstreamPolicy;
 use crate::pool::sticky::StickyId;
 
 /// Add the sticky cookie to the response head in `head` (as [`super::response`] wrote it),
 /// when the upstream is sticky and `req`'s cookie did not name `backend` already.
-pub fn stamp(head: &mut Vec<u8>, policy: &UpstreamPolicy, req: &Request, backend: &str) {
+pub fn stamp<H: ClientHead>(head: &mut H, policy: &UpstreamPolicy, req: &Request, backend: &str) {
     let Some(cookie) = &policy.sticky else {
         return;
     };
@@ -20,7 +20,7 @@ pub fn stamp(head: &mut Vec<u8>, policy: &UpstreamPolicy, req: &Request, backend
         return;
     }
     let line = cookie.set_cookie(&value.to_string(), std::time::SystemTime::now());
-    add_field(head, b"set-cookie", line.as_bytes());
+    head.add(b"set-cookie", line.as_bytes());
 }
 
 #[cfg(test)]
@@ -34,6 +34,7 @@ mod tests {
             body: RequestBody::None,
             close: false,
             http10: false,
+            version: crate::proxy::request::Version::Http11,
             head_method: false,
             idempotent: true,
             websocket: false,

@@ -168,6 +168,8 @@ impl ResolvesServerCert for SniResolver {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub sni: Option<Box<str>>,
+    /// The client chose HTTP/2 by ALPN.
+    pub h2: bool,
     cert: Option<Arc<LoadedCert>>,
 }
 
@@ -187,7 +189,9 @@ pub struct Terminator {
 }
 
 impl Terminator {
-    pub fn new(resolver: Arc<SniResolver>) -> Self {
+    /// A terminator serving `resolver`'s certificates; with `http2`, ALPN offers `h2` before
+    /// `http/1.1`.
+    pub fn new(resolver: Arc<SniResolver>, http2: bool) -> Self {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -195,7 +199,11 @@ impl Terminator {
         .expect("ring supports the default versions")
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         // Stateless session tickets, as nginx and OpenSSL issue by default: any client that
         // kept one resumes. rustls' default, a 256-entry session cache, resumed about half of
         // the handshakes with 64 clients at a time (docs/benchmarks.md). The keys are this
@@ -216,12 +224,15 @@ impl Terminator {
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
             })??;
-        let sni = tls.get_ref().1.server_name();
+        let session = tls.get_ref().1;
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let sni = session.server_name();
         // The certificate the handshake chose, picked again (a reload in between is as
         // unlikely as it is harmless: a new connection would be served the new one).
         let identity = Identity {
             cert: self.resolver.pick(sni),
             sni: sni.map(|n| n.to_ascii_lowercase().into()),
+            h2,
         };
         let conn = TlsConn {
             inner: tls,

@@ -61,7 +61,7 @@ pub fn http_gateway(
         Some(_) => Some(Arc::new(SniResolver::load(l).map_err(|e| e.to_string())?)),
         None => None,
     };
-    let tls = resolver.clone().map(Terminator::new);
+    let tls = resolver.clone().map(|r| Terminator::new(r, l.http2));
     let limits: HttpLimits = l.limits.clone();
     let shared = routes(pool, l)?.shared();
     let gw = Gateway::new(

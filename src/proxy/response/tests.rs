@@ -6,6 +6,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         body: RequestBody::None,
         close: false,
         http10,
+        version: crate::proxy::request::Version::Http11,
         head_method,
         idempotent: true,
         websocket,

@@ -126,6 +126,11 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
     assert_eq!(value(&p, sessions).await, SOCKETS as f64);
     let failed = "tideway_websocket_handshake_failures_total{";
     assert_eq!(value(&p, failed).await, 0.0);
+    let opened = |protocol: &str| {
+        format!("tideway_websocket_opened_total{{protocol=\"{protocol}\",upstream=\"app\"}}")
+    };
+    assert_eq!(value(&p, &opened("http/1.1")).await, SOCKETS as f64);
+    assert_eq!(value(&p, &opened("h2")).await, 0.0);
 
     // A backend that refuses the upgrade: a failed handshake, no WebSocket.
     for f in [&b1_faults, &b2_faults] {
@@ -136,6 +141,7 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
     let series = "tideway_websocket_handshake_failures_total{reason=\"refused\",upstream=\"app\"}";
     until(&p, series, 1.0).await;
     assert_eq!(value(&p, failed).await, 1.0);
+    assert_eq!(value(&p, &opened("http/1.1")).await, SOCKETS as f64);
     assert_eq!(
         value(&p, "tideway_websocket_closes_total{").await,
         SOCKETS as f64

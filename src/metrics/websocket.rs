@@ -9,7 +9,7 @@
 //!
 //! Labels are bounded: `by` is [`CLOSERS`], `code` is [`CODES`] (see [`code_bucket`]),
 //! `direction` is [`DIRECTIONS`], `reason` is [`HANDSHAKE_FAILURES`] or
-//! [`super::FAILURE_REASONS`].
+//! [`super::FAILURE_REASONS`], `protocol` is [`PROTOCOLS`].
 //!
 //! Imports: nothing else in tideway.
 
@@ -48,6 +48,10 @@ pub const CLOSERS: [&str; 8] = [
 /// failure's reason in `tideway_upstream_failures_total` ([`super::FAILURE_REASONS`]).
 pub const HANDSHAKE_FAILURES: [&str; 3] = ["refused", "client_gone", "exhausted"];
 
+/// The protocols a client opens a WebSocket with: an HTTP/1.1 upgrade, or an HTTP/2 extended
+/// CONNECT (RFC 8441).
+pub const PROTOCOLS: [&str; 2] = ["http/1.1", "h2"];
+
 /// Session length buckets, in seconds (a tenth of a second to a day).
 const SESSION: [f64; 13] = [
     0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
@@ -82,6 +86,8 @@ pub struct WebSocketMetrics {
     pub session: HistogramVec,
     /// Handshakes forwarded that did not become a tunnel, by upstream and reason.
     pub handshake_failures: IntCounterVec,
+    /// WebSockets opened (the backend switched), by upstream and protocol ([`PROTOCOLS`]).
+    pub opened: IntCounterVec,
 }
 
 impl WebSocketMetrics {
@@ -119,6 +125,11 @@ impl WebSocketMetrics {
                 "WebSocket handshakes forwarded that did not become a WebSocket, by reason",
                 &["upstream", "reason"],
             ),
+            opened: counter(
+                "tideway_websocket_opened_total",
+                "WebSockets opened (the backend switched), by the protocol the client opened it with (http/1.1 or h2)",
+                &["upstream", "protocol"],
+            ),
         }
     }
 
@@ -130,6 +141,7 @@ impl WebSocketMetrics {
             Box::new(self.bytes.clone()),
             Box::new(self.session.clone()),
             Box::new(self.handshake_failures.clone()),
+            Box::new(self.opened.clone()),
         ]
     }
 
@@ -147,6 +159,9 @@ impl WebSocketMetrics {
         let _ = self.session.remove_label_values(&[upstream]);
         for r in HANDSHAKE_FAILURES.iter().chain(&super::FAILURE_REASONS) {
             let _ = self.handshake_failures.remove_label_values(&[upstream, r]);
+        }
+        for p in PROTOCOLS {
+            let _ = self.opened.remove_label_values(&[upstream, p]);
         }
     }
 }
@@ -189,6 +204,7 @@ pub struct TunnelMeter {
     pub session: Histogram,
     messages: [IntCounter; 2],
     bytes: [IntCounter; 2],
+    opened: [IntCounter; 2],
     upstream: String,
 }
 
@@ -203,6 +219,7 @@ impl TunnelMeter {
             session: ws.session.with_label_values(&[upstream]),
             messages: by_direction(&ws.messages),
             bytes: by_direction(&ws.bytes),
+            opened: PROTOCOLS.map(|p| ws.opened.with_label_values(&[upstream, p])),
             upstream: upstream.to_string(),
         }
     }
@@ -216,6 +233,13 @@ impl TunnelMeter {
         if flow.bytes > 0 {
             self.bytes[direction].inc_by(flow.bytes);
         }
+    }
+
+    /// Count a WebSocket opened with `protocol` (one of [`PROTOCOLS`]).
+    pub fn opened(&self, protocol: &str) {
+        debug_assert!(PROTOCOLS.contains(&protocol), "{protocol}");
+        let i = PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0);
+        self.opened[i].inc();
     }
 
     /// Count a WebSocket's end: who closed it (one of [`CLOSERS`]) and its close code (None:

@@ -336,7 +336,7 @@ impl HttpAttempt<'_> {
                 Ok(Answer::Switched) => {
                     observe_wait(self.routed.route, moved);
                     return self
-                        .switched(conn, head_len, *moved)
+                        .switched(conn, head_len, *moved, typed)
                         .await
                         .map(Headed::Done);
                 }
@@ -364,6 +364,7 @@ impl HttpAttempt<'_> {
                 }
                 // Workerman answers 101 to any GET whose head holds `Sec-WebSocket-Key:`.
                 Err(BadResponse::Upgrade) if !req.websocket => return Err(Error::unasked_upgrade()),
+                Err(BadResponse::Accept) => return Err(Error::wrong_accept(req.misreadable)),
                 Err(e) => return Err(Error::bad_response(e.to_string(), req.misreadable)),
             }
         }
@@ -393,18 +394,33 @@ impl HttpAttempt<'_> {
         }
     }
 
-    /// Relay a 101 (its head rebuilt in `bufs.reply`, `head_len` bytes of `bufs.upstream`)
-    /// and whatever the backend sent behind it as is: the connection becomes a tunnel.
+    /// Relay a 101 (its head rebuilt in `bufs.reply`, `head_len` bytes of `bufs.upstream`; or,
+    /// for an HTTP/2 stream, the `typed` 200 it became) and whatever the backend sent behind it
+    /// as is: the connection (or stream) becomes a tunnel.
     async fn switched(
         &mut self,
         conn: &Conn,
         head_len: usize,
         mut moved: Io,
+        typed: Option<H2Head>,
     ) -> Result<Done, Error> {
         let bufs = &mut *self.bufs;
-        super::sticky::stamp(&mut bufs.reply, self.policy, self.req, &conn.id);
         let down = bufs.upstream.split_off(head_len);
-        moved.head = bufs.reply.len() as u64;
+        // A typed head goes out with the first bytes or the flush; only those go as DATA.
+        let (status, typed_len) = match (typed, super::h2::stream::H2Io::of(self.client)) {
+            (Some(mut head), Some(h2)) => {
+                super::sticky::stamp(&mut head, self.policy, self.req, &conn.id);
+                let len = head.len() as u64;
+                h2.set_head(head);
+                bufs.reply.clear();
+                (200, len)
+            }
+            _ => {
+                super::sticky::stamp(&mut bufs.reply, self.policy, self.req, &conn.id);
+                (101, 0)
+            }
+        };
+        moved.head = typed_len + bufs.reply.len() as u64;
         bufs.reply.extend_from_slice(&down);
         if send(self.client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
             .await
@@ -412,11 +428,11 @@ impl HttpAttempt<'_> {
         {
             return Done::client_gone();
         }
-        moved.to_client = bufs.reply.len() as u64;
+        moved.to_client = typed_len + bufs.reply.len() as u64;
         Ok(Done {
             next: Next::Close,
             switched: Some(down),
-            status: 101,
+            status,
             reusable: false,
             health: Health::Success,
             io: moved,

@@ -55,6 +55,9 @@ pub enum Kind {
     Timeout,
     /// The backend's answer cannot be forwarded.
     BadResponse,
+    /// A `101` to a handshake whose key tideway made (a WebSocket over HTTP/2), with another
+    /// `Sec-WebSocket-Accept` than that key's.
+    WrongAccept,
     /// A `101 Switching Protocols` to a request that was not a WebSocket handshake.
     UnaskedUpgrade,
     /// The backend stopped taking a request body (and said nothing tideway could relay).
@@ -134,6 +137,23 @@ impl Error {
         Error::new(Kind::BadResponse, side, why)
     }
 
+    /// The backend switched to WebSocket with a wrong `Sec-WebSocket-Accept` for tideway's own
+    /// key. The client chose no part of that key, so the backend is broken and counted (as
+    /// a 502 that `invalid_header` may send on), unless `misreadable`: the head it got held a
+    /// second `Sec-WebSocket-Key:` the client wrote (see [`super::h2::websocket::misread`]).
+    pub fn wrong_accept(misreadable: bool) -> Self {
+        let side = if misreadable {
+            Side::Client
+        } else {
+            Side::Backend
+        };
+        Error::new(
+            Kind::WrongAccept,
+            side,
+            "the backend answered tideway's WebSocket key with a wrong Sec-WebSocket-Accept",
+        )
+    }
+
     /// The backend switched protocols on a request that asked for no such thing: a lenient
     /// backend misread the client's head. The connection is closed, the backend not blamed.
     pub fn unasked_upgrade() -> Self {
@@ -190,7 +210,11 @@ impl Error {
             (Side::Backend, Kind::Connect | Kind::ConnectTimeout | Kind::Send) => Retry::Anywhere,
             (
                 Side::Backend,
-                Kind::Unanswered | Kind::Timeout | Kind::BadResponse | Kind::Status,
+                Kind::Unanswered
+                | Kind::Timeout
+                | Kind::BadResponse
+                | Kind::WrongAccept
+                | Kind::Status,
             ) => Retry::IfIdempotent,
             _ => Retry::Never,
         }
@@ -325,6 +349,7 @@ mod tests {
         let provoked = [
             Error::unasked_upgrade(),
             Error::bad_response("x", true),
+            Error::wrong_accept(true),
             Error::cut_body("x"),
             Error::looped("x"),
         ];
@@ -334,6 +359,12 @@ mod tests {
             assert!(!e.stale_retry(true), "{e:?}");
         }
         assert!(!Error::bad_response("x", false).counts());
+        // A wrong Accept to tideway's own key: the backend's doing, counted, a 502 that
+        // `invalid_header` may send on.
+        let accept = Error::wrong_accept(false);
+        assert!(accept.counts() && accept.status() == 502 && accept.label() == "bad_response");
+        assert_eq!(accept.retry(), Retry::IfIdempotent);
+        assert_eq!(accept.side(), Side::Backend);
         assert!(
             !Error::timeout().stale_retry(true),
             "a timeout is not a stale connection"
@@ -384,6 +415,8 @@ mod tests {
             Error::timeout(),
             Error::bad_response("x", false),
             Error::bad_response("x", true),
+            Error::wrong_accept(false),
+            Error::wrong_accept(true),
             Error::unasked_upgrade(),
             Error::cut_body("x"),
             Error::local("x"),

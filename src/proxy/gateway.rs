@@ -151,6 +151,31 @@ struct Switch<'r> {
     handshake: Option<access::Handshake>,
 }
 
+impl<'r> Switch<'r> {
+    /// The tunnel's route, backend connection and setup: `early`, what the client sent behind
+    /// its handshake; `permit`, the connection's places (None: an HTTP/2 stream's, which its
+    /// connection holds); `protocol`, how the client opened it.
+    fn setup(
+        self,
+        early: Vec<u8>,
+        permit: Option<Places>,
+        protocol: &'static str,
+    ) -> (&'r Route, Upgraded, websocket::Setup) {
+        let ws = websocket::Setup {
+            early,
+            idle: self.idle,
+            liveness: self.liveness,
+            rebalanced: self.rebalanced,
+            client_ip: self.client_ip,
+            permit,
+            held: self.held,
+            handshake: self.handshake,
+            protocol,
+        };
+        (self.route, self.up, ws)
+    }
+}
+
 /// What the request parser found for a request its route answers itself: the Host (or an
 /// absolute-form target's authority) and the origin-form target, for a Location.
 #[derive(Default)]
@@ -260,6 +285,40 @@ impl Gateway {
         // An HTTP/2 request is never a WebSocket handshake of HTTP/1's kind (the codec refuses
         // `connection` and `upgrade`): `Upgraded` cannot come, and would be dropped.
         matches!(step, Step::Next)
+    }
+
+    /// Serve an extended CONNECT made into a WebSocket handshake (`parts`, see
+    /// [`super::h2::websocket`]) on `stream`, as [`Gateway::h2_request`] serves a request;
+    /// when the backend switched, the stream is the WebSocket's tunnel, run here to its end
+    /// (the connection counts the stream as live meanwhile).
+    pub async fn h2_upgrade(
+        &self,
+        mut stream: Stream,
+        parts: &Parts<'_, '_>,
+        (conn, identity, shutdown): (Peers, Option<&Identity>, &ShutdownWatch),
+    ) {
+        let routes = self.routes.load_full();
+        let mut bufs = Buffers::default();
+        let on = (conn, identity, (1, shutdown));
+        let step = self
+            .request(&mut stream, &mut bufs, Src::Typed(parts), &routes, on)
+            .await;
+        match step {
+            Step::Upgraded(switch) => {
+                // The client's END_STREAM is its half of a close, as a TCP FIN (RFC 8441 §5).
+                if let Some(h2) = super::h2::stream::H2Io::of(&stream) {
+                    h2.stop_at_end(true);
+                }
+                let early = bufs.client.to_vec();
+                drop(bufs);
+                let (route, up, ws) = switch.setup(early, None, "h2");
+                websocket::start(route, stream, up, ws).await;
+            }
+            Step::Next => {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            }
+            Step::End => {}
+        }
     }
 
     /// The listener's routes, for a reload to swap.
@@ -574,18 +633,9 @@ impl Gateway {
             // (7.6 KiB each instead of 3.4).
             let early = bufs.client.to_vec();
             drop(bufs);
-            let ws = websocket::Setup {
-                early,
-                idle: switch.idle,
-                liveness: switch.liveness,
-                rebalanced: switch.rebalanced,
-                client_ip: switch.client_ip,
-                permit,
-                held: switch.held,
-                handshake: switch.handshake,
-            };
+            let (route, up, ws) = switch.setup(early, Some(permit), "http/1.1");
             // The tunnel keeps the route it started on, whatever a reload does.
-            tokio::spawn(websocket::start(switch.route, stream, switch.up, ws));
+            tokio::spawn(websocket::start(route, stream, up, ws));
             return None;
         }
     }

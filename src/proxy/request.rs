@@ -82,6 +82,10 @@ pub struct Parts<'h, 'f> {
     pub headers: &'f [httparse::Header<'h>],
     /// HTTP/2: the stream did not end with its head, so a body may follow without a length.
     pub open: bool,
+    /// An extended CONNECT made into a WebSocket handshake with tideway's own key
+    /// ([`super::h2::websocket`]): the Accept its backend owes. It must classify as a
+    /// handshake, or it is refused (any 2xx to a CONNECT would open a tunnel).
+    pub accept: Option<super::h2::websocket::Accept>,
 }
 
 /// A request tideway forwards.
@@ -118,6 +122,9 @@ pub struct Request {
     pub sticky: Option<crate::pool::sticky::StickyId>,
     /// The route's `add_header` lines for the answer (None: it adds none).
     pub added: Option<Box<super::headers::Added>>,
+    /// A handshake whose key tideway made (a WebSocket over HTTP/2): the backend's 101 must
+    /// carry this `Sec-WebSocket-Accept` (None: the client checks its own).
+    pub accept: Option<super::h2::websocket::Accept>,
 }
 
 /// Headers that describe one hop, or that tideway writes itself: never forwarded as sent.
@@ -294,6 +301,7 @@ pub fn classify_logged<'s>(
         version,
         headers,
         open: false,
+        accept: None,
     };
     classify_parts(&parts, raw.len(), (conn, real_ip), proto, steer, out)
 }
@@ -314,6 +322,7 @@ pub fn classify_parts<'s>(
         version,
         headers,
         open,
+        accept,
     } = *parts;
     match method {
         "CONNECT" => return Err(Refusal::new(501, "CONNECT is not supported")),
@@ -378,6 +387,9 @@ pub fn classify_parts<'s>(
     let connection = &seen.connection[..seen.n_connection];
     // A WebSocket handshake, or an Upgrade that is dropped and the request served as HTTP.
     let websocket = steered.websocket && method == "GET" && !http10 && seen.handshake();
+    if accept.is_some() && !websocket {
+        return Err(super::h2::websocket::NOT_ON_ROUTE);
+    }
     let close = if http10 {
         !named_by(connection, "keep-alive")
     } else {
@@ -405,7 +417,11 @@ pub fn classify_parts<'s>(
     let added = route_headers
         .zip(vars.as_ref())
         .and_then(|(h, v)| v.added(h));
-    let misreadable = !websocket && holds_websocket_key(out);
+    // A handshake of tideway's own holds its key once; a second one is the client's.
+    let misreadable = match accept {
+        Some(_) => super::h2::websocket::misread(out),
+        None => !websocket && websocket_keys(out) > 0,
+    };
 
     Ok(Request {
         body,
@@ -422,6 +438,7 @@ pub fn classify_parts<'s>(
         client,
         sticky: steered.sticky.and_then(|name| sticky_cookie(headers, name)),
         added,
+        accept,
     })
 }
 
@@ -744,12 +761,13 @@ fn is_websocket_field(name: &str) -> bool {
     name.len() > 14 && name.as_bytes()[..14].eq_ignore_ascii_case(b"sec-websocket-")
 }
 
-/// Does `head` hold `Sec-WebSocket-Key:` anywhere, in any case (what Workerman's handshake
-/// looks for: `/Sec-WebSocket-Key: *(.*?)\r\n/i`)?
-fn holds_websocket_key(head: &[u8]) -> bool {
+/// How often `head` holds `Sec-WebSocket-Key:`, in any case (what Workerman's handshake
+/// looks for: `/Sec-WebSocket-Key: *(.*?)\r\n/i`, the first match).
+pub(super) fn websocket_keys(head: &[u8]) -> usize {
     const KEY: &[u8] = b"sec-websocket-key:";
     head.windows(KEY.len())
-        .any(|w| (w[0] | 0x20) == b's' && w.eq_ignore_ascii_case(KEY))
+        .filter(|w| (w[0] | 0x20) == b's' && w.eq_ignore_ascii_case(KEY))
+        .count()
 }
 
 /// A version httparse does not take: 505 for a well-formed `HTTP/d.d` it does not speak,

@@ -7,6 +7,7 @@
 //! answer is decoded and the connection closes at its end, as nginx does.
 
 use super::body::{Encoding, Framing};
+use super::h2::websocket;
 use super::request::{has_token, named_by, parse_length, write_field, Request, MAX_HEADERS};
 use std::io::Write;
 
@@ -47,6 +48,10 @@ pub enum BadResponse {
     Upgrade,
     #[error("the backend sent a Transfer-Encoding other than chunked")]
     Coding,
+    #[error("the backend answered tideway's WebSocket key with a wrong Sec-WebSocket-Accept")]
+    Accept,
+    #[error("the backend answered a WebSocket handshake with a 2xx without switching")]
+    NoSwitch,
 }
 
 /// Headers that describe one hop or the body's framing, which tideway writes itself.
@@ -154,17 +159,32 @@ pub fn inspect_response<H: ClientHead>(
                 h.name.eq_ignore_ascii_case("upgrade") && has_token(h.value, "websocket")
             }) =>
         {
-            // Rebuilt too, every header kept (the handshake's `Upgrade` and `Connection`
-            // included), so the client gets CRLF line ends whatever the backend sent.
-            out.status(101, reason, raw.len() + 8);
-            for h in headers {
-                out.field(h.name.as_bytes(), h.value);
+            // A key tideway made is checked here; the client checks its own.
+            if req.accept.is_some_and(|a| !a.answered(headers)) {
+                return Err(BadResponse::Accept);
+            }
+            if H::H2 {
+                // RFC 8441: the stream's extended CONNECT is answered 200, with the 101's
+                // end-to-end fields.
+                out.status(200, "OK", raw.len());
+                for h in headers.iter().filter(|h| websocket::passed_on(h.name)) {
+                    out.field(h.name.as_bytes(), h.value);
+                }
+            } else {
+                // Rebuilt too, every header kept (the handshake's `Upgrade` and `Connection`
+                // included), so the client gets CRLF line ends whatever the backend sent.
+                out.status(101, reason, raw.len() + 8);
+                for h in headers {
+                    out.field(h.name.as_bytes(), h.value);
+                }
             }
             out.end();
             return Ok(Answer::Switched);
         }
         101 => return Err(BadResponse::Upgrade),
         100..=199 => return Ok(Answer::Interim),
+        // Any 2xx to an extended CONNECT would open the tunnel: only a switch answers it.
+        200..=299 if req.accept.is_some() => return Err(BadResponse::NoSwitch),
         _ => {}
     }
     let fields = Fields::gather(headers)?;

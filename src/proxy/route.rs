@@ -493,7 +493,7 @@ fn condition(failed: &Error) -> u32 {
         Kind::Connect | Kind::Send | Kind::Unanswered => NextUpstream::ERROR,
         Kind::ConnectTimeout => NextUpstream::CONNECT_TIMEOUT,
         Kind::Timeout => NextUpstream::TIMEOUT,
-        Kind::BadResponse => NextUpstream::INVALID_HEADER,
+        Kind::BadResponse | Kind::WrongAccept => NextUpstream::INVALID_HEADER,
         _ => 0,
     }
 }

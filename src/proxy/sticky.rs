@@ -45,6 +45,7 @@ mod tests {
             client: None,
             sticky,
             added: None,
+            accept: None,
         }
     }
 

@@ -27,12 +27,15 @@ pub struct Setup {
     /// move it (with the key the upstream hashes by, if it hashes).
     pub rebalanced: Option<Arc<crate::config::UpstreamPolicy>>,
     pub client_ip: Option<std::net::IpAddr>,
-    /// The connection's places (process and listener), held until the tunnel ends.
-    pub permit: super::gateway::Places,
+    /// The connection's places (process and listener), held until the tunnel ends (None: an
+    /// HTTP/2 stream, whose connection holds them).
+    pub permit: Option<super::gateway::Places>,
     /// The client's per-client connection counts, held until the tunnel ends.
     pub held: super::limit::Held,
     /// With the access log on, the handshake its line shows.
     pub handshake: Option<super::access::Handshake>,
+    /// How the client opened it (one of [`crate::metrics::websocket::PROTOCOLS`]).
+    pub protocol: &'static str,
 }
 
 /// Set up the tunnel from `client` to the backend that switched (`up`), and return the future
@@ -52,6 +55,7 @@ pub fn start(
         permit,
         held,
         handshake,
+        protocol,
     } = setup;
     let Upgraded {
         conn,
@@ -78,6 +82,7 @@ pub fn start(
         }
         None => (conn.close, None),
     };
+    route.metrics.tunnel.opened(protocol);
     let guard = conn.guard;
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
         .counting(guard.live().clone(), route.metrics.tunnel.clone())

@@ -225,7 +225,7 @@ async fn stream(
     let open = !body.is_end_stream();
     let mut io: Stream = Box::new(H2Io::new(body, respond));
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
-        super::websocket::serve(conn, &head, protocol, &mut io).await;
+        super::websocket::serve(conn, &head, protocol, io).await;
         return;
     }
     let limits = conn.gateway.limits();
@@ -249,7 +249,7 @@ async fn stream(
 }
 
 /// Answer a stream whose head the front door refused.
-async fn refuse(io: &mut Stream, r: crate::proxy::request::Refusal) {
+pub(super) async fn refuse(io: &mut Stream, r: crate::proxy::request::Refusal) {
     let _ = reply_error(io, r.status, r.reason, true).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
 }

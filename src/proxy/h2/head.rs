@@ -99,6 +99,7 @@ pub fn parts<'a, 'f>(
         version: Version::H2,
         headers: fields,
         open,
+        accept: None,
     })
 }
 

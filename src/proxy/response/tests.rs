@@ -17,6 +17,7 @@ fn req(head_method: bool, http10: bool, websocket: bool) -> Request {
         client: None,
         sticky: None,
         added: None,
+        accept: None,
     }
 }
 
@@ -194,6 +195,64 @@ fn interim_switched_and_bad_answers() {
         response(raw, &GET(), false).unwrap_err(),
         BadResponse::Malformed
     );
+}
+
+#[test]
+fn a_switch_to_tideways_own_key_needs_its_accept() {
+    // RFC 6455's example key and its Accept.
+    let mut ws = req(false, false, true);
+    ws.accept = Some(crate::proxy::h2::websocket::Accept::of(
+        b"dGhlIHNhbXBsZSBub25jZQ==",
+    ));
+    let with = |accept: &str| {
+        format!(
+            "HTTP/1.1 101 Switching\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{accept}\r\n"
+        )
+    };
+    let right = with("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n");
+    assert!(matches!(
+        response(&right, &ws, false),
+        Ok((Answer::Switched, _))
+    ));
+    for wrong in [
+        "",
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOA=\r\n",
+        "Sec-WebSocket-Accept: x\r\n",
+        // Twice, even the right one: which would a client believe?
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n",
+    ] {
+        assert_eq!(
+            response(&with(wrong), &ws, false).unwrap_err(),
+            BadResponse::Accept,
+            "{wrong:?}"
+        );
+    }
+    // Over HTTP/2 the switch is the stream's 200, with the end-to-end fields only; a 2xx
+    // that did not switch cannot be forwarded (it would open the tunnel).
+    let mut head = crate::proxy::h2::answer::H2Head::default();
+    let switch = with("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\nContent-Length: 0\r\n");
+    let answer = inspect_response(switch.as_bytes(), &ws, false, &mut head);
+    assert_eq!(answer, Ok(Answer::Switched));
+    let res = head.into_response();
+    assert_eq!(res.status(), 200);
+    let names: Vec<_> = res.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["sec-websocket-protocol"]);
+    let plain = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+    assert_eq!(
+        response(plain, &ws, false).unwrap_err(),
+        BadResponse::NoSwitch
+    );
+    let refused = "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n";
+    assert!(matches!(
+        response(refused, &ws, false),
+        Ok((Answer::Final(_), _))
+    ));
+    // A client's own key is the client's to check.
+    let theirs = req(false, false, true);
+    assert!(matches!(
+        response(&with(""), &theirs, false),
+        Ok((Answer::Switched, _))
+    ));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use std::process::Command;
 const CLIENTS: usize = 100;
 const STREAMS: usize = 10;
 /// Requests per run: a few seconds of load per proxy on this machine.
-const REQUESTS: usize = 100_000;
+const REQUESTS: usize = 50_000;
 /// Rounds, each measuring every proxy once.
 const ROUNDS: usize = 5;
 
@@ -307,4 +307,3 @@ pub fn run(dir: &Path, backend: u16) -> String {
     out.push_str(&notes);
     out
 }
-

@@ -66,7 +66,10 @@ pub(crate) async fn connect(
 }
 
 /// One WebSocket on `send`'s connection: extended CONNECT to `/echo` (200 expected), one text
-/// message echoed, the client's close answered by the server's, then the stream ended.
+/// message echoed, the client's close, then the stream ended both ways. The server's close
+/// frame is read if it comes; the demo backend drops the connection on a close without always
+/// flushing its own (through nginx, the `newws` row's client sees the same), so the end of
+/// the stream also ends the WebSocket.
 pub(crate) async fn websocket(send: &SendRequest<Bytes>, port: u16) -> Result<(), String> {
     let mut req = http::Request::builder()
         .method(http::Method::CONNECT)
@@ -93,17 +96,22 @@ pub(crate) async fn websocket(send: &SendRequest<Bytes>, port: u16) -> Result<()
     let mut body = response.into_body();
     let mut buf = BytesMut::new();
     let h2e = |e: h2::Error| format!("stream: {e}");
-    stream.send_data(frame(OP_TEXT, b"hi"), false).map_err(h2e)?;
-    let (op, payload) = read_frame(&mut body, &mut buf).await?;
+    stream
+        .send_data(frame(OP_TEXT, b"hi"), false)
+        .map_err(h2e)?;
+    let (op, payload) = read_frame(&mut body, &mut buf)
+        .await?
+        .ok_or("the stream ended before the echo")?;
     if op != OP_TEXT || payload.as_ref() != b"hi" {
         return Err(format!("echo: opcode {op}, payload {payload:?}"));
     }
     stream
         .send_data(frame(OP_CLOSE, &1000u16.to_be_bytes()), false)
         .map_err(h2e)?;
-    let (op, _) = read_frame(&mut body, &mut buf).await?;
-    if op != OP_CLOSE {
-        return Err(format!("expected the server's close, got opcode {op}"));
+    if let Some((op, _)) = read_frame(&mut body, &mut buf).await? {
+        if op != OP_CLOSE {
+            return Err(format!("expected the server's close, got opcode {op}"));
+        }
     }
     // End our side; the server may have ended (or reset) the stream already.
     let _ = stream.send_data(Bytes::new(), true);
@@ -125,11 +133,15 @@ fn frame(op: u8, payload: &[u8]) -> Bytes {
     f.into()
 }
 
-/// Read the stream until `buf` holds a whole server frame: (opcode, payload).
-async fn read_frame(body: &mut RecvStream, buf: &mut BytesMut) -> Result<(u8, Bytes), String> {
+/// Read the stream until `buf` holds a whole server frame: (opcode, payload); None if the
+/// stream ends cleanly between frames.
+async fn read_frame(
+    body: &mut RecvStream,
+    buf: &mut BytesMut,
+) -> Result<Option<(u8, Bytes)>, String> {
     loop {
         if let Some(frame) = parse(buf)? {
-            return Ok(frame);
+            return Ok(Some(frame));
         }
         match body.data().await {
             Some(Ok(data)) => {
@@ -137,6 +149,7 @@ async fn read_frame(body: &mut RecvStream, buf: &mut BytesMut) -> Result<(u8, By
                 buf.extend_from_slice(&data);
             }
             Some(Err(e)) => return Err(format!("stream: {e}")),
+            None if buf.is_empty() => return Ok(None),
             None => return Err("the stream ended inside a WebSocket frame".into()),
         }
     }

@@ -131,7 +131,9 @@ pub fn run(dir: &Path, backend: u16) -> String {
     let nginx = rt.block_on(h2client::connect(proxies[0].port, h2.clone()));
     notes.push_str(&format!(
         "\nnginx over h2 (not measured): {}\n",
-        nginx.err().unwrap_or_else(|| "announces extended CONNECT".into())
+        nginx
+            .err()
+            .unwrap_or_else(|| "announces extended CONNECT".into())
     ));
     let measure = |w: usize, p: &Proxy| -> Result<(f64, f64), String> {
         let pid = p.child.id();
@@ -174,7 +176,11 @@ pub fn run(dir: &Path, backend: u16) -> String {
                         rates[i] = rate;
                     }
                     Err(e) => {
-                        eprintln!("h2ws: round {round}, {}, {}: {e}", proxies[i].name, way.label());
+                        eprintln!(
+                            "h2ws: round {round}, {}, {}: {e}",
+                            proxies[i].name,
+                            way.label()
+                        );
                         notes.push_str(&format!(
                             "\nround {round}, {}, {}: refused: {e}\n",
                             proxies[i].name,

@@ -194,7 +194,11 @@ where
 
 /// Run the load against `port`: (proxy CPU µs per WebSocket, WebSockets per second, the share
 /// of TLS handshakes that resumed).
-pub(crate) async fn load(pid: u32, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> (f64, f64, f64) {
+pub(crate) async fn load(
+    pid: u32,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (f64, f64, f64) {
     let cpu0 = proc::cpu_seconds(pid);
     let start = Instant::now();
     let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));

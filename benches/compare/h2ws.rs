@@ -82,6 +82,7 @@ async fn load_h2(
 }
 
 /// Measure, print and return the report.
+#[allow(clippy::needless_range_loop)] // `round` indexes the innermost of three levels
 pub fn run(dir: &Path, backend: u16) -> String {
     let rounds = env_count("H2WS_ROUNDS", ROUNDS);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,6 @@
 //! Side-by-side benchmark: tideway vs nginx vs HAProxy, one worker each, same demo backend,
-//! same run. Run with `cargo bench --bench compare`. Installs nginx-light, haproxy and wrk
-//! from Debian when missing.
+//! same run. Run with `cargo bench --bench compare`. Installs nginx-light, haproxy, wrk and
+//! nghttp2-client (h2load) from Debian when missing.
 //!
 //! Reports, for each proxy: proxy CPU time per HTTP keep-alive request (wrk, 64 connections),
 //! its requests per second, the p50/p99 latency of an open-loop load at half of nginx's
@@ -55,6 +55,7 @@ fn ensure_tools() {
         ("nginx", "nginx-light"),
         ("haproxy", "haproxy"),
         ("wrk", "wrk"),
+        ("h2load", "nghttp2-client"),
     ]
     .into_iter()
     .filter(|(bin, _)| {

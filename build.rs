@@ -72,10 +72,13 @@ fn watch_head() {
         if loose.exists() {
             println!("cargo:rerun-if-changed={}", loose.display());
         }
-        println!(
-            "cargo:rerun-if-changed={}",
-            common.join("packed-refs").display()
-        );
+        // Only if it exists: cargo counts a missing watched file as changed, so every build
+        // would rerun this script and rebuild the crate (a repository without packed refs).
+        // Packing the refs deletes the loose one, which then reruns the script.
+        let packed = common.join("packed-refs");
+        if packed.exists() {
+            println!("cargo:rerun-if-changed={}", packed.display());
+        }
     }
 }
 

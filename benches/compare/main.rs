@@ -1,6 +1,6 @@
 //! Side-by-side benchmark: tideway vs nginx vs HAProxy, one worker each, same demo backend,
-//! same run. Run with `cargo bench --bench compare`. Installs nginx-light, haproxy and wrk
-//! from Debian when missing.
+//! same run. Run with `cargo bench --bench compare`. Installs nginx-light, haproxy, wrk and
+//! nghttp2-client (h2load) from Debian when missing.
 //!
 //! Reports, for each proxy: proxy CPU time per HTTP keep-alive request (wrk, 64 connections),
 //! its requests per second, the p50/p99 latency of an open-loop load at half of nginx's
@@ -13,9 +13,13 @@
 //! `COMPARE_ONLY=routes`, 100 routes against one ([`routes`]); `COMPARE_ONLY=newws`, CPU per
 //! new WebSocket (connect, upgrade, one echo, close) over ws:// and wss:// ([`newws`]);
 //! `COMPARE_ONLY=echo`, CPU and context switches per WebSocket echo in interleaved rounds
-//! ([`echo`]).
+//! ([`echo`]); `COMPARE_ONLY=h2`, CPU per HTTP/2 request under h2load ([`h2`]);
+//! `COMPARE_ONLY=h2ws`, CPU per WebSocket opened over HTTP/2 (RFC 8441) against wss:// ([`h2ws`]).
 
 mod echo;
+mod h2;
+mod h2client;
+mod h2ws;
 mod interleave;
 mod latency;
 mod limits;
@@ -51,6 +55,7 @@ fn ensure_tools() {
         ("nginx", "nginx-light"),
         ("haproxy", "haproxy"),
         ("wrk", "wrk"),
+        ("h2load", "nghttp2-client"),
     ]
     .into_iter()
     .filter(|(bin, _)| {
@@ -378,13 +383,16 @@ fn main() {
 
     // COMPARE_ONLY=limits measures only tideway with per-client limits on against off;
     // COMPARE_ONLY=routes, 100 routes against one; COMPARE_ONLY=newws, CPU per new WebSocket;
-    // COMPARE_ONLY=echo, CPU and context switches per WebSocket echo.
+    // COMPARE_ONLY=echo, CPU and context switches per WebSocket echo; COMPARE_ONLY=h2, CPU per
+    // HTTP/2 request; COMPARE_ONLY=h2ws, CPU per WebSocket opened over HTTP/2.
     let only = std::env::var("COMPARE_ONLY").unwrap_or_default();
-    if ["limits", "routes", "newws", "echo"].contains(&only.as_str()) {
+    if ["limits", "routes", "newws", "echo", "h2", "h2ws"].contains(&only.as_str()) {
         let out = match only.as_str() {
             "limits" => limits::run(dir.path(), backend_port),
             "routes" => routes::run(dir.path(), backend_port),
             "echo" => rt.block_on(echo::run(dir.path(), backend_port)),
+            "h2" => h2::run(dir.path(), backend_port),
+            "h2ws" => h2ws::run(dir.path(), backend_port),
             _ => newws::run(dir.path(), backend_port),
         };
         println!("{out}");

@@ -33,7 +33,7 @@ const ROUNDS: usize = 5;
 
 /// How the client connects.
 #[derive(Clone, Copy, PartialEq)]
-enum Scheme {
+pub(crate) enum Scheme {
     Ws,
     WssResumed,
     WssFull,
@@ -42,7 +42,7 @@ enum Scheme {
 const SCHEMES: [Scheme; 3] = [Scheme::Ws, Scheme::WssResumed, Scheme::WssFull];
 
 impl Scheme {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Scheme::Ws => "ws://",
             Scheme::WssResumed => "wss:// with resumption",
@@ -58,15 +58,15 @@ struct Side {
 }
 
 /// The certificate every proxy serves (for "localhost"): its PEM files and DER.
-struct Cert {
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Cert {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
     /// Certificate then key, for HAProxy's `crt`.
-    combined: PathBuf,
-    der: CertificateDer<'static>,
+    pub(crate) combined: PathBuf,
+    pub(crate) der: CertificateDer<'static>,
 }
 
-fn make_cert(dir: &Path) -> Cert {
+pub(crate) fn make_cert(dir: &Path) -> Cert {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert, key, combined) = (
         dir.join("ws-cert.pem"),
@@ -154,7 +154,7 @@ fn start_haproxy(dir: &Path, backend: u16, cert: &Cert) -> Side {
 }
 
 /// The client's TLS configuration for `scheme` (None for ws://), trusting `cert` only.
-fn client_tls(scheme: Scheme, cert: &Cert) -> Option<Arc<rustls::ClientConfig>> {
+pub(crate) fn client_tls(scheme: Scheme, cert: &Cert) -> Option<Arc<rustls::ClientConfig>> {
     if scheme == Scheme::Ws {
         return None;
     }
@@ -194,7 +194,11 @@ where
 
 /// Run the load against `port`: (proxy CPU µs per WebSocket, WebSockets per second, the share
 /// of TLS handshakes that resumed).
-async fn load(pid: u32, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> (f64, f64, f64) {
+pub(crate) async fn load(
+    pid: u32,
+    port: u16,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (f64, f64, f64) {
     let cpu0 = proc::cpu_seconds(pid);
     let start = Instant::now();
     let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -235,7 +239,7 @@ async fn load(pid: u32, port: u16, tls: Option<Arc<rustls::ClientConfig>>) -> (f
 }
 
 /// Median and range of `v` (sorted in place).
-fn spread(v: &mut [f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(v: &mut [f64]) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }

@@ -2,15 +2,18 @@
 //! backend that counts what it receives and sees its connections close: a reset stream stops
 //! at once wherever its work is (its backend connection closes), too many strikes on one
 //! connection get GOAWAY(ENHANCE_YOUR_CALM), other clients are served and the backend stays in
-//! service.
+//! service; an answer given before the request body was read ends the stream with
+//! RST_STREAM(NO_ERROR) instead of draining the body.
 
 mod common;
 
-use common::h2::{h2_client, h2_fetch, start_h2_proxy};
-use common::Proxy;
+use common::h2::{h2_client, h2_fetch, make_cert, start_h2_proxy};
+use common::{start_written, Proxy};
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -258,4 +261,74 @@ async fn a_stream_reset_while_its_answer_is_relayed_frees_its_backend_connection
         "the backend connection is closed once the client reset the stream"
     );
     assert!(served(&p).await, "the backend is still in service");
+}
+
+/// tideway with a `return` route at `/here` beside the upstream `app` at `backend`.
+async fn proxy_with_return(backend: SocketAddr) -> Proxy {
+    start_written(&[], |http, admin, dir| {
+        let c = make_cert(dir, "a", &["a.test"]);
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nhttp2 = true\ntls = {{ cert = {:?}, key = {:?} }}\n[[listener.route]]\npath = \"/\"\nupstream = \"app\"\n[[listener.route]]\npath = \"/here\"\nreturn = {{ code = 200, text = \"here\" }}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n",
+            dir.join("data").display(),
+            c.cert,
+            c.key,
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_read_ends_the_stream_with_rst_no_error() {
+    let b = Holding::start().await;
+    let p = proxy_with_return(b.addr).await;
+    let (c, _conn) = h2_client(&p, "a.test").await;
+    let mut c = c.ready().await.unwrap();
+    const TOTAL: usize = 1 << 20;
+    let req = http::Request::post("https://a.test/here")
+        .header("content-length", TOTAL.to_string())
+        .body(())
+        .unwrap();
+    let (answer, mut up) = c.send_request(req, false).unwrap();
+    up.send_data(bytes::Bytes::from_static(&[b'a'; 1000]), false)
+        .unwrap();
+    let mut sent = 1000;
+    let res = answer.await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Send the rest as fast as the server's window lets: a server that drains the body
+    // takes all of it; one that ends the stream gives no window past the first.
+    let reason = loop {
+        up.reserve_capacity(16 * 1024);
+        let got = poll_fn(|cx| {
+            if let Poll::Ready(reset) = up.poll_reset(cx) {
+                return Poll::Ready(Err(reset.ok()));
+            }
+            up.poll_capacity(cx).map(Ok)
+        })
+        .await;
+        match got {
+            Err(reset) => break reset,
+            Ok(Some(Ok(n))) => {
+                let n = n.min(TOTAL - sent);
+                sent += n;
+                let chunk = bytes::Bytes::from(vec![b'a'; n]);
+                if up.send_data(chunk, sent == TOTAL).is_err() || sent == TOTAL {
+                    break None;
+                }
+            }
+            Ok(_) => break poll_fn(|cx| up.poll_reset(cx)).await.ok(),
+        }
+    };
+    assert_eq!(
+        reason,
+        Some(h2::Reason::NO_ERROR),
+        "after {sent} of {TOTAL} bytes"
+    );
+    assert!(sent <= 65_535 + 1000, "{sent} bytes taken after the answer");
+    let mut body = res.into_body();
+    let mut got = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"here", "the answer came whole");
+    assert_eq!(b.heads(), 0);
 }

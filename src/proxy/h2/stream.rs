@@ -11,6 +11,10 @@
 //!   HTTP/1 head. A write waits for flow-control capacity (a zero window stalls it, and the
 //!   engine's send timeout bounds the stall); shutdown ends the stream (END_STREAM).
 //! - Dropped before its end (a cut answer, a client gone), the stream is reset.
+//! - Once the answer ended (END_STREAM sent), a read gives 0 at once: a request body left
+//!   unread is not drained (nginx's lingering close is for HTTP/1). Dropped, the stream's
+//!   handles tell the codec to end it with RST_STREAM(NO_ERROR) once the answer is out
+//!   (RFC 9113 §8.1), so the client stops sending.
 //! - [`H2Io::reset_watch`]: a future that resolves when the client resets the stream, for
 //!   the stream's task to race its work against ([`super::reset`]).
 
@@ -201,6 +205,11 @@ impl AsyncRead for H2Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if matches!(this.lock().side, Side::Ended) {
+            // Answered (or reset): what the client still sends is not read (see the module
+            // doc); 0 ends a linger at once.
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !this.chunk.is_empty() {
                 let n = buf.remaining().min(this.chunk.len());

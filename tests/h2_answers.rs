@@ -1,0 +1,73 @@
+//! tideway's own answers on HTTP/2 (errors, refusals, a route's `return`), as an `h2` client
+//! sees them: cookie fields joined into one line too long for `max_header_line` get 431 as on
+//! HTTP/1.
+
+mod common;
+
+use common::h2::{h2_client, h2_fetch, make_cert, Recorder};
+use common::{start_written, Proxy};
+use std::net::SocketAddr;
+
+/// tideway with `return` routes at `/empty` (204) and `/same` (304) beside the upstream
+/// `app` at `backend`; `limits` in the listener.
+async fn proxy(backend: SocketAddr, limits: &str) -> Proxy {
+    start_written(&[], |http, admin, dir| {
+        let c = make_cert(dir, "a", &["a.test"]);
+        format!(
+            "[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nhttp2 = true\ntls = {{ cert = {:?}, key = {:?} }}\n{limits}\n[[listener.route]]\npath = \"/\"\nupstream = \"app\"\n[[listener.route]]\npath = \"= /empty\"\nreturn = {{ code = 204, text = \"\" }}\n[[listener.route]]\npath = \"= /same\"\nreturn = {{ code = 304, text = \"\" }}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n",
+            dir.join("data").display(),
+            c.cert,
+            c.key,
+        )
+    })
+    .await
+}
+
+fn request(method: &str, path: &str, fields: &[(&str, &str)]) -> http::Request<()> {
+    let mut r = http::Request::builder()
+        .method(method)
+        .uri(format!("https://a.test{path}"));
+    for (n, v) in fields {
+        r = r.header(*n, *v);
+    }
+    r.body(()).unwrap()
+}
+
+#[tokio::test]
+async fn cookies_joined_past_max_header_line_get_431_as_on_http1() {
+    let rec = Recorder::start().await;
+    let p = proxy(rec.addr, "limits = { max_header_line = 4096 }").await;
+    let (mut c, _conn) = h2_client(&p, "a.test").await;
+    // Two fields of 3000 bytes each: each fits, joined with "; " they are one 6009-byte
+    // `Cookie:` line for the backend.
+    let (a, b) = (
+        format!("a={}", "x".repeat(2998)),
+        format!("b={}", "y".repeat(2998)),
+    );
+    let req = request("GET", "/two", &[("cookie", &a), ("cookie", &b)]);
+    let (status, body) = h2_fetch(&mut c, req, None).await.unwrap();
+    assert_eq!(status, 431, "{}", String::from_utf8_lossy(&body));
+    assert!(rec.request_for("/two").is_none(), "the backend got nothing");
+    // The same cookie line on HTTP/1.1 gets 431 too.
+    let (tls, _) = common::h2::tls_connect(p.http, "a.test", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut tls = tls;
+    let head = format!("GET /one HTTP/1.1\r\nHost: a.test\r\nCookie: {a}; {b}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tls, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    // Joined cookies that fit still go through, as one line.
+    let (a, b) = (
+        format!("a={}", "x".repeat(1000)),
+        format!("b={}", "y".repeat(1000)),
+    );
+    let req = request("GET", "/fits", &[("cookie", &a), ("cookie", &b)]);
+    assert_eq!(h2_fetch(&mut c, req, None).await.unwrap().0, 200);
+    let r = rec.request_for("/fits").expect("the backend got it");
+    assert_eq!(r.fields("cookie"), [format!("{a}; {b}")]);
+}

@@ -1,6 +1,6 @@
 //! tideway's own answers on HTTP/2 (errors, refusals, a route's `return`), as an `h2` client
-//! sees them: cookie fields joined into one line too long for `max_header_line` get 431 as on
-//! HTTP/1.
+//! sees them: a 204 or 304 carries no content-length, and cookie fields joined into one line
+//! too long for `max_header_line` get 431 as on HTTP/1.
 
 mod common;
 
@@ -31,6 +31,12 @@ fn request(method: &str, path: &str, fields: &[(&str, &str)]) -> http::Request<(
         r = r.header(*n, *v);
     }
     r.body(()).unwrap()
+}
+
+/// A port nothing listens on.
+fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
 }
 
 #[tokio::test]
@@ -70,4 +76,27 @@ async fn cookies_joined_past_max_header_line_get_431_as_on_http1() {
     assert_eq!(h2_fetch(&mut c, req, None).await.unwrap().0, 200);
     let r = rec.request_for("/fits").expect("the backend got it");
     assert_eq!(r.fields("cookie"), [format!("{a}; {b}")]);
+}
+
+#[tokio::test]
+async fn own_204_and_304_answers_carry_no_content_length() {
+    let p = proxy(dead_port(), "").await;
+    let (c, _conn) = h2_client(&p, "a.test").await;
+    for (path, status) in [("/empty", 204), ("/same", 304)] {
+        let mut c = c.clone().ready().await.unwrap();
+        let (answer, _) = c.send_request(request("GET", path, &[]), true).unwrap();
+        let res = answer.await.unwrap();
+        assert_eq!(res.status(), status);
+        assert!(
+            !res.headers().contains_key("content-length"),
+            "{path}: {:?}",
+            res.headers()
+        );
+    }
+    // A 502 of tideway's own still says its length.
+    let mut c = c.clone().ready().await.unwrap();
+    let (answer, _) = c.send_request(request("GET", "/x", &[]), true).unwrap();
+    let res = answer.await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert!(res.headers().contains_key("content-length"));
 }

@@ -1,6 +1,6 @@
 //! tideway's own answers on HTTP/2 (errors, refusals, a route's `return`), as an `h2` client
-//! sees them: a 204 or 304 carries no content-length, and cookie fields joined into one line
-//! too long for `max_header_line` get 431 as on HTTP/1.
+//! sees them: a HEAD's answer carries no DATA, a 204 or 304 no content-length, and cookie
+//! fields joined into one line too long for `max_header_line` get 431 as on HTTP/1.
 
 mod common;
 
@@ -37,6 +37,28 @@ fn request(method: &str, path: &str, fields: &[(&str, &str)]) -> http::Request<(
 fn dead_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn error_answers_to_head_carry_no_body() {
+    // The only backend is down: 502.
+    let p = proxy(dead_port(), "").await;
+    let (mut c, _conn) = h2_client(&p, "a.test").await;
+    // The h2 client treats DATA on a HEAD's answer as a protocol error of the stream.
+    let got = h2_fetch(&mut c, request("HEAD", "/x", &[]), None).await;
+    assert_eq!(got.unwrap(), (502, Vec::new()));
+    let got = h2_fetch(&mut c, request("GET", "/x", &[]), None).await;
+    let (status, body) = got.unwrap();
+    assert_eq!(status, 502);
+    assert!(body.starts_with(b"{\"error\""), "a GET still gets the JSON");
+    // A head the front door refuses (cookies too long once joined: 431).
+    let cookie = "a".repeat(3000);
+    let cookies = [("cookie", &cookie[..]), ("cookie", &cookie[..])];
+    let limits = "limits = { max_header_line = 4096 }";
+    let p = proxy(dead_port(), limits).await;
+    let (mut c, _conn) = h2_client(&p, "a.test").await;
+    let got = h2_fetch(&mut c, request("HEAD", "/x", &cookies), None).await;
+    assert_eq!(got.unwrap(), (431, Vec::new()));
 }
 
 #[tokio::test]

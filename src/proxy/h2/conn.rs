@@ -216,7 +216,7 @@ async fn stream(
 ) {
     let (head, body) = req.into_parts();
     let open = !body.is_end_stream();
-    let h2 = H2Io::new(body, respond);
+    let h2 = H2Io::new(body, respond).with_head_method(head.method == http::Method::HEAD);
     let reset = h2.reset_watch();
     let mut io: Stream = Box::new(h2);
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {

@@ -50,6 +50,8 @@ pub struct H2Io {
     /// Shared with the stream's [`ResetWatch`].
     out: Arc<Mutex<Out>>,
     id: u32,
+    /// The request is a HEAD: answers of tideway's own carry no body.
+    head_method: bool,
 }
 
 /// The sending side: the head waiting to go, and where the stream stands.
@@ -98,7 +100,19 @@ impl H2Io {
                 side: Side::Waiting(respond),
             })),
             id,
+            head_method: false,
         }
+    }
+
+    /// Mark the stream's request as a HEAD (`true`): tideway's own answers then carry no body.
+    pub fn with_head_method(mut self, head_method: bool) -> Self {
+        self.head_method = head_method;
+        self
+    }
+
+    /// Is the stream's request a HEAD?
+    pub fn head_method(&self) -> bool {
+        self.head_method
     }
 
     /// A future that resolves once the client resets the stream (or the connection fails)

@@ -3,25 +3,12 @@
 //! fields joined into one line too long for `max_header_line` get 431 as on HTTP/1.
 
 mod common;
+#[path = "support/h2_routes.rs"]
+mod h2_routes;
 
-use common::h2::{h2_client, h2_fetch, make_cert, Recorder};
-use common::{start_written, Proxy};
+use common::h2::{h2_client, h2_fetch, Recorder};
+use h2_routes::proxy_with_returns as proxy;
 use std::net::SocketAddr;
-
-/// tideway with `return` routes at `/empty` (204) and `/same` (304) beside the upstream
-/// `app` at `backend`; `limits` in the listener.
-async fn proxy(backend: SocketAddr, limits: &str) -> Proxy {
-    start_written(&[], |http, admin, dir| {
-        let c = make_cert(dir, "a", &["a.test"]);
-        format!(
-            "[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nhttp2 = true\ntls = {{ cert = {:?}, key = {:?} }}\n{limits}\n[[listener.route]]\npath = \"/\"\nupstream = \"app\"\n[[listener.route]]\npath = \"= /empty\"\nreturn = {{ code = 204, text = \"\" }}\n[[listener.route]]\npath = \"= /same\"\nreturn = {{ code = 304, text = \"\" }}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n",
-            dir.join("data").display(),
-            c.cert,
-            c.key,
-        )
-    })
-    .await
-}
 
 fn request(method: &str, path: &str, fields: &[(&str, &str)]) -> http::Request<()> {
     let mut r = http::Request::builder()

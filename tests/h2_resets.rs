@@ -6,9 +6,12 @@
 //! RST_STREAM(NO_ERROR) instead of draining the body.
 
 mod common;
+#[path = "support/h2_routes.rs"]
+mod h2_routes;
 
-use common::h2::{h2_client, h2_fetch, make_cert, start_h2_proxy};
-use common::{start_written, Proxy};
+use common::h2::{h2_client, h2_fetch, start_h2_proxy};
+use common::Proxy;
+use h2_routes::proxy_with_returns;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -263,24 +266,10 @@ async fn a_stream_reset_while_its_answer_is_relayed_frees_its_backend_connection
     assert!(served(&p).await, "the backend is still in service");
 }
 
-/// tideway with a `return` route at `/here` beside the upstream `app` at `backend`.
-async fn proxy_with_return(backend: SocketAddr) -> Proxy {
-    start_written(&[], |http, admin, dir| {
-        let c = make_cert(dir, "a", &["a.test"]);
-        format!(
-            "[admin]\nlisten = \"{admin}\"\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nhttp2 = true\ntls = {{ cert = {:?}, key = {:?} }}\n[[listener.route]]\npath = \"/\"\nupstream = \"app\"\n[[listener.route]]\npath = \"/here\"\nreturn = {{ code = 200, text = \"here\" }}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n",
-            dir.join("data").display(),
-            c.cert,
-            c.key,
-        )
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_answer_before_the_body_is_read_ends_the_stream_with_rst_no_error() {
     let b = Holding::start().await;
-    let p = proxy_with_return(b.addr).await;
+    let p = proxy_with_returns(b.addr, "").await;
     let (c, _conn) = h2_client(&p, "a.test").await;
     let mut c = c.ready().await.unwrap();
     const TOTAL: usize = 1 << 20;

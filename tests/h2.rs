@@ -6,7 +6,8 @@
 mod common;
 
 use common::h2::{
-    curl, h2_client, h2_fetch, make_cert, nghttp, start_h2_proxy, tls_connect, Recorder,
+    curl, h2_client, h2_fetch, make_cert, nghttp, start_h2_proxy, start_h2_proxy_with, tls_connect,
+    Recorder,
 };
 
 #[tokio::test]
@@ -169,15 +170,24 @@ async fn the_access_log_and_the_metrics_carry_the_protocol() {
         200
     );
     assert_eq!(curl(&p, "a.test", "/old", &["--http1.1"]).await.status, 200);
+    // A stream the front door refuses before classifying it is logged too.
+    let (mut send, _conn) = h2_client(&p, "a.test").await;
+    let req = http::Request::get("https://a.test/mismatch")
+        .header("host", "b.a.test")
+        .body(())
+        .unwrap();
+    assert_eq!(h2_fetch(&mut send, req, None).await.unwrap().0, 400);
     let log = p.dir.path().join("tideway.log");
     common::wait_until(std::time::Duration::from_secs(10), || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("\"GET /logged HTTP/2.0\" 200") && text.contains("\"GET /old HTTP/1.1\" 200")
+        text.contains("\"GET /logged HTTP/2.0\" 200")
+            && text.contains("\"GET /old HTTP/1.1\" 200")
+            && text.contains("\"GET /mismatch HTTP/2.0\" 400")
     })
     .await;
     let h2 = r#"tideway_requests_by_protocol_total{protocol="h2",upstream="app"}"#;
     let h11 = r#"tideway_requests_by_protocol_total{protocol="http/1.1",upstream="app"}"#;
-    assert_eq!(common::metric(&p, h2).await, 1.0);
+    assert_eq!(common::metric(&p, h2).await, 2.0);
     assert_eq!(common::metric(&p, h11).await, 1.0);
 }
 
@@ -224,6 +234,19 @@ async fn a_stream_head_is_checked_as_an_http11_head_is() {
     assert_eq!(r.fields("cookie"), ["a=1; b=2"]);
     assert!(r.fields("x_real_ip").is_empty(), "{}", r.head);
     assert_eq!(r.fields("x-real-ip"), ["127.0.0.1"]);
+    // HEAD: tideway's own answer (a refusal) carries no DATA; the backend's neither.
+    let req = http::Request::head("https://a.test/a/%2e%2e/h")
+        .body(())
+        .unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (400, Vec::new())
+    );
+    let req = http::Request::head("https://a.test/head").body(()).unwrap();
+    assert_eq!(
+        h2_fetch(&mut send, req, None).await.unwrap(),
+        (200, Vec::new())
+    );
     // None of the refused ones reached the backend.
     for path in ["/two-hosts", "/get-body", "/a/%2e%2e/b"] {
         assert!(
@@ -246,4 +269,90 @@ async fn an_idle_connection_and_one_that_never_asks_get_goaway() {
         let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
         assert!(ended.is_ok(), "the server closed the connection");
     }
+}
+
+#[tokio::test]
+async fn limit_conn_counts_each_stream_as_a_connection() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy_with(
+        rec.addr,
+        true,
+        (
+            "",
+            "client_limits = [{ zone = \"addr\", conn = 2, status = 429 }]",
+            "[limit_zone.addr]\nkind = \"conn\"\n",
+        ),
+    )
+    .await;
+    // Three long polls on one connection: two are served, one is over the client's limit.
+    let paths = ["/slow/1500/a", "/slow/1500/b", "/slow/1500/c"];
+    let got = nghttp(&p, "a.test", &paths, &[]).await;
+    let mut statuses = got.statuses.clone();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429], "{}", got.verbose);
+    assert_eq!(
+        rec.requests().len(),
+        2,
+        "the refused stream reached no backend"
+    );
+    // Their counts went back with them.
+    let again = nghttp(&p, "a.test", &["/after"], &[]).await;
+    assert_eq!(again.statuses, [200]);
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_lets_a_stream_in_flight_finish() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy(rec.addr, true, "", "").await;
+    let poll = nghttp(&p, "a.test", &["/slow/600/poll"], &[]);
+    let term = async {
+        common::wait_until(std::time::Duration::from_secs(10), || async {
+            rec.request_for("/slow/600/poll").is_some()
+        })
+        .await;
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &p.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    };
+    let (got, ()) = tokio::join!(poll, term);
+    assert_eq!(got.statuses, [200], "{}", got.verbose);
+    let goaway = got.verbose.find("recv GOAWAY frame").expect(&got.verbose);
+    let answered = got
+        .verbose
+        .find("recv (stream_id=13) :status: 200")
+        .unwrap();
+    assert!(
+        goaway < answered,
+        "GOAWAY came while the stream was in flight"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_listener_sends_its_connections_goaway() {
+    let rec = Recorder::start().await;
+    let p = start_h2_proxy(rec.addr, true, "", "").await;
+    let (mut send, conn) = h2_client(&p, "a.test").await;
+    let req = http::Request::get("https://a.test/before")
+        .body(())
+        .unwrap();
+    assert_eq!(h2_fetch(&mut send, req, None).await.unwrap().0, 200);
+    // The listener goes (another, plain one, takes its place in the config).
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let other = format!("127.0.0.1:{}", common::free_port());
+    let rewritten: String = config
+        .replace(&p.http.to_string(), &other)
+        .lines()
+        .filter(|l| !l.starts_with("http2") && !l.starts_with("tls"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&p.config_path, rewritten).unwrap();
+    p.reload().await;
+    // Well before keepalive_timeout (60 s): the connection was sent GOAWAY and closed.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), conn).await;
+    assert!(
+        ended.is_ok(),
+        "the turned-away listener's connection closed"
+    );
 }

@@ -15,16 +15,17 @@ use super::head::{HeadRead, HeadScan};
 use super::keepalive::{Keepalive, DEFAULT_IDLE_PER_BACKEND};
 use super::limit::{ClientLimits, Refused};
 use super::listener::{ListenerCount, ListenerPlace, Refusal as ListenerRefusal};
-use super::request::{
-    classify_logged, classify_parts, Parts, Refusal, Request, RequestBody, Steer, Version,
-};
+use super::request::{Parts, Refusal, Request, RequestBody, Version};
 use super::request_id::RequestId;
 use super::route::Route;
 use super::tls::{Identity, Terminator};
 use super::websocket;
-use crate::config::{Balance, HttpLimits, UpstreamPolicy};
+
+mod classify;
+use crate::config::{HttpLimits, UpstreamPolicy};
 use crate::routing::Pick;
 use async_trait::async_trait;
+use classify::{http1_version, Asked, Classified, HeadIn, Src};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -151,43 +152,6 @@ struct Switch<'r> {
     handshake: Option<access::Handshake>,
 }
 
-/// What the request parser found for a request its route answers itself: the Host (or an
-/// absolute-form target's authority) and the origin-form target, for a Location.
-#[derive(Default)]
-struct Asked {
-    host: Option<String>,
-    target: String,
-}
-
-/// A request head as a front door gives it: `head_len` bytes of the connection's buffer
-/// (HTTP/1), or typed parts (an HTTP/2 stream's).
-#[derive(Clone, Copy)]
-enum Src<'p> {
-    Raw(usize),
-    Typed(&'p Parts<'p, 'p>),
-}
-
-impl Src<'_> {
-    /// How many bytes of the client buffer the head takes.
-    fn len(self) -> usize {
-        match self {
-            Src::Raw(n) => n,
-            Src::Typed(_) => 0,
-        }
-    }
-}
-
-/// A request classified against a listener's routes.
-struct Classified {
-    req: Request,
-    pick: Pick,
-    /// The route's upstream policy (None: the upstream does not exist, or the route does not
-    /// proxy).
-    policy: Option<Arc<UpstreamPolicy>>,
-    /// For a route that does not proxy.
-    asked: Option<Asked>,
-}
-
 impl Gateway {
     pub fn new(
         route: Route,
@@ -262,111 +226,34 @@ impl Gateway {
         matches!(step, Step::Next)
     }
 
+    /// Answer an HTTP/2 stream its front door refused before classifying it (`parts`: what
+    /// of its head is known), logged and counted as any refused request is.
+    pub async fn h2_refused(
+        &self,
+        stream: &mut Stream,
+        parts: &Parts<'_, '_>,
+        r: Refusal,
+        (conn, identity): (Peers, Option<&Identity>),
+    ) {
+        let started = std::time::Instant::now();
+        let logged = access::enabled().then(|| access::Head::of_parts(parts));
+        let id = RequestId::default();
+        let log = Log {
+            logged: logged.as_ref(),
+            started,
+            id: &id,
+            sni: identity.and_then(|i| i.sni.as_deref()),
+            version: Version::H2,
+        };
+        let mut out = Outcome::default();
+        let _ = refuse(stream, r.status, r.reason, true, &mut out).await;
+        log.finished(&self.route, conn.client.map(|a| a.ip()), &out);
+        close(stream).await;
+    }
+
     /// The listener's routes, for a reload to swap.
     pub fn routes(&self) -> &SharedRoutes {
         &self.routes
-    }
-
-    /// Classify a complete request head against `routes` and the current snapshot, writing
-    /// the backend's head into `out` and, when the access log is on, what it shows of the head
-    /// into `log`.
-    fn classify(
-        &self,
-        routes: &Routes,
-        head: HeadIn<'_>,
-        (client, local, tls): (
-            Option<std::net::SocketAddr>,
-            Option<std::net::SocketAddr>,
-            Option<&Identity>,
-        ),
-        (out, log, id): (&mut Vec<u8>, Option<&mut access::Head>, &RequestId),
-    ) -> Result<Classified, Refusal> {
-        let snap = self.route.pool.load();
-        let mut pick = Pick::NotFound;
-        let mut policy = None;
-        let mut asked = None;
-        let steer = |host: Option<&[u8]>, target: &str| {
-            let sent = host;
-            // On TLS, a request without Host is for the name the connection was made for.
-            let sni = tls.and_then(|t| t.sni.as_deref());
-            let host = host.or(sni.map(str::as_bytes));
-            pick = match tls {
-                Some(t) if routes.table.misdirected(host, sni, |h| t.covers(h)) => {
-                    Pick::Misdirected
-                }
-                _ => routes.table.select(host, target.as_bytes()),
-            };
-            let Some(p) = routes.proxy(pick) else {
-                asked = Some(Asked {
-                    host: sent.map(|h| String::from_utf8_lossy(h).into_owned()),
-                    target: target.to_string(),
-                });
-                // A `return` gets its route's add_header lines (no backend head is sent).
-                let Some((headers, server_name)) = routes.returned_headers(pick) else {
-                    return Steer::default();
-                };
-                return Steer {
-                    headers: Some(headers),
-                    server_name,
-                    port: local.map_or(0, |a| a.port()),
-                    request_id: Some(id),
-                    ..Steer::default()
-                };
-            };
-            let up = p.route.upstream(&snap).ok();
-            policy = up.map(|u| p.policy(&u.policy));
-            let rewritten = p.uri.as_ref().and_then(|(prefix, uri)| {
-                crate::routing::uri::replace_prefix(target.as_bytes(), prefix, uri).ok()
-            });
-            Steer {
-                hash_key: up
-                    .map(|u| &u.policy)
-                    .filter(|p| p.balance == Balance::Hash)
-                    .map(|p| &p.hash_key),
-                default_host: &p.route.upstream,
-                target: rewritten,
-                websocket: p.settings.websocket.unwrap_or(true),
-                sticky: up.and_then(|u| u.policy.sticky.as_ref()).map(|c| &*c.name),
-                headers: p.settings.headers.as_deref(),
-                server_name: &p.server_name,
-                port: local.map_or(0, |a| a.port()),
-                request_id: Some(id),
-            }
-        };
-        let conn = (client, self.addressing.for_requests());
-        let req = match head {
-            HeadIn::Raw(raw) => classify_logged(raw, conn, self.route.proto, steer, out, log)?,
-            HeadIn::Typed(parts) => {
-                if let Some(log) = log {
-                    *log = access::Head::of_parts(parts);
-                }
-                let len = parts.headers.len() * 32 + parts.target.len();
-                classify_parts(parts, len, conn, self.route.proto, steer, out)?
-            }
-        };
-        Ok(Classified {
-            req,
-            pick,
-            policy,
-            asked,
-        })
-    }
-}
-
-/// A head to classify: HTTP/1 bytes, or an HTTP/2 stream's parts.
-enum HeadIn<'a> {
-    Raw(&'a [u8]),
-    Typed(&'a Parts<'a, 'a>),
-}
-
-/// The version of an HTTP/1 head the classifier refused (`HTTP/1.0` at the end of its first
-/// line; anything else counts as HTTP/1.1).
-fn http1_version(head: &[u8]) -> Version {
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    if line.trim_ascii_end().ends_with(b"HTTP/1.0") {
-        Version::Http10
-    } else {
-        Version::Http11
     }
 }
 

@@ -37,10 +37,19 @@ pub async fn start_h2_proxy(
     server_extra: &str,
     listener_extra: &str,
 ) -> Proxy {
+    start_h2_proxy_with(backend, http2, (server_extra, listener_extra, "")).await
+}
+
+/// [`start_h2_proxy`] with `tail` (more tables, such as `[limit_zone.X]`) at the end.
+pub async fn start_h2_proxy_with(
+    backend: SocketAddr,
+    http2: bool,
+    (server_extra, listener_extra, tail): (&str, &str, &str),
+) -> Proxy {
     start_written(&[], |http, admin, dir| {
         let c = make_cert(dir, "a", &["a.test", "*.a.test"]);
         format!(
-            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\nhttp2 = {http2}\ntls = {{ cert = {:?}, key = {:?} }}\n{listener_extra}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n",
+            "[server]\nthreads = 2\nshutdown_grace = \"1s\"\n{server_extra}\n\n[admin]\nlisten = \"{admin}\"\n\n[store]\ndata_dir = \"{}\"\n\n[[listener]]\nlisten = \"{http}\"\nupstream = \"app\"\nhttp2 = {http2}\ntls = {{ cert = {:?}, key = {:?} }}\n{listener_extra}\n\n[upstream.app]\nbackends = [{{ addr = \"{backend}\" }}]\n{tail}\n",
             dir.join("data").display(),
             c.cert,
             c.key,

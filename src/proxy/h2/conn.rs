@@ -4,7 +4,10 @@
 //! - Each accepted stream runs as a task of its own ([`stream`]): streams proceed in
 //!   parallel on the runtime's threads, a slow one never delays the connection's own I/O
 //!   (which the codec drives from this task), and a stream's large future is not kept inside
-//!   the connection's.
+//!   the connection's. At most `max_concurrent_streams` of them run at once: past that,
+//!   the codec is driven but no stream is taken, so streams a client opens and resets
+//!   (rapid reset, CVE-2023-44487) pile up as pending-accept resets, and past
+//!   [`DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS`] the connection gets GOAWAY.
 //! - Limits: [`builder`] lists them with why. The client's preface and the first request
 //!   come within `header_timeout`; a connection without open streams for `keepalive_timeout`
 //!   is sent GOAWAY, as is one that has carried `keepalive_requests` streams (nginx applies
@@ -16,7 +19,7 @@
 
 use super::stream::H2Io;
 use crate::config::HttpLimits;
-use crate::proxy::exchange::{reply_error, Peers};
+use crate::proxy::exchange::Peers;
 use crate::proxy::gateway::{Gateway, Places};
 use crate::proxy::tls::Identity;
 use bytes::Bytes;
@@ -134,8 +137,22 @@ pub async fn serve(
     let mut accepted: u64 = 0;
     let mut going_away = false;
     let mut aborted = false;
+    let most = limits.max_concurrent_streams as usize;
     loop {
-        let idle = shared.live.load(Ordering::Acquire) == 0;
+        let live = shared.live.load(Ordering::Acquire);
+        let idle = live == 0;
+        // With as many streams being served as a client may open, no more are taken from
+        // the codec (it is still driven, for the streams' I/O): streams a client opens and
+        // resets meanwhile count toward `max_pending_accept_reset_streams`, and a rapid reset
+        // can never start more work than `max_concurrent_streams` at once.
+        let full = live >= most;
+        let next = std::future::poll_fn(|cx| {
+            if full {
+                conn.poll_closed(cx).map(|r| r.err().map(Err))
+            } else {
+                conn.poll_accept(cx)
+            }
+        });
         tokio::select! {
             biased;
             _ = &mut stop, if !going_away => {
@@ -143,7 +160,7 @@ pub async fn serve(
                 going_away = true;
                 deadline = Instant::now() + GOAWAY_GRACE;
             }
-            next = conn.accept() => match next {
+            next = next => match next {
                 Some(Ok((req, mut respond))) => {
                     accepted += 1;
                     let live = (shared.live.load(Ordering::Acquire), limits.max_concurrent_streams);
@@ -216,7 +233,8 @@ async fn stream(
 ) {
     let (head, body) = req.into_parts();
     let open = !body.is_end_stream();
-    let h2 = H2Io::new(body, respond).with_head_method(head.method == http::Method::HEAD);
+    let head_only = head.method == http::Method::HEAD;
+    let h2 = H2Io::new(body, respond, head_only);
     let reset = h2.reset_watch();
     let mut io: Stream = Box::new(h2);
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
@@ -227,25 +245,23 @@ async fn stream(
     let mut cookie = Vec::new();
     let decoded = super::head::fields(&head, &mut cookie, limits).and_then(|fields| {
         let target = super::head::target(&head)?;
-        Ok((fields, target))
+        super::head::line(&head, target, limits)?;
+        Ok((target, fields))
     });
-    let (fields, target) = match decoded {
+    let (target, fields) = match decoded {
         Ok(d) => d,
-        Err(r) => return refuse(&mut io, r).await,
+        Err(r) => {
+            // What of the head the log shows: its method and path.
+            let path = head.uri.path_and_query().map_or("", |p| p.as_str());
+            let known = super::head::parts(&head, path, &[], open);
+            let peers = (conn.peers, conn.identity.as_ref());
+            return conn.gateway.h2_refused(&mut io, &known, r, peers).await;
+        }
     };
-    let parts = match super::head::parts(&head, target, &fields, open, limits) {
-        Ok(p) => p,
-        Err(r) => return refuse(&mut io, r).await,
-    };
+    let parts = super::head::parts(&head, target, &fields, open);
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
     let served = conn.gateway.h2_request(&mut io, &parts, on);
     if super::reset::unless_reset(reset, &conn.strikes, served).await == Some(true) {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
     }
-}
-
-/// Answer a stream whose head the front door refused.
-async fn refuse(io: &mut Stream, r: crate::proxy::request::Refusal) {
-    let _ = reply_error(io, r.status, r.reason, true).await;
-    let _ = tokio::io::AsyncWriteExt::shutdown(io).await;
 }

@@ -83,28 +83,30 @@ pub fn target(head: &http::request::Parts) -> Result<&str, Refusal> {
     Ok(target)
 }
 
+/// Refuse with 414 a request line (as the backend gets it, `METHOD TARGET HTTP/1.1`) over
+/// the listener's limit.
+pub fn line(head: &http::request::Parts, target: &str, limits: &HttpLimits) -> Result<(), Refusal> {
+    if head.method.as_str().len() + target.len() + 10 > limits.max_request_line {
+        return Err(Refusal::new(414, "the request line is too long"));
+    }
+    Ok(())
+}
+
 /// The classifier's parts of `head`, its `fields` ([`fields`]) and `target` ([`target`]);
-/// `open`: the stream did not end with its head. Refused with 414 when the request line it
-/// stands for is over the listener's limit.
+/// `open`: the stream did not end with its head.
 pub fn parts<'a, 'f>(
     head: &'a http::request::Parts,
     target: &'a str,
     fields: &'f [httparse::Header<'a>],
     open: bool,
-    limits: &HttpLimits,
-) -> Result<Parts<'a, 'f>, Refusal> {
-    let method = head.method.as_str();
-    // `METHOD TARGET HTTP/1.1`, as the backend gets it.
-    if method.len() + target.len() + 10 > limits.max_request_line {
-        return Err(Refusal::new(414, "the request line is too long"));
-    }
-    Ok(Parts {
-        method,
+) -> Parts<'a, 'f> {
+    Parts {
+        method: head.method.as_str(),
         target,
         version: Version::H2,
         headers: fields,
         open,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +184,6 @@ mod tests {
         assert_eq!(fields(&h, &mut Vec::new(), &l).unwrap_err().status, 431);
         let h = head("https://a/a-long-path-over-the-line", &[]);
         let t = target(&h).unwrap();
-        assert_eq!(parts(&h, t, &[], false, &l).unwrap_err().status, 414);
+        assert_eq!(line(&h, t, &l).unwrap_err().status, 414);
     }
 }

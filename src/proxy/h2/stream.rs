@@ -10,6 +10,7 @@
 //!   and goes out with the first write or flush: bytes written are only ever DATA, never an
 //!   HTTP/1 head. A write waits for flow-control capacity (a zero window stalls it, and the
 //!   engine's send timeout bounds the stall); shutdown ends the stream (END_STREAM).
+//! - The answer to a HEAD never carries DATA, whatever is written.
 //! - Dropped before its end (a cut answer, a client gone), the stream is reset.
 //! - Once the answer ended (END_STREAM sent), a read gives 0 at once: a request body left
 //!   unread is not drained (nginx's lingering close is for HTTP/1). Dropped, the stream's
@@ -50,8 +51,8 @@ pub struct H2Io {
     /// Shared with the stream's [`ResetWatch`].
     out: Arc<Mutex<Out>>,
     id: u32,
-    /// The request is a HEAD: answers of tideway's own carry no body.
-    head_method: bool,
+    /// The request is a HEAD: its answer never carries DATA (bytes written are dropped).
+    head_only: bool,
 }
 
 /// The sending side: the head waiting to go, and where the stream stands.
@@ -88,7 +89,9 @@ fn closed() -> io::Error {
 }
 
 impl H2Io {
-    pub fn new(body: RecvStream, respond: SendResponse<Bytes>) -> Self {
+    /// The stream of a request (`head_only`: a HEAD) whose body is `body`, answered through
+    /// `respond`.
+    pub fn new(body: RecvStream, respond: SendResponse<Bytes>, head_only: bool) -> Self {
         let id = respond.stream_id().as_u32();
         H2Io {
             body,
@@ -100,19 +103,13 @@ impl H2Io {
                 side: Side::Waiting(respond),
             })),
             id,
-            head_method: false,
+            head_only,
         }
     }
 
-    /// Mark the stream's request as a HEAD (`true`): tideway's own answers then carry no body.
-    pub fn with_head_method(mut self, head_method: bool) -> Self {
-        self.head_method = head_method;
-        self
-    }
-
     /// Is the stream's request a HEAD?
-    pub fn head_method(&self) -> bool {
-        self.head_method
+    pub fn head_only(&self) -> bool {
+        self.head_only
     }
 
     /// A future that resolves once the client resets the stream (or the connection fails)
@@ -266,13 +263,16 @@ impl AsyncWrite for H2Io {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut out = self.get_mut().lock();
+        let this = self.get_mut();
+        let head_only = this.head_only;
+        let mut out = this.lock();
         out.start(false)?;
         let Side::Sending(send) = &mut out.side else {
             return Poll::Ready(Err(closed()));
         };
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
+        if buf.is_empty() || head_only {
+            // Tideway's own answers carry their body to HEAD too: it goes nowhere.
+            return Poll::Ready(Ok(buf.len()));
         }
         send.reserve_capacity(buf.len().min(MAX_WRITE));
         let capacity = loop {

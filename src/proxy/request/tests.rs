@@ -402,3 +402,69 @@ fn a_set_host_that_is_no_valid_authority_falls_back_to_the_clients() {
         assert_eq!(text.matches("host:").count(), 1, "{text}");
     }
 }
+
+/// Classify typed parts as the HTTP/2 door gives them.
+fn typed(
+    method: &str,
+    target: &str,
+    fields: &[(&str, &str)],
+    open: bool,
+) -> Result<Request, Refusal> {
+    let headers: Vec<httparse::Header<'_>> = fields
+        .iter()
+        .map(|(name, value)| httparse::Header {
+            name,
+            value: value.as_bytes(),
+        })
+        .collect();
+    let parts = Parts {
+        method,
+        target,
+        version: Version::H2,
+        headers: &headers,
+        open,
+    };
+    let steer = |_: Option<&[u8]>, _: &str| Steer {
+        default_host: "app",
+        websocket: true,
+        ..Steer::default()
+    };
+    classify_parts(&parts, 64, (None, None), "https", steer, &mut Vec::new())
+}
+
+#[test]
+fn typed_parts_take_the_same_rules_and_end_an_unsized_body_at_the_stream_end() {
+    let host = [("host", "a.test")];
+    let r = typed("POST", "/up", &host, true).unwrap();
+    assert_eq!((r.body, r.version), (RequestBody::UntilEnd, Version::H2));
+    // A stream ended with its head has no body; a length says how long one is.
+    assert_eq!(
+        typed("POST", "/up", &host, false).unwrap().body,
+        RequestBody::None
+    );
+    let sized = [("host", "a.test"), ("content-length", "5")];
+    assert_eq!(
+        typed("POST", "/up", &sized, true).unwrap().body,
+        RequestBody::Length(5)
+    );
+    // A GET may end with an empty DATA frame: read to its end (a body there is refused).
+    assert_eq!(
+        typed("GET", "/", &host, true).unwrap().body,
+        RequestBody::UntilEnd
+    );
+    assert_eq!(typed("GET", "/", &sized, true).unwrap_err().status, 400);
+    // What HTTP/1 refuses, so does HTTP/2.
+    assert_eq!(typed("CONNECT", "/", &host, false).unwrap_err().status, 501);
+    assert_eq!(typed("TRACE", "/", &host, false).unwrap_err().status, 405);
+    assert_eq!(
+        typed("GET", "/a/../b", &host, false).unwrap_err().status,
+        400
+    );
+    assert_eq!(typed("GET", "/", &[], false).unwrap_err().status, 400);
+    let two = [
+        ("host", "a.test"),
+        ("content-length", "1"),
+        ("content-length", "1"),
+    ];
+    assert_eq!(typed("POST", "/", &two, true).unwrap_err().status, 400);
+}

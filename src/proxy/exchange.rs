@@ -456,14 +456,15 @@ pub async fn refuse(
 }
 
 /// On an HTTP/2 stream, answer with a JSON error and say so in `out` (None: `client` speaks
-/// HTTP/1). The stream ends with the answer.
+/// HTTP/1). The stream ends with the answer; to a HEAD, without its body.
 async fn h2_error(client: &mut Stream, status: u16, msg: &str, out: &mut Outcome) -> Option<Next> {
-    super::h2::stream::H2Io::of(client)?;
+    let head_only = super::h2::stream::H2Io::of(client)?.head_only();
     let body = error_body(msg);
     let json: &[u8] = b"application/json";
     if !super::h2::answer::own(client, status, &[(b"content-type", json)], &[], body.len()) {
         return None;
     }
+    let body = if head_only { "" } else { &body[..] };
     if send(client, body.as_bytes(), DEFAULT_SEND_TIMEOUT)
         .await
         .is_err()

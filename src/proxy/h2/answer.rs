@@ -107,8 +107,9 @@ impl ClientHead for H2Head {
 }
 
 /// When `client` is an HTTP/2 stream, give it the head of an answer of tideway's own: `status`,
-/// `fields`, the rendered `lines` (a route's add_header) and `content-length: body_len`; its
-/// body is then written as on HTTP/1. `false`: `client` speaks HTTP/1, nothing done.
+/// `fields`, the rendered `lines` (a route's add_header) and `content-length: body_len` (none
+/// on a 1xx, 204 or 304, which have no content: RFC 9110 §8.6); its body is then written as on
+/// HTTP/1. `false`: `client` speaks HTTP/1, nothing done.
 pub fn own(
     client: &Stream,
     status: u16,
@@ -126,11 +127,13 @@ pub fn own(
     for text in lines {
         head.lines(text);
     }
-    let mut digits = [0u8; 20];
-    head.field(
-        b"content-length",
-        crate::proxy::response::decimal(body_len as u64, &mut digits),
-    );
+    if !matches!(status, 100..=199 | 204 | 304) {
+        let mut digits = [0u8; 20];
+        head.field(
+            b"content-length",
+            crate::proxy::response::decimal(body_len as u64, &mut digits),
+        );
+    }
     h2.set_head(head);
     true
 }

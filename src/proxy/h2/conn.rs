@@ -85,6 +85,8 @@ pub struct Shared {
     live: AtomicUsize,
     /// Told when a stream ends.
     ended: Notify,
+    /// Streams refused at the cap or reset at work ([`super::reset`]).
+    strikes: super::reset::Strikes,
 }
 
 /// A stream's place among the connection's live ones, given back when its task ends.
@@ -124,6 +126,7 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         live: AtomicUsize::new(0),
         ended: Notify::new(),
+        strikes: Default::default(),
     });
     let mut stop = std::pin::pin!(stopped(shutdown));
     let mut check = tokio::time::interval(TURNED_AWAY_CHECK);
@@ -158,8 +161,12 @@ pub async fn serve(
                 deadline = Instant::now() + GOAWAY_GRACE;
             }
             next = next => match next {
-                Some(Ok((req, respond))) => {
+                Some(Ok((req, mut respond))) => {
                     accepted += 1;
+                    let live = (shared.live.load(Ordering::Acquire), limits.max_concurrent_streams);
+                    if !shared.strikes.admitted(live, &mut respond, &mut conn) {
+                        continue;
+                    }
                     shared.live.fetch_add(1, Ordering::AcqRel);
                     let live = Live(shared.clone());
                     tokio::spawn(async move {
@@ -227,7 +234,9 @@ async fn stream(
     let (head, body) = req.into_parts();
     let open = !body.is_end_stream();
     let head_only = head.method == http::Method::HEAD;
-    let mut io: Stream = Box::new(H2Io::new(body, respond, head_only));
+    let h2 = H2Io::new(body, respond, head_only);
+    let reset = h2.reset_watch();
+    let mut io: Stream = Box::new(h2);
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
         super::websocket::serve(conn, &head, protocol, io).await;
         return;
@@ -251,7 +260,8 @@ async fn stream(
     };
     let parts = super::head::parts(&head, target, &fields, open);
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
-    if conn.gateway.h2_request(&mut io, &parts, on).await {
+    let served = conn.gateway.h2_request(&mut io, &parts, on);
+    if super::reset::unless_reset(reset, &conn.strikes, served).await == Some(true) {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
     }
 }

@@ -4,7 +4,8 @@
 //! that differs from it is refused with 400; without `:authority`, the `Host` fields go as
 //! they are), and the `cookie` fields HTTP/2 splits are joined with `; ` (RFC 9113 §8.2.3), as
 //! an HTTP/1.1 backend expects one. The listener's head limits apply as on HTTP/1: header
-//! count (431), one field's length (431), the request line's (414).
+//! count (431), one field line's length (431; the joined `cookie` line's too), the request
+//! line's (414).
 //!
 //! The codec already refused what HTTP/2 forbids (connection-specific fields, `te` other than
 //! `trailers`, uppercase or invalid names, values with CR, LF or NUL, a `content-length` its
@@ -30,6 +31,10 @@ pub fn fields<'a>(
         }
         cookie.extend_from_slice(v.as_bytes());
         cookies += 1;
+    }
+    // The joined line is what the backend gets: held to the limit of one line, as on HTTP/1.
+    if cookies > 0 && "cookie: ".len() + cookie.len() > limits.max_header_line {
+        return Err(Refusal::new(431, "a header field line is too long"));
     }
     let cookie: &'a [u8] = cookie;
     let mut out = Vec::with_capacity(head.headers.len() + 1);
@@ -169,6 +174,14 @@ mod tests {
         let h = head("https://a/", &[("x-a", "1"), ("x-b", "2")]);
         assert_eq!(fields(&h, &mut Vec::new(), &l).unwrap_err().status, 431);
         let h = head("https://a/", &[("x-a", "a-long-value-over-20")]);
+        assert_eq!(fields(&h, &mut Vec::new(), &l).unwrap_err().status, 431);
+        // Cookies short one by one, but one line too long once joined.
+        let h = head("https://a/", &[("cookie", "a=123"), ("cookie", "b=123")]);
+        assert!(fields(&h, &mut Vec::new(), &l).is_ok());
+        let h = head(
+            "https://a/",
+            &[("cookie", "a=12345"), ("cookie", "b=12345")],
+        );
         assert_eq!(fields(&h, &mut Vec::new(), &l).unwrap_err().status, 431);
         let h = head("https://a/a-long-path-over-the-line", &[]);
         let t = target(&h).unwrap();

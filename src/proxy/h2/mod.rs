@@ -12,6 +12,8 @@
 //!   the response's DATA to write under flow control, END_STREAM at shutdown.
 //! - [`answer`]: the response head for the stream, typed ([`answer::H2Head`]), as
 //!   [`super::response`] and tideway's own answers write it.
+//! - [`reset`]: rapid reset (CVE-2023-44487): the stream cap on tideway's own work, each
+//!   stream's work raced against the client's reset, GOAWAY(ENHANCE_YOUR_CALM) past a count.
 //! - [`websocket`]: extended CONNECT (RFC 8441): the hook for WebSockets over HTTP/2.
 //!
 //! Imports only `proxy`'s own modules, `config` and `metrics`.
@@ -19,6 +21,7 @@
 pub mod answer;
 pub mod conn;
 pub mod head;
+pub mod reset;
 pub mod stream;
 pub mod websocket;
 

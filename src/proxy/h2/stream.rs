@@ -12,6 +12,12 @@
 //!   engine's send timeout bounds the stall); shutdown ends the stream (END_STREAM).
 //! - The answer to a HEAD never carries DATA, whatever is written.
 //! - Dropped before its end (a cut answer, a client gone), the stream is reset.
+//! - Once the answer ended (END_STREAM sent), a read gives 0 at once: a request body left
+//!   unread is not drained (nginx's lingering close is for HTTP/1). Dropped, the stream's
+//!   handles tell the codec to end it with RST_STREAM(NO_ERROR) once the answer is out
+//!   (RFC 9113 §8.1), so the client stops sending.
+//! - [`H2Io::reset_watch`]: a future that resolves when the client resets the stream, for
+//!   the stream's task to race its work against ([`super::reset`]).
 
 use super::answer::H2Head;
 use bytes::{Buf, Bytes};
@@ -42,7 +48,8 @@ pub struct H2Io {
     ended: bool,
     /// A read at END_STREAM gives 0 (a body read to its end), not a wait for a reset.
     eof_at_end: AtomicBool,
-    out: Mutex<Out>,
+    /// Shared with the stream's [`ResetWatch`].
+    out: Arc<Mutex<Out>>,
     id: u32,
     /// The request is a HEAD: its answer never carries DATA (bytes written are dropped).
     head_only: bool,
@@ -91,13 +98,24 @@ impl H2Io {
             chunk: Bytes::new(),
             ended: false,
             eof_at_end: AtomicBool::new(false),
-            out: Mutex::new(Out {
+            out: Arc::new(Mutex::new(Out {
                 head: None,
                 side: Side::Waiting(respond),
-            }),
+            })),
             id,
             head_only,
         }
+    }
+
+    /// Is the stream's request a HEAD?
+    pub fn head_only(&self) -> bool {
+        self.head_only
+    }
+
+    /// A future that resolves once the client resets the stream (or the connection fails)
+    /// before the answer ended; after that it never resolves.
+    pub fn reset_watch(&self) -> ResetWatch {
+        ResetWatch(self.out.clone())
     }
 
     /// The HTTP/2 stream `stream` is, if it is one (the engine's way to the typed head).
@@ -106,11 +124,7 @@ impl H2Io {
     }
 
     fn lock(&self) -> MutexGuard<'_, Out> {
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn out(&mut self) -> &mut Out {
-        self.out.get_mut().unwrap_or_else(|e| e.into_inner())
+        lock(&self.out)
     }
 
     /// The response head, sent with the first write or flush.
@@ -149,6 +163,30 @@ impl H2Io {
     }
 }
 
+fn lock(out: &Mutex<Out>) -> MutexGuard<'_, Out> {
+    out.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Resolves once the client resets its stream, the connection fails, or tideway reset it;
+/// pends for good once the answer ended. Polled on the stream's own task, as [`H2Io`]'s writes
+/// are: the codec keeps one waker per stream for both.
+pub struct ResetWatch(Arc<Mutex<Out>>);
+
+impl std::future::Future for ResetWatch {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut out = lock(&self.0);
+        let reset = match &mut out.side {
+            Side::Waiting(r) => r.poll_reset(cx),
+            Side::Sending(s) => s.poll_reset(cx),
+            Side::Ended => return Poll::Pending,
+        };
+        // An error (the connection failed) ends the stream as a reset does.
+        reset.map(|_| ())
+    }
+}
+
 impl Out {
     /// Send the head (with END_STREAM when `end`); it must have been given.
     fn start(&mut self, end: bool) -> io::Result<()> {
@@ -178,6 +216,11 @@ impl AsyncRead for H2Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if matches!(this.lock().side, Side::Ended) {
+            // Answered (or reset): what the client still sends is not read (see the module
+            // doc); 0 ends a linger at once.
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !this.chunk.is_empty() {
                 let n = buf.remaining().min(this.chunk.len());
@@ -191,7 +234,7 @@ impl AsyncRead for H2Io {
                     return Poll::Ready(Ok(()));
                 }
                 // The request is whole: what is left to learn is whether the client gives up.
-                let reset = match &mut this.out().side {
+                let reset = match &mut this.lock().side {
                     Side::Waiting(r) => r.poll_reset(cx),
                     Side::Sending(s) => s.poll_reset(cx),
                     // Answered: nothing more comes (a closing connection's drain ends here).
@@ -222,7 +265,7 @@ impl AsyncWrite for H2Io {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let head_only = this.head_only;
-        let out = this.out();
+        let mut out = this.lock();
         out.start(false)?;
         let Side::Sending(send) = &mut out.side else {
             return Poll::Ready(Err(closed()));
@@ -251,7 +294,7 @@ impl AsyncWrite for H2Io {
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The connection's task writes frames out; a head given goes now.
-        let out = self.get_mut().out();
+        let mut out = self.get_mut().lock();
         if out.head.is_some() {
             out.start(false)?;
         }
@@ -259,7 +302,8 @@ impl AsyncWrite for H2Io {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let out = self.get_mut().out();
+        let mut guard = self.get_mut().lock();
+        let out = &mut *guard;
         match &mut out.side {
             Side::Waiting(r) if out.head.is_none() => {
                 // Nothing to answer with: the stream is cut.

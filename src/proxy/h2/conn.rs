@@ -50,6 +50,12 @@ pub const DEFAULT_MAX_SEND_BUFFER: usize = 64 * 1024;
 /// protocol's default): decoding state per connection is bounded by it.
 pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 4096;
 
+/// A stream's flow-control window (the protocol's default, 65,535 bytes).
+const STREAM_WINDOW: u32 = 65_535;
+
+/// The largest flow-control window HTTP/2 allows (2^31 - 1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
 /// After GOAWAY, how long a connection without streams waits for its client to close before
 /// it is closed.
 pub const GOAWAY_GRACE: Duration = Duration::from_secs(5);
@@ -68,7 +74,17 @@ pub fn builder(limits: &HttpLimits) -> h2::server::Builder {
         .header_table_size(DEFAULT_HEADER_TABLE_SIZE)
         .max_pending_accept_reset_streams(DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(Some(DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS))
-        .max_send_buffer_size(DEFAULT_MAX_SEND_BUFFER);
+        .max_send_buffer_size(DEFAULT_MAX_SEND_BUFFER)
+        // Room on the connection for every stream's own window (64 KiB each, the protocol's
+        // default), so one upload tideway is not reading yet (queued, delayed, or streaming
+        // to a slow backend) cannot stall the others: memory stays bounded by the streams'
+        // windows, as before.
+        .initial_connection_window_size(
+            limits
+                .max_concurrent_streams
+                .saturating_mul(STREAM_WINDOW)
+                .min(MAX_WINDOW),
+        );
     if super::websocket::ANNOUNCE {
         b.enable_connect_protocol();
     }

@@ -179,7 +179,11 @@ pub async fn serve(
             next = next => match next {
                 Some(Ok((req, mut respond))) => {
                     accepted += 1;
-                    let live = (shared.live.load(Ordering::Acquire), limits.max_concurrent_streams);
+                    let live = (
+                        shared.live.load(Ordering::Acquire),
+                        limits.max_concurrent_streams,
+                        accepted,
+                    );
                     if !shared.strikes.admitted(live, &mut respond, &mut conn) {
                         continue;
                     }

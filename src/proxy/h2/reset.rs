@@ -10,8 +10,11 @@
 //!   The work is dropped: its backend connection closes, its places (queue, `limit_conn`,
 //!   connection counts) are given back, and nothing is counted against the backend.
 //! - Strikes: each refused stream and each stream reset while at work is one. A connection
-//!   with more than [`STRIKES_PER_STREAM`] × `max_concurrent_streams` strikes is sent
-//!   GOAWAY(ENHANCE_YOUR_CALM) and closed at its next stream.
+//!   with more than [`STRIKES_PER_STREAM`] × `max_concurrent_streams` strikes that are also
+//!   more than half of the streams it opened is sent GOAWAY(ENHANCE_YOUR_CALM) and closed at
+//!   its next stream. The share keeps a long-lived connection of a browser (or of a balancer
+//!   in front, carrying many users' cancelled downloads and aborted long polls) from ever
+//!   adding up to the bound; a rapid-reset client resets nearly every stream it opens.
 //!
 //! Imports only the `h2` codec and tokio.
 
@@ -44,17 +47,24 @@ impl Strikes {
         self.0.load(Ordering::Relaxed)
     }
 
+    /// Past the bound: more than [`STRIKES_PER_STREAM`] × `cap` strikes, and more than half
+    /// of the `opened` streams.
+    fn exceeded(&self, cap: usize, opened: u64) -> bool {
+        let count = self.count();
+        count > STRIKES_PER_STREAM.saturating_mul(cap) && (count as u64).saturating_mul(2) > opened
+    }
+
     /// Is a new stream to be served, `live` streams being at work under the cap `cap`? A
     /// refused one is reset through `respond` (REFUSED_STREAM, safe for the client to retry);
     /// past the strikes, `conn` is sent GOAWAY(ENHANCE_YOUR_CALM) and closes.
     pub fn admitted<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
-        (live, cap): (usize, u32),
+        (live, cap, opened): (usize, u32, u64),
         respond: &mut SendResponse<Bytes>,
         conn: &mut Connection<T, Bytes>,
     ) -> bool {
         let cap = cap as usize;
-        if self.count() > STRIKES_PER_STREAM.saturating_mul(cap) {
+        if self.exceeded(cap, opened) {
             tracing::debug!(
                 strikes = self.count(),
                 "HTTP/2 client sent GOAWAY(ENHANCE_YOUR_CALM)"
@@ -102,5 +112,21 @@ mod tests {
         let work = unless_reset(std::future::pending(), &strikes, async { 2 });
         assert_eq!(work.await, Some(2));
         assert_eq!(strikes.count(), 1);
+    }
+
+    #[test]
+    fn the_bound_needs_many_strikes_and_most_streams_struck() {
+        let strikes = Strikes::default();
+        for _ in 0..21 {
+            strikes.strike();
+        }
+        // 21 strikes at a cap of 10: past 2 x 10, and all of 21 streams opened.
+        assert!(strikes.exceeded(10, 21));
+        // The same strikes among 1,000 streams a browser opened over hours: no GOAWAY.
+        assert!(!strikes.exceeded(10, 1_000));
+        // Under 2 x the cap, whatever the share.
+        let few = Strikes::default();
+        few.strike();
+        assert!(!few.exceeded(10, 1));
     }
 }

@@ -74,18 +74,9 @@ impl Holding {
 async fn hold(mut conn: tokio::net::TcpStream, heads: Arc<AtomicUsize>, holding: Arc<AtomicUsize>) {
     let mut buf = Vec::new();
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = common::heads::next(&mut conn, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
         heads.fetch_add(1, Ordering::SeqCst);
         let path = head.split(' ').nth(1).unwrap_or("/");
         let held = if path.starts_with("/hold") {

@@ -108,18 +108,9 @@ async fn serve(
 ) {
     let mut buf = Vec::new();
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match tcp.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = common::heads::next(&mut tcp, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
         let key = field(&head, "sec-websocket-key").map(str::to_string);
         let Some(key) = key.filter(|_| field(&head, "upgrade") == Some("websocket")) else {
             let page = format!(

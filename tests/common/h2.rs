@@ -131,18 +131,9 @@ impl Recorder {
 async fn serve(mut conn: tokio::net::TcpStream, seen: Arc<Mutex<Vec<Received>>>) {
     let mut buf = Vec::new();
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = super::heads::next(&mut conn, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
         let got = Received {
             head,
             body: Vec::new(),

@@ -5,6 +5,8 @@
 
 pub mod etcd;
 pub mod h2;
+#[path = "../support/heads.rs"]
+pub mod heads;
 pub mod nginx;
 
 use std::net::SocketAddr;

@@ -90,18 +90,10 @@ async fn serve(
 ) {
     let mut buf = Vec::new();
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match io.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = crate::common::heads::next(&mut io, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        buf.drain(..end);
+        let head = head.to_ascii_lowercase();
         count.fetch_add(1, Ordering::SeqCst);
         if head.starts_with("get /slow") {
             let _ = held.wait_for(|r| *r).await;

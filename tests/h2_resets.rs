@@ -312,3 +312,58 @@ async fn an_answer_before_the_body_is_read_ends_the_stream_with_rst_no_error() {
     assert_eq!(got, b"here", "the answer came whole");
     assert_eq!(b.heads(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_ignores_goaway_gets_no_new_streams_past_the_grace() {
+    let b = Holding::start().await;
+    // GOAWAY after 2 streams (`keepalive_requests`); the connection stays busy with the first
+    // stream, which the backend never answers.
+    let p = start_h2_proxy(b.addr, true, "", "limits = { keepalive_requests = 2 }").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h2_frames.py");
+    let port = p.http.port().to_string();
+    // The grace is 5 s (`h2::conn::GOAWAY_GRACE`): 9 s of a GET every 0.25 s outlasts it.
+    let run = tokio::process::Command::new("/usr/bin/python3")
+        .args([script, "after-goaway", "127.0.0.1", &port])
+        .args([
+            "--authority",
+            "a.test",
+            "--path",
+            "/hold/goaway",
+            "--seconds",
+            "9",
+        ])
+        .output()
+        .await
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&run.stdout);
+    let got: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| panic!("{text}\n{}", String::from_utf8_lossy(&run.stderr)));
+    assert!(got["goaway"].is_object(), "GOAWAY was sent: {got}");
+    let refused: Vec<u64> = got["reset_streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    assert!(
+        refused.len() > 5,
+        "streams past the grace are refused: {got}"
+    );
+    assert_eq!(got["resets"]["REFUSED_STREAM"], refused.len(), "{got}");
+    // Nothing opened after the first refused stream was served, and the backend saw only the
+    // streams taken before the grace ended.
+    let first = *refused.iter().min().unwrap();
+    let statuses = got["statuses"].as_object().unwrap();
+    let served_after = statuses
+        .keys()
+        .filter_map(|k| k.parse::<u64>().ok())
+        .filter(|&id| id > first)
+        .count();
+    assert_eq!(served_after, 0, "no stream after {first} was served: {got}");
+    let taken = got["sent"].as_u64().unwrap() as usize + 1 - refused.len();
+    assert!(
+        b.heads() <= taken,
+        "the backend saw {} requests: {got}",
+        b.heads()
+    );
+}

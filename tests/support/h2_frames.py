@@ -17,6 +17,8 @@ ATTACK is one of:
   streams         --count requests (default 20) opened at once, each answered or refused
   settings-flood  SETTINGS frames, the ACKs not read while flooding
   ping-flood      PING frames, the ACKs not read while flooding
+  after-goaway    a GET of --path (held open by the backend), then a GET of / every 0.25 s
+                  for --seconds; the GOAWAY's PING is never acknowledged
   zero-window     SETTINGS_INITIAL_WINDOW_SIZE 0, then a GET of --path; never opens the
                   stream's window, waits up to --seconds for the server to end the stream
 
@@ -433,7 +435,24 @@ def zero_window(conn, a, out):
     conn.drain(time.monotonic() + a.seconds, lambda r: 1 in r["reset_streams"] or r["goaway"] is not None)
 
 
+def after_goaway(conn, a, out):
+    conn.start()
+    conn.write(HeadersFrame(1, conn.request_block(a.path), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    block = conn.fixed_block("/")
+    stream = 3
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end and not conn.closed:
+        try:
+            conn.write(HeadersFrame(stream, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        except Closed:
+            break
+        out["sent"] += 1
+        stream += 2
+        conn.drain(time.monotonic() + 0.25)
+
+
 ATTACKS = {
+    "after-goaway": after_goaway,
     "get": get,
     "rapid-reset": rapid_reset,
     "continuation": continuation,

@@ -152,6 +152,8 @@ pub async fn serve(
     let mut deadline = Instant::now() + limits.header_timeout;
     let mut accepted: u64 = 0;
     let mut going_away = false;
+    // When GOAWAY went out.
+    let mut going_since: Option<Instant> = None;
     let mut aborted = false;
     let most = limits.max_concurrent_streams as usize;
     loop {
@@ -174,10 +176,19 @@ pub async fn serve(
             _ = &mut stop, if !going_away => {
                 conn.graceful_shutdown();
                 going_away = true;
+                going_since = Some(Instant::now());
                 deadline = Instant::now() + GOAWAY_GRACE;
             }
             next = next => match next {
                 Some(Ok((req, mut respond))) => {
+                    // A client that ignores the GOAWAY (it never acknowledges the PING that
+                    // goes with it, so the codec never names the last stream) gets no new
+                    // stream past the grace: `keepalive_requests`, shutdown and a removed
+                    // listener hold for it too.
+                    if going_since.is_some_and(|t| t.elapsed() > GOAWAY_GRACE) {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
                     accepted += 1;
                     let live = (
                         shared.live.load(Ordering::Acquire),
@@ -196,6 +207,7 @@ pub async fn serve(
                     if accepted >= u64::from(limits.keepalive_requests) && !going_away {
                         conn.graceful_shutdown();
                         going_away = true;
+                going_since = Some(Instant::now());
                         deadline = Instant::now() + GOAWAY_GRACE;
                     }
                 }
@@ -215,6 +227,7 @@ pub async fn serve(
                 if !going_away {
                     conn.graceful_shutdown();
                     going_away = true;
+                going_since = Some(Instant::now());
                     deadline = Instant::now() + GOAWAY_GRACE;
                 } else if !aborted {
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
@@ -228,6 +241,7 @@ pub async fn serve(
                 if shared.gateway.is_turned_away() {
                     conn.graceful_shutdown();
                     going_away = true;
+                going_since = Some(Instant::now());
                     deadline = Instant::now() + GOAWAY_GRACE;
                 }
             }

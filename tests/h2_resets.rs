@@ -367,3 +367,67 @@ async fn a_client_that_ignores_goaway_gets_no_new_streams_past_the_grace() {
         b.heads()
     );
 }
+
+#[tokio::test]
+async fn extended_connects_reset_before_their_websocket_opens_are_strikes_too() {
+    let b = Holding::start().await;
+    let p = capped_proxy(b.addr).await;
+    let (c, conn) = h2_client(&p, "a.test").await;
+    let mut c = c.ready().await.unwrap();
+    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) come with its first frames.
+    let mut enabled = false;
+    for _ in 0..250 {
+        enabled = c.is_extended_connect_protocol_enabled();
+        if enabled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c = c.ready().await.unwrap();
+    }
+    assert!(enabled, "extended CONNECT is announced");
+    let mut reset = 0;
+    loop {
+        assert!(reset < 10 * CAP, "no GOAWAY after {reset} handshakes reset");
+        let Ok(mut c) = c.clone().ready().await else {
+            break;
+        };
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://a.test/hold/ws{reset}"))
+            .extension(h2::ext::Protocol::from_static("websocket"))
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        let Ok((answer, mut stream)) = c.send_request(req, false) else {
+            break;
+        };
+        let seen = reset + 1;
+        tokio::select! {
+            reached = until(Duration::from_secs(10), || b.heads() >= seen) => {
+                assert!(reached, "the handshake reached the backend, or was refused");
+            }
+            _ = answer => break,
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        reset += 1;
+        assert!(
+            until(Duration::from_secs(10), || b.holding() == 0).await,
+            "the reset handshake's backend connection is closed"
+        );
+    }
+    let error = conn
+        .await
+        .unwrap()
+        .expect_err("the connection ends in error");
+    assert_eq!(
+        error.reason(),
+        Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "{error:?} after {reset} resets"
+    );
+    assert_eq!(
+        reset,
+        STRIKES_PER_STREAM * CAP + 1,
+        "GOAWAY after {reset} resets"
+    );
+    assert!(served(&p).await, "the backend is still in service");
+}

@@ -260,13 +260,17 @@ impl Gateway {
         mut stream: Stream,
         parts: &Parts<'_, '_>,
         (conn, identity, shutdown): (Peers, Option<&Identity>, &ShutdownWatch),
+        (reset, strikes): (super::h2::stream::ResetWatch, &super::h2::reset::Strikes),
     ) {
         let routes = self.routes.load_full();
         let mut bufs = Buffers::default();
         let on = (conn, identity, (1, shutdown));
-        let step = self
-            .request(&mut stream, &mut bufs, Src::Typed(parts), &routes, on)
-            .await;
+        // The handshake races the client's reset, as any request's work does: a stream reset
+        // before its WebSocket opens stops there (its backend connection closed).
+        let handshake = self.request(&mut stream, &mut bufs, Src::Typed(parts), &routes, on);
+        let Some(step) = super::h2::reset::unless_reset(reset, strikes, handshake).await else {
+            return;
+        };
         match step {
             Step::Upgraded(switch) => {
                 // The client's END_STREAM is its half of a close, as a TCP FIN (RFC 8441 §5).

@@ -102,7 +102,7 @@ pub struct Shared {
     /// Told when a stream ends.
     ended: Notify,
     /// Streams refused at the cap or reset at work ([`super::reset`]).
-    strikes: super::reset::Strikes,
+    pub(super) strikes: super::reset::Strikes,
 }
 
 /// A stream's place among the connection's live ones, given back when its task ends.
@@ -272,7 +272,7 @@ async fn stream(
     let reset = h2.reset_watch();
     let mut io: Stream = Box::new(h2);
     if let Some(protocol) = head.extensions.get::<h2::ext::Protocol>() {
-        super::websocket::serve(conn, &head, protocol, io).await;
+        super::websocket::serve(conn, (&head, protocol), io, reset).await;
         return;
     }
     let limits = conn.gateway.limits();

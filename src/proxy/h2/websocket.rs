@@ -37,12 +37,14 @@ use pingora::protocols::Stream;
 /// Announce `SETTINGS_ENABLE_CONNECT_PROTOCOL` (RFC 8441 §3) on every HTTP/2 connection.
 pub const ANNOUNCE: bool = true;
 
-/// Serve one extended CONNECT stream (`head`, asking for `protocol`) on `io`.
+/// Serve one extended CONNECT stream (`head`, asking for `protocol`) on `io`; until the
+/// WebSocket is open, a `reset` of the stream drops the handshake where it is (a strike, as
+/// for any request: [`super::reset`]).
 pub async fn serve(
     conn: &Shared,
-    head: &http::request::Parts,
-    protocol: &h2::ext::Protocol,
+    (head, protocol): (&http::request::Parts, &h2::ext::Protocol),
     mut io: Stream,
+    reset: super::stream::ResetWatch,
 ) {
     let limits = conn.gateway.limits();
     let handshake = Handshake::generate();
@@ -75,7 +77,9 @@ pub async fn serve(
     parts.method = METHOD;
     parts.accept = Some(handshake.accept());
     let on = (conn.peers, conn.identity.as_ref(), &conn.shutdown);
-    conn.gateway.h2_upgrade(io, &parts, on).await;
+    conn.gateway
+        .h2_upgrade(io, &parts, on, (reset, &conn.strikes))
+        .await;
 }
 
 /// The `:protocol` of an extended CONNECT that opens a WebSocket.

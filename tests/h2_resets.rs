@@ -317,8 +317,10 @@ async fn an_answer_before_the_body_is_read_ends_the_stream_with_rst_no_error() {
 async fn a_client_that_ignores_goaway_gets_no_new_streams_past_the_grace() {
     let b = Holding::start().await;
     // GOAWAY after 2 streams (`keepalive_requests`); the connection stays busy with the first
-    // stream, which the backend never answers.
-    let p = start_h2_proxy(b.addr, true, "", "limits = { keepalive_requests = 2 }").await;
+    // stream, which the backend never answers. Each stream refused past the grace is a strike:
+    // past 2 x the cap of 4, the connection is cut with ENHANCE_YOUR_CALM.
+    let limits = "limits = { keepalive_requests = 2, max_concurrent_streams = 4 }";
+    let p = start_h2_proxy(b.addr, true, "", limits).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/h2_frames.py");
     let port = p.http.port().to_string();
     // The grace is 5 s (`h2::conn::GOAWAY_GRACE`): 9 s of a GET every 0.25 s outlasts it.
@@ -350,6 +352,13 @@ async fn a_client_that_ignores_goaway_gets_no_new_streams_past_the_grace() {
         "streams past the grace are refused: {got}"
     );
     assert_eq!(got["resets"]["REFUSED_STREAM"], refused.len(), "{got}");
+    assert_eq!(got["goaway"]["code"], "ENHANCE_YOUR_CALM", "{got}");
+    // The last refusal's RST_STREAM may be overtaken by the GOAWAY that ends the connection.
+    let strikes = STRIKES_PER_STREAM * 4;
+    assert!(
+        (strikes..=strikes + 1).contains(&refused.len()),
+        "cut at the strikes: {got}"
+    );
     // Nothing opened after the first refused stream was served, and the backend saw only the
     // streams taken before the grace ended.
     let first = *refused.iter().min().unwrap();

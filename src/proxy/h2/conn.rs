@@ -185,8 +185,14 @@ pub async fn serve(
                     // goes with it, so the codec never names the last stream) gets no new
                     // stream past the grace: `keepalive_requests`, shutdown and a removed
                     // listener hold for it too.
+                    // Each such stream is a strike; past the strikes, the connection is cut.
                     if going_since.is_some_and(|t| t.elapsed() > GOAWAY_GRACE) {
                         respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        shared.strikes.strike();
+                        let most = super::reset::STRIKES_PER_STREAM.saturating_mul(most);
+                        if shared.strikes.count() > most {
+                            conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                        }
                         continue;
                     }
                     accepted += 1;
@@ -207,7 +213,7 @@ pub async fn serve(
                     if accepted >= u64::from(limits.keepalive_requests) && !going_away {
                         conn.graceful_shutdown();
                         going_away = true;
-                going_since = Some(Instant::now());
+                        going_since = Some(Instant::now());
                         deadline = Instant::now() + GOAWAY_GRACE;
                     }
                 }
@@ -227,7 +233,7 @@ pub async fn serve(
                 if !going_away {
                     conn.graceful_shutdown();
                     going_away = true;
-                going_since = Some(Instant::now());
+                    going_since = Some(Instant::now());
                     deadline = Instant::now() + GOAWAY_GRACE;
                 } else if !aborted {
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
@@ -241,7 +247,7 @@ pub async fn serve(
                 if shared.gateway.is_turned_away() {
                     conn.graceful_shutdown();
                     going_away = true;
-                going_since = Some(Instant::now());
+                    going_since = Some(Instant::now());
                     deadline = Instant::now() + GOAWAY_GRACE;
                 }
             }

@@ -53,7 +53,7 @@ fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_ping_waits_for_the_frame_in_flight_and_only_its_pong_is_dropped() {
     use crate::proxy::frame::ping_payload;
     let (task, mut c, mut b) = running(pinging(50, 30_000), 1 << 16);
@@ -62,7 +62,7 @@ async fn the_ping_waits_for_the_frame_in_flight_and_only_its_pong_is_dropped() {
     let mut got = [0; 5];
     c.read_exact(&mut got).await.unwrap();
     assert_eq!(got, [0x82, 10, 1, 2, 3]);
-    // Needed: the ping comes due (50 ms) while the frame is unfinished.
+    // Needed (tokio's clock, paused): the ping comes due (50 ms) while the frame is unfinished.
     tokio::time::sleep(Duration::from_millis(150)).await;
     b.write_all(&[4, 5, 6, 7, 8, 9, 10]).await.unwrap();
     let mut got = [0; 7 + 10];
@@ -318,14 +318,14 @@ async fn a_drain_taken_back_while_spreading_keeps_the_tunnel_open() {
 /// Once a close frame went by, tideway pings no more: the backend's close reaches the client
 /// alone, with no ping behind it (a ping after a close frame is a protocol error to some
 /// peers).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_ping_follows_a_close_frame() {
     let (task, mut c, mut b) = running(pinging(30, 30_000), 1 << 16);
     b.write_all(&close_frame(1000)).await.unwrap();
     let mut got = [0; 4];
     c.read_exact(&mut got).await.unwrap();
     assert_eq!(got, close_frame(1000));
-    // Needed: several ping intervals pass with the client quiet.
+    // Needed (tokio's clock, paused): several ping intervals pass with the client quiet.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut more = [0; 1];
     let read = tokio::time::timeout(Duration::from_millis(50), c.read(&mut more)).await;

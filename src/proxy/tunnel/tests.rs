@@ -187,10 +187,12 @@ async fn a_drain_close_is_spread_within_its_window_and_a_rebalance_is_not() {
 #[test]
 fn counting_leaves_the_tunnel_task_as_large_as_it_was() {
     // Before WebSocket metrics: a tunnel of 272 bytes and its Ending of 104. The upstream's
-    // meter replaced the Ending's histogram; the cut fits in the tunnel's padding.
+    // meter replaced the Ending's histogram; the cut fits in the tunnel's padding. The access
+    // log's record (40 bytes) is held in the Ending since, where a box of it took 8: 32 more,
+    // and one heap block less per tunnel with the log on.
     type T = Tunnel<tokio::net::TcpStream, tokio::net::TcpStream>;
     let both = std::mem::size_of::<T>() + std::mem::size_of::<Ending>();
-    assert!(both <= 272 + 104, "{both}");
+    assert!(both <= 272 + 104 + 32, "{both}");
 }
 
 /// A WebSocket tunnel between two in-memory pipes, counted under `upstream`; returns it

@@ -276,3 +276,30 @@ fn http2_needs_tls_and_a_stream_cap_of_at_least_one() {
         tideway::config::DEFAULT_MAX_CONCURRENT_STREAMS
     );
 }
+
+/// `limits.send_timeout` (nginx's `send_timeout`): a duration more than 0, 60 s when absent;
+/// 0 or a word is refused at its file:line.
+#[test]
+fn send_timeout_is_a_positive_duration() {
+    let l = "[upstream.app]\nbackends = [{ addr = \"127.0.0.1:2346\" }]\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"app\"\n";
+    refused(
+        l,
+        &[
+            (
+                "limits = { send_timeout = \"0s\" }",
+                ":6:10: limits.send_timeout must be more than 0",
+            ),
+            ("limits = { send_timeout = \"soon\" }", "invalid duration"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.toml");
+    for (keys, want) in [
+        ("limits = { send_timeout = \"5s\" }\n", 5),
+        ("", tideway::config::DEFAULT_CLIENT_SEND_TIMEOUT.as_secs()),
+    ] {
+        std::fs::write(&path, format!("{l}{keys}")).unwrap();
+        let config = tideway::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.listeners[0].limits.send_timeout.as_secs(), want);
+    }
+}

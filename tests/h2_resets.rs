@@ -9,7 +9,7 @@ mod common;
 #[path = "support/h2_routes.rs"]
 mod h2_routes;
 
-use common::h2::{h2_client, h2_fetch, start_h2_proxy};
+use common::h2::{extended_connect_ready, h2_client, h2_fetch, start_h2_proxy};
 use common::Proxy;
 use h2_routes::proxy_with_returns;
 use std::future::poll_fn;
@@ -397,18 +397,7 @@ async fn extended_connects_reset_before_their_websocket_opens_are_strikes_too() 
     let b = Holding::start().await;
     let p = capped_proxy(b.addr).await;
     let (c, conn) = h2_client(&p, "a.test").await;
-    let mut c = c.ready().await.unwrap();
-    // The server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) come with its first frames.
-    let mut enabled = false;
-    for _ in 0..250 {
-        enabled = c.is_extended_connect_protocol_enabled();
-        if enabled {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        c = c.ready().await.unwrap();
-    }
-    assert!(enabled, "extended CONNECT is announced");
+    let c = extended_connect_ready(c).await;
     let connect = |n: usize| {
         http::Request::builder()
             .method(http::Method::CONNECT)

@@ -220,15 +220,7 @@ async fn h2_client(
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (send, conn) = ::h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
-    // The server's SETTINGS come with its first frames.
-    wait_until(Duration::from_secs(5), || {
-        let enabled = send.is_extended_connect_protocol_enabled();
-        async move { enabled }
-    })
-    .await;
-    send = send.ready().await.unwrap();
-    send
+    common::h2::extended_connect_ready(send).await
 }
 
 type H2Ws = WebSocketStream<tokio::io::DuplexStream>;

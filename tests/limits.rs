@@ -2,6 +2,8 @@
 //! the config, crossed with raw sockets, and the answer and the connection's fate asserted.
 
 mod common;
+#[path = "support/counting.rs"]
+mod counting;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -171,4 +173,39 @@ async fn max_conns_skips_a_backend_at_its_limit() {
     })
     .await;
     assert!(freed < Duration::from_secs(10));
+}
+
+/// A client that stops reading a large answer is cut after the listener's `send_timeout`
+/// (nginx's `send_timeout`), and the backend's connection with it; another client is served
+/// meanwhile. The client never reads, so only tideway's timeout can end the answer.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    let b = counting::Counting::start().await;
+    let upstream = format!("[upstream.app]\nbackends = [{{ addr = \"{}\" }}]\n", b.addr);
+    let p = start_proxy_with("limits = { send_timeout = \"1s\" }", &upstream).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut s = socket.connect(p.http).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), || async { b.body_sent() > 0 }).await;
+    let mut other = TcpStream::connect(p.http).await.unwrap();
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_all(&mut other).await.ends_with("ok"));
+    // Bounded: the default send_timeout (60 s) would not end it within this.
+    wait_until(Duration::from_secs(30), || async { b.big_cut() == 1 }).await;
+    assert!(
+        b.body_sent() < counting::BIG_BODY / 16,
+        "{} bytes went to a client that reads nothing",
+        b.body_sent()
+    );
+    // The client's connection ended too (reading now finds its end, not more of the body).
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(ended.is_ok(), "the client's connection is still open");
+    assert!(got.len() < counting::BIG_BODY, "the answer was cut");
 }

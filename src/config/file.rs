@@ -136,6 +136,7 @@ struct LimitsSection {
     body_timeout: Option<Dur>,
     chunked_body_time: Option<Dur>,
     max_concurrent_streams: Option<u32>,
+    send_timeout: Option<Dur>,
     keepalive_timeout: Option<Dur>,
     keepalive_requests: Option<u32>,
     max_connections: Option<usize>,
@@ -597,6 +598,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         max_chunked_body: l.max_chunked_body.unwrap_or(d.max_chunked_body),
         chunked_body_time: l.chunked_body_time.map_or(d.chunked_body_time, |v| v.0),
         max_concurrent_streams: l.max_concurrent_streams.unwrap_or(d.max_concurrent_streams),
+        send_timeout: l.send_timeout.map_or(d.send_timeout, |v| v.0),
         per_client: Vec::new(),
     };
     let positive = [
@@ -626,6 +628,7 @@ fn validate_limits(cx: &Ctx<'_>, sp: &Spanned<LimitsSection>) -> Result<HttpLimi
         ("body_timeout", limits.body_timeout),
         ("chunked_body_time", limits.chunked_body_time),
         ("keepalive_timeout", limits.keepalive_timeout),
+        ("send_timeout", limits.send_timeout),
     ] {
         if v.is_zero() {
             return Err(cx.err(sp.span(), format!("limits.{name} must be more than 0")));

@@ -157,6 +157,10 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_REQUESTS: u32 = 1000;
 /// Longest a whole chunked request body may take to arrive (it is held in memory meanwhile).
 pub const DEFAULT_CHUNKED_BODY_TIME: Duration = Duration::from_secs(60);
+/// Longest a client may take no bytes of what tideway sends it (nginx's `send_timeout`: the
+/// wait between two successive writes, not the whole answer). Past it the answer is cut; an
+/// HTTP/2 connection whose writes wait that long is closed.
+pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest chunked request body; it is read whole and sent on with a Content-Length (nginx's
 /// `client_max_body_size` default).
 pub const DEFAULT_MAX_CHUNKED_BODY: u64 = 1024 * 1024;
@@ -180,6 +184,8 @@ pub struct HttpLimits {
     /// Concurrent streams one HTTP/2 connection may open (nginx's
     /// `http2_max_concurrent_streams`).
     pub max_concurrent_streams: u32,
+    /// Longest wait for a client to take bytes (nginx's `send_timeout`).
+    pub send_timeout: Duration,
     /// Per-client limits (`client_limits`), each with its zone; empty: none.
     pub per_client: Vec<super::limit::ClientLimit>,
 }
@@ -199,6 +205,7 @@ impl Default for HttpLimits {
             max_chunked_body: DEFAULT_MAX_CHUNKED_BODY,
             chunked_body_time: DEFAULT_CHUNKED_BODY_TIME,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            send_timeout: DEFAULT_CLIENT_SEND_TIMEOUT,
             per_client: Vec::new(),
         }
     }

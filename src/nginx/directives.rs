@@ -45,6 +45,9 @@ const BUFFERS: Kind =
 const SOCKET: Kind = Ignored("tunes a socket or a cache tideway does not expose");
 const TLS_PARAMS: Kind =
     Approximated("tideway uses rustls's protocol versions (TLS 1.2 and 1.3) and cipher suites");
+/// nginx's client timeouts: tideway's are a listener's TOML `limits`.
+const CLIENT_TIMEOUT: Kind =
+    Ignored("a listener's TOML limits set tideway's client timeouts (header_timeout, body_timeout, send_timeout)");
 const TLS_CLIENT_CERT: Kind = Ignored("tideway does not send client certificates to backends");
 
 /// Every directive the importer knows by name.
@@ -162,9 +165,9 @@ pub const TABLE: &[(&str, Kind)] = &[
     ("proxy_hide_header", Ignored("tideway relays the backend's response headers")),
     ("proxy_pass_header", Ignored("tideway relays the backend's response headers")),
     ("proxy_cache", Ignored("tideway caches nothing")),
-    ("client_body_timeout", Ignored("tideway has its own client timeouts")),
-    ("client_header_timeout", Ignored("tideway has its own client timeouts")),
-    ("send_timeout", Ignored("tideway has its own client timeouts")),
+    ("client_body_timeout", CLIENT_TIMEOUT),
+    ("client_header_timeout", CLIENT_TIMEOUT),
+    ("send_timeout", CLIENT_TIMEOUT),
     ("keepalive_timeout", Ignored("tideway has its own client idle timeout")),
     ("client_header_buffer_size", Ignored("tideway has its own head size limit")),
     ("large_client_header_buffers", Read),

@@ -10,7 +10,7 @@
 
 use super::body::{relay, send, Framing, Progress, Relay, RelayError};
 use super::error::Error;
-use super::exchange::{Buffers, HttpPath, Next, Routed, DEFAULT_SEND_TIMEOUT};
+use super::exchange::{Buffers, HttpPath, Next, Routed};
 use super::h2::answer::H2Head;
 use super::request::Request;
 use super::response::{inspect_response, Answer, BadResponse, Response};
@@ -422,7 +422,7 @@ impl HttpAttempt<'_> {
         };
         moved.head = typed_len + bufs.reply.len() as u64;
         bufs.reply.extend_from_slice(&down);
-        if send(self.client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
+        if send(self.client, &bufs.reply, self.path.limits.send_timeout)
             .await
             .is_err()
         {
@@ -467,7 +467,7 @@ impl HttpAttempt<'_> {
         // cut request leaves the backend mid-body.
         let reusable = res.reusable && !req.websocket && !cut;
         bufs.sent_for_good();
-        if send(self.client, &bufs.reply, DEFAULT_SEND_TIMEOUT)
+        if send(self.client, &bufs.reply, self.path.limits.send_timeout)
             .await
             .is_err()
         {
@@ -484,7 +484,7 @@ impl HttpAttempt<'_> {
         if !body.done() {
             let how = Relay {
                 read: self.policy.idle_timeout,
-                write: DEFAULT_SEND_TIMEOUT,
+                write: self.path.limits.send_timeout,
                 reset_ends: cut,
             };
             match relay(io, self.client, &mut body, &mut bufs.upstream, how).await {

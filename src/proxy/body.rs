@@ -173,19 +173,25 @@ pub struct Relay {
     pub reset_ends: bool,
 }
 
-/// Write all of `bytes` and flush, within `limit`.
-pub async fn send<W>(dst: &mut W, bytes: &[u8], limit: Duration) -> io::Result<()>
+/// Write all of `bytes` and flush, each write and the flush within `limit` (nginx's
+/// `send_timeout` and `proxy_send_timeout`: the wait between two successive writes, so a
+/// receiver that takes bytes slowly but steadily is not cut).
+pub async fn send<W>(dst: &mut W, mut bytes: &[u8], limit: Duration) -> io::Result<()>
 where
     W: AsyncWrite + Unpin + ?Sized,
 {
-    let write = async {
-        dst.write_all(bytes).await?;
-        dst.flush().await
-    };
-    match tokio::time::timeout(limit, write).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out")),
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "send timed out");
+    while !bytes.is_empty() {
+        match tokio::time::timeout(limit, dst.write(bytes)).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(timed_out()),
+        }
     }
+    tokio::time::timeout(limit, dst.flush())
+        .await
+        .map_err(|_| timed_out())?
 }
 
 /// Relay the rest of a body from `src` to `dst` through `buf` (its contents are discarded).
@@ -252,6 +258,37 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    /// A receiver that takes a byte every 0.6 s gets 8 bytes (4.8 s in all) within a 1 s
+    /// limit; one that takes nothing is given up after the limit (paused time).
+    #[tokio::test(start_paused = true)]
+    async fn send_waits_the_limit_between_writes_not_for_the_whole() {
+        let (mut near, mut far) = tokio::io::duplex(1);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut b = [0u8; 1];
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                tokio::io::AsyncReadExt::read_exact(&mut far, &mut b)
+                    .await
+                    .unwrap();
+                got.push(b[0]);
+            }
+            (got, far)
+        });
+        let began = tokio::time::Instant::now();
+        send(&mut near, b"abcdefgh", Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(began.elapsed() >= Duration::from_secs(4));
+        let (got, _far) = reader.await.unwrap();
+        assert_eq!(got, b"abcdefgh");
+        let err = send(&mut near, b"xy", Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
     use super::*;
 
     const HOW: Relay = Relay {

@@ -32,8 +32,9 @@ use tokio::io::AsyncReadExt;
 /// sent again to another backend. Larger ones stream through and are not retried.
 pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 
-/// Longest wait for a peer to take bytes tideway sends (nginx's `send_timeout` and
-/// `proxy_send_timeout`).
+/// Longest wait for a peer to take bytes tideway sends: a backend (nginx's
+/// `proxy_send_timeout`), and a client taking an answer tideway wrote itself (an error, a
+/// 503, a `return`). Answers relayed from a backend wait the listener's `send_timeout`.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The interim answer tideway sends a client that expects one before its body.
@@ -320,7 +321,7 @@ impl HttpPath {
         if req.expect_continue && waiting {
             match super::h2::stream::H2Io::of(client) {
                 Some(h2) => h2.send_continue().map_err(|_| BodyError::Gone)?,
-                None => send(client, CONTINUE, DEFAULT_SEND_TIMEOUT)
+                None => send(client, CONTINUE, self.limits.send_timeout)
                     .await
                     .map_err(|_| BodyError::Gone)?,
             }

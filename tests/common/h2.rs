@@ -354,3 +354,19 @@ pub async fn h2_fetch(
     }
     Ok((status, got))
 }
+
+/// `send`, ready for a request once the server's SETTINGS allowed extended CONNECT (RFC
+/// 8441). The h2 crate reads SETTINGS in the connection's task and signals nothing, so the
+/// flag is polled (bounded: 5 s, [`super::wait_until`]).
+pub async fn extended_connect_ready(
+    send: ::h2::client::SendRequest<bytes::Bytes>,
+) -> ::h2::client::SendRequest<bytes::Bytes> {
+    let mut send = send.ready().await.unwrap();
+    super::wait_until(Duration::from_secs(5), || {
+        let enabled = send.is_extended_connect_protocol_enabled();
+        async move { enabled }
+    })
+    .await;
+    send = send.ready().await.unwrap();
+    send
+}

@@ -26,6 +26,8 @@ pub struct Counting {
     pub addr: SocketAddr,
     received: Arc<AtomicUsize>,
     body_sent: Arc<AtomicUsize>,
+    /// `/big` bodies whose connection failed before the end.
+    cut: Arc<AtomicUsize>,
     release: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -42,8 +44,9 @@ impl Counting {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
         let body_sent = Arc::new(AtomicUsize::new(0));
+        let cut = Arc::new(AtomicUsize::new(0));
         let (release, held) = watch::channel(false);
-        let (count, sent) = (received.clone(), body_sent.clone());
+        let (count, sent) = (received.clone(), (body_sent.clone(), cut.clone()));
         let task = tokio::spawn(async move {
             while let Ok((io, _)) = listener.accept().await {
                 tokio::spawn(serve(io, count.clone(), sent.clone(), held.clone()));
@@ -53,6 +56,7 @@ impl Counting {
             addr,
             received,
             body_sent,
+            cut,
             release,
             task,
         }
@@ -66,6 +70,11 @@ impl Counting {
     /// Bytes of `/big` bodies the connections took so far.
     pub fn body_sent(&self) -> usize {
         self.body_sent.load(Ordering::SeqCst)
+    }
+
+    /// `/big` bodies whose connection was closed (by the proxy) before their end.
+    pub fn big_cut(&self) -> usize {
+        self.cut.load(Ordering::SeqCst)
     }
 
     /// Answer every held `/slow` request, and every later one at once.
@@ -85,7 +94,7 @@ pub const BIG_BODY: usize = 1 << 30;
 async fn serve(
     mut io: TcpStream,
     count: Arc<AtomicUsize>,
-    sent: Arc<AtomicUsize>,
+    (sent, cut): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     mut held: watch::Receiver<bool>,
 ) {
     let mut buf = Vec::new();
@@ -99,7 +108,9 @@ async fn serve(
             let _ = held.wait_for(|r| *r).await;
         }
         if head.starts_with("get /big") {
-            send_big(&mut io, &sent).await;
+            if !send_big(&mut io, &sent).await {
+                cut.fetch_add(1, Ordering::SeqCst);
+            }
             return;
         }
         let close = head.contains("connection: close");
@@ -113,22 +124,24 @@ async fn serve(
     }
 }
 
-/// Answer `/big`: [`BIG_BODY`] bytes, counted in `sent` as the connection takes them.
-async fn send_big(io: &mut TcpStream, sent: &AtomicUsize) {
+/// Answer `/big`: [`BIG_BODY`] bytes, counted in `sent` as the connection takes them. False:
+/// the connection failed before the end.
+async fn send_big(io: &mut TcpStream, sent: &AtomicUsize) -> bool {
     let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {BIG_BODY}\r\n\r\n");
     if io.write_all(head.as_bytes()).await.is_err() {
-        return;
+        return false;
     }
     let chunk = vec![b'x'; 64 * 1024];
     let mut left = BIG_BODY;
     while left > 0 {
         let n = match io.write(&chunk[..left.min(chunk.len())]).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => n,
         };
         sent.fetch_add(n, Ordering::SeqCst);
         left -= n;
     }
+    true
 }
 
 /// A TCP connection to `to` from the loopback address `from`.

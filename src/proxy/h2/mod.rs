@@ -14,6 +14,7 @@
 //!   [`super::response`] and tideway's own answers write it.
 //! - [`reset`]: rapid reset (CVE-2023-44487): the stream cap on tideway's own work, each
 //!   stream's work raced against the client's reset, GOAWAY(ENHANCE_YOUR_CALM) past a count.
+//! - [`stall`]: a client that stops reading the connection is closed after `send_timeout`.
 //! - [`websocket`]: extended CONNECT (RFC 8441): the hook for WebSockets over HTTP/2.
 //!
 //! Imports only `proxy`'s own modules, `config` and `metrics`.
@@ -22,6 +23,7 @@ pub mod answer;
 pub mod conn;
 pub mod head;
 pub mod reset;
+pub mod stall;
 pub mod stream;
 pub mod websocket;
 

@@ -323,7 +323,17 @@ fn ctl_command(cmd: CtlCmd) -> tideway::cli::ctl::CtlCommand {
             id,
             state: "disabled",
         },
-        CtlCmd::Drain { upstream, id, wait } => C::Drain { upstream, id, wait },
+        CtlCmd::Drain {
+            upstream,
+            id,
+            wait,
+            spread,
+        } => C::Drain {
+            upstream,
+            id,
+            wait,
+            spread,
+        },
         CtlCmd::Deregister { upstream, id } => C::Deregister { upstream, id },
         CtlCmd::Weight {
             upstream,

@@ -504,3 +504,243 @@ async fn a_drain_taken_back_while_spreading_closes_nothing_more() {
         N - before_again
     );
 }
+
+/// Backend `id` of `p`'s upstream `app`, as `GET /v1/upstreams/app` shows it.
+async fn shown(p: &Proxy, id: &str) -> serde_json::Value {
+    let up = p.upstream_json().await;
+    up["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|b| b["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {id}: {up}"))
+}
+
+/// `POST /v1/upstreams/app/backends/{id}/drain{query}` through `p` with the admin token: the
+/// status and the JSON answer.
+fn drain_with(
+    p: &Proxy,
+    id: &str,
+    query: &str,
+) -> impl std::future::Future<Output = (u16, serde_json::Value)> {
+    let req = p.admin_req(
+        reqwest::Method::POST,
+        &format!("/v1/upstreams/app/backends/{id}/drain{query}"),
+        ADMIN_TOKEN,
+    );
+    async move {
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+/// Wait (at most 5 s) until `p` shows backend `id` draining with a close spread of `ms`.
+async fn until_draining_with(p: &Proxy, id: &str, ms: u64) {
+    wait_until(Duration::from_secs(5), || async {
+        let b = shown(p, id).await;
+        b["state"] == "draining" && b["close_spread_ms"] == ms
+    })
+    .await;
+}
+
+/// The close times must all be at or past `deadline`: a drain without a spread closes
+/// nothing before it.
+fn none_before(times: &[Duration], deadline: Duration) {
+    let early: Vec<_> = times.iter().filter(|t| **t < deadline).collect();
+    assert!(
+        early.is_empty(),
+        "{} of {} closed before the drain's deadline {deadline:?}: {early:?}",
+        early.len(),
+        times.len()
+    );
+}
+
+/// Issue 24's explicit "now": a drain asked for `spread=0s`, on an upstream whose own spread
+/// is the default (the last 80% of its 2 s `drain_timeout`), sends every WebSocket its 1001
+/// in one go at the drain's deadline, none before it (the upstream's spread would start at
+/// 0.4 s); the drain shows the spread it was given, and its `wait` answers once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_asked_for_no_spread_closes_every_websocket_at_its_deadline() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 50;
+    let a = backend("a").await;
+    let proxy = start_proxy(&format!(
+        "[upstream.app]\ndrain_timeout = \"2s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]\n",
+        a.addr
+    ))
+    .await;
+    let sockets = open(&proxy.ws_url("/chat"), N, 16).await;
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let readers = watch(sockets, since.clone());
+    since.set(Instant::now()).unwrap();
+    let drain = tokio::spawn(drain_with(&proxy, "a", "?wait=20s&spread=0s"));
+    until_draining_with(&proxy, "a", 0).await;
+    let times = closes(readers, Duration::from_secs(20)).await;
+    assert_eq!(times.len(), N);
+    none_before(&times, Duration::from_secs(2));
+    println!(
+        "spread=0s: all {N} closed between {:?} and {:?}",
+        times.iter().min().unwrap(),
+        times.iter().max().unwrap()
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("drain?wait answered")
+        .unwrap();
+    assert_eq!(
+        answer,
+        (
+            200,
+            serde_json::json!({"active_connections": 0, "drained": true, "close_spread_ms": 0})
+        )
+    );
+    // Told to close all at once at the deadline, never spread.
+    let log = std::fs::read_to_string(proxy.dir.path().join("tideway.log")).unwrap();
+    assert!(
+        log.contains("drain deadline reached; closing tunnels with 1001"),
+        "{log}"
+    );
+    assert!(!log.contains("drain: spreading the 1001 closes"), "{log}");
+}
+
+/// The spread given to a drain travels with the drain's record in etcd: instance one is
+/// asked, and instance two, which holds the WebSockets, closes them all at the deadline too
+/// and shows the spread. A record as the release before wrote it (no spread) still drains,
+/// with the upstream's spread, on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_spread_given_through_one_instance_is_applied_by_another() {
+    let _one = SERIAL.lock().await;
+    const N: usize = 20;
+    let etcd = common::etcd::Etcd::start().await;
+    let a = backend("a").await;
+    let upstream = format!(
+        "[upstream.app]\ndrain_timeout = \"2s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]",
+        a.addr
+    );
+    let one = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let two = start_proxy_full(&etcd.store(), "", &upstream).await;
+    let sockets = open(&two.ws_url("/chat"), N, 16).await;
+    let since = std::sync::Arc::new(std::sync::OnceLock::new());
+    let readers = watch(sockets, since.clone());
+    since.set(Instant::now()).unwrap();
+    let (status, answer) = drain_with(&one, "a", "?spread=0s").await;
+    assert_eq!(
+        (status, &answer["close_spread_ms"]),
+        (200, &serde_json::json!(0)),
+        "{answer}"
+    );
+    until_draining_with(&two, "a", 0).await;
+    let times = closes(readers, Duration::from_secs(20)).await;
+    assert_eq!(times.len(), N);
+    none_before(&times, Duration::from_secs(2));
+    // The record both instances applied.
+    let mut c = etcd.client().await;
+    let key = "/tw/upstreams/app/state/a";
+    let got = c.get(key, None).await.unwrap();
+    let record: serde_json::Value = serde_json::from_slice(got.kvs()[0].value()).unwrap();
+    assert_eq!(
+        record,
+        serde_json::json!({"state": "draining", "close_spread_ms": 0})
+    );
+    // Drained again without a spread, or set draining, through either instance: the drain
+    // under way keeps its spread in the record too (a restarted instance reads it there).
+    let state = |p: &Proxy, s: &str| {
+        p.admin_req(
+            reqwest::Method::POST,
+            "/v1/upstreams/app/backends/a/state",
+            ADMIN_TOKEN,
+        )
+        .json(&serde_json::json!({ "state": s }))
+        .send()
+    };
+    assert_eq!(drain_with(&two, "a", "").await.0, 200);
+    assert_eq!(state(&one, "draining").await.unwrap().status(), 200);
+    let record = async || {
+        let got = etcd.client().await.get(key, None).await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(got.kvs()[0].value()).unwrap()
+    };
+    assert_eq!(
+        record().await,
+        serde_json::json!({"state": "draining", "close_spread_ms": 0})
+    );
+
+    // Taken back, then a drain record without a spread, written as the release before did.
+    assert_eq!(state(&one, "active").await.unwrap().status(), 200);
+    for p in [&one, &two] {
+        wait_until(Duration::from_secs(5), || async {
+            shown(p, "a").await["state"] == "active"
+        })
+        .await;
+    }
+    c.put(key, r#"{"state":"draining"}"#, None).await.unwrap();
+    for p in [&one, &two] {
+        until_draining_with(p, "a", 1600).await;
+    }
+    // Drained again without a spread: the record stays as the release before wrote it (its
+    // parser refuses an unknown field, so a rolled-back instance would take the backend back).
+    let (status, answer) = drain_with(&one, "a", "").await;
+    assert_eq!((status, &answer["close_spread_ms"]), (200, &1600.into()));
+    assert_eq!(record().await, serde_json::json!({"state": "draining"}));
+}
+
+/// A spread that is no duration (a negative one included) is refused with 400 and a JSON
+/// error, and changes nothing: not the backend's state, nor a drain under way, whose spread
+/// another drain may not change either (409). One longer than `drain_timeout` is cut to it,
+/// as the upstream's own `close_spread` is, and the answer says so.
+#[tokio::test]
+async fn a_bad_drain_spread_is_refused_and_changes_nothing() {
+    let a = backend("a").await;
+    let proxy = start_proxy(&format!(
+        "[upstream.app]\ndrain_timeout = \"60s\"\nbackends = [{{ addr = \"{}\", id = \"a\" }}]\n",
+        a.addr
+    ))
+    .await;
+    let bad = [
+        "?spread=-1s",
+        "?spread=soon",
+        "?spread=",
+        "?wait=1s&spread=1x",
+        "?wait=2h&spread=1s",
+    ];
+    let refused = |status: u16| {
+        let proxy = &proxy;
+        async move {
+            for q in bad {
+                let (got, body) = drain_with(proxy, "a", q).await;
+                assert_eq!(got, status, "{q}: {body}");
+                let error = body["error"].as_str().unwrap_or_default();
+                assert!(!error.is_empty(), "{q}: {body}");
+                println!("{q}: {error}");
+            }
+        }
+    };
+    let before = shown(&proxy, "a").await;
+    refused(400).await;
+    assert_eq!(shown(&proxy, "a").await, before);
+    assert_eq!(before["state"], "active");
+
+    // A drain under way with its own spread: 2 h, cut to the 60 s window.
+    let (status, answer) = drain_with(&proxy, "a", "?spread=2h").await;
+    assert_eq!((status, &answer["close_spread_ms"]), (200, &60_000.into()));
+    let during = shown(&proxy, "a").await;
+    refused(400).await;
+    let (status, answer) = drain_with(&proxy, "a", "?spread=0s").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("1m")));
+    // The same drain: its spread, and its deadline not pushed back.
+    let after = shown(&proxy, "a").await;
+    assert_eq!(
+        (&after["state"], &after["close_spread_ms"]),
+        (&"draining".into(), &60_000.into())
+    );
+    let ends_in = |b: &serde_json::Value| {
+        b["drain_ends_in_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no drain_ends_in_ms: {b}"))
+    };
+    assert!(ends_in(&after) <= ends_in(&during), "{during} then {after}");
+    // Asked again with the same spread (cut or not), or none, the drain stands as it is.
+    for q in ["?spread=60s", "?spread=61s", ""] {
+        let (status, answer) = drain_with(&proxy, "a", q).await;
+        assert_eq!((status, &answer["close_spread_ms"]), (200, &60_000.into()));
+    }
+}

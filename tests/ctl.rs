@@ -66,14 +66,28 @@ async fn a_backend_drains_and_deregisters_itself_with_its_secret_file() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("403"));
 
+    // A spread that is no duration is refused, and the backend stays as it was.
+    let bad = ctl(
+        &p,
+        Some(&secret),
+        &["drain", "app", "pod-1", "--spread", "soon"],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("400"),
+        "{bad:?}"
+    );
+    assert_eq!(p.backends().await[0].2, "active");
+
     let drained = ctl(
         &p,
         Some(&secret),
-        &["drain", "app", "pod-1", "--wait", "5s"],
+        &["drain", "app", "pod-1", "--wait", "5s", "--spread", "1s"],
     );
     assert!(drained.status.success(), "{drained:?}");
     let v: serde_json::Value = serde_json::from_slice(&drained.stdout).unwrap();
     assert_eq!(v["drained"], true, "{v}");
+    assert_eq!(v["close_spread_ms"], 1000, "{v}");
     let gone = ctl(&p, Some(&secret), &["deregister", "app", "pod-1"]);
     assert!(gone.status.success(), "{gone:?}");
     wait_until(Duration::from_secs(10), || async {

@@ -551,7 +551,7 @@ async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
         .toggle(
             "app",
             "x",
-            Some(tideway::pool::State::Draining),
+            Some((tideway::pool::State::Draining, None)),
             None,
             Some(first),
         )
@@ -579,7 +579,7 @@ async fn writes_for_a_replaced_registration_leave_the_new_one_alone() {
         .toggle(
             "app",
             "x",
-            Some(tideway::pool::State::Draining),
+            Some((tideway::pool::State::Draining, None)),
             None,
             Some(second),
         )

@@ -55,6 +55,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::OverWeight { .. } | RegistryError::WaitTooLong => {
                 StatusCode::BAD_REQUEST
             }
+            RegistryError::OtherSpread { .. } => StatusCode::CONFLICT,
             RegistryError::Lapsed { .. } => StatusCode::NOT_FOUND,
             RegistryError::NotSeen => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -198,13 +199,20 @@ pub(crate) struct SetWeight {
     weight: u32,
 }
 
-/// How long `drain` waits for the backend's connections to end.
+/// How long `drain` waits for the backend's connections to end, and over how long it
+/// spreads their 1001 closes.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct DrainQuery {
     /// At most 1h, e.g. `30s` (default: answer at once). The pattern shows the common forms;
     /// any duration up to 1h is read.
     #[param(pattern = "^(0|[0-9]{1,4}ms|[0-9]{1,3}s|[1-5]?[0-9]m|60m|1h)$")]
     wait: Option<String>,
+    /// This drain's close spread: its WebSockets' 1001 closes go out over the last `spread`
+    /// of the upstream's `drain_timeout` (a longer one is cut to all of it); `0s` closes them
+    /// all at once at the deadline (default: the upstream's `close_spread`). The pattern
+    /// shows the common forms; any duration is read.
+    #[param(pattern = "^(0|[0-9]{1,4}ms|[0-9]{1,3}s|[1-5]?[0-9]m|60m|1h)$")]
+    spread: Option<String>,
 }
 
 /// The id a registration's body names, for the audit record, as the handler reads it (a bad
@@ -390,8 +398,9 @@ pub async fn set_weight(
 
 #[utoipa::path(post, path = "/v1/upstreams/{u}/backends/{id}/drain", tag = "operators",
     params(BackendPath, DrainQuery),
-    responses((status = 200, description = "`{active_connections, drained}` once drained or the wait ended"),
-        (status = 400, description = "`wait` is not a duration up to 1h", body = super::ErrorBody)),
+    responses((status = 200, description = "`{active_connections, drained, close_spread_ms}` once drained or the wait ended"),
+        (status = 400, description = "`wait` is not a duration up to 1h, or `spread` not a duration", body = super::ErrorBody),
+        (status = 409, description = "the backend is already draining with another close spread", body = super::ErrorBody)),
     security(("admin" = []), ("register" = [])))]
 pub async fn drain(
     AxState(s): St,
@@ -410,10 +419,15 @@ pub async fn drain(
             Some(w) => parse_duration(w).map_err(bad)?,
             None => Duration::ZERO,
         };
-        let drained = s.registry.drain(&grant, wait).await?;
+        let spread = q
+            .spread
+            .as_deref()
+            .map(|d| parse_duration(d).map_err(|e| bad(format!("spread: {e}"))))
+            .transpose()?;
+        let drained = s.registry.drain(&grant, wait, spread).await?;
         // Unknown (an instance has not reported since the drain, or went missing): this
         // instance's own count, and not drained.
-        let body = match drained.held {
+        let mut body = match drained.held {
             Some(n) => serde_json::json!({ "active_connections": n, "drained": n == 0 }),
             None => serde_json::json!({
                 "active_connections": drained.own,
@@ -421,6 +435,9 @@ pub async fn drain(
                 "unknown_instances": true,
             }),
         };
+        if let Some(spread) = drained.spread {
+            body["close_spread_ms"] = (spread.as_millis() as u64).into();
+        }
         Ok(Json(body).into_response())
     }
     .await;

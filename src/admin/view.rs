@@ -28,6 +28,10 @@ pub struct BackendView<'a> {
     /// is); the connections left are `active_connections`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_ends_in_ms: Option<u64>,
+    /// While draining: over how long before `drain_timeout` is over the drain spreads its
+    /// 1001 closes (the drain's own spread, else the upstream's; 0: all at the deadline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub close_spread_ms: Option<u64>,
     /// Upgrade admission's counts (upstreams with `admission`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrades: Option<UpgradesView>,
@@ -76,6 +80,10 @@ impl<'a> From<&'a Backend> for BackendView<'a> {
             drain_ends_in_ms: (b.state == crate::pool::State::Draining)
                 .then(|| b.live.drain_ends_in_ms())
                 .flatten(),
+            close_spread_ms: (b.state == crate::pool::State::Draining)
+                .then(|| b.live.drain_spread())
+                .flatten()
+                .map(|s| s.as_millis() as u64),
             upgrades: None,
         }
     }

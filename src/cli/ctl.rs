@@ -20,6 +20,8 @@ pub enum CtlCommand {
         upstream: String,
         id: String,
         wait: Option<String>,
+        /// This drain's close spread (`?spread=`).
+        spread: Option<String>,
     },
     Weight {
         upstream: String,
@@ -87,12 +89,10 @@ pub async fn run_with(
             format!("/v1/upstreams/{upstream}/backends/{id}/state"),
             Some(serde_json::json!({ "state": state })),
         ),
-        CtlCommand::Drain { upstream, id, wait } => (
+        // `wait` and `spread` go in the query string (below).
+        CtlCommand::Drain { upstream, id, .. } => (
             Method::POST,
-            match wait {
-                Some(w) => format!("/v1/upstreams/{upstream}/backends/{id}/drain?wait={w}"),
-                None => format!("/v1/upstreams/{upstream}/backends/{id}/drain"),
-            },
+            format!("/v1/upstreams/{upstream}/backends/{id}/drain"),
             None,
         ),
         CtlCommand::Weight {
@@ -110,8 +110,18 @@ pub async fn run_with(
             None,
         ),
     };
+    let query: Vec<(&str, &str)> = match cmd {
+        CtlCommand::Drain { wait, spread, .. } => [("wait", wait), ("spread", spread)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
     let url = format!("{base}{path}");
-    let mut req = client.request(method, &url).bearer_auth(token);
+    let mut req = client
+        .request(method, &url)
+        .bearer_auth(token)
+        .query(&query);
     if let Some(b) = body {
         req = req.json(&b);
     }

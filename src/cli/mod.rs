@@ -191,8 +191,14 @@ pub enum CtlCmd {
     Drain {
         upstream: String,
         id: String,
+        /// Wait up to this long (at most 1h, e.g. 30s) for the connections to end.
         #[arg(long)]
         wait: Option<String>,
+        /// Spread this drain's 1001 closes over the last DURATION of drain_timeout (at most
+        /// all of it); 0s closes them all at once at the deadline. Default: the upstream's
+        /// close_spread.
+        #[arg(long, value_name = "DURATION")]
+        spread: Option<String>,
     },
     /// Change a backend's weight.
     Weight {

@@ -12,7 +12,7 @@
 //! a restart during an outage starts from it.
 
 use crate::pool::saved::SavedFile;
-use crate::pool::{BackendSpec, Diff, PoolHandle, Source};
+use crate::pool::{BackendSpec, Diff, PoolHandle, Source, State};
 use crate::store::keys::{
     parse_backend, parse_key, parse_toggle, upstreams_root, BackendValue, Key,
 };
@@ -301,13 +301,22 @@ async fn apply_toggle(pool: &PoolHandle, upstream: &str, id: &str, value: &[u8])
         Err(why) => return malformed(&format!("{upstream}/state/{id}"), &why),
     };
     if let Some(state) = t.state {
-        let _ = pool
-            .apply(Diff::SetState {
-                upstream: upstream.into(),
-                id: id.into(),
+        let (upstream, id) = (upstream.into(), id.into());
+        // A drain's own close spread goes with it (records without one: the upstream's).
+        let diff = match state {
+            State::Draining => Diff::Drain {
+                upstream,
+                id,
+                spread: t.spread,
+                operator: false,
+            },
+            state => Diff::SetState {
+                upstream,
+                id,
                 state,
-            })
-            .await;
+            },
+        };
+        let _ = pool.apply(diff).await;
     }
     if let Some(weight) = t.weight {
         let _ = pool

@@ -187,6 +187,9 @@ pub struct Live {
     /// While draining: when `drain_timeout` is over, on the scale of [`EPOCH_MS`]; 0 = not
     /// draining.
     drain_until_ms: AtomicU64,
+    /// While draining: over how long before `drain_until_ms` the drain spreads its closes,
+    /// in milliseconds.
+    drain_spread_ms: AtomicU64,
     /// WebSockets open to the backend (also in `active`, with HTTP requests and TCP tunnels).
     websockets: AtomicU64,
     /// The backend's close signal as the controller last renewed it (taking a drain back):
@@ -302,10 +305,24 @@ impl Live {
         }
     }
 
-    /// A drain began, to end at `until` (None: the backend is not draining).
-    pub fn set_drain_deadline(&self, until: Option<Instant>) {
+    /// A drain began, to end at `until`, its 1001 closes spread over the last `spread` of it
+    /// (None: the backend is not draining).
+    pub fn set_drain(&self, drain: Option<(Instant, Duration)>) {
+        let spread = drain.map_or(0, |(_, s)| s.as_millis() as u64);
+        self.drain_spread_ms.store(spread, Ordering::Relaxed);
         self.drain_until_ms
-            .store(until.map_or(0, to_ms), Ordering::Relaxed);
+            .store(drain.map_or(0, |(u, _)| to_ms(u)), Ordering::Relaxed);
+    }
+
+    /// While draining: over how long before its deadline the drain spreads its 1001 closes
+    /// (zero: all at the deadline).
+    pub fn drain_spread(&self) -> Option<Duration> {
+        match self.drain_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            _ => Some(Duration::from_millis(
+                self.drain_spread_ms.load(Ordering::Relaxed),
+            )),
+        }
     }
 
     /// While draining: milliseconds until `drain_timeout` is over (0 once it is).

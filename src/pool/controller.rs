@@ -49,6 +49,9 @@ struct Entry {
     in_ring: u32,
     /// Which drain this backend is in (0 = none); a deadline for an older drain is ignored.
     drain_epoch: u64,
+    /// The close spread its drain was asked for ([`Diff::Drain`]); None: the upstream's
+    /// `close_spread`. Read when the drain starts, cleared when it ends.
+    drain_spread: Option<Duration>,
     /// Draining on its way out: removed once it has no connections or its drain deadline passes.
     retiring: bool,
     /// Slow start: when the backend last became eligible.
@@ -66,7 +69,8 @@ impl Entry {
     fn take_back(&mut self, shutdown: &CancellationToken, state: Option<State>) {
         self.retiring = false;
         self.drain_epoch = 0;
-        self.backend.live.set_drain_deadline(None);
+        self.drain_spread = None;
+        self.backend.live.set_drain(None);
         self.backend.state = state.unwrap_or(State::Active);
         self.renew_close(shutdown);
     }
@@ -348,6 +352,12 @@ impl Controller {
             Diff::Remove { id, .. } => self.remove_backend(up, &id)?,
             Diff::SetState { id, state, .. } => self.change_state(up, &id, state, now)?,
             Diff::Decide { id, state, .. } => self.decide(up, &id, state, now)?,
+            Diff::Drain {
+                id,
+                spread,
+                operator,
+                ..
+            } => self.drain(up, &id, spread, operator, now)?,
             Diff::Retire { id, .. } => self.retire(up, &id, now)?,
             Diff::SetWeight { id, weight, .. } => self.set_weight(up, &id, weight)?,
             Diff::SetHealth {
@@ -374,10 +384,12 @@ impl Controller {
     fn set_state(&mut self, upstream: &str, id: &BackendId, state: State, now: Instant) {
         let up = self.upstreams.get_mut(upstream).expect("checked by caller");
         let drain_timeout = up.policy().drain_timeout;
-        let spread = crate::pool::spread::length(up.policy().close_spread, drain_timeout);
+        let configured = up.policy().close_spread;
         let slow_start = up.policy().slow_start.is_some();
         let e = up.backends.get_mut(id).expect("checked by caller");
         if state == State::Draining {
+            let asked = e.drain_spread.or(configured);
+            let spread = crate::pool::spread::length(asked, drain_timeout);
             e.drain_epoch = self.next_epoch;
             self.next_epoch += 1;
             let until = now + drain_timeout;
@@ -392,7 +404,7 @@ impl Controller {
                     },
                 );
             }
-            e.backend.live.set_drain_deadline(Some(until));
+            e.backend.live.set_drain(Some((until, spread)));
             self.deadlines.schedule(
                 until,
                 Deadline::Drain {
@@ -406,8 +418,9 @@ impl Controller {
                 e.ramp_from = Some(now);
             }
             e.drain_epoch = 0;
+            e.drain_spread = None;
             e.retiring = false;
-            e.backend.live.set_drain_deadline(None);
+            e.backend.live.set_drain(None);
             e.renew_close(&self.shutdown);
         }
         e.backend.state = state;
@@ -518,6 +531,7 @@ impl Controller {
             slot: 0,
             in_ring: 0,
             drain_epoch: 0,
+            drain_spread: None,
             retiring: false,
             ramp_from,
             readmit_at: None,
@@ -552,6 +566,9 @@ mod tests;
 
 #[cfg(test)]
 mod decision_tests;
+
+#[cfg(test)]
+mod drain_tests;
 
 #[cfg(test)]
 mod names_tests;

@@ -34,6 +34,16 @@ pub enum Diff {
         id: BackendId,
         state: State,
     },
+    /// Drain with a close spread of its own (the admin API's `drain?spread=`): as `SetState`
+    /// to `Draining` (`Decide`, with `operator`), its 1001 closes spread over the last
+    /// `spread` of `drain_timeout` (None: the upstream's `close_spread`; never longer than
+    /// `drain_timeout`). A backend already draining keeps its drain, spread included.
+    Drain {
+        upstream: String,
+        id: BackendId,
+        spread: Option<Duration>,
+        operator: bool,
+    },
     /// Drain, then remove: no new connections; removed once its connections are gone, or at
     /// the drain deadline after its tunnels got their 1001 close.
     Retire { upstream: String, id: BackendId },
@@ -95,6 +105,7 @@ impl Diff {
             | Diff::Retire { upstream, .. }
             | Diff::SetState { upstream, .. }
             | Diff::Decide { upstream, .. }
+            | Diff::Drain { upstream, .. }
             | Diff::SetWeight { upstream, .. }
             | Diff::SetHealth { upstream, .. }
             | Diff::Eject { upstream, .. }

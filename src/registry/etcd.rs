@@ -74,12 +74,12 @@ impl Etcd {
     }
 
     /// Write a toggle (after the backend is known here; with `created`, only on that
-    /// registration) and wait to see it applied.
+    /// registration) and wait to see it applied. A state goes with a drain's own spread.
     async fn toggle(
         &self,
         upstream: &str,
         id: &str,
-        state: Option<State>,
+        state: Option<(State, Option<Duration>)>,
         weight: Option<u32>,
         created: Option<i64>,
     ) -> Result<i64, RegistryError> {
@@ -89,7 +89,7 @@ impl Etcd {
             .toggle(upstream, id, state, weight, created)
             .await?;
         self.seen(revision, upstream, id, |b| {
-            state.is_none_or(|st| b.state == st) && weight.is_none_or(|w| b.weight == w)
+            state.is_none_or(|(st, _)| b.state == st) && weight.is_none_or(|w| b.weight == w)
         })
         .await?;
         Ok(revision)
@@ -185,10 +185,12 @@ impl Ledger for Etcd {
         upstream: &str,
         id: &str,
         state: State,
+        spread: Option<Duration>,
         _operator: bool,
         created: Option<i64>,
     ) -> Result<i64, RegistryError> {
-        self.toggle(upstream, id, Some(state), None, created).await
+        self.toggle(upstream, id, Some((state, spread)), None, created)
+            .await
     }
 
     async fn set_weight(&self, upstream: &str, id: &str, weight: u32) -> Result<(), RegistryError> {

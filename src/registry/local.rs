@@ -123,23 +123,29 @@ impl Ledger for Local {
         upstream: &str,
         id: &str,
         state: State,
+        spread: Option<Duration>,
         operator: bool,
         _created: Option<i64>,
     ) -> Result<i64, RegistryError> {
         let (upstream, id) = (upstream.into(), id.into());
         self.pool
-            .apply(if operator {
-                Diff::Decide {
+            .apply(match (state, operator) {
+                (State::Draining, _) => Diff::Drain {
+                    upstream,
+                    id,
+                    spread,
+                    operator,
+                },
+                (_, true) => Diff::Decide {
                     upstream,
                     id,
                     state,
-                }
-            } else {
-                Diff::SetState {
+                },
+                (_, false) => Diff::SetState {
                     upstream,
                     id,
                     state,
-                }
+                },
             })
             .await?;
         Ok(0)

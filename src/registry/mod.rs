@@ -74,6 +74,12 @@ pub enum RegistryError {
     Lapsed { upstream: String, id: String },
     #[error("wait must be at most 1h")]
     WaitTooLong,
+    #[error(
+        "backend {id:?} is already draining with a close spread of {}; a drain under way \
+         keeps its spread (set it active first to start another)",
+        humantime::format_duration(*current)
+    )]
+    OtherSpread { id: String, current: Duration },
     #[error("written to etcd but not seen back from the watch yet")]
     NotSeen,
 }
@@ -169,11 +175,13 @@ impl std::fmt::Debug for Registered {
 }
 
 /// A drain's outcome: the connections still held (None: unknown, an instance of the fleet
-/// has not reported since the drain began) and this instance's own.
+/// has not reported since the drain began) and this instance's own, and the close spread
+/// its drain has here (None: no longer draining).
 #[derive(Debug)]
 pub struct Drained {
     pub held: Option<u64>,
     pub own: u64,
+    pub spread: Option<Duration>,
 }
 
 /// Where registrations and toggles are written: the local pool, or etcd. Callers are
@@ -207,13 +215,15 @@ pub trait Ledger: Send + Sync {
         operator: bool,
         created: Option<i64>,
     ) -> Result<(), RegistryError>;
-    /// Set the state (an operator's is a decision that sticks); returns the etcd revision of
-    /// the write (0 without etcd).
+    /// Set the state (an operator's is a decision that sticks), a drain with its own close
+    /// `spread` if given (the registry checked it); returns the etcd revision of the write (0
+    /// without etcd).
     async fn set_state(
         &self,
         upstream: &str,
         id: &str,
         state: State,
+        spread: Option<Duration>,
         operator: bool,
         created: Option<i64>,
     ) -> Result<i64, RegistryError>;
@@ -495,7 +505,7 @@ impl Registry {
         state: State,
     ) -> Result<(), RegistryError> {
         self.ledger
-            .set_state(upstream, id, state, true, None)
+            .set_state(upstream, id, state, None, true, None)
             .await?;
         Ok(())
     }
@@ -514,8 +524,15 @@ impl Registry {
 
     /// Drain a backend, and wait (at most `wait`) until no instance holds a connection to it.
     /// With etcd the drain is a toggle there, so every instance drains; the wait is over when
-    /// every instance, in its first report after the drain began, holds none.
-    pub async fn drain(&self, g: &Grant, wait: Duration) -> Result<Drained, RegistryError> {
+    /// every instance, in its first report after the drain began, holds none. `spread`: the
+    /// drain's own close spread (None: the upstream's `close_spread`), which goes with the
+    /// drain's record, so every instance spreads alike ([`Registry::drain_spread`]).
+    pub async fn drain(
+        &self,
+        g: &Grant,
+        wait: Duration,
+        spread: Option<Duration>,
+    ) -> Result<Drained, RegistryError> {
         if wait > MAX_DRAIN_WAIT {
             return Err(RegistryError::WaitTooLong);
         }
@@ -523,9 +540,11 @@ impl Registry {
         let expected = self.ledger.instances();
         let since = {
             let _one_at_a_time = self.one_at_a_time().await;
+            // The grant first: a stale one learns nothing of the registration now under its id.
             self.still(g).await?;
+            let spread = self.drain_spread(u, id, spread)?;
             self.ledger
-                .set_state(u, id, State::Draining, g.operator, g.created())
+                .set_state(u, id, State::Draining, spread, g.operator, g.created())
                 .await?
         };
         let live = self
@@ -540,9 +559,47 @@ impl Registry {
         loop {
             let held = self.ledger.held(u, id, since, &expected, own());
             if held == Some(0) || tokio::time::Instant::now() >= deadline {
-                return Ok(Drained { held, own: own() });
+                let spread = live.as_ref().and_then(|l| l.drain_spread());
+                return Ok(Drained {
+                    held,
+                    own: own(),
+                    spread,
+                });
             }
             tokio::time::sleep(DEFAULT_DRAIN_POLL).await;
+        }
+    }
+
+    /// The close spread a drain of `id` writes with its record: `asked`, cut to the
+    /// upstream's `drain_timeout` (the spread ends at it, as a configured `close_spread` is
+    /// cut) and to whole milliseconds (as the record and the drain keep it), and checked
+    /// against a drain already under way, which keeps its spread: the same one is taken,
+    /// another refused. Asked for none: none, so a drain on the upstream's spread writes its
+    /// record as the release before did (a drain under way with a spread of its own keeps it
+    /// in the record: [`crate::store::keys::toggle_value`]).
+    fn drain_spread(
+        &self,
+        upstream: &str,
+        id: &str,
+        asked: Option<Duration>,
+    ) -> Result<Option<Duration>, RegistryError> {
+        let snap = self.pool.snapshot();
+        let up = snap
+            .upstream(upstream)
+            .ok_or_else(|| PoolError::UnknownUpstream(upstream.into()))?;
+        // As the controller cuts it (`pool::spread::length`): what the drain will show.
+        let asked =
+            asked.map(|s| Duration::from_millis(s.min(up.policy.drain_timeout).as_millis() as u64));
+        let current = up
+            .backend(id)
+            .filter(|b| b.state == State::Draining)
+            .and_then(|b| b.live.drain_spread());
+        match (current, asked) {
+            (Some(current), Some(asked)) if current != asked => Err(RegistryError::OtherSpread {
+                id: id.into(),
+                current,
+            }),
+            (_, asked) => Ok(asked),
         }
     }
 }

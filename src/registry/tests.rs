@@ -204,6 +204,7 @@ async fn the_weight_range_is_checked_before_any_write() {
         .drain(
             &r.grant(&Caller::Operator, U, "static").await.unwrap(),
             MAX_DRAIN_WAIT + Duration::from_secs(1),
+            None,
         )
         .await;
     assert!(
@@ -241,13 +242,26 @@ async fn a_grant_is_for_the_registration_proven_not_a_later_one_of_the_id() {
         .await
         .unwrap();
     assert!(b.fresh);
+    // The new one is draining with a spread of its own: a stale grant asking for another
+    // is refused as not its own, not told that spread (409).
+    let op = r.grant(&Caller::Operator, U, "x").await.unwrap();
+    let s = Duration::from_secs;
+    assert_eq!(
+        r.drain(&op, s(0), Some(s(5))).await.unwrap().spread,
+        Some(s(5))
+    );
     let before = pool_of(&r);
+    let late = r.drain(&grant, s(0), Some(s(1))).await;
+    assert!(
+        matches!(late, Err(RegistryError::NotYours { .. })),
+        "{late:?}"
+    );
     let late = r.deregister(&grant).await;
     assert!(
         matches!(late, Err(RegistryError::NotYours { .. })),
         "{late:?}"
     );
-    let late = r.drain(&grant, Duration::ZERO).await;
+    let late = r.drain(&grant, Duration::ZERO, None).await;
     assert!(
         matches!(late, Err(RegistryError::NotYours { .. })),
         "{late:?}"
@@ -294,5 +308,52 @@ fn secrets_stay_out_of_debug_output() {
     };
     for shown in [format!("{who:?}"), format!("{done:?}")] {
         assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
+}
+
+/// A drain's own close spread: one longer than `drain_timeout` (30 s by default) is cut to
+/// it; another one for a drain under way is refused, and leaves the pool and the drain as
+/// they were; the same spread again (cut or not), or none, keeps the drain's own.
+#[tokio::test]
+async fn a_drain_spread_past_the_drain_timeout_is_cut_and_one_against_a_drain_under_way_refused() {
+    let r = registry();
+    let s = Duration::from_secs;
+    let grant = || r.grant(&Caller::Operator, U, "static");
+    let spread_of = || {
+        let snap = r.pool.snapshot();
+        let b = snap.upstream(U).unwrap().backend("static").unwrap();
+        b.live.drain_spread()
+    };
+    assert_eq!(spread_of(), None);
+    // Longer than the window: all of it, and the drain says so.
+    let drained = r.drain(&grant().await.unwrap(), s(0), Some(s(31))).await;
+    assert_eq!(drained.unwrap().spread, Some(s(30)));
+    let draining = pool_of(&r);
+    assert_eq!(draining[0].3, State::Draining);
+    let other = r.drain(&grant().await.unwrap(), s(0), Some(s(0))).await;
+    assert!(
+        matches!(other, Err(RegistryError::OtherSpread { current, .. }) if current == s(30)),
+        "{other:?}"
+    );
+    assert_eq!((pool_of(&r), spread_of()), (draining.clone(), Some(s(30))));
+    for again in [Some(s(30)), Some(s(3600)), None] {
+        let drained = r.drain(&grant().await.unwrap(), s(0), again).await;
+        assert_eq!(drained.unwrap().spread, Some(s(30)), "{again:?}");
+    }
+    assert_eq!(pool_of(&r), draining);
+}
+
+/// A spread that is not whole milliseconds is taken as its whole milliseconds, as the drain
+/// and its record keep it: asked again with the same value, the drain stands (no 409).
+#[tokio::test]
+async fn a_drain_spread_is_kept_in_whole_milliseconds_and_the_same_one_is_taken_again() {
+    let r = registry();
+    let grant = || r.grant(&Caller::Operator, U, "static");
+    let asked = Some(Duration::from_micros(1500));
+    for _ in 0..2 {
+        let drained = r
+            .drain(&grant().await.unwrap(), Duration::ZERO, asked)
+            .await;
+        assert_eq!(drained.unwrap().spread, Some(Duration::from_millis(1)));
     }
 }

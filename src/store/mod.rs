@@ -326,21 +326,27 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Write a toggle (merged with the one already there); returns the etcd revision it was
-    /// written at. With `created`, only while the registration is the one whose key was
-    /// created at that revision ([`StoreError::Taken`] if it was replaced).
+    /// Write a toggle (merged with the one already there; a drain's own close `spread` goes
+    /// with its state); returns the etcd revision it was written at. With `created`, only
+    /// while the registration is the one whose key was created at that revision
+    /// ([`StoreError::Taken`] if it was replaced).
     pub async fn toggle(
         &self,
         upstream: &str,
         id: &str,
-        state: Option<State>,
+        state: Option<(State, Option<Duration>)>,
         weight: Option<u32>,
         created: Option<i64>,
     ) -> Result<i64, StoreError> {
         let mut c = self.client().await?;
         let key = keys::state_key(self.prefix(), upstream, id);
         let current = c.get(key.clone(), None).await?;
-        let value = keys::toggle_value(current.kvs().first().map(|kv| kv.value()), state, weight);
+        let value = keys::toggle_value(
+            current.kvs().first().map(|kv| kv.value()),
+            state.map(|(s, _)| s),
+            state.and_then(|(_, spread)| spread),
+            weight,
+        );
         let mut txn = Txn::new();
         if let Some(created) = created {
             let registration = keys::backend_key(self.prefix(), upstream, id);

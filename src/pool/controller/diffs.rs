@@ -178,6 +178,29 @@ impl Controller {
         Ok(changed)
     }
 
+    /// [`Diff::Drain`](crate::pool::Diff::Drain): a drain with its own close spread, as an
+    /// operator's decision or a plain state change. The spread is taken only by a drain that
+    /// starts here: one under way keeps its own.
+    pub(super) fn drain(
+        &mut self,
+        name: &str,
+        id: &BackendId,
+        spread: Option<Duration>,
+        operator: bool,
+        now: Instant,
+    ) -> Result<bool, PoolError> {
+        let up = self.upstreams.get_mut(name).expect("checked by apply");
+        if let Some(e) = up.backends.get_quiet(id) {
+            if e.backend.state != State::Draining {
+                e.drain_spread = spread;
+            }
+        }
+        match operator {
+            true => self.decide(name, id, State::Draining, now),
+            false => self.change_state(name, id, State::Draining, now),
+        }
+    }
+
     /// [`Diff::Retire`](crate::pool::Diff::Retire): drain, then leave.
     pub(super) fn retire(
         &mut self,

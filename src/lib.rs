@@ -2,7 +2,7 @@
 //!
 //! Module graph: floors, each importing only floors below it (no cycles, no arrow back up):
 //!
-//! 0. `config`, `metrics`, `net` (`accept`, `fds`, `wire`): nothing else in tideway.
+//! 0. `config`, `metrics`, `net` (`accept`, `backend`, `fds`, `wire`): nothing else in tideway.
 //! 1. `routing` (which route a request takes), `balance` (which backend a selector picks, of
 //!    any [`balance::Candidate`]): `config` only.
 //! 2. `pool`: typed diffs in, one snapshot out. Only its controller calls `store()` on the
@@ -16,8 +16,8 @@
 //!    `server::reload` implements.
 //! 7. `server`: wiring (`app`), listeners added by reloads, reload, signals, memory, and the
 //!    background tasks it owns (`tasks`).
-//! 8. `cli`: the command line (`ctl`, the demo backend and client, the tour), then `main.rs`
-//!    and `src/bin/tideway-demo-client.rs`.
+//! 8. `cli`: the command line (`ctl` and its admin TLS, the demo backend and client, the tour,
+//!    completions and man pages), then `main.rs` and `src/bin/tideway-demo-client.rs`.
 
 pub mod admin;
 pub mod balance;

@@ -13,6 +13,10 @@
 //! cache gives resumption, or resumption is switched off). The same generator and backend serve
 //! every proxy; the WebSockets per second of each run are printed so a bottleneck would show.
 //!
+//! The TLS version and suite each proxy negotiates with the client is printed and reported:
+//! nginx 1.22 speaks TLS 1.2 by default, tideway and HAProxy TLS 1.3, and resumption costs
+//! and succeeds differently in each. `NEWWS_NGINX_PROTOCOLS` sets nginx's `ssl_protocols`.
+//!
 //! `COMPARE_ONLY=newws cargo bench --bench compare`.
 
 use crate::{free_port, launch, proc, Proxy};
@@ -111,10 +115,15 @@ fn start_tideway(dir: &Path, backend: u16, cert: &Cert) -> Side {
 }
 
 /// nginx as in the other rows, plus an `ssl` listener (session tickets on, nginx's default).
+/// nginx 1.22's default `ssl_protocols` has no TLSv1.3 (1.23.4 added it), so its handshakes
+/// are TLS 1.2; `NEWWS_NGINX_PROTOCOLS` (e.g. "TLSv1.2 TLSv1.3") sets its `ssl_protocols`.
 fn start_nginx(dir: &Path, backend: u16, cert: &Cert) -> Side {
     let (port, tls_port) = (free_port(), free_port());
+    let protocols = std::env::var("NEWWS_NGINX_PROTOCOLS")
+        .map(|p| format!("\n    ssl_protocols {p};"))
+        .unwrap_or_default();
     let config = format!(
-        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n  upstream b {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls_port} ssl;\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{\n      proxy_pass http://b;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Real-IP $remote_addr;\n      proxy_read_timeout 1h;\n    }}\n  }}\n}}\n",
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}\n  upstream b {{ server 127.0.0.1:{backend}; keepalive 64; }}\n  server {{\n    listen 127.0.0.1:{port};\n    listen 127.0.0.1:{tls_port} ssl;{protocols}\n    ssl_certificate {c};\n    ssl_certificate_key {k};\n    location / {{\n      proxy_pass http://b;\n      proxy_http_version 1.1;\n      proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n      proxy_set_header X-Real-IP $remote_addr;\n      proxy_read_timeout 1h;\n    }}\n  }}\n}}\n",
         d = dir.display(),
         c = cert.cert.display(),
         k = cert.key.display(),
@@ -171,6 +180,23 @@ pub(crate) fn client_tls(scheme: Scheme, cert: &Cert) -> Option<Arc<rustls::Clie
         config.resumption = rustls::client::Resumption::disabled();
     }
     Some(Arc::new(config))
+}
+
+/// The TLS version and cipher suite a proxy's TLS port negotiates with the bench's client
+/// (`tls`), from one handshake.
+async fn negotiated(port: u16, tls: Arc<rustls::ClientConfig>) -> String {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let c = s.get_ref().1;
+    format!(
+        "{:?} {:?}",
+        c.protocol_version().unwrap(),
+        c.negotiated_cipher_suite().unwrap().suite()
+    )
 }
 
 /// One WebSocket on `stream`: upgrade, one echo, close (the client's close, answered).
@@ -279,6 +305,18 @@ pub fn run(dir: &Path, backend: u16) -> String {
         );
     }
     let configs: Vec<_> = SCHEMES.iter().map(|s| client_tls(*s, &cert)).collect();
+    // What each proxy negotiates with the client: a TLS 1.2 session resumes without a key
+    // exchange and its ticket can be reused; a TLS 1.3 one does X25519 again and each ticket
+    // is used once (the client keeps at most 8 per server name).
+    let tls = configs[2].clone().unwrap();
+    let versions: Vec<String> = sides
+        .iter()
+        .map(|side| {
+            let v = rt.block_on(negotiated(side.tls_port, tls.clone()));
+            format!("{} {v}", side.proxy.name)
+        })
+        .collect();
+    eprintln!("newws: negotiated: {}", versions.join("; "));
     // Warm every proxy and scheme once (code pages, allocator arenas, a first TLS session).
     for side in &sides {
         for (s, tls) in SCHEMES.iter().zip(&configs) {
@@ -332,6 +370,10 @@ pub fn run(dir: &Path, backend: u16) -> String {
             out.push_str(&line);
         }
     }
+    out.push_str(&format!(
+        "\nNegotiated with the client: {}.\n",
+        versions.join("; ")
+    ));
     out.push_str(&format!(
         "\nCPU per new WebSocket ({CLIENTS} clients, {CONCURRENCY} at a time), median (range) over {rounds} interleaved rounds:\n\n| scheme | tideway µs | nginx µs | HAProxy µs | tideway / nginx | tideway / HAProxy | tideway / cheaper of the two |\n|---|---|---|---|---|---|---|\n"
     ));

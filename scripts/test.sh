@@ -7,6 +7,8 @@ need=()
 # The build itself needs only Rust and a C compiler (docs/install.md): no cmake, no protoc.
 command -v cc >/dev/null || need+=(gcc)
 command -v nginx >/dev/null || need+=(nginx-light)   # tests compare sticky mapping with real nginx
+# nginx-light has no stream module: tests compare stream { proxy_ssl } with real nginx's
+[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
 command -v etcd >/dev/null || need+=(etcd-server)    # tests run real etcd processes
 command -v supervisord >/dev/null || need+=(supervisor)  # the autoscale hook drives a real supervisord
 command -v php >/dev/null || need+=(php-cli)             # the Workerman registration helper is tested with php-cli

@@ -51,9 +51,9 @@ pub struct UpgradesView {
 
 impl UpgradesView {
     fn of(b: &Backend) -> Self {
-        let gate = b.live.admission();
-        let (admitted, queued, refused) = gate.counts();
-        let (pending, waiting) = gate.load();
+        let gate = b.live.admission_used();
+        let (admitted, queued, refused) = gate.map_or((0, 0, 0), |g| g.counts());
+        let (pending, waiting) = gate.map_or((0, 0), |g| g.load());
         UpgradesView {
             admitted,
             queued,
@@ -239,7 +239,8 @@ pub fn prometheus_text(snap: &Snapshot, fleet: Option<&Fleet>) -> String {
                 transitions.with_label_values(&t("down")).inc_by(went_down);
             }
             if u.policy.admission.is_some() {
-                let (admitted, queued, refused) = b.live.admission().counts();
+                let (admitted, queued, refused) =
+                    b.live.admission_used().map_or((0, 0, 0), |g| g.counts());
                 for (outcome, n) in [
                     ("admitted", admitted),
                     ("queued", queued),

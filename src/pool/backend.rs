@@ -467,6 +467,12 @@ impl Live {
         &self.rare().admission
     }
 
+    /// Upgrade admission to this backend if it was ever used (a view reads it without
+    /// allocating; None reads as all zeroes).
+    pub fn admission_used(&self) -> Option<&super::admission::Gate> {
+        self.rare_if_any().map(|r| &r.admission)
+    }
+
     /// Start counting failures anew (after an ejection).
     pub fn reset_streak(&self) {
         self.fail_streak.store(0, Ordering::Relaxed);
@@ -517,10 +523,11 @@ mod tests {
 
     #[test]
     fn the_counters_every_backend_uses_stay_one_small_block() {
-        // 104 bytes before drains, admission and WebSocket counts came: with the Arc's two
-        // counts a 120-byte block, in glibc's 128-byte chunk. A pick across 10,000 backends
-        // walks these blocks (least_conn reads each one's `active`), so what only some
-        // backends use lives in `Rare`, allocated on first use.
+        // 96 bytes before drains, admission and WebSocket counts came (~290 with them); 104
+        // now: with the Arc's two counts a 120-byte block, in glibc's 128-byte chunk as
+        // before. A pick across 10,000 backends walks these blocks (least_conn reads each
+        // one's `active`), so what only some backends use lives in `Rare`, allocated on
+        // first use.
         assert!(
             std::mem::size_of::<Live>() <= 104,
             "{}",
@@ -529,6 +536,7 @@ mod tests {
         let live = Live::default();
         assert_eq!(live.transitions(), (0, 0));
         assert_eq!(live.drain_spread(), None);
+        assert!(live.admission_used().is_none());
         live.set_drain(None);
         live.set_closing(None);
         assert!(

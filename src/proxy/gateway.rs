@@ -22,10 +22,12 @@ use super::tls::{Identity, Terminator};
 use super::websocket;
 
 mod classify;
+mod ending;
 use crate::config::{HttpLimits, UpstreamPolicy};
 use crate::routing::Pick;
 use async_trait::async_trait;
 use classify::{http1_version, Asked, Classified, HeadIn, Src};
+use ending::{after_refusal, close, end, linger, CLOSE_TIMEOUT};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -42,15 +44,6 @@ pub const DEFAULT_UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// On shutdown, how long an idle keep-alive connection stays open for a request its client may
 /// already be sending (it is served with `Connection: close`).
 const SHUTDOWN_LINGER: Duration = Duration::from_millis(500);
-
-/// How long closing a client connection may take (a TLS close_notify to send).
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// nginx's `lingering_time`: longest a closing connection's unread request body is drained.
-const LINGERING_TIME: Duration = Duration::from_secs(30);
-
-/// nginx's `lingering_timeout`: longest pause in what the client sends while draining.
-const LINGERING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The answer to a connection over the listener's `max_connections`.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\n\r\n{\"error\":\"too many connections on this listener\"}";
@@ -129,8 +122,9 @@ impl Log<'_> {
 }
 
 /// What a connection does after one request.
-#[allow(clippy::large_enum_variant)] // a return value only; a box would be one more allocation
-                                     // made (and freed) while a WebSocket's long-lived ones are
+// A return value only: boxing the large variant would be one more allocation made (and freed)
+// while a WebSocket's long-lived ones are.
+#[allow(clippy::large_enum_variant)]
 enum Step<'r> {
     /// Read the next request (the buffers are ready for it).
     Next,
@@ -373,65 +367,6 @@ async fn turn_down(
         bufs.reset();
     }
     (next, out)
-}
-
-/// After a refusal answered with `next`: the next request on a kept-alive connection, or the
-/// end of it ([`close_unread`]).
-async fn after_refusal(stream: &mut Stream, req: &Request, next: Next) -> Step<'static> {
-    if matches!(next, Next::KeepAlive) {
-        return Step::Next;
-    }
-    close_unread(stream, req).await;
-    Step::End
-}
-
-/// After an answer that went out whole (or was cut, `Abort`), carry out `next`: a kept-alive
-/// connection goes on to its next request (the buffers reset), any other closes as `next`
-/// says.
-async fn end(stream: &mut Stream, bufs: &mut Buffers, next: Next) -> Step<'static> {
-    match next {
-        Next::KeepAlive => {
-            bufs.reset();
-            return Step::Next;
-        }
-        Next::Linger => {
-            close(stream).await;
-            linger(stream).await;
-        }
-        // A cut response: no close_notify, so a TLS client sees the cut.
-        Next::Abort => {}
-        Next::Close | Next::Upgraded(_) => close(stream).await,
-    }
-    Step::End
-}
-
-/// Close the connection of a refused request; a body it did not read is drained first
-/// ([`linger`]), so the client, still sending it, does not get a reset in place of the answer.
-async fn close_unread(stream: &mut Stream, req: &Request) {
-    close(stream).await;
-    if req.body != RequestBody::None {
-        linger(stream).await;
-    }
-}
-
-/// Close a client connection cleanly: TLS sends its close_notify, TCP its FIN.
-async fn close(stream: &mut Stream) {
-    let end = tokio::io::AsyncWriteExt::shutdown(stream);
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, end).await;
-}
-
-/// After [`close`], read and drop what the client still sends until it closes, it pauses for
-/// [`LINGERING_TIMEOUT`], or [`LINGERING_TIME`] has passed (nginx's `lingering_close`).
-async fn linger(stream: &mut Stream) {
-    let until = Instant::now() + LINGERING_TIME;
-    let mut sink = vec![0u8; 4096];
-    loop {
-        let next = (Instant::now() + LINGERING_TIMEOUT).min(until);
-        match tokio::time::timeout_at(next, stream.read(&mut sink)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
-    }
 }
 
 #[async_trait]

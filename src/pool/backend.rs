@@ -254,13 +254,21 @@ impl Live {
         self.rare.get().map(|r| &**r)
     }
 
+    /// The rarely used part to write: allocated when a value is `set`; when one is cleared,
+    /// only if it exists (a part never allocated already reads as cleared).
+    fn rare_to_write(&self, set: bool) -> Option<&Rare> {
+        if set {
+            Some(self.rare())
+        } else {
+            self.rare_if_any()
+        }
+    }
+
     /// A drain's close spread starts, over the window `(from, until)`; None: the backend is no
     /// longer in it (taken back).
     pub(crate) fn set_closing(&self, window: Option<(Instant, Instant)>) {
-        let r = match (window, self.rare_if_any()) {
-            (None, None) => return,
-            (Some(_), _) => self.rare(),
-            (None, Some(r)) => r,
+        let Some(r) = self.rare_to_write(window.is_some()) else {
+            return;
         };
         if let Some((from, _)) = window {
             r.closing_from_ms
@@ -339,10 +347,8 @@ impl Live {
     /// A drain began, to end at `until`, its 1001 closes spread over the last `spread` of it
     /// (None: the backend is not draining).
     pub fn set_drain(&self, drain: Option<(Instant, Duration)>) {
-        let r = match (drain, self.rare_if_any()) {
-            (None, None) => return,
-            (Some(_), _) => self.rare(),
-            (None, Some(r)) => r,
+        let Some(r) = self.rare_to_write(drain.is_some()) else {
+            return;
         };
         let spread = drain.map_or(0, |(_, s)| s.as_millis() as u64);
         r.drain_spread_ms.store(spread, Ordering::Relaxed);

@@ -587,9 +587,12 @@ impl Registry {
         let up = snap
             .upstream(upstream)
             .ok_or_else(|| PoolError::UnknownUpstream(upstream.into()))?;
-        // As the controller cuts it (`pool::spread::length`): what the drain will show.
-        let asked =
-            asked.map(|s| Duration::from_millis(s.min(up.policy.drain_timeout).as_millis() as u64));
+        // As the controller cuts it, in the whole milliseconds the drain keeps: what the drain
+        // will show.
+        let asked = asked.map(|s| {
+            let cut = crate::pool::spread::length(Some(s), up.policy.drain_timeout);
+            Duration::from_millis(cut.as_millis() as u64)
+        });
         let current = up
             .backend(id)
             .filter(|b| b.state == State::Draining)

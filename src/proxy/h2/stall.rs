@@ -15,16 +15,9 @@
 //! once in a flood, and only after about 64 KiB of trickled frames (a heartbeat every 30 s
 //! fills it in hours) otherwise; nginx's writes land in the kernel's socket buffer the same
 //! way. Every stream of a closed connection ends with it, WebSockets over HTTP/2 included,
-//! whatever their upstream's own `send_timeout`. Its timer is set only while a write waits.
-//!
-//! `Watched` sits above TLS: a write counts as progress when the TLS layer takes its bytes,
-//! which it does while its own buffer has room (rustls: 64 KiB) whether or not the socket
-//! takes any. A client that reads nothing is therefore found once that buffer is full: at
-//! once in a flood, and only after about 64 KiB of trickled frames (a heartbeat every 30 s
-//! fills it in hours) otherwise; nginx's writes land in the kernel's socket buffer the same
-//! way. Every stream of a closed connection ends with it, WebSockets over HTTP/2 included,
-//! whatever their upstream's own `send_timeout`. The close drops the socket with the client's frames unread, so the
-//! kernel answers with a TCP reset: a GOAWAY could not reach a client that does not read.
+//! whatever their upstream's own `send_timeout`. The close drops the socket with the
+//! client's frames unread, so the kernel answers with a TCP reset: a GOAWAY could not reach
+//! a client that does not read.
 //! nginx closes such a connection too ("http2 flood detected"), after 10,000 frames queued
 //! rather than after a time.
 
@@ -61,7 +54,7 @@ impl Stall {
     }
 
     /// Since when the writes have been waiting without progress (None: they are not waiting).
-    pub fn since(&self) -> Option<Instant> {
+    fn since(&self) -> Option<Instant> {
         match self.since.load(Ordering::Acquire) {
             0 => None,
             ms => Some(self.base + Duration::from_millis(ms - 1)),
@@ -75,7 +68,8 @@ impl Stall {
     }
 
     /// How long the writes have been waiting without progress (None: they are not waiting).
-    pub fn stalled_for(&self) -> Option<Duration> {
+    #[cfg(test)]
+    fn stalled_for(&self) -> Option<Duration> {
         self.since()
             .map(|at| Instant::now().saturating_duration_since(at))
     }

@@ -479,7 +479,7 @@ impl Live {
         self.rare_if_any().map(|r| &r.admission)
     }
 
-    /// Start counting failures anew (after an ejection).
+    /// Start counting failures anew (a backend readmitted, or kept in for want of room).
     pub fn reset_streak(&self) {
         self.fail_streak.store(0, Ordering::Relaxed);
     }

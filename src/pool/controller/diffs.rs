@@ -261,6 +261,10 @@ impl Controller {
             tracing::warn!(upstream = %name, backend = %id, %reason, "backend is unhealthy");
         }
         e.backend.healthy = healthy;
+        if healthy {
+            // Readmitted: failures count anew (an ejection leaves its streak to this point).
+            e.backend.live.reset_streak();
+        }
         // An active verdict either way ends a passive ejection.
         e.backend.ejected = false;
         e.readmit_at = None;
@@ -284,11 +288,14 @@ impl Controller {
         let pct = up.policy().passive.max_ejection_percent as usize;
         let room = up.backends.len() * pct / 100 > up.ejected_count();
         let e = up.backends.get_quiet(id).ok_or_else(|| unknown(name, id))?;
-        e.backend.live.reset_streak();
         if !e.backend.healthy {
             return Ok(false);
         }
         if !room {
+            // Kept in: its failures count anew from here. An ejected backend keeps its tripped
+            // streak until it is readmitted, so picks skip it until the snapshot that holds it
+            // out is published (resetting here would let a pick in between take it).
+            e.backend.live.reset_streak();
             tracing::warn!(upstream = %name, backend = %id, %reason, max_ejection_percent = pct, "backend kept in: passive health holds out as many backends as it may");
             return Ok(false);
         }

@@ -277,6 +277,8 @@ impl Controller {
         tracing::info!(upstream, backend = %id, "fail_timeout over; backend readmitted");
         let e = up.backends.get_mut(id).expect("just read");
         e.readmit_at = None;
+        // Failures count anew (an ejection leaves its streak to this point).
+        e.backend.live.reset_streak();
         e.backend.healthy = true;
         e.backend.ejected = false;
         e.backend.live.transition(true);

@@ -415,7 +415,8 @@ impl Live {
     }
 
     /// Have `max_fails` failures (0: never) been counted, the last within `fail_timeout`?
-    /// The controller resets the count when it ejects the backend.
+    /// The controller resets the count when it readmits the backend (or keeps it in, when
+    /// `max_ejection_percent` leaves no room to eject it).
     pub fn tripped(&self, max_fails: u32, fail_timeout: Duration) -> bool {
         max_fails > 0
             && self.fail_streak.load(Ordering::Relaxed) >= u64::from(max_fails)
@@ -566,7 +567,7 @@ mod tests {
         live.reset_streak();
         assert!(
             !live.tripped(2, minute),
-            "the controller's ejection resets the count"
+            "the controller's readmission resets the count"
         );
     }
 }

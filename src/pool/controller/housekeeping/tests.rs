@@ -135,6 +135,32 @@ fn an_ejected_backend_stays_tripped_until_it_is_readmitted() {
 }
 
 #[test]
+fn a_backend_kept_in_for_want_of_room_counts_its_failures_anew() {
+    // The default max_ejection_percent (50) lets one of the two backends out at a time.
+    let mut c = controller();
+    let minute = Duration::from_secs(60);
+    let eject = |id: &str| Diff::Eject {
+        upstream: "u".into(),
+        id: id.into(),
+        reason: "test".into(),
+    };
+    assert_eq!(c.apply(eject("127.0.0.1:1001")), Ok(true));
+    let live = backend(&c.current().load_full(), "127.0.0.1:1002")
+        .unwrap()
+        .live
+        .clone();
+    live.record_failure();
+    assert!(live.tripped(1, minute));
+    assert_eq!(c.apply(eject("127.0.0.1:1002")), Ok(false), "no room");
+    assert!(
+        backend(&c.current().load_full(), "127.0.0.1:1002")
+            .unwrap()
+            .healthy
+    );
+    assert!(!live.tripped(1, minute), "kept in: its failures count anew");
+}
+
+#[test]
 fn the_tick_looks_only_at_retiring_and_ramping_backends() {
     let mut c = controller();
     for i in 0..1000u16 {

@@ -100,14 +100,16 @@ fn start_tideway(dir: &Path, backend: u16, cert: &Cert) -> Side {
         cert.cert,
         cert.key,
     );
-    let bin = env!("CARGO_BIN_EXE_tideway");
+    // Another build of tideway, for a before/after pair run by the same bench.
+    let bin = std::env::var("NEWWS_TIDEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tideway").to_string());
     let proxy = launch(
         "tideway",
         port,
         dir,
         "tideway-newws.toml",
         config,
-        bin,
+        &bin,
         &["run", "--config"],
     );
     crate::wait_port(tls_port);
@@ -305,6 +307,11 @@ pub fn run(dir: &Path, backend: u16) -> String {
         );
     }
     let configs: Vec<_> = SCHEMES.iter().map(|s| client_tls(*s, &cert)).collect();
+    // `NEWWS_SCHEMES` (e.g. "ws://"): only the schemes whose label it names.
+    let only = std::env::var("NEWWS_SCHEMES").unwrap_or_default();
+    let chosen: Vec<usize> = (0..SCHEMES.len())
+        .filter(|&si| only.is_empty() || only.contains(SCHEMES[si].label()))
+        .collect();
     // What each proxy negotiates with the client: a TLS 1.2 session resumes without a key
     // exchange and its ticket can be reused; a TLS 1.3 one does X25519 again and each ticket
     // is used once (the client keeps at most 8 per server name).
@@ -319,7 +326,8 @@ pub fn run(dir: &Path, backend: u16) -> String {
     eprintln!("newws: negotiated: {}", versions.join("; "));
     // Warm every proxy and scheme once (code pages, allocator arenas, a first TLS session).
     for side in &sides {
-        for (s, tls) in SCHEMES.iter().zip(&configs) {
+        for &si in &chosen {
+            let (s, tls) = (&SCHEMES[si], &configs[si]);
             let port = if *s == Scheme::Ws {
                 side.proxy.port
             } else {
@@ -334,7 +342,8 @@ pub fn run(dir: &Path, backend: u16) -> String {
         "| round | scheme | tideway µs/WS | nginx µs/WS | HAProxy µs/WS | tideway / nginx | tideway / HAProxy | WS/s (t / n / h) | resumed (t / n / h) |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for round in 0..rounds {
-        for (si, (scheme, tls)) in SCHEMES.iter().zip(&configs).enumerate() {
+        for &si in &chosen {
+            let (scheme, tls) = (&SCHEMES[si], &configs[si]);
             let mut rates = [0.0; 3];
             let mut resumed = [0.0; 3];
             for k in 0..sides.len() {
@@ -377,7 +386,8 @@ pub fn run(dir: &Path, backend: u16) -> String {
     out.push_str(&format!(
         "\nCPU per new WebSocket ({CLIENTS} clients, {CONCURRENCY} at a time), median (range) over {rounds} interleaved rounds:\n\n| scheme | tideway µs | nginx µs | HAProxy µs | tideway / nginx | tideway / HAProxy | tideway / cheaper of the two |\n|---|---|---|---|---|---|---|\n"
     ));
-    for (si, scheme) in SCHEMES.iter().enumerate() {
+    for &si in &chosen {
+        let scheme = &SCHEMES[si];
         let per = |p: usize| {
             let mut v = figures[si][p].clone();
             spread(&mut v)

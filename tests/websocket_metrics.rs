@@ -147,3 +147,62 @@ async fn closes_by_code_and_closer_messages_both_ways_and_none_left_open() {
         SOCKETS as f64
     );
 }
+
+/// A WebSocket backend on raw sockets: answers one handshake with 101, reads the client's
+/// close frame (6 header bytes and a 2-byte code), answers with its own and hangs up. Sends
+/// what it read after the handshake.
+async fn closing_backend() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Vec<u8>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let head = common::nginx::read_head(&mut s).await.unwrap();
+        assert!(head.starts_with(b"GET /ws HTTP/1.1\r\n"));
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n").await.unwrap();
+        let mut close = [0u8; 8];
+        s.read_exact(&mut close).await.unwrap();
+        s.write_all(&[0x88, 2, 0x03, 0xe8]).await.unwrap();
+        let _ = tx.send(close.to_vec());
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_backend_hanging_up_after_the_client_s_close_ends_the_websocket_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, got) = closing_backend().await;
+    let p = start_proxy("[upstream.app]\nbalance = \"round_robin\"\n").await;
+    p.register("b", &addr.to_string()).await;
+    let mut c = tokio::net::TcpStream::connect(p.http).await.unwrap();
+    c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await.unwrap();
+    let head = common::nginx::read_head(&mut c).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+    until(&p, "tideway_websocket_open{", 1.0).await;
+    // The client's close (1000), masked with the key 1, 2, 3, 4.
+    let close = [0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2];
+    c.write_all(&close).await.unwrap();
+    assert_eq!(
+        got.await.unwrap(),
+        close,
+        "the backend got the close as sent"
+    );
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(
+        rest,
+        [0x88, 2, 0x03, 0xe8],
+        "the backend's close, then the end"
+    );
+    // The client still holds its socket open (no FIN sent): the WebSocket ended all the same,
+    // both sockets closed, as nginx does (before, tideway passed the backend's end on and
+    // waited for the client's).
+    until(&p, "tideway_websocket_open{", 0.0).await;
+    let closes = "tideway_websocket_closes_total{by=\"client\",code=\"1000\",upstream=\"app\"}";
+    assert_eq!(value(&p, closes).await, 1.0);
+    drop(c);
+}

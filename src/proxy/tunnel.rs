@@ -10,6 +10,15 @@
 //! 1001 (going away), half-closes, and lingers briefly reading what the client still sends, so
 //! the client sees a clean close rather than a reset. Plain tunnels just close.
 //!
+//! Ending: each side's end is passed on as a half-close (a shutdown of the other socket), and
+//! the tunnel ends once both sides have ended. A WebSocket ends sooner: after a close frame has
+//! gone one way, its sender may send nothing more, so when the other side then ends, both
+//! sockets close at once (as nginx closes both once either side ends), where both sockets are
+//! plain TCP, whose close sends the FIN a shutdown would (a TLS or HTTP/2 peer is owed its
+//! orderly close). That saves a `shutdown` each way and a wake-up per WebSocket, and frees
+//! both sockets without waiting on the client. A peer that sends bytes after its own close
+//! frame (which RFC 6455 forbids) may get a reset rather than a FIN, as from nginx.
+//!
 //! Close spread: when the close signal fires, the tunnel asks [`crate::pool::spread`] why (the
 //! shutdown, its backend's drain, else the rebalancer) and over which window, and first waits
 //! for a random time in it on its one timer, still relaying (phase `Spreading`), so a
@@ -148,6 +157,9 @@ pub struct Tunnel<C, B> {
     closed: Option<(u16, Closer)>,
     /// Whose stream ended (or broke) first while no close frame had gone by (WebSocket).
     cut: Option<Closer>,
+    /// Both sockets are plain TCP (see `ended_after_close`). One byte: it fits the struct's
+    /// padding.
+    plain: bool,
 }
 
 impl<C, B> Tunnel<C, B>
@@ -183,6 +195,7 @@ where
             meter: None,
             closed: None,
             cut: None,
+            plain: false,
         }
     }
 
@@ -286,6 +299,8 @@ where
     /// for a WebSocket, its messages to the upstream's, and stamp the watch. Returns whether
     /// any byte moved.
     fn pump(&mut self, cx: &mut Context<'_>, way: Way, to_boundary: bool) -> io::Result<bool> {
+        // Once tideway closes (its close frames sent, both reads ended), half-closes go on.
+        let relaying = matches!(self.phase, Phase::Open | Phase::Spreading(_));
         let Tunnel {
             client,
             backend,
@@ -293,13 +308,15 @@ where
             down,
             live,
             meter,
+            plain,
             ..
         } = self;
         let mut flow = Flow::default();
         let (h, was_open, began, result) = match way {
             Way::Up => {
                 let (before, was_open, empty) = (up.total, !up.read_closed, up.pending.is_empty());
-                let r = pump(cx, client, backend, up, to_boundary, &mut flow);
+                let last = relaying && *plain && went_by(down);
+                let r = pump(cx, client, backend, up, (to_boundary, last), &mut flow);
                 (
                     up.total - before,
                     was_open,
@@ -310,7 +327,8 @@ where
             Way::Down => {
                 let (before, was_open, empty) =
                     (down.total, !down.read_closed, down.pending.is_empty());
-                let r = pump(cx, backend, client, down, to_boundary, &mut flow);
+                let last = relaying && *plain && went_by(up);
+                let r = pump(cx, backend, client, down, (to_boundary, last), &mut flow);
                 (
                     down.total - before,
                     was_open,
@@ -523,10 +541,24 @@ where
             (Err(e), _) | (_, Err(e)) => return Err(TunnelEnd::Error(e)),
             (Ok(a), Ok(b)) => a || b,
         };
-        if self.up.done() && self.down.done() {
+        if (self.up.done() && self.down.done()) || self.ended_after_close() {
             return Err(TunnelEnd::Closed);
         }
         Ok(moved)
+    }
+
+    /// A WebSocket's one side ended after the other side's close frame went by whole, and
+    /// everything read is written: nothing more may go either way, so both sockets close now,
+    /// as nginx closes both once one side ends, instead of passing the half-close on and
+    /// waiting for the other side's end (a `shutdown` each way, and a wake-up, per WebSocket).
+    /// Only where both sockets are plain TCP: the tunnel's end closes both, and a TLS or
+    /// HTTP/2 peer is owed an orderly close (close_notify, END_STREAM), which only its
+    /// shutdown sends.
+    fn ended_after_close(&self) -> bool {
+        let over = |ended: &Half, other: &Half| {
+            went_by(other) && ended.done() && other.pending.is_empty() && !other.unflushed
+        };
+        self.plain && (over(&self.up, &self.down) || over(&self.down, &self.up))
     }
 
     /// Count the messages and payload bytes moved before the tunnel started.
@@ -546,6 +578,19 @@ where
             .reset(Instant::now() + DEFAULT_FRAME_WAIT);
         None
     }
+
+    /// Whether both sockets are plain TCP, whose close sends the FIN a shutdown would, so a
+    /// WebSocket's end may close them without a shutdown first (see `ended_after_close`).
+    pub fn plain_tcp(mut self, client: bool, backend: bool) -> Self {
+        self.plain = client && backend;
+        self
+    }
+}
+
+/// Did a close frame go by this way, to its last byte? Its sender may send nothing more after
+/// it, so (both sockets being plain TCP) the other way's end ends the tunnel.
+fn went_by(half: &Half) -> bool {
+    half.frames.close_code().is_some() && half.frames.at_boundary()
 }
 
 impl<C, B> Drop for Tunnel<C, B> {

@@ -11,6 +11,7 @@
 use super::exchange::Upgraded;
 use super::route::Route;
 use super::tunnel::{Ending, Logged, Tunnel};
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use std::future::Future;
 use std::sync::Arc;
@@ -84,7 +85,10 @@ pub fn start(
     };
     route.metrics.tunnel.opened(protocol);
     let guard = conn.guard;
+    let plain_client = client.as_any().is::<L4Stream>();
+    let plain_backend = matches!(conn.io, crate::net::backend::BackendIo::Plain(_));
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
+        .plain_tcp(plain_client, plain_backend)
         .counting(guard.live().clone(), route.metrics.tunnel.clone())
         .keeping(&liveness);
     // The client's bytes behind its handshake came before the backend's behind its 101: a

@@ -68,13 +68,14 @@ pub(super) struct Progress {
     pub(super) wrote: bool,
 }
 
-/// Move bytes from `src` to `dst` until neither can go on.
+/// Move bytes from `src` to `dst` until neither can go on. With `last_word`, the source's end
+/// is not passed on as a half-close: the tunnel ends, and its close ends `dst`.
 pub(super) fn pump<R, W>(
     cx: &mut Context<'_>,
     src: &mut R,
     dst: &mut W,
     h: &mut Half,
-    to_boundary: bool,
+    (to_boundary, last_word): (bool, bool),
     flow: &mut Flow,
 ) -> io::Result<Progress>
 where
@@ -110,6 +111,10 @@ where
             }
         }
         if h.read_closed {
+            if !h.write_closed && last_word {
+                // Left for the tunnel's end to close.
+                h.write_closed = true;
+            }
             if !h.write_closed {
                 match Pin::new(&mut *dst).poll_shutdown(cx) {
                     Poll::Ready(_) => h.write_closed = true,

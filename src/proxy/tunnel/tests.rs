@@ -337,3 +337,83 @@ async fn no_ping_follows_a_close_frame() {
     );
     task.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_ending_after_the_client_s_close_frame_ends_the_tunnel_on_plain_tcp() {
+    for plain in [true, false] {
+        let (client, mut c) = tokio::io::duplex(1 << 16);
+        let (backend, mut b) = tokio::io::duplex(1 << 16);
+        let idle = Duration::from_secs(60);
+        let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true)
+            .plain_tcp(plain, plain);
+        let mut task = tokio::spawn(t);
+        let close = masked(0x88, &1000u16.to_be_bytes());
+        c.write_all(&close).await.unwrap();
+        let mut got = vec![0; close.len()];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, close);
+        // The backend answers and hangs up; the client keeps its side open.
+        b.write_all(&close_frame(1000)).await.unwrap();
+        drop(b);
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, close_frame(1000), "plain: {plain}");
+        // Paused clock: the wait below ends at once if the tunnel has nothing left to do.
+        let ended = tokio::time::timeout(Duration::from_secs(1), &mut task).await;
+        if plain {
+            let end = ended.expect("ended without the client's end").unwrap();
+            assert!(matches!(end, TunnelEnd::Closed), "{end:?}");
+        } else {
+            // A TLS or HTTP/2 peer gets its half-close passed on, and the tunnel waits for its
+            // end, as before.
+            assert!(ended.is_err(), "waits for the client's end");
+            drop(c);
+            let end = task.await.unwrap();
+            assert!(matches!(end, TunnelEnd::Closed), "{end:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_ending_without_a_close_frame_still_passes_its_half_close_on() {
+    let (client, mut c) = tokio::io::duplex(1 << 16);
+    let (backend, b) = tokio::io::duplex(1 << 16);
+    let idle = Duration::from_secs(60);
+    let t =
+        Tunnel::new(client, backend, idle, CancellationToken::new(), true).plain_tcp(true, true);
+    let mut task = tokio::spawn(t);
+    drop(b);
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    let ended = tokio::time::timeout(Duration::from_secs(1), &mut task).await;
+    assert!(
+        ended.is_err(),
+        "no close frame went by: it waits for the client's end"
+    );
+    drop(c);
+    assert!(matches!(task.await.unwrap(), TunnelEnd::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_frame_not_yet_whole_keeps_the_tunnel_open() {
+    let (client, mut c) = tokio::io::duplex(1 << 16);
+    let (backend, mut b) = tokio::io::duplex(1 << 16);
+    let idle = Duration::from_secs(60);
+    let t =
+        Tunnel::new(client, backend, idle, CancellationToken::new(), true).plain_tcp(true, true);
+    let mut task = tokio::spawn(t);
+    // The client's close, 1000 and "bye", stops before its last byte.
+    let close = masked(0x88, &[0x03, 0xe8, b'b', b'y', b'e']);
+    c.write_all(&close[..close.len() - 1]).await.unwrap();
+    let mut got = vec![0; close.len() - 1];
+    b.read_exact(&mut got).await.unwrap();
+    drop(b);
+    let ended = tokio::time::timeout(Duration::from_secs(1), &mut task).await;
+    assert!(ended.is_err(), "the rest of the close frame may still come");
+    // Its last byte has nowhere to go (the backend hung up): the write fails, and that ends
+    // it.
+    c.write_all(&close[close.len() - 1..]).await.unwrap();
+    let end = task.await.unwrap();
+    assert!(matches!(end, TunnelEnd::Error(_)), "{end:?}");
+}

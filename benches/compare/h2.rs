@@ -90,7 +90,7 @@ pub(crate) fn start_tideway(dir: &Path, backend: u16, cert: &Cert) -> Proxy {
         dir,
         "tideway-h2.toml",
         config,
-        env!("CARGO_BIN_EXE_tideway"),
+        &crate::tideway_bin(),
         &["run", "--config"],
     )
 }

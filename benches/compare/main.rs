@@ -131,7 +131,6 @@ pub(crate) fn launch_tideway(dir: &Path, backend: u16, protocol: &str) -> Proxy 
         "[server]\nthreads = 1\nmax_connections = 9000\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[store]\ndata_dir = \"{}\"\n[[listener]]\nlisten = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\nupstream = \"b\"\n[upstream.b]\nbackends = [{{ addr = \"127.0.0.1:{backend}\" }}]\n",
         dir.join("data").display()
     );
-    let bin = env!("CARGO_BIN_EXE_tideway");
     let file = format!("tideway-{protocol}.toml");
     launch(
         "tideway",
@@ -139,9 +138,16 @@ pub(crate) fn launch_tideway(dir: &Path, backend: u16, protocol: &str) -> Proxy 
         dir,
         &file,
         config,
-        bin,
+        &tideway_bin(),
         &["run", "--config"],
     )
+}
+
+/// The tideway binary the rows run: this build's, or `COMPARE_TIDEWAY_BIN` (another build,
+/// for a before/after pair run by the same bench).
+pub(crate) fn tideway_bin() -> String {
+    std::env::var("COMPARE_TIDEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tideway").to_string())
 }
 
 fn start_tideway(dir: &Path, backend: u16) -> Proxy {

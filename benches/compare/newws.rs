@@ -100,9 +100,7 @@ fn start_tideway(dir: &Path, backend: u16, cert: &Cert) -> Side {
         cert.cert,
         cert.key,
     );
-    // Another build of tideway, for a before/after pair run by the same bench.
-    let bin = std::env::var("NEWWS_TIDEWAY_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tideway").to_string());
+    let bin = crate::tideway_bin();
     let proxy = launch(
         "tideway",
         port,

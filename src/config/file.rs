@@ -356,7 +356,9 @@ impl FileConfig {
                 .server
                 .shutdown_grace
                 .map_or(Duration::from_secs(5), |d| d.0),
-            work_stealing: self.server.work_stealing.unwrap_or(true),
+            // One thread has no other to steal from: its single-threaded runtime schedules for
+            // less (measured in docs/benchmarks.md, "New WebSockets").
+            work_stealing: self.server.work_stealing.unwrap_or(threads > 1),
             access_log: self
                 .server
                 .access_log

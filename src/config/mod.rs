@@ -132,4 +132,14 @@ mod id_tests {
         let alone = super::parse("[server]\naccess_log_file = \"/tmp/a.log\"\n", path).unwrap();
         assert!(alone.server.access_log);
     }
+
+    #[test]
+    fn one_thread_runs_without_work_stealing_unless_asked() {
+        let path = std::path::Path::new("t.toml");
+        let stealing = |text: &str| super::parse(text, path).unwrap().server.work_stealing;
+        assert!(!stealing("[server]\nthreads = 1\n"));
+        assert!(stealing("[server]\nthreads = 2\n"));
+        assert!(stealing("[server]\nthreads = 1\nwork_stealing = true\n"));
+        assert!(!stealing("[server]\nthreads = 4\nwork_stealing = false\n"));
+    }
 }

@@ -44,7 +44,8 @@ pub struct ServerSettings {
     pub threads: usize,
     /// How long a graceful shutdown waits for tunnels to close after sending them 1001.
     pub shutdown_grace: Duration,
-    /// One shared work-stealing runtime (true) or one single-threaded runtime per thread.
+    /// One shared work-stealing runtime (true) or one single-threaded runtime per thread
+    /// (default: true with more than one thread).
     pub work_stealing: bool,
     /// Log every HTTP request and tunnel end (target `tideway::access`).
     pub access_log: bool,

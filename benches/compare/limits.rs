@@ -28,8 +28,8 @@ fn start(dir: &Path, backend: u16, limited: bool) -> Proxy {
     } else {
         ("tideway, limits off", "tideway-limits-off.toml")
     };
-    let bin = env!("CARGO_BIN_EXE_tideway");
-    launch(name, port, dir, file, config, bin, &["run", "--config"])
+    let bin = crate::tideway_bin();
+    launch(name, port, dir, file, config, &bin, &["run", "--config"])
 }
 
 /// Measure, print and return the report.

@@ -164,7 +164,7 @@ fn start_tideway_logged(dir: &Path, backend: u16) -> Proxy {
     let cfg = dir.join("tideway-logged.toml");
     std::fs::write(&cfg, config).unwrap();
     let log = std::fs::File::create(dir.join("access.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tideway"))
+    let child = Command::new(tideway_bin())
         .args(["run", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn,tideway::access=info")

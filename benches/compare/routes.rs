@@ -52,8 +52,8 @@ fn start(dir: &Path, backend: u16, routed: bool) -> Proxy {
     } else {
         ("tideway, 1 route", "tideway-routes-1.toml")
     };
-    let bin = env!("CARGO_BIN_EXE_tideway");
-    launch(name, port, dir, file, config, bin, &["run", "--config"])
+    let bin = crate::tideway_bin();
+    launch(name, port, dir, file, config, &bin, &["run", "--config"])
 }
 
 /// The request: the last server's last prefix route (`/p79/` of `s9.example.com`).

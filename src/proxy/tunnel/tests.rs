@@ -338,15 +338,27 @@ async fn no_ping_follows_a_close_frame() {
     task.abort();
 }
 
+/// A WebSocket tunnel between two in-memory pipes taken for `plain` TCP sockets (or not),
+/// running: its task, and the far ends of the client's pipe and the backend's.
+fn between_sockets(
+    plain: bool,
+) -> (
+    tokio::task::JoinHandle<TunnelEnd>,
+    DuplexStream,
+    DuplexStream,
+) {
+    let (client, c) = tokio::io::duplex(1 << 16);
+    let (backend, b) = tokio::io::duplex(1 << 16);
+    let idle = Duration::from_secs(60);
+    let t =
+        Tunnel::new(client, backend, idle, CancellationToken::new(), true).plain_tcp(plain, plain);
+    (tokio::spawn(t), c, b)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_backend_ending_after_the_client_s_close_frame_ends_the_tunnel_on_plain_tcp() {
     for plain in [true, false] {
-        let (client, mut c) = tokio::io::duplex(1 << 16);
-        let (backend, mut b) = tokio::io::duplex(1 << 16);
-        let idle = Duration::from_secs(60);
-        let t = Tunnel::new(client, backend, idle, CancellationToken::new(), true)
-            .plain_tcp(plain, plain);
-        let mut task = tokio::spawn(t);
+        let (mut task, mut c, mut b) = between_sockets(plain);
         let close = masked(0x88, &1000u16.to_be_bytes());
         c.write_all(&close).await.unwrap();
         let mut got = vec![0; close.len()];
@@ -376,12 +388,7 @@ async fn a_backend_ending_after_the_client_s_close_frame_ends_the_tunnel_on_plai
 
 #[tokio::test(start_paused = true)]
 async fn a_backend_ending_without_a_close_frame_still_passes_its_half_close_on() {
-    let (client, mut c) = tokio::io::duplex(1 << 16);
-    let (backend, b) = tokio::io::duplex(1 << 16);
-    let idle = Duration::from_secs(60);
-    let t =
-        Tunnel::new(client, backend, idle, CancellationToken::new(), true).plain_tcp(true, true);
-    let mut task = tokio::spawn(t);
+    let (mut task, mut c, b) = between_sockets(true);
     drop(b);
     let mut rest = Vec::new();
     c.read_to_end(&mut rest).await.unwrap();
@@ -397,12 +404,7 @@ async fn a_backend_ending_without_a_close_frame_still_passes_its_half_close_on()
 
 #[tokio::test(start_paused = true)]
 async fn a_close_frame_not_yet_whole_keeps_the_tunnel_open() {
-    let (client, mut c) = tokio::io::duplex(1 << 16);
-    let (backend, mut b) = tokio::io::duplex(1 << 16);
-    let idle = Duration::from_secs(60);
-    let t =
-        Tunnel::new(client, backend, idle, CancellationToken::new(), true).plain_tcp(true, true);
-    let mut task = tokio::spawn(t);
+    let (mut task, mut c, mut b) = between_sockets(true);
     // The client's close, 1000 and "bye", stops before its last byte.
     let close = masked(0x88, &[0x03, 0xe8, b'b', b'y', b'e']);
     c.write_all(&close[..close.len() - 1]).await.unwrap();

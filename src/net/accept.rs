@@ -8,10 +8,10 @@
 //!
 //! [`DataListener`] is the pingora service of a listener the process starts with: it takes its
 //! socket from the descriptors a binary upgrade handed over (or binds it and adds it to them,
-//! for the next upgrade) and runs [`serve`] on it. Imports nothing of tideway's.
+//! for the next upgrade) and runs [`serve`] on it. Imports nothing of tideway's outside `net`.
 
+use super::inbound::Inbound;
 use pingora::apps::ServerApp;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::server::{ListenFds, ShutdownWatch};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -84,9 +84,7 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
     let listen = socket.local_addr().ok();
     // Every connection's local address, when the listener is bound to one address (not a
     // wildcard): known here, so no connection asks the kernel for it (getsockname).
-    let local = listen
-        .filter(|a| !a.ip().is_unspecified())
-        .map(pingora::protocols::l4::socket::SocketAddr::Inet);
+    let local = listen.filter(|a| !a.ip().is_unspecified());
     let mut backoff = Backoff::default();
     loop {
         if *shutdown.borrow() {
@@ -122,20 +120,9 @@ pub async fn serve<A: ServerApp + Send + Sync + 'static>(
             }
         };
         let _ = io.set_nodelay(true);
-        // Unbuffered both ways: the gateways keep their own buffers.
-        let mut stream = pingora::protocols::l4::stream::Stream::from(io);
-        let fd = stream.as_raw_fd();
         // The peer as accept returned it, and the listener's address: two system calls
         // (getpeername, getsockname) fewer per connection than asking the socket later.
-        let digest = SocketDigest::from_raw_fd(fd);
-        let _ = digest
-            .peer_addr
-            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(peer)));
-        if let Some(local) = &local {
-            let _ = digest.local_addr.set(Some(local.clone()));
-        }
-        stream.set_socket_digest(digest);
-        let stream: pingora::protocols::Stream = Box::new(stream);
+        let stream: pingora::protocols::Stream = Box::new(Inbound::new(io, peer, local));
         app.process_new(stream, &shutdown).await;
     }
 }

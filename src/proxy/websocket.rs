@@ -11,7 +11,6 @@
 use super::exchange::Upgraded;
 use super::route::Route;
 use super::tunnel::{Ending, Logged, Tunnel};
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use std::future::Future;
 use std::sync::Arc;
@@ -85,7 +84,7 @@ pub fn start(
     };
     route.metrics.tunnel.opened(protocol);
     let guard = conn.guard;
-    let plain_client = client.as_any().is::<L4Stream>();
+    let plain_client = client.as_any().is::<crate::net::inbound::Inbound>();
     let plain_backend = matches!(conn.io, crate::net::backend::BackendIo::Plain(_));
     let mut tunnel = Tunnel::new(client, conn.io, idle, close, true)
         .plain_tcp(plain_client, plain_backend)

@@ -23,12 +23,7 @@ use super::answer::H2Head;
 use bytes::{Buf, Bytes};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType,
-};
-use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID, UniqueIDType};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -329,37 +324,16 @@ impl Drop for H2Io {
     }
 }
 
-#[async_trait::async_trait]
-impl Shutdown for H2Io {
-    async fn shutdown(&mut self) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
-    }
-}
-
 impl UniqueID for H2Io {
     fn id(&self) -> UniqueIDType {
         self.id as UniqueIDType
     }
 }
 
-impl Ssl for H2Io {}
-
-impl GetTimingDigest for H2Io {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for H2Io {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
+crate::net::io_without_extras!(H2Io);
 
 impl GetSocketDigest for H2Io {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         None
     }
 }
-
-impl Peek for H2Io {}

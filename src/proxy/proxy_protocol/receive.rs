@@ -11,7 +11,7 @@
 //! family and a unix socket address all leave the connection's own peer as the client.
 
 use super::V2_SIGNATURE;
-use pingora::protocols::l4::stream::Stream as L4Stream;
+use crate::net::inbound::Inbound;
 use pingora::protocols::Stream;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -241,19 +241,19 @@ pub async fn read(stream: Stream, timeout: Duration) -> Result<(Stream, Header),
     }
 }
 
-/// Make `bytes` the next bytes `stream` reads (pingora's TCP stream keeps a rewind buffer).
+/// Make `bytes` the next bytes `stream` reads (an accepted connection replays them first).
 fn put_back(stream: Stream, bytes: &[u8]) -> Result<Stream, HeaderError> {
     if bytes.is_empty() {
         return Ok(stream);
     }
-    if !stream.as_any().is::<L4Stream>() {
+    if !stream.as_any().is::<Inbound>() {
         return Err(HeaderError::Io(
             "bytes after the PROXY header cannot be put back on this stream".into(),
         ));
     }
-    match stream.into_any().downcast::<L4Stream>() {
+    match stream.into_any().downcast::<Inbound>() {
         Ok(mut tcp) => {
-            tcp.rewind(bytes);
+            tcp.replay(bytes);
             Ok(tcp)
         }
         Err(_) => Err(HeaderError::Io("not a TCP stream".into())),

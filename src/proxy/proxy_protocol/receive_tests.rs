@@ -180,3 +180,21 @@ fn v2_refuses_bad_version_command_family_and_lengths() {
     let full = v2(0x21, 0x11, &v4);
     prefixes_incomplete(&full);
 }
+
+#[tokio::test]
+async fn bytes_put_back_come_first_and_the_stream_stays_a_plain_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (tcp, peer) = l.accept().await.unwrap();
+    client.write_all(b"world").await.unwrap();
+    let stream: Stream = Box::new(Inbound::new(tcp, peer, None));
+    let mut stream = put_back(stream, b"hello ").unwrap();
+    // A WebSocket on it may still close both plain sockets at once (websocket.rs asks this).
+    assert!(stream.as_any().is::<Inbound>());
+    let mut got = [0u8; 11];
+    stream.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hello world");
+}

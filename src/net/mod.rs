@@ -1,8 +1,8 @@
 //! The process's sockets, below everything that serves on them: the one accept loop with its
 //! backoff ([`accept`]) and the client connections it accepts ([`inbound`]), connections to
 //! backends, plain or TLS ([`backend`]), the file-descriptor budget ([`fds`]) and HTTP/1
-//! message heads on the wire ([`wire`]). Shared by the data plane (`proxy`), the health checks (`health`), the admin
-//! listener (`admin`) and the server wiring (`server`).
+//! message heads on the wire ([`wire`]). Shared by the data plane (`proxy`), the health
+//! checks (`health`), the admin listener (`admin`) and the server wiring (`server`).
 //!
 //! Imports: nothing else in tideway.
 

@@ -11,12 +11,7 @@ use crate::config::Listener;
 use crate::routing::host::Hosts;
 use arc_swap::ArcSwap;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType,
-};
-use pingora::protocols::{SocketDigest, TimingDigest};
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID, UniqueIDType};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
@@ -234,11 +229,7 @@ impl Terminator {
             sni: sni.map(|n| n.to_ascii_lowercase().into()),
             h2,
         };
-        let conn = TlsConn {
-            inner: tls,
-            rewound: Vec::new(),
-            pos: 0,
-        };
+        let conn = TlsConn { inner: tls };
         Ok((conn, identity))
     }
 }
@@ -276,12 +267,9 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// A terminated TLS connection, usable wherever pingora expects a [`Stream`]. Bytes can be
-/// put back in front of it ([`TlsConn::rewind`]) after tideway has looked at a request head.
+/// A terminated TLS connection, usable wherever pingora expects a [`Stream`].
 pub struct TlsConn {
     inner: TlsStream<Stream>,
-    rewound: Vec<u8>,
-    pos: usize,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -291,14 +279,6 @@ impl std::fmt::Debug for TlsConn {
 }
 
 impl TlsConn {
-    /// Make `bytes` the next bytes read.
-    pub fn rewind(&mut self, bytes: &[u8]) {
-        let mut v = bytes.to_vec();
-        v.extend_from_slice(&self.rewound[self.pos..]);
-        self.rewound = v;
-        self.pos = 0;
-    }
-
     fn tcp(&self) -> &Stream {
         self.inner.get_ref().0
     }
@@ -310,17 +290,6 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.pos < self.rewound.len() {
-            let n = buf.remaining().min(self.rewound.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.rewound[start..start + n]);
-            self.pos += n;
-            if self.pos == self.rewound.len() {
-                self.rewound = Vec::new();
-                self.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -341,40 +310,21 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-#[async_trait::async_trait]
-impl Shutdown for TlsConn {
-    async fn shutdown(&mut self) {
-        let _ = tokio::io::AsyncWriteExt::shutdown(self).await;
-    }
-}
-
 impl UniqueID for TlsConn {
     fn id(&self) -> UniqueIDType {
         self.tcp().id()
     }
 }
 
-impl Ssl for TlsConn {}
-
-impl GetTimingDigest for TlsConn {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.tcp().get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for TlsConn {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.tcp().get_proxy_digest()
-    }
-}
+// The TCP connection under it is an accepted `net::inbound::Inbound`, which has no timing or
+// proxy digest either.
+crate::net::io_without_extras!(TlsConn);
 
 impl GetSocketDigest for TlsConn {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.tcp().get_socket_digest()
     }
 }
-
-impl Peek for TlsConn {}
 
 /// The peer address of a pingora stream, if it is TCP.
 pub fn peer(stream: &Stream) -> Option<std::net::SocketAddr> {

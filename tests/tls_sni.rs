@@ -544,3 +544,81 @@ async fn a_session_ticket_resumes_after_many_other_handshakes() {
         rustls::HandshakeKind::Resumed
     );
 }
+
+/// The suite agreed on: AES-128-GCM whatever the client's order among AES-GCM suites (its TLS
+/// 1.3 suite hashes with SHA-256, which x86 has instructions for); a client that puts
+/// ChaCha20 first keeps it; a client offering only AES-256-GCM gets it. Each over a real
+/// handshake, and each connection serves its request.
+#[tokio::test]
+async fn aes_128_is_chosen_unless_the_client_puts_chacha_first() {
+    use rustls::CipherSuite as C;
+    let dir = tempfile::tempdir().unwrap();
+    let a = make_cert(dir.path(), "a", &["a.test"]);
+    let ra = Recorder::start("a").await;
+    let p = start(&route("a.test", true, &a, "a"), &[("a", &ra)]).await;
+    let agreed = |order: &'static [C], tls12: bool| async move {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = order
+            .iter()
+            .map(|want| {
+                *provider
+                    .cipher_suites
+                    .iter()
+                    .find(|s| s.suite() == *want)
+                    .unwrap()
+            })
+            .collect();
+        let provider = Arc::new(provider);
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13]
+        };
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(p.http).await.unwrap();
+        let name = ServerName::try_from("a.test").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        assert_eq!(request(&mut tls, "a.test").await, (200, "a".to_string()));
+        tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+    };
+    // rustls' and OpenSSL's own order: AES-256 first.
+    let aes256_first: &[C] = &[
+        C::TLS13_AES_256_GCM_SHA384,
+        C::TLS13_AES_128_GCM_SHA256,
+        C::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    assert_eq!(
+        agreed(aes256_first, false).await,
+        C::TLS13_AES_128_GCM_SHA256
+    );
+    let chacha_first: &[C] = &[
+        C::TLS13_CHACHA20_POLY1305_SHA256,
+        C::TLS13_AES_256_GCM_SHA384,
+        C::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        agreed(chacha_first, false).await,
+        C::TLS13_CHACHA20_POLY1305_SHA256
+    );
+    assert_eq!(
+        agreed(&[C::TLS13_AES_256_GCM_SHA384], false).await,
+        C::TLS13_AES_256_GCM_SHA384
+    );
+    // TLS 1.2 alike.
+    let tls12: &[C] = &[
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        agreed(tls12, true).await,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    );
+}

@@ -12,7 +12,7 @@ use crate::routing::host::Hosts;
 use arc_swap::ArcSwap;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream, UniqueID, UniqueIDType};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{Acceptor, ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -20,7 +20,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::timeout_at;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
+
+mod suites;
+use suites::Suites;
 
 /// How long a client may take to finish the TLS handshake.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -180,45 +185,53 @@ impl Identity {
 #[derive(Clone)]
 pub struct Terminator {
     pub resolver: Arc<SniResolver>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    suites: Suites,
 }
 
 impl Terminator {
     /// A terminator serving `resolver`'s certificates; with `http2`, ALPN offers `h2` before
     /// `http/1.1`.
     pub fn new(resolver: Arc<SniResolver>, http2: bool) -> Self {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_no_client_auth()
-        .with_cert_resolver(resolver.clone());
-        config.alpn_protocols = if http2 {
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
         // Stateless session tickets, as nginx and OpenSSL issue by default: any client that
         // kept one resumes. rustls' default, a 256-entry session cache, resumed about half of
         // the handshakes with 64 clients at a time (docs/benchmarks.md). The keys are this
-        // listener's, random, and rotate every 6 hours (rustls' ticketer).
-        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
-            config.ticketer = ticketer;
-        }
-        Terminator {
-            resolver,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        }
+        // listener's, random, and rotate every 6 hours (rustls' ticketer); both suite orders
+        // share them and the TLS 1.2 session cache, so a session resumes under either.
+        let ticketer = rustls::crypto::ring::Ticketer::new().ok();
+        let sessions = rustls::server::ServerSessionMemoryCache::new(256);
+        let build = |provider| {
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_no_client_auth()
+                .with_cert_resolver(resolver.clone());
+            config.alpn_protocols = if http2 {
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            if let Some(t) = &ticketer {
+                config.ticketer = t.clone();
+            }
+            config.session_storage = sessions.clone();
+            config
+        };
+        let suites = Suites::new(rustls::crypto::ring::default_provider(), build);
+        Terminator { resolver, suites }
     }
 
-    /// Run the server handshake; the connection and what it was made for.
+    /// Run the server handshake; the connection and what it was made for. The client's hello
+    /// is read first, to pick the suite order (module `suites`); the timeout covers the whole.
     pub async fn accept(&self, stream: Stream) -> std::io::Result<(TlsConn, Identity)> {
-        let tls = tokio::time::timeout(DEFAULT_TLS_HANDSHAKE_TIMEOUT, self.acceptor.accept(stream))
+        let deadline = tokio::time::Instant::now() + DEFAULT_TLS_HANDSHAKE_TIMEOUT;
+        let timed_out =
+            |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out");
+        let hello = LazyConfigAcceptor::new(Acceptor::default(), stream);
+        let start = timeout_at(deadline, hello).await.map_err(timed_out)??;
+        let config = self.suites.pick(&start.client_hello());
+        let tls = timeout_at(deadline, start.into_stream(config))
             .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
+            .map_err(timed_out)??;
         let session = tls.get_ref().1;
         let h2 = session.alpn_protocol() == Some(b"h2");
         let sni = session.server_name();

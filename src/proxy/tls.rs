@@ -195,8 +195,9 @@ impl Terminator {
         // Stateless session tickets, as nginx and OpenSSL issue by default: any client that
         // kept one resumes. rustls' default, a 256-entry session cache, resumed about half of
         // the handshakes with 64 clients at a time (docs/benchmarks.md). The keys are this
-        // listener's, random, and rotate every 6 hours (rustls' ticketer); both suite orders
-        // share them and the TLS 1.2 session cache, so a session resumes under either.
+        // listener's, random, and rotate every 6 hours (rustls' ticketer). Both suite orders
+        // share them and the TLS 1.2 session cache; a session resumes only with the suite it
+        // was made with, which the same client's hello picks again.
         let ticketer = rustls::crypto::ring::Ticketer::new().ok();
         let sessions = rustls::server::ServerSessionMemoryCache::new(256);
         let build = |provider| {

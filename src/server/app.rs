@@ -283,7 +283,9 @@ async fn reopen_on_sigusr1() {
     crate::proxy::access::sink::reopen();
     while usr1.recv().await.is_some() {
         // The writer thread opens the file and logs how it went.
-        if !crate::proxy::access::sink::reopen() {
+        if crate::proxy::access::sink::reopen() {
+            tracing::info!("SIGUSR1: reopening the access log");
+        } else {
             tracing::info!("SIGUSR1: no access_log_file to reopen");
         }
     }

@@ -135,12 +135,12 @@ impl Thread {
             Ok(file) => {
                 self.file = file;
                 self.partial = false;
-                tracing::info!(path = %self.path.display(), "SIGUSR1: access log reopened");
+                tracing::info!(path = %self.path.display(), "access log reopened");
             }
             Err(e) => tracing::error!(
                 path = %self.path.display(),
                 error = %e,
-                "SIGUSR1: cannot reopen the access log; writing to the old file"
+                "cannot reopen the access log; writing to the old file"
             ),
         }
     }

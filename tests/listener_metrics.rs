@@ -267,3 +267,54 @@ async fn failed_tls_handshakes_are_counted_by_reason() {
     );
     wait_series(&p, "tideway_listener_connections_active", &l, 0.0).await;
 }
+
+/// One deadline covers the whole TLS handshake, hello included: a client that sends half its
+/// ClientHello, the rest most of a deadline later, and then never finishes is closed when the
+/// deadline that began at accept runs out (not a fresh one after its hello), and counted as a
+/// `timeout`.
+#[tokio::test]
+async fn a_trickled_tls_handshake_is_cut_at_one_deadline_from_accept() {
+    let limit = tideway::proxy::tls::DEFAULT_TLS_HANDSHAKE_TIMEOUT;
+    let b = backend("s1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let p = start_proxy_with(
+        &format!("tls = {{ cert = {cert:?}, key = {key:?} }}"),
+        &format!("[upstream.app]\n{}\n", backends_toml(&[(&b, 1)])),
+    )
+    .await;
+    let l = format!("listener=\"{}\"", p.http);
+    let failures = "tideway_listener_tls_handshake_failures_total";
+    // A real ClientHello, from a rustls client that never gets to read the answer.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    client.write_tls(&mut hello).unwrap();
+    assert!(hello.len() > 100, "a ClientHello record");
+
+    let start = std::time::Instant::now();
+    let mut s = TcpStream::connect(p.http).await.unwrap();
+    let (first, rest) = hello.split_at(hello.len() / 2);
+    s.write_all(first).await.unwrap();
+    tokio::time::sleep(limit * 6 / 10).await;
+    s.write_all(rest).await.unwrap();
+    // The server answers the hello (its flight), then waits for a Finished that never comes.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(limit * 2, s.read_to_end(&mut got)).await;
+    let took = start.elapsed();
+    assert!(!got.is_empty(), "the server answered the whole hello");
+    assert!(
+        took >= limit && took < limit * 13 / 10,
+        "closed {took:?} after connecting; the deadline is {limit:?} from accept"
+    );
+    wait_series(&p, failures, &format!("{l},reason=\"timeout\""), 1.0).await;
+}

@@ -621,4 +621,13 @@ async fn aes_128_is_chosen_unless_the_client_puts_chacha_first() {
         agreed(tls12, true).await,
         C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
     );
+    let tls12_chacha: &[C] = &[
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(
+        agreed(tls12_chacha, true).await,
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+    );
 }

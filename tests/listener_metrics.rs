@@ -183,17 +183,39 @@ async fn a_tcp_listener_closes_a_connection_over_its_max_connections() {
     one_request(&mut third).await;
 }
 
-/// A TLS client that trusts no certificate: it refuses the server's with a fatal alert.
-async fn refusing_client(addr: SocketAddr) {
+/// A tideway with one TLS listener (a fresh self-signed certificate for localhost) in front
+/// of `b`; the directory holds the certificate and lives as long as the proxy is used.
+async fn tls_proxy(b: &Backend) -> (Proxy, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let p = start_proxy_with(
+        &format!("tls = {{ cert = {cert:?}, key = {key:?} }}"),
+        &format!("[upstream.app]\n{}\n", backends_toml(&[(b, 1)])),
+    )
+    .await;
+    (p, dir)
+}
+
+/// A TLS client configuration that trusts no certificate.
+fn trusting_nothing() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A TLS client that trusts no certificate: it refuses the server's with a fatal alert.
+async fn refusing_client(addr: SocketAddr) {
+    let config = trusting_nothing();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let r = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let r = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await;
     assert!(r.is_err(), "the client trusts no certificate");
@@ -202,16 +224,7 @@ async fn refusing_client(addr: SocketAddr) {
 #[tokio::test]
 async fn failed_tls_handshakes_are_counted_by_reason() {
     let b = backend("s1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let p = start_proxy_with(
-        &format!("tls = {{ cert = {cert:?}, key = {key:?} }}"),
-        &format!("[upstream.app]\n{}\n", backends_toml(&[(&b, 1)])),
-    )
-    .await;
+    let (p, _dir) = tls_proxy(&b).await;
     let l = format!("listener=\"{}\"", p.http);
     let failures = "tideway_listener_tls_handshake_failures_total";
     let reason = |r: &str| format!("{l},reason=\"{r}\"");
@@ -276,27 +289,13 @@ async fn failed_tls_handshakes_are_counted_by_reason() {
 async fn a_trickled_tls_handshake_is_cut_at_one_deadline_from_accept() {
     let limit = tideway::proxy::tls::DEFAULT_TLS_HANDSHAKE_TIMEOUT;
     let b = backend("s1").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    let p = start_proxy_with(
-        &format!("tls = {{ cert = {cert:?}, key = {key:?} }}"),
-        &format!("[upstream.app]\n{}\n", backends_toml(&[(&b, 1)])),
-    )
-    .await;
+    let (p, _dir) = tls_proxy(&b).await;
     let l = format!("listener=\"{}\"", p.http);
     let failures = "tideway_listener_tls_handshake_failures_total";
     // A real ClientHello, from a rustls client that never gets to read the answer.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+    let config = trusting_nothing();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut client = rustls::ClientConnection::new(config, name).unwrap();
     let mut hello = Vec::new();
     client.write_tls(&mut hello).unwrap();
     assert!(hello.len() > 100, "a ClientHello record");

@@ -246,17 +246,14 @@ fn put_back(stream: Stream, bytes: &[u8]) -> Result<Stream, HeaderError> {
     if bytes.is_empty() {
         return Ok(stream);
     }
-    if !stream.as_any().is::<Inbound>() {
-        return Err(HeaderError::Io(
-            "bytes after the PROXY header cannot be put back on this stream".into(),
-        ));
-    }
     match stream.into_any().downcast::<Inbound>() {
         Ok(mut tcp) => {
             tcp.replay(bytes);
             Ok(tcp)
         }
-        Err(_) => Err(HeaderError::Io("not a TCP stream".into())),
+        Err(_) => Err(HeaderError::Io(
+            "bytes after the PROXY header cannot be put back on this stream".into(),
+        )),
     }
 }
 
